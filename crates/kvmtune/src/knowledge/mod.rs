@@ -1,0 +1,9 @@
+//! What kvmtune knows about KVM, QEMU, libvirt and Windows, as data with sources.
+//!
+//! Each table row carries the reference it comes from (keys as in `../shared/knowledge.md`:
+//! L-KVMH = include/uapi/linux/kvm.h, L-TLFS = the Hyper-V TLFS definitions in Linux,
+//! Q-KVM = QEMU target/i386/kvm/kvm.c, Q-DOC = QEMU docs/system/i386/hyperv.rst). Analysis code
+//! reads these tables; it does not hard-code the facts again.
+
+pub mod hyperv;
+pub mod kvm_api;

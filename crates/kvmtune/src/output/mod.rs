@@ -1,0 +1,4 @@
+//! Renderers. Analysis produces data; these turn it into text for people or JSON for tools.
+//! A new output format gets its own module here.
+
+pub mod probe_text;

@@ -1,0 +1,53 @@
+//! Helpers shared by the integration tests: the corpus location and snapshot unpacking.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `../shared/corpus` from the repository root, or `$KVMTUNE_CORPUS`. A missing corpus is a
+/// test failure, never a skip.
+pub fn corpus() -> PathBuf {
+    let path = std::env::var_os("KVMTUNE_CORPUS").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
+    });
+    assert!(
+        path.join("SOURCES.md").is_file(),
+        "the test corpus is missing at {} (set KVMTUNE_CORPUS to its location)",
+        path.display()
+    );
+    path
+}
+
+/// Unpacks a snapshot tarball (bzip2 or gzip) into a fresh temporary directory and returns it
+/// with the directory that holds the snapshot's `sys/` and `proc/` (or `fsroot/`).
+pub fn unpack(tarball: &Path) -> (tempfile::TempDir, PathBuf) {
+    // Thousands of tiny sysfs files unpack fifty times faster on tmpfs than on this
+    // machine's disk; fall back to the default temp dir where there is no /dev/shm.
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("temp dir");
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("tar runs");
+    assert!(status.success(), "tar failed on {}", tarball.display());
+    let root = find_tree(dir.path()).unwrap_or_else(|| panic!("no sys/ or fsroot/ in {}", tarball.display()));
+    (dir, root)
+}
+
+fn find_tree(dir: &Path) -> Option<PathBuf> {
+    if dir.join("sys").is_dir() || dir.join("fsroot").is_dir() {
+        return Some(dir.to_path_buf());
+    }
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if let Some(found) = find_tree(&path) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}

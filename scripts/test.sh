@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The test command: installs the system packages the tests need, when they
+# are missing, and runs the whole test suite. `.ci/run` calls exactly this.
+#
+# Why backports: a fresh Debian 12 machine of this project already carries
+# qemu-utils 10.0 from bookworm-backports, which conflicts with bookworm's
+# QEMU 7.2 packages, so QEMU 10 and libvirt 11 must come from the same suite
+# (see ../shared/test-environment.md, section 0).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# command-that-must-exist:package[:suite]
+required=(
+  "lstopo-no-graphics:hwloc"
+  "bzip2:bzip2"
+  "qemu-system-x86_64:qemu-system-x86:bookworm-backports"
+  "virsh:libvirt-clients:bookworm-backports"
+  "virt-xml-validate:libvirt-clients:bookworm-backports"
+  "libvirtd:libvirt-daemon:bookworm-backports"
+)
+
+missing_plain=()
+missing_backports=()
+for entry in "${required[@]}"; do
+  IFS=: read -r command package suite <<<"$entry"
+  if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then
+    if [ "${suite:-}" = bookworm-backports ]; then
+      missing_backports+=("$package")
+    else
+      missing_plain+=("$package")
+    fi
+  fi
+done
+
+if [ ${#missing_plain[@]} -gt 0 ] || [ ${#missing_backports[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: missing packages ${missing_plain[*]} ${missing_backports[*]}; run as root to install them" >&2
+    exit 2
+  fi
+  backports=/etc/apt/sources.list.d/bookworm-backports.sources
+  if [ ${#missing_backports[@]} -gt 0 ] && [ ! -f "$backports" ]; then
+    cat >"$backports" <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if [ ${#missing_backports[@]} -gt 0 ]; then
+    # shellcheck disable=SC2046
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports \
+      $(printf '%s\n' "${missing_backports[@]}" | sort -u) qemu-system-data seabios ipxe-qemu \
+      libvirt-daemon-driver-qemu
+  fi
+  if [ ${#missing_plain[@]} -gt 0 ]; then
+    # shellcheck disable=SC2046
+    apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing_plain[@]}" | sort -u)
+  fi
+fi
+
+cargo test --workspace --locked --all-targets
