@@ -81,8 +81,10 @@ fn probe(root: Option<PathBuf>, format: Format) -> anyhow::Result<Outcome> {
         Format::Text => stdout.write_all(kvmtune::output::probe_text::render(&facts, &findings).as_bytes())?,
         Format::Json => {
             let document = serde_json::json!({ "host": facts, "findings": findings });
-            serde_json::to_writer_pretty(&mut stdout, &document)?;
-            writeln!(stdout)?;
+            // Rendered first so that a closed pipe surfaces as the io::Error it is.
+            let mut rendered = serde_json::to_string_pretty(&document)?;
+            rendered.push('\n');
+            stdout.write_all(rendered.as_bytes())?;
         }
     }
     stdout.flush()?;

@@ -100,7 +100,7 @@ pub fn probe(host: &dyn HostSource) -> Kvm {
     };
     let device = match host.query_kvm_device() {
         Some(report) => Fact::Known(report),
-        None => Fact::Unknown(format!("{} cannot be asked: KVM ioctls run on the live host only", host.describe())),
+        None => Fact::Unknown("not asked: KVM ioctls run on the live host only, never on a snapshot".to_string()),
     };
     Kvm { modules, apic_virtualization, device }
 }

@@ -42,6 +42,7 @@ fn gib(kib: u64) -> String {
 
 fn cache_size(kib: Option<u64>) -> String {
     match kib {
+        Some(kib) if kib >= 1 << 20 && kib % (1 << 20) == 0 => format!("{} GiB", kib >> 20),
         Some(kib) if kib >= 1024 && kib % 1024 == 0 => format!("{} MiB", kib / 1024),
         Some(kib) => format!("{kib} KiB"),
         None => "size unknown".to_string(),
@@ -67,7 +68,7 @@ fn cpu_section(out: &mut String, facts: &HostFacts) {
     let offline = show(&topo.offline, |set| {
         if set.is_empty() { "none offline".to_string() } else { format!("{} offline ({set})", set.len()) }
     });
-    let smt = show(&topo.smt, |smt| format!("SMT {}{}", smt.control, if smt.active { ", active" } else { ", inactive" }));
+    let smt = format!("SMT {}", show(&topo.smt, |smt| format!("{}{}", smt.control, if smt.active { ", active" } else { ", inactive" })));
     let _ = writeln!(
         out,
         "           {}, {}, {}, {}; CPUs {online}, {offline}; {smt}",
@@ -208,9 +209,12 @@ fn facts_section(out: &mut String, facts: &HostFacts) {
 
     let time = &facts.time;
     row(out, "Time", format!(
-        "clocksource {} (available: {}); TSC {}",
+        "clocksource {} (available: {})",
         show(&time.current_clocksource, String::clone),
         show(&time.available_clocksources, |list| list.join(" ")),
+    ));
+    row(out, "", format!(
+        "TSC {}",
         show(&time.tsc, |v| format!("{}: {}", if v.trustworthy { "trustworthy" } else { "NOT trustworthy" }, v.reasons.join("; "))),
     ));
 

@@ -1,0 +1,165 @@
+//! The `kvmtune` binary end to end: exit codes, output formats, and golden text output for
+//! real snapshots. Set `KVMTUNE_UPDATE_SNAPSHOTS=1` to rewrite the golden files after an
+//! intended change, then review the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kvmtune::host::HostFacts;
+
+fn kvmtune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvmtune")).args(args).output().expect("kvmtune runs")
+}
+
+fn corpus() -> PathBuf {
+    let path = std::env::var_os("KVMTUNE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    assert!(path.join("SOURCES.md").is_file(), "the test corpus is missing at {}", path.display());
+    path
+}
+
+fn unpack(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
+    let tarball = corpus().join("hwloc").join(format!("{name}.tar.bz2"));
+    let status = Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(dir.path()).status().unwrap();
+    assert!(status.success());
+    let root = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    (dir, root)
+}
+
+fn check_golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(name);
+    if std::env::var_os("KVMTUNE_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("golden file {} missing; run with KVMTUNE_UPDATE_SNAPSHOTS=1", path.display()));
+    if expected != actual {
+        panic!("{name} differs from the golden file.\n--- expected\n{expected}\n--- actual\n{actual}");
+    }
+}
+
+fn snapshot_text(name: &str) -> String {
+    let (_guard, root) = unpack(name);
+    let output = kvmtune(&["probe", "--root", root.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    // The first line names the temporary directory.
+    text.replacen(root.to_str().unwrap(), &format!("<corpus>/{name}"), 1)
+}
+
+#[test]
+fn golden_hybrid_intel_laptop() {
+    check_golden("probe-20em64t-hybrid.txt", &snapshot_text("20em64t-hybrid-1p6c2t+2ca4co1t"));
+}
+
+#[test]
+fn golden_snc_xeon_with_memory_side_caches() {
+    check_golden("probe-memorysidecaches.txt", &snapshot_text("memorysidecaches"));
+}
+
+#[test]
+fn golden_offline_cpus() {
+    check_golden("probe-16em64t-offlines.txt", &snapshot_text("16em64t-4s2c2t-offlines"));
+}
+
+#[test]
+fn json_is_the_documented_schema_and_reads_back() {
+    let (_guard, root) = unpack("32intel64-2p8co2t+8ve");
+    let output = kvmtune(&["probe", "--root", root.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["host"]["schema_version"], 1);
+    assert_eq!(json["host"]["topology"]["online"]["known"], "0-31");
+    assert_eq!(json["host"]["topology"]["numa_nodes"].as_array().unwrap().len(), 2);
+    assert!(json["findings"].is_array());
+    let facts: HostFacts = serde_json::from_value(json["host"].clone()).unwrap();
+    assert_eq!(facts.topology.smt_sibling_sets.len(), 16);
+}
+
+#[test]
+fn live_probe_succeeds_in_both_formats() {
+    let text = kvmtune(&["probe"]);
+    assert_eq!(text.status.code(), Some(0), "{}", String::from_utf8_lossy(&text.stderr));
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.starts_with("kvmtune probe: live host"));
+    assert!(text.contains("/dev/kvm usable (API 12)"), "{text}");
+    let json = kvmtune(&["probe", "--format", "json"]);
+    assert_eq!(json.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["host"]["source"], "live host");
+}
+
+#[test]
+fn missing_or_empty_root_is_an_error_with_exit_2() {
+    let output = kvmtune(&["probe", "--root", "/nonexistent/kvmtune-test"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cannot read the snapshot at /nonexistent/kvmtune-test"), "{stderr}");
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let output = kvmtune(&["probe", "--root", empty.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8(output.stderr).unwrap().contains("holds neither sys/ nor proc/"));
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let output = kvmtune(&["probe", "--format", "yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// Every member name the probe prints is documented in docs/probe-schema.md (names under the
+/// free-form maps excepted), so the schema document cannot silently fall behind the code.
+#[test]
+fn every_json_member_is_documented() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/probe-schema.md")).unwrap();
+    // Maps whose keys are data (flag names, parameter names, governors), not schema, by path
+    // below `host` with the `known` wrappers left out.
+    const FREE_FORM: &[&str] = &[
+        "cpu.flags",
+        "kvm.modules.parameters",
+        "host_state.cpufreq_governors",
+        "kernel.cmdline.iommu",
+        "kernel.cmdline.kvm_module_options",
+        "kernel.cmdline.vfio_options",
+        "kernel.cmdline.other",
+    ];
+    fn walk(value: &serde_json::Value, path: &str, names: &mut std::collections::BTreeSet<String>) {
+        if FREE_FORM.contains(&path) {
+            return;
+        }
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    if key == "known" || key == "unknown" {
+                        walk(child, path, names);
+                        continue;
+                    }
+                    names.insert(key.clone());
+                    let child_path = match path {
+                        "" | "host" => key.clone(),
+                        _ => format!("{path}.{key}"),
+                    };
+                    walk(child, &child_path, names);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| walk(item, path, names)),
+            _ => {}
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for args in [vec!["probe", "--format", "json"]] {
+        let output = kvmtune(&args);
+        walk(&serde_json::from_slice(&output.stdout).unwrap(), "", &mut names);
+    }
+    let (_guard, root) = unpack("20em64t-hybrid-1p6c2t+2ca4co1t");
+    let output = kvmtune(&["probe", "--root", root.to_str().unwrap(), "--format", "json"]);
+    walk(&serde_json::from_slice(&output.stdout).unwrap(), "", &mut names);
+    let missing: Vec<&String> = names.iter().filter(|name| !doc.contains(&format!("`{name}`"))).collect();
+    assert!(missing.is_empty(), "undocumented members: {missing:?}");
+}
