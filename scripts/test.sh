@@ -61,4 +61,6 @@ SOURCES
   fi
 fi
 
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --all-targets

@@ -48,7 +48,9 @@ fn main() -> ExitCode {
         Err(error) => {
             // A closed pipe (`kvmtune probe | head`) is not a failure.
             if error.chain().any(|cause| {
-                cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
             }) {
                 return ExitCode::from(0);
             }
@@ -70,7 +72,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
 fn probe(root: Option<PathBuf>, format: Format) -> anyhow::Result<Outcome> {
     let source: Box<dyn HostSource> = match root {
         Some(root) => Box::new(
-            SnapshotHost::open(&root).with_context(|| format!("cannot read the snapshot at {}", root.display()))?,
+            SnapshotHost::open(&root)
+                .with_context(|| format!("cannot read the snapshot at {}", root.display()))?,
         ),
         None => Box::new(LiveHost),
     };
@@ -78,7 +81,9 @@ fn probe(root: Option<PathBuf>, format: Format) -> anyhow::Result<Outcome> {
     let findings = host_rules::evaluate(&facts);
     let mut stdout = std::io::stdout().lock();
     match format {
-        Format::Text => stdout.write_all(kvmtune::output::probe_text::render(&facts, &findings).as_bytes())?,
+        Format::Text => {
+            stdout.write_all(kvmtune::output::probe_text::render(&facts, &findings).as_bytes())?
+        }
         Format::Json => {
             let document = serde_json::json!({ "host": facts, "findings": findings });
             // Rendered first so that a closed pipe surfaces as the io::Error it is.

@@ -35,8 +35,9 @@ fn check_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("golden file {} missing; run with KVMTUNE_UPDATE_SNAPSHOTS=1", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("golden file {} missing; run with KVMTUNE_UPDATE_SNAPSHOTS=1", path.display())
+    });
     if expected != actual {
         panic!("{name} differs from the golden file.\n--- expected\n{expected}\n--- actual\n{actual}");
     }
@@ -117,7 +118,9 @@ fn bad_arguments_exit_2() {
 /// free-form maps excepted), so the schema document cannot silently fall behind the code.
 #[test]
 fn every_json_member_is_documented() {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/probe-schema.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/probe-schema.md"))
+            .unwrap();
     // Maps whose keys are data (flag names, parameter names, governors), not schema, by path
     // below `host` with the `known` wrappers left out.
     const FREE_FORM: &[&str] = &[
@@ -153,10 +156,8 @@ fn every_json_member_is_documented() {
         }
     }
     let mut names = std::collections::BTreeSet::new();
-    for args in [vec!["probe", "--format", "json"]] {
-        let output = kvmtune(&args);
-        walk(&serde_json::from_slice(&output.stdout).unwrap(), "", &mut names);
-    }
+    let output = kvmtune(&["probe", "--format", "json"]);
+    walk(&serde_json::from_slice(&output.stdout).unwrap(), "", &mut names);
     let (_guard, root) = unpack("20em64t-hybrid-1p6c2t+2ca4co1t");
     let output = kvmtune(&["probe", "--root", root.to_str().unwrap(), "--format", "json"]);
     walk(&serde_json::from_slice(&output.stdout).unwrap(), "", &mut names);

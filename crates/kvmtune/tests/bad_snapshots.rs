@@ -33,7 +33,11 @@ fn healthy(root: &Path) {
         write(root, &format!("{base}/cache/index3/shared_cpu_list"), b"0-1\n");
     }
     write(root, "sys/devices/system/node/node0/cpulist", b"0-1\n");
-    write(root, "sys/devices/system/node/node0/meminfo", b"Node 0 MemTotal: 1000 kB\nNode 0 MemFree: 400 kB\n");
+    write(
+        root,
+        "sys/devices/system/node/node0/meminfo",
+        b"Node 0 MemTotal: 1000 kB\nNode 0 MemFree: 400 kB\n",
+    );
 }
 
 fn probe(root: &Path) -> host::HostFacts {
@@ -85,7 +89,11 @@ fn truncated_and_empty_files_and_dirs() {
     // An empty online list is a fact (nothing online), not a crash.
     assert_eq!(facts.topology.online.known().map(|s| s.len()), Some(0));
     assert!(matches!(facts.memory.total_kib, Fact::Unknown(ref r) if r.contains("proc/meminfo")));
-    assert!(facts.topology.unknowns.iter().any(|u| u.contains("node0/cpulist is missing")), "{:?}", facts.topology.unknowns);
+    assert!(
+        facts.topology.unknowns.iter().any(|u| u.contains("node0/cpulist is missing")),
+        "{:?}",
+        facts.topology.unknowns
+    );
 }
 
 #[test]

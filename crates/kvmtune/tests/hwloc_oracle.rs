@@ -76,7 +76,8 @@ fn parse_console(text: &str) -> Expected {
             stack.pop();
         }
         let attrs = attrs.trim_end_matches(')');
-        let attr = |name: &str| attrs.split_whitespace().find_map(|a| a.strip_prefix(name)).map(str::to_string);
+        let attr =
+            |name: &str| attrs.split_whitespace().find_map(|a| a.strip_prefix(name)).map(str::to_string);
         objects.push(Object {
             kind: kind.to_string(),
             depth,
@@ -153,7 +154,8 @@ fn parse_hwloc_xml(text: &str) -> Expected {
             }
             "PU" => expected.pus = expected.pus.union(&cpuset()),
             "L3Cache" => {
-                let size = node.attribute("cache_size").and_then(|s| s.parse::<u64>().ok()).map(|b| (b / 1024, 1));
+                let size =
+                    node.attribute("cache_size").and_then(|s| s.parse::<u64>().ok()).map(|b| (b / 1024, 1));
                 expected.l3_groups.insert((cpuset(), size));
             }
             "NUMANode" => {
@@ -166,8 +168,11 @@ fn parse_hwloc_xml(text: &str) -> Expected {
         }
     }
     for kind in document.descendants().filter(|n| n.has_tag_name("cpukind")) {
-        let efficiency = kind.attribute("forced_efficiency").or(kind.attribute("efficiency")).and_then(|e| e.parse().ok());
-        expected.kinds.push((efficiency.unwrap_or(0), CpuSet::parse_mask(kind.attribute("cpuset").unwrap()).unwrap()));
+        let efficiency =
+            kind.attribute("forced_efficiency").or(kind.attribute("efficiency")).and_then(|e| e.parse().ok());
+        expected
+            .kinds
+            .push((efficiency.unwrap_or(0), CpuSet::parse_mask(kind.attribute("cpuset").unwrap()).unwrap()));
     }
     expected
 }
@@ -212,11 +217,17 @@ fn compare(name: &str, topology: &Topology, expected: &Expected) {
     match expected.kinds.len() {
         0 | 1 => assert_eq!(topology.core_types.known(), Some(&None), "{name}: not hybrid"),
         _ => {
-            let types = topology.core_types.known().cloned().flatten().unwrap_or_else(|| panic!("{name}: hybrid not detected"));
+            let types = topology
+                .core_types
+                .known()
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| panic!("{name}: hybrid not detected"));
             let mut kinds = expected.kinds.clone();
             kinds.sort_by_key(|(efficiency, _)| *efficiency);
             assert_eq!(types.performance, kinds.last().unwrap().1, "{name}: P-cores");
-            let efficient = kinds[..kinds.len() - 1].iter().fold(CpuSet::new(), |all, (_, set)| all.union(set));
+            let efficient =
+                kinds[..kinds.len() - 1].iter().fold(CpuSet::new(), |all, (_, set)| all.union(set));
             assert_eq!(types.efficiency, efficient, "{name}: E-cores");
         }
     }
@@ -233,7 +244,9 @@ fn every_hwloc_snapshot_matches_hwloc() {
     let mut checked = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let tarball = entry.unwrap().path();
-        let Some(name) = tarball.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".tar.bz2")) else {
+        let Some(name) =
+            tarball.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".tar.bz2"))
+        else {
             continue;
         };
         let console = dir.join(format!("{name}.console"));
@@ -261,7 +274,8 @@ fn every_lscpu_dump_matches_lscpu() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let tarball = entry.unwrap().path();
-        let Some(name) = tarball.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".tar.gz")) else {
+        let Some(name) = tarball.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".tar.gz"))
+        else {
             continue;
         };
         let expected_text = std::fs::read_to_string(dir.join(format!("lscpu-{name}"))).unwrap();
@@ -294,10 +308,26 @@ fn every_lscpu_dump_matches_lscpu() {
         let topology = probe_snapshot(&root).topology;
         assert_eq!(topology.online.known(), Some(&all), "{name}: online");
         assert_eq!(ours_partition(topology.smt_sibling_sets.iter().cloned()), partition(0), "{name}: cores");
-        assert_eq!(ours_partition(topology.packages.iter().map(|p| p.cpus.clone())), partition(1), "{name}: sockets");
-        assert_eq!(ours_partition(topology.numa_nodes.iter().map(|n| n.cpus.clone())), partition(2), "{name}: nodes");
-        assert_eq!(ours_partition(topology.l3_groups.iter().map(|g| g.cpus.clone())), partition(3), "{name}: L3");
-        assert_eq!(topology.numa_nodes.iter().filter(|n| !n.cpus.is_empty()).count(), node_count, "{name}: node count");
+        assert_eq!(
+            ours_partition(topology.packages.iter().map(|p| p.cpus.clone())),
+            partition(1),
+            "{name}: sockets"
+        );
+        assert_eq!(
+            ours_partition(topology.numa_nodes.iter().map(|n| n.cpus.clone())),
+            partition(2),
+            "{name}: nodes"
+        );
+        assert_eq!(
+            ours_partition(topology.l3_groups.iter().map(|g| g.cpus.clone())),
+            partition(3),
+            "{name}: L3"
+        );
+        assert_eq!(
+            topology.numa_nodes.iter().filter(|n| !n.cpus.is_empty()).count(),
+            node_count,
+            "{name}: node count"
+        );
         checked += 1;
     }
     assert_eq!(checked, 2);

@@ -10,7 +10,11 @@ fn hex(value: &serde_json::Value) -> u32 {
 }
 
 fn fixture() -> Vec<CpuidEntry> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hv-cpuid-intel-linux6.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hv-cpuid-intel-linux6.json"
+    ))
+    .unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     json["entries"]
         .as_array()
@@ -33,9 +37,27 @@ fn intel_host_offers_every_enlightenment_but_core_sharing() {
     assert_eq!(hyperv::signature(&entries).as_deref(), Some("Linux KVM Hv"));
     let names: Vec<&str> = hyperv::supported(&entries).iter().map(|e| e.qemu).collect();
     for expected in [
-        "hv-relaxed", "hv-vapic", "hv-vpindex", "hv-runtime", "hv-crash", "hv-time", "hv-synic", "hv-stimer",
-        "hv-stimer-direct", "hv-tlbflush", "hv-tlbflush-ext", "hv-tlbflush-direct", "hv-ipi", "hv-reset",
-        "hv-frequencies", "hv-reenlightenment", "hv-evmcs", "hv-emsr-bitmap", "hv-xmm-input", "hv-avic", "hv-syndbg",
+        "hv-relaxed",
+        "hv-vapic",
+        "hv-vpindex",
+        "hv-runtime",
+        "hv-crash",
+        "hv-time",
+        "hv-synic",
+        "hv-stimer",
+        "hv-stimer-direct",
+        "hv-tlbflush",
+        "hv-tlbflush-ext",
+        "hv-tlbflush-direct",
+        "hv-ipi",
+        "hv-reset",
+        "hv-frequencies",
+        "hv-reenlightenment",
+        "hv-evmcs",
+        "hv-emsr-bitmap",
+        "hv-xmm-input",
+        "hv-avic",
+        "hv-syndbg",
     ] {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }

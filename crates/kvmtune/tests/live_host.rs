@@ -38,7 +38,10 @@ fn topology_matches_hwloc_on_this_machine() {
     assert_eq!(topology.online.known(), Some(&pus));
     assert_eq!(topology.smt_sibling_sets.iter().cloned().collect::<BTreeSet<_>>(), sets_of("Core"));
     assert_eq!(topology.packages.iter().map(|p| p.cpus.clone()).collect::<BTreeSet<_>>(), sets_of("Package"));
-    assert_eq!(topology.l3_groups.iter().map(|g| g.cpus.clone()).collect::<BTreeSet<_>>(), sets_of("L3Cache"));
+    assert_eq!(
+        topology.l3_groups.iter().map(|g| g.cpus.clone()).collect::<BTreeSet<_>>(),
+        sets_of("L3Cache")
+    );
     assert_eq!(topology.numa_nodes.len(), sets_of("NUMANode").len());
 }
 
@@ -60,7 +63,9 @@ fn kvm_device_answers_and_hyperv_support_agrees_with_capabilities() {
     assert!(device.present, "/dev/kvm missing");
     assert_eq!(device.api_version, Fact::Known(12));
     assert_eq!(device.usable, Fact::Known(true));
-    let cap = |name: &str| device.capabilities.iter().find(|c| c.name == name).and_then(|c| c.value.known().copied());
+    let cap = |name: &str| {
+        device.capabilities.iter().find(|c| c.name == name).and_then(|c| c.value.known().copied())
+    };
     assert!(cap("KVM_CAP_MAX_VCPUS").is_some_and(|v| v > 0));
     let hyperv_caps = cap("KVM_CAP_SYS_HYPERV_CPUID").unwrap_or(0) + cap("KVM_CAP_HYPERV_CPUID").unwrap_or(0);
     match &device.hyperv {

@@ -82,7 +82,9 @@ pub const HOST_RULES: &[HostRule] = &[
             let device = facts.kvm.device.known()?;
             match (&device.present, &device.usable) {
                 (false, _) => Some("/dev/kvm does not exist".to_string()),
-                (true, Fact::Known(false)) => Some(format!("/dev/kvm answered API version {:?}", device.api_version)),
+                (true, Fact::Known(false)) => {
+                    Some(format!("/dev/kvm answered API version {:?}", device.api_version))
+                }
                 (true, Fact::Unknown(reason)) => Some(reason.clone()),
                 (true, Fact::Known(true)) => None,
             }
@@ -111,7 +113,9 @@ pub const HOST_RULES: &[HostRule] = &[
         explanation: "Nested KVM depends on what the outer hypervisor passes down: Hyper-V emulation, APICv, \
                       and fast paths may be missing, and measured numbers do not carry over to bare metal.",
         source: "CPUID.1:ECX[31] (the `hypervisor` flag), Intel SDM / AMD APM",
-        check: |facts| facts.cpu.has_flag("hypervisor").then(|| "the CPU reports the `hypervisor` flag".to_string()),
+        check: |facts| {
+            facts.cpu.has_flag("hypervisor").then(|| "the CPU reports the `hypervisor` flag".to_string())
+        },
     },
     HostRule {
         id: "HOST006",
@@ -123,7 +127,13 @@ pub const HOST_RULES: &[HostRule] = &[
                       Isolation bans vCPU cores from it or stops it while the VM runs.",
         source: "../shared/knowledge.md 6b (EXTERNAL_INTERRUPT); tuned cpu-partitioning profile \
                  (../shared/landscape.md)",
-        check: |facts| facts.host_state.irqbalance_running.known()?.then(|| "an irqbalance process is running".to_string()),
+        check: |facts| {
+            facts
+                .host_state
+                .irqbalance_running
+                .known()?
+                .then(|| "an irqbalance process is running".to_string())
+        },
     },
     HostRule {
         id: "HOST007",

@@ -165,7 +165,8 @@ mod tests {
 
     #[test]
     fn vmx_flags_line_counts() {
-        let info = parse_cpuinfo("vendor_id : GenuineIntel\nflags : vmx\nvmx flags : ept vpid flexpriority\n");
+        let info =
+            parse_cpuinfo("vendor_id : GenuineIntel\nflags : vmx\nvmx flags : ept vpid flexpriority\n");
         assert!(info.has_flag("ept") && info.has_flag("flexpriority"));
     }
 }

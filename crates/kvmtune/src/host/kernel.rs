@@ -124,7 +124,9 @@ pub fn parse_cmdline(text: &str) -> Cmdline {
             },
             "default_hugepagesz" => cmdline.default_hugepage_size = Some(value),
             "hugepagesz" => pending_size = Some(value),
-            "hugepages" => cmdline.hugepages.push(HugepageReservation { size: pending_size.take(), count: value }),
+            "hugepages" => {
+                cmdline.hugepages.push(HugepageReservation { size: pending_size.take(), count: value })
+            }
             _ if normalized.starts_with("kvm.")
                 || normalized.starts_with("kvm_intel.")
                 || normalized.starts_with("kvm_amd.") =>
@@ -170,7 +172,8 @@ fn split_params(text: &str) -> Vec<String> {
 /// `isolcpus=[flag,...,]<cpu-list>`: flags are words, the rest is the list.
 fn parse_isolcpus(value: &str) -> Result<IsolCpus, crate::host::cpulist::CpuListError> {
     let parts: Vec<&str> = value.split(',').collect();
-    let first_cpu_part = parts.iter().position(|p| p.starts_with(|c: char| c.is_ascii_digit())).unwrap_or(parts.len());
+    let first_cpu_part =
+        parts.iter().position(|p| p.starts_with(|c: char| c.is_ascii_digit())).unwrap_or(parts.len());
     let flags = parts[..first_cpu_part].iter().map(|f| f.to_string()).collect();
     let cpus = CpuSet::parse_list(&parts[first_cpu_part..].join(","))?;
     Ok(IsolCpus { flags, cpus })

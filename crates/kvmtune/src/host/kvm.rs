@@ -100,7 +100,9 @@ pub fn probe(host: &dyn HostSource) -> Kvm {
     };
     let device = match host.query_kvm_device() {
         Some(report) => Fact::Known(report),
-        None => Fact::Unknown("not asked: KVM ioctls run on the live host only, never on a snapshot".to_string()),
+        None => {
+            Fact::Unknown("not asked: KVM ioctls run on the live host only, never on a snapshot".to_string())
+        }
     };
     Kvm { modules, apic_virtualization, device }
 }
@@ -190,13 +192,16 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
             };
         }
     };
-    let api_version: Fact<i32> = sys::api_version(&kvm).map_err(|e| format!("KVM_GET_API_VERSION: {e}")).into();
+    let api_version: Fact<i32> =
+        sys::api_version(&kvm).map_err(|e| format!("KVM_GET_API_VERSION: {e}")).into();
     let capabilities: Vec<CapabilityValue> = CAPABILITIES
         .iter()
         .map(|cap| CapabilityValue {
             name: cap.name.to_string(),
             number: cap.number,
-            value: sys::check_extension(&kvm, cap.number).map_err(|e| format!("KVM_CHECK_EXTENSION: {e}")).into(),
+            value: sys::check_extension(&kvm, cap.number)
+                .map_err(|e| format!("KVM_CHECK_EXTENSION: {e}"))
+                .into(),
         })
         .collect();
     let cap = |number: u32| {
@@ -247,6 +252,8 @@ fn query_hyperv(kvm: &std::fs::File, sys_cap: i32, vcpu_cap: i32) -> HypervSuppo
                 evidence: format!("KVM_GET_SUPPORTED_HV_CPUID on the {queried_on}: {error}; {caps}"),
             }
         }
-        Err(error) => HypervSupport::Unknown { reason: format!("KVM_GET_SUPPORTED_HV_CPUID on the {queried_on}: {error}; {caps}") },
+        Err(error) => HypervSupport::Unknown {
+            reason: format!("KVM_GET_SUPPORTED_HV_CPUID on the {queried_on}: {error}; {caps}"),
+        },
     }
 }

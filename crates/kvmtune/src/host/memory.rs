@@ -75,7 +75,8 @@ pub fn probe(host: &dyn HostSource) -> Memory {
             .read("sys/kernel/mm/transparent_hugepage/enabled")
             .map_err(|e| e.to_string())
             .and_then(|text| {
-                selected_choice(&text).ok_or_else(|| format!("transparent_hugepage/enabled: no [choice] in `{}`", text.trim()))
+                selected_choice(&text)
+                    .ok_or_else(|| format!("transparent_hugepage/enabled: no [choice] in `{}`", text.trim()))
             })
             .into(),
     }
@@ -117,7 +118,11 @@ fn hugepage_pools(host: &dyn HostSource, dir: &str) -> Result<Vec<HugepagePool>,
                     Err(error) => Fact::Unknown(error.to_string()),
                 }
             };
-            Some(HugepagePool { page_size_kib: size, total: count("nr_hugepages"), free: count("free_hugepages") })
+            Some(HugepagePool {
+                page_size_kib: size,
+                total: count("nr_hugepages"),
+                free: count("free_hugepages"),
+            })
         })
         .collect();
     pools.sort_by_key(|pool| pool.page_size_kib);

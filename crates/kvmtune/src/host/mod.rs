@@ -44,7 +44,10 @@ pub struct HostFacts {
 
 impl HostFacts {
     pub fn gpus(&self) -> Vec<&pci::PciDevice> {
-        self.pci_devices.known().map(|devices| devices.iter().filter(|d| d.is_gpu).collect()).unwrap_or_default()
+        self.pci_devices
+            .known()
+            .map(|devices| devices.iter().filter(|d| d.is_gpu).collect())
+            .unwrap_or_default()
     }
 }
 

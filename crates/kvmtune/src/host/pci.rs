@@ -68,10 +68,15 @@ pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice
         .map(|address| {
             let dir = format!("{PCI_DIR}/{address}");
             let class: Fact<String> = host.read_trimmed(&format!("{dir}/class")).into();
-            let id = match (host.read_trimmed(&format!("{dir}/vendor")), host.read_trimmed(&format!("{dir}/device"))) {
-                (Ok(vendor), Ok(device)) => {
-                    Fact::Known(format!("{}:{}", vendor.trim_start_matches("0x"), device.trim_start_matches("0x")))
-                }
+            let id = match (
+                host.read_trimmed(&format!("{dir}/vendor")),
+                host.read_trimmed(&format!("{dir}/device")),
+            ) {
+                (Ok(vendor), Ok(device)) => Fact::Known(format!(
+                    "{}:{}",
+                    vendor.trim_start_matches("0x"),
+                    device.trim_start_matches("0x")
+                )),
                 (Err(error), _) | (_, Err(error)) => Fact::Unknown(error.to_string()),
             };
             let iommu_group = host.link_name(&format!("{dir}/iommu_group")).ok().and_then(|g| g.parse().ok());

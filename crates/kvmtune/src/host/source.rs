@@ -212,16 +212,9 @@ pub fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Lists the `<prefix><number>` entries of a directory (`cpu0`, `node1`, `policy3`), by number.
-pub fn numbered_entries(
-    host: &dyn HostSource,
-    dir: &str,
-    prefix: &str,
-) -> Result<Vec<u32>, ReadError> {
-    let mut numbers: Vec<u32> = host
-        .list(dir)?
-        .iter()
-        .filter_map(|name| name.strip_prefix(prefix)?.parse().ok())
-        .collect();
+pub fn numbered_entries(host: &dyn HostSource, dir: &str, prefix: &str) -> Result<Vec<u32>, ReadError> {
+    let mut numbers: Vec<u32> =
+        host.list(dir)?.iter().filter_map(|name| name.strip_prefix(prefix)?.parse().ok()).collect();
     numbers.sort_unstable();
     Ok(numbers)
 }
@@ -242,10 +235,7 @@ mod tests {
     fn snapshot_without_tree_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(SnapshotHost::open(dir.path()), Err(SnapshotError::NoHostTree(_))));
-        assert!(matches!(
-            SnapshotHost::open(dir.path().join("nope")),
-            Err(SnapshotError::NotADirectory(_))
-        ));
+        assert!(matches!(SnapshotHost::open(dir.path().join("nope")), Err(SnapshotError::NotADirectory(_))));
     }
 
     #[test]

@@ -50,7 +50,8 @@ fn probe_cgroups(host: &dyn HostSource) -> Fact<Cgroups> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [_, mount_point, fs_type, options, ..] = fields[..] else { continue };
         match fs_type {
-            "cgroup" => v1_controllers.push((mount_point.to_string(), options.split(',').map(str::to_string).collect())),
+            "cgroup" => v1_controllers
+                .push((mount_point.to_string(), options.split(',').map(str::to_string).collect())),
             "cgroup2" => v2_mount = Some(mount_point.to_string()),
             _ => {}
         }
@@ -93,7 +94,9 @@ fn process_running(host: &dyn HostSource, name: &str) -> Fact<bool> {
         Ok(_) => return Fact::Unknown("proc/ lists no processes (a snapshot without them)".to_string()),
         Err(error) => return Fact::Unknown(error.to_string()),
     };
-    Fact::Known(pids.iter().any(|pid| host.read_trimmed(&format!("proc/{pid}/comm")).is_ok_and(|comm| comm == name)))
+    Fact::Known(
+        pids.iter().any(|pid| host.read_trimmed(&format!("proc/{pid}/comm")).is_ok_and(|comm| comm == name)),
+    )
 }
 
 fn probe_governors(host: &dyn HostSource) -> Fact<BTreeMap<String, CpuSet>> {
@@ -104,7 +107,9 @@ fn probe_governors(host: &dyn HostSource) -> Fact<BTreeMap<String, CpuSet>> {
     };
     let mut governors: BTreeMap<String, CpuSet> = BTreeMap::new();
     for policy in policies {
-        let Ok(governor) = host.read_trimmed(&format!("{dir}/policy{policy}/scaling_governor")) else { continue };
+        let Ok(governor) = host.read_trimmed(&format!("{dir}/policy{policy}/scaling_governor")) else {
+            continue;
+        };
         let cpus = host
             .read(&format!("{dir}/policy{policy}/affected_cpus"))
             .ok()

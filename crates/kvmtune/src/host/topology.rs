@@ -142,9 +142,7 @@ pub fn probe(host: &dyn HostSource, cpu_info: &CpuInfo) -> Topology {
     let read_set = |name: &str| -> Fact<CpuSet> {
         let path = format!("{CPU_DIR}/{name}");
         match host.read(&path) {
-            Ok(text) => CpuSet::parse_list(&text)
-                .map_err(|e| format!("{path}: {e}"))
-                .into(),
+            Ok(text) => CpuSet::parse_list(&text).map_err(|e| format!("{path}: {e}")).into(),
             Err(error) => Fact::Unknown(error.to_string()),
         }
     };
@@ -211,7 +209,10 @@ pub fn probe(host: &dyn HostSource, cpu_info: &CpuInfo) -> Topology {
 
     let online_cpus: Vec<&LogicalCpu> = cpus.iter().filter(|c| c.online).collect();
     let smt_sibling_sets = distinct_sets(online_cpus.iter().map(|c| {
-        c.smt_siblings.as_ref().map(|s| s.intersection(&online_set)).unwrap_or_else(|| [c.cpu].into_iter().collect())
+        c.smt_siblings
+            .as_ref()
+            .map(|s| s.intersection(&online_set))
+            .unwrap_or_else(|| [c.cpu].into_iter().collect())
     }));
     let l3_groups = cache_groups(&online_cpus, &online_set, &node_of.nodes);
     let packages = {
@@ -409,12 +410,14 @@ fn read_cpuset(host: &dyn HostSource, dir: &str, lists: &[&str], masks: &[&str])
 /// FPU and L2), and hwloc splits them the same way: siblings must also share package, die and
 /// core id.
 fn split_compute_units(cpus: &mut [LogicalCpu]) {
-    let identity: BTreeMap<u32, (Option<u32>, Option<u32>, Option<u32>)> =
+    type CoreIdentity = (Option<u32>, Option<u32>, Option<u32>);
+    let identity: BTreeMap<u32, CoreIdentity> =
         cpus.iter().filter(|c| c.online).map(|c| (c.cpu, (c.package, c.die, c.core))).collect();
     for cpu in cpus.iter_mut().filter(|c| c.online && c.core.is_some()) {
         let own = (cpu.package, cpu.die, cpu.core);
         if let Some(siblings) = &cpu.smt_siblings {
-            cpu.smt_siblings = Some(siblings.iter().filter(|s| identity.get(s).is_none_or(|id| *id == own)).collect());
+            cpu.smt_siblings =
+                Some(siblings.iter().filter(|s| identity.get(s).is_none_or(|id| *id == own)).collect());
         }
     }
 }
@@ -456,7 +459,11 @@ fn cache_groups(online_cpus: &[&LogicalCpu], online: &CpuSet, nodes: &[NodeCpus]
             index,
             cache_id,
             size_kib,
-            numa_nodes: nodes.iter().filter(|n| !n.cpus.intersection(&cpus).is_empty()).map(|n| n.node).collect(),
+            numa_nodes: nodes
+                .iter()
+                .filter(|n| !n.cpus.intersection(&cpus).is_empty())
+                .map(|n| n.node)
+                .collect(),
             larger_than_others: matches!((size_kib, smallest), (Some(size), Some(min)) if size > min),
             cpus,
         })
@@ -472,7 +479,9 @@ fn detect_core_types(host: &dyn HostSource, cpu_info: &CpuInfo, online: &CpuSet)
         Fact::Unknown(ref reason) => return Fact::Unknown(format!("CPU vendor unknown: {reason}")),
     }
     // Hybrid kernels (5.13+) register one PMU per core kind.
-    let pmu = |name: &str| host.read(&format!("sys/devices/{name}/cpus")).ok().and_then(|t| CpuSet::parse_list(&t).ok());
+    let pmu = |name: &str| {
+        host.read(&format!("sys/devices/{name}/cpus")).ok().and_then(|t| CpuSet::parse_list(&t).ok())
+    };
     if let (Some(performance), Some(efficiency)) = (pmu("cpu_core"), pmu("cpu_atom")) {
         return Fact::Known(Some(CoreTypes {
             performance: performance.intersection(online),

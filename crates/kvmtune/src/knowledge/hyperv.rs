@@ -45,47 +45,132 @@ const fn bit(leaf: u32, register: Register, bit: u8) -> CpuidBit {
 use Register::{Eax, Edx};
 
 pub const ENLIGHTENMENTS: &[Enlightenment] = &[
-    Enlightenment { qemu: "hv-relaxed", libvirt: "relaxed", bits: &[bit(RECOMMENDATIONS, Eax, 5)], source: "L-TLFS 4A.5; Q-KVM" },
-    Enlightenment { qemu: "hv-vapic", libvirt: "vapic", bits: &[bit(FEATURES, Eax, 4)], source: "L-TLFS 3A.4; Q-KVM" },
-    Enlightenment { qemu: "hv-vpindex", libvirt: "vpindex", bits: &[bit(FEATURES, Eax, 6)], source: "L-TLFS 3A.6; Q-KVM" },
-    Enlightenment { qemu: "hv-runtime", libvirt: "runtime", bits: &[bit(FEATURES, Eax, 0)], source: "L-TLFS 3A.0; Q-KVM" },
-    Enlightenment { qemu: "hv-crash", libvirt: "crash (as <panic model='hyperv'/>)", bits: &[bit(FEATURES, Edx, 10)], source: "L-TLFS 3D.10; Q-KVM" },
+    Enlightenment {
+        qemu: "hv-relaxed",
+        libvirt: "relaxed",
+        bits: &[bit(RECOMMENDATIONS, Eax, 5)],
+        source: "L-TLFS 4A.5; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-vapic",
+        libvirt: "vapic",
+        bits: &[bit(FEATURES, Eax, 4)],
+        source: "L-TLFS 3A.4; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-vpindex",
+        libvirt: "vpindex",
+        bits: &[bit(FEATURES, Eax, 6)],
+        source: "L-TLFS 3A.6; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-runtime",
+        libvirt: "runtime",
+        bits: &[bit(FEATURES, Eax, 0)],
+        source: "L-TLFS 3A.0; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-crash",
+        libvirt: "crash (as <panic model='hyperv'/>)",
+        bits: &[bit(FEATURES, Edx, 10)],
+        source: "L-TLFS 3D.10; Q-KVM",
+    },
     Enlightenment {
         qemu: "hv-time",
         libvirt: "timer hypervclock",
         bits: &[bit(FEATURES, Eax, 1), bit(FEATURES, Eax, 9)],
         source: "L-TLFS 3A.1 + 3A.9; Q-KVM",
     },
-    Enlightenment { qemu: "hv-synic", libvirt: "synic", bits: &[bit(FEATURES, Eax, 2)], source: "L-TLFS 3A.2; Q-KVM" },
-    Enlightenment { qemu: "hv-stimer", libvirt: "stimer", bits: &[bit(FEATURES, Eax, 3)], source: "L-TLFS 3A.3; Q-KVM" },
-    Enlightenment { qemu: "hv-stimer-direct", libvirt: "stimer/direct", bits: &[bit(FEATURES, Edx, 19)], source: "L-TLFS 3D.19; Q-KVM" },
+    Enlightenment {
+        qemu: "hv-synic",
+        libvirt: "synic",
+        bits: &[bit(FEATURES, Eax, 2)],
+        source: "L-TLFS 3A.2; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-stimer",
+        libvirt: "stimer",
+        bits: &[bit(FEATURES, Eax, 3)],
+        source: "L-TLFS 3A.3; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-stimer-direct",
+        libvirt: "stimer/direct",
+        bits: &[bit(FEATURES, Edx, 19)],
+        source: "L-TLFS 3D.19; Q-KVM",
+    },
     Enlightenment {
         qemu: "hv-tlbflush",
         libvirt: "tlbflush",
         bits: &[bit(RECOMMENDATIONS, Eax, 2), bit(RECOMMENDATIONS, Eax, 11)],
         source: "L-TLFS 4A.2 + 4A.11; Q-KVM",
     },
-    Enlightenment { qemu: "hv-tlbflush-ext", libvirt: "tlbflush/extended", bits: &[bit(FEATURES, Edx, 14)], source: "L-TLFS 3D.14; Q-KVM" },
-    Enlightenment { qemu: "hv-tlbflush-direct", libvirt: "tlbflush/direct", bits: &[bit(NESTED, Eax, 17)], source: "L-TLFS AA.17; Q-KVM" },
+    Enlightenment {
+        qemu: "hv-tlbflush-ext",
+        libvirt: "tlbflush/extended",
+        bits: &[bit(FEATURES, Edx, 14)],
+        source: "L-TLFS 3D.14; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-tlbflush-direct",
+        libvirt: "tlbflush/direct",
+        bits: &[bit(NESTED, Eax, 17)],
+        source: "L-TLFS AA.17; Q-KVM",
+    },
     Enlightenment {
         qemu: "hv-ipi",
         libvirt: "ipi",
         bits: &[bit(RECOMMENDATIONS, Eax, 10), bit(RECOMMENDATIONS, Eax, 11)],
         source: "L-TLFS 4A.10 + 4A.11; Q-KVM",
     },
-    Enlightenment { qemu: "hv-reset", libvirt: "reset", bits: &[bit(FEATURES, Eax, 7)], source: "L-TLFS 3A.7; Q-KVM" },
+    Enlightenment {
+        qemu: "hv-reset",
+        libvirt: "reset",
+        bits: &[bit(FEATURES, Eax, 7)],
+        source: "L-TLFS 3A.7; Q-KVM",
+    },
     Enlightenment {
         qemu: "hv-frequencies",
         libvirt: "frequencies",
         bits: &[bit(FEATURES, Eax, 11), bit(FEATURES, Edx, 8)],
         source: "L-TLFS 3A.11 + 3D.8; Q-KVM",
     },
-    Enlightenment { qemu: "hv-reenlightenment", libvirt: "reenlightenment", bits: &[bit(FEATURES, Eax, 13)], source: "L-TLFS 3A.13; Q-KVM" },
-    Enlightenment { qemu: "hv-evmcs", libvirt: "evmcs", bits: &[bit(RECOMMENDATIONS, Eax, 14)], source: "L-TLFS 4A.14; Q-KVM" },
-    Enlightenment { qemu: "hv-emsr-bitmap", libvirt: "emsr_bitmap", bits: &[bit(NESTED, Eax, 19)], source: "L-TLFS AA.19; Q-KVM" },
-    Enlightenment { qemu: "hv-xmm-input", libvirt: "xmm_input", bits: &[bit(FEATURES, Edx, 4)], source: "L-TLFS 3D.4; Q-KVM" },
-    Enlightenment { qemu: "hv-avic", libvirt: "avic", bits: &[bit(RECOMMENDATIONS, Eax, 9)], source: "L-TLFS 4A.9; Q-KVM, Q-DOC" },
-    Enlightenment { qemu: "hv-syndbg", libvirt: "(none)", bits: &[bit(FEATURES, Edx, 11)], source: "L-TLFS 3D.11; Q-KVM" },
+    Enlightenment {
+        qemu: "hv-reenlightenment",
+        libvirt: "reenlightenment",
+        bits: &[bit(FEATURES, Eax, 13)],
+        source: "L-TLFS 3A.13; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-evmcs",
+        libvirt: "evmcs",
+        bits: &[bit(RECOMMENDATIONS, Eax, 14)],
+        source: "L-TLFS 4A.14; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-emsr-bitmap",
+        libvirt: "emsr_bitmap",
+        bits: &[bit(NESTED, Eax, 19)],
+        source: "L-TLFS AA.19; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-xmm-input",
+        libvirt: "xmm_input",
+        bits: &[bit(FEATURES, Edx, 4)],
+        source: "L-TLFS 3D.4; Q-KVM",
+    },
+    Enlightenment {
+        qemu: "hv-avic",
+        libvirt: "avic",
+        bits: &[bit(RECOMMENDATIONS, Eax, 9)],
+        source: "L-TLFS 4A.9; Q-KVM, Q-DOC",
+    },
+    Enlightenment {
+        qemu: "hv-syndbg",
+        libvirt: "(none)",
+        bits: &[bit(FEATURES, Edx, 11)],
+        source: "L-TLFS 3D.11; Q-KVM",
+    },
     Enlightenment {
         qemu: "hv-no-nonarch-coresharing",
         libvirt: "(none)",
@@ -109,7 +194,9 @@ pub fn supported(entries: &[CpuidEntry]) -> Vec<&'static Enlightenment> {
     ENLIGHTENMENTS
         .iter()
         .filter(|e| {
-            e.bits.iter().all(|b| register_value(entries, b.leaf, b.register).is_some_and(|v| v & (1 << b.bit) != 0))
+            e.bits
+                .iter()
+                .all(|b| register_value(entries, b.leaf, b.register).is_some_and(|v| v & (1 << b.bit) != 0))
         })
         .collect()
 }

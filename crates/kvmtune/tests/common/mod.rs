@@ -7,9 +7,9 @@ use std::process::Command;
 /// `../shared/corpus` from the repository root, or `$KVMTUNE_CORPUS`. A missing corpus is a
 /// test failure, never a skip.
 pub fn corpus() -> PathBuf {
-    let path = std::env::var_os("KVMTUNE_CORPUS").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
-    });
+    let path = std::env::var_os("KVMTUNE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
     assert!(
         path.join("SOURCES.md").is_file(),
         "the test corpus is missing at {} (set KVMTUNE_CORPUS to its location)",
@@ -25,13 +25,8 @@ pub fn unpack(tarball: &Path) -> (tempfile::TempDir, PathBuf) {
     // machine's disk; fall back to the default temp dir where there is no /dev/shm.
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("temp dir");
-    let status = Command::new("tar")
-        .arg("-xf")
-        .arg(tarball)
-        .arg("-C")
-        .arg(dir.path())
-        .status()
-        .expect("tar runs");
+    let status =
+        Command::new("tar").arg("-xf").arg(tarball).arg("-C").arg(dir.path()).status().expect("tar runs");
     assert!(status.success(), "tar failed on {}", tarball.display());
     let root = find_tree(dir.path()).unwrap_or_else(|| panic!("no sys/ or fsroot/ in {}", tarball.display()));
     (dir, root)

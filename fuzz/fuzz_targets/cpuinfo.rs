@@ -1,0 +1,7 @@
+//! /proc/cpuinfo.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    let _ = kvmtune::host::cpu::parse_cpuinfo(text);
+});
