@@ -63,4 +63,12 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked --all-targets
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+# One closing line for the whole suite: cargo prints a result per test binary, and the last
+# binary (the CLI's own unit tests) has none.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "kvmtune: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -169,13 +169,14 @@ fn split_params(text: &str) -> Vec<String> {
     params
 }
 
-/// `isolcpus=[flag,...,]<cpu-list>`: flags are words, the rest is the list.
+/// `isolcpus=[flag,...,]<cpu-list>`: the flags are `domain`, `nohz` and `managed_irq`
+/// (kernel-parameters.txt); everything after them is the list.
 fn parse_isolcpus(value: &str) -> Result<IsolCpus, crate::host::cpulist::CpuListError> {
+    const FLAGS: &[&str] = &["domain", "nohz", "managed_irq"];
     let parts: Vec<&str> = value.split(',').collect();
-    let first_cpu_part =
-        parts.iter().position(|p| p.starts_with(|c: char| c.is_ascii_digit())).unwrap_or(parts.len());
-    let flags = parts[..first_cpu_part].iter().map(|f| f.to_string()).collect();
-    let cpus = CpuSet::parse_list(&parts[first_cpu_part..].join(","))?;
+    let flag_count = parts.iter().take_while(|part| FLAGS.contains(part)).count();
+    let flags = parts[..flag_count].iter().map(|f| f.to_string()).collect();
+    let cpus = CpuSet::parse_list(&parts[flag_count..].join(","))?;
     Ok(IsolCpus { flags, cpus })
 }
 
