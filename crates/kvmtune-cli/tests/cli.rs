@@ -2,31 +2,13 @@
 //! real snapshots. Set `KVMTUNE_UPDATE_SNAPSHOTS=1` to rewrite the golden files after an
 //! intended change, then review the diff.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use kvmtune::host::HostFacts;
 
 fn kvmtune(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kvmtune")).args(args).output().expect("kvmtune runs")
-}
-
-fn corpus() -> PathBuf {
-    let path = std::env::var_os("KVMTUNE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
-    assert!(path.join("SOURCES.md").is_file(), "the test corpus is missing at {}", path.display());
-    path
-}
-
-fn unpack(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
-    let tarball = corpus().join("hwloc").join(format!("{name}.tar.bz2"));
-    let status = Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(dir.path()).status().unwrap();
-    assert!(status.success());
-    let root = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
-    (dir, root)
 }
 
 fn check_golden(name: &str, actual: &str) {
@@ -44,7 +26,7 @@ fn check_golden(name: &str, actual: &str) {
 }
 
 fn snapshot_text(name: &str) -> String {
-    let (_guard, root) = unpack(name);
+    let (_guard, root) = kvmtune_testkit::unpack_hwloc(name);
     let output = kvmtune(&["probe", "--root", root.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
@@ -69,7 +51,7 @@ fn golden_offline_cpus() {
 
 #[test]
 fn json_is_the_documented_schema_and_reads_back() {
-    let (_guard, root) = unpack("32intel64-2p8co2t+8ve");
+    let (_guard, root) = kvmtune_testkit::unpack_hwloc("32intel64-2p8co2t+8ve");
     let output = kvmtune(&["probe", "--root", root.to_str().unwrap(), "--format", "json"]);
     assert_eq!(output.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -158,7 +140,7 @@ fn every_json_member_is_documented() {
     let mut names = std::collections::BTreeSet::new();
     let output = kvmtune(&["probe", "--format", "json"]);
     walk(&serde_json::from_slice(&output.stdout).unwrap(), "", &mut names);
-    let (_guard, root) = unpack("20em64t-hybrid-1p6c2t+2ca4co1t");
+    let (_guard, root) = kvmtune_testkit::unpack_hwloc("20em64t-hybrid-1p6c2t+2ca4co1t");
     let output = kvmtune(&["probe", "--root", root.to_str().unwrap(), "--format", "json"]);
     walk(&serde_json::from_slice(&output.stdout).unwrap(), "", &mut names);
     let missing: Vec<&String> = names.iter().filter(|name| !doc.contains(&format!("`{name}`"))).collect();

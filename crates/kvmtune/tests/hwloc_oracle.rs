@@ -1,8 +1,6 @@
 //! The probe against real machines: every sysfs/procfs snapshot in the corpus, checked against
 //! the topology hwloc (`.console`, `.xml`) or lscpu computed from the same files.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -240,7 +238,7 @@ fn compare(name: &str, topology: &Topology, expected: &Expected) {
 
 #[test]
 fn every_hwloc_snapshot_matches_hwloc() {
-    let dir = common::corpus().join("hwloc");
+    let dir = kvmtune_testkit::corpus().join("hwloc");
     let mut checked = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let tarball = entry.unwrap().path();
@@ -258,7 +256,7 @@ fn every_hwloc_snapshot_matches_hwloc() {
         } else {
             panic!("{name}: no expected output beside the tarball");
         };
-        let (_guard, root) = common::unpack(&tarball);
+        let (_guard, root) = kvmtune_testkit::unpack(&tarball);
         let facts = probe_snapshot(&root);
         compare(name, &facts.topology, &expected);
         checked.push(name.to_string());
@@ -270,7 +268,7 @@ fn every_hwloc_snapshot_matches_hwloc() {
 /// The lscpu dumps: the parsable section assigns each CPU a core, socket, node and L3 id.
 #[test]
 fn every_lscpu_dump_matches_lscpu() {
-    let dir = common::corpus().join("lscpu-dumps");
+    let dir = kvmtune_testkit::corpus().join("lscpu-dumps");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let tarball = entry.unwrap().path();
@@ -304,7 +302,7 @@ fn every_lscpu_dump_matches_lscpu() {
             .map(|v| v.trim().parse().unwrap())
             .unwrap();
 
-        let (_guard, root) = common::unpack(&tarball);
+        let (_guard, root) = kvmtune_testkit::unpack(&tarball);
         let topology = probe_snapshot(&root).topology;
         assert_eq!(topology.online.known(), Some(&all), "{name}: online");
         assert_eq!(ours_partition(topology.smt_sibling_sets.iter().cloned()), partition(0), "{name}: cores");

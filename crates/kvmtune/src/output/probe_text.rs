@@ -185,10 +185,12 @@ fn wrap_cores<'a>(out: &mut String, topo: &Topology, cores: impl Iterator<Item =
     }
 }
 
+/// One labelled line of the facts section; an empty label continues the previous fact.
+fn row(out: &mut String, label: &str, text: String) {
+    let _ = writeln!(out, "{label:<11}{text}");
+}
+
 fn facts_section(out: &mut String, facts: &HostFacts) {
-    let row = |out: &mut String, label: &str, text: String| {
-        let _ = writeln!(out, "{label:<11}{text}");
-    };
     row(
         out,
         "CPU flags",
@@ -415,9 +417,6 @@ fn facts_section(out: &mut String, facts: &HostFacts) {
 }
 
 fn kvm_rows(out: &mut String, facts: &HostFacts) {
-    let row = |out: &mut String, label: &str, text: String| {
-        let _ = writeln!(out, "{label:<11}{text}");
-    };
     let kvm = &facts.kvm;
     let device = show(&kvm.device, |d| {
         if !d.present {

@@ -1,5 +1,4 @@
-//! Helpers shared by the integration tests: the corpus location and snapshot unpacking.
-#![allow(dead_code)]
+//! Helpers for kvmtune's tests: where the shared corpus is, and how to unpack its snapshots.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,18 +17,27 @@ pub fn corpus() -> PathBuf {
     path
 }
 
+/// A temporary directory on tmpfs where there is one: thousands of tiny sysfs files unpack
+/// fifty times faster there than on this machine's disk.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("temp dir")
+}
+
 /// Unpacks a snapshot tarball (bzip2 or gzip) into a fresh temporary directory and returns it
 /// with the directory that holds the snapshot's `sys/` and `proc/` (or `fsroot/`).
 pub fn unpack(tarball: &Path) -> (tempfile::TempDir, PathBuf) {
-    // Thousands of tiny sysfs files unpack fifty times faster on tmpfs than on this
-    // machine's disk; fall back to the default temp dir where there is no /dev/shm.
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("temp dir");
+    let dir = fast_tempdir();
     let status =
         Command::new("tar").arg("-xf").arg(tarball).arg("-C").arg(dir.path()).status().expect("tar runs");
     assert!(status.success(), "tar failed on {}", tarball.display());
     let root = find_tree(dir.path()).unwrap_or_else(|| panic!("no sys/ or fsroot/ in {}", tarball.display()));
     (dir, root)
+}
+
+/// Unpacks `corpus/hwloc/<name>.tar.bz2`.
+pub fn unpack_hwloc(name: &str) -> (tempfile::TempDir, PathBuf) {
+    unpack(&corpus().join("hwloc").join(format!("{name}.tar.bz2")))
 }
 
 fn find_tree(dir: &Path) -> Option<PathBuf> {
@@ -38,10 +46,10 @@ fn find_tree(dir: &Path) -> Option<PathBuf> {
     }
     for entry in std::fs::read_dir(dir).ok()? {
         let path = entry.ok()?.path();
-        if path.is_dir() {
-            if let Some(found) = find_tree(&path) {
-                return Some(found);
-            }
+        if path.is_dir()
+            && let Some(found) = find_tree(&path)
+        {
+            return Some(found);
         }
     }
     None
