@@ -330,3 +330,42 @@ fn every_lscpu_dump_matches_lscpu() {
     }
     assert_eq!(checked, 2);
 }
+
+/// PCI devices against hwloc's `--whole-io` export of the same snapshot: every device hwloc
+/// lists (as `PCIDev` or `Bridge`) is found at the same address with the same class and ids,
+/// and the VGA device is the one GPU.
+#[test]
+fn pci_devices_match_hwloc_whole_io_export() {
+    let name = "32em64t-2n8c+dax+nvme+mic+dimms";
+    let dir = kvmtune_testkit::corpus().join("hwloc");
+    let xml = std::fs::read_to_string(dir.join(format!("{name}.xml"))).unwrap();
+    let document = roxmltree::Document::parse_with_options(
+        &xml,
+        roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() },
+    )
+    .unwrap();
+    let (_guard, root) = kvmtune_testkit::unpack(&dir.join(format!("{name}.tar.bz2")));
+    let facts = probe_snapshot(&root);
+    let devices = facts.pci_devices.known().expect("PCI devices readable");
+    let mut compared = 0;
+    for object in document.descendants().filter(|n| matches!(n.attribute("type"), Some("PCIDev" | "Bridge")))
+    {
+        let Some(address) = object.attribute("pci_busid") else { continue };
+        // pci_type = "CCSS [vvvv:dddd] [svvv:sddd] rev ..." (class and subclass, then ids).
+        let pci_type = object.attribute("pci_type").unwrap();
+        let class = &pci_type[..4];
+        let ids = pci_type[6..15].to_string();
+        let ours =
+            devices.iter().find(|d| d.address == address).unwrap_or_else(|| panic!("{address} missing"));
+        let our_class = ours.class.known().unwrap().trim_start_matches("0x");
+        assert_eq!(&our_class[..4], class, "{address} class");
+        assert_eq!(ours.id.known(), Some(&ids), "{address} ids");
+        compared += 1;
+    }
+    // 128 PCIDev + 12 Bridge objects, less the 4 host bridges that have no bus address.
+    assert_eq!(compared, 136);
+    let gpus = facts.gpus();
+    assert_eq!(gpus.len(), 1);
+    assert_eq!(gpus[0].address, "0000:05:00.0");
+    assert!(gpus[0].boot_vga);
+}
