@@ -8,16 +8,9 @@ use std::path::Path;
 
 use kvmtune::host::{self, Fact, SnapshotHost};
 
-fn device(
-    root: &Path,
-    address: &str,
-    class: &str,
-    vendor: &str,
-    id: &str,
-    driver: &str,
-    group: u32,
-    node: &str,
-) {
+/// `ids` is (class, vendor, device) as sysfs prints them.
+fn device(root: &Path, address: &str, ids: (&str, &str, &str), driver: &str, group: u32, node: &str) {
+    let (class, vendor, id) = ids;
     let dir = root.join("sys/bus/pci/devices").join(address);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("class"), format!("{class}\n")).unwrap();
@@ -35,9 +28,9 @@ fn device(
 fn gpu_group_mates_driver_and_node() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    device(root, "0000:01:00.0", "0x030000", "0x10de", "0x2684", "vfio-pci", 14, "1");
-    device(root, "0000:01:00.1", "0x040300", "0x10de", "0x22ba", "snd_hda_intel", 14, "1");
-    device(root, "0000:02:00.0", "0x010802", "0x144d", "0xa80a", "nvme", 15, "-1");
+    device(root, "0000:01:00.0", ("0x030000", "0x10de", "0x2684"), "vfio-pci", 14, "1");
+    device(root, "0000:01:00.1", ("0x040300", "0x10de", "0x22ba"), "snd_hda_intel", 14, "1");
+    device(root, "0000:02:00.0", ("0x010802", "0x144d", "0xa80a"), "nvme", 15, "-1");
     std::fs::write(root.join("sys/bus/pci/devices/0000:01:00.0/boot_vga"), "0\n").unwrap();
     let facts = host::probe(&SnapshotHost::open(root).unwrap());
 
