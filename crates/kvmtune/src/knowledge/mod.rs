@@ -7,3 +7,4 @@
 
 pub mod hyperv;
 pub mod kvm_api;
+pub mod libvirt;

@@ -2,3 +2,4 @@
 //! A new output format gets its own module here.
 
 pub mod probe_text;
+pub mod qemu_args;

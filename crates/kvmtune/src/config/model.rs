@@ -1,0 +1,367 @@
+//! The tuning-relevant part of a VM, independent of the format it was read from.
+//!
+//! Names follow QEMU where formats differ (`hv-time` rather than libvirt's hypervclock timer),
+//! so that rules are written once. Every value that came from the file carries its [`Span`];
+//! values a reader had to infer carry the span of the element they were inferred from.
+
+use serde::Serialize;
+
+use crate::config::span::Span;
+use crate::host::cpulist::CpuSet;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Located<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Located<T> {
+    pub fn new(value: T, span: Span) -> Self {
+        Self { value, span }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    Libvirt,
+    QemuArgv,
+    Proxmox,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmConfig {
+    pub format: SourceFormat,
+    pub name: Option<String>,
+    /// libvirt `<domain type>`: `kvm`, `qemu` (TCG), ...
+    pub domain_type: Option<Located<String>>,
+    /// Machine type with version, e.g. `pc-q35-8.1`.
+    pub machine: Option<Located<String>>,
+    /// `efi` or `bios`.
+    pub firmware: Option<Located<String>>,
+    /// libosinfo id, e.g. `http://microsoft.com/win/11`.
+    pub os_id: Option<Located<String>>,
+    pub vcpus: Option<Located<u32>>,
+    pub cpu: CpuConfig,
+    pub hyperv: HypervConfig,
+    /// KVM paravirt switches: `hidden`, `hint-dedicated`, `poll-control`, `pv-ipi`.
+    pub kvm: Vec<Toggle>,
+    pub clock: ClockConfig,
+    pub pinning: Pinning,
+    pub iothreads: Option<Located<u32>>,
+    pub memory: MemoryConfig,
+    pub devices: Devices,
+    /// Where the containers are, for diagnostics that point at a missing child.
+    pub anchors: Anchors,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Anchors {
+    pub root: Option<Span>,
+    pub os: Option<Span>,
+    pub features: Option<Span>,
+    pub hyperv: Option<Span>,
+    pub cpu: Option<Span>,
+    pub clock: Option<Span>,
+    pub cputune: Option<Span>,
+    pub memory_backing: Option<Span>,
+    pub devices: Option<Span>,
+    pub metadata: Option<Span>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CpuConfig {
+    /// `host-passthrough`, `host-model`, `custom`, `maximum`.
+    pub mode: Option<Located<String>>,
+    pub model: Option<Located<String>>,
+    pub migratable: Option<Located<bool>>,
+    pub topology: Option<Located<CpuTopology>>,
+    pub features: Vec<CpuFeature>,
+    /// `<cache mode>`: `passthrough`, `emulate`, `disable`.
+    pub cache_mode: Option<Located<String>>,
+    pub numa_cells: Vec<NumaCell>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CpuTopology {
+    pub sockets: u32,
+    pub dies: u32,
+    pub clusters: u32,
+    pub cores: u32,
+    pub threads: u32,
+}
+
+impl CpuTopology {
+    pub fn vcpus(&self) -> u64 {
+        [self.sockets, self.dies, self.clusters, self.cores, self.threads]
+            .iter()
+            .map(|&n| u64::from(n))
+            .product()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CpuFeature {
+    pub name: String,
+    /// `require`, `force`, `optional`, `disable`, `forbid`.
+    pub policy: String,
+    pub span: Span,
+}
+
+impl CpuFeature {
+    pub fn enables(&self) -> bool {
+        matches!(self.policy.as_str(), "require" | "force" | "optional")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NumaCell {
+    pub id: Option<u32>,
+    pub cpus: CpuSet,
+    pub memory_kib: Option<u64>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HypervConfig {
+    /// `custom` (default), `passthrough`, `host-model`.
+    pub mode: Option<Located<String>>,
+    /// Each enlightenment the config names, by QEMU property (`hv-relaxed`), on or off.
+    pub features: Vec<HvFeature>,
+}
+
+impl HypervConfig {
+    pub fn get(&self, qemu_name: &str) -> Option<&HvFeature> {
+        self.features.iter().find(|f| f.name == qemu_name)
+    }
+
+    /// On in the config (not counting passthrough/host-model, which the caller must treat
+    /// separately).
+    pub fn is_on(&self, qemu_name: &str) -> bool {
+        self.get(qemu_name).is_some_and(|f| f.on)
+    }
+
+    pub fn passthrough(&self) -> bool {
+        self.mode.as_ref().is_some_and(|m| m.value == "passthrough")
+    }
+
+    pub fn host_model(&self) -> bool {
+        self.mode.as_ref().is_some_and(|m| m.value == "host-model")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HvFeature {
+    /// QEMU property name: `hv-relaxed`, `hv-spinlocks`, `hv-time`, `hv-stimer-direct`, ...
+    pub name: String,
+    pub on: bool,
+    /// `hv-spinlocks` retries, `hv-vendor-id` string.
+    pub value: Option<String>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Toggle {
+    pub name: String,
+    pub on: bool,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClockConfig {
+    /// `utc`, `localtime`, `timezone`, `variable`.
+    pub offset: Option<Located<String>>,
+    pub timers: Vec<Timer>,
+}
+
+impl ClockConfig {
+    pub fn timer(&self, name: &str) -> Option<&Timer> {
+        self.timers.iter().find(|t| t.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timer {
+    /// `rtc`, `pit`, `hpet`, `hypervclock`, `tsc`, `kvmclock`, `platform`, `armvtimer`.
+    pub name: String,
+    pub present: Option<bool>,
+    pub tickpolicy: Option<String>,
+    pub track: Option<String>,
+    pub frequency: Option<String>,
+    pub mode: Option<String>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pinning {
+    pub vcpupin: Vec<Pin>,
+    pub emulatorpin: Option<Located<CpuSet>>,
+    pub iothreadpin: Vec<Pin>,
+    pub vcpusched: Vec<Located<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pin {
+    /// vCPU or iothread id.
+    pub id: u32,
+    pub cpus: CpuSet,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemoryConfig {
+    pub size_kib: Option<Located<u64>>,
+    /// Present when `<hugepages>` is; each page size asked for (none listed = the default size).
+    pub hugepages: Option<Located<Vec<HugepageRequest>>>,
+    pub locked: Option<Span>,
+    pub numatune: Option<Located<Numatune>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HugepageRequest {
+    pub size_kib: Option<u64>,
+    pub nodeset: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Numatune {
+    pub mode: Option<String>,
+    pub nodeset: Option<CpuSet>,
+    pub placement: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Devices {
+    pub disks: Vec<Disk>,
+    pub nics: Vec<Nic>,
+    pub hostdevs: Vec<Hostdev>,
+    /// memballoon model (`virtio`, `none`, ...).
+    pub memballoon: Option<Located<String>>,
+    pub inputs: Vec<Input>,
+    pub tpms: Vec<Located<String>>,
+    pub videos: Vec<Located<String>>,
+    /// `<panic model>`; `hyperv` is hv-crash.
+    pub panics: Vec<Located<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Disk {
+    /// `disk`, `cdrom`, `floppy`, `lun`.
+    pub device: String,
+    pub bus: Option<String>,
+    pub target: Option<String>,
+    pub cache: Option<String>,
+    pub io: Option<String>,
+    pub discard: Option<String>,
+    pub iothread: Option<u32>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nic {
+    pub model: Option<String>,
+    pub queues: Option<u32>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hostdev {
+    /// `pci`, `usb`, ...
+    pub kind: String,
+    /// `0000:01:00.0` for PCI devices.
+    pub pci_address: Option<String>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Input {
+    /// `tablet`, `mouse`, `keyboard`, `passthrough`, `evdev`.
+    pub kind: String,
+    pub bus: Option<String>,
+    pub span: Span,
+}
+
+/// Windows releases kvmtune distinguishes (they differ in timers and enlightenments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowsVersion {
+    Xp,
+    Vista,
+    Win7,
+    Win8,
+    Win10,
+    Win11,
+    Server2008,
+    Server2012,
+    Server2016,
+    Server2019,
+    Server2022,
+    Server2025,
+}
+
+impl WindowsVersion {
+    /// From a libosinfo id (`http://microsoft.com/win/10`, `.../win/2k19`) or a short name
+    /// given on the command line (`11`, `10`, `7`, `xp`, `2019`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let key = text.trim().trim_end_matches('/').rsplit('/').next()?.to_ascii_lowercase();
+        Some(match key.as_str() {
+            "xp" | "2k3" | "2k3r2" => Self::Xp,
+            "vista" => Self::Vista,
+            "7" | "win7" => Self::Win7,
+            "8" | "8.1" | "win8" => Self::Win8,
+            "10" | "win10" => Self::Win10,
+            "11" | "win11" => Self::Win11,
+            "2k8" | "2k8r2" | "2008" => Self::Server2008,
+            "2k12" | "2k12r2" | "2012" => Self::Server2012,
+            "2k16" | "2016" => Self::Server2016,
+            "2k19" | "2019" => Self::Server2019,
+            "2k22" | "2022" => Self::Server2022,
+            "2k25" | "2025" => Self::Server2025,
+            _ => return None,
+        })
+    }
+
+    /// Windows 8 / Server 2012 and later speak TLFS 3.0: the reference TSC page and the
+    /// AutoEOI deprecation hint (knowledge.md section 5).
+    pub fn has_tlfs3(self) -> bool {
+        !matches!(self, Self::Xp | Self::Vista | Self::Win7 | Self::Server2008)
+    }
+}
+
+impl VmConfig {
+    pub fn empty(format: SourceFormat) -> Self {
+        Self {
+            format,
+            name: None,
+            domain_type: None,
+            machine: None,
+            firmware: None,
+            os_id: None,
+            vcpus: None,
+            cpu: CpuConfig::default(),
+            hyperv: HypervConfig::default(),
+            kvm: Vec::new(),
+            clock: ClockConfig::default(),
+            pinning: Pinning::default(),
+            iothreads: None,
+            memory: MemoryConfig::default(),
+            devices: Devices::default(),
+            anchors: Anchors::default(),
+        }
+    }
+
+    pub fn windows_version(&self) -> Option<WindowsVersion> {
+        self.os_id.as_ref().and_then(|id| {
+            id.value.contains("microsoft.com/win").then(|| WindowsVersion::parse(&id.value)).flatten()
+        })
+    }
+
+    pub fn kvm_toggle(&self, name: &str) -> Option<&Toggle> {
+        self.kvm.iter().find(|t| t.name == name)
+    }
+
+    /// The `hypervisor` CPUID bit is switched off by a disable/forbid feature policy.
+    pub fn hypervisor_bit_disabled(&self) -> Option<&CpuFeature> {
+        self.cpu.features.iter().find(|f| f.name == "hypervisor" && !f.enables())
+    }
+}
