@@ -304,10 +304,8 @@ impl Reader<'_, '_> {
     }
 
     fn cpu(&self, cpu: Node, config: &mut VmConfig) -> Result<(), ConfigError> {
-        let located = |name: &str| {
-            cpu.attribute_node(name).map(|a| Located::new(a.value().to_string(), a.range().into()))
-        };
-        config.cpu.mode = located("mode");
+        config.cpu.mode =
+            cpu.attribute_node("mode").map(|a| Located::new(a.value().to_string(), a.range().into()));
         if let Some(migratable) = cpu.attribute_node("migratable") {
             config.cpu.migratable = Some(Located::new(
                 self.on_off(cpu, "migratable")?.unwrap_or(true),
