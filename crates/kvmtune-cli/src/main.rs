@@ -7,8 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use kvmtune::analysis::Severity;
+use kvmtune::analysis::check::{CheckOptions, CheckReport};
 use kvmtune::analysis::host_rules;
-use kvmtune::host::{self, HostSource, LiveHost, SnapshotHost};
+use kvmtune::analysis::vm_rules::{self, Workload};
+use kvmtune::config::model::WindowsVersion;
+use kvmtune::config::{SourceText, libvirt};
+use kvmtune::host::{self, HostFacts, HostSource, LiveHost, SnapshotHost};
+use kvmtune::output::diagnostics;
 
 #[derive(Parser)]
 #[command(name = "kvmtune", version, about = "Make Windows guests on KVM fast, and prove it")]
@@ -28,6 +34,46 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Lint a VM config: what costs the Windows guest speed, why, and the fix.
+    /// Exit code 1 when there are warnings or errors.
+    Check(CheckArgs),
+    /// List every check rule.
+    Rules,
+    /// Explain one rule in full (by id or name).
+    Explain { rule: String },
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// A libvirt domain XML file.
+    #[arg(required_unless_present = "domain", conflicts_with = "domain")]
+    file: Option<PathBuf>,
+    /// Read the domain's inactive XML from libvirt (`virsh dumpxml --inactive`).
+    #[arg(long)]
+    domain: Option<String>,
+    /// libvirt connection URI for --domain.
+    #[arg(long, requires = "domain")]
+    connect: Option<String>,
+    /// `live` to probe this machine for host-aware rules.
+    #[arg(long, value_parser = ["live"], conflicts_with_all = ["host_root", "host_json"])]
+    host: Option<String>,
+    /// A host snapshot directory (sys/ and proc/) for host-aware rules.
+    #[arg(long, value_name = "DIR", conflicts_with = "host_json")]
+    host_root: Option<PathBuf>,
+    /// Host facts saved by `kvmtune probe --format json`.
+    #[arg(long, value_name = "FILE")]
+    host_json: Option<PathBuf>,
+    /// The guest's Windows version (11, 10, 8, 7, xp, 2016, 2019, 2022, 2025); default: from
+    /// the config's libosinfo id.
+    #[arg(long)]
+    windows: Option<String>,
+    #[arg(long, value_enum, default_value_t = WorkloadArg::Gaming)]
+    workload: WorkloadArg,
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    format: CheckFormat,
+    /// Only these rules (ids or names, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    select: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -36,15 +82,43 @@ enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckFormat {
+    Text,
+    Json,
+    Sarif,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WorkloadArg {
+    Gaming,
+    Desktop,
+    Server,
+    IpiHeavy,
+}
+
+impl From<WorkloadArg> for Workload {
+    fn from(arg: WorkloadArg) -> Self {
+        match arg {
+            WorkloadArg::Gaming => Workload::Gaming,
+            WorkloadArg::Desktop => Workload::Desktop,
+            WorkloadArg::Server => Workload::Server,
+            WorkloadArg::IpiHeavy => Workload::IpiHeavy,
+        }
+    }
+}
+
 /// What a command concluded, mapped onto the exit code.
 enum Outcome {
     Clean,
+    Findings,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(Outcome::Clean) => ExitCode::from(0),
+        Ok(Outcome::Findings) => ExitCode::from(1),
         Err(error) => {
             // A closed pipe (`kvmtune probe | head`) is not a failure.
             if error.chain().any(|cause| {
@@ -66,6 +140,120 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Probe { root, format } => probe(root, format),
+        Command::Check(args) => check(args),
+        Command::Rules => {
+            print_out(&diagnostics::rules_table())?;
+            Ok(Outcome::Clean)
+        }
+        Command::Explain { rule } => {
+            let rule = vm_rules::find(&rule)
+                .with_context(|| format!("no rule `{rule}`; `kvmtune rules` lists them"))?;
+            print_out(&diagnostics::explain(rule))?;
+            Ok(Outcome::Clean)
+        }
+    }
+}
+
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn load_host(args: &CheckArgs) -> anyhow::Result<Option<HostFacts>> {
+    if args.host.is_some() {
+        return Ok(Some(host::probe(&LiveHost)));
+    }
+    if let Some(root) = &args.host_root {
+        let snapshot = SnapshotHost::open(root)
+            .with_context(|| format!("cannot read the host snapshot at {}", root.display()))?;
+        return Ok(Some(host::probe(&snapshot)));
+    }
+    if let Some(path) = &args.host_json {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        // Accept both `kvmtune probe --format json` output and the bare host object.
+        if let Some(host) = value.get_mut("host") {
+            value = host.take();
+        }
+        let facts: HostFacts = serde_json::from_value(value).with_context(|| {
+            format!("{} is not kvmtune host facts (docs/probe-schema.md)", path.display())
+        })?;
+        return Ok(Some(facts));
+    }
+    Ok(None)
+}
+
+fn read_config_text(args: &CheckArgs) -> anyhow::Result<(String, String)> {
+    if let Some(domain) = &args.domain {
+        let mut command = std::process::Command::new("virsh");
+        if let Some(uri) = &args.connect {
+            command.args(["-c", uri]);
+        }
+        let output = command
+            .args(["dumpxml", "--inactive", domain])
+            .output()
+            .context("cannot run virsh (is libvirt-clients installed?)")?;
+        if !output.status.success() {
+            anyhow::bail!(
+                "virsh dumpxml {domain} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        return Ok((
+            format!("domain:{domain}"),
+            String::from_utf8(output.stdout).context("virsh printed non-UTF-8")?,
+        ));
+    }
+    let path = args.file.as_ref().context("give a FILE or --domain")?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((path.display().to_string(), text))
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
+    let (path, text) = read_config_text(&args)?;
+    if !text.trim_start().starts_with('<') {
+        anyhow::bail!(
+            "{path}:1:1: not a libvirt domain XML; QEMU command lines and Proxmox configs are not supported yet"
+        );
+    }
+    let config = libvirt::parse(&path, &text)?;
+    let source = SourceText::new(path, text);
+    let host = load_host(&args)?;
+    let windows = match &args.windows {
+        Some(version) => Some(
+            WindowsVersion::parse(version).with_context(|| format!("unknown Windows version `{version}`"))?,
+        ),
+        None => None,
+    };
+    let options = CheckOptions {
+        host: host.as_ref(),
+        windows,
+        workload: args.workload.into(),
+        select: args.select.clone(),
+    };
+    let report = kvmtune::analysis::check::check(&config, &source, &options);
+    match args.format {
+        CheckFormat::Text => print_out(&diagnostics::render_text(&report, &source))?,
+        CheckFormat::Json => {
+            print_out(&format!("{}\n", serde_json::to_string_pretty(&diagnostics::render_json(&report))?))?
+        }
+        CheckFormat::Sarif => print_out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&diagnostics::render_sarif(std::slice::from_ref(&report)))?
+        ))?,
+    }
+    Ok(outcome(&report))
+}
+
+fn outcome(report: &CheckReport) -> Outcome {
+    if report.count(Severity::Error) + report.count(Severity::Warning) > 0 {
+        Outcome::Findings
+    } else {
+        Outcome::Clean
     }
 }
 

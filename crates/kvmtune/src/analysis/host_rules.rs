@@ -3,16 +3,11 @@
 
 use serde::Serialize;
 
+pub use crate::analysis::Severity;
+
 use crate::host::HostFacts;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Warning,
-}
 
 /// One rule. `check` returns the specific message for this host, or `None` when the rule
 /// does not apply.

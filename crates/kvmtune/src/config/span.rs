@@ -66,8 +66,9 @@ mod tests {
         assert_eq!(source.line_column(0), (1, 1));
         assert_eq!(source.line_column(3), (2, 1));
         assert_eq!(source.line_column(5), (2, 3));
-        assert_eq!(source.line_column(8), (2, 4));
-        assert_eq!(source.line_column(10), (4, 1));
+        assert_eq!(source.line_column(7), (2, 4));
+        assert_eq!(source.line_column(8), (3, 1));
+        assert_eq!(source.line_column(9), (4, 1));
         assert_eq!(source.line_column(99), (4, 2));
         assert_eq!(source.line_text(2), "cdé");
         assert_eq!(source.line_text(9), "");

@@ -179,6 +179,38 @@ pub const ENLIGHTENMENTS: &[Enlightenment] = &[
     },
 ];
 
+/// What QEMU enforces before it starts a guest: `(feature, requires)`. QEMU refuses to start
+/// with "Hyper-V <feature> requires Hyper-V <dependency>" (Q-KVM `kvm_hyperv_properties[]`
+/// `.dependencies` and the extra synic check in `kvm_hyperv_expand_features`; knowledge.md 1b).
+pub const DEPENDENCIES: &[(&str, &[&str])] = &[
+    ("hv-synic", &["hv-vpindex"]),
+    ("hv-stimer", &["hv-synic", "hv-time"]),
+    ("hv-stimer-direct", &["hv-stimer"]),
+    ("hv-tlbflush", &["hv-vpindex"]),
+    ("hv-tlbflush-ext", &["hv-tlbflush"]),
+    ("hv-tlbflush-direct", &["hv-vapic"]),
+    ("hv-ipi", &["hv-vpindex"]),
+    ("hv-evmcs", &["hv-vapic"]),
+    ("hv-syndbg", &["hv-synic", "hv-relaxed"]),
+];
+
+/// `features` plus everything they need, transitively, in a stable order.
+pub fn closed_under_dependencies(features: &[&'static str]) -> Vec<&'static str> {
+    let mut closed: Vec<&'static str> = Vec::new();
+    let mut pending: Vec<&'static str> = features.to_vec();
+    while let Some(feature) = pending.pop() {
+        if closed.contains(&feature) {
+            continue;
+        }
+        closed.push(feature);
+        if let Some((_, requires)) = DEPENDENCIES.iter().find(|(f, _)| *f == feature) {
+            pending.extend(requires.iter().copied());
+        }
+    }
+    closed.sort_by_key(|name| ENLIGHTENMENTS.iter().position(|e| e.qemu == *name).unwrap_or(usize::MAX));
+    closed
+}
+
 fn register_value(entries: &[CpuidEntry], leaf: u32, register: Register) -> Option<u32> {
     let entry = entries.iter().find(|e| e.function == leaf)?;
     Some(match register {
@@ -222,6 +254,15 @@ mod tests {
         let only_time_count = [entry(FEATURES, 1 << 1, 0, 0), entry(RECOMMENDATIONS, 1 << 10, 0, 0)];
         let names: Vec<_> = supported(&only_time_count).iter().map(|e| e.qemu).collect();
         assert!(!names.contains(&"hv-time") && !names.contains(&"hv-ipi"));
+    }
+
+    #[test]
+    fn dependency_closure_is_transitive() {
+        assert_eq!(
+            closed_under_dependencies(&["hv-stimer-direct"]),
+            ["hv-vpindex", "hv-time", "hv-synic", "hv-stimer", "hv-stimer-direct"]
+        );
+        assert_eq!(closed_under_dependencies(&["hv-relaxed"]), ["hv-relaxed"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Renderers. Analysis produces data; these turn it into text for people or JSON for tools.
 //! A new output format gets its own module here.
 
+pub mod diagnostics;
 pub mod probe_text;
 pub mod qemu_args;

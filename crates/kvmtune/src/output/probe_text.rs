@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::analysis::host_rules::{HostFinding, Severity};
+use crate::analysis::host_rules::HostFinding;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
 use crate::host::topology::{CoreType, Topology};
@@ -486,10 +486,7 @@ fn findings_section(out: &mut String, findings: &[HostFinding]) {
     }
     let _ = writeln!(out, "Findings");
     for finding in findings {
-        let level = match finding.severity {
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        };
+        let level = finding.severity.label();
         let _ = writeln!(out, "{level}[{}] {}: {}", finding.id, finding.name, finding.title);
         let _ = writeln!(out, "  = found: {}", finding.message);
         let _ = writeln!(

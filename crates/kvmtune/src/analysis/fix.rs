@@ -1,0 +1,83 @@
+//! Fixes as data, independent of the config format.
+//!
+//! A rule proposes [`FixAction`]s; a format's editor (for libvirt XML,
+//! [`crate::config::libvirt_edit`]) turns them into byte edits of the original file. Formats
+//! without an editor show the action's description as a manual step.
+
+use serde::Serialize;
+
+/// Whether `--fix` may apply a fix without asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applicability {
+    /// Keeps the guest working and only removes a cost: applied by `--fix`.
+    Safe,
+    /// Right in general but changes guest-visible behaviour (clock offset, device model, CPU
+    /// topology): shown, never applied automatically.
+    Unsafe,
+    /// Needs a decision only the user can make (which CPUs, which devices): described only.
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum FixAction {
+    /// Turn these Hyper-V enlightenments on (QEMU names; `hv-time` is the hypervclock timer).
+    EnableHyperv { features: Vec<String> },
+    /// Turn one enlightenment off.
+    DisableHyperv { feature: String },
+    /// Set `hv-spinlocks` retries.
+    SetSpinlockRetries { retries: u32 },
+    /// Make a `<clock><timer>` carry these attributes (adding the timer if it is missing).
+    SetTimer { name: String, attributes: Vec<(String, String)> },
+    /// `<clock offset=...>`.
+    SetClockOffset { offset: String },
+    /// `<memballoon model=...>`.
+    SetMemballoonModel { model: String },
+    /// Add `<feature policy='require' name=...>` to `<cpu>`.
+    RequireCpuFeature { name: String },
+    /// Remove a `<cpu><feature>` (for example the one that hides the hypervisor bit).
+    RemoveCpuFeature { name: String },
+    /// `<cpu><cache mode=...>`.
+    SetCpuCacheMode { mode: String },
+    /// Something only the user can do; the text says what.
+    Manual { steps: String },
+}
+
+impl FixAction {
+    pub fn describe(&self) -> String {
+        match self {
+            FixAction::EnableHyperv { features } => format!("enable {}", features.join(", ")),
+            FixAction::DisableHyperv { feature } => format!("turn {feature} off"),
+            FixAction::SetSpinlockRetries { retries } => format!("set hv-spinlocks retries to {retries}"),
+            FixAction::SetTimer { name, attributes } => format!(
+                "set timer {name}: {}",
+                attributes.iter().map(|(k, v)| format!("{k}='{v}'")).collect::<Vec<_>>().join(" ")
+            ),
+            FixAction::SetClockOffset { offset } => format!("set the clock offset to {offset}"),
+            FixAction::SetMemballoonModel { model } => format!("set the memballoon model to {model}"),
+            FixAction::RequireCpuFeature { name } => format!("require CPU feature {name}"),
+            FixAction::RemoveCpuFeature { name } => format!("remove the CPU feature policy for {name}"),
+            FixAction::SetCpuCacheMode { mode } => format!("set the CPU cache mode to {mode}"),
+            FixAction::Manual { steps } => steps.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fix {
+    pub applicability: Applicability,
+    pub action: FixAction,
+}
+
+impl Fix {
+    pub fn safe(action: FixAction) -> Self {
+        Self { applicability: Applicability::Safe, action }
+    }
+    pub fn unsafe_(action: FixAction) -> Self {
+        Self { applicability: Applicability::Unsafe, action }
+    }
+    pub fn manual(steps: impl Into<String>) -> Self {
+        Self { applicability: Applicability::Manual, action: FixAction::Manual { steps: steps.into() } }
+    }
+}

@@ -1,0 +1,196 @@
+//! `kvmtune check` output: rustc-style text for people, JSON for tools, SARIF 2.1.0 for CI
+//! systems that annotate code.
+
+use std::fmt::Write;
+
+use crate::analysis::Severity;
+use crate::analysis::check::{CheckReport, Diagnostic};
+use crate::analysis::fix::Applicability;
+use crate::analysis::vm_rules::VM_RULES;
+use crate::config::span::SourceText;
+
+pub fn render_text(report: &CheckReport, source: &SourceText) -> String {
+    let mut out = String::new();
+    for diagnostic in &report.diagnostics {
+        render_one(&mut out, diagnostic, source);
+    }
+    let _ = writeln!(out, "{}", summary(report));
+    out
+}
+
+fn render_one(out: &mut String, diagnostic: &Diagnostic, source: &SourceText) {
+    let _ = writeln!(out, "{}[{}]: {}", diagnostic.severity.label(), diagnostic.rule, diagnostic.message);
+    if let (Some(span), Some(line), Some(column)) = (diagnostic.span, diagnostic.line, diagnostic.column) {
+        let gutter = line.to_string().len();
+        let pad = " ".repeat(gutter);
+        let _ = writeln!(out, "{pad}--> {}:{line}:{column}", source.path);
+        let _ = writeln!(out, "{pad} |");
+        let text = source.line_text(line);
+        let _ = writeln!(out, "{line} | {text}");
+        let start = (column as usize).saturating_sub(1);
+        let line_chars = text.chars().count();
+        let span_chars = source
+            .text
+            .get(span.start..span.end)
+            .map_or(1, |s| s.lines().next().unwrap_or("").chars().count());
+        let width = span_chars.clamp(1, line_chars.saturating_sub(start).max(1));
+        let _ = writeln!(out, "{pad} | {}{} {}", " ".repeat(start), "^".repeat(width), diagnostic.title);
+        let _ = writeln!(out, "{pad} |");
+    }
+    let indent = " ".repeat(diagnostic.line.map_or(0, |l| l.to_string().len()));
+    if let Some(fix) = &diagnostic.fix {
+        let kind = match fix.applicability {
+            Applicability::Safe => "fix (applied by --fix)",
+            Applicability::Unsafe => "fix (review; not applied by --fix)",
+            Applicability::Manual => "fix",
+        };
+        let _ = writeln!(out, "{indent} = {kind}: {}", fix.action.describe());
+    }
+    let _ = writeln!(out, "{indent} = note: `kvmtune explain {}` says why", diagnostic.rule);
+    let _ = writeln!(out);
+}
+
+pub fn summary(report: &CheckReport) -> String {
+    let count = |severity, word: &str| {
+        let n = report.count(severity);
+        format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+    };
+    let fixable = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.fix.as_ref().is_some_and(|f| f.applicability == Applicability::Safe))
+        .count();
+    let mut line = format!(
+        "{}: {}, {}, {}; {fixable} fixable with --fix",
+        report.path,
+        count(Severity::Error, "error"),
+        count(Severity::Warning, "warning"),
+        count(Severity::Info, "info"),
+    );
+    if !report.skipped_for_host.is_empty() {
+        let _ = write!(
+            line,
+            "\n{} rules need host facts and were skipped ({}): give --host live, --host-root DIR or --host-json FILE",
+            report.skipped_for_host.len(),
+            report.skipped_for_host.join(", ")
+        );
+    }
+    if report.assumed_windows {
+        line.push_str(
+            "\nthe config names no guest OS; it was checked as a Windows guest (--windows to say which)",
+        );
+    }
+    line
+}
+
+pub fn render_json(report: &CheckReport) -> serde_json::Value {
+    serde_json::to_value(report).unwrap_or(serde_json::Value::Null)
+}
+
+/// SARIF 2.1.0 (OASIS): one run, the rule registry as the driver's rules, one result per
+/// diagnostic.
+pub fn render_sarif(reports: &[CheckReport]) -> serde_json::Value {
+    let rules: Vec<serde_json::Value> = VM_RULES
+        .iter()
+        .map(|rule| {
+            serde_json::json!({
+                "id": rule.id,
+                "name": rule.name,
+                "shortDescription": { "text": rule.title },
+                "fullDescription": { "text": rule.explanation },
+                "help": { "text": format!("{} (source: {})", rule.fix, rule.source) },
+                "defaultConfiguration": { "level": sarif_level(rule.severity) },
+                "properties": { "category": rule.category, "needsHost": rule.needs_host },
+            })
+        })
+        .collect();
+    let results: Vec<serde_json::Value> = reports
+        .iter()
+        .flat_map(|report| {
+            report.diagnostics.iter().map(move |d| {
+                let mut result = serde_json::json!({
+                    "ruleId": d.rule,
+                    "level": sarif_level(d.severity),
+                    "message": { "text": d.message },
+                    "locations": [{
+                        "physicalLocation": {
+                            "artifactLocation": { "uri": report.path },
+                            "region": { "startLine": d.line.unwrap_or(1), "startColumn": d.column.unwrap_or(1) },
+                        }
+                    }],
+                });
+                if let Some(fix) = &d.fix {
+                    result["properties"] = serde_json::json!({ "fix": fix.action.describe(), "applicability": fix.applicability });
+                }
+                result
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "2.1.0",
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "runs": [{
+            "tool": { "driver": { "name": "kvmtune", "version": env!("CARGO_PKG_VERSION"), "rules": rules } },
+            "results": results,
+        }],
+    })
+}
+
+fn sarif_level(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "note",
+    }
+}
+
+/// `kvmtune explain ID`.
+pub fn explain(rule: &crate::analysis::vm_rules::VmRule) -> String {
+    format!(
+        "{id} {name} ({category}, {severity}{host})\n\n{title}\n\n{explanation}\n\nFix: {fix}\nSource: {source}\n",
+        id = rule.id,
+        name = rule.name,
+        category = rule.category,
+        severity = rule.severity.label(),
+        host = if rule.needs_host { ", needs host facts" } else { "" },
+        title = rule.title,
+        explanation = wrap(rule.explanation, 96),
+        fix = rule.fix,
+        source = rule.source,
+    )
+}
+
+/// `kvmtune rules`.
+pub fn rules_table() -> String {
+    let mut out = String::new();
+    for rule in VM_RULES {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<8} {:<30} {}{}",
+            rule.id,
+            rule.severity.label(),
+            rule.name,
+            rule.title,
+            if rule.needs_host { " [host]" } else { "" }
+        );
+    }
+    out
+}
+
+fn wrap(text: &str, width: usize) -> String {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines.join("\n")
+}
