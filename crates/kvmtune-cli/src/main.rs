@@ -9,10 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use kvmtune::analysis::Severity;
 use kvmtune::analysis::check::{CheckOptions, CheckReport};
+use kvmtune::analysis::fix::Applicability;
 use kvmtune::analysis::host_rules;
 use kvmtune::analysis::vm_rules::{self, Workload};
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::config::{SourceText, libvirt};
+use kvmtune::config::{SourceText, libvirt, libvirt_edit};
 use kvmtune::host::{self, HostFacts, HostSource, LiveHost, SnapshotHost};
 use kvmtune::output::diagnostics;
 
@@ -74,6 +75,12 @@ struct CheckArgs {
     /// Only these rules (ids or names, comma-separated).
     #[arg(long, value_delimiter = ',')]
     select: Vec<String>,
+    /// Apply the safe fixes and write the file back (only what the fixes change is touched).
+    #[arg(long, conflicts_with_all = ["diff", "domain"])]
+    fix: bool,
+    /// Print the safe fixes as a unified diff instead of writing them.
+    #[arg(long)]
+    diff: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -236,6 +243,9 @@ fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         select: args.select.clone(),
     };
     let report = kvmtune::analysis::check::check(&config, &source, &options);
+    if args.fix || args.diff {
+        return apply_fixes(&args, &report, &source, &options);
+    }
     match args.format {
         CheckFormat::Text => print_out(&diagnostics::render_text(&report, &source))?,
         CheckFormat::Json => {
@@ -247,6 +257,60 @@ fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
         ))?,
     }
     Ok(outcome(&report))
+}
+
+/// How often `--fix` re-checks and fixes again: a fix can make another rule applicable (turning
+/// hv-stimer on makes the HPET pointless), and a few passes settle every chain the rules have.
+const FIX_PASSES: usize = 4;
+
+/// `--fix` and `--diff`: the safe fixes, spliced into the original text.
+fn apply_fixes(
+    args: &CheckArgs,
+    report: &CheckReport,
+    source: &SourceText,
+    options: &CheckOptions,
+) -> anyhow::Result<Outcome> {
+    let mut text = source.text.clone();
+    let mut applied = 0;
+    let mut current = report.clone();
+    for _ in 0..FIX_PASSES {
+        let mut actions = Vec::new();
+        for diagnostic in &current.diagnostics {
+            if let Some(fix) = diagnostic.fix.as_ref().filter(|f| f.applicability == Applicability::Safe)
+                && !actions.contains(&fix.action)
+            {
+                actions.push(fix.action.clone());
+            }
+        }
+        if actions.is_empty() {
+            break;
+        }
+        text = libvirt_edit::apply_actions(&text, &actions).context("applying the fixes")?;
+        applied += actions.len();
+        // A fix that broke the file would be worse than none.
+        let config = libvirt::parse(&source.path, &text)
+            .context("the fixed XML no longer reads; nothing was written")?;
+        current = kvmtune::analysis::check::check(
+            &config,
+            &SourceText::new(source.path.clone(), text.clone()),
+            options,
+        );
+    }
+    if args.diff {
+        let diff = similar::TextDiff::from_lines(&source.text, &text);
+        print_out(
+            &diff.unified_diff().header(&source.path, &format!("{} (fixed)", source.path)).to_string(),
+        )?;
+    } else if text != source.text {
+        let path = args.file.as_ref().context("--fix needs a FILE")?;
+        std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!(
+        "{applied} fix(es) {}; {} finding(s) remain",
+        if args.diff { "shown" } else { "applied" },
+        current.diagnostics.len()
+    );
+    Ok(outcome(&current))
 }
 
 fn outcome(report: &CheckReport) -> Outcome {

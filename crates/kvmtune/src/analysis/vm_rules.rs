@@ -465,6 +465,12 @@ fn hpet_off_without_stimer(ctx: &RuleContext) -> Vec<Finding> {
     if !ctx.is_windows() || (ctx.on("hv-stimer") && ctx.enlightenments_visible()) {
         return Vec::new();
     }
+    if !ctx.enlightenments_visible() {
+        return vec![
+            Finding::new(Some(hpet.span), "HPET is off and the hidden hypervisor bit keeps Windows from using hv-stimer: it falls back to the RTC, which costs more exits than the HPET did")
+                .with_fix(Fix::manual("show the hypervisor bit again (see HV010) so hv-stimer works, or turn the HPET back on")),
+        ];
+    }
     vec![
         Finding::new(Some(hpet.span), "HPET is off but hv-stimer is not on: Windows falls back to the RTC for its timer, which costs more exits than the HPET did")
             .with_fix(enable(&["hv-stimer"], ctx.config)),

@@ -8,6 +8,7 @@
 
 pub mod cpuset;
 pub mod libvirt;
+pub mod libvirt_edit;
 pub mod model;
 pub mod shell;
 pub mod span;

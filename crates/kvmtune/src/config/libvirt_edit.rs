@@ -1,0 +1,494 @@
+//! Applies [`FixAction`]s to libvirt domain XML by splicing the original text.
+//!
+//! Only the bytes a fix must change are touched: attributes are rewritten in place, new
+//! elements are inserted with the indentation and quote style the file already uses, and
+//! everything else (comments, attribute order, quoting, blank lines, CRLF) stays as it was. Each
+//! action is applied to the result of the previous one, re-parsed in between, so actions never
+//! fight over offsets.
+
+use roxmltree::{Document, Node, ParsingOptions};
+
+use crate::analysis::fix::FixAction;
+use crate::config::ConfigError;
+use crate::config::span::Span;
+use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
+
+/// Replace `span` of the text with `replacement` (an empty span inserts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    pub span: Span,
+    pub replacement: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EditError {
+    #[error("edits overlap at byte {0}")]
+    Overlap(usize),
+    #[error("edit at {0}..{1} is outside the text or not on a character boundary")]
+    OutOfRange(usize, usize),
+    #[error("the fix cannot be applied to this XML: {0}")]
+    NotApplicable(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Applies non-overlapping edits; insertions at the same offset keep their order.
+pub fn apply_edits(text: &str, edits: &[Edit]) -> Result<String, EditError> {
+    let mut ordered: Vec<&Edit> = edits.iter().collect();
+    ordered.sort_by_key(|e| (e.span.start, e.span.end));
+    let mut out = String::with_capacity(text.len());
+    let mut cursor = 0;
+    for edit in ordered {
+        let Span { start, end } = edit.span;
+        if start < cursor {
+            return Err(EditError::Overlap(start));
+        }
+        if end > text.len() || start > end || !text.is_char_boundary(start) || !text.is_char_boundary(end) {
+            return Err(EditError::OutOfRange(start, end));
+        }
+        out.push_str(&text[cursor..start]);
+        out.push_str(&edit.replacement);
+        cursor = end;
+    }
+    out.push_str(&text[cursor..]);
+    Ok(out)
+}
+
+/// Applies every action in order and returns the new text.
+pub fn apply_actions(text: &str, actions: &[FixAction]) -> Result<String, EditError> {
+    let mut current = text.to_string();
+    for action in actions {
+        for step in steps(action) {
+            let edits = {
+                let document = parse(&current)?;
+                let editor = Editor::new(&current, &document);
+                editor.edits(&step)?
+            };
+            current = apply_edits(&current, &edits)?;
+        }
+    }
+    Ok(current)
+}
+
+/// Splits multi-feature actions so that each step sees the result of the one before.
+fn steps(action: &FixAction) -> Vec<FixAction> {
+    match action {
+        FixAction::EnableHyperv { features } => {
+            features.iter().map(|f| FixAction::EnableHyperv { features: vec![f.clone()] }).collect()
+        }
+        other => vec![other.clone()],
+    }
+}
+
+fn parse(text: &str) -> Result<Document<'_>, EditError> {
+    Document::parse_with_options(text, ParsingOptions { allow_dtd: true, ..ParsingOptions::default() })
+        .map_err(|error| {
+            EditError::Config(ConfigError::MalformedXml {
+                path: String::new(),
+                line: error.pos().row,
+                column: error.pos().col,
+                message: error.to_string(),
+            })
+        })
+}
+
+struct Editor<'a, 'input> {
+    text: &'a str,
+    document: &'a Document<'input>,
+    quote: char,
+    /// One level of indentation as the file uses it.
+    unit: String,
+    newline: &'static str,
+}
+
+fn element<'a, 'input>(node: Node<'a, 'input>, name: &str) -> Option<Node<'a, 'input>> {
+    node.children().find(|c| c.is_element() && c.has_tag_name(name))
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+impl<'a, 'input> Editor<'a, 'input> {
+    fn new(text: &'a str, document: &'a Document<'input>) -> Self {
+        let root = document.root_element();
+        // The quote of the first attribute anywhere decides the style.
+        let quote = document
+            .descendants()
+            .flat_map(|n| n.attributes())
+            .find_map(|a| text[a.range()].chars().skip_while(|c| *c != '=').nth(1))
+            .filter(|q| *q == '\'' || *q == '"')
+            .unwrap_or('\'');
+        let root_indent = Self::indent_of_static(text, root.range().start);
+        let unit = root
+            .children()
+            .find(|c| c.is_element())
+            .map(|child| Self::indent_of_static(text, child.range().start))
+            .and_then(|child_indent| child_indent.strip_prefix(root_indent.as_str()).map(str::to_string))
+            .filter(|unit| !unit.is_empty())
+            .unwrap_or_else(|| "  ".to_string());
+        let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
+        Self { text, document, quote, unit, newline }
+    }
+
+    /// The whitespace between the start of the line and `offset`, if only whitespace is there.
+    fn indent_of_static(text: &str, offset: usize) -> String {
+        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let prefix = &text[line_start..offset];
+        if prefix.chars().all(|c| c == ' ' || c == '\t') { prefix.to_string() } else { String::new() }
+    }
+
+    fn indent_of(&self, node: Node) -> String {
+        Self::indent_of_static(self.text, node.range().start)
+    }
+
+    fn attribute(&self, name: &str, value: &str) -> String {
+        let q = self.quote;
+        format!("{name}={q}{}{q}", escape(value))
+    }
+
+    fn empty_element(&self, name: &str, attributes: &[(&str, &str)]) -> String {
+        let attributes: String =
+            attributes.iter().map(|(k, v)| format!(" {}", self.attribute(k, v))).collect();
+        format!("<{name}{attributes}/>")
+    }
+
+    /// Sets (or adds) one attribute of an element.
+    fn set_attribute(&self, node: Node, name: &str, value: &str) -> Edit {
+        if let Some(attribute) = node.attributes().find(|a| a.name() == name) {
+            let range = attribute.range();
+            let raw = &self.text[range.clone()];
+            let value_start = raw.find(['\'', '"']).map_or(range.end, |i| range.start + i + 1);
+            return Edit { span: Span::new(value_start, range.end - 1), replacement: escape(value) };
+        }
+        let insert_at = node
+            .attributes()
+            .map(|a| a.range().end)
+            .max()
+            .unwrap_or(node.range().start + 1 + node.tag_name().name().len());
+        Edit {
+            span: Span::new(insert_at, insert_at),
+            replacement: format!(" {}", self.attribute(name, value)),
+        }
+    }
+
+    /// Inserts `snippet` (one line, no indentation) as a child of `parent`: before the first
+    /// child named in `before`, else after the last element child. Handles `<parent/>`.
+    fn insert_child(&self, parent: Node, snippet: &str, before: &[&str]) -> Edit {
+        let parent_indent = self.indent_of(parent);
+        let child_indent = parent
+            .children()
+            .find(|c| c.is_element())
+            .map(|c| self.indent_of(c))
+            .unwrap_or_else(|| format!("{parent_indent}{}", self.unit));
+        let nl = self.newline;
+        if let Some(anchor) =
+            parent.children().find(|c| c.is_element() && before.contains(&c.tag_name().name()))
+        {
+            let at = anchor.range().start;
+            return Edit { span: Span::new(at, at), replacement: format!("{snippet}{nl}{child_indent}") };
+        }
+        if let Some(last) = parent.children().filter(|c| c.is_element()).next_back() {
+            let at = last.range().end;
+            return Edit { span: Span::new(at, at), replacement: format!("{nl}{child_indent}{snippet}") };
+        }
+        let range = parent.range();
+        let raw = &self.text[range.clone()];
+        if let Some(open) = raw.strip_suffix("/>") {
+            // <parent attrs/> -> <parent attrs>\n  snippet\n</parent>
+            let open = open.trim_end();
+            let name = parent.tag_name().name();
+            return Edit {
+                span: range.into(),
+                replacement: format!("{open}>{nl}{child_indent}{snippet}{nl}{parent_indent}</{name}>"),
+            };
+        }
+        // <parent></parent> or <parent>  </parent>: put the child before the end tag.
+        let end_tag = raw.rfind("</").map_or(range.end, |i| range.start + i);
+        let content_start = raw.find('>').map_or(range.start, |i| range.start + i + 1);
+        Edit {
+            span: Span::new(content_start, end_tag),
+            replacement: format!("{nl}{child_indent}{snippet}{nl}{parent_indent}"),
+        }
+    }
+
+    /// The whole lines an element occupies, for deletion without leaving a blank line.
+    fn delete_element(&self, node: Node) -> Edit {
+        let range = node.range();
+        let line_start = self.text[..range.start].rfind('\n').map_or(0, |i| i + 1);
+        let only_whitespace_before = self.text[line_start..range.start].trim().is_empty();
+        let rest = &self.text[range.end..];
+        let line_end = rest.find('\n').map(|i| range.end + i + 1);
+        match line_end {
+            Some(end) if only_whitespace_before && self.text[range.end..end].trim().is_empty() => {
+                Edit { span: Span::new(line_start, end), replacement: String::new() }
+            }
+            _ => Edit { span: range.into(), replacement: String::new() },
+        }
+    }
+
+    fn root(&self) -> Node<'a, 'input> {
+        self.document.root_element()
+    }
+
+    fn edits(&self, action: &FixAction) -> Result<Vec<Edit>, EditError> {
+        let root = self.root();
+        match action {
+            FixAction::EnableHyperv { features } => {
+                let mut edits = Vec::new();
+                for feature in features {
+                    edits.extend(self.set_hyperv(feature, true)?);
+                }
+                Ok(edits)
+            }
+            FixAction::DisableHyperv { feature } => self.set_hyperv(feature, false),
+            FixAction::SetSpinlockRetries { retries } => {
+                let spinlocks = element(root, "features")
+                    .and_then(|f| element(f, "hyperv"))
+                    .and_then(|h| element(h, "spinlocks"))
+                    .ok_or_else(|| EditError::NotApplicable("no <spinlocks> element".into()))?;
+                Ok(vec![self.set_attribute(spinlocks, "retries", &retries.to_string())])
+            }
+            FixAction::SetTimer { name, attributes } => {
+                let pairs: Vec<(&str, &str)> =
+                    attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                self.set_timer(name, &pairs)
+            }
+            FixAction::SetClockOffset { offset } => match element(root, "clock") {
+                Some(clock) => Ok(vec![self.set_attribute(clock, "offset", offset)]),
+                None => Ok(vec![self.insert_child(
+                    root,
+                    &self.empty_element("clock", &[("offset", offset)]),
+                    &["on_poweroff", "on_reboot", "on_crash", "pm", "devices"],
+                )]),
+            },
+            FixAction::SetMemballoonModel { model } => {
+                let devices = element(root, "devices")
+                    .ok_or_else(|| EditError::NotApplicable("no <devices> element".into()))?;
+                let snippet = self.empty_element("memballoon", &[("model", model)]);
+                Ok(vec![match element(devices, "memballoon") {
+                    // The old element's children (address, stats) belong to the old model.
+                    Some(balloon) => Edit { span: balloon.range().into(), replacement: snippet },
+                    None => self.insert_child(devices, &snippet, &[]),
+                }])
+            }
+            FixAction::RequireCpuFeature { name } => {
+                let cpu = element(root, "cpu")
+                    .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
+                Ok(vec![self.insert_child(
+                    cpu,
+                    &self.empty_element("feature", &[("policy", "require"), ("name", name)]),
+                    &["numa"],
+                )])
+            }
+            FixAction::RemoveCpuFeature { name } => {
+                let cpu = element(root, "cpu")
+                    .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
+                Ok(cpu
+                    .children()
+                    .filter(|c| {
+                        c.is_element() && c.has_tag_name("feature") && c.attribute("name") == Some(name)
+                    })
+                    .map(|feature| self.delete_element(feature))
+                    .collect())
+            }
+            FixAction::SetCpuCacheMode { mode } => {
+                let cpu = element(root, "cpu")
+                    .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
+                Ok(vec![match element(cpu, "cache") {
+                    Some(cache) => self.set_attribute(cache, "mode", mode),
+                    None => self.insert_child(
+                        cpu,
+                        &self.empty_element("cache", &[("mode", mode)]),
+                        &["feature", "numa"],
+                    ),
+                }])
+            }
+            FixAction::Manual { steps } => Err(EditError::NotApplicable(format!("manual step: {steps}"))),
+        }
+    }
+
+    fn set_timer(&self, name: &str, attributes: &[(&str, &str)]) -> Result<Vec<Edit>, EditError> {
+        let root = self.root();
+        let Some(clock) = element(root, "clock") else {
+            // libvirt's default offset is utc; saying so keeps the meaning while adding the timer.
+            let mut timer_attributes = vec![("name", name)];
+            timer_attributes.extend_from_slice(attributes);
+            let nl = self.newline;
+            let indent = format!("{}{}", self.indent_of(root), self.unit);
+            let inner = format!("{indent}{}", self.unit);
+            let snippet = format!(
+                "<clock {}>{nl}{inner}{}{nl}{indent}</clock>",
+                self.attribute("offset", "utc"),
+                self.empty_element("timer", &timer_attributes)
+            );
+            return Ok(vec![self.insert_child(
+                root,
+                &snippet,
+                &["on_poweroff", "on_reboot", "on_crash", "pm", "devices"],
+            )]);
+        };
+        match clock
+            .children()
+            .find(|c| c.is_element() && c.has_tag_name("timer") && c.attribute("name") == Some(name))
+        {
+            Some(timer) => Ok(attributes.iter().map(|(k, v)| self.set_attribute(timer, k, v)).collect()),
+            None => {
+                let mut timer_attributes = vec![("name", name)];
+                timer_attributes.extend_from_slice(attributes);
+                Ok(vec![self.insert_child(clock, &self.empty_element("timer", &timer_attributes), &[])])
+            }
+        }
+    }
+
+    fn set_hyperv(&self, feature: &str, on: bool) -> Result<Vec<Edit>, EditError> {
+        let state = if on { "on" } else { "off" };
+        if feature == "hv-time" {
+            return self.set_timer("hypervclock", &[("present", if on { "yes" } else { "no" })]);
+        }
+        let root = self.root();
+        if let Some((parent, child, _)) = HYPERV_SUB_ELEMENTS.iter().find(|(_, _, q)| *q == feature) {
+            let parent_node = element(root, "features")
+                .and_then(|f| element(f, "hyperv"))
+                .and_then(|h| element(h, parent))
+                .ok_or_else(|| EditError::NotApplicable(format!("{feature} needs <{parent}> first")))?;
+            return Ok(vec![match element(parent_node, child) {
+                Some(existing) => self.set_attribute(existing, "state", state),
+                None => self.insert_child(parent_node, &self.empty_element(child, &[("state", state)]), &[]),
+            }]);
+        }
+        let name = hyperv_element(feature)
+            .ok_or_else(|| EditError::NotApplicable(format!("{feature} has no libvirt <hyperv> element")))?;
+        let mut attributes = vec![("state", state)];
+        if name == "spinlocks" && on {
+            attributes.push(("retries", "8191"));
+        }
+        let snippet = self.empty_element(name, &attributes);
+        let Some(features) = element(root, "features") else {
+            let nl = self.newline;
+            let indent = format!("{}{}", self.indent_of(root), self.unit);
+            let (one, two) =
+                (format!("{indent}{}", self.unit), format!("{indent}{}{}", self.unit, self.unit));
+            let block = format!(
+                "<features>{nl}{one}<hyperv {}>{nl}{two}{snippet}{nl}{one}</hyperv>{nl}{indent}</features>",
+                self.attribute("mode", "custom")
+            );
+            return Ok(vec![self.insert_child(
+                root,
+                &block,
+                &["cpu", "clock", "on_poweroff", "on_reboot", "on_crash", "pm", "devices"],
+            )]);
+        };
+        let Some(hyperv) = element(features, "hyperv") else {
+            let nl = self.newline;
+            let indent = self
+                .document
+                .root_element()
+                .children()
+                .find(|c| c.is_element() && c.has_tag_name("features"))
+                .and_then(|f| f.children().find(|c| c.is_element()).map(|c| self.indent_of(c)))
+                .unwrap_or_else(|| format!("{}{}", self.indent_of(features), self.unit));
+            let block = format!(
+                "<hyperv {}>{nl}{indent}{}{snippet}{nl}{indent}</hyperv>",
+                self.attribute("mode", "custom"),
+                self.unit
+            );
+            return Ok(vec![self.insert_child(features, &block, &["kvm", "pmu", "vmport", "smm", "ioapic"])]);
+        };
+        Ok(vec![match element(hyperv, name) {
+            Some(existing) => self.set_attribute(existing, "state", state),
+            None => self.insert_child(hyperv, &snippet, &[]),
+        }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enable(text: &str, features: &[&str]) -> String {
+        apply_actions(
+            text,
+            &[FixAction::EnableHyperv { features: features.iter().map(|f| f.to_string()).collect() }],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn inserts_with_the_files_indentation_and_quotes() {
+        let text = "<domain type=\"kvm\">\n    <features>\n        <hyperv mode=\"custom\">\n            <relaxed state=\"on\"/>\n        </hyperv>\n    </features>\n</domain>\n";
+        let fixed = enable(text, &["hv-vpindex"]);
+        assert_eq!(
+            fixed,
+            "<domain type=\"kvm\">\n    <features>\n        <hyperv mode=\"custom\">\n            <relaxed state=\"on\"/>\n            <vpindex state=\"on\"/>\n        </hyperv>\n    </features>\n</domain>\n"
+        );
+    }
+
+    #[test]
+    fn turns_an_off_feature_on_in_place() {
+        let text = "<domain>\n  <features>\n    <hyperv>\n      <synic state='off'/><!-- keep -->\n    </hyperv>\n  </features>\n</domain>";
+        assert_eq!(enable(text, &["hv-synic"]), text.replace("state='off'", "state='on'"));
+    }
+
+    #[test]
+    fn creates_missing_containers() {
+        let text = "<domain type='kvm'>\n  <name>w</name>\n  <devices/>\n</domain>\n";
+        let fixed = enable(text, &["hv-relaxed", "hv-time"]);
+        assert!(fixed.contains("  <features>\n    <hyperv mode='custom'>\n      <relaxed state='on'/>\n    </hyperv>\n  </features>\n"), "{fixed}");
+        assert!(fixed.contains("  <clock offset='utc'>\n    <timer name='hypervclock' present='yes'/>\n  </clock>\n  <devices/>"), "{fixed}");
+        crate::config::libvirt::parse("x", &fixed).unwrap();
+    }
+
+    #[test]
+    fn sub_features_and_self_closing_parents() {
+        let text = "<domain>\n  <features>\n    <hyperv>\n      <stimer state='on'/>\n    </hyperv>\n  </features>\n</domain>\n";
+        let fixed = enable(text, &["hv-stimer-direct"]);
+        assert!(
+            fixed.contains("      <stimer state='on'>\n        <direct state='on'/>\n      </stimer>\n"),
+            "{fixed}"
+        );
+    }
+
+    #[test]
+    fn removing_a_feature_takes_its_line() {
+        let text = "<domain>\n  <cpu mode='host-passthrough'>\n    <feature policy='disable' name='hypervisor'/>\n    <feature policy='require' name='topoext'/>\n  </cpu>\n</domain>\n";
+        let fixed =
+            apply_actions(text, &[FixAction::RemoveCpuFeature { name: "hypervisor".into() }]).unwrap();
+        assert_eq!(
+            fixed,
+            "<domain>\n  <cpu mode='host-passthrough'>\n    <feature policy='require' name='topoext'/>\n  </cpu>\n</domain>\n"
+        );
+    }
+
+    #[test]
+    fn crlf_files_stay_crlf() {
+        let text =
+            "<domain>\r\n  <clock offset='utc'>\r\n    <timer name='rtc'/>\r\n  </clock>\r\n</domain>\r\n";
+        let fixed = apply_actions(
+            text,
+            &[FixAction::SetTimer {
+                name: "pit".into(),
+                attributes: vec![("tickpolicy".into(), "delay".into())],
+            }],
+        )
+        .unwrap();
+        assert_eq!(
+            fixed,
+            "<domain>\r\n  <clock offset='utc'>\r\n    <timer name='rtc'/>\r\n    <timer name='pit' tickpolicy='delay'/>\r\n  </clock>\r\n</domain>\r\n"
+        );
+    }
+
+    #[test]
+    fn overlapping_edits_are_refused() {
+        let edits = [
+            Edit { span: Span::new(0, 3), replacement: "x".into() },
+            Edit { span: Span::new(2, 4), replacement: "y".into() },
+        ];
+        assert_eq!(apply_edits("abcdef", &edits), Err(EditError::Overlap(2)));
+    }
+}
