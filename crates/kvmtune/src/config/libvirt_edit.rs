@@ -193,7 +193,7 @@ impl<'a, 'input> Editor<'a, 'input> {
             let at = anchor.range().start;
             return Edit { span: Span::new(at, at), replacement: format!("{snippet}{nl}{child_indent}") };
         }
-        if let Some(last) = parent.children().filter(|c| c.is_element()).next_back() {
+        if let Some(last) = parent.children().rfind(|c| c.is_element()) {
             let at = last.range().end;
             return Edit { span: Span::new(at, at), replacement: format!("{nl}{child_indent}{snippet}") };
         }
