@@ -12,7 +12,7 @@ use kvmtune::analysis::check::{CheckOptions, CheckReport};
 use kvmtune::analysis::fix::Applicability;
 use kvmtune::analysis::host_rules;
 use kvmtune::analysis::vm_rules::{self, Workload};
-use kvmtune::config::model::WindowsVersion;
+use kvmtune::config::model::{SourceFormat, WindowsVersion};
 use kvmtune::config::{SourceText, libvirt, libvirt_edit};
 use kvmtune::host::{self, HostFacts, HostSource, LiveHost, SnapshotHost};
 use kvmtune::output::diagnostics;
@@ -46,7 +46,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// A libvirt domain XML file.
+    /// A libvirt domain XML, a QEMU command line (argv file or launch script) or a Proxmox
+    /// VM config; the format is recognised from the content.
     #[arg(required_unless_present = "domain", conflicts_with = "domain")]
     file: Option<PathBuf>,
     /// Read the domain's inactive XML from libvirt (`virsh dumpxml --inactive`).
@@ -222,12 +223,10 @@ fn read_config_text(args: &CheckArgs) -> anyhow::Result<(String, String)> {
 
 fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     let (path, text) = read_config_text(&args)?;
-    if !text.trim_start().starts_with('<') {
-        anyhow::bail!(
-            "{path}:1:1: not a libvirt domain XML; QEMU command lines and Proxmox configs are not supported yet"
-        );
+    let config = kvmtune::config::read(&path, &text)?;
+    if (args.fix || args.diff) && config.format != SourceFormat::Libvirt {
+        anyhow::bail!("--fix and --diff edit libvirt XML only; for this file the fixes are listed as steps");
     }
-    let config = libvirt::parse(&path, &text)?;
     let source = SourceText::new(path, text);
     let host = load_host(&args)?;
     let windows = match &args.windows {

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::analysis::Severity;
 use crate::analysis::fix::Fix;
 use crate::analysis::vm_rules::{RuleContext, VM_RULES, VmRule, Workload};
-use crate::config::model::{VmConfig, WindowsVersion};
+use crate::config::model::{SourceFormat, VmConfig, WindowsVersion};
 use crate::config::span::{SourceText, Span};
 use crate::host::HostFacts;
 
@@ -26,6 +26,9 @@ pub struct Diagnostic {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
     pub path: String,
+    /// Fixes are applied automatically only to libvirt XML; for the other formats they are
+    /// steps to take by hand.
+    pub format: SourceFormat,
     pub diagnostics: Vec<Diagnostic>,
     /// Rules that need host facts and were not run because none were given.
     pub skipped_for_host: Vec<&'static str>,
@@ -83,6 +86,7 @@ pub fn check(config: &VmConfig, source: &SourceText, options: &CheckOptions) -> 
     diagnostics.sort_by_key(|d| (d.span.map_or(usize::MAX, |s| s.start), d.rule));
     CheckReport {
         path: source.path.clone(),
+        format: config.format,
         diagnostics,
         skipped_for_host,
         assumed_windows: options.windows.is_none() && config.os_id.is_none(),

@@ -435,8 +435,17 @@ fn rtc_without_catchup(ctx: &RuleContext) -> Vec<Finding> {
     timer_policy(ctx, "rtc", "catchup")
 }
 
-fn pit_without_delay(ctx: &RuleContext) -> Vec<Finding> {
-    timer_policy(ctx, "pit", "delay")
+fn pit_catching_up(ctx: &RuleContext) -> Vec<Finding> {
+    // QEMU's in-kernel PIT defaults to lost_tick_policy=delay and Proxmox picks discard; only
+    // a policy that replays missed ticks costs anything.
+    let Some(pit) = ctx.config.clock.timer("pit") else { return Vec::new() };
+    if !ctx.is_windows() || !matches!(pit.tickpolicy.as_deref(), Some("catchup" | "merge")) {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(Some(pit.span), format!("pit timer has tickpolicy='{}': missed PIT ticks are replayed into a guest that does not keep time with them", pit.tickpolicy.as_deref().unwrap_or("")))
+            .with_fix(Fix::safe(FixAction::SetTimer { name: "pit".into(), attributes: vec![("tickpolicy".into(), "delay".into())] })),
+    ]
 }
 
 fn utc_clock_offset(ctx: &RuleContext) -> Vec<Finding> {
@@ -1050,15 +1059,15 @@ pub const VM_RULES: &[VmRule] = &[
     },
     VmRule {
         id: "TIME003",
-        name: "pit-without-delay",
+        name: "pit-catching-up",
         category: "timers",
         severity: Severity::Warning,
-        title: "PIT tick policy is not delay",
-        explanation: "With delay, missed PIT ticks are delivered late at the normal rate; Windows does not use the PIT for timekeeping once booted, and catching up on it only adds interrupts.",
-        source: "libvirt docs/formatdomain.rst Time keeping; virt-manager's Windows defaults (../shared/knowledge.md 2b)",
+        title: "PIT ticks are replayed (catchup/merge)",
+        explanation: "Windows does not keep time with the PIT once booted. Replaying missed PIT ticks (catchup) only injects extra interrupts; delay (QEMU's default for the in-kernel PIT, and virt-manager's choice for Windows) or discard (Proxmox's) do not.",
+        source: "libvirt docs/formatdomain.rst Time keeping; QEMU hw/i386/kvm/i8254.c lost_tick_policy default; ../shared/knowledge.md 2b",
         fix: "<timer name='pit' tickpolicy='delay'/>",
         needs_host: false,
-        check: pit_without_delay,
+        check: pit_catching_up,
     },
     VmRule {
         id: "TIME004",

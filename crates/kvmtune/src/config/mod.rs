@@ -5,11 +5,17 @@
 //! fixes use the spans. A new format gets a reader module here that produces a `VmConfig`.
 //!
 //! - [`libvirt`]: libvirt domain XML (roxmltree keeps byte ranges; edits splice the original).
+//! - [`qemu`]: a QEMU command line, in an argv file, a launch script or an options profile.
+//! - [`proxmox`]: a Proxmox VE VM config, with qemu-server's derived settings.
+//!
+//! [`read`] tells the formats apart.
 
 pub mod cpuset;
 pub mod libvirt;
 pub mod libvirt_edit;
 pub mod model;
+pub mod proxmox;
+pub mod qemu;
 pub mod shell;
 pub mod span;
 
@@ -27,4 +33,77 @@ pub enum ConfigError {
     /// Well-formed, but a value has the wrong type or an element is one libvirt would reject.
     #[error("{path}:{line}:{column}: {message}")]
     Invalid { path: String, line: u32, column: u32, message: String },
+}
+
+/// Reads a config in whichever format the text is in: XML is libvirt; `key: value` lines with
+/// Proxmox keys are Proxmox; anything with a QEMU binary or QEMU options is a command line.
+pub fn read(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    if trimmed.starts_with('<') {
+        return libvirt::parse(path, text);
+    }
+    if looks_like_proxmox(text) {
+        return proxmox::parse(path, text);
+    }
+    qemu::parse(path, text)
+}
+
+fn looks_like_proxmox(text: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "ostype",
+        "cores",
+        "sockets",
+        "memory",
+        "cpu",
+        "machine",
+        "bios",
+        "numa",
+        "hugepages",
+        "affinity",
+        "args",
+        "vga",
+        "balloon",
+        "boot",
+        "bootdisk",
+        "smbios1",
+        "vmgenid",
+        "scsihw",
+        "name",
+        "tablet",
+        "vcpus",
+        "kvm",
+    ];
+    let mut proxmox_lines = 0;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if line.starts_with('[') {
+            break;
+        }
+        let Some((key, _)) = line.split_once(':') else { return false };
+        let key = key.trim();
+        let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
+        if KEYS.contains(&key)
+            || [
+                "hostpci",
+                "net",
+                "scsi",
+                "virtio",
+                "sata",
+                "ide",
+                "usb",
+                "efidisk",
+                "tpmstate",
+                "unused",
+                "serial",
+                "numa",
+                "parallel",
+                "hookscript",
+            ]
+            .contains(&base)
+        {
+            proxmox_lines += 1;
+        } else if !key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+            return false;
+        }
+    }
+    proxmox_lines > 0
 }

@@ -195,6 +195,9 @@ pub struct Timer {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Pinning {
     pub vcpupin: Vec<Pin>,
+    /// One CPU set for the whole QEMU process (Proxmox `affinity`, `taskset`): vCPUs float
+    /// inside it.
+    pub process_affinity: Option<Located<CpuSet>>,
     pub emulatorpin: Option<Located<CpuSet>>,
     pub iothreadpin: Vec<Pin>,
     pub vcpusched: Vec<Located<String>>,

@@ -7,18 +7,20 @@ use crate::analysis::Severity;
 use crate::analysis::check::{CheckReport, Diagnostic};
 use crate::analysis::fix::Applicability;
 use crate::analysis::vm_rules::VM_RULES;
+use crate::config::model::SourceFormat;
 use crate::config::span::SourceText;
 
 pub fn render_text(report: &CheckReport, source: &SourceText) -> String {
     let mut out = String::new();
+    let fixable = report.format == SourceFormat::Libvirt;
     for diagnostic in &report.diagnostics {
-        render_one(&mut out, diagnostic, source);
+        render_one(&mut out, diagnostic, source, fixable);
     }
     let _ = writeln!(out, "{}", summary(report));
     out
 }
 
-fn render_one(out: &mut String, diagnostic: &Diagnostic, source: &SourceText) {
+fn render_one(out: &mut String, diagnostic: &Diagnostic, source: &SourceText, fixable: bool) {
     let _ = writeln!(out, "{}[{}]: {}", diagnostic.severity.label(), diagnostic.rule, diagnostic.message);
     if let (Some(span), Some(line), Some(column)) = (diagnostic.span, diagnostic.line, diagnostic.column) {
         let gutter = line.to_string().len();
@@ -40,9 +42,9 @@ fn render_one(out: &mut String, diagnostic: &Diagnostic, source: &SourceText) {
     let indent = " ".repeat(diagnostic.line.map_or(0, |l| l.to_string().len()));
     if let Some(fix) = &diagnostic.fix {
         let kind = match fix.applicability {
-            Applicability::Safe => "fix (applied by --fix)",
-            Applicability::Unsafe => "fix (review; not applied by --fix)",
-            Applicability::Manual => "fix",
+            Applicability::Safe if fixable => "fix (applied by --fix)",
+            Applicability::Unsafe if fixable => "fix (review; not applied by --fix)",
+            _ => "fix",
         };
         let _ = writeln!(out, "{indent} = {kind}: {}", fix.action.describe());
     }
@@ -60,8 +62,13 @@ pub fn summary(report: &CheckReport) -> String {
         .iter()
         .filter(|d| d.fix.as_ref().is_some_and(|f| f.applicability == Applicability::Safe))
         .count();
+    let fix_note = if report.format == SourceFormat::Libvirt {
+        format!("{fixable} fixable with --fix")
+    } else {
+        "fixes are applied automatically to libvirt XML only; here they are steps to take by hand".to_string()
+    };
     let mut line = format!(
-        "{}: {}, {}, {}; {fixable} fixable with --fix",
+        "{}: {}, {}, {}; {fix_note}",
         report.path,
         count(Severity::Error, "error"),
         count(Severity::Warning, "warning"),
