@@ -4,7 +4,7 @@
 //! Set `KVMTUNE_UPDATE_SNAPSHOTS=1` to rewrite the `.txt` files after an intended change.
 //!
 //! The first line of a fixture, an XML comment, says which host it is checked against
-//! (`host=none|amd|amd-apicv-off|amd-no-hugepages`) and optionally `windows=` and
+//! (`host=none|amd|amd-apicv-off|amd-no-hugepages|intel-no-flexpriority`) and optionally `windows=` and
 //! `workload=`. The hosts are synthetic sysfs trees built below (no corpus snapshot has
 //! KVM, IOMMU and GPU facts together); their Hyper-V support is the reconstructed AMD answer
 //! described in `fixtures/hv-cpuid-intel-linux6.json`.
@@ -33,13 +33,30 @@ fn write(root: &Path, path: &str, contents: &str) {
 /// c+8 are siblings; node 0 = 0-3,8-11), GPUs at 0000:0a:00.0 (node 0) and 0000:0b:00.0
 /// (node 1), 2048 x 2 MiB hugepages unless `hugepages` is false.
 fn synthetic_host(apicv: bool, hugepages: bool) -> HostFacts {
+    synthetic_host_of("amd", apicv, hugepages)
+}
+
+/// `vendor` is `amd`, or `intel` for an older Intel part without FlexPriority (for LEG001).
+fn synthetic_host_of(vendor: &str, apicv: bool, hugepages: bool) -> HostFacts {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write(
-        root,
-        "proc/cpuinfo",
-        "processor : 0\nvendor_id : AuthenticAMD\ncpu family : 25\nmodel : 33\nmodel name : AMD Ryzen 9 5950X\nstepping : 0\nflags : svm constant_tsc nonstop_tsc topoext x2apic avic npt\n\n",
-    );
+    if vendor == "intel" {
+        write(
+            root,
+            "proc/cpuinfo",
+            "processor : 0\nvendor_id : GenuineIntel\ncpu family : 6\nmodel : 23\nmodel name : Intel(R) Core(TM)2 Quad CPU Q9550\nstepping : 10\nflags : vmx constant_tsc nonstop_tsc x2apic tpr_shadow vnmi ept vpid\n\n",
+        );
+        write(root, "sys/module/kvm_intel/parameters/enable_apicv", if apicv { "Y\n" } else { "N\n" });
+        write(root, "sys/module/kvm_intel/parameters/nested", "N\n");
+    } else {
+        write(
+            root,
+            "proc/cpuinfo",
+            "processor : 0\nvendor_id : AuthenticAMD\ncpu family : 25\nmodel : 33\nmodel name : AMD Ryzen 9 5950X\nstepping : 0\nflags : svm constant_tsc nonstop_tsc topoext x2apic avic npt\n\n",
+        );
+        write(root, "sys/module/kvm_amd/parameters/avic", if apicv { "Y\n" } else { "N\n" });
+        write(root, "sys/module/kvm_amd/parameters/nested", "1\n");
+    }
     write(root, "sys/devices/system/cpu/online", "0-15\n");
     for cpu in 0..16u32 {
         let core = cpu % 8;
@@ -56,8 +73,6 @@ fn synthetic_host(apicv: bool, hugepages: bool) -> HostFacts {
     }
     write(root, "sys/devices/system/node/node0/cpulist", "0-3,8-11\n");
     write(root, "sys/devices/system/node/node1/cpulist", "4-7,12-15\n");
-    write(root, "sys/module/kvm_amd/parameters/avic", if apicv { "Y\n" } else { "N\n" });
-    write(root, "sys/module/kvm_amd/parameters/nested", "1\n");
     write(root, "sys/module/kvm/parameters/halt_poll_ns", "200000\n");
     write(
         root,
@@ -132,6 +147,7 @@ fn header(text: &str) -> Header {
         Some("amd") => Some(synthetic_host(true, true)),
         Some("amd-apicv-off") => Some(synthetic_host(false, true)),
         Some("amd-no-hugepages") => Some(synthetic_host(true, false)),
+        Some("intel-no-flexpriority") => Some(synthetic_host_of("intel", false, true)),
         Some(other) => panic!("unknown fixture host {other}"),
     };
     let workload = match field("workload").as_deref() {

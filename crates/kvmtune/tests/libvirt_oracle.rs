@@ -136,3 +136,70 @@ fn every_corpus_libvirt_xml_reads() {
     }
     assert_eq!(read, 13);
 }
+
+/// Lossless editing: every libvirt XML in the corpus reads and, with nothing to change, writes
+/// back byte for byte; with its safe fixes applied, every original line that no fix touched is
+/// still there, unchanged and in order.
+#[test]
+fn editing_is_lossless_on_every_corpus_xml() {
+    use kvmtune::analysis::check::{CheckOptions, check};
+    use kvmtune::analysis::fix::Applicability;
+    use kvmtune::analysis::vm_rules::Workload;
+    use kvmtune::config::{SourceText, libvirt_edit};
+
+    let corpus = kvmtune_testkit::corpus();
+    let mut checked = 0;
+    for dir in ["libvirt", "libvirt/qemuxml2argvdata", "user-xml"] {
+        for entry in std::fs::read_dir(corpus.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "xml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let Ok(config) = libvirt::parse("x", &text) else { continue };
+            assert_eq!(libvirt_edit::apply_actions(&text, &[]).unwrap(), text, "{}", path.display());
+            let source = SourceText::new("x", text.clone());
+            let options =
+                CheckOptions { host: None, windows: None, workload: Workload::Gaming, select: Vec::new() };
+            let actions: Vec<_> = check(&config, &source, &options)
+                .diagnostics
+                .into_iter()
+                .filter_map(|d| d.fix)
+                .filter(|f| f.applicability == Applicability::Safe)
+                .map(|f| f.action)
+                .collect();
+            let fixed = libvirt_edit::apply_actions(&text, &actions).unwrap();
+            // Every original line survives unless a fix rewrote it: at most one line per
+            // action changes in place (an attribute), except a replaced <memballoon> block.
+            let original_lines: Vec<&str> = text.lines().collect();
+            let mut fixed_lines = fixed.lines();
+            let mut lost = 0;
+            for line in &original_lines {
+                if !fixed_lines.by_ref().any(|candidate| candidate == *line) {
+                    lost += 1;
+                    fixed_lines = fixed.lines();
+                }
+            }
+            let balloon_block = text
+                .lines()
+                .skip_while(|l| !l.contains("<memballoon"))
+                .take_while(|l| !l.contains("</memballoon>"))
+                .count()
+                + 1;
+            let changes: usize = actions
+                .iter()
+                .map(|a| match a {
+                    kvmtune::analysis::fix::FixAction::EnableHyperv { features } => features.len(),
+                    _ => 1,
+                })
+                .sum();
+            assert!(
+                lost <= changes + balloon_block,
+                "{}: {lost} original lines changed for {changes} changes",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 40);
+}

@@ -46,9 +46,10 @@ impl RuleContext<'_> {
             || self.config.os_id.as_ref().is_none_or(|id| id.value.contains("microsoft.com/win"))
     }
 
-    /// Enlightenments reach the guest at all (the hypervisor CPUID bit is visible).
+    /// Enlightenments reach the guest at all: the hypervisor CPUID bit is visible, and the
+    /// guest is not Windows XP/2003, which predate Hyper-V and use none.
     fn enlightenments_visible(&self) -> bool {
-        self.config.hypervisor_bit_disabled().is_none()
+        self.config.hypervisor_bit_disabled().is_none() && self.windows != Some(WindowsVersion::Xp)
     }
 
     /// The config lists enlightenments one by one (not passthrough/host-model, which take
@@ -471,10 +472,14 @@ fn hpet_off_without_stimer(ctx: &RuleContext) -> Vec<Finding> {
     let Some(hpet) = ctx.config.clock.timer("hpet").filter(|t| t.present == Some(false)) else {
         return Vec::new();
     };
-    if !ctx.is_windows() || (ctx.on("hv-stimer") && ctx.enlightenments_visible()) {
+    // XP/2003 keep time with the ACPI PM timer and never use the HPET or hv-stimer.
+    if !ctx.is_windows()
+        || ctx.windows == Some(WindowsVersion::Xp)
+        || (ctx.on("hv-stimer") && ctx.enlightenments_visible())
+    {
         return Vec::new();
     }
-    if !ctx.enlightenments_visible() {
+    if ctx.config.hypervisor_bit_disabled().is_some() {
         return vec![
             Finding::new(Some(hpet.span), "HPET is off and the hidden hypervisor bit keeps Windows from using hv-stimer: it falls back to the RTC, which costs more exits than the HPET did")
                 .with_fix(Fix::manual("show the hypervisor bit again (see HV010) so hv-stimer works, or turn the HPET back on")),
@@ -900,6 +905,26 @@ fn usb_tablet_with_gpu(ctx: &RuleContext) -> Vec<Finding> {
         .collect()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Old guests
+
+fn tpr_patching_off(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(switch) = ctx.config.tpr_patching.as_ref().filter(|t| !t.value) else { return Vec::new() };
+    let old_32_bit = ctx.windows.is_some_and(|w| w == WindowsVersion::Xp)
+        && ctx.config.arch.as_ref().is_none_or(|a| a.value == "i686" || a.value == "i386");
+    let Some(host) = ctx.host else { return Vec::new() };
+    let intel = host.cpu.vendor.known() == Some(&crate::host::cpu::CpuVendor::Intel);
+    let flexpriority = host.cpu.has_flag("flexpriority");
+    let apicv = ctx.apic_virtualization() == Some(true);
+    if !old_32_bit || !intel || flexpriority || apicv {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(Some(switch.span), "TPR patching is switched off for a 32-bit Windows XP/2003 guest on an Intel host without FlexPriority or APICv: every TPR write exits")
+            .with_fix(Fix::manual("remove the `kvm-apic.vapic=off` override")),
+    ]
+}
+
 pub const VM_RULES: &[VmRule] = &[
     VmRule {
         id: "HV001",
@@ -1296,6 +1321,18 @@ pub const VM_RULES: &[VmRule] = &[
         fix: "remove the tablet",
         needs_host: false,
         check: usb_tablet_with_gpu,
+    },
+    VmRule {
+        id: "LEG001",
+        name: "tpr-patching-off",
+        category: "old-guests",
+        severity: Severity::Warning,
+        title: "TPR patching off for a 32-bit Windows XP/2003 guest",
+        explanation: "32-bit Windows XP and Server 2003 write the APIC task-priority register through MMIO thousands of times a second. Intel CPUs without FlexPriority (TPR shadow for MMIO) and without APICv exit on every write; QEMU's kvm-vapic patches those instructions in the guest to avoid the exits. Switching it off brings the exits back.",
+        source: "QEMU hw/i386/kvmvapic.c; Linux KVM TPR shadow / FlexPriority (vmx flexpriority); ../shared/knowledge.md 6b (TPR_BELOW_THRESHOLD)",
+        fix: "remove the vapic=off override",
+        needs_host: true,
+        check: tpr_patching_off,
     },
 ];
 

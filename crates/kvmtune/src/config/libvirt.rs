@@ -15,6 +15,17 @@ use crate::config::span::Span;
 use crate::knowledge::libvirt::{HYPERV_ELEMENTS, HYPERV_SUB_ELEMENTS, KVM_ELEMENTS, TIMER_NAMES};
 
 const LIBOSINFO_NS: &str = "http://libosinfo.org/xmlns/libvirt/domain/1.0";
+const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
+
+/// `kvm-apic.vapic=off` (or `apic.vapic=false`): QEMU's TPR patching switch.
+pub fn tpr_patching_setting(global: &str) -> Option<bool> {
+    let value = global.strip_prefix("kvm-apic.vapic=").or_else(|| global.strip_prefix("apic.vapic="))?;
+    match value {
+        "on" | "true" => Some(true),
+        "off" | "false" => Some(false),
+        _ => None,
+    }
+}
 
 pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
     let options = ParsingOptions { allow_dtd: true, ..ParsingOptions::default() };
@@ -158,16 +169,39 @@ impl Reader<'_, '_> {
             config.anchors.devices = Some(span(devices));
             self.devices(devices, &mut config)?;
         }
+        self.qemu_commandline(root, &mut config);
         Ok(config)
+    }
+
+    /// `<qemu:commandline>` passes raw QEMU arguments; kvmtune reads the ones it models.
+    fn qemu_commandline(&self, root: Node, config: &mut VmConfig) {
+        let Some(commandline) =
+            root.children().find(|c| c.is_element() && c.has_tag_name((QEMU_NS, "commandline")))
+        else {
+            return;
+        };
+        let args: Vec<Node> =
+            commandline.children().filter(|c| c.is_element() && c.has_tag_name((QEMU_NS, "arg"))).collect();
+        for pair in args.windows(2) {
+            if pair[0].attribute("value") == Some("-global")
+                && let Some(value) = pair[1].attribute("value")
+                && let Some(enabled) = tpr_patching_setting(value)
+            {
+                config.tpr_patching = Some(Located::new(enabled, span(pair[1])));
+            }
+        }
     }
 
     fn os(&self, root: Node, config: &mut VmConfig) {
         let Some(os) = child(root, "os") else { return };
         config.anchors.os = Some(span(os));
-        if let Some(type_node) = child(os, "type")
-            && let Some(machine) = type_node.attribute_node("machine")
-        {
-            config.machine = Some(Located::new(machine.value().to_string(), machine.range().into()));
+        if let Some(type_node) = child(os, "type") {
+            if let Some(machine) = type_node.attribute_node("machine") {
+                config.machine = Some(Located::new(machine.value().to_string(), machine.range().into()));
+            }
+            if let Some(arch) = type_node.attribute_node("arch") {
+                config.arch = Some(Located::new(arch.value().to_string(), arch.range().into()));
+            }
         }
         config.firmware = match os.attribute_node("firmware") {
             Some(firmware) => Some(Located::new(firmware.value().to_string(), firmware.range().into())),

@@ -39,6 +39,11 @@ pub struct VmConfig {
     pub machine: Option<Located<String>>,
     /// `efi` or `bios`.
     pub firmware: Option<Located<String>>,
+    /// Guest architecture: `x86_64` or `i686` (32-bit guests need TPR patching on old hosts).
+    pub arch: Option<Located<String>>,
+    /// QEMU's kvm-vapic TPR patching for 32-bit Windows XP/2003, when the config switches it
+    /// (`-global kvm-apic.vapic=off`, also through libvirt's `<qemu:commandline>`).
+    pub tpr_patching: Option<Located<bool>>,
     /// libosinfo id, e.g. `http://microsoft.com/win/11`.
     pub os_id: Option<Located<String>>,
     pub vcpus: Option<Located<u32>>,
@@ -339,6 +344,8 @@ impl VmConfig {
             domain_type: None,
             machine: None,
             firmware: None,
+            arch: None,
+            tpr_patching: None,
             os_id: None,
             vcpus: None,
             cpu: CpuConfig::default(),

@@ -160,7 +160,7 @@ impl Reader<'_> {
         let cores = self.number("cores")?.map_or(1, |(n, _)| n);
         let sockets = self.number("sockets")?.map_or(1, |(n, _)| n);
         let topology_span = self.get("cores").or(self.get("sockets")).map_or(Span::new(0, 0), |l| l.span);
-        let total = u32::try_from(cores * sockets).unwrap_or(u32::MAX);
+        let total = u32::try_from(cores.saturating_mul(sockets)).unwrap_or(u32::MAX);
         let vcpus = match self.number("vcpus")? {
             Some((n, span)) => Located::new(u32::try_from(n).unwrap_or(u32::MAX), span),
             None => Located::new(total, topology_span),
@@ -307,7 +307,7 @@ impl Reader<'_> {
             m.value.split(',').next().and_then(|v| v.parse::<u64>().ok()).map(|mib| (mib, m.span))
         });
         let (mib, span) = memory.unwrap_or((512, Span::new(0, 0)));
-        config.memory.size_kib = Some(Located::new(mib * 1024, span));
+        config.memory.size_kib = Some(Located::new(mib.saturating_mul(1024), span));
         if let Some(hugepages) = self.get("hugepages") {
             let size_kib = match hugepages.value.as_str() {
                 "2" => Some(2048),

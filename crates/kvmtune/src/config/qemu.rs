@@ -48,7 +48,8 @@ pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
         let (line, column) = source.line_column(error.start);
         ConfigError::Invalid { path: path.to_string(), line, column, message: error.to_string() }
     })?;
-    let start = match words.iter().position(|w| is_qemu_binary(&w.text)) {
+    let binary_at = words.iter().position(|w| is_qemu_binary(&w.text));
+    let start = match binary_at {
         Some(binary) => binary,
         None => match words.iter().position(|w| w.text.starts_with('-')) {
             Some(first_option) => first_option,
@@ -70,6 +71,10 @@ pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
         dimm_kib: 0,
     };
     reader.config.anchors.root = Some(words[start].span);
+    if let Some(binary) = binary_at.map(|i| &words[i]) {
+        let arch = if binary.text.ends_with("i386") { "i686" } else { "x86_64" };
+        reader.config.arch = Some(Located::new(arch.to_string(), binary.span));
+    }
     let mut index = if words[start].text.starts_with('-') { start } else { start + 1 };
     while index < words.len() {
         let word = &words[index];
@@ -431,6 +436,9 @@ impl Reader<'_> {
     }
 
     fn global(&mut self, value: &Word) {
+        if let Some(enabled) = crate::config::libvirt::tpr_patching_setting(&value.text) {
+            self.config.tpr_patching = Some(Located::new(enabled, value.span));
+        }
         if let Some(policy) = value.text.strip_prefix("kvm-pit.lost_tick_policy=") {
             let policy = policy.to_string();
             self.set_timer("pit", value.span, |t| t.tickpolicy = Some(policy));
@@ -464,7 +472,7 @@ impl Reader<'_> {
         }
         match Some(kind) {
             Some("iothread") => {
-                let count = self.config.iothreads.as_ref().map_or(0, |i| i.value) + 1;
+                let count = self.config.iothreads.as_ref().map_or(0, |i| i.value).saturating_add(1);
                 self.config.iothreads = Some(Located::new(count, value.span));
             }
             Some("memory-backend-file" | "memory-backend-memfd") => {
@@ -491,7 +499,7 @@ impl Reader<'_> {
             }
             "pc-dimm" | "nvdimm" | "virtio-mem-pci" => {
                 if let Some(kib) = property("memdev=").and_then(|id| self.backend_kib.get(&id).copied()) {
-                    self.dimm_kib += kib;
+                    self.dimm_kib = self.dimm_kib.saturating_add(kib);
                 }
             }
             "virtio-blk-pci" | "virtio-blk" => self.disk("virtio", property("iothread=").map(|_| 1), span),
@@ -565,7 +573,7 @@ impl Reader<'_> {
 
     fn finish(mut self) -> VmConfig {
         if let Some(memory) = &mut self.config.memory.size_kib {
-            memory.value += self.dimm_kib;
+            memory.value = memory.value.saturating_add(self.dimm_kib);
         }
         // QEMU adds no balloon unless asked: say so, so that rules reading the model do not
         // assume libvirt's default (a virtio balloon).

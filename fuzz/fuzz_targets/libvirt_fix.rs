@@ -1,0 +1,27 @@
+//! The libvirt editor: on any XML that reads, applying fixes must give XML that still reads
+//! (or a clean refusal), never broken XML.
+#![no_main]
+use kvmtune::analysis::fix::FixAction;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    if kvmtune::config::libvirt::parse("fuzz.xml", text).is_err() {
+        return;
+    }
+    let actions = [
+        FixAction::EnableHyperv { features: vec!["hv-vpindex".into(), "hv-time".into(), "hv-stimer-direct".into()] },
+        FixAction::SetTimer { name: "rtc".into(), attributes: vec![("tickpolicy".into(), "catchup".into())] },
+        FixAction::SetClockOffset { offset: "localtime".into() },
+        FixAction::SetMemballoonModel { model: "none".into() },
+        FixAction::SetCpuCacheMode { mode: "passthrough".into() },
+    ];
+    for action in actions {
+        if let Ok(fixed) = kvmtune::config::libvirt_edit::apply_actions(text, std::slice::from_ref(&action)) {
+            assert!(
+                kvmtune::config::libvirt::parse("fixed.xml", &fixed).is_ok()
+                    || roxmltree::Document::parse(&fixed).is_ok(),
+                "{action:?} broke the XML:\n{fixed}"
+            );
+        }
+    }
+});

@@ -1,0 +1,17 @@
+//! libvirt domain XML reader, then every rule over whatever it reads.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    if let Ok(config) = kvmtune::config::libvirt::parse("fuzz.xml", text) {
+        let source = kvmtune::config::SourceText::new("fuzz.xml", text);
+        let options = kvmtune::analysis::check::CheckOptions {
+            host: None,
+            windows: None,
+            workload: kvmtune::analysis::vm_rules::Workload::Gaming,
+            select: Vec::new(),
+        };
+        let report = kvmtune::analysis::check::check(&config, &source, &options);
+        let _ = kvmtune::output::diagnostics::render_text(&report, &source);
+    }
+});
