@@ -19,6 +19,7 @@
 
 pub mod analysis;
 pub mod config;
+pub mod exits;
 pub mod host;
 pub mod hostchange;
 pub mod knowledge;

@@ -1,0 +1,64 @@
+//! One exit profile: which exits, how many, how long they took to handle.
+
+use serde::{Deserialize, Serialize};
+
+/// Which exit-reason vocabulary the names come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isa {
+    /// Intel VMX (`EPT_MISCONFIG`, `IO_INSTRUCTION`, ...).
+    Vmx,
+    /// AMD SVM (`npf`, `io`, `msr`, or kvm_stat's `NPF`, `IOIO`, `MSR`).
+    Svm,
+    Arm64,
+    RiscV,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitRow {
+    /// The reason as printed (`IO_INSTRUCTION`, `npf`, `UNKNOWN(131072)`).
+    pub name: String,
+    pub count: u64,
+    /// Total handling time in microseconds, where the source reports times.
+    pub time_us: Option<f64>,
+    pub min_us: Option<f64>,
+    pub max_us: Option<f64>,
+    pub mean_us: Option<f64>,
+    /// 1-based line in the input.
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitProfile {
+    /// `perf kvm stat`, `perf kvm stat (new layout)`, `kvm_stat`, ...
+    pub format: String,
+    /// What the table counts: `VM-EXIT`, `MSR Access`, `IO Port Access`, `kvm_stat events`.
+    pub event: String,
+    pub isa: Isa,
+    pub rows: Vec<ExitRow>,
+    /// `Total Samples` and `Total events handled time` where the source prints them.
+    pub declared_samples: Option<u64>,
+    pub declared_time_us: Option<f64>,
+    /// Rows were left out of the input (`[..]`), so the rows do not add up to the totals.
+    pub truncated: bool,
+    /// Seconds the counts cover, where known (rates are per second of this).
+    pub duration_s: Option<f64>,
+}
+
+impl ExitProfile {
+    pub fn total_count(&self) -> u64 {
+        self.declared_samples.unwrap_or_else(|| self.rows.iter().map(|r| r.count).sum())
+    }
+
+    pub fn total_time_us(&self) -> Option<f64> {
+        self.declared_time_us.or_else(|| {
+            let times: Option<Vec<f64>> = self.rows.iter().map(|r| r.time_us).collect();
+            times.map(|t| t.iter().sum())
+        })
+    }
+
+    pub fn row(&self, name: &str) -> Option<&ExitRow> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+}
