@@ -9,7 +9,9 @@ fuzz_target!(|text: &str| {
         return;
     }
     let actions = [
-        FixAction::EnableHyperv { features: vec!["hv-vpindex".into(), "hv-time".into(), "hv-stimer-direct".into()] },
+        FixAction::EnableHyperv {
+            features: vec!["hv-vpindex".into(), "hv-time".into(), "hv-stimer-direct".into()],
+        },
         FixAction::SetTimer { name: "rtc".into(), attributes: vec![("tickpolicy".into(), "catchup".into())] },
         FixAction::SetClockOffset { offset: "localtime".into() },
         FixAction::SetMemballoonModel { model: "none".into() },

@@ -202,3 +202,31 @@ fn rules_and_explain() {
     assert!(text.contains("intel_huataihuang") && text.contains("Source:"));
     assert_eq!(kvmtune(&["explain", "NOPE1"]).status.code(), Some(2));
 }
+
+#[test]
+fn exits_analyze_points_at_the_config_and_compare_reports() {
+    let exitstats = kvmtune_testkit::corpus().join("exitstats");
+    let before = exitstats.join("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
+    let after = exitstats.join("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_after-hpet-fix.txt");
+    // A config with the same trap: HPET off without hv-stimer.
+    let config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmtune/tests/fixtures/check/TIME005.bad.xml");
+    let output =
+        kvmtune(&["exits", "analyze", before.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("warning[EXIT002] port-io-timers"), "{text}");
+    assert!(text.contains("= in the config: ") && text.contains("warning[TIME005]"), "{text}");
+
+    let json =
+        kvmtune(&["exits", "compare", before.to_str().unwrap(), after.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(json.status.code(), Some(0));
+    let comparison: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(comparison["verdict"], "better");
+    assert_eq!(comparison["resolved"][0], "EXIT002");
+
+    let not_stats = kvmtune(&["exits", "analyze", config.to_str().unwrap()]);
+    assert_eq!(not_stats.status.code(), Some(2));
+    assert!(String::from_utf8(not_stats.stderr).unwrap().contains(":1:1: not exit statistics"));
+    assert_eq!(kvmtune(&["explain", "EXIT002"]).status.code(), Some(0));
+}

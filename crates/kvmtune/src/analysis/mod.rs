@@ -6,6 +6,8 @@
 //! planner and the exit diagnosis get their own modules here as they land.
 
 pub mod check;
+pub mod exit_compare;
+pub mod exit_rules;
 pub mod fix;
 pub mod host_rules;
 pub mod vm_rules;

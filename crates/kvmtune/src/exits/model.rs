@@ -48,7 +48,7 @@ pub struct ExitProfile {
 
 impl ExitProfile {
     pub fn total_count(&self) -> u64 {
-        self.declared_samples.unwrap_or_else(|| self.rows.iter().map(|r| r.count).sum())
+        self.declared_samples.unwrap_or_else(|| saturating_sum(self.rows.iter().map(|r| r.count)))
     }
 
     pub fn total_time_us(&self) -> Option<f64> {
@@ -61,4 +61,10 @@ impl ExitProfile {
     pub fn row(&self, name: &str) -> Option<&ExitRow> {
         self.rows.iter().find(|r| r.name == name)
     }
+}
+
+/// Counts from hand-edited or hostile input can be anything; totals saturate instead of
+/// overflowing.
+pub fn saturating_sum(counts: impl Iterator<Item = u64>) -> u64 {
+    counts.fold(0u64, u64::saturating_add)
 }

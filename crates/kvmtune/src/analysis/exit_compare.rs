@@ -1,0 +1,96 @@
+//! Before and after: per-reason deltas, total and busy-time ratios, and a verdict.
+
+use serde::Serialize;
+
+use crate::analysis::exit_rules::{busy_time_us, diagnose, exit_total};
+use crate::exits::ExitProfile;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReasonDelta {
+    pub name: String,
+    pub before: u64,
+    pub after: u64,
+    /// Share of all exits, before and after.
+    pub before_share: f64,
+    pub after_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub before_exits: u64,
+    pub after_exits: u64,
+    /// after / before; per second when both profiles know their duration, else per profile.
+    pub exit_ratio: f64,
+    pub rates_per_second: bool,
+    pub before_busy_us: Option<f64>,
+    pub after_busy_us: Option<f64>,
+    pub busy_time_ratio: Option<f64>,
+    pub reasons: Vec<ReasonDelta>,
+    /// Diagnosis findings present before and gone after, and the reverse.
+    pub resolved: Vec<&'static str>,
+    pub appeared: Vec<&'static str>,
+    /// `better`, `worse` or `no clear change`.
+    pub verdict: String,
+    pub summary: String,
+}
+
+pub fn compare(before: &ExitProfile, after: &ExitProfile) -> Comparison {
+    let (before_exits, after_exits) = (exit_total(before), exit_total(after));
+    let rates_per_second = before.duration_s.is_some() && after.duration_s.is_some();
+    let rate = |exits: u64, profile: &ExitProfile| {
+        exits as f64 / profile.duration_s.filter(|_| rates_per_second).unwrap_or(1.0)
+    };
+    let exit_ratio = rate(after_exits, after) / rate(before_exits, before).max(f64::MIN_POSITIVE);
+    let (before_busy, after_busy) = (busy_time_us(before), busy_time_us(after));
+    let busy_time_ratio = match (before_busy, after_busy) {
+        (Some(b), Some(a)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let mut names: Vec<String> = before.rows.iter().chain(&after.rows).map(|r| r.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    let count = |profile: &ExitProfile, name: &str| profile.row(name).map_or(0, |r| r.count);
+    let mut reasons: Vec<ReasonDelta> = names
+        .into_iter()
+        .map(|name| ReasonDelta {
+            before: count(before, &name),
+            after: count(after, &name),
+            before_share: count(before, &name) as f64 / before_exits.max(1) as f64,
+            after_share: count(after, &name) as f64 / after_exits.max(1) as f64,
+            name,
+        })
+        .collect();
+    reasons.sort_by_key(|d| std::cmp::Reverse(d.before.max(d.after)));
+    let before_rules: Vec<&'static str> = diagnose(before).iter().map(|f| f.rule).collect();
+    let after_rules: Vec<&'static str> = diagnose(after).iter().map(|f| f.rule).collect();
+    let resolved: Vec<_> = before_rules.iter().filter(|r| !after_rules.contains(r)).copied().collect();
+    let appeared: Vec<_> = after_rules.iter().filter(|r| !before_rules.contains(r)).copied().collect();
+    // The deciding measure is busy handling time where both have it, else the exit count.
+    let decisive = busy_time_ratio.unwrap_or(exit_ratio);
+    let verdict = if decisive < 0.9 {
+        "better"
+    } else if decisive > 1.1 {
+        "worse"
+    } else {
+        "no clear change"
+    };
+    let summary = format!(
+        "{verdict}: exits x{exit_ratio:.2}{}{}",
+        if rates_per_second { " per second" } else { " (per profile; durations unknown)" },
+        busy_time_ratio.map_or(String::new(), |r| format!(", busy handling time x{r:.2}")),
+    );
+    Comparison {
+        before_exits,
+        after_exits,
+        exit_ratio,
+        rates_per_second,
+        before_busy_us: before_busy,
+        after_busy_us: after_busy,
+        busy_time_ratio,
+        reasons,
+        resolved,
+        appeared,
+        verdict: verdict.to_string(),
+        summary,
+    }
+}

@@ -1,0 +1,310 @@
+//! Exit diagnosis: what an exit profile says about the VM, one declaration per cause in
+//! [`EXIT_RULES`], in the same style as the check rules (id, explanation, source, fix) and
+//! pointing at the check rules that find the cause in a config.
+//!
+//! Shares are taken of all exits and of *busy* handling time: HLT time is the vCPU idling, so
+//! it is left out of the time base, or every profile would be "mostly HLT".
+
+use serde::Serialize;
+
+use crate::analysis::Severity;
+use crate::exits::ExitProfile;
+use crate::exits::model::saturating_sum;
+
+pub struct ExitRule {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    pub title: &'static str,
+    /// Reason names that show this cause, in every vocabulary: VMX, SVM (perf), kvm_stat's SVM
+    /// table, tracepoint events and KVM stat counters.
+    pub reasons: &'static [&'static str],
+    /// Fires when the reasons make at least this share of all exits...
+    pub min_exit_share: f64,
+    /// ...or at least this share of busy handling time.
+    pub min_time_share: f64,
+    pub explanation: &'static str,
+    pub fix: &'static str,
+    pub source: &'static str,
+    /// Check rules that find the cause in a VM config.
+    pub check_rules: &'static [&'static str],
+}
+
+/// Reasons that mean "the vCPU was idle".
+pub const IDLE_REASONS: &[&str] = &["HLT", "hlt", "halt_exits", "WFx"];
+/// Rows that are totals or non-exit events, never a reason of their own.
+const AGGREGATES: &[&str] = &["kvm_exit", "exits", "kvm_entry"];
+
+pub const EXIT_RULES: &[ExitRule] = &[
+    ExitRule {
+        id: "EXIT001",
+        name: "userspace-mmio",
+        severity: Severity::Warning,
+        title: "MMIO to emulated devices",
+        reasons: &["EPT_MISCONFIG", "mmio_exits", "kvm_mmio"],
+        min_exit_share: 0.05,
+        min_time_share: 0.20,
+        explanation: "EPT_MISCONFIG is KVM's marker for MMIO to a device QEMU emulates: each one goes out to userspace. For Windows guests the usual culprit is the HPET (0xFED00000) read as a clock or timer; emulated NICs, disks and VGA add more.",
+        fix: "give Windows hv-time and hv-stimer, then turn the HPET off (<timer name='hpet' present='no'/>); use virtio devices",
+        source: "../shared/knowledge.md 6b (EPT_MISCONFIG); QEMU docs/system/i386/hyperv.rst",
+        check_rules: &["TIME001", "TIME006", "DEV003", "DEV004"],
+    },
+    ExitRule {
+        id: "EXIT002",
+        name: "port-io-timers",
+        severity: Severity::Warning,
+        title: "port I/O: RTC, PIT and ACPI PM timer reads",
+        reasons: &["IO_INSTRUCTION", "io", "IOIO", "io_exits", "kvm_pio"],
+        min_exit_share: 0.10,
+        min_time_share: 0.25,
+        explanation: "Port I/O exits to QEMU in userspace. In a Windows guest they are mostly time: the RTC (ports 0x70/0x71), the PIT (0x40-0x43) and the ACPI PM timer (0x608 on q35, 0xb008 on i440fx). Windows ends up there when it has no better clock or timer: without hv-stimer and with the HPET off it drives its timer from the RTC, which costs more than the HPET did. The corpus has exactly that case (exitstats/intel_huataihuang_*): turning the HPET back on cut IO_INSTRUCTION from 78.7% of exits to 2.5%, but the better cure is hv-stimer (with hv-time), after which Windows uses neither.",
+        fix: "enable hv-time and hv-stimer (with hv-synic, hv-vpindex); only then turn the HPET off",
+        source: "../shared/corpus/exitstats/intel_huataihuang_* (before/after); MicrosoftDocs/Virtualization-Documentation#1885; ../shared/knowledge.md 5, 6b",
+        check_rules: &["TIME001", "TIME005", "HV001", "HV002"],
+    },
+    ExitRule {
+        id: "EXIT003",
+        name: "timer-and-eoi-msrs",
+        severity: Severity::Warning,
+        title: "MSR traffic: timers, EOIs and the Hyper-V reference counter",
+        reasons: &["MSR_WRITE", "MSR_READ", "msr", "MSR", "kvm_msr"],
+        min_exit_share: 0.20,
+        min_time_share: 0.40,
+        explanation: "MSR exits in a Windows guest are mostly the LAPIC timer and EOIs (x2APIC, TSC-deadline), Hyper-V SynIC/stimer MSRs, and reads of the reference counter (0x40000020) when the TSC page is not used. SynIC's AutoEOI makes KVM switch APICv/AVIC off, and then every EOI and timer write is an MSR exit.",
+        fix: "enable hv-time (the TSC page ends the reference-counter reads); with SynIC on an APICv/AVIC host, add hv-avic",
+        source: "../shared/knowledge.md 4c, 6b (MSR_WRITE/MSR_READ); QEMU docs hv-avic",
+        check_rules: &["TIME001", "HV008"],
+    },
+    ExitRule {
+        id: "EXIT004",
+        name: "apic-traffic",
+        severity: Severity::Warning,
+        title: "APIC accesses: IPIs, EOIs, TPR",
+        reasons: &[
+            "APIC_WRITE",
+            "EOI_INDUCED",
+            "APIC_ACCESS",
+            "TPR_BELOW_THRESHOLD",
+            "kvm_apic",
+            "avic_incomplete_ipi",
+            "avic_unaccelerated_access",
+        ],
+        min_exit_share: 0.10,
+        min_time_share: 0.25,
+        explanation: "APIC_WRITE (IPIs and timer writes with APICv), EOI_INDUCED (EOIs of level-triggered or AutoEOI vectors), APIC_ACCESS (xAPIC MMIO without APICv) and TPR_BELOW_THRESHOLD (Windows lowering its task priority) are the interrupt controller working through KVM. hv-ipi sends many IPIs in one hypercall, hv-avic keeps APICv on with SynIC, and APICv/AVIC themselves remove most of them. On 32-bit Windows XP/2003 without FlexPriority, TPR patching does.",
+        fix: "hv-ipi and hv-avic; APICv/AVIC on the host; TPR patching for 32-bit XP/2003",
+        source: "../shared/knowledge.md 6b; QEMU docs hv-ipi, hv-avic",
+        check_rules: &["HV002", "HV008", "HV009", "LEG001"],
+    },
+    ExitRule {
+        id: "EXIT005",
+        name: "host-interrupts",
+        severity: Severity::Warning,
+        title: "host interrupts land on vCPU cores",
+        reasons: &["EXTERNAL_INTERRUPT", "interrupt", "INTR", "irq_exits"],
+        min_exit_share: 0.15,
+        min_time_share: 0.25,
+        explanation: "Every host interrupt (device IRQs, timer ticks, IPIs) that arrives while a vCPU runs forces an exit. A vCPU on a core that also serves host devices and housekeeping gets interrupted constantly; isolating the vCPU cores and steering IRQs to housekeeping CPUs removes it.",
+        fix: "pin vCPUs off the housekeeping CPUs, steer IRQ affinity there, stop irqbalance from moving IRQs onto vCPU cores",
+        source: "../shared/knowledge.md 6b (EXTERNAL_INTERRUPT)",
+        check_rules: &["PIN001", "PIN007"],
+    },
+    ExitRule {
+        id: "EXIT006",
+        name: "idle-halts",
+        severity: Severity::Info,
+        title: "the guest is mostly idle (HLT)",
+        reasons: &["HLT", "hlt", "halt_exits", "WFx"],
+        min_exit_share: 0.30,
+        min_time_share: 2.0,
+        explanation: "HLT is an idle vCPU. That is normal; what costs is the wake-up latency. With dedicated, pinned CPUs, halt polling (kvm.halt_poll_ns) or letting the guest idle natively trades host CPU for latency.",
+        fix: "nothing, unless wake-up latency matters: then halt polling or dedicated CPUs",
+        source: "../shared/knowledge.md 6b (HLT)",
+        check_rules: &[],
+    },
+    ExitRule {
+        id: "EXIT007",
+        name: "pause-spinning",
+        severity: Severity::Warning,
+        title: "PAUSE loop exits: spinlocks waiting on a preempted vCPU",
+        reasons: &["PAUSE_INSTRUCTION", "pause", "PAUSE"],
+        min_exit_share: 0.05,
+        min_time_share: 0.20,
+        explanation: "Pause-loop exiting fires when a vCPU spins too long, usually waiting for a lock whose holder's vCPU is not running. Overcommit and shared CPUs cause it; hv-spinlocks makes Windows yield to the hypervisor instead.",
+        fix: "one host CPU per vCPU, no overcommit, hv-spinlocks retries around 8191",
+        source: "../shared/knowledge.md 6b (PAUSE); QEMU docs hv-spinlocks",
+        check_rules: &["PIN002", "HV006", "HV002"],
+    },
+    ExitRule {
+        id: "EXIT008",
+        name: "memory-faults",
+        severity: Severity::Warning,
+        title: "nested page faults: guest memory not (yet) mapped",
+        reasons: &["EPT_VIOLATION", "npf", "NPF"],
+        min_exit_share: 0.10,
+        min_time_share: 0.25,
+        explanation: "EPT violations (npf on AMD, which also covers MMIO) are the host mapping guest memory on first touch, after swapping, ballooning or KSM, or while dirty logging. Hugepages, locked and preallocated memory, and no balloon keep guest memory mapped.",
+        fix: "hugepages (reserved on the VM's node), <locked/>, memballoon off",
+        source: "../shared/knowledge.md 6b (EPT_VIOLATION)",
+        check_rules: &["MEM001", "DEV001"],
+    },
+    ExitRule {
+        id: "EXIT009",
+        name: "cpuid-storm",
+        severity: Severity::Info,
+        title: "many CPUID exits",
+        reasons: &["CPUID", "cpuid"],
+        min_exit_share: 0.10,
+        min_time_share: 0.25,
+        explanation: "CPUID always exits. A high share means some guest software queries it in a loop (some anti-cheat and DRM does); no configuration removes it.",
+        fix: "find the guest software that loops on CPUID",
+        source: "../shared/knowledge.md 6b (CPUID)",
+        check_rules: &[],
+    },
+    ExitRule {
+        id: "EXIT010",
+        name: "hypercalls",
+        severity: Severity::Info,
+        title: "hypercalls: enlightenments at work",
+        reasons: &["VMCALL", "hypercall", "VMMCALL", "hypercalls"],
+        min_exit_share: 0.01,
+        min_time_share: 2.0,
+        explanation: "VMCALL/VMMCALL exits are Hyper-V hypercalls: TLB flushes, IPIs, long-spin notifications. They replace costlier exits, so seeing them is a good sign; only a flood of long-spin notifications suggests raising hv-spinlocks retries.",
+        fix: "nothing",
+        source: "../shared/knowledge.md 6b (VMCALL)",
+        check_rules: &[],
+    },
+    ExitRule {
+        id: "EXIT011",
+        name: "interrupt-window",
+        severity: Severity::Warning,
+        title: "interrupt-window exits: KVM waiting to inject",
+        reasons: &["PENDING_INTERRUPT", "INTERRUPT_WINDOW", "vintr", "VINTR", "irq_window_exits"],
+        min_exit_share: 0.10,
+        min_time_share: 0.25,
+        explanation: "Without posted interrupts KVM must wait for the guest to enable interrupts before it can inject one, and takes an exit to find out. APICv/AVIC deliver interrupts without that round trip.",
+        fix: "APICv/AVIC on the host (and hv-avic if SynIC is on)",
+        source: "../shared/knowledge.md 6b (INTERRUPT_WINDOW)",
+        check_rules: &["HV008"],
+    },
+    ExitRule {
+        id: "EXIT012",
+        name: "unnamed-exit-codes",
+        severity: Severity::Info,
+        title: "exit codes perf could not name",
+        reasons: &[],
+        min_exit_share: 0.0,
+        min_time_share: 2.0,
+        explanation: "perf names exits from its own copy of the kernel's exit-reason table. `unknown kvm exit code` means the kernel (often a PVM or vendor kernel) reports codes that perf's table lacks; their cause cannot be read from the profile.",
+        fix: "use a perf built for the running kernel",
+        source: "../shared/knowledge.md 6a; exitstats/intel_virt-pvm_*",
+        check_rules: &[],
+    },
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReasonShare {
+    pub name: String,
+    pub count: u64,
+    /// Of all exits.
+    pub exit_share: f64,
+    /// Of busy (non-idle) handling time, where the profile has times.
+    pub time_share: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExitFinding {
+    pub rule: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    pub title: &'static str,
+    pub reasons: Vec<ReasonShare>,
+    pub explanation: &'static str,
+    pub fix: &'static str,
+    pub source: &'static str,
+    pub check_rules: &'static [&'static str],
+}
+
+/// The number of exits the shares are taken of.
+pub fn exit_total(profile: &ExitProfile) -> u64 {
+    if let Some(declared) = profile.declared_samples.filter(|_| profile.format.starts_with("perf")) {
+        return declared;
+    }
+    if let Some(row) = profile.rows.iter().find(|r| r.name == "kvm_exit" || r.name == "exits") {
+        return row.count;
+    }
+    saturating_sum(profile.rows.iter().filter(|r| !AGGREGATES.contains(&r.name.as_str())).map(|r| r.count))
+}
+
+/// Handling time outside HLT, in microseconds.
+pub fn busy_time_us(profile: &ExitProfile) -> Option<f64> {
+    let total = profile.total_time_us()?;
+    let idle: f64 = profile
+        .rows
+        .iter()
+        .filter(|r| IDLE_REASONS.contains(&r.name.as_str()))
+        .filter_map(|r| r.time_us)
+        .sum();
+    Some((total - idle).max(0.0))
+}
+
+pub fn diagnose(profile: &ExitProfile) -> Vec<ExitFinding> {
+    let total = exit_total(profile).max(1) as f64;
+    let busy = busy_time_us(profile);
+    let mut findings = Vec::new();
+    for rule in EXIT_RULES {
+        let matches: Vec<_> = profile
+            .rows
+            .iter()
+            .filter(|row| {
+                if rule.reasons.is_empty() {
+                    row.name.starts_with("UNKNOWN(")
+                } else {
+                    rule.reasons.contains(&row.name.as_str())
+                }
+            })
+            .collect();
+        if matches.is_empty() {
+            continue;
+        }
+        let count = saturating_sum(matches.iter().map(|r| r.count));
+        let exit_share = count as f64 / total;
+        let time: Option<f64> = matches.iter().map(|r| r.time_us).sum();
+        let time_share = match (time, busy) {
+            (Some(time), Some(busy)) if busy > 0.0 => Some(time / busy),
+            _ => None,
+        };
+        let fires = exit_share >= rule.min_exit_share || time_share.is_some_and(|t| t >= rule.min_time_share);
+        if !fires || count == 0 {
+            continue;
+        }
+        findings.push(ExitFinding {
+            rule: rule.id,
+            name: rule.name,
+            severity: rule.severity,
+            title: rule.title,
+            reasons: matches
+                .iter()
+                .map(|row| ReasonShare {
+                    name: row.name.clone(),
+                    count: row.count,
+                    exit_share: row.count as f64 / total,
+                    time_share: match (row.time_us, busy) {
+                        (Some(time), Some(busy)) if busy > 0.0 => Some(time / busy),
+                        _ => None,
+                    },
+                })
+                .collect(),
+            explanation: rule.explanation,
+            fix: rule.fix,
+            source: rule.source,
+            check_rules: rule.check_rules,
+        });
+    }
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.rule.cmp(b.rule)));
+    findings
+}
+
+pub fn find(id: &str) -> Option<&'static ExitRule> {
+    EXIT_RULES.iter().find(|rule| rule.id.eq_ignore_ascii_case(id) || rule.name == id)
+}

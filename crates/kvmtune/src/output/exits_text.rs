@@ -1,0 +1,159 @@
+//! `kvmtune exits analyze` and `compare` for people: a table like perf's, then the diagnosis.
+
+use std::fmt::Write;
+
+use crate::analysis::check::Diagnostic;
+use crate::analysis::exit_compare::Comparison;
+use crate::analysis::exit_rules::{ExitFinding, busy_time_us, exit_total};
+use crate::exits::ExitProfile;
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
+    let mut out = String::new();
+    let total = exit_total(profile);
+    let _ = writeln!(
+        out,
+        "{path}: {} ({:?}), {} {}{}",
+        profile.format,
+        profile.isa,
+        total,
+        profile.event,
+        if profile.truncated { " (rows elided in the input)" } else { "" }
+    );
+    let busy = busy_time_us(profile);
+    let mut rows: Vec<_> = profile.rows.iter().collect();
+    rows.sort_by(|a, b| {
+        let key = |r: &crate::exits::ExitRow| r.time_us.unwrap_or(r.count as f64);
+        key(b).partial_cmp(&key(a)).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>10} {:>8} {:>11} {:>12}",
+        "reason", "count", "exits%", "busy-time%", "mean"
+    );
+    for row in rows {
+        let time_share = match (row.time_us, busy) {
+            (Some(time), Some(busy))
+                if busy > 0.0 && !crate::analysis::exit_rules::IDLE_REASONS.contains(&row.name.as_str()) =>
+            {
+                percent(time / busy)
+            }
+            (Some(_), Some(_)) => "idle".to_string(),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>10} {:>8} {:>11} {:>12}",
+            row.name,
+            row.count,
+            percent(row.count as f64 / total.max(1) as f64),
+            time_share,
+            row.mean_us.map_or("-".to_string(), |m| format!("{m:.2}us"))
+        );
+    }
+    out
+}
+
+pub fn render_findings(
+    findings: &[ExitFinding],
+    config_diagnostics: &[Diagnostic],
+    config_path: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    if findings.is_empty() {
+        let _ = writeln!(out, "no exit cause stands out");
+    }
+    for finding in findings {
+        let _ = writeln!(
+            out,
+            "{}[{}] {}: {}",
+            finding.severity.label(),
+            finding.rule,
+            finding.name,
+            finding.title
+        );
+        let shows: Vec<String> = finding
+            .reasons
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} of exits{}",
+                    r.name,
+                    percent(r.exit_share),
+                    r.time_share.map_or(String::new(), |t| format!(", {} of busy time", percent(t)))
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  = shows: {}", shows.join("; "));
+        let _ = writeln!(out, "  = why: {}", finding.explanation);
+        let _ = writeln!(out, "  = fix: {}", finding.fix);
+        let related: Vec<&Diagnostic> =
+            config_diagnostics.iter().filter(|d| finding.check_rules.contains(&d.rule)).collect();
+        match (config_path, related.is_empty()) {
+            (Some(path), false) => {
+                for d in related {
+                    let _ = writeln!(
+                        out,
+                        "  = in the config: {path}:{}:{}: {}[{}] {}",
+                        d.line.unwrap_or(0),
+                        d.column.unwrap_or(0),
+                        d.severity.label(),
+                        d.rule,
+                        d.message
+                    );
+                }
+            }
+            (Some(path), true) if !finding.check_rules.is_empty() => {
+                let _ =
+                    writeln!(out, "  = in the config: {path} has none of {}", finding.check_rules.join(", "));
+            }
+            _ if !finding.check_rules.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "  = check rules: {} (give --config to point at the line)",
+                    finding.check_rules.join(", ")
+                );
+            }
+            _ => {}
+        }
+        let _ = writeln!(out, "  = source: {}", finding.source);
+        let _ = writeln!(out);
+    }
+    out
+}
+
+pub fn render_comparison(comparison: &Comparison) -> String {
+    let mut out = String::new();
+    let _ =
+        writeln!(out, "  {:<28} {:>10} {:>8} {:>10} {:>8}", "reason", "before", "exits%", "after", "exits%");
+    for delta in &comparison.reasons {
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>10} {:>8} {:>10} {:>8}",
+            delta.name,
+            delta.before,
+            percent(delta.before_share),
+            delta.after,
+            percent(delta.after_share)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>10} {:>8} {:>10}",
+        "total", comparison.before_exits, "", comparison.after_exits
+    );
+    if let (Some(before), Some(after)) = (comparison.before_busy_us, comparison.after_busy_us) {
+        let _ = writeln!(out, "  busy handling time: {before:.0}us -> {after:.0}us");
+    }
+    if !comparison.resolved.is_empty() {
+        let _ = writeln!(out, "  gone after: {}", comparison.resolved.join(", "));
+    }
+    if !comparison.appeared.is_empty() {
+        let _ = writeln!(out, "  new after: {}", comparison.appeared.join(", "));
+    }
+    let _ = writeln!(out, "{}", comparison.summary);
+    out
+}

@@ -1,0 +1,103 @@
+//! The exit diagnosis on real and fixture profiles. Every rule has a profile where it must fire
+//! and one where it must not; the fixtures are written in perf's own layout, so they go through
+//! the same reader as real reports.
+
+use kvmtune::analysis::exit_compare::compare;
+use kvmtune::analysis::exit_rules::{EXIT_RULES, diagnose};
+use kvmtune::exits;
+
+/// A perf kvm stat table with `(name, count, mean_us)` rows, and its footer.
+fn perf_table(rows: &[(&str, u64, f64)], prefix_lines: &[&str]) -> String {
+    let mut text = String::from(
+        "Analyze events for all VMs, all VCPUs:\n\n             VM-EXIT    Samples  Samples%     Time%    Min Time    Max Time         Avg time\n\n",
+    );
+    let total: u64 = rows.iter().map(|r| r.1).sum();
+    let total_time: f64 = rows.iter().map(|r| r.1 as f64 * r.2).sum();
+    for (name, count, mean) in rows {
+        for line in prefix_lines.iter().filter(|_| name.starts_with("UNKNOWN")) {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let share = *count as f64 / total as f64 * 100.0;
+        let time_share = *count as f64 * mean / total_time * 100.0;
+        text.push_str(&format!(
+            "{name:>20} {count:>10} {share:>8.2}% {time_share:>8.2}% {:>9.2}us {:>9.2}us {mean:>9.2}us ( +-   1.00% )\n",
+            mean / 2.0,
+            mean * 2.0
+        ));
+    }
+    text.push_str(&format!("\nTotal Samples:{total}, Total events handled time:{total_time:.2}us.\n"));
+    text
+}
+
+fn fires(text: &str, rule: &str) -> bool {
+    let profile = &exits::parse("fixture.txt", text).unwrap()[0];
+    diagnose(profile).iter().any(|f| f.rule == rule)
+}
+
+#[test]
+fn every_rule_fires_on_its_cause_and_not_without_it() {
+    for rule in EXIT_RULES {
+        let (cause, prefix): (&str, Vec<&str>) = match rule.reasons.first() {
+            Some(reason) => (reason, Vec::new()),
+            None => ("UNKNOWN", vec!["unknown kvm exit code:131072 on VMX"]),
+        };
+        // The cause dominates: half the exits, a tenth of the HLT rows' time each.
+        let dominant = perf_table(
+            &[(cause, 5000, 10.0), ("HLT", 4000, 500.0), ("CPUID", 10, 1.0), ("MSR_WRITE", 990, 1.0)],
+            &prefix,
+        );
+        assert!(fires(&dominant, rule.id), "{} did not fire on\n{dominant}", rule.id);
+        if rule.reasons.is_empty() {
+            let named = perf_table(&[("HLT", 4000, 500.0), ("CPUID", 10, 1.0)], &[]);
+            assert!(!fires(&named, rule.id), "{} fired without unnamed codes", rule.id);
+            continue;
+        }
+        // The cause is present but negligible, in count and in busy time.
+        let idle_filler =
+            if kvmtune::analysis::exit_rules::IDLE_REASONS.contains(&cause) { "DR_ACCESS" } else { "HLT" };
+        let quiet =
+            perf_table(&[(cause, 2, 1.0), (idle_filler, 500, 500.0), ("EXCEPTION_NMI", 9498, 5.0)], &[]);
+        let quiet_fires = fires(&quiet, rule.id);
+        assert!(!quiet_fires, "{} fired on a negligible share:\n{quiet}", rule.id);
+    }
+}
+
+#[test]
+fn windows_timer_case_before_and_after() {
+    let read = |name: &str| {
+        let path = kvmtune_testkit::corpus().join("exitstats").join(name);
+        exits::parse(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap().remove(0)
+    };
+    let before = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
+    let after = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_after-hpet-fix.txt");
+    let before_findings = diagnose(&before);
+    let port_io = before_findings.iter().find(|f| f.rule == "EXIT002").expect("port I/O diagnosis before");
+    assert!(port_io.reasons[0].exit_share > 0.78 && port_io.reasons[0].time_share.unwrap() > 0.9);
+    // The diagnosis knows why, and prefers hv-stimer to turning the HPET back on.
+    assert!(
+        port_io.explanation.contains("without hv-stimer")
+            && port_io.fix.starts_with("enable hv-time and hv-stimer")
+    );
+    assert!(port_io.check_rules.contains(&"TIME005"));
+    assert!(!diagnose(&after).iter().any(|f| f.rule == "EXIT002"), "no port I/O diagnosis after");
+
+    let comparison = compare(&before, &after);
+    assert_eq!(comparison.verdict, "better");
+    assert!(comparison.resolved.contains(&"EXIT002"));
+    let io = comparison.reasons.iter().find(|d| d.name == "IO_INSTRUCTION").unwrap();
+    assert_eq!((io.before, io.after), (55654, 50));
+    assert!(comparison.busy_time_ratio.unwrap() < 0.05);
+}
+
+#[test]
+fn compare_says_worse_and_no_change_too() {
+    let small = exits::parse("a", &perf_table(&[("IO_INSTRUCTION", 100, 10.0), ("HLT", 100, 100.0)], &[]))
+        .unwrap()
+        .remove(0);
+    let large = exits::parse("b", &perf_table(&[("IO_INSTRUCTION", 1000, 10.0), ("HLT", 100, 100.0)], &[]))
+        .unwrap()
+        .remove(0);
+    assert_eq!(compare(&small, &large).verdict, "worse");
+    assert_eq!(compare(&small, &small).verdict, "no clear change");
+}
