@@ -127,3 +127,13 @@ fn domstats_and_query_stats() {
     assert_eq!(profile.row("exits").unwrap().count, 4261296);
     assert!(profile.row("halt_wait_hist").is_none());
 }
+
+#[test]
+fn a_profile_saves_to_json_and_reads_back() {
+    let (path, text) = sample("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
+    let profiles = exits::parse(&path, &text).unwrap();
+    let saved = serde_json::to_string(&profiles).unwrap();
+    assert_eq!(exits::parse("saved.json", &saved).unwrap(), profiles);
+    let one = serde_json::to_string(&profiles[0]).unwrap();
+    assert_eq!(exits::parse("one.json", &one).unwrap(), profiles);
+}

@@ -7,7 +7,8 @@
 //! - `kvm_stat` screens and `-1` batch output, the current tracepoint table
 //!   (`Event Total %Total CurAvg/s`) and the old `kvm statistics` listing, even with its
 //!   whitespace collapsed; `-l` logs, whitespace or CSV;
-//! - `virsh domstats --vcpu` and QMP `query-stats` JSON (KVM binary stats).
+//! - `virsh domstats --vcpu` and QMP `query-stats` JSON (KVM binary stats);
+//! - kvmtune's own saved profiles (the JSON form of [`ExitProfile`]).
 //!
 //! Text that is none of them is an error at line 1; a row that is cut or garbled is an error at
 //! its line and column.
@@ -49,7 +50,14 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<ExitProfile>, ExitParseError>
     } else if has("kvm statistics") || has("kvm_exit(") {
         kvm_stat_listing(text)
     } else if text.trim_start().starts_with('{') || text.trim_start().starts_with('[') {
-        qmp_query_stats(path, text)?
+        // kvmtune's own saved profiles first (a profile, or a list of them), then QMP.
+        if let Ok(profiles) = serde_json::from_str::<Vec<ExitProfile>>(text) {
+            profiles
+        } else if let Ok(profile) = serde_json::from_str::<ExitProfile>(text) {
+            vec![profile]
+        } else {
+            qmp_query_stats(path, text)?
+        }
     } else if lines.iter().any(|l| l.trim_start().starts_with("vcpu.") && l.contains('=')) {
         domstats(&lines)
     } else if let Some(profile) = kvm_stat_log(&lines) {
