@@ -29,6 +29,13 @@ pub struct ExitRow {
     pub line: u32,
 }
 
+impl ExitRow {
+    /// A counter without timing (kvm_stat, KVM stats).
+    pub fn count_only(name: String, count: u64, line: u32) -> Self {
+        Self { name, count, time_us: None, min_us: None, max_us: None, mean_us: None, line }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExitProfile {
     /// `perf kvm stat`, `perf kvm stat (new layout)`, `kvm_stat`, ...

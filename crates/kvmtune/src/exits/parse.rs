@@ -364,15 +364,7 @@ fn kvm_stat_table(path: &str, lines: &[String]) -> Result<Vec<ExitProfile>, Exit
         let count: u64 = tokens.get(1).and_then(|t| t.parse().ok()).ok_or_else(|| {
             bad_row(path, index, line, tokens.get(1).unwrap_or(&tokens[0]), "event total is not a number")
         })?;
-        rows.push(ExitRow {
-            name: kvm_stat_name(tokens[0]),
-            count,
-            time_us: None,
-            min_us: None,
-            max_us: None,
-            mean_us: None,
-            line: index as u32 + 1,
-        });
+        rows.push(ExitRow::count_only(kvm_stat_name(tokens[0]), count, index as u32 + 1));
     }
     Ok(vec![kvm_stat_profile(rows, declared, false)])
 }
@@ -397,15 +389,7 @@ fn kvm_stat_listing(text: &str) -> Vec<ExitProfile> {
         let delta = tokens.get(index + 2).and_then(|(_, t)| t.parse::<u64>().ok());
         match (is_name(token), total, delta) {
             (true, Some(total), Some(_)) => {
-                rows.push(ExitRow {
-                    name: kvm_stat_name(token),
-                    count: total,
-                    time_us: None,
-                    min_us: None,
-                    max_us: None,
-                    mean_us: None,
-                    line: line as u32 + 1,
-                });
+                rows.push(ExitRow::count_only(kvm_stat_name(token), total, line as u32 + 1));
                 index += 3;
             }
             _ => {
