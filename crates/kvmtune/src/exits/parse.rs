@@ -443,19 +443,8 @@ fn kvm_stat_log(lines: &[String]) -> Option<ExitProfile> {
     if keys.is_empty() || intervals == 0 {
         return None;
     }
-    let rows = keys
-        .into_iter()
-        .zip(totals)
-        .map(|(name, count)| ExitRow {
-            name,
-            count,
-            time_us: None,
-            min_us: None,
-            max_us: None,
-            mean_us: None,
-            line: 0,
-        })
-        .collect();
+    let rows =
+        keys.into_iter().zip(totals).map(|(name, count)| ExitRow::count_only(name, count, 0)).collect();
     let mut profile = kvm_stat_profile(rows, None, false);
     profile.format = "kvm_stat log".into();
     profile.duration_s = Some(intervals as f64);
@@ -480,18 +469,8 @@ fn domstats(lines: &[String]) -> Vec<ExitProfile> {
     if totals.is_empty() {
         return Vec::new();
     }
-    let rows = totals
-        .into_iter()
-        .map(|(name, (count, line))| ExitRow {
-            name,
-            count,
-            time_us: None,
-            min_us: None,
-            max_us: None,
-            mean_us: None,
-            line,
-        })
-        .collect();
+    let rows =
+        totals.into_iter().map(|(name, (count, line))| ExitRow::count_only(name, count, line)).collect();
     let declared = None;
     let mut profile = kvm_stat_profile(rows, declared, false);
     profile.format = "virsh domstats".into();
@@ -525,18 +504,7 @@ fn qmp_query_stats(path: &str, text: &str) -> Result<Vec<ExitProfile>, ExitParse
     if totals.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = totals
-        .into_iter()
-        .map(|(name, count)| ExitRow {
-            name,
-            count,
-            time_us: None,
-            min_us: None,
-            max_us: None,
-            mean_us: None,
-            line: 0,
-        })
-        .collect();
+    let rows = totals.into_iter().map(|(name, count)| ExitRow::count_only(name, count, 0)).collect();
     let mut profile = kvm_stat_profile(rows, None, false);
     profile.format = "QMP query-stats".into();
     profile.event = "KVM vCPU stats".into();
