@@ -9,6 +9,8 @@
 //! KVM, IOMMU and GPU facts together); their Hyper-V support is the reconstructed AMD answer
 //! described in `fixtures/hv-cpuid-intel-linux6.json`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use kvmtune::analysis::check::{CheckOptions, check};
@@ -94,28 +96,10 @@ fn synthetic_host_of(vendor: &str, apicv: bool, hugepages: bool) -> HostFacts {
     let mut facts = host::probe(&SnapshotHost::open(root).unwrap());
     // What this kernel's KVM would answer: the AMD variant of the reconstructed Hyper-V leaves
     // (no eVMCS), decoded as the live probe decodes them.
-    let enlightenments = [
-        "hv-relaxed",
-        "hv-vapic",
-        "hv-vpindex",
-        "hv-runtime",
-        "hv-crash",
-        "hv-time",
-        "hv-synic",
-        "hv-stimer",
-        "hv-stimer-direct",
-        "hv-tlbflush",
-        "hv-tlbflush-ext",
-        "hv-tlbflush-direct",
-        "hv-ipi",
-        "hv-reset",
-        "hv-frequencies",
-        "hv-reenlightenment",
-        "hv-emsr-bitmap",
-        "hv-xmm-input",
-        "hv-avic",
-        "hv-syndbg",
-    ];
+    let enlightenments: Vec<String> = kvmtune::knowledge::hyperv::supported(&common::hv_cpuid_amd())
+        .iter()
+        .map(|e| e.qemu.to_string())
+        .collect();
     facts.kvm.device = Fact::Known(KvmDeviceReport {
         present: true,
         usable: Fact::Known(true),
@@ -124,7 +108,7 @@ fn synthetic_host_of(vendor: &str, apicv: bool, hugepages: bool) -> HostFacts {
         hyperv: HypervSupport::Supported {
             queried_on: "system fd".into(),
             signature: Some("Linux KVM Hv".into()),
-            enlightenments: enlightenments.iter().map(|e| e.to_string()).collect(),
+            enlightenments,
             leaves: Vec::new(),
         },
     });

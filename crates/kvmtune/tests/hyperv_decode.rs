@@ -2,33 +2,12 @@
 //! path cannot run here (this machine's kernel has no KVM Hyper-V; see the live test). The
 //! fixture's `_provenance` says where its numbers come from.
 
+mod common;
+
 use kvmtune::knowledge::hyperv;
-use kvmtune::sys::CpuidEntry;
 
-fn hex(value: &serde_json::Value) -> u32 {
-    u32::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-}
-
-fn fixture() -> Vec<CpuidEntry> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/hv-cpuid-intel-linux6.json"
-    ))
-    .unwrap();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    json["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| CpuidEntry {
-            function: hex(&e["function"]),
-            index: 0,
-            eax: hex(&e["eax"]),
-            ebx: hex(&e["ebx"]),
-            ecx: hex(&e["ecx"]),
-            edx: hex(&e["edx"]),
-        })
-        .collect()
+fn fixture() -> Vec<kvmtune::sys::CpuidEntry> {
+    common::hv_cpuid_intel()
 }
 
 #[test]
@@ -67,15 +46,7 @@ fn intel_host_offers_every_enlightenment_but_core_sharing() {
 
 #[test]
 fn amd_style_host_without_evmcs() {
-    // The same kernel on AMD: no eVMCS bit in 0x40000004 and no eVMCS version in 0x4000000A.
-    let mut entries = fixture();
-    for entry in &mut entries {
-        match entry.function {
-            0x4000_0004 => entry.eax &= !(1 << 14),
-            0x4000_000A => entry.eax &= !0xffff,
-            _ => {}
-        }
-    }
+    let entries = common::hv_cpuid_amd();
     let names: Vec<&str> = hyperv::supported(&entries).iter().map(|e| e.qemu).collect();
     assert!(!names.contains(&"hv-evmcs"));
     assert!(names.contains(&"hv-avic") && names.contains(&"hv-stimer-direct"));

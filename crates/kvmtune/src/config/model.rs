@@ -179,6 +179,21 @@ pub struct ClockConfig {
     pub timers: Vec<Timer>,
 }
 
+impl Timer {
+    /// A timer the config names with no attributes set yet.
+    pub fn new(name: &str, span: Span) -> Self {
+        Self {
+            name: name.to_string(),
+            present: None,
+            tickpolicy: None,
+            track: None,
+            frequency: None,
+            mode: None,
+            span,
+        }
+    }
+}
+
 impl ClockConfig {
     pub fn timer(&self, name: &str) -> Option<&Timer> {
         self.timers.iter().find(|t| t.name == name)
@@ -327,12 +342,6 @@ impl WindowsVersion {
             "2k25" | "2025" => Self::Server2025,
             _ => return None,
         })
-    }
-
-    /// Windows 8 / Server 2012 and later speak TLFS 3.0: the reference TSC page and the
-    /// AutoEOI deprecation hint (knowledge.md section 5).
-    pub fn has_tlfs3(self) -> bool {
-        !matches!(self, Self::Xp | Self::Vista | Self::Win7 | Self::Server2008)
     }
 }
 

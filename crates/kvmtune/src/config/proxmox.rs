@@ -279,15 +279,7 @@ impl Reader<'_> {
             Some(line) => (line.value == "1", line.span),
             None => (windows.is_some(), windows_span),
         };
-        let timer = |name: &str, span: Span| Timer {
-            name: name.to_string(),
-            present: None,
-            tickpolicy: None,
-            track: None,
-            frequency: None,
-            mode: None,
-            span,
-        };
+        let timer = Timer::new;
         if tdf.0 && config.clock.offset.as_ref().is_none_or(|o| o.value != "variable") {
             config.clock.timers.push(Timer { tickpolicy: Some("catchup".into()), ..timer("rtc", tdf.1) });
         }

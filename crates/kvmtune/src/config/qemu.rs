@@ -175,15 +175,7 @@ impl Reader<'_> {
         let index = match timers.iter().position(|t| t.name == name) {
             Some(index) => index,
             None => {
-                timers.push(Timer {
-                    name: name.to_string(),
-                    present: None,
-                    tickpolicy: None,
-                    track: None,
-                    frequency: None,
-                    mode: None,
-                    span,
-                });
+                timers.push(Timer::new(name, span));
                 timers.len() - 1
             }
         };

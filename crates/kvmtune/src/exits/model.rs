@@ -54,10 +54,6 @@ pub struct ExitProfile {
 }
 
 impl ExitProfile {
-    pub fn total_count(&self) -> u64 {
-        self.declared_samples.unwrap_or_else(|| saturating_sum(self.rows.iter().map(|r| r.count)))
-    }
-
     pub fn total_time_us(&self) -> Option<f64> {
         self.declared_time_us.or_else(|| {
             let times: Option<Vec<f64>> = self.rows.iter().map(|r| r.time_us).collect();

@@ -115,10 +115,6 @@ pub struct CoreTypes {
 }
 
 impl Topology {
-    pub fn online_cpus(&self) -> Vec<&LogicalCpu> {
-        self.cpus.iter().filter(|cpu| cpu.online).collect()
-    }
-
     pub fn cpu(&self, cpu: u32) -> Option<&LogicalCpu> {
         self.cpus.iter().find(|c| c.cpu == cpu)
     }

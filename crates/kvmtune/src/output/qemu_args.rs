@@ -14,15 +14,6 @@ pub struct CpuArg {
     pub properties: Vec<String>,
 }
 
-impl CpuArg {
-    pub fn render(&self) -> String {
-        std::iter::once(self.model.clone())
-            .chain(self.properties.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
-
 pub fn cpu(config: &VmConfig) -> CpuArg {
     let mode = config.cpu.mode.as_ref().map(|m| m.value.as_str());
     let model = match mode {
@@ -104,11 +95,6 @@ pub fn smp(config: &VmConfig) -> Option<[u64; 6]> {
         }
         None => [vcpus, vcpus, 1, 1, 1, 1],
     })
-}
-
-pub fn render_smp(values: [u64; 6]) -> String {
-    let [vcpus, sockets, dies, clusters, cores, threads] = values;
-    format!("{vcpus},sockets={sockets},dies={dies},clusters={clusters},cores={cores},threads={threads}")
 }
 
 /// `-rtc` as key=value pairs.

@@ -1,0 +1,46 @@
+//! The reconstructed KVM_GET_SUPPORTED_HV_CPUID answer (`fixtures/hv-cpuid-intel-linux6.json`,
+//! whose `_provenance` says where its numbers come from), shared by the tests that need a host
+//! with Hyper-V support.
+#![allow(dead_code)]
+
+use kvmtune::sys::CpuidEntry;
+
+fn hex(value: &serde_json::Value) -> u32 {
+    u32::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// The Intel answer, as recorded in the fixture.
+pub fn hv_cpuid_intel() -> Vec<CpuidEntry> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hv-cpuid-intel-linux6.json"
+    ))
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| CpuidEntry {
+            function: hex(&e["function"]),
+            index: 0,
+            eax: hex(&e["eax"]),
+            ebx: hex(&e["ebx"]),
+            ecx: hex(&e["ecx"]),
+            edx: hex(&e["edx"]),
+        })
+        .collect()
+}
+
+/// The same kernel on AMD: no eVMCS bit in 0x40000004 and no eVMCS version in 0x4000000A.
+pub fn hv_cpuid_amd() -> Vec<CpuidEntry> {
+    let mut entries = hv_cpuid_intel();
+    for entry in &mut entries {
+        match entry.function {
+            0x4000_0004 => entry.eax &= !(1 << 14),
+            0x4000_000A => entry.eax &= !0xffff,
+            _ => {}
+        }
+    }
+    entries
+}
