@@ -17,6 +17,8 @@ use kvmtune::config::{SourceText, libvirt, libvirt_edit};
 use kvmtune::host::{self, HostFacts, HostSource, LiveHost, SnapshotHost};
 use kvmtune::output::diagnostics;
 
+mod exits;
+
 #[derive(Parser)]
 #[command(name = "kvmtune", version, about = "Make Windows guests on KVM fast, and prove it")]
 struct Cli {
@@ -44,7 +46,7 @@ enum Command {
     Explain { rule: String },
     /// VM-exit statistics: read them, name their causes, compare before and after.
     #[command(subcommand)]
-    Exits(ExitsCommand),
+    Exits(exits::ExitsCommand),
 }
 
 #[derive(clap::Args)]
@@ -82,45 +84,20 @@ struct CheckArgs {
 
 /// Where host facts for host-aware rules come from.
 #[derive(clap::Args)]
-struct HostArgs {
+pub(crate) struct HostArgs {
     /// `live` to probe this machine for host-aware rules.
     #[arg(long, value_parser = ["live"], conflicts_with_all = ["host_root", "host_json"])]
-    host: Option<String>,
+    pub(crate) host: Option<String>,
     /// A host snapshot directory (sys/ and proc/) for host-aware rules.
     #[arg(long, value_name = "DIR", conflicts_with = "host_json")]
-    host_root: Option<PathBuf>,
+    pub(crate) host_root: Option<PathBuf>,
     /// Host facts saved by `kvmtune probe --format json`.
     #[arg(long, value_name = "FILE")]
-    host_json: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum ExitsCommand {
-    /// Read exit statistics (perf kvm stat report/live, kvm_stat, virsh domstats --vcpu, QMP
-    /// query-stats), show them like perf, and name their causes. Exit code 1 when a warning
-    /// stands out.
-    Analyze {
-        file: PathBuf,
-        /// The VM's config (libvirt XML, QEMU command line or Proxmox conf): findings then point
-        /// at its lines.
-        #[arg(long, value_name = "VM")]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        host: HostArgs,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
-    /// Compare two profiles of the same VM: per-reason deltas, ratios and a verdict.
-    Compare {
-        before: PathBuf,
-        after: PathBuf,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
+    pub(crate) host_json: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
@@ -152,7 +129,7 @@ impl From<WorkloadArg> for Workload {
 }
 
 /// What a command concluded, mapped onto the exit code.
-enum Outcome {
+pub(crate) enum Outcome {
     Clean,
     Findings,
 }
@@ -207,93 +184,18 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             print_out(&diagnostics::explain(rule))?;
             Ok(Outcome::Clean)
         }
-        Command::Exits(command) => exits(command),
+        Command::Exits(command) => exits::run(command),
     }
 }
 
-fn read_profiles(path: &PathBuf) -> anyhow::Result<Vec<kvmtune::exits::ExitProfile>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(kvmtune::exits::parse(&path.display().to_string(), &text)?)
-}
-
-fn exits(command: ExitsCommand) -> anyhow::Result<Outcome> {
-    use kvmtune::analysis::exit_rules::diagnose;
-    use kvmtune::output::exits_text;
-    match command {
-        ExitsCommand::Analyze { file, config, host, format } => {
-            let profiles = read_profiles(&file)?;
-            let host = load_host(&host)?;
-            let mut config_report = None;
-            if let Some(config_path) = &config {
-                let text = std::fs::read_to_string(config_path)
-                    .with_context(|| format!("cannot read {}", config_path.display()))?;
-                let name = config_path.display().to_string();
-                let vm = kvmtune::config::read(&name, &text)?;
-                let source = SourceText::new(name, text);
-                let options = CheckOptions {
-                    host: host.as_ref(),
-                    windows: None,
-                    workload: Workload::Gaming,
-                    select: Vec::new(),
-                };
-                config_report = Some(kvmtune::analysis::check::check(&vm, &source, &options));
-            }
-            let config_diagnostics =
-                config_report.as_ref().map(|r| r.diagnostics.clone()).unwrap_or_default();
-            let mut any_warning = false;
-            let mut documents = Vec::new();
-            let mut text = String::new();
-            for profile in &profiles {
-                let findings = diagnose(profile);
-                any_warning |= findings.iter().any(|f| f.severity >= Severity::Warning);
-                text.push_str(&exits_text::render_profile(&file.display().to_string(), profile));
-                text.push('\n');
-                text.push_str(&exits_text::render_findings(
-                    &findings,
-                    &config_diagnostics,
-                    config.as_ref().map(|c| c.display().to_string()).as_deref(),
-                ));
-                documents.push(serde_json::json!({ "profile": profile, "findings": findings }));
-            }
-            match format {
-                Format::Text => print_out(&text)?,
-                Format::Json => print_out(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "profiles": documents,
-                        "config_diagnostics": config_diagnostics,
-                    }))?
-                ))?,
-            }
-            Ok(if any_warning { Outcome::Findings } else { Outcome::Clean })
-        }
-        ExitsCommand::Compare { before, after, format } => {
-            let before_profiles = read_profiles(&before)?;
-            let after_profiles = read_profiles(&after)?;
-            // A file with several tables (perf live intervals) is compared table by table on
-            // its last one: the most recent interval.
-            let (Some(before_profile), Some(after_profile)) = (before_profiles.last(), after_profiles.last())
-            else {
-                anyhow::bail!("no profile to compare");
-            };
-            let comparison = kvmtune::analysis::exit_compare::compare(before_profile, after_profile);
-            match format {
-                Format::Text => print_out(&exits_text::render_comparison(&comparison))?,
-                Format::Json => print_out(&format!("{}\n", serde_json::to_string_pretty(&comparison)?))?,
-            }
-            Ok(Outcome::Clean)
-        }
-    }
-}
-
-fn print_out(text: &str) -> anyhow::Result<()> {
+pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())
 }
 
-fn load_host(args: &HostArgs) -> anyhow::Result<Option<HostFacts>> {
+pub(crate) fn load_host(args: &HostArgs) -> anyhow::Result<Option<HostFacts>> {
     if args.host.is_some() {
         return Ok(Some(host::probe(&LiveHost)));
     }

@@ -1,4 +1,5 @@
-//! The only module with `unsafe` code: the KVM ioctls the probe needs.
+//! The only module with `unsafe` code: the KVM ioctls the probe needs, and the tracepoint
+//! counters the exit recorder opens with `perf_event_open`.
 //!
 //! Why raw ioctls and not kvm-ioctls: that crate (0.25) has no wrapper for
 //! `KVM_GET_SUPPORTED_HV_CPUID`, the one call that tells which Hyper-V enlightenments this
@@ -49,8 +50,8 @@ const FIRST_ENTRY_COUNT: usize = 16;
 const MAX_ENTRY_COUNT: usize = 1024;
 
 fn ioctl_with_arg(fd: &impl AsRawFd, request: u64, arg: libc::c_ulong) -> io::Result<i32> {
-    // SAFETY: every request passed here (API_VERSION, CREATE_VM, CHECK_EXTENSION, CREATE_VCPU)
-    // takes an integer argument by value, so the kernel reads no user memory; the fd is open
+    // SAFETY: every request passed here (API_VERSION, CREATE_VM, CHECK_EXTENSION, CREATE_VCPU,
+    // PERF_EVENT_IOC_ENABLE) takes an integer argument by value, so the kernel reads no user memory; the fd is open
     // for the lifetime of the borrow.
     let result = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, arg) };
     if result < 0 { Err(io::Error::last_os_error()) } else { Ok(result) }
@@ -123,5 +124,100 @@ mod tests {
         assert_eq!(KVM_GET_SUPPORTED_HV_CPUID, 0xC008_AEC1);
         assert_eq!(KVM_CHECK_EXTENSION, 0xAE03);
         assert_eq!(KVM_CREATE_VCPU, 0xAE41);
+    }
+}
+
+/// `struct perf_event_attr` up to `config1`: PERF_ATTR_SIZE_VER0 (64 bytes), which every
+/// kernel since 2.6.31 accepts (include/uapi/linux/perf_event.h).
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttrVer0 {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    /// Bit 0 is `disabled`: the counter starts stopped so that its filter is in place before
+    /// it counts anything.
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+}
+
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+/// `_IO('$', 0)` and `_IOW('$', 6, char *)` from include/uapi/linux/perf_event.h.
+const PERF_EVENT_IOC_ENABLE: u64 = 0x2400;
+const PERF_EVENT_IOC_SET_FILTER: u64 = 0x4008_2406;
+
+/// A kernel-side counter of one tracepoint in one thread: the kernel adds one per event and
+/// nothing is copied to userspace until [`TracepointCounter::read`], so counting costs the
+/// traced thread almost nothing (this is what `perf stat -e kvm:...` uses).
+pub struct TracepointCounter {
+    fd: OwnedFd,
+}
+
+impl TracepointCounter {
+    /// `tracepoint_id` is the number in tracefs `events/<system>/<event>/id`; `filter` is a
+    /// tracefs filter expression over the event's fields (`reason == 2`).
+    pub fn open(tracepoint_id: u64, thread_id: i32, filter: Option<&str>) -> io::Result<Self> {
+        let attr = PerfEventAttrVer0 {
+            kind: PERF_TYPE_TRACEPOINT,
+            size: std::mem::size_of::<PerfEventAttrVer0>() as u32,
+            config: tracepoint_id,
+            flags: 1,
+            ..Default::default()
+        };
+        // SAFETY: `attr` is a valid, initialised perf_event_attr of the size its `size` field
+        // declares and outlives the call; pid is a thread id, cpu -1 means any CPU, group_fd -1
+        // means no group. The kernel only reads `attr`.
+        let raw = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                &attr as *const PerfEventAttrVer0,
+                thread_id as libc::c_long,
+                -1 as libc::c_long,
+                -1 as libc::c_long,
+                PERF_FLAG_FD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a successful perf_event_open returns a new file descriptor that nothing else
+        // owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        if let Some(filter) = filter {
+            let filter = std::ffi::CString::new(filter)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter contains NUL"))?;
+            // SAFETY: SET_FILTER reads a NUL-terminated string; `filter` owns one and lives
+            // until the call returns.
+            let result = unsafe {
+                libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_FILTER as libc::Ioctl, filter.as_ptr())
+            };
+            if result < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        ioctl_with_arg(&fd, PERF_EVENT_IOC_ENABLE, 0)?;
+        Ok(Self { fd })
+    }
+
+    /// Events counted since the counter was opened.
+    pub fn read(&self) -> io::Result<u64> {
+        let mut value = [0u8; 8];
+        // SAFETY: `value` is 8 writable bytes, the size of the u64 a counter without
+        // read_format flags returns; the fd is open while `self` lives.
+        let read = unsafe { libc::read(self.fd.as_raw_fd(), value.as_mut_ptr().cast(), value.len()) };
+        if read != 8 {
+            return Err(if read < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::new(io::ErrorKind::UnexpectedEof, "short read from a perf counter")
+            });
+        }
+        Ok(u64::from_ne_bytes(value))
     }
 }

@@ -1,7 +1,10 @@
-//! Helpers for kvmtune's tests: where the shared corpus is, and how to unpack its snapshots.
+//! Helpers for kvmtune's tests: where the shared corpus is, how to unpack its snapshots, and
+//! tiny real KVM guests ([`guest`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod guest;
 
 /// `../shared/corpus` from the repository root, or `$KVMTUNE_CORPUS`. A missing corpus is a
 /// test failure, never a skip.

@@ -33,7 +33,7 @@ pub struct ExitRule {
 /// Reasons that mean "the vCPU was idle".
 pub const IDLE_REASONS: &[&str] = &["HLT", "hlt", "halt_exits", "WFx"];
 /// Rows that are totals or non-exit events, never a reason of their own.
-const AGGREGATES: &[&str] = &["kvm_exit", "exits", "kvm_entry"];
+const AGGREGATES: &[&str] = &["kvm_exit", "exits", "kvm_entry", "kvm_userspace_exit"];
 
 pub const EXIT_RULES: &[ExitRule] = &[
     ExitRule {
@@ -41,7 +41,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
         name: "userspace-mmio",
         severity: Severity::Warning,
         title: "MMIO to emulated devices",
-        reasons: &["EPT_MISCONFIG", "mmio_exits", "kvm_mmio"],
+        reasons: &["EPT_MISCONFIG", "mmio_exits", "kvm_mmio", "KVM_EXIT_MMIO"],
         min_exit_share: 0.05,
         min_time_share: 0.20,
         explanation: "EPT_MISCONFIG is KVM's marker for MMIO to a device QEMU emulates: each one goes out to userspace. For Windows guests the usual culprit is the HPET (0xFED00000) read as a clock or timer; emulated NICs, disks and VGA add more.",
@@ -140,7 +140,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
         name: "memory-faults",
         severity: Severity::Warning,
         title: "nested page faults: guest memory not (yet) mapped",
-        reasons: &["EPT_VIOLATION", "npf", "NPF"],
+        reasons: &["EPT_VIOLATION", "npf", "NPF", "kvm_page_fault"],
         min_exit_share: 0.10,
         min_time_share: 0.25,
         explanation: "EPT violations (npf on AMD, which also covers MMIO) are the host mapping guest memory on first touch, after swapping, ballooning or KSM, or while dirty logging. Hugepages, locked and preallocated memory, and no balloon keep guest memory mapped.",
@@ -153,7 +153,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
         name: "cpuid-storm",
         severity: Severity::Info,
         title: "many CPUID exits",
-        reasons: &["CPUID", "cpuid"],
+        reasons: &["CPUID", "cpuid", "kvm_cpuid"],
         min_exit_share: 0.10,
         min_time_share: 0.25,
         explanation: "CPUID always exits. A high share means some guest software queries it in a loop (some anti-cheat and DRM does); no configuration removes it.",
@@ -166,7 +166,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
         name: "hypercalls",
         severity: Severity::Info,
         title: "hypercalls: enlightenments at work",
-        reasons: &["VMCALL", "hypercall", "VMMCALL", "hypercalls"],
+        reasons: &["VMCALL", "hypercall", "VMMCALL", "hypercalls", "kvm_hypercall", "kvm_hv_hypercall"],
         min_exit_share: 0.01,
         min_time_share: 2.0,
         explanation: "VMCALL/VMMCALL exits are Hyper-V hypercalls: TLB flushes, IPIs, long-spin notifications. They replace costlier exits, so seeing them is a good sign; only a flood of long-spin notifications suggests raising hv-spinlocks retries.",
@@ -248,6 +248,18 @@ pub fn busy_time_us(profile: &ExitProfile) -> Option<f64> {
     Some((total - idle).max(0.0))
 }
 
+/// Below this many exits per second and vCPU a cause is not worth a warning, whatever its
+/// share: even at 10 µs an exit (the slow, userspace kind) it costs under 0.1% of a vCPU. An
+/// idle guest's few exits otherwise look like 90% port I/O (its timer tick's EOI).
+pub const MIN_WARNING_RATE_PER_VCPU: f64 = 100.0;
+
+/// Exits per second and vCPU, where the profile knows its duration.
+fn rate_per_vcpu(profile: &ExitProfile, count: u64) -> Option<f64> {
+    let seconds = profile.duration_s.filter(|s| *s > 0.0)?;
+    let vcpus = profile.rows.iter().map(|r| r.per_vcpu.len()).max().unwrap_or(0).max(1);
+    Some(count as f64 / seconds / vcpus as f64)
+}
+
 pub fn diagnose(profile: &ExitProfile) -> Vec<ExitFinding> {
     let total = exit_total(profile).max(1) as f64;
     let busy = busy_time_us(profile);
@@ -276,6 +288,11 @@ pub fn diagnose(profile: &ExitProfile) -> Vec<ExitFinding> {
         };
         let fires = exit_share >= rule.min_exit_share || time_share.is_some_and(|t| t >= rule.min_time_share);
         if !fires || count == 0 {
+            continue;
+        }
+        if rule.severity >= Severity::Warning
+            && rate_per_vcpu(profile, count).is_some_and(|rate| rate < MIN_WARNING_RATE_PER_VCPU)
+        {
             continue;
         }
         findings.push(ExitFinding {

@@ -6,6 +6,7 @@
 
 pub mod model;
 pub mod parse;
+pub mod record;
 
 pub use model::{ExitProfile, ExitRow, Isa};
 pub use parse::{ExitParseError, parse};

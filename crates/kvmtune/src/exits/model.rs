@@ -27,12 +27,24 @@ pub struct ExitRow {
     pub mean_us: Option<f64>,
     /// 1-based line in the input.
     pub line: u32,
+    /// The count per vCPU (index = vCPU), where the source reports it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_vcpu: Vec<u64>,
 }
 
 impl ExitRow {
     /// A counter without timing (kvm_stat, KVM stats).
     pub fn count_only(name: String, count: u64, line: u32) -> Self {
-        Self { name, count, time_us: None, min_us: None, max_us: None, mean_us: None, line }
+        Self {
+            name,
+            count,
+            time_us: None,
+            min_us: None,
+            max_us: None,
+            mean_us: None,
+            line,
+            per_vcpu: Vec::new(),
+        }
     }
 }
 
@@ -51,6 +63,9 @@ pub struct ExitProfile {
     pub truncated: bool,
     /// Seconds the counts cover, where known (rates are per second of this).
     pub duration_s: Option<f64>,
+    /// What the source could not give (a tracepoint that never fired, a VM that stopped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl ExitProfile {

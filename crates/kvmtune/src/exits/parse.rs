@@ -15,7 +15,9 @@
 
 use thiserror::Error;
 
-use crate::exits::model::{ExitProfile, ExitRow, Isa};
+use std::collections::BTreeMap;
+
+use crate::exits::model::{ExitProfile, ExitRow, Isa, saturating_sum};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ExitParseError {
@@ -180,6 +182,7 @@ fn perf_classic(path: &str, lines: &[String]) -> Result<Vec<ExitProfile>, ExitPa
                 declared_time_us: None,
                 truncated: false,
                 duration_s: None,
+                notes: Vec::new(),
             });
             continue;
         }
@@ -260,6 +263,7 @@ fn perf_classic(path: &str, lines: &[String]) -> Result<Vec<ExitProfile>, ExitPa
             max_us: Some(max),
             mean_us: Some(mean),
             line: index as u32 + 1,
+            per_vcpu: Vec::new(),
         });
     }
     if let Some(done) = current.take() {
@@ -306,6 +310,7 @@ fn perf_new(path: &str, lines: &[String]) -> Result<Vec<ExitProfile>, ExitParseE
             min_us: Some(ns(tokens[6])?),
             mean_us: Some(ns(tokens[7])?),
             line: index as u32 + 1,
+            per_vcpu: Vec::new(),
         });
     }
     let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
@@ -319,6 +324,7 @@ fn perf_new(path: &str, lines: &[String]) -> Result<Vec<ExitProfile>, ExitParseE
         declared_time_us: None,
         truncated: false,
         duration_s: None,
+        notes: Vec::new(),
     }])
 }
 
@@ -341,6 +347,7 @@ fn kvm_stat_profile(rows: Vec<ExitRow>, declared: Option<u64>, truncated: bool) 
         declared_time_us: None,
         truncated,
         duration_s: None,
+        notes: Vec::new(),
     }
 }
 
@@ -488,25 +495,52 @@ fn qmp_query_stats(path: &str, text: &str) -> Result<Vec<ExitProfile>, ExitParse
         message: format!("not JSON: {e}"),
     })?;
     let entries = value.get("return").unwrap_or(&value);
-    let Some(entries) = entries.as_array() else { return Ok(Vec::new()) };
-    let mut totals: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for entry in entries {
-        let Some(stats) = entry.get("stats").and_then(|s| s.as_array()) else { continue };
-        for stat in stats {
-            if let (Some(name), Some(value)) =
-                (stat.get("name").and_then(|n| n.as_str()), stat.get("value").and_then(|v| v.as_u64()))
-            {
-                let total = totals.entry(name.to_string()).or_default();
-                *total = total.saturating_add(value);
-            }
-        }
-    }
-    if totals.is_empty() {
+    let stats = vcpu_stats(entries, &[]);
+    if stats.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = totals.into_iter().map(|(name, count)| ExitRow::count_only(name, count, 0)).collect();
+    let rows = stats
+        .into_iter()
+        .map(|(name, per_vcpu)| ExitRow {
+            per_vcpu: per_vcpu.clone(),
+            ..ExitRow::count_only(name, saturating_sum(per_vcpu.into_iter()), 0)
+        })
+        .collect();
     let mut profile = kvm_stat_profile(rows, None, false);
     profile.format = "QMP query-stats".into();
     profile.event = "KVM vCPU stats".into();
     Ok(vec![profile])
+}
+
+/// The integer statistics of a `query-stats` reply (`[{"provider", "qom-path", "stats": [{"name",
+/// "value"}]}]`), per vCPU: in the order of `qom_paths` where given, else in order of
+/// appearance. Histograms and flags are left out.
+pub fn vcpu_stats(entries: &serde_json::Value, qom_paths: &[&str]) -> BTreeMap<String, Vec<u64>> {
+    let mut order: Vec<String> = qom_paths.iter().map(|p| p.to_string()).collect();
+    let mut stats: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for entry in entries.as_array().into_iter().flatten() {
+        let path = entry.get("qom-path").and_then(|p| p.as_str()).unwrap_or("").to_string();
+        let index = match order.iter().position(|p| *p == path) {
+            Some(index) => index,
+            None => {
+                order.push(path);
+                order.len() - 1
+            }
+        };
+        for stat in entry.get("stats").and_then(|s| s.as_array()).into_iter().flatten() {
+            if let (Some(name), Some(value)) =
+                (stat.get("name").and_then(|n| n.as_str()), stat.get("value").and_then(|v| v.as_u64()))
+            {
+                let per_vcpu = stats.entry(name.to_string()).or_default();
+                if per_vcpu.len() <= index {
+                    per_vcpu.resize(index + 1, 0);
+                }
+                per_vcpu[index] = per_vcpu[index].saturating_add(value);
+            }
+        }
+    }
+    for per_vcpu in stats.values_mut() {
+        per_vcpu.resize(order.len(), 0);
+    }
+    stats
 }

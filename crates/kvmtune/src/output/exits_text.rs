@@ -7,6 +7,19 @@ use crate::analysis::exit_compare::Comparison;
 use crate::analysis::exit_rules::{ExitFinding, busy_time_us, exit_total};
 use crate::exits::ExitProfile;
 
+/// `108.5k/s`, `18/s`, `1.2M/s`.
+pub fn human_rate(per_second: f64) -> String {
+    if per_second >= 1e6 {
+        format!("{:.1}M/s", per_second / 1e6)
+    } else if per_second >= 1e4 {
+        format!("{:.1}k/s", per_second / 1e3)
+    } else if per_second >= 10.0 {
+        format!("{per_second:.0}/s")
+    } else {
+        format!("{per_second:.2}/s")
+    }
+}
+
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
 }
@@ -29,12 +42,24 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
         let key = |r: &crate::exits::ExitRow| r.time_us.unwrap_or(r.count as f64);
         key(b).partial_cmp(&key(a)).unwrap_or(std::cmp::Ordering::Equal)
     });
+    if let Some(seconds) = profile.duration_s {
+        let _ = writeln!(out, "  over {seconds:.1} s");
+    }
+    for note in &profile.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
     let _ = writeln!(
         out,
-        "  {:<28} {:>10} {:>8} {:>11} {:>12}",
-        "reason", "count", "exits%", "busy-time%", "mean"
+        "  {:<28} {:>10} {:>10} {:>8} {:>11} {:>12}",
+        "reason", "count", "rate", "exits%", "busy-time%", "mean"
     );
-    for row in rows {
+    let zero_rows = rows.iter().filter(|r| r.count == 0 && r.time_us.is_none()).count();
+    for row in rows.into_iter().filter(|r| r.count > 0 || r.time_us.is_some()) {
+        let exit_share = if crate::knowledge::kvm_api::is_kvm_event_counter(&row.name) {
+            "event".to_string()
+        } else {
+            percent(row.count as f64 / total.max(1) as f64)
+        };
         let time_share = match (row.time_us, busy) {
             (Some(time), Some(busy))
                 if busy > 0.0 && !crate::analysis::exit_rules::IDLE_REASONS.contains(&row.name.as_str()) =>
@@ -46,13 +71,20 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<28} {:>10} {:>8} {:>11} {:>12}",
+            "  {:<28} {:>10} {:>10} {:>8} {:>11} {:>12}",
             row.name,
             row.count,
-            percent(row.count as f64 / total.max(1) as f64),
+            profile
+                .duration_s
+                .filter(|s| *s > 0.0)
+                .map_or("-".to_string(), |s| human_rate(row.count as f64 / s)),
+            exit_share,
             time_share,
             row.mean_us.map_or("-".to_string(), |m| format!("{m:.2}us"))
         );
+    }
+    if zero_rows > 0 {
+        let _ = writeln!(out, "  ({zero_rows} counters at zero not shown)");
     }
     out
 }

@@ -1,0 +1,235 @@
+//! `kvmtune exits`: analyze, record and compare VM-exit profiles.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use kvmtune::analysis::Severity;
+use kvmtune::analysis::check::CheckOptions;
+use kvmtune::analysis::exit_rules::diagnose;
+use kvmtune::analysis::vm_rules::Workload;
+use kvmtune::config::SourceText;
+use kvmtune::exits::ExitProfile;
+use kvmtune::exits::record::{Progress, RecordOptions, Target};
+use kvmtune::output::exits_text;
+
+use crate::{Format, HostArgs, Outcome, load_host, print_out};
+
+#[derive(Subcommand)]
+pub(crate) enum ExitsCommand {
+    /// Read exit statistics (perf kvm stat report/live, kvm_stat, virsh domstats --vcpu, QMP
+    /// query-stats), show them like perf, and name their causes. Exit code 1 when a warning
+    /// stands out.
+    Analyze {
+        file: PathBuf,
+        /// The VM's config (libvirt XML, QEMU command line or Proxmox conf): findings then point
+        /// at its lines.
+        #[arg(long, value_name = "VM")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Record a running VM's exit statistics: KVM's per-vCPU stats over QMP, plus tracepoint
+    /// counts and (where `kvm_exit` fires) per-reason handling times; then analyze them.
+    #[command(group(clap::ArgGroup::new("vm").required(true).args(["domain", "pid", "qmp"])))]
+    Record {
+        /// A libvirt domain (QMP through `virsh qemu-monitor-command`).
+        #[arg(long)]
+        domain: Option<String>,
+        /// libvirt connection URI for --domain.
+        #[arg(long, requires = "domain")]
+        connect: Option<String>,
+        /// A QEMU process; its QMP socket is taken from its command line.
+        #[arg(long)]
+        pid: Option<i32>,
+        /// A QMP unix socket (`-qmp unix:PATH,server=on,wait=off`).
+        #[arg(long, value_name = "SOCKET")]
+        qmp: Option<PathBuf>,
+        /// How long to record: `30`, `30s`, `500ms`, `2m`.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// How often to sample and show progress.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Save the profiles as JSON (read back by `analyze` and `compare`).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// No progress lines on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Compare two profiles of the same VM: per-reason deltas, ratios and a verdict.
+    Compare {
+        before: PathBuf,
+        after: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+fn read_profiles(path: &Path) -> anyhow::Result<Vec<kvmtune::exits::ExitProfile>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(kvmtune::exits::parse(&path.display().to_string(), &text)?)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else if let Some(m) = text.strip_suffix('m') {
+        (m, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 =
+        number.trim().parse().map_err(|_| format!("`{text}` is not a duration (30, 30s, 500ms, 2m)"))?;
+    if !value.is_finite() || value <= 0.0 || value * scale > 86_400.0 {
+        return Err(format!("`{text}` is not a duration between 1 ms and a day"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn config_diagnostics(
+    config: Option<&Path>,
+    host: &HostArgs,
+) -> anyhow::Result<Vec<kvmtune::analysis::check::Diagnostic>> {
+    let Some(config_path) = config else { return Ok(Vec::new()) };
+    let host = load_host(host)?;
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let name = config_path.display().to_string();
+    let vm = kvmtune::config::read(&name, &text)?;
+    let source = SourceText::new(name, text);
+    let options =
+        CheckOptions { host: host.as_ref(), windows: None, workload: Workload::Gaming, select: Vec::new() };
+    Ok(kvmtune::analysis::check::check(&vm, &source, &options).diagnostics)
+}
+
+/// The table and diagnosis of each profile; exit code 1 when a warning stands out.
+fn report_profiles(
+    label: &str,
+    profiles: &[ExitProfile],
+    config: Option<&Path>,
+    host: &HostArgs,
+    format: Format,
+) -> anyhow::Result<Outcome> {
+    let config_diagnostics = config_diagnostics(config, host)?;
+    let config_label = config.map(|c| c.display().to_string());
+    let mut any_warning = false;
+    let mut documents = Vec::new();
+    let mut text = String::new();
+    for profile in profiles {
+        let findings = diagnose(profile);
+        any_warning |= findings.iter().any(|f| f.severity >= Severity::Warning);
+        text.push_str(&exits_text::render_profile(label, profile));
+        text.push('\n');
+        text.push_str(&exits_text::render_findings(&findings, &config_diagnostics, config_label.as_deref()));
+        documents.push(serde_json::json!({ "profile": profile, "findings": findings }));
+    }
+    match format {
+        Format::Text => print_out(&text)?,
+        Format::Json => print_out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "profiles": documents,
+                "config_diagnostics": config_diagnostics,
+            }))?
+        ))?,
+    }
+    Ok(if any_warning { Outcome::Findings } else { Outcome::Clean })
+}
+
+fn show_progress(progress: &Progress, to_terminal: bool) {
+    let rates: Vec<String> = progress
+        .rates
+        .iter()
+        .take(5)
+        .map(|(name, rate)| format!("{name} {}", exits_text::human_rate(*rate)))
+        .collect();
+    let line = format!("[{:5.1}/{:.0} s] {}", progress.elapsed_s, progress.duration_s, rates.join(", "));
+    let mut stderr = std::io::stderr().lock();
+    let _ = if to_terminal { write!(stderr, "\r\x1b[K{line}") } else { writeln!(stderr, "{line}") };
+    let _ = stderr.flush();
+}
+
+pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
+    match command {
+        ExitsCommand::Analyze { file, config, host, format } => {
+            let profiles = read_profiles(&file)?;
+            report_profiles(&file.display().to_string(), &profiles, config.as_deref(), &host, format)
+        }
+        ExitsCommand::Record { domain, connect, pid, qmp, duration, interval, output, format, quiet } => {
+            let target = match (domain, pid, qmp) {
+                (Some(name), _, _) => Target::Domain { name, connect },
+                (_, Some(pid), _) => Target::Pid(pid),
+                (_, _, Some(socket)) => Target::Qmp(socket),
+                _ => unreachable!("clap requires one of --domain, --pid, --qmp"),
+            };
+            let to_terminal = std::io::stderr().is_terminal();
+            let options = RecordOptions { duration, interval };
+            let recording = kvmtune::exits::record::record(&target, &options, &mut |progress| {
+                if !quiet {
+                    show_progress(progress, to_terminal);
+                }
+            })?;
+            if !quiet && to_terminal {
+                eprintln!();
+            }
+            if let Some(path) = &output {
+                let json = serde_json::to_string_pretty(&recording.profiles)?;
+                std::fs::write(path, json + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            let no_host = HostArgs { host: None, host_root: None, host_json: None };
+            report_profiles(&recording.source, &recording.profiles, None, &no_host, format)
+        }
+        ExitsCommand::Compare { before, after, format } => {
+            let before_profiles = read_profiles(&before)?;
+            let after_profiles = read_profiles(&after)?;
+            let pairs = pair_profiles(&before_profiles, &after_profiles);
+            if pairs.is_empty() {
+                anyhow::bail!("no profile to compare");
+            }
+            let comparisons: Vec<_> =
+                pairs.into_iter().map(|(b, a)| kvmtune::analysis::exit_compare::compare(b, a)).collect();
+            match format {
+                Format::Text => print_out(
+                    &comparisons.iter().map(exits_text::render_comparison).collect::<Vec<_>>().join("\n"),
+                )?,
+                Format::Json if comparisons.len() == 1 => {
+                    print_out(&format!("{}\n", serde_json::to_string_pretty(&comparisons[0])?))?
+                }
+                Format::Json => print_out(&format!("{}\n", serde_json::to_string_pretty(&comparisons)?))?,
+            }
+            Ok(Outcome::Clean)
+        }
+    }
+}
+
+/// Recordings hold several profiles (KVM stats, tracepoints); those with the same event are
+/// compared with each other. Anything else (perf live intervals) is compared on its last table:
+/// the most recent interval.
+fn pair_profiles<'a>(
+    before: &'a [ExitProfile],
+    after: &'a [ExitProfile],
+) -> Vec<(&'a ExitProfile, &'a ExitProfile)> {
+    let matched: Vec<_> = before
+        .iter()
+        .filter_map(|b| after.iter().find(|a| a.event == b.event && a.format == b.format).map(|a| (b, a)))
+        .collect();
+    if before.len() > 1 && matched.len() > 1 && matched.len() == before.len().min(after.len()) {
+        return matched;
+    }
+    match (before.last(), after.last()) {
+        (Some(b), Some(a)) => vec![(b, a)],
+        _ => Vec::new(),
+    }
+}

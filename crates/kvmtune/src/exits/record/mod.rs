@@ -1,0 +1,332 @@
+//! `kvmtune exits record`: samples a running VM and turns the differences into exit profiles.
+//!
+//! Sources, each optional but the first:
+//! 1. KVM's per-vCPU statistics through QMP `query-stats` (QEMU 7.1 and later): `exits`,
+//!    `halt_exits`, `io_exits`, `mmio_exits`, ... counted by KVM itself.
+//! 2. Tracepoint counters per vCPU thread ([`tracing::Counters`]).
+//! 3. `kvm_exit`/`kvm_entry` pairs for per-reason counts and handling times
+//!    ([`tracing::ExitTrace`]), on hosts where `kvm_exit` fires.
+//!
+//! A source that cannot be had is written into the profile's notes and the rest goes on; a VM
+//! that stops mid-recording ends the recording with what was sampled until then.
+
+pub mod monitor;
+pub mod tracing;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::exits::model::{ExitProfile, ExitRow, Isa, saturating_sum};
+use crate::exits::parse::{guess_isa, vcpu_stats};
+use monitor::{Monitor, MonitorAddress, monitor_from_argv};
+
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("{target}: {why}")]
+    Monitor { target: String, why: String },
+    #[error("process {pid}: {why}")]
+    Process { pid: i32, why: String },
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// Which VM to record.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Qmp(PathBuf),
+    Domain { name: String, connect: Option<String> },
+    Pid(i32),
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub duration: Duration,
+    pub interval: Duration,
+}
+
+/// What the recorder shows while it runs: rates over the last interval.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub elapsed_s: f64,
+    pub duration_s: f64,
+    /// `(counter, per second)`, busiest first.
+    pub rates: Vec<(String, f64)>,
+}
+
+pub struct Recording {
+    /// The KVM statistics profile first, then the tracepoint profiles that had data.
+    pub profiles: Vec<ExitProfile>,
+    pub source: String,
+}
+
+struct Vcpu {
+    thread_id: i32,
+    qom_path: String,
+}
+
+/// One sample: `counter -> per-vCPU totals`.
+type Sample = BTreeMap<String, Vec<u64>>;
+
+fn connect(target: &Target) -> Result<Monitor, RecordError> {
+    match target {
+        Target::Qmp(path) => Monitor::socket(path),
+        Target::Domain { name, connect } => Ok(Monitor::virsh(connect.clone(), name.clone())),
+        Target::Pid(pid) => {
+            let fail = |why: String| RecordError::Process { pid: *pid, why };
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| fail(e.to_string()))?;
+            let argv: Vec<String> = raw
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            match monitor_from_argv(&argv) {
+                Some(MonitorAddress::Socket(path)) => Monitor::socket(&path),
+                Some(MonitorAddress::LibvirtDomain(name)) => Ok(Monitor::virsh(None, name)),
+                None => Err(fail(
+                    "no QMP monitor on its command line (-qmp unix:PATH or -mon mode=control); record it with --qmp or --domain".into(),
+                )),
+            }
+        }
+    }
+}
+
+fn vcpus(monitor: &mut Monitor) -> Result<Vec<Vcpu>, RecordError> {
+    let reply = monitor.execute("query-cpus-fast", None)?;
+    let mut vcpus: Vec<(i64, Vcpu)> = reply
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|cpu| {
+            Some((
+                cpu.get("cpu-index")?.as_i64()?,
+                Vcpu {
+                    thread_id: i32::try_from(cpu.get("thread-id")?.as_i64()?).ok()?,
+                    qom_path: cpu.get("qom-path")?.as_str()?.to_string(),
+                },
+            ))
+        })
+        .collect();
+    vcpus.sort_by_key(|(index, _)| *index);
+    if vcpus.is_empty() {
+        return Err(RecordError::Unusable(format!("{}: query-cpus-fast lists no vCPUs", monitor.describe())));
+    }
+    Ok(vcpus.into_iter().map(|(_, vcpu)| vcpu).collect())
+}
+
+/// Names of the cumulative KVM vCPU statistics; instants, peaks and histograms do not subtract.
+fn cumulative_stats(monitor: &mut Monitor) -> Option<Vec<String>> {
+    let schemas = monitor.execute("query-stats-schemas", Some(json!({ "provider": "kvm" }))).ok()?;
+    let names: Vec<String> = schemas
+        .as_array()?
+        .iter()
+        .filter(|schema| schema.get("target").and_then(Value::as_str) == Some("vcpu"))
+        .flat_map(|schema| schema.get("stats").and_then(Value::as_array).into_iter().flatten())
+        .filter(|stat| stat.get("type").and_then(Value::as_str) == Some("cumulative"))
+        .filter_map(|stat| Some(stat.get("name")?.as_str()?.to_string()))
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
+fn sample_stats(
+    monitor: &mut Monitor,
+    vcpus: &[Vcpu],
+    cumulative: Option<&[String]>,
+) -> Result<Sample, RecordError> {
+    let reply = monitor
+        .execute("query-stats", Some(json!({ "target": "vcpu", "providers": [{ "provider": "kvm" }] })))?;
+    let order: Vec<&str> = vcpus.iter().map(|v| v.qom_path.as_str()).collect();
+    let mut stats = vcpu_stats(&reply, &order);
+    if let Some(cumulative) = cumulative {
+        stats.retain(|name, _| cumulative.iter().any(|c| c == name));
+    }
+    Ok(stats)
+}
+
+fn difference(first: &Sample, last: &Sample) -> Sample {
+    last.iter()
+        .map(|(name, now)| {
+            let before = first.get(name);
+            let per_vcpu = now
+                .iter()
+                .enumerate()
+                .map(|(i, value)| value.saturating_sub(before.and_then(|b| b.get(i).copied()).unwrap_or(0)))
+                .collect();
+            (name.clone(), per_vcpu)
+        })
+        .collect()
+}
+
+fn rows(sample: &Sample) -> Vec<ExitRow> {
+    sample
+        .iter()
+        .map(|(name, per_vcpu)| ExitRow {
+            per_vcpu: per_vcpu.clone(),
+            ..ExitRow::count_only(name.clone(), saturating_sum(per_vcpu.iter().copied()), 0)
+        })
+        .collect()
+}
+
+fn profile(event: &str, isa: Isa, rows: Vec<ExitRow>, duration_s: f64, notes: Vec<String>) -> ExitProfile {
+    ExitProfile {
+        format: "kvmtune record".into(),
+        event: event.into(),
+        isa,
+        rows,
+        declared_samples: None,
+        declared_time_us: None,
+        truncated: false,
+        duration_s: Some(duration_s),
+        notes,
+    }
+}
+
+fn host_isa() -> Isa {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if cpuinfo.contains("AuthenticAMD") || cpuinfo.contains("HygonGenuine") {
+        Isa::Svm
+    } else if cpuinfo.contains("GenuineIntel") {
+        Isa::Vmx
+    } else {
+        Isa::Unknown
+    }
+}
+
+fn rates(previous: &Sample, current: &Sample, seconds: f64) -> Vec<(String, f64)> {
+    let mut rates: Vec<(String, f64)> = difference(previous, current)
+        .into_iter()
+        .map(|(name, per_vcpu)| (name, saturating_sum(per_vcpu.into_iter()) as f64 / seconds.max(1e-9)))
+        .filter(|(name, rate)| *rate > 0.0 && !crate::knowledge::kvm_api::is_kvm_event_counter(name))
+        .collect();
+    rates.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    rates
+}
+
+pub fn record(
+    target: &Target,
+    options: &RecordOptions,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Recording, RecordError> {
+    if options.interval.is_zero() || options.duration < options.interval {
+        return Err(RecordError::Unusable(
+            "the interval must be more than 0 and at most the duration".into(),
+        ));
+    }
+    let mut monitor = connect(target)?;
+    let source = monitor.describe();
+    let vcpus = vcpus(&mut monitor)?;
+    let threads: Vec<i32> = vcpus.iter().map(|v| v.thread_id).collect();
+    let cumulative = cumulative_stats(&mut monitor);
+    let mut notes = Vec::new();
+    let mut trace_notes = Vec::new();
+
+    let tracefs = tracing::tracefs();
+    let (counters, mut exit_trace) = match &tracefs {
+        None => {
+            trace_notes.push("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing), so there are no tracepoint counts".to_string());
+            (None, None)
+        }
+        Some(tracefs) => {
+            let counters = tracing::Counters::open(tracefs, &threads, &mut trace_notes);
+            let trace = match tracing::ExitTrace::start(tracefs, &threads) {
+                Ok(trace) => Some(trace),
+                Err(why) => {
+                    trace_notes.push(format!("cannot trace kvm_exit/kvm_entry: {why}"));
+                    None
+                }
+            };
+            ((!counters.is_empty()).then_some(counters), trace)
+        }
+    };
+    let sample_all = |monitor: &mut Monitor| -> Result<(Sample, Sample), RecordError> {
+        let stats = sample_stats(monitor, &vcpus, cumulative.as_deref())?;
+        let traced = counters
+            .as_ref()
+            .map(|c| c.read().into_iter().map(|(row, values)| (row.to_string(), values)).collect())
+            .unwrap_or_default();
+        Ok((stats, traced))
+    };
+
+    let start = Instant::now();
+    let first = sample_all(&mut monitor)?;
+    if first.0.is_empty() {
+        return Err(RecordError::Unusable(format!(
+            "{source}: query-stats returned no KVM vCPU statistics (is the VM running under -accel kvm, QEMU 7.1 or later?)"
+        )));
+    }
+    let mut last = first.clone();
+    let mut last_at = Instant::now();
+    let mut elapsed = 0.0;
+    while start.elapsed() < options.duration {
+        let remaining = options.duration.saturating_sub(start.elapsed());
+        std::thread::sleep(options.interval.min(remaining));
+        if let Some(trace) = exit_trace.as_mut() {
+            trace.drain();
+        }
+        match sample_all(&mut monitor) {
+            Ok(now) => {
+                let seconds = last_at.elapsed().as_secs_f64();
+                let mut shown = rates(&last.0, &now.0, seconds);
+                shown.extend(rates(&last.1, &now.1, seconds));
+                last = now;
+                last_at = Instant::now();
+                elapsed = (last_at - start).as_secs_f64();
+                on_progress(&Progress {
+                    elapsed_s: elapsed,
+                    duration_s: options.duration.as_secs_f64(),
+                    rates: shown,
+                });
+            }
+            Err(e) => {
+                notes.push(format!("recording stopped after {elapsed:.1} s: {e}"));
+                break;
+            }
+        }
+    }
+    if elapsed == 0.0 {
+        return Err(RecordError::Unusable(format!(
+            "{source}: the VM stopped before a second sample: {}",
+            notes.join("; ")
+        )));
+    }
+
+    let isa = host_isa();
+    let stats = difference(&first.0, &last.0);
+    let total_exits = stats.get("exits").cloned();
+    let mut profiles =
+        vec![profile("KVM vCPU stats (QMP query-stats)", isa, rows(&stats), elapsed, notes.clone())];
+
+    let mut traced = difference(&first.1, &last.1);
+    let kvm_exit_fired = traced.get("kvm_exit").is_some_and(|v| v.iter().any(|&n| n > 0));
+    if counters.is_some() && !kvm_exit_fired {
+        trace_notes.push(
+            "the kvm_exit tracepoint never fired on this host (its KVM, e.g. PVM, does not emit it): no per-reason exit counts or handling times; the tracepoint counters and KVM stats stand in".to_string(),
+        );
+    }
+    if !traced.is_empty() {
+        // Shares are of all exits, which only KVM's own counter knows.
+        if let Some(exits) = total_exits {
+            traced.insert("exits".to_string(), exits);
+        }
+        let mut tracepoint_rows = rows(&traced);
+        tracepoint_rows.sort_by_key(|row| row.name != "exits");
+        let mut tracepoint_notes = notes.clone();
+        tracepoint_notes.extend(trace_notes.iter().cloned());
+        profiles.push(profile("KVM tracepoints", isa, tracepoint_rows, elapsed, tracepoint_notes));
+    } else {
+        profiles[0].notes.extend(trace_notes);
+    }
+    if let Some(mut trace) = exit_trace.take() {
+        trace.drain();
+        let reason_rows = trace.pairs.rows();
+        if !reason_rows.is_empty() {
+            let names: Vec<&str> = reason_rows.iter().map(|r| r.name.as_str()).collect();
+            let isa = guess_isa(&names);
+            profiles.push(profile("VM-EXIT (kvm_exit/kvm_entry)", isa, reason_rows, elapsed, notes));
+        }
+    }
+    Ok(Recording { profiles, source })
+}

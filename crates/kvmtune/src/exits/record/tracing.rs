@@ -1,0 +1,297 @@
+//! Tracepoint sources for the recorder.
+//!
+//! - **Counters**: kernel-side `perf_event_open` counts of single tracepoints per vCPU thread
+//!   (`kvm_pio`, `kvm_msr`, `kvm_userspace_exit` split by reason, ...). They cost the guest next
+//!   to nothing and fire on every KVM, including PVM, where `kvm_exit` does not.
+//! - **Exit pairs**: `kvm_exit` and `kvm_entry` read as text from a private tracefs instance, so
+//!   that each exit's handling time is the gap to the next entry on the same thread (the method
+//!   of `perf kvm stat`). Only where `kvm_exit` fires.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::exits::ExitRow;
+use crate::sys::TracepointCounter;
+
+/// One counted tracepoint: the row it becomes, the event, and a filter on its fields.
+pub struct CountedEvent {
+    pub row: &'static str,
+    pub event: &'static str,
+    pub filter: Option<&'static str>,
+}
+
+/// `kvm_userspace_exit` reasons are `KVM_EXIT_*` from include/uapi/linux/kvm.h.
+pub const COUNTED_EVENTS: &[CountedEvent] = &[
+    CountedEvent { row: "kvm_exit", event: "kvm_exit", filter: None },
+    CountedEvent { row: "kvm_pio", event: "kvm_pio", filter: None },
+    CountedEvent { row: "kvm_msr", event: "kvm_msr", filter: None },
+    CountedEvent { row: "kvm_cpuid", event: "kvm_cpuid", filter: None },
+    CountedEvent { row: "kvm_page_fault", event: "kvm_page_fault", filter: None },
+    CountedEvent { row: "kvm_apic", event: "kvm_apic", filter: None },
+    CountedEvent { row: "kvm_hypercall", event: "kvm_hypercall", filter: None },
+    CountedEvent { row: "kvm_hv_hypercall", event: "kvm_hv_hypercall", filter: None },
+    CountedEvent { row: "kvm_userspace_exit", event: "kvm_userspace_exit", filter: None },
+    CountedEvent { row: "KVM_EXIT_IO", event: "kvm_userspace_exit", filter: Some("reason == 2") },
+    CountedEvent { row: "KVM_EXIT_MMIO", event: "kvm_userspace_exit", filter: Some("reason == 6") },
+];
+
+/// The tracefs mount, where the kernel's event ids are.
+pub fn tracefs() -> Option<PathBuf> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.join("events/kvm").is_dir())
+}
+
+fn event_id(tracefs: &Path, event: &str) -> Result<u64, String> {
+    let path = tracefs.join("events/kvm").join(event).join("id");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.trim().parse().map_err(|_| format!("{}: not a number: {:?}", path.display(), text.trim()))
+}
+
+/// Counters of [`COUNTED_EVENTS`] for each vCPU thread; events this kernel lacks are left out
+/// and listed in `notes`.
+pub struct Counters {
+    /// `(row, per-vCPU counters)`.
+    counters: Vec<(&'static str, Vec<TracepointCounter>)>,
+}
+
+impl Counters {
+    pub fn open(tracefs: &Path, vcpu_threads: &[i32], notes: &mut Vec<String>) -> Self {
+        let mut counters = Vec::new();
+        'events: for event in COUNTED_EVENTS {
+            let id = match event_id(tracefs, event.event) {
+                Ok(id) => id,
+                Err(why) => {
+                    notes.push(format!("tracepoint kvm:{} is not available: {why}", event.event));
+                    continue;
+                }
+            };
+            let mut per_vcpu = Vec::new();
+            for &thread in vcpu_threads {
+                match TracepointCounter::open(id, thread, event.filter) {
+                    Ok(counter) => per_vcpu.push(counter),
+                    Err(e) => {
+                        notes.push(format!("cannot count kvm:{} on thread {thread}: {e}", event.event));
+                        continue 'events;
+                    }
+                }
+            }
+            counters.push((event.row, per_vcpu));
+        }
+        Self { counters }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty()
+    }
+
+    /// Current totals per row and vCPU; a counter that cannot be read counts as 0.
+    pub fn read(&self) -> Vec<(&'static str, Vec<u64>)> {
+        self.counters
+            .iter()
+            .map(|(row, per_vcpu)| (*row, per_vcpu.iter().map(|c| c.read().unwrap_or(0)).collect()))
+            .collect()
+    }
+}
+
+/// Handling time per exit reason.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Timing {
+    pub count: u64,
+    pub total_us: f64,
+    pub min_us: f64,
+    pub max_us: f64,
+}
+
+impl Timing {
+    fn add(&mut self, us: f64) {
+        if self.count == 0 || us < self.min_us {
+            self.min_us = us;
+        }
+        self.max_us = self.max_us.max(us);
+        self.count += 1;
+        self.total_us += us;
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum TraceEvent<'a> {
+    Exit { thread: i32, seconds: f64, reason: &'a str },
+    Entry { thread: i32, seconds: f64 },
+}
+
+/// One line of tracefs text output:
+/// `CPU 0/KVM-7088 [001] d..1. 657.232177: kvm_exit: vcpu 0 reason IO_INSTRUCTION rip 0x...`.
+/// The command name can hold spaces and dashes, so the thread id is what follows the last `-`
+/// before the `[cpu]` column; SVM reasons can hold spaces (`PF excp`), so the reason runs up to
+/// ` rip `.
+fn parse_trace_line(line: &str) -> Option<TraceEvent<'_>> {
+    let (head, event, rest) = if let Some(at) = line.find(": kvm_exit: ") {
+        (&line[..at], "exit", &line[at + ": kvm_exit: ".len()..])
+    } else if let Some(at) = line.find(": kvm_entry: ") {
+        (&line[..at], "entry", &line[at + ": kvm_entry: ".len()..])
+    } else {
+        return None;
+    };
+    let seconds: f64 = head.rsplit(char::is_whitespace).next()?.parse().ok()?;
+    let task = &head[..head.find(" [")?];
+    let thread: i32 = task.trim().rsplit_once('-')?.1.parse().ok()?;
+    if event == "entry" {
+        return Some(TraceEvent::Entry { thread, seconds });
+    }
+    let after = &rest[rest.find("reason ")? + "reason ".len()..];
+    let reason = after.split(" rip ").next()?.trim();
+    Some(TraceEvent::Exit { thread, seconds, reason })
+}
+
+/// Pairs each `kvm_exit` with the next `kvm_entry` of the same thread.
+#[derive(Debug, Default)]
+pub struct ExitPairs {
+    open: HashMap<i32, (f64, String)>,
+    pub reasons: BTreeMap<String, Timing>,
+    /// Exits seen, paired or not.
+    pub exits: u64,
+}
+
+impl ExitPairs {
+    pub fn feed(&mut self, text: &str) {
+        for line in text.lines() {
+            match parse_trace_line(line) {
+                Some(TraceEvent::Exit { thread, seconds, reason }) => {
+                    self.exits += 1;
+                    self.open.insert(thread, (seconds, reason.to_string()));
+                }
+                Some(TraceEvent::Entry { thread, seconds }) => {
+                    if let Some((start, reason)) = self.open.remove(&thread) {
+                        self.reasons.entry(reason).or_default().add(((seconds - start) * 1e6).max(0.0));
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    pub fn rows(&self) -> Vec<ExitRow> {
+        self.reasons
+            .iter()
+            .map(|(name, timing)| ExitRow {
+                name: name.clone(),
+                count: timing.count,
+                time_us: Some(timing.total_us),
+                min_us: Some(timing.min_us),
+                max_us: Some(timing.max_us),
+                mean_us: Some(timing.total_us / timing.count.max(1) as f64),
+                line: 0,
+                per_vcpu: Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// A tracefs instance of our own with `kvm_exit` and `kvm_entry` on, limited to the vCPU
+/// threads. An instance has its own buffer and switches, so the global trace and other users
+/// are untouched; it is removed on drop.
+pub struct ExitTrace {
+    instance: PathBuf,
+    pipe: fs::File,
+    partial: String,
+    pub pairs: ExitPairs,
+}
+
+impl ExitTrace {
+    pub fn start(tracefs: &Path, vcpu_threads: &[i32]) -> Result<Self, String> {
+        let instance = tracefs.join("instances").join(format!("kvmtune-{}", std::process::id()));
+        fs::create_dir(&instance).map_err(|e| format!("{}: {e}", instance.display()))?;
+        let setup = || -> std::io::Result<fs::File> {
+            let pids: Vec<String> = vcpu_threads.iter().map(i32::to_string).collect();
+            fs::write(instance.join("set_event_pid"), pids.join(" "))?;
+            fs::write(instance.join("events/kvm/kvm_exit/enable"), "1")?;
+            fs::write(instance.join("events/kvm/kvm_entry/enable"), "1")?;
+            fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(instance.join("trace_pipe"))
+        };
+        match setup() {
+            Ok(pipe) => Ok(Self { instance, pipe, partial: String::new(), pairs: ExitPairs::default() }),
+            Err(e) => {
+                let _ = fs::remove_dir(&instance);
+                Err(format!("{}: {e}", instance.display()))
+            }
+        }
+    }
+
+    /// Reads what the kernel has buffered so far without waiting.
+    pub fn drain(&mut self) {
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            match self.pipe.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.partial.push_str(&String::from_utf8_lossy(&buffer[..n]));
+                    if let Some(end) = self.partial.rfind('\n') {
+                        let complete: String = self.partial.drain(..=end).collect();
+                        self.pairs.feed(&complete);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+impl Drop for ExitTrace {
+    fn drop(&mut self) {
+        let _ = fs::write(self.instance.join("events/kvm/kvm_exit/enable"), "0");
+        let _ = fs::write(self.instance.join("events/kvm/kvm_entry/enable"), "0");
+        let _ = fs::remove_dir(&self.instance);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_trace_lines_with_spaces_in_names_and_reasons() {
+        assert_eq!(
+            parse_trace_line(
+                " CPU 0/KVM-7088 [001] d..1. 657.232177: kvm_exit: vcpu 0 reason IO_INSTRUCTION rip 0x7c06 info1 0x0000000000800040 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000 requests 0x0000000000000000"
+            ),
+            Some(TraceEvent::Exit { thread: 7088, seconds: 657.232177, reason: "IO_INSTRUCTION" })
+        );
+        assert_eq!(
+            parse_trace_line(
+                "qemu-kvm-3105 [002] .... 12.5: kvm_exit: reason PF excp rip 0xffffffff81000000 info 0 0"
+            ),
+            Some(TraceEvent::Exit { thread: 3105, seconds: 12.5, reason: "PF excp" })
+        );
+        assert_eq!(
+            parse_trace_line(" CPU 1/KVM-7090 [000] d..1. 657.232180: kvm_entry: vcpu 1, rip 0x7c06"),
+            Some(TraceEvent::Entry { thread: 7090, seconds: 657.23218 })
+        );
+        assert_eq!(parse_trace_line(" CPU 0/KVM-7088 [001] ..... 657.2: kvm_pio: pio_write at 0x80"), None);
+        assert_eq!(parse_trace_line("garbage: kvm_exit: reason"), None);
+    }
+
+    #[test]
+    fn pairs_exits_with_the_next_entry_of_the_same_thread() {
+        let mut pairs = ExitPairs::default();
+        pairs.feed(
+            " CPU 0/KVM-10 [001] d..1. 1.000000: kvm_exit: vcpu 0 reason HLT rip 0x1\n\
+             CPU 1/KVM-11 [000] d..1. 1.000001: kvm_exit: vcpu 1 reason EPT_MISCONFIG rip 0x2\n\
+             CPU 1/KVM-11 [000] d..1. 1.000011: kvm_entry: vcpu 1, rip 0x2\n\
+             CPU 0/KVM-10 [001] d..1. 1.001000: kvm_entry: vcpu 0, rip 0x1\n\
+             CPU 1/KVM-11 [000] d..1. 1.000020: kvm_exit: vcpu 1 reason EPT_MISCONFIG rip 0x2\n\
+             CPU 1/KVM-11 [000] d..1. 1.000050: kvm_entry: vcpu 1, rip 0x2\n",
+        );
+        assert_eq!(pairs.exits, 3);
+        let ept = &pairs.reasons["EPT_MISCONFIG"];
+        assert_eq!(ept.count, 2);
+        assert!((ept.total_us - 40.0).abs() < 1e-3, "{ept:?}");
+        assert!((ept.min_us - 10.0).abs() < 1e-3 && (ept.max_us - 30.0).abs() < 1e-3);
+        assert!((pairs.reasons["HLT"].total_us - 1000.0).abs() < 1e-3);
+    }
+}

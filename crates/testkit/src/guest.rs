@@ -1,0 +1,127 @@
+//! Tiny real KVM guests for tests and benchmarks: SeaBIOS boots a 512-byte boot sector under
+//! `qemu-system-x86_64 -accel kvm`, which runs on this nested host where no OS kernel does
+//! (../shared/test-environment.md 2a). Each guest announces itself with one byte on COM1 and
+//! then does one kind of VM exit in a loop, so a recorder's attribution can be checked against
+//! what the guest is known to do.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestKind {
+    /// `out 0x80, al` forever: port I/O exits.
+    PortIo,
+    /// `sti; hlt` forever: halt exits, woken by the BIOS timer tick (18.2 Hz).
+    Halt,
+    /// Stores to the VGA window at 0xA0000 forever: MMIO exits to QEMU's emulated VGA.
+    Mmio,
+}
+
+/// Real-mode code loaded by the BIOS at 0000:7C00.
+fn code(kind: GuestKind) -> Vec<u8> {
+    let mut code = vec![
+        0xBA, 0xF8, 0x03, // mov dx, 0x3f8      (COM1)
+        0xB0, b'K', //       mov al, 'K'
+        0xEE, //             out dx, al         (ready)
+    ];
+    code.extend_from_slice(match kind {
+        GuestKind::PortIo => &[
+            0xE6, 0x80, //   l: out 0x80, al    (the POST diagnostic port)
+            0xEB, 0xFC, //   jmp l
+        ],
+        GuestKind::Halt => &[
+            0xFB, //         sti
+            0xF4, //         l: hlt
+            0xEB, 0xFD, //   jmp l
+        ],
+        GuestKind::Mmio => &[
+            0xB8, 0x00, 0xA0, // mov ax, 0xa000
+            0x8E, 0xC0, //       mov es, ax
+            0x26, 0xA2, 0x00, 0x00, // l: mov [es:0], al
+            0xEB, 0xFA, //       jmp l
+        ],
+    });
+    code
+}
+
+pub fn boot_sector(kind: GuestKind) -> [u8; 512] {
+    let mut sector = [0u8; 512];
+    let code = code(kind);
+    sector[..code.len()].copy_from_slice(&code);
+    sector[510] = 0x55;
+    sector[511] = 0xAA;
+    sector
+}
+
+/// A running guest; killed and reaped on drop.
+pub struct Guest {
+    pub child: Child,
+    pub qmp: PathBuf,
+    pub name: String,
+    serial: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Guest {
+    /// Starts the guest and waits until its boot sector runs.
+    pub fn start(kind: GuestKind) -> Guest {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let image = dir.path().join("boot.img");
+        std::fs::write(&image, boot_sector(kind)).expect("write boot sector");
+        let qmp = dir.path().join("qmp.sock");
+        let serial = dir.path().join("serial.txt");
+        let name = format!("kvmtune-{kind:?}-{}", std::process::id()).to_lowercase();
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-accel", "kvm", "-m", "64", "-display", "none", "-no-reboot"])
+            .arg("-name")
+            .arg(format!("guest={name},debug-threads=on"))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=ide", image.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64 (scripts/test.sh installs it from bookworm-backports)");
+        let mut guest = Guest { child, qmp, name, serial, _dir: dir };
+        guest.wait_ready();
+        guest
+    }
+
+    fn wait_ready(&mut self) {
+        // SeaBIOS runs mostly emulated on this host: about 5 s, more with other guests busy.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("qemu exited before the guest ran: {status}");
+            }
+            if std::fs::read(&self.serial).is_ok_and(|s| s.contains(&b'K')) && self.qmp.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the {} guest did not boot within 120 s", self.name);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn qmp(&self) -> &Path {
+        &self.qmp
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
