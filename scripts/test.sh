@@ -13,6 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 required=(
   "lstopo-no-graphics:hwloc"
   "bzip2:bzip2"
+  "chromium:chromium"
   "qemu-system-x86_64:qemu-system-x86:bookworm-backports"
   "virsh:libvirt-clients:bookworm-backports"
   "virt-xml-validate:libvirt-clients:bookworm-backports"

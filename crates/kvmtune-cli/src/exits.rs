@@ -68,6 +68,9 @@ pub(crate) enum ExitsCommand {
     Compare {
         before: PathBuf,
         after: PathBuf,
+        /// Also write a self-contained HTML report with a chart to this file.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -191,7 +194,7 @@ pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
             let no_host = HostArgs { host: None, host_root: None, host_json: None };
             report_profiles(&recording.source, &recording.profiles, None, &no_host, format)
         }
-        ExitsCommand::Compare { before, after, format } => {
+        ExitsCommand::Compare { before, after, report, format } => {
             let before_profiles = read_profiles(&before)?;
             let after_profiles = read_profiles(&after)?;
             let pairs = pair_profiles(&before_profiles, &after_profiles);
@@ -200,6 +203,14 @@ pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
             }
             let comparisons: Vec<_> =
                 pairs.into_iter().map(|(b, a)| kvmtune::analysis::exit_compare::compare(b, a)).collect();
+            if let Some(path) = &report {
+                let html = kvmtune::output::exits_html::render_report(
+                    &before.display().to_string(),
+                    &after.display().to_string(),
+                    &comparisons,
+                );
+                std::fs::write(path, html).with_context(|| format!("cannot write {}", path.display()))?;
+            }
             match format {
                 Format::Text => print_out(
                     &comparisons.iter().map(exits_text::render_comparison).collect::<Vec<_>>().join("\n"),

@@ -13,10 +13,18 @@ pub struct ReasonDelta {
     /// Share of all exits, before and after.
     pub before_share: f64,
     pub after_share: f64,
+    /// Handling time in microseconds, where the profiles have it.
+    pub before_time_us: Option<f64>,
+    pub after_time_us: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    /// What the profiles count (`VM-EXIT`, `KVM vCPU stats`, ...).
+    pub event: String,
+    /// Seconds each profile covers, where known.
+    pub before_duration_s: Option<f64>,
+    pub after_duration_s: Option<f64>,
     pub before_exits: u64,
     pub after_exits: u64,
     /// after / before; per second when both profiles know their duration, else per profile.
@@ -57,6 +65,8 @@ pub fn compare(before: &ExitProfile, after: &ExitProfile) -> Comparison {
             after: count(after, &name),
             before_share: count(before, &name) as f64 / before_exits.max(1) as f64,
             after_share: count(after, &name) as f64 / after_exits.max(1) as f64,
+            before_time_us: before.row(&name).and_then(|r| r.time_us),
+            after_time_us: after.row(&name).and_then(|r| r.time_us),
             name,
         })
         .collect();
@@ -80,6 +90,9 @@ pub fn compare(before: &ExitProfile, after: &ExitProfile) -> Comparison {
         busy_time_ratio.map_or(String::new(), |r| format!(", busy handling time x{r:.2}")),
     );
     Comparison {
+        event: after.event.clone(),
+        before_duration_s: before.duration_s,
+        after_duration_s: after.duration_s,
         before_exits,
         after_exits,
         exit_ratio,

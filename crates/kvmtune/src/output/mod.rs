@@ -2,6 +2,7 @@
 //! A new output format gets its own module here.
 
 pub mod diagnostics;
+pub mod exits_html;
 pub mod exits_text;
 pub mod probe_text;
 pub mod qemu_args;

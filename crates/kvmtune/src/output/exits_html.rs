@@ -1,0 +1,224 @@
+//! `kvmtune exits compare --report FILE`: one self-contained HTML page (inline CSS and SVG, no
+//! scripts, nothing fetched) that can be mailed or attached to a bug report: the verdict, a bar
+//! chart of the busiest reasons before and after, and the full table.
+
+use std::fmt::Write;
+
+use crate::analysis::exit_compare::{Comparison, ReasonDelta};
+use crate::analysis::exit_rules;
+use crate::exits::model::saturating_sum;
+
+/// Reasons drawn in the chart; the table lists all.
+const CHART_REASONS: usize = 12;
+const BEFORE_COLOUR: &str = "#b0413e";
+const AFTER_COLOUR: &str = "#2e7d4f";
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Per second when both durations are known, else per profile.
+fn rate(count: u64, duration: Option<f64>, per_second: bool) -> f64 {
+    match duration.filter(|d| *d > 0.0 && per_second) {
+        Some(seconds) => count as f64 / seconds,
+        None => count as f64,
+    }
+}
+
+fn short_number(value: f64) -> String {
+    if value.fract() == 0.0 && value < 1e4 {
+        format!("{value:.0}")
+    } else if value >= 1e6 {
+        format!("{:.1}M", value / 1e6)
+    } else if value >= 1e4 {
+        format!("{:.1}k", value / 1e3)
+    } else if value >= 10.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// Horizontal bars, two per reason (before above after), scaled to the largest value.
+fn chart(comparison: &Comparison) -> String {
+    let per_second = comparison.rates_per_second;
+    let value = |delta: &ReasonDelta| {
+        (
+            rate(delta.before, comparison.before_duration_s, per_second),
+            rate(delta.after, comparison.after_duration_s, per_second),
+        )
+    };
+    // Rows that are totals or not exits would dwarf the reasons.
+    let shown: Vec<&ReasonDelta> = comparison
+        .reasons
+        .iter()
+        .filter(|d| !matches!(d.name.as_str(), "exits" | "kvm_exit" | "kvm_userspace_exit"))
+        .filter(|d| !crate::knowledge::kvm_api::is_kvm_event_counter(&d.name))
+        .filter(|d| d.before.max(d.after) > 0)
+        .take(CHART_REASONS)
+        .collect();
+    let largest = shown.iter().map(|d| value(d).0.max(value(d).1)).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
+    let (label_width, bar_width, row_height) = (230.0, 520.0, 34.0);
+    let height = 40.0 + row_height * shown.len() as f64;
+    let unit = if per_second { "exits per second" } else { "exits per profile" };
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{w}" height="{height}" viewBox="0 0 {w} {height}" role="img" aria-label="{unit} before and after, by reason">"#,
+        w = label_width + bar_width + 90.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{label_width}" y="14" class="axis">{unit}, before (top) and after (bottom)</text>"#
+    );
+    for (index, delta) in shown.iter().enumerate() {
+        let y = 28.0 + row_height * index as f64;
+        let (before, after) = value(delta);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{x}" y="{ty}" class="label" text-anchor="end">{name}</text>"#,
+            x = label_width - 8.0,
+            ty = y + 19.0,
+            name = escape(&delta.name)
+        );
+        for (offset, amount, colour, which) in
+            [(0.0, before, BEFORE_COLOUR, "before"), (14.0, after, AFTER_COLOUR, "after")]
+        {
+            let width = (amount / largest * bar_width).max(if amount > 0.0 { 1.0 } else { 0.0 });
+            let _ = writeln!(
+                svg,
+                r#"<rect class="bar {which}" x="{label_width}" y="{by}" width="{width:.1}" height="12" fill="{colour}"><title>{name} {which}: {amount}</title></rect>"#,
+                by = y + offset,
+                name = escape(&delta.name),
+                amount = short_number(amount)
+            );
+            let _ = writeln!(
+                svg,
+                r#"<text x="{tx:.1}" y="{ty}" class="value">{amount}</text>"#,
+                tx = label_width + width + 4.0,
+                ty = y + offset + 10.0,
+                amount = short_number(amount)
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn rule_list(heading: &str, rules: &[&'static str]) -> String {
+    if rules.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("<h3>{}</h3>\n<ul>\n", escape(heading));
+    for id in rules {
+        let title = exit_rules::find(id).map_or("", |rule| rule.title);
+        let _ = writeln!(out, "<li><code>{id}</code> {}</li>", escape(title));
+    }
+    out.push_str("</ul>\n");
+    out
+}
+
+fn table(comparison: &Comparison) -> String {
+    let mut out = String::from(
+        "<table>\n<thead><tr><th>reason</th><th>before</th><th>share</th><th>after</th><th>share</th><th>change</th></tr></thead>\n<tbody>\n",
+    );
+    for delta in comparison.reasons.iter().filter(|d| d.before.max(d.after) > 0) {
+        let change = if delta.before == 0 {
+            "new".to_string()
+        } else {
+            format!("x{:.2}", delta.after as f64 / delta.before as f64)
+        };
+        let share = |s: f64| {
+            if crate::knowledge::kvm_api::is_kvm_event_counter(&delta.name) {
+                "event".to_string()
+            } else {
+                format!("{:.1}%", s * 100.0)
+            }
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&delta.name),
+            delta.before,
+            share(delta.before_share),
+            delta.after,
+            share(delta.after_share),
+            change
+        );
+    }
+    let _ = writeln!(
+        out,
+        "</tbody>\n<tfoot><tr><td>exits</td><td>{}</td><td></td><td>{}</td><td></td><td>x{:.2}{}</td></tr></tfoot>\n</table>",
+        comparison.before_exits,
+        comparison.after_exits,
+        comparison.exit_ratio,
+        if comparison.rates_per_second { " /s" } else { "" }
+    );
+    out
+}
+
+/// The whole page: one section per compared pair of profiles.
+pub fn render_report(before_label: &str, after_label: &str, comparisons: &[Comparison]) -> String {
+    let mut body = String::new();
+    for comparison in comparisons {
+        let _ = writeln!(
+            body,
+            "<section>\n<h2>{}</h2>\n<p class=\"verdict {}\">{}</p>",
+            escape(&comparison.event),
+            comparison.verdict.replace(' ', "-"),
+            escape(&comparison.summary)
+        );
+        if let (Some(before), Some(after)) = (comparison.before_busy_us, comparison.after_busy_us) {
+            let _ = writeln!(
+                body,
+                "<p>Busy handling time (all but HLT): {before:.0} µs before, {after:.0} µs after.</p>"
+            );
+        }
+        body.push_str(&chart(comparison));
+        body.push_str(&rule_list("Causes gone after the change", &comparison.resolved));
+        body.push_str(&rule_list("Causes new after the change", &comparison.appeared));
+        body.push_str(&table(comparison));
+        body.push_str("</section>\n");
+    }
+    let total_before = saturating_sum(comparisons.iter().map(|c| c.before_exits));
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="generator" content="kvmtune {version}">
+<title>kvmtune: {before} vs {after}</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; color: #1d1d1f; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }}
+h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1.15rem; margin-top: 2rem; }} h3 {{ font-size: 1rem; }}
+.verdict {{ font-weight: 600; padding: .4rem .7rem; border-radius: 4px; background: #eee; }}
+.verdict.better {{ background: #dcefe2; }} .verdict.worse {{ background: #f6dcdb; }}
+.chart text {{ font: 12px system-ui, sans-serif; fill: #1d1d1f; }} .chart .axis {{ fill: #555; }}
+table {{ border-collapse: collapse; margin-top: 1rem; }} td, th {{ padding: .2rem .7rem; border-bottom: 1px solid #ddd; }}
+td:not(:first-child), th:not(:first-child) {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.legend span {{ display: inline-block; width: .9em; height: .9em; margin: 0 .3em 0 1em; vertical-align: -.1em; }}
+</style>
+</head>
+<body>
+<h1>VM exits: before and after</h1>
+<p>Before: <code>{before}</code> ({total_before} exits in all compared profiles). After: <code>{after}</code>.</p>
+<p class="legend"><span style="background:{BEFORE_COLOUR}"></span>before<span style="background:{AFTER_COLOUR}"></span>after</p>
+{body}</body>
+</html>
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+        before = escape(before_label),
+        after = escape(after_label),
+    )
+}
