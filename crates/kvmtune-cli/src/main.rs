@@ -18,6 +18,7 @@ use kvmtune::host::{self, HostFacts, HostSource, LiveHost, SnapshotHost};
 use kvmtune::output::diagnostics;
 
 mod exits;
+mod tune;
 
 #[derive(Parser)]
 #[command(name = "kvmtune", version, about = "Make Windows guests on KVM fast, and prove it")]
@@ -44,6 +45,9 @@ enum Command {
     Rules,
     /// Explain one rule in full (by id or name).
     Explain { rule: String },
+    /// Plan the fastest configuration of a Windows VM for this host, explain every choice, and
+    /// emit it (libvirt XML by default). Never changes the host.
+    Tune(tune::TuneArgs),
     /// VM-exit statistics: read them, name their causes, compare before and after.
     #[command(subcommand)]
     Exits(exits::ExitsCommand),
@@ -110,7 +114,7 @@ enum CheckFormat {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum WorkloadArg {
+pub(crate) enum WorkloadArg {
     Gaming,
     Desktop,
     Server,
@@ -185,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Exits(command) => exits::run(command),
+        Command::Tune(args) => tune::run(args),
     }
 }
 

@@ -649,19 +649,6 @@ fn smt_siblings_split(ctx: &RuleContext) -> Vec<Finding> {
     findings.into_iter().map(|f| f.with_fix(Fix::manual("pin each guest core's threads to one host core's SMT siblings, and set threads to match (`kvmtune tune`)"))).collect()
 }
 
-/// The fewest groups of the given sizes that hold `needed` CPUs (largest first).
-fn fewest_groups(mut sizes: Vec<usize>, needed: usize) -> usize {
-    sizes.sort_unstable_by(|a, b| b.cmp(a));
-    let mut held = 0;
-    for (count, size) in sizes.iter().enumerate() {
-        if held >= needed {
-            return count;
-        }
-        held += size;
-    }
-    sizes.len()
-}
-
 fn placement_spread(ctx: &RuleContext) -> Vec<Finding> {
     let Some(host) = ctx.host else { return Vec::new() };
     let cpus = ctx.vcpu_cpus();
@@ -672,39 +659,22 @@ fn placement_spread(ctx: &RuleContext) -> Vec<Finding> {
     let anchor = ctx.config.anchors.cputune;
     let mut findings = Vec::new();
     let l3_used = host.topology.l3_groups.iter().filter(|g| !g.cpus.intersection(&cpus).is_empty()).count();
-    let l3_needed = fewest_groups(host.topology.l3_groups.iter().map(|g| g.cpus.len()).collect(), needed);
+    // The bounds count only CPUs a VM may use: housekeeping CPUs are not among them.
+    let threads = ctx.config.cpu.topology.as_ref().map_or(1, |t| t.value.threads.max(1));
+    let (l3_needed, nodes_needed) =
+        crate::analysis::planner::placement::spread_lower_bounds(host, needed, threads);
     if l3_used > l3_needed {
         findings.push(Finding::new(anchor, format!("the vCPUs span {l3_used} L3 groups where {l3_needed} would hold them: threads that share data pay cross-CCX/CCD latency")));
     }
     let nodes_used =
         host.topology.numa_nodes.iter().filter(|n| !n.cpus.intersection(&cpus).is_empty()).count();
-    let nodes_needed = fewest_groups(host.topology.numa_nodes.iter().map(|n| n.cpus.len()).collect(), needed);
     if nodes_used > nodes_needed {
         findings.push(Finding::new(anchor, format!("the vCPUs span {nodes_used} NUMA nodes where {nodes_needed} would hold them: memory accesses cross the interconnect")));
     }
     findings.into_iter().map(|f| f.with_fix(Fix::manual("pin the vCPUs inside as few L3 groups and NUMA nodes as their number allows (`kvmtune tune`)"))).collect()
 }
 
-/// Host CPUs left to the host: the non-isolated ones when `isolcpus` is set, else the first
-/// core (with its SMT siblings) of each NUMA node, the planner's default.
-pub fn housekeeping_cpus(host: &HostFacts) -> CpuSet {
-    if let Fact::Known(cmdline) = &host.kernel.cmdline
-        && let (Some(isolated), Fact::Known(online)) = (&cmdline.isolcpus, &host.topology.online)
-    {
-        return online.difference(&isolated.cpus);
-    }
-    host.topology
-        .numa_nodes
-        .iter()
-        .filter_map(|node| node.cpus.first())
-        .filter_map(|cpu| {
-            host.topology
-                .cpu(cpu)
-                .and_then(|c| c.smt_siblings.clone())
-                .or_else(|| Some([cpu].into_iter().collect()))
-        })
-        .fold(CpuSet::new(), |all, set| all.union(&set))
-}
+pub use crate::analysis::planner::placement::housekeeping_cpus;
 
 fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
     let Some(host) = ctx.host else { return Vec::new() };
@@ -1353,12 +1323,5 @@ mod tests {
             }
             assert!(!rule.explanation.is_empty() && !rule.source.is_empty() && !rule.fix.is_empty());
         }
-    }
-
-    #[test]
-    fn fewest_groups_takes_largest_first() {
-        assert_eq!(fewest_groups(vec![8, 8, 16], 10), 1);
-        assert_eq!(fewest_groups(vec![8, 8], 10), 2);
-        assert_eq!(fewest_groups(vec![4], 10), 1);
     }
 }

@@ -4,5 +4,7 @@
 pub mod diagnostics;
 pub mod exits_html;
 pub mod exits_text;
+pub mod libvirt_domain;
 pub mod probe_text;
 pub mod qemu_args;
+pub mod qemu_command;

@@ -1,0 +1,378 @@
+//! The CPU model, Hyper-V enlightenments, clock and memory of a plan, each choice recorded as a
+//! [`Decision`] with its source.
+
+use serde::Serialize;
+
+use crate::analysis::planner::placement::Placement;
+use crate::analysis::planner::{Decision, HugepagePlan, PlanRequest};
+use crate::analysis::vm_rules::Workload;
+use crate::config::model::WindowsVersion;
+use crate::host::HostFacts;
+use crate::host::cpu::CpuVendor;
+use crate::host::fact::Fact;
+use crate::host::kvm::HypervSupport;
+use crate::knowledge::hyperv::{DEPENDENCIES, closed_under_dependencies};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CpuFeatureChoice {
+    pub name: &'static str,
+    /// `require` or `disable`.
+    pub policy: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CpuPlan {
+    pub mode: &'static str,
+    pub migratable: bool,
+    pub cache_passthrough: bool,
+    pub features: Vec<CpuFeatureChoice>,
+    pub vendor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnlightenmentChoice {
+    /// QEMU property (`hv-relaxed`).
+    pub name: &'static str,
+    /// `hv-spinlocks` retries.
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClockPlan {
+    pub offset: &'static str,
+    pub hypervclock: bool,
+    pub rtc_tickpolicy: &'static str,
+    pub pit_tickpolicy: &'static str,
+    pub hpet: bool,
+}
+
+const SPINLOCK_RETRIES: &str = "8191";
+
+pub fn cpu(
+    host: &HostFacts,
+    request: &PlanRequest,
+    placement: &Placement,
+    decisions: &mut Vec<Decision>,
+) -> CpuPlan {
+    let vendor = host.cpu.vendor.known().copied();
+    let mut features = Vec::new();
+    decisions.push(Decision::new(
+        "cpu",
+        format!("host-passthrough, migratable={}", if request.migratable { "on" } else { "off" }),
+        "the guest sees the host's CPU as it is: every instruction-set extension, and the real cache and TSC properties",
+        "libvirt formatdomain cpu mode",
+    ));
+    decisions.push(Decision::new(
+        "cpu",
+        format!(
+            "topology 1 socket, 1 die, {} core(s), {} thread(s), cache passthrough",
+            placement.cores, placement.threads
+        ),
+        "the guest topology mirrors the pinning, so Windows' scheduler knows which vCPUs share a core, and the host's cache description reaches it",
+        "libvirt formatdomain cpu topology, cache",
+    ));
+    if vendor == Some(CpuVendor::Amd) && placement.threads > 1 {
+        features.push(CpuFeatureChoice { name: "topoext", policy: "require" });
+        decisions.push(Decision::new(
+            "cpu",
+            "topoext on",
+            "without topoext an AMD guest cannot see SMT threads and takes each for a core",
+            "../shared/knowledge.md 2b; QEMU target/i386 cpu.c",
+        ));
+    }
+    let tsc_stable = host.time.tsc.known().is_some_and(|t| t.trustworthy);
+    if !request.migratable && tsc_stable {
+        features.push(CpuFeatureChoice { name: "invtsc", policy: "require" });
+        decisions.push(Decision::new(
+            "timers",
+            "invtsc on",
+            "the host's TSC is invariant and trusted, and the VM does not migrate: Windows may use the TSC directly, and QEMU offers the Hyper-V TSC page only with it",
+            "../shared/knowledge.md 5 (Reference TSC page); QEMU docs hyperv.rst",
+        ));
+    } else if !request.migratable {
+        decisions.push(Decision::new(
+            "timers",
+            "invtsc off",
+            "the host's TSC is not trusted as stable (see `kvmtune probe`)",
+            "../shared/knowledge.md 5",
+        ));
+    }
+    if request.nested {
+        let flag = if vendor == Some(CpuVendor::Amd) { "svm" } else { "vmx" };
+        features.push(CpuFeatureChoice { name: flag, policy: "require" });
+        decisions.push(Decision::new(
+            "cpu",
+            format!("{flag} on"),
+            "WSL2, VBS/HVCI and the Hyper-V role run Windows on Microsoft's hypervisor, nested in KVM",
+            "../shared/knowledge.md 5 (nested)",
+        ));
+    }
+    CpuPlan {
+        mode: "host-passthrough",
+        migratable: request.migratable,
+        cache_passthrough: true,
+        features,
+        vendor: vendor.map(|v| format!("{v:?}")),
+    }
+}
+
+/// What every Windows since Vista uses, when the host's KVM offers it (QEMU's recommendation:
+/// all but the debug, nested-only and passthrough ones, and not hv-reset or hv-crash).
+const BASE: &[&str] = &[
+    "hv-relaxed",
+    "hv-vapic",
+    "hv-spinlocks",
+    "hv-vpindex",
+    "hv-runtime",
+    "hv-synic",
+    "hv-stimer",
+    "hv-time",
+    "hv-frequencies",
+    "hv-tlbflush",
+    "hv-ipi",
+];
+
+pub fn enlightenments(
+    host: &HostFacts,
+    request: &PlanRequest,
+    decisions: &mut Vec<Decision>,
+) -> Vec<EnlightenmentChoice> {
+    if request.windows == WindowsVersion::Xp {
+        decisions.push(Decision::new(
+            "enlightenments",
+            "none",
+            "Windows XP/2003 predate Hyper-V and use no enlightenment",
+            "../shared/knowledge.md 5",
+        ));
+        return Vec::new();
+    }
+    if let Some(HypervSupport::NotSupported { evidence }) = host.kvm.device.known().map(|d| &d.hyperv) {
+        decisions.push(Decision::new(
+            "enlightenments",
+            "none",
+            format!("this host's KVM has no Hyper-V emulation ({evidence}); QEMU would refuse hv-* properties. On a host with it, kvmtune would choose: {}", BASE.join(", ")),
+            "../shared/knowledge.md 4a",
+        ));
+        return Vec::new();
+    }
+    let mut wanted: Vec<&'static str> = BASE.to_vec();
+    let apicv = host.kvm.apic_virtualization.known().map(|a| (a.kind.clone(), a.enabled));
+    match &apicv {
+        Some((kind, true)) => {
+            wanted.push("hv-avic");
+            decisions.push(Decision::new(
+                "enlightenments",
+                "hv-avic",
+                format!("SynIC makes Windows use AutoEOI, which turns {kind} off; hv-avic tells Windows not to, so {kind} stays on (IPI-heavy loads lose most without it)"),
+                "../shared/knowledge.md 1a (hv-avic); QEMU docs hyperv.rst",
+            ));
+        }
+        Some((kind, false)) => decisions.push(Decision::new(
+            "enlightenments",
+            "no hv-avic",
+            format!("{kind} is off on this host; hv-avic only helps with it on"),
+            "../shared/knowledge.md 1a (hv-avic)",
+        )),
+        None => {
+            wanted.push("hv-avic");
+            decisions.push(Decision::new(
+                "enlightenments",
+                "hv-avic",
+                "APICv/AVIC state unknown; if it is on, SynIC without hv-avic would switch it off, and without it hv-avic changes nothing",
+                "../shared/knowledge.md 1a (hv-avic)",
+            ));
+        }
+    }
+    let intel = host.cpu.vendor.known() == Some(&CpuVendor::Intel);
+    if request.nested {
+        wanted.push("hv-stimer-direct");
+        if !request.migratable {
+            wanted.push("hv-reenlightenment");
+        }
+        if intel {
+            wanted.extend(["hv-evmcs", "hv-tlbflush-direct", "hv-emsr-bitmap"]);
+        }
+        decisions.push(Decision::new(
+            "enlightenments",
+            format!(
+                "nested: hv-stimer-direct{}{}",
+                if request.migratable { "" } else { ", hv-reenlightenment" },
+                if intel { ", hv-evmcs, hv-tlbflush-direct, hv-emsr-bitmap" } else { "" }
+            ),
+            "Microsoft's hypervisor inside the guest needs direct synthetic timers; enlightened VMCS, direct TLB flushes and the MSR bitmap cut the cost of its guests' exits (Intel only)",
+            "../shared/knowledge.md 5 (nested); QEMU docs hyperv.rst",
+        ));
+    }
+    let mut chosen = closed_under_dependencies(&wanted);
+    match host.kvm.device.known().map(|d| &d.hyperv) {
+        Some(HypervSupport::Supported { enlightenments, .. }) => {
+            let unsupported: Vec<&'static str> =
+                chosen.iter().copied().filter(|f| !enlightenments.iter().any(|e| e == f)).collect();
+            if !unsupported.is_empty() {
+                chosen.retain(|f| !unsupported.contains(f));
+                drop_orphans(&mut chosen);
+                decisions.push(Decision::new(
+                    "enlightenments",
+                    format!("left out: {}", unsupported.join(", ")),
+                    "this host's KVM does not offer them (KVM_GET_SUPPORTED_HV_CPUID); QEMU would refuse to start",
+                    "../shared/knowledge.md 1a (KVM signal), 4a",
+                ));
+            }
+        }
+        _ => decisions.push(Decision::new(
+            "enlightenments",
+            "assumed available",
+            "this host's Hyper-V support is unknown (no /dev/kvm answer); every one chosen exists since Linux 5.10 and QEMU 6.2",
+            "../shared/knowledge.md 1a (QEMU versions)",
+        )),
+    }
+    decisions.push(Decision::new(
+        "enlightenments",
+        chosen.join(", "),
+        "paravirtual interfaces Windows uses instead of emulated hardware: relaxed watchdogs, exit-less EOI (vapic), a per-vCPU reference clock page (time), synthetic timers instead of HPET/RTC (synic, stimer), TLB flushes and IPIs by hypercall; closed under their dependencies",
+        "../shared/knowledge.md 1a, 1b; QEMU docs hyperv.rst",
+    ));
+    hiding_note(host, request, decisions);
+    chosen
+        .into_iter()
+        .map(|name| EnlightenmentChoice {
+            name,
+            value: (name == "hv-spinlocks").then(|| SPINLOCK_RETRIES.to_string()),
+        })
+        .collect()
+}
+
+/// Removes features whose dependencies were removed, until none is left dangling.
+fn drop_orphans(chosen: &mut Vec<&'static str>) {
+    loop {
+        let before = chosen.len();
+        let snapshot = chosen.clone();
+        chosen.retain(|feature| {
+            DEPENDENCIES
+                .iter()
+                .filter(|(f, _)| f == feature)
+                .all(|(_, requires)| requires.iter().all(|r| snapshot.contains(r)))
+        });
+        if chosen.len() == before {
+            return;
+        }
+    }
+}
+
+/// Hiding the hypervisor CPUID bit turns every enlightenment off; say when that would still win.
+fn hiding_note(host: &HostFacts, request: &PlanRequest, decisions: &mut Vec<Decision>) {
+    let tsc_stable = host.time.tsc.known().is_some_and(|t| t.trustworthy);
+    let case = if request.windows == WindowsVersion::Win7 && tsc_stable {
+        Some(
+            "Windows 7 predates the TSC page and reads the Hyper-V clock by MSR, one exit each; with the bit hidden and a stable invariant TSC it reads the TSC directly",
+        )
+    } else if request.workload == Workload::IpiHeavy {
+        Some(
+            "for IPI-heavy loads, measured cases ran faster with no enlightenments than with SynIC inhibiting APICv/AVIC; with hv-avic that trap is gone, so measure before hiding",
+        )
+    } else {
+        None
+    };
+    if let Some(why) = case {
+        decisions.push(Decision::new(
+            "enlightenments",
+            "hypervisor bit kept visible (hiding it could win here)",
+            format!("{why}. Hiding costs every enlightenment: watchdog relaxation, paravirt EOI, synthetic timers, hypercall TLB flushes and IPIs; `kvmtune exits` before and after tells"),
+            "../shared/knowledge.md 5 (hypervisor discovery, Windows 7)",
+        ));
+    }
+}
+
+pub fn clock(
+    request: &PlanRequest,
+    enlightenments: &[EnlightenmentChoice],
+    decisions: &mut Vec<Decision>,
+) -> ClockPlan {
+    let on = |name: &str| enlightenments.iter().any(|e| e.name == name);
+    let stimer = on("hv-stimer");
+    decisions.push(Decision::new(
+        "timers",
+        "clock offset localtime, RTC catchup, PIT delay",
+        "Windows keeps the RTC in local time; lost RTC ticks are caught up (Windows counts them), while PIT ticks are delayed, never replayed in a burst",
+        "../shared/knowledge.md 2b; libvirt formatdomain clock",
+    ));
+    if stimer {
+        decisions.push(Decision::new(
+            "timers",
+            "HPET off",
+            "with hv-stimer Windows takes its timer from the synthetic timers and its clock from the reference TSC page; an HPET left on is still read (MMIO, each an exit to QEMU)",
+            "../shared/knowledge.md 5 (No hv-stimer); QEMU docs hyperv.rst",
+        ));
+    } else {
+        decisions.push(Decision::new(
+            "timers",
+            "HPET kept on",
+            "without hv-stimer, Windows with no HPET falls back to the RTC, which costs more exits than the HPET (the corpus's Windows 10 before/after pair)",
+            "../shared/knowledge.md 5 (hpet off, no stimer); virt-manager/virt-manager#205",
+        ));
+    }
+    let _ = request;
+    ClockPlan {
+        offset: "localtime",
+        hypervclock: on("hv-time"),
+        rtc_tickpolicy: "catchup",
+        pit_tickpolicy: "delay",
+        hpet: !stimer,
+    }
+}
+
+pub fn hugepages(
+    host: &HostFacts,
+    memory_mib: u64,
+    node: Option<u32>,
+    decisions: &mut Vec<Decision>,
+) -> Option<HugepagePlan> {
+    let gigabyte_pages = host.cpu.flags.known().is_some_and(|f| f.get("pdpe1gb").copied().unwrap_or(false));
+    let page_size_kib = if gigabyte_pages && memory_mib % 1024 == 0 { 1_048_576 } else { 2048 };
+    let pages = (memory_mib * 1024).div_ceil(page_size_kib);
+    let pool_total = match &host.memory.hugepages {
+        Fact::Known(pools) => pools
+            .iter()
+            .find(|p| p.page_size_kib == page_size_kib)
+            .and_then(|p| p.total.known().copied())
+            .unwrap_or(0),
+        Fact::Unknown(_) => 0,
+    };
+    let node_free = node.and_then(|node| {
+        host.memory.nodes.known()?.iter().find(|n| n.node == node).map(|n| {
+            n.hugepages
+                .iter()
+                .find(|p| p.page_size_kib == page_size_kib)
+                .and_then(|p| p.free.known().copied())
+                .unwrap_or(0)
+        })
+    });
+    let reserved = pool_total >= pages && node_free.is_none_or(|free| free >= pages);
+    let size = if page_size_kib == 1_048_576 { "1 GiB" } else { "2 MiB" };
+    let where_ = node.map_or(String::new(), |n| format!(" on NUMA node {n}"));
+    if reserved {
+        decisions.push(Decision::new(
+            "memory",
+            format!("{pages} hugepages of {size}{where_}"),
+            "guest memory in huge pages: fewer TLB misses and shorter nested page walks; the host has them reserved",
+            "libvirt formatdomain memoryBacking; kernel admin-guide/mm/hugetlbpage",
+        ));
+    } else {
+        let sysfs = match node {
+            Some(n) => {
+                format!("/sys/devices/system/node/node{n}/hugepages/hugepages-{page_size_kib}kB/nr_hugepages")
+            }
+            None => format!("/sys/kernel/mm/hugepages/hugepages-{page_size_kib}kB/nr_hugepages"),
+        };
+        decisions.push(Decision::new(
+            "memory",
+            format!("reserve {pages} hugepages of {size}{where_}, then add <hugepages/>"),
+            format!(
+                "huge pages cut TLB misses and nested page walks, but the host has not reserved them and a VM asking for missing pages does not start; reserve them (echo {pages} > {sysfs}, or hugepagesz={} hugepages={pages} at boot) and run tune again",
+                if page_size_kib == 1_048_576 { "1G" } else { "2M" }
+            ),
+            "kernel admin-guide/mm/hugetlbpage",
+        ));
+    }
+    reserved.then_some(HugepagePlan { page_size_kib, pages, node, reserved })
+}

@@ -1,0 +1,409 @@
+//! `kvmtune tune`: from host facts and what the user wants, a plan for each VM. Every choice is
+//! a [`Decision`] with its reason and source; emitters in [`crate::output`] turn a plan into
+//! libvirt XML, QEMU arguments and the other formats.
+//!
+//! The plan is held to `check`: its libvirt rendering, checked against the same host, has no
+//! finding of warning severity or above (a property test over every corpus host).
+
+pub mod features;
+pub mod placement;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::analysis::vm_rules::Workload;
+use crate::config::model::WindowsVersion;
+use crate::host::HostFacts;
+use crate::host::cpulist::CpuSet;
+use crate::host::fact::Fact;
+use placement::{HostCore, Placement, PlacementWish, housekeeping_cpus, place};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("the host is too small: {0}")]
+    HostTooSmall(String),
+    #[error("unknown device: {0}")]
+    UnknownDevice(String),
+    #[error("contradicting options: {0}")]
+    Contradiction(String),
+    #[error("host facts missing: {0}")]
+    MissingFacts(String),
+}
+
+/// One VM the user asks for.
+#[derive(Debug, Clone)]
+pub struct VmRequest {
+    pub name: String,
+    /// `None`: the largest L3-aligned set that leaves the housekeeping CPUs.
+    pub vcpus: Option<u32>,
+    pub memory_mib: u64,
+    /// PCI addresses to pass through (`0000:01:00.0`).
+    pub devices: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub windows: WindowsVersion,
+    pub workload: Workload,
+    pub migratable: bool,
+    /// WSL2, VBS/HVCI or the Hyper-V role inside the guest.
+    pub nested: bool,
+    /// Overrides the default housekeeping CPUs.
+    pub housekeeping: Option<CpuSet>,
+    pub vms: Vec<VmRequest>,
+}
+
+/// One choice, why, and where that knowledge comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// `pinning`, `enlightenments`, `timers`, `cpu`, `memory`, `devices`.
+    pub topic: &'static str,
+    pub choice: String,
+    pub reason: String,
+    pub source: &'static str,
+}
+
+impl Decision {
+    pub fn new(
+        topic: &'static str,
+        choice: impl Into<String>,
+        reason: impl Into<String>,
+        source: &'static str,
+    ) -> Self {
+        Self { topic, choice: choice.into(), reason: reason.into(), source }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuestTopology {
+    pub sockets: u32,
+    pub dies: u32,
+    pub cores: u32,
+    pub threads: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HugepagePlan {
+    pub page_size_kib: u64,
+    pub pages: u64,
+    pub node: Option<u32>,
+    /// The host has them reserved and free now; only then does the config ask for them (a VM
+    /// asking for pages the host lacks does not start).
+    pub reserved: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Passthrough {
+    pub address: String,
+    pub node: Option<u32>,
+    pub is_gpu: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmPlan {
+    pub name: String,
+    pub vcpus: u32,
+    pub placement: Placement,
+    pub topology: GuestTopology,
+    pub emulator_cpus: CpuSet,
+    pub iothreads: u32,
+    pub iothread_cpus: CpuSet,
+    pub memory_mib: u64,
+    /// The node memory is bound to (`numatune strict`), when the vCPUs use one.
+    pub memory_node: Option<u32>,
+    pub hugepages: Option<HugepagePlan>,
+    pub cpu: features::CpuPlan,
+    pub enlightenments: Vec<features::EnlightenmentChoice>,
+    pub clock: features::ClockPlan,
+    pub devices: Vec<Passthrough>,
+    pub memballoon: bool,
+    pub decisions: Vec<Decision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub windows: String,
+    pub workload: String,
+    pub housekeeping: CpuSet,
+    pub vms: Vec<VmPlan>,
+    /// Host-wide decisions (housekeeping, what the host lacks).
+    pub decisions: Vec<Decision>,
+}
+
+fn passthrough(host: &HostFacts, address: &str) -> Result<Passthrough, PlanError> {
+    let normalized =
+        if address.matches(':').count() == 1 { format!("0000:{address}") } else { address.to_string() };
+    let Fact::Known(devices) = &host.pci_devices else {
+        return Err(PlanError::UnknownDevice(format!(
+            "{address}: this host's PCI devices could not be read"
+        )));
+    };
+    let device = devices.iter().find(|d| d.address.eq_ignore_ascii_case(&normalized)).ok_or_else(|| {
+        PlanError::UnknownDevice(format!(
+            "{address}: no such PCI device on this host (`kvmtune probe` lists them)"
+        ))
+    })?;
+    Ok(Passthrough { address: device.address.clone(), node: device.numa_node, is_gpu: device.is_gpu })
+}
+
+fn cores_of_node(cores: &[HostCore], node: u32) -> usize {
+    cores.iter().filter(|c| c.node == node).count()
+}
+
+pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> {
+    if host.topology.smt_sibling_sets.is_empty() {
+        return Err(PlanError::MissingFacts(
+            "the host's CPU topology (SMT sibling sets) could not be read".into(),
+        ));
+    }
+    if request.vms.is_empty() {
+        return Err(PlanError::Contradiction("no VM to plan".into()));
+    }
+    let mut names: Vec<&str> = request.vms.iter().map(|v| v.name.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(PlanError::Contradiction("two VMs with the same name".into()));
+    }
+    if request.vms.len() > 1 && request.vms.iter().any(|v| v.vcpus.is_none()) {
+        return Err(PlanError::Contradiction(
+            "with several VMs, give each its vCPU count (--vm NAME:VCPUS)".into(),
+        ));
+    }
+    let cores = placement::host_cores(host);
+    let housekeeping = match &request.housekeeping {
+        Some(cpus) => {
+            let online = host.topology.online.known().cloned().unwrap_or_default();
+            if !cpus.is_subset(&online) {
+                return Err(PlanError::Contradiction(format!(
+                    "housekeeping CPUs {} are not all online (online: {online})",
+                    cpus.difference(&online)
+                )));
+            }
+            cpus.clone()
+        }
+        None => housekeeping_cpus(host),
+    };
+    let mut decisions = vec![housekeeping_decision(host, &housekeeping, request.housekeeping.is_some())];
+
+    // Bigger VMs first, so that they get whole L3 groups; the plan lists them as asked.
+    let mut order: Vec<usize> = (0..request.vms.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(request.vms[i].vcpus.unwrap_or(u32::MAX)));
+    let mut taken = CpuSet::new();
+    let mut placed: Vec<Option<VmPlan>> = vec![None; request.vms.len()];
+    for index in order {
+        let vm = &request.vms[index];
+        let devices: Vec<Passthrough> =
+            vm.devices.iter().map(|d| passthrough(host, d)).collect::<Result<_, _>>()?;
+        let mut device_nodes: Vec<u32> = devices.iter().filter_map(|d| d.node).collect();
+        device_nodes.sort_unstable();
+        device_nodes.dedup();
+        if device_nodes.len() > 1 {
+            return Err(PlanError::Contradiction(format!(
+                "{}: the devices sit on NUMA nodes {device_nodes:?}; one VM can be local to one only",
+                vm.name
+            )));
+        }
+        let wish = PlacementWish {
+            vcpus: vm.vcpus,
+            node: device_nodes.first().copied(),
+            prefer_vcache: matches!(request.workload, Workload::Gaming),
+        };
+        let placement = place(&cores, &housekeeping, &taken, &wish).map_err(|e| prefix_error(e, &vm.name))?;
+        taken = taken.union(&placement.cpus());
+        placed[index] = Some(vm_plan(host, request, vm, devices, placement, &housekeeping, &cores)?);
+    }
+    if host.topology.numa_nodes.len() > 1 {
+        decisions.push(Decision::new(
+            "pinning",
+            format!("{} NUMA nodes", host.topology.numa_nodes.len()),
+            format!(
+                "node sizes in cores: {}",
+                host.topology
+                    .numa_nodes
+                    .iter()
+                    .map(|n| format!("node {}: {}", n.node, cores_of_node(&cores, n.node)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "/sys/devices/system/node",
+        ));
+    }
+    Ok(Plan {
+        windows: format!("{:?}", request.windows),
+        workload: format!("{:?}", request.workload),
+        housekeeping,
+        vms: placed.into_iter().map(|p| p.expect("every VM was placed")).collect(),
+        decisions,
+    })
+}
+
+fn prefix_error(error: PlanError, vm: &str) -> PlanError {
+    match error {
+        PlanError::HostTooSmall(why) => PlanError::HostTooSmall(format!("{vm}: {why}")),
+        PlanError::Contradiction(why) => PlanError::Contradiction(format!("{vm}: {why}")),
+        other => other,
+    }
+}
+
+fn housekeeping_decision(host: &HostFacts, housekeeping: &CpuSet, configured: bool) -> Decision {
+    let why = if configured {
+        "as configured (--housekeeping)".to_string()
+    } else if host.kernel.cmdline.known().is_some_and(|c| c.isolcpus.is_some()) {
+        "the CPUs the kernel's isolcpus= leaves to the host".to_string()
+    } else if matches!(&host.topology.core_types, Fact::Known(Some(t)) if !t.efficiency.is_empty()) {
+        "a hybrid part: the E-cores take the host's work, the P-cores run vCPUs".to_string()
+    } else {
+        "the first core of each NUMA node with its SMT siblings: host interrupts, QEMU's emulator and I/O threads run there, not between a vCPU's time slices".to_string()
+    };
+    Decision::new(
+        "pinning",
+        format!("housekeeping CPUs {housekeeping}"),
+        why,
+        "../shared/knowledge.md 2c (emulatorpin, iothreadpin); kernel-parameters isolcpus",
+    )
+}
+
+fn vm_plan(
+    host: &HostFacts,
+    request: &PlanRequest,
+    vm: &VmRequest,
+    devices: Vec<Passthrough>,
+    placement: Placement,
+    housekeeping: &CpuSet,
+    cores: &[HostCore],
+) -> Result<VmPlan, PlanError> {
+    let vcpus = placement.vcpu_cpus.len() as u32;
+    let mut decisions = Vec::new();
+    let topology = GuestTopology { sockets: 1, dies: 1, cores: placement.cores, threads: placement.threads };
+    decisions.push(pinning_decision(host, &placement, vm.vcpus.is_none(), cores));
+    // The emulator and I/O threads stay on the housekeeping CPUs of the VM's own nodes.
+    let local_housekeeping: CpuSet = host
+        .topology
+        .numa_nodes
+        .iter()
+        .filter(|n| placement.nodes.contains(&n.node))
+        .fold(CpuSet::new(), |all, n| all.union(&n.cpus.intersection(housekeeping)));
+    let emulator_cpus = if local_housekeeping.is_empty() { housekeeping.clone() } else { local_housekeeping };
+    decisions.push(Decision::new(
+        "pinning",
+        format!("emulator and iothread on host CPUs {emulator_cpus}"),
+        "QEMU's main loop and disk I/O run beside the vCPUs, never on their cores",
+        "libvirt formatdomain cputune (emulatorpin, iothreadpin)",
+    ));
+    if topology.threads == 1
+        && placement.cores < vcpus.max(1) * 2
+        && host.topology.smt_sibling_sets.iter().any(|s| s.len() > 1)
+    {
+        decisions.push(Decision::new(
+            "pinning",
+            "one vCPU per host core (threads=1)",
+            "an odd vCPU count cannot be whole SMT pairs, so each vCPU gets a core to itself; ask for an even count to use SMT",
+            "../shared/knowledge.md 2c",
+        ));
+    }
+    let memory_node =
+        (placement.nodes.len() == 1 && host.topology.numa_nodes.len() > 1).then(|| placement.nodes[0]);
+    if let Some(total_kib) = host.memory.total_kib.known()
+        && vm.memory_mib * 1024 > *total_kib
+    {
+        return Err(PlanError::HostTooSmall(format!(
+            "{}: {} MiB of memory asked for, the host has {} MiB",
+            vm.name,
+            vm.memory_mib,
+            total_kib / 1024
+        )));
+    }
+    if let Some(node) = memory_node {
+        decisions.push(Decision::new(
+            "memory",
+            format!("memory bound to NUMA node {node} (numatune strict)"),
+            "memory on the vCPUs' own node: no access crosses the interconnect",
+            "libvirt formatdomain numatune",
+        ));
+    }
+    let hugepages = features::hugepages(host, vm.memory_mib, memory_node, &mut decisions);
+    let cpu = features::cpu(host, request, &placement, &mut decisions);
+    let enlightenments = features::enlightenments(host, request, &mut decisions);
+    let clock = features::clock(request, &enlightenments, &mut decisions);
+    let memballoon = devices.is_empty();
+    if !devices.is_empty() {
+        decisions.push(Decision::new(
+            "devices",
+            format!(
+                "pass through {}",
+                devices.iter().map(|d| d.address.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            match devices[0].node {
+                Some(node) => format!("vCPUs and memory follow the device to NUMA node {node}"),
+                None => "the device reports no NUMA node".to_string(),
+            },
+            "../shared/knowledge.md 2c; sysfs numa_node",
+        ));
+        decisions.push(Decision::new(
+            "devices",
+            "memory balloon off",
+            "with VFIO every guest page is pinned for DMA: a balloon cannot take memory back and only adds a device",
+            "libvirt formatdomain memballoon; QEMU VFIO docs",
+        ));
+    }
+    decisions.push(Decision::new(
+        "devices",
+        "virtio disk with its own iothread, virtio NIC with one queue per vCPU (up to 8)",
+        "emulated IDE/SATA disks and e1000/rtl8139 NICs exit to QEMU for every register access",
+        "libvirt formatdomain iothreads, driver queues",
+    ));
+    Ok(VmPlan {
+        name: vm.name.clone(),
+        vcpus,
+        topology,
+        emulator_cpus: emulator_cpus.clone(),
+        iothreads: 1,
+        iothread_cpus: emulator_cpus,
+        memory_mib: vm.memory_mib,
+        memory_node,
+        hugepages,
+        cpu,
+        enlightenments,
+        clock,
+        devices,
+        memballoon,
+        decisions,
+        placement,
+    })
+}
+
+fn pinning_decision(
+    host: &HostFacts,
+    placement: &Placement,
+    defaulted: bool,
+    cores: &[HostCore],
+) -> Decision {
+    let l3 = &host.topology.l3_groups;
+    let vcache = placement.l3_groups.iter().any(|&g| l3.get(g).is_some_and(|g| g.larger_than_others));
+    let hybrid = cores.iter().any(|c| c.efficiency);
+    let mut reason = format!(
+        "{} host core(s) of {} thread(s): each guest core's threads are one host core's SMT siblings; {} L3 group(s), {} NUMA node(s) ({})",
+        placement.cores,
+        placement.threads,
+        placement.l3_groups.len(),
+        placement.nodes.len(),
+        placement.nodes.iter().map(|n| format!("node {n}")).collect::<Vec<_>>().join(", ")
+    );
+    if defaulted {
+        reason.push_str(
+            "; the vCPU count is the largest set inside one L3 group that leaves the housekeeping CPUs",
+        );
+    }
+    if vcache {
+        reason.push_str("; the V-Cache CCD, whose larger L3 games benefit from");
+    }
+    if hybrid {
+        reason.push_str("; P-cores only");
+    }
+    Decision::new(
+        "pinning",
+        format!("vCPUs 0-{} on host CPUs {}", placement.vcpu_cpus.len().saturating_sub(1), placement.cpus()),
+        reason,
+        "../shared/knowledge.md 2c (vcpupin, topology); hwloc L3 groups",
+    )
+}

@@ -1,0 +1,235 @@
+//! `tune` held to `check`: for every corpus host and the synthetic ones, several VM sizes, every
+//! workload and Windows version, the plan's libvirt XML, checked against the same host, has no
+//! finding of warning severity or above. And the placement reaches its lower bounds.
+
+use std::path::PathBuf;
+
+use kvmtune::analysis::Severity;
+use kvmtune::analysis::check::{CheckOptions, check};
+use kvmtune::analysis::planner::placement::quality;
+use kvmtune::analysis::planner::{PlanError, PlanRequest, VmRequest, plan};
+use kvmtune::analysis::vm_rules::Workload;
+use kvmtune::config::SourceText;
+use kvmtune::config::model::WindowsVersion;
+use kvmtune::host::{self, HostFacts, SnapshotHost};
+use kvmtune::output::libvirt_domain::render_domain;
+use kvmtune_testkit::synthetic::SyntheticHost;
+
+const WORKLOADS: [Workload; 4] = [Workload::Gaming, Workload::Desktop, Workload::Server, Workload::IpiHeavy];
+const WINDOWS: [WindowsVersion; 6] = [
+    WindowsVersion::Win11,
+    WindowsVersion::Win10,
+    WindowsVersion::Win7,
+    WindowsVersion::Server2022,
+    WindowsVersion::Server2025,
+    WindowsVersion::Xp,
+];
+
+/// Every corpus snapshot, unpacked: (name, facts, the temp dir keeping it alive).
+fn corpus_hosts() -> Vec<(String, HostFacts, tempfile::TempDir)> {
+    let corpus = kvmtune_testkit::corpus();
+    let mut tarballs: Vec<PathBuf> = Vec::new();
+    for dir in ["hwloc", "lscpu-dumps"] {
+        for entry in std::fs::read_dir(corpus.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with(".tar.bz2") || name.ends_with(".tar.gz") {
+                tarballs.push(path);
+            }
+        }
+    }
+    tarballs.sort();
+    assert!(tarballs.len() >= 12, "the corpus has its snapshots");
+    tarballs
+        .into_iter()
+        .map(|tarball| {
+            let (guard, root) = kvmtune_testkit::unpack(&tarball);
+            let facts = host::probe(&SnapshotHost::open(&root).unwrap());
+            (tarball.file_name().unwrap().to_string_lossy().to_string(), facts, guard)
+        })
+        .collect()
+}
+
+fn synthetic_hosts() -> Vec<(String, HostFacts, tempfile::TempDir)> {
+    SyntheticHost::all()
+        .into_iter()
+        .map(|machine| {
+            let dir = tempfile::tempdir().unwrap();
+            machine.write(dir.path());
+            let facts = host::probe(&SnapshotHost::open(dir.path()).unwrap());
+            (machine.name.to_string(), facts, dir)
+        })
+        .collect()
+}
+
+fn request(windows: WindowsVersion, workload: Workload, vcpus: Option<u32>) -> PlanRequest {
+    PlanRequest {
+        windows,
+        workload,
+        migratable: false,
+        nested: false,
+        housekeeping: None,
+        vms: vec![VmRequest { name: "win".into(), vcpus, memory_mib: 8192, devices: Vec::new() }],
+    }
+}
+
+fn problems(name: &str, host: &HostFacts, request: &PlanRequest) -> Vec<String> {
+    let plan = match plan(host, request) {
+        Ok(plan) => plan,
+        Err(PlanError::HostTooSmall(_)) => return Vec::new(),
+        Err(e) => return vec![format!("{name}: {e}")],
+    };
+    let mut found = Vec::new();
+    for vm in &plan.vms {
+        let xml = render_domain(vm, request.windows);
+        let config = kvmtune::config::read("tuned.xml", &xml).unwrap();
+        let source = SourceText::new("tuned.xml", xml.clone());
+        let options = CheckOptions {
+            host: Some(host),
+            windows: Some(request.windows),
+            workload: request.workload,
+            select: Vec::new(),
+        };
+        for diagnostic in check(&config, &source, &options).diagnostics {
+            if diagnostic.severity >= Severity::Warning {
+                found.push(format!(
+                    "{name} {:?} {:?} vcpus={:?}: {} {}",
+                    request.windows,
+                    request.workload,
+                    request.vms[0].vcpus,
+                    diagnostic.rule,
+                    diagnostic.message
+                ));
+            }
+        }
+        let q = quality(host, &vm.placement.vcpu_cpus, vm.placement.threads);
+        if q.excess() > 0 {
+            found.push(format!("{name} vcpus={}: placement excess {q:?}", vm.vcpus));
+        }
+    }
+    found
+}
+
+fn sizes(host: &HostFacts) -> Vec<Option<u32>> {
+    let cpus = host.topology.online.known().map_or(0, |c| c.len() as u32);
+    let mut sizes = vec![None, Some(1), Some(2), Some(4), Some(6), Some(8), Some(16)];
+    sizes.extend([cpus / 2, cpus.saturating_sub(4)].into_iter().filter(|n| *n > 0).map(Some));
+    sizes
+}
+
+fn assert_clean(hosts: &[(String, HostFacts, tempfile::TempDir)]) {
+    let mut found = Vec::new();
+    let mut plans = 0;
+    for (name, facts, _) in hosts {
+        for windows in WINDOWS {
+            for workload in WORKLOADS {
+                for vcpus in sizes(facts) {
+                    found.extend(problems(name, facts, &request(windows, workload, vcpus)));
+                    plans += 1;
+                }
+            }
+        }
+    }
+    assert!(plans > 100);
+    assert!(found.is_empty(), "{} problems in {plans} plans:\n{}", found.len(), found.join("\n"));
+}
+
+#[test]
+fn check_finds_nothing_in_tuned_configs_for_corpus_hosts() {
+    assert_clean(&corpus_hosts());
+}
+
+#[test]
+fn check_finds_nothing_in_tuned_configs_for_synthetic_hosts() {
+    assert_clean(&synthetic_hosts());
+}
+
+fn synthetic(machine: SyntheticHost) -> (HostFacts, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    machine.write(dir.path());
+    (host::probe(&SnapshotHost::open(dir.path()).unwrap()), dir)
+}
+
+#[test]
+fn gaming_on_an_x3d_part_takes_the_vcache_ccd() {
+    let (facts, _dir) = synthetic(SyntheticHost::ryzen_7950x3d());
+    let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, None)).unwrap();
+    let vm = &plan.vms[0];
+    // CCD 0 (cores 0-7, siblings 16-23) has the V-Cache; core 0 is housekeeping.
+    assert_eq!(plan.housekeeping.to_string(), "0,16");
+    assert_eq!(vm.placement.cpus().to_string(), "1-7,17-23");
+    assert_eq!((vm.topology.cores, vm.topology.threads), (7, 2));
+    // Guest SMT pairs are host SMT pairs: vCPU 0 and 1 on CPU 1 and its sibling 17.
+    assert_eq!(&vm.placement.vcpu_cpus[..2], &[1, 17]);
+    // A server load does not care for the V-Cache and takes the whole other CCD.
+    let server = plan_for(&facts, Workload::Server, None);
+    assert_eq!(server.to_string(), "8-15,24-31");
+}
+
+fn plan_for(facts: &HostFacts, workload: Workload, vcpus: Option<u32>) -> kvmtune::host::cpulist::CpuSet {
+    plan(facts, &request(WindowsVersion::Win11, workload, vcpus)).unwrap().vms[0].placement.cpus()
+}
+
+#[test]
+fn hybrid_intel_runs_vcpus_on_p_cores_and_keeps_e_cores_for_the_host() {
+    let (facts, _dir) = synthetic(SyntheticHost::core_i9_14900k());
+    let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, None)).unwrap();
+    assert_eq!(plan.housekeeping.to_string(), "16-31");
+    assert_eq!(plan.vms[0].placement.cpus().to_string(), "0-15");
+    assert_eq!(plan.vms[0].emulator_cpus.to_string(), "16-31");
+}
+
+#[test]
+fn threadripper_fills_one_ccx_then_one_node() {
+    let (facts, _dir) = synthetic(SyntheticHost::threadripper_2950x());
+    // 8 vCPUs = 4 cores: one CCX (4 cores); CCX 1 on node 0 is whole (core 0 is housekeeping).
+    let cpus = plan_for(&facts, Workload::Gaming, Some(8));
+    assert_eq!(cpus.to_string(), "4-7,20-23");
+    // 12 vCPUs = 6 cores: more than a CCX, inside node 0 (7 free cores) or node 1 (7 free).
+    let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, Some(12))).unwrap();
+    assert_eq!(plan.vms[0].placement.nodes.len(), 1);
+    assert_eq!(plan.vms[0].placement.l3_groups.len(), 2);
+    assert_eq!(plan.vms[0].memory_node, Some(plan.vms[0].placement.nodes[0]));
+}
+
+#[test]
+fn several_vms_never_share_a_cpu() {
+    let (facts, _dir) = synthetic(SyntheticHost::epyc_9654_2p());
+    let mut request = request(WindowsVersion::Win11, Workload::Desktop, None);
+    request.vms = (0..20)
+        .map(|i| VmRequest {
+            name: format!("desk{i}"),
+            vcpus: Some(if i % 3 == 0 { 16 } else { 8 }),
+            memory_mib: 4096,
+            devices: Vec::new(),
+        })
+        .collect();
+    let plan = plan(&facts, &request).unwrap();
+    let mut seen = kvmtune::host::cpulist::CpuSet::new();
+    for vm in &plan.vms {
+        let cpus = vm.placement.cpus();
+        assert!(cpus.intersection(&seen).is_empty(), "{} overlaps", vm.name);
+        assert!(cpus.intersection(&plan.housekeeping).is_empty());
+        // 8 vCPUs fill one CCD; 16 take exactly two.
+        assert_eq!(vm.placement.l3_groups.len(), (vm.vcpus as usize).div_ceil(16), "{}", vm.name);
+        seen = seen.union(&cpus);
+    }
+}
+
+#[test]
+fn impossible_requests_are_errors() {
+    let (facts, _dir) = synthetic(SyntheticHost::ryzen_7950x3d());
+    assert!(matches!(
+        plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, Some(64))),
+        Err(PlanError::HostTooSmall(_))
+    ));
+    let mut with_device = request(WindowsVersion::Win11, Workload::Gaming, None);
+    with_device.vms[0].devices.push("0000:42:00.0".into());
+    assert!(matches!(plan(&facts, &with_device), Err(PlanError::UnknownDevice(_))));
+    let mut two = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
+    two.vms.push(two.vms[0].clone());
+    assert!(matches!(plan(&facts, &two), Err(PlanError::Contradiction(_))));
+    let mut huge = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
+    huge.vms[0].memory_mib = 10 << 20;
+    assert!(matches!(plan(&facts, &huge), Err(PlanError::HostTooSmall(_))));
+}

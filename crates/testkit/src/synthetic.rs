@@ -1,0 +1,178 @@
+//! Machines the corpus has no sysfs snapshot of, written in the kernel's sysfs layout so that
+//! the real probe reads them: Threadripper, X3D, large EPYC and hybrid Intel parts.
+
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct SyntheticHost {
+    pub name: &'static str,
+    /// `AuthenticAMD` or `GenuineIntel`.
+    pub vendor: &'static str,
+    pub packages: u32,
+    pub nodes_per_package: u32,
+    pub l3_per_node: u32,
+    pub cores_per_l3: u32,
+    pub threads: u32,
+    pub l3_size_kib: u64,
+    /// L3 groups with three times the cache (X3D V-Cache CCDs).
+    pub vcache_l3: Vec<u32>,
+    /// Hybrid parts: this many single-thread E-cores after the P-cores, sharing the one L3.
+    pub efficiency_cores: u32,
+}
+
+impl SyntheticHost {
+    pub fn threadripper_2950x() -> Self {
+        // 16 cores in 4 CCX of 4, two dies, each its own NUMA node (NUMA memory mode).
+        Self {
+            name: "threadripper-2950x",
+            vendor: "AuthenticAMD",
+            packages: 1,
+            nodes_per_package: 2,
+            l3_per_node: 2,
+            cores_per_l3: 4,
+            threads: 2,
+            l3_size_kib: 8 * 1024,
+            vcache_l3: vec![],
+            efficiency_cores: 0,
+        }
+    }
+
+    pub fn ryzen_7950x3d() -> Self {
+        Self {
+            name: "ryzen-7950x3d",
+            vendor: "AuthenticAMD",
+            packages: 1,
+            nodes_per_package: 1,
+            l3_per_node: 2,
+            cores_per_l3: 8,
+            threads: 2,
+            l3_size_kib: 32 * 1024,
+            vcache_l3: vec![0],
+            efficiency_cores: 0,
+        }
+    }
+
+    pub fn epyc_9654_2p() -> Self {
+        // Two sockets of 12 CCDs x 8 cores, NPS1.
+        Self {
+            name: "epyc-9654-2p",
+            vendor: "AuthenticAMD",
+            packages: 2,
+            nodes_per_package: 1,
+            l3_per_node: 12,
+            cores_per_l3: 8,
+            threads: 2,
+            l3_size_kib: 32 * 1024,
+            vcache_l3: vec![],
+            efficiency_cores: 0,
+        }
+    }
+
+    pub fn core_i9_14900k() -> Self {
+        // 8 P-cores with SMT, 16 E-cores, one 36 MiB L3.
+        Self {
+            name: "core-i9-14900k",
+            vendor: "GenuineIntel",
+            packages: 1,
+            nodes_per_package: 1,
+            l3_per_node: 1,
+            cores_per_l3: 8,
+            threads: 2,
+            l3_size_kib: 36 * 1024,
+            vcache_l3: vec![],
+            efficiency_cores: 16,
+        }
+    }
+
+    pub fn all() -> Vec<Self> {
+        vec![Self::threadripper_2950x(), Self::ryzen_7950x3d(), Self::epyc_9654_2p(), Self::core_i9_14900k()]
+    }
+
+    fn big_cores(&self) -> u32 {
+        self.packages * self.nodes_per_package * self.l3_per_node * self.cores_per_l3
+    }
+
+    pub fn cpu_count(&self) -> u32 {
+        self.big_cores() * self.threads + self.efficiency_cores
+    }
+
+    /// Writes `sys/` and `proc/` under `root`.
+    pub fn write(&self, root: &Path) {
+        let write = |path: &str, contents: String| {
+            let full = root.join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, contents).unwrap();
+        };
+        let cores = self.big_cores();
+        let cpus = self.cpu_count();
+        let hybrid = self.efficiency_cores > 0;
+        let flags = if self.vendor == "AuthenticAMD" {
+            "fpu tsc constant_tsc nonstop_tsc pdpe1gb svm topoext"
+        } else {
+            "fpu tsc constant_tsc nonstop_tsc pdpe1gb vmx"
+        };
+        let mut cpuinfo = String::new();
+        for cpu in 0..cpus {
+            cpuinfo.push_str(&format!("processor : {cpu}\nvendor_id : {}\nflags : {flags}\n\n", self.vendor));
+        }
+        write("proc/cpuinfo", cpuinfo);
+        write(
+            "proc/meminfo",
+            "MemTotal:       263907244 kB\nMemFree:        250000000 kB\nMemAvailable:   255000000 kB\n"
+                .into(),
+        );
+        write("sys/devices/system/cpu/online", format!("0-{}\n", cpus - 1));
+        write("sys/devices/system/cpu/present", format!("0-{}\n", cpus - 1));
+        write("sys/devices/system/cpu/possible", format!("0-{}\n", cpus - 1));
+        // (cpu, core index, siblings, l3 index) for every CPU.
+        let mut layout: Vec<(u32, u32, Vec<u32>, u32)> = Vec::new();
+        for core in 0..cores {
+            let siblings: Vec<u32> = if hybrid {
+                (0..self.threads).map(|t| core * self.threads + t).collect()
+            } else {
+                (0..self.threads).map(|t| core + t * cores).collect()
+            };
+            for &cpu in &siblings {
+                layout.push((cpu, core, siblings.clone(), core / self.cores_per_l3));
+            }
+        }
+        for e in 0..self.efficiency_cores {
+            let cpu = cores * self.threads + e;
+            layout.push((cpu, cores + e, vec![cpu], 0));
+        }
+        let node_of_l3 = |l3: u32| l3 / self.l3_per_node;
+        for node in 0..self.packages * self.nodes_per_package {
+            let list: Vec<String> = layout
+                .iter()
+                .filter(|(_, _, _, l3)| node_of_l3(*l3) == node)
+                .map(|(c, ..)| c.to_string())
+                .collect();
+            write(&format!("sys/devices/system/node/node{node}/cpulist"), format!("{}\n", list.join(",")));
+            write(
+                &format!("sys/devices/system/node/node{node}/meminfo"),
+                format!("Node {node} MemTotal:       65536000 kB\nNode {node} MemFree:        60000000 kB\n"),
+            );
+        }
+        for (cpu, core, siblings, l3) in &layout {
+            let base = format!("sys/devices/system/cpu/cpu{cpu}");
+            let package = node_of_l3(*l3) / self.nodes_per_package;
+            let l3_cpus: Vec<String> =
+                layout.iter().filter(|(_, _, _, g)| g == l3).map(|(c, ..)| c.to_string()).collect();
+            let size = if self.vcache_l3.contains(l3) { self.l3_size_kib * 3 } else { self.l3_size_kib };
+            let sibling_list: Vec<String> = siblings.iter().map(u32::to_string).collect();
+            write(&format!("{base}/topology/physical_package_id"), format!("{package}\n"));
+            write(&format!("{base}/topology/core_id"), format!("{core}\n"));
+            write(&format!("{base}/topology/core_cpus_list"), format!("{}\n", sibling_list.join(",")));
+            write(&format!("{base}/topology/thread_siblings_list"), format!("{}\n", sibling_list.join(",")));
+            write(&format!("{base}/cache/index3/level"), "3\n".into());
+            write(&format!("{base}/cache/index3/type"), "Unified\n".into());
+            write(&format!("{base}/cache/index3/id"), format!("{l3}\n"));
+            write(&format!("{base}/cache/index3/size"), format!("{size}K\n"));
+            write(&format!("{base}/cache/index3/shared_cpu_list"), format!("{}\n", l3_cpus.join(",")));
+        }
+        if hybrid {
+            write("sys/devices/cpu_core/cpus", format!("0-{}\n", cores * self.threads - 1));
+            write("sys/devices/cpu_atom/cpus", format!("{}-{}\n", cores * self.threads, cpus - 1));
+        }
+    }
+}
