@@ -9,11 +9,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# command-that-must-exist:package[:suite]
+# command-or-file-that-must-exist:package[:suite]
 required=(
   "lstopo-no-graphics:hwloc"
   "bzip2:bzip2"
   "chromium:chromium"
+  "/usr/share/OVMF/OVMF_CODE_4M.ms.fd:ovmf"
   "qemu-system-x86_64:qemu-system-x86:bookworm-backports"
   "virsh:libvirt-clients:bookworm-backports"
   "virt-xml-validate:libvirt-clients:bookworm-backports"
@@ -24,7 +25,7 @@ missing_plain=()
 missing_backports=()
 for entry in "${required[@]}"; do
   IFS=: read -r command package suite <<<"$entry"
-  if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then
+  if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ] && [ ! -e "$command" ]; then
     if [ "${suite:-}" = bookworm-backports ]; then
       missing_backports+=("$package")
     else

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod guest;
+pub mod libvirtd;
 pub mod synthetic;
 
 /// `../shared/corpus` from the repository root, or `$KVMTUNE_CORPUS`. A missing corpus is a

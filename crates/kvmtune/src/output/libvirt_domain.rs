@@ -191,7 +191,7 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
     }
     if !vm.devices.iter().any(|d| d.is_gpu) {
         let _ = writeln!(out, "    <input type='tablet' bus='usb'/>");
-        let _ = writeln!(out, "    <graphics type='spice' autoport='yes'/>");
+        let _ = writeln!(out, "    <graphics type='vnc' autoport='yes' listen='127.0.0.1'/>");
         let _ = writeln!(out, "    <video>\n      <model type='virtio'/>\n    </video>");
     }
     if needs_tpm(windows) {

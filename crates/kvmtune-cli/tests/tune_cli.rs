@@ -1,0 +1,277 @@
+//! `kvmtune tune` end to end, with libvirt and QEMU as the oracles:
+//! - every emitted domain XML passes libvirt's schema (virt-xml-validate) and `virsh define`;
+//! - libvirt's own translation of it (`virsh domxml-to-native`, from a libvirtd started by
+//!   hand) has the same `-cpu` properties and `-smp` as our QEMU emitter;
+//! - QEMU accepts every `-cpu` property we emit (TCG, which checks names and types; KVM here
+//!   has no Hyper-V, ../shared/test-environment.md 2d);
+//! - impossible requests are errors with exit code 2.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use kvmtune_testkit::synthetic::SyntheticHost;
+use serde_json::Value;
+
+fn kvmtune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvmtune")).args(args).output().expect("kvmtune runs")
+}
+
+struct Emitted {
+    label: String,
+    xml: String,
+    argv: Vec<String>,
+}
+
+fn tune(root: &Path, label: &str, extra: &[&str]) -> Emitted {
+    let mut args = vec!["tune", "--host-root", root.to_str().unwrap(), "--format", "json", "--emit", "all"];
+    args.extend_from_slice(extra);
+    let output = kvmtune(&args);
+    assert_eq!(output.status.code(), Some(0), "{label}: {}", String::from_utf8_lossy(&output.stderr));
+    let document: Value = serde_json::from_slice(&output.stdout).unwrap();
+    Emitted {
+        label: format!("{label} {}", extra.join(" ")),
+        xml: document["libvirt"][0].as_str().unwrap().to_string(),
+        argv: document["qemu"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect(),
+    }
+}
+
+/// Plans for the synthetic hosts and one corpus host, over Windows versions, workloads and
+/// options that change the XML.
+fn emitted() -> Vec<Emitted> {
+    let variants: &[&[&str]] = &[
+        &[],
+        &["--windows", "10", "--workload", "desktop", "--vcpus", "4"],
+        &["--windows", "7", "--workload", "ipi-heavy", "--vcpus", "3"],
+        &["--windows", "2022", "--workload", "server", "--migratable"],
+        &["--windows", "11", "--nested", "--memory", "8G"],
+        &["--windows", "xp", "--vcpus", "2"],
+    ];
+    let mut all = Vec::new();
+    for machine in SyntheticHost::all() {
+        let dir = tempfile::tempdir().unwrap();
+        machine.write(dir.path());
+        for variant in variants {
+            all.push(tune(dir.path(), machine.name, variant));
+        }
+    }
+    let (_guard, root) =
+        kvmtune_testkit::unpack(&kvmtune_testkit::corpus().join("hwloc/64amd64-4s2n4ca2co.tar.bz2"));
+    for variant in variants {
+        all.push(tune(&root, "64amd64-4s2n4ca2co", variant));
+    }
+    all
+}
+
+fn option_value<'a>(argv: &'a [String], option: &str) -> Option<&'a str> {
+    argv.windows(2).find(|w| w[0] == option).map(|w| w[1].as_str())
+}
+
+/// `-cpu MODEL,a=on,b=off` as its model and property set.
+fn cpu_properties(value: &str) -> (String, BTreeSet<String>) {
+    let mut parts = value.split(',');
+    let model = parts.next().unwrap_or_default().to_string();
+    (model, parts.map(str::to_string).collect())
+}
+
+/// Splits `virsh domxml-to-native` output, which single-quotes words with spaces.
+fn split_shell(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut started = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            '\\' if !quoted => {}
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}
+
+#[test]
+fn libvirt_and_qemu_accept_what_tune_emits() {
+    let emitted = emitted();
+    assert!(emitted.len() >= 30);
+    let dir = tempfile::tempdir().unwrap();
+
+    // 1. libvirt's schema and its test driver.
+    for (index, plan) in emitted.iter().enumerate() {
+        let path = dir.path().join(format!("{index}.xml"));
+        std::fs::write(&path, &plan.xml).unwrap();
+        let validate = Command::new("virt-xml-validate").arg(&path).arg("domain").output().unwrap();
+        assert!(
+            validate.status.success(),
+            "{}: {}\n{}",
+            plan.label,
+            String::from_utf8_lossy(&validate.stderr),
+            plan.xml
+        );
+        let define = Command::new("virsh")
+            .args(["-q", "-c", "test:///default", "define"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(define.status.success(), "{}: {}", plan.label, String::from_utf8_lossy(&define.stderr));
+    }
+
+    // 2. libvirt's XML -> argv, against our QEMU emitter. The TPM is left out for libvirt:
+    // it refuses a TPM without swtpm, which this machine does not have.
+    let without_tpm: Vec<String> = emitted
+        .iter()
+        .map(|plan| match (plan.xml.find("    <tpm "), plan.xml.find("</tpm>\n")) {
+            (Some(start), Some(end)) => {
+                format!("{}{}", &plan.xml[..start], &plan.xml[end + "</tpm>\n".len()..])
+            }
+            _ => plan.xml.clone(),
+        })
+        .collect();
+    let natives = kvmtune_testkit::libvirtd::domxml_to_native(&without_tpm);
+    for (plan, native) in emitted.iter().zip(natives) {
+        let native = native.unwrap_or_else(|e| panic!("{}: libvirt refused the XML: {e}", plan.label));
+        let native = split_shell(&native.replace("\\\n", " "));
+        let (our_model, ours) = cpu_properties(option_value(&plan.argv, "-cpu").unwrap());
+        let (their_model, theirs) =
+            cpu_properties(option_value(&native, "-cpu").expect("libvirt emits -cpu"));
+        assert_eq!(our_model, their_model, "{}: -cpu model", plan.label);
+        assert_eq!(ours, theirs, "{}: -cpu properties (ours vs libvirt's)", plan.label);
+        assert_eq!(option_value(&plan.argv, "-smp"), option_value(&native, "-smp"), "{}: -smp", plan.label);
+    }
+
+    // 3. QEMU itself checks every property name and value: TCG, with `max` for `host` (which
+    // needs KVM; `max` is the same CPU class with the same host-only properties).
+    for plan in &emitted {
+        let (model, properties) = cpu_properties(option_value(&plan.argv, "-cpu").unwrap());
+        assert_eq!(model, "host");
+        let all: Vec<&str> = properties.iter().map(String::as_str).collect();
+        let cpu = format!("max,{}", all.join(","));
+        let mut qemu = Command::new("qemu-system-x86_64")
+            .args([
+                "-accel",
+                "tcg",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-S",
+                "-monitor",
+                "stdio",
+                "-cpu",
+                &cpu,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        qemu.stdin.take().unwrap().write_all(b"quit\n").unwrap();
+        let output = qemu.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}: QEMU refused -cpu {cpu}: {}",
+            plan.label,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_plan_explains_itself_and_the_xml_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    SyntheticHost::ryzen_7950x3d().write(dir.path());
+    let output = kvmtune(&["tune", "--host-root", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "vCPUs 0-13 on host CPUs 1-7,17-23",
+        "the V-Cache CCD",
+        "why: ",
+        "source: ",
+        "hv-avic",
+        "HPET off",
+        "<vcpupin vcpu='0' cpuset='1'/>",
+        "<vcpupin vcpu='1' cpuset='17'/>",
+        "<topology sockets='1' dies='1' cores='7' threads='2'/>",
+        "<feature policy='require' name='topoext'/>",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn several_vms_are_packed_without_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    SyntheticHost::threadripper_2950x().write(dir.path());
+    let output = kvmtune(&[
+        "tune",
+        "--host-root",
+        dir.path().to_str().unwrap(),
+        "--vm",
+        "a:8",
+        "--vm",
+        "b:8",
+        "--vm",
+        "c:6",
+        "--format",
+        "json",
+        "--emit",
+        "none",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let document: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut seen = BTreeSet::new();
+    for vm in document["plan"]["vms"].as_array().unwrap() {
+        for cpu in vm["placement"]["vcpu_cpus"].as_array().unwrap() {
+            assert!(seen.insert(cpu.as_u64().unwrap()), "CPU {cpu} used twice");
+        }
+        // 8 vCPUs are one whole CCX of 4 cores.
+        if vm["vcpus"] == 8 {
+            assert_eq!(vm["placement"]["l3_groups"].as_array().unwrap().len(), 1);
+        }
+    }
+}
+
+#[test]
+fn impossible_requests_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    SyntheticHost::ryzen_7950x3d().write(dir.path());
+    let root = dir.path().to_str().unwrap();
+    for (args, message) in [
+        (vec!["--vcpus", "64"], "too small"),
+        (vec!["--device", "0000:99:00.0"], "unknown device"),
+        (vec!["--memory", "4096G"], "too small"),
+        (vec!["--vm", "a:4", "--vm", "a:4"], "same name"),
+        (vec!["--vm", "a"], "NAME:VCPUS"),
+        (vec!["--windows", "95"], "not a Windows version"),
+        (vec!["--housekeeping", "0,200"], "not all online"),
+        (vec!["--vcpus", "0"], "at least one vCPU"),
+    ] {
+        let mut all = vec!["tune", "--host-root", root];
+        all.extend(args.iter());
+        let output = kvmtune(&all);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
