@@ -144,6 +144,28 @@ fn check_finds_nothing_in_tuned_configs_for_synthetic_hosts() {
     assert_clean(&synthetic_hosts());
 }
 
+#[test]
+fn placement_reaches_its_lower_bounds_at_every_size() {
+    let mut hosts = corpus_hosts();
+    hosts.extend(synthetic_hosts());
+    let mut found = Vec::new();
+    for (name, facts, _) in &hosts {
+        let cpus = facts.topology.online.known().map_or(0, |c| c.len() as u32);
+        for vcpus in 1..=cpus {
+            let Ok(plan) = plan(facts, &request(WindowsVersion::Win11, Workload::Desktop, Some(vcpus)))
+            else {
+                continue;
+            };
+            let vm = &plan.vms[0];
+            let q = quality(facts, &vm.placement.vcpu_cpus, vm.placement.threads);
+            if q.excess() > 0 {
+                found.push(format!("{name} {vcpus} vCPUs: {q:?}"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
 fn synthetic(machine: SyntheticHost) -> (HostFacts, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     machine.write(dir.path());

@@ -84,6 +84,22 @@ impl SyntheticHost {
         }
     }
 
+    /// A one-node desktop part with SMT: `l3_groups` CCX/CCDs of `cores_per_l3` cores each.
+    pub fn desktop(name: &'static str, vendor: &'static str, l3_groups: u32, cores_per_l3: u32) -> Self {
+        Self {
+            name,
+            vendor,
+            packages: 1,
+            nodes_per_package: 1,
+            l3_per_node: l3_groups,
+            cores_per_l3,
+            threads: 2,
+            l3_size_kib: 16 * 1024,
+            vcache_l3: vec![],
+            efficiency_cores: 0,
+        }
+    }
+
     pub fn all() -> Vec<Self> {
         vec![Self::threadripper_2950x(), Self::ryzen_7950x3d(), Self::epyc_9654_2p(), Self::core_i9_14900k()]
     }

@@ -216,15 +216,43 @@ pub fn place(
     if free_in(nodes[0]) as u32 >= cores_needed {
         chosen_nodes.push(nodes[0]);
     } else {
-        let mut by_room = nodes.clone();
-        by_room.sort_by_key(|&n| (Some(n) != wish.node, std::cmp::Reverse(free_in(n)), n));
-        let mut held = 0;
-        for node in by_room {
-            if held >= cores_needed {
-                break;
-            }
-            held += free_in(node) as u32;
-            chosen_nodes.push(node);
+        // As few nodes as their room allows; among such choices, nodes that share an L3 group
+        // (sub-NUMA clustering splits one L3 into several nodes), then the roomiest.
+        let rooms: Vec<usize> = nodes.iter().map(|&n| free_in(n)).collect();
+        let node_count = fewest_groups(rooms, cores_needed as usize);
+        let l3s_of = |node: u32| -> Vec<Option<usize>> {
+            free.iter().filter(|c| c.node == node).map(|c| c.l3).collect()
+        };
+        let mut remaining = nodes.clone();
+        remaining.sort_by_key(|&n| (Some(n) != wish.node, std::cmp::Reverse(free_in(n)), n));
+        let mut held = 0usize;
+        while held < cores_needed as usize && !remaining.is_empty() {
+            let slots_after = node_count.saturating_sub(chosen_nodes.len() + 1);
+            let feasible = |candidate: u32| {
+                let mut others: Vec<usize> =
+                    remaining.iter().filter(|&&n| n != candidate).map(|&n| free_in(n)).collect();
+                others.sort_unstable_by(|a, b| b.cmp(a));
+                held + free_in(candidate) + others.iter().take(slots_after).sum::<usize>()
+                    >= cores_needed as usize
+            };
+            let chosen_l3s: Vec<Option<usize>> = chosen_nodes.iter().flat_map(|&n| l3s_of(n)).collect();
+            let pick = remaining
+                .iter()
+                .copied()
+                .filter(|&n| feasible(n))
+                .min_by_key(|&n| {
+                    let shares = l3s_of(n).iter().any(|l3| l3.is_some() && chosen_l3s.contains(l3));
+                    (
+                        chosen_nodes.is_empty() && Some(n) != wish.node,
+                        !shares,
+                        std::cmp::Reverse(free_in(n)),
+                        n,
+                    )
+                })
+                .unwrap_or(remaining[0]);
+            remaining.retain(|&n| n != pick);
+            held += free_in(pick);
+            chosen_nodes.push(pick);
         }
     }
 
