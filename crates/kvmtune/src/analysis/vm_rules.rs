@@ -173,20 +173,8 @@ fn hv_dependency_missing(ctx: &RuleContext) -> Vec<Finding> {
     findings
 }
 
-/// The enlightenments every current Windows benefits from (QEMU's recommendation: all but the
-/// debug, nested and passthrough ones; hv-time has its own rule, TIME001).
-const RECOMMENDED: &[&str] = &[
-    "hv-relaxed",
-    "hv-vapic",
-    "hv-spinlocks",
-    "hv-vpindex",
-    "hv-runtime",
-    "hv-synic",
-    "hv-stimer",
-    "hv-frequencies",
-    "hv-tlbflush",
-    "hv-ipi",
-];
+/// hv-time has its own rule, TIME001.
+const RECOMMENDED: &[&str] = crate::knowledge::hyperv::RECOMMENDED_FOR_WINDOWS;
 
 fn hv_recommended_missing(ctx: &RuleContext) -> Vec<Finding> {
     if !ctx.is_windows() || !ctx.custom_hyperv() || !ctx.enlightenments_visible() {

@@ -182,6 +182,22 @@ pub const ENLIGHTENMENTS: &[Enlightenment] = &[
 /// What QEMU enforces before it starts a guest: `(feature, requires)`. QEMU refuses to start
 /// with "Hyper-V <feature> requires Hyper-V <dependency>" (Q-KVM `kvm_hyperv_properties[]`
 /// `.dependencies` and the extra synic check in `kvm_hyperv_expand_features`; knowledge.md 1b).
+/// What every Windows since Vista benefits from, hv-time aside (QEMU docs hyperv.rst recommend
+/// all but the debug, nested-only and passthrough ones, and neither hv-reset nor hv-crash;
+/// ../shared/knowledge.md 1a). `check` wants them (HV002); `tune` plans them.
+pub const RECOMMENDED_FOR_WINDOWS: &[&str] = &[
+    "hv-relaxed",
+    "hv-vapic",
+    "hv-spinlocks",
+    "hv-vpindex",
+    "hv-runtime",
+    "hv-synic",
+    "hv-stimer",
+    "hv-frequencies",
+    "hv-tlbflush",
+    "hv-ipi",
+];
+
 pub const DEPENDENCIES: &[(&str, &[&str])] = &[
     ("hv-synic", &["hv-vpindex"]),
     ("hv-stimer", &["hv-synic", "hv-time"]),

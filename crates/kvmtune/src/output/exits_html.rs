@@ -7,6 +7,7 @@ use std::fmt::Write;
 use crate::analysis::exit_compare::{Comparison, ReasonDelta};
 use crate::analysis::exit_rules;
 use crate::exits::model::saturating_sum;
+use crate::output::exits_text::human_number;
 
 /// Reasons drawn in the chart; the table lists all.
 const CHART_REASONS: usize = 12;
@@ -33,20 +34,6 @@ fn rate(count: u64, duration: Option<f64>, per_second: bool) -> f64 {
     match duration.filter(|d| *d > 0.0 && per_second) {
         Some(seconds) => count as f64 / seconds,
         None => count as f64,
-    }
-}
-
-fn short_number(value: f64) -> String {
-    if value.fract() == 0.0 && value < 1e4 {
-        format!("{value:.0}")
-    } else if value >= 1e6 {
-        format!("{:.1}M", value / 1e6)
-    } else if value >= 1e4 {
-        format!("{:.1}k", value / 1e3)
-    } else if value >= 10.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.2}")
     }
 }
 
@@ -101,14 +88,14 @@ fn chart(comparison: &Comparison) -> String {
                 r#"<rect class="bar {which}" x="{label_width}" y="{by}" width="{width:.1}" height="12" fill="{colour}"><title>{name} {which}: {amount}</title></rect>"#,
                 by = y + offset,
                 name = escape(&delta.name),
-                amount = short_number(amount)
+                amount = human_number(amount)
             );
             let _ = writeln!(
                 svg,
                 r#"<text x="{tx:.1}" y="{ty}" class="value">{amount}</text>"#,
                 tx = label_width + width + 4.0,
                 ty = y + offset + 10.0,
-                amount = short_number(amount)
+                amount = human_number(amount)
             );
         }
     }

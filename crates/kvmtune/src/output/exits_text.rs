@@ -7,17 +7,24 @@ use crate::analysis::exit_compare::Comparison;
 use crate::analysis::exit_rules::{ExitFinding, busy_time_us, exit_total};
 use crate::exits::ExitProfile;
 
+/// `108.5k`, `18`, `1.2M`, `0.25`.
+pub fn human_number(value: f64) -> String {
+    if value.fract() == 0.0 && value < 1e4 {
+        format!("{value:.0}")
+    } else if value >= 1e6 {
+        format!("{:.1}M", value / 1e6)
+    } else if value >= 1e4 {
+        format!("{:.1}k", value / 1e3)
+    } else if value >= 10.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
 /// `108.5k/s`, `18/s`, `1.2M/s`.
 pub fn human_rate(per_second: f64) -> String {
-    if per_second >= 1e6 {
-        format!("{:.1}M/s", per_second / 1e6)
-    } else if per_second >= 1e4 {
-        format!("{:.1}k/s", per_second / 1e3)
-    } else if per_second >= 10.0 {
-        format!("{per_second:.0}/s")
-    } else {
-        format!("{per_second:.2}/s")
-    }
+    format!("{}/s", human_number(per_second))
 }
 
 fn percent(share: f64) -> String {

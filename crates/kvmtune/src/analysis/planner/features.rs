@@ -11,7 +11,7 @@ use crate::host::HostFacts;
 use crate::host::cpu::CpuVendor;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
-use crate::knowledge::hyperv::{DEPENDENCIES, closed_under_dependencies};
+use crate::knowledge::hyperv::{DEPENDENCIES, RECOMMENDED_FOR_WINDOWS, closed_under_dependencies};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CpuFeatureChoice {
@@ -116,22 +116,6 @@ pub fn cpu(
     }
 }
 
-/// What every Windows since Vista uses, when the host's KVM offers it (QEMU's recommendation:
-/// all but the debug, nested-only and passthrough ones, and not hv-reset or hv-crash).
-const BASE: &[&str] = &[
-    "hv-relaxed",
-    "hv-vapic",
-    "hv-spinlocks",
-    "hv-vpindex",
-    "hv-runtime",
-    "hv-synic",
-    "hv-stimer",
-    "hv-time",
-    "hv-frequencies",
-    "hv-tlbflush",
-    "hv-ipi",
-];
-
 pub fn enlightenments(
     host: &HostFacts,
     request: &PlanRequest,
@@ -150,12 +134,13 @@ pub fn enlightenments(
         decisions.push(Decision::new(
             "enlightenments",
             "none",
-            format!("this host's KVM has no Hyper-V emulation ({evidence}); QEMU would refuse hv-* properties. On a host with it, kvmtune would choose: {}", BASE.join(", ")),
+            format!("this host's KVM has no Hyper-V emulation ({evidence}); QEMU would refuse hv-* properties. On a host with it, kvmtune would choose: {}, hv-time", RECOMMENDED_FOR_WINDOWS.join(", ")),
             "../shared/knowledge.md 4a",
         ));
         return Vec::new();
     }
-    let mut wanted: Vec<&'static str> = BASE.to_vec();
+    let mut wanted: Vec<&'static str> = RECOMMENDED_FOR_WINDOWS.to_vec();
+    wanted.push("hv-time");
     let apicv = host.kvm.apic_virtualization.known().map(|a| (a.kind.clone(), a.enabled));
     match &apicv {
         Some((kind, true)) => {
