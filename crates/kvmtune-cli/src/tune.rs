@@ -9,7 +9,7 @@ use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::host::cpulist::CpuSet;
 use kvmtune::host::{self, LiveHost};
-use kvmtune::output::{libvirt_domain, qemu_command};
+use kvmtune::output::{kubevirt, libvirt_domain, openstack, proxmox, qemu_command};
 
 use crate::{HostArgs, Outcome, WorkloadArg, load_host, print_out};
 
@@ -58,8 +58,17 @@ pub(crate) struct TuneArgs {
 pub(crate) enum Emit {
     Libvirt,
     Qemu,
+    Proxmox,
+    Kubevirt,
+    Openstack,
     All,
     None,
+}
+
+impl Emit {
+    fn wants(self, format: Emit) -> bool {
+        self == format || self == Emit::All
+    }
 }
 
 fn parse_memory(text: &str) -> Result<u64, String> {
@@ -170,19 +179,58 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
     match args.format {
         crate::Format::Json => {
             let mut document = serde_json::json!({ "plan": plan });
-            if matches!(args.emit, Emit::Libvirt | Emit::All) {
+            if args.emit.wants(Emit::Libvirt) {
                 document["libvirt"] =
                     plan.vms.iter().map(|vm| libvirt_domain::render_domain(vm, windows)).collect();
             }
-            if matches!(args.emit, Emit::Qemu | Emit::All) {
+            if args.emit.wants(Emit::Qemu) {
                 document["qemu"] = plan.vms.iter().map(|vm| qemu_command::argv(vm, windows)).collect();
+            }
+            if args.emit.wants(Emit::Proxmox) {
+                document["proxmox"] = plan
+                    .vms
+                    .iter()
+                    .map(|vm| {
+                        let output = proxmox::render(vm, windows);
+                        serde_json::json!({
+                            "config": proxmox::config_text(&output),
+                            "qm_set": proxmox::qm_set(&output),
+                            "hookscript": output.hookscript,
+                            "not_expressible": output.not_expressible,
+                        })
+                    })
+                    .collect();
+            }
+            if args.emit.wants(Emit::Kubevirt) {
+                document["kubevirt"] = plan
+                    .vms
+                    .iter()
+                    .map(|vm| {
+                        let manifest = kubevirt::render(vm, windows);
+                        serde_json::json!({ "manifest": manifest.document, "not_expressible": manifest.not_expressible })
+                    })
+                    .collect();
+            }
+            if args.emit.wants(Emit::Openstack) {
+                document["openstack"] = plan
+                    .vms
+                    .iter()
+                    .map(|vm| {
+                        let output = openstack::render(vm, windows);
+                        serde_json::json!({
+                            "flavor_extra_specs": output.flavor.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                            "image_properties": output.image.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                            "not_expressible": output.not_expressible,
+                        })
+                    })
+                    .collect();
             }
             out = format!("{}\n", serde_json::to_string_pretty(&document)?);
         }
         crate::Format::Text => {
             out.push_str(&render_plan(&plan, &source));
             for vm in &plan.vms {
-                if matches!(args.emit, Emit::Libvirt | Emit::All) {
+                if args.emit.wants(Emit::Libvirt) {
                     let _ = write!(
                         out,
                         "\n# libvirt domain XML for {} (virsh define FILE)\n{}",
@@ -190,12 +238,42 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
                         libvirt_domain::render_domain(vm, windows)
                     );
                 }
-                if matches!(args.emit, Emit::Qemu | Emit::All) {
+                if args.emit.wants(Emit::Qemu) {
                     let _ = write!(
                         out,
                         "\n# QEMU launch script for {}\n{}",
                         vm.name,
                         qemu_command::script(vm, windows)
+                    );
+                }
+                if args.emit.wants(Emit::Proxmox) {
+                    let output = proxmox::render(vm, windows);
+                    let _ = write!(out, "\n# Proxmox VE: /etc/pve/qemu-server/VMID.conf for {}\n", vm.name);
+                    for note in &output.not_expressible {
+                        let _ = writeln!(out, "# not expressible here: {note}");
+                    }
+                    out.push_str(&proxmox::config_text(&output));
+                    let _ = write!(
+                        out,
+                        "\n# the same as qm set commands (they also allocate the disks)\n{}",
+                        proxmox::qm_set(&output)
+                    );
+                    let _ = write!(
+                        out,
+                        "\n# hookscript: /var/lib/vz/snippets/{}\n{}",
+                        proxmox::hookscript_name(vm),
+                        output.hookscript
+                    );
+                }
+                if args.emit.wants(Emit::Kubevirt) {
+                    let _ = write!(out, "\n{}", kubevirt::to_yaml(&kubevirt::render(vm, windows)));
+                }
+                if args.emit.wants(Emit::Openstack) {
+                    let _ = write!(
+                        out,
+                        "\n# OpenStack Nova for {}\n{}",
+                        vm.name,
+                        openstack::commands(&openstack::render(vm, windows), &vm.name)
                     );
                 }
             }

@@ -22,6 +22,7 @@ struct Emitted {
     label: String,
     xml: String,
     argv: Vec<String>,
+    document: Value,
 }
 
 fn tune(root: &Path, label: &str, extra: &[&str]) -> Emitted {
@@ -39,6 +40,7 @@ fn tune(root: &Path, label: &str, extra: &[&str]) -> Emitted {
             .iter()
             .map(|a| a.as_str().unwrap().to_string())
             .collect(),
+        document,
     }
 }
 
@@ -274,4 +276,141 @@ fn impossible_requests_exit_2() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn kubevirt_manifests_follow_kubevirts_schema_and_say_what_they_cannot_express() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            kvmtune_testkit::corpus().join("kubevirt/virtualmachine.schema.draft4.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft4::new(&schema).expect("KubeVirt's schema compiles");
+    for plan in emitted() {
+        let entry = &plan.document["kubevirt"][0];
+        let manifest = &entry["manifest"];
+        let errors: Vec<String> =
+            validator.iter_errors(manifest).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", plan.label);
+        // Unknown keys would pass a schema without additionalProperties=false: check the ones
+        // we rely on by name.
+        let domain = &manifest["spec"]["template"]["spec"]["domain"];
+        assert_eq!(domain["cpu"]["dedicatedCpuPlacement"], true);
+        assert_eq!(domain["cpu"]["isolateEmulatorThread"], true);
+        let notes = entry["not_expressible"].to_string();
+        if plan.xml.contains("<avic state='on'/>") {
+            assert!(
+                notes.contains("hv-avic"),
+                "{}: hv-avic must be reported, not dropped: {notes}",
+                plan.label
+            );
+            assert!(domain["features"]["hyperv"].get("avic").is_none());
+        }
+        assert!(notes.contains("exact host CPUs"));
+    }
+    // The YAML form reads back as the same document.
+    let dir = tempfile::tempdir().unwrap();
+    SyntheticHost::ryzen_7950x3d().write(dir.path());
+    let output = kvmtune(&["tune", "--host-root", dir.path().to_str().unwrap(), "--emit", "kubevirt"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let yaml = &text[text.find("# kvmtune tune: KubeVirt").unwrap()..];
+    let read_back: Value = serde_saphyr::from_str(yaml).unwrap();
+    let json = kvmtune(&[
+        "tune",
+        "--host-root",
+        dir.path().to_str().unwrap(),
+        "--emit",
+        "kubevirt",
+        "--format",
+        "json",
+    ]);
+    let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(read_back, json["kubevirt"][0]["manifest"]);
+}
+
+#[test]
+fn proxmox_config_reads_back_as_the_plan() {
+    for plan in emitted() {
+        let config_text = plan.document["proxmox"][0]["config"].as_str().unwrap();
+        let ours =
+            kvmtune::config::read("100.conf", config_text).unwrap_or_else(|e| panic!("{}: {e}", plan.label));
+        let libvirt = kvmtune::config::read("plan.xml", &plan.xml).unwrap();
+        assert_eq!(ours.format, kvmtune::config::model::SourceFormat::Proxmox);
+        // args: -cpu/-smp override qemu-server's, so the guest gets the plan's CPU exactly.
+        let on = |config: &kvmtune::config::model::VmConfig| -> BTreeSet<String> {
+            config.hyperv.features.iter().filter(|f| f.on).map(|f| f.name.clone()).collect()
+        };
+        assert_eq!(on(&ours), on(&libvirt), "{}: enlightenments", plan.label);
+        assert_eq!(
+            ours.cpu.topology.as_ref().map(|t| (t.value.cores, t.value.threads)),
+            libvirt.cpu.topology.as_ref().map(|t| (t.value.cores, t.value.threads)),
+            "{}: topology",
+            plan.label
+        );
+        assert_eq!(ours.vcpus.as_ref().map(|v| v.value), libvirt.vcpus.as_ref().map(|v| v.value));
+        let hookscript = plan.document["proxmox"][0]["hookscript"].as_str().unwrap();
+        let syntax = Command::new("sh").args(["-n", "-c", hookscript]).output().unwrap();
+        assert!(syntax.status.success(), "{}: {}", plan.label, String::from_utf8_lossy(&syntax.stderr));
+        let openstack = &plan.document["openstack"][0];
+        assert_eq!(openstack["flavor_extra_specs"]["hw:cpu_policy"], "dedicated");
+        if plan.xml.contains("<stimer state='on'") {
+            // Nova never sets hv-stimer: HPET must stay on there, and the output says why.
+            assert_eq!(openstack["image_properties"]["hw_time_hpet"], "true", "{}", plan.label);
+            assert!(openstack["not_expressible"].to_string().contains("hv-stimer"));
+        }
+    }
+}
+
+#[test]
+fn the_proxmox_hookscript_pins_a_real_qemu() {
+    use kvmtune_testkit::guest::{Guest, GuestKind};
+    // This host: plan one vCPU with live facts; the guest is a real QEMU/KVM boot sector.
+    let output = kvmtune(&[
+        "tune", "--host", "live", "--vcpus", "1", "--memory", "256M", "--emit", "proxmox", "--format", "json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let document: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let vm = &document["plan"]["vms"][0];
+    let vcpu_cpu = vm["placement"]["vcpu_cpus"][0].as_u64().unwrap().to_string();
+    let housekeeping =
+        vm["emulator_cpus"].as_str().map(str::to_string).unwrap_or_else(|| vm["emulator_cpus"].to_string());
+    let guest = Guest::start(GuestKind::Halt);
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("100.pid");
+    std::fs::write(&pidfile, guest.pid().to_string()).unwrap();
+    let script = dir.path().join("hook.sh");
+    std::fs::write(&script, document["proxmox"][0]["hookscript"].as_str().unwrap()).unwrap();
+    let run = Command::new("sh")
+        .arg(&script)
+        .args(["100", "post-start"])
+        .env("KVMTUNE_PIDFILE", &pidfile)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let allowed = |task: &str| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{}/task/{task}/status", guest.pid())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string()
+    };
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", guest.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let vcpu_thread = tasks
+        .iter()
+        .find(|t| {
+            std::fs::read_to_string(format!("/proc/{}/task/{t}/comm", guest.pid())).unwrap().trim()
+                == "CPU 0/KVM"
+        })
+        .expect("QEMU names its vCPU thread");
+    assert_eq!(allowed(vcpu_thread), vcpu_cpu, "the vCPU thread is on its planned CPU");
+    assert_eq!(
+        allowed(&guest.pid().to_string()),
+        housekeeping.trim_matches('"'),
+        "the main thread is on the housekeeping CPUs"
+    );
+    // Other phases do nothing.
+    let pre = Command::new("sh").arg(&script).args(["100", "pre-start"]).output().unwrap();
+    assert!(pre.status.success());
 }

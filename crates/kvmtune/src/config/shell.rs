@@ -45,15 +45,15 @@ pub fn split(text: &str) -> Result<Vec<Word>, UnterminatedQuote> {
                         end = inner_index + 1;
                         break;
                     }
-                    if c == '"' && inner == '\\' {
-                        if let Some((_, escaped)) =
+                    if c == '"'
+                        && inner == '\\'
+                        && let Some((_, escaped)) =
                             chars.next_if(|(_, e)| matches!(e, '"' | '\\' | '$' | '`' | '\n'))
-                        {
-                            if escaped != '\n' {
-                                word.0.push(escaped);
-                            }
-                            continue;
+                    {
+                        if escaped != '\n' {
+                            word.0.push(escaped);
                         }
+                        continue;
                     }
                     word.0.push(inner);
                 }

@@ -4,7 +4,10 @@
 pub mod diagnostics;
 pub mod exits_html;
 pub mod exits_text;
+pub mod kubevirt;
 pub mod libvirt_domain;
+pub mod openstack;
 pub mod probe_text;
+pub mod proxmox;
 pub mod qemu_args;
 pub mod qemu_command;

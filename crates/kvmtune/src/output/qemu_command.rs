@@ -152,14 +152,29 @@ pub fn script(vm: &VmPlan, windows: WindowsVersion) -> String {
         }
         out.push_str(&quoted);
     }
-    out.push_str(" &\nqemu=$!\nsleep 2\n");
-    out.push_str(&format!("# Every thread first goes to the housekeeping CPUs (emulator, I/O)...\ntaskset -apc {} \"$qemu\" >/dev/null\n", vm.emulator_cpus));
-    out.push_str("# ...then each vCPU thread to its own host CPU.\n");
-    for (vcpu, cpu) in vm.placement.vcpu_cpus.iter().enumerate() {
-        out.push_str(&format!(
-            "taskset -pc {cpu} \"$(grep -l '^CPU {vcpu}/KVM$' /proc/\"$qemu\"/task/*/comm | cut -d/ -f5)\" >/dev/null\n"
-        ));
-    }
+    out.push_str(" &\nqemu=$!\n");
+    out.push_str(&pin_threads(vm, "$qemu"));
     out.push_str("wait \"$qemu\"\n");
+    out
+}
+
+/// Shell lines that pin a running QEMU (`pid` is a shell expression for its process id) as the
+/// plan says: every thread to the housekeeping CPUs first (emulator, I/O), then each vCPU thread,
+/// found by its name `CPU n/KVM` (QEMU's `debug-threads=on`), to its own host CPU. Shared by the
+/// QEMU script and the Proxmox hookscript.
+pub fn pin_threads(vm: &VmPlan, pid: &str) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "# Wait until QEMU has created its vCPU threads.\nfor _ in $(seq 100); do grep -qs '^CPU 0/KVM$' /proc/{pid}/task/*/comm && break; sleep 0.1; done\n"
+    ));
+    out.push_str(&format!("taskset -apc {} {pid} >/dev/null\n", vm.emulator_cpus));
+    out.push_str("pin() { tid=$(grep -ls \"^CPU $1/KVM\\$\" /proc/");
+    out.push_str(pid);
+    out.push_str(
+        "/task/*/comm | cut -d/ -f5); [ -n \"$tid\" ] && taskset -pc \"$2\" \"$tid\" >/dev/null; }\n",
+    );
+    for (vcpu, cpu) in vm.placement.vcpu_cpus.iter().enumerate() {
+        out.push_str(&format!("pin {vcpu} {cpu}\n"));
+    }
     out
 }

@@ -313,7 +313,7 @@ pub fn hugepages(
     decisions: &mut Vec<Decision>,
 ) -> Option<HugepagePlan> {
     let gigabyte_pages = host.cpu.flags.known().is_some_and(|f| f.get("pdpe1gb").copied().unwrap_or(false));
-    let page_size_kib = if gigabyte_pages && memory_mib % 1024 == 0 { 1_048_576 } else { 2048 };
+    let page_size_kib = if gigabyte_pages && memory_mib.is_multiple_of(1024) { 1_048_576 } else { 2048 };
     let pages = (memory_mib * 1024).div_ceil(page_size_kib);
     let pool_total = match &host.memory.hugepages {
         Fact::Known(pools) => pools

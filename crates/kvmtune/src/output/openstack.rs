@@ -1,0 +1,120 @@
+//! A plan as OpenStack Nova flavor extra specs and Glance image properties (names as in Nova's
+//! flavor and image metadata documentation). Nova's libvirt driver turns `os_type=windows`
+//! into Hyper-V enlightenments, localtime, RTC catchup, PIT delay and the hypervclock itself; it picks dedicated host CPUs on its
+//! own, so the plan's exact CPUs and the enlightenments Nova does not set are listed as not
+//! expressible.
+
+use crate::analysis::planner::VmPlan;
+use crate::config::model::WindowsVersion;
+
+pub struct OpenStackOutput {
+    pub flavor: Vec<(String, String)>,
+    pub image: Vec<(String, String)>,
+    pub not_expressible: Vec<String>,
+}
+
+/// What Nova's libvirt driver enables for `os_type=windows` (nova/virt/libvirt/driver.py
+/// `_set_features`, and hypervclock in `_set_kvm_timers`; ../shared/landscape.md, Nova at
+/// 00a0304). No hv-stimer, and hv-evmcs and hv-reenlightenment were removed after regressions:
+/// the rest of a plan's set is not expressible.
+const NOVA_WINDOWS_ENLIGHTENMENTS: &[&str] = &[
+    "hv-relaxed",
+    "hv-vapic",
+    "hv-spinlocks",
+    "hv-vpindex",
+    "hv-runtime",
+    "hv-synic",
+    "hv-reset",
+    "hv-frequencies",
+    "hv-tlbflush",
+    "hv-ipi",
+    "hv-time",
+];
+
+pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
+    let pair = |k: &str, v: String| (k.to_string(), v);
+    let mut flavor = vec![
+        pair("hw:cpu_policy", "dedicated".into()),
+        pair("hw:cpu_thread_policy", if vm.topology.threads > 1 { "require" } else { "isolate" }.into()),
+        pair("hw:cpu_sockets", vm.topology.sockets.to_string()),
+        pair("hw:cpu_cores", vm.topology.cores.to_string()),
+        pair("hw:cpu_threads", vm.topology.threads.to_string()),
+        pair("hw:emulator_threads_policy", "share".into()),
+        pair("hw:numa_nodes", "1".into()),
+    ];
+    if let Some(hugepages) = &vm.hugepages {
+        flavor.push(pair(
+            "hw:mem_page_size",
+            if hugepages.page_size_kib == 1_048_576 { "1GB" } else { "2MB" }.into(),
+        ));
+    } else {
+        flavor.push(pair("hw:mem_page_size", "large".into()));
+    }
+    let efi = !matches!(
+        windows,
+        WindowsVersion::Xp | WindowsVersion::Vista | WindowsVersion::Win7 | WindowsVersion::Server2008
+    );
+    let tpm = matches!(windows, WindowsVersion::Win11 | WindowsVersion::Server2025);
+    let mut image = vec![
+        pair("os_type", "windows".into()),
+        pair("hw_machine_type", "q35".into()),
+        pair("hw_disk_bus", "virtio".into()),
+        pair("hw_vif_model", "virtio".into()),
+        pair("hw_vif_multiqueue_enabled", "true".into()),
+        pair("hw_time_hpet", if vm.clock.hpet { "true" } else { "false" }.into()),
+    ];
+    if efi {
+        image.push(pair("hw_firmware_type", "uefi".into()));
+    }
+    if tpm {
+        image.push(pair("hw_tpm_version", "2.0".into()));
+        image.push(pair("hw_tpm_model", "tpm-crb".into()));
+        image.push(pair("os_secure_boot", "required".into()));
+    }
+    let mut not_expressible = vec![
+        format!("exact host CPUs (vCPUs on {}): Nova's scheduler picks dedicated CPUs from [compute] cpu_dedicated_set; leave {} out of it", vm.placement.cpus(), vm.emulator_cpus),
+        "emulator thread on housekeeping CPUs: `share` puts it on [compute] cpu_shared_set, which should be those CPUs".into(),
+    ];
+    let missing: Vec<&str> = vm
+        .enlightenments
+        .iter()
+        .map(|e| e.name)
+        .filter(|n| !NOVA_WINDOWS_ENLIGHTENMENTS.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        not_expressible.push(format!(
+            "{}: Nova sets its own Hyper-V list for os_type=windows and has no property for these",
+            missing.join(", ")
+        ));
+    }
+    if vm.cpu.features.iter().any(|f| f.name == "invtsc") {
+        not_expressible.push(
+            "invtsc: no flavor property; set [libvirt] cpu_model_extra_flags = invtsc on the compute node"
+                .into(),
+        );
+    }
+    if missing.contains(&"hv-stimer") && !vm.clock.hpet {
+        not_expressible.push("HPET off needs hv-stimer, which Nova never sets: keep hw_time_hpet=true under Nova, or Windows falls back to the RTC".into());
+        if let Some(entry) = image.iter_mut().find(|(k, _)| k == "hw_time_hpet") {
+            entry.1 = "true".into();
+        }
+    }
+    OpenStackOutput { flavor, image, not_expressible }
+}
+
+pub fn commands(output: &OpenStackOutput, name: &str) -> String {
+    let mut out = String::new();
+    for note in &output.not_expressible {
+        out.push_str(&format!("# not expressible here: {note}\n"));
+    }
+    out.push_str(&format!("openstack flavor set {name}"));
+    for (key, value) in &output.flavor {
+        out.push_str(&format!(" \\\n  --property {key}={value}"));
+    }
+    out.push_str(&format!("\nopenstack image set {name}-image"));
+    for (key, value) in &output.image {
+        out.push_str(&format!(" \\\n  --property {key}={value}"));
+    }
+    out.push('\n');
+    out
+}
