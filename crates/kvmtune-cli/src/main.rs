@@ -226,10 +226,20 @@ pub(crate) fn load_host(args: &HostArgs) -> anyhow::Result<Option<HostFacts>> {
     Ok(None)
 }
 
-fn read_config_text(args: &CheckArgs) -> anyhow::Result<(String, String)> {
-    if let Some(domain) = &args.domain {
+pub(crate) fn unified_diff(path: &str, before: &str, after: &str, label: &str) -> String {
+    let diff = similar::TextDiff::from_lines(before, after);
+    diff.unified_diff().header(path, &format!("{path} ({label})")).to_string()
+}
+
+/// A config's name and text, from a file or from libvirt (`virsh dumpxml --inactive`).
+pub(crate) fn read_config_text(
+    file: Option<&std::path::Path>,
+    domain: Option<&str>,
+    connect: Option<&str>,
+) -> anyhow::Result<(String, String)> {
+    if let Some(domain) = domain {
         let mut command = std::process::Command::new("virsh");
-        if let Some(uri) = &args.connect {
+        if let Some(uri) = connect {
             command.args(["-c", uri]);
         }
         let output = command
@@ -247,13 +257,14 @@ fn read_config_text(args: &CheckArgs) -> anyhow::Result<(String, String)> {
             String::from_utf8(output.stdout).context("virsh printed non-UTF-8")?,
         ));
     }
-    let path = args.file.as_ref().context("give a FILE or --domain")?;
+    let path = file.context("give a FILE or --domain")?;
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok((path.display().to_string(), text))
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
-    let (path, text) = read_config_text(&args)?;
+    let (path, text) =
+        read_config_text(args.file.as_deref(), args.domain.as_deref(), args.connect.as_deref())?;
     let config = kvmtune::config::read(&path, &text)?;
     if (args.fix || args.diff) && config.format != SourceFormat::Libvirt {
         anyhow::bail!("--fix and --diff edit libvirt XML only; for this file the fixes are listed as steps");
@@ -327,10 +338,7 @@ fn apply_fixes(
         );
     }
     if args.diff {
-        let diff = similar::TextDiff::from_lines(&source.text, &text);
-        print_out(
-            &diff.unified_diff().header(&source.path, &format!("{} (fixed)", source.path)).to_string(),
-        )?;
+        print_out(&unified_diff(&source.path, &source.text, &text, "fixed"))?;
     } else if text != source.text {
         let path = args.file.as_ref().context("--fix needs a FILE")?;
         std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use kvmtune::analysis::planner::{self, Decision, Plan, PlanRequest, VmRequest};
+use kvmtune::analysis::planner::{self, Decision, Plan, PlanRequest, VmRequest, existing};
 use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::host::cpulist::CpuSet;
@@ -15,11 +15,25 @@ use crate::{HostArgs, Outcome, WorkloadArg, load_host, print_out};
 
 #[derive(clap::Args)]
 pub(crate) struct TuneArgs {
+    /// An existing VM to tune: libvirt XML (edited in place of its changed lines only), a QEMU
+    /// command line or a Proxmox conf. Its vCPU count, memory and devices are kept.
+    #[arg(conflicts_with_all = ["domain", "vms"])]
+    file: Option<std::path::PathBuf>,
+    /// An existing libvirt domain (`virsh dumpxml --inactive`).
+    #[arg(long, conflicts_with = "vms")]
+    domain: Option<String>,
+    /// libvirt connection URI for --domain.
+    #[arg(long, requires = "domain")]
+    connect: Option<String>,
+    /// With an existing libvirt VM: print the change as a unified diff instead of the new XML.
+    #[arg(long)]
+    diff: bool,
     #[command(flatten)]
     host: HostArgs,
-    /// The guest's Windows version: 11, 10, 8, 7, xp, 2016, 2019, 2022, 2025.
-    #[arg(long, default_value = "11")]
-    windows: String,
+    /// The guest's Windows version: 11, 10, 8, 7, xp, 2016, 2019, 2022, 2025 (default: the
+    /// existing VM's, else 11).
+    #[arg(long)]
+    windows: Option<String>,
     #[arg(long, value_enum, default_value_t = WorkloadArg::Gaming)]
     workload: WorkloadArg,
     /// The VM's name.
@@ -28,9 +42,9 @@ pub(crate) struct TuneArgs {
     /// vCPUs; default: the largest set inside one L3 group that leaves the housekeeping CPUs.
     #[arg(long)]
     vcpus: Option<u32>,
-    /// Memory: `16G`, `8192M`, or MiB.
-    #[arg(long, default_value = "16G", value_parser = parse_memory)]
-    memory: u64,
+    /// Memory: `16G`, `8192M`, or MiB (default: the existing VM's, else 16G).
+    #[arg(long, value_parser = parse_memory)]
+    memory: Option<u64>,
     /// A PCI device to pass through (`0000:01:00.0` or `01:00.0`); repeat for more.
     #[arg(long = "device", value_name = "ADDRESS")]
     devices: Vec<String>,
@@ -71,6 +85,8 @@ impl Emit {
     }
 }
 
+const DEFAULT_MEMORY_MIB: u64 = 16 * 1024;
+
 fn parse_memory(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (number, scale) = match text.char_indices().last() {
@@ -93,7 +109,7 @@ fn request(args: &TuneArgs, windows: WindowsVersion) -> anyhow::Result<PlanReque
         vec![VmRequest {
             name: args.name.clone(),
             vcpus: args.vcpus,
-            memory_mib: args.memory,
+            memory_mib: args.memory.unwrap_or(DEFAULT_MEMORY_MIB),
             devices: args.devices.clone(),
         }]
     } else {
@@ -112,7 +128,7 @@ fn request(args: &TuneArgs, windows: WindowsVersion) -> anyhow::Result<PlanReque
                 Ok(VmRequest {
                     name: name.to_string(),
                     vcpus: Some(vcpus),
-                    memory_mib: args.memory,
+                    memory_mib: args.memory.unwrap_or(DEFAULT_MEMORY_MIB),
                     devices: Vec::new(),
                 })
             })
@@ -159,14 +175,32 @@ fn render_plan(plan: &Plan, host_source: &str) -> String {
     out
 }
 
-pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
-    let windows = WindowsVersion::parse(&args.windows).with_context(|| {
+fn parse_windows(text: &str) -> anyhow::Result<WindowsVersion> {
+    WindowsVersion::parse(text).with_context(|| {
         format!(
-            "--windows {}: not a Windows version kvmtune knows (11, 10, 8, 7, xp, 2016, 2019, 2022, 2025)",
-            args.windows
+            "--windows {text}: not a Windows version kvmtune knows (11, 10, 8, 7, xp, 2016, 2019, 2022, 2025)"
         )
-    })?;
-    let request = request(&args, windows)?;
+    })
+}
+
+pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
+    let existing = if args.file.is_some() || args.domain.is_some() {
+        let (path, text) =
+            crate::read_config_text(args.file.as_deref(), args.domain.as_deref(), args.connect.as_deref())?;
+        let config = kvmtune::config::read(&path, &text)?;
+        Some((path, text, config))
+    } else {
+        if args.diff {
+            anyhow::bail!("contradicting options: --diff needs an existing VM (FILE or --domain)");
+        }
+        None
+    };
+    let windows = match (&args.windows, &existing) {
+        (Some(text), _) => parse_windows(text)?,
+        (None, Some((_, _, config))) => config.windows_version().unwrap_or(WindowsVersion::Win11),
+        (None, None) => WindowsVersion::Win11,
+    };
+    let mut request = request(&args, windows)?;
     let (host, source) = match load_host(&args.host)? {
         Some(host) => {
             let source = host.source.clone();
@@ -174,7 +208,25 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
         }
         None => (host::probe(&LiveHost), "this host (live)".to_string()),
     };
-    let plan = planner::plan(&host, &request)?;
+    let mut notes = Vec::new();
+    if let Some((_, _, config)) = &existing {
+        let (vm, device_notes) = existing::request_from_config(config, &host, args.vcpus, args.memory);
+        request.vms = vec![vm];
+        request.migratable = args.migratable || existing::migratable(config);
+        notes = device_notes;
+    }
+    let mut plan = planner::plan(&host, &request)?;
+    for note in notes {
+        plan.decisions.push(Decision::new(
+            "devices",
+            "placement without a device",
+            note,
+            "kvmtune probe (PCI devices)",
+        ));
+    }
+    if let Some((path, text, config)) = &existing {
+        return tune_existing(&args, &plan, windows, path, text, config, &source);
+    }
     let mut out = String::new();
     match args.format {
         crate::Format::Json => {
@@ -277,6 +329,73 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
                     );
                 }
             }
+        }
+    }
+    print_out(&out)?;
+    Ok(Outcome::Clean)
+}
+
+/// An existing VM: the plan, then the change in the VM's own format.
+fn tune_existing(
+    args: &TuneArgs,
+    plan: &Plan,
+    windows: WindowsVersion,
+    path: &str,
+    text: &str,
+    config: &kvmtune::config::model::VmConfig,
+    source: &str,
+) -> anyhow::Result<Outcome> {
+    use kvmtune::config::model::SourceFormat;
+    let vm = &plan.vms[0];
+    let mut out = render_plan(plan, source);
+    let actions = existing::actions(config, vm);
+    match config.format {
+        SourceFormat::Libvirt => {
+            let edited = kvmtune::config::libvirt_edit::apply_actions(text, &actions)
+                .with_context(|| format!("cannot edit {path}"))?;
+            let _ = writeln!(out, "\n# {} change(s) to {path}:", actions.len());
+            for action in &actions {
+                let _ = writeln!(out, "#   {}", action.describe());
+            }
+            if args.diff {
+                out.push_str(&crate::unified_diff(path, text, &edited, "tuned"));
+            } else {
+                out.push_str(&edited);
+            }
+        }
+        SourceFormat::Proxmox => {
+            // Only the keys whose value changes, as qm set commands.
+            let output = proxmox::render(vm, windows);
+            let current: std::collections::BTreeMap<&str, &str> = text
+                .lines()
+                .take_while(|l| !l.trim_start().starts_with('['))
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .collect();
+            let changed: Vec<(String, String)> = output
+                .config
+                .iter()
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "name" | "efidisk0" | "tpmstate0" | "virtio0" | "net0" | "scsihw")
+                })
+                .filter(|(k, v)| current.get(k.as_str()) != Some(&v.as_str()))
+                .cloned()
+                .collect();
+            let changes = proxmox::ProxmoxOutput { config: changed, ..output };
+            let _ = write!(out, "\n# changes to {path} as qm set commands\n{}", proxmox::qm_set(&changes));
+            for note in &changes.not_expressible {
+                let _ = writeln!(out, "# not expressible here: {note}");
+            }
+            let _ = write!(
+                out,
+                "\n# hookscript: /var/lib/vz/snippets/{}\n{}",
+                proxmox::hookscript_name(vm),
+                changes.hookscript
+            );
+        }
+        _ => {
+            let _ =
+                write!(out, "\n# QEMU launch script replacing {path}\n{}", qemu_command::script(vm, windows));
         }
     }
     print_out(&out)?;

@@ -116,36 +116,6 @@ fn planner_table() {
     );
 }
 
-/// The user configs whose host CPU SOURCES.md names, with that CPU's topology.
-fn user_hosts() -> Vec<(&'static str, SyntheticHost)> {
-    vec![
-        (
-            "Abikebuk__kvm-mag-mortar-b550m-single-gpu-passtrough__win11.xml",
-            SyntheticHost::desktop("Ryzen 7 2700X", "AuthenticAMD", 2, 4),
-        ),
-        (
-            "Zile995__PinnacleRidge-Polaris-GPU-Passthrough__win10.xml",
-            SyntheticHost::desktop("Ryzen 5 2600", "AuthenticAMD", 2, 3),
-        ),
-        ("grishi__vfio__win11.xml", SyntheticHost::ryzen_7950x3d()),
-        ("ipimpat__qemu-gaming-vm__win10.xml", SyntheticHost::desktop("Core i7-7700K", "GenuineIntel", 1, 4)),
-        ("leo5051__win10-vfio__win10.xml", SyntheticHost::desktop("Core i7-7700K", "GenuineIntel", 1, 4)),
-        (
-            "NextWork123__VFIO-KVM__win10-gaming.xml",
-            SyntheticHost::desktop("Core i5-10400F", "GenuineIntel", 1, 6),
-        ),
-        (
-            "alyssadev__vfio-configs__win10.xml",
-            SyntheticHost::desktop("Core i5-11400H", "GenuineIntel", 1, 6),
-        ),
-        (
-            "kvong__gpu-passthrough-windows__win11.xml",
-            SyntheticHost::desktop("Ryzen 9 7900", "AuthenticAMD", 2, 6),
-        ),
-        ("MingyaoLiu__Threadripper-KVM-guide__win10_NVMe.xml", SyntheticHost::threadripper_2950x()),
-    ]
-}
-
 fn user_table() {
     println!();
     println!("real pinnings (../shared/corpus/user-xml), on a host built to the CPU their SOURCES.md names,");
@@ -158,7 +128,7 @@ fn user_table() {
     );
     let dir = kvmtune_testkit::corpus().join("user-xml");
     let (mut measured, mut defective) = (0, 0);
-    for (file, machine) in user_hosts() {
+    for (file, machine) in SyntheticHost::for_user_xml() {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let config = kvmtune::config::read(file, &text).unwrap();
         let root = tempfile::tempdir().unwrap();

@@ -100,6 +100,34 @@ impl SyntheticHost {
         }
     }
 
+    /// The configs in ../shared/corpus/user-xml whose host CPU their SOURCES.md names, each with
+    /// a host built to that CPU's topology.
+    pub fn for_user_xml() -> Vec<(&'static str, Self)> {
+        vec![
+            (
+                "Abikebuk__kvm-mag-mortar-b550m-single-gpu-passtrough__win11.xml",
+                Self::desktop("Ryzen 7 2700X", "AuthenticAMD", 2, 4),
+            ),
+            (
+                "Zile995__PinnacleRidge-Polaris-GPU-Passthrough__win10.xml",
+                Self::desktop("Ryzen 5 2600", "AuthenticAMD", 2, 3),
+            ),
+            ("grishi__vfio__win11.xml", Self::ryzen_7950x3d()),
+            ("ipimpat__qemu-gaming-vm__win10.xml", Self::desktop("Core i7-7700K", "GenuineIntel", 1, 4)),
+            ("leo5051__win10-vfio__win10.xml", Self::desktop("Core i7-7700K", "GenuineIntel", 1, 4)),
+            (
+                "NextWork123__VFIO-KVM__win10-gaming.xml",
+                Self::desktop("Core i5-10400F", "GenuineIntel", 1, 6),
+            ),
+            ("alyssadev__vfio-configs__win10.xml", Self::desktop("Core i5-11400H", "GenuineIntel", 1, 6)),
+            (
+                "kvong__gpu-passthrough-windows__win11.xml",
+                Self::desktop("Ryzen 9 7900", "AuthenticAMD", 2, 6),
+            ),
+            ("MingyaoLiu__Threadripper-KVM-guide__win10_NVMe.xml", Self::threadripper_2950x()),
+        ]
+    }
+
     pub fn all() -> Vec<Self> {
         vec![Self::threadripper_2950x(), Self::ryzen_7950x3d(), Self::epyc_9654_2p(), Self::core_i9_14900k()]
     }

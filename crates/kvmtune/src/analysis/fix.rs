@@ -40,6 +40,17 @@ pub enum FixAction {
     RemoveCpuFeature { name: String },
     /// `<cpu><cache mode=...>`.
     SetCpuCacheMode { mode: String },
+    /// `<cpu><topology>` (the guest's sockets, dies, cores, threads).
+    SetCpuTopology { sockets: u32, dies: u32, cores: u32, threads: u32 },
+    /// `<cpu mode=... migratable=...>`.
+    SetCpuMode { mode: String, migratable: bool },
+    /// `<iothreads>`.
+    SetIothreads { count: u32 },
+    /// Replace every `<vcpupin>`, `<emulatorpin>` and `<iothreadpin>` in `<cputune>`; CPU lists as
+    /// libvirt writes them (`2,18`).
+    SetPins { vcpus: Vec<(u32, String)>, emulator: String, iothreads: Vec<(u32, String)> },
+    /// `<numatune><memory mode='strict' nodeset=...>`.
+    SetNumatune { nodeset: String },
     /// Something only the user can do; the text says what.
     Manual { steps: String },
 }
@@ -59,6 +70,19 @@ impl FixAction {
             FixAction::RequireCpuFeature { name } => format!("require CPU feature {name}"),
             FixAction::RemoveCpuFeature { name } => format!("remove the CPU feature policy for {name}"),
             FixAction::SetCpuCacheMode { mode } => format!("set the CPU cache mode to {mode}"),
+            FixAction::SetCpuTopology { sockets, dies, cores, threads } => {
+                format!(
+                    "set the guest topology to {sockets} socket(s), {dies} die(s), {cores} core(s), {threads} thread(s)"
+                )
+            }
+            FixAction::SetCpuMode { mode, migratable } => {
+                format!("set the CPU mode to {mode}, migratable={}", if *migratable { "on" } else { "off" })
+            }
+            FixAction::SetIothreads { count } => format!("give the VM {count} iothread(s)"),
+            FixAction::SetPins { vcpus, emulator, .. } => {
+                format!("pin {} vCPU(s) one to one, the emulator and iothreads to {emulator}", vcpus.len())
+            }
+            FixAction::SetNumatune { nodeset } => format!("bind memory strictly to NUMA node {nodeset}"),
             FixAction::Manual { steps } => steps.clone(),
         }
     }

@@ -76,6 +76,34 @@ fn steps(action: &FixAction) -> Vec<FixAction> {
         FixAction::EnableHyperv { features } => {
             features.iter().map(|f| FixAction::EnableHyperv { features: vec![f.clone()] }).collect()
         }
+        // Old pins go first; then each new pin is one insertion into the re-read file.
+        FixAction::SetPins { vcpus, emulator, iothreads } => {
+            let mut steps = vec![FixAction::SetPins {
+                vcpus: Vec::new(),
+                emulator: String::new(),
+                iothreads: Vec::new(),
+            }];
+            for pin in vcpus {
+                steps.push(FixAction::SetPins {
+                    vcpus: vec![pin.clone()],
+                    emulator: String::new(),
+                    iothreads: Vec::new(),
+                });
+            }
+            steps.push(FixAction::SetPins {
+                vcpus: Vec::new(),
+                emulator: emulator.clone(),
+                iothreads: Vec::new(),
+            });
+            for pin in iothreads {
+                steps.push(FixAction::SetPins {
+                    vcpus: Vec::new(),
+                    emulator: String::new(),
+                    iothreads: vec![pin.clone()],
+                });
+            }
+            steps
+        }
         other => vec![other.clone()],
     }
 }
@@ -232,6 +260,17 @@ impl<'a, 'input> Editor<'a, 'input> {
         }
     }
 
+    /// `<name>` around one child, laid out as the file lays out `parent`'s children.
+    fn wrapped(&self, parent: Node, name: &str, child: &str) -> String {
+        let indent = parent
+            .children()
+            .find(|c| c.is_element())
+            .map(|c| self.indent_of(c))
+            .unwrap_or_else(|| format!("{}{}", self.indent_of(parent), self.unit));
+        let nl = self.newline;
+        format!("<{name}>{nl}{indent}{unit}{child}{nl}{indent}</{name}>", unit = self.unit)
+    }
+
     fn root(&self) -> Node<'a, 'input> {
         self.document.root_element()
     }
@@ -307,6 +346,97 @@ impl<'a, 'input> Editor<'a, 'input> {
                         &self.empty_element("cache", &[("mode", mode)]),
                         &["feature", "numa"],
                     ),
+                }])
+            }
+            FixAction::SetCpuTopology { sockets, dies, cores, threads } => {
+                let cpu = element(root, "cpu")
+                    .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
+                let values = [sockets, dies, cores, threads].map(|v| v.to_string());
+                let attributes = [
+                    ("sockets", values[0].as_str()),
+                    ("dies", &values[1]),
+                    ("cores", &values[2]),
+                    ("threads", &values[3]),
+                ];
+                let snippet = self.empty_element("topology", &attributes);
+                Ok(vec![match element(cpu, "topology") {
+                    Some(topology) => Edit { span: topology.range().into(), replacement: snippet },
+                    None => self.insert_child(cpu, &snippet, &["cache", "feature", "numa"]),
+                }])
+            }
+            FixAction::SetCpuMode { mode, migratable } => {
+                let migratable = if *migratable { "on" } else { "off" };
+                match element(root, "cpu") {
+                    Some(cpu) => Ok(vec![
+                        self.set_attribute(cpu, "mode", mode),
+                        self.set_attribute(cpu, "migratable", migratable),
+                    ]),
+                    None => {
+                        let snippet = format!(
+                            "<cpu {} {}/>",
+                            self.attribute("mode", mode),
+                            self.attribute("migratable", migratable)
+                        );
+                        Ok(vec![self.insert_child(root, &snippet, &["clock", "on_poweroff", "devices"])])
+                    }
+                }
+            }
+            FixAction::SetIothreads { count } => {
+                let snippet = format!("<iothreads>{count}</iothreads>");
+                Ok(vec![match element(root, "iothreads") {
+                    Some(existing) => Edit { span: existing.range().into(), replacement: snippet },
+                    None => self.insert_child(root, &snippet, &["cputune", "numatune", "os"]),
+                }])
+            }
+            FixAction::SetPins { vcpus, emulator, iothreads } => {
+                let cputune = element(root, "cputune");
+                if vcpus.is_empty() && emulator.is_empty() && iothreads.is_empty() {
+                    // The clearing step.
+                    return Ok(cputune
+                        .map(|cputune| {
+                            cputune
+                                .children()
+                                .filter(|c| {
+                                    c.is_element()
+                                        && matches!(
+                                            c.tag_name().name(),
+                                            "vcpupin" | "emulatorpin" | "iothreadpin"
+                                        )
+                                })
+                                .map(|pin| self.delete_element(pin))
+                                .collect()
+                        })
+                        .unwrap_or_default());
+                }
+                let snippet = if let Some((vcpu, cpus)) = vcpus.first() {
+                    self.empty_element("vcpupin", &[("vcpu", &vcpu.to_string()), ("cpuset", cpus)])
+                } else if let Some((iothread, cpus)) = iothreads.first() {
+                    self.empty_element(
+                        "iothreadpin",
+                        &[("iothread", &iothread.to_string()), ("cpuset", cpus)],
+                    )
+                } else {
+                    self.empty_element("emulatorpin", &[("cpuset", emulator)])
+                };
+                Ok(vec![match cputune {
+                    Some(cputune) => self.insert_child(
+                        cputune,
+                        &snippet,
+                        &["vcpusched", "iothreadsched", "shares", "period", "quota"],
+                    ),
+                    None => {
+                        self.insert_child(root, &self.wrapped(root, "cputune", &snippet), &["numatune", "os"])
+                    }
+                }])
+            }
+            FixAction::SetNumatune { nodeset } => {
+                let memory = self.empty_element("memory", &[("mode", "strict"), ("nodeset", nodeset)]);
+                Ok(vec![match element(root, "numatune") {
+                    Some(numatune) => match element(numatune, "memory") {
+                        Some(existing) => Edit { span: existing.range().into(), replacement: memory },
+                        None => self.insert_child(numatune, &memory, &["memnode"]),
+                    },
+                    None => self.insert_child(root, &self.wrapped(root, "numatune", &memory), &["os"]),
                 }])
             }
             FixAction::Manual { steps } => Err(EditError::NotApplicable(format!("manual step: {steps}"))),

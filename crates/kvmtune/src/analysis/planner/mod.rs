@@ -5,6 +5,7 @@
 //! The plan is held to `check`: its libvirt rendering, checked against the same host, has no
 //! finding of warning severity or above (a property test over every corpus host).
 
+pub mod existing;
 pub mod features;
 pub mod placement;
 

@@ -1,0 +1,156 @@
+//! Tuning a VM that exists: its config says what the user chose (vCPU count, memory, devices,
+//! Windows version, migration), the plan says what should change, and the change is a list of
+//! [`FixAction`]s, which the libvirt editor applies losslessly: only what differs is touched.
+
+use crate::analysis::fix::FixAction;
+use crate::analysis::planner::{VmPlan, VmRequest};
+use crate::config::model::VmConfig;
+use crate::host::HostFacts;
+
+/// The VM request an existing config stands for; `vcpus` and `memory_mib` override it. Its
+/// passed-through devices that this host does not list are left out of the placement, each with
+/// a note (the config may come from another machine, or the host's PCI facts are unreadable).
+pub fn request_from_config(
+    config: &VmConfig,
+    host: &HostFacts,
+    vcpus: Option<u32>,
+    memory_mib: Option<u64>,
+) -> (VmRequest, Vec<String>) {
+    let listed = |address: &str| {
+        host.pci_devices
+            .known()
+            .is_some_and(|devices| devices.iter().any(|d| d.address.eq_ignore_ascii_case(address)))
+    };
+    let (devices, missing): (Vec<String>, Vec<String>) = config
+        .devices
+        .hostdevs
+        .iter()
+        .filter_map(|h| h.pci_address.clone())
+        .partition(|address| listed(address));
+    let notes = missing
+        .into_iter()
+        .map(|address| {
+            format!(
+                "device {address} is not on this host's PCI list: the placement does not follow its NUMA node"
+            )
+        })
+        .collect();
+    let request = VmRequest {
+        name: config.name.clone().unwrap_or_else(|| "vm".to_string()),
+        vcpus: vcpus.or(config.vcpus.as_ref().map(|v| v.value)),
+        memory_mib: memory_mib.or(config.memory.size_kib.as_ref().map(|m| m.value / 1024)).unwrap_or(8192),
+        devices,
+    };
+    (request, notes)
+}
+
+/// Whether the config's CPU is migratable, as libvirt decides it.
+pub fn migratable(config: &VmConfig) -> bool {
+    match (&config.cpu.migratable, config.cpu.mode.as_ref().map(|m| m.value.as_str())) {
+        (Some(migratable), _) => migratable.value,
+        (None, Some("host-passthrough" | "maximum")) => false,
+        (None, _) => true,
+    }
+}
+
+/// What to change in `config` so that it becomes `plan`, nothing more.
+pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
+    let mut actions = Vec::new();
+    // Enlightenments: missing ones on, ones the plan leaves out off (vendor_id is the user's).
+    if !config.hyperv.passthrough() {
+        let missing: Vec<String> = plan
+            .enlightenments
+            .iter()
+            .filter(|e| !config.hyperv.is_on(e.name))
+            .map(|e| e.name.to_string())
+            .collect();
+        if !missing.is_empty() {
+            actions.push(FixAction::EnableHyperv { features: missing });
+        }
+        for feature in config.hyperv.features.iter().filter(|f| f.on) {
+            if feature.name != "hv-vendor-id" && !plan.enlightenments.iter().any(|e| e.name == feature.name) {
+                actions.push(FixAction::DisableHyperv { feature: feature.name.clone() });
+            }
+        }
+        if let Some(planned) = plan.enlightenments.iter().find(|e| e.name == "hv-spinlocks")
+            && let Some(retries) = planned.value.as_deref().and_then(|v| v.parse::<u32>().ok())
+            && config.hyperv.get("hv-spinlocks").and_then(|f| f.value.as_deref()) != planned.value.as_deref()
+        {
+            actions.push(FixAction::SetSpinlockRetries { retries });
+        }
+    }
+    // Clock.
+    if config.clock.offset.as_ref().map(|o| o.value.as_str()) != Some(plan.clock.offset) {
+        actions.push(FixAction::SetClockOffset { offset: plan.clock.offset.to_string() });
+    }
+    let timer_attribute = |name: &str, key: &str, value: &str| -> Option<FixAction> {
+        let timer = config.clock.timer(name);
+        let current = match key {
+            "tickpolicy" => timer.and_then(|t| t.tickpolicy.clone()),
+            _ => timer.and_then(|t| t.present).map(|p| if p { "yes" } else { "no" }.to_string()),
+        };
+        (current.as_deref() != Some(value))
+            .then(|| FixAction::SetTimer { name: name.into(), attributes: vec![(key.into(), value.into())] })
+    };
+    actions.extend(timer_attribute("rtc", "tickpolicy", plan.clock.rtc_tickpolicy));
+    actions.extend(timer_attribute("pit", "tickpolicy", plan.clock.pit_tickpolicy));
+    actions.extend(timer_attribute("hpet", "present", if plan.clock.hpet { "yes" } else { "no" }));
+    // CPU.
+    let mode_differs = config.cpu.mode.as_ref().map(|m| m.value.as_str()) != Some(plan.cpu.mode);
+    if mode_differs || migratable(config) != plan.cpu.migratable {
+        actions.push(FixAction::SetCpuMode { mode: plan.cpu.mode.into(), migratable: plan.cpu.migratable });
+    }
+    let topology =
+        config.cpu.topology.as_ref().map(|t| (t.value.sockets, t.value.dies, t.value.cores, t.value.threads));
+    let wanted = (plan.topology.sockets, plan.topology.dies, plan.topology.cores, plan.topology.threads);
+    if topology != Some(wanted) {
+        actions.push(FixAction::SetCpuTopology {
+            sockets: wanted.0,
+            dies: wanted.1,
+            cores: wanted.2,
+            threads: wanted.3,
+        });
+    }
+    if plan.cpu.cache_passthrough
+        && config.cpu.cache_mode.as_ref().map(|c| c.value.as_str()) != Some("passthrough")
+    {
+        actions.push(FixAction::SetCpuCacheMode { mode: "passthrough".into() });
+    }
+    for feature in &plan.cpu.features {
+        if !config.cpu.features.iter().any(|f| f.name == feature.name && f.enables()) {
+            actions.push(FixAction::RequireCpuFeature { name: feature.name.into() });
+        }
+    }
+    if config.hypervisor_bit_disabled().is_some() {
+        actions.push(FixAction::RemoveCpuFeature { name: "hypervisor".into() });
+    }
+    // Threads and pins.
+    if config.iothreads.as_ref().is_none_or(|n| n.value < plan.iothreads) {
+        actions.push(FixAction::SetIothreads { count: plan.iothreads });
+    }
+    let pins: Vec<(u32, String)> =
+        plan.placement.vcpu_cpus.iter().enumerate().map(|(v, cpu)| (v as u32, cpu.to_string())).collect();
+    let current: Vec<(u32, String)> =
+        config.pinning.vcpupin.iter().map(|p| (p.id, p.cpus.to_string())).collect();
+    let emulator_now = config.pinning.emulatorpin.as_ref().map(|e| e.value.to_string());
+    let iothreads: Vec<(u32, String)> =
+        (1..=plan.iothreads).map(|i| (i, plan.iothread_cpus.to_string())).collect();
+    let iothreads_now: Vec<(u32, String)> =
+        config.pinning.iothreadpin.iter().map(|p| (p.id, p.cpus.to_string())).collect();
+    if current != pins || emulator_now != Some(plan.emulator_cpus.to_string()) || iothreads_now != iothreads {
+        actions.push(FixAction::SetPins { vcpus: pins, emulator: plan.emulator_cpus.to_string(), iothreads });
+    }
+    if let Some(node) = plan.memory_node {
+        let bound = config.memory.numatune.as_ref().is_some_and(|n| {
+            n.value.mode.as_deref() == Some("strict")
+                && n.value.nodeset.as_ref().map(|s| s.to_string()) == Some(node.to_string())
+        });
+        if !bound {
+            actions.push(FixAction::SetNumatune { nodeset: node.to_string() });
+        }
+    }
+    if !plan.memballoon && config.devices.memballoon.as_ref().is_some_and(|m| m.value != "none") {
+        actions.push(FixAction::SetMemballoonModel { model: "none".into() });
+    }
+    actions
+}
