@@ -255,3 +255,26 @@ fn impossible_requests_are_errors() {
     huge.vms[0].memory_mib = 10 << 20;
     assert!(matches!(plan(&facts, &huge), Err(PlanError::HostTooSmall(_))));
 }
+
+#[test]
+fn vcpus_and_memory_follow_the_passed_through_device() {
+    let tarball = kvmtune_testkit::corpus().join("hwloc/32em64t-2n8c+dax+nvme+mic+dimms.tar.bz2");
+    let (_guard, root) = kvmtune_testkit::unpack(&tarball);
+    let facts = host::probe(&SnapshotHost::open(&root).unwrap());
+    // Without a device the roomiest node comes first; with one on node 1, node 1 it is.
+    let mut with_device = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
+    with_device.vms[0].devices.push("80:02.0".into());
+    let plan = plan(&facts, &with_device).unwrap();
+    let vm = &plan.vms[0];
+    assert_eq!(vm.placement.nodes, vec![1]);
+    assert_eq!(vm.memory_node, Some(1));
+    assert_eq!(vm.devices[0].address, "0000:80:02.0");
+    assert!(!vm.memballoon, "no balloon with VFIO");
+    let node1 = facts.topology.numa_nodes.iter().find(|n| n.node == 1).unwrap();
+    assert!(vm.placement.cpus().is_subset(&node1.cpus));
+    assert!(vm.emulator_cpus.is_subset(&node1.cpus), "emulator on the node's own housekeeping CPUs");
+    let xml = render_domain(vm, WindowsVersion::Win11);
+    assert!(xml.contains("<memory mode='strict' nodeset='1'/>"));
+    assert!(xml.contains("<address domain='0x0000' bus='0x80' slot='0x02' function='0x0'/>"));
+    assert!(xml.contains("<memballoon model='none'/>"));
+}
