@@ -532,5 +532,6 @@ fn existing_libvirt_vms_get_the_minimal_change() {
         }
         let _ = original;
     }
+    eprintln!("tuned {tuned} user configs");
     assert!(tuned >= 5, "only {tuned} user configs fit their hosts");
 }
