@@ -53,18 +53,36 @@ enum Command {
     Exits(exits::ExitsCommand),
 }
 
+/// Where an existing VM's config comes from: a file, or libvirt.
 #[derive(clap::Args)]
-struct CheckArgs {
+pub(crate) struct VmConfigArgs {
     /// A libvirt domain XML, a QEMU command line (argv file or launch script) or a Proxmox
     /// VM config; the format is recognised from the content.
-    #[arg(required_unless_present = "domain", conflicts_with = "domain")]
-    file: Option<PathBuf>,
+    #[arg(conflicts_with = "domain")]
+    pub(crate) file: Option<PathBuf>,
     /// Read the domain's inactive XML from libvirt (`virsh dumpxml --inactive`).
     #[arg(long)]
-    domain: Option<String>,
+    pub(crate) domain: Option<String>,
     /// libvirt connection URI for --domain.
     #[arg(long, requires = "domain")]
-    connect: Option<String>,
+    pub(crate) connect: Option<String>,
+}
+
+impl VmConfigArgs {
+    pub(crate) fn given(&self) -> bool {
+        self.file.is_some() || self.domain.is_some()
+    }
+
+    /// The config's name and text.
+    pub(crate) fn read(&self) -> anyhow::Result<(String, String)> {
+        read_config_text(self.file.as_deref(), self.domain.as_deref(), self.connect.as_deref())
+    }
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    vm: VmConfigArgs,
     #[command(flatten)]
     host: HostArgs,
     /// The guest's Windows version (11, 10, 8, 7, xp, 2016, 2019, 2022, 2025); default: from
@@ -232,7 +250,7 @@ pub(crate) fn unified_diff(path: &str, before: &str, after: &str, label: &str) -
 }
 
 /// A config's name and text, from a file or from libvirt (`virsh dumpxml --inactive`).
-pub(crate) fn read_config_text(
+fn read_config_text(
     file: Option<&std::path::Path>,
     domain: Option<&str>,
     connect: Option<&str>,
@@ -263,8 +281,7 @@ pub(crate) fn read_config_text(
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
-    let (path, text) =
-        read_config_text(args.file.as_deref(), args.domain.as_deref(), args.connect.as_deref())?;
+    let (path, text) = args.vm.read()?;
     let config = kvmtune::config::read(&path, &text)?;
     if (args.fix || args.diff) && config.format != SourceFormat::Libvirt {
         anyhow::bail!("--fix and --diff edit libvirt XML only; for this file the fixes are listed as steps");
@@ -340,7 +357,7 @@ fn apply_fixes(
     if args.diff {
         print_out(&unified_diff(&source.path, &source.text, &text, "fixed"))?;
     } else if text != source.text {
-        let path = args.file.as_ref().context("--fix needs a FILE")?;
+        let path = args.vm.file.as_ref().context("--fix needs a FILE")?;
         std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     eprintln!(

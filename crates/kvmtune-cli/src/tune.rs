@@ -17,14 +17,8 @@ use crate::{HostArgs, Outcome, WorkloadArg, load_host, print_out};
 pub(crate) struct TuneArgs {
     /// An existing VM to tune: libvirt XML (edited in place of its changed lines only), a QEMU
     /// command line or a Proxmox conf. Its vCPU count, memory and devices are kept.
-    #[arg(conflicts_with_all = ["domain", "vms"])]
-    file: Option<std::path::PathBuf>,
-    /// An existing libvirt domain (`virsh dumpxml --inactive`).
-    #[arg(long, conflicts_with = "vms")]
-    domain: Option<String>,
-    /// libvirt connection URI for --domain.
-    #[arg(long, requires = "domain")]
-    connect: Option<String>,
+    #[command(flatten)]
+    existing: crate::VmConfigArgs,
     /// With an existing libvirt VM: print the change as a unified diff instead of the new XML.
     #[arg(long)]
     diff: bool,
@@ -58,7 +52,7 @@ pub(crate) struct TuneArgs {
     #[arg(long, value_name = "CPULIST")]
     housekeeping: Option<String>,
     /// Several VMs packed on this host without sharing a CPU: `--vm NAME:VCPUS`, repeated.
-    #[arg(long = "vm", value_name = "NAME:VCPUS", conflicts_with_all = ["vcpus", "name"])]
+    #[arg(long = "vm", value_name = "NAME:VCPUS", conflicts_with_all = ["vcpus", "name", "file", "domain"])]
     vms: Vec<String>,
     /// What to print after the plan.
     #[arg(long, value_enum, default_value_t = Emit::Libvirt)]
@@ -184,9 +178,8 @@ fn parse_windows(text: &str) -> anyhow::Result<WindowsVersion> {
 }
 
 pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
-    let existing = if args.file.is_some() || args.domain.is_some() {
-        let (path, text) =
-            crate::read_config_text(args.file.as_deref(), args.domain.as_deref(), args.connect.as_deref())?;
+    let existing = if args.existing.given() {
+        let (path, text) = args.existing.read()?;
         let config = kvmtune::config::read(&path, &text)?;
         Some((path, text, config))
     } else {
@@ -212,7 +205,7 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
     if let Some((_, _, config)) = &existing {
         let (vm, device_notes) = existing::request_from_config(config, &host, args.vcpus, args.memory);
         request.vms = vec![vm];
-        request.migratable = args.migratable || existing::migratable(config);
+        request.migratable = args.migratable || config.cpu_migratable();
         notes = device_notes;
     }
     let mut plan = planner::plan(&host, &request)?;

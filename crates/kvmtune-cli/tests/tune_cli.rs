@@ -430,7 +430,6 @@ fn existing_libvirt_vms_get_the_minimal_change() {
         let host = dir.path().join(machine.name);
         machine.write(&host);
         let original_path = corpus.join(file);
-        let original = std::fs::read_to_string(&original_path).unwrap();
         let output =
             kvmtune(&["tune", original_path.to_str().unwrap(), "--host-root", host.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -530,7 +529,6 @@ fn existing_libvirt_vms_get_the_minimal_change() {
                 "{file}: tune changed a line it does not own: {line}"
             );
         }
-        let _ = original;
     }
     eprintln!("tuned {tuned} user configs");
     assert!(tuned >= 5, "only {tuned} user configs fit their hosts");

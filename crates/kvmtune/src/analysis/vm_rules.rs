@@ -218,16 +218,8 @@ fn hv_evmcs_pointless(ctx: &RuleContext) -> Vec<Finding> {
         .collect()
 }
 
-fn migratable(config: &VmConfig) -> bool {
-    match (&config.cpu.migratable, config.cpu.mode.as_ref().map(|m| m.value.as_str())) {
-        (Some(migratable), _) => migratable.value,
-        (None, Some("host-passthrough" | "maximum")) => false,
-        (None, _) => true,
-    }
-}
-
 fn hv_blocks_migration(ctx: &RuleContext) -> Vec<Finding> {
-    if !migratable(ctx.config) {
+    if !ctx.config.cpu_migratable() {
         return Vec::new();
     }
     let mut findings = Vec::new();

@@ -323,6 +323,16 @@ pub enum WindowsVersion {
 }
 
 impl WindowsVersion {
+    /// Windows 11 and Server 2025 require UEFI with Secure Boot and a TPM 2.0.
+    pub fn needs_tpm(self) -> bool {
+        matches!(self, Self::Win11 | Self::Server2025)
+    }
+
+    /// Versions that boot from UEFI (Windows 8 and Server 2012 on); older ones from a BIOS.
+    pub fn boots_uefi(self) -> bool {
+        !matches!(self, Self::Xp | Self::Vista | Self::Win7 | Self::Server2008)
+    }
+
     /// From a libosinfo id (`http://microsoft.com/win/10`, `.../win/2k19`) or a short name
     /// given on the command line (`11`, `10`, `7`, `xp`, `2019`).
     pub fn parse(text: &str) -> Option<Self> {
@@ -380,6 +390,16 @@ impl VmConfig {
     }
 
     /// The `hypervisor` CPUID bit is switched off by a disable/forbid feature policy.
+    /// Whether the CPU is migratable, as libvirt decides it: host-passthrough and maximum are
+    /// not unless marked so, named models are.
+    pub fn cpu_migratable(&self) -> bool {
+        match (&self.cpu.migratable, self.cpu.mode.as_ref().map(|m| m.value.as_str())) {
+            (Some(migratable), _) => migratable.value,
+            (None, Some("host-passthrough" | "maximum")) => false,
+            (None, _) => true,
+        }
+    }
+
     pub fn hypervisor_bit_disabled(&self) -> Option<&CpuFeature> {
         self.cpu.features.iter().find(|f| f.name == "hypervisor" && !f.enables())
     }

@@ -112,7 +112,7 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> Manifest {
     not_expressible.push(
         "clock offset localtime: KubeVirt offers UTC or a named timezone; set spec.domain.clock.timezone to the guest's zone, or keep UTC and set RealTimeIsUniversal in Windows".into(),
     );
-    let tpm = matches!(windows, WindowsVersion::Win11 | WindowsVersion::Server2025);
+    let tpm = windows.needs_tpm();
     let mut features = json!({ "acpi": {}, "apic": {} });
     if !hyperv.is_empty() {
         features["hyperv"] = Value::Object(hyperv);
@@ -147,10 +147,7 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> Manifest {
         "ioThreadsPolicy": "shared",
         "machine": { "type": "q35" },
     });
-    if !matches!(
-        windows,
-        WindowsVersion::Xp | WindowsVersion::Vista | WindowsVersion::Win7 | WindowsVersion::Server2008
-    ) {
+    if windows.boots_uefi() {
         domain["firmware"] = json!({ "bootloader": { "efi": { "secureBoot": tpm, "persistent": true } } });
     }
     let name = vm.name.to_lowercase();

@@ -28,18 +28,6 @@ pub fn libosinfo_id(windows: WindowsVersion) -> &'static str {
     }
 }
 
-/// Windows 11 and Server 2025 require UEFI with Secure Boot and a TPM 2.0.
-fn needs_tpm(windows: WindowsVersion) -> bool {
-    matches!(windows, WindowsVersion::Win11 | WindowsVersion::Server2025)
-}
-
-fn uses_efi(windows: WindowsVersion) -> bool {
-    !matches!(
-        windows,
-        WindowsVersion::Xp | WindowsVersion::Vista | WindowsVersion::Win7 | WindowsVersion::Server2008
-    )
-}
-
 fn hyperv_block(vm: &VmPlan, out: &mut String) {
     let on = |name: &str| vm.enlightenments.iter().any(|e| e.name == name);
     let mut children = String::new();
@@ -80,7 +68,7 @@ fn pci_address(address: &str) -> String {
 
 pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
     let mut out = String::new();
-    let efi = uses_efi(windows);
+    let efi = windows.boots_uefi();
     let _ = writeln!(out, "<domain type='kvm'>");
     let _ = writeln!(out, "  <name>{}</name>", xml_text(&vm.name));
     let _ = writeln!(out, "  <metadata>");
@@ -114,7 +102,7 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
         let _ = writeln!(out, "  <numatune>\n    <memory mode='strict' nodeset='{node}'/>\n  </numatune>");
     }
     if efi {
-        let secure = needs_tpm(windows);
+        let secure = windows.needs_tpm();
         let _ = writeln!(out, "  <os firmware='efi'>");
         let _ = writeln!(out, "    <type arch='x86_64' machine='q35'>hvm</type>");
         let _ = writeln!(
@@ -132,7 +120,7 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
     let _ = writeln!(out, "    <acpi/>");
     let _ = writeln!(out, "    <apic/>");
     hyperv_block(vm, &mut out);
-    if efi && needs_tpm(windows) {
+    if efi && windows.needs_tpm() {
         let _ = writeln!(out, "    <smm state='on'/>");
     }
     let _ = writeln!(out, "  </features>");
@@ -194,7 +182,7 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
         let _ = writeln!(out, "    <graphics type='vnc' autoport='yes' listen='127.0.0.1'/>");
         let _ = writeln!(out, "    <video>\n      <model type='virtio'/>\n    </video>");
     }
-    if needs_tpm(windows) {
+    if windows.needs_tpm() {
         let _ = writeln!(
             out,
             "    <tpm model='tpm-crb'>\n      <backend type='emulator' version='2.0'/>\n    </tpm>"

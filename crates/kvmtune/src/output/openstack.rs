@@ -50,11 +50,8 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
     } else {
         flavor.push(pair("hw:mem_page_size", "large".into()));
     }
-    let efi = !matches!(
-        windows,
-        WindowsVersion::Xp | WindowsVersion::Vista | WindowsVersion::Win7 | WindowsVersion::Server2008
-    );
-    let tpm = matches!(windows, WindowsVersion::Win11 | WindowsVersion::Server2025);
+    let efi = windows.boots_uefi();
+    let tpm = windows.needs_tpm();
     let mut image = vec![
         pair("os_type", "windows".into()),
         pair("hw_machine_type", "q35".into()),

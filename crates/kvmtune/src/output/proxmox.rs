@@ -36,11 +36,8 @@ pub fn hookscript_name(vm: &VmPlan) -> String {
 pub fn render(vm: &VmPlan, windows: WindowsVersion) -> ProxmoxOutput {
     let mut config: Vec<(String, String)> = Vec::new();
     let mut set = |key: &str, value: String| config.push((key.to_string(), value));
-    let efi = !matches!(
-        windows,
-        WindowsVersion::Xp | WindowsVersion::Vista | WindowsVersion::Win7 | WindowsVersion::Server2008
-    );
-    let tpm = matches!(windows, WindowsVersion::Win11 | WindowsVersion::Server2025);
+    let efi = windows.boots_uefi();
+    let tpm = windows.needs_tpm();
     let mut not_expressible = Vec::new();
     set("name", vm.name.clone());
     set("ostype", ostype(windows).into());

@@ -40,7 +40,7 @@ pub fn argv(vm: &VmPlan, windows: WindowsVersion) -> Vec<String> {
     if qemu_args::hpet(&config) == Some(false) {
         machine.push_str(",hpet=off");
     }
-    let tpm = matches!(windows, WindowsVersion::Win11 | WindowsVersion::Server2025);
+    let tpm = windows.needs_tpm();
     if tpm {
         machine.push_str(",smm=on");
     }
@@ -135,10 +135,7 @@ pub fn script(vm: &VmPlan, windows: WindowsVersion) -> String {
     ));
     out.push_str("# after it do, by thread name (debug-threads=on). Needs root for vfio and hugepages.\n");
     out.push_str("set -e\n");
-    let efi = !matches!(
-        windows,
-        WindowsVersion::Xp | WindowsVersion::Vista | WindowsVersion::Win7 | WindowsVersion::Server2008
-    );
+    let efi = windows.boots_uefi();
     if efi {
         out.push_str(&format!("[ -f {name}_VARS.fd ] || cp {OVMF_VARS} {name}_VARS.fd\n", name = vm.name));
     }

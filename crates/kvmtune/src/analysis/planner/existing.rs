@@ -44,15 +44,6 @@ pub fn request_from_config(
     (request, notes)
 }
 
-/// Whether the config's CPU is migratable, as libvirt decides it.
-pub fn migratable(config: &VmConfig) -> bool {
-    match (&config.cpu.migratable, config.cpu.mode.as_ref().map(|m| m.value.as_str())) {
-        (Some(migratable), _) => migratable.value,
-        (None, Some("host-passthrough" | "maximum")) => false,
-        (None, _) => true,
-    }
-}
-
 /// What to change in `config` so that it becomes `plan`, nothing more.
 pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     let mut actions = Vec::new();
@@ -97,7 +88,7 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     actions.extend(timer_attribute("hpet", "present", if plan.clock.hpet { "yes" } else { "no" }));
     // CPU.
     let mode_differs = config.cpu.mode.as_ref().map(|m| m.value.as_str()) != Some(plan.cpu.mode);
-    if mode_differs || migratable(config) != plan.cpu.migratable {
+    if mode_differs || config.cpu_migratable() != plan.cpu.migratable {
         actions.push(FixAction::SetCpuMode { mode: plan.cpu.mode.into(), migratable: plan.cpu.migratable });
     }
     let topology =

@@ -268,11 +268,7 @@ fn hiding_note(host: &HostFacts, request: &PlanRequest, decisions: &mut Vec<Deci
     }
 }
 
-pub fn clock(
-    request: &PlanRequest,
-    enlightenments: &[EnlightenmentChoice],
-    decisions: &mut Vec<Decision>,
-) -> ClockPlan {
+pub fn clock(enlightenments: &[EnlightenmentChoice], decisions: &mut Vec<Decision>) -> ClockPlan {
     let on = |name: &str| enlightenments.iter().any(|e| e.name == name);
     let stimer = on("hv-stimer");
     decisions.push(Decision::new(
@@ -296,7 +292,6 @@ pub fn clock(
             "../shared/knowledge.md 5 (hpet off, no stimer); virt-manager/virt-manager#205",
         ));
     }
-    let _ = request;
     ClockPlan {
         offset: "localtime",
         hypervclock: on("hv-time"),

@@ -291,10 +291,7 @@ fn vm_plan(
         "QEMU's main loop and disk I/O run beside the vCPUs, never on their cores",
         "libvirt formatdomain cputune (emulatorpin, iothreadpin)",
     ));
-    if topology.threads == 1
-        && placement.cores < vcpus.max(1) * 2
-        && host.topology.smt_sibling_sets.iter().any(|s| s.len() > 1)
-    {
+    if topology.threads == 1 && host.topology.smt_sibling_sets.iter().any(|s| s.len() > 1) {
         decisions.push(Decision::new(
             "pinning",
             "one vCPU per host core (threads=1)",
@@ -325,7 +322,7 @@ fn vm_plan(
     let hugepages = features::hugepages(host, vm.memory_mib, memory_node, &mut decisions);
     let cpu = features::cpu(host, request, &placement, &mut decisions);
     let enlightenments = features::enlightenments(host, request, &mut decisions);
-    let clock = features::clock(request, &enlightenments, &mut decisions);
+    let clock = features::clock(&enlightenments, &mut decisions);
     let memballoon = devices.is_empty();
     if !devices.is_empty() {
         decisions.push(Decision::new(
@@ -382,10 +379,16 @@ fn pinning_decision(
     let l3 = &host.topology.l3_groups;
     let vcache = placement.l3_groups.iter().any(|&g| l3.get(g).is_some_and(|g| g.larger_than_others));
     let hybrid = cores.iter().any(|c| c.efficiency);
+    let cores = if placement.threads > 1 {
+        format!(
+            "{} host cores of {} threads: each guest core's threads are one host core's SMT siblings",
+            placement.cores, placement.threads
+        )
+    } else {
+        format!("{} host core(s), one vCPU each", placement.cores)
+    };
     let mut reason = format!(
-        "{} host core(s) of {} thread(s): each guest core's threads are one host core's SMT siblings; {} L3 group(s), {} NUMA node(s) ({})",
-        placement.cores,
-        placement.threads,
+        "{cores}; {} L3 group(s), {} NUMA node(s) ({})",
         placement.l3_groups.len(),
         placement.nodes.len(),
         placement.nodes.iter().map(|n| format!("node {n}")).collect::<Vec<_>>().join(", ")
