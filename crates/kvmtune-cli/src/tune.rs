@@ -8,7 +8,8 @@ use kvmtune::analysis::planner::{self, Decision, Plan, PlanRequest, VmRequest, e
 use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::host::cpulist::CpuSet;
-use kvmtune::host::{self, LiveHost};
+use kvmtune::host::software::Version;
+use kvmtune::host::{self, Fact, HostFacts, LiveHost};
 use kvmtune::output::{kubevirt, libvirt_domain, openstack, proxmox, qemu_command};
 
 use crate::{HostArgs, Outcome, WorkloadArg, load_host, print_out};
@@ -24,6 +25,16 @@ pub(crate) struct TuneArgs {
     diff: bool,
     #[command(flatten)]
     host: HostArgs,
+    /// The kernel release the VM will run on, where the host facts lack it or it will change
+    /// (`6.1`). Used for enlightenments only where /dev/kvm could not be asked.
+    #[arg(long, value_name = "VERSION")]
+    kernel_version: Option<Version>,
+    /// The QEMU release the VM will run on (default: the probed one).
+    #[arg(long, value_name = "VERSION")]
+    qemu_version: Option<Version>,
+    /// The libvirt release the VM will be defined in (default: the probed one).
+    #[arg(long, value_name = "VERSION")]
+    libvirt_version: Option<Version>,
     /// The guest's Windows version: 11, 10, 8, 7, xp, 2016, 2019, 2022, 2025 (default: the
     /// existing VM's, else 11).
     #[arg(long)]
@@ -96,6 +107,20 @@ fn parse_memory(text: &str) -> Result<u64, String> {
         Some(mib) if mib >= 256 => Ok(mib),
         _ => Err(format!("`{text}`: a Windows VM needs at least 256 MiB")),
     }
+}
+
+/// The releases given on the command line replace the probed ones.
+fn with_stack_versions(mut host: HostFacts, args: &TuneArgs) -> HostFacts {
+    if let Some(kernel) = args.kernel_version {
+        host.kernel.release = Fact::Known(format!("{kernel} (--kernel-version)"));
+    }
+    if let Some(qemu) = args.qemu_version {
+        host.software.qemu = Fact::Known(qemu);
+    }
+    if let Some(libvirt) = args.libvirt_version {
+        host.software.libvirt = Fact::Known(libvirt);
+    }
+    host
 }
 
 fn request(args: &TuneArgs, windows: WindowsVersion) -> anyhow::Result<PlanRequest> {
@@ -201,6 +226,7 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
         }
         None => (host::probe(&LiveHost), "this host (live)".to_string()),
     };
+    let host = with_stack_versions(host, &args);
     let mut notes = Vec::new();
     if let Some((_, _, config)) = &existing {
         let (vm, device_notes) = existing::request_from_config(config, &host, args.vcpus, args.memory);

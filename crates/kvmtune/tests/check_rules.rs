@@ -226,3 +226,46 @@ fn no_stray_fixtures() {
         assert!(VM_RULES.iter().any(|r| r.id == id), "{name} belongs to no rule");
     }
 }
+
+/// Where /dev/kvm was not asked, HV011 goes by the kernel release (a warning: distributions
+/// backport) and, always, by the QEMU and libvirt releases (an error: the VM would not start).
+#[test]
+fn hv011_judges_by_releases_where_kvm_was_not_asked() {
+    let text = std::fs::read_to_string(fixtures().join("HV011.good.xml")).unwrap();
+    let config = libvirt::parse("HV011.good.xml", &text).unwrap();
+    assert!(config.hyperv.is_on("hv-ipi") && config.hyperv.is_on("hv-avic"), "the fixture has both");
+    let source = SourceText::new("HV011.good.xml", text.as_str());
+    let findings = |host: &HostFacts| -> Vec<(String, kvmtune::analysis::Severity)> {
+        let options = CheckOptions {
+            host: Some(host),
+            windows: None,
+            workload: Workload::Gaming,
+            select: vec!["HV011".into()],
+        };
+        check(&config, &source, &options).diagnostics.into_iter().map(|d| (d.message, d.severity)).collect()
+    };
+    let mut host = synthetic_host(true, true);
+    host.kvm.device = Fact::Unknown("a snapshot".into());
+    host.kernel.release = Fact::Known("4.19.0-27-amd64".into());
+    host.software.qemu = Fact::Known("6.1.0".parse().unwrap());
+    host.software.libvirt = Fact::Known("8.0.0".parse().unwrap());
+    let old = findings(&host);
+    assert_eq!(old.len(), 2, "{old:?}");
+    let (ipi, avic) = (&old[0], &old[1]);
+    assert!(
+        ipi.0.starts_with("hv-ipi: needs Linux 4.20") && ipi.1 == kvmtune::analysis::Severity::Warning,
+        "{ipi:?}"
+    );
+    assert!(avic.0.starts_with("hv-avic: needs Linux 5.15"), "{avic:?}");
+
+    // A new kernel with an old QEMU: hv-avic is QEMU's to lack, and that is certain.
+    host.kernel.release = Fact::Known("6.1.0-13-amd64".into());
+    let qemu_old = findings(&host);
+    assert_eq!(qemu_old.len(), 1, "{qemu_old:?}");
+    assert!(qemu_old[0].0.starts_with("hv-avic: QEMU knows hv-avic since 6.2; this host has 6.1.0"));
+    assert_eq!(qemu_old[0].1, kvmtune::analysis::Severity::Error);
+
+    host.software.qemu = Fact::Known("10.0.2".parse().unwrap());
+    host.software.libvirt = Fact::Known("11.3.0".parse().unwrap());
+    assert!(findings(&host).is_empty());
+}

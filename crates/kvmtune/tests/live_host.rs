@@ -128,3 +128,43 @@ fn probing_twice_gives_the_same_facts() {
     }
     assert_eq!(first, second);
 }
+
+/// The upstream release inside a Debian package version: `1:10.0.2+ds-2~bpo12+1` -> `10.0.2`.
+fn packaged_release(package: &str) -> String {
+    let output = Command::new("dpkg-query").args(["-W", "-f", "${Version}", package]).output().unwrap();
+    assert!(output.status.success(), "{package} is installed by scripts/test.sh");
+    let version = String::from_utf8(output.stdout).unwrap();
+    let without_epoch = version.split_once(':').map_or(version.as_str(), |(_, rest)| rest);
+    without_epoch.split(['+', '-', '~']).next().unwrap().to_string()
+}
+
+#[test]
+fn qemu_and_libvirt_releases_match_the_installed_packages() {
+    let facts = host::probe(&LiveHost);
+    assert_eq!(
+        facts.software.qemu.known().map(ToString::to_string),
+        Some(packaged_release("qemu-system-x86"))
+    );
+    assert_eq!(
+        facts.software.libvirt.known().map(ToString::to_string),
+        Some(packaged_release("libvirt-daemon"))
+    );
+}
+
+#[test]
+fn a_snapshot_says_it_records_no_program_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("sys")).unwrap();
+    let facts = host::probe(&host::SnapshotHost::open(dir.path()).unwrap());
+    let Fact::Unknown(reason) = &facts.software.qemu else { panic!("{:?}", facts.software.qemu) };
+    assert!(reason.contains("records no program versions"), "{reason}");
+}
+
+#[test]
+fn host_facts_saved_before_the_releases_were_probed_still_load() {
+    let facts = host::probe(&LiveHost);
+    let mut json = serde_json::to_value(&facts).unwrap();
+    json.as_object_mut().unwrap().remove("software");
+    let loaded: host::HostFacts = serde_json::from_value(json).unwrap();
+    assert!(!loaded.software.qemu.is_known() && !loaded.software.libvirt.is_known());
+}

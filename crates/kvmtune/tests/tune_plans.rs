@@ -11,7 +11,9 @@ use kvmtune::analysis::planner::{PlanError, PlanRequest, VmRequest, plan};
 use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::SourceText;
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::host::{self, HostFacts, SnapshotHost};
+use kvmtune::host::software::Version;
+use kvmtune::host::{self, Fact, HostFacts, SnapshotHost};
+use kvmtune::knowledge::hyperv::availability;
 use kvmtune::output::libvirt_domain::render_domain;
 use kvmtune_testkit::synthetic::SyntheticHost;
 
@@ -277,4 +279,79 @@ fn vcpus_and_memory_follow_the_passed_through_device() {
     assert!(xml.contains("<memory mode='strict' nodeset='1'/>"));
     assert!(xml.contains("<address domain='0x0000' bus='0x80' slot='0x02' function='0x0'/>"));
     assert!(xml.contains("<memballoon model='none'/>"));
+}
+
+/// Kernel, QEMU and libvirt releases from old to new, as a host without a /dev/kvm answer
+/// (every snapshot) reports them.
+const STACKS: [(&str, &str, &str); 5] = [
+    ("4.4.0-21-generic", "2.5.0", "1.3.1"),
+    ("4.19.0-27-amd64", "6.1.0", "8.0.0"),
+    ("5.10.0-30-amd64", "5.2.0", "7.0.0"),
+    ("6.1.0-13-amd64", "7.2.0", "9.0.0"),
+    ("6.12.9-amd64", "10.0.2", "11.3.0"),
+];
+
+fn on_stack(facts: &HostFacts, (kernel, qemu, libvirt): (&str, &str, &str)) -> HostFacts {
+    let mut facts = facts.clone();
+    facts.kernel.release = Fact::Known(kernel.to_string());
+    facts.software.qemu = Fact::Known(qemu.parse().unwrap());
+    facts.software.libvirt = Fact::Known(libvirt.parse().unwrap());
+    facts
+}
+
+#[test]
+fn enlightenments_follow_the_kernel_qemu_and_libvirt_releases() {
+    let (facts, _dir) = synthetic(SyntheticHost::core_i9_14900k());
+    let mut found = Vec::new();
+    let mut sets = Vec::new();
+    for stack in STACKS {
+        let host = on_stack(&facts, stack);
+        let kernel = Version::find_in(stack.0).unwrap();
+        for nested in [false, true] {
+            for workload in WORKLOADS {
+                let mut request = request(WindowsVersion::Win11, workload, Some(4));
+                request.nested = nested;
+                // check, on the same host, objects to nothing: neither a missing recommended
+                // enlightenment the stack has (HV002) nor one it lacks (HV011).
+                found.extend(problems(stack.0, &host, &request));
+                let plan = plan(&host, &request).unwrap();
+                let chosen: Vec<&str> = plan.vms[0].enlightenments.iter().map(|e| e.name).collect();
+                for name in &chosen {
+                    let since = availability(name).unwrap();
+                    if since.linux > kernel
+                        || since.qemu > *host.software.qemu.known().unwrap()
+                        || since.libvirt.is_some_and(|v| v > *host.software.libvirt.known().unwrap())
+                    {
+                        found.push(format!("{stack:?}: {name} chosen but not in this stack"));
+                    }
+                }
+                sets.push((stack.0, nested, chosen.join(",")));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+    let set_of =
+        |kernel: &str, nested: bool| sets.iter().find(|s| s.0 == kernel && s.1 == nested).unwrap().2.clone();
+    // Linux 4.4 has no SynIC: no synic, no stimer, no vpindex-based ones.
+    assert!(!set_of(STACKS[0].0, false).contains("hv-synic"));
+    assert!(set_of(STACKS[0].0, false).contains("hv-relaxed"));
+    // QEMU 6.1 lacks hv-avic; Linux 4.19 lacks hv-ipi.
+    assert!(
+        !set_of(STACKS[1].0, false).contains("hv-avic") && !set_of(STACKS[1].0, false).contains("hv-ipi")
+    );
+    // On Intel with nesting, libvirt 9.0 has no element for the direct TLB flush; 11.3 has.
+    assert!(!set_of(STACKS[3].0, true).contains("hv-tlbflush-direct"));
+    assert!(set_of(STACKS[4].0, true).contains("hv-tlbflush-direct"));
+}
+
+#[test]
+fn with_no_release_known_the_plan_says_what_it_assumes() {
+    let (facts, _dir) = synthetic(SyntheticHost::ryzen_7950x3d());
+    let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, None)).unwrap();
+    let assumed = plan.vms[0].decisions.iter().find(|d| d.choice == "assumed available").unwrap();
+    assert!(
+        assumed.reason.contains("Linux 5.15") && assumed.reason.contains("QEMU 6.2"),
+        "{}",
+        assumed.reason
+    );
 }

@@ -10,6 +10,7 @@ pub mod exit_compare;
 pub mod exit_rules;
 pub mod fix;
 pub mod host_rules;
+pub mod hyperv_support;
 pub mod planner;
 pub mod vm_rules;
 

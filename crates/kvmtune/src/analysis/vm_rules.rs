@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::analysis::Severity;
 use crate::analysis::fix::{Fix, FixAction};
+use crate::analysis::hyperv_support::{Layer, Offer, offer};
 use crate::config::model::{VmConfig, WindowsVersion};
 use crate::config::span::Span;
 use crate::host::kvm::HypervSupport;
@@ -180,11 +181,7 @@ fn hv_recommended_missing(ctx: &RuleContext) -> Vec<Finding> {
     if !ctx.is_windows() || !ctx.custom_hyperv() || !ctx.enlightenments_visible() {
         return Vec::new();
     }
-    let host_supports = |feature: &str| match ctx.host.and_then(|h| h.kvm.device.known()).map(|d| &d.hyperv) {
-        Some(HypervSupport::Supported { enlightenments, .. }) => enlightenments.iter().any(|e| e == feature),
-        Some(HypervSupport::NotSupported { .. }) => false,
-        _ => true,
-    };
+    let host_supports = |feature: &str| ctx.host.is_none_or(|host| !offer(host, feature).is_lacking());
     let missing: Vec<&'static str> =
         RECOMMENDED.iter().copied().filter(|f| !ctx.config.hyperv.is_on(f) && host_supports(f)).collect();
     if missing.is_empty() {
@@ -343,7 +340,7 @@ fn hypervisor_bit_hidden(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 fn hv_unsupported_by_host(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(device) = ctx.host.and_then(|h| h.kvm.device.known()) else { return Vec::new() };
+    let Some(host) = ctx.host else { return Vec::new() };
     let enabled: Vec<_> = ctx
         .config
         .hyperv
@@ -351,32 +348,41 @@ fn hv_unsupported_by_host(ctx: &RuleContext) -> Vec<Finding> {
         .iter()
         .filter(|f| f.on && f.name != "hv-vendor-id" && f.name != "hv-spinlocks")
         .collect();
-    match &device.hyperv {
-        HypervSupport::Supported { enlightenments, .. } => enabled
-            .iter()
-            .filter(|f| !enlightenments.contains(&f.name))
-            .map(|f| {
-                Finding::new(Some(f.span), format!("{} is not supported by this host's KVM; QEMU refuses to start (\"not supported by kernel\")", f.name))
-                    .with_fix(Fix::safe(FixAction::DisableHyperv { feature: f.name.clone() }))
-            })
-            .collect(),
-        HypervSupport::NotSupported { evidence } => enabled
+    let hyperv = host.kvm.device.known().map(|d| &d.hyperv);
+    if let Some(HypervSupport::NotSupported { evidence }) = hyperv {
+        return enabled
             .first()
             .map(|first| {
                 Finding::new(Some(first.span), format!("{} enlightenment(s) configured, but this host's KVM has no Hyper-V support ({evidence})", enabled.len()))
                     .with_fix(Fix::manual("run the VM on a kernel built with CONFIG_KVM_HYPERV"))
             })
             .into_iter()
-            .collect(),
-        HypervSupport::Unknown { .. } => Vec::new(),
+            .collect();
     }
+    enabled
+        .iter()
+        .filter_map(|f| match offer(host, &f.name) {
+            Offer::Lacking { layer, why } => {
+                let finding =
+                    Finding::new(Some(f.span), format!("{}: {why}; the VM would not start", f.name))
+                        .with_fix(Fix::safe(FixAction::DisableHyperv { feature: f.name.clone() }));
+                Some(if layer == Layer::KernelRelease {
+                    finding.with_severity(Severity::Warning)
+                } else {
+                    finding
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Timers and clock
 
 fn hypervclock_missing(ctx: &RuleContext) -> Vec<Finding> {
-    if !ctx.is_windows() || !ctx.enlightenments_visible() || ctx.on("hv-time") {
+    let host_lacks_it = ctx.host.is_some_and(|host| offer(host, "hv-time").is_lacking());
+    if !ctx.is_windows() || !ctx.enlightenments_visible() || ctx.on("hv-time") || host_lacks_it {
         return Vec::new();
     }
     vec![
@@ -1001,10 +1007,10 @@ pub const VM_RULES: &[VmRule] = &[
         name: "hv-unsupported-by-host",
         category: "hyperv",
         severity: Severity::Error,
-        title: "an enlightenment this host's KVM does not support",
-        explanation: "QEMU checks each requested enlightenment against KVM_GET_SUPPORTED_HV_CPUID and refuses to start with 'Hyper-V <feature> is not supported by kernel'.",
-        source: "QEMU target/i386/kvm/kvm.c (../shared/knowledge.md 1b, 4a)",
-        fix: "turn the feature off, or run on a kernel that supports it",
+        title: "an enlightenment this host's KVM, QEMU or libvirt does not support",
+        explanation: "QEMU checks each requested enlightenment against KVM_GET_SUPPORTED_HV_CPUID and refuses to start with 'Hyper-V <feature> is not supported by kernel'; a QEMU older than the property rejects it as unknown, and a libvirt older than the element rejects the XML. Where /dev/kvm cannot be asked, the kernel release stands in for KVM's answer (a warning then, since distributions backport).",
+        source: "QEMU target/i386/kvm/kvm.c (../shared/knowledge.md 1a, 1b, 2a, 4a)",
+        fix: "turn the feature off, or run on a kernel, QEMU and libvirt that support it",
         needs_host: true,
         check: hv_unsupported_by_host,
     },

@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod kvm;
 pub mod memory;
 pub mod pci;
+pub mod software;
 pub mod source;
 pub mod state;
 pub mod time;
@@ -40,6 +41,9 @@ pub struct HostFacts {
     pub iommu: pci::Iommu,
     pub pci_devices: Fact<Vec<pci::PciDevice>>,
     pub host_state: state::HostState,
+    /// QEMU and libvirt versions (absent from facts saved before they were probed).
+    #[serde(default)]
+    pub software: software::Software,
 }
 
 impl HostFacts {
@@ -52,8 +56,9 @@ impl HostFacts {
 }
 
 /// Reads every fact. Never fails as a whole: what cannot be read is `Unknown` with the reason.
-/// Writes nothing; the only side effect is on the live host, where `/dev/kvm` is opened and, on
-/// kernels 5.0-5.10, a throwaway VM is created to ask about Hyper-V.
+/// Writes nothing; the only side effects are on the live host, where `/dev/kvm` is opened (on
+/// kernels 5.0-5.10 a throwaway VM is created to ask about Hyper-V) and QEMU and libvirt are run
+/// with `--version`.
 pub fn probe(host: &dyn HostSource) -> HostFacts {
     let cpu = cpu::probe(host);
     let topology = topology::probe(host, &cpu);
@@ -67,6 +72,7 @@ pub fn probe(host: &dyn HostSource) -> HostFacts {
         kernel: kernel::probe(host),
         kvm: kvm::probe(host),
         host_state: state::probe(host),
+        software: software::probe(host),
         cpu,
         topology,
         time,

@@ -56,6 +56,9 @@ pub trait HostSource {
     /// Opens `/dev/kvm` and asks it what it supports. `None` where that is impossible by
     /// construction (a snapshot): the probe then reports the device facts as unknown.
     fn query_kvm_device(&self) -> Option<KvmDeviceReport>;
+    /// Runs a program with arguments and returns what it printed (stdout, else stderr). `None`
+    /// where no program can run by construction (a snapshot).
+    fn program_output(&self, program: &str, args: &[&str]) -> Option<Result<String, ReadError>>;
 
     /// Reads a file and trims it, the form nearly every sysfs fact takes.
     fn read_trimmed(&self, path: &str) -> Result<String, ReadError> {
@@ -86,6 +89,31 @@ impl HostSource for LiveHost {
     fn query_kvm_device(&self) -> Option<KvmDeviceReport> {
         Some(crate::host::kvm::query_live_device(Path::new("/dev/kvm")))
     }
+    fn program_output(&self, program: &str, args: &[&str]) -> Option<Result<String, ReadError>> {
+        Some(run_program(program, args))
+    }
+}
+
+/// Daemons live in sbin, which a user's PATH often lacks.
+const EXTRA_PROGRAM_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/local/sbin"];
+
+fn run_program(program: &str, args: &[&str]) -> Result<String, ReadError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(EXTRA_PROGRAM_DIRS.iter().map(PathBuf::from));
+    let resolved = if program.contains('/') {
+        Some(PathBuf::from(program)).filter(|p| p.is_file())
+    } else {
+        dirs.iter().map(|dir| dir.join(program)).find(|p| p.is_file())
+    };
+    let resolved = resolved.ok_or_else(|| ReadError::Missing(program.to_string()))?;
+    let output = std::process::Command::new(&resolved)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| classify(program, e))?;
+    let text = if output.stdout.is_empty() { output.stderr } else { output.stdout };
+    String::from_utf8(text).map_err(|_| ReadError::NotText(format!("{program} {}", args.join(" "))))
 }
 
 /// A captured host tree: a directory holding `sys/` and `proc/`.
@@ -143,6 +171,9 @@ impl HostSource for SnapshotHost {
         format!("snapshot {}", self.root.display())
     }
     fn query_kvm_device(&self) -> Option<KvmDeviceReport> {
+        None
+    }
+    fn program_output(&self, _program: &str, _args: &[&str]) -> Option<Result<String, ReadError>> {
         None
     }
 }

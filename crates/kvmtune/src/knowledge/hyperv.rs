@@ -4,6 +4,7 @@
 //! Bit positions: ../shared/knowledge.md section 1a/4b (L-TLFS, Q-KVM `kvm_hyperv_properties[]`,
 //! which QEMU itself checks against the same ioctl before it enables a feature).
 
+use crate::host::software::Version;
 use crate::sys::CpuidEntry;
 
 /// A CPUID register in the Hyper-V leaf range.
@@ -256,6 +257,153 @@ pub fn signature(entries: &[CpuidEntry]) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).trim_end_matches('\0').to_string())
 }
 
+/// Since which release of each layer an enlightenment exists: KVM must emulate it, QEMU must
+/// know the `-cpu` property, libvirt the XML element. The planner and `check` go by these only
+/// where `/dev/kvm` could not be asked (the kernel) or always (QEMU, libvirt: KVM's answer says
+/// nothing about them).
+///
+/// QEMU and libvirt releases: ../shared/knowledge.md 1a and 2a (Q-DOC, LV-FD, LV-NEWS). Linux
+/// releases: the commit or KVM pull that added the emulation; "(unverified)" marks a release
+/// inferred from the capability's place in `include/uapi/linux/kvm.h` or from the patch date,
+/// not read from a release.
+#[derive(Debug, Clone, Copy)]
+pub struct Availability {
+    /// QEMU `-cpu` property.
+    pub qemu_property: &'static str,
+    pub linux: Version,
+    pub qemu: Version,
+    /// `None`: libvirt has no element for it, or its first release is not recorded here.
+    pub libvirt: Option<Version>,
+    pub linux_source: &'static str,
+}
+
+const fn since(
+    qemu_property: &'static str,
+    linux: (u32, u32),
+    qemu: (u32, u32),
+    libvirt: Option<(u32, u32, u32)>,
+    linux_source: &'static str,
+) -> Availability {
+    Availability {
+        qemu_property,
+        linux: Version::new(linux.0, linux.1, 0),
+        qemu: Version::new(qemu.0, qemu.1, 0),
+        libvirt: match libvirt {
+            Some((major, minor, micro)) => Some(Version::new(major, minor, micro)),
+            None => None,
+        },
+        linux_source,
+    }
+}
+
+pub const AVAILABILITY: &[Availability] = &[
+    since("hv-relaxed", (2, 6), (2, 0), Some((1, 0, 0)), "KVM_CAP_HYPERV, Linux 2.6.34 (unverified)"),
+    since(
+        "hv-vapic",
+        (2, 6),
+        (2, 0),
+        Some((1, 1, 0)),
+        "commit 10388a07164c (APIC access MSRs), Linux 2.6.34 (unverified)",
+    ),
+    since("hv-spinlocks", (2, 6), (2, 0), Some((1, 1, 0)), "KVM_CAP_HYPERV_SPIN, Linux 2.6.34 (unverified)"),
+    since("hv-time", (3, 14), (2, 0), Some((1, 2, 2)), "KVM_CAP_HYPERV_TIME, Linux 3.14 (unverified)"),
+    since("hv-crash", (4, 2), (2, 5), None, "crash MSRs, Linux 4.2 (unverified)"),
+    since("hv-reset", (4, 4), (2, 5), Some((1, 3, 3)), "reset MSR, Linux 4.4 (unverified)"),
+    since("hv-runtime", (4, 4), (2, 5), Some((1, 3, 3)), "VP_RUNTIME MSR, Linux 4.4 (unverified)"),
+    since("hv-synic", (4, 5), (2, 6), Some((1, 3, 3)), "commit 5c919412fe61 (SynIC), Linux 4.5"),
+    since("hv-stimer", (4, 5), (2, 6), Some((1, 3, 3)), "commit 1f4b34f825e8 (SynIC timers), Linux 4.5"),
+    since("hv-vpindex", (4, 13), (2, 5), Some((1, 3, 3)), "KVM_CAP_HYPERV_VP_INDEX, kvm-4.13-2 pull"),
+    since(
+        "hv-frequencies",
+        (4, 14),
+        (2, 12),
+        Some((4, 7, 0)),
+        "kvm-4.14-1 pull (Hyper-V TSC frequency MSRs)",
+    ),
+    since(
+        "hv-reenlightenment",
+        (4, 17),
+        (3, 0),
+        Some((4, 7, 0)),
+        "reenlightenment MSRs, Linux 4.17 (unverified)",
+    ),
+    since(
+        "hv-tlbflush",
+        (4, 18),
+        (3, 0),
+        Some((4, 7, 0)),
+        "KVM_CAP_HYPERV_TLBFLUSH, Linux 4.18 (knowledge.md 1a)",
+    ),
+    since(
+        "hv-ipi",
+        (4, 20),
+        (3, 1),
+        Some((4, 10, 0)),
+        "KVM_CAP_HYPERV_SEND_IPI, Linux 4.20 (knowledge.md 1a)",
+    ),
+    since(
+        "hv-evmcs",
+        (4, 20),
+        (3, 1),
+        Some((4, 10, 0)),
+        "KVM_CAP_HYPERV_ENLIGHTENED_VMCS, numbered after SEND_IPI (unverified)",
+    ),
+    since(
+        "hv-stimer-direct",
+        (5, 0),
+        (4, 1),
+        Some((5, 7, 0)),
+        "commit 2bc39970e932: KVM_CAP_HYPERV_CPUID took its number, Linux 5.0",
+    ),
+    since("hv-syndbg", (5, 8), (7, 1), None, "synthetic debugger MSRs, Linux 5.8 (unverified)"),
+    since(
+        "hv-no-nonarch-coresharing",
+        (5, 8),
+        (5, 1),
+        None,
+        "NO_NONARCH_CORESHARING in kvm_get_hv_cpuid (unverified)",
+    ),
+    since(
+        "hv-xmm-input",
+        (5, 14),
+        (7, 1),
+        Some((10, 7, 0)),
+        "XMM fast hypercall input, Linux 5.14 (unverified)",
+    ),
+    since(
+        "hv-avic",
+        (5, 15),
+        (6, 2),
+        Some((8, 10, 0)),
+        "DEPRECATING_AEOI with APICv kept on under SynIC, Linux 5.15 (unverified)",
+    ),
+    since(
+        "hv-emsr-bitmap",
+        (5, 18),
+        (7, 1),
+        Some((10, 7, 0)),
+        "enlightened MSR bitmap for L1, Linux 5.18 (unverified)",
+    ),
+    since(
+        "hv-tlbflush-ext",
+        (6, 2),
+        (7, 1),
+        Some((11, 0, 0)),
+        "L2 TLB flush series (v7 posted 2022-06), Linux 6.2 (unverified)",
+    ),
+    since(
+        "hv-tlbflush-direct",
+        (6, 2),
+        (7, 1),
+        Some((11, 0, 0)),
+        "L2 TLB flush series (v7 posted 2022-06), Linux 6.2 (unverified)",
+    ),
+];
+
+pub fn availability(qemu_property: &str) -> Option<&'static Availability> {
+    AVAILABILITY.iter().find(|a| a.qemu_property == qemu_property)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +442,31 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ENLIGHTENMENTS.len());
         assert!(ENLIGHTENMENTS.iter().all(|e| !e.source.is_empty() && !e.bits.is_empty()));
+    }
+
+    #[test]
+    fn every_enlightenment_has_its_releases() {
+        for name in ENLIGHTENMENTS.iter().map(|e| e.qemu).chain(RECOMMENDED_FOR_WINDOWS.iter().copied()) {
+            let entry = availability(name).unwrap_or_else(|| panic!("{name} has no availability entry"));
+            assert!(!entry.linux_source.is_empty());
+        }
+    }
+
+    #[test]
+    fn no_feature_is_older_in_qemu_or_libvirt_than_what_it_requires() {
+        for (feature, requires) in DEPENDENCIES {
+            let feature = availability(feature).unwrap();
+            for required in requires.iter().map(|r| availability(r).unwrap()) {
+                assert!(
+                    feature.qemu >= required.qemu,
+                    "{} before {}",
+                    feature.qemu_property,
+                    required.qemu_property
+                );
+                if let (Some(a), Some(b)) = (feature.libvirt, required.libvirt) {
+                    assert!(a >= b, "{} before {} in libvirt", feature.qemu_property, required.qemu_property);
+                }
+            }
+        }
     }
 }

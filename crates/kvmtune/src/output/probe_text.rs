@@ -280,6 +280,15 @@ fn facts_section(out: &mut String, facts: &HostFacts) {
 
     let kernel = &facts.kernel;
     row(out, "Kernel", show(&kernel.release, String::clone));
+    row(
+        out,
+        "",
+        format!(
+            "QEMU {}; libvirt {}",
+            show(&facts.software.qemu, ToString::to_string),
+            show(&facts.software.libvirt, ToString::to_string)
+        ),
+    );
     if let Fact::Known(cmdline) = &kernel.cmdline {
         let set = |s: &Option<CpuSet>| s.as_ref().map_or("-".to_string(), CpuSet::to_string);
         let map = |m: &std::collections::BTreeMap<String, String>| {

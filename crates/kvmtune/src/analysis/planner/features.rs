@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::analysis::hyperv_support::{Offer, is_backporting_distribution, kernel_version, offer, short};
 use crate::analysis::planner::placement::Placement;
 use crate::analysis::planner::{Decision, HugepagePlan, PlanRequest};
 use crate::analysis::vm_rules::Workload;
@@ -11,7 +12,10 @@ use crate::host::HostFacts;
 use crate::host::cpu::CpuVendor;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
-use crate::knowledge::hyperv::{DEPENDENCIES, RECOMMENDED_FOR_WINDOWS, closed_under_dependencies};
+use crate::host::software::Version;
+use crate::knowledge::hyperv::{
+    Availability, DEPENDENCIES, RECOMMENDED_FOR_WINDOWS, availability, closed_under_dependencies,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CpuFeatureChoice {
@@ -189,27 +193,44 @@ pub fn enlightenments(
         ));
     }
     let mut chosen = closed_under_dependencies(&wanted);
-    match host.kvm.device.known().map(|d| &d.hyperv) {
-        Some(HypervSupport::Supported { enlightenments, .. }) => {
-            let unsupported: Vec<&'static str> =
-                chosen.iter().copied().filter(|f| !enlightenments.iter().any(|e| e == f)).collect();
-            if !unsupported.is_empty() {
-                chosen.retain(|f| !unsupported.contains(f));
-                drop_orphans(&mut chosen);
-                decisions.push(Decision::new(
-                    "enlightenments",
-                    format!("left out: {}", unsupported.join(", ")),
-                    "this host's KVM does not offer them (KVM_GET_SUPPORTED_HV_CPUID); QEMU would refuse to start",
-                    "../shared/knowledge.md 1a (KVM signal), 4a",
-                ));
-            }
+    let lacking: Vec<(&'static str, String)> = chosen
+        .iter()
+        .filter_map(|&feature| match offer(host, feature) {
+            Offer::Lacking { why, .. } => Some((feature, why)),
+            _ => None,
+        })
+        .collect();
+    if !lacking.is_empty() {
+        chosen.retain(|feature| !lacking.iter().any(|(l, _)| l == feature));
+        let orphans = drop_orphans(&mut chosen);
+        let mut reason =
+            lacking.iter().map(|(feature, why)| format!("{feature}: {why}")).collect::<Vec<_>>().join("; ");
+        if !orphans.is_empty() {
+            reason.push_str(&format!(
+                "; {} need(s) what is left out (QEMU refuses the rest)",
+                orphans.join(", ")
+            ));
         }
-        _ => decisions.push(Decision::new(
+        decisions.push(Decision::new(
             "enlightenments",
-            "assumed available",
-            "this host's Hyper-V support is unknown (no /dev/kvm answer); every one chosen exists since Linux 5.10 and QEMU 6.2",
-            "../shared/knowledge.md 1a (QEMU versions)",
-        )),
+            format!(
+                "left out: {}",
+                lacking.iter().map(|(f, _)| *f).chain(orphans.iter().copied()).collect::<Vec<_>>().join(", ")
+            ),
+            reason,
+            "../shared/knowledge.md 1a, 1b, 2a; kvmtune knowledge::hyperv::AVAILABILITY",
+        ));
+        if lacking.iter().any(|(f, _)| *f == "hv-avic") && chosen.contains(&"hv-synic") {
+            decisions.push(Decision::new(
+                "enlightenments",
+                "SynIC kept without hv-avic",
+                "while Windows uses SynIC's AutoEOI, KVM keeps APICv/AVIC off; the synthetic timers still save more than that costs on most loads, but on IPI-heavy ones compare with `kvmtune exits`",
+                "../shared/knowledge.md 1a (hv-avic), 4c (SynIC vs APICv)",
+            ));
+        }
+    }
+    if let Some(decision) = release_basis(host, &chosen) {
+        decisions.push(decision);
     }
     decisions.push(Decision::new(
         "enlightenments",
@@ -227,21 +248,83 @@ pub fn enlightenments(
         .collect()
 }
 
-/// Removes features whose dependencies were removed, until none is left dangling.
-fn drop_orphans(chosen: &mut Vec<&'static str>) {
+/// Removes features whose dependencies were removed, until none is left dangling; returns them.
+fn drop_orphans(chosen: &mut Vec<&'static str>) -> Vec<&'static str> {
+    let mut dropped = Vec::new();
     loop {
-        let before = chosen.len();
         let snapshot = chosen.clone();
         chosen.retain(|feature| {
-            DEPENDENCIES
+            let whole = DEPENDENCIES
                 .iter()
                 .filter(|(f, _)| f == feature)
-                .all(|(_, requires)| requires.iter().all(|r| snapshot.contains(r)))
+                .all(|(_, requires)| requires.iter().all(|r| snapshot.contains(r)));
+            if !whole {
+                dropped.push(*feature);
+            }
+            whole
         });
-        if chosen.len() == before {
-            return;
+        if chosen.len() == snapshot.len() {
+            return dropped;
         }
     }
+}
+
+/// When KVM was not asked, what the chosen set was judged by: the kernel release, or nothing;
+/// with the releases each layer needs for the whole set, so a reader can compare.
+fn release_basis(host: &HostFacts, chosen: &[&'static str]) -> Option<Decision> {
+    let offers: Vec<Offer> = chosen.iter().map(|f| offer(host, f)).collect();
+    if offers.iter().all(|o| *o == Offer::ByKvm) || chosen.is_empty() {
+        return None;
+    }
+    let entries: Vec<&Availability> = chosen.iter().filter_map(|f| availability(f)).collect();
+    let newest =
+        |release: fn(&Availability) -> Option<Version>| entries.iter().filter_map(|a| release(a)).max();
+    let mut needs = Vec::new();
+    if let Some(linux) = newest(|a| Some(a.linux)) {
+        needs.push(format!("Linux {}", short(linux)));
+    }
+    if let Some(qemu) = newest(|a| Some(a.qemu)) {
+        needs.push(format!("QEMU {}", short(qemu)));
+    }
+    if let Some(libvirt) = newest(|a| a.libvirt) {
+        needs.push(format!("libvirt {libvirt}"));
+    }
+    let backported = host.kernel.release.known().filter(|r| is_backporting_distribution(r));
+    let stack = [
+        kernel_version(host).map(|v| format!("Linux {v}")),
+        backported.map(|r| {
+            format!("Linux {r}, a RHEL-family kernel whose number says nothing of its backported KVM")
+        }),
+        host.software.qemu.known().map(|v| format!("QEMU {v}")),
+        host.software.libvirt.known().map(|v| format!("libvirt {v}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    let stack = if stack.is_empty() { "no release is known".to_string() } else { stack.join(", ") };
+    let (choice, why) = if offers.contains(&Offer::Assumed) {
+        (
+            "assumed available",
+            format!(
+                "this host's KVM was not asked (no /dev/kvm answer) and its kernel release is unknown ({stack}); the set needs {}",
+                needs.join(", ")
+            ),
+        )
+    } else {
+        (
+            "available by release",
+            format!(
+                "this host's KVM was not asked (no /dev/kvm answer); by release ({stack}) every one exists; the set needs {}",
+                needs.join(", ")
+            ),
+        )
+    };
+    Some(Decision::new(
+        "enlightenments",
+        choice,
+        why,
+        "../shared/knowledge.md 1a, 2a; kvmtune knowledge::hyperv::AVAILABILITY",
+    ))
 }
 
 /// Hiding the hypervisor CPUID bit turns every enlightenment off; say when that would still win.
