@@ -355,3 +355,37 @@ fn with_no_release_known_the_plan_says_what_it_assumes() {
         assumed.reason
     );
 }
+
+#[test]
+fn housekeeping_is_the_first_core_of_each_node_the_vcpus_use() {
+    let (facts, _dir) = synthetic(SyntheticHost::threadripper_2950x());
+    // Node 0 is CPUs 0-7 and 16-23, node 1 8-15 and 24-31.
+    let one = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, Some(8))).unwrap();
+    assert_eq!(one.vms[0].placement.nodes, [0]);
+    assert_eq!(one.housekeeping.to_string(), "0,16");
+    assert_eq!(one.vms[0].emulator_cpus.to_string(), "0,16");
+    let decision = one.decisions.iter().find(|d| d.choice.starts_with("housekeeping")).unwrap();
+    assert!(decision.reason.contains("each NUMA node the vCPUs use"), "{}", decision.reason);
+
+    // Two VMs, one per node: each node keeps its first core, and each VM's emulator stays on
+    // its own node's.
+    let mut two = request(WindowsVersion::Win11, Workload::Gaming, None);
+    two.vms = ["a", "b"]
+        .map(|name| VmRequest { name: name.into(), vcpus: Some(12), memory_mib: 4096, devices: Vec::new() })
+        .to_vec();
+    let two = plan(&facts, &two).unwrap();
+    assert_eq!(two.housekeeping.to_string(), "0,8,16,24");
+    for vm in &two.vms {
+        assert_eq!(vm.placement.nodes.len(), 1);
+        let node = vm.placement.nodes[0];
+        let expected = if node == 0 { "0,16" } else { "8,24" };
+        assert_eq!(vm.emulator_cpus.to_string(), expected, "{}", vm.name);
+    }
+
+    // A configured set is kept as given.
+    let mut configured = request(WindowsVersion::Win11, Workload::Gaming, Some(8));
+    configured.housekeeping = Some(kvmtune::host::cpulist::CpuSet::parse_list("0-1,16-17").unwrap());
+    let configured = plan(&facts, &configured).unwrap();
+    assert_eq!(configured.housekeeping.to_string(), "0-1,16-17");
+    assert!(configured.vms[0].placement.cpus().intersection(&configured.housekeeping).is_empty());
+}

@@ -660,11 +660,11 @@ fn placement_spread(ctx: &RuleContext) -> Vec<Finding> {
     findings.into_iter().map(|f| f.with_fix(Fix::manual("pin the vCPUs inside as few L3 groups and NUMA nodes as their number allows (`kvmtune tune`)"))).collect()
 }
 
-pub use crate::analysis::planner::placement::housekeeping_cpus;
+pub use crate::analysis::planner::placement::{housekeeping_for, reserved_for_host};
 
 fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
     let Some(host) = ctx.host else { return Vec::new() };
-    let housekeeping = housekeeping_cpus(host);
+    let housekeeping = housekeeping_for(host, &ctx.vcpu_cpus());
     ctx.config
         .pinning
         .vcpupin
@@ -1164,7 +1164,7 @@ pub const VM_RULES: &[VmRule] = &[
         category: "pinning",
         severity: Severity::Warning,
         title: "vCPUs on the host's housekeeping CPUs",
-        explanation: "The host needs CPUs for its own interrupts, kernel threads, QEMU's emulator thread and I/O. kvmtune keeps the first core of each NUMA node (or every CPU outside isolcpus) for that; vCPUs there get interrupted.",
+        explanation: "The host needs CPUs for its own interrupts, kernel threads, QEMU's emulator thread and I/O. kvmtune keeps the first core of each NUMA node the vCPUs use (or every CPU outside isolcpus, or the E-cores of a hybrid part) for that; vCPUs there get interrupted.",
         source: "Linux isolcpus (kernel-parameters.txt); tuned cpu-partitioning (../shared/landscape.md)",
         fix: "move vCPUs off those CPUs",
         needs_host: true,

@@ -17,7 +17,7 @@ use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
 use crate::host::cpulist::CpuSet;
 use crate::host::fact::Fact;
-use placement::{HostCore, Placement, PlacementWish, housekeeping_cpus, place};
+use placement::{HostCore, Placement, PlacementWish, housekeeping_for, place, reserved_for_host};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -171,7 +171,8 @@ pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> 
         ));
     }
     let cores = placement::host_cores(host);
-    let housekeeping = match &request.housekeeping {
+    // CPUs no vCPU takes; the housekeeping set proper follows from where the vCPUs go.
+    let reserved = match &request.housekeeping {
         Some(cpus) => {
             let online = host.topology.online.known().cloned().unwrap_or_default();
             if !cpus.is_subset(&online) {
@@ -182,9 +183,9 @@ pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> 
             }
             cpus.clone()
         }
-        None => housekeeping_cpus(host),
+        None => reserved_for_host(host),
     };
-    let mut decisions = vec![housekeeping_decision(host, &housekeeping, request.housekeeping.is_some())];
+    let mut decisions = Vec::new();
 
     // Bigger VMs first, so that they get whole L3 groups; the plan lists them as asked.
     let mut order: Vec<usize> = (0..request.vms.len()).collect();
@@ -209,10 +210,15 @@ pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> 
             node: device_nodes.first().copied(),
             prefer_vcache: matches!(request.workload, Workload::Gaming),
         };
-        let placement = place(&cores, &housekeeping, &taken, &wish).map_err(|e| prefix_error(e, &vm.name))?;
+        let placement = place(&cores, &reserved, &taken, &wish).map_err(|e| prefix_error(e, &vm.name))?;
         taken = taken.union(&placement.cpus());
-        placed[index] = Some(vm_plan(host, request, vm, devices, placement, &housekeeping, &cores)?);
+        placed[index] = Some(vm_plan(host, request, vm, devices, placement, &reserved, &cores)?);
     }
+    let housekeeping = match &request.housekeeping {
+        Some(cpus) => cpus.clone(),
+        None => housekeeping_for(host, &taken),
+    };
+    decisions.push(housekeeping_decision(host, &housekeeping, request.housekeeping.is_some()));
     if host.topology.numa_nodes.len() > 1 {
         decisions.push(Decision::new(
             "pinning",
@@ -254,7 +260,7 @@ fn housekeeping_decision(host: &HostFacts, housekeeping: &CpuSet, configured: bo
     } else if matches!(&host.topology.core_types, Fact::Known(Some(t)) if !t.efficiency.is_empty()) {
         "a hybrid part: the E-cores take the host's work, the P-cores run vCPUs".to_string()
     } else {
-        "the first core of each NUMA node with its SMT siblings: host interrupts, QEMU's emulator and I/O threads run there, not between a vCPU's time slices".to_string()
+        "the first core of each NUMA node the vCPUs use, with its SMT siblings: host interrupts, QEMU's emulator and I/O threads run there, not between a vCPU's time slices; nodes without vCPUs stay the host's whole".to_string()
     };
     Decision::new(
         "pinning",
@@ -270,7 +276,7 @@ fn vm_plan(
     vm: &VmRequest,
     devices: Vec<Passthrough>,
     placement: Placement,
-    housekeeping: &CpuSet,
+    reserved: &CpuSet,
     cores: &[HostCore],
 ) -> Result<VmPlan, PlanError> {
     let vcpus = placement.vcpu_cpus.len() as u32;
@@ -283,8 +289,8 @@ fn vm_plan(
         .numa_nodes
         .iter()
         .filter(|n| placement.nodes.contains(&n.node))
-        .fold(CpuSet::new(), |all, n| all.union(&n.cpus.intersection(housekeeping)));
-    let emulator_cpus = if local_housekeeping.is_empty() { housekeeping.clone() } else { local_housekeeping };
+        .fold(CpuSet::new(), |all, n| all.union(&n.cpus.intersection(reserved)));
+    let emulator_cpus = if local_housekeeping.is_empty() { reserved.clone() } else { local_housekeeping };
     decisions.push(Decision::new(
         "pinning",
         format!("emulator and iothread on host CPUs {emulator_cpus}"),

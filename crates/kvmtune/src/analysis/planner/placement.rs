@@ -23,35 +23,62 @@ pub struct HostCore {
     pub vcache: bool,
 }
 
-/// Host CPUs left to the host (interrupts, QEMU's emulator and I/O threads, the OS):
+/// Host CPUs no vCPU may take:
 /// - the non-isolated CPUs when the kernel has `isolcpus=`;
 /// - the E-cores on hybrid Intel parts;
-/// - else the first core of each NUMA node with its SMT siblings.
+/// - else the first core of every NUMA node with its SMT siblings. A node that gets vCPUs keeps
+///   its first core for the host, so no node's first core is ever a vCPU's; which of them are
+///   housekeeping depends on where the vCPUs go ([`housekeeping_for`]).
 ///
 /// `check` holds configs to the same default (PIN007), so what `tune` plans, `check` accepts.
-pub fn housekeeping_cpus(host: &HostFacts) -> CpuSet {
+pub fn reserved_for_host(host: &HostFacts) -> CpuSet {
+    if let Some(set) = host_wide_housekeeping(host) {
+        return set;
+    }
+    host.topology
+        .numa_nodes
+        .iter()
+        .map(|node| first_core_of(host, &node.cpus))
+        .fold(CpuSet::new(), |all, set| all.union(&set))
+}
+
+/// The housekeeping CPUs for vCPUs on `vcpu_cpus`: where the host's emulator, I/O threads and
+/// interrupts go. By default the first core of each NUMA node the vCPUs use, with its SMT
+/// siblings; a node without vCPUs needs none, it is the host's anyway.
+pub fn housekeeping_for(host: &HostFacts, vcpu_cpus: &CpuSet) -> CpuSet {
+    if let Some(set) = host_wide_housekeeping(host) {
+        return set;
+    }
+    host.topology
+        .numa_nodes
+        .iter()
+        .filter(|node| !node.cpus.intersection(vcpu_cpus).is_empty())
+        .map(|node| first_core_of(host, &node.cpus))
+        .fold(CpuSet::new(), |all, set| all.union(&set))
+}
+
+/// Housekeeping the host has decided for itself, whatever the VMs: `isolcpus=` or E-cores.
+fn host_wide_housekeeping(host: &HostFacts) -> Option<CpuSet> {
     if let Fact::Known(cmdline) = &host.kernel.cmdline
         && let (Some(isolated), Fact::Known(online)) = (&cmdline.isolcpus, &host.topology.online)
     {
-        return online.difference(&isolated.cpus);
+        return Some(online.difference(&isolated.cpus));
     }
     if let Fact::Known(Some(types)) = &host.topology.core_types
         && !types.efficiency.is_empty()
         && !types.performance.is_empty()
     {
-        return types.efficiency.clone();
+        return Some(types.efficiency.clone());
     }
+    None
+}
+
+fn first_core_of(host: &HostFacts, cpus: &CpuSet) -> CpuSet {
+    let Some(first) = cpus.first() else { return CpuSet::new() };
     host.topology
-        .numa_nodes
-        .iter()
-        .filter_map(|node| node.cpus.first())
-        .filter_map(|cpu| {
-            host.topology
-                .cpu(cpu)
-                .and_then(|c| c.smt_siblings.clone())
-                .or_else(|| Some([cpu].into_iter().collect()))
-        })
-        .fold(CpuSet::new(), |all, set| all.union(&set))
+        .cpu(first)
+        .and_then(|c| c.smt_siblings.clone())
+        .unwrap_or_else(|| [first].into_iter().collect())
 }
 
 pub fn host_cores(host: &HostFacts) -> Vec<HostCore> {
@@ -94,7 +121,7 @@ pub fn fewest_groups(mut capacities: Vec<usize>, needed: usize) -> usize {
 /// `threads` vCPUs per host core, when they stay off the housekeeping CPUs (and, on hybrid
 /// parts, on P-cores). Counted in whole cores: a guest core is one host core.
 pub fn spread_lower_bounds(host: &HostFacts, vcpus: usize, threads: u32) -> (usize, usize) {
-    let housekeeping = housekeeping_cpus(host);
+    let housekeeping = reserved_for_host(host);
     let threads = threads.max(1) as usize;
     let cores: Vec<HostCore> = host_cores(host)
         .into_iter()
@@ -135,16 +162,16 @@ impl Placement {
     }
 }
 
-/// Places one VM on the cores not yet `taken`.
+/// Places one VM on the cores not yet `taken`, none of them `reserved` for the host.
 pub fn place(
     cores: &[HostCore],
-    housekeeping: &CpuSet,
+    reserved: &CpuSet,
     taken: &CpuSet,
     wish: &PlacementWish,
 ) -> Result<Placement, PlanError> {
     let mut free: Vec<&HostCore> = cores
         .iter()
-        .filter(|c| c.cpus.iter().all(|cpu| !housekeeping.contains(*cpu) && !taken.contains(*cpu)))
+        .filter(|c| c.cpus.iter().all(|cpu| !reserved.contains(*cpu) && !taken.contains(*cpu)))
         .collect();
     // On hybrid parts vCPUs run on P-cores only, whatever the housekeeping set says.
     if free.iter().any(|c| !c.efficiency) {
@@ -317,7 +344,7 @@ impl PlacementQuality {
 
 /// Measures any pinning (vCPU i on host CPU `vcpu_cpus[i]`, guest cores of `threads`).
 pub fn quality(host: &HostFacts, vcpu_cpus: &[u32], threads: u32) -> PlacementQuality {
-    let housekeeping = housekeeping_cpus(host);
+    let housekeeping = housekeeping_for(host, &vcpu_cpus.iter().copied().collect());
     let siblings = |cpu: u32| host.topology.cpu(cpu).and_then(|c| c.smt_siblings.clone());
     let smt_splits = if threads > 1 {
         vcpu_cpus
