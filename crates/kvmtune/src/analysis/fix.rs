@@ -46,6 +46,9 @@ pub enum FixAction {
     SetCpuMode { mode: String, migratable: bool },
     /// `<iothreads>`.
     SetIothreads { count: u32 },
+    /// `iothread=` on the `<driver>` of the disk with this target (`vda`), with `<iothreads>`
+    /// raised to hold it.
+    AttachDiskIothread { target: String, iothread: u32 },
     /// Replace every `<vcpupin>`, `<emulatorpin>` and `<iothreadpin>` in `<cputune>`; CPU lists as
     /// libvirt writes them (`2,18`).
     SetPins { vcpus: Vec<(u32, String)>, emulator: String, iothreads: Vec<(u32, String)> },
@@ -79,6 +82,9 @@ impl FixAction {
                 format!("set the CPU mode to {mode}, migratable={}", if *migratable { "on" } else { "off" })
             }
             FixAction::SetIothreads { count } => format!("give the VM {count} iothread(s)"),
+            FixAction::AttachDiskIothread { target, iothread } => {
+                format!("run disk {target}'s I/O in iothread {iothread}")
+            }
             FixAction::SetPins { vcpus, emulator, .. } => {
                 format!("pin {} vCPU(s) one to one, the emulator and iothreads to {emulator}", vcpus.len())
             }

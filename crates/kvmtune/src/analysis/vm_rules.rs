@@ -797,8 +797,11 @@ fn virtio_disk_without_iothread(ctx: &RuleContext) -> Vec<Finding> {
         .iter()
         .filter(|d| d.device == "disk" && d.bus.as_deref() == Some("virtio") && d.iothread.is_none())
         .map(|disk| {
-            Finding::new(Some(disk.span), format!("virtio disk {} has no iothread: its I/O runs in QEMU's main loop, next to everything else", disk.target.as_deref().unwrap_or("?")))
-                .with_fix(Fix::manual("add <iothreads>N</iothreads> and iothread='1' to the disk's <driver>"))
+            let finding = Finding::new(Some(disk.span), format!("virtio disk {} has no iothread: its I/O runs in QEMU's main loop, next to everything else", disk.target.as_deref().unwrap_or("?")));
+            match &disk.target {
+                Some(target) => finding.with_fix(Fix::safe(FixAction::AttachDiskIothread { target: target.clone(), iothread: 1 })),
+                None => finding.with_fix(Fix::manual("add <iothreads>N</iothreads> and iothread='1' to the disk's <driver>")),
+            }
         })
         .collect()
 }

@@ -388,6 +388,38 @@ impl<'a, 'input> Editor<'a, 'input> {
                     None => self.insert_child(root, &snippet, &["cputune", "numatune", "os"]),
                 }])
             }
+            FixAction::AttachDiskIothread { target, iothread } => {
+                let disk = element(root, "devices")
+                    .into_iter()
+                    .flat_map(|devices| devices.children())
+                    .find(|d| {
+                        d.is_element()
+                            && d.has_tag_name("disk")
+                            && element(*d, "target").and_then(|t| t.attribute("dev")) == Some(target.as_str())
+                    })
+                    .ok_or_else(|| EditError::NotApplicable(format!("no disk with target {target}")))?;
+                let value = iothread.to_string();
+                let mut edits = vec![match element(disk, "driver") {
+                    Some(driver) => self.set_attribute(driver, "iothread", &value),
+                    // No <driver> means libvirt's defaults (qemu, raw); naming qemu keeps them.
+                    None => self.insert_child(
+                        disk,
+                        &self.empty_element("driver", &[("name", "qemu"), ("iothread", &value)]),
+                        &["source", "target"],
+                    ),
+                }];
+                let declared = element(root, "iothreads")
+                    .and_then(|n| n.text())
+                    .and_then(|t| t.trim().parse::<u32>().ok());
+                if declared.is_none_or(|count| count < *iothread) {
+                    let snippet = format!("<iothreads>{iothread}</iothreads>");
+                    edits.push(match element(root, "iothreads") {
+                        Some(existing) => Edit { span: existing.range().into(), replacement: snippet },
+                        None => self.insert_child(root, &snippet, &["cputune", "numatune", "os"]),
+                    });
+                }
+                Ok(edits)
+            }
             FixAction::SetPins { vcpus, emulator, iothreads } => {
                 let cputune = element(root, "cputune");
                 if vcpus.is_empty() && emulator.is_empty() && iothreads.is_empty() {

@@ -119,6 +119,15 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     if config.iothreads.as_ref().is_none_or(|n| n.value < plan.iothreads) {
         actions.push(FixAction::SetIothreads { count: plan.iothreads });
     }
+    // An iothread no disk uses does nothing: each virtio disk without one gets the plan's.
+    for disk in &config.devices.disks {
+        if let (true, Some(target)) = (
+            disk.device == "disk" && disk.bus.as_deref() == Some("virtio") && disk.iothread.is_none(),
+            &disk.target,
+        ) {
+            actions.push(FixAction::AttachDiskIothread { target: target.clone(), iothread: 1 });
+        }
+    }
     let pins: Vec<(u32, String)> =
         plan.placement.vcpu_cpus.iter().enumerate().map(|(v, cpu)| (v as u32, cpu.to_string())).collect();
     let current: Vec<(u32, String)> =
