@@ -791,16 +791,17 @@ fn memballoon_with_vfio(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 fn virtio_disk_without_iothread(ctx: &RuleContext) -> Vec<Finding> {
+    let assigned = ctx.config.devices.iothreads_for_unattached_disks();
     ctx.config
         .devices
         .disks
         .iter()
-        .filter(|d| d.device == "disk" && d.bus.as_deref() == Some("virtio") && d.iothread.is_none())
+        .filter(|d| d.wants_iothread() && d.iothread.is_none())
         .map(|disk| {
             let finding = Finding::new(Some(disk.span), format!("virtio disk {} has no iothread: its I/O runs in QEMU's main loop, next to everything else", disk.target.as_deref().unwrap_or("?")));
-            match &disk.target {
-                Some(target) => finding.with_fix(Fix::safe(FixAction::AttachDiskIothread { target: target.clone(), iothread: 1 })),
-                None => finding.with_fix(Fix::manual("add <iothreads>N</iothreads> and iothread='1' to the disk's <driver>")),
+            match assigned.iter().find(|(target, _)| Some(target) == disk.target.as_ref()) {
+                Some((target, id)) => finding.with_fix(Fix::safe(FixAction::AttachDiskIothread { target: target.clone(), iothread: *id })),
+                None => finding.with_fix(Fix::manual("add <iothreads>N</iothreads> and iothread='N' to the disk's <driver>")),
             }
         })
         .collect()

@@ -582,6 +582,28 @@ mod tests {
     }
 
     #[test]
+    fn each_virtio_disk_without_an_iothread_gets_one_of_its_own() {
+        let text = "<domain type='kvm'>\n  <name>w</name>\n  <devices>\n    <disk type='file' device='disk'>\n      <source file='/a.img'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw' iothread='1'/>\n      <target dev='vdb' bus='virtio'/>\n    </disk>\n    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <target dev='vdc' bus='virtio'/>\n    </disk>\n    <disk type='file' device='cdrom'>\n      <target dev='sda' bus='sata'/>\n    </disk>\n  </devices>\n</domain>\n";
+        let config = crate::config::libvirt::parse("x", text).unwrap();
+        let assigned = config.devices.iothreads_for_unattached_disks();
+        assert_eq!(assigned, [("vda".to_string(), 2), ("vdc".to_string(), 3)]);
+        let actions: Vec<FixAction> = assigned
+            .into_iter()
+            .map(|(target, iothread)| FixAction::AttachDiskIothread { target, iothread })
+            .collect();
+        let fixed = apply_actions(text, &actions).unwrap();
+        assert!(
+            fixed.contains("      <driver name='qemu' iothread='2'/>\n      <source file='/a.img'/>"),
+            "{fixed}"
+        );
+        assert!(fixed.contains("<driver name='qemu' type='qcow2' iothread='3'/>"), "{fixed}");
+        assert!(fixed.contains("  <iothreads>3</iothreads>\n"), "{fixed}");
+        let reread = crate::config::libvirt::parse("x", &fixed).unwrap();
+        assert!(reread.devices.iothreads_for_unattached_disks().is_empty());
+        assert_eq!(reread.iothreads.map(|n| n.value), Some(3));
+    }
+
+    #[test]
     fn inserts_with_the_files_indentation_and_quotes() {
         let text = "<domain type=\"kvm\">\n    <features>\n        <hyperv mode=\"custom\">\n            <relaxed state=\"on\"/>\n        </hyperv>\n    </features>\n</domain>\n";
         let fixed = enable(text, &["hv-vpindex"]);

@@ -280,6 +280,29 @@ pub struct Disk {
     pub span: Span,
 }
 
+impl Disk {
+    /// A virtio disk (not a CD-ROM): its requests can run in an iothread of their own.
+    pub fn wants_iothread(&self) -> bool {
+        self.device == "disk" && self.bus.as_deref() == Some("virtio")
+    }
+}
+
+impl Devices {
+    /// An iothread for each virtio disk that has none: `(target, id)`, with ids counted from 1
+    /// past those other disks already use, so that no two disks share one.
+    pub fn iothreads_for_unattached_disks(&self) -> Vec<(String, u32)> {
+        let mut used: Vec<u32> = self.disks.iter().filter_map(|d| d.iothread).collect();
+        let mut assigned = Vec::new();
+        for disk in self.disks.iter().filter(|d| d.wants_iothread() && d.iothread.is_none()) {
+            let Some(target) = &disk.target else { continue };
+            let id = (1..).find(|id| !used.contains(id)).expect("an unused id");
+            used.push(id);
+            assigned.push((target.clone(), id));
+        }
+        assigned
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Nic {
     pub model: Option<String>,

@@ -115,18 +115,18 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     if config.hypervisor_bit_disabled().is_some() {
         actions.push(FixAction::RemoveCpuFeature { name: "hypervisor".into() });
     }
-    // Threads and pins.
-    if config.iothreads.as_ref().is_none_or(|n| n.value < plan.iothreads) {
-        actions.push(FixAction::SetIothreads { count: plan.iothreads });
+    // Threads and pins. Each virtio disk gets an iothread of its own (one no disk uses does
+    // nothing), and every iothread is pinned to the housekeeping CPUs.
+    let attach = config.devices.iothreads_for_unattached_disks();
+    let in_use =
+        config.devices.disks.iter().filter_map(|d| d.iothread).chain(attach.iter().map(|(_, id)| *id));
+    let declared = config.iothreads.as_ref().map_or(0, |n| n.value);
+    let iothread_count = in_use.max().unwrap_or(0).max(plan.iothreads).max(declared);
+    if declared < iothread_count {
+        actions.push(FixAction::SetIothreads { count: iothread_count });
     }
-    // An iothread no disk uses does nothing: each virtio disk without one gets the plan's.
-    for disk in &config.devices.disks {
-        if let (true, Some(target)) = (
-            disk.device == "disk" && disk.bus.as_deref() == Some("virtio") && disk.iothread.is_none(),
-            &disk.target,
-        ) {
-            actions.push(FixAction::AttachDiskIothread { target: target.clone(), iothread: 1 });
-        }
+    for (target, iothread) in attach {
+        actions.push(FixAction::AttachDiskIothread { target, iothread });
     }
     let pins: Vec<(u32, String)> =
         plan.placement.vcpu_cpus.iter().enumerate().map(|(v, cpu)| (v as u32, cpu.to_string())).collect();
@@ -134,7 +134,7 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
         config.pinning.vcpupin.iter().map(|p| (p.id, p.cpus.to_string())).collect();
     let emulator_now = config.pinning.emulatorpin.as_ref().map(|e| e.value.to_string());
     let iothreads: Vec<(u32, String)> =
-        (1..=plan.iothreads).map(|i| (i, plan.iothread_cpus.to_string())).collect();
+        (1..=iothread_count).map(|i| (i, plan.iothread_cpus.to_string())).collect();
     let iothreads_now: Vec<(u32, String)> =
         config.pinning.iothreadpin.iter().map(|p| (p.id, p.cpus.to_string())).collect();
     if current != pins || emulator_now != Some(plan.emulator_cpus.to_string()) || iothreads_now != iothreads {
