@@ -109,6 +109,30 @@ fn parse_memory(text: &str) -> Result<u64, String> {
     }
 }
 
+/// `iothread=1` for each virtio disk of an existing Proxmox VM, and for SCSI disks when the
+/// controller is already virtio-scsi (qemu-server gives SCSI disks an iothread only with
+/// `scsihw: virtio-scsi-single`, the same guest driver as virtio-scsi-pci). An LSI or MegaRAID
+/// controller stays: Windows may lack the virtio-scsi driver it would need to boot.
+fn proxmox_disk_iothreads(current: &std::collections::BTreeMap<&str, &str>) -> Vec<(String, String)> {
+    let scsihw = current.get("scsihw").copied().unwrap_or("lsi");
+    let scsi_ok = scsihw.starts_with("virtio-scsi");
+    let mut changes = Vec::new();
+    for (key, value) in current {
+        let bus = key.trim_end_matches(|c: char| c.is_ascii_digit());
+        let is_disk = bus != *key && (bus == "virtio" || (bus == "scsi" && scsi_ok));
+        let options: Vec<&str> = value.split(',').collect();
+        if !is_disk || options.contains(&"media=cdrom") || options.contains(&"iothread=1") {
+            continue;
+        }
+        let kept: Vec<&str> = options.into_iter().filter(|o| !o.starts_with("iothread=")).collect();
+        changes.push((key.to_string(), format!("{},iothread=1", kept.join(","))));
+    }
+    if changes.iter().any(|(k, _)| k.starts_with("scsi")) && scsihw != "virtio-scsi-single" {
+        changes.push(("scsihw".to_string(), "virtio-scsi-single".to_string()));
+    }
+    changes
+}
+
 /// The releases given on the command line replace the probed ones.
 fn with_stack_versions(mut host: HostFacts, args: &TuneArgs) -> HostFacts {
     if let Some(kernel) = args.kernel_version {
@@ -391,7 +415,7 @@ fn tune_existing(
                 .filter_map(|l| l.split_once(':'))
                 .map(|(k, v)| (k.trim(), v.trim()))
                 .collect();
-            let changed: Vec<(String, String)> = output
+            let mut changed: Vec<(String, String)> = output
                 .config
                 .iter()
                 .filter(|(k, _)| {
@@ -400,6 +424,7 @@ fn tune_existing(
                 .filter(|(k, v)| current.get(k.as_str()) != Some(&v.as_str()))
                 .cloned()
                 .collect();
+            changed.extend(proxmox_disk_iothreads(&current));
             let changes = proxmox::ProxmoxOutput { config: changed, ..output };
             let _ = write!(out, "\n# changes to {path} as qm set commands\n{}", proxmox::qm_set(&changes));
             for note in &changes.not_expressible {

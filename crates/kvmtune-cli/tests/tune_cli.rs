@@ -545,3 +545,56 @@ fn existing_libvirt_vms_get_the_minimal_change() {
     eprintln!("tuned {tuned} user configs");
     assert!(tuned >= 5, "only {tuned} user configs fit their hosts");
 }
+
+/// An existing Proxmox VM: virtio disks, and SCSI disks behind virtio-scsi, each gain
+/// iothread=1 (virtio-scsi-single where needed); a CD-ROM and an LSI controller's disks stay.
+#[test]
+fn existing_proxmox_disks_gain_iothreads() {
+    let dir = tempfile::tempdir().unwrap();
+    SyntheticHost::ryzen_7950x3d().write(&dir.path().join("host"));
+    let host = dir.path().join("host");
+    let conf = |scsihw: &str| {
+        format!(
+            "ostype: win11\ncores: 4\nmemory: 8192\nscsihw: {scsihw}\nvirtio0: local-lvm:vm-100-disk-0,cache=none,size=64G\nscsi1: local-lvm:vm-100-disk-1,size=200G\nide2: local:iso/virtio-win.iso,media=cdrom\n"
+        )
+    };
+    let qm_set_for = |text: String| {
+        let path = dir.path().join("100.conf");
+        std::fs::write(&path, text).unwrap();
+        let output = kvmtune(&["tune", path.to_str().unwrap(), "--host-root", host.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| l.starts_with("qm set"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let virtio_scsi = qm_set_for(conf("virtio-scsi-pci"));
+    for expected in [
+        "--virtio0 'local-lvm:vm-100-disk-0,cache=none,size=64G,iothread=1'",
+        "--scsi1 'local-lvm:vm-100-disk-1,size=200G,iothread=1'",
+        "--scsihw 'virtio-scsi-single'",
+    ] {
+        assert!(virtio_scsi.iter().any(|l| l.ends_with(expected)), "{expected} in {virtio_scsi:#?}");
+    }
+    assert!(!virtio_scsi.iter().any(|l| l.contains("--ide2")));
+
+    // Applied, the conf reads back with no virtio disk lacking an iothread (DEV002).
+    let mut applied = conf("virtio-scsi-pci");
+    for line in &virtio_scsi {
+        let (key, value) = line.split_once(" --").unwrap().1.split_once(' ').unwrap();
+        let value = value.trim_matches('\'');
+        let kept: Vec<String> =
+            applied.lines().filter(|l| !l.starts_with(&format!("{key}:"))).map(str::to_string).collect();
+        applied = format!("{}\n{key}: {value}\n", kept.join("\n"));
+    }
+    let path = dir.path().join("applied.conf");
+    std::fs::write(&path, &applied).unwrap();
+    let check = kvmtune(&["check", path.to_str().unwrap(), "--select", "DEV002"]);
+    assert!(!String::from_utf8_lossy(&check.stdout).contains("DEV002]"), "{applied}");
+
+    // Behind an LSI controller the SCSI disk keeps its line: no driver change for the guest.
+    let lsi = qm_set_for(conf("lsi"));
+    assert!(lsi.iter().any(|l| l.contains("--virtio0")));
+    assert!(!lsi.iter().any(|l| l.contains("--scsi1") || l.contains("--scsihw")), "{lsi:#?}");
+}
