@@ -381,13 +381,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     }
                 }
             }
-            FixAction::SetIothreads { count } => {
-                let snippet = format!("<iothreads>{count}</iothreads>");
-                Ok(vec![match element(root, "iothreads") {
-                    Some(existing) => Edit { span: existing.range().into(), replacement: snippet },
-                    None => self.insert_child(root, &snippet, &["cputune", "numatune", "os"]),
-                }])
-            }
+            FixAction::SetIothreads { count } => Ok(vec![self.set_iothreads(*count)]),
             FixAction::AttachDiskIothread { target, iothread } => {
                 let disk = element(root, "devices")
                     .into_iter()
@@ -412,11 +406,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     .and_then(|n| n.text())
                     .and_then(|t| t.trim().parse::<u32>().ok());
                 if declared.is_none_or(|count| count < *iothread) {
-                    let snippet = format!("<iothreads>{iothread}</iothreads>");
-                    edits.push(match element(root, "iothreads") {
-                        Some(existing) => Edit { span: existing.range().into(), replacement: snippet },
-                        None => self.insert_child(root, &snippet, &["cputune", "numatune", "os"]),
-                    });
+                    edits.push(self.set_iothreads(*iothread));
                 }
                 Ok(edits)
             }
@@ -472,6 +462,15 @@ impl<'a, 'input> Editor<'a, 'input> {
                 }])
             }
             FixAction::Manual { steps } => Err(EditError::NotApplicable(format!("manual step: {steps}"))),
+        }
+    }
+
+    fn set_iothreads(&self, count: u32) -> Edit {
+        let root = self.root();
+        let snippet = format!("<iothreads>{count}</iothreads>");
+        match element(root, "iothreads") {
+            Some(existing) => Edit { span: existing.range().into(), replacement: snippet },
+            None => self.insert_child(root, &snippet, &["cputune", "numatune", "os"]),
         }
     }
 

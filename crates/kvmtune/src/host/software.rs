@@ -93,7 +93,7 @@ fn version_of(host: &dyn HostSource, programs: &[&str]) -> Fact<Version> {
     for program in programs {
         match host.program_output(program, &["--version"]) {
             None => {
-                return Fact::Unknown(format!("{} records no program versions", host.describe()));
+                return Fact::Unknown("a snapshot records no program versions".to_string());
             }
             Some(Ok(output)) => match Version::find_in(&output) {
                 Some(version) => return Fact::Known(version),
