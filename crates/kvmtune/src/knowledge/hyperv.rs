@@ -310,8 +310,20 @@ pub const AVAILABILITY: &[Availability] = &[
     since("hv-crash", (4, 2), (2, 5), None, "crash MSRs, Linux 4.2 (unverified)"),
     since("hv-reset", (4, 4), (2, 5), Some((1, 3, 3)), "reset MSR, Linux 4.4 (unverified)"),
     since("hv-runtime", (4, 4), (2, 5), Some((1, 3, 3)), "VP_RUNTIME MSR, Linux 4.4 (unverified)"),
-    since("hv-synic", (4, 5), (2, 6), Some((1, 3, 3)), "commit 5c919412fe61 (SynIC), Linux 4.5"),
-    since("hv-stimer", (4, 5), (2, 6), Some((1, 3, 3)), "commit 1f4b34f825e8 (SynIC timers), Linux 4.5"),
+    since(
+        "hv-synic",
+        (4, 5),
+        (2, 6),
+        Some((1, 3, 3)),
+        "commit 5c919412fe61 (SynIC), Linux 4.5 (unverified: the commit is in 4.9-based trees)",
+    ),
+    since(
+        "hv-stimer",
+        (4, 5),
+        (2, 6),
+        Some((1, 3, 3)),
+        "commit 1f4b34f825e8 (SynIC timers), Linux 4.5 (unverified: the commit is in 4.9-based trees)",
+    ),
     since("hv-vpindex", (4, 13), (2, 5), Some((1, 3, 3)), "KVM_CAP_HYPERV_VP_INDEX, kvm-4.13-2 pull"),
     since(
         "hv-frequencies",
