@@ -40,6 +40,19 @@ fn xml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Fixes and verifies each file libvirt accepts as it is: how many passed, and the failures.
+fn fix_each_libvirt_accepts(files: Vec<PathBuf>) -> (usize, Vec<String>) {
+    let mut fixed = 0;
+    let mut failures = Vec::new();
+    for file in files.iter().filter(|f| libvirt_accepts(f).is_ok()) {
+        match fix_and_verify(file) {
+            Ok(()) => fixed += 1,
+            Err(error) => failures.push(format!("{}: {error}", file.display())),
+        }
+    }
+    (fixed, failures)
+}
+
 fn fix_and_verify(original: &Path) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join(original.file_name().unwrap());
@@ -67,19 +80,9 @@ fn fix_and_verify(original: &Path) -> Result<(), String> {
 #[test]
 fn fixed_user_xmls_still_pass_libvirt() {
     let dir = kvmtune_testkit::corpus().join("user-xml");
-    let mut fixed = 0;
-    let mut failures = Vec::new();
-    for file in xml_files(&dir) {
-        // Files libvirt itself rejects (two in the corpus: one is not well-formed XML, one has a
-        // malformed uuid) are out of scope for "still passes".
-        if libvirt_accepts(&file).is_err() {
-            continue;
-        }
-        match fix_and_verify(&file) {
-            Ok(()) => fixed += 1,
-            Err(error) => failures.push(format!("{}: {error}", file.display())),
-        }
-    }
+    // Files libvirt itself rejects (two in the corpus: one is not well-formed XML, one has a
+    // malformed uuid) are out of scope for "still passes".
+    let (fixed, failures) = fix_each_libvirt_accepts(xml_files(&dir));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(fixed, 26);
 }
@@ -87,18 +90,9 @@ fn fixed_user_xmls_still_pass_libvirt() {
 #[test]
 fn fixed_rule_fixtures_still_pass_libvirt() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmtune/tests/fixtures/check");
-    let mut failures = Vec::new();
-    let mut fixed = 0;
-    for file in xml_files(&dir).into_iter().filter(|f| f.to_string_lossy().ends_with(".bad.xml")) {
-        if libvirt_accepts(&file).is_err() {
-            // HV007's fixture has a vendor_id the schema itself rejects; that is its point.
-            continue;
-        }
-        match fix_and_verify(&file) {
-            Ok(()) => fixed += 1,
-            Err(error) => failures.push(format!("{}: {error}", file.display())),
-        }
-    }
+    // HV007's fixture has a vendor_id the schema itself rejects; that is its point.
+    let bad = xml_files(&dir).into_iter().filter(|f| f.to_string_lossy().ends_with(".bad.xml")).collect();
+    let (fixed, failures) = fix_each_libvirt_accepts(bad);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(fixed >= 30, "only {fixed} fixtures checked");
 }

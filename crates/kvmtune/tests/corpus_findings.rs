@@ -35,14 +35,7 @@ fn findings_of_directory(dir: &str, golden: &str) {
                     out.push_str(&format!("{name}: clean\n"));
                 }
                 for d in &report.diagnostics {
-                    out.push_str(&format!(
-                        "{name}:{}:{}: {}[{}] {}\n",
-                        d.line.unwrap_or(0),
-                        d.column.unwrap_or(0),
-                        d.severity.label(),
-                        d.rule,
-                        d.message
-                    ));
+                    out.push_str(&format!("{}\n", kvmtune::output::diagnostics::one_line(d, &name)));
                 }
             }
         }

@@ -20,6 +20,18 @@ pub fn render_text(report: &CheckReport, source: &SourceText) -> String {
     out
 }
 
+/// `path:line:column: severity[rule] message`, the compiler-style one-line form.
+pub fn one_line(diagnostic: &Diagnostic, path: &str) -> String {
+    format!(
+        "{path}:{}:{}: {}[{}] {}",
+        diagnostic.line.unwrap_or(0),
+        diagnostic.column.unwrap_or(0),
+        diagnostic.severity.label(),
+        diagnostic.rule,
+        diagnostic.message
+    )
+}
+
 fn render_one(out: &mut String, diagnostic: &Diagnostic, source: &SourceText, fixable: bool) {
     let _ = writeln!(out, "{}[{}]: {}", diagnostic.severity.label(), diagnostic.rule, diagnostic.message);
     if let (Some(span), Some(line), Some(column)) = (diagnostic.span, diagnostic.line, diagnostic.column) {

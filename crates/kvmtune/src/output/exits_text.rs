@@ -134,15 +134,8 @@ pub fn render_findings(
         match (config_path, related.is_empty()) {
             (Some(path), false) => {
                 for d in related {
-                    let _ = writeln!(
-                        out,
-                        "  = in the config: {path}:{}:{}: {}[{}] {}",
-                        d.line.unwrap_or(0),
-                        d.column.unwrap_or(0),
-                        d.severity.label(),
-                        d.rule,
-                        d.message
-                    );
+                    let _ =
+                        writeln!(out, "  = in the config: {}", crate::output::diagnostics::one_line(d, path));
                 }
             }
             (Some(path), true) if !finding.check_rules.is_empty() => {

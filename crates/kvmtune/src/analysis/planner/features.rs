@@ -193,10 +193,12 @@ pub fn enlightenments(
         ));
     }
     let mut chosen = closed_under_dependencies(&wanted);
-    let lacking: Vec<(&'static str, String)> = chosen
+    let offers: Vec<(&'static str, Offer)> =
+        chosen.iter().map(|&feature| (feature, offer(host, feature))).collect();
+    let lacking: Vec<(&'static str, String)> = offers
         .iter()
-        .filter_map(|&feature| match offer(host, feature) {
-            Offer::Lacking { why, .. } => Some((feature, why)),
+        .filter_map(|(feature, offered)| match offered {
+            Offer::Lacking { why, .. } => Some((*feature, why.clone())),
             _ => None,
         })
         .collect();
@@ -229,7 +231,12 @@ pub fn enlightenments(
             ));
         }
     }
-    if let Some(decision) = release_basis(host, &chosen) {
+    let kept: Vec<Offer> = offers
+        .into_iter()
+        .filter(|(feature, _)| chosen.contains(feature))
+        .map(|(_, offered)| offered)
+        .collect();
+    if let Some(decision) = release_basis(host, &chosen, &kept) {
         decisions.push(decision);
     }
     decisions.push(Decision::new(
@@ -271,8 +278,8 @@ fn drop_orphans(chosen: &mut Vec<&'static str>) -> Vec<&'static str> {
 
 /// When KVM was not asked, what the chosen set was judged by: the kernel release, or nothing;
 /// with the releases each layer needs for the whole set, so a reader can compare.
-fn release_basis(host: &HostFacts, chosen: &[&'static str]) -> Option<Decision> {
-    let offers: Vec<Offer> = chosen.iter().map(|f| offer(host, f)).collect();
+/// `offers` are the chosen features' verdicts, in the same order.
+fn release_basis(host: &HostFacts, chosen: &[&'static str], offers: &[Offer]) -> Option<Decision> {
     if offers.iter().all(|o| *o == Offer::ByKvm) || chosen.is_empty() {
         return None;
     }

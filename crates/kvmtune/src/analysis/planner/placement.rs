@@ -344,7 +344,8 @@ impl PlacementQuality {
 
 /// Measures any pinning (vCPU i on host CPU `vcpu_cpus[i]`, guest cores of `threads`).
 pub fn quality(host: &HostFacts, vcpu_cpus: &[u32], threads: u32) -> PlacementQuality {
-    let housekeeping = housekeeping_for(host, &vcpu_cpus.iter().copied().collect());
+    let cpus: CpuSet = vcpu_cpus.iter().copied().collect();
+    let housekeeping = housekeeping_for(host, &cpus);
     let siblings = |cpu: u32| host.topology.cpu(cpu).and_then(|c| c.smt_siblings.clone());
     let smt_splits = if threads > 1 {
         vcpu_cpus
@@ -357,7 +358,6 @@ pub fn quality(host: &HostFacts, vcpu_cpus: &[u32], threads: u32) -> PlacementQu
     } else {
         0
     };
-    let cpus: CpuSet = vcpu_cpus.iter().copied().collect();
     let l3_spanned =
         host.topology.l3_groups.iter().filter(|g| !g.cpus.intersection(&cpus).is_empty()).count();
     let nodes_spanned =
