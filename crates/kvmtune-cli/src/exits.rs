@@ -9,13 +9,13 @@ use clap::Subcommand;
 use kvmtune::analysis::Severity;
 use kvmtune::analysis::check::CheckOptions;
 use kvmtune::analysis::exit_rules::diagnose;
-use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::SourceText;
 use kvmtune::exits::ExitProfile;
 use kvmtune::exits::record::{Progress, RecordOptions, Target};
 use kvmtune::output::exits_text;
 
-use crate::{Format, HostArgs, Outcome, load_host, print_out};
+use crate::args::{Format, HostArgs, WorkloadArg};
+use crate::{Outcome, print_out};
 
 #[derive(Subcommand)]
 pub(crate) enum ExitsCommand {
@@ -30,6 +30,10 @@ pub(crate) enum ExitsCommand {
         config: Option<PathBuf>,
         #[command(flatten)]
         host: HostArgs,
+        /// What the VM is for, as `check --workload` takes it: some findings in the config
+        /// depend on it.
+        #[arg(long, value_enum, default_value_t = WorkloadArg::Gaming)]
+        workload: WorkloadArg,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -100,19 +104,25 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
+/// `exits analyze --config`: the VM's config, checked with these host facts and workload.
+struct ConfigToCheck<'a> {
+    path: &'a Path,
+    host: &'a HostArgs,
+    workload: WorkloadArg,
+}
+
 fn config_diagnostics(
-    config: Option<&Path>,
-    host: &HostArgs,
+    config: Option<&ConfigToCheck>,
 ) -> anyhow::Result<Vec<kvmtune::analysis::check::Diagnostic>> {
-    let Some(config_path) = config else { return Ok(Vec::new()) };
-    let host = load_host(host)?;
+    let Some(ConfigToCheck { path: config_path, host, workload }) = config else { return Ok(Vec::new()) };
+    let host = host.load()?;
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;
     let name = config_path.display().to_string();
     let vm = kvmtune::config::read(&name, &text)?;
     let source = SourceText::new(name, text);
     let options =
-        CheckOptions { host: host.as_ref(), windows: None, workload: Workload::Gaming, select: Vec::new() };
+        CheckOptions { host: host.as_ref(), windows: None, workload: (*workload).into(), select: Vec::new() };
     Ok(kvmtune::analysis::check::check(&vm, &source, &options).diagnostics)
 }
 
@@ -120,12 +130,11 @@ fn config_diagnostics(
 fn report_profiles(
     label: &str,
     profiles: &[ExitProfile],
-    config: Option<&Path>,
-    host: &HostArgs,
+    config: Option<&ConfigToCheck>,
     format: Format,
 ) -> anyhow::Result<Outcome> {
-    let config_diagnostics = config_diagnostics(config, host)?;
-    let config_label = config.map(|c| c.display().to_string());
+    let config_diagnostics = config_diagnostics(config)?;
+    let config_label = config.map(|c| c.path.display().to_string());
     let mut any_warning = false;
     let mut documents = Vec::new();
     let mut text = String::new();
@@ -165,9 +174,10 @@ fn show_progress(progress: &Progress, to_terminal: bool) {
 
 pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
     match command {
-        ExitsCommand::Analyze { file, config, host, format } => {
+        ExitsCommand::Analyze { file, config, host, workload, format } => {
             let profiles = read_profiles(&file)?;
-            report_profiles(&file.display().to_string(), &profiles, config.as_deref(), &host, format)
+            let config = config.as_deref().map(|path| ConfigToCheck { path, host: &host, workload });
+            report_profiles(&file.display().to_string(), &profiles, config.as_ref(), format)
         }
         ExitsCommand::Record { domain, connect, pid, qmp, duration, interval, output, format, quiet } => {
             let target = match (domain, pid, qmp) {
@@ -191,18 +201,15 @@ pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
                 std::fs::write(path, json + "\n")
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
-            let no_host = HostArgs { host: None, host_root: None, host_json: None };
-            report_profiles(&recording.source, &recording.profiles, None, &no_host, format)
+            report_profiles(&recording.source, &recording.profiles, None, format)
         }
         ExitsCommand::Compare { before, after, report, format } => {
             let before_profiles = read_profiles(&before)?;
             let after_profiles = read_profiles(&after)?;
-            let pairs = pair_profiles(&before_profiles, &after_profiles);
-            if pairs.is_empty() {
+            let comparisons = kvmtune::analysis::exit_compare::compare_all(&before_profiles, &after_profiles);
+            if comparisons.is_empty() {
                 anyhow::bail!("no profile to compare");
             }
-            let comparisons: Vec<_> =
-                pairs.into_iter().map(|(b, a)| kvmtune::analysis::exit_compare::compare(b, a)).collect();
             if let Some(path) = &report {
                 let html = kvmtune::output::exits_html::render_report(
                     &before.display().to_string(),
@@ -222,25 +229,5 @@ pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Clean)
         }
-    }
-}
-
-/// Recordings hold several profiles (KVM stats, tracepoints); those with the same event are
-/// compared with each other. Anything else (perf live intervals) is compared on its last table:
-/// the most recent interval.
-fn pair_profiles<'a>(
-    before: &'a [ExitProfile],
-    after: &'a [ExitProfile],
-) -> Vec<(&'a ExitProfile, &'a ExitProfile)> {
-    let matched: Vec<_> = before
-        .iter()
-        .filter_map(|b| after.iter().find(|a| a.event == b.event && a.format == b.format).map(|a| (b, a)))
-        .collect();
-    if before.len() > 1 && matched.len() > 1 && matched.len() == before.len().min(after.len()) {
-        return matched;
-    }
-    match (before.last(), after.last()) {
-        (Some(b), Some(a)) => vec![(b, a)],
-        _ => Vec::new(),
     }
 }

@@ -4,22 +4,27 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use kvmtune::analysis::Workload;
 use kvmtune::analysis::planner::{self, Decision, Plan, PlanRequest, VmRequest, existing};
-use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::host::cpulist::CpuSet;
 use kvmtune::host::software::Version;
 use kvmtune::host::{self, Fact, HostFacts, LiveHost};
-use kvmtune::output::{kubevirt, libvirt_domain, openstack, proxmox, qemu_command};
+use kvmtune::output::emit::{EmitFormat, emit};
+use kvmtune::output::{plan_text, proxmox, qemu_command};
 
-use crate::{HostArgs, Outcome, WorkloadArg, load_host, print_out};
+use crate::args::{
+    Format, HostArgs, VmConfigArgs, VmSpec, WorkloadArg, parse_cpu_list, parse_memory, parse_vm_spec,
+    parse_windows,
+};
+use crate::{Outcome, print_out};
 
 #[derive(clap::Args)]
 pub(crate) struct TuneArgs {
     /// An existing VM to tune: libvirt XML (edited in place of its changed lines only), a QEMU
     /// command line or a Proxmox conf. Its vCPU count, memory and devices are kept.
     #[command(flatten)]
-    existing: crate::VmConfigArgs,
+    existing: VmConfigArgs,
     /// With an existing libvirt VM: print the change as a unified diff instead of the new XML.
     #[arg(long)]
     diff: bool,
@@ -37,8 +42,8 @@ pub(crate) struct TuneArgs {
     libvirt_version: Option<Version>,
     /// The guest's Windows version: 11, 10, 8, 7, xp, 2016, 2019, 2022, 2025 (default: the
     /// existing VM's, else 11).
-    #[arg(long)]
-    windows: Option<String>,
+    #[arg(long, value_parser = parse_windows)]
+    windows: Option<WindowsVersion>,
     #[arg(long, value_enum, default_value_t = WorkloadArg::Gaming)]
     workload: WorkloadArg,
     /// The VM's name.
@@ -60,17 +65,18 @@ pub(crate) struct TuneArgs {
     #[arg(long)]
     nested: bool,
     /// Host CPUs for the host's own work (a cpulist such as `0,8`).
-    #[arg(long, value_name = "CPULIST")]
-    housekeeping: Option<String>,
+    #[arg(long, value_name = "CPULIST", value_parser = parse_cpu_list)]
+    housekeeping: Option<CpuSet>,
     /// Several VMs packed on this host without sharing a CPU: `--vm NAME:VCPUS`, repeated.
-    #[arg(long = "vm", value_name = "NAME:VCPUS", conflicts_with_all = ["vcpus", "name", "file", "domain"])]
-    vms: Vec<String>,
+    #[arg(long = "vm", value_name = "NAME:VCPUS", value_parser = parse_vm_spec,
+          conflicts_with_all = ["vcpus", "name", "file", "domain"])]
+    vms: Vec<VmSpec>,
     /// What to print after the plan.
     #[arg(long, value_enum, default_value_t = Emit::Libvirt)]
     emit: Emit,
     /// The plan itself as text or JSON.
-    #[arg(long, value_enum, default_value_t = crate::Format::Text)]
-    format: crate::Format,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,53 +91,21 @@ pub(crate) enum Emit {
 }
 
 impl Emit {
-    fn wants(self, format: Emit) -> bool {
-        self == format || self == Emit::All
+    /// The formats this choice prints, in the order they are printed.
+    fn formats(self) -> Vec<EmitFormat> {
+        match self {
+            Emit::Libvirt => vec![EmitFormat::Libvirt],
+            Emit::Qemu => vec![EmitFormat::Qemu],
+            Emit::Proxmox => vec![EmitFormat::Proxmox],
+            Emit::Kubevirt => vec![EmitFormat::Kubevirt],
+            Emit::Openstack => vec![EmitFormat::Openstack],
+            Emit::All => EmitFormat::ALL.to_vec(),
+            Emit::None => Vec::new(),
+        }
     }
 }
 
 const DEFAULT_MEMORY_MIB: u64 = 16 * 1024;
-
-fn parse_memory(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, scale) = match text.char_indices().last() {
-        Some((at, 'G' | 'g')) => (&text[..at], 1024),
-        Some((at, 'M' | 'm')) => (&text[..at], 1),
-        _ => (text, 1),
-    };
-    let value: u64 = number
-        .trim_end_matches(['i', 'B'])
-        .parse()
-        .map_err(|_| format!("`{text}` is not a memory size (16G, 8192M)"))?;
-    match value.checked_mul(scale) {
-        Some(mib) if mib >= 256 => Ok(mib),
-        _ => Err(format!("`{text}`: a Windows VM needs at least 256 MiB")),
-    }
-}
-
-/// `iothread=1` for each virtio disk of an existing Proxmox VM, and for SCSI disks when the
-/// controller is already virtio-scsi (qemu-server gives SCSI disks an iothread only with
-/// `scsihw: virtio-scsi-single`, the same guest driver as virtio-scsi-pci). An LSI or MegaRAID
-/// controller stays: Windows may lack the virtio-scsi driver it would need to boot.
-fn proxmox_disk_iothreads(current: &std::collections::BTreeMap<&str, &str>) -> Vec<(String, String)> {
-    let scsihw = current.get("scsihw").copied().unwrap_or("lsi");
-    let scsi_ok = scsihw.starts_with("virtio-scsi");
-    let mut changes = Vec::new();
-    for (key, value) in current {
-        let bus = key.trim_end_matches(|c: char| c.is_ascii_digit());
-        let is_disk = bus != *key && (bus == "virtio" || (bus == "scsi" && scsi_ok));
-        let options: Vec<&str> = value.split(',').collect();
-        if !is_disk || options.contains(&"media=cdrom") || options.contains(&"iothread=1") {
-            continue;
-        }
-        let kept: Vec<&str> = options.into_iter().filter(|o| !o.starts_with("iothread=")).collect();
-        changes.push((key.to_string(), format!("{},iothread=1", kept.join(","))));
-    }
-    if changes.iter().any(|(k, _)| k.starts_with("scsi")) && scsihw != "virtio-scsi-single" {
-        changes.push(("scsihw".to_string(), "virtio-scsi-single".to_string()));
-    }
-    changes
-}
 
 /// The releases given on the command line replace the probed ones.
 fn with_stack_versions(mut host: HostFacts, args: &TuneArgs) -> HostFacts {
@@ -163,66 +137,21 @@ fn request(args: &TuneArgs, windows: WindowsVersion) -> anyhow::Result<PlanReque
         }
         args.vms
             .iter()
-            .map(|spec| {
-                let (name, vcpus) =
-                    spec.split_once(':').with_context(|| format!("`--vm {spec}`: expected NAME:VCPUS"))?;
-                let vcpus: u32 =
-                    vcpus.parse().with_context(|| format!("`--vm {spec}`: `{vcpus}` is not a vCPU count"))?;
-                Ok(VmRequest {
-                    name: name.to_string(),
-                    vcpus: Some(vcpus),
-                    memory_mib: args.memory.unwrap_or(DEFAULT_MEMORY_MIB),
-                    devices: Vec::new(),
-                })
+            .map(|spec| VmRequest {
+                name: spec.name.clone(),
+                vcpus: Some(spec.vcpus),
+                memory_mib: args.memory.unwrap_or(DEFAULT_MEMORY_MIB),
+                devices: Vec::new(),
             })
-            .collect::<anyhow::Result<_>>()?
+            .collect()
     };
-    let housekeeping = args
-        .housekeeping
-        .as_deref()
-        .map(|list| {
-            CpuSet::parse_list(list).with_context(|| format!("--housekeeping {list}: not a CPU list"))
-        })
-        .transpose()?;
     Ok(PlanRequest {
         windows,
         workload: Workload::from(args.workload),
         migratable: args.migratable,
         nested: args.nested,
-        housekeeping,
+        housekeeping: args.housekeeping.clone(),
         vms,
-    })
-}
-
-fn render_decision(out: &mut String, decision: &Decision) {
-    let _ = writeln!(out, "  {:<14} {}", decision.topic, decision.choice);
-    let _ = writeln!(out, "  {:<14}   why: {}", "", decision.reason);
-    let _ = writeln!(out, "  {:<14}   source: {}", "", decision.source);
-}
-
-fn render_plan(plan: &Plan, host_source: &str) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "kvmtune tune: {} {} on {host_source}", plan.windows, plan.workload.to_lowercase());
-    let _ = writeln!(out);
-    let _ = writeln!(out, "host");
-    for decision in &plan.decisions {
-        render_decision(&mut out, decision);
-    }
-    for vm in &plan.vms {
-        let _ = writeln!(out);
-        let _ = writeln!(out, "VM {}: {} vCPUs, {} MiB", vm.name, vm.vcpus, vm.memory_mib);
-        for decision in &vm.decisions {
-            render_decision(&mut out, decision);
-        }
-    }
-    out
-}
-
-fn parse_windows(text: &str) -> anyhow::Result<WindowsVersion> {
-    WindowsVersion::parse(text).with_context(|| {
-        format!(
-            "--windows {text}: not a Windows version kvmtune knows (11, 10, 8, 7, xp, 2016, 2019, 2022, 2025)"
-        )
     })
 }
 
@@ -237,13 +166,13 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
         }
         None
     };
-    let windows = match (&args.windows, &existing) {
-        (Some(text), _) => parse_windows(text)?,
+    let windows = match (args.windows, &existing) {
+        (Some(windows), _) => windows,
         (None, Some((_, _, config))) => config.windows_version().unwrap_or(WindowsVersion::Win11),
         (None, None) => WindowsVersion::Win11,
     };
     let mut request = request(&args, windows)?;
-    let (host, source) = match load_host(&args.host)? {
+    let (host, source) = match args.host.load()? {
         Some(host) => {
             let source = host.source.clone();
             (host, source)
@@ -270,110 +199,25 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
     if let Some((path, text, config)) = &existing {
         return tune_existing(&args, &plan, windows, path, text, config, &source);
     }
-    let mut out = String::new();
-    match args.format {
-        crate::Format::Json => {
+    let formats = args.emit.formats();
+    let out = match args.format {
+        Format::Json => {
             let mut document = serde_json::json!({ "plan": plan });
-            if args.emit.wants(Emit::Libvirt) {
-                document["libvirt"] =
-                    plan.vms.iter().map(|vm| libvirt_domain::render_domain(vm, windows)).collect();
+            for format in formats {
+                document[format.key()] = plan.vms.iter().map(|vm| emit(format, vm, windows).json).collect();
             }
-            if args.emit.wants(Emit::Qemu) {
-                document["qemu"] = plan.vms.iter().map(|vm| qemu_command::argv(vm, windows)).collect();
-            }
-            if args.emit.wants(Emit::Proxmox) {
-                document["proxmox"] = plan
-                    .vms
-                    .iter()
-                    .map(|vm| {
-                        let output = proxmox::render(vm, windows);
-                        serde_json::json!({
-                            "config": proxmox::config_text(&output),
-                            "qm_set": proxmox::qm_set(&output),
-                            "hookscript": output.hookscript,
-                            "not_expressible": output.not_expressible,
-                        })
-                    })
-                    .collect();
-            }
-            if args.emit.wants(Emit::Kubevirt) {
-                document["kubevirt"] = plan
-                    .vms
-                    .iter()
-                    .map(|vm| {
-                        let manifest = kubevirt::render(vm, windows);
-                        serde_json::json!({ "manifest": manifest.document, "not_expressible": manifest.not_expressible })
-                    })
-                    .collect();
-            }
-            if args.emit.wants(Emit::Openstack) {
-                document["openstack"] = plan
-                    .vms
-                    .iter()
-                    .map(|vm| {
-                        let output = openstack::render(vm, windows);
-                        serde_json::json!({
-                            "flavor_extra_specs": output.flavor.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                            "image_properties": output.image.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                            "not_expressible": output.not_expressible,
-                        })
-                    })
-                    .collect();
-            }
-            out = format!("{}\n", serde_json::to_string_pretty(&document)?);
+            format!("{}\n", serde_json::to_string_pretty(&document)?)
         }
-        crate::Format::Text => {
-            out.push_str(&render_plan(&plan, &source));
+        Format::Text => {
+            let mut out = plan_text::render(&plan, &source);
             for vm in &plan.vms {
-                if args.emit.wants(Emit::Libvirt) {
-                    let _ = write!(
-                        out,
-                        "\n# libvirt domain XML for {} (virsh define FILE)\n{}",
-                        vm.name,
-                        libvirt_domain::render_domain(vm, windows)
-                    );
-                }
-                if args.emit.wants(Emit::Qemu) {
-                    let _ = write!(
-                        out,
-                        "\n# QEMU launch script for {}\n{}",
-                        vm.name,
-                        qemu_command::script(vm, windows)
-                    );
-                }
-                if args.emit.wants(Emit::Proxmox) {
-                    let output = proxmox::render(vm, windows);
-                    let _ = write!(out, "\n# Proxmox VE: /etc/pve/qemu-server/VMID.conf for {}\n", vm.name);
-                    for note in &output.not_expressible {
-                        let _ = writeln!(out, "# not expressible here: {note}");
-                    }
-                    out.push_str(&proxmox::config_text(&output));
-                    let _ = write!(
-                        out,
-                        "\n# the same as qm set commands (they also allocate the disks)\n{}",
-                        proxmox::qm_set(&output)
-                    );
-                    let _ = write!(
-                        out,
-                        "\n# hookscript: /var/lib/vz/snippets/{}\n{}",
-                        proxmox::hookscript_name(vm),
-                        output.hookscript
-                    );
-                }
-                if args.emit.wants(Emit::Kubevirt) {
-                    let _ = write!(out, "\n{}", kubevirt::to_yaml(&kubevirt::render(vm, windows)));
-                }
-                if args.emit.wants(Emit::Openstack) {
-                    let _ = write!(
-                        out,
-                        "\n# OpenStack Nova for {}\n{}",
-                        vm.name,
-                        openstack::commands(&openstack::render(vm, windows), &vm.name)
-                    );
+                for format in &formats {
+                    out.push_str(&emit(*format, vm, windows).text);
                 }
             }
+            out
         }
-    }
+    };
     print_out(&out)?;
     Ok(Outcome::Clean)
 }
@@ -390,7 +234,7 @@ fn tune_existing(
 ) -> anyhow::Result<Outcome> {
     use kvmtune::config::model::SourceFormat;
     let vm = &plan.vms[0];
-    let mut out = render_plan(plan, source);
+    let mut out = plan_text::render(plan, source);
     let actions = existing::actions(config, vm);
     match config.format {
         SourceFormat::Libvirt => {
@@ -409,22 +253,7 @@ fn tune_existing(
         SourceFormat::Proxmox => {
             // Only the keys whose value changes, as qm set commands.
             let output = proxmox::render(vm, windows);
-            let current: std::collections::BTreeMap<&str, &str> = text
-                .lines()
-                .take_while(|l| !l.trim_start().starts_with('['))
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .collect();
-            let mut changed: Vec<(String, String)> = output
-                .config
-                .iter()
-                .filter(|(k, _)| {
-                    !matches!(k.as_str(), "name" | "efidisk0" | "tpmstate0" | "virtio0" | "net0" | "scsihw")
-                })
-                .filter(|(k, v)| current.get(k.as_str()) != Some(&v.as_str()))
-                .cloned()
-                .collect();
-            changed.extend(proxmox_disk_iothreads(&current));
+            let changed = kvmtune::config::proxmox_edit::changed_keys(path, text, &output.config)?;
             let changes = proxmox::ProxmoxOutput { config: changed, ..output };
             let _ = write!(out, "\n# changes to {path} as qm set commands\n{}", proxmox::qm_set(&changes));
             for note in &changes.not_expressible {

@@ -224,3 +224,39 @@ fn exits_analyze_points_at_the_config_and_compare_reports() {
     assert!(String::from_utf8(not_stats.stderr).unwrap().contains(":1:1: not exit statistics"));
     assert_eq!(kvmtune(&["explain", "EXIT002"]).status.code(), Some(0));
 }
+
+/// `probe` tells the user to run `explain` on host rules; `explain` and `rules` know every kind.
+#[test]
+fn explain_and_rules_cover_host_config_and_exit_rules() {
+    for id in ["HOST004", "TIME005", "EXIT002"] {
+        let output = kvmtune(&["explain", id]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "explain {id}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.starts_with(id) && stdout.contains("Source: "), "{stdout}");
+    }
+    let rules = kvmtune(&["rules"]);
+    let listing = String::from_utf8_lossy(&rules.stdout);
+    for id in ["HOST001", "HV001", "LEG001", "EXIT012"] {
+        assert!(listing.lines().any(|line| line.starts_with(id)), "rules lacks {id}:\n{listing}");
+    }
+}
+
+/// A typo in `--select` must not turn a CI job green.
+#[test]
+fn unknown_rule_in_select_is_exit_2_with_the_closest_id() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmtune/tests/fixtures/check/TIME005.bad.xml");
+    let output = kvmtune(&["check", fixture.to_str().unwrap(), "--select", "TIEM005"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did you mean TIME005"), "{stderr}");
+    let output = kvmtune(&["check", fixture.to_str().unwrap(), "--select", "HOST004"]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = kvmtune(&["check", fixture.to_str().unwrap(), "--select", "time005"]);
+    assert_eq!(output.status.code(), Some(1), "a known id in any case selects its rule");
+}

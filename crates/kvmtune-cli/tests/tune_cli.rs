@@ -598,3 +598,17 @@ fn existing_proxmox_disks_gain_iothreads() {
     assert!(lsi.iter().any(|l| l.contains("--virtio0")));
     assert!(!lsi.iter().any(|l| l.contains("--scsi1") || l.contains("--scsihw")), "{lsi:#?}");
 }
+
+/// The plan names the workload as the flag spells it, in text and JSON.
+#[test]
+fn workload_is_printed_as_the_flag_spells_it() {
+    let machine = &SyntheticHost::all()[0];
+    let dir = tempfile::tempdir().unwrap();
+    machine.write(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let text = kvmtune(&["tune", "--host-root", root, "--workload", "ipi-heavy", "--emit", "none"]);
+    let first = String::from_utf8_lossy(&text.stdout).lines().next().unwrap_or_default().to_string();
+    assert!(first.starts_with("kvmtune tune: Win11 ipi-heavy on "), "{first}");
+    let emitted = tune(dir.path(), "ipi-heavy", &["--workload", "ipi-heavy"]);
+    assert_eq!(emitted.document["plan"]["workload"], "ipi-heavy");
+}

@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
+use kvmtune::analysis::Workload;
 use kvmtune::analysis::check::{CheckOptions, check};
-use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::SourceText;
 
 fn check_once(name: &str, text: &str) -> usize {

@@ -8,9 +8,9 @@
 
 use std::path::PathBuf;
 
+use kvmtune::analysis::Workload;
 use kvmtune::analysis::planner::placement::{PlacementQuality, quality};
 use kvmtune::analysis::planner::{PlanError, PlanRequest, VmRequest, plan};
-use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::host::{self, HostFacts, SnapshotHost};
 use kvmtune_testkit::synthetic::SyntheticHost;

@@ -13,9 +13,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use kvmtune::analysis::Workload;
 use kvmtune::analysis::check::{CheckOptions, check};
 use kvmtune::analysis::fix::Applicability;
-use kvmtune::analysis::vm_rules::{VM_RULES, Workload};
+use kvmtune::analysis::vm_rules::VM_RULES;
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::config::{SourceText, libvirt, libvirt_edit};
 use kvmtune::host::kvm::{HypervSupport, KvmDeviceReport};
@@ -160,19 +161,19 @@ fn run(name: &str, text: &str) -> (kvmtune::analysis::check::CheckReport, Source
 fn every_rule_fires_on_its_bad_fixture_and_not_on_its_good_one() {
     let mut failures = Vec::new();
     for rule in VM_RULES {
-        let bad_name = format!("{}.bad.xml", rule.id);
-        let good_name = format!("{}.good.xml", rule.id);
+        let bad_name = format!("{}.bad.xml", rule.meta.id);
+        let good_name = format!("{}.good.xml", rule.meta.id);
         let bad = std::fs::read_to_string(fixtures().join(&bad_name))
             .unwrap_or_else(|_| panic!("{bad_name} missing"));
         let good = std::fs::read_to_string(fixtures().join(&good_name))
             .unwrap_or_else(|_| panic!("{good_name} missing"));
 
         let (report, source, head) = run(&bad_name, &bad);
-        if !report.diagnostics.iter().any(|d| d.rule == rule.id) {
-            failures.push(format!("{bad_name}: {} did not fire", rule.id));
+        if !report.diagnostics.iter().any(|d| d.rule == rule.meta.id) {
+            failures.push(format!("{bad_name}: {} did not fire", rule.meta.id));
         }
         let rendered = kvmtune::output::diagnostics::render_text(&report, &source);
-        let golden = fixtures().join(format!("{}.bad.txt", rule.id));
+        let golden = fixtures().join(format!("{}.bad.txt", rule.meta.id));
         if std::env::var_os("KVMTUNE_UPDATE_SNAPSHOTS").is_some() {
             std::fs::write(&golden, &rendered).unwrap();
         } else {
@@ -187,7 +188,7 @@ fn every_rule_fires_on_its_bad_fixture_and_not_on_its_good_one() {
         let actions: Vec<_> = report
             .diagnostics
             .iter()
-            .filter(|d| d.rule == rule.id)
+            .filter(|d| d.rule == rule.meta.id)
             .filter_map(|d| d.fix.clone())
             .filter(|f| f.applicability == Applicability::Safe)
             .map(|f| f.action)
@@ -203,8 +204,8 @@ fn every_rule_fires_on_its_bad_fixture_and_not_on_its_good_one() {
                 select: Vec::new(),
             };
             let after = check(&config, &fixed_source, &options);
-            if after.diagnostics.iter().any(|d| d.rule == rule.id) {
-                failures.push(format!("{bad_name}: {} still fires after its fix:\n{fixed}", rule.id));
+            if after.diagnostics.iter().any(|d| d.rule == rule.meta.id) {
+                failures.push(format!("{bad_name}: {} still fires after its fix:\n{fixed}", rule.meta.id));
             }
         }
 
@@ -223,7 +224,7 @@ fn no_stray_fixtures() {
     for entry in std::fs::read_dir(fixtures()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
         let id = name.split('.').next().unwrap();
-        assert!(VM_RULES.iter().any(|r| r.id == id), "{name} belongs to no rule");
+        assert!(VM_RULES.iter().any(|r| r.meta.id == id), "{name} belongs to no rule");
     }
 }
 
@@ -240,7 +241,7 @@ fn hv011_judges_by_releases_where_kvm_was_not_asked() {
             host: Some(host),
             windows: None,
             workload: Workload::Gaming,
-            select: vec!["HV011".into()],
+            select: kvmtune::analysis::rule::select_vm_rules(&["HV011"]).unwrap(),
         };
         check(&config, &source, &options).diagnostics.into_iter().map(|d| (d.message, d.severity)).collect()
     };

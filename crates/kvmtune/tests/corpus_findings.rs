@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use kvmtune::analysis::Workload;
 use kvmtune::analysis::check::{CheckOptions, check};
-use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::SourceText;
 
 fn findings_of_directory(dir: &str, golden: &str) {

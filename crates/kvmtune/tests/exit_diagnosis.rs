@@ -47,10 +47,10 @@ fn every_rule_fires_on_its_cause_and_not_without_it() {
             &[(cause, 5000, 10.0), ("HLT", 4000, 500.0), ("CPUID", 10, 1.0), ("MSR_WRITE", 990, 1.0)],
             &prefix,
         );
-        assert!(fires(&dominant, rule.id), "{} did not fire on\n{dominant}", rule.id);
+        assert!(fires(&dominant, rule.meta.id), "{} did not fire on\n{dominant}", rule.meta.id);
         if rule.reasons.is_empty() {
             let named = perf_table(&[("HLT", 4000, 500.0), ("CPUID", 10, 1.0)], &[]);
-            assert!(!fires(&named, rule.id), "{} fired without unnamed codes", rule.id);
+            assert!(!fires(&named, rule.meta.id), "{} fired without unnamed codes", rule.meta.id);
             continue;
         }
         // The cause is present but negligible, in count and in busy time.
@@ -58,8 +58,8 @@ fn every_rule_fires_on_its_cause_and_not_without_it() {
             if kvmtune::analysis::exit_rules::IDLE_REASONS.contains(&cause) { "DR_ACCESS" } else { "HLT" };
         let quiet =
             perf_table(&[(cause, 2, 1.0), (idle_filler, 500, 500.0), ("EXCEPTION_NMI", 9498, 5.0)], &[]);
-        let quiet_fires = fires(&quiet, rule.id);
-        assert!(!quiet_fires, "{} fired on a negligible share:\n{quiet}", rule.id);
+        let quiet_fires = fires(&quiet, rule.meta.id);
+        assert!(!quiet_fires, "{} fired on a negligible share:\n{quiet}", rule.meta.id);
     }
 }
 

@@ -142,9 +142,9 @@ fn every_corpus_libvirt_xml_reads() {
 /// still there, unchanged and in order.
 #[test]
 fn editing_is_lossless_on_every_corpus_xml() {
+    use kvmtune::analysis::Workload;
     use kvmtune::analysis::check::{CheckOptions, check};
     use kvmtune::analysis::fix::Applicability;
-    use kvmtune::analysis::vm_rules::Workload;
     use kvmtune::config::{SourceText, libvirt_edit};
 
     let corpus = kvmtune_testkit::corpus();

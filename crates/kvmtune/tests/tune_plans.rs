@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use kvmtune::analysis::Severity;
+use kvmtune::analysis::Workload;
 use kvmtune::analysis::check::{CheckOptions, check};
 use kvmtune::analysis::planner::placement::quality;
 use kvmtune::analysis::planner::{PlanError, PlanRequest, VmRequest, plan};
-use kvmtune::analysis::vm_rules::Workload;
 use kvmtune::config::SourceText;
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::host::software::Version;

@@ -3,8 +3,9 @@
 use serde::Serialize;
 
 use crate::analysis::Severity;
-use crate::analysis::fix::Fix;
-use crate::analysis::vm_rules::{RuleContext, VM_RULES, VmRule, Workload};
+use crate::analysis::Workload;
+use crate::analysis::fix::{Applicability, Fix, FixAction};
+use crate::analysis::vm_rules::{RuleContext, VM_RULES, VmRule};
 use crate::config::model::{SourceFormat, VmConfig, WindowsVersion};
 use crate::config::span::{SourceText, Span};
 use crate::host::HostFacts;
@@ -46,8 +47,9 @@ pub struct CheckOptions<'a> {
     pub host: Option<&'a HostFacts>,
     pub windows: Option<WindowsVersion>,
     pub workload: Workload,
-    /// Only these rules (ids or names); empty = all.
-    pub select: Vec<String>,
+    /// Only these rules; empty = all. [`crate::analysis::rule::select_vm_rules`] makes the list
+    /// from ids and names, and refuses unknown ones.
+    pub select: Vec<&'static VmRule>,
 }
 
 pub fn check(config: &VmConfig, source: &SourceText, options: &CheckOptions) -> CheckReport {
@@ -57,24 +59,22 @@ pub fn check(config: &VmConfig, source: &SourceText, options: &CheckOptions) -> 
         windows: options.windows.or_else(|| config.windows_version()),
         workload: options.workload,
     };
-    let selected = |rule: &VmRule| {
-        options.select.is_empty()
-            || options.select.iter().any(|s| s.eq_ignore_ascii_case(rule.id) || *s == rule.name)
-    };
+    let selected =
+        |rule: &VmRule| options.select.is_empty() || options.select.iter().any(|s| s.meta.id == rule.meta.id);
     let mut diagnostics = Vec::new();
     let mut skipped_for_host = Vec::new();
     for rule in VM_RULES.iter().filter(|r| selected(r)) {
         if rule.needs_host && options.host.is_none() {
-            skipped_for_host.push(rule.id);
+            skipped_for_host.push(rule.meta.id);
             continue;
         }
         for finding in (rule.check)(&context) {
             let position = finding.span.map(|span| source.line_column(span.start));
             diagnostics.push(Diagnostic {
-                rule: rule.id,
-                name: rule.name,
-                severity: finding.severity.unwrap_or(rule.severity),
-                title: rule.title,
+                rule: rule.meta.id,
+                name: rule.meta.name,
+                severity: finding.severity.unwrap_or(rule.meta.severity),
+                title: rule.meta.title,
                 message: finding.message,
                 span: finding.span,
                 line: position.map(|p| p.0),
@@ -91,4 +91,74 @@ pub fn check(config: &VmConfig, source: &SourceText, options: &CheckOptions) -> 
         skipped_for_host,
         assumed_windows: options.windows.is_none() && config.os_id.is_none(),
     }
+}
+
+/// How often [`fix_until_stable`] re-checks and fixes again. A fix can make another rule
+/// applicable (turning hv-stimer on makes the HPET pointless); the longest chain the rules have
+/// today settles in three passes, so a fourth that still finds safe fixes means the fixes do
+/// not converge, and that is reported rather than looped on.
+pub const FIX_PASSES: usize = 4;
+
+/// What `--fix` and `--diff` did to a libvirt XML file.
+#[derive(Debug, Clone)]
+pub struct FixOutcome {
+    /// The file with every safe fix spliced in.
+    pub text: String,
+    /// How many fix actions were applied, over all passes.
+    pub applied: usize,
+    /// The check of the fixed text.
+    pub report: CheckReport,
+    /// False when safe fixes were still proposed after [`FIX_PASSES`] passes.
+    pub converged: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FixError {
+    #[error("{path}: --fix and --diff edit libvirt XML only; for this file the fixes are listed as steps")]
+    NotLibvirt { path: String },
+    #[error("applying the fixes")]
+    Edit(#[from] crate::config::libvirt_edit::EditError),
+    #[error("the fixed XML no longer reads; nothing was written")]
+    Broken(#[source] crate::config::ConfigError),
+}
+
+/// Applies the safe fixes, checks again, and repeats until no safe fix is left or
+/// [`FIX_PASSES`] passes have run. The result always reads back as libvirt XML: a fix that
+/// broke the file is an error, never a result.
+pub fn fix_until_stable(
+    config: &VmConfig,
+    source: &SourceText,
+    options: &CheckOptions,
+) -> Result<FixOutcome, FixError> {
+    if config.format != SourceFormat::Libvirt {
+        return Err(FixError::NotLibvirt { path: source.path.clone() });
+    }
+    let mut text = source.text.clone();
+    let mut applied = 0;
+    let mut report = check(config, source, options);
+    for _ in 0..FIX_PASSES {
+        let actions = safe_actions(&report);
+        if actions.is_empty() {
+            return Ok(FixOutcome { text, applied, report, converged: true });
+        }
+        text = crate::config::libvirt_edit::apply_actions(&text, &actions)?;
+        applied += actions.len();
+        let fixed = crate::config::libvirt::parse(&source.path, &text).map_err(FixError::Broken)?;
+        report = check(&fixed, &SourceText::new(source.path.clone(), text.clone()), options);
+    }
+    let converged = safe_actions(&report).is_empty();
+    Ok(FixOutcome { text, applied, report, converged })
+}
+
+/// The distinct safe fix actions of a report, in diagnostic order.
+fn safe_actions(report: &CheckReport) -> Vec<FixAction> {
+    let mut actions: Vec<FixAction> = Vec::new();
+    for diagnostic in &report.diagnostics {
+        if let Some(fix) = diagnostic.fix.as_ref().filter(|f| f.applicability == Applicability::Safe)
+            && !actions.contains(&fix.action)
+        {
+            actions.push(fix.action.clone());
+        }
+    }
+    actions
 }

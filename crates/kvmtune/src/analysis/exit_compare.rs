@@ -107,3 +107,29 @@ pub fn compare(before: &ExitProfile, after: &ExitProfile) -> Comparison {
         summary,
     }
 }
+
+/// Which before profile is compared with which after profile. Files with several tables (one
+/// per `--event`, one per recording source) are paired by event and format when every table
+/// finds its partner; otherwise the last table of each file is compared, which is the summary
+/// perf and the recorder write last.
+pub fn pair_profiles<'a>(
+    before: &'a [ExitProfile],
+    after: &'a [ExitProfile],
+) -> Vec<(&'a ExitProfile, &'a ExitProfile)> {
+    let matched: Vec<_> = before
+        .iter()
+        .filter_map(|b| after.iter().find(|a| a.event == b.event && a.format == b.format).map(|a| (b, a)))
+        .collect();
+    if before.len() > 1 && matched.len() > 1 && matched.len() == before.len().min(after.len()) {
+        return matched;
+    }
+    match (before.last(), after.last()) {
+        (Some(b), Some(a)) => vec![(b, a)],
+        _ => Vec::new(),
+    }
+}
+
+/// Every pair [`pair_profiles`] finds, compared.
+pub fn compare_all(before: &[ExitProfile], after: &[ExitProfile]) -> Vec<Comparison> {
+    pair_profiles(before, after).into_iter().map(|(b, a)| compare(b, a)).collect()
+}

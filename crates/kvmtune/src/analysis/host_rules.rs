@@ -3,23 +3,18 @@
 
 use serde::Serialize;
 
-pub use crate::analysis::Severity;
-
+use crate::analysis::Severity;
+use crate::analysis::fix::Applicability;
+use crate::analysis::rule::{Category, RuleMeta};
 use crate::host::HostFacts;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
 
 /// One rule. `check` returns the specific message for this host, or `None` when the rule
 /// does not apply.
+#[derive(Debug)]
 pub struct HostRule {
-    /// Stable id; never reused for another rule.
-    pub id: &'static str,
-    pub name: &'static str,
-    pub severity: Severity,
-    pub title: &'static str,
-    /// What it does to a Windows guest, and why.
-    pub explanation: &'static str,
-    pub source: &'static str,
+    pub meta: RuleMeta,
     pub check: fn(&HostFacts) -> Option<String>,
 }
 
@@ -36,43 +31,61 @@ pub struct HostFinding {
 
 pub const HOST_RULES: &[HostRule] = &[
     HostRule {
-        id: "HOST001",
-        name: "tsc-not-trustworthy",
-        severity: Severity::Warning,
-        title: "the host clock is not a stable TSC",
-        explanation: "KVM gives guests a stable kvmclock and Hyper-V reference TSC page only while the host \
-                      itself runs on an invariant TSC. Otherwise Windows falls back to clock reads that exit \
-                      (reference counter MSR, HPET, ACPI PM timer), each costing microseconds instead of nanoseconds.",
-        source: "Linux arch/x86/kvm/x86.c (master clock needs a TSC host clocksource); MS-TLFS timers; \
-                 ../shared/knowledge.md section 5",
+        meta: RuleMeta {
+            id: "HOST001",
+            name: "tsc-not-trustworthy",
+            category: Category::Host,
+            severity: Severity::Warning,
+            title: "the host clock is not a stable TSC",
+            explanation: "KVM gives guests a stable kvmclock and Hyper-V reference TSC page only while the host \
+                          itself runs on an invariant TSC. Otherwise Windows falls back to clock reads that exit \
+                          (reference counter MSR, HPET, ACPI PM timer), each costing microseconds instead of nanoseconds.",
+            example: "current_clocksource is hpet: the kernel marked the TSC unstable",
+            fix: "run the host on an invariant TSC: no tsc=unstable or clocksource= override, and firmware that keeps the TSCs in sync",
+            fix_safety: Applicability::Manual,
+            source: "Linux arch/x86/kvm/x86.c (master clock needs a TSC host clocksource); MS-TLFS timers; \
+                     ../shared/knowledge.md section 5",
+        },
         check: |facts| {
             let verdict = facts.time.tsc.known()?;
             (!verdict.trustworthy).then(|| verdict.reasons.join("; "))
         },
     },
     HostRule {
-        id: "HOST002",
-        name: "apic-virtualization-off",
-        severity: Severity::Warning,
-        title: "APICv/AVIC is switched off in KVM",
-        explanation: "Without APIC virtualization every interrupt acknowledgement, EOI and IPI of the guest \
-                      is a VM exit. Windows sends many IPIs (TLB shootdowns, DPCs), so exits per second climb \
-                      with vCPU count. hv-vapic and hv-ipi soften it; turning APICv/AVIC on removes it.",
-        source: "QEMU docs/system/i386/hyperv.rst (hv-avic); Linux kvm_intel enable_apicv / kvm_amd avic \
-                 (../shared/knowledge.md 4c)",
+        meta: RuleMeta {
+            id: "HOST002",
+            name: "apic-virtualization-off",
+            category: Category::Host,
+            severity: Severity::Warning,
+            title: "APICv/AVIC is switched off in KVM",
+            explanation: "Without APIC virtualization every interrupt acknowledgement, EOI and IPI of the guest \
+                          is a VM exit. Windows sends many IPIs (TLB shootdowns, DPCs), so exits per second climb \
+                          with vCPU count. hv-vapic and hv-ipi soften it; turning APICv/AVIC on removes it.",
+            example: "kvm_intel loaded with enable_apicv=N (or kvm_amd with avic=0)",
+            fix: "load kvm_intel with enable_apicv=1 (kvm_amd with avic=1) on hardware that has it, for example as an option in /etc/modprobe.d",
+            fix_safety: Applicability::Manual,
+            source: "QEMU docs/system/i386/hyperv.rst (hv-avic); Linux kvm_intel enable_apicv / kvm_amd avic \
+                     (../shared/knowledge.md 4c)",
+        },
         check: |facts| {
             let apic = facts.kvm.apic_virtualization.known()?;
             (!apic.enabled).then(|| format!("{} is off ({})", apic.kind, apic.evidence))
         },
     },
     HostRule {
-        id: "HOST003",
-        name: "kvm-device-unusable",
-        severity: Severity::Warning,
-        title: "/dev/kvm is missing or unusable",
-        explanation: "Without /dev/kvm QEMU runs guests under TCG emulation, orders of magnitude slower; \
-                      no tuning helps.",
-        source: "Linux Documentation/virt/kvm/api.rst (KVM_GET_API_VERSION must return 12)",
+        meta: RuleMeta {
+            id: "HOST003",
+            name: "kvm-device-unusable",
+            category: Category::Host,
+            severity: Severity::Warning,
+            title: "/dev/kvm is missing or unusable",
+            explanation: "Without /dev/kvm QEMU runs guests under TCG emulation, orders of magnitude slower; \
+                          no tuning helps.",
+            example: "no /dev/kvm: kvm_intel/kvm_amd not loaded, or virtualization off in firmware",
+            fix: "enable VT-x/AMD-V in firmware, load kvm_intel or kvm_amd, and give the user running QEMU access to /dev/kvm",
+            fix_safety: Applicability::Manual,
+            source: "Linux Documentation/virt/kvm/api.rst (KVM_GET_API_VERSION must return 12)",
+        },
         check: |facts| {
             let device = facts.kvm.device.known()?;
             match (&device.present, &device.usable) {
@@ -86,42 +99,60 @@ pub const HOST_RULES: &[HostRule] = &[
         },
     },
     HostRule {
-        id: "HOST004",
-        name: "no-kvm-hyperv",
-        severity: Severity::Warning,
-        title: "this kernel's KVM has no Hyper-V emulation",
-        explanation: "Every hv-* enlightenment is unavailable: QEMU refuses them (\"not supported by kernel\") \
-                      or the guest cannot use them. Windows then keeps its emulated timers (HPET, RTC, ACPI PM), \
-                      its APIC traps and its native spinlocks, the slow paths the enlightenments exist to avoid.",
-        source: "Linux arch/x86/kvm/hyperv.c (CONFIG_KVM_HYPERV); QEMU target/i386/kvm/kvm.c; \
-                 ../shared/knowledge.md 4a",
+        meta: RuleMeta {
+            id: "HOST004",
+            name: "no-kvm-hyperv",
+            category: Category::Host,
+            severity: Severity::Warning,
+            title: "this kernel's KVM has no Hyper-V emulation",
+            explanation: "Every hv-* enlightenment is unavailable: QEMU refuses them (\"not supported by kernel\") \
+                          or the guest cannot use them. Windows then keeps its emulated timers (HPET, RTC, ACPI PM), \
+                          its APIC traps and its native spinlocks, the slow paths the enlightenments exist to avoid.",
+            example: "KVM_GET_SUPPORTED_HV_CPUID fails with EINVAL: a kernel without CONFIG_KVM_HYPERV",
+            fix: "run a kernel built with CONFIG_KVM_HYPERV (distribution kernels are)",
+            fix_safety: Applicability::Manual,
+            source: "Linux arch/x86/kvm/hyperv.c (CONFIG_KVM_HYPERV); QEMU target/i386/kvm/kvm.c; \
+                     ../shared/knowledge.md 4a",
+        },
         check: |facts| match &facts.kvm.device.known()?.hyperv {
             HypervSupport::NotSupported { evidence } => Some(evidence.clone()),
             _ => None,
         },
     },
     HostRule {
-        id: "HOST005",
-        name: "nested-host",
-        severity: Severity::Info,
-        title: "this host is itself a virtual machine",
-        explanation: "Nested KVM depends on what the outer hypervisor passes down: Hyper-V emulation, APICv, \
-                      and fast paths may be missing, and measured numbers do not carry over to bare metal.",
-        source: "CPUID.1:ECX[31] (the `hypervisor` flag), Intel SDM / AMD APM",
+        meta: RuleMeta {
+            id: "HOST005",
+            name: "nested-host",
+            category: Category::Host,
+            severity: Severity::Info,
+            title: "this host is itself a virtual machine",
+            explanation: "Nested KVM depends on what the outer hypervisor passes down: Hyper-V emulation, APICv, \
+                          and fast paths may be missing, and measured numbers do not carry over to bare metal.",
+            example: "`hypervisor` among the CPU flags in /proc/cpuinfo",
+            fix: "measure on bare metal before trusting the numbers, or ask the outer hypervisor to pass Hyper-V, APICv and nested paging down",
+            fix_safety: Applicability::Manual,
+            source: "CPUID.1:ECX[31] (the `hypervisor` flag), Intel SDM / AMD APM",
+        },
         check: |facts| {
             facts.cpu.has_flag("hypervisor").then(|| "the CPU reports the `hypervisor` flag".to_string())
         },
     },
     HostRule {
-        id: "HOST006",
-        name: "irqbalance-running",
-        severity: Severity::Info,
-        title: "irqbalance is running",
-        explanation: "irqbalance moves device interrupts across all CPUs, including those later given to \
-                      vCPUs, and each one that lands there is an EXTERNAL_INTERRUPT exit and a stutter. \
-                      Isolation bans vCPU cores from it or stops it while the VM runs.",
-        source: "../shared/knowledge.md 6b (EXTERNAL_INTERRUPT); tuned cpu-partitioning profile \
-                 (../shared/landscape.md)",
+        meta: RuleMeta {
+            id: "HOST006",
+            name: "irqbalance-running",
+            category: Category::Host,
+            severity: Severity::Info,
+            title: "irqbalance is running",
+            explanation: "irqbalance moves device interrupts across all CPUs, including those later given to \
+                          vCPUs, and each one that lands there is an EXTERNAL_INTERRUPT exit and a stutter. \
+                          Isolation bans vCPU cores from it or stops it while the VM runs.",
+            example: "an irqbalance process is running",
+            fix: "keep irqbalance off the VM's CPUs while it runs (IRQBALANCE_BANNED_CPULIST), or stop it",
+            fix_safety: Applicability::Manual,
+            source: "../shared/knowledge.md 6b (EXTERNAL_INTERRUPT); tuned cpu-partitioning profile \
+                     (../shared/landscape.md)",
+        },
         check: |facts| {
             facts
                 .host_state
@@ -131,14 +162,20 @@ pub const HOST_RULES: &[HostRule] = &[
         },
     },
     HostRule {
-        id: "HOST007",
-        name: "power-saving-governor",
-        severity: Severity::Info,
-        title: "CPUs run a power-saving cpufreq governor",
-        explanation: "A vCPU that wakes on a slow-clocked core runs its first milliseconds slowly; for gaming \
-                      and latency-bound desktops that shows as frame-time spikes. The `performance` governor \
-                      while the VM runs avoids the ramp-up.",
-        source: "tuned virtual-host / throughput-performance profiles (../shared/landscape.md)",
+        meta: RuleMeta {
+            id: "HOST007",
+            name: "power-saving-governor",
+            category: Category::Host,
+            severity: Severity::Info,
+            title: "CPUs run a power-saving cpufreq governor",
+            explanation: "A vCPU that wakes on a slow-clocked core runs its first milliseconds slowly; for gaming \
+                          and latency-bound desktops that shows as frame-time spikes. The `performance` governor \
+                          while the VM runs avoids the ramp-up.",
+            example: "scaling_governor is powersave on CPUs 0-15",
+            fix: "switch the VM's CPUs to the performance governor while it runs",
+            fix_safety: Applicability::Manual,
+            source: "tuned virtual-host / throughput-performance profiles (../shared/landscape.md)",
+        },
         check: |facts| {
             let governors = facts.host_state.cpufreq_governors.known()?;
             let slow: Vec<String> = governors
@@ -150,13 +187,19 @@ pub const HOST_RULES: &[HostRule] = &[
         },
     },
     HostRule {
-        id: "HOST008",
-        name: "iommu-off-with-gpu",
-        severity: Severity::Info,
-        title: "the IOMMU is off, so no GPU can be passed through",
-        explanation: "VFIO needs IOMMU groups. Enable VT-d/AMD-Vi in firmware and, on Intel, boot with \
-                      intel_iommu=on.",
-        source: "Linux Documentation/driver-api/vfio.rst",
+        meta: RuleMeta {
+            id: "HOST008",
+            name: "iommu-off-with-gpu",
+            category: Category::Host,
+            severity: Severity::Info,
+            title: "the IOMMU is off, so no GPU can be passed through",
+            explanation: "VFIO needs IOMMU groups. Enable VT-d/AMD-Vi in firmware and, on Intel, boot with \
+                          intel_iommu=on.",
+            example: "a GPU in lspci and /sys/kernel/iommu_groups empty",
+            fix: "enable VT-d/AMD-Vi in firmware and, on Intel, boot with intel_iommu=on",
+            fix_safety: Applicability::Manual,
+            source: "Linux Documentation/driver-api/vfio.rst",
+        },
         check: |facts| {
             let gpus = facts.gpus();
             (facts.iommu.enabled == Fact::Known(false) && !gpus.is_empty())
@@ -170,32 +213,14 @@ pub fn evaluate(facts: &HostFacts) -> Vec<HostFinding> {
         .iter()
         .filter_map(|rule| {
             (rule.check)(facts).map(|message| HostFinding {
-                id: rule.id,
-                name: rule.name,
-                severity: rule.severity,
-                title: rule.title,
+                id: rule.meta.id,
+                name: rule.meta.name,
+                severity: rule.meta.severity,
+                title: rule.meta.title,
                 message,
-                explanation: rule.explanation,
-                source: rule.source,
+                explanation: rule.meta.explanation,
+                source: rule.meta.source,
             })
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_and_names_are_unique_and_documented() {
-        let mut ids: Vec<_> = HOST_RULES.iter().map(|r| r.id).collect();
-        let mut names: Vec<_> = HOST_RULES.iter().map(|r| r.name).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(ids.len(), HOST_RULES.len());
-        assert_eq!(names.len(), HOST_RULES.len());
-        assert!(HOST_RULES.iter().all(|r| !r.explanation.is_empty() && !r.source.is_empty()));
-    }
 }

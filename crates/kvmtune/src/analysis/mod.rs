@@ -1,9 +1,10 @@
 //! Analysis: rules over host facts and VM configs, the planner, and the exit diagnosis.
 //!
-//! Every rule is one declaration in a registry, with a stable id, a severity, an explanation
-//! and its source. A new host rule goes into [`host_rules`], a new VM-config rule into
-//! [`vm_rules`]; [`check`] runs the VM rules and turns their findings into diagnostics. The
-//! planner and the exit diagnosis get their own modules here as they land.
+//! Every rule is one declaration with a stable id, a severity, an explanation and its source,
+//! described by one metadata type and found through one registry ([`rule`]). A new host rule
+//! goes into [`host_rules`], a new VM-config rule into its family's file under [`vm_rules`], a
+//! new exit cause into [`exit_rules`]; [`check`] runs the VM rules and turns their findings
+//! into diagnostics. The planner is [`planner`].
 
 pub mod check;
 pub mod exit_compare;
@@ -12,6 +13,7 @@ pub mod fix;
 pub mod host_rules;
 pub mod hyperv_support;
 pub mod planner;
+pub mod rule;
 pub mod vm_rules;
 
 use serde::Serialize;
@@ -30,6 +32,32 @@ impl Severity {
             Severity::Info => "info",
             Severity::Warning => "warning",
             Severity::Error => "error",
+        }
+    }
+}
+
+/// What the VM is for; some trade-offs flip with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    Gaming,
+    Desktop,
+    Server,
+    /// Cloud gaming and similar: many vCPUs exchanging IPIs.
+    IpiHeavy,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 4] =
+        [Workload::Gaming, Workload::Desktop, Workload::Server, Workload::IpiHeavy];
+
+    /// The name the `--workload` flag takes and every output prints.
+    pub fn label(self) -> &'static str {
+        match self {
+            Workload::Gaming => "gaming",
+            Workload::Desktop => "desktop",
+            Workload::Server => "server",
+            Workload::IpiHeavy => "ipi-heavy",
         }
     }
 }

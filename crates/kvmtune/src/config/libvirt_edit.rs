@@ -525,9 +525,10 @@ impl<'a, 'input> Editor<'a, 'input> {
         }
         let name = hyperv_element(feature)
             .ok_or_else(|| EditError::NotApplicable(format!("{feature} has no libvirt <hyperv> element")))?;
+        let retries = crate::knowledge::recommended::SPINLOCK_RETRIES.to_string();
         let mut attributes = vec![("state", state)];
         if name == "spinlocks" && on {
-            attributes.push(("retries", "8191"));
+            attributes.push(("retries", retries.as_str()));
         }
         let snippet = self.empty_element(name, &attributes);
         let Some(features) = element(root, "features") else {

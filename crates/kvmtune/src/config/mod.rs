@@ -7,6 +7,8 @@
 //! - [`libvirt`]: libvirt domain XML (roxmltree keeps byte ranges; edits splice the original).
 //! - [`qemu`]: a QEMU command line, in an argv file, a launch script or an options profile.
 //! - [`proxmox`]: a Proxmox VE VM config, with qemu-server's derived settings.
+//! - [`libvirt_edit`] and [`proxmox_edit`]: the minimal change to an existing config in its own
+//!   format (spliced XML edits; the keys `qm set` must change).
 //!
 //! [`read`] tells the formats apart.
 
@@ -15,6 +17,7 @@ pub mod libvirt;
 pub mod libvirt_edit;
 pub mod model;
 pub mod proxmox;
+pub mod proxmox_edit;
 pub mod qemu;
 pub mod shell;
 pub mod span;

@@ -16,15 +16,23 @@ use crate::config::model::*;
 use crate::config::qemu::full_pci_address;
 use crate::config::span::{SourceText, Span};
 
-struct Line {
-    key: String,
-    value: String,
+/// One `key: value` line of the current config.
+pub(crate) struct Line {
+    pub(crate) key: String,
+    pub(crate) value: String,
     /// The value's span (the whole line where the value is empty).
-    span: Span,
+    pub(crate) span: Span,
 }
 
 pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
     let source = SourceText::new(path, text);
+    let lines = read_lines(&source)?;
+    Reader { source: &source, lines }.read()
+}
+
+/// The current config's `key: value` lines, up to the first `[snapshot]` section.
+pub(crate) fn read_lines(source: &SourceText) -> Result<Vec<Line>, ConfigError> {
+    let (path, text) = (source.path.as_str(), source.text.as_str());
     let mut lines = Vec::new();
     let mut offset = 0;
     for raw in text.split_inclusive('\n') {
@@ -59,7 +67,7 @@ pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
         };
         lines.push(Line { key, value, span });
     }
-    Reader { source: &source, lines }.read()
+    Ok(lines)
 }
 
 struct Reader<'a> {

@@ -8,3 +8,4 @@
 pub mod hyperv;
 pub mod kvm_api;
 pub mod libvirt;
+pub mod recommended;

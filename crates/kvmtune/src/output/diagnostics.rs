@@ -6,6 +6,7 @@ use std::fmt::Write;
 use crate::analysis::Severity;
 use crate::analysis::check::{CheckReport, Diagnostic};
 use crate::analysis::fix::Applicability;
+use crate::analysis::rule::Rule;
 use crate::analysis::vm_rules::VM_RULES;
 use crate::config::model::SourceFormat;
 use crate::config::span::SourceText;
@@ -112,14 +113,15 @@ pub fn render_sarif(reports: &[CheckReport]) -> serde_json::Value {
     let rules: Vec<serde_json::Value> = VM_RULES
         .iter()
         .map(|rule| {
+            let meta = &rule.meta;
             serde_json::json!({
-                "id": rule.id,
-                "name": rule.name,
-                "shortDescription": { "text": rule.title },
-                "fullDescription": { "text": rule.explanation },
-                "help": { "text": format!("{} (source: {})", rule.fix, rule.source) },
-                "defaultConfiguration": { "level": sarif_level(rule.severity) },
-                "properties": { "category": rule.category, "needsHost": rule.needs_host },
+                "id": meta.id,
+                "name": meta.name,
+                "shortDescription": { "text": meta.title },
+                "fullDescription": { "text": meta.explanation },
+                "help": { "text": format!("{} (source: {})", meta.fix, meta.source) },
+                "defaultConfiguration": { "level": sarif_level(meta.severity) },
+                "properties": { "category": meta.category, "needsHost": rule.needs_host },
             })
         })
         .collect();
@@ -163,34 +165,50 @@ fn sarif_level(severity: Severity) -> &'static str {
     }
 }
 
-/// `kvmtune explain ID`.
-pub fn explain(rule: &crate::analysis::vm_rules::VmRule) -> String {
+/// `kvmtune explain ID`: one rule of any kind in full.
+pub fn explain(rule: Rule) -> String {
+    let meta = rule.meta();
     format!(
-        "{id} {name} ({category}, {severity}{host})\n\n{title}\n\n{explanation}\n\nFix: {fix}\nSource: {source}\n",
-        id = rule.id,
-        name = rule.name,
-        category = rule.category,
-        severity = rule.severity.label(),
-        host = if rule.needs_host { ", needs host facts" } else { "" },
-        title = rule.title,
-        explanation = wrap(rule.explanation, 96),
-        fix = rule.fix,
-        source = rule.source,
+        "{id} {name} ({kind} rule, {category}, {severity}{host})\n\n{title}\n\n{explanation}\n\n\
+         Example: {example}\nFix: {fix} ({safety})\nSource: {source}\nReported by: {command}\n",
+        id = meta.id,
+        name = meta.name,
+        kind = rule.kind().label(),
+        category = meta.category.label(),
+        severity = meta.severity.label(),
+        host = if rule.needs_host() { ", needs host facts" } else { "" },
+        title = meta.title,
+        explanation = wrap(meta.explanation, 96),
+        example = meta.example,
+        fix = meta.fix,
+        safety = fix_safety_label(meta.fix_safety),
+        source = meta.source,
+        command = rule.kind().command(),
     )
 }
 
-/// `kvmtune rules`.
+fn fix_safety_label(safety: Applicability) -> &'static str {
+    match safety {
+        Applicability::Safe => "safe: `check --fix` applies it",
+        Applicability::Unsafe => "changes what the guest sees: shown, never applied by --fix",
+        Applicability::Manual => "a step for you to take",
+    }
+}
+
+/// `kvmtune rules`: every rule of every kind, one line each.
 pub fn rules_table() -> String {
     let mut out = String::new();
-    for rule in VM_RULES {
+    for rule in crate::analysis::rule::all() {
+        let meta = rule.meta();
         let _ = writeln!(
             out,
-            "{:<8} {:<8} {:<30} {}{}",
-            rule.id,
-            rule.severity.label(),
-            rule.name,
-            rule.title,
-            if rule.needs_host { " [host]" } else { "" }
+            "{:<8} {:<7} {:<8} {:<30} {}{}",
+            meta.id,
+            rule.kind().label(),
+            meta.severity.label(),
+            meta.name,
+            meta.title,
+            if rule.needs_host() { " [host]" } else { "" }
         );
     }
     out

@@ -5,7 +5,6 @@
 use std::fmt::Write;
 
 use crate::analysis::exit_compare::{Comparison, ReasonDelta};
-use crate::analysis::exit_rules;
 use crate::exits::model::saturating_sum;
 use crate::output::exits_text::human_number;
 
@@ -109,7 +108,7 @@ fn rule_list(heading: &str, rules: &[&'static str]) -> String {
     }
     let mut out = format!("<h3>{}</h3>\n<ul>\n", escape(heading));
     for id in rules {
-        let title = exit_rules::find(id).map_or("", |rule| rule.title);
+        let title = crate::analysis::rule::find(id).map_or("", |rule| rule.meta().title);
         let _ = writeln!(out, "<li><code>{id}</code> {}</li>", escape(title));
     }
     out.push_str("</ul>\n");

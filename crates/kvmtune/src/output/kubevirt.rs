@@ -48,7 +48,11 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> Manifest {
         match (choice.name, hyperv_key(choice.name)) {
             ("hv-time", _) | ("hv-stimer-direct", _) | ("hv-tlbflush-direct", _) => {}
             ("hv-spinlocks", Some(key)) => {
-                let retries: u64 = choice.value.as_deref().and_then(|v| v.parse().ok()).unwrap_or(8191);
+                let retries: u64 = choice
+                    .value
+                    .as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(crate::knowledge::recommended::SPINLOCK_RETRIES.into());
                 hyperv.insert(key.into(), json!({ "spinlocks": retries }));
             }
             ("hv-stimer", Some(key)) => {

@@ -1,12 +1,15 @@
 //! Renderers. Analysis produces data; these turn it into text for people or JSON for tools.
-//! A new output format gets its own module here.
+//! A new output format gets its own module here; a new format a plan can be emitted in is that
+//! module plus one arm in [`emit::emit`].
 
 pub mod diagnostics;
+pub mod emit;
 pub mod exits_html;
 pub mod exits_text;
 pub mod kubevirt;
 pub mod libvirt_domain;
 pub mod openstack;
+pub mod plan_text;
 pub mod probe_text;
 pub mod proxmox;
 pub mod qemu_args;

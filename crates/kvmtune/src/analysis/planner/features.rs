@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
+use crate::analysis::Workload;
 use crate::analysis::hyperv_support::{Offer, is_backporting_distribution, kernel_version, offer, short};
 use crate::analysis::planner::placement::Placement;
 use crate::analysis::planner::{Decision, HugepagePlan, PlanRequest};
-use crate::analysis::vm_rules::Workload;
 use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
 use crate::host::cpu::CpuVendor;
@@ -16,6 +16,7 @@ use crate::host::software::Version;
 use crate::knowledge::hyperv::{
     Availability, DEPENDENCIES, RECOMMENDED_FOR_WINDOWS, availability, closed_under_dependencies,
 };
+use crate::knowledge::recommended;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CpuFeatureChoice {
@@ -49,8 +50,6 @@ pub struct ClockPlan {
     pub pit_tickpolicy: &'static str,
     pub hpet: bool,
 }
-
-const SPINLOCK_RETRIES: &str = "8191";
 
 pub fn cpu(
     host: &HostFacts,
@@ -250,7 +249,7 @@ pub fn enlightenments(
         .into_iter()
         .map(|name| EnlightenmentChoice {
             name,
-            value: (name == "hv-spinlocks").then(|| SPINLOCK_RETRIES.to_string()),
+            value: (name == "hv-spinlocks").then(|| recommended::SPINLOCK_RETRIES.to_string()),
         })
         .collect()
 }
@@ -361,32 +360,26 @@ fn hiding_note(host: &HostFacts, request: &PlanRequest, decisions: &mut Vec<Deci
 pub fn clock(enlightenments: &[EnlightenmentChoice], decisions: &mut Vec<Decision>) -> ClockPlan {
     let on = |name: &str| enlightenments.iter().any(|e| e.name == name);
     let stimer = on("hv-stimer");
-    decisions.push(Decision::new(
+    decisions.push(Decision::checked_by(
         "timers",
-        "clock offset localtime, RTC catchup, PIT delay",
-        "Windows keeps the RTC in local time; lost RTC ticks are caught up (Windows counts them), while PIT ticks are delayed, never replayed in a burst",
-        "../shared/knowledge.md 2b; libvirt formatdomain clock",
+        format!(
+            "clock offset {}, RTC {}, PIT {}",
+            recommended::CLOCK_OFFSET,
+            recommended::RTC_TICKPOLICY,
+            recommended::PIT_TICKPOLICY
+        ),
+        &["TIME004", "TIME002", "TIME003"],
     ));
     if stimer {
-        decisions.push(Decision::new(
-            "timers",
-            "HPET off",
-            "with hv-stimer Windows takes its timer from the synthetic timers and its clock from the reference TSC page; an HPET left on is still read (MMIO, each an exit to QEMU)",
-            "../shared/knowledge.md 5 (No hv-stimer); QEMU docs hyperv.rst",
-        ));
+        decisions.push(Decision::checked_by("timers", "HPET off", &["TIME006"]));
     } else {
-        decisions.push(Decision::new(
-            "timers",
-            "HPET kept on",
-            "without hv-stimer, Windows with no HPET falls back to the RTC, which costs more exits than the HPET (the corpus's Windows 10 before/after pair)",
-            "../shared/knowledge.md 5 (hpet off, no stimer); virt-manager/virt-manager#205",
-        ));
+        decisions.push(Decision::checked_by("timers", "HPET kept on", &["TIME005"]));
     }
     ClockPlan {
-        offset: "localtime",
+        offset: recommended::CLOCK_OFFSET,
         hypervclock: on("hv-time"),
-        rtc_tickpolicy: "catchup",
-        pit_tickpolicy: "delay",
+        rtc_tickpolicy: recommended::RTC_TICKPOLICY,
+        pit_tickpolicy: recommended::PIT_TICKPOLICY,
         hpet: !stimer,
     }
 }
@@ -398,7 +391,11 @@ pub fn hugepages(
     decisions: &mut Vec<Decision>,
 ) -> Option<HugepagePlan> {
     let gigabyte_pages = host.cpu.flags.known().is_some_and(|f| f.get("pdpe1gb").copied().unwrap_or(false));
-    let page_size_kib = if gigabyte_pages && memory_mib.is_multiple_of(1024) { 1_048_576 } else { 2048 };
+    let page_size_kib = if gigabyte_pages && memory_mib.is_multiple_of(1024) {
+        recommended::GIGANTIC_HUGEPAGE_KIB
+    } else {
+        recommended::DEFAULT_HUGEPAGE_KIB
+    };
     let pages = (memory_mib * 1024).div_ceil(page_size_kib);
     let pool_total = match &host.memory.hugepages {
         Fact::Known(pools) => pools
@@ -418,7 +415,7 @@ pub fn hugepages(
         })
     });
     let reserved = pool_total >= pages && node_free.is_none_or(|free| free >= pages);
-    let size = if page_size_kib == 1_048_576 { "1 GiB" } else { "2 MiB" };
+    let size = if page_size_kib == recommended::GIGANTIC_HUGEPAGE_KIB { "1 GiB" } else { "2 MiB" };
     let where_ = node.map_or(String::new(), |n| format!(" on NUMA node {n}"));
     if reserved {
         decisions.push(Decision::new(
@@ -439,7 +436,7 @@ pub fn hugepages(
             format!("reserve {pages} hugepages of {size}{where_}, then add <hugepages/>"),
             format!(
                 "huge pages cut TLB misses and nested page walks, but the host has not reserved them and a VM asking for missing pages does not start; reserve them (echo {pages} > {sysfs}, or hugepagesz={} hugepages={pages} at boot) and run tune again",
-                if page_size_kib == 1_048_576 { "1G" } else { "2M" }
+                if page_size_kib == recommended::GIGANTIC_HUGEPAGE_KIB { "1G" } else { "2M" }
             ),
             "kernel admin-guide/mm/hugetlbpage",
         ));

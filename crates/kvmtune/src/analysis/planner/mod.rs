@@ -12,7 +12,7 @@ pub mod placement;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::analysis::vm_rules::Workload;
+use crate::analysis::Workload;
 use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
 use crate::host::cpulist::CpuSet;
@@ -61,7 +61,10 @@ pub struct Decision {
     pub topic: &'static str,
     pub choice: String,
     pub reason: String,
-    pub source: &'static str,
+    pub source: String,
+    /// The `check` rules that would flag the opposite choice; empty for choices no rule checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<&'static str>,
 }
 
 impl Decision {
@@ -71,7 +74,32 @@ impl Decision {
         reason: impl Into<String>,
         source: &'static str,
     ) -> Self {
-        Self { topic, choice: choice.into(), reason: reason.into(), source }
+        Self {
+            topic,
+            choice: choice.into(),
+            reason: reason.into(),
+            source: source.to_string(),
+            rules: Vec::new(),
+        }
+    }
+
+    /// A choice that `check` rules also check: the reason and source are the rules', cited by
+    /// id rather than restated, so plan and check cannot drift apart.
+    pub fn checked_by(topic: &'static str, choice: impl Into<String>, rules: &[&'static str]) -> Self {
+        let titles: Vec<String> = rules
+            .iter()
+            .map(|id| match crate::analysis::rule::find(id) {
+                Some(rule) => format!("{id} ({})", rule.meta().title),
+                None => id.to_string(),
+            })
+            .collect();
+        Self {
+            topic,
+            choice: choice.into(),
+            reason: format!("avoids what `kvmtune check` reports as {}", titles.join("; ")),
+            source: format!("`kvmtune explain {}` (each rule names its source)", rules.join("`, `")),
+            rules: rules.to_vec(),
+        }
     }
 }
 
@@ -124,7 +152,7 @@ pub struct VmPlan {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub windows: String,
-    pub workload: String,
+    pub workload: Workload,
     pub housekeeping: CpuSet,
     pub vms: Vec<VmPlan>,
     /// Host-wide decisions (housekeeping, what the host lacks).
@@ -237,7 +265,7 @@ pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> 
     }
     Ok(Plan {
         windows: format!("{:?}", request.windows),
-        workload: format!("{:?}", request.workload),
+        workload: request.workload,
         housekeeping,
         vms: placed.into_iter().map(|p| p.expect("every VM was placed")).collect(),
         decisions,

@@ -1,0 +1,433 @@
+//! Hyper-V enlightenments: their dependencies as QEMU enforces them, the ones Windows needs,
+//! the harmful ones, and the host's support for each.
+
+use super::prelude::*;
+use crate::knowledge::recommended;
+
+/// How libvirt spells a QEMU Hyper-V property, for messages.
+fn spelled(feature: &str) -> String {
+    match feature {
+        "hv-time" => "hv-time (libvirt: <timer name='hypervclock' present='yes'/>)".to_string(),
+        "hv-crash" => "hv-crash (libvirt: <panic model='hyperv'/>)".to_string(),
+        _ => match crate::knowledge::libvirt::hyperv_element(feature) {
+            Some(element) => format!("{feature} (libvirt: <{element}>)"),
+            None => feature.to_string(),
+        },
+    }
+}
+
+/// hv-time has its own rule, TIME001.
+const RECOMMENDED: &[&str] = crate::knowledge::hyperv::RECOMMENDED_FOR_WINDOWS;
+
+pub(super) const HV001: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV001",
+        name: "hv-dependency-missing",
+        category: Category::Hyperv,
+        severity: Severity::Error,
+        title: "an enlightenment is on without the ones it depends on",
+        explanation: "QEMU checks Hyper-V dependencies and refuses to start: synic needs vpindex; stimer needs synic and time; stimer-direct needs stimer; tlbflush and ipi need vpindex; tlbflush-ext needs tlbflush; tlbflush-direct and evmcs need vapic; syndbg needs synic and relaxed. libvirt defines such domains without complaint (before 11.9), so the error shows only at start. In libvirt, hv-time is <timer name='hypervclock' present='yes'/> in <clock>, not a <hyperv> child.",
+        example: "<synic state='on'/> without <vpindex state='on'/>",
+        fix: "enable the missing dependencies",
+        fix_safety: Applicability::Safe,
+        source: "QEMU target/i386/kvm/kvm.c kvm_hyperv_properties[] and kvm_hyperv_expand_features (../shared/knowledge.md 1b); libvirt NEWS 11.9.0",
+    },
+    needs_host: false,
+    check: hv_dependency_missing,
+};
+
+fn hv_dependency_missing(ctx: &RuleContext) -> Vec<Finding> {
+    if !ctx.custom_hyperv() {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    for (feature, requires) in DEPENDENCIES {
+        let Some(enabled) = ctx.config.hyperv.get(feature).filter(|f| f.on) else { continue };
+        for required in *requires {
+            if ctx.config.hyperv.is_on(required) {
+                continue;
+            }
+            let state =
+                if ctx.config.hyperv.get(required).is_some() { "is turned off" } else { "is not enabled" };
+            findings.push(
+                Finding::new(
+                    Some(enabled.span),
+                    format!("{feature} requires {}, which {state}", spelled(required)),
+                )
+                .with_fix(enable(&[required], ctx.config)),
+            );
+        }
+    }
+    findings
+}
+
+pub(super) const HV002: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV002",
+        name: "hv-recommended-missing",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "enlightenments that every current Windows benefits from are missing",
+        explanation: "Without them Windows runs as on bare metal: watchdog timeouts it must ride out (relaxed), APIC EOIs and TPR writes that exit (vapic), spinlocks that burn CPU while the lock holder is descheduled (spinlocks), remote TLB flushes and IPIs sent one vCPU at a time (tlbflush, ipi), and periodic timers from emulated devices instead of synthetic timers (synic, stimer). QEMU's documentation recommends enabling all of them except the debug, nested and passthrough ones.",
+        example: "<hyperv mode='custom'><relaxed state='on'/></hyperv> and nothing else",
+        fix: "enable the missing enlightenments (with their dependencies)",
+        fix_safety: Applicability::Safe,
+        source: "QEMU docs/system/i386/hyperv.rst (../shared/knowledge.md 1a)",
+    },
+    needs_host: false,
+    check: hv_recommended_missing,
+};
+
+fn hv_recommended_missing(ctx: &RuleContext) -> Vec<Finding> {
+    if !ctx.is_windows() || !ctx.custom_hyperv() || !ctx.enlightenments_visible() {
+        return Vec::new();
+    }
+    let host_supports = |feature: &str| ctx.host.is_none_or(|host| !offer(host, feature).is_lacking());
+    let missing: Vec<&'static str> =
+        RECOMMENDED.iter().copied().filter(|f| !ctx.config.hyperv.is_on(f) && host_supports(f)).collect();
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(ctx.hyperv_anchor(), format!("missing enlightenments: {}", missing.join(", ")))
+            .with_fix(enable(&missing, ctx.config)),
+    ]
+}
+
+pub(super) const HV003: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV003",
+        name: "hv-evmcs-pointless",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "hv-evmcs where it cannot help",
+        explanation: "Enlightened VMCS speeds up a Hyper-V hypervisor running inside the guest (WSL2, VBS) on Intel hosts only. On AMD, or when the guest has no VMX, it does nothing useful, and on Intel it disables features such as posted interrupts.",
+        example: "<evmcs state='on'/> on an AMD host",
+        fix: "turn hv-evmcs off",
+        fix_safety: Applicability::Safe,
+        source: "QEMU docs/system/i386/hyperv.rst hv-evmcs (../shared/knowledge.md 1a, 5)",
+    },
+    needs_host: false,
+    check: hv_evmcs_pointless,
+};
+
+fn hv_evmcs_pointless(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(evmcs) = ctx.config.hyperv.get("hv-evmcs").filter(|f| f.on) else { return Vec::new() };
+    let reason = if ctx.host_vendor() == Some(crate::host::cpu::CpuVendor::Amd) {
+        Some("enlightened VMCS exists only on Intel (VMX); this host is AMD".to_string())
+    } else if ctx.config.cpu.features.iter().any(|f| f.name == "vmx" && !f.enables()) {
+        Some("the guest CPU has vmx disabled, so there is no nested hypervisor to use it".to_string())
+    } else {
+        ctx.host
+            .and_then(|h| h.kvm.modules.known())
+            .and_then(|m| m.parameter("kvm_intel", "nested"))
+            .filter(|v| matches!(*v, "N" | "0"))
+            .map(|nested| format!("nested virtualization is off on this host (kvm_intel.nested={nested})"))
+    };
+    reason
+        .map(|reason| {
+            Finding::new(Some(evmcs.span), format!("hv-evmcs is on, but {reason}"))
+                .with_fix(Fix::safe(FixAction::DisableHyperv { feature: "hv-evmcs".into() }))
+        })
+        .into_iter()
+        .collect()
+}
+
+pub(super) const HV004: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV004",
+        name: "hv-blocks-migration",
+        category: Category::Hyperv,
+        severity: Severity::Info,
+        title: "Hyper-V settings that break live migration of a migratable VM",
+        explanation: "hv-passthrough copies whatever this host's KVM supports and blocks migration. hv-reenlightenment lets a nested hypervisor follow TSC changes, but after migration to a host with another TSC rate the guest needs TSC scaling or a fixed tsc-frequency.",
+        example: "<hyperv mode='passthrough'/> with <cpu mode='host-passthrough' migratable='on'>",
+        fix: "list enlightenments explicitly, fix the TSC frequency, or mark the VM non-migratable",
+        fix_safety: Applicability::Manual,
+        source: "QEMU docs/system/i386/hyperv.rst hv-passthrough, hv-reenlightenment (../shared/knowledge.md 1a)",
+    },
+    needs_host: false,
+    check: hv_blocks_migration,
+};
+
+fn hv_blocks_migration(ctx: &RuleContext) -> Vec<Finding> {
+    if !ctx.config.cpu_migratable() {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    if let Some(mode) = ctx.config.hyperv.mode.as_ref().filter(|m| m.value == "passthrough") {
+        findings.push(
+            Finding::new(Some(mode.span), "hv-passthrough copies this host's Hyper-V support into the guest and blocks live migration, but the CPU is configured migratable")
+                .with_fix(Fix::manual("list the enlightenments explicitly (mode='custom'), or mark the CPU migratable='off'")),
+        );
+    }
+    if let Some(reenlightenment) = ctx.config.hyperv.get("hv-reenlightenment").filter(|f| f.on) {
+        let tsc_frequency = ctx.config.clock.timer("tsc").is_some_and(|t| t.frequency.is_some());
+        if !tsc_frequency {
+            findings.push(
+                Finding::new(Some(reenlightenment.span), "hv-reenlightenment on a migratable VM without a fixed TSC frequency: after migration the guest's TSC rate changes under it")
+                    .with_fix(Fix::manual("set <timer name='tsc' frequency='...'/> (hosts with TSC scaling), or turn hv-reenlightenment off unless the guest runs Hyper-V/WSL2")),
+            );
+        }
+    }
+    findings
+}
+
+pub(super) const HV005: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV005",
+        name: "hv-reset",
+        category: Category::Hyperv,
+        severity: Severity::Info,
+        title: "hv-reset is on",
+        explanation: "The Hyper-V reset MSR is not offered by modern Hyper-V and Windows does not need it; QEMU recommends leaving it off.",
+        example: "<reset state='on'/>",
+        fix: "turn hv-reset off",
+        fix_safety: Applicability::Safe,
+        source: "QEMU docs/system/i386/hyperv.rst (../shared/knowledge.md 1a)",
+    },
+    needs_host: false,
+    check: hv_reset,
+};
+
+fn hv_reset(ctx: &RuleContext) -> Vec<Finding> {
+    ctx.config
+        .hyperv
+        .get("hv-reset")
+        .filter(|f| f.on)
+        .map(|reset| {
+            Finding::new(
+                Some(reset.span),
+                "hv-reset is on; modern Hyper-V does not offer it and QEMU recommends leaving it off",
+            )
+            .with_fix(Fix::safe(FixAction::DisableHyperv { feature: "hv-reset".into() }))
+        })
+        .into_iter()
+        .collect()
+}
+
+pub(super) const HV006: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV006",
+        name: "hv-spinlocks-retries-low",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "hv-spinlocks retries below 4095",
+        explanation: "The retry count is how often a vCPU spins on a lock before it tells the hypervisor it is waiting. libvirt requires at least 4095; 8191 (0x1fff) is the common choice.",
+        example: "<spinlocks state='on' retries='1024'/>",
+        fix: "set retries to 8191",
+        fix_safety: Applicability::Safe,
+        source: "libvirt docs/formatdomain.rst hyperv spinlocks (../shared/knowledge.md 2a)",
+    },
+    needs_host: false,
+    check: hv_spinlocks_low,
+};
+
+fn hv_spinlocks_low(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(spinlocks) = ctx.config.hyperv.get("hv-spinlocks").filter(|f| f.on) else { return Vec::new() };
+    match spinlocks.value.as_deref().map(str::parse::<u64>) {
+        Some(Ok(retries)) if retries < u64::from(recommended::SPINLOCK_RETRIES_MIN) => vec![
+            Finding::new(Some(spinlocks.span), format!("hv-spinlocks retries={retries} is below libvirt's minimum of {}: the guest gives up spinning and calls the hypervisor almost at once", recommended::SPINLOCK_RETRIES_MIN))
+                .with_fix(Fix::safe(FixAction::SetSpinlockRetries { retries: recommended::SPINLOCK_RETRIES })),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+pub(super) const HV007: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV007",
+        name: "hv-vendor-id-too-long",
+        category: Category::Hyperv,
+        severity: Severity::Error,
+        title: "hv-vendor-id longer than 12 characters",
+        explanation: "The Hyper-V vendor signature lives in three 4-byte CPUID registers; QEMU and libvirt accept at most 12 characters.",
+        example: "<vendor_id state='on' value='GenuineIntelKVM'/> (15 characters)",
+        fix: "shorten the value",
+        fix_safety: Applicability::Manual,
+        source: "QEMU docs/system/i386/hyperv.rst hv-vendor-id (../shared/knowledge.md 1a, 2a)",
+    },
+    needs_host: false,
+    check: hv_vendor_id_too_long,
+};
+
+fn hv_vendor_id_too_long(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(vendor) = ctx.config.hyperv.get("hv-vendor-id").filter(|f| f.on) else { return Vec::new() };
+    match &vendor.value {
+        Some(value) if value.chars().count() > recommended::VENDOR_ID_MAX_CHARS => vec![
+            Finding::new(
+                Some(vendor.span),
+                format!(
+                    "vendor_id '{value}' has {} characters; CPUID leaf 0x40000000 holds {}",
+                    value.chars().count(),
+                    recommended::VENDOR_ID_MAX_CHARS
+                ),
+            )
+            .with_fix(Fix::manual("shorten the vendor_id value to at most 12 characters")),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+pub(super) const HV008: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV008",
+        name: "synic-inhibits-apicv",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "SynIC without hv-avic turns APICv/AVIC off",
+        explanation: "With SynIC, Windows uses AutoEOI for its synthetic interrupts, which APIC virtualization cannot emulate, so KVM inhibits APICv/AVIC for the whole VM (APICV_INHIBIT_REASON_HYPERV). Every interrupt and EOI then exits. On IPI-heavy workloads this can make 'all enlightenments on' slower than none. hv-avic (DEPRECATING_AEOI) tells Windows not to use AutoEOI and keeps APICv/AVIC on.",
+        example: "<synic state='on'/> without <avic state='on'/> on a host with APICv on",
+        fix: "enable hv-avic",
+        fix_safety: Applicability::Safe,
+        source: "QEMU docs/system/i386/hyperv.rst hv-avic; LKML 2021 (Kechen Lu); ../shared/knowledge.md 4c and landscape section 5",
+    },
+    needs_host: true,
+    check: synic_inhibits_apicv,
+};
+
+fn synic_inhibits_apicv(ctx: &RuleContext) -> Vec<Finding> {
+    if ctx.apic_virtualization() != Some(true) || !ctx.enlightenments_visible() || ctx.on("hv-avic") {
+        return Vec::new();
+    }
+    let Some(synic) = ctx.config.hyperv.get("hv-synic").filter(|f| f.on) else { return Vec::new() };
+    let kind =
+        ctx.host.and_then(|h| h.kvm.apic_virtualization.known()).map_or("APICv/AVIC", |a| a.kind.as_str());
+    let mut finding = Finding::new(
+        Some(synic.span),
+        format!(
+            "hv-synic without hv-avic: Windows uses AutoEOI, which makes KVM switch {kind} off on this host"
+        ),
+    )
+    .with_fix(enable(&["hv-avic"], ctx.config));
+    if ctx.workload == Workload::IpiHeavy {
+        finding = finding.with_severity(Severity::Error);
+    }
+    vec![finding]
+}
+
+pub(super) const HV009: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV009",
+        name: "hv-avic-without-apicv",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "hv-avic on a host without APICv/AVIC",
+        explanation: "hv-avic only pays off when APIC virtualization is on. Without it, Windows gives up AutoEOI (one exit saved per interrupt) for nothing; QEMU documents it as harmful there.",
+        example: "<avic state='on'/> on a host booted with kvm_intel.enable_apicv=N",
+        fix: "turn hv-avic off, or turn APICv/AVIC on in the host's KVM module",
+        fix_safety: Applicability::Safe,
+        source: "QEMU docs/system/i386/hyperv.rst hv-avic (../shared/knowledge.md 1a)",
+    },
+    needs_host: true,
+    check: hv_avic_without_apicv,
+};
+
+fn hv_avic_without_apicv(ctx: &RuleContext) -> Vec<Finding> {
+    if ctx.apic_virtualization() != Some(false) {
+        return Vec::new();
+    }
+    ctx.config
+        .hyperv
+        .get("hv-avic")
+        .filter(|f| f.on)
+        .map(|avic| {
+            Finding::new(Some(avic.span), "hv-avic asks Windows not to use AutoEOI, but this host has APICv/AVIC off: Windows loses AutoEOI and gains nothing")
+                .with_fix(Fix::safe(FixAction::DisableHyperv { feature: "hv-avic".into() }))
+        })
+        .into_iter()
+        .collect()
+}
+
+pub(super) const HV010: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV010",
+        name: "hypervisor-bit-hidden",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "the hypervisor CPUID bit is disabled",
+        explanation: "Windows looks for Hyper-V enlightenments only when CPUID.1:ECX[31] is set. With <feature policy='disable' name='hypervisor'/> every enlightenment is silently ignored: no reference TSC page, no synthetic timers, no paravirtual IPIs or TLB flushes. (<kvm><hidden state='on'/> is different: it hides only KVM's own signature and keeps the hypervisor bit.) The trade-off: Windows 7 uses the TSC for QueryPerformanceCounter only when it believes it runs on bare metal, and on IPI-heavy cloud-gaming workloads hiding the hypervisor has been measured fastest; for everything else it loses.",
+        example: "<feature policy='disable' name='hypervisor'/> beside a <hyperv> block",
+        fix: "remove the disable policy for `hypervisor`",
+        fix_safety: Applicability::Unsafe,
+        source: "Microsoft TLFS feature discovery; MS-QPC; libvirt docs/formatdomain.rst kvm hidden (../shared/knowledge.md 2b, 5)",
+    },
+    needs_host: false,
+    check: hypervisor_bit_hidden,
+};
+
+fn hypervisor_bit_hidden(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(feature) = ctx.config.hypervisor_bit_disabled() else { return Vec::new() };
+    let named: Vec<&str> =
+        ctx.config.hyperv.features.iter().filter(|f| f.on).map(|f| f.name.as_str()).collect();
+    let lost =
+        if named.is_empty() { String::new() } else { format!(" ({} configured, all unused)", named.len()) };
+    let mut finding = Finding::new(
+        Some(feature.span),
+        format!("the hypervisor CPUID bit is disabled: Windows ignores every Hyper-V enlightenment{lost}"),
+    )
+    .with_fix(Fix::unsafe_(FixAction::RemoveCpuFeature { name: "hypervisor".into() }));
+    let trade_off = ctx.workload == Workload::IpiHeavy || ctx.windows == Some(WindowsVersion::Win7);
+    if trade_off {
+        finding = finding.with_severity(Severity::Info);
+        finding
+            .message
+            .push_str("; for this workload/guest that can be the faster choice, see `kvmtune explain HV010`");
+    }
+    vec![finding]
+}
+
+pub(super) const HV011: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "HV011",
+        name: "hv-unsupported-by-host",
+        category: Category::Hyperv,
+        severity: Severity::Error,
+        title: "an enlightenment this host's KVM, QEMU or libvirt does not support",
+        explanation: "QEMU checks each requested enlightenment against KVM_GET_SUPPORTED_HV_CPUID and refuses to start with 'Hyper-V <feature> is not supported by kernel'; a QEMU older than the property rejects it as unknown, and a libvirt older than the element rejects the XML. Where /dev/kvm cannot be asked, the kernel release stands in for KVM's answer (a warning then, since distributions backport).",
+        example: "<synic state='on'/> on a kernel built without CONFIG_KVM_HYPERV",
+        fix: "turn the feature off, or run on a kernel, QEMU and libvirt that support it",
+        fix_safety: Applicability::Safe,
+        source: "QEMU target/i386/kvm/kvm.c (../shared/knowledge.md 1a, 1b, 2a, 4a)",
+    },
+    needs_host: true,
+    check: hv_unsupported_by_host,
+};
+
+fn hv_unsupported_by_host(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(host) = ctx.host else { return Vec::new() };
+    let enabled: Vec<_> = ctx
+        .config
+        .hyperv
+        .features
+        .iter()
+        .filter(|f| f.on && f.name != "hv-vendor-id" && f.name != "hv-spinlocks")
+        .collect();
+    let hyperv = host.kvm.device.known().map(|d| &d.hyperv);
+    if let Some(HypervSupport::NotSupported { evidence }) = hyperv {
+        return enabled
+            .first()
+            .map(|first| {
+                Finding::new(Some(first.span), format!("{} enlightenment(s) configured, but this host's KVM has no Hyper-V support ({evidence})", enabled.len()))
+                    .with_fix(Fix::manual("run the VM on a kernel built with CONFIG_KVM_HYPERV"))
+            })
+            .into_iter()
+            .collect();
+    }
+    enabled
+        .iter()
+        .filter_map(|f| match offer(host, &f.name) {
+            Offer::Lacking { layer, why } => {
+                let finding =
+                    Finding::new(Some(f.span), format!("{}: {why}; the VM would not start", f.name))
+                        .with_fix(Fix::safe(FixAction::DisableHyperv { feature: f.name.clone() }));
+                Some(if layer == Layer::KernelRelease {
+                    finding.with_severity(Severity::Warning)
+                } else {
+                    finding
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}

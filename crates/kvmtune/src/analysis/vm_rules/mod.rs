@@ -1,0 +1,172 @@
+//! VM-config rules: every trap kvmtune knows in a Windows guest's configuration, one
+//! declaration each, beside its check, in its family's file: [`hyperv`], [`timers`],
+//! [`pinning`], [`memory`], [`devices`] and [`legacy`]. [`VM_RULES`] lists them in order.
+//!
+//! A rule reads the typed model (and, when `needs_host`, the host facts) and returns findings
+//! with the span they point at and, where one exists, a fix. Ids are stable and never reused;
+//! the registry in [`crate::analysis::rule`] answers `kvmtune rules`, `explain` and `--select`.
+//!
+//! To add a rule: write its declaration and `check` function in its family's file, add it to
+//! `VM_RULES`, and add `tests/fixtures/check/<ID>.bad.xml` and `<ID>.good.xml` (the fixture
+//! test fails until both exist and behave).
+
+mod devices;
+mod hyperv;
+mod legacy;
+mod memory;
+mod pinning;
+mod timers;
+
+use crate::analysis::fix::{Fix, FixAction};
+use crate::analysis::rule::RuleMeta;
+use crate::analysis::{Severity, Workload};
+use crate::config::model::{VmConfig, WindowsVersion};
+use crate::config::span::Span;
+use crate::host::{CpuSet, HostFacts};
+use crate::knowledge::hyperv::closed_under_dependencies;
+
+/// What every family file uses.
+mod prelude {
+    pub(super) use super::{Finding, RuleContext, VmRule, enable};
+    pub(super) use crate::analysis::fix::{Applicability, Fix, FixAction};
+    pub(super) use crate::analysis::hyperv_support::{Layer, Offer, offer};
+    pub(super) use crate::analysis::rule::{Category, RuleMeta};
+    pub(super) use crate::analysis::{Severity, Workload};
+    pub(super) use crate::config::model::{VmConfig, WindowsVersion};
+    pub(super) use crate::config::span::Span;
+    pub(super) use crate::host::kvm::HypervSupport;
+    pub(super) use crate::host::{CpuSet, Fact};
+    pub(super) use crate::knowledge::hyperv::DEPENDENCIES;
+}
+
+pub struct RuleContext<'a> {
+    pub config: &'a VmConfig,
+    pub host: Option<&'a HostFacts>,
+    /// From `--windows`, else from the config's libosinfo id.
+    pub windows: Option<WindowsVersion>,
+    pub workload: Workload,
+}
+
+impl RuleContext<'_> {
+    /// kvmtune is for Windows guests: a config that names no OS is taken as Windows; one that
+    /// names another OS is not.
+    pub fn is_windows(&self) -> bool {
+        self.windows.is_some()
+            || self.config.os_id.as_ref().is_none_or(|id| id.value.contains("microsoft.com/win"))
+    }
+
+    /// Enlightenments reach the guest at all: the hypervisor CPUID bit is visible, and the
+    /// guest is not Windows XP/2003, which predate Hyper-V and use none.
+    fn enlightenments_visible(&self) -> bool {
+        self.config.hypervisor_bit_disabled().is_none() && self.windows != Some(WindowsVersion::Xp)
+    }
+
+    /// The config lists enlightenments one by one (not passthrough/host-model, which take
+    /// whatever the host offers).
+    fn custom_hyperv(&self) -> bool {
+        !self.config.hyperv.passthrough() && !self.config.hyperv.host_model()
+    }
+
+    fn on(&self, feature: &str) -> bool {
+        self.config.hyperv.is_on(feature) || !self.custom_hyperv()
+    }
+
+    fn apic_virtualization(&self) -> Option<bool> {
+        self.host?.kvm.apic_virtualization.known().map(|a| a.enabled)
+    }
+
+    fn host_vendor(&self) -> Option<crate::host::cpu::CpuVendor> {
+        self.host?.cpu.vendor.known().copied()
+    }
+
+    /// Where a diagnostic about something missing from `<hyperv>` points.
+    fn hyperv_anchor(&self) -> Option<Span> {
+        let anchors = &self.config.anchors;
+        anchors.hyperv.or(anchors.features).or(anchors.root)
+    }
+
+    fn clock_anchor(&self) -> Option<Span> {
+        self.config.anchors.clock.or(self.config.anchors.root)
+    }
+
+    fn vcpu_cpus(&self) -> CpuSet {
+        self.config.pinning.vcpupin.iter().fold(CpuSet::new(), |all, pin| all.union(&pin.cpus))
+    }
+}
+
+pub struct Finding {
+    pub span: Option<Span>,
+    pub message: String,
+    pub fix: Option<Fix>,
+    /// Overrides the rule's default severity for this finding.
+    pub severity: Option<Severity>,
+}
+
+impl Finding {
+    fn new(span: Option<Span>, message: impl Into<String>) -> Self {
+        Self { span, message: message.into(), fix: None, severity: None }
+    }
+    fn with_fix(mut self, fix: Fix) -> Self {
+        self.fix = Some(fix);
+        self
+    }
+    fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = Some(severity);
+        self
+    }
+}
+
+#[derive(Debug)]
+pub struct VmRule {
+    pub meta: RuleMeta,
+    /// Runs only when host facts are given (`--host`).
+    pub needs_host: bool,
+    pub check: fn(&RuleContext) -> Vec<Finding>,
+}
+
+/// A fix that turns these enlightenments on, with whatever they depend on that is not on yet.
+fn enable(features: &[&'static str], config: &VmConfig) -> Fix {
+    let missing: Vec<String> = closed_under_dependencies(features)
+        .into_iter()
+        .filter(|f| !config.hyperv.is_on(f))
+        .map(str::to_string)
+        .collect();
+    Fix::safe(FixAction::EnableHyperv { features: missing })
+}
+
+pub const VM_RULES: &[VmRule] = &[
+    hyperv::HV001,
+    hyperv::HV002,
+    hyperv::HV003,
+    hyperv::HV004,
+    hyperv::HV005,
+    hyperv::HV006,
+    hyperv::HV007,
+    hyperv::HV008,
+    hyperv::HV009,
+    hyperv::HV010,
+    hyperv::HV011,
+    timers::TIME001,
+    timers::TIME002,
+    timers::TIME003,
+    timers::TIME004,
+    timers::TIME005,
+    timers::TIME006,
+    pinning::PIN001,
+    pinning::PIN002,
+    pinning::PIN003,
+    pinning::PIN004,
+    pinning::PIN005,
+    pinning::PIN006,
+    pinning::PIN007,
+    pinning::PIN008,
+    pinning::PIN009,
+    memory::MEM001,
+    memory::MEM002,
+    devices::DEV001,
+    devices::DEV002,
+    devices::DEV003,
+    devices::DEV004,
+    devices::DEV005,
+    legacy::LEG001,
+];

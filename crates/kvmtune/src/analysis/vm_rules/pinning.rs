@@ -1,0 +1,368 @@
+//! Pinning and CPU topology: vCPU pins, SMT siblings, L3 groups and NUMA nodes, housekeeping
+//! CPUs, and the guest topology that describes them.
+
+use super::prelude::*;
+use crate::analysis::planner::placement::housekeeping_for;
+
+/// The host CPU each vCPU is pinned to, when every vCPU is pinned to exactly one.
+fn one_to_one_pins(config: &VmConfig) -> Option<Vec<(u32, u32, Span)>> {
+    let vcpus = config.vcpus.as_ref()?.value;
+    let mut pins: Vec<(u32, u32, Span)> = Vec::new();
+    for vcpu in 0..vcpus {
+        let pin = config.pinning.vcpupin.iter().find(|p| p.id == vcpu)?;
+        if pin.cpus.len() != 1 {
+            return None;
+        }
+        pins.push((vcpu, pin.cpus.first()?, pin.span));
+    }
+    Some(pins)
+}
+
+pub(super) const PIN001: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "PIN001",
+        name: "vcpus-unpinned",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "vCPUs without a host CPU pin",
+        explanation: "An unpinned vCPU thread migrates between host CPUs, losing its caches and sometimes its NUMA node, and competes with host work: the frame-time spikes gamers call stutter.",
+        example: "<vcpu>8</vcpu> and no <vcpupin> in <cputune>",
+        fix: "pin every vCPU (kvmtune tune plans it)",
+        fix_safety: Applicability::Manual,
+        source: "libvirt docs/formatdomain.rst CPU tuning (../shared/knowledge.md 2c)",
+    },
+    needs_host: false,
+    check: vcpus_unpinned,
+};
+
+fn vcpus_unpinned(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(vcpus) = &ctx.config.vcpus else { return Vec::new() };
+    let pinned: std::collections::BTreeSet<u32> = ctx.config.pinning.vcpupin.iter().map(|p| p.id).collect();
+    let unpinned: Vec<u32> = (0..vcpus.value).filter(|v| !pinned.contains(v)).collect();
+    if unpinned.is_empty() {
+        return Vec::new();
+    }
+    let which = if unpinned.len() == vcpus.value as usize {
+        "no vCPU is pinned".to_string()
+    } else {
+        format!("vCPUs {} are not pinned", unpinned.iter().copied().collect::<CpuSet>())
+    };
+    vec![
+        Finding::new(
+            Some(vcpus.span),
+            format!("{which}: the host scheduler moves them across cores, caches and NUMA nodes"),
+        )
+        .with_fix(Fix::manual("pin each vCPU to its own host CPU (`kvmtune tune` plans it)")),
+    ]
+}
+
+pub(super) const PIN002: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "PIN002",
+        name: "vcpus-share-a-cpu",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "two vCPUs pinned to one host CPU",
+        explanation: "Two vCPUs on one CPU take turns; a spinning or IPI-waiting vCPU then waits for the other's time slice.",
+        example: "<vcpupin vcpu='0' cpuset='2'/> and <vcpupin vcpu='1' cpuset='2'/>",
+        fix: "one host CPU per vCPU",
+        fix_safety: Applicability::Manual,
+        source: "libvirt docs/formatdomain.rst vcpupin (../shared/knowledge.md 2c)",
+    },
+    needs_host: false,
+    check: vcpus_share_a_cpu,
+};
+
+fn vcpus_share_a_cpu(ctx: &RuleContext) -> Vec<Finding> {
+    let mut owner: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
+    let mut findings = Vec::new();
+    for pin in &ctx.config.pinning.vcpupin {
+        if pin.cpus.len() != 1 {
+            continue;
+        }
+        let cpu = pin.cpus.first().unwrap_or_default();
+        match owner.get(&cpu) {
+            Some(first) => findings.push(
+                Finding::new(
+                    Some(pin.span),
+                    format!(
+                        "vCPU {} is pinned to host CPU {cpu}, like vCPU {first}: they take turns on one CPU",
+                        pin.id
+                    ),
+                )
+                .with_fix(Fix::manual("give every vCPU its own host CPU")),
+            ),
+            None => {
+                owner.insert(cpu, pin.id);
+            }
+        }
+    }
+    findings
+}
+
+pub(super) const PIN003: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "PIN003",
+        name: "emulator-on-vcpu-cpus",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "emulator or iothreads share CPUs with vCPUs",
+        explanation: "QEMU's main loop and iothreads wake on every emulated device access and I/O completion; on a vCPU's CPU they preempt it.",
+        example: "<emulatorpin cpuset='2'/> where <vcpupin vcpu='0' cpuset='2'/>",
+        fix: "pin them to housekeeping CPUs",
+        fix_safety: Applicability::Manual,
+        source: "libvirt docs/formatdomain.rst emulatorpin, iothreadpin (../shared/knowledge.md 2c)",
+    },
+    needs_host: false,
+    check: emulator_on_vcpu_cpus,
+};
+
+fn emulator_on_vcpu_cpus(ctx: &RuleContext) -> Vec<Finding> {
+    let vcpu_cpus = ctx.vcpu_cpus();
+    let mut findings = Vec::new();
+    if let Some(emulator) = &ctx.config.pinning.emulatorpin {
+        let shared = emulator.value.intersection(&vcpu_cpus);
+        if !shared.is_empty() {
+            findings.push(Finding::new(
+                Some(emulator.span),
+                format!("the emulator thread shares host CPUs {shared} with vCPUs"),
+            ));
+        }
+    }
+    for pin in &ctx.config.pinning.iothreadpin {
+        let shared = pin.cpus.intersection(&vcpu_cpus);
+        if !shared.is_empty() {
+            findings.push(Finding::new(
+                Some(pin.span),
+                format!("iothread {} shares host CPUs {shared} with vCPUs", pin.id),
+            ));
+        }
+    }
+    findings
+        .into_iter()
+        .map(|f| {
+            f.with_fix(Fix::manual("pin the emulator and iothreads to housekeeping CPUs that no vCPU uses"))
+        })
+        .collect()
+}
+
+pub(super) const PIN004: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "PIN004",
+        name: "topology-mismatch",
+        category: Category::Cpu,
+        severity: Severity::Error,
+        title: "CPU topology does not match the vCPU count",
+        explanation: "sockets x dies x clusters x cores x threads must equal the number of vCPUs; libvirt refuses a mismatch, and a topology that disagrees with the pinning misleads the guest scheduler.",
+        example: "<vcpu>8</vcpu> with <topology sockets='1' cores='6' threads='2'/>",
+        fix: "make the product equal the vCPU count",
+        fix_safety: Applicability::Manual,
+        source: "libvirt docs/formatdomain.rst CPU topology",
+    },
+    needs_host: false,
+    check: topology_mismatch,
+};
+
+fn topology_mismatch(ctx: &RuleContext) -> Vec<Finding> {
+    let (Some(vcpus), Some(topology)) = (&ctx.config.vcpus, &ctx.config.cpu.topology) else {
+        return Vec::new();
+    };
+    let product = topology.value.vcpus();
+    if product == u64::from(vcpus.value) {
+        return Vec::new();
+    }
+    let t = topology.value;
+    vec![
+        Finding::new(
+            Some(topology.span),
+            format!(
+                "topology {}s x {}d x {}cl x {}c x {}t = {product} vCPUs, but <vcpu> is {}",
+                t.sockets, t.dies, t.clusters, t.cores, t.threads, vcpus.value
+            ),
+        )
+        .with_fix(Fix::manual("make sockets*dies*clusters*cores*threads equal the vCPU count")),
+    ]
+}
+
+pub(super) const PIN005: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "PIN005",
+        name: "smt-siblings-split",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "guest SMT siblings are not host SMT siblings",
+        explanation: "Windows schedules threads knowing which logical CPUs share a core. If the guest's sibling pairs run on unrelated host cores (or host siblings appear as separate guest cores), its placement decisions are wrong.",
+        example: "threads='2' with vCPUs 0 and 1 on host CPUs 2 and 3, whose siblings are 2/18 and 3/19",
+        fix: "pin each guest core's threads to one host core",
+        fix_safety: Applicability::Manual,
+        source: "Linux cputopology ABI; libvirt docs CPU topology; ../shared/knowledge.md 2c",
+    },
+    needs_host: true,
+    check: smt_siblings_split,
+};
+
+fn smt_siblings_split(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(host) = ctx.host else { return Vec::new() };
+    let Some(pins) = one_to_one_pins(ctx.config) else { return Vec::new() };
+    let threads = ctx.config.cpu.topology.as_ref().map_or(1, |t| t.value.threads.max(1));
+    let siblings_of = |cpu: u32| host.topology.cpu(cpu).and_then(|c| c.smt_siblings.clone());
+    let mut findings = Vec::new();
+    if threads > 1 {
+        for core in pins.chunks(threads as usize) {
+            let host_cpus: CpuSet = core.iter().map(|(_, cpu, _)| *cpu).collect();
+            let same_core = siblings_of(core[0].1).is_some_and(|s| host_cpus.is_subset(&s))
+                && host_cpus.len() == core.len();
+            if !same_core {
+                let vcpus: CpuSet = core.iter().map(|(v, _, _)| *v).collect();
+                findings.push(Finding::new(Some(core[0].2), format!("guest core (vCPUs {vcpus}) is pinned to host CPUs {host_cpus}, which are not SMT siblings of one core: the guest schedules as if they shared a core")));
+            }
+        }
+    } else {
+        let host_cpus: CpuSet = pins.iter().map(|(_, cpu, _)| *cpu).collect();
+        if let Some((_, cpu, span)) = pins.iter().find(|(_, cpu, _)| {
+            siblings_of(*cpu).is_some_and(|s| {
+                s.len() > 1 && s.difference(&[*cpu].into_iter().collect()).is_subset(&host_cpus)
+            })
+        }) {
+            findings.push(Finding::new(Some(*span), format!("vCPUs are pinned to SMT siblings (host CPU {cpu} and its sibling) but the guest topology has threads=1: Windows treats them as separate cores")));
+        }
+    }
+    findings.into_iter().map(|f| f.with_fix(Fix::manual("pin each guest core's threads to one host core's SMT siblings, and set threads to match (`kvmtune tune`)"))).collect()
+}
+
+pub(super) const PIN006: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "PIN006",
+        name: "placement-spread",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "vCPUs spread over more L3 groups or NUMA nodes than needed",
+        explanation: "On AMD each CCX/CCD has its own L3, and a cache line shared across them costs a trip over Infinity Fabric; across NUMA nodes memory latency rises too. A placement should touch no more L3 groups and nodes than the vCPU count forces.",
+        example: "8 vCPUs on a Ryzen 7950X pinned to four cores of each CCD",
+        fix: "pin inside as few L3 groups and NUMA nodes as possible",
+        fix_safety: Applicability::Manual,
+        source: "Linux cacheinfo (shared_cpu_list); hwloc topology model",
+    },
+    needs_host: true,
+    check: placement_spread,
+};
+
+fn placement_spread(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(host) = ctx.host else { return Vec::new() };
+    let cpus = ctx.vcpu_cpus();
+    if cpus.is_empty() {
+        return Vec::new();
+    }
+    let needed = ctx.config.vcpus.as_ref().map_or(cpus.len(), |v| v.value as usize).min(cpus.len());
+    let anchor = ctx.config.anchors.cputune;
+    let mut findings = Vec::new();
+    let l3_used = host.topology.l3_groups.iter().filter(|g| !g.cpus.intersection(&cpus).is_empty()).count();
+    // The bounds count only CPUs a VM may use: housekeeping CPUs are not among them.
+    let threads = ctx.config.cpu.topology.as_ref().map_or(1, |t| t.value.threads.max(1));
+    let (l3_needed, nodes_needed) =
+        crate::analysis::planner::placement::spread_lower_bounds(host, needed, threads);
+    if l3_used > l3_needed {
+        findings.push(Finding::new(anchor, format!("the vCPUs span {l3_used} L3 groups where {l3_needed} would hold them: threads that share data pay cross-CCX/CCD latency")));
+    }
+    let nodes_used =
+        host.topology.numa_nodes.iter().filter(|n| !n.cpus.intersection(&cpus).is_empty()).count();
+    if nodes_used > nodes_needed {
+        findings.push(Finding::new(anchor, format!("the vCPUs span {nodes_used} NUMA nodes where {nodes_needed} would hold them: memory accesses cross the interconnect")));
+    }
+    findings.into_iter().map(|f| f.with_fix(Fix::manual("pin the vCPUs inside as few L3 groups and NUMA nodes as their number allows (`kvmtune tune`)"))).collect()
+}
+
+pub(super) const PIN007: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "PIN007",
+        name: "vcpu-on-housekeeping",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "vCPUs on the host's housekeeping CPUs",
+        explanation: "The host needs CPUs for its own interrupts, kernel threads, QEMU's emulator thread and I/O. kvmtune keeps the first core of each NUMA node the vCPUs use (or every CPU outside isolcpus, or the E-cores of a hybrid part) for that; vCPUs there get interrupted.",
+        example: "<vcpupin vcpu='0' cpuset='0'/> where CPU 0's core is the host's",
+        fix: "move vCPUs off those CPUs",
+        fix_safety: Applicability::Manual,
+        source: "Linux isolcpus (kernel-parameters.txt); tuned cpu-partitioning (../shared/landscape.md)",
+    },
+    needs_host: true,
+    check: vcpu_on_housekeeping,
+};
+
+fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(host) = ctx.host else { return Vec::new() };
+    let housekeeping = housekeeping_for(host, &ctx.vcpu_cpus());
+    ctx.config
+        .pinning
+        .vcpupin
+        .iter()
+        .filter(|pin| !pin.cpus.intersection(&housekeeping).is_empty())
+        .map(|pin| {
+            Finding::new(Some(pin.span), format!("vCPU {} runs on host CPU(s) {} that the host keeps for its own work (housekeeping: {housekeeping})", pin.id, pin.cpus.intersection(&housekeeping)))
+                .with_fix(Fix::manual("move the vCPU off the housekeeping CPUs"))
+        })
+        .collect()
+}
+
+pub(super) const PIN008: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "PIN008",
+        name: "amd-smt-without-topoext",
+        category: Category::Cpu,
+        severity: Severity::Warning,
+        title: "SMT topology on AMD without topoext",
+        explanation: "AMD guests learn their SMT siblings and CCX layout from the topology-extension CPUID leaves; without topoext, threads>1 is presented in a way Windows does not read as SMT.",
+        example: "<topology sockets='1' cores='4' threads='2'/> on an AMD host without <feature policy='require' name='topoext'/>",
+        fix: "<feature policy='require' name='topoext'/>",
+        fix_safety: Applicability::Safe,
+        source: "libvirt/QEMU AMD topology (topoext) practice; ../shared/knowledge.md 2b",
+    },
+    needs_host: true,
+    check: amd_smt_without_topoext,
+};
+
+fn amd_smt_without_topoext(ctx: &RuleContext) -> Vec<Finding> {
+    if ctx.host_vendor() != Some(crate::host::cpu::CpuVendor::Amd) {
+        return Vec::new();
+    }
+    let Some(topology) = ctx.config.cpu.topology.as_ref().filter(|t| t.value.threads > 1) else {
+        return Vec::new();
+    };
+    if ctx.config.cpu.features.iter().any(|f| f.name == "topoext" && f.enables()) {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(Some(topology.span), "threads>1 on an AMD host without the topoext CPU feature: the guest cannot see which vCPUs are SMT siblings")
+            .with_fix(Fix::safe(FixAction::RequireCpuFeature { name: "topoext".into() })),
+    ]
+}
+
+pub(super) const PIN009: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "PIN009",
+        name: "no-cache-passthrough",
+        category: Category::Cpu,
+        severity: Severity::Info,
+        title: "host-passthrough CPU without cache passthrough",
+        explanation: "With <cache mode='passthrough'/> the guest sees the host's real cache hierarchy, including which vCPUs share an L3; otherwise QEMU reports a made-up layout.",
+        example: "<cpu mode='host-passthrough'> without <cache mode='passthrough'/>",
+        fix: "<cache mode='passthrough'/>",
+        fix_safety: Applicability::Safe,
+        source: "libvirt docs/formatdomain.rst cpu cache; qemu_command.c host-cache-info (../shared/knowledge.md 2b)",
+    },
+    needs_host: false,
+    check: no_cache_passthrough,
+};
+
+fn no_cache_passthrough(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(mode) = ctx.config.cpu.mode.as_ref().filter(|m| m.value == "host-passthrough") else {
+        return Vec::new();
+    };
+    if ctx.config.cpu.cache_mode.as_ref().is_some_and(|c| c.value == "passthrough") {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(ctx.config.anchors.cpu.or(Some(mode.span)), "host-passthrough CPU without <cache mode='passthrough'/>: the guest sees an invented cache layout instead of the host's L3 groups")
+            .with_fix(Fix::safe(FixAction::SetCpuCacheMode { mode: "passthrough".into() })),
+    ]
+}

@@ -1,0 +1,218 @@
+//! Timers and the clock: the Hyper-V reference clock, RTC and PIT tick policies, the UTC
+//! offset, and the HPET only together with hv-stimer.
+
+use super::prelude::*;
+use crate::knowledge::recommended;
+
+fn timer_policy(ctx: &RuleContext, name: &str, policy: &str) -> Vec<Finding> {
+    if !ctx.is_windows() {
+        return Vec::new();
+    }
+    let timer = ctx.config.clock.timer(name);
+    if timer.is_some_and(|t| t.present == Some(false) || t.tickpolicy.as_deref() == Some(policy)) {
+        return Vec::new();
+    }
+    let found = match timer.and_then(|t| t.tickpolicy.as_deref()) {
+        Some(other) => format!("tickpolicy='{other}'"),
+        None => "no tickpolicy".to_string(),
+    };
+    vec![
+        Finding::new(
+            timer.map(|t| t.span).or(ctx.clock_anchor()),
+            format!("{name} timer has {found}; Windows needs tickpolicy='{policy}'"),
+        )
+        .with_fix(Fix::safe(FixAction::SetTimer {
+            name: name.into(),
+            attributes: vec![("tickpolicy".into(), policy.into())],
+        })),
+    ]
+}
+
+pub(super) const TIME001: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "TIME001",
+        name: "hypervclock-missing",
+        category: Category::Timers,
+        severity: Severity::Warning,
+        title: "no Hyper-V reference clock (hv-time)",
+        explanation: "hv-time gives Windows the reference TSC page: time reads that cost nanoseconds and never exit. Without it, QueryPerformanceCounter uses the HPET, the ACPI PM timer or the RTC, which QEMU emulates in userspace at microseconds per read. It is also a dependency of hv-stimer.",
+        example: "<clock offset='localtime'> without <timer name='hypervclock' present='yes'/>",
+        fix: "add <timer name='hypervclock' present='yes'/>",
+        fix_safety: Applicability::Safe,
+        source: "QEMU docs/system/i386/hyperv.rst hv-time; MS-TLFS timers; MS-QPC (../shared/knowledge.md 1a, 5)",
+    },
+    needs_host: false,
+    check: hypervclock_missing,
+};
+
+fn hypervclock_missing(ctx: &RuleContext) -> Vec<Finding> {
+    let host_lacks_it = ctx.host.is_some_and(|host| offer(host, "hv-time").is_lacking());
+    if !ctx.is_windows() || !ctx.enlightenments_visible() || ctx.on("hv-time") || host_lacks_it {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(
+            ctx.clock_anchor(),
+            "no Hyper-V reference clock: every QueryPerformanceCounter falls back to an exiting clock source",
+        )
+        .with_fix(enable(&["hv-time"], ctx.config)),
+    ]
+}
+
+pub(super) const TIME002: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "TIME002",
+        name: "rtc-without-catchup",
+        category: Category::Timers,
+        severity: Severity::Warning,
+        title: "RTC tick policy is not catchup",
+        explanation: "Windows keeps time by counting RTC ticks. When a vCPU was descheduled, catchup delivers the missed ticks faster until the guest is back in step; other policies let its clock drift.",
+        example: "<timer name='rtc' tickpolicy='delay'/>",
+        fix: "<timer name='rtc' tickpolicy='catchup'/>",
+        fix_safety: Applicability::Safe,
+        source: "libvirt docs/formatdomain.rst Time keeping (../shared/knowledge.md 2b)",
+    },
+    needs_host: false,
+    check: rtc_without_catchup,
+};
+
+fn rtc_without_catchup(ctx: &RuleContext) -> Vec<Finding> {
+    timer_policy(ctx, "rtc", recommended::RTC_TICKPOLICY)
+}
+
+pub(super) const TIME003: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "TIME003",
+        name: "pit-catching-up",
+        category: Category::Timers,
+        severity: Severity::Warning,
+        title: "PIT ticks are replayed (catchup/merge)",
+        explanation: "Windows does not keep time with the PIT once booted. Replaying missed PIT ticks (catchup) only injects extra interrupts; delay (QEMU's default for the in-kernel PIT, and virt-manager's choice for Windows) or discard (Proxmox's) do not.",
+        example: "<timer name='pit' tickpolicy='catchup'/>",
+        fix: "<timer name='pit' tickpolicy='delay'/>",
+        fix_safety: Applicability::Safe,
+        source: "libvirt docs/formatdomain.rst Time keeping; QEMU hw/i386/kvm/i8254.c lost_tick_policy default; ../shared/knowledge.md 2b",
+    },
+    needs_host: false,
+    check: pit_catching_up,
+};
+
+fn pit_catching_up(ctx: &RuleContext) -> Vec<Finding> {
+    // QEMU's in-kernel PIT defaults to lost_tick_policy=delay and Proxmox picks discard; only
+    // a policy that replays missed ticks costs anything.
+    let Some(pit) = ctx.config.clock.timer("pit") else { return Vec::new() };
+    if !ctx.is_windows() || !matches!(pit.tickpolicy.as_deref(), Some("catchup" | "merge")) {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(Some(pit.span), format!("pit timer has tickpolicy='{}': missed PIT ticks are replayed into a guest that does not keep time with them", pit.tickpolicy.as_deref().unwrap_or("")))
+            .with_fix(Fix::safe(FixAction::SetTimer { name: "pit".into(), attributes: vec![("tickpolicy".into(), recommended::PIT_TICKPOLICY.into())] })),
+    ]
+}
+
+pub(super) const TIME004: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "TIME004",
+        name: "utc-clock-offset",
+        category: Category::Timers,
+        severity: Severity::Warning,
+        title: "the clock offset is UTC for a Windows guest",
+        explanation: "Windows stores local time in the RTC. With offset='utc' its clock is wrong by the time-zone offset until it syncs, and again after every boot.",
+        example: "<clock offset='utc'/> for a Windows guest",
+        fix: "<clock offset='localtime'>",
+        fix_safety: Applicability::Unsafe,
+        source: "libvirt docs/formatdomain.rst clock offset (../shared/knowledge.md 2b)",
+    },
+    needs_host: false,
+    check: utc_clock_offset,
+};
+
+fn utc_clock_offset(ctx: &RuleContext) -> Vec<Finding> {
+    if !ctx.is_windows() {
+        return Vec::new();
+    }
+    match &ctx.config.clock.offset {
+        Some(offset) if offset.value == recommended::CLOCK_OFFSET || offset.value == "timezone" => Vec::new(),
+        offset => vec![
+            Finding::new(
+                offset.as_ref().map(|o| o.span).or(ctx.clock_anchor()),
+                format!(
+                    "clock offset is {}; Windows keeps the RTC in local time",
+                    offset.as_ref().map_or("utc (the default)", |o| o.value.as_str())
+                ),
+            )
+            .with_fix(Fix::unsafe_(FixAction::SetClockOffset { offset: recommended::CLOCK_OFFSET.into() })),
+        ],
+    }
+}
+
+pub(super) const TIME005: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "TIME005",
+        name: "hpet-off-without-stimer",
+        category: Category::Timers,
+        severity: Severity::Warning,
+        title: "HPET off without hv-stimer",
+        explanation: "Turning the HPET off is right only together with hv-stimer. Without synthetic timers Windows falls back from the HPET to the RTC, which costs more: a Windows 10 guest in the corpus (exitstats/intel_huataihuang_*) spent most of its exit time on RTC port I/O with HPET off, and less once HPET was back. The best fix is neither: it is hv-stimer, after which the HPET is not used at all.",
+        example: "<timer name='hpet' present='no'/> without <stimer state='on'/>",
+        fix: "enable hv-stimer (with hv-synic, hv-vpindex, hv-time)",
+        fix_safety: Applicability::Safe,
+        source: "../shared/corpus/exitstats/intel_huataihuang_* (before/after); virt-manager issue #205; QEMU docs hv-stimer (../shared/knowledge.md 5)",
+    },
+    needs_host: false,
+    check: hpet_off_without_stimer,
+};
+
+fn hpet_off_without_stimer(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(hpet) = ctx.config.clock.timer("hpet").filter(|t| t.present == Some(false)) else {
+        return Vec::new();
+    };
+    // XP/2003 keep time with the ACPI PM timer and never use the HPET or hv-stimer.
+    if !ctx.is_windows()
+        || ctx.windows == Some(WindowsVersion::Xp)
+        || (ctx.on("hv-stimer") && ctx.enlightenments_visible())
+    {
+        return Vec::new();
+    }
+    if ctx.config.hypervisor_bit_disabled().is_some() {
+        return vec![
+            Finding::new(Some(hpet.span), "HPET is off and the hidden hypervisor bit keeps Windows from using hv-stimer: it falls back to the RTC, which costs more exits than the HPET did")
+                .with_fix(Fix::manual("show the hypervisor bit again (see HV010) so hv-stimer works, or turn the HPET back on")),
+        ];
+    }
+    vec![
+        Finding::new(Some(hpet.span), "HPET is off but hv-stimer is not on: Windows falls back to the RTC for its timer, which costs more exits than the HPET did")
+            .with_fix(enable(&["hv-stimer"], ctx.config)),
+    ]
+}
+
+pub(super) const TIME006: VmRule = VmRule {
+    meta: RuleMeta {
+        id: "TIME006",
+        name: "hpet-with-stimer",
+        category: Category::Timers,
+        severity: Severity::Info,
+        title: "HPET present although hv-stimer is on",
+        explanation: "With synthetic timers Windows does not need the HPET; left present, it is an emulated MMIO device that some drivers still probe.",
+        example: "<stimer state='on'/> with no <timer name='hpet' present='no'/>",
+        fix: "<timer name='hpet' present='no'/>",
+        fix_safety: Applicability::Safe,
+        source: "QEMU docs/system/i386/hyperv.rst hv-stimer (../shared/knowledge.md 5)",
+    },
+    needs_host: false,
+    check: hpet_with_stimer,
+};
+
+fn hpet_with_stimer(ctx: &RuleContext) -> Vec<Finding> {
+    if !ctx.is_windows() || !ctx.enlightenments_visible() || !ctx.on("hv-stimer") {
+        return Vec::new();
+    }
+    let hpet = ctx.config.clock.timer("hpet");
+    if hpet.is_some_and(|t| t.present == Some(false)) {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(hpet.map(|t| t.span).or(ctx.clock_anchor()), "HPET is present although hv-stimer drives Windows' timers: an emulated MMIO device left for nothing to use")
+            .with_fix(Fix::safe(FixAction::SetTimer { name: "hpet".into(), attributes: vec![("present".into(), "no".into())] })),
+    ]
+}

@@ -1,0 +1,88 @@
+//! Changes to an existing Proxmox VM config, as the keys whose value must change: what `qm set`
+//! takes. The counterpart of [`crate::config::libvirt_edit`] for Proxmox; it reads the config
+//! with the Proxmox reader's own line splitting.
+
+use std::collections::BTreeMap;
+
+use crate::config::ConfigError;
+use crate::config::proxmox::read_lines;
+use crate::config::span::SourceText;
+
+/// Keys a plan writes for a new VM that an existing VM keeps as they are: its name, its disks,
+/// its NIC and its controller (disks get their iothreads below instead).
+const KEPT: &[&str] = &["name", "efidisk0", "tpmstate0", "virtio0", "net0", "scsihw"];
+
+/// The planned keys whose value differs from the config's, then the disks' iothreads.
+pub fn changed_keys(
+    path: &str,
+    text: &str,
+    planned: &[(String, String)],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let lines = read_lines(&SourceText::new(path, text))?;
+    let current: BTreeMap<&str, &str> =
+        lines.iter().map(|line| (line.key.as_str(), line.value.as_str())).collect();
+    let mut changes: Vec<(String, String)> = planned
+        .iter()
+        .filter(|(key, _)| !KEPT.contains(&key.as_str()))
+        .filter(|(key, value)| current.get(key.as_str()) != Some(&value.as_str()))
+        .cloned()
+        .collect();
+    changes.extend(disk_iothreads(&current));
+    Ok(changes)
+}
+
+/// `iothread=1` for each virtio disk, and for SCSI disks when the controller is already
+/// virtio-scsi (qemu-server gives SCSI disks an iothread only with `scsihw: virtio-scsi-single`,
+/// the same guest driver as virtio-scsi-pci). An LSI or MegaRAID controller stays: Windows may
+/// lack the virtio-scsi driver it would need to boot.
+fn disk_iothreads(current: &BTreeMap<&str, &str>) -> Vec<(String, String)> {
+    let scsihw = current.get("scsihw").copied().unwrap_or("lsi");
+    let scsi_ok = scsihw.starts_with("virtio-scsi");
+    let mut changes = Vec::new();
+    for (key, value) in current {
+        let bus = key.trim_end_matches(|c: char| c.is_ascii_digit());
+        let is_disk = bus != *key && (bus == "virtio" || (bus == "scsi" && scsi_ok));
+        let options: Vec<&str> = value.split(',').collect();
+        if !is_disk || options.contains(&"media=cdrom") || options.contains(&"iothread=1") {
+            continue;
+        }
+        let kept: Vec<&str> = options.into_iter().filter(|o| !o.starts_with("iothread=")).collect();
+        changes.push((key.to_string(), format!("{},iothread=1", kept.join(","))));
+    }
+    if changes.iter().any(|(k, _)| k.starts_with("scsi")) && scsihw != "virtio-scsi-single" {
+        changes.push(("scsihw".to_string(), "virtio-scsi-single".to_string()));
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_keys_and_disk_iothreads() {
+        let text = "cores: 4\nmemory: 8192\nscsihw: virtio-scsi-pci\nscsi0: local:vm-100-disk-0,size=64G\n\
+                    ide2: local:iso/virtio.iso,media=cdrom\nvirtio1: local:vm-100-disk-1,iothread=1\n\
+                    [snap]\ncores: 2\n";
+        let planned = vec![
+            ("cores".to_string(), "4".to_string()),
+            ("memory".to_string(), "16384".to_string()),
+            ("name".to_string(), "win11".to_string()),
+        ];
+        let changes = changed_keys("100.conf", text, &planned).unwrap();
+        assert_eq!(
+            changes,
+            [
+                ("memory".to_string(), "16384".to_string()),
+                ("scsi0".to_string(), "local:vm-100-disk-0,size=64G,iothread=1".to_string()),
+                ("scsihw".to_string(), "virtio-scsi-single".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_without_a_colon_is_an_error_with_its_place() {
+        let error = changed_keys("100.conf", "cores: 4\nnonsense\n", &[]).unwrap_err();
+        assert!(error.to_string().contains("100.conf:2:1"), "{error}");
+    }
+}

@@ -1,0 +1,32 @@
+//! The values kvmtune recommends for a Windows guest, each stated once. The planner, the VM
+//! rules and their fixes, the existing-VM edits and every emitter read them here, so `tune`
+//! cannot plan what `check` would flag. The list of enlightenments is
+//! [`crate::knowledge::hyperv::RECOMMENDED_FOR_WINDOWS`].
+
+/// `hv-spinlocks` retries: how often a vCPU spins before it tells the hypervisor it waits.
+/// 8191 (0x1fff) is the common choice; libvirt refuses fewer than [`SPINLOCK_RETRIES_MIN`].
+/// Source: libvirt docs/formatdomain.rst (hyperv spinlocks); ../shared/knowledge.md 2a.
+pub const SPINLOCK_RETRIES: u32 = 8191;
+pub const SPINLOCK_RETRIES_MIN: u32 = 4095;
+
+/// CPUID leaf 0x40000000 holds the Hyper-V vendor id in three registers: 12 characters.
+pub const VENDOR_ID_MAX_CHARS: usize = 12;
+
+/// Windows keeps the RTC in local time. Source: libvirt formatdomain (clock offset);
+/// ../shared/knowledge.md 2b.
+pub const CLOCK_OFFSET: &str = "localtime";
+
+/// Lost RTC ticks are caught up: Windows counts them. Source: libvirt formatdomain (timer
+/// tickpolicy); ../shared/knowledge.md 2b.
+pub const RTC_TICKPOLICY: &str = "catchup";
+
+/// PIT ticks are delayed, never replayed in a burst. Source: libvirt formatdomain (timer
+/// tickpolicy); ../shared/knowledge.md 2b.
+pub const PIT_TICKPOLICY: &str = "delay";
+
+/// The hugepage size libvirt uses when `<hugepages/>` names none: x86's default hugepage size,
+/// unless the host boots with `default_hugepagesz=`. Source: kernel admin-guide/mm/hugetlbpage.
+pub const DEFAULT_HUGEPAGE_KIB: u64 = 2048;
+
+/// 1 GiB pages, where the CPU has `pdpe1gb` and the memory is a whole number of GiB.
+pub const GIGANTIC_HUGEPAGE_KIB: u64 = 1_048_576;
