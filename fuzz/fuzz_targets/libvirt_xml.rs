@@ -8,7 +8,7 @@ fuzz_target!(|text: &str| {
         let options = kvmtune::analysis::check::CheckOptions {
             host: None,
             windows: None,
-            workload: kvmtune::analysis::vm_rules::Workload::Gaming,
+            workload: kvmtune::analysis::Workload::Gaming,
             select: Vec::new(),
         };
         let report = kvmtune::analysis::check::check(&config, &source, &options);

@@ -146,3 +146,19 @@ fn every_json_member_is_documented() {
     let missing: Vec<&String> = names.iter().filter(|name| !doc.contains(&format!("`{name}`"))).collect();
     assert!(missing.is_empty(), "undocumented members: {missing:?}");
 }
+
+/// A host rule whose fix kvmtune can make names it as host actions, with the values it saw.
+#[test]
+fn host_rule_fix_is_named_as_host_actions() {
+    let (_guard, root) = kvmtune_testkit::unpack_hwloc("20em64t-hybrid-1p6c2t+2ca4co1t");
+    let output = kvmtune(&["probe", "--root", root.to_str().unwrap(), "--format", "json"]);
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let findings = document["findings"].as_array().unwrap();
+    let governor = findings.iter().find(|f| f["id"] == "HOST007").expect("HOST007 fires on this snapshot");
+    let actions = governor["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 20, "one per CPU of the powersave policies: {actions:?}");
+    assert_eq!(actions[0]["path"], "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor");
+    assert_eq!(actions[0]["old"], "powersave");
+    assert_eq!(actions[0]["new"], "performance");
+    assert!(findings.iter().filter(|f| f["id"] != "HOST007").all(|f| f.get("actions").is_none()));
+}

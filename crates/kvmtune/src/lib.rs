@@ -24,4 +24,4 @@ pub mod host;
 pub mod hostchange;
 pub mod knowledge;
 pub mod output;
-pub mod sys;
+mod sys;

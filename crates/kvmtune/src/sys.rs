@@ -6,6 +6,10 @@
 //! kernel can give a Windows guest, and the probe needs nothing else from it. Five ioctls on
 //! plain file descriptors are easier to audit here than a dependency tree.
 //!
+//! Each kind of KVM fd is its own type ([`KvmSystem`], [`KvmVm`], [`KvmVcpu`], as kvm-ioctls
+//! has them), and each ioctl is a method of the types whose fd accepts it, so the SAFETY
+//! comments below hold by construction. The module is private to the crate.
+//!
 //! Request numbers follow `_IO`/`_IOWR` from include/uapi/asm-generic/ioctl.h with KVMIO = 0xAE
 //! (include/uapi/linux/kvm.h).
 #![allow(unsafe_code)]
@@ -13,6 +17,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::knowledge::kvm_api::CpuidEntry;
 
 const KVMIO: u64 = 0xAE;
 
@@ -31,17 +37,6 @@ const KVM_CREATE_VCPU: u64 = io(0x41);
 /// The size field is that of the fixed part of `struct kvm_cpuid2` (nent + padding).
 const KVM_GET_SUPPORTED_HV_CPUID: u64 = iowr(0xC1, 8);
 
-/// One `struct kvm_cpuid_entry2` as KVM returns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuidEntry {
-    pub function: u32,
-    pub index: u32,
-    pub eax: u32,
-    pub ebx: u32,
-    pub ecx: u32,
-    pub edx: u32,
-}
-
 /// `struct kvm_cpuid_entry2` is ten u32: function, index, flags, eax, ebx, ecx, edx, padding[3].
 const ENTRY_WORDS: usize = 10;
 /// KVM reports about ten Hyper-V leaves today; QEMU starts its own probe at 11 entries. Grow
@@ -49,22 +44,14 @@ const ENTRY_WORDS: usize = 10;
 const FIRST_ENTRY_COUNT: usize = 16;
 const MAX_ENTRY_COUNT: usize = 1024;
 
+/// An ioctl whose argument is an integer passed by value. Private: only the typed handles below
+/// call it, each with a request that the kind of fd it holds accepts.
 fn ioctl_with_arg(fd: &impl AsRawFd, request: u64, arg: libc::c_ulong) -> io::Result<i32> {
     // SAFETY: every request passed here (API_VERSION, CREATE_VM, CHECK_EXTENSION, CREATE_VCPU,
-    // PERF_EVENT_IOC_ENABLE) takes an integer argument by value, so the kernel reads no user memory; the fd is open
-    // for the lifetime of the borrow.
+    // PERF_EVENT_IOC_ENABLE) takes an integer argument by value, so the kernel reads no user
+    // memory; the fd is open for the lifetime of the borrow.
     let result = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, arg) };
     if result < 0 { Err(io::Error::last_os_error()) } else { Ok(result) }
-}
-
-pub fn api_version(kvm: &File) -> io::Result<i32> {
-    ioctl_with_arg(kvm, KVM_GET_API_VERSION, 0)
-}
-
-/// `KVM_CHECK_EXTENSION`: 0 when absent, otherwise the capability's value (often 1, sometimes
-/// a count or a bit mask).
-pub fn check_extension(fd: &impl AsRawFd, capability: u32) -> io::Result<i32> {
-    ioctl_with_arg(fd, KVM_CHECK_EXTENSION, libc::c_ulong::from(capability))
 }
 
 fn owned_fd(raw: i32) -> OwnedFd {
@@ -73,17 +60,63 @@ fn owned_fd(raw: i32) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
-pub fn create_vm(kvm: &File) -> io::Result<OwnedFd> {
-    ioctl_with_arg(kvm, KVM_CREATE_VM, 0).map(owned_fd)
+/// The KVM system fd: `/dev/kvm` itself. Only system ioctls are defined on it, so a VM or vCPU
+/// ioctl cannot be sent to the wrong kind of fd.
+pub struct KvmSystem(File);
+
+/// A VM fd, from [`KvmSystem::create_vm`].
+pub struct KvmVm(OwnedFd);
+
+/// A vCPU fd, from [`KvmVm::create_vcpu`].
+pub struct KvmVcpu(OwnedFd);
+
+impl KvmSystem {
+    /// Opens the KVM device (normally `/dev/kvm`) read-write, as every KVM ioctl needs.
+    pub fn open(path: &std::path::Path) -> io::Result<Self> {
+        std::fs::OpenOptions::new().read(true).write(true).open(path).map(KvmSystem)
+    }
+
+    /// `KVM_GET_API_VERSION`: 12 on every kernel since 2.6.22.
+    pub fn api_version(&self) -> io::Result<i32> {
+        ioctl_with_arg(&self.0, KVM_GET_API_VERSION, 0)
+    }
+
+    /// `KVM_CHECK_EXTENSION`: 0 when absent, otherwise the capability's value (often 1,
+    /// sometimes a count or a bit mask).
+    pub fn check_extension(&self, capability: u32) -> io::Result<i32> {
+        ioctl_with_arg(&self.0, KVM_CHECK_EXTENSION, libc::c_ulong::from(capability))
+    }
+
+    /// `KVM_CREATE_VM` with the default machine type.
+    pub fn create_vm(&self) -> io::Result<KvmVm> {
+        ioctl_with_arg(&self.0, KVM_CREATE_VM, 0).map(|raw| KvmVm(owned_fd(raw)))
+    }
+
+    /// `KVM_GET_SUPPORTED_HV_CPUID` on the system fd (KVM_CAP_SYS_HYPERV_CPUID, Linux 5.11+).
+    /// Kernels without Hyper-V emulation answer EINVAL or ENOTTY.
+    pub fn supported_hv_cpuid(&self) -> io::Result<Vec<CpuidEntry>> {
+        supported_hv_cpuid(&self.0)
+    }
 }
 
-pub fn create_vcpu(vm: &OwnedFd, id: u32) -> io::Result<OwnedFd> {
-    ioctl_with_arg(vm, KVM_CREATE_VCPU, libc::c_ulong::from(id)).map(owned_fd)
+impl KvmVm {
+    /// `KVM_CREATE_VCPU` with this vCPU id.
+    pub fn create_vcpu(&self, id: u32) -> io::Result<KvmVcpu> {
+        ioctl_with_arg(&self.0, KVM_CREATE_VCPU, libc::c_ulong::from(id)).map(|raw| KvmVcpu(owned_fd(raw)))
+    }
 }
 
-/// `KVM_GET_SUPPORTED_HV_CPUID` on a system fd (KVM_CAP_SYS_HYPERV_CPUID) or a vCPU fd
-/// (KVM_CAP_HYPERV_CPUID). Kernels without Hyper-V emulation answer EINVAL or ENOTTY.
-pub fn supported_hv_cpuid(fd: &impl AsRawFd) -> io::Result<Vec<CpuidEntry>> {
+impl KvmVcpu {
+    /// `KVM_GET_SUPPORTED_HV_CPUID` on a vCPU fd (KVM_CAP_HYPERV_CPUID, Linux 5.0-5.10 answer
+    /// only here).
+    pub fn supported_hv_cpuid(&self) -> io::Result<Vec<CpuidEntry>> {
+        supported_hv_cpuid(&self.0)
+    }
+}
+
+/// `KVM_GET_SUPPORTED_HV_CPUID` on a system or vCPU fd; private, reached through
+/// [`KvmSystem`] and [`KvmVcpu`], the two kinds of fd that accept it.
+fn supported_hv_cpuid(fd: &impl AsRawFd) -> io::Result<Vec<CpuidEntry>> {
     let mut capacity = FIRST_ENTRY_COUNT;
     loop {
         // u32 words keep the buffer aligned for the struct's u32 fields.

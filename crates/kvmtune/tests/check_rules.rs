@@ -1,11 +1,13 @@
 //! Every check rule on its fixtures: `fixtures/check/<ID>.bad.xml` must trigger it,
 //! `<ID>.good.xml` must be clean (no finding of any rule), the rendered diagnostics of the bad
-//! case must match `<ID>.bad.txt`, and applying the safe fixes must make the rule go quiet.
-//! Set `KVMTUNE_UPDATE_SNAPSHOTS=1` to rewrite the `.txt` files after an intended change.
+//! case must match `<ID>.bad.txt`, and applying the rule's safe fixes must give exactly
+//! `<ID>.bad.fixed.xml` (where the rule has a safe fix) and make the rule go quiet.
+//! Set `KVMTUNE_UPDATE_SNAPSHOTS=1` to rewrite the `.txt` and `.fixed.xml` files after an intended
+//! change.
 //!
 //! The first line of a fixture, an XML comment, says which host it is checked against
 //! (`host=none|amd|amd-apicv-off|amd-no-hugepages|intel-no-flexpriority`) and optionally `windows=` and
-//! `workload=`. The hosts are synthetic sysfs trees built below (no corpus snapshot has
+//! `workload=`. The hosts are testkit's `RuleFixtureHost` sysfs trees (no corpus snapshot has
 //! KVM, IOMMU and GPU facts together); their Hyper-V support is the reconstructed AMD answer
 //! described in `fixtures/hv-cpuid-intel-linux6.json`.
 
@@ -21,79 +23,18 @@ use kvmtune::config::model::WindowsVersion;
 use kvmtune::config::{SourceText, libvirt, libvirt_edit};
 use kvmtune::host::kvm::{HypervSupport, KvmDeviceReport};
 use kvmtune::host::{self, Fact, HostFacts, SnapshotHost};
+use kvmtune_testkit::synthetic::RuleFixtureHost;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check")
 }
 
-fn write(root: &Path, path: &str, contents: &str) {
-    let full = root.join(path);
-    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-    std::fs::write(full, contents).unwrap();
-}
-
-/// An AMD host: 2 NUMA nodes, one 32 MiB L3 each, 4 cores x 2 threads per node (CPU c and
-/// c+8 are siblings; node 0 = 0-3,8-11), GPUs at 0000:0a:00.0 (node 0) and 0000:0b:00.0
-/// (node 1), 2048 x 2 MiB hugepages unless `hugepages` is false.
-fn synthetic_host(apicv: bool, hugepages: bool) -> HostFacts {
-    synthetic_host_of("amd", apicv, hugepages)
-}
-
-/// `vendor` is `amd`, or `intel` for an older Intel part without FlexPriority (for LEG001).
-fn synthetic_host_of(vendor: &str, apicv: bool, hugepages: bool) -> HostFacts {
+/// A fixture host from testkit, probed as any snapshot is, with the Hyper-V answer its KVM
+/// would give.
+fn fixture_host(host: RuleFixtureHost) -> HostFacts {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    if vendor == "intel" {
-        write(
-            root,
-            "proc/cpuinfo",
-            "processor : 0\nvendor_id : GenuineIntel\ncpu family : 6\nmodel : 23\nmodel name : Intel(R) Core(TM)2 Quad CPU Q9550\nstepping : 10\nflags : vmx constant_tsc nonstop_tsc x2apic tpr_shadow vnmi ept vpid\n\n",
-        );
-        write(root, "sys/module/kvm_intel/parameters/enable_apicv", if apicv { "Y\n" } else { "N\n" });
-        write(root, "sys/module/kvm_intel/parameters/nested", "N\n");
-    } else {
-        write(
-            root,
-            "proc/cpuinfo",
-            "processor : 0\nvendor_id : AuthenticAMD\ncpu family : 25\nmodel : 33\nmodel name : AMD Ryzen 9 5950X\nstepping : 0\nflags : svm constant_tsc nonstop_tsc topoext x2apic avic npt\n\n",
-        );
-        write(root, "sys/module/kvm_amd/parameters/avic", if apicv { "Y\n" } else { "N\n" });
-        write(root, "sys/module/kvm_amd/parameters/nested", "1\n");
-    }
-    write(root, "sys/devices/system/cpu/online", "0-15\n");
-    for cpu in 0..16u32 {
-        let core = cpu % 8;
-        let node = core / 4;
-        let base = format!("sys/devices/system/cpu/cpu{cpu}");
-        write(root, &format!("{base}/topology/physical_package_id"), "0\n");
-        write(root, &format!("{base}/topology/core_id"), &format!("{core}\n"));
-        write(root, &format!("{base}/topology/core_cpus_list"), &format!("{core},{}\n", core + 8));
-        write(root, &format!("{base}/cache/index3/level"), "3\n");
-        write(root, &format!("{base}/cache/index3/type"), "Unified\n");
-        write(root, &format!("{base}/cache/index3/size"), "32768K\n");
-        let l3 = if node == 0 { "0-3,8-11" } else { "4-7,12-15" };
-        write(root, &format!("{base}/cache/index3/shared_cpu_list"), &format!("{l3}\n"));
-    }
-    write(root, "sys/devices/system/node/node0/cpulist", "0-3,8-11\n");
-    write(root, "sys/devices/system/node/node1/cpulist", "4-7,12-15\n");
-    write(root, "sys/module/kvm/parameters/halt_poll_ns", "200000\n");
-    write(
-        root,
-        "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages",
-        if hugepages { "2048\n" } else { "0\n" },
-    );
-    write(
-        root,
-        "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages",
-        if hugepages { "2048\n" } else { "0\n" },
-    );
-    for (address, node) in [("0000:0a:00.0", "0"), ("0000:0b:00.0", "1")] {
-        let device = format!("sys/bus/pci/devices/{address}");
-        write(root, &format!("{device}/class"), "0x030000\n");
-        write(root, &format!("{device}/vendor"), "0x10de\n");
-        write(root, &format!("{device}/device"), "0x2684\n");
-        write(root, &format!("{device}/numa_node"), &format!("{node}\n"));
-    }
+    host.write(root);
     let mut facts = host::probe(&SnapshotHost::open(root).unwrap());
     // What this kernel's KVM would answer: the AMD variant of the reconstructed Hyper-V leaves
     // (no eVMCS), decoded as the live probe decodes them.
@@ -128,12 +69,8 @@ fn header(text: &str) -> Header {
         line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).map(str::to_string)
     };
     let host = match field("host").as_deref() {
-        Some("none") | None => None,
-        Some("amd") => Some(synthetic_host(true, true)),
-        Some("amd-apicv-off") => Some(synthetic_host(false, true)),
-        Some("amd-no-hugepages") => Some(synthetic_host(true, false)),
-        Some("intel-no-flexpriority") => Some(synthetic_host_of("intel", false, true)),
-        Some(other) => panic!("unknown fixture host {other}"),
+        Some(name) => RuleFixtureHost::named(name).map(fixture_host),
+        None => None,
     };
     let workload = match field("workload").as_deref() {
         Some("ipi-heavy") => Workload::IpiHeavy,
@@ -193,8 +130,21 @@ fn every_rule_fires_on_its_bad_fixture_and_not_on_its_good_one() {
             .filter(|f| f.applicability == Applicability::Safe)
             .map(|f| f.action)
             .collect();
+        let fixed_golden = fixtures().join(format!("{}.bad.fixed.xml", rule.meta.id));
+        if actions.is_empty() && fixed_golden.exists() {
+            failures.push(format!("{}: {} has no safe fix to apply", fixed_golden.display(), rule.meta.id));
+        }
         if !actions.is_empty() {
             let fixed = libvirt_edit::apply_actions(&bad, &actions).unwrap();
+            // The fixed file itself is golden, as clippy keeps a `.fixed` beside each fixture.
+            if std::env::var_os("KVMTUNE_UPDATE_SNAPSHOTS").is_some() {
+                std::fs::write(&fixed_golden, &fixed).unwrap();
+            } else if std::fs::read_to_string(&fixed_golden).ok().as_deref() != Some(fixed.as_str()) {
+                failures.push(format!(
+                    "{bad_name}: the fixed text differs from {}:\n{fixed}",
+                    fixed_golden.display()
+                ));
+            }
             let config = libvirt::parse(&bad_name, &fixed).unwrap();
             let fixed_source = SourceText::new(bad_name.clone(), fixed.clone());
             let options = CheckOptions {
@@ -245,7 +195,7 @@ fn hv011_judges_by_releases_where_kvm_was_not_asked() {
         };
         check(&config, &source, &options).diagnostics.into_iter().map(|d| (d.message, d.severity)).collect()
     };
-    let mut host = synthetic_host(true, true);
+    let mut host = fixture_host(RuleFixtureHost::named("amd").unwrap());
     host.kvm.device = Fact::Unknown("a snapshot".into());
     host.kernel.release = Fact::Known("4.19.0-27-amd64".into());
     host.software.qemu = Fact::Known("6.1.0".parse().unwrap());

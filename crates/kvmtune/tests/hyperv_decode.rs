@@ -6,7 +6,7 @@ mod common;
 
 use kvmtune::knowledge::hyperv;
 
-fn fixture() -> Vec<kvmtune::sys::CpuidEntry> {
+fn fixture() -> Vec<kvmtune::knowledge::kvm_api::CpuidEntry> {
     common::hv_cpuid_intel()
 }
 

@@ -220,3 +220,84 @@ impl SyntheticHost {
         }
     }
 }
+
+/// The small hosts the check-rule fixtures are checked against (no corpus snapshot has KVM,
+/// IOMMU and GPU facts together). AMD: 2 NUMA nodes, one 32 MiB L3 each, 4 cores x 2 threads
+/// per node (CPU c and c+8 are siblings; node 0 = 0-3,8-11). Intel: an older part without
+/// FlexPriority, with the same layout (for LEG001). Both have GPUs at 0000:0a:00.0 (node 0) and
+/// 0000:0b:00.0 (node 1), and 2048 x 2 MiB hugepages unless `hugepages` is false.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleFixtureHost {
+    pub intel: bool,
+    /// APICv (Intel) or AVIC (AMD) switched on in KVM.
+    pub apicv: bool,
+    pub hugepages: bool,
+}
+
+impl RuleFixtureHost {
+    /// The host a fixture's `host=` header names (`amd`, `amd-apicv-off`, `amd-no-hugepages`,
+    /// `intel-no-flexpriority`); `None` for `none` or no header.
+    pub fn named(name: &str) -> Option<Self> {
+        let amd = |apicv, hugepages| Some(Self { intel: false, apicv, hugepages });
+        match name {
+            "none" => None,
+            "amd" => amd(true, true),
+            "amd-apicv-off" => amd(false, true),
+            "amd-no-hugepages" => amd(true, false),
+            "intel-no-flexpriority" => Some(Self { intel: true, apicv: false, hugepages: true }),
+            other => panic!("unknown fixture host {other}"),
+        }
+    }
+
+    /// Writes `sys/` and `proc/` under `root`.
+    pub fn write(&self, root: &Path) {
+        let write = |path: &str, contents: &str| {
+            let full = root.join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, contents).unwrap();
+        };
+        let apicv = if self.apicv { "Y\n" } else { "N\n" };
+        if self.intel {
+            write(
+                "proc/cpuinfo",
+                "processor : 0\nvendor_id : GenuineIntel\ncpu family : 6\nmodel : 23\nmodel name : Intel(R) Core(TM)2 Quad CPU Q9550\nstepping : 10\nflags : vmx constant_tsc nonstop_tsc x2apic tpr_shadow vnmi ept vpid\n\n",
+            );
+            write("sys/module/kvm_intel/parameters/enable_apicv", apicv);
+            write("sys/module/kvm_intel/parameters/nested", "N\n");
+        } else {
+            write(
+                "proc/cpuinfo",
+                "processor : 0\nvendor_id : AuthenticAMD\ncpu family : 25\nmodel : 33\nmodel name : AMD Ryzen 9 5950X\nstepping : 0\nflags : svm constant_tsc nonstop_tsc topoext x2apic avic npt\n\n",
+            );
+            write("sys/module/kvm_amd/parameters/avic", apicv);
+            write("sys/module/kvm_amd/parameters/nested", "1\n");
+        }
+        write("sys/devices/system/cpu/online", "0-15\n");
+        for cpu in 0..16u32 {
+            let core = cpu % 8;
+            let node = core / 4;
+            let base = format!("sys/devices/system/cpu/cpu{cpu}");
+            write(&format!("{base}/topology/physical_package_id"), "0\n");
+            write(&format!("{base}/topology/core_id"), &format!("{core}\n"));
+            write(&format!("{base}/topology/core_cpus_list"), &format!("{core},{}\n", core + 8));
+            write(&format!("{base}/cache/index3/level"), "3\n");
+            write(&format!("{base}/cache/index3/type"), "Unified\n");
+            write(&format!("{base}/cache/index3/size"), "32768K\n");
+            let l3 = if node == 0 { "0-3,8-11" } else { "4-7,12-15" };
+            write(&format!("{base}/cache/index3/shared_cpu_list"), &format!("{l3}\n"));
+        }
+        write("sys/devices/system/node/node0/cpulist", "0-3,8-11\n");
+        write("sys/devices/system/node/node1/cpulist", "4-7,12-15\n");
+        write("sys/module/kvm/parameters/halt_poll_ns", "200000\n");
+        let pages = if self.hugepages { "2048\n" } else { "0\n" };
+        write("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", pages);
+        write("sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", pages);
+        for (address, node) in [("0000:0a:00.0", "0"), ("0000:0b:00.0", "1")] {
+            let device = format!("sys/bus/pci/devices/{address}");
+            write(&format!("{device}/class"), "0x030000\n");
+            write(&format!("{device}/vendor"), "0x10de\n");
+            write(&format!("{device}/device"), "0x2684\n");
+            write(&format!("{device}/numa_node"), &format!("{node}\n"));
+        }
+    }
+}

@@ -9,6 +9,7 @@ use crate::analysis::rule::{Category, RuleMeta};
 use crate::host::HostFacts;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
+use crate::hostchange::HostAction;
 
 /// One rule. `check` returns the specific message for this host, or `None` when the rule
 /// does not apply.
@@ -16,6 +17,9 @@ use crate::host::kvm::HypervSupport;
 pub struct HostRule {
     pub meta: RuleMeta,
     pub check: fn(&HostFacts) -> Option<String>,
+    /// The host changes that fix what `check` found, where they are file writes kvmtune can
+    /// make (`kvmtune host` applies them); `None` where the fix is a step outside kvmtune.
+    pub actions: Option<fn(&HostFacts) -> Vec<HostAction>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,7 +31,16 @@ pub struct HostFinding {
     pub message: String,
     pub explanation: &'static str,
     pub source: &'static str,
+    /// The fix, in words.
+    pub fix: &'static str,
+    /// The same fix as host changes, where kvmtune can make it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<HostAction>,
 }
+
+/// Governors that leave a core at a low clock until load has been seen for a while
+/// (kernel Documentation/admin-guide/pm/cpufreq.rst).
+const SLOW_GOVERNORS: &[&str] = &["powersave", "ondemand", "conservative"];
 
 pub const HOST_RULES: &[HostRule] = &[
     HostRule {
@@ -50,6 +63,7 @@ pub const HOST_RULES: &[HostRule] = &[
             let verdict = facts.time.tsc.known()?;
             (!verdict.trustworthy).then(|| verdict.reasons.join("; "))
         },
+        actions: None,
     },
     HostRule {
         meta: RuleMeta {
@@ -71,6 +85,7 @@ pub const HOST_RULES: &[HostRule] = &[
             let apic = facts.kvm.apic_virtualization.known()?;
             (!apic.enabled).then(|| format!("{} is off ({})", apic.kind, apic.evidence))
         },
+        actions: None,
     },
     HostRule {
         meta: RuleMeta {
@@ -97,6 +112,7 @@ pub const HOST_RULES: &[HostRule] = &[
                 (true, Fact::Known(true)) => None,
             }
         },
+        actions: None,
     },
     HostRule {
         meta: RuleMeta {
@@ -118,6 +134,7 @@ pub const HOST_RULES: &[HostRule] = &[
             HypervSupport::NotSupported { evidence } => Some(evidence.clone()),
             _ => None,
         },
+        actions: None,
     },
     HostRule {
         meta: RuleMeta {
@@ -136,6 +153,7 @@ pub const HOST_RULES: &[HostRule] = &[
         check: |facts| {
             facts.cpu.has_flag("hypervisor").then(|| "the CPU reports the `hypervisor` flag".to_string())
         },
+        actions: None,
     },
     HostRule {
         meta: RuleMeta {
@@ -160,6 +178,7 @@ pub const HOST_RULES: &[HostRule] = &[
                 .known()?
                 .then(|| "an irqbalance process is running".to_string())
         },
+        actions: None,
     },
     HostRule {
         meta: RuleMeta {
@@ -180,11 +199,21 @@ pub const HOST_RULES: &[HostRule] = &[
             let governors = facts.host_state.cpufreq_governors.known()?;
             let slow: Vec<String> = governors
                 .iter()
-                .filter(|(name, _)| matches!(name.as_str(), "powersave" | "ondemand" | "conservative"))
+                .filter(|(name, _)| SLOW_GOVERNORS.contains(&name.as_str()))
                 .map(|(name, cpus)| format!("{name} on CPUs {cpus}"))
                 .collect();
             (!slow.is_empty()).then(|| slow.join(", "))
         },
+        actions: Some(|facts| {
+            let Some(governors) = facts.host_state.cpufreq_governors.known() else { return Vec::new() };
+            governors
+                .iter()
+                .filter(|(name, _)| SLOW_GOVERNORS.contains(&name.as_str()))
+                .flat_map(|(name, cpus)| {
+                    cpus.iter().map(move |cpu| HostAction::set_governor(cpu, Some(name), "performance"))
+                })
+                .collect()
+        }),
     },
     HostRule {
         meta: RuleMeta {
@@ -205,6 +234,7 @@ pub const HOST_RULES: &[HostRule] = &[
             (facts.iommu.enabled == Fact::Known(false) && !gpus.is_empty())
                 .then(|| format!("{} GPU(s) present, no IOMMU groups", gpus.len()))
         },
+        actions: None,
     },
 ];
 
@@ -220,6 +250,8 @@ pub fn evaluate(facts: &HostFacts) -> Vec<HostFinding> {
                 message,
                 explanation: rule.meta.explanation,
                 source: rule.meta.source,
+                fix: rule.meta.fix,
+                actions: rule.actions.map_or_else(Vec::new, |actions| actions(facts)),
             })
         })
         .collect()

@@ -2,7 +2,6 @@
 //! `/dev/kvm` itself reports (live only): capabilities and Hyper-V support.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -179,7 +178,7 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
             hyperv: HypervSupport::Unknown { reason },
         };
     }
-    let kvm = match OpenOptions::new().read(true).write(true).open(path) {
+    let kvm = match sys::KvmSystem::open(path) {
         Ok(file) => file,
         Err(error) => {
             let reason = format!("opening {}: {error}", path.display());
@@ -192,16 +191,13 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
             };
         }
     };
-    let api_version: Fact<i32> =
-        sys::api_version(&kvm).map_err(|e| format!("KVM_GET_API_VERSION: {e}")).into();
+    let api_version: Fact<i32> = kvm.api_version().map_err(|e| format!("KVM_GET_API_VERSION: {e}")).into();
     let capabilities: Vec<CapabilityValue> = CAPABILITIES
         .iter()
         .map(|cap| CapabilityValue {
             name: cap.name.to_string(),
             number: cap.number,
-            value: sys::check_extension(&kvm, cap.number)
-                .map_err(|e| format!("KVM_CHECK_EXTENSION: {e}"))
-                .into(),
+            value: kvm.check_extension(cap.number).map_err(|e| format!("KVM_CHECK_EXTENSION: {e}")).into(),
         })
         .collect();
     let cap = |number: u32| {
@@ -218,18 +214,17 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
     }
 }
 
-fn query_hyperv(kvm: &std::fs::File, sys_cap: i32, vcpu_cap: i32) -> HypervSupport {
+fn query_hyperv(kvm: &sys::KvmSystem, sys_cap: i32, vcpu_cap: i32) -> HypervSupport {
     let caps = format!("KVM_CAP_SYS_HYPERV_CPUID={sys_cap}, KVM_CAP_HYPERV_CPUID={vcpu_cap}");
     let (result, queried_on) = if sys_cap == 0 && vcpu_cap > 0 {
         // Kernels 5.0-5.10 answer only on a vCPU fd; a throwaway VM with one vCPU is enough.
-        let result = sys::create_vm(kvm)
-            .and_then(|vm| sys::create_vcpu(&vm, 0))
-            .and_then(|vcpu| sys::supported_hv_cpuid(&vcpu));
+        let result =
+            kvm.create_vm().and_then(|vm| vm.create_vcpu(0)).and_then(|vcpu| vcpu.supported_hv_cpuid());
         (result, "vcpu fd")
     } else {
         // With neither capability the ioctl is still asked once on /dev/kvm, so that the
         // report carries the kernel's own answer (EINVAL without CONFIG_KVM_HYPERV).
-        (sys::supported_hv_cpuid(kvm), "system fd")
+        (kvm.supported_hv_cpuid(), "system fd")
     };
     match result {
         Ok(entries) => HypervSupport::Supported {

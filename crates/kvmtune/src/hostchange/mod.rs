@@ -1,5 +1,20 @@
-//! Changes to a host (cpusets, IRQ affinity, governor, vfio binding), journaled before they are
-//! made and undone exactly.
+//! Changes to a host (cpusets, IRQ affinity, governor, hugepages, vfio binding), journaled
+//! before they are made and undone exactly. The only part of kvmtune that writes to a host,
+//! and only with `--apply`.
 //!
-//! Empty on purpose: nothing in kvmtune writes to a host yet, and nothing will unless `--apply`
-//! is given.
+//! - [`action`]: what a change does, as data ([`HostAction`]: a path, its old value, its new
+//!   value, and why). Analysis produces these (the planner's hugepage reservation, the fixes of
+//!   host rules); nothing is written by producing one.
+//! - [`writer`]: the write side of [`crate::host::HostSource`]. [`HostWriter`] is implemented
+//!   by [`LiveHostWriter`] for the machine itself and by [`RootedHostWriter`] for a directory
+//!   laid out like a host (unit tests, dry runs).
+//!
+//! A new host action (a new kind of file or setting to change) goes into [`action`] as a
+//! constructor of [`HostAction`]; the journal and the `kvmtune host` command build on
+//! [`action::apply`] and [`action::undo`].
+
+pub mod action;
+pub mod writer;
+
+pub use action::{Applied, HostAction, HostChangeError};
+pub use writer::{HostWriter, LiveHostWriter, RootedHostWriter};

@@ -5,7 +5,7 @@
 //! which QEMU itself checks against the same ioctl before it enables a feature).
 
 use crate::host::software::Version;
-use crate::sys::CpuidEntry;
+use crate::knowledge::kvm_api::CpuidEntry;
 
 /// A CPUID register in the Hyper-V leaf range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -115,3 +115,14 @@ pub fn is_kvm_event_counter(name: &str) -> bool {
         || name.starts_with("pf_")
         || (name.starts_with("halt_") && name != "halt_exits")
 }
+
+/// One `struct kvm_cpuid_entry2` as KVM returns it (include/uapi/linux/kvm.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuidEntry {
+    pub function: u32,
+    pub index: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}

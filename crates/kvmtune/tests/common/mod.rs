@@ -3,7 +3,7 @@
 //! with Hyper-V support.
 #![allow(dead_code)]
 
-use kvmtune::sys::CpuidEntry;
+use kvmtune::knowledge::kvm_api::CpuidEntry;
 
 fn hex(value: &serde_json::Value) -> u32 {
     u32::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()

@@ -13,6 +13,7 @@ use crate::host::cpu::CpuVendor;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
 use crate::host::software::Version;
+use crate::hostchange::HostAction;
 use crate::knowledge::hyperv::{
     Availability, DEPENDENCIES, RECOMMENDED_FOR_WINDOWS, availability, closed_under_dependencies,
 };
@@ -425,21 +426,20 @@ pub fn hugepages(
             "libvirt formatdomain memoryBacking; kernel admin-guide/mm/hugetlbpage",
         ));
     } else {
-        let sysfs = match node {
-            Some(n) => {
-                format!("/sys/devices/system/node/node{n}/hugepages/hugepages-{page_size_kib}kB/nr_hugepages")
-            }
-            None => format!("/sys/kernel/mm/hugepages/hugepages-{page_size_kib}kB/nr_hugepages"),
-        };
-        decisions.push(Decision::new(
-            "memory",
-            format!("reserve {pages} hugepages of {size}{where_}, then add <hugepages/>"),
-            format!(
-                "huge pages cut TLB misses and nested page walks, but the host has not reserved them and a VM asking for missing pages does not start; reserve them (echo {pages} > {sysfs}, or hugepagesz={} hugepages={pages} at boot) and run tune again",
-                if page_size_kib == recommended::GIGANTIC_HUGEPAGE_KIB { "1G" } else { "2M" }
-            ),
-            "kernel admin-guide/mm/hugetlbpage",
-        ));
+        let reservation = HostAction::reserve_hugepages(page_size_kib, pages, node, None);
+        decisions.push(
+            Decision::new(
+                "memory",
+                format!("reserve {pages} hugepages of {size}{where_}, then add <hugepages/>"),
+                format!(
+                    "huge pages cut TLB misses and nested page walks, but the host has not reserved them and a VM asking for missing pages does not start; reserve them ({}, or hugepagesz={} hugepages={pages} at boot) and run tune again",
+                    reservation.shell(),
+                    if page_size_kib == recommended::GIGANTIC_HUGEPAGE_KIB { "1G" } else { "2M" }
+                ),
+                "kernel admin-guide/mm/hugetlbpage",
+            )
+            .with_host_actions(vec![reservation]),
+        );
     }
     reserved.then_some(HugepagePlan { page_size_kib, pages, node, reserved })
 }

@@ -65,6 +65,9 @@ pub struct Decision {
     /// The `check` rules that would flag the opposite choice; empty for choices no rule checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<&'static str>,
+    /// Changes to the host this choice needs first (`kvmtune host` applies such actions).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_actions: Vec<crate::hostchange::HostAction>,
 }
 
 impl Decision {
@@ -80,6 +83,7 @@ impl Decision {
             reason: reason.into(),
             source: source.to_string(),
             rules: Vec::new(),
+            host_actions: Vec::new(),
         }
     }
 
@@ -99,7 +103,14 @@ impl Decision {
             reason: format!("avoids what `kvmtune check` reports as {}", titles.join("; ")),
             source: format!("`kvmtune explain {}` (each rule names its source)", rules.join("`, `")),
             rules: rules.to_vec(),
+            host_actions: Vec::new(),
         }
+    }
+
+    /// The same decision, needing these host changes first.
+    pub fn with_host_actions(mut self, actions: Vec<crate::hostchange::HostAction>) -> Self {
+        self.host_actions = actions;
+        self
     }
 }
 
