@@ -100,12 +100,19 @@ fn assert_common(analysis: &Value, stderr: &str) {
     }
 }
 
-#[test]
-fn port_io_guest_is_port_io() {
-    let guest = Guest::start(GuestKind::PortIo);
+/// Records a fresh guest of this kind for a while and checks what every recording must show;
+/// the guest is gone when this returns.
+fn recorded(kind: GuestKind) -> (tempfile::TempDir, Value) {
+    let guest = Guest::start(kind);
     let dir = tempfile::tempdir().unwrap();
     let (analysis, stderr) = record_guest(&guest, dir.path());
     assert_common(&analysis, &stderr);
+    (dir, analysis)
+}
+
+#[test]
+fn port_io_guest_is_port_io() {
+    let (dir, analysis) = recorded(GuestKind::PortIo);
     // PVM counts port I/O in `exits` but not in `io_exits`; the kvm_pio tracepoint sees it.
     assert!(row(&analysis, "KVM tracepoints", "kvm_pio") > 10_000);
     assert_eq!(fired(&analysis, "KVM tracepoints"), ["EXIT002"]);
@@ -121,10 +128,7 @@ fn port_io_guest_is_port_io() {
 
 #[test]
 fn halting_guest_is_idle() {
-    let guest = Guest::start(GuestKind::Halt);
-    let dir = tempfile::tempdir().unwrap();
-    let (analysis, stderr) = record_guest(&guest, dir.path());
-    assert_common(&analysis, &stderr);
+    let (_dir, analysis) = recorded(GuestKind::Halt);
     assert!(row(&analysis, "KVM vCPU stats", "halt_exits") >= 20, "18.2 timer ticks a second");
     assert_eq!(fired(&analysis, "KVM vCPU stats"), ["EXIT006"]);
     assert_eq!(warnings(&analysis), Vec::<String>::new(), "an idle guest has nothing to fix");
@@ -132,10 +136,7 @@ fn halting_guest_is_idle() {
 
 #[test]
 fn mmio_guest_is_mmio() {
-    let guest = Guest::start(GuestKind::Mmio);
-    let dir = tempfile::tempdir().unwrap();
-    let (analysis, stderr) = record_guest(&guest, dir.path());
-    assert_common(&analysis, &stderr);
+    let (_dir, analysis) = recorded(GuestKind::Mmio);
     assert!(row(&analysis, "KVM vCPU stats", "mmio_exits") > 1_000);
     assert_eq!(fired(&analysis, "KVM vCPU stats"), ["EXIT001"]);
     assert_eq!(fired(&analysis, "KVM tracepoints"), ["EXIT001"]);

@@ -18,6 +18,15 @@ fn kvmtune(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kvmtune")).args(args).output().expect("kvmtune runs")
 }
 
+/// `kvmtune tune --host-root DIR EXTRA...` on a synthetic host written to a fresh directory.
+fn tune_on(host: SyntheticHost, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    host.write(dir.path());
+    let mut args = vec!["tune", "--host-root", dir.path().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    kvmtune(&args)
+}
+
 struct Emitted {
     label: String,
     xml: String,
@@ -200,9 +209,7 @@ fn libvirt_and_qemu_accept_what_tune_emits() {
 
 #[test]
 fn the_plan_explains_itself_and_the_xml_follows() {
-    let dir = tempfile::tempdir().unwrap();
-    SyntheticHost::ryzen_7950x3d().write(dir.path());
-    let output = kvmtune(&["tune", "--host-root", dir.path().to_str().unwrap()]);
+    let output = tune_on(SyntheticHost::ryzen_7950x3d(), &[]);
     assert_eq!(output.status.code(), Some(0));
     let text = String::from_utf8_lossy(&output.stdout);
     for expected in [
@@ -223,23 +230,10 @@ fn the_plan_explains_itself_and_the_xml_follows() {
 
 #[test]
 fn several_vms_are_packed_without_overlap() {
-    let dir = tempfile::tempdir().unwrap();
-    SyntheticHost::threadripper_2950x().write(dir.path());
-    let output = kvmtune(&[
-        "tune",
-        "--host-root",
-        dir.path().to_str().unwrap(),
-        "--vm",
-        "a:8",
-        "--vm",
-        "b:8",
-        "--vm",
-        "c:6",
-        "--format",
-        "json",
-        "--emit",
-        "none",
-    ]);
+    let output = tune_on(
+        SyntheticHost::threadripper_2950x(),
+        &["--vm", "a:8", "--vm", "b:8", "--vm", "c:6", "--format", "json", "--emit", "none"],
+    );
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let document: Value = serde_json::from_slice(&output.stdout).unwrap();
     let mut seen = BTreeSet::new();
@@ -311,21 +305,11 @@ fn kubevirt_manifests_follow_kubevirts_schema_and_say_what_they_cannot_express()
         assert!(notes.contains("exact host CPUs"));
     }
     // The YAML form reads back as the same document.
-    let dir = tempfile::tempdir().unwrap();
-    SyntheticHost::ryzen_7950x3d().write(dir.path());
-    let output = kvmtune(&["tune", "--host-root", dir.path().to_str().unwrap(), "--emit", "kubevirt"]);
+    let output = tune_on(SyntheticHost::ryzen_7950x3d(), &["--emit", "kubevirt"]);
     let text = String::from_utf8_lossy(&output.stdout);
     let yaml = &text[text.find("# kvmtune tune: KubeVirt").unwrap()..];
     let read_back: Value = serde_saphyr::from_str(yaml).unwrap();
-    let json = kvmtune(&[
-        "tune",
-        "--host-root",
-        dir.path().to_str().unwrap(),
-        "--emit",
-        "kubevirt",
-        "--format",
-        "json",
-    ]);
+    let json = tune_on(SyntheticHost::ryzen_7950x3d(), &["--emit", "kubevirt", "--format", "json"]);
     let json: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(read_back, json["kubevirt"][0]["manifest"]);
 }
@@ -602,13 +586,10 @@ fn existing_proxmox_disks_gain_iothreads() {
 /// The plan names the workload as the flag spells it, in text and JSON.
 #[test]
 fn workload_is_printed_as_the_flag_spells_it() {
-    let machine = &SyntheticHost::all()[0];
-    let dir = tempfile::tempdir().unwrap();
-    machine.write(dir.path());
-    let root = dir.path().to_str().unwrap();
-    let text = kvmtune(&["tune", "--host-root", root, "--workload", "ipi-heavy", "--emit", "none"]);
+    let text = tune_on(SyntheticHost::ryzen_7950x3d(), &["--workload", "ipi-heavy", "--emit", "none"]);
     let first = String::from_utf8_lossy(&text.stdout).lines().next().unwrap_or_default().to_string();
     assert!(first.starts_with("kvmtune tune: Win11 ipi-heavy on "), "{first}");
-    let emitted = tune(dir.path(), "ipi-heavy", &["--workload", "ipi-heavy"]);
-    assert_eq!(emitted.document["plan"]["workload"], "ipi-heavy");
+    let json = tune_on(SyntheticHost::ryzen_7950x3d(), &["--workload", "ipi-heavy", "--format", "json"]);
+    let document: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["plan"]["workload"], "ipi-heavy");
 }

@@ -44,6 +44,16 @@ fn probe(root: &Path) -> host::HostFacts {
     host::probe(&SnapshotHost::open(root).unwrap())
 }
 
+/// The healthy snapshot with these files overwritten, probed.
+fn probe_healthy_with(changes: &[(&str, &[u8])]) -> host::HostFacts {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    for (path, contents) in changes {
+        write(dir.path(), path, contents);
+    }
+    probe(dir.path())
+}
+
 #[test]
 fn healthy_fixture_reads_completely() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,13 +71,12 @@ fn healthy_fixture_reads_completely() {
 
 #[test]
 fn garbage_numbers_become_named_unknowns() {
-    let dir = tempfile::tempdir().unwrap();
-    healthy(dir.path());
-    write(dir.path(), "sys/devices/system/cpu/cpu1/topology/core_id", b"banana\n");
-    write(dir.path(), "sys/devices/system/cpu/cpu0/cache/index3/shared_cpu_list", b"7-2\n");
-    write(dir.path(), "sys/devices/system/node/node0/meminfo", b"Node 0 MemTotal: many kB\n");
-    write(dir.path(), "proc/cpuinfo", b"vendor_id : GenuineIntel\ncpu family : six\n");
-    let facts = probe(dir.path());
+    let facts = probe_healthy_with(&[
+        ("sys/devices/system/cpu/cpu1/topology/core_id", b"banana\n"),
+        ("sys/devices/system/cpu/cpu0/cache/index3/shared_cpu_list", b"7-2\n"),
+        ("sys/devices/system/node/node0/meminfo", b"Node 0 MemTotal: many kB\n"),
+        ("proc/cpuinfo", b"vendor_id : GenuineIntel\ncpu family : six\n"),
+    ]);
     let unknowns = facts.topology.unknowns.join("\n");
     assert!(unknowns.contains("cpu1/topology/core_id: `banana` is not a number"), "{unknowns}");
     assert!(unknowns.contains("cpu0/cache/index3/shared_cpu_list: range `7-2` runs backwards"), "{unknowns}");
@@ -149,10 +158,7 @@ proptest! {
         which in 0..FILES.len(),
         junk in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        healthy(dir.path());
-        write(dir.path(), FILES[which], &junk);
-        let facts = probe(dir.path());
+        let facts = probe_healthy_with(&[(FILES[which], &junk)]);
         let _ = kvmtune::output::probe_text::render(&facts, &kvmtune::analysis::host_rules::evaluate(&facts));
     }
 }

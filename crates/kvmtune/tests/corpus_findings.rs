@@ -9,13 +9,10 @@ use kvmtune::analysis::check::{CheckOptions, check};
 use kvmtune::config::SourceText;
 
 fn findings_of_directory(dir: &str, golden: &str) {
-    let corpus = kvmtune_testkit::corpus();
-    let mut paths: Vec<_> = std::fs::read_dir(corpus.join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let paths: Vec<_> = kvmtune_testkit::corpus_files(dir)
+        .into_iter()
         .filter(|p| !p.to_string_lossy().ends_with(".cmd") && !p.to_string_lossy().ends_with(".md"))
         .collect();
-    paths.sort();
     let mut out = String::new();
     for path in paths {
         let name = format!("{dir}/{}", path.file_name().unwrap().to_string_lossy());

@@ -3,6 +3,12 @@
 
 use kvmtune::exits::{self, Isa};
 
+/// The profiles a corpus sample parses to.
+fn parsed(name: &str) -> Vec<kvmtune::exits::ExitProfile> {
+    let (path, text) = sample(name);
+    exits::parse(&path, &text).unwrap()
+}
+
 fn sample(name: &str) -> (String, String) {
     let path = kvmtune_testkit::corpus().join("exitstats").join(name);
     (path.display().to_string(), std::fs::read_to_string(&path).unwrap())
@@ -10,11 +16,9 @@ fn sample(name: &str) -> (String, String) {
 
 #[test]
 fn every_sample_parses_and_adds_up() {
-    let dir = kvmtune_testkit::corpus().join("exitstats");
     let mut parsed = 0;
     let mut totals_checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    for path in kvmtune_testkit::corpus_files("exitstats") {
         let text = std::fs::read_to_string(&path).unwrap();
         let profiles = exits::parse(&path.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
         assert!(!profiles.is_empty());
@@ -62,39 +66,32 @@ fn every_sample_parses_and_adds_up() {
 
 #[test]
 fn formats_and_vendors_are_recognised() {
-    let (path, text) = sample("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
-    let profile = &exits::parse(&path, &text).unwrap()[0];
+    let profile = &parsed("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt")[0];
     assert_eq!(profile.isa, Isa::Vmx);
     assert_eq!(profile.row("IO_INSTRUCTION").unwrap().count, 55654);
     assert_eq!(profile.declared_samples, Some(70746));
 
-    let (path, text) = sample("intel_virt-pvm_perf-kvm-stat-live_unknown-exit-codes.txt");
-    let profile = &exits::parse(&path, &text).unwrap()[0];
+    let profile = &parsed("intel_virt-pvm_perf-kvm-stat-live_unknown-exit-codes.txt")[0];
     assert_eq!(profile.row("UNKNOWN(131072)").unwrap().count, 3622);
     assert_eq!(profile.isa, Isa::Vmx);
 
-    let (path, text) = sample("intel_senozhatsky_pte-prefetch_perf-kvm-stat-truncated-rows.txt");
-    let profiles = exits::parse(&path, &text).unwrap();
+    let profiles = parsed("intel_senozhatsky_pte-prefetch_perf-kvm-stat-truncated-rows.txt");
     assert_eq!(profiles.len(), 2);
     assert!(profiles.iter().all(|p| p.truncated));
     assert_eq!(profiles[1].declared_samples, Some(1251546));
 
-    let (path, text) = sample("riscv_shenlin-liang_perf-kvm-stat-report_new-format.txt");
-    let profile = &exits::parse(&path, &text).unwrap()[0];
+    let profile = &parsed("riscv_shenlin-liang_perf-kvm-stat-report_new-format.txt")[0];
     assert_eq!(profile.isa, Isa::RiscV);
     assert_eq!(profile.row("LOAD_ACCESS").unwrap().time_us, Some(671556.2));
 
-    let (path, text) = sample("arm64_senozhatsky_perf-kvm-stat-report.txt");
-    assert_eq!(exits::parse(&path, &text).unwrap()[0].isa, Isa::Arm64);
+    assert_eq!(parsed("arm64_senozhatsky_perf-kvm-stat-report.txt")[0].isa, Isa::Arm64);
 
-    let (path, text) = sample("amd_redhat-rhel7-docs_kvm_stat_fragment-whitespace-flattened.txt");
-    let profile = &exits::parse(&path, &text).unwrap()[0];
+    let profile = &parsed("amd_redhat-rhel7-docs_kvm_stat_fragment-whitespace-flattened.txt")[0];
     assert_eq!(profile.isa, Isa::Svm);
     assert_eq!(profile.row("HLT").unwrap().count, 11);
     assert_eq!(profile.declared_samples, Some(17724));
 
-    let (path, text) = sample("intel_lirongqing_perf-kvm-stat-report-event-msr.txt");
-    let profile = &exits::parse(&path, &text).unwrap()[0];
+    let profile = &parsed("intel_lirongqing_perf-kvm-stat-report-event-msr.txt")[0];
     assert_eq!(profile.event, "MSR Access");
     assert_eq!(profile.row("0x6e0:W").unwrap().count, 67007);
 }

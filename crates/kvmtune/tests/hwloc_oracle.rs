@@ -240,8 +240,7 @@ fn compare(name: &str, topology: &Topology, expected: &Expected) {
 fn every_hwloc_snapshot_matches_hwloc() {
     let dir = kvmtune_testkit::corpus().join("hwloc");
     let mut checked = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let tarball = entry.unwrap().path();
+    for tarball in kvmtune_testkit::corpus_files("hwloc") {
         let Some(name) =
             tarball.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".tar.bz2"))
         else {
@@ -270,8 +269,7 @@ fn every_hwloc_snapshot_matches_hwloc() {
 fn every_lscpu_dump_matches_lscpu() {
     let dir = kvmtune_testkit::corpus().join("lscpu-dumps");
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let tarball = entry.unwrap().path();
+    for tarball in kvmtune_testkit::corpus_files("lscpu-dumps") {
         let Some(name) = tarball.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".tar.gz"))
         else {
             continue;

@@ -61,15 +61,18 @@ fn parse_args(text: &str) -> Expected {
 fn pairs(corpus: &Path) -> Vec<(PathBuf, PathBuf)> {
     let dir = corpus.join("libvirt");
     let old = dir.join("qemuxml2argvdata");
+    // A current test case: NAME.xml with NAME.x86_64-latest.args beside it.
+    let latest =
+        |name: &str| (dir.join(format!("{name}.xml")), dir.join(format!("{name}.x86_64-latest.args")));
     [
-        (dir.join("hyperv.xml"), dir.join("hyperv.x86_64-latest.args")),
+        latest("hyperv"),
         (dir.join("hyperv.x86_64-latest.xml"), dir.join("hyperv.x86_64-latest.args")),
-        (dir.join("hyperv-off.xml"), dir.join("hyperv-off.x86_64-latest.args")),
-        (dir.join("hyperv-stimer-direct.xml"), dir.join("hyperv-stimer-direct.x86_64-latest.args")),
-        (dir.join("clock-hpet-off.xml"), dir.join("clock-hpet-off.x86_64-latest.args")),
-        (dir.join("cputune.xml"), dir.join("cputune.x86_64-latest.args")),
-        (dir.join("hugepages-numa-default-2M.xml"), dir.join("hugepages-numa-default-2M.x86_64-latest.args")),
-        (dir.join("cpu-tsc-frequency.xml"), dir.join("cpu-tsc-frequency.x86_64-latest.args")),
+        latest("hyperv-off"),
+        latest("hyperv-stimer-direct"),
+        latest("clock-hpet-off"),
+        latest("cputune"),
+        latest("hugepages-numa-default-2M"),
+        latest("cpu-tsc-frequency"),
         (old.join("hyperv-panic.xml"), dir.join("hyperv-panic.x86_64-latest.args")),
         (old.join("hyperv-passthrough.xml"), old.join("hyperv-passthrough.x86_64-latest.args")),
         (old.join("hyperv-passthrough.xml"), dir.join("hyperv-passthrough.x86_64-latest.args")),
@@ -120,19 +123,21 @@ fn model_renders_what_libvirt_renders() {
     assert_eq!(checked, 12);
 }
 
+/// The `*.xml` files of these corpus directories.
+fn corpus_xmls(dirs: &[&str]) -> Vec<std::path::PathBuf> {
+    dirs.iter()
+        .flat_map(|dir| kvmtune_testkit::corpus_files(dir))
+        .filter(|path| path.extension().is_some_and(|e| e == "xml"))
+        .collect()
+}
+
 #[test]
 fn every_corpus_libvirt_xml_reads() {
-    let corpus = kvmtune_testkit::corpus();
     let mut read = 0;
-    for dir in [corpus.join("libvirt"), corpus.join("libvirt/qemuxml2argvdata")] {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "xml") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                libvirt::parse(&path.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
-                read += 1;
-            }
-        }
+    for path in corpus_xmls(&["libvirt", "libvirt/qemuxml2argvdata"]) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        libvirt::parse(&path.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
+        read += 1;
     }
     assert_eq!(read, 13);
 }
@@ -147,59 +152,52 @@ fn editing_is_lossless_on_every_corpus_xml() {
     use kvmtune::analysis::fix::Applicability;
     use kvmtune::config::{SourceText, libvirt_edit};
 
-    let corpus = kvmtune_testkit::corpus();
     let mut checked = 0;
-    for dir in ["libvirt", "libvirt/qemuxml2argvdata", "user-xml"] {
-        for entry in std::fs::read_dir(corpus.join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "xml") {
-                continue;
+    for path in corpus_xmls(&["libvirt", "libvirt/qemuxml2argvdata", "user-xml"]) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let Ok(config) = libvirt::parse("x", &text) else { continue };
+        assert_eq!(libvirt_edit::apply_actions(&text, &[]).unwrap(), text, "{}", path.display());
+        let source = SourceText::new("x", text.clone());
+        let options =
+            CheckOptions { host: None, windows: None, workload: Workload::Gaming, select: Vec::new() };
+        let actions: Vec<_> = check(&config, &source, &options)
+            .diagnostics
+            .into_iter()
+            .filter_map(|d| d.fix)
+            .filter(|f| f.applicability == Applicability::Safe)
+            .map(|f| f.action)
+            .collect();
+        let fixed = libvirt_edit::apply_actions(&text, &actions).unwrap();
+        // Every original line survives unless a fix rewrote it: at most one line per
+        // action changes in place (an attribute), except a replaced <memballoon> block.
+        let original_lines: Vec<&str> = text.lines().collect();
+        let mut fixed_lines = fixed.lines();
+        let mut lost = 0;
+        for line in &original_lines {
+            if !fixed_lines.by_ref().any(|candidate| candidate == *line) {
+                lost += 1;
+                fixed_lines = fixed.lines();
             }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let Ok(config) = libvirt::parse("x", &text) else { continue };
-            assert_eq!(libvirt_edit::apply_actions(&text, &[]).unwrap(), text, "{}", path.display());
-            let source = SourceText::new("x", text.clone());
-            let options =
-                CheckOptions { host: None, windows: None, workload: Workload::Gaming, select: Vec::new() };
-            let actions: Vec<_> = check(&config, &source, &options)
-                .diagnostics
-                .into_iter()
-                .filter_map(|d| d.fix)
-                .filter(|f| f.applicability == Applicability::Safe)
-                .map(|f| f.action)
-                .collect();
-            let fixed = libvirt_edit::apply_actions(&text, &actions).unwrap();
-            // Every original line survives unless a fix rewrote it: at most one line per
-            // action changes in place (an attribute), except a replaced <memballoon> block.
-            let original_lines: Vec<&str> = text.lines().collect();
-            let mut fixed_lines = fixed.lines();
-            let mut lost = 0;
-            for line in &original_lines {
-                if !fixed_lines.by_ref().any(|candidate| candidate == *line) {
-                    lost += 1;
-                    fixed_lines = fixed.lines();
-                }
-            }
-            let balloon_block = text
-                .lines()
-                .skip_while(|l| !l.contains("<memballoon"))
-                .take_while(|l| !l.contains("</memballoon>"))
-                .count()
-                + 1;
-            let changes: usize = actions
-                .iter()
-                .map(|a| match a {
-                    kvmtune::analysis::fix::FixAction::EnableHyperv { features } => features.len(),
-                    _ => 1,
-                })
-                .sum();
-            assert!(
-                lost <= changes + balloon_block,
-                "{}: {lost} original lines changed for {changes} changes",
-                path.display()
-            );
-            checked += 1;
         }
+        let balloon_block = text
+            .lines()
+            .skip_while(|l| !l.contains("<memballoon"))
+            .take_while(|l| !l.contains("</memballoon>"))
+            .count()
+            + 1;
+        let changes: usize = actions
+            .iter()
+            .map(|a| match a {
+                kvmtune::analysis::fix::FixAction::EnableHyperv { features } => features.len(),
+                _ => 1,
+            })
+            .sum();
+        assert!(
+            lost <= changes + balloon_block,
+            "{}: {lost} original lines changed for {changes} changes",
+            path.display()
+        );
+        checked += 1;
     }
     assert_eq!(checked, 40);
 }

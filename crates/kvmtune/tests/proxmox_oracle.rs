@@ -58,8 +58,7 @@ fn project(config: &VmConfig, cpu_model: bool) -> Projection {
 fn every_cfg2cmd_case_reads_into_the_same_model() {
     let dir = kvmtune_testkit::corpus().join("proxmox");
     let mut compared = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    for path in kvmtune_testkit::corpus_files("proxmox") {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let Some(stem) = name.strip_suffix(".conf") else { continue };
         let cmd_path = dir.join(format!("{stem}.conf.cmd"));
@@ -93,10 +92,8 @@ fn every_cfg2cmd_case_reads_into_the_same_model() {
 
 #[test]
 fn every_qemu_command_line_in_the_corpus_reads() {
-    let dir = kvmtune_testkit::corpus().join("qemu-cmdlines");
     let mut read = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    for path in kvmtune_testkit::corpus_files("qemu-cmdlines") {
         let text = std::fs::read_to_string(&path).unwrap();
         let config =
             kvmtune::config::read(&path.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));

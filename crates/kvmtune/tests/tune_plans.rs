@@ -29,17 +29,14 @@ const WINDOWS: [WindowsVersion; 6] = [
 
 /// Every corpus snapshot, unpacked: (name, facts, the temp dir keeping it alive).
 fn corpus_hosts() -> Vec<(String, HostFacts, tempfile::TempDir)> {
-    let corpus = kvmtune_testkit::corpus();
-    let mut tarballs: Vec<PathBuf> = Vec::new();
-    for dir in ["hwloc", "lscpu-dumps"] {
-        for entry in std::fs::read_dir(corpus.join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.ends_with(".tar.bz2") || name.ends_with(".tar.gz") {
-                tarballs.push(path);
-            }
-        }
-    }
+    let mut tarballs: Vec<PathBuf> = ["hwloc", "lscpu-dumps"]
+        .into_iter()
+        .flat_map(kvmtune_testkit::corpus_files)
+        .filter(|path| {
+            let name = path.to_string_lossy();
+            name.ends_with(".tar.bz2") || name.ends_with(".tar.gz")
+        })
+        .collect();
     tarballs.sort();
     assert!(tarballs.len() >= 12, "the corpus has its snapshots");
     tarballs

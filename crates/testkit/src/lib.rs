@@ -22,6 +22,19 @@ pub fn corpus() -> PathBuf {
     path
 }
 
+/// The files in one corpus directory (`user-xml`, `hwloc`, ...), sorted, without descending
+/// into subdirectories.
+pub fn corpus_files(dir: &str) -> Vec<PathBuf> {
+    let dir = corpus().join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
 /// A temporary directory on tmpfs where there is one: thousands of tiny sysfs files unpack
 /// fifty times faster there than on this machine's disk.
 pub fn fast_tempdir() -> tempfile::TempDir {

@@ -22,17 +22,13 @@ pub struct HostRule {
     pub actions: Option<fn(&HostFacts) -> Vec<HostAction>>,
 }
 
+/// What a host rule found on one host: the rule's own description (its id, title, explanation,
+/// fix and source, as `explain` prints them) and the specifics here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostFinding {
-    pub id: &'static str,
-    pub name: &'static str,
-    pub severity: Severity,
-    pub title: &'static str,
+    #[serde(flatten)]
+    pub rule: &'static RuleMeta,
     pub message: String,
-    pub explanation: &'static str,
-    pub source: &'static str,
-    /// The fix, in words.
-    pub fix: &'static str,
     /// The same fix as host changes, where kvmtune can make it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<HostAction>,
@@ -243,14 +239,8 @@ pub fn evaluate(facts: &HostFacts) -> Vec<HostFinding> {
         .iter()
         .filter_map(|rule| {
             (rule.check)(facts).map(|message| HostFinding {
-                id: rule.meta.id,
-                name: rule.meta.name,
-                severity: rule.meta.severity,
-                title: rule.meta.title,
+                rule: &rule.meta,
                 message,
-                explanation: rule.meta.explanation,
-                source: rule.meta.source,
-                fix: rule.meta.fix,
                 actions: rule.actions.map_or_else(Vec::new, |actions| actions(facts)),
             })
         })

@@ -495,15 +495,12 @@ fn findings_section(out: &mut String, findings: &[HostFinding]) {
     }
     let _ = writeln!(out, "Findings");
     for finding in findings {
-        let level = finding.severity.label();
-        let _ = writeln!(out, "{level}[{}] {}: {}", finding.id, finding.name, finding.title);
+        let rule = finding.rule;
+        let level = rule.severity.label();
+        let _ = writeln!(out, "{level}[{}] {}: {}", rule.id, rule.name, rule.title);
         let _ = writeln!(out, "  = found: {}", finding.message);
-        let _ = writeln!(
-            out,
-            "  = why: {}",
-            finding.explanation.split_whitespace().collect::<Vec<_>>().join(" ")
-        );
         let _ =
-            writeln!(out, "  = source: {}", finding.source.split_whitespace().collect::<Vec<_>>().join(" "));
+            writeln!(out, "  = why: {}", rule.explanation.split_whitespace().collect::<Vec<_>>().join(" "));
+        let _ = writeln!(out, "  = source: {}", rule.source.split_whitespace().collect::<Vec<_>>().join(" "));
     }
 }

@@ -66,23 +66,17 @@ pub fn cpu(
         "the guest sees the host's CPU as it is: every instruction-set extension, and the real cache and TSC properties",
         "libvirt formatdomain cpu mode",
     ));
-    decisions.push(Decision::new(
+    decisions.push(Decision::checked_by(
         "cpu",
         format!(
             "topology 1 socket, 1 die, {} core(s), {} thread(s), cache passthrough",
             placement.cores, placement.threads
         ),
-        "the guest topology mirrors the pinning, so Windows' scheduler knows which vCPUs share a core, and the host's cache description reaches it",
-        "libvirt formatdomain cpu topology, cache",
+        &["PIN004", "PIN005", "PIN009"],
     ));
     if vendor == Some(CpuVendor::Amd) && placement.threads > 1 {
         features.push(CpuFeatureChoice { name: "topoext", policy: "require" });
-        decisions.push(Decision::new(
-            "cpu",
-            "topoext on",
-            "without topoext an AMD guest cannot see SMT threads and takes each for a core",
-            "../shared/knowledge.md 2b; QEMU target/i386 cpu.c",
-        ));
+        decisions.push(Decision::checked_by("cpu", "topoext on", &["PIN008"]));
     }
     let tsc_stable = host.time.tsc.known().is_some_and(|t| t.trustworthy);
     if !request.migratable && tsc_stable {

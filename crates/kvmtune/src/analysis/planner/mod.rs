@@ -93,15 +93,15 @@ impl Decision {
         let titles: Vec<String> = rules
             .iter()
             .map(|id| match crate::analysis::rule::find(id) {
-                Some(rule) => format!("{id} ({})", rule.meta().title),
+                Some(rule) => format!("{id}, {}", rule.meta().title),
                 None => id.to_string(),
             })
             .collect();
         Self {
             topic,
             choice: choice.into(),
-            reason: format!("avoids what `kvmtune check` reports as {}", titles.join("; ")),
-            source: format!("`kvmtune explain {}` (each rule names its source)", rules.join("`, `")),
+            reason: format!("avoids what `kvmtune check` reports: {}", titles.join("; ")),
+            source: format!("kvmtune explain {} (each rule names its sources)", rules.join(", ")),
             rules: rules.to_vec(),
             host_actions: Vec::new(),
         }
@@ -330,11 +330,10 @@ fn vm_plan(
         .filter(|n| placement.nodes.contains(&n.node))
         .fold(CpuSet::new(), |all, n| all.union(&n.cpus.intersection(reserved)));
     let emulator_cpus = if local_housekeeping.is_empty() { reserved.clone() } else { local_housekeeping };
-    decisions.push(Decision::new(
+    decisions.push(Decision::checked_by(
         "pinning",
         format!("emulator and iothread on host CPUs {emulator_cpus}"),
-        "QEMU's main loop and disk I/O run beside the vCPUs, never on their cores",
-        "libvirt formatdomain cputune (emulatorpin, iothreadpin)",
+        &["PIN003"],
     ));
     if topology.threads == 1 && host.topology.smt_sibling_sets.iter().any(|s| s.len() > 1) {
         decisions.push(Decision::new(
@@ -382,18 +381,12 @@ fn vm_plan(
             },
             "../shared/knowledge.md 2c; sysfs numa_node",
         ));
-        decisions.push(Decision::new(
-            "devices",
-            "memory balloon off",
-            "with VFIO every guest page is pinned for DMA: a balloon cannot take memory back and only adds a device",
-            "libvirt formatdomain memballoon; QEMU VFIO docs",
-        ));
+        decisions.push(Decision::checked_by("devices", "memory balloon off", &["DEV001"]));
     }
-    decisions.push(Decision::new(
+    decisions.push(Decision::checked_by(
         "devices",
         "virtio disk with its own iothread, virtio NIC with one queue per vCPU (up to 8)",
-        "emulated IDE/SATA disks and e1000/rtl8139 NICs exit to QEMU for every register access",
-        "libvirt formatdomain iothreads, driver queues",
+        &["DEV002", "DEV003", "DEV004"],
     ));
     Ok(VmPlan {
         name: vm.name.clone(),

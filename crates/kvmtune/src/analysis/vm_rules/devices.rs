@@ -4,6 +4,8 @@
 use super::prelude::*;
 
 pub(super) const DEV001: VmRule = VmRule {
+    check: memballoon_with_vfio,
+    needs_host: false,
     meta: RuleMeta {
         id: "DEV001",
         name: "memballoon-with-vfio",
@@ -16,8 +18,6 @@ pub(super) const DEV001: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "libvirt memballoon; Linux Documentation/driver-api/vfio.rst",
     },
-    needs_host: false,
-    check: memballoon_with_vfio,
 };
 
 fn memballoon_with_vfio(ctx: &RuleContext) -> Vec<Finding> {
@@ -37,6 +37,8 @@ fn memballoon_with_vfio(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const DEV002: VmRule = VmRule {
+    check: virtio_disk_without_iothread,
+    needs_host: false,
     meta: RuleMeta {
         id: "DEV002",
         name: "virtio-disk-without-iothread",
@@ -49,8 +51,6 @@ pub(super) const DEV002: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "libvirt docs/formatdomain.rst iothreads",
     },
-    needs_host: false,
-    check: virtio_disk_without_iothread,
 };
 
 fn virtio_disk_without_iothread(ctx: &RuleContext) -> Vec<Finding> {
@@ -71,6 +71,8 @@ fn virtio_disk_without_iothread(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const DEV003: VmRule = VmRule {
+    check: emulated_disk_bus,
+    needs_host: false,
     meta: RuleMeta {
         id: "DEV003",
         name: "emulated-disk-bus",
@@ -83,8 +85,6 @@ pub(super) const DEV003: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "../shared/knowledge.md 6b (MMIO and port-I/O exits)",
     },
-    needs_host: false,
-    check: emulated_disk_bus,
 };
 
 fn emulated_disk_bus(ctx: &RuleContext) -> Vec<Finding> {
@@ -101,6 +101,8 @@ fn emulated_disk_bus(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const DEV004: VmRule = VmRule {
+    check: emulated_nic_model,
+    needs_host: false,
     meta: RuleMeta {
         id: "DEV004",
         name: "emulated-nic-model",
@@ -113,8 +115,6 @@ pub(super) const DEV004: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "../shared/knowledge.md 6b",
     },
-    needs_host: false,
-    check: emulated_nic_model,
 };
 
 fn emulated_nic_model(ctx: &RuleContext) -> Vec<Finding> {
@@ -139,6 +139,8 @@ fn emulated_nic_model(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const DEV005: VmRule = VmRule {
+    check: usb_tablet_with_gpu,
+    needs_host: false,
     meta: RuleMeta {
         id: "DEV005",
         name: "usb-tablet-with-gpu",
@@ -151,8 +153,6 @@ pub(super) const DEV005: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "common VFIO tuning guides; ../shared/landscape.md",
     },
-    needs_host: false,
-    check: usb_tablet_with_gpu,
 };
 
 fn usb_tablet_with_gpu(ctx: &RuleContext) -> Vec<Finding> {

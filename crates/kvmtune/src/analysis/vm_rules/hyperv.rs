@@ -20,6 +20,8 @@ fn spelled(feature: &str) -> String {
 const RECOMMENDED: &[&str] = crate::knowledge::hyperv::RECOMMENDED_FOR_WINDOWS;
 
 pub(super) const HV001: VmRule = VmRule {
+    check: hv_dependency_missing,
+    needs_host: false,
     meta: RuleMeta {
         id: "HV001",
         name: "hv-dependency-missing",
@@ -32,8 +34,6 @@ pub(super) const HV001: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "QEMU target/i386/kvm/kvm.c kvm_hyperv_properties[] and kvm_hyperv_expand_features (../shared/knowledge.md 1b); libvirt NEWS 11.9.0",
     },
-    needs_host: false,
-    check: hv_dependency_missing,
 };
 
 fn hv_dependency_missing(ctx: &RuleContext) -> Vec<Finding> {
@@ -62,6 +62,8 @@ fn hv_dependency_missing(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV002: VmRule = VmRule {
+    check: hv_recommended_missing,
+    needs_host: false,
     meta: RuleMeta {
         id: "HV002",
         name: "hv-recommended-missing",
@@ -74,8 +76,6 @@ pub(super) const HV002: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "QEMU docs/system/i386/hyperv.rst (../shared/knowledge.md 1a)",
     },
-    needs_host: false,
-    check: hv_recommended_missing,
 };
 
 fn hv_recommended_missing(ctx: &RuleContext) -> Vec<Finding> {
@@ -95,6 +95,8 @@ fn hv_recommended_missing(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV003: VmRule = VmRule {
+    check: hv_evmcs_pointless,
+    needs_host: false,
     meta: RuleMeta {
         id: "HV003",
         name: "hv-evmcs-pointless",
@@ -107,8 +109,6 @@ pub(super) const HV003: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "QEMU docs/system/i386/hyperv.rst hv-evmcs (../shared/knowledge.md 1a, 5)",
     },
-    needs_host: false,
-    check: hv_evmcs_pointless,
 };
 
 fn hv_evmcs_pointless(ctx: &RuleContext) -> Vec<Finding> {
@@ -134,6 +134,8 @@ fn hv_evmcs_pointless(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV004: VmRule = VmRule {
+    check: hv_blocks_migration,
+    needs_host: false,
     meta: RuleMeta {
         id: "HV004",
         name: "hv-blocks-migration",
@@ -146,8 +148,6 @@ pub(super) const HV004: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "QEMU docs/system/i386/hyperv.rst hv-passthrough, hv-reenlightenment (../shared/knowledge.md 1a)",
     },
-    needs_host: false,
-    check: hv_blocks_migration,
 };
 
 fn hv_blocks_migration(ctx: &RuleContext) -> Vec<Finding> {
@@ -174,6 +174,8 @@ fn hv_blocks_migration(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV005: VmRule = VmRule {
+    check: hv_reset,
+    needs_host: false,
     meta: RuleMeta {
         id: "HV005",
         name: "hv-reset",
@@ -186,8 +188,6 @@ pub(super) const HV005: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "QEMU docs/system/i386/hyperv.rst (../shared/knowledge.md 1a)",
     },
-    needs_host: false,
-    check: hv_reset,
 };
 
 fn hv_reset(ctx: &RuleContext) -> Vec<Finding> {
@@ -207,6 +207,8 @@ fn hv_reset(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV006: VmRule = VmRule {
+    check: hv_spinlocks_low,
+    needs_host: false,
     meta: RuleMeta {
         id: "HV006",
         name: "hv-spinlocks-retries-low",
@@ -219,8 +221,6 @@ pub(super) const HV006: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "libvirt docs/formatdomain.rst hyperv spinlocks (../shared/knowledge.md 2a)",
     },
-    needs_host: false,
-    check: hv_spinlocks_low,
 };
 
 fn hv_spinlocks_low(ctx: &RuleContext) -> Vec<Finding> {
@@ -235,6 +235,8 @@ fn hv_spinlocks_low(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV007: VmRule = VmRule {
+    check: hv_vendor_id_too_long,
+    needs_host: false,
     meta: RuleMeta {
         id: "HV007",
         name: "hv-vendor-id-too-long",
@@ -247,8 +249,6 @@ pub(super) const HV007: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "QEMU docs/system/i386/hyperv.rst hv-vendor-id (../shared/knowledge.md 1a, 2a)",
     },
-    needs_host: false,
-    check: hv_vendor_id_too_long,
 };
 
 fn hv_vendor_id_too_long(ctx: &RuleContext) -> Vec<Finding> {
@@ -270,6 +270,8 @@ fn hv_vendor_id_too_long(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV008: VmRule = VmRule {
+    check: synic_inhibits_apicv,
+    needs_host: true,
     meta: RuleMeta {
         id: "HV008",
         name: "synic-inhibits-apicv",
@@ -282,8 +284,6 @@ pub(super) const HV008: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "QEMU docs/system/i386/hyperv.rst hv-avic; LKML 2021 (Kechen Lu); ../shared/knowledge.md 4c and landscape section 5",
     },
-    needs_host: true,
-    check: synic_inhibits_apicv,
 };
 
 fn synic_inhibits_apicv(ctx: &RuleContext) -> Vec<Finding> {
@@ -307,6 +307,8 @@ fn synic_inhibits_apicv(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV009: VmRule = VmRule {
+    check: hv_avic_without_apicv,
+    needs_host: true,
     meta: RuleMeta {
         id: "HV009",
         name: "hv-avic-without-apicv",
@@ -319,8 +321,6 @@ pub(super) const HV009: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "QEMU docs/system/i386/hyperv.rst hv-avic (../shared/knowledge.md 1a)",
     },
-    needs_host: true,
-    check: hv_avic_without_apicv,
 };
 
 fn hv_avic_without_apicv(ctx: &RuleContext) -> Vec<Finding> {
@@ -340,6 +340,8 @@ fn hv_avic_without_apicv(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV010: VmRule = VmRule {
+    check: hypervisor_bit_hidden,
+    needs_host: false,
     meta: RuleMeta {
         id: "HV010",
         name: "hypervisor-bit-hidden",
@@ -352,8 +354,6 @@ pub(super) const HV010: VmRule = VmRule {
         fix_safety: Applicability::Unsafe,
         source: "Microsoft TLFS feature discovery; MS-QPC; libvirt docs/formatdomain.rst kvm hidden (../shared/knowledge.md 2b, 5)",
     },
-    needs_host: false,
-    check: hypervisor_bit_hidden,
 };
 
 fn hypervisor_bit_hidden(ctx: &RuleContext) -> Vec<Finding> {
@@ -378,6 +378,8 @@ fn hypervisor_bit_hidden(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const HV011: VmRule = VmRule {
+    check: hv_unsupported_by_host,
+    needs_host: true,
     meta: RuleMeta {
         id: "HV011",
         name: "hv-unsupported-by-host",
@@ -390,8 +392,6 @@ pub(super) const HV011: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "QEMU target/i386/kvm/kvm.c (../shared/knowledge.md 1a, 1b, 2a, 4a)",
     },
-    needs_host: true,
-    check: hv_unsupported_by_host,
 };
 
 fn hv_unsupported_by_host(ctx: &RuleContext) -> Vec<Finding> {

@@ -3,6 +3,8 @@
 use super::prelude::*;
 
 pub(super) const LEG001: VmRule = VmRule {
+    check: tpr_patching_off,
+    needs_host: true,
     meta: RuleMeta {
         id: "LEG001",
         name: "tpr-patching-off",
@@ -15,8 +17,6 @@ pub(super) const LEG001: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "QEMU hw/i386/kvmvapic.c; Linux KVM TPR shadow / FlexPriority (vmx flexpriority); ../shared/knowledge.md 6b (TPR_BELOW_THRESHOLD)",
     },
-    needs_host: true,
-    check: tpr_patching_off,
 };
 
 fn tpr_patching_off(ctx: &RuleContext) -> Vec<Finding> {

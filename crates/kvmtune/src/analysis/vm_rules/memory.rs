@@ -4,6 +4,8 @@ use super::prelude::*;
 use crate::knowledge::recommended;
 
 pub(super) const MEM001: VmRule = VmRule {
+    check: hugepages_not_reserved,
+    needs_host: true,
     meta: RuleMeta {
         id: "MEM001",
         name: "hugepages-not-reserved",
@@ -16,8 +18,6 @@ pub(super) const MEM001: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "Linux Documentation/admin-guide/mm/hugetlbpage.rst; libvirt memoryBacking (../shared/knowledge.md 2c)",
     },
-    needs_host: true,
-    check: hugepages_not_reserved,
 };
 
 fn hugepages_not_reserved(ctx: &RuleContext) -> Vec<Finding> {
@@ -47,6 +47,8 @@ fn hugepages_not_reserved(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const MEM002: VmRule = VmRule {
+    check: away_from_passthrough_device,
+    needs_host: true,
     meta: RuleMeta {
         id: "MEM002",
         name: "away-from-passthrough-device",
@@ -59,8 +61,6 @@ pub(super) const MEM002: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "Linux sysfs-bus-pci numa_node; libvirt numatune",
     },
-    needs_host: true,
-    check: away_from_passthrough_device,
 };
 
 fn away_from_passthrough_device(ctx: &RuleContext) -> Vec<Finding> {

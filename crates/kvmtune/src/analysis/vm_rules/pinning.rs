@@ -19,6 +19,8 @@ fn one_to_one_pins(config: &VmConfig) -> Option<Vec<(u32, u32, Span)>> {
 }
 
 pub(super) const PIN001: VmRule = VmRule {
+    check: vcpus_unpinned,
+    needs_host: false,
     meta: RuleMeta {
         id: "PIN001",
         name: "vcpus-unpinned",
@@ -31,8 +33,6 @@ pub(super) const PIN001: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "libvirt docs/formatdomain.rst CPU tuning (../shared/knowledge.md 2c)",
     },
-    needs_host: false,
-    check: vcpus_unpinned,
 };
 
 fn vcpus_unpinned(ctx: &RuleContext) -> Vec<Finding> {
@@ -57,6 +57,8 @@ fn vcpus_unpinned(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const PIN002: VmRule = VmRule {
+    check: vcpus_share_a_cpu,
+    needs_host: false,
     meta: RuleMeta {
         id: "PIN002",
         name: "vcpus-share-a-cpu",
@@ -69,8 +71,6 @@ pub(super) const PIN002: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "libvirt docs/formatdomain.rst vcpupin (../shared/knowledge.md 2c)",
     },
-    needs_host: false,
-    check: vcpus_share_a_cpu,
 };
 
 fn vcpus_share_a_cpu(ctx: &RuleContext) -> Vec<Finding> {
@@ -101,6 +101,8 @@ fn vcpus_share_a_cpu(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const PIN003: VmRule = VmRule {
+    check: emulator_on_vcpu_cpus,
+    needs_host: false,
     meta: RuleMeta {
         id: "PIN003",
         name: "emulator-on-vcpu-cpus",
@@ -113,8 +115,6 @@ pub(super) const PIN003: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "libvirt docs/formatdomain.rst emulatorpin, iothreadpin (../shared/knowledge.md 2c)",
     },
-    needs_host: false,
-    check: emulator_on_vcpu_cpus,
 };
 
 fn emulator_on_vcpu_cpus(ctx: &RuleContext) -> Vec<Finding> {
@@ -147,6 +147,8 @@ fn emulator_on_vcpu_cpus(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const PIN004: VmRule = VmRule {
+    check: topology_mismatch,
+    needs_host: false,
     meta: RuleMeta {
         id: "PIN004",
         name: "topology-mismatch",
@@ -159,8 +161,6 @@ pub(super) const PIN004: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "libvirt docs/formatdomain.rst CPU topology",
     },
-    needs_host: false,
-    check: topology_mismatch,
 };
 
 fn topology_mismatch(ctx: &RuleContext) -> Vec<Finding> {
@@ -185,6 +185,8 @@ fn topology_mismatch(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const PIN005: VmRule = VmRule {
+    check: smt_siblings_split,
+    needs_host: true,
     meta: RuleMeta {
         id: "PIN005",
         name: "smt-siblings-split",
@@ -197,8 +199,6 @@ pub(super) const PIN005: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "Linux cputopology ABI; libvirt docs CPU topology; ../shared/knowledge.md 2c",
     },
-    needs_host: true,
-    check: smt_siblings_split,
 };
 
 fn smt_siblings_split(ctx: &RuleContext) -> Vec<Finding> {
@@ -231,6 +231,8 @@ fn smt_siblings_split(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const PIN006: VmRule = VmRule {
+    check: placement_spread,
+    needs_host: true,
     meta: RuleMeta {
         id: "PIN006",
         name: "placement-spread",
@@ -243,8 +245,6 @@ pub(super) const PIN006: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "Linux cacheinfo (shared_cpu_list); hwloc topology model",
     },
-    needs_host: true,
-    check: placement_spread,
 };
 
 fn placement_spread(ctx: &RuleContext) -> Vec<Finding> {
@@ -273,6 +273,8 @@ fn placement_spread(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const PIN007: VmRule = VmRule {
+    check: vcpu_on_housekeeping,
+    needs_host: true,
     meta: RuleMeta {
         id: "PIN007",
         name: "vcpu-on-housekeeping",
@@ -285,8 +287,6 @@ pub(super) const PIN007: VmRule = VmRule {
         fix_safety: Applicability::Manual,
         source: "Linux isolcpus (kernel-parameters.txt); tuned cpu-partitioning (../shared/landscape.md)",
     },
-    needs_host: true,
-    check: vcpu_on_housekeeping,
 };
 
 fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
@@ -305,6 +305,8 @@ fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const PIN008: VmRule = VmRule {
+    check: amd_smt_without_topoext,
+    needs_host: true,
     meta: RuleMeta {
         id: "PIN008",
         name: "amd-smt-without-topoext",
@@ -317,8 +319,6 @@ pub(super) const PIN008: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "libvirt/QEMU AMD topology (topoext) practice; ../shared/knowledge.md 2b",
     },
-    needs_host: true,
-    check: amd_smt_without_topoext,
 };
 
 fn amd_smt_without_topoext(ctx: &RuleContext) -> Vec<Finding> {
@@ -338,6 +338,8 @@ fn amd_smt_without_topoext(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const PIN009: VmRule = VmRule {
+    check: no_cache_passthrough,
+    needs_host: false,
     meta: RuleMeta {
         id: "PIN009",
         name: "no-cache-passthrough",
@@ -350,8 +352,6 @@ pub(super) const PIN009: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "libvirt docs/formatdomain.rst cpu cache; qemu_command.c host-cache-info (../shared/knowledge.md 2b)",
     },
-    needs_host: false,
-    check: no_cache_passthrough,
 };
 
 fn no_cache_passthrough(ctx: &RuleContext) -> Vec<Finding> {

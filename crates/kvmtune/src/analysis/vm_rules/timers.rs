@@ -29,6 +29,8 @@ fn timer_policy(ctx: &RuleContext, name: &str, policy: &str) -> Vec<Finding> {
 }
 
 pub(super) const TIME001: VmRule = VmRule {
+    check: hypervclock_missing,
+    needs_host: false,
     meta: RuleMeta {
         id: "TIME001",
         name: "hypervclock-missing",
@@ -41,8 +43,6 @@ pub(super) const TIME001: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "QEMU docs/system/i386/hyperv.rst hv-time; MS-TLFS timers; MS-QPC (../shared/knowledge.md 1a, 5)",
     },
-    needs_host: false,
-    check: hypervclock_missing,
 };
 
 fn hypervclock_missing(ctx: &RuleContext) -> Vec<Finding> {
@@ -60,6 +60,8 @@ fn hypervclock_missing(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const TIME002: VmRule = VmRule {
+    check: rtc_without_catchup,
+    needs_host: false,
     meta: RuleMeta {
         id: "TIME002",
         name: "rtc-without-catchup",
@@ -72,8 +74,6 @@ pub(super) const TIME002: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "libvirt docs/formatdomain.rst Time keeping (../shared/knowledge.md 2b)",
     },
-    needs_host: false,
-    check: rtc_without_catchup,
 };
 
 fn rtc_without_catchup(ctx: &RuleContext) -> Vec<Finding> {
@@ -81,6 +81,8 @@ fn rtc_without_catchup(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const TIME003: VmRule = VmRule {
+    check: pit_catching_up,
+    needs_host: false,
     meta: RuleMeta {
         id: "TIME003",
         name: "pit-catching-up",
@@ -93,8 +95,6 @@ pub(super) const TIME003: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "libvirt docs/formatdomain.rst Time keeping; QEMU hw/i386/kvm/i8254.c lost_tick_policy default; ../shared/knowledge.md 2b",
     },
-    needs_host: false,
-    check: pit_catching_up,
 };
 
 fn pit_catching_up(ctx: &RuleContext) -> Vec<Finding> {
@@ -111,6 +111,8 @@ fn pit_catching_up(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const TIME004: VmRule = VmRule {
+    check: utc_clock_offset,
+    needs_host: false,
     meta: RuleMeta {
         id: "TIME004",
         name: "utc-clock-offset",
@@ -123,8 +125,6 @@ pub(super) const TIME004: VmRule = VmRule {
         fix_safety: Applicability::Unsafe,
         source: "libvirt docs/formatdomain.rst clock offset (../shared/knowledge.md 2b)",
     },
-    needs_host: false,
-    check: utc_clock_offset,
 };
 
 fn utc_clock_offset(ctx: &RuleContext) -> Vec<Finding> {
@@ -147,6 +147,8 @@ fn utc_clock_offset(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const TIME005: VmRule = VmRule {
+    check: hpet_off_without_stimer,
+    needs_host: false,
     meta: RuleMeta {
         id: "TIME005",
         name: "hpet-off-without-stimer",
@@ -159,8 +161,6 @@ pub(super) const TIME005: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "../shared/corpus/exitstats/intel_huataihuang_* (before/after); virt-manager issue #205; QEMU docs hv-stimer (../shared/knowledge.md 5)",
     },
-    needs_host: false,
-    check: hpet_off_without_stimer,
 };
 
 fn hpet_off_without_stimer(ctx: &RuleContext) -> Vec<Finding> {
@@ -187,6 +187,8 @@ fn hpet_off_without_stimer(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const TIME006: VmRule = VmRule {
+    check: hpet_with_stimer,
+    needs_host: false,
     meta: RuleMeta {
         id: "TIME006",
         name: "hpet-with-stimer",
@@ -199,8 +201,6 @@ pub(super) const TIME006: VmRule = VmRule {
         fix_safety: Applicability::Safe,
         source: "QEMU docs/system/i386/hyperv.rst hv-stimer (../shared/knowledge.md 5)",
     },
-    needs_host: false,
-    check: hpet_with_stimer,
 };
 
 fn hpet_with_stimer(ctx: &RuleContext) -> Vec<Finding> {
