@@ -10,6 +10,7 @@ fuzz_target!(|text: &str| {
             windows: None,
             workload: kvmtune::analysis::Workload::Gaming,
             select: Vec::new(),
+            housekeeping: None,
         };
         let report = kvmtune::analysis::check::check(&config, &source, &options);
         let _ = kvmtune::output::diagnostics::render_text(&report, &source);

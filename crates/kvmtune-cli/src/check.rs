@@ -8,9 +8,10 @@ use kvmtune::analysis::rule;
 use kvmtune::analysis::vm_rules::VmRule;
 use kvmtune::config::SourceText;
 use kvmtune::config::model::WindowsVersion;
+use kvmtune::host::CpuSet;
 use kvmtune::output::diagnostics;
 
-use crate::args::{HostArgs, VmConfigArgs, WorkloadArg, parse_config_rule, parse_windows};
+use crate::args::{HostArgs, VmConfigArgs, WorkloadArg, parse_config_rule, parse_cpu_list, parse_windows};
 use crate::{Outcome, print_out, unified_diff};
 
 #[derive(clap::Args)]
@@ -27,6 +28,10 @@ pub(crate) struct CheckArgs {
     workload: WorkloadArg,
     #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
     format: CheckFormat,
+    /// The host's housekeeping CPUs (a cpulist such as `0,16`), for PIN007 where the config
+    /// pins no emulator or iothread and the kernel has no isolcpus=.
+    #[arg(long, value_name = "CPULIST", value_parser = parse_cpu_list)]
+    housekeeping: Option<CpuSet>,
     /// Only these rules (ids or names, comma-separated); an unknown one is an error.
     #[arg(long, value_delimiter = ',', value_parser = parse_config_rule)]
     select: Vec<&'static VmRule>,
@@ -55,6 +60,7 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         windows: args.windows,
         workload: args.workload.into(),
         select: args.select.clone(),
+        housekeeping: args.housekeeping.clone(),
     };
     if args.fix || args.diff {
         return apply_fixes(&args, &config, &source, &options);

@@ -121,8 +121,13 @@ fn config_diagnostics(
     let name = config_path.display().to_string();
     let vm = kvmtune::config::read(&name, &text)?;
     let source = SourceText::new(name, text);
-    let options =
-        CheckOptions { host: host.as_ref(), windows: None, workload: (*workload).into(), select: Vec::new() };
+    let options = CheckOptions {
+        host: host.as_ref(),
+        windows: None,
+        workload: (*workload).into(),
+        select: Vec::new(),
+        housekeeping: None,
+    };
     Ok(kvmtune::analysis::check::check(&vm, &source, &options).diagnostics)
 }
 

@@ -213,15 +213,17 @@ fn the_plan_explains_itself_and_the_xml_follows() {
     assert_eq!(output.status.code(), Some(0));
     let text = String::from_utf8_lossy(&output.stdout);
     for expected in [
-        "vCPUs 0-13 on host CPUs 1-7,17-23",
+        // The V-Cache CCD whole: the host's core is on the other CCD (issue 11).
+        "vCPUs 0-15 on host CPUs 0-7,16-23",
         "the V-Cache CCD",
         "why: ",
         "source: ",
         "hv-avic",
         "HPET off",
-        "<vcpupin vcpu='0' cpuset='1'/>",
-        "<vcpupin vcpu='1' cpuset='17'/>",
-        "<topology sockets='1' dies='1' cores='7' threads='2'/>",
+        "<vcpupin vcpu='0' cpuset='0'/>",
+        "<vcpupin vcpu='1' cpuset='16'/>",
+        "<emulatorpin cpuset='8,24'/>",
+        "<topology sockets='1' dies='1' cores='8' threads='2'/>",
         "<feature policy='require' name='topoext'/>",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");

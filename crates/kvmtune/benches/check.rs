@@ -13,7 +13,13 @@ use kvmtune::config::SourceText;
 fn check_once(name: &str, text: &str) -> usize {
     let Ok(config) = kvmtune::config::read(name, text) else { return 0 };
     let source = SourceText::new(name, text);
-    let options = CheckOptions { host: None, windows: None, workload: Workload::Gaming, select: Vec::new() };
+    let options = CheckOptions {
+        host: None,
+        windows: None,
+        workload: Workload::Gaming,
+        select: Vec::new(),
+        housekeeping: None,
+    };
     check(&config, &source, &options).diagnostics.len()
 }
 

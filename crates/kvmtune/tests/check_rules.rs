@@ -90,6 +90,7 @@ fn run(name: &str, text: &str) -> (kvmtune::analysis::check::CheckReport, Source
         windows: head.windows,
         workload: head.workload,
         select: Vec::new(),
+        housekeeping: None,
     };
     (check(&config, &source, &options), source, head)
 }
@@ -152,6 +153,7 @@ fn every_rule_fires_on_its_bad_fixture_and_not_on_its_good_one() {
                 windows: head.windows,
                 workload: head.workload,
                 select: Vec::new(),
+                housekeeping: None,
             };
             let after = check(&config, &fixed_source, &options);
             if after.diagnostics.iter().any(|d| d.rule == rule.meta.id) {
@@ -192,6 +194,7 @@ fn hv011_judges_by_releases_where_kvm_was_not_asked() {
             windows: None,
             workload: Workload::Gaming,
             select: kvmtune::analysis::rule::select_vm_rules(&["HV011"]).unwrap(),
+            housekeeping: None,
         };
         check(&config, &source, &options).diagnostics.into_iter().map(|d| (d.message, d.severity)).collect()
     };

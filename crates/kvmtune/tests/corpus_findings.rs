@@ -26,6 +26,7 @@ fn findings_of_directory(dir: &str, golden: &str) {
                     windows: None,
                     workload: Workload::Gaming,
                     select: Vec::new(),
+                    housekeeping: None,
                 };
                 let report = check(&config, &source, &options);
                 if report.diagnostics.is_empty() {

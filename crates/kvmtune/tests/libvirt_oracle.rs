@@ -158,8 +158,13 @@ fn editing_is_lossless_on_every_corpus_xml() {
         let Ok(config) = libvirt::parse("x", &text) else { continue };
         assert_eq!(libvirt_edit::apply_actions(&text, &[]).unwrap(), text, "{}", path.display());
         let source = SourceText::new("x", text.clone());
-        let options =
-            CheckOptions { host: None, windows: None, workload: Workload::Gaming, select: Vec::new() };
+        let options = CheckOptions {
+            host: None,
+            windows: None,
+            workload: Workload::Gaming,
+            select: Vec::new(),
+            housekeeping: None,
+        };
         let actions: Vec<_> = check(&config, &source, &options)
             .diagnostics
             .into_iter()

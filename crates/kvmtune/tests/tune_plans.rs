@@ -88,6 +88,7 @@ fn problems(name: &str, host: &HostFacts, request: &PlanRequest) -> Vec<String> 
             windows: Some(request.windows),
             workload: request.workload,
             select: Vec::new(),
+            housekeeping: None,
         };
         for diagnostic in check(&config, &source, &options).diagnostics {
             if diagnostic.severity >= Severity::Warning {
@@ -101,7 +102,7 @@ fn problems(name: &str, host: &HostFacts, request: &PlanRequest) -> Vec<String> 
                 ));
             }
         }
-        let q = quality(host, &vm.placement.vcpu_cpus, vm.placement.threads);
+        let q = quality(host, &vm.placement.vcpu_cpus, vm.placement.threads, &plan.housekeeping);
         if q.excess() > 0 {
             found.push(format!("{name} vcpus={}: placement excess {q:?}", vm.vcpus));
         }
@@ -156,7 +157,7 @@ fn placement_reaches_its_lower_bounds_at_every_size() {
                 continue;
             };
             let vm = &plan.vms[0];
-            let q = quality(facts, &vm.placement.vcpu_cpus, vm.placement.threads);
+            let q = quality(facts, &vm.placement.vcpu_cpus, vm.placement.threads, &plan.housekeeping);
             if q.excess() > 0 {
                 found.push(format!("{name} {vcpus} vCPUs: {q:?}"));
             }
@@ -176,12 +177,13 @@ fn gaming_on_an_x3d_part_takes_the_vcache_ccd() {
     let (facts, _dir) = synthetic(SyntheticHost::ryzen_7950x3d());
     let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, None)).unwrap();
     let vm = &plan.vms[0];
-    // CCD 0 (cores 0-7, siblings 16-23) has the V-Cache; core 0 is housekeeping.
-    assert_eq!(plan.housekeeping.to_string(), "0,16");
-    assert_eq!(vm.placement.cpus().to_string(), "1-7,17-23");
-    assert_eq!((vm.topology.cores, vm.topology.threads), (7, 2));
-    // Guest SMT pairs are host SMT pairs: vCPU 0 and 1 on CPU 1 and its sibling 17.
-    assert_eq!(&vm.placement.vcpu_cpus[..2], &[1, 17]);
+    // CCD 0 (cores 0-7, siblings 16-23) has the V-Cache: the VM takes it whole, and the host
+    // keeps a core of the other CCD.
+    assert_eq!(plan.housekeeping.to_string(), "8,24");
+    assert_eq!(vm.placement.cpus().to_string(), "0-7,16-23");
+    assert_eq!((vm.topology.cores, vm.topology.threads), (8, 2));
+    // Guest SMT pairs are host SMT pairs: vCPU 0 and 1 on CPU 0 and its sibling 16.
+    assert_eq!(&vm.placement.vcpu_cpus[..2], &[0, 16]);
     // A server load does not care for the V-Cache and takes the whole other CCD.
     let server = plan_for(&facts, Workload::Server, None);
     assert_eq!(server.to_string(), "8-15,24-31");
@@ -354,7 +356,7 @@ fn with_no_release_known_the_plan_says_what_it_assumes() {
 }
 
 #[test]
-fn housekeeping_is_the_first_core_of_each_node_the_vcpus_use() {
+fn housekeeping_is_chosen_with_the_vms() {
     let (facts, _dir) = synthetic(SyntheticHost::threadripper_2950x());
     // Node 0 is CPUs 0-7 and 16-23, node 1 8-15 and 24-31.
     let one = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, Some(8))).unwrap();
@@ -362,20 +364,20 @@ fn housekeeping_is_the_first_core_of_each_node_the_vcpus_use() {
     assert_eq!(one.housekeeping.to_string(), "0,16");
     assert_eq!(one.vms[0].emulator_cpus.to_string(), "0,16");
     let decision = one.decisions.iter().find(|d| d.choice.starts_with("housekeeping")).unwrap();
-    assert!(decision.reason.contains("each NUMA node the vCPUs use"), "{}", decision.reason);
+    assert!(decision.reason.contains("chosen with the VMs"), "{}", decision.reason);
 
-    // Two VMs, one per node: each node keeps its first core, and each VM's emulator stays on
-    // its own node's.
+    // Two VMs, one per node: the host keeps CPU 0's core, and a core left free on the other
+    // VM's node, so that each VM's emulator stays on its own node.
     let mut two = request(WindowsVersion::Win11, Workload::Gaming, None);
     two.vms = ["a", "b"]
         .map(|name| VmRequest { name: name.into(), vcpus: Some(12), memory_mib: 4096, devices: Vec::new() })
         .to_vec();
     let two = plan(&facts, &two).unwrap();
-    assert_eq!(two.housekeeping.to_string(), "0,8,16,24");
+    assert_eq!(two.housekeeping.to_string(), "0,14,16,30");
     for vm in &two.vms {
         assert_eq!(vm.placement.nodes.len(), 1);
         let node = vm.placement.nodes[0];
-        let expected = if node == 0 { "0,16" } else { "8,24" };
+        let expected = if node == 0 { "0,16" } else { "14,30" };
         assert_eq!(vm.emulator_cpus.to_string(), expected, "{}", vm.name);
     }
 
@@ -385,4 +387,109 @@ fn housekeeping_is_the_first_core_of_each_node_the_vcpus_use() {
     let configured = plan(&facts, &configured).unwrap();
     assert_eq!(configured.housekeeping.to_string(), "0-1,16-17");
     assert!(configured.vms[0].placement.cpus().intersection(&configured.housekeeping).is_empty());
+}
+
+/// Issue: a 16-vCPU gaming VM on a 2950X spanned both nodes because each node kept its first
+/// core. It now takes node 1 whole (8 cores, 2 CCX) and leaves node 0 to the host, with the
+/// emulator there.
+#[test]
+fn threadripper_16_vcpus_take_one_node_and_its_two_ccx_with_the_emulator_on_node_0() {
+    let (facts, _dir) = synthetic(SyntheticHost::threadripper_2950x());
+    let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, Some(16))).unwrap();
+    let vm = &plan.vms[0];
+    assert_eq!(vm.placement.nodes, [1]);
+    assert_eq!(vm.placement.l3_groups.len(), 2);
+    assert_eq!(vm.placement.cpus().to_string(), "8-15,24-31");
+    assert_eq!(plan.housekeeping.to_string(), "0,16");
+    assert_eq!(vm.emulator_cpus.to_string(), "0,16");
+    assert_eq!(vm.memory_node, Some(1));
+    assert!(
+        vm.decisions.iter().any(|d| d.choice.starts_with("emulator and iothread on another NUMA node")),
+        "the plan says the emulator sits on another node, and why"
+    );
+}
+
+/// Issue: a 16-vCPU gaming VM on a 7950X3D landed on the frequency CCD because the V-Cache CCD
+/// had lost core 0 to the host.
+#[test]
+fn x3d_gaming_16_vcpus_take_the_vcache_ccd_whole() {
+    let (facts, _dir) = synthetic(SyntheticHost::ryzen_7950x3d());
+    let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, Some(16))).unwrap();
+    let vm = &plan.vms[0];
+    assert_eq!(vm.placement.cpus().to_string(), "0-7,16-23");
+    assert_eq!(vm.placement.l3_groups, [0]);
+    assert!(plan.housekeeping.intersection(&vm.placement.cpus()).is_empty());
+    assert_eq!(vm.emulator_cpus.to_string(), "8,24");
+}
+
+/// Issue: on a 48-core AMD with 8 nodes of 6 cores, a 6-vCPU VM spanned two nodes where one
+/// whole node was free.
+#[test]
+fn eight_node_host_puts_6_vcpus_on_one_whole_node() {
+    let (facts, _dir) = synthetic(SyntheticHost::amd_48c_8_nodes());
+    let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Desktop, Some(6))).unwrap();
+    let vm = &plan.vms[0];
+    assert_eq!(vm.placement.nodes.len(), 1);
+    assert_eq!(vm.placement.l3_groups.len(), 1);
+    assert_ne!(vm.placement.nodes, [0], "node 0 keeps CPU 0 for the host");
+    assert_eq!(vm.memory_node, Some(vm.placement.nodes[0]));
+}
+
+/// Two 8-vCPU VMs on a 2950X: one node each, and the host's share inside neither.
+#[test]
+fn two_vms_on_a_threadripper_get_a_node_each() {
+    let (facts, _dir) = synthetic(SyntheticHost::threadripper_2950x());
+    let mut two = request(WindowsVersion::Win11, Workload::Gaming, None);
+    two.vms = ["a", "b"]
+        .map(|name| VmRequest { name: name.into(), vcpus: Some(8), memory_mib: 4096, devices: Vec::new() })
+        .to_vec();
+    let plan = plan(&facts, &two).unwrap();
+    let (a, b) = (&plan.vms[0], &plan.vms[1]);
+    assert_eq!(a.placement.nodes.len(), 1);
+    assert_eq!(b.placement.nodes.len(), 1);
+    assert_ne!(a.placement.nodes, b.placement.nodes);
+    for vm in [a, b] {
+        assert!(vm.placement.cpus().intersection(&plan.housekeeping).is_empty(), "{}", vm.name);
+        assert_eq!(vm.placement.l3_groups.len(), 1, "8 vCPUs are one CCX");
+    }
+}
+
+/// Issue: `check` warned (PIN007) on a 2950X config that keeps node 0 for the host (emulator
+/// and iothreads pinned there) and puts all 16 vCPUs on node 1. The user's split is the better
+/// one: no finding.
+#[test]
+fn check_accepts_a_config_that_keeps_a_whole_node_for_the_host() {
+    let (facts, _dir) = synthetic(SyntheticHost::threadripper_2950x());
+    let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, Some(16))).unwrap();
+    let xml = render_domain(&plan.vms[0], WindowsVersion::Win11)
+        .replace("<emulatorpin cpuset='0,16'/>", "<emulatorpin cpuset='0-7,16-23'/>");
+    assert!(xml.contains("<emulatorpin cpuset='0-7,16-23'/>"));
+    let config = kvmtune::config::read("user.xml", &xml).unwrap();
+    let options = CheckOptions {
+        host: Some(&facts),
+        windows: None,
+        workload: Workload::Gaming,
+        select: kvmtune::analysis::rule::select_vm_rules(&["PIN007", "PIN006", "PIN003"]).unwrap(),
+        housekeeping: None,
+    };
+    let report = check(&config, &SourceText::new("user.xml", xml.as_str()), &options);
+    assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+    // With no host share in the config, `--housekeeping` names it; vCPUs on it are flagged.
+    let bare = xml.replace("<emulatorpin cpuset='0-7,16-23'/>", "");
+    let bare = without_iothreadpins(&bare);
+    let config = kvmtune::config::read("bare.xml", &bare).unwrap();
+    let options = CheckOptions {
+        housekeeping: Some(kvmtune::host::cpulist::CpuSet::parse_list("8,24").unwrap()),
+        ..options
+    };
+    let report = check(&config, &SourceText::new("bare.xml", bare.as_str()), &options);
+    assert_eq!(report.diagnostics.iter().filter(|d| d.rule == "PIN007").count(), 2, "{bare}");
+}
+
+/// The XML without its `<iothreadpin>` lines.
+fn without_iothreadpins(xml: &str) -> String {
+    xml.lines()
+        .filter(|line| !line.trim_start().starts_with("<iothreadpin"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }

@@ -18,6 +18,8 @@ pub struct SyntheticHost {
     pub vcache_l3: Vec<u32>,
     /// Hybrid parts: this many single-thread E-cores after the P-cores, sharing the one L3.
     pub efficiency_cores: u32,
+    /// GPUs to pass through: (PCI address, NUMA node).
+    pub gpus: Vec<(&'static str, u32)>,
 }
 
 impl SyntheticHost {
@@ -34,6 +36,7 @@ impl SyntheticHost {
             l3_size_kib: 8 * 1024,
             vcache_l3: vec![],
             efficiency_cores: 0,
+            gpus: vec![],
         }
     }
 
@@ -49,6 +52,7 @@ impl SyntheticHost {
             l3_size_kib: 32 * 1024,
             vcache_l3: vec![0],
             efficiency_cores: 0,
+            gpus: vec![],
         }
     }
 
@@ -65,6 +69,7 @@ impl SyntheticHost {
             l3_size_kib: 32 * 1024,
             vcache_l3: vec![],
             efficiency_cores: 0,
+            gpus: vec![],
         }
     }
 
@@ -81,6 +86,7 @@ impl SyntheticHost {
             l3_size_kib: 36 * 1024,
             vcache_l3: vec![],
             efficiency_cores: 16,
+            gpus: vec![],
         }
     }
 
@@ -97,6 +103,7 @@ impl SyntheticHost {
             l3_size_kib: 16 * 1024,
             vcache_l3: vec![],
             efficiency_cores: 0,
+            gpus: vec![],
         }
     }
 
@@ -128,8 +135,48 @@ impl SyntheticHost {
         ]
     }
 
+    /// A 2950X whose GPU sits on NUMA node 1 (the second die's PCIe lanes).
+    pub fn threadripper_2950x_gpu_on_node1() -> Self {
+        Self {
+            name: "threadripper-2950x-gpu-node1",
+            gpus: vec![("0000:41:00.0", 1)],
+            ..Self::threadripper_2950x()
+        }
+    }
+
+    /// A 7950X3D with its GPU (one NUMA node, so node 0).
+    pub fn ryzen_7950x3d_with_gpu() -> Self {
+        Self { name: "ryzen-7950x3d-gpu", gpus: vec![("0000:01:00.0", 0)], ..Self::ryzen_7950x3d() }
+    }
+
+    /// A 48-core AMD part in 8 NUMA nodes of one 6-core L3 each, SMT off (an EPYC 7643 in
+    /// NPS4 with L3-as-NUMA, or a 2-socket 7443 in NPS4).
+    pub fn amd_48c_8_nodes() -> Self {
+        Self {
+            name: "amd-48c-8-nodes",
+            vendor: "AuthenticAMD",
+            packages: 1,
+            nodes_per_package: 8,
+            l3_per_node: 1,
+            cores_per_l3: 6,
+            threads: 1,
+            l3_size_kib: 32 * 1024,
+            vcache_l3: vec![],
+            efficiency_cores: 0,
+            gpus: vec![],
+        }
+    }
+
     pub fn all() -> Vec<Self> {
-        vec![Self::threadripper_2950x(), Self::ryzen_7950x3d(), Self::epyc_9654_2p(), Self::core_i9_14900k()]
+        vec![
+            Self::threadripper_2950x(),
+            Self::ryzen_7950x3d(),
+            Self::epyc_9654_2p(),
+            Self::core_i9_14900k(),
+            Self::amd_48c_8_nodes(),
+            Self::threadripper_2950x_gpu_on_node1(),
+            Self::ryzen_7950x3d_with_gpu(),
+        ]
     }
 
     fn big_cores(&self) -> u32 {
@@ -213,6 +260,13 @@ impl SyntheticHost {
             write(&format!("{base}/cache/index3/id"), format!("{l3}\n"));
             write(&format!("{base}/cache/index3/size"), format!("{size}K\n"));
             write(&format!("{base}/cache/index3/shared_cpu_list"), format!("{}\n", l3_cpus.join(",")));
+        }
+        for (address, node) in &self.gpus {
+            let device = format!("sys/bus/pci/devices/{address}");
+            write(&format!("{device}/class"), "0x030000\n".into());
+            write(&format!("{device}/vendor"), "0x10de\n".into());
+            write(&format!("{device}/device"), "0x2684\n".into());
+            write(&format!("{device}/numa_node"), format!("{node}\n"));
         }
         if hybrid {
             write("sys/devices/cpu_core/cpus", format!("0-{}\n", cores * self.threads - 1));

@@ -8,7 +8,7 @@ use crate::analysis::fix::{Applicability, Fix, FixAction};
 use crate::analysis::vm_rules::{RuleContext, VM_RULES, VmRule};
 use crate::config::model::{SourceFormat, VmConfig, WindowsVersion};
 use crate::config::span::{SourceText, Span};
-use crate::host::HostFacts;
+use crate::host::{CpuSet, HostFacts};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {
@@ -47,6 +47,8 @@ pub struct CheckOptions<'a> {
     pub host: Option<&'a HostFacts>,
     pub windows: Option<WindowsVersion>,
     pub workload: Workload,
+    /// The host's housekeeping CPUs, where the user states them (`--housekeeping`).
+    pub housekeeping: Option<CpuSet>,
     /// Only these rules; empty = all. [`crate::analysis::rule::select_vm_rules`] makes the list
     /// from ids and names, and refuses unknown ones.
     pub select: Vec<&'static VmRule>,
@@ -58,6 +60,7 @@ pub fn check(config: &VmConfig, source: &SourceText, options: &CheckOptions) -> 
         host: options.host,
         windows: options.windows.or_else(|| config.windows_version()),
         workload: options.workload,
+        housekeeping: options.housekeeping.as_ref(),
     };
     let selected =
         |rule: &VmRule| options.select.is_empty() || options.select.iter().any(|s| s.meta.id == rule.meta.id);

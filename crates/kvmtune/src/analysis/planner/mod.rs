@@ -17,7 +17,7 @@ use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
 use crate::host::cpulist::CpuSet;
 use crate::host::fact::Fact;
-use placement::{HostCore, Placement, PlacementWish, housekeeping_for, place, reserved_for_host};
+use placement::{HostCore, HostShare, HostShareSource, Placement, PlacementWish, place_all};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -186,6 +186,20 @@ fn passthrough(host: &HostFacts, address: &str) -> Result<Passthrough, PlanError
     Ok(Passthrough { address: device.address.clone(), node: device.numa_node, is_gpu: device.is_gpu })
 }
 
+/// The NUMA nodes that hold any of these CPUs.
+fn nodes_of(host: &HostFacts, cpus: &CpuSet) -> Vec<u32> {
+    host.topology
+        .numa_nodes
+        .iter()
+        .filter(|n| !n.cpus.intersection(cpus).is_empty())
+        .map(|n| n.node)
+        .collect()
+}
+
+fn node_list(nodes: &[u32]) -> String {
+    nodes.iter().map(|n| format!("node {n}")).collect::<Vec<_>>().join(", ")
+}
+
 fn cores_of_node(cores: &[HostCore], node: u32) -> usize {
     cores.iter().filter(|c| c.node == node).count()
 }
@@ -210,8 +224,7 @@ pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> 
         ));
     }
     let cores = placement::host_cores(host);
-    // CPUs no vCPU takes; the housekeeping set proper follows from where the vCPUs go.
-    let reserved = match &request.housekeeping {
+    let given = match &request.housekeeping {
         Some(cpus) => {
             let online = host.topology.online.known().cloned().unwrap_or_default();
             if !cpus.is_subset(&online) {
@@ -220,18 +233,18 @@ pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> 
                     cpus.difference(&online)
                 )));
             }
-            cpus.clone()
+            Some(HostShare { cpus: cpus.clone(), source: HostShareSource::Configured })
         }
-        None => reserved_for_host(host),
+        None => None,
     };
     let mut decisions = Vec::new();
 
     // Bigger VMs first, so that they get whole L3 groups; the plan lists them as asked.
     let mut order: Vec<usize> = (0..request.vms.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(request.vms[i].vcpus.unwrap_or(u32::MAX)));
-    let mut taken = CpuSet::new();
-    let mut placed: Vec<Option<VmPlan>> = vec![None; request.vms.len()];
-    for index in order {
+    let mut devices_of: Vec<Vec<Passthrough>> = vec![Vec::new(); request.vms.len()];
+    let mut wishes = Vec::with_capacity(order.len());
+    for &index in &order {
         let vm = &request.vms[index];
         let devices: Vec<Passthrough> =
             vm.devices.iter().map(|d| passthrough(host, d)).collect::<Result<_, _>>()?;
@@ -244,20 +257,30 @@ pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> 
                 vm.name
             )));
         }
-        let wish = PlacementWish {
+        if vm.vcpus == Some(0) {
+            return Err(PlanError::Contradiction(format!("{}: a VM needs at least one vCPU", vm.name)));
+        }
+        wishes.push(PlacementWish {
             vcpus: vm.vcpus,
             node: device_nodes.first().copied(),
             prefer_vcache: matches!(request.workload, Workload::Gaming),
-        };
-        let placement = place(&cores, &reserved, &taken, &wish).map_err(|e| prefix_error(e, &vm.name))?;
-        taken = taken.union(&placement.cpus());
-        placed[index] = Some(vm_plan(host, request, vm, devices, placement, &reserved, &cores)?);
+            ..PlacementWish::default()
+        });
+        devices_of[index] = devices;
     }
-    let housekeeping = match &request.housekeeping {
-        Some(cpus) => cpus.clone(),
-        None => housekeeping_for(host, &taken),
-    };
-    decisions.push(housekeeping_decision(host, &housekeeping, request.housekeeping.is_some()));
+    let placed = place_all(host, &cores, &wishes, given).map_err(|e| match order.as_slice() {
+        [only] => prefix_error(e, &request.vms[*only].name),
+        _ => e,
+    })?;
+    let share = placed.host_share;
+    let mut vm_plans: Vec<Option<VmPlan>> = vec![None; request.vms.len()];
+    for (&index, placement) in order.iter().zip(placed.placements) {
+        let vm = &request.vms[index];
+        let devices = std::mem::take(&mut devices_of[index]);
+        vm_plans[index] = Some(vm_plan(host, request, vm, devices, placement, &share, &cores)?);
+    }
+    let housekeeping = share.cpus.clone();
+    decisions.push(housekeeping_decision(&share));
     if host.topology.numa_nodes.len() > 1 {
         decisions.push(Decision::new(
             "pinning",
@@ -278,7 +301,7 @@ pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> 
         windows: format!("{:?}", request.windows),
         workload: request.workload,
         housekeeping,
-        vms: placed.into_iter().map(|p| p.expect("every VM was placed")).collect(),
+        vms: vm_plans.into_iter().flatten().collect(),
         decisions,
     })
 }
@@ -291,20 +314,11 @@ fn prefix_error(error: PlanError, vm: &str) -> PlanError {
     }
 }
 
-fn housekeeping_decision(host: &HostFacts, housekeeping: &CpuSet, configured: bool) -> Decision {
-    let why = if configured {
-        "as configured (--housekeeping)".to_string()
-    } else if host.kernel.cmdline.known().is_some_and(|c| c.isolcpus.is_some()) {
-        "the CPUs the kernel's isolcpus= leaves to the host".to_string()
-    } else if matches!(&host.topology.core_types, Fact::Known(Some(t)) if !t.efficiency.is_empty()) {
-        "a hybrid part: the E-cores take the host's work, the P-cores run vCPUs".to_string()
-    } else {
-        "the first core of each NUMA node the vCPUs use, with its SMT siblings: host interrupts, QEMU's emulator and I/O threads run there, not between a vCPU's time slices; nodes without vCPUs stay the host's whole".to_string()
-    };
+fn housekeeping_decision(share: &HostShare) -> Decision {
     Decision::new(
         "pinning",
-        format!("housekeeping CPUs {housekeeping}"),
-        why,
+        format!("housekeeping CPUs {}", share.cpus),
+        share.reason(),
         "../shared/knowledge.md 2c (emulatorpin, iothreadpin); kernel-parameters isolcpus",
     )
 }
@@ -315,26 +329,28 @@ fn vm_plan(
     vm: &VmRequest,
     devices: Vec<Passthrough>,
     placement: Placement,
-    reserved: &CpuSet,
+    share: &HostShare,
     cores: &[HostCore],
 ) -> Result<VmPlan, PlanError> {
     let vcpus = placement.vcpu_cpus.len() as u32;
     let mut decisions = Vec::new();
     let topology = GuestTopology { sockets: 1, dies: 1, cores: placement.cores, threads: placement.threads };
     decisions.push(pinning_decision(host, &placement, vm.vcpus.is_none(), cores));
-    // The emulator and I/O threads stay on the housekeeping CPUs of the VM's own nodes.
-    let local_housekeeping: CpuSet = host
-        .topology
-        .numa_nodes
-        .iter()
-        .filter(|n| placement.nodes.contains(&n.node))
-        .fold(CpuSet::new(), |all, n| all.union(&n.cpus.intersection(reserved)));
-    let emulator_cpus = if local_housekeeping.is_empty() { reserved.clone() } else { local_housekeeping };
+    let emulator_cpus = placement::nearest_share(host, &share.cpus, &placement);
     decisions.push(Decision::checked_by(
         "pinning",
         format!("emulator and iothread on host CPUs {emulator_cpus}"),
         &["PIN003"],
     ));
+    let emulator_nodes = nodes_of(host, &emulator_cpus);
+    if !emulator_nodes.is_empty() && emulator_nodes.iter().all(|n| !placement.nodes.contains(n)) {
+        decisions.push(Decision::new(
+            "pinning",
+            format!("emulator and iothread on another NUMA node than the vCPUs ({})", node_list(&emulator_nodes)),
+            "the host's share has no CPU on the VM's nodes: the VM takes them whole, which keeps it off the interconnect; QEMU's main loop and disk I/O cross the interconnect instead, and memory stays on the vCPUs' nodes because numatune binds it there (QEMU's main thread would otherwise touch it first)",
+            "../shared/knowledge.md 2c (emulatorpin, numatune)",
+        ));
+    }
     if topology.threads == 1 && host.topology.smt_sibling_sets.iter().any(|s| s.len() > 1) {
         decisions.push(Decision::new(
             "pinning",

@@ -23,62 +23,125 @@ pub struct HostCore {
     pub vcache: bool,
 }
 
-/// Host CPUs no vCPU may take:
-/// - the non-isolated CPUs when the kernel has `isolcpus=`;
-/// - the E-cores on hybrid Intel parts;
-/// - else the first core of every NUMA node with its SMT siblings. A node that gets vCPUs keeps
-///   its first core for the host, so no node's first core is ever a vCPU's; which of them are
-///   housekeeping depends on where the vCPUs go ([`housekeeping_for`]).
-///
-/// `check` holds configs to the same default (PIN007), so what `tune` plans, `check` accepts.
-pub fn reserved_for_host(host: &HostFacts) -> CpuSet {
-    if let Some(set) = host_wide_housekeeping(host) {
-        return set;
-    }
-    host.topology
-        .numa_nodes
-        .iter()
-        .map(|node| first_core_of(host, &node.cpus))
-        .fold(CpuSet::new(), |all, set| all.union(&set))
+/// Why the host keeps the CPUs it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostShareSource {
+    /// `--housekeeping`.
+    Configured,
+    /// The CPUs the kernel's `isolcpus=` leaves to the host.
+    Isolcpus,
+    /// A hybrid Intel part: the E-cores take the host's work.
+    EfficiencyCores,
+    /// A config's own emulator and iothread pins (`check`).
+    ConfigPins,
+    /// Chosen with the VMs: the fewest whole cores (one) that cost no VM an L3 group or a NUMA
+    /// node it could otherwise avoid.
+    Chosen,
 }
 
-/// The housekeeping CPUs for vCPUs on `vcpu_cpus`: where the host's emulator, I/O threads and
-/// interrupts go. By default the first core of each NUMA node the vCPUs use, with its SMT
-/// siblings; a node without vCPUs needs none, it is the host's anyway.
-pub fn housekeeping_for(host: &HostFacts, vcpu_cpus: &CpuSet) -> CpuSet {
-    if let Some(set) = host_wide_housekeeping(host) {
-        return set;
+/// The host's share of the CPUs: where its interrupts, QEMU's emulator and I/O threads run.
+/// Every CPU that no VM takes is the host's too; this is the part set aside for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostShare {
+    pub cpus: CpuSet,
+    pub source: HostShareSource,
+}
+
+impl HostShare {
+    pub fn reason(&self) -> &'static str {
+        match self.source {
+            HostShareSource::Configured => "as configured (--housekeeping)",
+            HostShareSource::Isolcpus => "the CPUs the kernel's isolcpus= leaves to the host",
+            HostShareSource::EfficiencyCores => {
+                "a hybrid part: the E-cores take the host's work, the P-cores run vCPUs"
+            }
+            HostShareSource::ConfigPins => "the config's own emulator and iothread pins",
+            HostShareSource::Chosen => {
+                "chosen with the VMs: one whole core (with its SMT siblings) where it costs no VM an L3 group or a NUMA node, as near the VM as that allows, and a core left free on each other VM's node for its emulator; every CPU no VM takes stays the host's too"
+            }
+        }
     }
-    host.topology
-        .numa_nodes
-        .iter()
-        .filter(|node| !node.cpus.intersection(vcpu_cpus).is_empty())
-        .map(|node| first_core_of(host, &node.cpus))
-        .fold(CpuSet::new(), |all, set| all.union(&set))
 }
 
 /// Housekeeping the host has decided for itself, whatever the VMs: `isolcpus=` or E-cores.
-fn host_wide_housekeeping(host: &HostFacts) -> Option<CpuSet> {
+/// `tune` and `check` both count it before anything else.
+pub fn host_wide_share(host: &HostFacts) -> Option<HostShare> {
     if let Fact::Known(cmdline) = &host.kernel.cmdline
         && let (Some(isolated), Fact::Known(online)) = (&cmdline.isolcpus, &host.topology.online)
     {
-        return Some(online.difference(&isolated.cpus));
+        return Some(HostShare {
+            cpus: online.difference(&isolated.cpus),
+            source: HostShareSource::Isolcpus,
+        });
     }
     if let Fact::Known(Some(types)) = &host.topology.core_types
         && !types.efficiency.is_empty()
         && !types.performance.is_empty()
     {
-        return Some(types.efficiency.clone());
+        return Some(HostShare { cpus: types.efficiency.clone(), source: HostShareSource::EfficiencyCores });
     }
     None
 }
 
-fn first_core_of(host: &HostFacts, cpus: &CpuSet) -> CpuSet {
-    let Some(first) = cpus.first() else { return CpuSet::new() };
-    host.topology
-        .cpu(first)
-        .and_then(|c| c.smt_siblings.clone())
-        .unwrap_or_else(|| [first].into_iter().collect())
+/// The host share for vCPUs already placed on `vcpu_cpus`, where nothing else says it: the
+/// host-wide share if there is one, else the free core nearest the vCPUs (in one of their L3
+/// groups, else on one of their nodes, else anywhere; the lowest-numbered among equals, so
+/// CPU 0's core where it is free). Empty when the vCPUs leave the host no core. This is what
+/// `tune` chooses for one VM and what `check` assumes when a config shows no host share.
+pub fn default_host_share(host: &HostFacts, vcpu_cpus: &CpuSet) -> HostShare {
+    if let Some(share) = host_wide_share(host) {
+        return share;
+    }
+    HostShare {
+        cpus: nearest_free_core(&host_cores(host), vcpu_cpus, vcpu_cpus),
+        source: HostShareSource::Chosen,
+    }
+}
+
+/// The whole core outside `taken` nearest to `near`: in one of its L3 groups, else on one of
+/// its nodes, else anywhere; the lowest-numbered among equals. Empty when none is free.
+fn nearest_free_core(cores: &[HostCore], taken: &CpuSet, near: &CpuSet) -> CpuSet {
+    let used: Vec<&HostCore> =
+        cores.iter().filter(|c| c.cpus.iter().any(|cpu| near.contains(*cpu))).collect();
+    cores
+        .iter()
+        .filter(|c| c.cpus.iter().all(|cpu| !taken.contains(*cpu)))
+        .min_by_key(|c| {
+            let same_l3 = c.l3.is_some() && used.iter().any(|u| u.l3 == c.l3);
+            let same_node = used.iter().any(|u| u.node == c.node);
+            (!same_l3, !same_node, c.cpus[0])
+        })
+        .map_or_else(CpuSet::new, |c| c.cpus.iter().copied().collect())
+}
+
+/// The part of the host's share nearest a VM, for its emulator and I/O threads: the share's
+/// CPUs in the VM's L3 groups, else on its nodes, else all of it.
+pub fn nearest_share(host: &HostFacts, share: &CpuSet, placement: &Placement) -> CpuSet {
+    let topology = &host.topology;
+    let in_groups = |cpus: &mut dyn Iterator<Item = &CpuSet>| {
+        cpus.fold(CpuSet::new(), |all, group| all.union(&group.intersection(share)))
+    };
+    let local_l3 = in_groups(
+        &mut placement.l3_groups.iter().filter_map(|&g| topology.l3_groups.get(g)).map(|g| &g.cpus),
+    );
+    if !local_l3.is_empty() {
+        return local_l3;
+    }
+    let local_node = in_groups(
+        &mut topology.numa_nodes.iter().filter(|n| placement.nodes.contains(&n.node)).map(|n| &n.cpus),
+    );
+    if !local_node.is_empty() {
+        return local_node;
+    }
+    share.clone()
+}
+
+/// The CPUs of the core that holds the lowest-numbered online CPU (CPU 0's core, usually):
+/// the boot CPU, which keeps work that cannot move. Plans keep it for the host where that
+/// costs nothing.
+fn boot_core(cores: &[HostCore]) -> CpuSet {
+    cores.iter().min_by_key(|c| c.cpus[0]).map_or_else(CpuSet::new, |c| c.cpus.iter().copied().collect())
 }
 
 pub fn host_cores(host: &HostFacts) -> Vec<HostCore> {
@@ -118,19 +181,38 @@ pub fn fewest_groups(mut capacities: Vec<usize>, needed: usize) -> usize {
 }
 
 /// Lower bounds on the L3 groups and NUMA nodes `vcpus` vCPUs must span on this host, with
-/// `threads` vCPUs per host core, when they stay off the housekeeping CPUs (and, on hybrid
-/// parts, on P-cores). Counted in whole cores: a guest core is one host core.
+/// `threads` vCPUs per host core, counted in whole cores (a guest core is one host core). The
+/// host keeps its host-wide share (`isolcpus=`, E-cores) where it has one; otherwise it needs
+/// one core, anywhere: the bound is the best over every place that core could go.
 pub fn spread_lower_bounds(host: &HostFacts, vcpus: usize, threads: u32) -> (usize, usize) {
-    let housekeeping = reserved_for_host(host);
+    let host_wide = host_wide_share(host);
     let threads = threads.max(1) as usize;
-    let cores: Vec<HostCore> = host_cores(host)
-        .into_iter()
-        .filter(|c| c.cpus.len() >= threads && c.cpus.iter().all(|cpu| !housekeeping.contains(*cpu)))
+    let all = host_cores(host);
+    let cores: Vec<&HostCore> = all
+        .iter()
+        .filter(|c| c.cpus.len() >= threads)
+        .filter(|c| host_wide.as_ref().is_none_or(|s| c.cpus.iter().all(|cpu| !s.cpus.contains(*cpu))))
         .collect();
     let needed = vcpus.div_ceil(threads);
+    // A core too small for a guest core (an offline sibling) can be the host's at no cost.
+    let one_core_kept = host_wide.is_none() && cores.len() == all.len();
     let capacity = |cpus: &CpuSet| cores.iter().filter(|c| cpus.contains(c.cpus[0])).count();
-    let l3 = fewest_groups(host.topology.l3_groups.iter().map(|g| capacity(&g.cpus)).collect(), needed);
-    let nodes = fewest_groups(host.topology.numa_nodes.iter().map(|n| capacity(&n.cpus)).collect(), needed);
+    let bound = |capacities: Vec<usize>| {
+        if !one_core_kept {
+            return fewest_groups(capacities, needed);
+        }
+        (0..capacities.len())
+            .filter(|&i| capacities[i] > 0)
+            .map(|i| {
+                let mut less = capacities.clone();
+                less[i] -= 1;
+                fewest_groups(less, needed)
+            })
+            .min()
+            .unwrap_or_else(|| fewest_groups(capacities, needed))
+    };
+    let l3 = bound(host.topology.l3_groups.iter().map(|g| capacity(&g.cpus)).collect());
+    let nodes = bound(host.topology.numa_nodes.iter().map(|n| capacity(&n.cpus)).collect());
     (l3, nodes)
 }
 
@@ -143,6 +225,11 @@ pub struct PlacementWish {
     pub node: Option<u32>,
     /// Gaming prefers the V-Cache CCD of an X3D part.
     pub prefer_vcache: bool,
+    /// The node of the host's housekeeping core: among equal choices the VM goes there, so
+    /// that its emulator and I/O threads are local.
+    pub near_node: Option<u32>,
+    /// CPUs the VM leaves alone among equal choices (CPU 0's core).
+    pub avoid: CpuSet,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -200,7 +287,13 @@ pub fn place(
     let free_in = |node: u32| free.iter().filter(|c| c.node == node).count();
     let has_vcache = |node: u32| free.iter().any(|c| c.node == node && c.vcache);
     nodes.sort_by_key(|&n| {
-        (Some(n) != wish.node, !(wish.prefer_vcache && has_vcache(n)), std::cmp::Reverse(free_in(n)), n)
+        (
+            Some(n) != wish.node,
+            !(wish.prefer_vcache && has_vcache(n)),
+            Some(n) != wish.near_node,
+            std::cmp::Reverse(free_in(n)),
+            n,
+        )
     });
     if let Some(node) = wish.node
         && !nodes.contains(&node)
@@ -287,14 +380,21 @@ pub fn place(
     // groups stay whole for other VMs, unless V-Cache is wished); else the roomiest groups of
     // the chosen nodes first, the preferred node's before others of the same size.
     let mut picked: Vec<&HostCore> = Vec::new();
+    let touches_avoided =
+        |members: &[&HostCore]| members.iter().any(|c| c.cpus.iter().any(|cpu| wish.avoid.contains(*cpu)));
     let fitting = (chosen_nodes.len() == 1).then(|| groups_of(chosen_nodes[0])).and_then(|groups| {
-        groups
-            .into_iter()
-            .filter(|(_, m)| m.len() >= cores_needed as usize)
-            .min_by_key(|(l3, m)| (!(wish.prefer_vcache && m[0].vcache), m.len(), *l3))
+        groups.into_iter().filter(|(_, m)| m.len() >= cores_needed as usize).min_by_key(|(l3, m)| {
+            // A group that holds more than the VM keeps its spare cores for the host, so the
+            // avoided core only counts where the VM would have to take it.
+            let takes_avoided = m.len() == cores_needed as usize && touches_avoided(m);
+            (!(wish.prefer_vcache && m[0].vcache), takes_avoided, m.len(), *l3)
+        })
     });
     match fitting {
-        Some((_, members)) => picked.extend(members.into_iter().take(cores_needed as usize)),
+        Some((_, mut members)) => {
+            members.sort_by_key(|c| (c.cpus.iter().any(|cpu| wish.avoid.contains(*cpu)), c.cpus[0]));
+            picked.extend(members.into_iter().take(cores_needed as usize));
+        }
         None => {
             let mut groups: Vec<(usize, Vec<&HostCore>)> = chosen_nodes
                 .iter()
@@ -320,6 +420,157 @@ pub fn place(
     Ok(Placement { threads, cores: picked.len() as u32, vcpu_cpus, nodes: chosen_nodes, l3_groups })
 }
 
+/// Every VM placed, and the host's share chosen with them.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// In the order of the wishes.
+    pub placements: Vec<Placement>,
+    pub host_share: HostShare,
+}
+
+/// Places every VM, in the order given (the caller puts larger VMs first so that they get
+/// whole L3 groups), and chooses the host's share with them.
+///
+/// With a share given (`--housekeeping`) or host-wide (`isolcpus=`, E-cores), the VMs go
+/// around it. Otherwise the host needs one whole core, and where it goes is part of the
+/// choice: each group of cores (a NUMA node's L3 group) offers its lowest core, the VMs are
+/// placed around it, and the best outcome wins, by
+/// 1. the fewest L3 groups and NUMA nodes beyond each VM's lower bound;
+/// 2. the largest VMs where their size is left to the planner;
+/// 3. VMs on their passed-through device's node;
+/// 4. gaming VMs on the V-Cache CCD;
+/// 5. CPU 0's core left to the host;
+/// 6. the host's core on the first VM's node, then in its L3 group;
+/// 7. the lowest-numbered host core.
+///
+/// (Hybrid parts put vCPUs on P-cores in [`place`] itself.)
+pub fn place_all(
+    host: &HostFacts,
+    cores: &[HostCore],
+    wishes: &[PlacementWish],
+    given: Option<HostShare>,
+) -> Result<Placed, PlanError> {
+    if let Some(share) = given.or_else(|| host_wide_share(host)) {
+        let placements = place_each(cores, &share.cpus, wishes)?;
+        return Ok(Placed { placements, host_share: share });
+    }
+    let boot = boot_core(cores);
+    let mut candidates: Vec<&HostCore> = Vec::new();
+    for core in cores {
+        if !candidates.iter().any(|c| c.node == core.node && c.l3 == core.l3) {
+            candidates.push(core);
+        }
+    }
+    let has_vcache = cores.iter().any(|c| c.vcache);
+    let mut best: Option<(PlacementScore, Vec<Placement>)> = None;
+    let mut last_error = None;
+    for candidate in candidates {
+        let reserved: CpuSet = candidate.cpus.iter().copied().collect();
+        let around: Vec<PlacementWish> = wishes
+            .iter()
+            .map(|w| PlacementWish { near_node: Some(candidate.node), avoid: boot.clone(), ..w.clone() })
+            .collect();
+        let placements = match place_each(cores, &reserved, &around) {
+            Ok(placements) => placements,
+            Err(error) => {
+                last_error = Some(error);
+                continue;
+            }
+        };
+        let first = &placements[0];
+        let score = PlacementScore {
+            excess: wishes
+                .iter()
+                .zip(&placements)
+                .map(|(_, p)| {
+                    let (l3, nodes) = spread_lower_bounds(host, p.vcpu_cpus.len(), p.threads);
+                    p.l3_groups.len().saturating_sub(l3) + p.nodes.len().saturating_sub(nodes)
+                })
+                .sum(),
+            smaller: std::cmp::Reverse(
+                wishes.iter().zip(&placements).filter(|(w, _)| w.vcpus.is_none()).map(|(_, p)| p.cores).sum(),
+            ),
+            off_device_node: wishes
+                .iter()
+                .zip(&placements)
+                .filter(|(w, p)| w.node.is_some_and(|n| !p.nodes.contains(&n)))
+                .count(),
+            off_vcache: wishes
+                .iter()
+                .zip(&placements)
+                .filter(|(w, p)| {
+                    w.prefer_vcache
+                        && has_vcache
+                        && !p
+                            .l3_groups
+                            .iter()
+                            .any(|&g| host.topology.l3_groups.get(g).is_some_and(|g| g.larger_than_others))
+                })
+                .count(),
+            takes_boot_core: placements.iter().any(|p| p.vcpu_cpus.iter().any(|cpu| boot.contains(*cpu))),
+            host_core_far: (
+                !first.nodes.contains(&candidate.node),
+                candidate.l3.is_none_or(|l3| !first.l3_groups.contains(&l3)),
+            ),
+            host_core: candidate.cpus[0],
+        };
+        if best.as_ref().is_none_or(|(best_score, _)| score < *best_score) {
+            best = Some((score, placements));
+        }
+    }
+    let Some((_, placements)) = best else {
+        return Err(last_error.unwrap_or_else(|| PlanError::HostTooSmall("the host has no core".into())));
+    };
+    let mut taken = placements.iter().fold(CpuSet::new(), |all, p| all.union(&p.cpus()));
+    let mut share = nearest_free_core(cores, &taken, &placements[0].cpus());
+    // A VM whose node the share misses gets the nearest core left free on its node, where there
+    // is one: it costs no VM anything, and keeps that VM's emulator and I/O threads local.
+    for placement in &placements[1..] {
+        taken = taken.union(&share);
+        let on_its_node = cores
+            .iter()
+            .any(|c| placement.nodes.contains(&c.node) && c.cpus.iter().any(|cpu| share.contains(*cpu)));
+        if on_its_node {
+            continue;
+        }
+        let local = nearest_free_core(cores, &taken, &placement.cpus());
+        let local_core = cores.iter().find(|c| local.first().is_some_and(|cpu| c.cpus.contains(&cpu)));
+        if local_core.is_some_and(|c| placement.nodes.contains(&c.node)) {
+            share = share.union(&local);
+        }
+    }
+    Ok(Placed { placements, host_share: HostShare { cpus: share, source: HostShareSource::Chosen } })
+}
+
+/// How [`place_all`] ranks the outcomes of each place the host's core could go; lower is better,
+/// field by field.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct PlacementScore {
+    excess: usize,
+    smaller: std::cmp::Reverse<u32>,
+    off_device_node: usize,
+    off_vcache: usize,
+    takes_boot_core: bool,
+    host_core_far: (bool, bool),
+    host_core: u32,
+}
+
+/// Each VM in turn on the cores the others and `reserved` leave.
+fn place_each(
+    cores: &[HostCore],
+    reserved: &CpuSet,
+    wishes: &[PlacementWish],
+) -> Result<Vec<Placement>, PlanError> {
+    let mut taken = CpuSet::new();
+    let mut placements = Vec::with_capacity(wishes.len());
+    for wish in wishes {
+        let placement = place(cores, reserved, &taken, wish)?;
+        taken = taken.union(&placement.cpus());
+        placements.push(placement);
+    }
+    Ok(placements)
+}
+
 /// How good a placement is, against its lower bounds (the placement benchmark's measures).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlacementQuality {
@@ -342,10 +593,10 @@ impl PlacementQuality {
     }
 }
 
-/// Measures any pinning (vCPU i on host CPU `vcpu_cpus[i]`, guest cores of `threads`).
-pub fn quality(host: &HostFacts, vcpu_cpus: &[u32], threads: u32) -> PlacementQuality {
+/// Measures any pinning (vCPU i on host CPU `vcpu_cpus[i]`, guest cores of `threads`) against
+/// the host's share of the CPUs.
+pub fn quality(host: &HostFacts, vcpu_cpus: &[u32], threads: u32, housekeeping: &CpuSet) -> PlacementQuality {
     let cpus: CpuSet = vcpu_cpus.iter().copied().collect();
-    let housekeeping = housekeeping_for(host, &cpus);
     let siblings = |cpu: u32| host.topology.cpu(cpu).and_then(|c| c.smt_siblings.clone());
     let smt_splits = if threads > 1 {
         vcpu_cpus
@@ -369,7 +620,7 @@ pub fn quality(host: &HostFacts, vcpu_cpus: &[u32], threads: u32) -> PlacementQu
         l3_lower_bound,
         nodes_spanned,
         nodes_lower_bound,
-        housekeeping_overlaps: cpus.intersection(&housekeeping).len(),
+        housekeeping_overlaps: cpus.intersection(housekeeping).len(),
     }
 }
 

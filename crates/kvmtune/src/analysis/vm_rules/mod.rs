@@ -45,6 +45,8 @@ pub struct RuleContext<'a> {
     /// From `--windows`, else from the config's libosinfo id.
     pub windows: Option<WindowsVersion>,
     pub workload: Workload,
+    /// The host's housekeeping CPUs as the user states them (`--housekeeping`).
+    pub housekeeping: Option<&'a CpuSet>,
 }
 
 impl RuleContext<'_> {

@@ -2,7 +2,7 @@
 //! CPUs, and the guest topology that describes them.
 
 use super::prelude::*;
-use crate::analysis::planner::placement::housekeeping_for;
+use crate::analysis::planner::placement::{HostShare, HostShareSource, default_host_share, host_wide_share};
 
 /// The host CPU each vCPU is pinned to, when every vCPU is pinned to exactly one.
 fn one_to_one_pins(config: &VmConfig) -> Option<Vec<(u32, u32, Span)>> {
@@ -281,7 +281,7 @@ pub(super) const PIN007: VmRule = VmRule {
         category: Category::Pinning,
         severity: Severity::Warning,
         title: "vCPUs on the host's housekeeping CPUs",
-        explanation: "The host needs CPUs for its own interrupts, kernel threads, QEMU's emulator thread and I/O. kvmtune keeps the first core of each NUMA node the vCPUs use (or every CPU outside isolcpus, or the E-cores of a hybrid part) for that; vCPUs there get interrupted.",
+        explanation: "The host needs CPUs for its own interrupts, kernel threads, QEMU's emulator thread and I/O; vCPUs there get interrupted. The host's share is taken from the config's own evidence first: its emulator and iothread pins (an overlap with those is PIN003's), then the CPUs isolcpus= leaves to the host, then --housekeeping, then the E-cores of a hybrid part; otherwise it is the one whole core `kvmtune tune` would keep, the free core nearest the vCPUs, and only vCPUs that leave the host no core at all are flagged.",
         example: "<vcpupin vcpu='0' cpuset='0'/> where CPU 0's core is the host's",
         fix: "move vCPUs off those CPUs",
         fix_safety: Applicability::Manual,
@@ -289,16 +289,54 @@ pub(super) const PIN007: VmRule = VmRule {
     },
 };
 
+/// The host's share as this config and its host show it, in the order PIN007 explains.
+fn config_host_share(ctx: &RuleContext, host: &crate::host::HostFacts) -> HostShare {
+    let pinning = &ctx.config.pinning;
+    let pinned = pinning
+        .iothreadpin
+        .iter()
+        .map(|pin| pin.cpus.clone())
+        .chain(pinning.emulatorpin.as_ref().map(|pin| pin.value.clone()))
+        .fold(CpuSet::new(), |all, cpus| all.union(&cpus));
+    if !pinned.is_empty() {
+        return HostShare { cpus: pinned, source: HostShareSource::ConfigPins };
+    }
+    let host_wide = host_wide_share(host);
+    if let Some(share) = host_wide.clone().filter(|s| s.source == HostShareSource::Isolcpus) {
+        return share;
+    }
+    if let Some(cpus) = ctx.housekeeping {
+        return HostShare { cpus: cpus.clone(), source: HostShareSource::Configured };
+    }
+    host_wide.unwrap_or_else(|| default_host_share(host, &ctx.vcpu_cpus()))
+}
+
 fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
     let Some(host) = ctx.host else { return Vec::new() };
-    let housekeeping = housekeeping_for(host, &ctx.vcpu_cpus());
+    let vcpu_cpus = ctx.vcpu_cpus();
+    if vcpu_cpus.is_empty() {
+        return Vec::new();
+    }
+    let share = config_host_share(ctx, host);
+    if share.source == HostShareSource::ConfigPins {
+        // Whatever overlaps the emulator and iothread pins, PIN003 reports.
+        return Vec::new();
+    }
+    if share.cpus.is_empty() {
+        return vec![
+            Finding::new(ctx.config.anchors.cputune.or(ctx.config.vcpus.as_ref().map(|v| v.span)), format!("the vCPUs take every host core ({vcpu_cpus}): the host's interrupts, QEMU's emulator and I/O threads have no CPU of their own and preempt vCPUs"))
+                .with_fix(Fix::manual("leave at least one whole core (with its SMT siblings) to the host and pin the emulator and iothreads there")),
+        ];
+    }
+    let housekeeping = &share.cpus;
+    let why = share.reason();
     ctx.config
         .pinning
         .vcpupin
         .iter()
-        .filter(|pin| !pin.cpus.intersection(&housekeeping).is_empty())
+        .filter(|pin| !pin.cpus.intersection(housekeeping).is_empty())
         .map(|pin| {
-            Finding::new(Some(pin.span), format!("vCPU {} runs on host CPU(s) {} that the host keeps for its own work (housekeeping: {housekeeping})", pin.id, pin.cpus.intersection(&housekeeping)))
+            Finding::new(Some(pin.span), format!("vCPU {} runs on host CPU(s) {} that the host keeps for its own work (housekeeping: {housekeeping}, {why})", pin.id, pin.cpus.intersection(housekeeping)))
                 .with_fix(Fix::manual("move the vCPU off the housekeeping CPUs"))
         })
         .collect()
