@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use clap::ValueEnum;
 use kvmtune::analysis::Workload;
-use kvmtune::analysis::planner::{self, Decision, Plan, PlanRequest, VmRequest, existing};
+use kvmtune::analysis::planner::{self, Plan, PlanRequest, VmRequest, existing};
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::host::cpulist::CpuSet;
 use kvmtune::host::software::Version;
@@ -180,22 +180,15 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
         None => (host::probe(&LiveHost), "this host (live)".to_string()),
     };
     let host = with_stack_versions(host, &args);
-    let mut notes = Vec::new();
+    let mut device_note = None;
     if let Some((_, _, config)) = &existing {
-        let (vm, device_notes) = existing::request_from_config(config, &host, args.vcpus, args.memory);
+        let (vm, note) = existing::request_from_config(config, &host, args.vcpus, args.memory);
         request.vms = vec![vm];
         request.migratable = args.migratable || config.cpu_migratable();
-        notes = device_notes;
+        device_note = note;
     }
     let mut plan = planner::plan(&host, &request)?;
-    for note in notes {
-        plan.decisions.push(Decision::new(
-            "devices",
-            "placement without a device",
-            note,
-            "kvmtune probe (PCI devices)",
-        ));
-    }
+    plan.decisions.extend(device_note);
     if let Some((path, text, config)) = &existing {
         return tune_existing(&args, &plan, windows, path, text, config, &source);
     }

@@ -493,3 +493,25 @@ fn without_iothreadpins(xml: &str) -> String {
         .map(|l| format!("{l}\n"))
         .collect()
 }
+
+/// Passed-through devices the host does not list are named together, in one decision.
+#[test]
+fn missing_devices_are_one_decision() {
+    let (facts, _dir) = synthetic(SyntheticHost::threadripper_2950x());
+    let hostdevs: String = (1..=8)
+        .map(|bus| {
+            format!(
+                "<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='0x{bus:02x}' slot='0x00' function='0x0'/></source></hostdev>"
+            )
+        })
+        .collect();
+    let xml = format!(
+        "<domain type='kvm'><name>w</name><memory unit='GiB'>8</memory><vcpu>8</vcpu><devices>{hostdevs}</devices></domain>"
+    );
+    let config = kvmtune::config::read("w.xml", &xml).unwrap();
+    let (request, note) =
+        kvmtune::analysis::planner::existing::request_from_config(&config, &facts, None, None);
+    assert!(request.devices.is_empty());
+    let note = note.expect("one decision names them");
+    assert!(note.reason.starts_with("8 devices (0000:01:00.0, 0000:02:00.0,"), "{}", note.reason);
+}

@@ -272,6 +272,10 @@ impl Reader<'_, '_> {
             "G" | "GiB" => 1 << 30,
             "TB" => 1_000_000_000_000,
             "T" | "TiB" => 1 << 40,
+            "PB" => 1_000_000_000_000_000,
+            "P" | "PiB" => 1 << 50,
+            "EB" => 1_000_000_000_000_000_000,
+            "E" | "EiB" => 1 << 60,
             other => return Err(self.error_at(node.range().start, format!("unknown memory unit `{other}`"))),
         };
         u64::try_from(u128::from(amount) * bytes_per_unit / 1024)
@@ -541,5 +545,30 @@ impl Reader<'_, '_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(unit: &str, amount: &str) -> Result<Option<u64>, ConfigError> {
+        let xml =
+            format!("<domain type='kvm'><name>u</name><memory unit='{unit}'>{amount}</memory></domain>");
+        parse("u.xml", &xml).map(|config| config.memory.size_kib.map(|size| size.value))
+    }
+
+    /// Every unit libvirt's own parser takes (checked with `virsh -c test:///default define`:
+    /// it takes P, PB, PiB, E, EB and EiB, and refuses ZiB as an unknown suffix).
+    #[test]
+    fn peta_and_exa_units_read_and_an_absurd_size_is_about_the_size() {
+        assert_eq!(memory("PiB", "1").unwrap(), Some(1 << 40));
+        assert_eq!(memory("P", "1").unwrap(), Some(1 << 40));
+        assert_eq!(memory("PB", "1").unwrap(), Some(1_000_000_000_000_000 / 1024));
+        assert_eq!(memory("EiB", "1").unwrap(), Some(1 << 50));
+        assert_eq!(memory("EB", "2").unwrap(), Some(2_000_000_000_000_000_000 / 1024));
+        let too_large = memory("EiB", "100000").unwrap_err().to_string();
+        assert!(too_large.contains("100000 EiB is too large"), "{too_large}");
+        assert!(memory("ZiB", "1").unwrap_err().to_string().contains("unknown memory unit `ZiB`"));
     }
 }

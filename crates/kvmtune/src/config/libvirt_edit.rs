@@ -153,15 +153,24 @@ impl<'a, 'input> Editor<'a, 'input> {
             .filter(|q| *q == '\'' || *q == '"')
             .unwrap_or('\'');
         let root_indent = Self::indent_of_static(text, root.range().start);
+        // The indentation the root's first child has beyond the root's own; none at all when
+        // the file is written without indentation (children at the start of their lines).
+        // Two spaces only where the file shows no line structure (everything on one line).
         let unit = root
             .children()
             .find(|c| c.is_element())
+            .filter(|child| Self::starts_a_line(text, child.range().start))
             .map(|child| Self::indent_of_static(text, child.range().start))
             .and_then(|child_indent| child_indent.strip_prefix(root_indent.as_str()).map(str::to_string))
-            .filter(|unit| !unit.is_empty())
             .unwrap_or_else(|| "  ".to_string());
         let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
         Self { text, document, quote, unit, newline }
+    }
+
+    /// Whether only whitespace stands between the start of the line and `offset`.
+    fn starts_a_line(text: &str, offset: usize) -> bool {
+        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        line_start > 0 && text[line_start..offset].chars().all(|c| c == ' ' || c == '\t')
     }
 
     /// The whitespace between the start of the line and `offset`, if only whitespace is there.
@@ -647,6 +656,23 @@ mod tests {
             fixed,
             "<domain>\n  <cpu mode='host-passthrough'>\n    <feature policy='require' name='topoext'/>\n  </cpu>\n</domain>\n"
         );
+    }
+
+    /// A file written without indentation gets inserted lines without indentation too.
+    #[test]
+    fn unindented_files_stay_unindented() {
+        let text = "<domain type='kvm'>\n<name>w</name>\n<vcpu>2</vcpu>\n<features>\n<acpi/>\n</features>\n</domain>\n";
+        let fixed = apply_actions(
+            text,
+            &[FixAction::SetPins {
+                vcpus: vec![(0, "2".into()), (1, "3".into())],
+                emulator: "0".into(),
+                iothreads: Vec::new(),
+            }],
+        )
+        .unwrap();
+        assert!(fixed.lines().all(|line| !line.starts_with(' ')), "{fixed}");
+        assert!(fixed.contains("\n<vcpupin vcpu='1' cpuset='3'/>\n"), "{fixed}");
     }
 
     #[test]

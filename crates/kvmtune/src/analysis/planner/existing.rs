@@ -3,19 +3,20 @@
 //! [`FixAction`]s, which the libvirt editor applies losslessly: only what differs is touched.
 
 use crate::analysis::fix::FixAction;
-use crate::analysis::planner::{VmPlan, VmRequest};
+use crate::analysis::planner::{Decision, VmPlan, VmRequest};
 use crate::config::model::VmConfig;
 use crate::host::HostFacts;
 
 /// The VM request an existing config stands for; `vcpus` and `memory_mib` override it. Its
-/// passed-through devices that this host does not list are left out of the placement, each with
-/// a note (the config may come from another machine, or the host's PCI facts are unreadable).
+/// passed-through devices that this host does not list are left out of the placement, named
+/// together in one decision (the config may come from another machine, or the host's PCI
+/// facts are unreadable).
 pub fn request_from_config(
     config: &VmConfig,
     host: &HostFacts,
     vcpus: Option<u32>,
     memory_mib: Option<u64>,
-) -> (VmRequest, Vec<String>) {
+) -> (VmRequest, Option<Decision>) {
     let listed = |address: &str| {
         host.pci_devices
             .known()
@@ -27,21 +28,27 @@ pub fn request_from_config(
         .iter()
         .filter_map(|h| h.pci_address.clone())
         .partition(|address| listed(address));
-    let notes = missing
-        .into_iter()
-        .map(|address| {
+    let note = (!missing.is_empty()).then(|| {
+        let (which, verb) = match missing.as_slice() {
+            [one] => (format!("device {one}"), "is"),
+            many => (format!("{} devices ({})", many.len(), many.join(", ")), "are"),
+        };
+        Decision::new(
+            "devices",
+            "placement without a device",
             format!(
-                "device {address} is not on this host's PCI list: the placement does not follow its NUMA node"
-            )
-        })
-        .collect();
+                "{which} {verb} not on this host's PCI list: the placement does not follow their NUMA node"
+            ),
+            "kvmtune probe (PCI devices)",
+        )
+    });
     let request = VmRequest {
         name: config.name.clone().unwrap_or_else(|| "vm".to_string()),
         vcpus: vcpus.or(config.vcpus.as_ref().map(|v| v.value)),
         memory_mib: memory_mib.or(config.memory.size_kib.as_ref().map(|m| m.value / 1024)).unwrap_or(8192),
         devices,
     };
-    (request, notes)
+    (request, note)
 }
 
 /// What to change in `config` so that it becomes `plan`, nothing more.
