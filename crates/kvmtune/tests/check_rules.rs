@@ -223,3 +223,51 @@ fn hv011_judges_by_releases_where_kvm_was_not_asked() {
     host.software.libvirt = Fact::Known("11.3.0".parse().unwrap());
     assert!(findings(&host).is_empty());
 }
+
+/// Fixes that change what the guest sees (`--fix` leaves them to the user) still have to
+/// silence their rule and leave XML that libvirt's schema accepts.
+#[test]
+fn unsafe_fixes_silence_their_rule_too() {
+    let mut checked = 0;
+    for rule in VM_RULES.iter().filter(|r| r.meta.fix_safety == Applicability::Unsafe) {
+        let bad_name = format!("{}.bad.xml", rule.meta.id);
+        let bad = std::fs::read_to_string(fixtures().join(&bad_name)).unwrap();
+        let (report, _, head) = run(&bad_name, &bad);
+        let actions: Vec<_> = report
+            .diagnostics
+            .iter()
+            .filter(|d| d.rule == rule.meta.id)
+            .filter_map(|d| d.fix.clone())
+            .filter(|f| f.applicability != Applicability::Manual)
+            .map(|f| f.action)
+            .collect();
+        if actions.is_empty() {
+            continue;
+        }
+        let fixed = libvirt_edit::apply_actions(&bad, &actions).unwrap();
+        let config = libvirt::parse(&bad_name, &fixed).unwrap();
+        let options = CheckOptions {
+            host: head.host.as_ref(),
+            windows: head.windows,
+            workload: head.workload,
+            select: Vec::new(),
+            housekeeping: None,
+        };
+        let after = check(&config, &SourceText::new(bad_name.clone(), fixed.clone()), &options);
+        assert!(
+            !after.diagnostics.iter().any(|d| d.rule == rule.meta.id),
+            "{bad_name}: still fires:\n{fixed}"
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &fixed).unwrap();
+        let validate =
+            std::process::Command::new("virt-xml-validate").arg(file.path()).arg("domain").output().unwrap();
+        assert!(
+            validate.status.success(),
+            "{bad_name}: {}\n{fixed}",
+            String::from_utf8_lossy(&validate.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} unsafe fixes checked");
+}

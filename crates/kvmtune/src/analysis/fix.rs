@@ -19,6 +19,16 @@ pub enum Applicability {
     Manual,
 }
 
+/// One guest NUMA cell as a config states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuestCell {
+    pub id: u32,
+    /// Guest vCPUs, as libvirt writes CPU lists (`0-7`).
+    pub cpus: String,
+    pub memory_kib: u64,
+    pub host_node: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum FixAction {
@@ -54,6 +64,9 @@ pub enum FixAction {
     SetPins { vcpus: Vec<(u32, String)>, emulator: String, iothreads: Vec<(u32, String)> },
     /// `<numatune><memory mode='strict' nodeset=...>`.
     SetNumatune { nodeset: String },
+    /// A guest NUMA topology: `<cpu><numa>` cells, and a strict `<memnode>` per cell binding its
+    /// memory to its host node (with `<memory>` strict to all of them).
+    SetGuestNuma { cells: Vec<GuestCell> },
     /// Something only the user can do; the text says what.
     Manual { steps: String },
 }
@@ -89,6 +102,20 @@ impl FixAction {
                 format!("pin {} vCPU(s) one to one, the emulator and iothreads to {emulator}", vcpus.len())
             }
             FixAction::SetNumatune { nodeset } => format!("bind memory strictly to NUMA node {nodeset}"),
+            FixAction::SetGuestNuma { cells } => format!(
+                "give the guest {} NUMA nodes mirroring the host's ({}), each cell's memory bound to its host node",
+                cells.len(),
+                cells
+                    .iter()
+                    .map(|c| format!(
+                        "vCPUs {} and {} MiB on node {}",
+                        c.cpus,
+                        c.memory_kib / 1024,
+                        c.host_node
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
             FixAction::Manual { steps } => steps.clone(),
         }
     }

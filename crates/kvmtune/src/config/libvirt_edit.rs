@@ -104,6 +104,15 @@ fn steps(action: &FixAction) -> Vec<FixAction> {
             }
             steps
         }
+        // `<memory>` strict to every cell's node first; the cells and memnodes then go in
+        // against the re-read file.
+        FixAction::SetGuestNuma { cells } => {
+            let mut nodes: Vec<u32> = cells.iter().map(|c| c.host_node).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            let nodeset: crate::host::CpuSet = nodes.into_iter().collect();
+            vec![FixAction::SetNumatune { nodeset: nodeset.to_string() }, action.clone()]
+        }
         other => vec![other.clone()],
     }
 }
@@ -470,8 +479,59 @@ impl<'a, 'input> Editor<'a, 'input> {
                     None => self.insert_child(root, &self.wrapped(root, "numatune", &memory), &["os"]),
                 }])
             }
+            FixAction::SetGuestNuma { cells } => self.set_guest_numa(cells),
             FixAction::Manual { steps } => Err(EditError::NotApplicable(format!("manual step: {steps}"))),
         }
+    }
+
+    /// `<cpu><numa>` with one cell per guest node (replacing any), and one strict `<memnode>`
+    /// per cell after `<numatune><memory>` (replacing any), which the step before put there.
+    fn set_guest_numa(&self, cells: &[crate::analysis::fix::GuestCell]) -> Result<Vec<Edit>, EditError> {
+        let root = self.root();
+        let cpu = element(root, "cpu").ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
+        let numatune = element(root, "numatune")
+            .ok_or_else(|| EditError::NotApplicable("no <numatune> element".into()))?;
+        let memory = element(numatune, "memory")
+            .ok_or_else(|| EditError::NotApplicable("no <numatune><memory> element".into()))?;
+        let nl = self.newline;
+        let mut edits = Vec::new();
+        let cell_indent = format!(
+            "{}{}",
+            cpu.children()
+                .find(|c| c.is_element())
+                .map_or_else(|| format!("{}{}", self.indent_of(cpu), self.unit), |c| self.indent_of(c)),
+            self.unit
+        );
+        let numa_indent = &cell_indent[..cell_indent.len() - self.unit.len()];
+        let cell_lines: String = cells
+            .iter()
+            .map(|cell| {
+                let (id, memory) = (cell.id.to_string(), cell.memory_kib.to_string());
+                let attributes =
+                    [("id", id.as_str()), ("cpus", &cell.cpus), ("memory", &memory), ("unit", "KiB")];
+                format!("{nl}{cell_indent}{}", self.empty_element("cell", &attributes))
+            })
+            .collect();
+        let numa = format!("<numa>{cell_lines}{nl}{numa_indent}</numa>");
+        edits.push(match element(cpu, "numa") {
+            Some(existing) => Edit { span: existing.range().into(), replacement: numa },
+            None => self.insert_child(cpu, &numa, &[]),
+        });
+        for memnode in numatune.children().filter(|c| c.is_element() && c.tag_name().name() == "memnode") {
+            edits.push(self.delete_element(memnode));
+        }
+        let memnode_indent = self.indent_of(memory);
+        let memnodes: String = cells
+            .iter()
+            .map(|cell| {
+                let (id, node) = (cell.id.to_string(), cell.host_node.to_string());
+                let attributes = [("cellid", id.as_str()), ("mode", "strict"), ("nodeset", &node)];
+                format!("{nl}{memnode_indent}{}", self.empty_element("memnode", &attributes))
+            })
+            .collect();
+        let at = memory.range().end;
+        edits.push(Edit { span: Span::new(at, at), replacement: memnodes });
+        Ok(edits)
     }
 
     fn set_iothreads(&self, count: u32) -> Edit {

@@ -96,6 +96,7 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> Manifest {
             // guestMappingPassthrough needs hugepages.
             cpu["numa"] = json!({ "guestMappingPassthrough": {} });
         }
+        None if !vm.guest_numa.is_empty() => not_expressible.push(format!("guest NUMA nodes ({} mirroring the host's): KubeVirt's guestMappingPassthrough needs hugepages, which the host has not reserved; without them the guest sees one node", vm.guest_numa.len())),
         None => not_expressible.push("guest NUMA mapping: KubeVirt's guestMappingPassthrough needs hugepages, which the host has not reserved".into()),
     }
     if vm.cpu.cache_passthrough {

@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use crate::analysis::planner::VmPlan;
 use crate::config::model::WindowsVersion;
+use crate::host::CpuSet;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
 
 /// libosinfo's id for each Windows version (osinfo-db `win-*.xml`).
@@ -101,6 +102,18 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
     if let Some(node) = vm.memory_node {
         let _ = writeln!(out, "  <numatune>\n    <memory mode='strict' nodeset='{node}'/>\n  </numatune>");
     }
+    if !vm.guest_numa.is_empty() {
+        let nodes: CpuSet = vm.guest_numa.iter().map(|c| c.host_node).collect();
+        let _ = writeln!(out, "  <numatune>\n    <memory mode='strict' nodeset='{nodes}'/>");
+        for cell in &vm.guest_numa {
+            let _ = writeln!(
+                out,
+                "    <memnode cellid='{}' mode='strict' nodeset='{}'/>",
+                cell.id, cell.host_node
+            );
+        }
+        let _ = writeln!(out, "  </numatune>");
+    }
     if efi {
         let secure = windows.needs_tpm();
         let _ = writeln!(out, "  <os firmware='efi'>");
@@ -140,6 +153,17 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
     }
     for feature in &vm.cpu.features {
         let _ = writeln!(out, "    <feature policy='{}' name='{}'/>", feature.policy, feature.name);
+    }
+    if !vm.guest_numa.is_empty() {
+        let _ = writeln!(out, "    <numa>");
+        for cell in &vm.guest_numa {
+            let _ = writeln!(
+                out,
+                "      <cell id='{}' cpus='{}' memory='{}' unit='MiB'/>",
+                cell.id, cell.vcpus, cell.memory_mib
+            );
+        }
+        let _ = writeln!(out, "    </numa>");
     }
     let _ = writeln!(out, "  </cpu>");
     let _ = writeln!(out, "  <clock offset='{}'>", vm.clock.offset);

@@ -40,8 +40,13 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
         pair("hw:cpu_cores", vm.topology.cores.to_string()),
         pair("hw:cpu_threads", vm.topology.threads.to_string()),
         pair("hw:emulator_threads_policy", "share".into()),
-        pair("hw:numa_nodes", "1".into()),
+        pair("hw:numa_nodes", vm.guest_numa.len().max(1).to_string()),
     ];
+    // A VM that spans host nodes: Nova's guest NUMA nodes, with their vCPUs and memory.
+    for cell in &vm.guest_numa {
+        flavor.push(pair(&format!("hw:numa_cpus.{}", cell.id), cell.vcpus.to_string()));
+        flavor.push(pair(&format!("hw:numa_mem.{}", cell.id), cell.memory_mib.to_string()));
+    }
     if let Some(hugepages) = &vm.hugepages {
         flavor.push(pair(
             "hw:mem_page_size",

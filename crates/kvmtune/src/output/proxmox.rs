@@ -67,6 +67,21 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> ProxmoxOutput {
             ),
         );
     }
+    if !vm.guest_numa.is_empty() {
+        // qemu-server's numaN: cpus are `;`-separated ranges.
+        set("numa", "1".into());
+        for cell in &vm.guest_numa {
+            set(
+                &format!("numa{}", cell.id),
+                format!(
+                    "cpus={},hostnodes={},memory={},policy=bind",
+                    cell.vcpus.to_string().replace(',', ";"),
+                    cell.host_node,
+                    cell.memory_mib
+                ),
+            );
+        }
+    }
     // The whole process may run on the vCPU and housekeeping CPUs; the hookscript narrows each
     // thread down.
     set("affinity", vm.placement.cpus().union(&vm.emulator_cpus).to_string());

@@ -44,7 +44,10 @@ pub fn argv(vm: &VmPlan, windows: WindowsVersion) -> Vec<String> {
     if tpm {
         machine.push_str(",smm=on");
     }
-    machine.push_str(",memory-backend=ram");
+    // One backend for the whole RAM, or one per guest NUMA node (each bound to its host node).
+    if vm.guest_numa.is_empty() {
+        machine.push_str(",memory-backend=ram");
+    }
     push(&["-machine", &machine]);
     let cpu = qemu_args::cpu(&config);
     let mut cpu_arg = cpu.model.clone();
@@ -61,18 +64,32 @@ pub fn argv(vm: &VmPlan, windows: WindowsVersion) -> Vec<String> {
             ),
         ]);
     }
-    let mut backend = match &vm.hugepages {
-        Some(h) => format!(
-            "memory-backend-memfd,id=ram,size={}M,hugetlb=on,hugetlbsize={},prealloc=on",
-            vm.memory_mib,
-            h.page_size_kib * 1024
-        ),
-        None => format!("memory-backend-ram,id=ram,size={}M", vm.memory_mib),
+    let backend = |id: &str, size_mib: u64, node: Option<u32>| {
+        let mut backend = match &vm.hugepages {
+            Some(h) => format!(
+                "memory-backend-memfd,id={id},size={size_mib}M,hugetlb=on,hugetlbsize={},prealloc=on",
+                h.page_size_kib * 1024
+            ),
+            None => format!("memory-backend-ram,id={id},size={size_mib}M"),
+        };
+        if let Some(node) = node {
+            backend.push_str(&format!(",host-nodes={node},policy=bind"));
+        }
+        backend
     };
-    if let Some(node) = vm.memory_node {
-        backend.push_str(&format!(",host-nodes={node},policy=bind"));
+    push(&["-m", &format!("{}M", vm.memory_mib)]);
+    if vm.guest_numa.is_empty() {
+        push(&["-object", &backend("ram", vm.memory_mib, vm.memory_node)]);
     }
-    push(&["-m", &format!("{}M", vm.memory_mib), "-object", &backend]);
+    for cell in &vm.guest_numa {
+        // As libvirt writes them (`virsh domxml-to-native`): ram-nodeN backing guest node N.
+        let id = format!("ram-node{}", cell.id);
+        push(&["-object", &backend(&id, cell.memory_mib, Some(cell.host_node))]);
+        // QEMU takes one `cpus=` per range.
+        let cpus: Vec<String> =
+            cell.vcpus.to_string().split(',').map(|range| format!("cpus={range}")).collect();
+        push(&["-numa", &format!("node,nodeid={},{},memdev={id}", cell.id, cpus.join(","))]);
+    }
     push(&["-rtc", &qemu_args::rtc(&config).join(",")]);
     if let Some(policy) = qemu_args::pit_lost_tick_policy(&config) {
         push(&["-global", &format!("kvm-pit.lost_tick_policy={policy}")]);

@@ -147,6 +147,17 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     if current != pins || emulator_now != Some(plan.emulator_cpus.to_string()) || iothreads_now != iothreads {
         actions.push(FixAction::SetPins { vcpus: pins, emulator: plan.emulator_cpus.to_string(), iothreads });
     }
+    if !plan.guest_numa.is_empty() {
+        let cells: Vec<_> = plan.guest_numa.iter().map(|cell| cell.as_fix()).collect();
+        let mirrored = config.cpu.numa_cells.len() == cells.len()
+            && config.cpu.numa_cells.iter().zip(&cells).all(|(have, want)| {
+                have.cpus.to_string() == want.cpus && have.memory_kib == Some(want.memory_kib)
+            })
+            && config.memory.numatune.as_ref().is_some_and(|n| n.value.mode.as_deref() == Some("strict"));
+        if !mirrored {
+            actions.push(FixAction::SetGuestNuma { cells });
+        }
+    }
     if let Some(node) = plan.memory_node {
         let bound = config.memory.numatune.as_ref().is_some_and(|n| {
             n.value.mode.as_deref() == Some("strict")

@@ -132,6 +132,64 @@ pub struct HugepagePlan {
     pub reserved: bool,
 }
 
+/// One guest NUMA node of a VM that spans host nodes: the vCPUs and memory it puts on one host
+/// node, so that Windows' scheduler and allocator see the host's real nodes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuestNumaCell {
+    pub id: u32,
+    /// Guest vCPU numbers.
+    pub vcpus: CpuSet,
+    pub memory_mib: u64,
+    pub host_node: u32,
+}
+
+impl GuestNumaCell {
+    /// As the fix action that writes it into a config.
+    pub fn as_fix(&self) -> crate::analysis::fix::GuestCell {
+        crate::analysis::fix::GuestCell {
+            id: self.id,
+            cpus: self.vcpus.to_string(),
+            memory_kib: self.memory_mib * 1024,
+            host_node: self.host_node,
+        }
+    }
+}
+
+/// One cell per host node the placement uses, in the placement's node order, with memory in
+/// proportion to the cell's vCPUs, in whole units of `granularity_mib` (the hugepage size),
+/// the last cell taking the rest. Empty for a VM on one node.
+fn guest_numa(
+    host: &HostFacts,
+    placement: &Placement,
+    memory_mib: u64,
+    granularity_mib: u64,
+) -> Vec<GuestNumaCell> {
+    if placement.nodes.len() < 2 {
+        return Vec::new();
+    }
+    let total = placement.vcpu_cpus.len() as u64;
+    let granularity = granularity_mib.max(1);
+    let mut cells: Vec<GuestNumaCell> = Vec::new();
+    for (id, &node) in placement.nodes.iter().enumerate() {
+        let Some(node_cpus) = host.topology.numa_nodes.iter().find(|n| n.node == node).map(|n| &n.cpus)
+        else {
+            continue;
+        };
+        let vcpus: CpuSet = (0u32..)
+            .zip(&placement.vcpu_cpus)
+            .filter(|(_, cpu)| node_cpus.contains(**cpu))
+            .map(|(vcpu, _)| vcpu)
+            .collect();
+        let share = memory_mib * vcpus.len() as u64 / total.max(1) / granularity * granularity;
+        cells.push(GuestNumaCell { id: id as u32, vcpus, memory_mib: share, host_node: node });
+    }
+    let assigned: u64 = cells.iter().map(|c| c.memory_mib).sum();
+    if let Some(last) = cells.last_mut() {
+        last.memory_mib += memory_mib - assigned;
+    }
+    cells
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Passthrough {
     pub address: String,
@@ -151,6 +209,9 @@ pub struct VmPlan {
     pub memory_mib: u64,
     /// The node memory is bound to (`numatune strict`), when the vCPUs use one.
     pub memory_node: Option<u32>,
+    /// A VM that spans nodes: one guest NUMA node per host node, each with its memory bound
+    /// there. Empty on one node.
+    pub guest_numa: Vec<GuestNumaCell>,
     pub hugepages: Option<HugepagePlan>,
     pub cpu: features::CpuPlan,
     pub enlightenments: Vec<features::EnlightenmentChoice>,
@@ -372,14 +433,31 @@ fn vm_plan(
         )));
     }
     if let Some(node) = memory_node {
-        decisions.push(Decision::new(
+        decisions.push(Decision::checked_by(
             "memory",
             format!("memory bound to NUMA node {node} (numatune strict)"),
-            "memory on the vCPUs' own node: no access crosses the interconnect",
-            "libvirt formatdomain numatune",
+            &["MEM003"],
         ));
     }
     let hugepages = features::hugepages(host, vm.memory_mib, memory_node, &mut decisions);
+    let granularity_mib = hugepages.as_ref().map_or(1, |h| (h.page_size_kib / 1024).max(1));
+    let guest_numa = guest_numa(host, &placement, vm.memory_mib, granularity_mib);
+    if !guest_numa.is_empty() {
+        decisions.push(Decision::checked_by(
+            "memory",
+            format!(
+                "guest NUMA: {} nodes mirroring host {} ({}), each cell's memory bound to its host node",
+                guest_numa.len(),
+                node_list(&placement.nodes),
+                guest_numa
+                    .iter()
+                    .map(|c| format!("vCPUs {} and {} MiB on node {}", c.vcpus, c.memory_mib, c.host_node))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            &["MEM004"],
+        ));
+    }
     let cpu = features::cpu(host, request, &placement, &mut decisions);
     let enlightenments = features::enlightenments(host, request, &mut decisions);
     let clock = features::clock(&enlightenments, &mut decisions);
@@ -413,6 +491,7 @@ fn vm_plan(
         iothread_cpus: emulator_cpus,
         memory_mib: vm.memory_mib,
         memory_node,
+        guest_numa,
         hugepages,
         cpu,
         enlightenments,

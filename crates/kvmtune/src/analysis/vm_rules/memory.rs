@@ -102,3 +102,206 @@ fn away_from_passthrough_device(ctx: &RuleContext) -> Vec<Finding> {
     }
     findings
 }
+
+/// The host NUMA nodes that hold any of these CPUs.
+fn nodes_holding(host: &crate::host::HostFacts, cpus: &CpuSet) -> Vec<u32> {
+    host.topology
+        .numa_nodes
+        .iter()
+        .filter(|n| !n.cpus.intersection(cpus).is_empty())
+        .map(|n| n.node)
+        .collect()
+}
+
+/// Every vCPU the config declares is pinned, on a multi-node host: only then is there a node
+/// the vCPUs are confined to.
+fn pinned_on_multi_node_host<'a>(ctx: &'a RuleContext) -> Option<(&'a crate::host::HostFacts, CpuSet)> {
+    let host = ctx.host?;
+    if host.topology.numa_nodes.len() < 2 {
+        return None;
+    }
+    let vcpus = ctx.config.vcpus.as_ref()?.value;
+    let pinned = ctx.config.pinning.vcpupin.iter().filter(|p| p.id < vcpus).count();
+    (vcpus > 0 && pinned as u32 == vcpus).then(|| (host, ctx.vcpu_cpus()))
+}
+
+/// `numatune` keeps all memory on these nodes: a strict or restrictive binding to a subset of
+/// them (`preferred` falls back elsewhere when the node runs short; `interleave` spreads).
+fn memory_bound_to(ctx: &RuleContext, nodes: &[u32]) -> bool {
+    ctx.config.memory.numatune.as_ref().is_some_and(|tune| {
+        matches!(tune.value.mode.as_deref(), Some("strict" | "restrictive") | None)
+            && tune
+                .value
+                .nodeset
+                .as_ref()
+                .is_some_and(|set| !set.is_empty() && set.iter().all(|n| nodes.contains(&n)))
+    })
+}
+
+/// Memory is preallocated when the VM starts (hugepages, or locked memory), so the thread
+/// that touches it first decides where it lands: QEMU's main thread, the emulator.
+fn preallocated(ctx: &RuleContext) -> bool {
+    ctx.config.memory.hugepages.is_some() || ctx.config.memory.locked.is_some()
+}
+
+/// The emulator is pinned to nodes none of the vCPUs use.
+fn emulator_elsewhere(
+    ctx: &RuleContext,
+    host: &crate::host::HostFacts,
+    vcpu_nodes: &[u32],
+) -> Option<Vec<u32>> {
+    let emulator = ctx.config.pinning.emulatorpin.as_ref()?;
+    let nodes = nodes_holding(host, &emulator.value);
+    (!nodes.is_empty() && nodes.iter().all(|n| !vcpu_nodes.contains(n))).then_some(nodes)
+}
+
+fn node_names(nodes: &[u32]) -> String {
+    nodes.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+pub(super) const MEM003: VmRule = VmRule {
+    check: memory_off_vcpu_node,
+    needs_host: true,
+    meta: RuleMeta {
+        id: "MEM003",
+        name: "memory-off-vcpu-node",
+        category: Category::Memory,
+        severity: Severity::Warning,
+        title: "vCPUs on one NUMA node, guest memory free to land on another",
+        explanation: "Pinning keeps the vCPUs on one node, but without a numatune binding the kernel allocates guest memory wherever the touching thread runs or memory is free, often on another node. Every access to it then crosses the interconnect, at roughly twice the latency and a fraction of the bandwidth. A strict numatune to the vCPUs' node keeps it local.",
+        example: "every <vcpupin> on node 1's CPUs and no <numatune>, or <numatune><memory nodeset='0-1'/>",
+        fix: "bind memory to the vCPUs' node: <numatune><memory mode='strict' nodeset='N'/></numatune>",
+        fix_safety: Applicability::Unsafe,
+        source: "libvirt formatdomain numatune; Linux Documentation/admin-guide/mm/numa_memory_policy.rst (../shared/knowledge.md 2c)",
+    },
+};
+
+fn memory_off_vcpu_node(ctx: &RuleContext) -> Vec<Finding> {
+    let Some((host, vcpu_cpus)) = pinned_on_multi_node_host(ctx) else { return Vec::new() };
+    let nodes = nodes_holding(host, &vcpu_cpus);
+    let [node] = nodes.as_slice() else { return Vec::new() };
+    if memory_bound_to(ctx, &nodes)
+        || ctx.config.memory.numatune.as_ref().is_some_and(|t| t.value.placement.as_deref() == Some("auto"))
+    {
+        return Vec::new();
+    }
+    if preallocated(ctx) && emulator_elsewhere(ctx, host, &nodes).is_some() {
+        // MEM005 says it, with the reason the memory lands elsewhere.
+        return Vec::new();
+    }
+    let now = match &ctx.config.memory.numatune {
+        None => "no numatune".to_string(),
+        Some(tune) => format!(
+            "numatune {} on node(s) {}",
+            tune.value.mode.as_deref().unwrap_or("strict"),
+            tune.value.nodeset.as_ref().map_or("-".to_string(), |s| s.to_string())
+        ),
+    };
+    let anchor = ctx.config.memory.numatune.as_ref().map(|t| t.span).or(ctx.config.anchors.cputune);
+    vec![
+        Finding::new(anchor, format!("the vCPUs all run on NUMA node {node}, but guest memory is not bound there ({now}): the kernel may place it on another node"))
+            .with_fix(Fix::unsafe_(FixAction::SetNumatune { nodeset: node.to_string() })),
+    ]
+}
+
+pub(super) const MEM004: VmRule = VmRule {
+    check: spans_nodes_without_guest_numa,
+    needs_host: true,
+    meta: RuleMeta {
+        id: "MEM004",
+        name: "spans-nodes-without-guest-numa",
+        category: Category::Memory,
+        severity: Severity::Warning,
+        title: "vCPUs span NUMA nodes, but the guest sees one node",
+        explanation: "A VM too big for one node has vCPUs on several. Without a guest NUMA topology (<numa> cells, each with its memory bound to its host node by <memnode>), Windows sees one node: its scheduler moves threads across the host nodes freely and its allocator cannot keep a thread's memory near it, so a good share of accesses crosses the interconnect. Cells that mirror the host let Windows keep work and memory together.",
+        example: "vCPUs pinned to CPUs of host nodes 0 and 1 and no <cpu><numa>",
+        fix: "give the guest one NUMA cell per host node it uses, with its vCPUs and memory, bound there (`kvmtune tune` plans them)",
+        fix_safety: Applicability::Unsafe,
+        source: "libvirt formatdomain (cpu numa cells, numatune memnode); Microsoft Hyper-V virtual NUMA guidance (../shared/knowledge.md 2c)",
+    },
+};
+
+fn spans_nodes_without_guest_numa(ctx: &RuleContext) -> Vec<Finding> {
+    let Some((host, vcpu_cpus)) = pinned_on_multi_node_host(ctx) else { return Vec::new() };
+    let nodes = nodes_holding(host, &vcpu_cpus);
+    if nodes.len() < 2 || !ctx.config.cpu.numa_cells.is_empty() {
+        return Vec::new();
+    }
+    let finding = Finding::new(
+        ctx.config.anchors.cpu.or(ctx.config.anchors.cputune),
+        format!(
+            "the vCPUs run on NUMA nodes {}, but the guest has no NUMA topology: Windows sees one node and spreads threads and memory across the interconnect",
+            node_names(&nodes)
+        ),
+    );
+    match guest_cells(ctx, host, &nodes) {
+        Some(cells) => vec![finding.with_fix(Fix::unsafe_(FixAction::SetGuestNuma { cells }))],
+        None => vec![finding.with_fix(Fix::manual("add <numa> cells to <cpu>, one per host node with the vCPUs pinned there, and a strict <memnode> per cell"))],
+    }
+}
+
+/// One cell per host node, with the vCPUs pinned there and memory in proportion, in 2 MiB
+/// units (the last cell takes the rest). `None` when the memory size is unknown or a vCPU's
+/// pin spans nodes.
+fn guest_cells(
+    ctx: &RuleContext,
+    host: &crate::host::HostFacts,
+    nodes: &[u32],
+) -> Option<Vec<crate::analysis::fix::GuestCell>> {
+    let memory_kib = ctx.config.memory.size_kib.as_ref()?.value;
+    let vcpus = ctx.config.vcpus.as_ref()?.value;
+    let mut cells = Vec::new();
+    let mut placed = 0;
+    for (id, &node) in nodes.iter().enumerate() {
+        let node_cpus = &host.topology.numa_nodes.iter().find(|n| n.node == node)?.cpus;
+        let members: CpuSet =
+            ctx.config.pinning.vcpupin.iter().filter(|p| p.cpus.is_subset(node_cpus)).map(|p| p.id).collect();
+        placed += members.len();
+        let share = memory_kib * members.len() as u64 / u64::from(vcpus) / 2048 * 2048;
+        cells.push(crate::analysis::fix::GuestCell {
+            id: id as u32,
+            cpus: members.to_string(),
+            memory_kib: share,
+            host_node: node,
+        });
+    }
+    if placed != vcpus as usize {
+        return None;
+    }
+    let assigned: u64 = cells.iter().map(|c| c.memory_kib).sum();
+    if let Some(last) = cells.last_mut() {
+        last.memory_kib += memory_kib - assigned;
+    }
+    Some(cells)
+}
+
+pub(super) const MEM005: VmRule = VmRule {
+    check: emulator_places_preallocated_memory,
+    needs_host: true,
+    meta: RuleMeta {
+        id: "MEM005",
+        name: "emulator-places-preallocated-memory",
+        category: Category::Memory,
+        severity: Severity::Warning,
+        title: "preallocated memory follows the emulator to another NUMA node",
+        explanation: "With hugepages or locked memory QEMU allocates all guest RAM at start, from its main thread: the emulator thread. Under the kernel's default first-touch policy the pages land on the emulator's node. With the emulator pinned to another node than every vCPU and no numatune binding, the whole guest memory ends up remote to the vCPUs.",
+        example: "<emulatorpin cpuset='0,8'/> on node 0, every <vcpupin> on node 1, <hugepages/>, no <numatune>",
+        fix: "bind memory to the vCPUs' nodes with numatune (strict), or pin the emulator on their node",
+        fix_safety: Applicability::Unsafe,
+        source: "QEMU hostmem prealloc (backends/hostmem.c); Linux Documentation/admin-guide/mm/numa_memory_policy.rst (first touch); libvirt formatdomain numatune",
+    },
+};
+
+fn emulator_places_preallocated_memory(ctx: &RuleContext) -> Vec<Finding> {
+    let Some((host, vcpu_cpus)) = pinned_on_multi_node_host(ctx) else { return Vec::new() };
+    let vcpu_nodes = nodes_holding(host, &vcpu_cpus);
+    if !preallocated(ctx) || memory_bound_to(ctx, &vcpu_nodes) {
+        return Vec::new();
+    }
+    let Some(emulator_nodes) = emulator_elsewhere(ctx, host, &vcpu_nodes) else { return Vec::new() };
+    let span = ctx.config.pinning.emulatorpin.as_ref().map(|e| e.span);
+    vec![
+        Finding::new(span, format!("the emulator runs on node(s) {} and allocates the preallocated guest memory there, while the vCPUs run on node(s) {}: all of it is remote", node_names(&emulator_nodes), node_names(&vcpu_nodes)))
+            .with_fix(Fix::unsafe_(FixAction::SetNumatune { nodeset: vcpu_nodes.iter().copied().collect::<CpuSet>().to_string() })),
+    ]
+}
