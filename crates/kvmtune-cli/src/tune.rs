@@ -190,7 +190,8 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
     let mut plan = planner::plan(&host, &request)?;
     plan.decisions.extend(device_note);
     if let Some((path, text, config)) = &existing {
-        return tune_existing(&args, &plan, windows, path, text, config, &source);
+        let vm = ExistingVm { path, text, config };
+        return tune_existing(&args, &plan, &host, windows, &vm, &source);
     }
     let formats = args.emit.formats();
     let out = match args.format {
@@ -202,7 +203,7 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
             format!("{}\n", serde_json::to_string_pretty(&document)?)
         }
         Format::Text => {
-            let mut out = plan_text::render(&plan, &source);
+            let mut out = plan_text::render(&plan, &host, &source);
             for vm in &plan.vms {
                 for format in &formats {
                     out.push_str(&emit(*format, vm, windows).text);
@@ -215,19 +216,26 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
+/// An existing VM's config: where it came from, its text, and what it says.
+struct ExistingVm<'a> {
+    path: &'a str,
+    text: &'a str,
+    config: &'a kvmtune::config::model::VmConfig,
+}
+
 /// An existing VM: the plan, then the change in the VM's own format.
 fn tune_existing(
     args: &TuneArgs,
     plan: &Plan,
+    host: &HostFacts,
     windows: WindowsVersion,
-    path: &str,
-    text: &str,
-    config: &kvmtune::config::model::VmConfig,
+    existing_vm: &ExistingVm,
     source: &str,
 ) -> anyhow::Result<Outcome> {
     use kvmtune::config::model::SourceFormat;
+    let ExistingVm { path, text, config } = *existing_vm;
     let vm = &plan.vms[0];
-    let mut out = plan_text::render(plan, source);
+    let mut out = plan_text::render(plan, host, source);
     let actions = existing::actions(config, vm);
     match config.format {
         SourceFormat::Libvirt => {

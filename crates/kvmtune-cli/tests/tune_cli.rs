@@ -71,6 +71,19 @@ fn emitted() -> Vec<Emitted> {
         for variant in variants {
             all.push(tune(dir.path(), machine.name, variant));
         }
+        // On hosts with several nodes, a VM too big for one: it spans nodes, with guest NUMA
+        // cells.
+        if machine.packages * machine.nodes_per_package > 1 {
+            let spanning = (machine.cpu_count() * 3 / 4 / 2 * 2).to_string();
+            let planned = tune(dir.path(), machine.name, &["--vcpus", &spanning, "--memory", "8G"]);
+            assert!(
+                planned.xml.contains("<numa>"),
+                "{}: no guest NUMA cells:\n{}",
+                planned.label,
+                planned.xml
+            );
+            all.push(planned);
+        }
     }
     let (_guard, root) =
         kvmtune_testkit::unpack(&kvmtune_testkit::corpus().join("hwloc/64amd64-4s2n4ca2co.tar.bz2"));
@@ -89,6 +102,21 @@ fn cpu_properties(value: &str) -> (String, BTreeSet<String>) {
     let mut parts = value.split(',');
     let model = parts.next().unwrap_or_default().to_string();
     (model, parts.map(str::to_string).collect())
+}
+
+/// The domain with every numatune host nodeset on node 0, the only node of this machine.
+fn one_host_node(xml: &str) -> String {
+    let mut out = String::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find("nodeset='") {
+        let value_start = at + "nodeset='".len();
+        out.push_str(&rest[..value_start]);
+        out.push('0');
+        let value_end = rest[value_start..].find('\'').map_or(rest.len(), |end| value_start + end);
+        rest = &rest[value_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Splits `virsh domxml-to-native` output, which single-quotes words with spaces.
@@ -159,6 +187,10 @@ fn libvirt_and_qemu_accept_what_tune_emits() {
             _ => plan.xml.clone(),
         })
         .collect();
+    // libvirt checks numatune's host nodes against this machine, which has one node: for the
+    // translation, every host nodeset becomes node 0. The guest cells, what the guest sees,
+    // are translated as planned; the host binding is held to the plan by the -object below.
+    let without_tpm: Vec<String> = without_tpm.iter().map(|xml| one_host_node(xml)).collect();
     let natives = kvmtune_testkit::libvirtd::domxml_to_native(&without_tpm);
     for (plan, native) in emitted.iter().zip(natives) {
         let native = native.unwrap_or_else(|e| panic!("{}: libvirt refused the XML: {e}", plan.label));
@@ -169,6 +201,26 @@ fn libvirt_and_qemu_accept_what_tune_emits() {
         assert_eq!(our_model, their_model, "{}: -cpu model", plan.label);
         assert_eq!(ours, theirs, "{}: -cpu properties (ours vs libvirt's)", plan.label);
         assert_eq!(option_value(&plan.argv, "-smp"), option_value(&native, "-smp"), "{}: -smp", plan.label);
+        // Guest NUMA nodes: the same -numa options, each backed by a node-bound memory object.
+        let numa = |argv: &[String]| -> Vec<String> {
+            argv.windows(2).filter(|w| w[0] == "-numa").map(|w| w[1].clone()).collect()
+        };
+        assert_eq!(numa(&plan.argv), numa(&native), "{}: -numa", plan.label);
+        for cell in plan.document["plan"]["vms"][0]["guest_numa"].as_array().into_iter().flatten() {
+            let id = cell["id"].as_u64().unwrap();
+            let node = cell["host_node"].as_u64().unwrap();
+            let backend = format!("id=ram-node{id},");
+            let ours = plan.argv.iter().find(|a| a.contains(&backend)).expect("a backend per cell");
+            assert!(ours.ends_with(&format!("host-nodes={node},policy=bind")), "{}: {ours}", plan.label);
+            assert!(
+                native
+                    .iter()
+                    .any(|a| a.contains(&format!("\"id\":\"ram-node{id}\""))
+                        && a.contains("\"policy\":\"bind\"")),
+                "{}: libvirt binds cell {id} too",
+                plan.label
+            );
+        }
     }
 
     // 3. QEMU itself checks every property name and value: TCG, with `max` for `host` (which

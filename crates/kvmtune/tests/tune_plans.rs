@@ -515,3 +515,41 @@ fn missing_devices_are_one_decision() {
     let note = note.expect("one decision names them");
     assert!(note.reason.starts_with("8 devices (0000:01:00.0, 0000:02:00.0,"), "{}", note.reason);
 }
+
+/// The real configs in ../shared/corpus/user-xml whose host CPU is known, on a host built to
+/// it: PIN007 fires only where the vCPUs truly leave the host nothing. Where the config shows
+/// its host share (emulator and iothread pins), PIN007 never fires: an overlap with those pins
+/// is PIN003's to report.
+#[test]
+fn pin007_on_real_configs_fires_only_where_the_host_is_left_nothing() {
+    use kvmtune::analysis::planner::placement::default_host_share;
+    let dir = kvmtune_testkit::corpus().join("user-xml");
+    let mut fired = Vec::new();
+    let mut expected = Vec::new();
+    let mut with_pins = 0;
+    for (file, machine) in SyntheticHost::for_user_xml() {
+        let (facts, _guard) = synthetic(machine);
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let config = kvmtune::config::read(file, &text).unwrap();
+        let options = CheckOptions {
+            host: Some(&facts),
+            windows: None,
+            workload: Workload::Gaming,
+            select: kvmtune::analysis::rule::select_vm_rules(&["PIN007"]).unwrap(),
+            housekeeping: None,
+        };
+        if !check(&config, &SourceText::new(file, text.as_str()), &options).diagnostics.is_empty() {
+            fired.push(file);
+        }
+        let pinning = &config.pinning;
+        let shows_share = pinning.emulatorpin.is_some() || !pinning.iothreadpin.is_empty();
+        with_pins += usize::from(shows_share);
+        let vcpu_cpus =
+            pinning.vcpupin.iter().fold(kvmtune::host::CpuSet::new(), |all, p| all.union(&p.cpus));
+        if !shows_share && !vcpu_cpus.is_empty() && default_host_share(&facts, &vcpu_cpus).cpus.is_empty() {
+            expected.push(file);
+        }
+    }
+    assert!(with_pins >= 3, "only {with_pins} configs show their host share");
+    assert_eq!(fired, expected);
+}
