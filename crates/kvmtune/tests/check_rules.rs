@@ -271,3 +271,40 @@ fn unsafe_fixes_silence_their_rule_too() {
     }
     assert!(checked >= 4, "only {checked} unsafe fixes checked");
 }
+
+/// Configs on which a rule used to raise a false alarm (`fixtures/precision/`). The first line
+/// names the rules that must stay quiet (`quiet=ID,...`) and any that must fire instead
+/// (`fires=ID,...`); each file is also valid libvirt XML.
+#[test]
+fn false_alarms_stay_quiet() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/precision");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = text.lines().next().unwrap();
+        let ids = |key: &str| -> Vec<String> {
+            first
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+                .map(|list| list.split(',').map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        let (quiet, fires) = (ids("quiet"), ids("fires"));
+        assert!(!quiet.is_empty(), "{name}: names no rule that must stay quiet");
+        let (report, _, _) = run(&name, &text);
+        let fired: Vec<&str> = report.diagnostics.iter().map(|d| d.rule).collect();
+        for id in &quiet {
+            assert!(!fired.contains(&id.as_str()), "{name}: {id} fired: {:?}", report.diagnostics);
+        }
+        for id in &fires {
+            assert!(fired.contains(&id.as_str()), "{name}: {id} did not fire: {fired:?}");
+        }
+        let validate =
+            std::process::Command::new("virt-xml-validate").arg(&path).arg("domain").output().unwrap();
+        assert!(validate.status.success(), "{name}: {}", String::from_utf8_lossy(&validate.stderr));
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} precision fixtures");
+}

@@ -348,8 +348,10 @@ fn with_no_release_known_the_plan_says_what_it_assumes() {
     let (facts, _dir) = synthetic(SyntheticHost::ryzen_7950x3d());
     let plan = plan(&facts, &request(WindowsVersion::Win11, Workload::Gaming, None)).unwrap();
     let assumed = plan.vms[0].decisions.iter().find(|d| d.choice == "assumed available").unwrap();
+    // hv-avic (Linux 5.15, QEMU 6.2) is not planned where APICv/AVIC is unknown, so hv-ipi
+    // sets the bar.
     assert!(
-        assumed.reason.contains("Linux 5.15") && assumed.reason.contains("QEMU 6.2"),
+        assumed.reason.contains("Linux 4.20") && assumed.reason.contains("QEMU 3.1"),
         "{}",
         assumed.reason
     );
@@ -552,4 +554,32 @@ fn pin007_on_real_configs_fires_only_where_the_host_is_left_nothing() {
     }
     assert!(with_pins >= 3, "only {with_pins} configs show their host share");
     assert_eq!(fired, expected);
+}
+
+/// hv-avic hurts without APICv/AVIC and helps with it; where the host's state is unknown (a
+/// snapshot), the plan leaves it out and says how to settle it, instead of guessing.
+#[test]
+fn hv_avic_follows_the_hosts_apic_virtualization_and_is_not_guessed() {
+    let (mut facts, _dir) = synthetic(SyntheticHost::ryzen_7950x3d());
+    assert!(!facts.kvm.apic_virtualization.is_known(), "a snapshot does not know APICv/AVIC");
+    let names = |facts: &HostFacts| -> (Vec<&'static str>, Vec<String>) {
+        let plan = plan(facts, &request(WindowsVersion::Win11, Workload::Gaming, None)).unwrap();
+        let vm = &plan.vms[0];
+        (
+            vm.enlightenments.iter().map(|e| e.name).collect(),
+            vm.decisions.iter().map(|d| d.choice.clone()).collect(),
+        )
+    };
+    let (unknown, decisions) = names(&facts);
+    assert!(!unknown.contains(&"hv-avic"), "{unknown:?}");
+    assert!(decisions.iter().any(|d| d == "hv-avic left out: APICv/AVIC state unknown"), "{decisions:?}");
+    let apic = |enabled: bool| kvmtune::host::kvm::ApicVirtualization {
+        kind: "AVIC".into(),
+        enabled,
+        evidence: "kvm_amd.avic".into(),
+    };
+    facts.kvm.apic_virtualization = Fact::Known(apic(true));
+    assert!(names(&facts).0.contains(&"hv-avic"));
+    facts.kvm.apic_virtualization = Fact::Known(apic(false));
+    assert!(!names(&facts).0.contains(&"hv-avic"));
 }

@@ -64,7 +64,7 @@ pub fn check(config: &VmConfig, source: &SourceText, options: &CheckOptions) -> 
     };
     let selected =
         |rule: &VmRule| options.select.is_empty() || options.select.iter().any(|s| s.meta.id == rule.meta.id);
-    let mut diagnostics = Vec::new();
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
     let mut skipped_for_host = Vec::new();
     for rule in VM_RULES.iter().filter(|r| selected(r)) {
         if rule.needs_host && options.host.is_none() {
@@ -84,6 +84,18 @@ pub fn check(config: &VmConfig, source: &SourceText, options: &CheckOptions) -> 
                 column: position.map(|p| p.1),
                 fix: finding.fix,
             });
+        }
+    }
+    // A `-cpu` in <qemu:commandline> replaces what libvirt generates from the XML: an edit of
+    // the XML's CPU would change nothing, so it becomes a step after removing the override.
+    if config.passthrough_args.iter().any(|arg| arg.option == "cpu") {
+        for diagnostic in &mut diagnostics {
+            if let Some(fix) = diagnostic.fix.as_mut().filter(|f| f.action.shapes_cpu_argument()) {
+                *fix = Fix::manual(format!(
+                    "{}, after removing the -cpu in <qemu:commandline> that overrides it (ARG001)",
+                    fix.action.describe()
+                ));
+            }
         }
     }
     diagnostics.sort_by_key(|d| (d.span.map_or(usize::MAX, |s| s.start), d.rule));

@@ -64,6 +64,10 @@ pub enum FixAction {
     SetPins { vcpus: Vec<(u32, String)>, emulator: String, iothreads: Vec<(u32, String)> },
     /// `<numatune><memory mode='strict' nodeset=...>`.
     SetNumatune { nodeset: String },
+    /// Attributes of the `<driver>` of the disk with this target (`cache`, `io`).
+    SetDiskDriver { target: String, attributes: Vec<(String, String)> },
+    /// `<pm>` with suspend to RAM and to disk off.
+    DisableSleepStates,
     /// A guest NUMA topology: `<cpu><numa>` cells, and a strict `<memnode>` per cell binding its
     /// memory to its host node (with `<memory>` strict to all of them).
     SetGuestNuma { cells: Vec<GuestCell> },
@@ -72,6 +76,22 @@ pub enum FixAction {
 }
 
 impl FixAction {
+    /// The action edits what libvirt turns into QEMU's `-cpu` (enlightenments, CPU features
+    /// and mode, the Hyper-V clock): a `-cpu` passed through `<qemu:commandline>` overrides it.
+    pub fn shapes_cpu_argument(&self) -> bool {
+        match self {
+            FixAction::EnableHyperv { .. }
+            | FixAction::DisableHyperv { .. }
+            | FixAction::SetSpinlockRetries { .. }
+            | FixAction::RequireCpuFeature { .. }
+            | FixAction::RemoveCpuFeature { .. }
+            | FixAction::SetCpuCacheMode { .. }
+            | FixAction::SetCpuMode { .. } => true,
+            FixAction::SetTimer { name, .. } => name == "hypervclock",
+            _ => false,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             FixAction::EnableHyperv { features } => format!("enable {}", features.join(", ")),
@@ -102,6 +122,13 @@ impl FixAction {
                 format!("pin {} vCPU(s) one to one, the emulator and iothreads to {emulator}", vcpus.len())
             }
             FixAction::SetNumatune { nodeset } => format!("bind memory strictly to NUMA node {nodeset}"),
+            FixAction::SetDiskDriver { target, attributes } => format!(
+                "set disk {target}'s driver: {}",
+                attributes.iter().map(|(k, v)| format!("{k}='{v}'")).collect::<Vec<_>>().join(" ")
+            ),
+            FixAction::DisableSleepStates => {
+                "turn the guest's sleep states off: <pm><suspend-to-mem enabled='no'/><suspend-to-disk enabled='no'/></pm>".to_string()
+            }
             FixAction::SetGuestNuma { cells } => format!(
                 "give the guest {} NUMA nodes mirroring the host's ({}), each cell's memory bound to its host node",
                 cells.len(),

@@ -26,6 +26,8 @@ pub enum Category {
     Memory,
     Devices,
     OldGuests,
+    /// Raw QEMU arguments passed around the config (`<qemu:commandline>`).
+    QemuArgs,
     /// The host's KVM, kernel and devices.
     Host,
     /// Exit causes read from VM-exit statistics.
@@ -42,6 +44,7 @@ impl Category {
             Category::Memory => "memory",
             Category::Devices => "devices",
             Category::OldGuests => "old-guests",
+            Category::QemuArgs => "qemu-args",
             Category::Host => "host",
             Category::Exits => "exits",
         }
@@ -270,7 +273,7 @@ mod tests {
 
     #[test]
     fn select_takes_config_rules_only() {
-        let selected = select_vm_rules(&["TIME005", "pit-catching-up"]).unwrap();
+        let selected = select_vm_rules(&["TIME005", "pit-tickpolicy-refused"]).unwrap();
         assert_eq!(selected.iter().map(|r| r.meta.id).collect::<Vec<_>>(), ["TIME005", "TIME003"]);
         assert!(matches!(select_vm_rules(&["TIEM005"]), Err(SelectError::Unknown(_))));
         assert!(matches!(

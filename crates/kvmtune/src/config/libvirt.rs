@@ -11,6 +11,8 @@ use roxmltree::{Document, Node, ParsingOptions};
 use crate::config::ConfigError;
 use crate::config::cpuset;
 use crate::config::model::*;
+use crate::config::shell::Word;
+use crate::config::span::SourceText;
 use crate::config::span::Span;
 use crate::knowledge::libvirt::{HYPERV_ELEMENTS, HYPERV_SUB_ELEMENTS, KVM_ELEMENTS, TIMER_NAMES};
 
@@ -40,6 +42,14 @@ pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
     })?;
     let reader = Reader { path, document: &document };
     reader.domain(document.root_element())
+}
+
+/// What libvirt puts into `-cpu`: the enlightenments that are on and the CPU features it
+/// enables.
+fn generated_cpu(config: &VmConfig) -> Vec<String> {
+    let enlightenments = config.hyperv.features.iter().filter(|f| f.on).map(|f| f.name.clone());
+    let features = config.cpu.features.iter().filter(|f| f.enables()).map(|f| f.name.clone());
+    enlightenments.chain(features).collect()
 }
 
 struct Reader<'a, 'input> {
@@ -137,6 +147,30 @@ impl Reader<'_, '_> {
         config.name = child(root, "name").map(text_of);
         if let Some(vcpu) = child(root, "vcpu") {
             config.vcpus = Some(Located::new(self.number(vcpu, &text_of(vcpu), "<vcpu>")?, span(vcpu)));
+            if let Some(current) = self.attribute_number::<u32>(vcpu, "current")? {
+                config.vcpus_enabled = Some((0..current).collect());
+            }
+        }
+        // <vcpus> says vCPU by vCPU which are online at start; it wins over `current`.
+        if let Some(list) = child(root, "vcpus") {
+            let mut enabled = crate::host::CpuSet::new();
+            for entry in children(list, "vcpu") {
+                if entry.attribute("enabled") != Some("no")
+                    && let Some(id) = self.attribute_number::<u32>(entry, "id")?
+                {
+                    enabled = enabled.union(&[id].into_iter().collect());
+                }
+            }
+            config.vcpus_enabled = Some(enabled);
+        }
+        if let Some(pm) = child(root, "pm") {
+            let state = |name: &str| {
+                child(pm, name).and_then(|node| {
+                    node.attribute("enabled").map(|value| Located::new(value == "yes", span(node)))
+                })
+            };
+            config.power.suspend_to_mem = state("suspend-to-mem");
+            config.power.suspend_to_disk = state("suspend-to-disk");
         }
         if let Some(iothreads) = child(root, "iothreads") {
             config.iothreads = Some(Located::new(
@@ -173,21 +207,50 @@ impl Reader<'_, '_> {
         Ok(config)
     }
 
-    /// `<qemu:commandline>` passes raw QEMU arguments; kvmtune reads the ones it models.
+    /// `<qemu:commandline>` passes raw QEMU arguments after libvirt's own. kvmtune keeps them
+    /// as they are (`passthrough_args`, for the rules about what they override) and applies
+    /// what it models, as QEMU would: a `-cpu` there replaces libvirt's whole CPU.
     fn qemu_commandline(&self, root: Node, config: &mut VmConfig) {
         let Some(commandline) =
             root.children().find(|c| c.is_element() && c.has_tag_name((QEMU_NS, "commandline")))
         else {
             return;
         };
-        let args: Vec<Node> =
-            commandline.children().filter(|c| c.is_element() && c.has_tag_name((QEMU_NS, "arg"))).collect();
-        for pair in args.windows(2) {
-            if pair[0].attribute("value") == Some("-global")
-                && let Some(value) = pair[1].attribute("value")
-                && let Some(enabled) = tpr_patching_setting(value)
-            {
-                config.tpr_patching = Some(Located::new(enabled, span(pair[1])));
+        let words: Vec<Word> = commandline
+            .children()
+            .filter(|c| c.is_element() && c.has_tag_name((QEMU_NS, "arg")))
+            .filter_map(|arg| {
+                let value = arg.attribute_node("value")?;
+                Some(Word { text: value.value().to_string(), span: value.range().into() })
+            })
+            .collect();
+        let mut index = 0;
+        while index < words.len() {
+            let word = &words[index];
+            let Some(option) = word.text.strip_prefix("--").or_else(|| word.text.strip_prefix('-')) else {
+                index += 1;
+                continue;
+            };
+            let value = words
+                .get(index + 1)
+                .filter(|next| !crate::config::qemu::takes_no_value(option) && !next.text.starts_with('-'));
+            config.passthrough_args.push(PassthroughArg {
+                option: option.to_string(),
+                value: value.map(|v| v.text.clone()),
+                span: value.map_or(word.span, |v| Span::new(word.span.start, v.span.end)),
+                dropped: Vec::new(),
+            });
+            index += if value.is_some() { 2 } else { 1 };
+        }
+        // What QEMU would make of them. A value kvmtune cannot read is QEMU's to refuse; the
+        // arguments are still listed above.
+        let source = SourceText::new(self.path, self.document.input_text());
+        if let Ok(extra) = crate::config::qemu::read_words(&source, &words) {
+            let before = generated_cpu(config);
+            crate::config::apply_passthrough(config, extra);
+            let after = generated_cpu(config);
+            if let Some(cpu) = config.passthrough_args.iter_mut().rfind(|arg| arg.option == "cpu") {
+                cpu.dropped = before.into_iter().filter(|item| !after.contains(item)).collect();
             }
         }
     }
@@ -473,6 +536,8 @@ impl Reader<'_, '_> {
                         target: target.and_then(|t| t.attribute("dev")).map(str::to_string),
                         cache: driver_attr("cache"),
                         io: driver_attr("io"),
+                        format: driver_attr("type"),
+                        source_type: device.attribute("type").map(str::to_string),
                         discard: driver_attr("discard"),
                         iothread: match driver {
                             Some(driver) => self.attribute_number(driver, "iothread")?,
@@ -524,6 +589,17 @@ impl Reader<'_, '_> {
                     .devices
                     .tpms
                     .push(Located::new(device.attribute("model").unwrap_or("").to_string(), span(device))),
+                "graphics" => config
+                    .devices
+                    .graphics
+                    .push(Located::new(device.attribute("type").unwrap_or("").to_string(), span(device))),
+                "controller" => {
+                    if let Some(driver) = child(device, "driver")
+                        && let Some(iothread) = self.attribute_number::<u32>(driver, "iothread")?
+                    {
+                        config.devices.controller_iothreads.push(iothread);
+                    }
+                }
                 "video" => {
                     let model =
                         child(device, "model").and_then(|m| m.attribute("type")).unwrap_or("").to_string();

@@ -400,16 +400,55 @@ impl<'a, 'input> Editor<'a, 'input> {
                 }
             }
             FixAction::SetIothreads { count } => Ok(vec![self.set_iothreads(*count)]),
+            FixAction::SetDiskDriver { target, attributes } => {
+                let disk = self.disk(target)?;
+                let attributes: Vec<(&str, &str)> =
+                    attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                Ok(match element(disk, "driver") {
+                    Some(driver) => {
+                        attributes.iter().map(|(k, v)| self.set_attribute(driver, k, v)).collect()
+                    }
+                    None => {
+                        let mut all = vec![("name", "qemu")];
+                        all.extend(attributes);
+                        vec![self.insert_child(
+                            disk,
+                            &self.empty_element("driver", &all),
+                            &["source", "target"],
+                        )]
+                    }
+                })
+            }
+            FixAction::DisableSleepStates => {
+                let off = [("enabled", "no")];
+                let children =
+                    [self.empty_element("suspend-to-mem", &off), self.empty_element("suspend-to-disk", &off)];
+                Ok(match element(root, "pm") {
+                    Some(pm) => children
+                        .iter()
+                        .zip(["suspend-to-mem", "suspend-to-disk"])
+                        .map(|(snippet, name)| match element(pm, name) {
+                            Some(existing) => self.set_attribute(existing, "enabled", "no"),
+                            None => self.insert_child(pm, snippet, &[]),
+                        })
+                        .collect(),
+                    None => {
+                        let nl = self.newline;
+                        let indent = root.children().find(|c| c.is_element()).map_or_else(
+                            || format!("{}{}", self.indent_of(root), self.unit),
+                            |c| self.indent_of(c),
+                        );
+                        let inner = format!("{indent}{}", self.unit);
+                        let block = format!(
+                            "<pm>{nl}{inner}{}{nl}{inner}{}{nl}{indent}</pm>",
+                            children[0], children[1]
+                        );
+                        vec![self.insert_child(root, &block, &["devices"])]
+                    }
+                })
+            }
             FixAction::AttachDiskIothread { target, iothread } => {
-                let disk = element(root, "devices")
-                    .into_iter()
-                    .flat_map(|devices| devices.children())
-                    .find(|d| {
-                        d.is_element()
-                            && d.has_tag_name("disk")
-                            && element(*d, "target").and_then(|t| t.attribute("dev")) == Some(target.as_str())
-                    })
-                    .ok_or_else(|| EditError::NotApplicable(format!("no disk with target {target}")))?;
+                let disk = self.disk(target)?;
                 let value = iothread.to_string();
                 let mut edits = vec![match element(disk, "driver") {
                     Some(driver) => self.set_attribute(driver, "iothread", &value),
@@ -532,6 +571,19 @@ impl<'a, 'input> Editor<'a, 'input> {
         let at = memory.range().end;
         edits.push(Edit { span: Span::new(at, at), replacement: memnodes });
         Ok(edits)
+    }
+
+    /// The `<disk>` with this target device.
+    fn disk(&self, target: &str) -> Result<Node<'a, 'input>, EditError> {
+        element(self.root(), "devices")
+            .into_iter()
+            .flat_map(|devices| devices.children())
+            .find(|d| {
+                d.is_element()
+                    && d.has_tag_name("disk")
+                    && element(*d, "target").and_then(|t| t.attribute("dev")) == Some(target)
+            })
+            .ok_or_else(|| EditError::NotApplicable(format!("no disk with target {target}")))
     }
 
     fn set_iothreads(&self, count: u32) -> Edit {

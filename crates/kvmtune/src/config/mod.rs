@@ -110,3 +110,47 @@ fn looks_like_proxmox(text: &str) -> bool {
     }
     proxmox_lines > 0
 }
+
+/// QEMU arguments appended after a config's own (Proxmox `args:`, libvirt
+/// `<qemu:commandline>`), read as a command line of their own, applied over the config as QEMU
+/// applies them: what they set wins.
+pub(crate) fn apply_passthrough(config: &mut VmConfig, extra: VmConfig) {
+    // QEMU keeps only the last `-cpu`: one passed through replaces the whole CPU (every
+    // enlightenment with it); without one, single properties still win.
+    if extra.cpu.mode.is_some() || extra.cpu.model.is_some() {
+        config.hyperv = extra.hyperv;
+        config.kvm = extra.kvm;
+        config.cpu.features = extra.cpu.features;
+        config.cpu.mode = extra.cpu.mode;
+        config.cpu.model = extra.cpu.model;
+        config.cpu.migratable = extra.cpu.migratable;
+        config.cpu.cache_mode = extra.cpu.cache_mode;
+    } else {
+        for feature in extra.hyperv.features {
+            config.hyperv.features.retain(|f| f.name != feature.name);
+            config.hyperv.features.push(feature);
+        }
+        if extra.hyperv.mode.is_some() {
+            config.hyperv.mode = extra.hyperv.mode;
+        }
+        config.kvm.extend(extra.kvm);
+        config.cpu.features.extend(extra.cpu.features);
+    }
+    // Likewise the last `-smp`.
+    if extra.vcpus.is_some() {
+        config.vcpus = extra.vcpus;
+        config.cpu.topology = extra.cpu.topology;
+    }
+    for timer in &extra.clock.timers {
+        config.clock.timers.retain(|t| t.name != timer.name);
+    }
+    config.clock.timers.extend(extra.clock.timers);
+    if extra.clock.offset.is_some() {
+        config.clock.offset = extra.clock.offset;
+    }
+    if extra.tpr_patching.is_some() {
+        config.tpr_patching = extra.tpr_patching;
+    }
+    config.devices.hostdevs.extend(extra.devices.hostdevs);
+    config.devices.inputs.extend(extra.devices.inputs);
+}

@@ -47,6 +47,9 @@ pub struct VmConfig {
     /// libosinfo id, e.g. `http://microsoft.com/win/11`.
     pub os_id: Option<Located<String>>,
     pub vcpus: Option<Located<u32>>,
+    /// The vCPUs online when the VM starts, where the config says (libvirt `<vcpu current>` or
+    /// `<vcpus><vcpu enabled>`); the others are hot-pluggable and do not run.
+    pub vcpus_enabled: Option<CpuSet>,
     pub cpu: CpuConfig,
     pub hyperv: HypervConfig,
     /// KVM paravirt switches: `hidden`, `hint-dedicated`, `poll-control`, `pv-ipi`.
@@ -56,8 +59,32 @@ pub struct VmConfig {
     pub iothreads: Option<Located<u32>>,
     pub memory: MemoryConfig,
     pub devices: Devices,
+    /// Guest power management: whether S3 (suspend to RAM) and S4 (suspend to disk) are
+    /// offered, where the config says (libvirt `<pm>`).
+    pub power: PowerStates,
+    /// Raw QEMU arguments passed around the config's own model (libvirt `<qemu:commandline>`),
+    /// in order.
+    pub passthrough_args: Vec<PassthroughArg>,
     /// Where the containers are, for diagnostics that point at a missing child.
     pub anchors: Anchors,
+}
+
+/// `<pm><suspend-to-mem enabled>` and `<suspend-to-disk enabled>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PowerStates {
+    pub suspend_to_mem: Option<Located<bool>>,
+    pub suspend_to_disk: Option<Located<bool>>,
+}
+
+/// One QEMU option passed through: `-cpu host,kvm=off` is option `cpu`, value `host,kvm=off`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PassthroughArg {
+    pub option: String,
+    pub value: Option<String>,
+    pub span: Span,
+    /// What the config's own model had that this argument discarded (for a `-cpu`: the
+    /// enlightenments and CPU features libvirt would have generated).
+    pub dropped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -263,6 +290,10 @@ pub struct Devices {
     pub inputs: Vec<Input>,
     pub tpms: Vec<Located<String>>,
     pub videos: Vec<Located<String>>,
+    /// `<graphics type>`: `spice`, `vnc`, `sdl`, `egl-headless`, `dbus`.
+    pub graphics: Vec<Located<String>>,
+    /// iothreads that controllers use (`<controller><driver iothread>`, virtio-scsi).
+    pub controller_iothreads: Vec<u32>,
     /// `<panic model>`; `hyperv` is hv-crash.
     pub panics: Vec<Located<String>>,
 }
@@ -275,6 +306,10 @@ pub struct Disk {
     pub target: Option<String>,
     pub cache: Option<String>,
     pub io: Option<String>,
+    /// `<driver type>`: `raw`, `qcow2`, ...
+    pub format: Option<String>,
+    /// `<disk type>`: `file`, `block`, `network`, `volume`.
+    pub source_type: Option<String>,
     pub discard: Option<String>,
     pub iothread: Option<u32>,
     pub span: Span,
@@ -288,6 +323,21 @@ impl Disk {
 }
 
 impl Devices {
+    /// The iothread ids that disks and controllers use.
+    pub fn used_iothreads(&self) -> Vec<u32> {
+        let mut used: Vec<u32> = self.disks.iter().filter_map(|d| d.iothread).collect();
+        used.extend(&self.controller_iothreads);
+        used.sort_unstable();
+        used.dedup();
+        used
+    }
+
+    /// An emulated display the user could look at: a video model other than `none`, or a
+    /// SPICE/VNC (or other) graphics output.
+    pub fn has_emulated_display(&self) -> bool {
+        self.videos.iter().any(|v| v.value != "none") || !self.graphics.is_empty()
+    }
+
     /// An iothread for each virtio disk that has none: `(target, id)`, with ids counted from 1
     /// past those other disks already use, so that no two disks share one.
     pub fn iothreads_for_unattached_disks(&self) -> Vec<(String, u32)> {
@@ -390,6 +440,7 @@ impl VmConfig {
             tpr_patching: None,
             os_id: None,
             vcpus: None,
+            vcpus_enabled: None,
             cpu: CpuConfig::default(),
             hyperv: HypervConfig::default(),
             kvm: Vec::new(),
@@ -398,7 +449,17 @@ impl VmConfig {
             iothreads: None,
             memory: MemoryConfig::default(),
             devices: Devices::default(),
+            power: PowerStates::default(),
+            passthrough_args: Vec::new(),
             anchors: Anchors::default(),
+        }
+    }
+
+    /// The vCPUs that run: those enabled at start, else all of them.
+    pub fn running_vcpus(&self) -> CpuSet {
+        match &self.vcpus_enabled {
+            Some(enabled) => enabled.clone(),
+            None => (0..self.vcpus.as_ref().map_or(0, |v| v.value)).collect(),
         }
     }
 

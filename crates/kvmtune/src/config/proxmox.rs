@@ -367,6 +367,8 @@ impl Reader<'_> {
                         target: Some(key.to_string()),
                         cache: option_value(&line.value, "cache").map(str::to_string),
                         io: option_value(&line.value, "aio").map(str::to_string),
+                        format: option_value(&line.value, "format").map(str::to_string),
+                        source_type: None,
                         discard: option_value(&line.value, "discard").map(str::to_string),
                         iothread: option_value(&line.value, "iothread").filter(|v| *v == "1").map(|_| 1),
                         span: line.span,
@@ -414,41 +416,7 @@ impl Reader<'_> {
             &self.source.path,
             &format!("{}{}", " ".repeat(args.span.start), args.value),
         )?;
-        // QEMU keeps only the last `-cpu`: one in `args:` replaces qemu-server's whole CPU
-        // (its ostype enlightenments included); without one, single properties still win.
-        if extra.cpu.mode.is_some() || extra.cpu.model.is_some() {
-            config.hyperv = extra.hyperv;
-            config.kvm = extra.kvm;
-            config.cpu.features = extra.cpu.features;
-            config.cpu.mode = extra.cpu.mode;
-            config.cpu.model = extra.cpu.model;
-            config.cpu.migratable = extra.cpu.migratable;
-            config.cpu.cache_mode = extra.cpu.cache_mode;
-        } else {
-            for feature in extra.hyperv.features {
-                config.hyperv.features.retain(|f| f.name != feature.name);
-                config.hyperv.features.push(feature);
-            }
-            if extra.hyperv.mode.is_some() {
-                config.hyperv.mode = extra.hyperv.mode;
-            }
-            config.kvm.extend(extra.kvm);
-            config.cpu.features.extend(extra.cpu.features);
-        }
-        // Likewise the last `-smp`.
-        if extra.vcpus.is_some() {
-            config.vcpus = extra.vcpus;
-            config.cpu.topology = extra.cpu.topology;
-        }
-        for timer in &extra.clock.timers {
-            config.clock.timers.retain(|t| t.name != timer.name);
-        }
-        config.clock.timers.extend(extra.clock.timers);
-        if extra.clock.offset.is_some() {
-            config.clock.offset = extra.clock.offset;
-        }
-        config.devices.hostdevs.extend(extra.devices.hostdevs);
-        config.devices.inputs.extend(extra.devices.inputs);
+        crate::config::apply_passthrough(config, extra);
         Ok(())
     }
 }

@@ -48,6 +48,13 @@ pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
         let (line, column) = source.line_column(error.start);
         ConfigError::Invalid { path: path.to_string(), line, column, message: error.to_string() }
     })?;
+    read_words(&source, &words)
+}
+
+/// Reads QEMU's options from words already split, whose spans point into `source`: a command
+/// line's, or the values of libvirt's `<qemu:arg>` elements.
+pub(crate) fn read_words(source: &SourceText, words: &[Word]) -> Result<VmConfig, ConfigError> {
+    let path = source.path.as_str();
     let binary_at = words.iter().position(|w| is_qemu_binary(&w.text));
     let start = match binary_at {
         Some(binary) => binary,
@@ -64,7 +71,7 @@ pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
         },
     };
     let mut reader = Reader {
-        source: &source,
+        source,
         config: VmConfig::empty(SourceFormat::QemuArgv),
         saw_balloon: false,
         backend_kib: Default::default(),
@@ -95,6 +102,11 @@ pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
         index += 2;
     }
     Ok(reader.finish())
+}
+
+/// A QEMU option that is a flag on its own, without a value (`-no-hpet`).
+pub(crate) fn takes_no_value(option: &str) -> bool {
+    FLAG_OPTIONS.contains(&option)
 }
 
 pub fn is_qemu_binary(word: &str) -> bool {
@@ -526,6 +538,8 @@ impl Reader<'_> {
             target: None,
             cache: None,
             io: None,
+            format: None,
+            source_type: None,
             discard: None,
             iothread,
             span,
@@ -557,6 +571,8 @@ impl Reader<'_> {
             target: None,
             cache: property("cache="),
             io: property("aio="),
+            format: property("format="),
+            source_type: None,
             discard: property("discard="),
             iothread: None,
             span: value.span,

@@ -20,8 +20,11 @@ pub const CLOCK_OFFSET: &str = "localtime";
 /// tickpolicy); ../shared/knowledge.md 2b.
 pub const RTC_TICKPOLICY: &str = "catchup";
 
-/// PIT ticks are delayed, never replayed in a burst. Source: libvirt formatdomain (timer
-/// tickpolicy); ../shared/knowledge.md 2b.
+/// The in-kernel PIT's own default, which libvirt writes out: KVM reinjects missed ticks as
+/// the guest acknowledges them. libvirt's `catchup` is the same (it writes nothing); `discard`
+/// drops missed ticks. Windows does not keep time with the PIT once booted, so this only keeps
+/// the config explicit. Source: QEMU hw/i386/kvm/i8254.c; libvirt qemu_command.c (checked with
+/// `virsh domxml-to-native`); ../shared/knowledge.md 2b.
 pub const PIT_TICKPOLICY: &str = "delay";
 
 /// The hugepage size libvirt uses when `<hugepages/>` names none: x86's default hugepage size,

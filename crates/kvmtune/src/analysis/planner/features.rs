@@ -156,15 +156,12 @@ pub fn enlightenments(
             format!("{kind} is off on this host; hv-avic only helps with it on"),
             "../shared/knowledge.md 1a (hv-avic)",
         )),
-        None => {
-            wanted.push("hv-avic");
-            decisions.push(Decision::new(
-                "enlightenments",
-                "hv-avic",
-                "APICv/AVIC state unknown; if it is on, SynIC without hv-avic would switch it off, and without it hv-avic changes nothing",
-                "../shared/knowledge.md 1a (hv-avic)",
-            ));
-        }
+        None => decisions.push(Decision::new(
+            "enlightenments",
+            "hv-avic left out: APICv/AVIC state unknown",
+            "hv-avic pays off only with APICv/AVIC on (SynIC would switch it off without hv-avic) and hurts without it (Windows gives up AutoEOI for nothing), so it is not guessed. `kvmtune probe` on the host says which (its `APIC virtualization` line); plan with those facts (`kvmtune probe --format json > host.json`, then `tune --host-json host.json`) and hv-avic follows",
+            "QEMU docs/system/i386/hyperv.rst (hv-avic: should not be enabled without APICv/AVIC); ../shared/knowledge.md 1a",
+        )),
     }
     let intel = host.cpu.vendor.known() == Some(&CpuVendor::Intel);
     if request.nested {

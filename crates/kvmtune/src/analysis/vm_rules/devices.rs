@@ -155,16 +155,24 @@ pub(super) const DEV005: VmRule = VmRule {
     },
 };
 
+/// The VM gets a passed-through display adapter (PCI class 0x03xx). With host facts that is
+/// what the host says of the device; without them, a PCI hostdev in a VM that has no emulated
+/// display the user could look at (no video model but `none`, no SPICE/VNC) is taken for one.
+/// A passed-through USB controller beside a virtio-gpu/SPICE display is not.
+fn passes_display(ctx: &RuleContext) -> bool {
+    let mut pci = ctx.config.devices.hostdevs.iter().filter(|h| h.kind == "pci").peekable();
+    match ctx.host.and_then(|host| host.pci_devices.known()) {
+        Some(devices) => pci.any(|h| {
+            h.pci_address
+                .as_ref()
+                .is_some_and(|address| devices.iter().any(|d| &d.address == address && d.is_gpu))
+        }),
+        None => pci.peek().is_some() && !ctx.config.devices.has_emulated_display(),
+    }
+}
+
 fn usb_tablet_with_gpu(ctx: &RuleContext) -> Vec<Finding> {
-    let passes_gpu = ctx.config.devices.hostdevs.iter().any(|h| {
-        let Some(address) = &h.pci_address else { return false };
-        match ctx.host.and_then(|host| host.pci_devices.known()) {
-            Some(devices) => devices.iter().any(|d| &d.address == address && d.is_gpu),
-            // Without host facts a PCI hostdev next to a tablet is almost always the GPU.
-            None => h.kind == "pci",
-        }
-    });
-    if !passes_gpu {
+    if !passes_display(ctx) {
         return Vec::new();
     }
     ctx.config
@@ -177,4 +185,184 @@ fn usb_tablet_with_gpu(ctx: &RuleContext) -> Vec<Finding> {
                 .with_fix(Fix::manual("remove the tablet (keep it only if you use a SPICE/VNC console)"))
         })
         .collect()
+}
+
+pub(super) const DEV006: VmRule = VmRule {
+    check: unused_iothreads,
+    needs_host: false,
+    meta: RuleMeta {
+        id: "DEV006",
+        name: "unused-iothreads",
+        category: Category::Devices,
+        severity: Severity::Info,
+        title: "iothreads that no disk or controller uses",
+        explanation: "An iothread runs the I/O of the disks and controllers attached to it (iothread='N'). One that nothing uses idles: it costs a thread and nothing more, and where it is pinned does not matter. Usually a disk was meant to use it.",
+        example: "<iothreads>2</iothreads> with one disk on iothread 1",
+        fix: "attach a virtio disk or virtio-scsi controller to it (<driver iothread='N'/>), or lower <iothreads>",
+        fix_safety: Applicability::Manual,
+        source: "libvirt formatdomain (iothreads, disk driver iothread, controller driver iothread)",
+    },
+};
+
+fn unused_iothreads(ctx: &RuleContext) -> Vec<Finding> {
+    // libvirt numbers iothreads 1..N; a QEMU command line names them, and the QEMU reader does
+    // not keep the names, so there it cannot tell which are used.
+    if ctx.config.format != SourceFormat::Libvirt {
+        return Vec::new();
+    }
+    let Some(count) = &ctx.config.iothreads else { return Vec::new() };
+    let used = ctx.config.devices.used_iothreads();
+    let unused: CpuSet = (1..=count.value).filter(|id| !used.contains(id)).collect();
+    if unused.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(Some(count.span), format!("iothread(s) {unused} run but no disk or controller uses them: they idle, and their pins cost nothing"))
+            .with_fix(Fix::manual("attach a virtio disk or controller to them (<driver iothread='N'/>), or lower <iothreads>")),
+    ]
+}
+
+pub(super) const DEV007: VmRule = VmRule {
+    check: disk_cache_and_io,
+    needs_host: false,
+    meta: RuleMeta {
+        id: "DEV007",
+        name: "disk-cache-writeback",
+        category: Category::Devices,
+        severity: Severity::Warning,
+        title: "a disk cached in the host's page cache, with I/O in QEMU's thread pool",
+        explanation: "With cache='writeback' (QEMU's default when unset) every guest write is copied into the host's page cache and every guest flush waits for the host to write it out: the data is cached twice, in the guest and in the host, and latency grows with host memory pressure. io='threads' (the default) hands each request to a pool thread. cache='none' opens the image with O_DIRECT (no host copy; guest flushes still reach the disk, so it is as safe as writeback for a guest that flushes) and allows io='native' (Linux AIO, submitted from the iothread) or io='io_uring'. For a raw block device or a raw file this is the usual setting. A qcow2 image allocates on first write; that metadata update is waited for whatever the mode, so preallocate it (preallocation=metadata or falloc) as well. The costs: O_DIRECT needs a host filesystem that supports it (not tmpfs), and the VM then no longer benefits from the host's spare memory as a read cache.",
+        example: "<driver name='qemu' type='qcow2'/> (cache and io unset) or <driver cache='writeback' io='threads'/>",
+        fix: "<driver ... cache='none' io='native'/>",
+        fix_safety: Applicability::Unsafe,
+        source: "libvirt formatdomain (disk driver cache, io); QEMU docs/system/qemu-block-drivers.rst and qemu(1) -drive cache=, aio= (native needs cache.direct=on); Red Hat Virtualization Tuning and Optimization Guide (disk I/O: cache none, io native)",
+    },
+};
+
+fn disk_cache_and_io(ctx: &RuleContext) -> Vec<Finding> {
+    // libvirt leaves unset cache and io to QEMU, whose defaults are writeback and the thread
+    // pool. Proxmox defaults to cache none and io_uring, and a QEMU command line often sets
+    // them on a separate `-drive if=none`: there only stated values count.
+    let defaults_apply = ctx.config.format == SourceFormat::Libvirt;
+    ctx.config
+        .devices
+        .disks
+        .iter()
+        .filter(|d| d.device == "disk")
+        // Network disks (rbd, iscsi, nbd) and pool volumes cache by their own rules.
+        .filter(|d| d.source_type.as_deref().is_none_or(|t| t == "file" || t == "block"))
+        .filter(|d| {
+            let writeback = match d.cache.as_deref() {
+                Some(cache) => cache == "writeback",
+                None => defaults_apply,
+            };
+            let threads = match d.io.as_deref() {
+                Some(io) => io == "threads",
+                None => defaults_apply,
+            };
+            writeback && threads
+        })
+        .map(|disk| {
+            let target = disk.target.as_deref().unwrap_or("?");
+            let kind = match (disk.source_type.as_deref(), disk.format.as_deref()) {
+                (Some("block"), _) => "a raw block device",
+                (_, Some("qcow2")) => "a qcow2 image",
+                (_, Some("raw")) => "a raw file",
+                _ => "an image",
+            };
+            let cache = disk.cache.as_ref().map_or("no cache mode (QEMU's writeback)".to_string(), |c| format!("cache='{c}'"));
+            let io = disk.io.as_ref().map_or("no io mode (QEMU's thread pool)".to_string(), |io| format!("io='{io}'"));
+            let qcow2 = if disk.format.as_deref() == Some("qcow2") { "; preallocate the image too, or first writes wait for allocation" } else { "" };
+            let finding = Finding::new(Some(disk.span), format!("disk {target}, {kind}, has {cache} and {io}: guest data is cached twice and each request goes through QEMU's thread pool{qcow2}"));
+            match &disk.target {
+                Some(target) => finding.with_fix(Fix::unsafe_(FixAction::SetDiskDriver {
+                    target: target.clone(),
+                    attributes: vec![("cache".into(), "none".into()), ("io".into(), "native".into())],
+                })),
+                None => finding.with_fix(Fix::manual("cache=none,aio=native on the drive")),
+            }
+        })
+        .collect()
+}
+
+pub(super) const DEV008: VmRule = VmRule {
+    check: second_emulated_display,
+    needs_host: true,
+    meta: RuleMeta {
+        id: "DEV008",
+        name: "emulated-display-beside-gpu",
+        category: Category::Devices,
+        severity: Severity::Info,
+        title: "an emulated display adapter beside a passed-through GPU",
+        explanation: "With a passed-through GPU and an emulated video device (QXL, VGA, virtio, Bochs) plus a SPICE or VNC output, Windows sees two display adapters and usually makes the emulated one primary: games may start on it, and its framebuffer is updated over SPICE/VNC for nothing. If the GPU drives the monitor, <video><model type='none'/></video> leaves Windows one adapter. Looking Glass users keep no emulated display either (it needs only the IVSHMEM device); keep one only for a console you actually use, such as during installation.",
+        example: "<hostdev> of a GPU beside <video><model type='qxl'/></video> and <graphics type='spice'/>",
+        fix: "set <video><model type='none'/></video> and remove <graphics> once the GPU drives a display",
+        fix_safety: Applicability::Manual,
+        source: "libvirt formatdomain (video model none, graphics); QEMU VFIO display documentation; Looking Glass install documentation (video none)",
+    },
+};
+
+fn second_emulated_display(ctx: &RuleContext) -> Vec<Finding> {
+    let devices = &ctx.config.devices;
+    if !passes_display(ctx) || !devices.has_emulated_display() {
+        return Vec::new();
+    }
+    let Some(video) = devices.videos.iter().find(|v| v.value != "none") else { return Vec::new() };
+    if devices.graphics.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(Some(video.span), format!("emulated '{}' display with {} output beside a passed-through GPU: Windows gets two adapters and may make this one primary", video.value, devices.graphics.iter().map(|g| g.value.as_str()).collect::<Vec<_>>().join("/")))
+            .with_fix(Fix::manual("set <video><model type='none'/></video> and remove <graphics> once the GPU drives a display")),
+    ]
+}
+
+pub(super) const DEV009: VmRule = VmRule {
+    check: sleep_with_passthrough,
+    needs_host: false,
+    meta: RuleMeta {
+        id: "DEV009",
+        name: "sleep-with-passthrough",
+        category: Category::Devices,
+        severity: Severity::Warning,
+        title: "guest sleep states with passed-through devices",
+        explanation: "Suspend to RAM (S3) and to disk (S4) ask every device to save and restore its state. Passed-through PCI devices and mediated devices (mdev) rarely survive that: the GPU comes back black or the guest hangs on resume. Windows offers Sleep in its power menu whenever the firmware does. QEMU's q35 offers both unless told not to (ICH9-LPC disable_s3=0 and disable_s4=0 in QEMU 10, read with qom-get), so a config without <pm> has them too, which is reported at info.",
+        example: "<pm><suspend-to-mem enabled='yes'/></pm> beside a <hostdev mode='subsystem' type='pci'>",
+        fix: "<pm><suspend-to-mem enabled='no'/><suspend-to-disk enabled='no'/></pm>",
+        fix_safety: Applicability::Unsafe,
+        source: "libvirt formatdomain (pm); QEMU hw/isa/lpc_ich9.c (disable_s3, disable_s4; defaults read from QEMU 10.0 with qom-get); Linux Documentation/driver-api/vfio.rst",
+    },
+};
+
+fn sleep_with_passthrough(ctx: &RuleContext) -> Vec<Finding> {
+    let passed: Vec<&str> = ctx
+        .config
+        .devices
+        .hostdevs
+        .iter()
+        .filter(|h| h.kind == "pci" || h.kind == "mdev")
+        .map(|h| h.kind.as_str())
+        .collect();
+    if passed.is_empty() {
+        return Vec::new();
+    }
+    let power = &ctx.config.power;
+    let enabled: Vec<&Located<bool>> =
+        [&power.suspend_to_mem, &power.suspend_to_disk].into_iter().flatten().filter(|s| s.value).collect();
+    let unset = power.suspend_to_mem.is_none() || power.suspend_to_disk.is_none();
+    let fix = Fix::unsafe_(FixAction::DisableSleepStates);
+    if let Some(first) = enabled.first() {
+        return vec![
+            Finding::new(Some(first.span), "sleep states are on beside passed-through devices: the devices rarely come back from suspend, and Windows offers Sleep in its power menu")
+                .with_fix(fix),
+        ];
+    }
+    if unset && ctx.config.format == SourceFormat::Libvirt {
+        return vec![
+            Finding::new(ctx.config.anchors.devices.or(ctx.config.anchors.root), "the config leaves S3/S4 to QEMU, whose q35 offers them: with passed-through devices, say <pm> with both off")
+                .with_fix(fix)
+                .with_severity(Severity::Info),
+        ];
+    }
+    Vec::new()
 }

@@ -151,7 +151,9 @@ pub(super) const HV004: VmRule = VmRule {
 };
 
 fn hv_blocks_migration(ctx: &RuleContext) -> Vec<Finding> {
-    if !ctx.config.cpu_migratable() {
+    // A VM with a passed-through PCI device does not migrate anyway (short of VFIO migration,
+    // which GPUs for Windows guests do not offer): what else blocks migration is moot.
+    if !ctx.config.cpu_migratable() || ctx.config.devices.hostdevs.iter().any(|h| h.kind == "pci") {
         return Vec::new();
     }
     let mut findings = Vec::new();
@@ -278,7 +280,7 @@ pub(super) const HV008: VmRule = VmRule {
         category: Category::Hyperv,
         severity: Severity::Warning,
         title: "SynIC without hv-avic turns APICv/AVIC off",
-        explanation: "With SynIC, Windows uses AutoEOI for its synthetic interrupts, which APIC virtualization cannot emulate, so KVM inhibits APICv/AVIC for the whole VM (APICV_INHIBIT_REASON_HYPERV). Every interrupt and EOI then exits. On IPI-heavy workloads this can make 'all enlightenments on' slower than none. hv-avic (DEPRECATING_AEOI) tells Windows not to use AutoEOI and keeps APICv/AVIC on.",
+        explanation: "With SynIC, Windows uses AutoEOI for its synthetic interrupts, which APIC virtualization cannot emulate, so KVM inhibits APICv/AVIC for the whole VM (APICV_INHIBIT_REASON_HYPERV). Every interrupt and EOI then exits. On IPI-heavy workloads this can make 'all enlightenments on' slower than none. hv-avic (DEPRECATING_AEOI) tells Windows not to use AutoEOI and keeps APICv/AVIC on. The rule runs only where the host's APICv/AVIC state is known to be on: hv-avic hurts without it (HV009), so with the state unknown kvmtune does not guess; `kvmtune probe` on the host settles it.",
         example: "<synic state='on'/> without <avic state='on'/> on a host with APICv on",
         fix: "enable hv-avic",
         fix_safety: Applicability::Safe,
@@ -315,7 +317,7 @@ pub(super) const HV009: VmRule = VmRule {
         category: Category::Hyperv,
         severity: Severity::Warning,
         title: "hv-avic on a host without APICv/AVIC",
-        explanation: "hv-avic only pays off when APIC virtualization is on. Without it, Windows gives up AutoEOI (one exit saved per interrupt) for nothing; QEMU documents it as harmful there.",
+        explanation: "hv-avic only pays off when APIC virtualization is on. Without it, Windows gives up AutoEOI (one exit saved per interrupt) for nothing; QEMU documents it as harmful there (\"should not be enabled if the hardware does not support APIC virtualization\"). With SynIC on an APICv/AVIC host, its absence is HV008.",
         example: "<avic state='on'/> on a host booted with kvm_intel.enable_apicv=N",
         fix: "turn hv-avic off, or turn APICv/AVIC on in the host's KVM module",
         fix_safety: Applicability::Safe,

@@ -14,6 +14,7 @@ mod devices;
 mod hyperv;
 mod legacy;
 mod memory;
+mod passthrough;
 mod pinning;
 mod timers;
 
@@ -32,7 +33,7 @@ mod prelude {
     pub(super) use crate::analysis::hyperv_support::{Layer, Offer, offer};
     pub(super) use crate::analysis::rule::{Category, RuleMeta};
     pub(super) use crate::analysis::{Severity, Workload};
-    pub(super) use crate::config::model::{VmConfig, WindowsVersion};
+    pub(super) use crate::config::model::{Located, SourceFormat, VmConfig, WindowsVersion};
     pub(super) use crate::config::span::Span;
     pub(super) use crate::host::kvm::HypervSupport;
     pub(super) use crate::host::{CpuSet, Fact};
@@ -163,6 +164,7 @@ pub const VM_RULES: &[VmRule] = &[
     pinning::PIN007,
     pinning::PIN008,
     pinning::PIN009,
+    pinning::PIN010,
     memory::MEM001,
     memory::MEM002,
     memory::MEM003,
@@ -173,5 +175,10 @@ pub const VM_RULES: &[VmRule] = &[
     devices::DEV003,
     devices::DEV004,
     devices::DEV005,
+    devices::DEV006,
+    devices::DEV007,
+    devices::DEV008,
+    devices::DEV009,
     legacy::LEG001,
+    passthrough::ARG001,
 ];

@@ -37,12 +37,15 @@ pub(super) const PIN001: VmRule = VmRule {
 
 fn vcpus_unpinned(ctx: &RuleContext) -> Vec<Finding> {
     let Some(vcpus) = &ctx.config.vcpus else { return Vec::new() };
+    // Only the vCPUs that run need a pin: those declared enabled='no' (or beyond `current`)
+    // are hot-pluggable and idle until plugged.
+    let running = ctx.config.running_vcpus();
     let pinned: std::collections::BTreeSet<u32> = ctx.config.pinning.vcpupin.iter().map(|p| p.id).collect();
-    let unpinned: Vec<u32> = (0..vcpus.value).filter(|v| !pinned.contains(v)).collect();
+    let unpinned: Vec<u32> = running.iter().filter(|v| !pinned.contains(v)).collect();
     if unpinned.is_empty() {
         return Vec::new();
     }
-    let which = if unpinned.len() == vcpus.value as usize {
+    let which = if unpinned.len() == running.len() {
         "no vCPU is pinned".to_string()
     } else {
         format!("vCPUs {} are not pinned", unpinned.iter().copied().collect::<CpuSet>())
@@ -129,7 +132,9 @@ fn emulator_on_vcpu_cpus(ctx: &RuleContext) -> Vec<Finding> {
             ));
         }
     }
-    for pin in &ctx.config.pinning.iothreadpin {
+    let used = ctx.config.devices.used_iothreads();
+    // An iothread no disk or controller uses idles: its pin preempts nothing (DEV006 says so).
+    for pin in ctx.config.pinning.iothreadpin.iter().filter(|pin| used.contains(&pin.id)) {
         let shared = pin.cpus.intersection(&vcpu_cpus);
         if !shared.is_empty() {
             findings.push(Finding::new(
@@ -396,11 +401,54 @@ fn no_cache_passthrough(ctx: &RuleContext) -> Vec<Finding> {
     let Some(mode) = ctx.config.cpu.mode.as_ref().filter(|m| m.value == "host-passthrough") else {
         return Vec::new();
     };
+    // Without pins there is no host L3 layout for the guest to mirror; with one L3 for every
+    // core the emulated description already says the same.
+    if ctx.config.pinning.vcpupin.is_empty() {
+        return Vec::new();
+    }
+    if ctx.host.is_some_and(|host| host.topology.l3_groups.len() <= 1) {
+        return Vec::new();
+    }
     if ctx.config.cpu.cache_mode.as_ref().is_some_and(|c| c.value == "passthrough") {
         return Vec::new();
     }
     vec![
         Finding::new(ctx.config.anchors.cpu.or(Some(mode.span)), "host-passthrough CPU without <cache mode='passthrough'/>: the guest sees an invented cache layout instead of the host's L3 groups")
             .with_fix(Fix::safe(FixAction::SetCpuCacheMode { mode: "passthrough".into() })),
+    ]
+}
+
+pub(super) const PIN010: VmRule = VmRule {
+    check: guest_pairs_on_consecutive_cpus,
+    needs_host: false,
+    meta: RuleMeta {
+        id: "PIN010",
+        name: "guest-smt-on-consecutive-cpus",
+        category: Category::Pinning,
+        severity: Severity::Info,
+        title: "guest SMT pairs on consecutive host CPUs, with no host to check them against",
+        explanation: "With threads=2 the guest takes vCPUs 0 and 1 for one core's two threads. Pinned to host CPUs n and n+1 they are one core only on hosts that number siblings next to each other; most AMD and Intel desktops under Linux number them n and n+cores (CPU 0's sibling is 8 on an 8-core part), so there n and n+1 are two cores and the guest schedules as if they shared one. Without host facts kvmtune cannot tell; with --host, PIN005 checks the real siblings.",
+        example: "<topology threads='2'/> with <vcpupin vcpu='0' cpuset='2'/> and <vcpupin vcpu='1' cpuset='3'/>",
+        fix: "run `kvmtune check --host live` (or --host-root, --host-json) to check the pairs against the host's SMT siblings",
+        fix_safety: Applicability::Manual,
+        source: "Linux Documentation/admin-guide/cputopology.rst (thread_siblings_list); lscpu -e on AMD and Intel desktops",
+    },
+};
+
+fn guest_pairs_on_consecutive_cpus(ctx: &RuleContext) -> Vec<Finding> {
+    if ctx.host.is_some() {
+        return Vec::new();
+    }
+    let threads = ctx.config.cpu.topology.as_ref().map_or(1, |t| t.value.threads);
+    if threads != 2 {
+        return Vec::new();
+    }
+    let Some(pins) = one_to_one_pins(ctx.config) else { return Vec::new() };
+    let consecutive: Vec<&[(u32, u32, Span)]> =
+        pins.chunks(2).filter(|pair| pair.len() == 2 && pair[1].1 == pair[0].1 + 1).collect();
+    let Some(first) = consecutive.first() else { return Vec::new() };
+    vec![
+        Finding::new(Some(first[0].2), format!("{} guest core(s) are pinned to consecutive host CPUs (vCPUs {} and {} on CPUs {} and {}, ...): on hosts that number SMT siblings n and n+cores those are separate cores", consecutive.len(), first[0].0, first[1].0, first[0].1, first[1].1))
+            .with_fix(Fix::manual("give --host (live, a snapshot or probe JSON) so that PIN005 checks the pairs against the host's real siblings")),
     ]
 }

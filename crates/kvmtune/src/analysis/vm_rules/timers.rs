@@ -81,31 +81,30 @@ fn rtc_without_catchup(ctx: &RuleContext) -> Vec<Finding> {
 }
 
 pub(super) const TIME003: VmRule = VmRule {
-    check: pit_catching_up,
+    check: pit_policy_refused,
     needs_host: false,
     meta: RuleMeta {
         id: "TIME003",
-        name: "pit-catching-up",
+        name: "pit-tickpolicy-refused",
         category: Category::Timers,
-        severity: Severity::Warning,
-        title: "PIT ticks are replayed (catchup/merge)",
-        explanation: "Windows does not keep time with the PIT once booted. Replaying missed PIT ticks (catchup) only injects extra interrupts; delay (QEMU's default for the in-kernel PIT, and virt-manager's choice for Windows) or discard (Proxmox's) do not.",
-        example: "<timer name='pit' tickpolicy='catchup'/>",
+        severity: Severity::Error,
+        title: "a PIT tick policy the in-kernel PIT does not have",
+        explanation: "KVM's in-kernel PIT knows two policies: reinjecting missed ticks (QEMU's `delay`, its default) and dropping them (`discard`). libvirt writes `-global kvm-pit.lost_tick_policy=delay` for delay, `=discard` for discard, and nothing for catchup, which therefore behaves exactly like delay. merge it refuses (\"unsupported pit tickpolicy\"), so the VM does not start. Windows does not keep time with the PIT once booted, so delay and discard are both fine; earlier kvmtune releases flagged catchup, which was wrong.",
+        example: "<timer name='pit' tickpolicy='merge'/>",
         fix: "<timer name='pit' tickpolicy='delay'/>",
         fix_safety: Applicability::Safe,
-        source: "libvirt docs/formatdomain.rst Time keeping; QEMU hw/i386/kvm/i8254.c lost_tick_policy default; ../shared/knowledge.md 2b",
+        source: "QEMU hw/i386/kvm/i8254.c (lost_tick_policy: delay = reinjection, the default; discard turns reinjection off; others refused); libvirt src/qemu/qemu_command.c and qemu_validate.c; checked with virsh domxml-to-native (libvirt 11.3): delay, catchup (no argument), discard, merge (refused); ../shared/knowledge.md 2b",
     },
 };
 
-fn pit_catching_up(ctx: &RuleContext) -> Vec<Finding> {
-    // QEMU's in-kernel PIT defaults to lost_tick_policy=delay and Proxmox picks discard; only
-    // a policy that replays missed ticks costs anything.
+fn pit_policy_refused(ctx: &RuleContext) -> Vec<Finding> {
     let Some(pit) = ctx.config.clock.timer("pit") else { return Vec::new() };
-    if !ctx.is_windows() || !matches!(pit.tickpolicy.as_deref(), Some("catchup" | "merge")) {
+    let Some(policy) = pit.tickpolicy.as_deref().filter(|p| !matches!(*p, "delay" | "catchup" | "discard"))
+    else {
         return Vec::new();
-    }
+    };
     vec![
-        Finding::new(Some(pit.span), format!("pit timer has tickpolicy='{}': missed PIT ticks are replayed into a guest that does not keep time with them", pit.tickpolicy.as_deref().unwrap_or("")))
+        Finding::new(Some(pit.span), format!("pit timer has tickpolicy='{policy}', which libvirt refuses for the in-kernel PIT: the VM does not start"))
             .with_fix(Fix::safe(FixAction::SetTimer { name: "pit".into(), attributes: vec![("tickpolicy".into(), recommended::PIT_TICKPOLICY.into())] })),
     ]
 }
@@ -174,11 +173,10 @@ fn hpet_off_without_stimer(ctx: &RuleContext) -> Vec<Finding> {
     {
         return Vec::new();
     }
+    // With the hypervisor bit hidden Windows sees no enlightenment and times itself as on bare
+    // metal (TSC, local APIC timer); HV010 says what hiding costs. No second consequence here.
     if ctx.config.hypervisor_bit_disabled().is_some() {
-        return vec![
-            Finding::new(Some(hpet.span), "HPET is off and the hidden hypervisor bit keeps Windows from using hv-stimer: it falls back to the RTC, which costs more exits than the HPET did")
-                .with_fix(Fix::manual("show the hypervisor bit again (see HV010) so hv-stimer works, or turn the HPET back on")),
-        ];
+        return Vec::new();
     }
     vec![
         Finding::new(Some(hpet.span), "HPET is off but hv-stimer is not on: Windows falls back to the RTC for its timer, which costs more exits than the HPET did")
