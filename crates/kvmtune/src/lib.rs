@@ -15,7 +15,7 @@
 //!    libvirt XML, QEMU argv, Proxmox, KubeVirt).
 //! 5. **Host changes.** [`hostchange`]: the only part that writes to a host; journaled, opt-in.
 //!
-//! All `unsafe` code lives in [`sys`].
+//! All `unsafe` code lives in `sys` (private to the crate; typed KVM handles).
 
 pub mod analysis;
 pub mod config;

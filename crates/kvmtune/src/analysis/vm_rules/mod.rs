@@ -1,6 +1,7 @@
 //! VM-config rules: every trap kvmtune knows in a Windows guest's configuration, one
-//! declaration each, beside its check, in its family's file: [`hyperv`], [`timers`],
-//! [`pinning`], [`memory`], [`devices`] and [`legacy`]. [`VM_RULES`] lists them in order.
+//! declaration each, beside its check, in its family's file: `hyperv.rs`, `timers.rs`,
+//! `pinning.rs`, `memory.rs`, `devices.rs`, `passthrough.rs` (`<qemu:commandline>`) and `legacy.rs`.
+//! [`VM_RULES`] lists them in order.
 //!
 //! A rule reads the typed model (and, when `needs_host`, the host facts) and returns findings
 //! with the span they point at and, where one exists, a fix. Ids are stable and never reused;
