@@ -286,19 +286,24 @@ pub struct RuleFixtureHost {
     /// APICv (Intel) or AVIC (AMD) switched on in KVM.
     pub apicv: bool,
     pub hugepages: bool,
+    /// One L3 for all 16 CPUs instead of one per node.
+    pub one_l3: bool,
 }
 
 impl RuleFixtureHost {
     /// The host a fixture's `host=` header names (`amd`, `amd-apicv-off`, `amd-no-hugepages`,
-    /// `intel-no-flexpriority`); `None` for `none` or no header.
+    /// `amd-one-l3`, `intel-no-flexpriority`); `None` for `none` or no header.
     pub fn named(name: &str) -> Option<Self> {
-        let amd = |apicv, hugepages| Some(Self { intel: false, apicv, hugepages });
+        let amd = |apicv, hugepages| Some(Self { intel: false, apicv, hugepages, one_l3: false });
         match name {
             "none" => None,
             "amd" => amd(true, true),
             "amd-apicv-off" => amd(false, true),
             "amd-no-hugepages" => amd(true, false),
-            "intel-no-flexpriority" => Some(Self { intel: true, apicv: false, hugepages: true }),
+            "intel-no-flexpriority" => {
+                Some(Self { intel: true, apicv: false, hugepages: true, one_l3: false })
+            }
+            "amd-one-l3" => Some(Self { intel: false, apicv: true, hugepages: true, one_l3: true }),
             other => panic!("unknown fixture host {other}"),
         }
     }
@@ -337,7 +342,11 @@ impl RuleFixtureHost {
             write(&format!("{base}/cache/index3/level"), "3\n");
             write(&format!("{base}/cache/index3/type"), "Unified\n");
             write(&format!("{base}/cache/index3/size"), "32768K\n");
-            let l3 = if node == 0 { "0-3,8-11" } else { "4-7,12-15" };
+            let l3 = match (self.one_l3, node) {
+                (true, _) => "0-15",
+                (false, 0) => "0-3,8-11",
+                (false, _) => "4-7,12-15",
+            };
             write(&format!("{base}/cache/index3/shared_cpu_list"), &format!("{l3}\n"));
         }
         write("sys/devices/system/node/node0/cpulist", "0-3,8-11\n");
