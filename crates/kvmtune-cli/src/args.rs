@@ -45,7 +45,7 @@ impl VmConfigArgs {
 }
 
 /// A domain's inactive XML through `virsh dumpxml --inactive`.
-fn read_domain_xml(domain: &str, connect: Option<&str>) -> anyhow::Result<(String, String)> {
+pub(crate) fn read_domain_xml(domain: &str, connect: Option<&str>) -> anyhow::Result<(String, String)> {
     let mut command = std::process::Command::new("virsh");
     if let Some(uri) = connect {
         command.args(["-c", uri]);

@@ -54,6 +54,8 @@ enum Command {
 pub(crate) enum Outcome {
     Clean,
     Findings,
+    /// Some inputs could not be read; the rest were reported (exit code 2).
+    BadInput,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(Outcome::Clean) => ExitCode::from(0),
         Ok(Outcome::Findings) => ExitCode::from(1),
+        Ok(Outcome::BadInput) => ExitCode::from(2),
         Err(error) => {
             // A closed pipe (`kvmtune probe | head`) is not a failure.
             if error.chain().any(|cause| {

@@ -266,3 +266,129 @@ fn unknown_rule_in_select_is_exit_2_with_the_closest_id() {
     let output = kvmtune(&["check", fixture.to_str().unwrap(), "--select", "time005"]);
     assert_eq!(output.status.code(), Some(1), "a known id in any case selects its rule");
 }
+
+/// The one-line form of a JSON diagnostic, as the corpus goldens write it.
+fn one_line(path: &str, d: &serde_json::Value) -> String {
+    format!(
+        "{path}:{}:{}: {}[{}] {}",
+        d["line"].as_u64().unwrap_or(0),
+        d["column"].as_u64().unwrap_or(0),
+        d["severity"].as_str().unwrap(),
+        d["rule"].as_str().unwrap(),
+        d["message"].as_str().unwrap()
+    )
+}
+
+/// `kvmtune check` over the corpus directories in one invocation gives, per VM, exactly the
+/// findings of the per-file goldens, and a summary that adds up.
+#[test]
+fn one_invocation_over_the_corpus_equals_the_per_file_goldens() {
+    let corpus = kvmtune_testkit::corpus();
+    let output = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
+        .current_dir(&corpus)
+        .args(["check", "user-xml", "qemu-cmdlines", "proxmox", "--format", "json"])
+        .output()
+        .unwrap();
+    // One user XML in the corpus is malformed: reported, the rest checked, exit code 2.
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut lines: Vec<String> = Vec::new();
+    for report in document["reports"].as_array().unwrap() {
+        let path = report["path"].as_str().unwrap();
+        let diagnostics = report["diagnostics"].as_array().unwrap();
+        if diagnostics.is_empty() {
+            lines.push(format!("{path}: clean"));
+        }
+        lines.extend(diagnostics.iter().map(|d| one_line(path, d)));
+    }
+    for bad in document["bad_inputs"].as_array().unwrap() {
+        lines.push(format!("{}: error: {}", bad["input"].as_str().unwrap(), bad["error"].as_str().unwrap()));
+    }
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmtune/tests/snapshots");
+    let mut expected: Vec<String> = ["user-xml", "qemu-cmdlines", "proxmox"]
+        .iter()
+        .flat_map(|golden| {
+            std::fs::read_to_string(snapshots.join(format!("{golden}.findings")))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    expected.sort();
+    assert_eq!(lines, expected);
+
+    let summary = &document["summary"];
+    let rows = summary["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), document["reports"].as_array().unwrap().len());
+    for key in ["errors", "warnings", "infos", "fixable"] {
+        let sum: u64 = rows.iter().map(|r| r[key].as_u64().unwrap()).sum();
+        assert_eq!(summary[key].as_u64(), Some(sum), "{key}");
+    }
+    let by_severity = |severity: &str| -> u64 {
+        document["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["diagnostics"].as_array().unwrap())
+            .filter(|d| d["severity"] == severity)
+            .count() as u64
+    };
+    assert_eq!(summary["warnings"].as_u64(), Some(by_severity("warning")));
+    assert_eq!(summary["unreadable"].as_u64(), Some(1));
+    assert_eq!(summary["top_rules"].as_array().unwrap().len(), 3);
+
+    // The text form ends with the table; SARIF has one artifact per file.
+    let text = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
+        .current_dir(&corpus)
+        .args(["check", "proxmox"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("most frequent: ") && text.contains("15 VMs"), "{text}");
+    let sarif = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
+        .current_dir(&corpus)
+        .args(["check", "proxmox", "qemu-cmdlines", "--format", "sarif"])
+        .output()
+        .unwrap();
+    let sarif: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
+    assert_eq!(sarif["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(sarif["runs"][0]["artifacts"].as_array().unwrap().len(), 15 + 12);
+}
+
+/// `--all-domains` reads every domain a real libvirtd has defined.
+#[test]
+fn all_domains_of_a_private_libvirtd() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmtune/tests/fixtures/check");
+    for (index, fixture) in ["TIME004.bad.xml", "TIME002.bad.xml", "HV005.good.xml"].iter().enumerate() {
+        let xml = std::fs::read_to_string(fixtures.join(fixture)).unwrap();
+        let xml = xml.replacen("<name>win11-fixture</name>", &format!("<name>vm{index}</name>"), 1);
+        std::fs::write(dir.path().join(format!("vm{index}.xml")), xml).unwrap();
+    }
+    let body = format!(
+        r#"for xml in "$OUT"/vm*.xml; do virsh -q -c qemu:///system define "$xml" >>"$OUT/define.log" 2>&1; done
+{} check --all-domains --connect qemu:///system --format json >"$OUT/check.json" 2>"$OUT/check.err"
+echo $? >"$OUT/check.rc""#,
+        env!("CARGO_BIN_EXE_kvmtune")
+    );
+    kvmtune_testkit::libvirtd::with_private_libvirtd(dir.path(), &body);
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let document: serde_json::Value = serde_json::from_str(&read("check.json")).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}\n{}", read("check.err"), read("define.log"), read("check.json"))
+    });
+    let paths: Vec<&str> =
+        document["reports"].as_array().unwrap().iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["domain:vm0", "domain:vm1", "domain:vm2"], "{}", read("define.log"));
+    let rules = |index: usize| -> Vec<&str> {
+        document["reports"][index]["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["rule"].as_str().unwrap())
+            .collect()
+    };
+    assert!(rules(0).contains(&"TIME004") && rules(1).contains(&"TIME002") && rules(2).is_empty());
+    assert_eq!(read("check.rc").trim(), "1", "findings: exit code 1");
+}

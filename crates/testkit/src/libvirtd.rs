@@ -7,10 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Starts the private libvirtd, runs `$BODY` (a shell snippet, with `$OUT` a directory of the
+/// caller's), and stops the daemon.
 const SCRIPT: &str = r#"
 set -u
 # /run holds libvirtd's pid file and sockets; a tmpfs there keeps them from any other libvirtd.
-for dir in /run /var/lib/libvirt /var/log/libvirt; do
+for dir in /run /var/lib/libvirt /var/log/libvirt /etc/libvirt/qemu; do
   mkdir -p "$dir" && mount -t tmpfs tmpfs "$dir" || exit 90
 done
 # libvirtd probes QEMU's capabilities at its first start (about a minute on this nested host)
@@ -29,12 +31,24 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [ -n "$ready" ] || { kill "$daemon"; exit 91; }
-for xml in "$OUT"/*.xml; do
-  virsh -c qemu:///system domxml-to-native qemu-argv --xml "$xml" >"$xml.argv" 2>"$xml.err"
-done
+sh -c "$BODY"
 kill "$daemon"; wait "$daemon" 2>/dev/null
 exit 0
 "#;
+
+/// Runs `body` (shell) against a libvirtd of the test's own, in a private mount namespace with
+/// its state on tmpfs (its domain definitions vanish with it), with `OUT` set to `dir`.
+pub fn with_private_libvirtd(dir: &Path, body: &str) {
+    let status = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", SCRIPT])
+        .env("OUT", dir)
+        .env("BODY", body)
+        .env("CACHE", std::env::temp_dir().join("kvmtune-test-libvirt-cache"))
+        .status()
+        .expect("unshare (util-linux) runs");
+    let log = std::fs::read_to_string(dir.join("libvirtd.log")).unwrap_or_default();
+    assert!(status.success(), "the private libvirtd did not come up ({status}):\n{log}");
+}
 
 /// The QEMU command line libvirt makes of each domain XML, or its error.
 pub fn domxml_to_native(xmls: &[String]) -> Vec<Result<String, String>> {
@@ -48,14 +62,12 @@ pub fn domxml_to_native(xmls: &[String]) -> Vec<Result<String, String>> {
             path
         })
         .collect();
-    let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", SCRIPT])
-        .env("OUT", dir.path())
-        .env("CACHE", std::env::temp_dir().join("kvmtune-test-libvirt-cache"))
-        .status()
-        .expect("unshare (util-linux) runs");
-    let log = std::fs::read_to_string(dir.path().join("libvirtd.log")).unwrap_or_default();
-    assert!(status.success(), "the private libvirtd did not come up ({status}):\n{log}");
+    with_private_libvirtd(
+        dir.path(),
+        r#"for xml in "$OUT"/*.xml; do
+  virsh -c qemu:///system domxml-to-native qemu-argv --xml "$xml" >"$xml.argv" 2>"$xml.err"
+done"#,
+    );
     paths.iter().map(|path| read_result(path)).collect()
 }
 

@@ -177,3 +177,101 @@ fn safe_actions(report: &CheckReport) -> Vec<FixAction> {
     }
     actions
 }
+
+/// One config among many: its report, or why it could not be read.
+#[derive(Debug)]
+pub struct Checked {
+    pub source: SourceText,
+    pub result: Result<CheckReport, crate::config::ConfigError>,
+}
+
+/// Checks every `(name, text)` pair, in parallel on the machine's CPUs, and returns the
+/// results in the order given, whatever order the threads finish in.
+pub fn check_many(inputs: Vec<(String, String)>, options: &CheckOptions) -> Vec<Checked> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(inputs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut slots: Vec<std::sync::Mutex<Option<Checked>>> = Vec::new();
+    slots.resize_with(inputs.len(), || std::sync::Mutex::new(None));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((name, text)) = inputs.get(index) else { break };
+                    let source = SourceText::new(name.clone(), text.clone());
+                    let result =
+                        crate::config::read(name, text).map(|config| check(&config, &source, options));
+                    let checked = Checked { source, result };
+                    if let Ok(mut slot) = slots[index].lock() {
+                        *slot = Some(checked);
+                    }
+                }
+            });
+        }
+    });
+    slots.into_iter().filter_map(|slot| slot.into_inner().ok().flatten()).collect()
+}
+
+/// One line of the summary table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SummaryRow {
+    pub vm: String,
+    pub format: SourceFormat,
+    pub errors: usize,
+    pub warnings: usize,
+    pub infos: usize,
+    /// Findings whose fix `--fix` applies.
+    pub fixable: usize,
+}
+
+/// What a check over many configs found, in numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub rows: Vec<SummaryRow>,
+    pub errors: usize,
+    pub warnings: usize,
+    pub infos: usize,
+    pub fixable: usize,
+    /// Inputs that could not be read.
+    pub unreadable: usize,
+    /// The most frequent rules over the whole set, most frequent first: `(rule, count)`.
+    pub top_rules: Vec<(&'static str, usize)>,
+}
+
+pub fn summarize(reports: &[&CheckReport], unreadable: usize) -> Summary {
+    let rows: Vec<SummaryRow> = reports
+        .iter()
+        .map(|report| SummaryRow {
+            vm: report.path.clone(),
+            format: report.format,
+            errors: report.count(Severity::Error),
+            warnings: report.count(Severity::Warning),
+            infos: report.count(Severity::Info),
+            fixable: if report.format == SourceFormat::Libvirt {
+                report
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.fix.as_ref().is_some_and(|f| f.applicability == Applicability::Safe))
+                    .count()
+            } else {
+                0
+            },
+        })
+        .collect();
+    let mut counts: std::collections::BTreeMap<&'static str, usize> = std::collections::BTreeMap::new();
+    for diagnostic in reports.iter().flat_map(|r| &r.diagnostics) {
+        *counts.entry(diagnostic.rule).or_default() += 1;
+    }
+    let mut top_rules: Vec<(&'static str, usize)> = counts.into_iter().collect();
+    top_rules.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    top_rules.truncate(3);
+    Summary {
+        errors: rows.iter().map(|r| r.errors).sum(),
+        warnings: rows.iter().map(|r| r.warnings).sum(),
+        infos: rows.iter().map(|r| r.infos).sum(),
+        fixable: rows.iter().map(|r| r.fixable).sum(),
+        unreadable,
+        top_rules,
+        rows,
+    }
+}

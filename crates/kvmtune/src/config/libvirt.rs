@@ -135,10 +135,14 @@ impl Reader<'_, '_> {
 
     fn domain(&self, root: Node) -> Result<VmConfig, ConfigError> {
         if !root.has_tag_name("domain") {
-            return Err(self.error_at(
-                root.range().start,
-                format!("the root element is <{}>, not a libvirt <domain>", root.tag_name().name()),
-            ));
+            let (line, column) =
+                SourceText::new(self.path, self.document.input_text()).line_column(root.range().start);
+            return Err(ConfigError::NotAConfig {
+                path: self.path.to_string(),
+                line,
+                column,
+                message: format!("the root element is <{}>, not a libvirt <domain>", root.tag_name().name()),
+            });
         }
         let mut config = VmConfig::empty(SourceFormat::Libvirt);
         config.anchors.root = Some(span(root));

@@ -13,6 +13,7 @@
 //! [`read`] tells the formats apart.
 
 pub mod cpuset;
+pub mod inputs;
 pub mod libvirt;
 pub mod libvirt_edit;
 pub mod model;
@@ -36,6 +37,10 @@ pub enum ConfigError {
     /// Well-formed, but a value has the wrong type or an element is one libvirt would reject.
     #[error("{path}:{line}:{column}: {message}")]
     Invalid { path: String, line: u32, column: u32, message: String },
+    /// Readable, but not a VM config at all (another libvirt object, a text with no QEMU
+    /// options): in a directory of configs such a file is passed over, not a bad input.
+    #[error("{path}:{line}:{column}: {message}")]
+    NotAConfig { path: String, line: u32, column: u32, message: String },
 }
 
 /// Reads a config in whichever format the text is in: XML is libvirt; `key: value` lines with

@@ -61,7 +61,7 @@ pub(crate) fn read_words(source: &SourceText, words: &[Word]) -> Result<VmConfig
         None => match words.iter().position(|w| w.text.starts_with('-')) {
             Some(first_option) => first_option,
             None => {
-                return Err(ConfigError::Invalid {
+                return Err(ConfigError::NotAConfig {
                     path: path.to_string(),
                     line: 1,
                     column: 1,

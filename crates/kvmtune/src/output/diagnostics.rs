@@ -125,9 +125,13 @@ pub fn render_sarif(reports: &[CheckReport]) -> serde_json::Value {
             })
         })
         .collect();
+    // One artifact per file checked; each result points at its own by index.
+    let artifacts: Vec<serde_json::Value> =
+        reports.iter().map(|report| serde_json::json!({ "location": { "uri": report.path } })).collect();
     let results: Vec<serde_json::Value> = reports
         .iter()
-        .flat_map(|report| {
+        .enumerate()
+        .flat_map(|(artifact, report)| {
             report.diagnostics.iter().map(move |d| {
                 let mut result = serde_json::json!({
                     "ruleId": d.rule,
@@ -135,7 +139,7 @@ pub fn render_sarif(reports: &[CheckReport]) -> serde_json::Value {
                     "message": { "text": d.message },
                     "locations": [{
                         "physicalLocation": {
-                            "artifactLocation": { "uri": report.path },
+                            "artifactLocation": { "uri": report.path, "index": artifact },
                             "region": { "startLine": d.line.unwrap_or(1), "startColumn": d.column.unwrap_or(1) },
                         }
                     }],
@@ -152,6 +156,7 @@ pub fn render_sarif(reports: &[CheckReport]) -> serde_json::Value {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "runs": [{
             "tool": { "driver": { "name": "kvmtune", "version": env!("CARGO_PKG_VERSION"), "rules": rules } },
+            "artifacts": artifacts,
             "results": results,
         }],
     })
@@ -162,6 +167,56 @@ fn sarif_level(severity: Severity) -> &'static str {
         Severity::Error => "error",
         Severity::Warning => "warning",
         Severity::Info => "note",
+    }
+}
+
+/// The table that ends a check over many configs: one row per VM, the totals, and the three
+/// most frequent rules.
+pub fn render_summary(summary: &crate::analysis::check::Summary) -> String {
+    let width = summary.rows.iter().map(|r| r.vm.chars().count()).max().unwrap_or(2).max(2);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<8} {:>6} {:>8} {:>6} {:>8}",
+        "VM", "format", "errors", "warnings", "infos", "fixable"
+    );
+    for row in &summary.rows {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<8} {:>6} {:>8} {:>6} {:>8}",
+            row.vm,
+            format_label(row.format),
+            row.errors,
+            row.warnings,
+            row.infos,
+            row.fixable
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<8} {:>6} {:>8} {:>6} {:>8}",
+        format!("{} VMs", summary.rows.len()),
+        "",
+        summary.errors,
+        summary.warnings,
+        summary.infos,
+        summary.fixable
+    );
+    if summary.unreadable > 0 {
+        let _ = writeln!(out, "{} input(s) could not be read (above)", summary.unreadable);
+    }
+    if !summary.top_rules.is_empty() {
+        let top: Vec<String> = summary.top_rules.iter().map(|(rule, n)| format!("{rule} ({n})")).collect();
+        let _ = writeln!(out, "most frequent: {}", top.join(", "));
+    }
+    out
+}
+
+fn format_label(format: SourceFormat) -> &'static str {
+    match format {
+        SourceFormat::Libvirt => "libvirt",
+        SourceFormat::QemuArgv => "qemu",
+        SourceFormat::Proxmox => "proxmox",
     }
 }
 
