@@ -5,13 +5,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|text: &str| {
     if let Ok(config) = kvmtune::config::libvirt::parse("fuzz.xml", text) {
         let source = kvmtune::config::SourceText::new("fuzz.xml", text);
-        let options = kvmtune::analysis::check::CheckOptions {
-            host: None,
-            windows: None,
-            workload: kvmtune::analysis::Workload::Gaming,
-            select: Vec::new(),
-            housekeeping: None,
-        };
+        let options = kvmtune::analysis::check::CheckOptions::default();
         let report = kvmtune::analysis::check::check(&config, &source, &options);
         let _ = kvmtune::output::diagnostics::render_text(&report, &source);
     }

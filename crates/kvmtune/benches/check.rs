@@ -6,20 +6,13 @@
 
 use std::time::Instant;
 
-use kvmtune::analysis::Workload;
 use kvmtune::analysis::check::{CheckOptions, check};
 use kvmtune::config::SourceText;
 
 fn check_once(name: &str, text: &str) -> usize {
     let Ok(config) = kvmtune::config::read(name, text) else { return 0 };
     let source = SourceText::new(name, text);
-    let options = CheckOptions {
-        host: None,
-        windows: None,
-        workload: Workload::Gaming,
-        select: Vec::new(),
-        housekeeping: None,
-    };
+    let options = CheckOptions::default();
     check(&config, &source, &options).diagnostics.len()
 }
 

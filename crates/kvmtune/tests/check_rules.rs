@@ -63,6 +63,18 @@ struct Header {
     workload: Workload,
 }
 
+impl Header {
+    /// The check options the header asks for.
+    fn options(&self) -> CheckOptions<'_> {
+        CheckOptions {
+            host: self.host.as_ref(),
+            windows: self.windows,
+            workload: self.workload,
+            ..CheckOptions::default()
+        }
+    }
+}
+
 fn header(text: &str) -> Header {
     let line = text.lines().next().unwrap();
     let field = |name: &str| {
@@ -85,13 +97,7 @@ fn run(name: &str, text: &str) -> (kvmtune::analysis::check::CheckReport, Source
     let head = header(text);
     let config = libvirt::parse(name, text).unwrap_or_else(|e| panic!("{e}"));
     let source = SourceText::new(format!("fixtures/check/{name}"), text);
-    let options = CheckOptions {
-        host: head.host.as_ref(),
-        windows: head.windows,
-        workload: head.workload,
-        select: Vec::new(),
-        housekeeping: None,
-    };
+    let options = head.options();
     (check(&config, &source, &options), source, head)
 }
 
@@ -148,13 +154,7 @@ fn every_rule_fires_on_its_bad_fixture_and_not_on_its_good_one() {
             }
             let config = libvirt::parse(&bad_name, &fixed).unwrap();
             let fixed_source = SourceText::new(bad_name.clone(), fixed.clone());
-            let options = CheckOptions {
-                host: head.host.as_ref(),
-                windows: head.windows,
-                workload: head.workload,
-                select: Vec::new(),
-                housekeeping: None,
-            };
+            let options = head.options();
             let after = check(&config, &fixed_source, &options);
             if after.diagnostics.iter().any(|d| d.rule == rule.meta.id) {
                 failures.push(format!("{bad_name}: {} still fires after its fix:\n{fixed}", rule.meta.id));
@@ -246,13 +246,7 @@ fn unsafe_fixes_silence_their_rule_too() {
         }
         let fixed = libvirt_edit::apply_actions(&bad, &actions).unwrap();
         let config = libvirt::parse(&bad_name, &fixed).unwrap();
-        let options = CheckOptions {
-            host: head.host.as_ref(),
-            windows: head.windows,
-            workload: head.workload,
-            select: Vec::new(),
-            housekeeping: None,
-        };
+        let options = head.options();
         let after = check(&config, &SourceText::new(bad_name.clone(), fixed.clone()), &options);
         assert!(
             !after.diagnostics.iter().any(|d| d.rule == rule.meta.id),

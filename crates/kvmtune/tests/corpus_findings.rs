@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use kvmtune::analysis::Workload;
 use kvmtune::analysis::check::{CheckOptions, check};
 use kvmtune::config::SourceText;
 
@@ -21,13 +20,7 @@ fn findings_of_directory(dir: &str, golden: &str) {
             Err(error) => out.push_str(&format!("{name}: error: {error}\n")),
             Ok(config) => {
                 let source = SourceText::new(name.clone(), text);
-                let options = CheckOptions {
-                    host: None,
-                    windows: None,
-                    workload: Workload::Gaming,
-                    select: Vec::new(),
-                    housekeeping: None,
-                };
+                let options = CheckOptions::default();
                 let report = check(&config, &source, &options);
                 if report.diagnostics.is_empty() {
                     out.push_str(&format!("{name}: clean\n"));

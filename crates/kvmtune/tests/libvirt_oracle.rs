@@ -147,7 +147,6 @@ fn every_corpus_libvirt_xml_reads() {
 /// still there, unchanged and in order.
 #[test]
 fn editing_is_lossless_on_every_corpus_xml() {
-    use kvmtune::analysis::Workload;
     use kvmtune::analysis::check::{CheckOptions, check};
     use kvmtune::analysis::fix::Applicability;
     use kvmtune::config::{SourceText, libvirt_edit};
@@ -158,13 +157,7 @@ fn editing_is_lossless_on_every_corpus_xml() {
         let Ok(config) = libvirt::parse("x", &text) else { continue };
         assert_eq!(libvirt_edit::apply_actions(&text, &[]).unwrap(), text, "{}", path.display());
         let source = SourceText::new("x", text.clone());
-        let options = CheckOptions {
-            host: None,
-            windows: None,
-            workload: Workload::Gaming,
-            select: Vec::new(),
-            housekeeping: None,
-        };
+        let options = CheckOptions::default();
         let actions: Vec<_> = check(&config, &source, &options)
             .diagnostics
             .into_iter()

@@ -43,6 +43,9 @@ impl CheckReport {
     }
 }
 
+/// What `check` runs with; the default is every rule, no host facts, a gaming Windows guest
+/// whose version comes from the config.
+#[derive(Default)]
 pub struct CheckOptions<'a> {
     pub host: Option<&'a HostFacts>,
     pub windows: Option<WindowsVersion>,

@@ -37,9 +37,11 @@ impl Severity {
 }
 
 /// What the VM is for; some trade-offs flip with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
+    /// What `--workload` defaults to.
+    #[default]
     Gaming,
     Desktop,
     Server,

@@ -122,6 +122,11 @@ impl Topology {
     pub fn core_count(&self) -> usize {
         self.smt_sibling_sets.len()
     }
+
+    /// The NUMA nodes that hold any of these CPUs.
+    pub fn nodes_holding(&self, cpus: &CpuSet) -> Vec<u32> {
+        self.numa_nodes.iter().filter(|n| !n.cpus.intersection(cpus).is_empty()).map(|n| n.node).collect()
+    }
 }
 
 pub fn probe(host: &dyn HostSource, cpu_info: &CpuInfo) -> Topology {

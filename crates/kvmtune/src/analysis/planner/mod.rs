@@ -247,16 +247,6 @@ fn passthrough(host: &HostFacts, address: &str) -> Result<Passthrough, PlanError
     Ok(Passthrough { address: device.address.clone(), node: device.numa_node, is_gpu: device.is_gpu })
 }
 
-/// The NUMA nodes that hold any of these CPUs.
-fn nodes_of(host: &HostFacts, cpus: &CpuSet) -> Vec<u32> {
-    host.topology
-        .numa_nodes
-        .iter()
-        .filter(|n| !n.cpus.intersection(cpus).is_empty())
-        .map(|n| n.node)
-        .collect()
-}
-
 fn node_list(nodes: &[u32]) -> String {
     nodes.iter().map(|n| format!("node {n}")).collect::<Vec<_>>().join(", ")
 }
@@ -403,7 +393,7 @@ fn vm_plan(
         format!("emulator and iothread on host CPUs {emulator_cpus}"),
         &["PIN003"],
     ));
-    let emulator_nodes = nodes_of(host, &emulator_cpus);
+    let emulator_nodes = host.topology.nodes_holding(&emulator_cpus);
     if !emulator_nodes.is_empty() && emulator_nodes.iter().all(|n| !placement.nodes.contains(n)) {
         decisions.push(Decision::new(
             "pinning",

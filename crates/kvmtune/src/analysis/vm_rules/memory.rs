@@ -103,16 +103,6 @@ fn away_from_passthrough_device(ctx: &RuleContext) -> Vec<Finding> {
     findings
 }
 
-/// The host NUMA nodes that hold any of these CPUs.
-fn nodes_holding(host: &crate::host::HostFacts, cpus: &CpuSet) -> Vec<u32> {
-    host.topology
-        .numa_nodes
-        .iter()
-        .filter(|n| !n.cpus.intersection(cpus).is_empty())
-        .map(|n| n.node)
-        .collect()
-}
-
 /// Every vCPU the config declares is pinned, on a multi-node host: only then is there a node
 /// the vCPUs are confined to.
 fn pinned_on_multi_node_host<'a>(ctx: &'a RuleContext) -> Option<(&'a crate::host::HostFacts, CpuSet)> {
@@ -151,7 +141,7 @@ fn emulator_elsewhere(
     vcpu_nodes: &[u32],
 ) -> Option<Vec<u32>> {
     let emulator = ctx.config.pinning.emulatorpin.as_ref()?;
-    let nodes = nodes_holding(host, &emulator.value);
+    let nodes = host.topology.nodes_holding(&emulator.value);
     (!nodes.is_empty() && nodes.iter().all(|n| !vcpu_nodes.contains(n))).then_some(nodes)
 }
 
@@ -178,7 +168,7 @@ pub(super) const MEM003: VmRule = VmRule {
 
 fn memory_off_vcpu_node(ctx: &RuleContext) -> Vec<Finding> {
     let Some((host, vcpu_cpus)) = pinned_on_multi_node_host(ctx) else { return Vec::new() };
-    let nodes = nodes_holding(host, &vcpu_cpus);
+    let nodes = host.topology.nodes_holding(&vcpu_cpus);
     let [node] = nodes.as_slice() else { return Vec::new() };
     if memory_bound_to(ctx, &nodes)
         || ctx.config.memory.numatune.as_ref().is_some_and(|t| t.value.placement.as_deref() == Some("auto"))
@@ -223,7 +213,7 @@ pub(super) const MEM004: VmRule = VmRule {
 
 fn spans_nodes_without_guest_numa(ctx: &RuleContext) -> Vec<Finding> {
     let Some((host, vcpu_cpus)) = pinned_on_multi_node_host(ctx) else { return Vec::new() };
-    let nodes = nodes_holding(host, &vcpu_cpus);
+    let nodes = host.topology.nodes_holding(&vcpu_cpus);
     if nodes.len() < 2 || !ctx.config.cpu.numa_cells.is_empty() {
         return Vec::new();
     }
@@ -294,7 +284,7 @@ pub(super) const MEM005: VmRule = VmRule {
 
 fn emulator_places_preallocated_memory(ctx: &RuleContext) -> Vec<Finding> {
     let Some((host, vcpu_cpus)) = pinned_on_multi_node_host(ctx) else { return Vec::new() };
-    let vcpu_nodes = nodes_holding(host, &vcpu_cpus);
+    let vcpu_nodes = host.topology.nodes_holding(&vcpu_cpus);
     if !preallocated(ctx) || memory_bound_to(ctx, &vcpu_nodes) {
         return Vec::new();
     }
