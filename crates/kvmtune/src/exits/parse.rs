@@ -40,8 +40,10 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<ExitProfile>, ExitParseError>
         })
         .collect();
     let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
-    let profiles = if has("Avg time") && has("Samples") {
-        perf_classic(path, &lines)?
+    let raw: Vec<&str> = text.lines().collect();
+    let classic = perf_tokens(&raw).iter().any(|tokens| is_header_line(tokens));
+    let profiles = if classic {
+        perf_classic(path, &raw)?
     } else if has("Event name") && has("Mean Time (ns)") {
         perf_new(path, &lines)?
     } else if lines
@@ -152,119 +154,223 @@ fn bad_row(path: &str, line_index: usize, line: &str, token: &str, what: &str) -
     }
 }
 
-/// `Total Samples:70746, Total events handled time:1789115.74us.`
-fn perf_footer(line: &str) -> Option<(u64, f64)> {
-    let rest = line.trim().strip_prefix("Total Samples:")?;
-    let (samples, time) = rest.split_once(',')?;
-    let time =
-        time.trim().strip_prefix("Total events handled time:")?.trim_end_matches('.').trim_end_matches("us");
-    Some((samples.trim().parse().ok()?, time.parse().ok()?))
+/// One word of a perf table, where it stood in the input.
+#[derive(Debug, Clone)]
+struct Token {
+    text: String,
+    /// 0-based line index.
+    line: usize,
+    /// 1-based column in the original line.
+    column: u32,
 }
 
-fn perf_classic(path: &str, lines: &[String]) -> Result<Vec<ExitProfile>, ExitParseError> {
-    let mut profiles = Vec::new();
+/// The words of every line, with quote marks, code fences and shell prompts left out, `µs`
+/// spelt `us`, and the deviation's parentheses split from what they are glued to
+/// (`1.43us(+-0.18%)` reads as `1.43us ( +- 0.18% )`).
+fn perf_tokens(raw: &[&str]) -> Vec<Vec<Token>> {
+    raw.iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let (body, offset) = unquoted(line);
+            let trimmed = body.trim_start();
+            if trimmed.starts_with("```") || trimmed.starts_with("$ ") || trimmed == "$" {
+                return Vec::new();
+            }
+            let mut tokens = Vec::new();
+            let mut start = None;
+            let chars: Vec<(usize, char)> = body.char_indices().collect();
+            let prefix_chars = line[..offset].chars().count();
+            for &(byte, c) in &chars {
+                if c.is_whitespace() {
+                    if let Some(begin) = start.take() {
+                        push_split(&mut tokens, &body[begin..byte], index, prefix_chars, &chars, begin);
+                    }
+                } else if start.is_none() {
+                    start = Some(byte);
+                }
+            }
+            if let Some(begin) = start {
+                push_split(&mut tokens, &body[begin..], index, prefix_chars, &chars, begin);
+            }
+            tokens
+        })
+        .collect()
+}
+
+/// A line without its mail quoting (`> `, `> > `, `>>`), and where the rest starts.
+fn unquoted(line: &str) -> (&str, usize) {
+    let mut offset = 0;
+    loop {
+        let rest = &line[offset..];
+        let spaces = rest.len() - rest.trim_start().len();
+        if rest.trim_start().starts_with('>') {
+            offset += spaces + 1;
+        } else {
+            return (rest, offset);
+        }
+    }
+}
+
+fn push_split(
+    tokens: &mut Vec<Token>,
+    word: &str,
+    line: usize,
+    prefix_chars: usize,
+    chars: &[(usize, char)],
+    byte: usize,
+) {
+    let column = prefix_chars + chars.iter().position(|(b, _)| *b == byte).unwrap_or(0) + 1;
+    let word = word.replace("µs", "us").replace("μs", "us");
+    // `(+-0.18%)` and `1.43us(+-`: parentheses and `+-` become words of their own.
+    let spaced = word.replace('(', " ( ").replace(')', " ) ").replace("+-", " +- ");
+    for part in spaced.split_whitespace() {
+        tokens.push(Token { text: part.to_string(), line, column: column as u32 });
+    }
+}
+
+/// Header words of the classic table, whole or cut short by a narrow copy.
+fn is_header_word(word: &str) -> bool {
+    const WORDS: &[&str] = &["Samples", "Samples%", "Time%", "Min", "Max", "Avg", "Time", "time", "#"];
+    WORDS.contains(&word) || word.ends_with("...") || word.ends_with('…')
+}
+
+/// A line that opens a classic table: `Samples` with `Samples%` or `Time%` beside it, times in
+/// microseconds (the newer layout's header says `Sample%` and `Time (ns)`).
+fn is_header_line(tokens: &[Token]) -> bool {
+    let words: Vec<&str> = tokens.iter().map(|t| t.text.as_str()).collect();
+    words.contains(&"Samples")
+        && (words.contains(&"Samples%") || words.contains(&"Time%"))
+        && !words.contains(&"ns")
+}
+
+/// What perf prints as the table's first column: `VM-EXIT`, `IO Port Access`, `MMIO Access`,
+/// `MSR Access`.
+fn is_event_label(words: &[&str]) -> bool {
+    matches!(words, ["VM-EXIT"]) || (words.len() >= 2 && words.last() == Some(&"Access"))
+}
+
+fn new_perf_profile(event: String) -> ExitProfile {
+    ExitProfile {
+        format: "perf kvm stat".into(),
+        event,
+        isa: Isa::Unknown,
+        rows: Vec::new(),
+        declared_samples: None,
+        declared_time_us: None,
+        truncated: false,
+        duration_s: None,
+        notes: Vec::new(),
+    }
+}
+
+/// The classic `perf kvm stat report`/`live` tables, read by recognising each row's fields
+/// (a name, a count, two percentages, three times with their unit, and a deviation in any
+/// spacing) wherever the line breaks fall, rather than by columns counted from the line's end:
+/// copies from slides, mail and forums change the spacing, wrap the lines, quote them and cut
+/// the header short.
+fn perf_classic(path: &str, raw: &[&str]) -> Result<Vec<ExitProfile>, ExitParseError> {
+    let lines = perf_tokens(raw);
+    let stream: Vec<&Token> = lines.iter().flatten().collect();
+    let mut profiles: Vec<ExitProfile> = Vec::new();
     let mut current: Option<ExitProfile> = None;
     let mut unknown_code: Option<(String, Isa)> = None;
-    let mut wrapped_name: Option<String> = None;
-    for (index, line) in lines.iter().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.contains("Samples") && trimmed.contains("Avg time") {
+    let mut at = 0;
+    let text_of = |i: usize| stream.get(i).map(|t| t.text.as_str());
+    while at < stream.len() {
+        let token = stream[at];
+        let line_tokens = &lines[token.line];
+        let starts_line = line_tokens.first().is_some_and(|first| std::ptr::eq(first, token));
+        // A header opens a table (closing the one before).
+        if starts_line && is_header_line(line_tokens) {
             if let Some(done) = current.take() {
                 profiles.push(done);
             }
-            let event = trimmed.split("Samples").next().unwrap_or("").trim().to_string();
-            current = Some(ExitProfile {
-                format: "perf kvm stat".into(),
-                event: if event.is_empty() { "VM-EXIT".into() } else { event },
-                isa: Isa::Unknown,
-                rows: Vec::new(),
-                declared_samples: None,
-                declared_time_us: None,
-                truncated: false,
-                duration_s: None,
-                notes: Vec::new(),
-            });
-            continue;
-        }
-        let Some(profile) = current.as_mut() else { continue };
-        if let Some((samples, time)) = perf_footer(trimmed) {
-            profile.declared_samples = Some(samples);
-            profile.declared_time_us = Some(time);
-            if let Some(done) = current.take() {
-                profiles.push(done);
+            let words: Vec<&str> = line_tokens.iter().map(|t| t.text.as_str()).collect();
+            let before = words.iter().position(|w| *w == "Samples").unwrap_or(0);
+            let mut event = words[..before].join(" ");
+            at += line_tokens.len();
+            // The rest of a wrapped header, and an event label on a line of its own.
+            while let Some(next) = stream.get(at) {
+                let next_line = &lines[next.line];
+                let next_words: Vec<&str> = next_line.iter().map(|t| t.text.as_str()).collect();
+                if next_words.iter().all(|w| is_header_word(w)) {
+                    at += next_line.len();
+                } else if event.is_empty() && is_event_label(&next_words) {
+                    event = next_words.join(" ");
+                    at += next_line.len();
+                } else {
+                    break;
+                }
             }
+            current = Some(new_perf_profile(if event.is_empty() { "VM-EXIT".into() } else { event }));
             continue;
         }
-        if trimmed.is_empty() || trimmed.starts_with("Lost events") {
+        let Some(profile) = current.as_mut() else {
+            at += 1;
             continue;
-        }
-        if trimmed == "[..]" || trimmed == "..." {
-            profile.truncated = true;
-            continue;
-        }
-        if let Some(rest) = trimmed.strip_prefix("unknown kvm exit code:") {
-            let (code, isa) = rest.split_once(" on ").unwrap_or((rest, ""));
-            let isa = match isa.trim() {
-                "VMX" => Isa::Vmx,
-                "SVM" => Isa::Svm,
-                _ => Isa::Unknown,
-            };
-            unknown_code = Some((code.trim().to_string(), isa));
-            continue;
-        }
-        // Strip the trailing `( +-  0.24% )` spread.
-        let body = match trimmed.find("( +-") {
-            Some(at) => trimmed[..at].trim_end(),
-            None => trimmed,
         };
-        let tokens: Vec<&str> = body.split_whitespace().collect();
-        let starts_numeric =
-            tokens.first().is_some_and(|t| t.chars().next().is_some_and(|c| c.is_ascii_digit()));
-        if tokens.len() < 7 {
-            // A name wrapped away from its numbers (mail clients do that), or the numbers.
-            if tokens.len() == 1 && !starts_numeric {
-                wrapped_name = Some(tokens[0].to_string());
+        // `Total Samples:70746, Total events handled time:1789115.74us.`, wrapped or not.
+        if token.text == "Total" && text_of(at + 1).is_some_and(|t| t.starts_with("Samples:")) {
+            let samples = text_of(at + 1)
+                .and_then(|t| t.trim_start_matches("Samples:").trim_end_matches(',').parse().ok());
+            let time = (at + 2..(at + 7).min(stream.len()))
+                .find_map(|i| text_of(i).and_then(|t| t.strip_prefix("time:")))
+                .and_then(|t| t.trim_end_matches('.').trim_end_matches("us").parse().ok());
+            profile.declared_samples = samples;
+            profile.declared_time_us = time;
+            let end = (at + 2..(at + 7).min(stream.len()))
+                .find(|&i| text_of(i).is_some_and(|t| t.starts_with("time:")))
+                .map_or(at + 2, |i| i + 1);
+            at = end;
+            if let Some(done) = current.take() {
+                profiles.push(done);
+            }
+            continue;
+        }
+        match token.text.as_str() {
+            "[..]" | "..." | "…" => {
+                profile.truncated = true;
+                at += 1;
                 continue;
             }
-            if !(starts_numeric && tokens.len() == 6 && wrapped_name.is_some()) {
-                return Err(bad_row(path, index, line, trimmed, "a table row needs a name and six numbers"));
+            "Lost" if text_of(at + 1) == Some("events:") => {
+                at += 3;
+                continue;
+            }
+            "unknown" if text_of(at + 1) == Some("kvm") && text_of(at + 2) == Some("exit") => {
+                let code = text_of(at + 3).unwrap_or("").trim_start_matches("code:").to_string();
+                let isa = match (text_of(at + 4), text_of(at + 5)) {
+                    (Some("on"), Some("VMX")) => Isa::Vmx,
+                    (Some("on"), Some("SVM")) => Isa::Svm,
+                    _ => Isa::Unknown,
+                };
+                unknown_code = Some((code, isa));
+                at += if text_of(at + 4) == Some("on") { 6 } else { 4 };
+                continue;
+            }
+            _ => {}
+        }
+        match perf_row(path, raw, &stream, at)? {
+            Some((mut row, next)) => {
+                if row.name == "UNKNOWN"
+                    && let Some((code, isa)) = unknown_code.take()
+                {
+                    row.name = format!("UNKNOWN({code})");
+                    if profile.isa == Isa::Unknown {
+                        profile.isa = isa;
+                    }
+                }
+                profile.rows.push(row);
+                at = next;
+            }
+            None => {
+                // Prose after a table that has rows (a reply below a quoted table) ends it.
+                if let Some(done) = current.take() {
+                    profiles.push(done);
+                }
+                at += lines[token.line].len().max(1);
             }
         }
-        let (name_tokens, values): (&[&str], &[&str]) =
-            if tokens.len() == 6 { (&[], &tokens[..]) } else { tokens.split_at(tokens.len() - 6) };
-        let mut name = if name_tokens.is_empty() {
-            wrapped_name.take().unwrap_or_default()
-        } else {
-            name_tokens.join(" ")
-        };
-        wrapped_name = None;
-        let count: u64 = number(values[0])
-            .ok_or_else(|| bad_row(path, index, line, values[0], "sample count is not a number"))?;
-        let us = |token: &str| -> Result<f64, ExitParseError> {
-            if !token.ends_with("us") {
-                return Err(bad_row(path, index, line, token, "time must be in us"));
-            }
-            number(token).ok_or_else(|| bad_row(path, index, line, token, "time is not a number"))
-        };
-        let (min, max, mean) = (us(values[3])?, us(values[4])?, us(values[5])?);
-        if name == "UNKNOWN"
-            && let Some((code, isa)) = unknown_code.take()
-        {
-            name = format!("UNKNOWN({code})");
-            if profile.isa == Isa::Unknown {
-                profile.isa = isa;
-            }
-        }
-        profile.rows.push(ExitRow {
-            name,
-            count,
-            time_us: Some(mean * count as f64),
-            min_us: Some(min),
-            max_us: Some(max),
-            mean_us: Some(mean),
-            line: index as u32 + 1,
-            per_vcpu: Vec::new(),
-        });
     }
     if let Some(done) = current.take() {
         profiles.push(done);
@@ -274,8 +380,116 @@ fn perf_classic(path: &str, lines: &[String]) -> Result<Vec<ExitProfile>, ExitPa
             let names: Vec<&str> = profile.rows.iter().map(|r| r.name.as_str()).collect();
             profile.isa = guess_isa(&names);
         }
+        check_totals(profile);
     }
     Ok(profiles.into_iter().filter(|p| !p.rows.is_empty() || p.declared_samples.is_some()).collect())
+}
+
+/// Rows against the totals line: a table whose rows do not add up says so, and a table cut
+/// short says how many rows it kept.
+fn check_totals(profile: &mut ExitProfile) {
+    let counted = saturating_sum(profile.rows.iter().map(|r| r.count));
+    match profile.declared_samples {
+        Some(declared) if declared != counted && !profile.truncated => profile.notes.push(format!(
+            "warning: the rows add up to {counted} samples, the totals line says {declared} (difference {}): rows may be missing or garbled",
+            declared.abs_diff(counted)
+        )),
+        Some(declared) if profile.truncated => profile.notes.push(format!(
+            "truncated table: {} rows read, {counted} of {declared} samples",
+            profile.rows.len()
+        )),
+        None => profile.notes.push(format!(
+            "no totals line: {} rows read, the table may be cut short",
+            profile.rows.len()
+        )),
+        _ => {}
+    }
+}
+
+/// One table row starting at `at`: `NAME COUNT PCT% PCT% MINus MAXus AVGus [( +- DEV% )]`.
+/// `Ok(None)` where the words there are no row at all (prose), an error where they start like
+/// one and go wrong.
+fn perf_row(
+    path: &str,
+    raw: &[&str],
+    stream: &[&Token],
+    at: usize,
+) -> Result<Option<(ExitRow, usize)>, ExitParseError> {
+    let name = stream[at];
+    let field = |offset: usize| stream.get(at + offset).copied();
+    let fail = |token: &Token, what: &str| {
+        let line = raw.get(token.line).copied().unwrap_or("");
+        ExitParseError::BadRow {
+            path: path.to_string(),
+            line: token.line as u32 + 1,
+            column: token.column,
+            message: format!("{what}: `{}` in `{}`", token.text, line.trim()),
+        }
+    };
+    let looks_numeric =
+        |t: Option<&Token>| t.is_some_and(|t| t.text.chars().next().is_some_and(|c| c.is_ascii_digit()));
+    // Prose: the word after the name is no number and no table field at all.
+    let row_like = (1..=3).any(|o| field(o).is_some_and(|t| t.text.ends_with('%') || t.text.ends_with("us")));
+    if !row_like {
+        return Ok(None);
+    }
+    let Some(count_token) = field(1) else {
+        return Err(fail(name, "a table row needs a name and six numbers"));
+    };
+    let count: u64 = match count_token.text.parse() {
+        Ok(count) => count,
+        Err(_) if !looks_numeric(Some(count_token)) && !count_token.text.ends_with('%') => {
+            return Err(fail(count_token, "sample count is not a number"));
+        }
+        Err(_) => return Err(fail(count_token, "sample count is not a number")),
+    };
+    for offset in [2, 3] {
+        let Some(token) = field(offset) else {
+            return Err(fail(count_token, "a table row needs a name and six numbers"));
+        };
+        if !token.text.ends_with('%') || number::<f64>(&token.text).is_none() {
+            return Err(fail(token, "a percentage is missing"));
+        }
+    }
+    let mut times = [0.0f64; 3];
+    for (slot, offset) in times.iter_mut().zip([4, 5, 6]) {
+        let Some(token) = field(offset) else {
+            return Err(fail(count_token, "a table row needs a name and six numbers"));
+        };
+        if !token.text.ends_with("us") {
+            return Err(fail(token, "time must be in us"));
+        }
+        *slot = number(&token.text).ok_or_else(|| fail(token, "time is not a number"))?;
+    }
+    // The deviation: `( +- 0.24% )` in any spacing, its closing parenthesis possibly lost.
+    let mut next = at + 7;
+    if stream.get(next).is_some_and(|t| t.text == "(") {
+        next += 1;
+        while let Some(t) = stream.get(next) {
+            if t.text == "+-" || (t.text.ends_with('%') && number::<f64>(&t.text).is_some()) {
+                next += 1;
+            } else {
+                if t.text == ")" {
+                    next += 1;
+                }
+                break;
+            }
+        }
+    }
+    let [min, max, mean] = times;
+    Ok(Some((
+        ExitRow {
+            name: name.text.clone(),
+            count,
+            time_us: Some(mean * count as f64),
+            min_us: Some(min),
+            max_us: Some(max),
+            mean_us: Some(mean),
+            line: name.line as u32 + 1,
+            per_vcpu: Vec::new(),
+        },
+        next,
+    )))
 }
 
 fn perf_new(path: &str, lines: &[String]) -> Result<Vec<ExitProfile>, ExitParseError> {
