@@ -8,10 +8,13 @@ use anyhow::Context;
 use clap::Subcommand;
 use kvmtune::analysis::Severity;
 use kvmtune::analysis::check::CheckOptions;
-use kvmtune::analysis::exit_rules::diagnose;
+use kvmtune::analysis::exit_patterns::ExitContext;
+use kvmtune::analysis::exit_rules::diagnose_with;
 use kvmtune::config::SourceText;
+use kvmtune::config::model::VmConfig;
 use kvmtune::exits::ExitProfile;
 use kvmtune::exits::record::{Progress, RecordOptions, Target};
+use kvmtune::host::HostFacts;
 use kvmtune::output::exits_text;
 
 use crate::args::{Format, HostArgs, WorkloadArg};
@@ -104,47 +107,49 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
-/// `exits analyze --config`: the VM's config, checked with these host facts and workload.
-struct ConfigToCheck<'a> {
-    path: &'a Path,
+/// What `exits analyze` reads besides the profiles: the VM's config (`--config`, checked with
+/// these host facts and workload) and the host's facts (`--host`), for the exit patterns.
+struct AnalysisInputs<'a> {
+    config: Option<&'a Path>,
     host: &'a HostArgs,
     workload: WorkloadArg,
 }
 
-fn config_diagnostics(
-    config: Option<&ConfigToCheck>,
-) -> anyhow::Result<Vec<kvmtune::analysis::check::Diagnostic>> {
-    let Some(ConfigToCheck { path: config_path, host, workload }) = config else { return Ok(Vec::new()) };
+/// The config's own diagnostics, and the config and host facts the exit patterns read.
+fn config_context(
+    inputs: Option<&AnalysisInputs>,
+) -> anyhow::Result<(Vec<kvmtune::analysis::check::Diagnostic>, Option<VmConfig>, Option<HostFacts>)> {
+    let Some(AnalysisInputs { config, host, workload }) = inputs else {
+        return Ok((Vec::new(), None, None));
+    };
     let host = host.load()?;
+    let Some(config_path) = config else { return Ok((Vec::new(), None, host)) };
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;
     let name = config_path.display().to_string();
     let vm = kvmtune::config::read(&name, &text)?;
     let source = SourceText::new(name, text);
-    let options = CheckOptions {
-        host: host.as_ref(),
-        windows: None,
-        workload: (*workload).into(),
-        select: Vec::new(),
-        housekeeping: None,
-    };
-    Ok(kvmtune::analysis::check::check(&vm, &source, &options).diagnostics)
+    let options =
+        CheckOptions { host: host.as_ref(), workload: (*workload).into(), ..CheckOptions::default() };
+    let diagnostics = kvmtune::analysis::check::check(&vm, &source, &options).diagnostics;
+    Ok((diagnostics, Some(vm), host))
 }
 
 /// The table and diagnosis of each profile; exit code 1 when a warning stands out.
 fn report_profiles(
     label: &str,
     profiles: &[ExitProfile],
-    config: Option<&ConfigToCheck>,
+    inputs: Option<&AnalysisInputs>,
     format: Format,
 ) -> anyhow::Result<Outcome> {
-    let config_diagnostics = config_diagnostics(config)?;
-    let config_label = config.map(|c| c.path.display().to_string());
+    let (config_diagnostics, vm, host) = config_context(inputs)?;
+    let context = ExitContext { config: vm.as_ref(), host: host.as_ref() };
+    let config_label = inputs.and_then(|i| i.config).map(|c| c.display().to_string());
     let mut any_warning = false;
     let mut documents = Vec::new();
     let mut text = String::new();
     for profile in profiles {
-        let findings = diagnose(profile);
+        let findings = diagnose_with(profile, &context);
         any_warning |= findings.iter().any(|f| f.severity >= Severity::Warning);
         text.push_str(&exits_text::render_profile(label, profile));
         text.push('\n');
@@ -181,8 +186,8 @@ pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
     match command {
         ExitsCommand::Analyze { file, config, host, workload, format } => {
             let profiles = read_profiles(&file)?;
-            let config = config.as_deref().map(|path| ConfigToCheck { path, host: &host, workload });
-            report_profiles(&file.display().to_string(), &profiles, config.as_ref(), format)
+            let inputs = AnalysisInputs { config: config.as_deref(), host: &host, workload };
+            report_profiles(&file.display().to_string(), &profiles, Some(&inputs), format)
         }
         ExitsCommand::Record { domain, connect, pid, qmp, duration, interval, output, format, quiet } => {
             let target = match (domain, pid, qmp) {

@@ -57,7 +57,7 @@ fn report_renders_in_chromium() {
     assert_eq!(dom.matches("class=\"bar after\"").count(), 10);
     assert!(dom.contains("<title>IO_INSTRUCTION before: 55.7k</title>"));
     assert!(dom.contains("class=\"verdict better\""));
-    assert!(dom.contains("<code>EXIT002</code>"), "the port-I/O cause is gone after");
+    assert!(dom.contains("<code>EXIT015</code>"), "the RTC fallback is gone after");
 
     // And that it draws: a PNG of the window's size.
     let png = dir.path().join("report.png");

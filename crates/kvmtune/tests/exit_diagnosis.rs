@@ -42,9 +42,17 @@ fn every_rule_fires_on_its_cause_and_not_without_it() {
             Some(reason) => (reason, Vec::new()),
             None => ("UNKNOWN", vec!["unknown kvm exit code:131072 on VMX"]),
         };
-        // The cause dominates: half the exits, a tenth of the HLT rows' time each.
+        // The cause dominates: half the exits, a tenth of the HLT rows' time each. A few
+        // hypercalls keep the patterns that read their absence (EXIT014-EXIT016) out of it.
+        let hypercalls = if cause == "VMCALL" { "VMMCALL" } else { "VMCALL" };
         let dominant = perf_table(
-            &[(cause, 5000, 10.0), ("HLT", 4000, 500.0), ("CPUID", 10, 1.0), ("MSR_WRITE", 990, 1.0)],
+            &[
+                (cause, 5000, 10.0),
+                ("HLT", 4000, 500.0),
+                ("CPUID", 10, 1.0),
+                ("MSR_WRITE", 990, 1.0),
+                (hypercalls, 5, 1.0),
+            ],
             &prefix,
         );
         assert!(fires(&dominant, rule.meta.id), "{} did not fire on\n{dominant}", rule.meta.id);
@@ -72,7 +80,10 @@ fn windows_timer_case_before_and_after() {
     let before = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
     let after = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_after-hpet-fix.txt");
     let before_findings = diagnose(&before);
-    let port_io = before_findings.iter().find(|f| f.rule == "EXIT002").expect("port I/O diagnosis before");
+    // The whole table reads as the RTC fallback (EXIT015), which replaces the bare port I/O
+    // finding (EXIT002) it explains.
+    let port_io = before_findings.iter().find(|f| f.rule == "EXIT015").expect("RTC fallback before");
+    assert!(!before_findings.iter().any(|f| f.rule == "EXIT002"), "superseded by EXIT015");
     assert!(port_io.reasons[0].exit_share > 0.78 && port_io.reasons[0].time_share.unwrap() > 0.9);
     // The diagnosis knows why, and prefers hv-stimer to turning the HPET back on.
     assert!(
@@ -80,11 +91,15 @@ fn windows_timer_case_before_and_after() {
             && port_io.fix.starts_with("enable hv-time and hv-stimer")
     );
     assert!(port_io.check_rules.contains(&"TIME005"));
-    assert!(!diagnose(&after).iter().any(|f| f.rule == "EXIT002"), "no port I/O diagnosis after");
+    let after_findings = diagnose(&after);
+    assert!(
+        !after_findings.iter().any(|f| f.rule == "EXIT002" || f.rule == "EXIT015"),
+        "no port I/O diagnosis after"
+    );
 
     let comparison = compare(&before, &after);
     assert_eq!(comparison.verdict, "better");
-    assert!(comparison.resolved.contains(&"EXIT002"));
+    assert!(comparison.resolved.contains(&"EXIT015"));
     let io = comparison.reasons.iter().find(|d| d.name == "IO_INSTRUCTION").unwrap();
     assert_eq!((io.before, io.after), (55654, 50));
     assert!(comparison.busy_time_ratio.unwrap() < 0.05);

@@ -287,23 +287,3 @@ fn unknown_text_and_garbled_rows_still_fail_with_a_place() {
     assert!(error.to_string().starts_with("y.txt:2:"), "{error}");
     assert!(error.to_string().contains("`oops`"), "{error}");
 }
-
-#[test]
-#[ignore = "prints a transformed sample for a person to look at"]
-fn show_a_paste() {
-    let (name, text) = classic_samples().into_iter().next().unwrap();
-    let paste = Paste {
-        spacing: Spacing::Tabs,
-        glued: true,
-        micro_sign: true,
-        no_blank_lines: true,
-        two_line_header: true,
-        wrap: Some(60),
-        lose_parens: true,
-        quoting: 2,
-        fence: true,
-        prompt: true,
-        crlf: false,
-    };
-    println!("{name}\n{}", apply(&text, &paste));
-}

@@ -34,9 +34,12 @@ pub struct Comparison {
     pub after_busy_us: Option<f64>,
     pub busy_time_ratio: Option<f64>,
     pub reasons: Vec<ReasonDelta>,
-    /// Diagnosis findings present before and gone after, and the reverse.
+    /// Diagnosis findings present before and gone after.
     pub resolved: Vec<&'static str>,
+    /// Findings new after whose reasons rose, in count or handling time.
     pub appeared: Vec<&'static str>,
+    /// Findings new after only because their share rose while everything else fell.
+    pub more_visible: Vec<&'static str>,
     /// `better`, `worse` or `no clear change`.
     pub verdict: String,
     pub summary: String,
@@ -72,9 +75,31 @@ pub fn compare(before: &ExitProfile, after: &ExitProfile) -> Comparison {
         .collect();
     reasons.sort_by_key(|d| std::cmp::Reverse(d.before.max(d.after)));
     let before_rules: Vec<&'static str> = diagnose(before).iter().map(|f| f.rule).collect();
-    let after_rules: Vec<&'static str> = diagnose(after).iter().map(|f| f.rule).collect();
+    let after_findings = diagnose(after);
+    let after_rules: Vec<&'static str> = after_findings.iter().map(|f| f.rule).collect();
     let resolved: Vec<_> = before_rules.iter().filter(|r| !after_rules.contains(r)).copied().collect();
-    let appeared: Vec<_> = after_rules.iter().filter(|r| !before_rules.contains(r)).copied().collect();
+    // A cause is new after only where its reasons rose, in count (per second where both
+    // durations are known) or in handling time; one whose share rose only because everything
+    // else fell stands out more, but is not new.
+    let per_unit = |count: u64, profile: &ExitProfile| rate(count, profile);
+    let rose = |finding: &crate::analysis::exit_rules::ExitFinding| {
+        finding.reasons.iter().any(|reason| {
+            let was = before.row(&reason.name);
+            let now = after.row(&reason.name);
+            let count_rose =
+                per_unit(now.map_or(0, |r| r.count), after) > per_unit(was.map_or(0, |r| r.count), before);
+            let time_rose = match (now.and_then(|r| r.time_us), was.and_then(|r| r.time_us)) {
+                (Some(now), Some(was)) => now > was,
+                (Some(now), None) => now > 0.0,
+                _ => false,
+            };
+            count_rose || time_rose
+        })
+    };
+    let (appeared, more_visible): (Vec<_>, Vec<_>) =
+        after_findings.iter().filter(|f| !before_rules.contains(&f.rule)).partition(|f| rose(f));
+    let appeared: Vec<&'static str> = appeared.into_iter().map(|f| f.rule).collect();
+    let more_visible: Vec<&'static str> = more_visible.into_iter().map(|f| f.rule).collect();
     // The deciding measure is busy handling time where both have it, else the exit count.
     let decisive = busy_time_ratio.unwrap_or(exit_ratio);
     let verdict = if decisive < 0.9 {
@@ -103,6 +128,7 @@ pub fn compare(before: &ExitProfile, after: &ExitProfile) -> Comparison {
         reasons,
         resolved,
         appeared,
+        more_visible,
         verdict: verdict.to_string(),
         summary,
     }

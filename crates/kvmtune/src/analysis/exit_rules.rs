@@ -280,6 +280,9 @@ pub struct ExitFinding {
     pub fix: &'static str,
     pub source: &'static str,
     pub check_rules: &'static [&'static str],
+    /// What a pattern saw across reasons, config and host (pattern rules only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 /// The number of exits the shares are taken of.
@@ -317,7 +320,28 @@ fn rate_per_vcpu(profile: &ExitProfile, count: u64) -> Option<f64> {
     Some(count as f64 / seconds / vcpus as f64)
 }
 
+/// [`diagnose_with`] without a config or host facts.
 pub fn diagnose(profile: &ExitProfile) -> Vec<ExitFinding> {
+    diagnose_with(profile, &crate::analysis::exit_patterns::ExitContext::default())
+}
+
+/// The single-reason causes and the patterns; a pattern that fires replaces the single-reason
+/// findings it explains better.
+pub fn diagnose_with(
+    profile: &ExitProfile,
+    context: &crate::analysis::exit_patterns::ExitContext,
+) -> Vec<ExitFinding> {
+    let patterns = crate::analysis::exit_patterns::diagnose_patterns(profile, context);
+    let superseded: Vec<&str> = patterns.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+    let mut findings: Vec<ExitFinding> =
+        diagnose_reasons(profile).into_iter().filter(|f| !superseded.contains(&f.rule)).collect();
+    findings.extend(patterns.into_iter().map(|(finding, _)| finding));
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.rule.cmp(b.rule)));
+    findings
+}
+
+/// One finding per single-reason cause whose reasons stand out.
+fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
     let total = exit_total(profile).max(1) as f64;
     let busy = busy_time_us(profile);
     let mut findings = Vec::new();
@@ -373,6 +397,7 @@ pub fn diagnose(profile: &ExitProfile) -> Vec<ExitFinding> {
             fix: rule.meta.fix,
             source: rule.meta.source,
             check_rules: rule.check_rules,
+            evidence: None,
         });
     }
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.rule.cmp(b.rule)));

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod exit_compare;
+pub mod exit_patterns;
 pub mod exit_rules;
 pub mod fix;
 pub mod host_rules;

@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use crate::analysis::Severity;
+use crate::analysis::exit_patterns::{PATTERN_RULES, PatternRule};
 use crate::analysis::exit_rules::{EXIT_RULES, ExitRule};
 use crate::analysis::fix::Applicability;
 use crate::analysis::host_rules::{HOST_RULES, HostRule};
@@ -111,6 +112,8 @@ pub enum Rule {
     Host(&'static HostRule),
     VmConfig(&'static VmRule),
     Exit(&'static ExitRule),
+    /// A cause read from several reasons at once (and the config and host).
+    ExitPattern(&'static PatternRule),
 }
 
 impl Rule {
@@ -119,6 +122,7 @@ impl Rule {
             Rule::Host(rule) => &rule.meta,
             Rule::VmConfig(rule) => &rule.meta,
             Rule::Exit(rule) => &rule.meta,
+            Rule::ExitPattern(rule) => &rule.meta,
         }
     }
 
@@ -126,7 +130,7 @@ impl Rule {
         match self {
             Rule::Host(_) => RuleKind::Host,
             Rule::VmConfig(_) => RuleKind::VmConfig,
-            Rule::Exit(_) => RuleKind::Exit,
+            Rule::Exit(_) | Rule::ExitPattern(_) => RuleKind::Exit,
         }
     }
 
@@ -149,6 +153,7 @@ pub fn all() -> impl Iterator<Item = Rule> {
         .map(Rule::Host)
         .chain(VM_RULES.iter().map(Rule::VmConfig))
         .chain(EXIT_RULES.iter().map(Rule::Exit))
+        .chain(PATTERN_RULES.iter().map(Rule::ExitPattern))
 }
 
 /// The rule with this id (any case) or name.
@@ -249,12 +254,28 @@ mod tests {
 
     #[test]
     fn check_rules_named_by_exit_rules_exist() {
-        for rule in EXIT_RULES {
-            for id in rule.check_rules {
+        let named = EXIT_RULES
+            .iter()
+            .map(|r| (r.meta.id, r.check_rules))
+            .chain(PATTERN_RULES.iter().map(|r| (r.meta.id, r.check_rules)));
+        for (exit_rule, check_rules) in named {
+            for id in check_rules {
                 assert!(
                     matches!(find(id), Some(Rule::VmConfig(_))),
-                    "{} names {id}, which is no VM-config rule",
-                    rule.meta.id
+                    "{exit_rule} names {id}, which is no VM-config rule"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn patterns_supersede_only_exit_rules_that_exist() {
+        for pattern in PATTERN_RULES {
+            for id in pattern.supersedes {
+                assert!(
+                    matches!(find(id), Some(Rule::Exit(_))),
+                    "{} supersedes {id}, no exit rule",
+                    pattern.meta.id
                 );
             }
         }

@@ -32,6 +32,15 @@ pub struct ExitRow {
     pub per_vcpu: Vec<u64>,
 }
 
+impl ExitProfile {
+    /// The table lists every exit reason the VM had (perf's `VM-EXIT` tables, kvm_stat, the
+    /// recorder's `kvm_exit` profile), so a reason's absence means it did not happen. Partial
+    /// counters (KVM stats, tracepoint counts, ioport or MSR tables) say nothing of the rest.
+    pub fn lists_every_reason(&self) -> bool {
+        self.event.starts_with("VM-EXIT") || self.format == "kvm_stat"
+    }
+}
+
 impl ExitRow {
     /// A counter without timing (kvm_stat, KVM stats).
     pub fn count_only(name: String, count: u64, line: u32) -> Self {

@@ -174,6 +174,10 @@ pub fn render_report(before_label: &str, after_label: &str, comparisons: &[Compa
         body.push_str(&chart(comparison));
         body.push_str(&rule_list("Causes gone after the change", &comparison.resolved));
         body.push_str(&rule_list("Causes new after the change", &comparison.appeared));
+        body.push_str(&rule_list(
+            "Causes that only stand out more after (their exits did not rise)",
+            &comparison.more_visible,
+        ));
         body.push_str(&table(comparison));
         body.push_str("</section>\n");
     }

@@ -127,6 +127,9 @@ pub fn render_findings(
             })
             .collect();
         let _ = writeln!(out, "  = shows: {}", shows.join("; "));
+        if let Some(evidence) = &finding.evidence {
+            let _ = writeln!(out, "  = pattern: {evidence}");
+        }
         let _ = writeln!(out, "  = why: {}", finding.explanation);
         let _ = writeln!(out, "  = fix: {}", finding.fix);
         let related: Vec<&Diagnostic> =
@@ -182,6 +185,13 @@ pub fn render_comparison(comparison: &Comparison) -> String {
     }
     if !comparison.resolved.is_empty() {
         let _ = writeln!(out, "  gone after: {}", comparison.resolved.join(", "));
+    }
+    if !comparison.more_visible.is_empty() {
+        let _ = writeln!(
+            out,
+            "  stands out more after (its exits did not rise; the rest fell): {}",
+            comparison.more_visible.join(", ")
+        );
     }
     if !comparison.appeared.is_empty() {
         let _ = writeln!(out, "  new after: {}", comparison.appeared.join(", "));

@@ -1,0 +1,357 @@
+//! Exit patterns: causes an expert reads from several reasons at once, and, where they are
+//! given, from the VM's config and the host's facts. One declaration per pattern in
+//! [`PATTERN_RULES`], with its id, explanation and source, in the same registry as the
+//! single-reason causes of [`crate::analysis::exit_rules`]. A pattern that fires replaces the
+//! single-reason findings it explains better (`supersedes`): the same table then no longer gets
+//! a cure for a symptom.
+//!
+//! Patterns judge shares, including the absence of a reason, so they run only on tables that
+//! list every exit reason the VM had (perf `VM-EXIT`, kvm_stat, the recorder's `kvm_exit`
+//! profile), never on partial counters.
+
+use crate::analysis::Severity;
+use crate::analysis::exit_rules::{EXIT_RULES, ExitFinding, IDLE_REASONS, ReasonShare, exit_total};
+use crate::analysis::fix::Applicability;
+use crate::analysis::rule::{Category, RuleMeta};
+use crate::config::model::VmConfig;
+use crate::exits::ExitProfile;
+use crate::host::HostFacts;
+
+/// What a pattern may read besides the profile.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExitContext<'a> {
+    pub config: Option<&'a VmConfig>,
+    pub host: Option<&'a HostFacts>,
+}
+
+#[derive(Debug)]
+pub struct PatternRule {
+    pub meta: RuleMeta,
+    /// Single-reason causes this pattern explains better: left out when it fires.
+    pub supersedes: &'static [&'static str],
+    /// Check rules that find the cause in a VM config.
+    pub check_rules: &'static [&'static str],
+    /// The reasons the pattern involves and what it saw, or `None`.
+    pub check: fn(&Table, &ExitContext) -> Option<Match>,
+}
+
+/// What a pattern saw.
+pub struct Match {
+    pub reasons: Vec<&'static str>,
+    pub evidence: String,
+}
+
+/// One profile's reasons as shares of all its exits, by the vocabularies of the single-reason
+/// causes (VMX, SVM, kvm_stat and tracepoint names alike).
+pub struct Table<'a> {
+    profile: &'a ExitProfile,
+    total: f64,
+}
+
+impl<'a> Table<'a> {
+    pub fn new(profile: &'a ExitProfile) -> Self {
+        Self { profile, total: exit_total(profile).max(1) as f64 }
+    }
+
+    /// The names a single-reason cause reads (`EXIT003` and so on).
+    fn names_of(rule: &str) -> &'static [&'static str] {
+        EXIT_RULES.iter().find(|r| r.meta.id == rule).map_or(&[], |r| r.reasons)
+    }
+
+    fn count(&self, names: &[&str]) -> u64 {
+        self.profile.rows.iter().filter(|r| names.contains(&r.name.as_str())).map(|r| r.count).sum()
+    }
+
+    /// The share of all exits that these reasons make.
+    pub fn share(&self, names: &[&str]) -> f64 {
+        self.count(names) as f64 / self.total
+    }
+
+    /// The share of the reasons a single-reason cause reads.
+    pub fn share_of(&self, rule: &str) -> f64 {
+        self.share(Self::names_of(rule))
+    }
+
+    fn present(&self, rule: &str) -> bool {
+        self.count(Self::names_of(rule)) > 0
+    }
+
+    /// The names of a cause's reasons that this profile has.
+    fn seen(&self, rule: &str) -> Vec<&'static str> {
+        Self::names_of(rule).iter().copied().filter(|n| self.profile.row(n).is_some()).collect()
+    }
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+/// SynIC on and hv-avic off in the config, where one is given.
+fn synic_without_avic(config: &VmConfig) -> bool {
+    config.hyperv.is_on("hv-synic") && !config.hyperv.is_on("hv-avic")
+}
+
+pub const PATTERN_RULES: &[PatternRule] = &[
+    PatternRule {
+        meta: RuleMeta {
+            id: "EXIT013",
+            name: "apicv-inhibited-by-synic",
+            category: Category::Exits,
+            severity: Severity::Warning,
+            title: "APICv/AVIC switched off by SynIC's AutoEOI",
+            explanation: "The table shows enlightenments at work (hypercalls) and, beside them, many MSR writes (EOIs and timer writes through the x2APIC MSRs) and many external-interrupt exits (the host kicking vCPUs with real IPIs). That is APIC virtualization switched off: with hv-synic, Windows uses AutoEOI, which APICv/AVIC cannot emulate, so KVM inhibits it for the whole VM, and every EOI, timer write and IPI exits. Isolating host interrupts does not help here; the cure is hv-avic, which tells Windows not to use AutoEOI (Linux 5.15 and QEMU 6.2 or later), or, on an older stack and for IPI-heavy loads, the trade-off of hiding the hypervisor bit (see HV010): no enlightenments, but APICv/AVIC stays on.",
+            example: "MSR_WRITE 40% and EXTERNAL_INTERRUPT 20% of exits beside VMCALL 3%",
+            fix: "add hv-avic (<avic state='on'/>) on a kernel and QEMU that have it; otherwise weigh hiding the hypervisor bit for IPI-heavy loads",
+            fix_safety: Applicability::Manual,
+            source: "Linux arch/x86/kvm/hyperv.c (APICV_INHIBIT_REASON_HYPERV on SynIC AutoEOI); QEMU docs/system/i386/hyperv.rst (hv-avic); ../shared/knowledge.md 1a, 4c",
+        },
+        supersedes: &["EXIT003", "EXIT005"],
+        check_rules: &["HV008", "HV010"],
+        check: |table, context| {
+            let msr = table.share(&["MSR_WRITE", "msr", "MSR", "kvm_msr"]);
+            let external = table.share_of("EXIT005");
+            if !table.present("EXIT010") || msr < 0.15 || external < 0.05 {
+                return None;
+            }
+            // Where the config or host say otherwise, it is not this.
+            if context.config.is_some_and(|c| !synic_without_avic(c)) {
+                return None;
+            }
+            if context.host.and_then(|h| h.kvm.apic_virtualization.known()).is_some_and(|a| !a.enabled) {
+                return None;
+            }
+            let mut reasons = table.seen("EXIT010");
+            reasons.extend(
+                ["MSR_WRITE", "msr", "MSR", "kvm_msr"].iter().filter(|n| table.profile.row(n).is_some()),
+            );
+            reasons.extend(table.seen("EXIT005"));
+            Some(Match {
+                reasons,
+                evidence: format!(
+                    "MSR writes {} and external interrupts {} of exits, with hypercalls present{}",
+                    percent(msr),
+                    percent(external),
+                    if context.config.is_some() { "; the config has SynIC without hv-avic" } else { "" }
+                ),
+            })
+        },
+    },
+    PatternRule {
+        meta: RuleMeta {
+            id: "EXIT014",
+            name: "hpet-in-use",
+            category: Category::Exits,
+            severity: Severity::Warning,
+            title: "Windows keeps time with the emulated HPET",
+            explanation: "MMIO to emulated devices (EPT_MISCONFIG; npf on AMD) dominates, port I/O is small, and there are no hypercalls: Windows runs without enlightenments and reads the HPET, emulated in QEMU, for its clock and timer. Each read is an exit to userspace. With hv-time (the reference TSC page) and hv-stimer Windows uses neither; only then should the HPET go (without hv-stimer, turning it off sends Windows to the RTC, which is worse).",
+            example: "EPT_MISCONFIG 60% of exits, IO_INSTRUCTION 1%, no VMCALL",
+            fix: "enable hv-time and hv-stimer (with hv-synic and hv-vpindex), then turn the HPET off",
+            fix_safety: Applicability::Manual,
+            source: "../shared/knowledge.md 5 (Windows clock sources), 6b (EPT_MISCONFIG); QEMU docs/system/i386/hyperv.rst (hv-time, hv-stimer)",
+        },
+        supersedes: &["EXIT001"],
+        check_rules: &["TIME001", "TIME006", "HV002"],
+        check: |table, context| {
+            let mmio = table.share(&["EPT_MISCONFIG", "npf", "NPF", "mmio_exits", "kvm_mmio"]);
+            let port_io = table.share_of("EXIT002");
+            if mmio < 0.30 || port_io >= 0.05 || table.present("EXIT010") {
+                return None;
+            }
+            // With the config at hand: only where the HPET is on and hv-stimer is not.
+            if let Some(config) = context.config {
+                let hpet_off = config.clock.timer("hpet").is_some_and(|t| t.present == Some(false));
+                if hpet_off || config.hyperv.is_on("hv-stimer") {
+                    return None;
+                }
+            }
+            let reasons = ["EPT_MISCONFIG", "npf", "NPF", "mmio_exits", "kvm_mmio"]
+                .into_iter()
+                .filter(|n| table.profile.row(n).is_some())
+                .collect();
+            Some(Match {
+                reasons,
+                evidence: format!(
+                    "MMIO {} of exits, port I/O {}, no hypercalls",
+                    percent(mmio),
+                    percent(port_io)
+                ),
+            })
+        },
+    },
+    PatternRule {
+        meta: RuleMeta {
+            id: "EXIT015",
+            name: "rtc-fallback",
+            category: Category::Exits,
+            severity: Severity::Warning,
+            title: "Windows times itself with the RTC after the HPET was removed",
+            explanation: "Port I/O dominates while MMIO to the HPET is all but gone and there are no hypercalls: Windows has neither the HPET nor hv-stimer, and drives its timer from the RTC (ports 0x70/0x71) and reads the ACPI PM timer, each an exit to QEMU. This is what turning the HPET off without hv-stimer does; the corpus has the case (exitstats/intel_huataihuang_*), where turning the HPET back on cut IO_INSTRUCTION from 78.7% of exits to 2.5%. The better cure is hv-time with hv-stimer, after which Windows uses neither the HPET nor the RTC.",
+            example: "IO_INSTRUCTION 78.7% of exits, EPT_MISCONFIG 0.01%, no VMCALL",
+            fix: "enable hv-time and hv-stimer (with hv-synic and hv-vpindex); keep the HPET off only with them",
+            fix_safety: Applicability::Manual,
+            source: "../shared/corpus/exitstats/intel_huataihuang_* (before/after); MicrosoftDocs/Virtualization-Documentation#1885; ../shared/knowledge.md 5",
+        },
+        supersedes: &["EXIT002"],
+        check_rules: &["TIME005", "TIME001"],
+        check: |table, context| {
+            let port_io = table.share_of("EXIT002");
+            let mmio = table.share(&["EPT_MISCONFIG", "npf", "NPF", "mmio_exits", "kvm_mmio"]);
+            if port_io < 0.50 || mmio >= 0.01 || table.present("EXIT010") {
+                return None;
+            }
+            if let Some(config) = context.config {
+                let hpet_off = config.clock.timer("hpet").is_some_and(|t| t.present == Some(false));
+                if !hpet_off || config.hyperv.is_on("hv-stimer") {
+                    return None;
+                }
+            }
+            Some(Match {
+                reasons: table.seen("EXIT002"),
+                evidence: format!(
+                    "port I/O {} of exits, MMIO {}, no hypercalls{}",
+                    percent(port_io),
+                    percent(mmio),
+                    if context.config.is_some() {
+                        "; the config turns the HPET off without hv-stimer"
+                    } else {
+                        ""
+                    }
+                ),
+            })
+        },
+    },
+    PatternRule {
+        meta: RuleMeta {
+            id: "EXIT016",
+            name: "ipis-by-icr-writes",
+            category: Category::Exits,
+            severity: Severity::Warning,
+            title: "IPIs sent one ICR write at a time",
+            explanation: "APIC writes dominate and there are no hypercalls: Windows sends its inter-processor interrupts by writing the APIC's interrupt command register, one exit per IPI and destination. The paravirtual path (hv-ipi, one hypercall for a whole set of vCPUs) is not in use: the hypervisor bit is hidden or hv-ipi is off. hv-ipi with hv-vpindex removes most of them; Intel IPI virtualization (kvm_intel enable_ipiv, Sapphire Rapids and later) or AMD AVIC removes the exits in hardware.",
+            example: "APIC_WRITE 35% of exits, no VMCALL",
+            fix: "enable hv-ipi (with hv-vpindex) and keep the hypervisor bit visible; on hardware with IPI virtualization or AVIC, turn it on",
+            fix_safety: Applicability::Manual,
+            source: "Linux arch/x86/kvm/vmx/vmx.c (enable_ipiv, APIC-write exits); QEMU docs/system/i386/hyperv.rst (hv-ipi); ../shared/knowledge.md 6b (APIC_WRITE)",
+        },
+        supersedes: &["EXIT004"],
+        check_rules: &["HV002", "HV010"],
+        check: |table, context| {
+            let apic_write = table.share(&["APIC_WRITE", "avic_incomplete_ipi"]);
+            if apic_write < 0.20 || table.present("EXIT010") {
+                return None;
+            }
+            let why = match context.config {
+                Some(config) if config.hypervisor_bit_disabled().is_some() => {
+                    "; the config hides the hypervisor bit"
+                }
+                Some(config) if !config.hyperv.is_on("hv-ipi") => "; the config has no hv-ipi",
+                Some(_) => return None,
+                None => "",
+            };
+            let reasons = ["APIC_WRITE", "avic_incomplete_ipi"]
+                .into_iter()
+                .filter(|n| table.profile.row(n).is_some())
+                .collect();
+            Some(Match {
+                reasons,
+                evidence: format!("APIC writes {} of exits, no hypercalls{why}", percent(apic_write)),
+            })
+        },
+    },
+    PatternRule {
+        meta: RuleMeta {
+            id: "EXIT017",
+            name: "idle-host-cpu-burn",
+            category: Category::Exits,
+            severity: Severity::Warning,
+            title: "halt polling burns host CPU for an idle, overcommitted guest",
+            explanation: "The guest is mostly halted, yet KVM polls before each halt (kvm.halt_poll_ns is above 0) on a host whose CPUs the VM shares: every idle vCPU spins up to the poll window on a CPU another thread needs, and the host shows the idle guest as busy. Halt polling pays only for vCPUs with CPUs of their own. Lower or disable it (the kvm.halt_poll_ns module parameter, or per VM through KVM_CAP_HALT_POLL), or pin the vCPUs to CPUs nothing else uses.",
+            example: "HLT 85% of exits, kvm.halt_poll_ns=200000, vCPUs not pinned",
+            fix: "set kvm.halt_poll_ns=0 (or lower), or give the vCPUs host CPUs of their own",
+            fix_safety: Applicability::Manual,
+            source: "Linux Documentation/virt/kvm/halt-polling.rst; Linux virt/kvm/kvm_main.c (halt_poll_ns)",
+        },
+        supersedes: &["EXIT006"],
+        check_rules: &["PIN001", "PIN002", "PIN007"],
+        check: |table, context| {
+            let (Some(host), Some(config)) = (context.host, context.config) else { return None };
+            let halts = table.share(IDLE_REASONS);
+            let polling: u64 = host
+                .kvm
+                .modules
+                .known()
+                .and_then(|m| m.parameter("kvm", "halt_poll_ns"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let running = config.running_vcpus();
+            let pins = &config.pinning.vcpupin;
+            let unpinned = running.iter().any(|v| !pins.iter().any(|p| p.id == v));
+            let pinned_cpus: usize = pins.iter().map(|p| p.cpus.len()).sum();
+            let distinct = pins.iter().fold(crate::host::CpuSet::new(), |all, p| all.union(&p.cpus)).len();
+            let shared = unpinned || pinned_cpus > distinct || pins.iter().any(|p| p.cpus.len() > 1);
+            if halts < 0.50 || polling == 0 || !shared {
+                return None;
+            }
+            Some(Match {
+                reasons: IDLE_REASONS.iter().copied().filter(|n| table.profile.row(n).is_some()).collect(),
+                evidence: format!(
+                    "halts {} of exits, kvm.halt_poll_ns={polling}, vCPUs {}",
+                    percent(halts),
+                    if unpinned { "not all pinned" } else { "sharing host CPUs" }
+                ),
+            })
+        },
+    },
+];
+
+/// The patterns that fire on this profile, as findings; empty for profiles that do not list
+/// every exit reason.
+pub fn diagnose_patterns(
+    profile: &ExitProfile,
+    context: &ExitContext,
+) -> Vec<(ExitFinding, &'static [&'static str])> {
+    if !profile.lists_every_reason() {
+        return Vec::new();
+    }
+    let table = Table::new(profile);
+    let busy = crate::analysis::exit_rules::busy_time_us(profile);
+    PATTERN_RULES
+        .iter()
+        .filter_map(|rule| {
+            let found = (rule.check)(&table, context)?;
+            let reasons = found
+                .reasons
+                .iter()
+                .filter_map(|name| profile.row(name))
+                .map(|row| ReasonShare {
+                    name: row.name.clone(),
+                    count: row.count,
+                    exit_share: row.count as f64 / table.total,
+                    time_share: match (row.time_us, busy) {
+                        (Some(time), Some(busy))
+                            if busy > 0.0 && !IDLE_REASONS.contains(&row.name.as_str()) =>
+                        {
+                            Some(time / busy)
+                        }
+                        _ => None,
+                    },
+                })
+                .collect();
+            Some((
+                ExitFinding {
+                    rule: rule.meta.id,
+                    name: rule.meta.name,
+                    severity: rule.meta.severity,
+                    title: rule.meta.title,
+                    reasons,
+                    explanation: rule.meta.explanation,
+                    fix: rule.meta.fix,
+                    source: rule.meta.source,
+                    check_rules: rule.check_rules,
+                    evidence: Some(found.evidence),
+                },
+                rule.supersedes,
+            ))
+        })
+        .collect()
+}

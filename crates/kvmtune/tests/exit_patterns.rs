@@ -1,0 +1,243 @@
+//! The exit patterns (EXIT013-EXIT017): each fires on a table built to its description and
+//! stays quiet on the near miss that differs in the one thing it reads, also with the config
+//! and host facts that decide it. The tables go through the same reader as real reports, both
+//! as perf prints them and as a mail reply quotes and wraps them.
+
+use kvmtune::analysis::exit_patterns::ExitContext;
+use kvmtune::analysis::exit_rules::{ExitFinding, diagnose, diagnose_with};
+use kvmtune::config::model::VmConfig;
+use kvmtune::exits;
+use kvmtune::host::{HostFacts, SnapshotHost};
+use kvmtune_testkit::synthetic::RuleFixtureHost;
+
+/// A perf kvm stat table with `(name, count, mean_us)` rows.
+fn table(rows: &[(&str, u64, f64)]) -> String {
+    let mut text = String::from(
+        "Analyze events for all VMs, all VCPUs:\n\n             VM-EXIT    Samples  Samples%     Time%    Min Time    Max Time         Avg time\n\n",
+    );
+    let total: u64 = rows.iter().map(|r| r.1).sum();
+    let total_time: f64 = rows.iter().map(|r| r.1 as f64 * r.2).sum();
+    for (name, count, mean) in rows {
+        text.push_str(&format!(
+            "{name:>20} {count:>10} {:>8.2}% {:>8.2}% {:>9.2}us {:>9.2}us {mean:>9.2}us ( +-   1.00% )\n",
+            *count as f64 / total as f64 * 100.0,
+            *count as f64 * mean / total_time * 100.0,
+            mean / 2.0,
+            mean * 2.0
+        ));
+    }
+    text.push_str(&format!("\nTotal Samples:{total}, Total events handled time:{total_time:.2}us.\n"));
+    text
+}
+
+/// The same table as a mail reply: quoted, every line wrapped at 64 columns.
+fn as_mail_reply(text: &str) -> String {
+    let mut out = String::from("On Monday you wrote:\n");
+    for line in text.lines() {
+        let mut current = String::new();
+        for word in line.split_whitespace() {
+            if current.len() + word.len() + 1 > 64 {
+                out.push_str(&format!("> {current}\n"));
+                current.clear();
+            }
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(word);
+        }
+        out.push_str(&format!("> {current}\n"));
+    }
+    out
+}
+
+fn findings(text: &str, context: &ExitContext) -> Vec<ExitFinding> {
+    let profile = exits::parse("table.txt", text).unwrap().remove(0);
+    diagnose_with(&profile, context)
+}
+
+fn rules(text: &str, context: &ExitContext) -> Vec<&'static str> {
+    findings(text, context).iter().map(|f| f.rule).collect()
+}
+
+/// Fires on `text` in both layouts, with no config or host.
+fn assert_fires(text: &str, rule: &str) {
+    for layout in [text.to_string(), as_mail_reply(text)] {
+        let fired = rules(&layout, &ExitContext::default());
+        assert!(fired.contains(&rule), "{rule} did not fire: {fired:?}\n{layout}");
+    }
+}
+
+fn config(xml: &str) -> VmConfig {
+    kvmtune::config::read("vm.xml", xml).unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/tests/fixtures/check/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn host(name: &str) -> (HostFacts, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    RuleFixtureHost::named(name).unwrap().write(dir.path());
+    (kvmtune::host::probe(&SnapshotHost::open(dir.path()).unwrap()), dir)
+}
+
+#[test]
+fn apicv_inhibited_by_synic() {
+    let inhibited = table(&[
+        ("MSR_WRITE", 4000, 2.0),
+        ("EXTERNAL_INTERRUPT", 2000, 2.0),
+        ("VMCALL", 300, 3.0),
+        ("HLT", 3000, 300.0),
+        ("EPT_VIOLATION", 700, 5.0),
+    ]);
+    assert_fires(&inhibited, "EXIT013");
+    // It replaces "isolate host interrupts", which cures nothing here.
+    let plain = rules(&inhibited, &ExitContext::default());
+    assert!(!plain.contains(&"EXIT005") && !plain.contains(&"EXIT003"), "{plain:?}");
+    // No hypercalls: no enlightenments, so no SynIC to blame.
+    let bare = table(&[
+        ("MSR_WRITE", 4000, 2.0),
+        ("EXTERNAL_INTERRUPT", 2000, 2.0),
+        ("HLT", 3300, 300.0),
+        ("EPT_VIOLATION", 700, 5.0),
+    ]);
+    assert!(!rules(&bare, &ExitContext::default()).contains(&"EXIT013"));
+    // A config with hv-avic already, or a host without APICv/AVIC, is not this.
+    let with_avic = config(&fixture("HV008.good.xml"));
+    assert!(with_avic.hyperv.is_on("hv-avic"));
+    assert!(!rules(&inhibited, &ExitContext { config: Some(&with_avic), host: None }).contains(&"EXIT013"));
+    let (apicv_off, _guard) = host("amd-apicv-off");
+    assert!(!rules(&inhibited, &ExitContext { config: None, host: Some(&apicv_off) }).contains(&"EXIT013"));
+    let synic_only = config(&fixture("HV008.bad.xml"));
+    assert!(rules(&inhibited, &ExitContext { config: Some(&synic_only), host: None }).contains(&"EXIT013"));
+}
+
+#[test]
+fn hpet_in_use() {
+    let hpet = table(&[
+        ("EPT_MISCONFIG", 6000, 8.0),
+        ("HLT", 3000, 300.0),
+        ("IO_INSTRUCTION", 100, 10.0),
+        ("MSR_READ", 900, 2.0),
+    ]);
+    assert_fires(&hpet, "EXIT014");
+    assert!(!rules(&hpet, &ExitContext::default()).contains(&"EXIT001"), "EXIT014 replaces EXIT001");
+    // Hypercalls mean enlightenments: the MMIO is something else.
+    let enlightened = table(&[
+        ("EPT_MISCONFIG", 6000, 8.0),
+        ("HLT", 3000, 300.0),
+        ("VMCALL", 200, 3.0),
+        ("MSR_READ", 800, 2.0),
+    ]);
+    assert!(!rules(&enlightened, &ExitContext::default()).contains(&"EXIT014"));
+    // A config whose HPET is already off is not on the HPET.
+    let hpet_off = config(&fixture("TIME005.bad.xml"));
+    assert!(!rules(&hpet, &ExitContext { config: Some(&hpet_off), host: None }).contains(&"EXIT014"));
+}
+
+#[test]
+fn rtc_fallback_on_the_corpus_pair_and_its_near_misses() {
+    let read = |name: &str| {
+        let path = kvmtune_testkit::corpus().join("exitstats").join(name);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let before = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
+    let after = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_after-hpet-fix.txt");
+    assert_fires(&before, "EXIT015");
+    assert!(!rules(&after, &ExitContext::default()).contains(&"EXIT015"));
+    // With the config at hand it takes the HPET off without hv-stimer (TIME005's case).
+    let hpet_off = config(&fixture("TIME005.bad.xml"));
+    let fired = findings(&before, &ExitContext { config: Some(&hpet_off), host: None });
+    let rtc = fired.iter().find(|f| f.rule == "EXIT015").expect("fires with the config");
+    assert!(rtc.evidence.as_deref().is_some_and(|e| e.contains("without hv-stimer")));
+    let hpet_on = config(&fixture("TIME006.bad.xml"));
+    assert!(!rules(&before, &ExitContext { config: Some(&hpet_on), host: None }).contains(&"EXIT015"));
+}
+
+#[test]
+fn ipis_by_icr_writes() {
+    let icr = table(&[("APIC_WRITE", 3500, 2.0), ("HLT", 4000, 300.0), ("MSR_WRITE", 2500, 2.0)]);
+    assert_fires(&icr, "EXIT016");
+    assert!(!rules(&icr, &ExitContext::default()).contains(&"EXIT004"), "EXIT016 replaces EXIT004");
+    let paravirtual = table(&[("APIC_WRITE", 3500, 2.0), ("HLT", 4000, 300.0), ("VMCALL", 2500, 2.0)]);
+    assert!(!rules(&paravirtual, &ExitContext::default()).contains(&"EXIT016"));
+    // A config with hv-ipi and the hypervisor bit visible sends IPIs by hypercall.
+    let with_ipi = config(&fixture("HV008.good.xml"));
+    assert!(with_ipi.hyperv.is_on("hv-ipi"));
+    assert!(!rules(&icr, &ExitContext { config: Some(&with_ipi), host: None }).contains(&"EXIT016"));
+    let hidden = config(&fixture("HV010.bad.xml"));
+    let fired = findings(&icr, &ExitContext { config: Some(&hidden), host: None });
+    assert!(
+        fired
+            .iter()
+            .any(|f| f.rule == "EXIT016"
+                && f.evidence.as_deref().unwrap().contains("hides the hypervisor bit"))
+    );
+}
+
+#[test]
+fn idle_host_cpu_burn_needs_polling_and_shared_cpus() {
+    let idle = table(&[("HLT", 9000, 400.0), ("MSR_WRITE", 600, 2.0), ("VMCALL", 400, 3.0)]);
+    let (polling, _guard) = host("amd");
+    let unpinned_xml: String = fixture("HV008.good.xml")
+        .lines()
+        .filter(|l| !l.contains("<vcpupin"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let unpinned = config(&unpinned_xml);
+    let context = ExitContext { config: Some(&unpinned), host: Some(&polling) };
+    assert!(rules(&idle, &context).contains(&"EXIT017"));
+    assert!(rules(&as_mail_reply(&idle), &context).contains(&"EXIT017"));
+    assert!(!rules(&idle, &context).contains(&"EXIT006"), "EXIT017 replaces the idle note");
+    // Without both facts there is nothing to go on; pinned vCPUs or no polling are fine.
+    assert!(!rules(&idle, &ExitContext::default()).contains(&"EXIT017"));
+    let pinned = config(&fixture("HV008.good.xml"));
+    assert!(!rules(&idle, &ExitContext { config: Some(&pinned), host: Some(&polling) }).contains(&"EXIT017"));
+    let mut no_polling = polling.clone();
+    if let kvmtune::host::Fact::Known(modules) = &mut no_polling.kvm.modules {
+        modules.parameters.get_mut("kvm").unwrap().insert("halt_poll_ns".into(), "0".into());
+    }
+    assert!(
+        !rules(&idle, &ExitContext { config: Some(&unpinned), host: Some(&no_polling) }).contains(&"EXIT017")
+    );
+}
+
+/// Patterns read the absence of reasons, so partial counters (KVM stats, an MSR table) never
+/// trigger them.
+#[test]
+fn patterns_need_a_table_of_every_reason() {
+    let msr_table = "MSR Access Samples  Samples% Time%  Min Time Max Time  Avg time\n\n  0x830:W   67007  98.17%   98.31%  0.59us   10.69us  0.90us ( +-  0.10% )\n  0x6e0:W    1252   1.83%    1.69%  0.53us  108.34us  0.82us ( +- 11.02% )\n\nTotal Samples:68259, Total events handled time:61150.95us.\n";
+    let profile = exits::parse("msr.txt", msr_table).unwrap().remove(0);
+    assert!(!profile.lists_every_reason());
+    assert!(diagnose(&profile).iter().all(|f| f.evidence.is_none()));
+}
+
+/// `compare` calls a cause new after only where its exits rose; one that stands out only
+/// because everything else fell is said to stand out more.
+#[test]
+fn compare_does_not_call_a_cause_new_when_only_its_share_rose() {
+    use kvmtune::analysis::exit_compare::compare;
+    let before = exits::parse(
+        "b",
+        &table(&[("IO_INSTRUCTION", 9000, 10.0), ("MSR_READ", 900, 2.0), ("HLT", 100, 300.0)]),
+    )
+    .unwrap()
+    .remove(0);
+    let after = exits::parse(
+        "a",
+        &table(&[("IO_INSTRUCTION", 100, 10.0), ("MSR_READ", 900, 2.0), ("HLT", 100, 300.0)]),
+    )
+    .unwrap()
+    .remove(0);
+    let comparison = compare(&before, &after);
+    assert!(comparison.more_visible.contains(&"EXIT003"), "{comparison:?}");
+    assert!(!comparison.appeared.contains(&"EXIT003"));
+    // The same cause with its exits doubled is new.
+    let worse = exits::parse(
+        "w",
+        &table(&[("IO_INSTRUCTION", 100, 10.0), ("MSR_READ", 1800, 2.0), ("HLT", 100, 300.0)]),
+    )
+    .unwrap()
+    .remove(0);
+    assert!(compare(&before, &worse).appeared.contains(&"EXIT003"));
+}
