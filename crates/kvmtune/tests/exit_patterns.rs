@@ -8,26 +8,12 @@ use kvmtune::analysis::exit_rules::{ExitFinding, diagnose, diagnose_with};
 use kvmtune::config::model::VmConfig;
 use kvmtune::exits;
 use kvmtune::host::{HostFacts, SnapshotHost};
+use kvmtune_testkit::exit_tables::perf_table;
 use kvmtune_testkit::synthetic::RuleFixtureHost;
 
 /// A perf kvm stat table with `(name, count, mean_us)` rows.
 fn table(rows: &[(&str, u64, f64)]) -> String {
-    let mut text = String::from(
-        "Analyze events for all VMs, all VCPUs:\n\n             VM-EXIT    Samples  Samples%     Time%    Min Time    Max Time         Avg time\n\n",
-    );
-    let total: u64 = rows.iter().map(|r| r.1).sum();
-    let total_time: f64 = rows.iter().map(|r| r.1 as f64 * r.2).sum();
-    for (name, count, mean) in rows {
-        text.push_str(&format!(
-            "{name:>20} {count:>10} {:>8.2}% {:>8.2}% {:>9.2}us {:>9.2}us {mean:>9.2}us ( +-   1.00% )\n",
-            *count as f64 / total as f64 * 100.0,
-            *count as f64 * mean / total_time * 100.0,
-            mean / 2.0,
-            mean * 2.0
-        ));
-    }
-    text.push_str(&format!("\nTotal Samples:{total}, Total events handled time:{total_time:.2}us.\n"));
-    text
+    perf_table(rows, &[])
 }
 
 /// The same table as a mail reply: quoted, every line wrapped at 64 columns.

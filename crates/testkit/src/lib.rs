@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod exit_tables;
 pub mod guest;
 pub mod libvirtd;
 pub mod synthetic;
