@@ -1,5 +1,6 @@
-//! The only module with `unsafe` code: the KVM ioctls the probe needs, and the tracepoint
-//! counters the exit recorder opens with `perf_event_open`.
+//! The only module with `unsafe` code: the KVM ioctls the probe needs, the tracepoint
+//! counters the exit recorder opens with `perf_event_open`, and the journal's test failpoint
+//! ([`die_by_sigkill`]).
 //!
 //! Why raw ioctls and not kvm-ioctls: that crate (0.25) has no wrapper for
 //! `KVM_GET_SUPPORTED_HV_CPUID`, the one call that tells which Hyper-V enlightenments this
@@ -253,4 +254,15 @@ impl TracepointCounter {
         }
         Ok(u64::from_ne_bytes(value))
     }
+}
+
+/// Ends this process with SIGKILL, as `kill -9` from outside would: no destructors, no buffered
+/// output flushed, no atexit handlers. The journal's crash tests use it to stop at an exact step.
+pub fn die_by_sigkill() -> ! {
+    // SAFETY: raise(3) takes a signal number and touches no memory of ours; SIGKILL cannot be
+    // caught, so the process ends inside this call.
+    unsafe {
+        libc::raise(libc::SIGKILL);
+    }
+    unreachable!("SIGKILL cannot be caught")
 }

@@ -89,11 +89,21 @@ pub enum HostChangeError {
     /// The host changed since the action was planned: writing would undo someone else's change.
     #[error("{path} holds `{found}`, not `{expected}` as planned; nothing was written")]
     Stale { path: String, expected: String, found: String },
+    /// The journal could not record a change, so it was not made.
+    #[error("not written, the journal failed: {0}")]
+    Journal(String),
 }
 
 /// Reads the file's original bytes, checks them against the planned old value, then writes the
 /// new value. The original comes back so that a journal can keep it.
 pub fn apply(action: &HostAction, writer: &dyn HostWriter) -> Result<Applied, HostChangeError> {
+    let original = read_original(action, writer)?;
+    write_new(action, original, writer)
+}
+
+/// The file's bytes now, checked against the planned old value: the first half of [`apply`],
+/// after which a journal records the original before anything is written.
+pub fn read_original(action: &HostAction, writer: &dyn HostWriter) -> Result<Vec<u8>, HostChangeError> {
     let original = writer.read(&action.path).map_err(|source| HostChangeError::Read {
         path: action.path.clone(),
         host: writer.describe(),
@@ -109,6 +119,16 @@ pub fn apply(action: &HostAction, writer: &dyn HostWriter) -> Result<Applied, Ho
             });
         }
     }
+    Ok(original)
+}
+
+/// Writes the new value, once `original` (from [`read_original`]) is safe: the second half of
+/// [`apply`].
+pub fn write_new(
+    action: &HostAction,
+    original: Vec<u8>,
+    writer: &dyn HostWriter,
+) -> Result<Applied, HostChangeError> {
     writer.write(&action.path, action.new.as_bytes()).map_err(|source| HostChangeError::Write {
         path: action.path.clone(),
         host: writer.describe(),
@@ -119,8 +139,13 @@ pub fn apply(action: &HostAction, writer: &dyn HostWriter) -> Result<Applied, Ho
 
 /// Writes the original bytes back.
 pub fn undo(applied: &Applied, writer: &dyn HostWriter) -> Result<(), HostChangeError> {
-    writer.write(&applied.action.path, &applied.original).map_err(|source| HostChangeError::Write {
-        path: applied.action.path.clone(),
+    restore(&applied.action.path, &applied.original, writer)
+}
+
+/// Gives `path` back the bytes it held.
+pub fn restore(path: &str, original: &[u8], writer: &dyn HostWriter) -> Result<(), HostChangeError> {
+    writer.write(path, original).map_err(|source| HostChangeError::Write {
+        path: path.to_string(),
         host: writer.describe(),
         source,
     })

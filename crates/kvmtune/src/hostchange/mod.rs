@@ -9,12 +9,16 @@
 //!   by [`LiveHostWriter`] for the machine itself and by [`RootedHostWriter`] for a directory
 //!   laid out like a host (unit tests, dry runs).
 //!
+//! - [`journal`]: every write recorded with the file's original bytes and synced before it is
+//!   made; `release` replays a VM's records backwards, also after kill -9 at any step.
+//!
 //! A new host action (a new kind of file or setting to change) goes into [`action`] as a
-//! constructor of [`HostAction`]; the journal and the `kvmtune host` command build on
-//! [`action::apply`] and [`action::undo`].
+//! constructor of [`HostAction`]; [`Journal::apply`] makes any list of them, journaled.
 
 pub mod action;
+pub mod journal;
 pub mod writer;
 
 pub use action::{Applied, HostAction, HostChangeError};
+pub use journal::{Journal, JournalError, Released, VmJournal};
 pub use writer::{HostWriter, LiveHostWriter, RootedHostWriter};

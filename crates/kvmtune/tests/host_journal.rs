@@ -1,0 +1,319 @@
+//! The host-change journal on a host laid out in a temp dir (a [`RootedHostWriter`]): apply then
+//! release gives every file back byte for byte; so does release after a failure midway, after
+//! kill -9 at every journal step in turn (a failpoint) and after 50 real SIGKILLs at random
+//! moments. The real kernel files (cgroups, IRQs, workqueues) are for the lab guest; what is
+//! tested here is the journal's exactness, which does not depend on what the files are.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kvmtune::hostchange::journal::BOOT_ID_PATH;
+use kvmtune::hostchange::{HostAction, Journal, JournalError, Released, RootedHostWriter};
+
+const CHILD_ENV: &str = "KVMTUNE_JOURNAL_TEST_CHILD";
+
+/// A host's files with what they hold: trailing newlines or none, masks, a list, a value.
+fn host_files(irqs: usize) -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![
+        (BOOT_ID_PATH.to_string(), b"6f1c0bd2-33e4-4b0e-9d55-0a1b2c3d4e5f\n".to_vec()),
+        ("/proc/irq/default_smp_affinity".to_string(), b"f\n".to_vec()),
+        ("/sys/devices/virtual/workqueue/cpumask".to_string(), b"f\n".to_vec()),
+        (
+            "/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages".to_string(),
+            b"0\n".to_vec(),
+        ),
+        ("/sys/fs/cgroup/cgroup.subtree_control".to_string(), b"memory pids\n".to_vec()),
+        ("/sys/fs/cgroup/host.slice/cpuset.cpus".to_string(), Vec::new()),
+    ];
+    for irq in 0..irqs {
+        files
+            .push((format!("/proc/irq/{irq}/smp_affinity"), format!("{:x}\n", 0xf - (irq % 3)).into_bytes()));
+    }
+    files
+}
+
+/// What prepare would write on CPUs 2-3 with housekeeping 0-1.
+fn actions(files: &[(String, Vec<u8>)]) -> Vec<HostAction> {
+    files
+        .iter()
+        .filter(|(path, _)| path != BOOT_ID_PATH)
+        .map(|(path, _)| {
+            let new = match path.as_str() {
+                p if p.ends_with("nr_hugepages") => "4",
+                p if p.ends_with("subtree_control") => "+cpuset",
+                p if p.ends_with("cpuset.cpus") => "0-1",
+                _ => "3",
+            };
+            HostAction { path: path.clone(), old: None, new: new.to_string(), why: "test".to_string() }
+        })
+        .collect()
+}
+
+fn lay_out(root: &Path, files: &[(String, Vec<u8>)]) {
+    for (path, bytes) in files {
+        let file = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, bytes).unwrap();
+    }
+}
+
+/// Every file below `root`, with its bytes.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, into: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, into);
+            } else {
+                into.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(root, &mut files);
+    files
+}
+
+struct Lab {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    journals: PathBuf,
+    before: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+fn lab(irqs: usize) -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    let journals = dir.path().join("run-kvmtune");
+    lay_out(&root, &host_files(irqs));
+    let before = snapshot(&root);
+    Lab { _dir: dir, root, journals, before }
+}
+
+impl Lab {
+    fn writer(&self) -> RootedHostWriter {
+        RootedHostWriter::new(&self.root)
+    }
+    fn journal(&self) -> Journal {
+        Journal::open(&self.journals, &self.writer()).unwrap()
+    }
+    fn actions(&self) -> Vec<HostAction> {
+        let files: Vec<(String, Vec<u8>)> = self
+            .before
+            .iter()
+            .map(|(p, b)| (format!("/{}", p.strip_prefix(&self.root).unwrap().display()), b.clone()))
+            .collect();
+        actions(&files)
+    }
+    fn assert_restored(&self, context: &str) {
+        assert_eq!(snapshot(&self.root), self.before, "{context}");
+        assert!(self.journal().status().unwrap().is_empty(), "{context}: a journal is left");
+    }
+    /// Runs `apply` in a child process (this test binary, re-run on `child_applies`).
+    fn spawn_child(&self, kill_at_step: Option<usize>) -> std::process::Child {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["--exact", "child_applies", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, "1")
+            .env("LAB_ROOT", &self.root)
+            .env("LAB_JOURNALS", &self.journals)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(step) = kill_at_step {
+            command.env("LAB_KILL_AT", step.to_string());
+        }
+        command.spawn().unwrap()
+    }
+}
+
+/// Not a test of its own: the child process of the crash tests.
+#[test]
+fn child_applies() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let root = PathBuf::from(std::env::var("LAB_ROOT").unwrap());
+    let journals = PathBuf::from(std::env::var("LAB_JOURNALS").unwrap());
+    let writer = RootedHostWriter::new(&root);
+    let lab =
+        Lab { _dir: tempfile::tempdir().unwrap(), root: root.clone(), journals, before: snapshot(&root) };
+    let mut journal = Journal::open(&lab.journals, &writer).unwrap();
+    if let Ok(step) = std::env::var("LAB_KILL_AT") {
+        journal = journal.kill_at_step(step.parse().unwrap());
+    }
+    journal.apply("win10", &lab.actions(), &writer).unwrap();
+}
+
+#[test]
+fn apply_then_release_gives_every_byte_back() {
+    let lab = lab(4);
+    let actions = lab.actions();
+    let journal = lab.journal();
+    let applied = journal.apply("win10", &actions, &lab.writer()).unwrap();
+    assert_eq!(applied.len(), actions.len());
+    assert_ne!(snapshot(&lab.root), lab.before, "the changes were made");
+    let status = journal.status().unwrap();
+    assert_eq!(status.len(), 1);
+    assert!(status[0].complete && !status[0].from_another_boot);
+    assert!(status[0].changes.iter().all(|c| c.done));
+    assert!(matches!(journal.apply("win10", &actions, &lab.writer()), Err(JournalError::AlreadyPrepared(_))));
+
+    assert_eq!(journal.release("win10", &lab.writer()).unwrap(), Released::Restored(actions.len()));
+    drop(journal);
+    lab.assert_restored("after release");
+}
+
+#[test]
+fn a_failure_midway_rolls_back_what_was_done() {
+    let lab = lab(2);
+    let mut actions = lab.actions();
+    // The fourth change is planned against a value the host no longer holds.
+    actions[3].old = Some("something else".to_string());
+    let error = lab.journal().apply("win10", &actions, &lab.writer()).unwrap_err();
+    assert!(matches!(error, JournalError::RolledBack { undone: 3, .. }), "{error}");
+    lab.assert_restored("after a stale plan");
+
+    // A file that is not there: the error names it.
+    actions[3].old = None;
+    actions[5].path = "/proc/irq/99/smp_affinity".to_string();
+    let error = lab.journal().apply("win10", &actions, &lab.writer()).unwrap_err();
+    assert!(error.to_string().contains("/proc/irq/99/smp_affinity"), "{error}");
+    lab.assert_restored("after a missing file");
+}
+
+#[test]
+fn kill_at_every_journal_step_then_release_restores_exactly() {
+    let lab = lab(3);
+    let changes = lab.actions().len();
+    // The file created, begin, then before + write + done per change, then complete.
+    let steps = 2 + 3 * changes + 1;
+    for step in 1..=steps {
+        let status = lab.spawn_child(Some(step)).wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "step {step}: {status:?}");
+        let journal = lab.journal();
+        let left = journal.status().unwrap();
+        assert_eq!(left.len(), 1, "step {step}");
+        assert_eq!(left[0].complete, step == steps, "step {step}");
+        journal.release("win10", &lab.writer()).unwrap();
+        drop(journal);
+        lab.assert_restored(&format!("kill -9 at step {step} of {steps}"));
+    }
+    // And without a kill, the child finishes.
+    assert!(lab.spawn_child(None).wait().unwrap().success());
+    lab.journal().release("win10", &lab.writer()).unwrap();
+    lab.assert_restored("after a whole run");
+}
+
+#[test]
+fn fifty_real_sigkills_at_random_moments() {
+    let lab = lab(40);
+    // How long a whole run takes here, to spread the kills over it.
+    let started = Instant::now();
+    assert!(lab.spawn_child(None).wait().unwrap().success());
+    let whole_run = started.elapsed();
+    lab.journal().release("win10", &lab.writer()).unwrap();
+    lab.assert_restored("after a whole run");
+
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut outcomes = [0usize; 2];
+    for kill in 0..50 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let delay = whole_run.mul_f64((state % 1000) as f64 / 1000.0 * 1.1);
+        let mut child = lab.spawn_child(None);
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        outcomes[usize::from(status.success())] += 1;
+        let journal = lab.journal();
+        for vm in journal.status().unwrap() {
+            journal.release(&vm.vm, &lab.writer()).unwrap();
+        }
+        drop(journal);
+        lab.assert_restored(&format!("kill {kill} after {delay:?} of {whole_run:?}"));
+    }
+    eprintln!("50 kills: {} mid-run, {} after the run ended", outcomes[0], outcomes[1]);
+    assert!(outcomes[0] > 0, "no kill landed while the child ran");
+}
+
+#[test]
+fn a_cut_short_last_line_is_a_write_never_made_and_a_bad_line_inside_is_an_error() {
+    let lab = lab(1);
+    let journal = lab.journal();
+    journal.apply("win10", &lab.actions(), &lab.writer()).unwrap();
+    let path = lab.journals.join("win10.journal");
+    let text = std::fs::read_to_string(&path).unwrap();
+
+    let cut = format!("{}{{\"record\":\"bef", text);
+    std::fs::write(&path, &cut).unwrap();
+    assert_eq!(journal.status().unwrap()[0].changes.len(), lab.actions().len());
+
+    let broken = text.replacen("\"record\":\"done\"", "\"record\":\"dune\"", 1);
+    std::fs::write(&path, broken).unwrap();
+    let error = journal.status().unwrap_err();
+    assert!(matches!(error, JournalError::Corrupt { line: 3, .. }), "{error}");
+    assert!(error.to_string().contains("win10.journal:3:"), "{error}");
+
+    std::fs::write(&path, text).unwrap();
+    journal.release("win10", &lab.writer()).unwrap();
+    drop(journal);
+    lab.assert_restored("after release");
+}
+
+#[test]
+fn a_journal_from_another_boot_is_set_aside_not_replayed() {
+    let lab = lab(1);
+    lab.journal().apply("win10", &lab.actions(), &lab.writer()).unwrap();
+    let changed = snapshot(&lab.root);
+    // A reboot: new boot id; the kernel state the journal describes is gone.
+    let boot_id = lab.root.join(BOOT_ID_PATH.trim_start_matches('/'));
+    std::fs::write(&boot_id, "0b5e7a1c-0000-4000-8000-000000000001\n").unwrap();
+    let journal = lab.journal();
+    assert!(journal.status().unwrap()[0].from_another_boot);
+    let Released::SetAside(aside) = journal.release("win10", &lab.writer()).unwrap() else {
+        panic!("replayed a journal from another boot")
+    };
+    assert!(aside.to_string_lossy().ends_with("win10.journal.boot-6f1c0bd2"), "{}", aside.display());
+    let mut after = snapshot(&lab.root);
+    after.remove(&boot_id);
+    let mut expected = changed;
+    expected.remove(&boot_id);
+    assert_eq!(after, expected, "nothing written");
+    assert!(journal.status().unwrap().is_empty());
+}
+
+#[test]
+fn invocations_are_serialized_and_names_checked() {
+    let lab = lab(1);
+    let journal = lab.journal();
+    let other = std::fs::File::open(lab.journals.join("lock")).unwrap();
+    assert!(other.try_lock().is_err(), "a second invocation would run alongside");
+    drop(journal);
+    assert!(other.try_lock().is_ok(), "the lock goes with the journal");
+    drop(other);
+    for bad in ["", "..", "a/b"] {
+        let error = lab.journal().apply(bad, &lab.actions(), &lab.writer()).unwrap_err();
+        assert!(matches!(error, JournalError::BadVmName(_)), "{bad:?}: {error}");
+    }
+    lab.assert_restored("nothing written for a bad name");
+}
+
+#[test]
+fn waits_for_the_lock_rather_than_failing() {
+    let lab = lab(1);
+    let journal = lab.journal();
+    let journals = lab.journals.clone();
+    let root = lab.root.clone();
+    let waiter = std::thread::spawn(move || {
+        let writer = RootedHostWriter::new(&root);
+        Journal::open(&journals, &writer).map(|_| ())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!waiter.is_finished(), "opened while another held the lock");
+    drop(journal);
+    waiter.join().unwrap().unwrap();
+}
