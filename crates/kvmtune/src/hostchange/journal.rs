@@ -303,56 +303,66 @@ impl Journal {
 
     fn read(&self, path: &Path) -> Result<VmJournal, JournalError> {
         let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-        let lines: Vec<&str> = text.lines().collect();
-        let corrupt =
-            |line: usize, reason: String| JournalError::Corrupt { path: path.to_path_buf(), line, reason };
-        let mut journal: Option<VmJournal> = None;
-        for (index, line) in lines.iter().enumerate() {
-            let record: Record = match serde_json::from_str(line) {
-                Ok(record) => record,
-                // Cut short by a kill inside the append: never synced, so its write never happened.
-                Err(_) if index + 1 == lines.len() && !text.ends_with('\n') => break,
-                Err(error) => return Err(corrupt(index + 1, error.to_string())),
-            };
-            match (record, journal.as_mut()) {
-                (Record::Begin { vm, boot_id, pid }, None) => {
-                    journal = Some(VmJournal {
-                        vm,
-                        path: path.to_path_buf(),
-                        pid,
-                        changes: Vec::new(),
-                        complete: false,
-                        from_another_boot: boot_id != self.boot_id,
-                        boot_id,
-                    });
-                }
-                (Record::Before { step, path: target, original_hex, new, why }, Some(j))
-                    if step == j.changes.len() =>
-                {
-                    let original = unhex(&original_hex)
-                        .ok_or_else(|| corrupt(index + 1, "original_hex is not hex".to_string()))?;
-                    j.changes.push(JournaledChange { path: target, original, new, why, done: false });
-                }
-                (Record::Done { step }, Some(j)) if step + 1 == j.changes.len() => {
-                    j.changes[step].done = true
-                }
-                (Record::Complete, Some(j)) => j.complete = true,
-                (record, _) => return Err(corrupt(index + 1, format!("{record:?} out of order"))),
+        parse(path, &text, &self.boot_id)
+    }
+}
+
+/// Reads one VM's journal (`path` names it in errors and, for a journal killed before its first
+/// record, gives the VM's name); `this_boot` tells a journal from another boot.
+pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, JournalError> {
+    let lines: Vec<&str> = text.lines().collect();
+    let corrupt =
+        |line: usize, reason: String| JournalError::Corrupt { path: path.to_path_buf(), line, reason };
+    let mut journal: Option<VmJournal> = None;
+    for (index, line) in lines.iter().enumerate() {
+        let record: Record = match serde_json::from_str(line) {
+            Ok(record) => record,
+            // Cut short by a kill inside the append: never synced, so its write never happened.
+            Err(_) if index + 1 == lines.len() && !text.ends_with('\n') => break,
+            Err(error) => return Err(corrupt(index + 1, error.to_string())),
+        };
+        match (record, journal.as_mut()) {
+            (Record::Begin { vm, boot_id, pid }, None) => {
+                journal = Some(VmJournal {
+                    vm,
+                    path: path.to_path_buf(),
+                    pid,
+                    changes: Vec::new(),
+                    complete: false,
+                    from_another_boot: boot_id != this_boot,
+                    boot_id,
+                });
             }
+            // A change is announced only after the one before it is done, and nothing follows
+            // `complete`: the order `Journal::apply` writes.
+            (Record::Before { step, path: target, original_hex, new, why }, Some(j))
+                if step == j.changes.len() && j.changes.last().is_none_or(|c| c.done) && !j.complete =>
+            {
+                let original = unhex(&original_hex)
+                    .ok_or_else(|| corrupt(index + 1, "original_hex is not hex".to_string()))?;
+                j.changes.push(JournaledChange { path: target, original, new, why, done: false });
+            }
+            (Record::Done { step }, Some(j)) if step + 1 == j.changes.len() && !j.changes[step].done => {
+                j.changes[step].done = true
+            }
+            (Record::Complete, Some(j)) if j.changes.iter().all(|c| c.done) && !j.complete => {
+                j.complete = true
+            }
+            (record, _) => return Err(corrupt(index + 1, format!("{record:?} out of order"))),
         }
-        match journal {
-            Some(journal) => Ok(journal),
-            // Killed between creating the file and syncing its first record: nothing was written.
-            None if lines.len() <= 1 && !text.ends_with('\n') => Ok(VmJournal {
-                vm: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-                path: path.to_path_buf(),
-                pid: 0,
-                changes: Vec::new(),
-                complete: false,
-                boot_id: self.boot_id.clone(),
-                from_another_boot: false,
-            }),
-            None => Err(corrupt(1, "no begin record".to_string())),
-        }
+    }
+    match journal {
+        Some(journal) => Ok(journal),
+        // Killed between creating the file and syncing its first record: nothing was written.
+        None if lines.len() <= 1 && !text.ends_with('\n') => Ok(VmJournal {
+            vm: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            path: path.to_path_buf(),
+            pid: 0,
+            changes: Vec::new(),
+            complete: false,
+            boot_id: this_boot.to_string(),
+            from_another_boot: false,
+        }),
+        None => Err(corrupt(1, "no begin record".to_string())),
     }
 }
