@@ -19,6 +19,8 @@ required=(
   "virsh:libvirt-clients:bookworm-backports"
   "virt-xml-validate:libvirt-clients:bookworm-backports"
   "libvirtd:libvirt-daemon:bookworm-backports"
+  "cpio:cpio"
+  "depmod:kmod"
 )
 
 missing_plain=()
@@ -61,6 +63,25 @@ SOURCES
     # shellcheck disable=SC2046
     apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing_plain[@]}" | sort -u)
   fi
+fi
+
+# The lab guest's kernels and busybox (scripts/lab): downloaded, not installed, into its cache.
+# The newest bookworm-backports 6.12 (cgroup v2) and bookworm 6.1 (cgroup v1) of the day.
+lab_cache=${KVMTUNE_LAB_CACHE:-/var/cache/kvmtune-lab}
+if ! ls "$lab_cache"/linux-image-6.12.*-unsigned_*.deb "$lab_cache"/linux-image-6.1.0-*-unsigned_*.deb \
+  "$lab_cache"/busybox-static_*.deb >/dev/null 2>&1; then
+  mkdir -p "$lab_cache"
+  newest() { apt-cache search --names-only "$1" | cut -d' ' -f1 | sort -V | tail -n1; }
+  v2_kernel=$(newest '^linux-image-6\.12\.[0-9.]*\+deb12-amd64-unsigned$')
+  v1_kernel=$(newest '^linux-image-6\.1\.0-[0-9]*-amd64-unsigned$')
+  if [ -z "$v2_kernel" ]; then
+    apt-get update -qq
+    v2_kernel=$(newest '^linux-image-6\.12\.[0-9.]*\+deb12-amd64-unsigned$')
+    v1_kernel=$(newest '^linux-image-6\.1\.0-[0-9]*-amd64-unsigned$')
+  fi
+  (cd "$lab_cache" && apt-get download -qq "$v2_kernel" "$v1_kernel" busybox-static 2>&1 | grep -v 'unsandboxed' || true)
+  ls "$lab_cache"/linux-image-6.12.*-unsigned_*.deb "$lab_cache"/linux-image-6.1.0-*-unsigned_*.deb \
+    "$lab_cache"/busybox-static_*.deb >/dev/null
 fi
 
 cargo fmt --all -- --check

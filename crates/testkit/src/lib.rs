@@ -1,11 +1,12 @@
 //! Helpers for kvmtune's tests: where the shared corpus is, how to unpack its snapshots, and
-//! tiny real KVM guests ([`guest`]).
+//! tiny real KVM guests ([`guest`]), and the lab guest for host changes ([`lab`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod exit_tables;
 pub mod guest;
+pub mod lab;
 pub mod libvirtd;
 pub mod synthetic;
 
