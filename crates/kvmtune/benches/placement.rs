@@ -153,8 +153,11 @@ fn user_table() {
         let root = tempfile::tempdir().unwrap();
         machine.write(root.path());
         let facts = host::probe(&SnapshotHost::open(root.path()).unwrap());
-        let vcpus = config.vcpus.as_ref().map_or(0, |v| v.value);
-        let pins: Option<Vec<u32>> = (0..vcpus)
+        // Only the vCPUs that run (`current`, `<vcpus enabled='no'>`), as PIN001 counts them.
+        let running = config.running_vcpus();
+        let vcpus = running.len();
+        let pins: Option<Vec<u32>> = running
+            .iter()
             .map(|v| {
                 config
                     .pinning
