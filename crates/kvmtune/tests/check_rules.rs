@@ -302,3 +302,25 @@ fn false_alarms_stay_quiet() {
     }
     assert!(checked >= 8, "only {checked} precision fixtures");
 }
+
+/// A QEMU command line names its iothreads; each device's `iothread=NAME` is that thread, so
+/// DEV006 and PIN003 see the same iothreads as in the libvirt XML QEMU was started from.
+#[test]
+fn qemu_iothreads_are_told_apart_by_name() {
+    let line = |scsi: &str| {
+        format!(
+            "qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 8192 -smp 4 \
+             -object iothread,id=io-disk -object iothread,id=io-scsi \
+             -drive if=none,id=d0,file=/var/lib/win.raw,format=raw \
+             -device virtio-blk-pci,drive=d0,iothread=io-scsi {scsi}"
+        )
+    };
+    let fired = |text: &str| -> Vec<&'static str> {
+        let config = kvmtune::config::read("vm.sh", text).unwrap_or_else(|e| panic!("{e}"));
+        let source = SourceText::new("vm.sh", text);
+        check(&config, &source, &CheckOptions::default()).diagnostics.iter().map(|d| d.rule).collect()
+    };
+    // The disk is on the second thread; the first is unused until a controller takes it.
+    assert!(fired(&line("")).contains(&"DEV006"), "{:?}", fired(&line("")));
+    assert!(!fired(&line("-device virtio-scsi-pci,id=scsi0,iothread=io-disk")).contains(&"DEV006"));
+}

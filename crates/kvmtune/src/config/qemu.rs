@@ -75,6 +75,7 @@ pub(crate) fn read_words(source: &SourceText, words: &[Word]) -> Result<VmConfig
         config: VmConfig::empty(SourceFormat::QemuArgv),
         saw_balloon: false,
         backend_kib: Default::default(),
+        iothread_names: Vec::new(),
         dimm_kib: 0,
     };
     reader.config.anchors.root = Some(words[start].span);
@@ -121,6 +122,10 @@ struct Reader<'a> {
     /// memory-backend objects by id, with their size: hotplugged DIMMs add theirs to `-m`.
     backend_kib: std::collections::BTreeMap<String, u64>,
     dimm_kib: u64,
+    /// iothread object ids in the order met; a device's `iothread=NAME` is the 1-based position
+    /// of NAME here, as libvirt numbers `<iothread id>` (a name met on a device before its
+    /// `-object` takes its place then: QEMU creates objects before devices, whatever the order).
+    iothread_names: Vec<String>,
 }
 
 /// `key=value` parts of a comma-separated option value, each with the span of the part when
@@ -478,6 +483,9 @@ impl Reader<'_> {
             Some("iothread") => {
                 let count = self.config.iothreads.as_ref().map_or(0, |i| i.value).saturating_add(1);
                 self.config.iothreads = Some(Located::new(count, value.span));
+                if let Some(id) = value.text.split(',').find_map(|p| p.strip_prefix("id=")) {
+                    self.iothread_number(id);
+                }
             }
             Some("memory-backend-file" | "memory-backend-memfd") => {
                 let hugetlbfs =
@@ -506,7 +514,16 @@ impl Reader<'_> {
                     self.dimm_kib = self.dimm_kib.saturating_add(kib);
                 }
             }
-            "virtio-blk-pci" | "virtio-blk" => self.disk("virtio", property("iothread=").map(|_| 1), span),
+            "virtio-blk-pci" | "virtio-blk" => {
+                let iothread = property("iothread=").map(|name| self.iothread_number(&name));
+                self.disk("virtio", iothread, span)
+            }
+            "virtio-scsi-pci" | "virtio-scsi" => {
+                if let Some(name) = property("iothread=") {
+                    let number = self.iothread_number(&name);
+                    self.config.devices.controller_iothreads.push(number);
+                }
+            }
             "ide-hd" | "ide-drive" => self.disk("sata", None, span),
             "scsi-hd" | "scsi-block" => self.disk("scsi", None, span),
             "virtio-net-pci" | "virtio-net" => self.nic("virtio", property("queues="), span),
@@ -529,6 +546,18 @@ impl Reader<'_> {
             }
             _ => {}
         }
+    }
+
+    /// The 1-based number of the iothread called `name`.
+    fn iothread_number(&mut self, name: &str) -> u32 {
+        let index = match self.iothread_names.iter().position(|known| known == name) {
+            Some(index) => index,
+            None => {
+                self.iothread_names.push(name.to_string());
+                self.iothread_names.len() - 1
+            }
+        };
+        u32::try_from(index + 1).unwrap_or(u32::MAX)
     }
 
     fn disk(&mut self, bus: &str, iothread: Option<u32>, span: Span) {

@@ -205,9 +205,10 @@ pub(super) const DEV006: VmRule = VmRule {
 };
 
 fn unused_iothreads(ctx: &RuleContext) -> Vec<Finding> {
-    // libvirt numbers iothreads 1..N; a QEMU command line names them, and the QEMU reader does
-    // not keep the names, so there it cannot tell which are used.
-    if ctx.config.format != SourceFormat::Libvirt {
+    // libvirt numbers iothreads 1..N and the QEMU reader numbers named ones in order met, so
+    // both tell which are used. Proxmox's per-disk `iothread=1` starts one thread per disk, so
+    // none is ever unused there.
+    if ctx.config.format == SourceFormat::Proxmox {
         return Vec::new();
     }
     let Some(count) = &ctx.config.iothreads else { return Vec::new() };
