@@ -323,19 +323,7 @@ pub fn diagnose_patterns(
                 .reasons
                 .iter()
                 .filter_map(|name| profile.row(name))
-                .map(|row| ReasonShare {
-                    name: row.name.clone(),
-                    count: row.count,
-                    exit_share: row.count as f64 / table.total,
-                    time_share: match (row.time_us, busy) {
-                        (Some(time), Some(busy))
-                            if busy > 0.0 && !IDLE_REASONS.contains(&row.name.as_str()) =>
-                        {
-                            Some(time / busy)
-                        }
-                        _ => None,
-                    },
-                })
+                .map(|row| ReasonShare::of_row(row, table.total, busy))
                 .collect();
             Some((
                 ExitFinding {

@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::analysis::Severity;
 use crate::analysis::fix::Applicability;
 use crate::analysis::rule::{Category, RuleMeta};
-use crate::exits::ExitProfile;
 use crate::exits::model::saturating_sum;
+use crate::exits::{ExitProfile, ExitRow};
 
 #[derive(Debug)]
 pub struct ExitRule {
@@ -265,8 +265,22 @@ pub struct ReasonShare {
     pub count: u64,
     /// Of all exits.
     pub exit_share: f64,
-    /// Of busy (non-idle) handling time, where the profile has times.
+    /// Of busy (non-idle) handling time, where the profile has times; none for idle reasons,
+    /// whose time is not busy time.
     pub time_share: Option<f64>,
+}
+
+impl ReasonShare {
+    /// One row's shares, of `total` exits and of `busy` handling time (`busy_time_us`).
+    pub fn of_row(row: &ExitRow, total: f64, busy: Option<f64>) -> Self {
+        let time_share = match (row.time_us, busy) {
+            (Some(time), Some(busy)) if busy > 0.0 && !IDLE_REASONS.contains(&row.name.as_str()) => {
+                Some(time / busy)
+            }
+            _ => None,
+        };
+        Self { name: row.name.clone(), count: row.count, exit_share: row.count as f64 / total, time_share }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -381,18 +395,7 @@ fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
             name: rule.meta.name,
             severity: rule.meta.severity,
             title: rule.meta.title,
-            reasons: matches
-                .iter()
-                .map(|row| ReasonShare {
-                    name: row.name.clone(),
-                    count: row.count,
-                    exit_share: row.count as f64 / total,
-                    time_share: match (row.time_us, busy) {
-                        (Some(time), Some(busy)) if busy > 0.0 => Some(time / busy),
-                        _ => None,
-                    },
-                })
-                .collect(),
+            reasons: matches.iter().map(|row| ReasonShare::of_row(row, total, busy)).collect(),
             explanation: rule.meta.explanation,
             fix: rule.meta.fix,
             source: rule.meta.source,
