@@ -6,24 +6,13 @@
 # in-process configs per second.
 #
 #   bench/check-many.sh            # RUNS=10, corpus at ../shared/corpus
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-corpus=${KVMTUNE_CORPUS:-../shared/corpus}
 runs=${RUNS:-10}
-[ -f "$corpus/SOURCES.md" ] || { echo "corpus missing at $corpus" >&2; exit 2; }
-command -v virt-xml-validate >/dev/null || { echo "virt-xml-validate missing (libvirt-clients)" >&2; exit 2; }
-cargo build --release --quiet
-kvmtune=$PWD/target/release/kvmtune
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+require virt-xml-validate "(libvirt-clients)"
 dirs=(user-xml qemu-cmdlines proxmox libvirt)
 mapfile -t xmls < <(cd "$corpus" && find user-xml libvirt -name '*.xml' | sort)
 
-seconds() { # command...
-  local start end
-  start=$(date +%s%N)
-  for _ in $(seq "$runs"); do "$@" >/dev/null 2>&1 || true; done
-  end=$(date +%s%N)
-  awk -v ns=$((end - start)) -v n="$runs" 'BEGIN { printf "%.4f", ns / n / 1e9 }'
-}
+seconds() { mean_seconds 1 4 "$@"; }
 validate_each() { for xml in "${xmls[@]}"; do virt-xml-validate "$xml" domain; done; }
 
 cd "$corpus"

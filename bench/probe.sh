@@ -5,25 +5,14 @@
 #
 #   bench/probe.sh            # RUNS=50, corpus at ../shared/corpus
 #   RUNS=200 KVMTUNE_CORPUS=/path/to/corpus bench/probe.sh
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-corpus=${KVMTUNE_CORPUS:-../shared/corpus}
 runs=${RUNS:-50}
-[ -f "$corpus/SOURCES.md" ] || { echo "corpus missing at $corpus" >&2; exit 2; }
-command -v lstopo-no-graphics >/dev/null || { echo "lstopo-no-graphics missing (apt-get install hwloc)" >&2; exit 2; }
-cargo build --release --quiet
-kvmtune=target/release/kvmtune
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+require lstopo-no-graphics "(apt-get install hwloc)"
 
 work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-mean_ms() { # command...
-  local start end
-  start=$(date +%s%N)
-  for _ in $(seq "$runs"); do "$@" >/dev/null 2>&1; done
-  end=$(date +%s%N)
-  awk -v ns=$((end - start)) -v n="$runs" 'BEGIN { printf "%.2f", ns / n / 1e6 }'
-}
+mean_ms() { mean_seconds 1e-3 2 "$@"; }
 
 printf '%-36s %5s %7s %12s %12s\n' snapshot PUs files "kvmtune ms" "lstopo ms"
 for tarball in "$corpus"/hwloc/*.tar.bz2 "$corpus"/lscpu-dumps/*.tar.gz; do

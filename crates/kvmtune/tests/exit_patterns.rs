@@ -1,7 +1,8 @@
 //! The exit patterns (EXIT013-EXIT017): each fires on a table built to its description and
 //! stays quiet on the near miss that differs in the one thing it reads, also with the config
-//! and host facts that decide it. The tables go through the same reader as real reports, both
-//! as perf prints them and as a mail reply quotes and wraps them.
+//! and host facts that decide it. The tables go through the same reader as real reports:
+//! as perf prints them, as a mail reply quotes and wraps them, and as a forum post fences them
+//! with tabs and CRLF.
 
 use kvmtune::analysis::exit_patterns::ExitContext;
 use kvmtune::analysis::exit_rules::{ExitFinding, diagnose, diagnose_with};
@@ -36,6 +37,17 @@ fn as_mail_reply(text: &str) -> String {
     out
 }
 
+/// The same table as a forum post: in a code fence, columns separated by tabs, CRLF line ends.
+fn as_forum_post(text: &str) -> String {
+    let mut out = String::from("my exits:\r\n```\r\n");
+    for line in text.lines() {
+        out.push_str(&line.split_whitespace().collect::<Vec<_>>().join("\t"));
+        out.push_str("\r\n");
+    }
+    out.push_str("```\r\n");
+    out
+}
+
 fn findings(text: &str, context: &ExitContext) -> Vec<ExitFinding> {
     let profile = exits::parse("table.txt", text).unwrap().remove(0);
     diagnose_with(&profile, context)
@@ -45,9 +57,9 @@ fn rules(text: &str, context: &ExitContext) -> Vec<&'static str> {
     findings(text, context).iter().map(|f| f.rule).collect()
 }
 
-/// Fires on `text` in both layouts, with no config or host.
+/// Fires on `text` in each layout, with no config or host.
 fn assert_fires(text: &str, rule: &str) {
-    for layout in [text.to_string(), as_mail_reply(text)] {
+    for layout in [text.to_string(), as_mail_reply(text), as_forum_post(text)] {
         let fired = rules(&layout, &ExitContext::default());
         assert!(fired.contains(&rule), "{rule} did not fire: {fired:?}\n{layout}");
     }

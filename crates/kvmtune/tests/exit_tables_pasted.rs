@@ -148,49 +148,22 @@ fn wrap(line: &str, width: usize, lose_parens: bool) -> Vec<String> {
     out
 }
 
-fn paste_strategy() -> impl Strategy<Value = Paste> {
-    (
-        prop_oneof![Just(Spacing::AsIs), Just(Spacing::Tabs), Just(Spacing::Collapsed)],
-        any::<bool>(),
-        any::<bool>(),
-        any::<bool>(),
-        any::<bool>(),
-        prop::option::of(60usize..=80),
-        any::<bool>(),
-        0u8..=3,
-        any::<bool>(),
-        any::<bool>(),
-        any::<bool>(),
-    )
-        .prop_map(
-            |(
-                spacing,
-                glued,
-                micro_sign,
-                no_blank_lines,
-                two_line_header,
-                wrap,
-                lose_parens,
-                quoting,
-                fence,
-                prompt,
-                crlf,
-            )| {
-                Paste {
-                    spacing,
-                    glued,
-                    micro_sign,
-                    no_blank_lines,
-                    two_line_header,
-                    wrap,
-                    lose_parens,
-                    quoting,
-                    fence,
-                    prompt,
-                    crlf,
-                }
-            },
-        )
+prop_compose! {
+    fn paste_strategy()(
+        spacing in prop_oneof![Just(Spacing::AsIs), Just(Spacing::Tabs), Just(Spacing::Collapsed)],
+        glued: bool,
+        micro_sign: bool,
+        no_blank_lines: bool,
+        two_line_header: bool,
+        wrap in prop::option::of(60usize..=80),
+        lose_parens: bool,
+        quoting in 0u8..=3,
+        fence: bool,
+        prompt: bool,
+        crlf: bool,
+    ) -> Paste {
+        Paste { spacing, glued, micro_sign, no_blank_lines, two_line_header, wrap, lose_parens, quoting, fence, prompt, crlf }
+    }
 }
 
 /// Each transformation alone, on every sample.

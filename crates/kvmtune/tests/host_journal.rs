@@ -52,6 +52,15 @@ fn actions(files: &[(String, Vec<u8>)]) -> Vec<HostAction> {
         .collect()
 }
 
+/// What prepare would write on the host laid out below `root`.
+fn actions_on(root: &Path) -> Vec<HostAction> {
+    let files: Vec<(String, Vec<u8>)> = snapshot(root)
+        .into_iter()
+        .map(|(p, b)| (format!("/{}", p.strip_prefix(root).unwrap().display()), b))
+        .collect();
+    actions(&files)
+}
+
 fn lay_out(root: &Path, files: &[(String, Vec<u8>)]) {
     for (path, bytes) in files {
         let file = root.join(path.trim_start_matches('/'));
@@ -101,12 +110,7 @@ impl Lab {
         Journal::open(&self.journals, &self.writer()).unwrap()
     }
     fn actions(&self) -> Vec<HostAction> {
-        let files: Vec<(String, Vec<u8>)> = self
-            .before
-            .iter()
-            .map(|(p, b)| (format!("/{}", p.strip_prefix(&self.root).unwrap().display()), b.clone()))
-            .collect();
-        actions(&files)
+        actions_on(&self.root)
     }
     fn assert_restored(&self, context: &str) {
         assert_eq!(snapshot(&self.root), self.before, "{context}");
@@ -116,7 +120,7 @@ impl Lab {
     fn spawn_child(&self, kill_at_step: Option<usize>) -> std::process::Child {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
-            .args(["--exact", "child_applies", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "child_applies", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, "1")
             .env("LAB_ROOT", &self.root)
             .env("LAB_JOURNALS", &self.journals)
@@ -129,22 +133,19 @@ impl Lab {
     }
 }
 
-/// Not a test of its own: the child process of the crash tests.
+/// Not a test of its own: the child process of the crash tests, which run it with `--ignored`.
 #[test]
+#[ignore = "the child process of the crash tests, run by them"]
 fn child_applies() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return;
-    }
+    assert!(std::env::var_os(CHILD_ENV).is_some(), "run by the crash tests only");
     let root = PathBuf::from(std::env::var("LAB_ROOT").unwrap());
     let journals = PathBuf::from(std::env::var("LAB_JOURNALS").unwrap());
     let writer = RootedHostWriter::new(&root);
-    let lab =
-        Lab { _dir: tempfile::tempdir().unwrap(), root: root.clone(), journals, before: snapshot(&root) };
-    let mut journal = Journal::open(&lab.journals, &writer).unwrap();
+    let mut journal = Journal::open(&journals, &writer).unwrap();
     if let Ok(step) = std::env::var("LAB_KILL_AT") {
         journal = journal.kill_at_step(step.parse().unwrap());
     }
-    journal.apply("win10", &lab.actions(), &writer).unwrap();
+    journal.apply("win10", &actions_on(&root), &writer).unwrap();
 }
 
 #[test]
@@ -328,15 +329,12 @@ const LAB_CGROUP: &str = "/sys/fs/cgroup/kvmtune-journal-test";
 
 #[test]
 fn on_real_kernel_files_in_the_lab_guest() {
-    if std::env::var_os(IN_LAB).is_some() || std::env::var_os(CHILD_ENV).is_some() {
-        return;
-    }
     let exe = std::env::current_exe().unwrap();
     let output = kvmtune_testkit::lab::run(
         kvmtune_testkit::lab::Cgroup::V2,
         exe.parent().unwrap(),
         &format!(
-            "{IN_LAB}=orchestrate {} --exact lab_orchestrates --nocapture --test-threads=1",
+            "{IN_LAB}=orchestrate {} --exact lab_orchestrates --ignored --nocapture --test-threads=1",
             exe.display()
         ),
     );
@@ -379,10 +377,9 @@ fn read_all(actions: &[HostAction]) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
+#[ignore = "runs in the lab guest, started there by on_real_kernel_files_in_the_lab_guest"]
 fn lab_orchestrates() {
-    if std::env::var(IN_LAB).as_deref() != Ok("orchestrate") {
-        return;
-    }
+    assert_eq!(std::env::var(IN_LAB).as_deref(), Ok("orchestrate"), "runs in the lab guest only");
     std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpuset").unwrap();
     std::fs::create_dir_all(LAB_CGROUP).unwrap();
     let actions = lab_actions();
@@ -398,7 +395,7 @@ fn lab_orchestrates() {
     let child = |kill_at: Option<usize>| {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
-            .args(["--exact", "lab_child_applies", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "lab_child_applies", "--ignored", "--nocapture", "--test-threads=1"])
             .env(IN_LAB, "child");
         command.env("LAB_JOURNALS", &journals);
         if let Some(step) = kill_at {
@@ -427,10 +424,9 @@ fn lab_orchestrates() {
 }
 
 #[test]
+#[ignore = "the child process of lab_orchestrates, in the lab guest"]
 fn lab_child_applies() {
-    if std::env::var(IN_LAB).as_deref() != Ok("child") {
-        return;
-    }
+    assert_eq!(std::env::var(IN_LAB).as_deref(), Ok("child"), "runs in the lab guest only");
     let journals = PathBuf::from(std::env::var("LAB_JOURNALS").unwrap());
     let writer = kvmtune::hostchange::LiveHostWriter;
     let mut journal = Journal::open(&journals, &writer).unwrap();

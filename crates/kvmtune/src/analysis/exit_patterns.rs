@@ -78,9 +78,21 @@ impl<'a> Table<'a> {
 
     /// The names of a cause's reasons that this profile has.
     fn seen(&self, rule: &str) -> Vec<&'static str> {
-        Self::names_of(rule).iter().copied().filter(|n| self.profile.row(n).is_some()).collect()
+        self.rows_named(Self::names_of(rule))
+    }
+
+    /// Those of `names` that this profile has rows for.
+    fn rows_named(&self, names: &[&'static str]) -> Vec<&'static str> {
+        names.iter().copied().filter(|n| self.profile.row(n).is_some()).collect()
     }
 }
+
+/// MMIO exits to emulated devices (VMX, SVM, kvm_stat and tracepoint names).
+const MMIO_REASONS: &[&str] = &["EPT_MISCONFIG", "npf", "NPF", "mmio_exits", "kvm_mmio"];
+/// MSR writes (the EOI and timer MSRs of a SynIC guest among them).
+const MSR_WRITE_REASONS: &[&str] = &["MSR_WRITE", "msr", "MSR", "kvm_msr"];
+/// Writes to the local APIC, ICR included (AVIC names its IPI exits apart).
+const APIC_WRITE_REASONS: &[&str] = &["APIC_WRITE", "avic_incomplete_ipi"];
 
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
@@ -108,7 +120,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT003", "EXIT005"],
         check_rules: &["HV008", "HV010"],
         check: |table, context| {
-            let msr = table.share(&["MSR_WRITE", "msr", "MSR", "kvm_msr"]);
+            let msr = table.share(MSR_WRITE_REASONS);
             let external = table.share_of("EXIT005");
             if !table.present("EXIT010") || msr < 0.15 || external < 0.05 {
                 return None;
@@ -121,9 +133,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
                 return None;
             }
             let mut reasons = table.seen("EXIT010");
-            reasons.extend(
-                ["MSR_WRITE", "msr", "MSR", "kvm_msr"].iter().filter(|n| table.profile.row(n).is_some()),
-            );
+            reasons.extend(table.rows_named(MSR_WRITE_REASONS));
             reasons.extend(table.seen("EXIT005"));
             Some(Match {
                 reasons,
@@ -152,22 +162,16 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT001"],
         check_rules: &["TIME001", "TIME006", "HV002"],
         check: |table, context| {
-            let mmio = table.share(&["EPT_MISCONFIG", "npf", "NPF", "mmio_exits", "kvm_mmio"]);
+            let mmio = table.share(MMIO_REASONS);
             let port_io = table.share_of("EXIT002");
             if mmio < 0.30 || port_io >= 0.05 || table.present("EXIT010") {
                 return None;
             }
             // With the config at hand: only where the HPET is on and hv-stimer is not.
-            if let Some(config) = context.config {
-                let hpet_off = config.clock.timer("hpet").is_some_and(|t| t.present == Some(false));
-                if hpet_off || config.hyperv.is_on("hv-stimer") {
-                    return None;
-                }
+            if context.config.is_some_and(|c| c.clock.hpet_off() || c.hyperv.is_on("hv-stimer")) {
+                return None;
             }
-            let reasons = ["EPT_MISCONFIG", "npf", "NPF", "mmio_exits", "kvm_mmio"]
-                .into_iter()
-                .filter(|n| table.profile.row(n).is_some())
-                .collect();
+            let reasons = table.rows_named(MMIO_REASONS);
             Some(Match {
                 reasons,
                 evidence: format!(
@@ -195,15 +199,12 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         check_rules: &["TIME005", "TIME001"],
         check: |table, context| {
             let port_io = table.share_of("EXIT002");
-            let mmio = table.share(&["EPT_MISCONFIG", "npf", "NPF", "mmio_exits", "kvm_mmio"]);
+            let mmio = table.share(MMIO_REASONS);
             if port_io < 0.50 || mmio >= 0.01 || table.present("EXIT010") {
                 return None;
             }
-            if let Some(config) = context.config {
-                let hpet_off = config.clock.timer("hpet").is_some_and(|t| t.present == Some(false));
-                if !hpet_off || config.hyperv.is_on("hv-stimer") {
-                    return None;
-                }
+            if context.config.is_some_and(|c| !c.clock.hpet_off() || c.hyperv.is_on("hv-stimer")) {
+                return None;
             }
             Some(Match {
                 reasons: table.seen("EXIT002"),
@@ -236,7 +237,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT004"],
         check_rules: &["HV002", "HV010"],
         check: |table, context| {
-            let apic_write = table.share(&["APIC_WRITE", "avic_incomplete_ipi"]);
+            let apic_write = table.share(APIC_WRITE_REASONS);
             if apic_write < 0.20 || table.present("EXIT010") {
                 return None;
             }
@@ -248,10 +249,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
                 Some(_) => return None,
                 None => "",
             };
-            let reasons = ["APIC_WRITE", "avic_incomplete_ipi"]
-                .into_iter()
-                .filter(|n| table.profile.row(n).is_some())
-                .collect();
+            let reasons = table.rows_named(APIC_WRITE_REASONS);
             Some(Match {
                 reasons,
                 evidence: format!("APIC writes {} of exits, no hypercalls{why}", percent(apic_write)),
@@ -293,7 +291,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
                 return None;
             }
             Some(Match {
-                reasons: IDLE_REASONS.iter().copied().filter(|n| table.profile.row(n).is_some()).collect(),
+                reasons: table.rows_named(IDLE_REASONS),
                 evidence: format!(
                     "halts {} of exits, kvm.halt_poll_ns={polling}, vCPUs {}",
                     percent(halts),

@@ -225,6 +225,11 @@ impl ClockConfig {
     pub fn timer(&self, name: &str) -> Option<&Timer> {
         self.timers.iter().find(|t| t.name == name)
     }
+
+    /// The config turns the HPET off (`<timer name='hpet' present='no'/>`, `-machine hpet=off`).
+    pub fn hpet_off(&self) -> bool {
+        self.timer("hpet").is_some_and(|t| t.present == Some(false))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -22,6 +22,11 @@
 //!
 //! Invocations are serialized by an exclusive lock on `DIR/lock`, held for the life of a
 //! [`Journal`].
+//!
+//! Undo writes the original bytes back, which is exact for files that take back what they
+//! show (masks, counts, cpusets, governors). Not yet for `cgroup.subtree_control`, whose
+//! read-back is not a valid write (undo there needs `-cpuset`); the `kvmtune host` command that
+//! will need it, and the sharing of files between VMs, are not built yet (issue 14).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -192,11 +197,13 @@ impl Journal {
     ) -> Result<Vec<Applied>, JournalError> {
         check_vm_name(vm)?;
         let path = self.path_for(vm);
-        if path.exists() {
-            return Err(JournalError::AlreadyPrepared(vm.to_string()));
-        }
-        let mut file =
-            OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_error(&path))?;
+        let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                JournalError::AlreadyPrepared(vm.to_string())
+            } else {
+                JournalError::Io { path: path.clone(), source }
+            }
+        })?;
         // The new file's name must survive too, not only its contents.
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_error(&self.dir))?;
         let mut steps = 0usize;

@@ -12,6 +12,9 @@
 //! - [`journal`]: every write recorded with the file's original bytes and synced before it is
 //!   made; `release` replays a VM's records backwards, also after kill -9 at any step.
 //!
+//! Not built yet: the `kvmtune host prepare|release|status` command and the isolation actions
+//! (cgroups, IRQs, irqbalance, workqueues, cpufreq) it will journal.
+//!
 //! A new host action (a new kind of file or setting to change) goes into [`action`] as a
 //! constructor of [`HostAction`]; [`Journal::apply`] makes any list of them, journaled.
 

@@ -205,10 +205,10 @@ fn hpet_with_stimer(ctx: &RuleContext) -> Vec<Finding> {
     if !ctx.is_windows() || !ctx.enlightenments_visible() || !ctx.on("hv-stimer") {
         return Vec::new();
     }
-    let hpet = ctx.config.clock.timer("hpet");
-    if hpet.is_some_and(|t| t.present == Some(false)) {
+    if ctx.config.clock.hpet_off() {
         return Vec::new();
     }
+    let hpet = ctx.config.clock.timer("hpet");
     vec![
         Finding::new(hpet.map(|t| t.span).or(ctx.clock_anchor()), "HPET is present although hv-stimer drives Windows' timers: an emulated MMIO device left for nothing to use")
             .with_fix(Fix::safe(FixAction::SetTimer { name: "hpet".into(), attributes: vec![("present".into(), "no".into())] })),
