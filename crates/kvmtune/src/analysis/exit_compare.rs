@@ -81,13 +81,12 @@ pub fn compare(before: &ExitProfile, after: &ExitProfile) -> Comparison {
     // A cause is new after only where its reasons rose, in count (per second where both
     // durations are known) or in handling time; one whose share rose only because everything
     // else fell stands out more, but is not new.
-    let per_unit = |count: u64, profile: &ExitProfile| rate(count, profile);
     let rose = |finding: &crate::analysis::exit_rules::ExitFinding| {
         finding.reasons.iter().any(|reason| {
             let was = before.row(&reason.name);
             let now = after.row(&reason.name);
             let count_rose =
-                per_unit(now.map_or(0, |r| r.count), after) > per_unit(was.map_or(0, |r| r.count), before);
+                rate(now.map_or(0, |r| r.count), after) > rate(was.map_or(0, |r| r.count), before);
             let time_rose = match (now.and_then(|r| r.time_us), was.and_then(|r| r.time_us)) {
                 (Some(now), Some(was)) => now > was,
                 (Some(now), None) => now > 0.0,

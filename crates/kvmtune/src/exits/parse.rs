@@ -177,20 +177,20 @@ fn perf_tokens(raw: &[&str]) -> Vec<Vec<Token>> {
                 return Vec::new();
             }
             let mut tokens = Vec::new();
-            let mut start = None;
-            let chars: Vec<(usize, char)> = body.char_indices().collect();
+            // Where the current word starts: its byte offset and its 1-based column.
+            let mut start: Option<(usize, usize)> = None;
             let prefix_chars = line[..offset].chars().count();
-            for &(byte, c) in &chars {
+            for (char_index, (byte, c)) in body.char_indices().enumerate() {
                 if c.is_whitespace() {
-                    if let Some(begin) = start.take() {
-                        push_split(&mut tokens, &body[begin..byte], index, prefix_chars, &chars, begin);
+                    if let Some((begin, column)) = start.take() {
+                        push_split(&mut tokens, &body[begin..byte], index, column);
                     }
                 } else if start.is_none() {
-                    start = Some(byte);
+                    start = Some((byte, prefix_chars + char_index + 1));
                 }
             }
-            if let Some(begin) = start {
-                push_split(&mut tokens, &body[begin..], index, prefix_chars, &chars, begin);
+            if let Some((begin, column)) = start {
+                push_split(&mut tokens, &body[begin..], index, column);
             }
             tokens
         })
@@ -211,15 +211,7 @@ fn unquoted(line: &str) -> (&str, usize) {
     }
 }
 
-fn push_split(
-    tokens: &mut Vec<Token>,
-    word: &str,
-    line: usize,
-    prefix_chars: usize,
-    chars: &[(usize, char)],
-    byte: usize,
-) {
-    let column = prefix_chars + chars.iter().position(|(b, _)| *b == byte).unwrap_or(0) + 1;
+fn push_split(tokens: &mut Vec<Token>, word: &str, line: usize, column: usize) {
     let word = word.replace("µs", "us").replace("μs", "us");
     // `(+-0.18%)` and `1.43us(+-`: parentheses and `+-` become words of their own.
     let spaced = word.replace('(', " ( ").replace(')', " ) ").replace("+-", " +- ");
