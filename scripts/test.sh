@@ -84,6 +84,13 @@ if ! ls "$lab_cache"/linux-image-6.12.*-unsigned_*.deb "$lab_cache"/linux-image-
     "$lab_cache"/busybox-static_*.deb >/dev/null
 fi
 
+# irqbalance for the lab guest's `kvmtune host` test of its ban (run from the cache, never
+# installed here: its package would start the daemon on this machine).
+if ! ls "$lab_cache"/irqbalance_*.deb >/dev/null 2>&1; then
+  (cd "$lab_cache" && apt-get download -qq irqbalance 2>&1 | grep -v 'unsandboxed' || true)
+  ls "$lab_cache"/irqbalance_*.deb >/dev/null
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)

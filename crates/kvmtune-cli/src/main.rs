@@ -1,6 +1,7 @@
 //! The `kvmtune` command. Glue only: parse arguments into typed values ([`args`]), call the
 //! library, render, pick the exit code (0 clean, 1 findings, 2 error). One module per command
-//! family: [`check`] (`check`, `rules`, `explain`), [`tune`], [`exits`]; `probe` is here.
+//! family: [`check`] (`check`, `rules`, `explain`), [`tune`], [`exits`], [`host`]; `probe` is
+//! here.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use kvmtune::analysis::host_rules;
 mod args;
 mod check;
 mod exits;
+mod host;
 mod tune;
 
 use args::{Format, HostArgs};
@@ -48,6 +50,10 @@ enum Command {
     /// VM-exit statistics: read them, name their causes, compare before and after.
     #[command(subcommand)]
     Exits(exits::ExitsCommand),
+    /// Give a VM its CPUs, IRQs, governor and hugepages on this host, and undo it exactly.
+    /// Changes the running host only with `prepare --apply` (and `release`).
+    #[command(subcommand)]
+    Host(host::HostCommand),
 }
 
 /// What a command concluded, mapped onto the exit code.
@@ -90,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Explain { rule } => check::explain(&rule),
         Command::Exits(command) => exits::run(command),
         Command::Tune(args) => tune::run(args),
+        Command::Host(command) => host::run(command),
     }
 }
 

@@ -282,6 +282,33 @@ fn the_plan_explains_itself_and_the_xml_follows() {
     }
 }
 
+/// Each VM's plan ends with the `kvmtune host prepare` line for its host side: its vCPUs (and
+/// any emulator or iothread CPUs outside the host's share) and the plan's housekeeping CPUs.
+#[test]
+fn each_vm_gets_the_host_prepare_line_of_its_plan() {
+    let vms = ["--vm", "a:8", "--vm", "b:8", "--emit", "none"];
+    let text = tune_on(SyntheticHost::threadripper_2950x(), &vms);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let json = tune_on(SyntheticHost::threadripper_2950x(), &[&vms[..], &["--format", "json"]].concat());
+    let document: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let housekeeping = document["plan"]["housekeeping"].as_str().unwrap();
+    for vm in document["plan"]["vms"].as_array().unwrap() {
+        let name = vm["name"].as_str().unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("kvmtune host prepare --name {name} ")))
+            .unwrap_or_else(|| panic!("no prepare line for {name}:\n{text}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1];
+        let cpus = kvmtune::host::CpuSet::parse_list(after("--cpus")).unwrap();
+        for cpu in vm["placement"]["vcpu_cpus"].as_array().unwrap() {
+            assert!(cpus.contains(cpu.as_u64().unwrap() as u32), "{line}");
+        }
+        assert_eq!(after("--housekeeping"), housekeeping, "{line}");
+        assert!(line.ends_with("--apply"), "{line}");
+    }
+}
+
 #[test]
 fn several_vms_are_packed_without_overlap() {
     let output = tune_on(

@@ -1,5 +1,6 @@
 //! The only module with `unsafe` code: the KVM ioctls the probe needs, the tracepoint
-//! counters the exit recorder opens with `perf_event_open`, and the journal's test failpoint
+//! counters the exit recorder opens with `perf_event_open`, `sched_setaffinity` for the host
+//! changes that move kernel threads ([`set_thread_affinity`]), and the journal's test failpoint
 //! ([`die_by_sigkill`]).
 //!
 //! Why raw ioctls and not kvm-ioctls: that crate (0.25) has no wrapper for
@@ -265,4 +266,27 @@ pub fn die_by_sigkill() -> ! {
         libc::raise(libc::SIGKILL);
     }
     unreachable!("SIGKILL cannot be caught")
+}
+
+/// Sets the CPUs thread `tid` may run on (`sched_setaffinity(2)`). ESRCH when the thread is gone,
+/// EINVAL when the set holds no online CPU or the thread refuses (`PF_NO_SETAFFINITY`).
+pub fn set_thread_affinity(tid: u32, cpus: &crate::host::cpulist::CpuSet) -> io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bit array for which all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    for cpu in cpus.iter() {
+        let cpu = cpu as usize;
+        if cpu >= capacity {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("CPU {cpu} is beyond cpu_set_t"),
+            ));
+        }
+        // SAFETY: `cpu` is below the set's capacity (checked above), so CPU_SET stays inside it.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    let tid = libc::pid_t::try_from(tid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; the kernel only reads it.
+    let result = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kvmtune::host::cpulist::CpuSet;
 use kvmtune::hostchange::journal::BOOT_ID_PATH;
 use kvmtune::hostchange::{HostAction, Journal, JournalError, Released, RootedHostWriter};
 
@@ -47,7 +48,7 @@ fn actions(files: &[(String, Vec<u8>)]) -> Vec<HostAction> {
                 p if p.ends_with("cpuset.cpus") => "0-1",
                 _ => "3",
             };
-            HostAction { path: path.clone(), old: None, new: new.to_string(), why: "test".to_string() }
+            HostAction::write(path.clone(), new.to_string(), "test")
         })
         .collect()
 }
@@ -145,7 +146,7 @@ fn child_applies() {
     if let Ok(step) = std::env::var("LAB_KILL_AT") {
         journal = journal.kill_at_step(step.parse().unwrap());
     }
-    journal.apply("win10", &actions_on(&root), &writer).unwrap();
+    journal.apply("win10", &CpuSet::new(), &actions_on(&root), &writer).unwrap();
 }
 
 #[test]
@@ -153,14 +154,17 @@ fn apply_then_release_gives_every_byte_back() {
     let lab = lab(4);
     let actions = lab.actions();
     let journal = lab.journal();
-    let applied = journal.apply("win10", &actions, &lab.writer()).unwrap();
+    let applied = journal.apply("win10", &CpuSet::new(), &actions, &lab.writer()).unwrap();
     assert_eq!(applied.len(), actions.len());
     assert_ne!(snapshot(&lab.root), lab.before, "the changes were made");
     let status = journal.status().unwrap();
     assert_eq!(status.len(), 1);
     assert!(status[0].complete && !status[0].from_another_boot);
     assert!(status[0].changes.iter().all(|c| c.done));
-    assert!(matches!(journal.apply("win10", &actions, &lab.writer()), Err(JournalError::AlreadyPrepared(_))));
+    assert!(matches!(
+        journal.apply("win10", &CpuSet::new(), &actions, &lab.writer()),
+        Err(JournalError::AlreadyPrepared(_))
+    ));
 
     assert_eq!(journal.release("win10", &lab.writer()).unwrap(), Released::Restored(actions.len()));
     drop(journal);
@@ -173,14 +177,14 @@ fn a_failure_midway_rolls_back_what_was_done() {
     let mut actions = lab.actions();
     // The fourth change is planned against a value the host no longer holds.
     actions[3].old = Some("something else".to_string());
-    let error = lab.journal().apply("win10", &actions, &lab.writer()).unwrap_err();
+    let error = lab.journal().apply("win10", &CpuSet::new(), &actions, &lab.writer()).unwrap_err();
     assert!(matches!(error, JournalError::RolledBack { undone: 3, .. }), "{error}");
     lab.assert_restored("after a stale plan");
 
     // A file that is not there: the error names it.
     actions[3].old = None;
     actions[5].path = "/proc/irq/99/smp_affinity".to_string();
-    let error = lab.journal().apply("win10", &actions, &lab.writer()).unwrap_err();
+    let error = lab.journal().apply("win10", &CpuSet::new(), &actions, &lab.writer()).unwrap_err();
     assert!(error.to_string().contains("/proc/irq/99/smp_affinity"), "{error}");
     lab.assert_restored("after a missing file");
 }
@@ -245,7 +249,7 @@ fn fifty_real_sigkills_at_random_moments() {
 fn a_cut_short_last_line_is_a_write_never_made_and_a_bad_line_inside_is_an_error() {
     let lab = lab(1);
     let journal = lab.journal();
-    journal.apply("win10", &lab.actions(), &lab.writer()).unwrap();
+    journal.apply("win10", &CpuSet::new(), &lab.actions(), &lab.writer()).unwrap();
     let path = lab.journals.join("win10.journal");
     let text = std::fs::read_to_string(&path).unwrap();
 
@@ -268,7 +272,7 @@ fn a_cut_short_last_line_is_a_write_never_made_and_a_bad_line_inside_is_an_error
 #[test]
 fn a_journal_from_another_boot_is_set_aside_not_replayed() {
     let lab = lab(1);
-    lab.journal().apply("win10", &lab.actions(), &lab.writer()).unwrap();
+    lab.journal().apply("win10", &CpuSet::new(), &lab.actions(), &lab.writer()).unwrap();
     let changed = snapshot(&lab.root);
     // A reboot: new boot id; the kernel state the journal describes is gone.
     let boot_id = lab.root.join(BOOT_ID_PATH.trim_start_matches('/'));
@@ -297,7 +301,7 @@ fn invocations_are_serialized_and_names_checked() {
     assert!(other.try_lock().is_ok(), "the lock goes with the journal");
     drop(other);
     for bad in ["", "..", "a/b"] {
-        let error = lab.journal().apply(bad, &lab.actions(), &lab.writer()).unwrap_err();
+        let error = lab.journal().apply(bad, &CpuSet::new(), &lab.actions(), &lab.writer()).unwrap_err();
         assert!(matches!(error, JournalError::BadVmName(_)), "{bad:?}: {error}");
     }
     lab.assert_restored("nothing written for a bad name");
@@ -366,10 +370,7 @@ fn lab_actions() -> Vec<HostAction> {
         .collect();
     irqs.sort();
     targets.extend(irqs.into_iter().map(|p| (p, "3")));
-    targets
-        .into_iter()
-        .map(|(path, new)| HostAction { path, old: None, new: new.to_string(), why: "lab".to_string() })
-        .collect()
+    targets.into_iter().map(|(path, new)| HostAction::write(path, new.to_string(), "lab")).collect()
 }
 
 fn read_all(actions: &[HostAction]) -> Vec<(String, Vec<u8>)> {
@@ -433,5 +434,5 @@ fn lab_child_applies() {
     if let Ok(step) = std::env::var("LAB_KILL_AT") {
         journal = journal.kill_at_step(step.parse().unwrap());
     }
-    journal.apply("win10", &lab_actions(), &writer).unwrap();
+    journal.apply("win10", &CpuSet::new(), &lab_actions(), &writer).unwrap();
 }

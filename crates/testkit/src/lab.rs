@@ -17,14 +17,21 @@ pub enum Cgroup {
 /// Runs `script` with `sh -c` as root in a fresh lab guest, with the kvmtune in `bin_dir` on
 /// PATH and this directory as the current one. The status is the script's.
 pub fn run(cgroup: Cgroup, bin_dir: &Path, script: &str) -> Output {
+    run_within(cgroup, bin_dir, script, None)
+}
+
+/// [`run`], with the guest stopped after `timeout_seconds` instead of the lab's default
+/// (`KVMTUNE_LAB_TIMEOUT`, 600 s): for scenarios that boot once and run long.
+pub fn run_within(cgroup: Cgroup, bin_dir: &Path, script: &str, timeout_seconds: Option<u32>) -> Output {
     let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab");
     let hierarchy = match cgroup {
         Cgroup::V2 => "v2",
         Cgroup::V1 => "v1",
     };
-    Command::new(lab)
-        .args(["--cgroup", hierarchy, "sh", "-c", script])
-        .env("KVMTUNE_LAB_BIN", bin_dir)
-        .output()
-        .expect("scripts/lab runs")
+    let mut command = Command::new(lab);
+    command.args(["--cgroup", hierarchy, "sh", "-c", script]).env("KVMTUNE_LAB_BIN", bin_dir);
+    if let Some(seconds) = timeout_seconds {
+        command.env("KVMTUNE_LAB_TIMEOUT", seconds.to_string());
+    }
+    command.output().expect("scripts/lab runs")
 }

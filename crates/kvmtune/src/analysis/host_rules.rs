@@ -36,7 +36,7 @@ pub struct HostFinding {
 
 /// Governors that leave a core at a low clock until load has been seen for a while
 /// (kernel Documentation/admin-guide/pm/cpufreq.rst).
-const SLOW_GOVERNORS: &[&str] = &["powersave", "ondemand", "conservative"];
+pub const SLOW_GOVERNORS: &[&str] = &["powersave", "ondemand", "conservative"];
 
 pub const HOST_RULES: &[HostRule] = &[
     HostRule {
@@ -162,7 +162,9 @@ pub const HOST_RULES: &[HostRule] = &[
                           vCPUs, and each one that lands there is an EXTERNAL_INTERRUPT exit and a stutter. \
                           Isolation bans vCPU cores from it or stops it while the VM runs.",
             example: "an irqbalance process is running",
-            fix: "keep irqbalance off the VM's CPUs while it runs (IRQBALANCE_BANNED_CPULIST), or stop it",
+            fix: "`kvmtune host prepare --cpus <the VM's CPUs> --apply` bans them in irqbalance through its socket and moves \
+                  IRQs off them while the VM runs (`kvmtune host release` undoes both); or start irqbalance with \
+                  IRQBALANCE_BANNED_CPULIST, or stop it",
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b (EXTERNAL_INTERRUPT); tuned cpu-partitioning profile \
                      (../shared/landscape.md)",
@@ -187,7 +189,8 @@ pub const HOST_RULES: &[HostRule] = &[
                           and latency-bound desktops that shows as frame-time spikes. The `performance` governor \
                           while the VM runs avoids the ramp-up.",
             example: "scaling_governor is powersave on CPUs 0-15",
-            fix: "switch the VM's CPUs to the performance governor while it runs",
+            fix: "`kvmtune host prepare --cpus <the VM's CPUs> --governor performance --apply` switches their cpufreq \
+                  policies while the VM runs; `kvmtune host release` puts the governor back",
             fix_safety: Applicability::Manual,
             source: "tuned virtual-host / throughput-performance profiles (../shared/landscape.md)",
         },

@@ -121,6 +121,18 @@ impl CpuSet {
     pub fn difference(&self, other: &CpuSet) -> CpuSet {
         CpuSet(self.0.difference(&other.0).copied().collect())
     }
+
+    /// The kernel's hex mask spelling (`/proc/irq/default_smp_affinity`, workqueue
+    /// `cpumask`): 32-bit words, most significant first, comma-separated; `0` when empty.
+    pub fn to_mask(&self) -> String {
+        let words = self.0.last().map_or(1, |&last| last / 32 + 1);
+        let mut text = Vec::new();
+        for word in (0..words).rev() {
+            let bits = self.0.range(word * 32..word * 32 + 32).fold(0u32, |bits, cpu| bits | 1 << (cpu % 32));
+            text.push(if word + 1 == words { format!("{bits:x}") } else { format!("{bits:08x}") });
+        }
+        text.join(",")
+    }
 }
 
 fn parse_cpu(text: &str) -> Result<u32, CpuListError> {
@@ -186,6 +198,16 @@ mod tests {
         assert_eq!(CpuSet::parse_list("0-62:2").unwrap().len(), 32);
         assert_eq!(CpuSet::parse_list("1-61:4").unwrap().iter().take(3).collect::<Vec<_>>(), [1, 5, 9]);
         assert!(CpuSet::parse_list("\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn masks_format_as_the_kernel_writes_them() {
+        for list in ["", "0-1", "0-3", "2-3", "0-40", "33", "0,63-64"] {
+            let set = CpuSet::parse_list(list).unwrap();
+            assert_eq!(CpuSet::parse_mask(&set.to_mask()).unwrap(), set, "{list}: {}", set.to_mask());
+        }
+        assert_eq!(CpuSet::parse_list("0-1").unwrap().to_mask(), "3");
+        assert_eq!(CpuSet::parse_list("32").unwrap().to_mask(), "1,00000000");
     }
 
     #[test]

@@ -7,11 +7,20 @@
 //! runs code when read:
 //!
 //! ```text
-//! {"record":"begin","vm":"win10","boot_id":"…","pid":4242}
-//! {"record":"before","step":0,"path":"/proc/irq/24/smp_affinity","original_hex":"660a","new":"3","why":"…"}
+//! {"record":"begin","vm":"win10","boot_id":"…","pid":4242,"cpus":"2-3","order":1}
+//! {"record":"before","step":0,"path":"/proc/irq/24/smp_affinity_list","original_hex":"302d330a","new":"0-1","why":"…","change":{"kind":"may_be_refused"},"recompute":{"rule":"exclude_cpus",…}}
 //! {"record":"done","step":0}
+//! {"record":"before","step":1,"path":"/proc/irq/0/smp_affinity_list",…}
+//! {"record":"refused","step":1,"reason":"Input/output error (os error 5)"}
 //! {"record":"complete"}
 //! ```
+//!
+//! Several VMs: each has its own journal, numbered in the order they were prepared (`order`).
+//! Releasing one while others stay keeps their isolation: a file a later VM changed too gets
+//! the value that VM would have written on this VM's original (its [`Recompute`] rule), and
+//! that VM's journal takes over this VM's original, so that the last release restores the
+//! state before the first prepare. The host cgroup and the processes moved into it, which
+//! every VM's isolation needs, are handed over to the oldest remaining journal.
 //!
 //! `before` is synced before the write and `done` after it. A `before` without its `done` is a
 //! write that may or may not have happened; undo restores its original either way, which is
@@ -23,10 +32,9 @@
 //! Invocations are serialized by an exclusive lock on `DIR/lock`, held for the life of a
 //! [`Journal`].
 //!
-//! Undo writes the original bytes back, which is exact for files that take back what they
-//! show (masks, counts, cpusets, governors). Not yet for `cgroup.subtree_control`, whose
-//! read-back is not a valid write (undo there needs `-cpuset`); the `kvmtune host` command that
-//! will need it, and the sharing of files between VMs, are not built yet (issue 14).
+//! How each change is undone is its [`ChangeKind`]'s: the original bytes written back for
+//! files that take back what they show (masks, counts, cpusets, governors), `-cpuset` for a
+//! controller that was off, the old cgroup for a moved process.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -34,7 +42,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hostchange::action::{self, Applied, HostAction, HostChangeError};
+use crate::host::cpulist::CpuSet;
+use crate::hostchange::action::{self, Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};
 use crate::hostchange::writer::HostWriter;
 
 /// Where the kernel says which boot this is (`proc(5)`: a random UUID per boot).
@@ -46,9 +55,34 @@ pub const DEFAULT_DIR: &str = "/run/kvmtune";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
 enum Record {
-    Begin { vm: String, boot_id: String, pid: u32 },
-    Before { step: usize, path: String, original_hex: String, new: String, why: String },
-    Done { step: usize },
+    Begin {
+        vm: String,
+        boot_id: String,
+        pid: u32,
+        #[serde(default)]
+        cpus: CpuSet,
+        #[serde(default)]
+        order: u64,
+    },
+    Before {
+        step: usize,
+        path: String,
+        original_hex: String,
+        new: String,
+        why: String,
+        #[serde(default)]
+        change: ChangeKind,
+        #[serde(default)]
+        recompute: Recompute,
+    },
+    Done {
+        step: usize,
+    },
+    /// The kernel refused the change (a managed IRQ): nothing was changed, nothing to undo.
+    Refused {
+        step: usize,
+        reason: String,
+    },
     Complete,
 }
 
@@ -93,6 +127,10 @@ pub struct VmJournal {
     pub vm: String,
     pub path: PathBuf,
     pub pid: u32,
+    /// The VM's CPUs: what the host share leaves out.
+    pub cpus: CpuSet,
+    /// Which prepare this was, counting up across the VMs prepared at the same time.
+    pub order: u64,
     /// Every change recorded, in the order made.
     pub changes: Vec<JournaledChange>,
     /// The run that wrote it finished; otherwise it was interrupted.
@@ -110,8 +148,18 @@ pub struct JournaledChange {
     pub original: Vec<u8>,
     pub new: String,
     pub why: String,
-    /// The write is known to have happened (`done` was recorded).
+    pub kind: ChangeKind,
+    pub recompute: Recompute,
+    /// The write is known to have happened (`done` was recorded), or was refused.
     pub done: bool,
+    /// The kernel refused it, and why: nothing changed.
+    pub refused: Option<String>,
+}
+
+impl JournaledChange {
+    fn key(&self) -> String {
+        HostAction::key(&self.kind, &self.path)
+    }
 }
 
 /// What `release` did for one VM.
@@ -128,13 +176,19 @@ pub enum Released {
 pub struct Journal {
     dir: PathBuf,
     boot_id: String,
-    _lock: File,
+    _lock: Option<File>,
     /// Test-only: die by SIGKILL when this many journal steps (appends and writes) are done.
     kill_at_step: Option<usize>,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io { path: path.to_path_buf(), source }
+}
+
+/// This boot's id, which marks every journal begun in it.
+fn boot_id(writer: &dyn HostWriter) -> Result<String, JournalError> {
+    let id = writer.read(BOOT_ID_PATH).map_err(JournalError::BootId)?;
+    Ok(String::from_utf8_lossy(&id).trim().to_string())
 }
 
 fn check_vm_name(vm: &str) -> Result<(), JournalError> {
@@ -169,8 +223,26 @@ impl Journal {
             .open(&lock_path)
             .map_err(io_error(&lock_path))?;
         lock.lock().map_err(io_error(&lock_path))?;
-        let boot_id = writer.read(BOOT_ID_PATH).map_err(JournalError::BootId)?;
-        let boot_id = String::from_utf8_lossy(&boot_id).trim().to_string();
+        let boot_id = boot_id(writer)?;
+        Ok(Self { dir, boot_id, _lock: Some(lock), kill_at_step: None })
+    }
+
+    /// Opens the journal directory to read it (`status`, a dry run), sharing the lock with
+    /// other readers and waiting for a writer to finish; needs no write access, so any user
+    /// may look. Apply and release need [`Journal::open`].
+    pub fn open_to_read(dir: impl Into<PathBuf>, writer: &dyn HostWriter) -> Result<Self, JournalError> {
+        let dir = dir.into();
+        let lock_path = dir.join("lock");
+        let lock = match File::open(&lock_path) {
+            Ok(lock) => {
+                lock.lock_shared().map_err(io_error(&lock_path))?;
+                Some(lock)
+            }
+            // Never written: nothing to wait for.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(io_error(&lock_path)(error)),
+        };
+        let boot_id = boot_id(writer)?;
         Ok(Self { dir, boot_id, _lock: lock, kill_at_step: None })
     }
 
@@ -187,15 +259,18 @@ impl Journal {
         self.dir.join(format!("{vm}.journal"))
     }
 
-    /// Makes `actions` on `writer` for `vm`, each journaled before it is made. On failure the
-    /// changes already made are undone, newest first, and the journal removed.
+    /// Makes `actions` on `writer` for `vm` (which runs on `cpus`), each journaled before it
+    /// is made. On failure the changes already made are undone, newest first, and the journal
+    /// removed.
     pub fn apply(
         &self,
         vm: &str,
+        cpus: &CpuSet,
         actions: &[HostAction],
         writer: &dyn HostWriter,
     ) -> Result<Vec<Applied>, JournalError> {
         check_vm_name(vm)?;
+        let order = self.status()?.iter().map(|j| j.order).max().unwrap_or(0) + 1;
         let path = self.path_for(vm);
         let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
@@ -218,13 +293,21 @@ impl Journal {
         };
         append(
             &mut file,
-            &Record::Begin { vm: vm.to_string(), boot_id: self.boot_id.clone(), pid: std::process::id() },
+            &Record::Begin {
+                vm: vm.to_string(),
+                boot_id: self.boot_id.clone(),
+                pid: std::process::id(),
+                cpus: cpus.clone(),
+                order,
+            },
             &mut steps,
         )?;
 
         let mut applied: Vec<Applied> = Vec::new();
-        for (step, action) in actions.iter().enumerate() {
+        for action in actions {
+            let step = applied.len();
             let outcome = action::read_original(action, writer).and_then(|original| {
+                let Some(original) = original else { return Ok(None) };
                 append(
                     &mut file,
                     &Record::Before {
@@ -233,18 +316,26 @@ impl Journal {
                         original_hex: hex(&original),
                         new: action.new.clone(),
                         why: action.why.clone(),
+                        change: action.kind.clone(),
+                        recompute: action.recompute.clone(),
                     },
                     &mut steps,
                 )
                 .map_err(|e| HostChangeError::Journal(e.to_string()))?;
-                let made = action::write_new(action, original, writer);
+                let made = action::make(action, original, writer);
                 self.step_done(&mut steps);
-                made
+                made.map(Some)
             });
             match outcome {
-                Ok(done) => {
+                // The process or thread exited before it could be changed.
+                Ok(None) => {}
+                Ok(Some(done)) => {
+                    let record = match &done.outcome {
+                        Outcome::Made => Record::Done { step },
+                        Outcome::Refused(reason) => Record::Refused { step, reason: reason.clone() },
+                    };
                     applied.push(done);
-                    append(&mut file, &Record::Done { step }, &mut steps)?;
+                    append(&mut file, &record, &mut steps)?;
                 }
                 Err(failed) => {
                     drop(file);
@@ -277,8 +368,9 @@ impl Journal {
         }
     }
 
-    /// Gives every file `vm`'s journal names its original bytes back, newest change first,
-    /// then removes the journal. A journal from another boot is set aside instead.
+    /// Gives every object `vm`'s journal names its original state back, newest change first,
+    /// then removes the journal. With other VMs still prepared, what they share is handed
+    /// over to them instead (see the module docs). A journal from another boot is set aside.
     pub fn release(&self, vm: &str, writer: &dyn HostWriter) -> Result<Released, JournalError> {
         check_vm_name(vm)?;
         let journal = self.read(&self.path_for(vm))?;
@@ -288,12 +380,30 @@ impl Journal {
             std::fs::rename(&journal.path, &aside).map_err(io_error(&journal.path))?;
             return Ok(Released::SetAside(aside));
         }
-        for change in journal.changes.iter().rev() {
-            action::restore(&change.path, &change.original, writer)?;
+        let mut others: Vec<VmJournal> =
+            self.status()?.into_iter().filter(|j| j.vm != vm && !j.from_another_boot).collect();
+        others.sort_by_key(|j| j.order);
+        let (undo_steps, changed) = hand_over(&journal, &mut others);
+        // The others' journals first: once they hold this VM's originals, a release killed
+        // halfway can be run again and reaches the same state.
+        for index in changed {
+            rewrite(&others[index])?;
+        }
+        let mut restored = 0;
+        for step in undo_steps {
+            match step {
+                UndoStep::Restore(change) => {
+                    action::restore(&change.kind, &change.path, &change.new, &change.original, writer)?
+                }
+                UndoStep::Set { kind, path, value } => {
+                    action::set(&kind, &path, &value, writer)?;
+                }
+            }
+            restored += 1;
         }
         std::fs::remove_file(&journal.path).map_err(io_error(&journal.path))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_error(&self.dir))?;
-        Ok(Released::Restored(journal.changes.len()))
+        Ok(Released::Restored(restored))
     }
 
     /// Every VM's journal in the directory, by name.
@@ -314,6 +424,109 @@ impl Journal {
     }
 }
 
+/// What releasing one VM writes, newest change first.
+enum UndoStep {
+    /// Back to the original.
+    Restore(JournaledChange),
+    /// A later VM changed the same object: what that VM would have written on this original.
+    Set { kind: ChangeKind, path: String, value: Vec<u8> },
+}
+
+/// Works out how to release `journal` while `others` (oldest first) stay prepared: the steps
+/// to take, and which of `others` now hold more (this VM's originals, or the shared changes
+/// handed over to the oldest).
+fn hand_over(
+    journal: &VmJournal,
+    others: &mut [VmJournal],
+) -> (Vec<UndoStep>, std::collections::BTreeSet<usize>) {
+    let mut changed = std::collections::BTreeSet::new();
+    let mut steps = Vec::new();
+    let mut handed = Vec::new();
+    for change in journal.changes.iter().rev().filter(|c| c.refused.is_none()) {
+        if others.is_empty() {
+            steps.push(UndoStep::Restore(change.clone()));
+            continue;
+        }
+        // The host cgroup and the processes in it serve every VM's isolation.
+        if matches!(change.kind, ChangeKind::CreateDir | ChangeKind::MoveProcess { .. }) {
+            handed.push(change.clone());
+            continue;
+        }
+        let key = change.key();
+        let mut value = change.original.clone();
+        let mut later_touched = false;
+        for (index, other) in others.iter_mut().enumerate().filter(|(_, o)| o.order > journal.order) {
+            if let Some(theirs) = other.changes.iter_mut().find(|c| c.refused.is_none() && c.key() == key) {
+                theirs.original = value.clone();
+                value = theirs.recompute.value(&value, &theirs.new).map_or(value, String::into_bytes);
+                later_touched = true;
+                changed.insert(index);
+            }
+        }
+        steps.push(match later_touched {
+            true => UndoStep::Set { kind: change.kind.clone(), path: change.path.clone(), value },
+            false => UndoStep::Restore(change.clone()),
+        });
+    }
+    if !handed.is_empty() {
+        handed.reverse();
+        let heir = &mut others[0];
+        let held: std::collections::BTreeSet<String> =
+            heir.changes.iter().map(JournaledChange::key).collect();
+        handed.retain(|c| !held.contains(&c.key()));
+        // Ahead of the heir's own changes, so they are undone after them (the heir's writes
+        // into the host cgroup go before the cgroup does).
+        handed.append(&mut heir.changes);
+        heir.changes = handed;
+        changed.insert(0);
+    }
+    (steps, changed)
+}
+
+/// Writes `journal` again as records, whole, in place of its file (write, sync, rename).
+fn rewrite(journal: &VmJournal) -> Result<(), JournalError> {
+    let mut text = String::new();
+    let mut push = |record: Record| {
+        text.push_str(&serde_json::to_string(&record).expect("records serialize"));
+        text.push('\n');
+    };
+    push(Record::Begin {
+        vm: journal.vm.clone(),
+        boot_id: journal.boot_id.clone(),
+        pid: journal.pid,
+        cpus: journal.cpus.clone(),
+        order: journal.order,
+    });
+    for (step, change) in journal.changes.iter().enumerate() {
+        push(Record::Before {
+            step,
+            path: change.path.clone(),
+            original_hex: hex(&change.original),
+            new: change.new.clone(),
+            why: change.why.clone(),
+            change: change.kind.clone(),
+            recompute: change.recompute.clone(),
+        });
+        match (&change.refused, change.done) {
+            (Some(reason), _) => push(Record::Refused { step, reason: reason.clone() }),
+            (None, true) => push(Record::Done { step }),
+            (None, false) => {}
+        }
+    }
+    if journal.complete {
+        push(Record::Complete);
+    }
+    let temporary = journal.path.with_extension("journal.new");
+    let written = File::create(&temporary)
+        .and_then(|mut file| file.write_all(text.as_bytes()).and_then(|()| file.sync_all()))
+        .and_then(|()| std::fs::rename(&temporary, &journal.path));
+    written.map_err(io_error(&journal.path))?;
+    if let Some(dir) = journal.path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
+    }
+    Ok(())
+}
+
 /// Reads one VM's journal (`path` names it in errors and, for a journal killed before its first
 /// record, gives the VM's name); `this_boot` tells a journal from another boot.
 pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, JournalError> {
@@ -329,11 +542,13 @@ pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, Jour
             Err(error) => return Err(corrupt(index + 1, error.to_string())),
         };
         match (record, journal.as_mut()) {
-            (Record::Begin { vm, boot_id, pid }, None) => {
+            (Record::Begin { vm, boot_id, pid, cpus, order }, None) => {
                 journal = Some(VmJournal {
                     vm,
                     path: path.to_path_buf(),
                     pid,
+                    cpus,
+                    order,
                     changes: Vec::new(),
                     complete: false,
                     from_another_boot: boot_id != this_boot,
@@ -342,15 +557,30 @@ pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, Jour
             }
             // A change is announced only after the one before it is done, and nothing follows
             // `complete`: the order `Journal::apply` writes.
-            (Record::Before { step, path: target, original_hex, new, why }, Some(j))
+            (Record::Before { step, path: target, original_hex, new, why, change, recompute }, Some(j))
                 if step == j.changes.len() && j.changes.last().is_none_or(|c| c.done) && !j.complete =>
             {
                 let original = unhex(&original_hex)
                     .ok_or_else(|| corrupt(index + 1, "original_hex is not hex".to_string()))?;
-                j.changes.push(JournaledChange { path: target, original, new, why, done: false });
+                j.changes.push(JournaledChange {
+                    path: target,
+                    original,
+                    new,
+                    why,
+                    kind: change,
+                    recompute,
+                    done: false,
+                    refused: None,
+                });
             }
             (Record::Done { step }, Some(j)) if step + 1 == j.changes.len() && !j.changes[step].done => {
                 j.changes[step].done = true
+            }
+            (Record::Refused { step, reason }, Some(j))
+                if step + 1 == j.changes.len() && !j.changes[step].done =>
+            {
+                j.changes[step].done = true;
+                j.changes[step].refused = Some(reason);
             }
             (Record::Complete, Some(j)) if j.changes.iter().all(|c| c.done) && !j.complete => {
                 j.complete = true
@@ -365,6 +595,8 @@ pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, Jour
             vm: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
             path: path.to_path_buf(),
             pid: 0,
+            cpus: CpuSet::new(),
+            order: 0,
             changes: Vec::new(),
             complete: false,
             boot_id: this_boot.to_string(),

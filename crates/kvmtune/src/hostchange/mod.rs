@@ -12,16 +12,18 @@
 //! - [`journal`]: every write recorded with the file's original bytes and synced before it is
 //!   made; `release` replays a VM's records backwards, also after kill -9 at any step.
 //!
-//! Not built yet: the `kvmtune host prepare|release|status` command and the isolation actions
-//! (cgroups, IRQs, irqbalance, workqueues, cpufreq) it will journal.
+//! - [`prepare`]: what `kvmtune host prepare` changes for one VM (cpufreq, hugepages, host
+//!   tasks and kernel threads, IRQs and irqbalance, workqueues), with every refusal decided
+//!   before the first write.
 //!
 //! A new host action (a new kind of file or setting to change) goes into [`action`] as a
 //! constructor of [`HostAction`]; [`Journal::apply`] makes any list of them, journaled.
 
 pub mod action;
 pub mod journal;
+pub mod prepare;
 pub mod writer;
 
-pub use action::{Applied, HostAction, HostChangeError};
+pub use action::{Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};
 pub use journal::{Journal, JournalError, Released, VmJournal};
 pub use writer::{HostWriter, LiveHostWriter, RootedHostWriter};

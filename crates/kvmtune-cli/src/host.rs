@@ -1,0 +1,343 @@
+//! `kvmtune host prepare|release|status`: the host side of a VM (its CPUs, IRQs, governor,
+//! hugepages), applied at start with `--apply` and undone exactly at stop. The plan, the
+//! journal and every write are the library's (`kvmtune::hostchange`); this is glue.
+
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use kvmtune::host::CpuSet;
+use kvmtune::hostchange::journal::DEFAULT_DIR;
+use kvmtune::hostchange::prepare::{self, ConfigNeeds, HugepageNeed, PrepareRequest};
+use kvmtune::hostchange::{
+    HostWriter, Journal, JournalError, LiveHostWriter, Outcome as ChangeOutcome, Released, RootedHostWriter,
+};
+
+use crate::args::{Format, parse_cpu_list};
+use crate::{Outcome, print_out};
+
+#[derive(Subcommand)]
+pub(crate) enum HostCommand {
+    /// Give a VM its CPUs: host tasks, kernel threads, IRQs and workqueues off them, their
+    /// governor and EPP, hugepages on its node. Prints every write; changes the running host
+    /// only with --apply, journaled so that `release` undoes it exactly.
+    Prepare(Box<PrepareArgs>),
+    /// Undo a VM's changes (or every VM's), also those of an interrupted prepare.
+    Release {
+        /// The VM's name, as prepared.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Release every prepared VM, newest first.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        place: JournalPlace,
+    },
+    /// Show what is applied, per VM, and anything left by an interrupted run.
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[command(flatten)]
+        place: JournalPlace,
+    },
+}
+
+/// Where the journal and the host are; hidden, for tests on a host laid out in a directory.
+#[derive(Args)]
+pub(crate) struct JournalPlace {
+    /// The journal directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR, hide = true)]
+    journal_dir: PathBuf,
+    /// A directory laid out like a host's root, changed instead of this host.
+    #[arg(long, value_name = "DIR", hide = true)]
+    root: Option<PathBuf>,
+}
+
+impl JournalPlace {
+    fn writer(&self) -> Box<dyn HostWriter> {
+        match &self.root {
+            Some(root) => Box::new(RootedHostWriter::new(root)),
+            None => Box::new(LiveHostWriter),
+        }
+    }
+
+    /// Only root may change this host; checked before the journal is even opened.
+    fn require_root(&self, what: &str) -> anyhow::Result<()> {
+        if self.root.is_none() {
+            // /proc/self belongs to the effective user.
+            let uid = std::fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();
+            if uid != 0 {
+                bail!(
+                    "{what} changes the running host and needs root (running as uid {uid}); nothing was written"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct PrepareArgs {
+    /// The VM's libvirt domain XML (`-` reads it from stdin, as the libvirt hook passes it).
+    #[arg(long, value_name = "FILE", conflicts_with = "domain")]
+    xml: Option<PathBuf>,
+    /// Read the domain's XML from libvirt.
+    #[arg(long, value_name = "NAME")]
+    domain: Option<String>,
+    /// libvirt connection URI for --domain.
+    #[arg(long, requires = "domain")]
+    connect: Option<String>,
+    /// The VM's CPUs (vCPUs, emulator, iothreads), instead of the domain's <cputune>.
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
+    cpus: Option<CpuSet>,
+    /// The name the changes are journaled under (default: the domain's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// The host's CPUs (default: every online CPU no prepared VM takes).
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
+    housekeeping: Option<CpuSet>,
+    /// cpufreq governor for the VM's CPUs (such as performance).
+    #[arg(long, value_name = "GOV")]
+    governor: Option<String>,
+    /// Energy-performance preference for the VM's CPUs (such as performance).
+    #[arg(long, value_name = "PREF")]
+    epp: Option<String>,
+    /// Hugepages the VM needs: SIZE:COUNT[@NODE], such as 2M:4096@1 (repeatable; default:
+    /// from the domain's <memoryBacking> and <memory>).
+    #[arg(long, value_name = "SIZE:COUNT[@NODE]", value_parser = prepare::parse_hugepage_need)]
+    hugepages: Vec<HugepageNeed>,
+    /// A process of the VM (QEMU) that keeps the VM's CPUs (repeatable).
+    #[arg(long, value_name = "PID")]
+    pid: Vec<u32>,
+    /// Leave host tasks, kernel threads and workqueues where they are.
+    #[arg(long)]
+    no_isolate: bool,
+    /// Leave IRQs where they are.
+    #[arg(long)]
+    no_irqs: bool,
+    /// Make the changes. Without it, nothing is written.
+    #[arg(long)]
+    apply: bool,
+    /// How the plan is printed without --apply.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    place: JournalPlace,
+    /// Test-only failpoint: die by SIGKILL after this many journal steps.
+    #[arg(long, hide = true)]
+    test_kill_at_step: Option<usize>,
+}
+
+pub(crate) fn run(command: HostCommand) -> anyhow::Result<Outcome> {
+    match command {
+        HostCommand::Prepare(args) => prepare(*args),
+        HostCommand::Release { name, all, place } => release(name, all, &place),
+        HostCommand::Status { format, place } => status(format, &place),
+    }
+}
+
+fn read_xml(args: &PrepareArgs) -> anyhow::Result<Option<(String, String)>> {
+    if let Some(domain) = &args.domain {
+        return crate::args::read_domain_xml(domain, args.connect.as_deref()).map(Some);
+    }
+    let Some(path) = &args.xml else { return Ok(None) };
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read the domain XML from stdin")?;
+        return Ok(Some(("<stdin>".to_string(), text)));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some((path.display().to_string(), text)))
+}
+
+fn request(args: &PrepareArgs, writer: &dyn HostWriter) -> anyhow::Result<PrepareRequest> {
+    let needs = match read_xml(args)? {
+        Some((origin, text)) => {
+            let config =
+                kvmtune::config::libvirt::parse(&origin, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+            ConfigNeeds::of(&config, prepare::default_hugepage_kib(writer))
+        }
+        None => ConfigNeeds::default(),
+    };
+    let vm = args.name.clone().or(needs.name).context("name the VM: --name, or a domain XML with <name>")?;
+    Ok(PrepareRequest {
+        vm,
+        cpus: args.cpus.clone().unwrap_or(needs.cpus),
+        housekeeping: args.housekeeping.clone(),
+        governor: args.governor.clone(),
+        epp: args.epp.clone(),
+        hugepages: if args.hugepages.is_empty() { needs.hugepages } else { args.hugepages.clone() },
+        isolate: !args.no_isolate,
+        irqs: !args.no_irqs,
+        vm_pids: args.pid.clone(),
+        self_pid: std::process::id(),
+    })
+}
+
+fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
+    if args.apply {
+        args.place.require_root("host prepare --apply")?;
+    }
+    let writer = args.place.writer();
+    let request = request(&args, writer.as_ref())?;
+    // Without --apply nothing is written, not even the journal directory.
+    let journal = match (args.apply, args.place.journal_dir.is_dir()) {
+        (true, _) => Some(Journal::open(&args.place.journal_dir, writer.as_ref())?),
+        (false, true) => Some(Journal::open_to_read(&args.place.journal_dir, writer.as_ref())?),
+        (false, false) => None,
+    };
+    let prepared = match &journal {
+        Some(journal) => journal.status()?,
+        None => Vec::new(),
+    };
+    let plan = prepare::plan(&request, &prepared, writer.as_ref())?;
+
+    if !args.apply {
+        let text = match args.format {
+            Format::Json => serde_json::to_string_pretty(&plan)? + "\n",
+            Format::Text => plan_text(&plan),
+        };
+        print_out(&text)?;
+        return Ok(Outcome::Clean);
+    }
+    let mut journal = journal.expect("opened for --apply");
+    if let Some(step) = args.test_kill_at_step {
+        journal = journal.kill_at_step(step);
+    }
+    let applied = journal.apply(&plan.vm, &plan.taken, &plan.actions, writer.as_ref())?;
+    let refused: Vec<String> = applied
+        .iter()
+        .filter_map(|a| match &a.outcome {
+            ChangeOutcome::Refused(reason) => Some(format!("  {}: {reason}", a.action.path)),
+            ChangeOutcome::Made => None,
+        })
+        .collect();
+    let mut text = format!(
+        "prepared {}: {} change(s) made on CPUs {} (host keeps {}); undo with `kvmtune host release {}`\n",
+        plan.vm,
+        applied.len() - refused.len(),
+        plan.taken,
+        plan.housekeeping,
+        plan.vm
+    );
+    if !refused.is_empty() {
+        text += &format!(
+            "refused by the kernel, left as they were ({}; managed IRQs cannot move):\n",
+            refused.len()
+        );
+        text += &(refused.join("\n") + "\n");
+    }
+    for note in &plan.left_alone {
+        text += &format!("note: {note}\n");
+    }
+    print_out(&text)?;
+    Ok(Outcome::Clean)
+}
+
+fn plan_text(plan: &prepare::PreparePlan) -> String {
+    let mut text = format!(
+        "VM {}: CPUs {}, host keeps {} (cgroups: {})\nWould change, in this order (nothing is written without --apply):\n",
+        plan.vm,
+        plan.cpus,
+        plan.housekeeping,
+        serde_json::to_value(plan.layout)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    );
+    for action in &plan.actions {
+        text += &format!(
+            "  {}\n      why: {}; undo: {}\n",
+            action.describe().replace(" -> ", " → "),
+            action.why,
+            action.undo_text()
+        );
+    }
+    if plan.actions.is_empty() {
+        text += "  nothing: the host already gives the VM what it asks\n";
+    }
+    for note in &plan.left_alone {
+        text += &format!("note: {note}\n");
+    }
+    text
+}
+
+fn release(name: Option<String>, all: bool, place: &JournalPlace) -> anyhow::Result<Outcome> {
+    place.require_root("host release")?;
+    let writer = place.writer();
+    if !place.journal_dir.is_dir() {
+        if all {
+            print_out("nothing is prepared\n")?;
+            return Ok(Outcome::Clean);
+        }
+        bail!(
+            "VM `{}` is not prepared (no journal in {})",
+            name.unwrap_or_default(),
+            place.journal_dir.display()
+        );
+    }
+    let journal = Journal::open(&place.journal_dir, writer.as_ref())?;
+    let mut names: Vec<(u64, String)> = match name {
+        Some(name) => vec![(0, name)],
+        None => journal.status()?.into_iter().map(|j| (j.order, j.vm)).collect(),
+    };
+    // Newest first: each release then restores exactly what the one before it found.
+    names.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
+    let mut text = String::new();
+    for (_, vm) in names {
+        match journal.release(&vm, writer.as_ref()) {
+            Ok(Released::Restored(count)) => text += &format!("released {vm}: {count} change(s) undone\n"),
+            Ok(Released::SetAside(path)) => {
+                text += &format!(
+                    "{vm}: journal from an earlier boot, whose changes went with it; set aside as {}\n",
+                    path.display()
+                )
+            }
+            Err(JournalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                bail!("VM `{vm}` is not prepared (no journal in {})", place.journal_dir.display())
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if text.is_empty() {
+        text = "nothing is prepared\n".to_string();
+    }
+    print_out(&text)?;
+    Ok(Outcome::Clean)
+}
+
+fn status(format: Format, place: &JournalPlace) -> anyhow::Result<Outcome> {
+    let journals = match place.journal_dir.is_dir() {
+        true => Journal::open_to_read(&place.journal_dir, place.writer().as_ref())?.status()?,
+        false => Vec::new(),
+    };
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&journals)? + "\n",
+        Format::Text => {
+            let mut text = String::new();
+            for j in &journals {
+                let state = match (j.from_another_boot, j.complete) {
+                    (true, _) => "from an earlier boot: its changes are gone; release sets it aside",
+                    (false, true) => "applied",
+                    (false, false) => "INTERRUPTED: a prepare did not finish; `release` undoes what it did",
+                };
+                let refused = j.changes.iter().filter(|c| c.refused.is_some()).count();
+                text += &format!(
+                    "{}: {state}\n  CPUs taken from the host: {}; {} change(s), {refused} refused by the kernel; prepared by pid {}\n",
+                    j.vm,
+                    j.cpus,
+                    j.changes.len() - refused,
+                    j.pid
+                );
+            }
+            if journals.is_empty() {
+                text = "nothing is prepared\n".to_string();
+            }
+            text
+        }
+    };
+    print_out(&text)?;
+    Ok(Outcome::Clean)
+}

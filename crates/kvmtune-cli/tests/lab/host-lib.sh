@@ -1,0 +1,47 @@
+# Helpers for the `kvmtune host` tests in the lab guest (sourced by bash there).
+# A snapshot is every piece of kernel state `host prepare` may touch, one `key value` line each;
+# task lines are keyed by thread, and only threads alive in both snapshots are compared.
+
+snapshot() {
+    {
+        grep -H . /proc/irq/*/smp_affinity_list /proc/irq/default_smp_affinity \
+            /sys/devices/virtual/workqueue/cpumask /sys/bus/workqueue/devices/writeback/cpumask \
+            /sys/devices/system/node/node*/hugepages/hugepages-*/nr_hugepages \
+            /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages
+        grep -H . /sys/fs/cgroup/cgroup.subtree_control /sys/fs/cgroup/*/cpuset.cpus \
+            /sys/fs/cgroup/cpuset/*/cpuset.cpus /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null
+        grep -H Cpus_allowed_list /proc/[0-9]*/task/[0-9]*/status 2>/dev/null | sed 's/^/task/'
+        grep -H -E '^0::|cpuset' /proc/[0-9]*/task/[0-9]*/cgroup 2>/dev/null | sed 's/^/task/'
+    } | sed 's/:[[:space:]]*/ /'
+    find /sys/fs/cgroup -maxdepth 2 -type d | sed 's/^/dir /'
+}
+
+# same BEFORE AFTER: identical but for threads that exist in only one of them.
+same() {
+    awk '{ key = ($1 == "dir") ? $2 : $1 }
+         NR == FNR { a[key] = $0; next }
+         { b[key] = $0 }
+         END {
+             bad = 0
+             for (k in a) if (!(k in b) && k !~ /^task/) { print "only before: " a[k]; bad = 1 }
+             for (k in b) if (!(k in a) && k !~ /^task/) { print "only after: " b[k]; bad = 1 }
+             for (k in a) if ((k in b) && a[k] != b[k]) { print "changed: " a[k] " -> " b[k]; bad = 1 }
+             exit bad
+         }' "$1" "$2"
+}
+
+fail() { echo "FAIL: $*"; exit 1; }
+
+cpus_of() { sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "/proc/$1/status"; }
+
+# Every IRQ whose affinity kvmtune could move avoids the CPUs in $1 (a grep -E pattern).
+irqs_avoid() {
+    local moved=0 stuck=0 f
+    for f in /proc/irq/[0-9]*/smp_affinity_list; do
+        if grep -qE "$1" "$f"; then stuck=$((stuck + 1)); else moved=$((moved + 1)); fi
+    done
+    echo "irqs: $moved off the VM's CPUs, $stuck left (refused)"
+    [ "$moved" -gt 10 ]
+}
+
+journals() { ls /run/kvmtune/*.journal 2>/dev/null | wc -l; }

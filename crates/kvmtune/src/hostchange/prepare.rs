@@ -1,0 +1,746 @@
+//! What `kvmtune host prepare` changes for one VM: worked out from the host as it is, every
+//! refusal decided before the first write, and nothing written here ([`Journal::apply`] makes
+//! the plan's actions).
+//!
+//! The order of the actions is the order they are made; undo runs it backwards:
+//! 1. cpufreq, per policy covering the VM's CPUs: EPP, then the governor, so that undo puts
+//!    the governor back before the EPP (intel_pstate rejects other EPPs under `performance`,
+//!    kernel commit b388eb58; host-changes.md section 6).
+//! 2. Hugepages on the VM's node: the pages it needs beyond the free ones, read back.
+//! 3. Host tasks off the VM's CPUs, by [`CgroupLayout`]; then kernel threads that can move.
+//! 4. irqbalance's ban, then `default_smp_affinity` and each IRQ (irqbalance first, so that it
+//!    does not move an IRQ back in between; host-changes.md section 3).
+//! 5. The unbound and writeback workqueue masks.
+//!
+//! [`Journal::apply`]: crate::hostchange::Journal::apply
+
+use serde::Serialize;
+
+use crate::host::cpulist::CpuSet;
+use crate::hostchange::action::{self, ChangeKind, HostAction, Recompute};
+use crate::hostchange::journal::VmJournal;
+use crate::hostchange::writer::HostWriter;
+
+/// Where cgroup v2 is mounted, and the v1 cpuset hierarchy (host-changes.md section 2).
+pub const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
+pub const CPUSET_V1_MOUNT: &str = "/sys/fs/cgroup/cpuset";
+/// The cgroup host tasks are moved into where no systemd owns the cgroups.
+pub const HOST_CGROUP: &str = "kvmtune.host";
+/// The units systemd runs host tasks in; init.scope too (systemd/systemd#23748).
+pub const SYSTEMD_HOST_UNITS: [&str; 3] = ["system.slice", "user.slice", "init.scope"];
+/// Top-level cgroups libvirt runs VMs in: with systemd (machined) and without.
+pub const VM_CGROUPS: [&str; 2] = ["machine.slice", "machine"];
+
+/// `/proc/<pid>/stat` flags (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
+const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
+
+/// What the user asked for one VM, with its CPUs already worked out (from `--cpus`, or the
+/// domain's `<cputune>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrepareRequest {
+    pub vm: String,
+    /// Every CPU the VM runs on: vCPUs, emulator and iothreads.
+    pub cpus: CpuSet,
+    /// The host's CPUs; by default every online CPU no prepared VM takes.
+    pub housekeeping: Option<CpuSet>,
+    pub governor: Option<String>,
+    pub epp: Option<String>,
+    pub hugepages: Vec<HugepageNeed>,
+    /// Move host tasks and kernel threads off the VM's CPUs.
+    pub isolate: bool,
+    /// Move IRQs off the VM's CPUs (and ban them in irqbalance).
+    pub irqs: bool,
+    /// The VM's own processes (QEMU), which keep its CPUs.
+    pub vm_pids: Vec<u32>,
+    /// kvmtune itself: not moved, it is gone in a moment.
+    pub self_pid: u32,
+}
+
+/// Hugepages a VM needs on one node (`None`: from the host-wide pool).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HugepageNeed {
+    pub size_kib: u64,
+    pub count: u64,
+    pub node: Option<u32>,
+}
+
+/// Who owns the host's cgroups, which decides how host tasks are confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CgroupLayout {
+    /// cgroup v2 with systemd as PID 1: only systemd writes its units' cgroups, so
+    /// `AllowedCPUs=` at runtime through it.
+    V2Systemd,
+    /// cgroup v2 without systemd: `cpuset.cpus` on the top-level cgroups, and the root
+    /// cgroup's tasks moved into a host cgroup.
+    V2,
+    /// The v1 cpuset hierarchy: a host cpuset and the root cpuset's tasks moved into it.
+    V1,
+    /// No cpuset controller at all.
+    None,
+}
+
+/// The changes for one VM, in the order they are made.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreparePlan {
+    pub vm: String,
+    pub cpus: CpuSet,
+    pub housekeeping: CpuSet,
+    /// The CPUs this VM takes from the host: every CPU that is neither housekeeping nor
+    /// another prepared VM's. What the journal records as the VM's share.
+    pub taken: CpuSet,
+    pub layout: CgroupLayout,
+    pub actions: Vec<HostAction>,
+    /// What stays on the VM's CPUs and why (per-CPU kernel threads), for the user to know.
+    pub left_alone: Vec<String>,
+}
+
+/// Why a prepare is refused; nothing has been written.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no CPUs for VM `{0}`: give --cpus, or a domain whose <cputune> pins its vCPUs")]
+    NoCpus(String),
+    #[error("CPU(s) {cpus} are offline or do not exist (online: {online})")]
+    OfflineCpu { cpus: CpuSet, online: CpuSet },
+    #[error("housekeeping CPU(s) {overlap} are the VM's own (VM: {vm}, housekeeping: {housekeeping})")]
+    HousekeepingOverlap { overlap: CpuSet, vm: CpuSet, housekeeping: CpuSet },
+    #[error("no housekeeping CPU left: online {online}, the VMs take {taken}; the host needs at least one")]
+    NoHousekeeping { online: CpuSet, taken: CpuSet },
+    #[error("CPU(s) {cpus} are already taken by VM `{other}`; release it first or pick other CPUs")]
+    TakenByVm { cpus: CpuSet, other: String },
+    #[error("NUMA node {node} does not exist (nodes: {nodes})")]
+    NoSuchNode { node: u32, nodes: CpuSet },
+    #[error("hugepages of {size_kib} KiB are not offered {place} (no {path})")]
+    NoSuchPageSize { size_kib: u64, place: String, path: String },
+    #[error("CPU(s) {0} have no cpufreq policy, so --governor and --epp cannot apply")]
+    NoCpufreq(CpuSet),
+    #[error("{what} `{asked}` is not offered by cpufreq {policy} (offered: {offered})")]
+    NotOffered { what: &'static str, asked: String, policy: String, offered: String },
+    #[error("VM `{0}` already has changes applied; release it first (`kvmtune host release {0}`)")]
+    AlreadyPrepared(String),
+    #[error(
+        "this host has no cpuset cgroup controller (neither {CGROUP_MOUNT}/cgroup.controllers listing cpuset nor {CPUSET_V1_MOUNT}); use --no-isolate"
+    )]
+    NoCpuset,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn read_text(writer: &dyn HostWriter, path: &str) -> Result<String, Refusal> {
+    writer
+        .read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .map_err(|source| Refusal::Read { path: path.to_string(), source })
+}
+
+fn read_cpus(writer: &dyn HostWriter, path: &str) -> Result<CpuSet, Refusal> {
+    let text = read_text(writer, path)?;
+    CpuSet::parse_list(&text)
+        .map_err(|e| Refusal::Read { path: path.to_string(), source: std::io::Error::other(e) })
+}
+
+/// Which cgroup hierarchy the host has and who owns it.
+pub fn cgroup_layout(writer: &dyn HostWriter) -> CgroupLayout {
+    let controllers = writer.read(&format!("{CGROUP_MOUNT}/cgroup.controllers"));
+    match controllers {
+        Ok(list) if String::from_utf8_lossy(&list).split_whitespace().any(|c| c == "cpuset") => {
+            let init = writer.read("/proc/1/comm").unwrap_or_default();
+            match String::from_utf8_lossy(&init).trim() {
+                "systemd" => CgroupLayout::V2Systemd,
+                _ => CgroupLayout::V2,
+            }
+        }
+        _ if writer.read(&format!("{CPUSET_V1_MOUNT}/cpuset.cpus")).is_ok() => CgroupLayout::V1,
+        _ => CgroupLayout::None,
+    }
+}
+
+/// Works out every change for `request`, given the VMs already prepared (`prepared`, from the
+/// journal), or the reason it is refused.
+pub fn plan(
+    request: &PrepareRequest,
+    prepared: &[VmJournal],
+    writer: &dyn HostWriter,
+) -> Result<PreparePlan, Refusal> {
+    if prepared.iter().any(|j| j.vm == request.vm && !j.from_another_boot) {
+        return Err(Refusal::AlreadyPrepared(request.vm.clone()));
+    }
+    if request.cpus.is_empty() {
+        return Err(Refusal::NoCpus(request.vm.clone()));
+    }
+    let online = read_cpus(writer, "/sys/devices/system/cpu/online")?;
+    let offline = request.cpus.difference(&online);
+    if !offline.is_empty() {
+        return Err(Refusal::OfflineCpu { cpus: offline, online });
+    }
+    let live: Vec<&VmJournal> = prepared.iter().filter(|j| !j.from_another_boot).collect();
+    for other in &live {
+        let shared = request.cpus.intersection(&other.cpus);
+        if !shared.is_empty() {
+            return Err(Refusal::TakenByVm { cpus: shared, other: other.vm.clone() });
+        }
+    }
+    let others_taken: CpuSet = live.iter().fold(CpuSet::new(), |all, j| all.union(&j.cpus));
+    let housekeeping = match &request.housekeeping {
+        Some(given) => {
+            let offline = given.difference(&online);
+            if !offline.is_empty() {
+                return Err(Refusal::OfflineCpu { cpus: offline, online });
+            }
+            let overlap = given.intersection(&request.cpus);
+            if !overlap.is_empty() {
+                return Err(Refusal::HousekeepingOverlap {
+                    overlap,
+                    vm: request.cpus.clone(),
+                    housekeeping: given.clone(),
+                });
+            }
+            for other in &live {
+                let shared = given.intersection(&other.cpus);
+                if !shared.is_empty() {
+                    return Err(Refusal::TakenByVm { cpus: shared, other: other.vm.clone() });
+                }
+            }
+            given.clone()
+        }
+        None => online.difference(&request.cpus).difference(&others_taken),
+    };
+    if housekeeping.is_empty() {
+        return Err(Refusal::NoHousekeeping { online, taken: request.cpus.union(&others_taken) });
+    }
+    let taken = online.difference(&housekeeping).difference(&others_taken);
+    let layout = cgroup_layout(writer);
+    if request.isolate && layout == CgroupLayout::None {
+        return Err(Refusal::NoCpuset);
+    }
+
+    let mut plan = PreparePlan {
+        vm: request.vm.clone(),
+        cpus: request.cpus.clone(),
+        housekeeping: housekeeping.clone(),
+        taken: taken.clone(),
+        layout,
+        actions: Vec::new(),
+        left_alone: Vec::new(),
+    };
+    let exclude = Recompute::ExcludeCpus { cpus: taken.clone(), all: online.clone(), mask: false };
+    let exclude_mask = Recompute::ExcludeCpus { cpus: taken.clone(), all: online.clone(), mask: true };
+
+    cpufreq_actions(request, writer, &mut plan.actions)?;
+    hugepage_actions(request, &live, writer, &mut plan.actions)?;
+    if request.isolate {
+        task_actions(request, layout, &exclude, writer, &mut plan)?;
+    }
+    if request.irqs {
+        irq_actions(&taken, &exclude, &exclude_mask, writer, &mut plan.actions, &mut plan.left_alone);
+    }
+    if request.isolate {
+        for mask in WORKQUEUE_MASKS {
+            if let Ok(found) = writer.read(mask) {
+                push_recomputed(
+                    &mut plan.actions,
+                    HostAction::write(mask, "", "unbound kernel work off the VM's CPUs"),
+                    &exclude_mask,
+                    &found,
+                );
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Unbound workqueues and writeback's (kernel-per-CPU-kthreads.rst).
+pub const WORKQUEUE_MASKS: [&str; 2] =
+    ["/sys/devices/virtual/workqueue/cpumask", "/sys/bus/workqueue/devices/writeback/cpumask"];
+
+/// Adds `action` with the value `recompute` gives on `found`, unless that changes nothing.
+fn push_recomputed(
+    actions: &mut Vec<HostAction>,
+    mut action: HostAction,
+    recompute: &Recompute,
+    found: &[u8],
+) {
+    if let Some(new) = recompute.value(found, &action.new) {
+        action.old = Some(String::from_utf8_lossy(found).trim().to_string());
+        action.new = new;
+        actions.push(action.with_recompute(recompute.clone()));
+    }
+}
+
+fn cpufreq_actions(
+    request: &PrepareRequest,
+    writer: &dyn HostWriter,
+    actions: &mut Vec<HostAction>,
+) -> Result<(), Refusal> {
+    if request.governor.is_none() && request.epp.is_none() {
+        return Ok(());
+    }
+    let base = "/sys/devices/system/cpu/cpufreq";
+    let mut covered = CpuSet::new();
+    let policies = writer.list_dir(base).unwrap_or_default();
+    for policy in policies.iter().filter(|p| p.starts_with("policy")) {
+        let dir = format!("{base}/{policy}");
+        let related = read_cpus(writer, &format!("{dir}/related_cpus"))?;
+        if related.intersection(&request.cpus).is_empty() {
+            continue;
+        }
+        covered = covered.union(&related);
+        let settings = [
+            (
+                "EPP",
+                &request.epp,
+                "energy_performance_preference",
+                "energy_performance_available_preferences",
+            ),
+            ("governor", &request.governor, "scaling_governor", "scaling_available_governors"),
+        ];
+        for (what, asked, file, offered_file) in settings {
+            let Some(asked) = asked else { continue };
+            let offered = read_text(writer, &format!("{dir}/{offered_file}")).unwrap_or_default();
+            if !offered.split_whitespace().any(|o| o == asked) {
+                return Err(Refusal::NotOffered { what, asked: asked.clone(), policy: dir.clone(), offered });
+            }
+            let path = format!("{dir}/{file}");
+            let mut action =
+                HostAction::write(&path, asked.as_str(), format!("{what} {asked} for CPUs {related}"));
+            action.old = Some(read_text(writer, &path)?);
+            if action.old.as_deref() != Some(asked.as_str()) {
+                actions.push(action);
+            }
+        }
+    }
+    let uncovered = request.cpus.difference(&covered);
+    if !uncovered.is_empty() {
+        return Err(Refusal::NoCpufreq(uncovered));
+    }
+    Ok(())
+}
+
+fn hugepage_actions(
+    request: &PrepareRequest,
+    prepared: &[&VmJournal],
+    writer: &dyn HostWriter,
+    actions: &mut Vec<HostAction>,
+) -> Result<(), Refusal> {
+    for need in &request.hugepages {
+        if let Some(node) = need.node {
+            let nodes = read_cpus(writer, "/sys/devices/system/node/online")?;
+            if !nodes.contains(node) {
+                return Err(Refusal::NoSuchNode { node, nodes });
+            }
+        }
+        let pool = action::hugepage_pool_path(need.size_kib, need.node);
+        let free_path = pool.replace("nr_hugepages", "free_hugepages");
+        let place = need.node.map_or("on this host".to_string(), |n| format!("on node {n}"));
+        let count = |path: &str| -> Result<u64, Refusal> {
+            let text = writer.read(path).map_err(|_| Refusal::NoSuchPageSize {
+                size_kib: need.size_kib,
+                place: place.clone(),
+                path: path.to_string(),
+            })?;
+            let text = String::from_utf8_lossy(&text).trim().to_string();
+            text.parse().map_err(|_| Refusal::Read {
+                path: path.to_string(),
+                source: std::io::Error::other(format!("`{text}` is not a count")),
+            })
+        };
+        let (pool_now, free) = (count(&pool)?, count(&free_path)?);
+        // Pages other prepared VMs added to this pool are theirs, whether their QEMU holds
+        // them yet or not.
+        let theirs: u64 = prepared
+            .iter()
+            .flat_map(|j| &j.changes)
+            .filter(|c| c.path == pool && c.refused.is_none())
+            .map(|c| match c.recompute {
+                Recompute::AddCount { by } => by,
+                _ => 0,
+            })
+            .sum();
+        let more = need.count.saturating_sub(free.saturating_sub(theirs));
+        if more > 0 {
+            let mut action =
+                HostAction::reserve_hugepages(need.size_kib, pool_now + more, need.node, Some(pool_now))
+                    .with_recompute(Recompute::AddCount { by: more });
+            action.why = format!(
+                "{} hugepages of {} KiB {place} for the VM ({free} free, {theirs} of them other VMs', {more} more)",
+                need.count, need.size_kib
+            );
+            actions.push(action);
+        }
+    }
+    Ok(())
+}
+
+/// A process's `/proc/<pid>/stat` flags, or `None` when it is gone.
+fn task_flags(writer: &dyn HostWriter, pid: u32) -> Option<u64> {
+    let stat = writer.read(&format!("/proc/{pid}/stat")).ok()?;
+    let stat = String::from_utf8_lossy(&stat);
+    // The command name is in parentheses and may hold spaces: count fields after the last `)`.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(6)?.parse().ok()
+}
+
+fn pids(writer: &dyn HostWriter) -> Vec<u32> {
+    let mut pids: Vec<u32> =
+        writer.list_dir("/proc").unwrap_or_default().iter().filter_map(|n| n.parse().ok()).collect();
+    pids.sort_unstable();
+    pids
+}
+
+fn task_actions(
+    request: &PrepareRequest,
+    layout: CgroupLayout,
+    exclude: &Recompute,
+    writer: &dyn HostWriter,
+    plan: &mut PreparePlan,
+) -> Result<(), Refusal> {
+    let why_tasks = "host tasks on the housekeeping CPUs";
+    match layout {
+        CgroupLayout::V2Systemd => {
+            for unit in SYSTEMD_HOST_UNITS {
+                let property = "AllowedCPUs".to_string();
+                let found = writer
+                    .systemctl(&["show", "--value", "-p", &property, unit])
+                    .map_err(|source| Refusal::Read { path: format!("systemd unit {unit}"), source })?;
+                let action = HostAction::write(unit, "", why_tasks)
+                    .with_kind(ChangeKind::SystemdProperty { property });
+                push_recomputed(&mut plan.actions, action, exclude, found.trim().as_bytes());
+            }
+        }
+        CgroupLayout::V2 | CgroupLayout::V1 => {
+            let mount = if layout == CgroupLayout::V2 { CGROUP_MOUNT } else { CPUSET_V1_MOUNT };
+            let host = format!("{mount}/{HOST_CGROUP}");
+            let exists = writer.is_dir(&host);
+            if layout == CgroupLayout::V2 {
+                // Always journaled, also when it is on: a later VM's release then knows this VM
+                // needs it (undo switches it off only if it was off).
+                let control = format!("{mount}/cgroup.subtree_control");
+                let mut action =
+                    HostAction::write(&control, "+cpuset", "cpuset controller for the top-level cgroups")
+                        .with_kind(ChangeKind::EnableController);
+                action.old = Some(read_text(writer, &control)?);
+                plan.actions.push(action);
+            }
+            if !exists {
+                plan.actions.push(
+                    HostAction::write(&host, "", "a cgroup for the root cgroup's tasks")
+                        .with_kind(ChangeKind::CreateDir),
+                );
+                if layout == CgroupLayout::V1 {
+                    // A v1 cpuset takes no task until it has memory nodes.
+                    let mems = read_text(writer, &format!("{mount}/cpuset.mems"))?;
+                    plan.actions.push(
+                        HostAction::write(
+                            format!("{host}/cpuset.mems"),
+                            mems,
+                            "the host cpuset's memory nodes: all",
+                        )
+                        .with_kind(ChangeKind::CpusetList),
+                    );
+                }
+            }
+            let vm_cgroups: Vec<String> = request
+                .vm_pids
+                .iter()
+                .filter_map(|pid| action::cgroup_procs_of(writer, *pid, mount).ok())
+                .collect();
+            let mut tops: Vec<String> = writer
+                .list_dir(mount)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|name| writer.is_dir(&format!("{mount}/{name}")))
+                .filter(|name| !VM_CGROUPS.contains(&name.as_str()) && !name.starts_with("kvmtune.vm"))
+                .filter(|name| !vm_cgroups.iter().any(|c| c.starts_with(&format!("{mount}/{name}/"))))
+                .collect();
+            if !exists {
+                tops.push(HOST_CGROUP.to_string());
+            }
+            // v1 children must stay inside their parent's CPUs: only the host cpuset there.
+            if layout == CgroupLayout::V1 {
+                tops.retain(|name| name == HOST_CGROUP);
+            }
+            for name in tops {
+                let path = format!("{mount}/{name}/cpuset.cpus");
+                let found = if name == HOST_CGROUP && !exists {
+                    Vec::new()
+                } else {
+                    writer.read(&path).unwrap_or_default()
+                };
+                let action = HostAction::write(&path, "", why_tasks).with_kind(ChangeKind::CpusetList);
+                push_recomputed(&mut plan.actions, action, exclude, &found);
+            }
+            let root_procs = format!("{mount}/cgroup.procs");
+            let procs = read_text(writer, &root_procs)?;
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                if pid == request.self_pid || request.vm_pids.contains(&pid) {
+                    continue;
+                }
+                match task_flags(writer, pid) {
+                    Some(flags) if flags & PF_KTHREAD == 0 => {}
+                    _ => continue,
+                }
+                let comm = read_text(writer, &format!("/proc/{pid}/comm")).unwrap_or_default();
+                let mut action = HostAction::write(
+                    format!("{host}/cgroup.procs"),
+                    pid.to_string(),
+                    format!("{comm} ({pid}) to the host cgroup"),
+                )
+                .with_kind(ChangeKind::MoveProcess { pid });
+                action.old = Some(root_procs.clone());
+                plan.actions.push(action);
+            }
+        }
+        CgroupLayout::None => {}
+    }
+    kthread_actions(exclude, writer, plan);
+    Ok(())
+}
+
+/// Kernel threads that may move (kthreadd, whose CPUs new kernel threads inherit, rcuo*, ...)
+/// follow the host tasks; per-CPU ones cannot and are listed.
+fn kthread_actions(exclude: &Recompute, writer: &dyn HostWriter, plan: &mut PreparePlan) {
+    let Recompute::ExcludeCpus { cpus: taken, .. } = exclude else { return };
+    let mut stuck = Vec::new();
+    for pid in pids(writer) {
+        let Some(flags) = task_flags(writer, pid) else { continue };
+        if flags & PF_KTHREAD == 0 {
+            continue;
+        }
+        let Ok(cpus) = action::affinity_of(writer, pid) else { continue };
+        if cpus.intersection(taken).is_empty() {
+            continue;
+        }
+        let comm = read_text(writer, &format!("/proc/{pid}/comm")).unwrap_or_default();
+        let left = cpus.difference(taken);
+        if left.is_empty() {
+            // Bound to one of the VM's CPUs (ksoftirqd/N, migration/N, kworker/N:M).
+            stuck.push(comm);
+            continue;
+        }
+        if flags & PF_NO_SETAFFINITY != 0 {
+            // Unbound workqueue workers: the kernel places them by the workqueue mask.
+            continue;
+        }
+        let mut action = HostAction::write(
+            format!("/proc/{pid}"),
+            left.to_string(),
+            format!("kernel thread {comm} off the VM's CPUs"),
+        )
+        .with_kind(ChangeKind::Affinity { tid: pid })
+        .with_recompute(exclude.clone());
+        action.old = Some(cpus.to_string());
+        plan.actions.push(action);
+    }
+    if !stuck.is_empty() {
+        stuck.sort();
+        stuck.dedup();
+        plan.left_alone.push(format!(
+            "{} per-CPU kernel thread(s) stay on the VM's CPUs (they cannot move; boot parameters such as nohz_full= and rcu_nocbs= take work off those CPUs): {}",
+            stuck.len(),
+            stuck.join(", ")
+        ));
+    }
+}
+
+fn irq_actions(
+    taken: &CpuSet,
+    exclude: &Recompute,
+    exclude_mask: &Recompute,
+    writer: &dyn HostWriter,
+    actions: &mut Vec<HostAction>,
+    left_alone: &mut Vec<String>,
+) {
+    if let Some(pid) = pids(writer).into_iter().find(|pid| {
+        writer
+            .read(&format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).trim() == "irqbalance")
+    }) {
+        let socket = format!("/run/irqbalance/irqbalance{pid}.sock");
+        match writer.request(&socket, b"setup") {
+            Ok(setup) => {
+                let banned = action::irqbalance_banned(&String::from_utf8_lossy(&setup));
+                let action = HostAction::write(&socket, "", "irqbalance leaves the VM's CPUs alone")
+                    .with_kind(ChangeKind::IrqbalanceBan);
+                push_recomputed(actions, action, &Recompute::AddCpus { cpus: taken.clone() }, banned.to_string().as_bytes());
+            }
+            Err(error) => left_alone.push(format!(
+                "irqbalance (pid {pid}) runs but its socket {socket} cannot be reached ({error}): it will move IRQs back onto the VM's CPUs within 10 s; stop it or start it with IRQBALANCE_BANNED_CPULIST={taken}"
+            )),
+        }
+    }
+    let default = "/proc/irq/default_smp_affinity";
+    if let Ok(found) = writer.read(default) {
+        push_recomputed(
+            actions,
+            HostAction::write(default, "", "new IRQs off the VM's CPUs"),
+            exclude_mask,
+            &found,
+        );
+    }
+    let mut irqs: Vec<u32> =
+        writer.list_dir("/proc/irq").unwrap_or_default().iter().filter_map(|n| n.parse().ok()).collect();
+    irqs.sort_unstable();
+    for irq in irqs {
+        let path = format!("/proc/irq/{irq}/smp_affinity_list");
+        if let Ok(found) = writer.read(&path) {
+            let action = HostAction::write(&path, "", format!("IRQ {irq} off the VM's CPUs"))
+                .with_kind(ChangeKind::MayBeRefused);
+            push_recomputed(actions, action, exclude, &found);
+        }
+    }
+}
+
+/// What a VM config says the host must give it: its name, every CPU it is pinned to (vCPUs,
+/// emulator, iothreads, or the whole process), its node, and its hugepages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConfigNeeds {
+    pub name: Option<String>,
+    pub cpus: CpuSet,
+    pub node: Option<u32>,
+    pub hugepages: Vec<HugepageNeed>,
+}
+
+impl ConfigNeeds {
+    /// Reads `<cputune>` pins, `<numatune>` and `<memoryBacking><hugepages>` with `<memory>`.
+    /// `default_page_kib` is the host's default hugepage size, for `<hugepages/>` without one.
+    pub fn of(config: &crate::config::model::VmConfig, default_page_kib: u64) -> Self {
+        let pinning = &config.pinning;
+        let mut cpus = CpuSet::new();
+        for pin in pinning.vcpupin.iter().chain(&pinning.iothreadpin) {
+            cpus = cpus.union(&pin.cpus);
+        }
+        for set in pinning.emulatorpin.iter().chain(&pinning.process_affinity) {
+            cpus = cpus.union(&set.value);
+        }
+        let node = config
+            .memory
+            .numatune
+            .as_ref()
+            .and_then(|n| n.value.nodeset.as_ref())
+            .filter(|nodes| nodes.len() == 1)
+            .and_then(CpuSet::first);
+        let mut hugepages = Vec::new();
+        if let (Some(requests), Some(size)) = (&config.memory.hugepages, &config.memory.size_kib) {
+            let page_kib = requests.value.iter().find_map(|r| r.size_kib).unwrap_or(default_page_kib).max(1);
+            hugepages.push(HugepageNeed { size_kib: page_kib, count: size.value.div_ceil(page_kib), node });
+        }
+        ConfigNeeds { name: config.name.clone(), cpus, node, hugepages }
+    }
+}
+
+/// The `kvmtune host prepare` line for a VM: what `tune` prints beside its plan, and what host
+/// rules point at as their fix.
+pub fn command_line(
+    vm: &str,
+    cpus: &CpuSet,
+    housekeeping: &CpuSet,
+    hugepages: Option<&HugepageNeed>,
+    governor: Option<&str>,
+) -> String {
+    let mut line = format!("kvmtune host prepare --name {vm} --cpus {cpus} --housekeeping {housekeeping}");
+    if let Some(need) = hugepages {
+        let size = match need.size_kib {
+            kib if kib % (1024 * 1024) == 0 => format!("{}G", kib / (1024 * 1024)),
+            kib if kib % 1024 == 0 => format!("{}M", kib / 1024),
+            kib => kib.to_string(),
+        };
+        line += &format!(" --hugepages {size}:{}", need.count);
+        if let Some(node) = need.node {
+            line += &format!("@{node}");
+        }
+    }
+    if let Some(governor) = governor {
+        line += &format!(" --governor {governor}");
+    }
+    line + " --apply"
+}
+
+/// The host's default hugepage size in KiB (`Hugepagesize:` in `/proc/meminfo`), 2048 when
+/// it cannot be read.
+pub fn default_hugepage_kib(writer: &dyn HostWriter) -> u64 {
+    let meminfo = writer.read("/proc/meminfo").unwrap_or_default();
+    String::from_utf8_lossy(&meminfo)
+        .lines()
+        .find_map(|l| l.strip_prefix("Hugepagesize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(2048)
+}
+
+/// `SIZE:COUNT[@NODE]`, as `--hugepages` takes it: `2M:4096@1`, `1G:16`, `2048:512` (KiB).
+pub fn parse_hugepage_need(text: &str) -> Result<HugepageNeed, String> {
+    let (spec, node) = match text.split_once('@') {
+        Some((spec, node)) => (
+            spec,
+            Some(node.parse::<u32>().map_err(|_| format!("`{text}`: `{node}` is not a NUMA node number"))?),
+        ),
+        None => (text, None),
+    };
+    let (size, count) = spec
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}`: expected SIZE:COUNT[@NODE], such as 2M:4096@1"))?;
+    let size_kib = match size.to_ascii_uppercase().trim_end_matches('B') {
+        s if s.ends_with('G') => s[..s.len() - 1].parse::<u64>().ok().map(|g| g * 1024 * 1024),
+        s if s.ends_with('M') => s[..s.len() - 1].parse::<u64>().ok().map(|m| m * 1024),
+        s if s.ends_with('K') => s[..s.len() - 1].parse::<u64>().ok(),
+        s => s.parse::<u64>().ok(),
+    }
+    .filter(|&k| k > 0)
+    .ok_or_else(|| format!("`{text}`: `{size}` is not a page size (2M, 1G, or KiB)"))?;
+    let count = count.parse::<u64>().map_err(|_| format!("`{text}`: `{count}` is not a page count"))?;
+    Ok(HugepageNeed { size_kib, count, node })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_reads_back_as_the_same_request() {
+        let need = HugepageNeed { size_kib: 1024 * 1024, count: 16, node: Some(1) };
+        let line = command_line(
+            "win",
+            &CpuSet::parse_list("2-7").unwrap(),
+            &CpuSet::parse_list("0-1").unwrap(),
+            Some(&need),
+            Some("performance"),
+        );
+        assert_eq!(
+            line,
+            "kvmtune host prepare --name win --cpus 2-7 --housekeeping 0-1 --hugepages 1G:16@1 --governor performance --apply"
+        );
+        let spec = line.split_whitespace().skip_while(|w| *w != "--hugepages").nth(1).unwrap();
+        assert_eq!(parse_hugepage_need(spec), Ok(need));
+    }
+
+    #[test]
+    fn hugepage_needs_parse_with_and_without_a_node() {
+        assert_eq!(
+            parse_hugepage_need("2M:64@1"),
+            Ok(HugepageNeed { size_kib: 2048, count: 64, node: Some(1) })
+        );
+        assert_eq!(parse_hugepage_need("1G:16").unwrap().size_kib, 1024 * 1024);
+        assert_eq!(parse_hugepage_need("2048:8").unwrap().size_kib, 2048);
+        for bad in ["2M", "xM:4", "2M:many", "2M:4@one", "0:4"] {
+            assert!(parse_hugepage_need(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_pinned_domain_names_its_cpus_node_and_hugepages() {
+        let xml = r#"<domain type='kvm'><name>win11</name><memory unit='KiB'>4194304</memory><vcpu>2</vcpu>
+            <memoryBacking><hugepages/></memoryBacking>
+            <cputune><vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='3'/><emulatorpin cpuset='1'/></cputune>
+            <numatune><memory mode='strict' nodeset='1'/></numatune><os><type>hvm</type></os></domain>"#;
+        let config = crate::config::libvirt::parse("win11.xml", xml).unwrap();
+        let needs = ConfigNeeds::of(&config, 2048);
+        assert_eq!(needs.name.as_deref(), Some("win11"));
+        assert_eq!(needs.cpus.to_string(), "1-3");
+        assert_eq!(needs.node, Some(1));
+        assert_eq!(needs.hugepages, [HugepageNeed { size_kib: 2048, count: 2048, node: Some(1) }]);
+    }
+}

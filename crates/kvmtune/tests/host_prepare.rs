@@ -1,0 +1,188 @@
+//! `host prepare`'s plan on hosts laid out in a temp dir, for what the lab guest cannot show:
+//! cpufreq (TCG guests have none) and systemd (no systemd runs where kvmtune is tested). The
+//! isolation itself (cgroups, IRQs, workqueues, hugepages) is tested for real in the lab guest
+//! (`crates/kvmtune-cli/tests/host_lab.rs`).
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use kvmtune::host::cpulist::CpuSet;
+use kvmtune::hostchange::journal::BOOT_ID_PATH;
+use kvmtune::hostchange::prepare::{self, CgroupLayout, PrepareRequest, Refusal};
+use kvmtune::hostchange::{ChangeKind, HostWriter, Journal, RootedHostWriter};
+
+fn put(root: &Path, path: &str, text: &str) {
+    let file = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, text).unwrap();
+}
+
+fn read(root: &Path, path: &str) -> String {
+    std::fs::read_to_string(root.join(path.trim_start_matches('/'))).unwrap()
+}
+
+/// Four CPUs, one cpufreq policy each (intel_pstate with HWP: powersave + an EPP).
+fn cpufreq_host() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put(root, BOOT_ID_PATH, "0d7c2a51-1b1e-4c7a-9f00-000000000001\n");
+    put(root, "/sys/devices/system/cpu/online", "0-3\n");
+    for cpu in 0..4 {
+        let policy = format!("/sys/devices/system/cpu/cpufreq/policy{cpu}");
+        put(root, &format!("{policy}/related_cpus"), &format!("{cpu}\n"));
+        put(root, &format!("{policy}/scaling_governor"), "powersave\n");
+        put(root, &format!("{policy}/scaling_available_governors"), "performance powersave\n");
+        put(root, &format!("{policy}/energy_performance_preference"), "balance_power\n");
+        put(
+            root,
+            &format!("{policy}/energy_performance_available_preferences"),
+            "default performance balance_performance balance_power power \n",
+        );
+    }
+    dir
+}
+
+fn request(cpus: &str) -> PrepareRequest {
+    PrepareRequest {
+        vm: "win11".to_string(),
+        cpus: CpuSet::parse_list(cpus).unwrap(),
+        housekeeping: None,
+        governor: Some("performance".to_string()),
+        epp: Some("performance".to_string()),
+        hugepages: Vec::new(),
+        isolate: false,
+        irqs: false,
+        vm_pids: Vec::new(),
+        self_pid: std::process::id(),
+    }
+}
+
+#[test]
+fn epp_is_set_before_the_governor_so_undo_restores_the_governor_first() {
+    let host = cpufreq_host();
+    let writer = RootedHostWriter::new(host.path());
+    let plan = prepare::plan(&request("2-3"), &[], &writer).unwrap();
+    let files: Vec<&str> = plan.actions.iter().map(|a| a.path.rsplit('/').next().unwrap()).collect();
+    assert_eq!(
+        files,
+        [
+            "energy_performance_preference",
+            "scaling_governor",
+            "energy_performance_preference",
+            "scaling_governor"
+        ]
+    );
+    assert!(plan.actions[0].path.contains("policy2") && plan.actions[2].path.contains("policy3"));
+
+    let journals = host.path().join("run-kvmtune");
+    let journal = Journal::open(&journals, &writer).unwrap();
+    journal.apply(&plan.vm, &plan.taken, &plan.actions, &writer).unwrap();
+    let governor = |cpu: u32| {
+        read(host.path(), &format!("/sys/devices/system/cpu/cpufreq/policy{cpu}/scaling_governor"))
+    };
+    assert_eq!(governor(2), "performance");
+    assert_eq!(governor(0), "powersave\n", "the host's CPUs keep theirs");
+    journal.release("win11", &writer).unwrap();
+    assert_eq!(governor(2), "powersave\n");
+    assert_eq!(
+        read(host.path(), "/sys/devices/system/cpu/cpufreq/policy2/energy_performance_preference"),
+        "balance_power\n"
+    );
+}
+
+#[test]
+fn a_governor_or_epp_the_policy_does_not_offer_is_refused() {
+    let host = cpufreq_host();
+    let writer = RootedHostWriter::new(host.path());
+    let mut asked = request("2-3");
+    asked.governor = Some("schedutil".to_string());
+    let refusal = prepare::plan(&asked, &[], &writer).unwrap_err();
+    assert!(matches!(refusal, Refusal::NotOffered { what: "governor", .. }), "{refusal}");
+    assert!(refusal.to_string().contains("performance powersave"), "{refusal}");
+    let mut asked = request("2-3");
+    asked.epp = Some("fast".to_string());
+    assert!(matches!(prepare::plan(&asked, &[], &writer), Err(Refusal::NotOffered { what: "EPP", .. })));
+}
+
+/// systemd cannot run here: a writer that answers `systemctl show` as systemd 252 does for a
+/// slice without AllowedCPUs (an empty line) and records every call, over a rooted host.
+struct SystemdHost {
+    files: RootedHostWriter,
+    calls: RefCell<Vec<String>>,
+}
+
+impl HostWriter for SystemdHost {
+    fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        self.files.read(path)
+    }
+    fn write(&self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.files.write(path, bytes)
+    }
+    fn describe(&self) -> String {
+        "a systemd host".to_string()
+    }
+    fn list_dir(&self, path: &str) -> std::io::Result<Vec<String>> {
+        self.files.list_dir(path)
+    }
+    fn is_dir(&self, path: &str) -> bool {
+        self.files.is_dir(path)
+    }
+    fn make_dir(&self, path: &str) -> std::io::Result<()> {
+        self.files.make_dir(path)
+    }
+    fn remove_dir(&self, path: &str) -> std::io::Result<()> {
+        self.files.remove_dir(path)
+    }
+    fn set_affinity(&self, tid: u32, cpus: &CpuSet) -> std::io::Result<()> {
+        self.files.set_affinity(tid, cpus)
+    }
+    fn request(&self, socket: &str, message: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.files.request(socket, message)
+    }
+    fn systemctl(&self, args: &[&str]) -> std::io::Result<String> {
+        self.calls.borrow_mut().push(args.join(" "));
+        Ok(if args[0] == "show" { "\n".to_string() } else { String::new() })
+    }
+}
+
+#[test]
+fn with_systemd_the_host_units_get_allowed_cpus_through_systemd_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put(root, BOOT_ID_PATH, "0d7c2a51-1b1e-4c7a-9f00-000000000002\n");
+    put(root, "/sys/devices/system/cpu/online", "0-7\n");
+    put(root, "/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+    put(root, "/proc/1/comm", "systemd\n");
+    let host = SystemdHost { files: RootedHostWriter::new(root), calls: RefCell::new(Vec::new()) };
+    assert_eq!(prepare::cgroup_layout(&host), CgroupLayout::V2Systemd);
+    let mut asked = request("2-7");
+    (asked.governor, asked.epp, asked.isolate) = (None, None, true);
+    let plan = prepare::plan(&asked, &[], &host).unwrap();
+    let units: Vec<(&str, &str)> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ChangeKind::SystemdProperty { .. }))
+        .map(|a| (a.path.as_str(), a.new.as_str()))
+        .collect();
+    assert_eq!(units, [("system.slice", "0-1"), ("user.slice", "0-1"), ("init.scope", "0-1")]);
+    // No cgroup file is written behind systemd's back.
+    assert!(plan.actions.iter().all(|a| !a.path.starts_with("/sys/fs/cgroup")), "{:?}", plan.actions);
+
+    let journal = Journal::open(root.join("run-kvmtune"), &host).unwrap();
+    journal.apply(&plan.vm, &plan.taken, &plan.actions, &host).unwrap();
+    journal.release("win11", &host).unwrap();
+    let calls = host.calls.borrow();
+    let changes: Vec<&String> = calls.iter().filter(|c| c.starts_with("set-property")).collect();
+    assert_eq!(
+        changes,
+        [
+            "set-property --runtime system.slice AllowedCPUs=0-1",
+            "set-property --runtime user.slice AllowedCPUs=0-1",
+            "set-property --runtime init.scope AllowedCPUs=0-1",
+            // Undo, newest first, back to "no restriction".
+            "set-property --runtime init.scope AllowedCPUs=",
+            "set-property --runtime user.slice AllowedCPUs=",
+            "set-property --runtime system.slice AllowedCPUs=",
+        ]
+    );
+}
