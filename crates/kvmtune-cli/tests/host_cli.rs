@@ -146,3 +146,20 @@ fn bad_requests_exit_2_with_a_reason() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("<stdin>"), "the error names its input");
 }
+
+/// `--domain` reads the domain from real libvirt (its test driver): the name comes from there,
+/// and without pins the CPUs must be given.
+#[test]
+fn a_domain_from_libvirt_names_the_vm() {
+    let host = host();
+    let place = place(host.path());
+    let from_libvirt =
+        ["host", "prepare", "--domain", "test", "--connect", "test:///default", "--no-isolate"];
+    let unpinned = kvmtune(&args(&from_libvirt, &place), "");
+    assert_eq!(unpinned.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unpinned.stderr).contains("no CPUs for VM `test`"));
+    let pinned = kvmtune(&args(&[&from_libvirt[..], &["--cpus", "3"]].concat(), &place), "");
+    let text = String::from_utf8_lossy(&pinned.stdout);
+    assert_eq!(pinned.status.code(), Some(0), "{}", String::from_utf8_lossy(&pinned.stderr));
+    assert!(text.starts_with("VM test: CPUs 3, host keeps 0-2"), "{text}");
+}
