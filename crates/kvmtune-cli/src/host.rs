@@ -56,7 +56,11 @@ pub(crate) struct JournalPlace {
 }
 
 impl JournalPlace {
-    fn writer(&self) -> Box<dyn HostWriter> {
+    pub(crate) fn journal_dir(&self) -> &std::path::Path {
+        &self.journal_dir
+    }
+
+    pub(crate) fn writer(&self) -> Box<dyn HostWriter> {
         match &self.root {
             Some(root) => Box::new(RootedHostWriter::new(root)),
             None => Box::new(LiveHostWriter),
@@ -64,7 +68,7 @@ impl JournalPlace {
     }
 
     /// Only root may change this host; checked before the journal is even opened.
-    fn require_root(&self, what: &str) -> anyhow::Result<()> {
+    pub(crate) fn require_root(&self, what: &str) -> anyhow::Result<()> {
         if self.root.is_none() {
             // /proc/self belongs to the effective user.
             let uid = std::fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();

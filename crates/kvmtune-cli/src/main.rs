@@ -16,6 +16,7 @@ mod check;
 mod exits;
 mod host;
 mod tune;
+mod vfio;
 
 use args::{Format, HostArgs};
 
@@ -54,6 +55,10 @@ enum Command {
     /// Changes the running host only with `prepare --apply` (and `release`).
     #[command(subcommand)]
     Host(host::HostCommand),
+    /// Hand a device's whole IOMMU group to vfio-pci for a VM, and give every device its
+    /// driver back. Changes the running host only with `bind --apply` (and `release`).
+    #[command(subcommand)]
+    Vfio(vfio::VfioCommand),
 }
 
 /// What a command concluded, mapped onto the exit code.
@@ -97,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Exits(command) => exits::run(command),
         Command::Tune(args) => tune::run(args),
         Command::Host(command) => host::run(command),
+        Command::Vfio(command) => vfio::run(command),
     }
 }
 

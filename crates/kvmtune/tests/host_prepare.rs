@@ -127,6 +127,9 @@ impl HostWriter for SystemdHost {
     fn is_dir(&self, path: &str) -> bool {
         self.files.is_dir(path)
     }
+    fn link_target(&self, path: &str) -> std::io::Result<String> {
+        self.files.link_target(path)
+    }
     fn make_dir(&self, path: &str) -> std::io::Result<()> {
         self.files.make_dir(path)
     }

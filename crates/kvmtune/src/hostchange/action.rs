@@ -65,6 +65,13 @@ pub enum ChangeKind {
     /// irqbalance's banned CPUs, through its control socket (`path`): `settings cpus LIST`, and
     /// at undo the list it banned before, or `NULL` for none (irqbalance.c `sock_handle`).
     IrqbalanceBan,
+    /// A PCI device handed to vfio-pci; `path` is its sysfs directory and the original is the
+    /// name of the driver it had (empty for none). Made by `driver_override`, unbind and
+    /// `drivers_probe`, then read back; undone by clearing the override, unbinding from vfio-pci
+    /// and probing again, then checking the device is back on its driver
+    /// (Documentation/ABI/testing/sysfs-bus-pci; host-changes.md section 4). Never `new_id`,
+    /// which would grab every device with the same ids.
+    VfioBind,
     /// A property of the systemd unit `path`, at runtime (`systemctl set-property --runtime`),
     /// as systemd owns the cgroups of its units (host-changes.md section 2).
     SystemdProperty { property: String },
@@ -168,6 +175,12 @@ impl HostAction {
         match &self.kind {
             ChangeKind::CreateDir => format!("mkdir {}", self.path),
             ChangeKind::MoveProcess { pid } => format!("echo {pid} > {}", self.path),
+            ChangeKind::VfioBind => format!(
+                "echo {new} > {path}/driver_override; echo {addr} > {path}/driver/unbind; echo {addr} > {PCI_DRIVERS_PROBE}",
+                new = self.new,
+                path = self.path,
+                addr = device_address(&self.path)
+            ),
             ChangeKind::Affinity { tid } => format!("taskset -pc {} {tid}", self.new),
             ChangeKind::IrqbalanceBan => {
                 format!("echo 'settings cpus {}' | socat - UNIX-CONNECT:{}", self.new, self.path)
@@ -185,6 +198,7 @@ impl HostAction {
             ChangeKind::CreateDir => "removed",
             ChangeKind::MoveProcess { .. } => "moved back, each thread's CPUs restored",
             ChangeKind::EnableController => "switched off again if it was off",
+            ChangeKind::VfioBind => "override cleared, unbound from vfio-pci, probed back to its driver",
             _ => "original value written back",
         }
     }
@@ -378,6 +392,11 @@ pub fn read_original(
             Err(e) if is_gone(&e) => return Ok(None),
             Err(e) => return Err(read_error(&action.path, writer)(e)),
         },
+        ChangeKind::VfioBind => match writer.link_name(&format!("{}/driver", action.path)) {
+            Ok(driver) => driver.into_bytes(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(read_error(&action.path, writer)(e)),
+        },
         ChangeKind::IrqbalanceBan => {
             let setup = writer.request(&action.path, b"setup").map_err(read_error(&action.path, writer))?;
             irqbalance_banned(&String::from_utf8_lossy(&setup)).to_string().into_bytes()
@@ -495,6 +514,25 @@ pub fn set(
                 Err(e) => return Err(write_error(path, writer)(e)),
             }
         }
+        ChangeKind::VfioBind => {
+            let address = device_address(path);
+            let driver = || writer.link_name(&format!("{path}/driver")).ok();
+            let write =
+                |file: &str, bytes: &[u8]| writer.write(file, bytes).map_err(write_error(file, writer));
+            write(&format!("{path}/driver_override"), value)?;
+            if driver().as_deref() != Some(text.as_str()) {
+                if driver().is_some() {
+                    write(&format!("{path}/driver/unbind"), address.as_bytes())?;
+                }
+                write(PCI_DRIVERS_PROBE, address.as_bytes())?;
+            }
+            let now = driver().unwrap_or_default();
+            if now != text {
+                return Err(write_error(path, writer)(std::io::Error::other(format!(
+                    "{address} is on `{now}` after the hand-over, not {text}"
+                ))));
+            }
+        }
         ChangeKind::IrqbalanceBan => {
             let list = if text.is_empty() { "NULL".to_string() } else { text };
             writer
@@ -508,6 +546,14 @@ pub fn set(
         }
     }
     Ok(Outcome::Made)
+}
+
+/// Where a PCI device is offered to the drivers again (sysfs-bus-pci).
+pub const PCI_DRIVERS_PROBE: &str = "/sys/bus/pci/drivers_probe";
+
+/// `0000:00:10.0` from `/sys/bus/pci/devices/0000:00:10.0`.
+fn device_address(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// Where the kernel compacts memory on request (admin-guide/sysctl/vm.rst).
@@ -565,6 +611,27 @@ pub fn restore(
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(write_error(path, writer)(e)),
+            }
+        }
+        ChangeKind::VfioBind => {
+            let address = device_address(path);
+            let write =
+                |file: &str, bytes: &[u8]| writer.write(file, bytes).map_err(write_error(file, writer));
+            let driver = || writer.link_name(&format!("{path}/driver")).ok();
+            // A newline clears the override (sysfs-bus-pci).
+            write(&format!("{path}/driver_override"), b"\n")?;
+            let original = String::from_utf8_lossy(original).trim().to_string();
+            if driver().is_some_and(|d| d != original) {
+                write(&format!("{path}/driver/unbind"), address.as_bytes())?;
+            }
+            if !original.is_empty() && driver().is_none() {
+                write(PCI_DRIVERS_PROBE, address.as_bytes())?;
+            }
+            let now = driver().unwrap_or_default();
+            if now != original {
+                return Err(write_error(path, writer)(std::io::Error::other(format!(
+                    "{address} did not return to `{original}` (it is on `{now}`)"
+                ))));
             }
         }
         ChangeKind::CpusetList => match writer.write(path, original) {

@@ -380,8 +380,13 @@ impl Journal {
             std::fs::rename(&journal.path, &aside).map_err(io_error(&journal.path))?;
             return Ok(Released::SetAside(aside));
         }
-        let mut others: Vec<VmJournal> =
-            self.status()?.into_iter().filter(|j| j.vm != vm && !j.from_another_boot).collect();
+        // The VMs whose CPUs the host share leaves out; a journal without CPUs (a device
+        // hand-over) shares nothing with this one.
+        let mut others: Vec<VmJournal> = self
+            .status()?
+            .into_iter()
+            .filter(|j| j.vm != vm && !j.from_another_boot && !j.cpus.is_empty())
+            .collect();
         others.sort_by_key(|j| j.order);
         let (undo_steps, changed) = hand_over(&journal, &mut others);
         // The others' journals first: once they hold this VM's originals, a release killed

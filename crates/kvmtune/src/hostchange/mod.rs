@@ -15,6 +15,8 @@
 //! - [`prepare`]: what `kvmtune host prepare` changes for one VM (cpufreq, hugepages, host
 //!   tasks and kernel threads, IRQs and irqbalance, workqueues), with every refusal decided
 //!   before the first write.
+//! - [`vfio`]: what `kvmtune vfio bind` changes: each named device's whole IOMMU group handed
+//!   to vfio-pci, with the refusals (no IOMMU, a device the host uses).
 //!
 //! A new host action (a new kind of file or setting to change) goes into [`action`] as a
 //! constructor of [`HostAction`]; [`Journal::apply`] makes any list of them, journaled.
@@ -22,6 +24,7 @@
 pub mod action;
 pub mod journal;
 pub mod prepare;
+pub mod vfio;
 pub mod writer;
 
 pub use action::{Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};

@@ -20,6 +20,13 @@ pub trait HostWriter {
     fn list_dir(&self, path: &str) -> std::io::Result<Vec<String>>;
     /// Whether `path` names a directory.
     fn is_dir(&self, path: &str) -> bool;
+    /// A symlink's target as written (`../../devices/pci0000:00/0000:00:1f.2/ata1/...`).
+    fn link_target(&self, path: &str) -> std::io::Result<String>;
+    /// The last component of a symlink's target (a device's `driver` or `iommu_group` link).
+    fn link_name(&self, path: &str) -> std::io::Result<String> {
+        let target = self.link_target(path)?;
+        Ok(target.rsplit('/').next().unwrap_or_default().to_string())
+    }
     /// Makes one directory (a cgroup: the kernel fills it with its interface files).
     fn make_dir(&self, path: &str) -> std::io::Result<()>;
     /// Removes an empty directory (a cgroup without tasks or children).
@@ -87,6 +94,10 @@ fn list_dir(path: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+fn link_target(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_link(path)?.to_string_lossy().into_owned())
+}
+
 fn unsupported(what: &str, host: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::Unsupported, format!("{what} is not available on {host}"))
 }
@@ -106,6 +117,9 @@ impl HostWriter for LiveHostWriter {
     }
     fn is_dir(&self, path: &str) -> bool {
         Path::new(path).is_dir()
+    }
+    fn link_target(&self, path: &str) -> std::io::Result<String> {
+        link_target(Path::new(path))
     }
     fn make_dir(&self, path: &str) -> std::io::Result<()> {
         std::fs::create_dir(path)
@@ -155,6 +169,9 @@ impl HostWriter for RootedHostWriter {
     }
     fn is_dir(&self, path: &str) -> bool {
         self.resolve(path).is_ok_and(|p| p.is_dir())
+    }
+    fn link_target(&self, path: &str) -> std::io::Result<String> {
+        link_target(&self.resolve(path)?)
     }
     fn make_dir(&self, path: &str) -> std::io::Result<()> {
         std::fs::create_dir(self.resolve(path)?)
