@@ -25,16 +25,7 @@ pub(crate) enum HostCommand {
     /// only with --apply, journaled so that `release` undoes it exactly.
     Prepare(Box<PrepareArgs>),
     /// Undo a VM's changes (or every VM's), also those of an interrupted prepare.
-    Release {
-        /// The VM's name, as prepared.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        name: Option<String>,
-        /// Release every prepared VM, newest first.
-        #[arg(long)]
-        all: bool,
-        #[command(flatten)]
-        place: JournalPlace,
-    },
+    Release(ReleaseArgs),
     /// Show what is applied, per VM, and anything left by an interrupted run.
     Status {
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -137,7 +128,7 @@ pub(crate) struct PrepareArgs {
 pub(crate) fn run(command: HostCommand) -> anyhow::Result<Outcome> {
     match command {
         HostCommand::Prepare(args) => prepare(*args),
-        HostCommand::Release { name, all, place } => release(name, all, &place),
+        HostCommand::Release(args) => release_journals(&args, &HOST_JOURNALS),
         HostCommand::Status { format, place } => status(format, &place),
     }
 }
@@ -268,45 +259,74 @@ fn plan_text(plan: &prepare::PreparePlan) -> String {
     text
 }
 
-fn release(name: Option<String>, all: bool, place: &JournalPlace) -> anyhow::Result<Outcome> {
-    place.require_root("host release")?;
+/// `release (NAME | --all)`, as `host` and `vfio` take it.
+#[derive(Args)]
+pub(crate) struct ReleaseArgs {
+    /// The VM's name, as given when its changes were made.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    name: Option<String>,
+    /// Release every VM, newest first.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    place: JournalPlace,
+}
+
+/// Which journals a release command undoes: `host` every journal of a VM (with `--all`, every
+/// journal there is), `vfio` its `<vm>.vfio` ones.
+pub(crate) struct JournalFamily {
+    pub(crate) command: &'static str,
+    /// Appended to the VM's name to name its journal.
+    pub(crate) suffix: &'static str,
+}
+
+pub(crate) const HOST_JOURNALS: JournalFamily = JournalFamily { command: "host release", suffix: "" };
+
+/// Undoes the named VM's journal, or every journal of `family` (newest first, so that each
+/// release restores exactly what the one before it found).
+pub(crate) fn release_journals(args: &ReleaseArgs, family: &JournalFamily) -> anyhow::Result<Outcome> {
+    let place = &args.place;
+    place.require_root(family.command)?;
     let writer = place.writer();
+    let not_there = |vm: &str| {
+        anyhow::anyhow!("VM `{vm}` has nothing to release (no journal in {})", place.journal_dir.display())
+    };
     if !place.journal_dir.is_dir() {
-        if all {
-            print_out("nothing is prepared\n")?;
-            return Ok(Outcome::Clean);
-        }
-        bail!(
-            "VM `{}` is not prepared (no journal in {})",
-            name.unwrap_or_default(),
-            place.journal_dir.display()
-        );
+        return match &args.name {
+            Some(vm) => Err(not_there(vm)),
+            None => print_out("nothing to release\n").map(|()| Outcome::Clean),
+        };
     }
     let journal = Journal::open(&place.journal_dir, writer.as_ref())?;
-    let mut names: Vec<(u64, String)> = match name {
-        Some(name) => vec![(0, name)],
-        None => journal.status()?.into_iter().map(|j| (j.order, j.vm)).collect(),
+    let mut names: Vec<(u64, String)> = match &args.name {
+        Some(vm) => vec![(0, format!("{vm}{}", family.suffix))],
+        None => journal
+            .status()?
+            .into_iter()
+            .filter(|j| j.vm.ends_with(family.suffix))
+            .map(|j| (j.order, j.vm))
+            .collect(),
     };
-    // Newest first: each release then restores exactly what the one before it found.
     names.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
     let mut text = String::new();
-    for (_, vm) in names {
-        match journal.release(&vm, writer.as_ref()) {
-            Ok(Released::Restored(count)) => text += &format!("released {vm}: {count} change(s) undone\n"),
+    for (_, name) in names {
+        let vm = name.strip_suffix(family.suffix).unwrap_or(&name);
+        match journal.release(&name, writer.as_ref()) {
+            Ok(Released::Restored(count)) => text += &format!("released {name}: {count} change(s) undone\n"),
             Ok(Released::SetAside(path)) => {
                 text += &format!(
-                    "{vm}: journal from an earlier boot, whose changes went with it; set aside as {}\n",
+                    "{name}: journal from an earlier boot, whose changes went with it; set aside as {}\n",
                     path.display()
                 )
             }
             Err(JournalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                bail!("VM `{vm}` is not prepared (no journal in {})", place.journal_dir.display())
+                return Err(not_there(vm));
             }
             Err(error) => return Err(error.into()),
         }
     }
     if text.is_empty() {
-        text = "nothing is prepared\n".to_string();
+        text = "nothing to release\n".to_string();
     }
     print_out(&text)?;
     Ok(Outcome::Clean)

@@ -6,15 +6,17 @@
 use anyhow::bail;
 use clap::Subcommand;
 use kvmtune::host::CpuSet;
+use kvmtune::hostchange::Journal;
 use kvmtune::hostchange::vfio::{self, BindPlan};
-use kvmtune::hostchange::{Journal, JournalError, Released};
 
-use crate::host::JournalPlace;
+use crate::host::{JournalFamily, JournalPlace, ReleaseArgs, release_journals};
 use crate::{Outcome, print_out};
 
-/// The journal of a VM's device hand-over, beside its `host prepare` journal.
+/// A VM's device hand-over is journaled as `<vm>.vfio`, beside its `host prepare` journal.
+const VFIO_JOURNALS: JournalFamily = JournalFamily { command: "vfio release", suffix: ".vfio" };
+
 fn journal_name(vm: &str) -> String {
-    format!("{vm}.vfio")
+    format!("{vm}{}", VFIO_JOURNALS.suffix)
 }
 
 #[derive(Subcommand)]
@@ -39,15 +41,7 @@ pub(crate) enum VfioCommand {
         test_kill_at_step: Option<usize>,
     },
     /// Give every device of a VM's groups back to the driver it had, functions before the GPU.
-    Release {
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        name: Option<String>,
-        /// Release every VM's devices.
-        #[arg(long)]
-        all: bool,
-        #[command(flatten)]
-        place: JournalPlace,
-    },
+    Release(ReleaseArgs),
 }
 
 pub(crate) fn run(command: VfioCommand) -> anyhow::Result<Outcome> {
@@ -55,7 +49,7 @@ pub(crate) fn run(command: VfioCommand) -> anyhow::Result<Outcome> {
         VfioCommand::Bind { devices, name, apply, place, test_kill_at_step } => {
             bind(&devices, name, apply, &place, test_kill_at_step)
         }
-        VfioCommand::Release { name, all, place } => release(name, all, &place),
+        VfioCommand::Release(args) => release_journals(&args, &VFIO_JOURNALS),
     }
 }
 
@@ -115,50 +109,6 @@ fn bind(
         addresses.join(", "),
         plan.groups
     );
-    print_out(&text)?;
-    Ok(Outcome::Clean)
-}
-
-fn release(name: Option<String>, all: bool, place: &JournalPlace) -> anyhow::Result<Outcome> {
-    place.require_root("vfio release")?;
-    let writer = place.writer();
-    if !place.journal_dir().is_dir() {
-        if all {
-            print_out("no devices are bound\n")?;
-            return Ok(Outcome::Clean);
-        }
-        bail!("VM `{}` has no devices bound", name.unwrap_or_default());
-    }
-    let journal = Journal::open(place.journal_dir(), writer.as_ref())?;
-    let mut names: Vec<(u64, String)> = match name {
-        Some(name) => vec![(0, journal_name(&name))],
-        None => journal
-            .status()?
-            .into_iter()
-            .filter(|j| j.vm.ends_with(".vfio"))
-            .map(|j| (j.order, j.vm))
-            .collect(),
-    };
-    names.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
-    let mut text = String::new();
-    for (_, journal_name) in names {
-        let vm = journal_name.trim_end_matches(".vfio");
-        match journal.release(&journal_name, writer.as_ref()) {
-            Ok(Released::Restored(count)) => {
-                text += &format!("released {vm}: {count} device(s) back on their drivers\n")
-            }
-            Ok(Released::SetAside(path)) => {
-                text += &format!("{vm}: journal from an earlier boot set aside as {}\n", path.display())
-            }
-            Err(JournalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                bail!("VM `{vm}` has no devices bound")
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    if text.is_empty() {
-        text = "no devices are bound\n".to_string();
-    }
     print_out(&text)?;
     Ok(Outcome::Clean)
 }

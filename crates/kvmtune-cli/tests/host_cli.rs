@@ -135,7 +135,7 @@ fn bad_requests_exit_2_with_a_reason() {
             "SIZE:COUNT",
         ),
         (vec!["host", "prepare", "--name", "x", "--cpus", "2"], "no cpuset cgroup controller"),
-        (vec!["host", "release", "nobody"], "not prepared"),
+        (vec!["host", "release", "nobody"], "has nothing to release"),
     ] {
         let output = kvmtune(&args(&request, &place), "");
         let stderr = String::from_utf8_lossy(&output.stderr);
