@@ -237,10 +237,7 @@ fn plan_text(plan: &prepare::PreparePlan) -> String {
         plan.vm,
         plan.cpus,
         plan.housekeeping,
-        serde_json::to_value(plan.layout)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+        plan.layout.label()
     );
     for action in &plan.actions {
         text += &format!(

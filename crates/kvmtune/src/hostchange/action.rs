@@ -476,11 +476,7 @@ pub fn set(
             Err(e) => return Err(write_error(path, writer)(e)),
         },
         ChangeKind::HugepagePool => {
-            let read_back = || -> Result<String, HostChangeError> {
-                Ok(String::from_utf8_lossy(&writer.read(path).map_err(read_error(path, writer))?)
-                    .trim()
-                    .to_string())
-            };
+            let read_back = || writer.read_trimmed(path).map_err(read_error(path, writer));
             writer.write(path, value).map_err(write_error(path, writer))?;
             if read_back()? != text {
                 // Free memory is there but in pieces: compact, then ask again (vm.rst).

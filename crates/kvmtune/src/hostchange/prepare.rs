@@ -70,7 +70,8 @@ pub struct HugepageNeed {
 #[serde(rename_all = "kebab-case")]
 pub enum CgroupLayout {
     /// cgroup v2 with systemd as PID 1: only systemd writes its units' cgroups, so
-    /// `AllowedCPUs=` at runtime through it.
+    /// `AllowedCPUs=` at runtime through it. No systemd runs where kvmtune is tested: this
+    /// path is tested only against the `systemctl` calls it makes (tests/host_prepare.rs).
     V2Systemd,
     /// cgroup v2 without systemd: `cpuset.cpus` on the top-level cgroups, and the root
     /// cgroup's tasks moved into a host cgroup.
@@ -79,6 +80,18 @@ pub enum CgroupLayout {
     V1,
     /// No cpuset controller at all.
     None,
+}
+
+impl CgroupLayout {
+    /// As the plan and JSON name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            CgroupLayout::V2Systemd => "v2-systemd",
+            CgroupLayout::V2 => "v2",
+            CgroupLayout::V1 => "v1",
+            CgroupLayout::None => "none",
+        }
+    }
 }
 
 /// The changes for one VM, in the order they are made.
@@ -132,10 +145,7 @@ pub enum Refusal {
 }
 
 fn read_text(writer: &dyn HostWriter, path: &str) -> Result<String, Refusal> {
-    writer
-        .read(path)
-        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
-        .map_err(|source| Refusal::Read { path: path.to_string(), source })
+    writer.read_trimmed(path).map_err(|source| Refusal::Read { path: path.to_string(), source })
 }
 
 fn read_cpus(writer: &dyn HostWriter, path: &str) -> Result<CpuSet, Refusal> {
@@ -149,8 +159,7 @@ pub fn cgroup_layout(writer: &dyn HostWriter) -> CgroupLayout {
     let controllers = writer.read(&format!("{CGROUP_MOUNT}/cgroup.controllers"));
     match controllers {
         Ok(list) if String::from_utf8_lossy(&list).split_whitespace().any(|c| c == "cpuset") => {
-            let init = writer.read("/proc/1/comm").unwrap_or_default();
-            match String::from_utf8_lossy(&init).trim() {
+            match writer.read_trimmed("/proc/1/comm").unwrap_or_default().as_str() {
                 "systemd" => CgroupLayout::V2Systemd,
                 _ => CgroupLayout::V2,
             }

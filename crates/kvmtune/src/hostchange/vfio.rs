@@ -7,6 +7,10 @@
 //! Refused before the first write: a device that does not exist or is not PCI, no IOMMU, a
 //! group holding something the host visibly uses (a disk with a mounted filesystem, the NIC of
 //! the default route, the boot VGA while a console is bound to it), vfio-pci not loaded.
+//!
+//! Not built yet (issue 15): the single-GPU hand-over (`--single-gpu`: display manager, virtual
+//! consoles, framebuffer), `reset_method` warnings, and the libvirt hook; a root filesystem that
+//! is not on a block device (9p, NFS) is not seen by the mounted-disk check.
 
 use serde::Serialize;
 
@@ -63,7 +67,7 @@ pub fn full_address(address: &str) -> String {
 }
 
 fn text(writer: &dyn HostWriter, path: &str) -> Option<String> {
-    writer.read(path).ok().map(|b| String::from_utf8_lossy(&b).trim().to_string())
+    writer.read_trimmed(path).ok()
 }
 
 /// Works out the hand-over of `devices` (and their groups) for `vm`.
@@ -102,8 +106,9 @@ pub fn plan_bind(vm: &str, devices: &[String], writer: &dyn HostWriter) -> Resul
             members.push(GroupMember { address: member, class, driver, group });
         }
     }
+    let in_use = HostUse::read(writer);
     for member in &members {
-        if let Some(what) = host_use(member, writer) {
+        if let Some(what) = in_use.of(member, writer) {
             return Err(VfioRefusal::HostUses { address: member.address.clone(), group: member.group, what });
         }
     }
@@ -127,9 +132,27 @@ pub fn plan_bind(vm: &str, devices: &[String], writer: &dyn HostWriter) -> Resul
     Ok(BindPlan { vm: vm.to_string(), members, groups, actions })
 }
 
-/// What the host visibly uses this device for, if anything.
-fn host_use(member: &GroupMember, writer: &dyn HostWriter) -> Option<String> {
-    let mounts = text(writer, "/proc/mounts").unwrap_or_default();
+/// What the host has mounted and routes through, read once for every device checked.
+struct HostUse {
+    mounts: String,
+    routes: String,
+}
+
+impl HostUse {
+    fn read(writer: &dyn HostWriter) -> Self {
+        HostUse {
+            mounts: text(writer, "/proc/mounts").unwrap_or_default(),
+            routes: text(writer, "/proc/net/route").unwrap_or_default(),
+        }
+    }
+
+    /// What the host visibly uses this device for, if anything.
+    fn of(&self, member: &GroupMember, writer: &dyn HostWriter) -> Option<String> {
+        host_use(member, &self.mounts, &self.routes, writer)
+    }
+}
+
+fn host_use(member: &GroupMember, mounts: &str, routes: &str, writer: &dyn HostWriter) -> Option<String> {
     // Block devices whose sysfs path runs through this PCI function.
     for disk in writer.list_dir("/sys/block").unwrap_or_default() {
         let Ok(target) = writer.link_target(&format!("/sys/block/{disk}")) else { continue };
@@ -144,7 +167,6 @@ fn host_use(member: &GroupMember, writer: &dyn HostWriter) -> Option<String> {
         }
     }
     // The NIC of the default route (/proc/net/route: destination 00000000).
-    let routes = text(writer, "/proc/net/route").unwrap_or_default();
     for iface in writer.list_dir("/sys/class/net").unwrap_or_default() {
         let device = writer.link_name(&format!("/sys/class/net/{iface}/device")).unwrap_or_default();
         if device == member.address

@@ -12,6 +12,10 @@ use crate::host::cpulist::CpuSet;
 pub trait HostWriter {
     /// The bytes a file holds now: the original a journal keeps before a write.
     fn read(&self, path: &str) -> std::io::Result<Vec<u8>>;
+    /// A file's text without the surrounding whitespace (sysfs values end in a newline).
+    fn read_trimmed(&self, path: &str) -> std::io::Result<String> {
+        Ok(String::from_utf8_lossy(&self.read(path)?).trim().to_string())
+    }
     /// Replaces what a file holds with `bytes`, in one `write` call as sysfs expects.
     fn write(&self, path: &str, bytes: &[u8]) -> std::io::Result<()>;
     /// What to call this host in messages.
