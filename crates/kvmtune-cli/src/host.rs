@@ -201,7 +201,17 @@ fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     if let Some(step) = args.test_kill_at_step {
         journal = journal.kill_at_step(step);
     }
-    let applied = journal.apply(&plan.vm, &plan.taken, &plan.actions, writer.as_ref())?;
+    print_out(&apply_prepare(&journal, &plan, writer.as_ref())?)?;
+    Ok(Outcome::Clean)
+}
+
+/// Makes a prepare plan's changes through the journal; what was done, as text.
+pub(crate) fn apply_prepare(
+    journal: &Journal,
+    plan: &prepare::PreparePlan,
+    writer: &dyn HostWriter,
+) -> anyhow::Result<String> {
+    let applied = journal.apply(&plan.vm, &plan.taken, &plan.actions, writer)?;
     let refused: Vec<String> = applied
         .iter()
         .filter_map(|a| match &a.outcome {
@@ -227,8 +237,7 @@ fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     for note in &plan.left_alone {
         text += &format!("note: {note}\n");
     }
-    print_out(&text)?;
-    Ok(Outcome::Clean)
+    Ok(text)
 }
 
 fn plan_text(plan: &prepare::PreparePlan) -> String {
@@ -261,12 +270,12 @@ fn plan_text(plan: &prepare::PreparePlan) -> String {
 pub(crate) struct ReleaseArgs {
     /// The VM's name, as given when its changes were made.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Release every VM, newest first.
     #[arg(long)]
     all: bool,
     #[command(flatten)]
-    place: JournalPlace,
+    pub(crate) place: JournalPlace,
 }
 
 /// Which journals a release command undoes: `host` every journal of a VM (with `--all`, every

@@ -1,7 +1,7 @@
 //! The `kvmtune` command. Glue only: parse arguments into typed values ([`args`]), call the
 //! library, render, pick the exit code (0 clean, 1 findings, 2 error). One module per command
-//! family: [`check`] (`check`, `rules`, `explain`), [`tune`], [`exits`], [`host`]; `probe` is
-//! here.
+//! family: [`check`] (`check`, `rules`, `explain`), [`tune`], [`exits`], [`host`], [`vfio`],
+//! [`hook`]; `probe` is here.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use kvmtune::analysis::host_rules;
 mod args;
 mod check;
 mod exits;
+mod hook;
 mod host;
 mod tune;
 mod vfio;
@@ -59,6 +60,10 @@ enum Command {
     /// driver back. Changes the running host only with `bind --apply` (and `release`).
     #[command(subcommand)]
     Vfio(vfio::VfioCommand),
+    /// The libvirt hook: `host prepare` and `vfio bind` at a VM's start, undone at its stop,
+    /// for domains whose <metadata> asks (`kvmtune tune` writes it).
+    #[command(subcommand)]
+    Hook(hook::HookCommand),
 }
 
 /// What a command concluded, mapped onto the exit code.
@@ -103,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Tune(args) => tune::run(args),
         Command::Host(command) => host::run(command),
         Command::Vfio(command) => vfio::run(command),
+        Command::Hook(command) => hook::run(command),
     }
 }
 

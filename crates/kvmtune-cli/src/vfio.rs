@@ -6,8 +6,8 @@
 use anyhow::bail;
 use clap::Subcommand;
 use kvmtune::host::CpuSet;
-use kvmtune::hostchange::Journal;
 use kvmtune::hostchange::vfio::{self, BindPlan};
+use kvmtune::hostchange::{ChangeKind, HostWriter, Journal};
 
 use crate::host::{JournalFamily, JournalPlace, ReleaseArgs, release_journals};
 use crate::{Outcome, print_out};
@@ -15,7 +15,7 @@ use crate::{Outcome, print_out};
 /// A VM's device hand-over is journaled as `<vm>.vfio`, beside its `host prepare` journal.
 const VFIO_JOURNALS: JournalFamily = JournalFamily { command: "vfio release", suffix: ".vfio" };
 
-fn journal_name(vm: &str) -> String {
+pub(crate) fn journal_name(vm: &str) -> String {
     format!("{vm}{}", VFIO_JOURNALS.suffix)
 }
 
@@ -31,6 +31,10 @@ pub(crate) enum VfioCommand {
         /// The VM the devices are for: the name `release` takes (default: the first address).
         #[arg(long)]
         name: Option<String>,
+        /// The host's only GPU: stop the display manager, unbind the virtual consoles from the
+        /// framebuffer and release the firmware framebuffer first (each undone at release).
+        #[arg(long)]
+        single_gpu: bool,
         /// Make the changes.
         #[arg(long)]
         apply: bool,
@@ -46,10 +50,20 @@ pub(crate) enum VfioCommand {
 
 pub(crate) fn run(command: VfioCommand) -> anyhow::Result<Outcome> {
     match command {
-        VfioCommand::Bind { devices, name, apply, place, test_kill_at_step } => {
-            bind(&devices, name, apply, &place, test_kill_at_step)
+        VfioCommand::Bind { devices, name, single_gpu, apply, place, test_kill_at_step } => {
+            bind(&devices, name, single_gpu, apply, &place, test_kill_at_step)
         }
-        VfioCommand::Release(args) => release_journals(&args, &VFIO_JOURNALS),
+        VfioCommand::Release(args) => {
+            let (steps, devices) = to_release(&args)?;
+            // Listed first: when a step fails, the error names it and the list says what came
+            // before it.
+            if !steps.is_empty() {
+                print_out(&format!("undoing, in this order:\n{}\n", steps.join("\n")))?;
+            }
+            let outcome = release_journals(&args, &VFIO_JOURNALS)?;
+            print_warnings(&vfio::reset_warnings(&devices, args.place.writer().as_ref()));
+            Ok(outcome)
+        }
     }
 }
 
@@ -63,16 +77,51 @@ fn plan_text(plan: &BindPlan) -> String {
             member.driver.as_deref().unwrap_or("(no driver)")
         );
     }
-    text += "Would write (nothing is written without --apply):\n";
+    text += "Would do, in this order (nothing is written without --apply; release undoes it backwards):\n";
     for action in &plan.actions {
-        text += &format!("  {}\n", action.shell());
+        text += &format!("  {}\n      why: {}\n", action.shell(), action.why);
     }
     text
+}
+
+fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("kvmtune: warning: {warning}");
+    }
+}
+
+/// What the journals `release` is about to undo: each step, in the order it is undone (so that
+/// a black screen on return says which step it came after), and the devices handed over, for
+/// the reset warnings that follow.
+fn to_release(args: &ReleaseArgs) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let place = &args.place;
+    if !place.journal_dir().is_dir() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let wanted = args.name.as_deref().map(journal_name);
+    let journals = Journal::open_to_read(place.journal_dir(), place.writer().as_ref())?.status()?;
+    let mut steps = Vec::new();
+    let mut devices = Vec::new();
+    for journal in journals
+        .iter()
+        .filter(|j| j.vm.ends_with(VFIO_JOURNALS.suffix) && wanted.as_ref().is_none_or(|w| *w == j.vm))
+    {
+        for change in journal.changes.iter().rev().filter(|c| c.refused.is_none()) {
+            let original = String::from_utf8_lossy(&change.original).trim().to_string();
+            let original = if original.is_empty() { "(none)".to_string() } else { original };
+            steps.push(format!("  {}: back to {original}", change.path));
+            if change.kind == ChangeKind::VfioBind {
+                devices.push(change.path.rsplit('/').next().unwrap_or(&change.path).to_string());
+            }
+        }
+    }
+    Ok((steps, devices))
 }
 
 fn bind(
     devices: &[String],
     name: Option<String>,
+    single_gpu: bool,
     apply: bool,
     place: &JournalPlace,
     kill_at_step: Option<usize>,
@@ -82,7 +131,8 @@ fn bind(
     }
     let writer = place.writer();
     let vm = name.unwrap_or_else(|| vfio::full_address(&devices[0]));
-    let plan = vfio::plan_bind(&vm, devices, writer.as_ref())?;
+    let plan = vfio::plan_bind(&vm, devices, single_gpu, writer.as_ref())?;
+    print_warnings(&plan.warnings);
     if !apply {
         print_out(&plan_text(&plan))?;
         return Ok(Outcome::Clean);
@@ -91,24 +141,33 @@ fn bind(
     if let Some(step) = kill_at_step {
         journal = journal.kill_at_step(step);
     }
-    let journal_name = journal_name(&vm);
-    journal.apply(&journal_name, &CpuSet::new(), &plan.actions, writer.as_ref())?;
+    print_out(&apply_bind(&journal, &plan, writer.as_ref())?)?;
+    Ok(Outcome::Clean)
+}
+
+/// Makes a bind plan's changes through the journal, then checks that each group's device
+/// node exists (every member on vfio-pci); what was done, as text.
+pub(crate) fn apply_bind(
+    journal: &Journal,
+    plan: &BindPlan,
+    writer: &dyn HostWriter,
+) -> anyhow::Result<String> {
+    let vm = &plan.vm;
+    let journal_name = journal_name(vm);
+    journal.apply(&journal_name, &CpuSet::new(), &plan.actions, writer)?;
     // The group is usable only when every member is on vfio-pci: its device node says so.
     let nodes = writer.list_dir("/dev/vfio").unwrap_or_default();
     let missing: Vec<u32> = plan.groups.iter().copied().filter(|g| !nodes.contains(&g.to_string())).collect();
     if !missing.is_empty() {
-        journal.release(&journal_name, writer.as_ref())?;
+        journal.release(&journal_name, writer)?;
         bail!(
             "/dev/vfio has no node for group(s) {missing:?} after the hand-over; every device was given back"
         );
     }
-    let mut text = format!("bound for VM {vm}: ");
     let addresses: Vec<&str> = plan.members.iter().map(|m| m.address.as_str()).collect();
-    text += &format!(
-        "{} on vfio-pci, group(s) {:?}; undo with `kvmtune vfio release {vm}`\n",
+    Ok(format!(
+        "bound for VM {vm}: {} on vfio-pci, group(s) {:?}; undo with `kvmtune vfio release {vm}`\n",
         addresses.join(", "),
         plan.groups
-    );
-    print_out(&text)?;
-    Ok(Outcome::Clean)
+    ))
 }

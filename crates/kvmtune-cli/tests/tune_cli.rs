@@ -505,6 +505,8 @@ fn existing_libvirt_vms_get_the_minimal_change() {
         assert_eq!(output.status.code(), Some(0), "{file}: {stderr}");
         let xml = edited_xml(&String::from_utf8_lossy(&output.stdout));
         tuned += 1;
+        // The host side for the libvirt hook comes with it.
+        assert!(xml.contains("<kvmtune:host xmlns:kvmtune="), "{file}: no host request:\n{xml}");
 
         // libvirt still takes it.
         let path = dir.path().join(file);
@@ -535,7 +537,9 @@ fn existing_libvirt_vms_get_the_minimal_change() {
             .filter(|d| d["severity"] == "warning" || d["severity"] == "error" || d["rule"] == "DEV002")
             .map(|d| d["rule"].as_str().unwrap().to_string())
             .filter(|rule| {
-                ["HV", "TIME", "PIN", "MEM002", "DEV002"].iter().any(|family| rule.starts_with(family))
+                ["HV", "TIME", "PIN", "MEM002", "DEV002", "HOOK"]
+                    .iter()
+                    .any(|family| rule.starts_with(family))
             })
             .collect();
         assert!(left.is_empty(), "{file}: {left:?} left after tune:\n{xml}");
@@ -673,4 +677,24 @@ fn workload_is_printed_as_the_flag_spells_it() {
     let json = tune_on(SyntheticHost::ryzen_7950x3d(), &["--workload", "ipi-heavy", "--format", "json"]);
     let document: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(document["plan"]["workload"], "ipi-heavy");
+}
+
+/// The domain `tune` writes asks the libvirt hook for the same host side as the prepare line:
+/// isolation with the plan's housekeeping CPUs, read back by kvmtune's own reader.
+#[test]
+fn each_domain_carries_its_host_request_for_the_hook() {
+    let json = tune_on(
+        SyntheticHost::threadripper_2950x(),
+        &["--vm", "a:8", "--vm", "b:8", "--emit", "libvirt", "--format", "json"],
+    );
+    assert_eq!(json.status.code(), Some(0), "{}", String::from_utf8_lossy(&json.stderr));
+    let document: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let housekeeping = document["plan"]["housekeeping"].as_str().unwrap();
+    for xml in document["libvirt"].as_array().unwrap() {
+        let config = kvmtune::config::libvirt::parse("tuned.xml", xml.as_str().unwrap()).unwrap();
+        let request = config.host_request.unwrap_or_else(|| panic!("no <kvmtune:host> in\n{xml}"));
+        let isolate = request.isolate.expect("isolation asked");
+        assert_eq!(isolate.housekeeping.unwrap().value.to_string(), housekeeping);
+        assert!(isolate.irqs);
+    }
 }

@@ -6,24 +6,38 @@ use std::path::Path;
 
 use kvmtune_testkit::lab::{self, Cgroup};
 
-/// The console on the boot VGA refuses a plain bind; the whole group goes to vfio-pci and
-/// back; unknown devices are refused; kill -9 at every journal step and at 20 random moments,
-/// each followed by release, gives every device its driver and override back.
+/// The console on the boot VGA refuses a plain bind; `--single-gpu` takes the console off and
+/// gives it and the framebuffer back at release; the whole group goes to vfio-pci and back;
+/// unknown devices are refused; kill -9 at every journal step of a single-GPU hand-over and at
+/// 20 random moments, each followed by release, gives every device its driver and override and
+/// the console its framebuffer back. The guest's root share (virtio-9p) is refused; the e1000e
+/// NIC, alone in its group, goes and comes back.
 #[test]
 fn a_gpu_group_goes_to_vfio_pci_and_back_also_after_kill_9() {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_kvmtune")).parent().unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
-    let scenarios = ["console_refusal", "bind_release", "refusals", "crash_every_step"];
-    let script = format!(
-        "cd {} && exec bash -c '. crates/kvmtune-cli/tests/lab/vfio-scenarios.sh; {}'",
-        repo.display(),
-        scenarios.join(" && ")
+    let scenarios = [
+        "console_refusal",
+        "single_gpu",
+        "bind_release",
+        "refusals",
+        "root_share_refusal",
+        "lone_nic",
+        "crash_every_step",
+    ];
+    lab::run_scenarios(
+        Cgroup::V2,
+        &[],
+        bin_dir,
+        &["crates/kvmtune-cli/tests/lab/vfio-scenarios.sh"],
+        &scenarios,
+        1200,
     );
-    let output = lab::run_within(Cgroup::V2, bin_dir, &script, Some(1200));
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
-    for scenario in scenarios {
-        let line = text.lines().find(|l| l.starts_with(&format!("PASS {scenario}")));
-        println!("{}", line.unwrap_or_else(|| panic!("{scenario} did not pass:\n{text}")));
-    }
+}
+
+/// Booted without `intel_iommu=on`: no IOMMU groups, and a bind refused with the parameter named.
+#[test]
+fn without_an_iommu_a_bind_is_refused_naming_the_kernel_parameter() {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_kvmtune")).parent().unwrap();
+    let scripts = ["crates/kvmtune-cli/tests/lab/vfio-scenarios.sh"];
+    lab::run_scenarios(Cgroup::V2, &[("LAB_IOMMU", "off")], bin_dir, &scripts, &["no_iommu_refusal"], 600);
 }

@@ -105,7 +105,8 @@ fn a_governor_or_epp_the_policy_does_not_offer_is_refused() {
 }
 
 /// systemd cannot run here: a writer that answers `systemctl show` as systemd 252 does for a
-/// slice without AllowedCPUs (an empty line) and records every call, over a rooted host.
+/// slice without AllowedCPUs (an empty line) and for a running unit's ActiveState (`active`),
+/// and records every call, over a rooted host.
 struct SystemdHost {
     files: RootedHostWriter,
     calls: RefCell<Vec<String>>,
@@ -144,7 +145,11 @@ impl HostWriter for SystemdHost {
     }
     fn systemctl(&self, args: &[&str]) -> std::io::Result<String> {
         self.calls.borrow_mut().push(args.join(" "));
-        Ok(if args[0] == "show" { "\n".to_string() } else { String::new() })
+        Ok(match args {
+            ["show", "--value", "-p", "ActiveState", _] => "active\n".to_string(),
+            ["show", ..] => "\n".to_string(),
+            _ => String::new(),
+        })
     }
 }
 
@@ -186,6 +191,50 @@ fn with_systemd_the_host_units_get_allowed_cpus_through_systemd_and_back() {
             "set-property --runtime init.scope AllowedCPUs=",
             "set-property --runtime user.slice AllowedCPUs=",
             "set-property --runtime system.slice AllowedCPUs=",
+        ]
+    );
+}
+
+/// A single-GPU hand-over where systemd runs a display manager: stopped through systemd
+/// before the console comes off the GPU, started again last at release.
+#[test]
+fn with_systemd_the_display_manager_stops_first_and_starts_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put(root, BOOT_ID_PATH, "0d7c2a51-1b1e-4c7a-9f00-000000000003\n");
+    let gpu = "/sys/bus/pci/devices/0000:01:00.0";
+    put(root, &format!("{gpu}/class"), "0x030000\n");
+    put(root, &format!("{gpu}/boot_vga"), "1\n");
+    put(root, "/sys/class/vtconsole/vtcon1/bind", "1\n");
+    put(root, "/sys/class/vtconsole/vtcon1/name", "(M) frame buffer device\n");
+    let link = |path: &str, target: &str| {
+        let file = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, file).unwrap();
+    };
+    link(&format!("{gpu}/iommu_group"), "../../../kernel/iommu_groups/1");
+    std::fs::create_dir_all(root.join("sys/kernel/iommu_groups/1/devices/0000:01:00.0")).unwrap();
+    std::fs::create_dir_all(root.join("sys/bus/pci/drivers/vfio-pci")).unwrap();
+    std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
+    link("/etc/systemd/system/display-manager.service", "/lib/systemd/system/gdm3.service");
+    let host = SystemdHost { files: RootedHostWriter::new(root), calls: RefCell::new(Vec::new()) };
+
+    let plan = kvmtune::hostchange::vfio::plan_bind("win", &["01:00.0".to_string()], true, &host).unwrap();
+    let kinds: Vec<&ChangeKind> = plan.actions.iter().map(|a| &a.kind).collect();
+    assert_eq!(kinds, [&ChangeKind::ServiceState, &ChangeKind::Write, &ChangeKind::VfioBind]);
+    // The device itself is not there to be bound in a directory: only the steps before it.
+    let journal = Journal::open(root.join("run-kvmtune"), &host).unwrap();
+    journal.apply("win.vfio", &CpuSet::new(), &plan.actions[..2], &host).unwrap();
+    assert_eq!(std::fs::read_to_string(root.join("sys/class/vtconsole/vtcon1/bind")).unwrap(), "0");
+    journal.release("win.vfio", &host).unwrap();
+    // The original bytes, as they were read.
+    assert_eq!(std::fs::read_to_string(root.join("sys/class/vtconsole/vtcon1/bind")).unwrap(), "1\n");
+    assert_eq!(
+        *host.calls.borrow(),
+        [
+            "show --value -p ActiveState display-manager.service",
+            "stop display-manager.service",
+            "start display-manager.service",
         ]
     );
 }

@@ -32,6 +32,9 @@ pub struct GuestCell {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum FixAction {
+    /// Ask the host side of the plan from kvmtune's libvirt hook: `<kvmtune:host>` in
+    /// `<metadata>` (config/host_request.rs), replacing one that is there.
+    SetHostRequest { side: crate::analysis::planner::host_side::HostSide },
     /// Turn these Hyper-V enlightenments on (QEMU names; `hv-time` is the hypervclock timer).
     EnableHyperv { features: Vec<String> },
     /// Turn one enlightenment off.
@@ -103,6 +106,9 @@ impl FixAction {
             ),
             FixAction::SetClockOffset { offset } => format!("set the clock offset to {offset}"),
             FixAction::SetMemballoonModel { model } => format!("set the memballoon model to {model}"),
+            FixAction::SetHostRequest { side } => {
+                format!("ask the libvirt hook (`kvmtune hook install`) to prepare CPUs {} on the host", side.cpus)
+            }
             FixAction::RequireCpuFeature { name } => format!("require CPU feature {name}"),
             FixAction::RemoveCpuFeature { name } => format!("remove the CPU feature policy for {name}"),
             FixAction::SetCpuCacheMode { mode } => format!("set the CPU cache mode to {mode}"),

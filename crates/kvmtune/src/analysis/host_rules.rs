@@ -209,7 +209,9 @@ pub const HOST_RULES: &[HostRule] = &[
                 .iter()
                 .filter(|(name, _)| SLOW_GOVERNORS.contains(&name.as_str()))
                 .flat_map(|(name, cpus)| {
-                    cpus.iter().map(move |cpu| HostAction::set_governor(cpu, Some(name), "performance"))
+                    cpus.iter().map(move |cpu| {
+                        HostAction::set_governor(cpu, Some(name), crate::knowledge::recommended::GOVERNOR)
+                    })
                 })
                 .collect()
         }),

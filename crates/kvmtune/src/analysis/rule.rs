@@ -29,6 +29,8 @@ pub enum Category {
     OldGuests,
     /// Raw QEMU arguments passed around the config (`<qemu:commandline>`).
     QemuArgs,
+    /// What the domain asks of its host through kvmtune's libvirt hook (`<kvmtune:host>`).
+    HostRequest,
     /// The host's KVM, kernel and devices.
     Host,
     /// Exit causes read from VM-exit statistics.
@@ -46,6 +48,7 @@ impl Category {
             Category::Devices => "devices",
             Category::OldGuests => "old-guests",
             Category::QemuArgs => "qemu-args",
+            Category::HostRequest => "host-request",
             Category::Host => "host",
             Category::Exits => "exits",
         }

@@ -10,6 +10,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::analysis::fix::FixAction;
 use crate::config::ConfigError;
+use crate::config::host_request;
 use crate::config::span::Span;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
 
@@ -324,6 +325,27 @@ impl<'a, 'input> Editor<'a, 'input> {
                     &["on_poweroff", "on_reboot", "on_crash", "pm", "devices"],
                 )]),
             },
+            FixAction::SetHostRequest { side } => {
+                // One line: libvirt lays `<metadata>` out again when it stores the domain.
+                let snippet: String =
+                    host_request::render_lines(side, self.quote).into_iter().map(|(_, line)| line).collect();
+                let existing = element(root, "metadata").map(|metadata| {
+                    let host = metadata
+                        .children()
+                        .find(|c| c.is_element() && c.has_tag_name((host_request::NAMESPACE, "host")));
+                    (metadata, host)
+                });
+                Ok(vec![match existing {
+                    Some((_, Some(host))) => Edit { span: host.range().into(), replacement: snippet },
+                    Some((metadata, None)) => self.insert_child(metadata, &snippet, &[]),
+                    // libvirt's order: ... title, description, metadata, maxMemory, memory.
+                    None => self.insert_child(
+                        root,
+                        &self.wrapped(root, "metadata", &snippet),
+                        &["maxMemory", "memory", "currentMemory"],
+                    ),
+                }])
+            }
             FixAction::SetMemballoonModel { model } => {
                 let devices = element(root, "devices")
                     .ok_or_else(|| EditError::NotApplicable("no <devices> element".into()))?;
@@ -722,6 +744,37 @@ mod tests {
         let reread = crate::config::libvirt::parse("x", &fixed).unwrap();
         assert!(reread.devices.iothreads_for_unattached_disks().is_empty());
         assert_eq!(reread.iothreads.map(|n| n.value), Some(3));
+    }
+
+    #[test]
+    fn the_host_request_goes_into_metadata_and_replaces_an_old_one() {
+        use crate::analysis::planner::host_side::HostSide;
+        let side = |housekeeping: &str| HostSide {
+            cpus: crate::host::CpuSet::parse_list("2-3").unwrap(),
+            housekeeping: crate::host::CpuSet::parse_list(housekeeping).unwrap(),
+            hugepages: None,
+            governor: Some("performance"),
+            devices: vec!["0000:01:00.0".to_string()],
+        };
+        let read_back = |text: &str| {
+            let config = crate::config::libvirt::parse("x", text).unwrap();
+            config.host_request.unwrap_or_else(|| panic!("no request in\n{text}"))
+        };
+        // No <metadata> at all; then one with libosinfo's element only.
+        for text in [
+            "<domain type='kvm'>\n  <name>w</name>\n  <memory>1024</memory>\n</domain>\n",
+            "<domain type='kvm'>\n  <name>w</name>\n  <metadata>\n    <libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'/>\n  </metadata>\n  <memory>1024</memory>\n</domain>\n",
+        ] {
+            let once = apply_actions(text, &[FixAction::SetHostRequest { side: side("0-1") }]).unwrap();
+            let request = read_back(&once);
+            assert_eq!(request.isolate.unwrap().housekeeping.unwrap().value.to_string(), "0-1");
+            assert_eq!(request.governor.unwrap().value, "performance");
+            assert_eq!(request.devices[0].value, "0000:01:00.0");
+            assert_eq!(once.matches("<metadata>").count(), 1, "{once}");
+            let twice = apply_actions(&once, &[FixAction::SetHostRequest { side: side("0,4") }]).unwrap();
+            assert_eq!(twice.matches("kvmtune:host xmlns").count(), 1, "{twice}");
+            assert_eq!(read_back(&twice).isolate.unwrap().housekeeping.unwrap().value.to_string(), "0,4");
+        }
     }
 
     #[test]

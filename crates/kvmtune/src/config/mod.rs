@@ -7,12 +7,15 @@
 //! - [`libvirt`]: libvirt domain XML (roxmltree keeps byte ranges; edits splice the original).
 //! - [`qemu`]: a QEMU command line, in an argv file, a launch script or an options profile.
 //! - [`proxmox`]: a Proxmox VE VM config, with qemu-server's derived settings.
+//! - [`host_request`]: what a domain asks of its host (`<metadata><kvmtune:host>`), which the
+//!   libvirt hook acts on.
 //! - [`libvirt_edit`] and [`proxmox_edit`]: the minimal change to an existing config in its own
 //!   format (spliced XML edits; the keys `qm set` must change).
 //!
 //! [`read`] tells the formats apart.
 
 pub mod cpuset;
+pub mod host_request;
 pub mod inputs;
 pub mod libvirt;
 pub mod libvirt_edit;

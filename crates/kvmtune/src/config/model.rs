@@ -65,8 +65,38 @@ pub struct VmConfig {
     /// Raw QEMU arguments passed around the config's own model (libvirt `<qemu:commandline>`),
     /// in order.
     pub passthrough_args: Vec<PassthroughArg>,
+    /// What the VM asks of its host through kvmtune's libvirt hook (`<metadata><kvmtune:host>`).
+    pub host_request: Option<HostRequest>,
     /// Where the containers are, for diagnostics that point at a missing child.
     pub anchors: Anchors,
+}
+
+/// What a domain asks of its host, in its `<metadata>` under kvmtune's namespace
+/// ([`crate::config::host_request`]): `tune` writes it, `check` validates it, and the libvirt
+/// hook (`kvmtune hook`) acts on it at the VM's start and stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostRequest {
+    /// Host tasks, kernel threads and workqueues (and IRQs, unless told not to) off the VM's
+    /// pinned CPUs.
+    pub isolate: Option<Isolation>,
+    pub governor: Option<Located<String>>,
+    pub epp: Option<Located<String>>,
+    /// Allocate the hugepages the domain's `<memoryBacking>` needs before it starts.
+    pub hugepages: Option<Span>,
+    /// PCI devices handed to vfio-pci, each with its whole IOMMU group.
+    pub devices: Vec<Located<String>>,
+    /// The devices are the host's only GPU: take the consoles and framebuffer off it first.
+    pub single_gpu: bool,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Isolation {
+    /// The host's CPUs; by default every CPU the VM does not pin.
+    pub housekeeping: Option<Located<CpuSet>>,
+    /// Move IRQs off the VM's CPUs too.
+    pub irqs: bool,
+    pub span: Span,
 }
 
 /// `<pm><suspend-to-mem enabled>` and `<suspend-to-disk enabled>`.
@@ -456,6 +486,7 @@ impl VmConfig {
             devices: Devices::default(),
             power: PowerStates::default(),
             passthrough_args: Vec::new(),
+            host_request: None,
             anchors: Anchors::default(),
         }
     }

@@ -16,6 +16,12 @@ pub struct Iommu {
     /// True when the kernel created IOMMU groups (the IOMMU is on and a driver claimed it).
     pub enabled: Fact<bool>,
     pub groups: Vec<IommuGroup>,
+    #[serde(default = "unknown_vfio_pci")]
+    pub vfio_pci: Fact<VfioPci>,
+}
+
+fn unknown_vfio_pci() -> Fact<VfioPci> {
+    Fact::Unknown("not recorded".to_string())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +45,22 @@ pub struct PciDevice {
     pub is_gpu: bool,
     /// Other devices in the same IOMMU group; they must be passed through (or unbound) together.
     pub group_mates: Vec<String>,
+    /// How the kernel can reset the device (`reset_method`, kernel 5.15+: `flr`, `pm`, `bus`,
+    /// `device_specific`, ...), best first. Empty: none, or a kernel too old to list them (the
+    /// file is hidden when a device has no method). A VM's device is reset at every start.
+    #[serde(default)]
+    pub reset_methods: Vec<String>,
+    /// An AMD family known for the reset bug (knowledge/gpu_reset.rs), which needs vendor-reset.
+    #[serde(default)]
+    pub reset_bug: Option<String>,
+    /// The DRM card a display driver made of it (`drm/cardN`): a compositor or console may
+    /// have it open.
+    #[serde(default)]
+    pub drm_card: Option<String>,
+    /// The framebuffer console is on it: it is the boot display and a virtual console is bound
+    /// to a framebuffer (`/sys/class/vtconsole/*/bind`).
+    #[serde(default)]
+    pub console: bool,
 }
 
 pub fn probe_iommu(host: &dyn HostSource) -> Iommu {
@@ -52,10 +74,50 @@ pub fn probe_iommu(host: &dyn HostSource) -> Iommu {
             })
             .collect::<Vec<_>>(),
         Err(error) => {
-            return Iommu { enabled: Fact::Unknown(error.to_string()), groups: Vec::new() };
+            return Iommu {
+                enabled: Fact::Unknown(error.to_string()),
+                groups: Vec::new(),
+                vfio_pci: vfio_pci_state(host),
+            };
         }
     };
-    Iommu { enabled: Fact::Known(!groups.is_empty()), groups }
+    Iommu { enabled: Fact::Known(!groups.is_empty()), groups, vfio_pci: vfio_pci_state(host) }
+}
+
+/// Whether vfio-pci can take devices: loaded (or built in), a module to load, or missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VfioPci {
+    Loaded,
+    /// Not loaded; `modprobe vfio-pci` loads it.
+    Module,
+    Missing,
+}
+
+fn vfio_pci_state(host: &dyn HostSource) -> Fact<VfioPci> {
+    if host.exists("sys/bus/pci/drivers/vfio-pci") {
+        return Fact::Known(VfioPci::Loaded);
+    }
+    let release = match host.read_trimmed("proc/sys/kernel/osrelease") {
+        Ok(release) => release,
+        Err(error) => return Fact::Unknown(error.to_string()),
+    };
+    match host.read_trimmed(&format!("lib/modules/{release}/modules.dep")) {
+        Ok(dep) if dep.lines().any(|l| l.split(':').next().is_some_and(|m| m.contains("/vfio-pci.ko"))) => {
+            Fact::Known(VfioPci::Module)
+        }
+        Ok(_) => Fact::Known(VfioPci::Missing),
+        Err(error) => Fact::Unknown(error.to_string()),
+    }
+}
+
+/// A virtual console is bound to the framebuffer console (fbcon).
+fn framebuffer_console(host: &dyn HostSource) -> bool {
+    host.list("sys/class/vtconsole").unwrap_or_default().iter().any(|console| {
+        let dir = format!("sys/class/vtconsole/{console}");
+        host.read_trimmed(&format!("{dir}/bind")).is_ok_and(|b| b == "1")
+            && host.read_trimmed(&format!("{dir}/name")).is_ok_and(|n| n.contains("frame buffer"))
+    })
 }
 
 pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice>> {
@@ -63,6 +125,7 @@ pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice
         Ok(addresses) => addresses,
         Err(error) => return Fact::Unknown(error.to_string()),
     };
+    let console = framebuffer_console(host);
     let devices = addresses
         .into_iter()
         .map(|address| {
@@ -91,9 +154,30 @@ pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice
                 .and_then(|g| iommu.groups.iter().find(|group| group.group == g))
                 .map(|group| group.devices.iter().filter(|d| **d != address).cloned().collect())
                 .unwrap_or_default();
+            let boot_vga = host.read_trimmed(&format!("{dir}/boot_vga")).is_ok_and(|v| v == "1");
+            let reset_bug = match (
+                host.read_trimmed(&format!("{dir}/vendor")),
+                host.read_trimmed(&format!("{dir}/device")),
+            ) {
+                (Ok(vendor), Ok(device)) if is_gpu => {
+                    crate::knowledge::gpu_reset::reset_bug_family(&vendor, &device).map(str::to_string)
+                }
+                _ => None,
+            };
             PciDevice {
                 driver: host.link_name(&format!("{dir}/driver")).ok(),
-                boot_vga: host.read_trimmed(&format!("{dir}/boot_vga")).is_ok_and(|v| v == "1"),
+                boot_vga,
+                reset_methods: host
+                    .read_trimmed(&format!("{dir}/reset_method"))
+                    .map(|m| m.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default(),
+                reset_bug,
+                drm_card: host
+                    .list(&format!("{dir}/drm"))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|c| c.starts_with("card")),
+                console: boot_vga && console,
                 address,
                 class,
                 id,

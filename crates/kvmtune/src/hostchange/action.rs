@@ -75,6 +75,15 @@ pub enum ChangeKind {
     /// A property of the systemd unit `path`, at runtime (`systemctl set-property --runtime`),
     /// as systemd owns the cgroups of its units (host-changes.md section 2).
     SystemdProperty { property: String },
+    /// Whether the systemd unit `path` runs: `active` or `inactive` (its `ActiveState`), made by
+    /// `systemctl start` or `stop`. The display manager, stopped for a single-GPU hand-over and
+    /// started again at release.
+    ServiceState,
+    /// The driver of the platform device `path` (`/sys/bus/platform/devices/NAME`), by name;
+    /// empty for none. Made by the driver's `unbind` and `bind` files (sysfs-bus-platform):
+    /// the firmware framebuffer (efi-framebuffer, simple-framebuffer, vesa-framebuffer) that
+    /// holds the boot GPU's memory until it lets go.
+    PlatformDriver,
 }
 
 /// How the value written follows from the value found.
@@ -166,6 +175,11 @@ impl HostAction {
             ChangeKind::SystemdProperty { property } => {
                 format!("systemd {} {property}: {old} -> {}", self.path, self.new)
             }
+            ChangeKind::ServiceState => format!("systemd unit {}: {old} -> {}", self.path, self.new),
+            ChangeKind::PlatformDriver => {
+                let new = if self.new.is_empty() { "(no driver)" } else { &self.new };
+                format!("{} driver: {old} -> {new}", self.path)
+            }
             _ => format!("{}: {old} -> {}", self.path, self.new),
         }
     }
@@ -188,6 +202,17 @@ impl HostAction {
             ChangeKind::SystemdProperty { property } => {
                 format!("systemctl set-property --runtime {} {property}={}", self.path, self.new)
             }
+            ChangeKind::ServiceState => {
+                let verb = if self.new == "active" { "start" } else { "stop" };
+                format!("systemctl {verb} {}", self.path)
+            }
+            ChangeKind::PlatformDriver => {
+                let name = device_address(&self.path);
+                match self.new.as_str() {
+                    "" => format!("echo {name} > {}/driver/unbind", self.path),
+                    driver => format!("echo {name} > /sys/bus/platform/drivers/{driver}/bind"),
+                }
+            }
             _ => format!("echo {} > {}", self.new, self.path),
         }
     }
@@ -199,6 +224,8 @@ impl HostAction {
             ChangeKind::MoveProcess { .. } => "moved back, each thread's CPUs restored",
             ChangeKind::EnableController => "switched off again if it was off",
             ChangeKind::VfioBind => "override cleared, unbound from vfio-pci, probed back to its driver",
+            ChangeKind::ServiceState => "started or stopped again as it was",
+            ChangeKind::PlatformDriver => "bound to its driver again",
             _ => "original value written back",
         }
     }
@@ -407,6 +434,17 @@ pub fn read_original(
             .trim()
             .as_bytes()
             .to_vec(),
+        ChangeKind::ServiceState => writer
+            .systemctl(&["show", "--value", "-p", "ActiveState", &action.path])
+            .map_err(read_error(&action.path, writer))?
+            .trim()
+            .as_bytes()
+            .to_vec(),
+        ChangeKind::PlatformDriver => match writer.link_name(&format!("{}/driver", action.path)) {
+            Ok(driver) => driver.into_bytes(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(read_error(&action.path, writer)(e)),
+        },
         ChangeKind::Write
         | ChangeKind::MayBeRefused
         | ChangeKind::HugepagePool
@@ -540,6 +578,27 @@ pub fn set(
                 .systemctl(&["set-property", "--runtime", path, &format!("{property}={text}")])
                 .map_err(write_error(path, writer))?;
         }
+        ChangeKind::ServiceState => {
+            // Anything but active (inactive, failed, deactivating) is stopped.
+            let verb = if text == "active" { "start" } else { "stop" };
+            writer.systemctl(&[verb, path]).map_err(write_error(path, writer))?;
+        }
+        ChangeKind::PlatformDriver => {
+            let name = device_address(path);
+            let current = writer.link_name(&format!("{path}/driver")).ok();
+            if current.as_deref() == Some(text.as_str()) {
+                return Ok(Outcome::Made);
+            }
+            if current.is_some() {
+                writer
+                    .write(&format!("{path}/driver/unbind"), name.as_bytes())
+                    .map_err(write_error(path, writer))?;
+            }
+            if !text.is_empty() {
+                let bind = format!("/sys/bus/platform/drivers/{text}/bind");
+                writer.write(&bind, name.as_bytes()).map_err(write_error(&bind, writer))?;
+            }
+        }
     }
     Ok(Outcome::Made)
 }
@@ -666,7 +725,9 @@ pub fn restore(
         | ChangeKind::HugepagePool
         | ChangeKind::Affinity { .. }
         | ChangeKind::IrqbalanceBan
-        | ChangeKind::SystemdProperty { .. } => {
+        | ChangeKind::SystemdProperty { .. }
+        | ChangeKind::ServiceState
+        | ChangeKind::PlatformDriver => {
             let kind = if matches!(kind, ChangeKind::HugepagePool) { &ChangeKind::Write } else { kind };
             set(kind, path, original, writer)?;
         }

@@ -63,6 +63,10 @@ enum Record {
         cpus: CpuSet,
         #[serde(default)]
         order: u64,
+        /// Who made the changes when it was not a user at the command line: the libvirt hook
+        /// ([`Journal::started_by`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Before {
         step: usize,
@@ -131,6 +135,8 @@ pub struct VmJournal {
     pub cpus: CpuSet,
     /// Which prepare this was, counting up across the VMs prepared at the same time.
     pub order: u64,
+    /// Who made the changes, when not a user at the command line (`libvirt-hook`).
+    pub by: Option<String>,
     /// Every change recorded, in the order made.
     pub changes: Vec<JournaledChange>,
     /// The run that wrote it finished; otherwise it was interrupted.
@@ -179,6 +185,8 @@ pub struct Journal {
     _lock: Option<File>,
     /// Test-only: die by SIGKILL when this many journal steps (appends and writes) are done.
     kill_at_step: Option<usize>,
+    /// Recorded in the journals begun through this handle ([`Journal::started_by`]).
+    by: Option<String>,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -224,7 +232,7 @@ impl Journal {
             .map_err(io_error(&lock_path))?;
         lock.lock().map_err(io_error(&lock_path))?;
         let boot_id = boot_id(writer)?;
-        Ok(Self { dir, boot_id, _lock: Some(lock), kill_at_step: None })
+        Ok(Self { dir, boot_id, _lock: Some(lock), kill_at_step: None, by: None })
     }
 
     /// Opens the journal directory to read it (`status`, a dry run), sharing the lock with
@@ -243,7 +251,7 @@ impl Journal {
             Err(error) => return Err(io_error(&lock_path)(error)),
         };
         let boot_id = boot_id(writer)?;
-        Ok(Self { dir, boot_id, _lock: lock, kill_at_step: None })
+        Ok(Self { dir, boot_id, _lock: lock, kill_at_step: None, by: None })
     }
 
     /// Test-only failpoint: the process kills itself with SIGKILL once `step` journal steps
@@ -252,6 +260,13 @@ impl Journal {
     #[doc(hidden)]
     pub fn kill_at_step(mut self, step: usize) -> Self {
         self.kill_at_step = Some(step);
+        self
+    }
+
+    /// Marks the journals this handle begins as made by `by` (the libvirt hook), so that the
+    /// hook can tell its own VMs from those a user prepared by hand.
+    pub fn started_by(mut self, by: &str) -> Self {
+        self.by = Some(by.to_string());
         self
     }
 
@@ -299,6 +314,7 @@ impl Journal {
                 pid: std::process::id(),
                 cpus: cpus.clone(),
                 order,
+                by: self.by.clone(),
             },
             &mut steps,
         )?;
@@ -380,13 +396,9 @@ impl Journal {
             std::fs::rename(&journal.path, &aside).map_err(io_error(&journal.path))?;
             return Ok(Released::SetAside(aside));
         }
-        // The VMs whose CPUs the host share leaves out; a journal without CPUs (a device
-        // hand-over) shares nothing with this one.
-        let mut others: Vec<VmJournal> = self
-            .status()?
-            .into_iter()
-            .filter(|j| j.vm != vm && !j.from_another_boot && !j.cpus.is_empty())
-            .collect();
+        // Every other VM still prepared: a later one may have changed a file this one did.
+        let mut others: Vec<VmJournal> =
+            self.status()?.into_iter().filter(|j| j.vm != vm && !j.from_another_boot).collect();
         others.sort_by_key(|j| j.order);
         let (undo_steps, changed) = hand_over(&journal, &mut others);
         // The others' journals first: once they hold this VM's originals, a release killed
@@ -447,13 +459,16 @@ fn hand_over(
     let mut changed = std::collections::BTreeSet::new();
     let mut steps = Vec::new();
     let mut handed = Vec::new();
+    // The VM that inherits the host cgroup: the first that takes CPUs from the host. A device
+    // hand-over or a hugepage-only prepare takes none and inherits nothing.
+    let heir = others.iter().position(|o| !o.cpus.is_empty());
     for change in journal.changes.iter().rev().filter(|c| c.refused.is_none()) {
         if others.is_empty() {
             steps.push(UndoStep::Restore(change.clone()));
             continue;
         }
         // The host cgroup and the processes in it serve every VM's isolation.
-        if matches!(change.kind, ChangeKind::CreateDir | ChangeKind::MoveProcess { .. }) {
+        if heir.is_some() && matches!(change.kind, ChangeKind::CreateDir | ChangeKind::MoveProcess { .. }) {
             handed.push(change.clone());
             continue;
         }
@@ -473,9 +488,10 @@ fn hand_over(
             false => UndoStep::Restore(change.clone()),
         });
     }
-    if !handed.is_empty() {
+    if let (false, Some(heir)) = (handed.is_empty(), heir) {
         handed.reverse();
-        let heir = &mut others[0];
+        let index = heir;
+        let heir = &mut others[index];
         let held: std::collections::BTreeSet<String> =
             heir.changes.iter().map(JournaledChange::key).collect();
         handed.retain(|c| !held.contains(&c.key()));
@@ -483,7 +499,7 @@ fn hand_over(
         // into the host cgroup go before the cgroup does).
         handed.append(&mut heir.changes);
         heir.changes = handed;
-        changed.insert(0);
+        changed.insert(index);
     }
     (steps, changed)
 }
@@ -501,6 +517,7 @@ fn rewrite(journal: &VmJournal) -> Result<(), JournalError> {
         pid: journal.pid,
         cpus: journal.cpus.clone(),
         order: journal.order,
+        by: journal.by.clone(),
     });
     for (step, change) in journal.changes.iter().enumerate() {
         push(Record::Before {
@@ -547,13 +564,14 @@ pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, Jour
             Err(error) => return Err(corrupt(index + 1, error.to_string())),
         };
         match (record, journal.as_mut()) {
-            (Record::Begin { vm, boot_id, pid, cpus, order }, None) => {
+            (Record::Begin { vm, boot_id, pid, cpus, order, by }, None) => {
                 journal = Some(VmJournal {
                     vm,
                     path: path.to_path_buf(),
                     pid,
                     cpus,
                     order,
+                    by,
                     changes: Vec::new(),
                     complete: false,
                     from_another_boot: boot_id != this_boot,
@@ -602,6 +620,7 @@ pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, Jour
             pid: 0,
             cpus: CpuSet::new(),
             order: 0,
+            by: None,
             changes: Vec::new(),
             complete: false,
             boot_id: this_boot.to_string(),

@@ -18,10 +18,14 @@
 //! - [`vfio`]: what `kvmtune vfio bind` changes: each named device's whole IOMMU group handed
 //!   to vfio-pci, with the refusals (no IOMMU, a device the host uses).
 //!
+//! - [`hook`]: the libvirt hook, which runs `prepare` and `vfio` at a VM's start and undoes
+//!   them at its stop, for domains whose `<metadata>` asks.
+//!
 //! A new host action (a new kind of file or setting to change) goes into [`action`] as a
 //! constructor of [`HostAction`]; [`Journal::apply`] makes any list of them, journaled.
 
 pub mod action;
+pub mod hook;
 pub mod journal;
 pub mod prepare;
 pub mod vfio;

@@ -179,7 +179,11 @@ pub fn plan(
     if prepared.iter().any(|j| j.vm == request.vm && !j.from_another_boot) {
         return Err(Refusal::AlreadyPrepared(request.vm.clone()));
     }
-    if request.cpus.is_empty() {
+    // A VM takes its CPUs from the host only when its host tasks or IRQs move off them; one
+    // that asks for hugepages alone takes none, and may share CPUs with a VM that does.
+    let takes_cpus = request.isolate || request.irqs;
+    let needs_cpus = takes_cpus || request.governor.is_some() || request.epp.is_some();
+    if request.cpus.is_empty() && needs_cpus {
         return Err(Refusal::NoCpus(request.vm.clone()));
     }
     let online = read_cpus(writer, "/sys/devices/system/cpu/online")?;
@@ -188,7 +192,7 @@ pub fn plan(
         return Err(Refusal::OfflineCpu { cpus: offline, online });
     }
     let live: Vec<&VmJournal> = prepared.iter().filter(|j| !j.from_another_boot).collect();
-    for other in &live {
+    for other in live.iter().filter(|_| takes_cpus) {
         let shared = request.cpus.intersection(&other.cpus);
         if !shared.is_empty() {
             return Err(Refusal::TakenByVm { cpus: shared, other: other.vm.clone() });
@@ -219,10 +223,13 @@ pub fn plan(
         }
         None => online.difference(&request.cpus).difference(&others_taken),
     };
-    if housekeeping.is_empty() {
+    if housekeeping.is_empty() && takes_cpus {
         return Err(Refusal::NoHousekeeping { online, taken: request.cpus.union(&others_taken) });
     }
-    let taken = online.difference(&housekeeping).difference(&others_taken);
+    let taken = match takes_cpus {
+        true => online.difference(&housekeeping).difference(&others_taken),
+        false => CpuSet::new(),
+    };
     let layout = cgroup_layout(writer);
     if request.isolate && layout == CgroupLayout::None {
         return Err(Refusal::NoCpuset);

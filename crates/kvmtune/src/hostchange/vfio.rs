@@ -8,9 +8,18 @@
 //! group holding something the host visibly uses (a disk with a mounted filesystem, the NIC of
 //! the default route, the boot VGA while a console is bound to it), vfio-pci not loaded.
 //!
-//! Not built yet (issue 15): the single-GPU hand-over (`--single-gpu`: display manager, virtual
-//! consoles, framebuffer), `reset_method` warnings, and the libvirt hook; a root filesystem that
-//! is not on a block device (9p, NFS) is not seen by the mounted-disk check.
+//! The single-GPU hand-over (`single_gpu`, for a host whose only GPU goes to the VM) takes the
+//! host's display off the boot GPU first, each step journaled so that release gives it back in
+//! reverse: the display manager stopped (where systemd runs one), every virtual console
+//! unbound from the framebuffer console, the firmware framebuffer released from its platform
+//! driver; then the GPU's own driver lets go as any device's does (host-changes.md section 4).
+//!
+//! Each member's reset is reported: a GPU the kernel cannot reset, or an AMD family with the
+//! reset bug (knowledge/gpu_reset.rs), gets a warning; with the vendor-reset module loaded, such
+//! a GPU's `reset_method` is set to `device_specific` for the VM's time.
+//!
+//! Not seen by the mounted-disk check: a root filesystem that is not on a block device (9p,
+//! NFS).
 
 use serde::Serialize;
 
@@ -28,6 +37,10 @@ pub struct GroupMember {
     /// Its driver now; `None` when no driver has it.
     pub driver: Option<String>,
     pub group: u32,
+    /// The firmware's boot display.
+    pub boot_vga: bool,
+    /// The kernel's reset methods for it (`reset_method`), best first; empty for none.
+    pub reset_methods: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +50,8 @@ pub struct BindPlan {
     /// The groups whose `/dev/vfio/N` must exist afterwards.
     pub groups: Vec<u32>,
     pub actions: Vec<HostAction>,
+    /// What may go wrong that kvmtune cannot prevent (a GPU that does not reset).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +68,10 @@ pub enum VfioRefusal {
     HostUses { address: String, group: u32, what: String },
     #[error("the vfio-pci driver is not loaded: run `modprobe vfio-pci` first")]
     NoVfioPci,
+    #[error(
+        "--single-gpu hands over the host's boot display, and none of {0} is it (no boot_vga); bind without --single-gpu"
+    )]
+    NotTheBootDisplay(String),
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -71,7 +90,12 @@ fn text(writer: &dyn HostWriter, path: &str) -> Option<String> {
 }
 
 /// Works out the hand-over of `devices` (and their groups) for `vm`.
-pub fn plan_bind(vm: &str, devices: &[String], writer: &dyn HostWriter) -> Result<BindPlan, VfioRefusal> {
+pub fn plan_bind(
+    vm: &str,
+    devices: &[String],
+    single_gpu: bool,
+    writer: &dyn HostWriter,
+) -> Result<BindPlan, VfioRefusal> {
     let mut members: Vec<GroupMember> = Vec::new();
     let mut groups = Vec::new();
     for device in devices {
@@ -103,11 +127,18 @@ pub fn plan_bind(vm: &str, devices: &[String], writer: &dyn HostWriter) -> Resul
                 continue;
             }
             let driver = writer.link_name(&format!("{dir}/driver")).ok();
-            members.push(GroupMember { address: member, class, driver, group });
+            let boot_vga = text(writer, &format!("{dir}/boot_vga")).as_deref() == Some("1");
+            let reset_methods = text(writer, &format!("{dir}/reset_method"))
+                .map(|m| m.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default();
+            members.push(GroupMember { address: member, class, driver, group, boot_vga, reset_methods });
         }
     }
+    if single_gpu && !members.iter().any(|m| m.boot_vga) {
+        return Err(VfioRefusal::NotTheBootDisplay(devices.join(", ")));
+    }
     let in_use = HostUse::read(writer);
-    for member in &members {
+    for member in members.iter().filter(|m| !(single_gpu && m.boot_vga)) {
         if let Some(what) = in_use.of(member, writer) {
             return Err(VfioRefusal::HostUses { address: member.address.clone(), group: member.group, what });
         }
@@ -115,21 +146,140 @@ pub fn plan_bind(vm: &str, devices: &[String], writer: &dyn HostWriter) -> Resul
     if !writer.is_dir(&format!("/sys/bus/pci/drivers/{VFIO_PCI}")) {
         return Err(VfioRefusal::NoVfioPci);
     }
-    let actions = members
-        .iter()
-        .filter(|m| m.driver.as_deref() != Some(VFIO_PCI))
-        .map(|m| {
-            let mut action = HostAction::write(
-                format!("{PCI_DEVICES}/{}", m.address),
-                VFIO_PCI,
-                format!("{} (class {}, group {}) to vfio-pci for VM {vm}", m.address, m.class, m.group),
+    let mut actions = if single_gpu { display_hand_over(vm, writer) } else { Vec::new() };
+    let (warnings, reset_actions) = reset_plan(vm, &members, writer);
+    actions.extend(reset_actions);
+    actions.extend(members.iter().filter(|m| m.driver.as_deref() != Some(VFIO_PCI)).map(|m| {
+        let mut action = HostAction::write(
+            format!("{PCI_DEVICES}/{}", m.address),
+            VFIO_PCI,
+            format!("{} (class {}, group {}) to vfio-pci for VM {vm}", m.address, m.class, m.group),
+        )
+        .with_kind(ChangeKind::VfioBind);
+        action.old = Some(m.driver.clone().unwrap_or_else(|| "(none)".to_string()));
+        action
+    }));
+    Ok(BindPlan { vm: vm.to_string(), members, groups, actions, warnings })
+}
+
+/// systemd's alias for whichever display manager is enabled (gdm, sddm, lightdm, ...).
+pub const DISPLAY_MANAGER: &str = "display-manager.service";
+/// The firmware framebuffers that hold a boot GPU's memory, as platform devices (the kernel's
+/// sysfb: drivers/firmware/sysfb.c; efifb, simpledrm/simplefb, vesafb).
+pub const FIRMWARE_FRAMEBUFFERS: [&str; 3] =
+    ["efi-framebuffer.0", "simple-framebuffer.0", "vesa-framebuffer.0"];
+
+/// The host's display off the boot GPU, in the order the community's single-GPU scripts use
+/// (host-changes.md section 4): the display manager, the virtual consoles, the firmware
+/// framebuffer.
+fn display_hand_over(vm: &str, writer: &dyn HostWriter) -> Vec<HostAction> {
+    let mut actions = Vec::new();
+    // A display manager only where systemd runs (it is PID 1 when /run/systemd/system exists,
+    // sd_booted(3)) and one is enabled.
+    if writer.is_dir("/run/systemd/system")
+        && writer.link_target(&format!("/etc/systemd/system/{DISPLAY_MANAGER}")).is_ok()
+    {
+        actions.push(
+            HostAction::write(
+                DISPLAY_MANAGER,
+                "inactive",
+                format!("the display manager lets go of the GPU for VM {vm}; started again at release"),
             )
-            .with_kind(ChangeKind::VfioBind);
-            action.old = Some(m.driver.clone().unwrap_or_else(|| "(none)".to_string()));
-            action
+            .with_kind(ChangeKind::ServiceState),
+        );
+    }
+    for console in writer.list_dir("/sys/class/vtconsole").unwrap_or_default() {
+        let dir = format!("/sys/class/vtconsole/{console}");
+        let name = text(writer, &format!("{dir}/name")).unwrap_or_default();
+        if text(writer, &format!("{dir}/bind")).as_deref() == Some("1") && name.contains("frame buffer") {
+            let mut action = HostAction::write(
+                format!("{dir}/bind"),
+                "0",
+                format!("{console} ({name}) off the framebuffer for VM {vm}; bound again at release"),
+            );
+            action.old = Some("1".to_string());
+            actions.push(action);
+        }
+    }
+    for framebuffer in FIRMWARE_FRAMEBUFFERS {
+        let path = format!("/sys/bus/platform/devices/{framebuffer}");
+        if let Ok(driver) = writer.link_name(&format!("{path}/driver")) {
+            let mut action = HostAction::write(
+                path,
+                "",
+                format!("the firmware framebuffer lets go of the GPU's memory for VM {vm}"),
+            )
+            .with_kind(ChangeKind::PlatformDriver);
+            action.old = Some(driver);
+            actions.push(action);
+        }
+    }
+    actions
+}
+
+/// The reset warnings for devices handed over earlier (at release), read as they are now.
+pub fn reset_warnings(addresses: &[String], writer: &dyn HostWriter) -> Vec<String> {
+    let members: Vec<GroupMember> = addresses
+        .iter()
+        .map(|address| {
+            let dir = format!("{PCI_DEVICES}/{address}");
+            GroupMember {
+                address: address.clone(),
+                class: text(writer, &format!("{dir}/class")).unwrap_or_default(),
+                driver: writer.link_name(&format!("{dir}/driver")).ok(),
+                group: 0,
+                boot_vga: text(writer, &format!("{dir}/boot_vga")).as_deref() == Some("1"),
+                reset_methods: text(writer, &format!("{dir}/reset_method"))
+                    .map(|m| m.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default(),
+            }
         })
         .collect();
-    Ok(BindPlan { vm: vm.to_string(), members, groups, actions })
+    reset_plan("", &members, writer).0
+}
+
+/// The warnings about members that may not reset, and with vendor-reset loaded, the
+/// `reset_method` writes that hand those GPUs' reset to it.
+pub fn reset_plan(
+    vm: &str,
+    members: &[GroupMember],
+    writer: &dyn HostWriter,
+) -> (Vec<String>, Vec<HostAction>) {
+    use crate::knowledge::gpu_reset::{DEVICE_SPECIFIC, VENDOR_RESET_MODULE, reset_bug_family};
+    let vendor_reset = writer.is_dir(&format!("/sys/module/{VENDOR_RESET_MODULE}"));
+    let mut warnings = Vec::new();
+    let mut actions = Vec::new();
+    for member in members.iter().filter(|m| m.class.starts_with("0x03")) {
+        let dir = format!("{PCI_DEVICES}/{}", member.address);
+        let family = match (text(writer, &format!("{dir}/vendor")), text(writer, &format!("{dir}/device"))) {
+            (Some(vendor), Some(device)) => reset_bug_family(&vendor, &device),
+            _ => None,
+        };
+        let methods = member.reset_methods.join(" ");
+        match family {
+            // Already first: vendor-reset's reset is the one the kernel uses.
+            Some(_) if vendor_reset && member.reset_methods.first().map(String::as_str) == Some(DEVICE_SPECIFIC) => {}
+            Some(family) if vendor_reset && !member.reset_methods.is_empty() => {
+                let mut action = HostAction::write(
+                    format!("{dir}/reset_method"),
+                    DEVICE_SPECIFIC,
+                    format!("AMD {family} resets through vendor-reset while VM {vm} has it"),
+                );
+                action.old = Some(methods);
+                actions.push(action);
+            }
+            Some(family) => warnings.push(format!(
+                "{} is an AMD {family} GPU, known not to reset (the AMD reset bug): after the VM stops it may not work for the host or the next start until a reboot. Load vendor-reset (gnif/vendor-reset) before binding; kvmtune then selects its device_specific reset",
+                member.address
+            )),
+            None if member.reset_methods.is_empty() => warnings.push(format!(
+                "{} is a GPU the kernel has no reset method for (empty reset_method): it may keep the VM's state across starts or fail to come back to the host",
+                member.address
+            )),
+            None => {}
+        }
+    }
+    (warnings, actions)
 }
 
 /// What the host has mounted and routes through, read once for every device checked.
@@ -166,6 +316,29 @@ fn host_use(member: &GroupMember, mounts: &str, routes: &str, writer: &dyn HostW
             return Some(format!("disk {disk} holds the filesystem mounted at {point}"));
         }
     }
+    // A virtio-9p share mounted by its tag (a VM's root from its host, as in kvmtune's lab):
+    // the tag is the virtio device's `mount_tag` (net/9p/trans_virtio.c).
+    for virtio in writer.list_dir("/sys/bus/virtio/devices").unwrap_or_default() {
+        let dir = format!("/sys/bus/virtio/devices/{virtio}");
+        let Ok(target) = writer.link_target(&dir) else { continue };
+        if !target.contains(&format!("/{}/", member.address)) {
+            continue;
+        }
+        // The kernel shows the tag with its terminating NUL.
+        let Some(tag) =
+            text(writer, &format!("{dir}/mount_tag")).map(|t| t.trim_end_matches('\0').to_string())
+        else {
+            continue;
+        };
+        if let Some(line) = mounts.lines().find(|l| {
+            let mut fields = l.split_whitespace();
+            let (source, _, kind) = (fields.next(), fields.next(), fields.next());
+            source == Some(tag.as_str()) && kind == Some("9p")
+        }) {
+            let point = line.split_whitespace().nth(1).unwrap_or("?");
+            return Some(format!("it serves the 9p share `{tag}` mounted at {point}"));
+        }
+    }
     // The NIC of the default route (/proc/net/route: destination 00000000).
     for iface in writer.list_dir("/sys/class/net").unwrap_or_default() {
         let device = writer.link_name(&format!("/sys/class/net/{iface}/device")).unwrap_or_default();
@@ -179,19 +352,97 @@ fn host_use(member: &GroupMember, mounts: &str, routes: &str, writer: &dyn HostW
         }
     }
     // The boot display while the framebuffer console is bound to it.
-    let boot_vga =
-        text(writer, &format!("{PCI_DEVICES}/{}/boot_vga", member.address)).as_deref() == Some("1");
-    if boot_vga {
+    if member.boot_vga {
         for console in writer.list_dir("/sys/class/vtconsole").unwrap_or_default() {
             let dir = format!("/sys/class/vtconsole/{console}");
             let bound = text(writer, &format!("{dir}/bind")).as_deref() == Some("1");
             let name = text(writer, &format!("{dir}/name")).unwrap_or_default();
             if bound && name.contains("frame buffer") {
                 return Some(format!(
-                    "it is the boot display and the console ({console}: {name}) is on it; the single-GPU hand-over (--single-gpu) is not built yet"
+                    "it is the boot display and the console ({console}: {name}) is on it; for the host's only GPU, bind with --single-gpu"
                 ));
             }
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostchange::writer::RootedHostWriter;
+
+    /// One AMD Polaris GPU, the boot display, alone in group 1 on amdgpu, with fbcon on vtcon1
+    /// and efifb on the firmware framebuffer.
+    fn single_gpu_host(vendor_reset: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let put = |path: &str, text: &str| {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        };
+        let link = |path: &str, target: &str| {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(target, file).unwrap();
+        };
+        let gpu = "sys/bus/pci/devices/0000:01:00.0";
+        for (file, value) in
+            [("class", "0x030000"), ("vendor", "0x1002"), ("device", "0x67df"), ("boot_vga", "1")]
+        {
+            put(&format!("{gpu}/{file}"), &format!("{value}\n"));
+        }
+        put(&format!("{gpu}/reset_method"), "bus\n");
+        link(&format!("{gpu}/iommu_group"), "../../../kernel/iommu_groups/1");
+        link(&format!("{gpu}/driver"), "../../../bus/pci/drivers/amdgpu");
+        std::fs::create_dir_all(root.join("sys/kernel/iommu_groups/1/devices/0000:01:00.0")).unwrap();
+        std::fs::create_dir_all(root.join("sys/bus/pci/drivers/vfio-pci")).unwrap();
+        put("sys/class/vtconsole/vtcon0/bind", "0\n");
+        put("sys/class/vtconsole/vtcon0/name", "(S) dummy device\n");
+        put("sys/class/vtconsole/vtcon1/bind", "1\n");
+        put("sys/class/vtconsole/vtcon1/name", "(M) frame buffer device\n");
+        link(
+            "sys/bus/platform/devices/efi-framebuffer.0/driver",
+            "../../../bus/platform/drivers/efi-framebuffer",
+        );
+        if vendor_reset {
+            std::fs::create_dir_all(root.join("sys/module/vendor_reset")).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn the_single_gpu_hand_over_takes_the_console_and_framebuffer_first() {
+        let host = single_gpu_host(true);
+        let writer = RootedHostWriter::new(host.path());
+        let devices = ["01:00.0".to_string()];
+        let refused = plan_bind("win", &devices, false, &writer).unwrap_err();
+        assert!(refused.to_string().contains("--single-gpu"), "{refused}");
+
+        let plan = plan_bind("win", &devices, true, &writer).unwrap();
+        let steps: Vec<String> = plan.actions.iter().map(HostAction::shell).collect();
+        assert_eq!(
+            steps,
+            [
+                "echo 0 > /sys/class/vtconsole/vtcon1/bind",
+                "echo efi-framebuffer.0 > /sys/bus/platform/devices/efi-framebuffer.0/driver/unbind",
+                "echo device_specific > /sys/bus/pci/devices/0000:01:00.0/reset_method",
+                "echo vfio-pci > /sys/bus/pci/devices/0000:01:00.0/driver_override; echo 0000:01:00.0 > /sys/bus/pci/devices/0000:01:00.0/driver/unbind; echo 0000:01:00.0 > /sys/bus/pci/drivers_probe",
+            ]
+        );
+        // vendor-reset takes the reset: nothing to warn about.
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn a_reset_bug_gpu_without_vendor_reset_is_warned_about() {
+        let host = single_gpu_host(false);
+        let writer = RootedHostWriter::new(host.path());
+        let plan = plan_bind("win", &["0000:01:00.0".to_string()], true, &writer).unwrap();
+        assert_eq!(plan.warnings.len(), 1);
+        assert!(plan.warnings[0].contains("Polaris 10") && plan.warnings[0].contains("vendor-reset"));
+        assert!(!plan.actions.iter().any(|a| a.path.ends_with("reset_method")));
+        assert_eq!(reset_warnings(&["0000:01:00.0".to_string()], &writer), plan.warnings);
+    }
 }

@@ -33,3 +33,9 @@ pub const DEFAULT_HUGEPAGE_KIB: u64 = 2048;
 
 /// 1 GiB pages, where the CPU has `pdpe1gb` and the memory is a whole number of GiB.
 pub const GIGANTIC_HUGEPAGE_KIB: u64 = 1_048_576;
+
+/// The cpufreq governor for a VM's CPUs where the host runs a slow one (powersave, ondemand,
+/// conservative): a vCPU that wakes from halt should not wait for its core to clock up.
+/// Source: tuned's `virtual-host` profile (throughput-performance); ../shared/host-changes.md
+/// section 6.
+pub const GOVERNOR: &str = "performance";

@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use crate::analysis::planner::VmPlan;
+use crate::config::host_request;
 use crate::config::model::WindowsVersion;
 use crate::host::CpuSet;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
@@ -78,6 +79,9 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
         "    <libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'>\n      <libosinfo:os id='{}'/>\n    </libosinfo:libosinfo>",
         libosinfo_id(windows)
     );
+    for (depth, line) in host_request::render_lines(&vm.host_side, '\'') {
+        let _ = writeln!(out, "    {}{line}", "  ".repeat(depth));
+    }
     let _ = writeln!(out, "  </metadata>");
     let _ = writeln!(out, "  <memory unit='MiB'>{}</memory>", vm.memory_mib);
     let _ = writeln!(out, "  <currentMemory unit='MiB'>{}</currentMemory>", vm.memory_mib);

@@ -3,12 +3,10 @@
 
 use std::fmt::Write as _;
 
-use crate::analysis::host_rules::SLOW_GOVERNORS;
 use crate::analysis::planner::placement::host_cores;
 use crate::analysis::planner::{Decision, Plan, VmPlan};
 use crate::host::HostFacts;
-use crate::host::cpulist::CpuSet;
-use crate::hostchange::prepare::{self, HugepageNeed};
+use crate::hostchange::prepare;
 
 pub fn render(plan: &Plan, host: &HostFacts, host_source: &str) -> String {
     let mut out = String::new();
@@ -25,31 +23,21 @@ pub fn render(plan: &Plan, host: &HostFacts, host_source: &str) -> String {
         for decision in &vm.decisions {
             render_decision(&mut out, decision);
         }
-        render_host_side(&mut out, vm, plan, host);
+        render_host_side(&mut out, vm);
     }
     out
 }
 
 /// The `kvmtune host prepare` line that gives the host side of this VM's plan: its CPUs off
 /// the host's tasks and IRQs, its hugepages, and the governor where the host runs a slow one.
-fn render_host_side(out: &mut String, vm: &VmPlan, plan: &Plan, host: &HostFacts) {
-    let vcpus: CpuSet = vm.placement.vcpu_cpus.iter().copied().collect();
-    let cpus = vcpus.union(&vm.emulator_cpus.union(&vm.iothread_cpus).difference(&plan.housekeeping));
-    let hugepages = vm.hugepages.as_ref().map(|h| HugepageNeed {
-        size_kib: h.page_size_kib,
-        count: h.pages,
-        node: h.node,
-    });
-    let slow_governor =
-        host.host_state.cpufreq_governors.known().is_some_and(|governors| {
-            governors.iter().any(|(name, _)| SLOW_GOVERNORS.contains(&name.as_str()))
-        });
+fn render_host_side(out: &mut String, vm: &VmPlan) {
+    let side = &vm.host_side;
     let line = prepare::command_line(
         &vm.name,
-        &cpus,
-        &plan.housekeeping,
-        hugepages.as_ref(),
-        slow_governor.then_some("performance"),
+        &side.cpus,
+        &side.housekeeping,
+        side.hugepages.as_ref(),
+        side.governor,
     );
     let _ = writeln!(out, "  {:<14} {line}", "host side");
     let _ = writeln!(

@@ -352,10 +352,18 @@ fn facts_section(out: &mut String, facts: &HostFacts) {
         out,
         "IOMMU",
         show(&facts.iommu.enabled, |on| {
+            let vfio = show(&facts.iommu.vfio_pci, |state| {
+                match state {
+                    crate::host::pci::VfioPci::Loaded => "vfio-pci loaded",
+                    crate::host::pci::VfioPci::Module => "vfio-pci not loaded (modprobe vfio-pci)",
+                    crate::host::pci::VfioPci::Missing => "no vfio-pci in this kernel",
+                }
+                .to_string()
+            });
             if *on {
-                format!("on, {} groups", facts.iommu.groups.len())
+                format!("on, {} groups; {vfio}", facts.iommu.groups.len())
             } else {
-                "off (no IOMMU groups)".to_string()
+                format!("off (no IOMMU groups); {vfio}")
             }
         }),
     );
@@ -367,8 +375,22 @@ fn facts_section(out: &mut String, facts: &HostFacts) {
                 .iter()
                 .filter(|d| d.is_gpu)
                 .map(|gpu| {
+                    let mut notes = String::new();
+                    if gpu.console {
+                        notes += " console on it";
+                    }
+                    if let Some(card) = &gpu.drm_card {
+                        notes += &format!(" drm {card}");
+                    }
+                    notes += &match gpu.reset_methods.is_empty() {
+                        true => " reset: none".to_string(),
+                        false => format!(" reset: {}", gpu.reset_methods.join(",")),
+                    };
+                    if let Some(family) = &gpu.reset_bug {
+                        notes += &format!(" (AMD {family}: reset bug, needs vendor-reset)");
+                    }
                     format!(
-                        "GPU {} {} driver {} group {} node {}{}{}",
+                        "GPU {} {} driver {} group {} node {}{}{}{notes}",
                         gpu.address,
                         show(&gpu.id, String::clone),
                         gpu.driver.as_deref().unwrap_or("none"),

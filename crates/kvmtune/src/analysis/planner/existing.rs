@@ -170,5 +170,9 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     if !plan.memballoon && config.devices.memballoon.as_ref().is_some_and(|m| m.value != "none") {
         actions.push(FixAction::SetMemballoonModel { model: "none".into() });
     }
+    // The host side for the libvirt hook; a request the user wrote is theirs to keep.
+    if config.format == crate::config::model::SourceFormat::Libvirt && config.host_request.is_none() {
+        actions.push(FixAction::SetHostRequest { side: plan.host_side.clone() });
+    }
     actions
 }

@@ -7,6 +7,7 @@
 
 pub mod existing;
 pub mod features;
+pub mod host_side;
 pub mod placement;
 
 use serde::Serialize;
@@ -218,6 +219,8 @@ pub struct VmPlan {
     pub clock: features::ClockPlan,
     pub devices: Vec<Passthrough>,
     pub memballoon: bool,
+    /// What the host does for the VM while it runs (`kvmtune host prepare`, `vfio bind`).
+    pub host_side: host_side::HostSide,
     pub decisions: Vec<Decision>,
 }
 
@@ -472,8 +475,17 @@ fn vm_plan(
         "virtio disk with its own iothread, virtio NIC with one queue per vCPU (up to 8)",
         &["DEV002", "DEV003", "DEV004"],
     ));
+    let host_side = host_side::host_side(
+        host,
+        &share.cpus,
+        &placement.vcpu_cpus,
+        &emulator_cpus,
+        hugepages.as_ref(),
+        &devices,
+    );
     Ok(VmPlan {
         name: vm.name.clone(),
+        host_side,
         vcpus,
         topology,
         emulator_cpus: emulator_cpus.clone(),

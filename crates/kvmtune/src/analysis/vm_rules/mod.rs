@@ -1,6 +1,7 @@
 //! VM-config rules: every trap kvmtune knows in a Windows guest's configuration, one
 //! declaration each, beside its check, in its family's file: `hyperv.rs`, `timers.rs`,
-//! `pinning.rs`, `memory.rs`, `devices.rs`, `passthrough.rs` (`<qemu:commandline>`) and `legacy.rs`.
+//! `pinning.rs`, `memory.rs`, `devices.rs`, `passthrough.rs` (`<qemu:commandline>`), `legacy.rs` and
+//! `host_request.rs` (`<kvmtune:host>`, what the libvirt hook does at the VM's start).
 //! [`VM_RULES`] lists them in order.
 //!
 //! A rule reads the typed model (and, when `needs_host`, the host facts) and returns findings
@@ -12,6 +13,7 @@
 //! test fails until both exist and behave).
 
 mod devices;
+mod host_request;
 mod hyperv;
 mod legacy;
 mod memory;
@@ -182,4 +184,8 @@ pub const VM_RULES: &[VmRule] = &[
     devices::DEV009,
     legacy::LEG001,
     passthrough::ARG001,
+    host_request::HOOK001,
+    host_request::HOOK002,
+    host_request::HOOK003,
+    host_request::HOOK004,
 ];

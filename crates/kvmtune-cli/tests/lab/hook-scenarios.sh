@@ -1,0 +1,137 @@
+# The libvirt hook with a real libvirtd in the lab guest (bash, root); each scenario prints
+# `PASS <name>` or fails. libvirtd and virtlogd run from this machine's packages over the 9p
+# root, their state in tmpfs mounts over /etc/libvirt and /var/{lib,cache,log}/libvirt. The
+# domains are TCG guests with no disk (they sit in the firmware): enough for libvirt to run the
+# hook at their start and stop.
+
+. crates/kvmtune-cli/tests/lab/host-lib.sh
+GPU=0000:00:10.0 AUDIO=0000:00:10.1
+drv() { basename "$(readlink /sys/bus/pci/devices/$1/driver 2>/dev/null)" 2>/dev/null; }
+V() { virsh -q -c qemu:///system "$@"; }
+
+libvirt_up() {
+    local d
+    for d in /etc/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt; do
+        mkdir -p "$TMPDIR/orig$d"
+        cp -a "$d/." "$TMPDIR/orig$d/" 2>/dev/null
+        mount -t tmpfs tmpfs "$d" && cp -a "$TMPDIR/orig$d/." "$d/" || fail "tmpfs over $d"
+    done
+    mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages || fail "hugetlbfs"
+    # The hook must be there when the daemon starts (libvirt docs/hooks.rst).
+    kvmtune hook install > $TMPDIR/install || fail "hook install"
+    grep -q 'restart' $TMPDIR/install || fail "install does not say to restart libvirtd: $(cat $TMPDIR/install)"
+    /usr/sbin/virtlogd -d && /usr/sbin/libvirtd -d || fail "libvirtd"
+    local i
+    for i in $(seq 180); do V version > /dev/null 2>&1 && break; sleep 1; done
+    V version > /dev/null || fail "libvirtd does not answer"
+    echo "PASS libvirt_up (hook installed, libvirtd answering after ${i} s)"
+}
+
+# domain NAME METADATA: a TCG domain with vCPUs pinned to CPUs 2-3, its emulator on 0-1, and
+# 64 MiB of 2 MiB hugepages bound to node 1, which the host has none of until the hook
+# allocates them.
+domain() {
+    cat > $TMPDIR/$1.xml <<XML
+<domain type='qemu'>
+  <name>$1</name>
+  <metadata>$2</metadata>
+  <memory unit='MiB'>64</memory>
+  <memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages></memoryBacking>
+  <vcpu placement='static'>2</vcpu>
+  <cputune>
+    <vcpupin vcpu='0' cpuset='2'/>
+    <vcpupin vcpu='1' cpuset='3'/>
+    <emulatorpin cpuset='0-1'/>
+  </cputune>
+  <numatune><memory mode='strict' nodeset='1'/></numatune>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices>
+</domain>
+XML
+    V define $TMPDIR/$1.xml > /dev/null || fail "define $1"
+}
+
+HOOKED="<kvmtune:host xmlns:kvmtune='https://kvmtune.dev/xmlns/libvirt/host/1'>
+  <kvmtune:isolate housekeeping='0-1'/><kvmtune:hugepages/>
+  <kvmtune:vfio><kvmtune:device address='$GPU'/></kvmtune:vfio></kvmtune:host>"
+
+node1_pages() { cat /sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages; }
+
+# libvirt's own cgroups of its domains are libvirt's business, not what the hook must undo.
+state() { snapshot | grep -v "/sys/fs/cgroup/machine/"; echo "drivers $(drv $GPU) $(drv $AUDIO)"; }
+
+# Without the metadata the hook does nothing.
+plain_domain() {
+    domain plain ""
+    sed -i 's/<memoryBacking>.*<\/memoryBacking>//; s/<numatune>.*<\/numatune>//' $TMPDIR/plain.xml
+    V undefine plain > /dev/null && V define $TMPDIR/plain.xml > /dev/null || fail "redefine plain"
+    V start plain > /dev/null || fail "start plain"
+    [ "$(journals)" = 0 ] || fail "the hook acted on a domain without metadata"
+    V destroy plain > /dev/null || fail "destroy plain"
+    [ "$(journals)" = 0 ] || fail "the hook acted on a domain without metadata"
+    echo "PASS plain_domain (started and stopped, nothing journaled)"
+}
+
+hook_start_stop() {
+    echo 0 > /sys/class/vtconsole/vtcon0/bind
+    state > $TMPDIR/before
+    domain hooked "$HOOKED"
+    V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err)"
+    [ "$(drv $GPU) $(drv $AUDIO)" = "vfio-pci vfio-pci" ] || fail "group 2 not on vfio-pci: $(drv $GPU) $(drv $AUDIO)"
+    [ "$(node1_pages)" -ge 32 ] || fail "node 1 has $(node1_pages) pages"
+    [ -d /sys/fs/cgroup/kvmtune.host ] || fail "no host cgroup"
+    irqs_avoid '^(2|3)$|^2-3$' > $TMPDIR/irqs || fail "$(cat $TMPDIR/irqs)"
+    kvmtune host status --format json | grep -q '"by": "libvirt-hook"' || fail "journals not the hook's: $(kvmtune host status)"
+    local running="journals $(journals), node 1 pages $(node1_pages), $(cat $TMPDIR/irqs)"
+    V destroy hooked > /dev/null || fail "destroy hooked"
+    [ "$(journals)" = 0 ] || fail "journals left: $(kvmtune host status)"
+    state > $TMPDIR/after
+    same $TMPDIR/before $TMPDIR/after || fail "the host is not as it was"
+    echo "PASS hook_start_stop (while running: $running; all of it undone at release)"
+}
+
+# A request the host cannot meet keeps the domain from starting, with kvmtune's reason in
+# libvirt's error, and leaves nothing behind.
+failing_prepare() {
+    echo 0 > /sys/class/vtconsole/vtcon0/bind
+    state > $TMPDIR/before
+    domain failing "${HOOKED/$GPU/0000:00:1f.7}"
+    if V start failing > /dev/null 2> $TMPDIR/err; then fail "a domain whose device does not exist started"; fi
+    grep -q 'kvmtune.*0000:00:1f.7' $TMPDIR/err || fail "libvirt's error does not give kvmtune's reason: $(cat $TMPDIR/err)"
+    [ "$(journals)" = 0 ] || fail "journals left: $(kvmtune host status)"
+    state > $TMPDIR/after
+    same $TMPDIR/before $TMPDIR/after || fail "the failed start left changes"
+    echo "PASS failing_prepare ($(grep -o 'kvmtune.*' $TMPDIR/err | head -1 | cut -c1-200))"
+}
+
+# libvirtd restarts while a hooked domain runs and another has gone meanwhile: the hook's
+# changes of the gone one are undone, those of the running one stay until it stops.
+reconnect() {
+    echo 0 > /sys/class/vtconsole/vtcon0/bind
+    state > $TMPDIR/before
+    domain stays "<kvmtune:host xmlns:kvmtune='https://kvmtune.dev/xmlns/libvirt/host/1'><kvmtune:hugepages/></kvmtune:host>"
+    V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err)"
+    V start stays > /dev/null 2> $TMPDIR/err || fail "start stays: $(cat $TMPDIR/err)"
+    [ "$(journals)" = 3 ] || fail "expected 3 journals: $(kvmtune host status)"
+    kill "$(cat /run/libvirt/qemu/driver.pid 2>/dev/null || pidof libvirtd)"
+    while pidof libvirtd > /dev/null; do sleep 0.2; done
+    kill -9 "$(cat /run/libvirt/qemu/hooked.pid)"
+    /usr/sbin/libvirtd -d
+    local i
+    for i in $(seq 120); do V list > /dev/null 2>&1 && break; sleep 1; done
+    # libvirt's own clean-up of the dead domain or the hook's reconcile, whichever comes first.
+    for i in $(seq 60); do [ "$(journals)" = 1 ] && break; sleep 1; done
+    [ "$(journals)" = 1 ] || fail "after the restart: $(kvmtune host status)"
+    [ "$(drv $GPU)" != vfio-pci ] || fail "the gone domain's GPU is still on vfio-pci"
+    V destroy stays > /dev/null || fail "destroy stays"
+    [ "$(journals)" = 0 ] || fail "journals left: $(kvmtune host status)"
+    state > $TMPDIR/after
+    same $TMPDIR/before $TMPDIR/after || fail "the host is not as it was"
+    echo "PASS reconnect"
+}
+
+hook_uninstall() {
+    kvmtune hook uninstall > /dev/null || fail "uninstall"
+    [ ! -e /etc/libvirt/hooks/qemu.d/kvmtune ] || fail "the hook is still there"
+    echo "PASS hook_uninstall"
+}

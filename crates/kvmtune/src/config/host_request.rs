@@ -1,0 +1,79 @@
+//! kvmtune's part of a libvirt domain's `<metadata>`: what the VM asks of its host while it
+//! runs. The libvirt hook (`kvmtune hook`) acts only on domains that carry it; `tune` writes
+//! it from the plan's [`HostSide`]; `check` validates it; [`crate::config::libvirt`] reads it
+//! into [`crate::config::model::HostRequest`].
+//!
+//! ```xml
+//! <metadata>
+//!   <kvmtune:host xmlns:kvmtune="https://kvmtune.dev/xmlns/libvirt/host/1">
+//!     <kvmtune:isolate housekeeping="0-1" irqs="yes"/>  <!-- host tasks, IRQs off the VM's pins -->
+//!     <kvmtune:cpufreq governor="performance"/>          <!-- and/or epp="..." -->
+//!     <kvmtune:hugepages/>                               <!-- as <memoryBacking> and <memory> need -->
+//!     <kvmtune:vfio single-gpu="no">                     <!-- each device with its IOMMU group -->
+//!       <kvmtune:device address="0000:01:00.0"/>
+//!     </kvmtune:vfio>
+//!   </kvmtune:host>
+//! </metadata>
+//! ```
+//!
+//! libvirt keeps a `<metadata>` child verbatim as long as it has a namespace of its own
+//! (libvirt docs/formatdomain.rst, "General metadata").
+
+use crate::analysis::planner::host_side::HostSide;
+
+/// The namespace of `<kvmtune:host>`; the version is its last segment.
+pub const NAMESPACE: &str = "https://kvmtune.dev/xmlns/libvirt/host/1";
+/// The prefix kvmtune writes (a domain may use any prefix for the namespace).
+pub const PREFIX: &str = "kvmtune";
+/// The parts `<kvmtune:host>` may hold.
+pub const PARTS: [&str; 4] = ["isolate", "cpufreq", "hugepages", "vfio"];
+
+/// `0000:01:00.0`: domain, bus, slot and function, in hex.
+pub fn is_pci_address(address: &str) -> bool {
+    let hex = |part: &str, len: usize| part.len() == len && part.chars().all(|c| c.is_ascii_hexdigit());
+    let mut parts = address.split([':', '.']);
+    let (Some(domain), Some(bus), Some(slot), Some(function), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    hex(domain, 4) && hex(bus, 2) && hex(slot, 2) && matches!(function.as_bytes(), [b'0'..=b'7'])
+}
+
+/// `<kvmtune:host>` for a plan's host side, one line per element (the caller indents: the
+/// first and last lines are the element's own, the others one level deeper, the devices two),
+/// with attribute values in `quote`.
+pub fn render_lines(side: &HostSide, quote: char) -> Vec<(usize, String)> {
+    let q = quote;
+    let mut lines = vec![(0, format!("<{PREFIX}:host xmlns:{PREFIX}={q}{NAMESPACE}{q}>"))];
+    lines.push((1, format!("<{PREFIX}:isolate housekeeping={q}{}{q} irqs={q}yes{q}/>", side.housekeeping)));
+    if let Some(governor) = side.governor {
+        lines.push((1, format!("<{PREFIX}:cpufreq governor={q}{governor}{q}/>")));
+    }
+    if side.hugepages.is_some() {
+        lines.push((1, format!("<{PREFIX}:hugepages/>")));
+    }
+    if !side.devices.is_empty() {
+        lines.push((1, format!("<{PREFIX}:vfio single-gpu={q}no{q}>")));
+        for device in &side.devices {
+            lines.push((2, format!("<{PREFIX}:device address={q}{device}{q}/>")));
+        }
+        lines.push((1, format!("</{PREFIX}:vfio>")));
+    }
+    lines.push((0, format!("</{PREFIX}:host>")));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_addresses_are_full_and_hex() {
+        assert!(is_pci_address("0000:01:00.0"));
+        assert!(is_pci_address("0000:0a:1f.7"));
+        for bad in ["01:00.0", "0000:01:00.8", "0000:01:00", "0000:0g:00.0", "0000:01:00.0.1", ""] {
+            assert!(!is_pci_address(bad), "{bad}");
+        }
+    }
+}
