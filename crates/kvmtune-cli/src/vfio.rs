@@ -70,8 +70,12 @@ pub(crate) fn run(command: VfioCommand) -> anyhow::Result<Outcome> {
 fn plan_text(plan: &BindPlan) -> String {
     let mut text = format!("devices for VM {}: IOMMU group(s) {:?}\n", plan.vm, plan.groups);
     for member in &plan.members {
+        let reset = match member.reset_methods.is_empty() {
+            true => "none".to_string(),
+            false => member.reset_methods.join(","),
+        };
         text += &format!(
-            "  {} class {} on {} -> vfio-pci\n",
+            "  {} class {} on {} -> vfio-pci (reset: {reset})\n",
             member.address,
             member.class,
             member.driver.as_deref().unwrap_or("(no driver)")

@@ -3,26 +3,13 @@
 //! daemon restart, and its one-line refusals. The hook with a real libvirtd and a real kernel
 //! is `hook_lab.rs`'s.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+use kvmtune_testkit::put;
 
 fn kvmtune(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kvmtune runs");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn put(root: &Path, path: &str, text: &str) {
-    let file = root.join(path.trim_start_matches('/'));
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, text).unwrap();
+    kvmtune_testkit::run_with_stdin(Path::new(env!("CARGO_BIN_EXE_kvmtune")), args, stdin)
 }
 
 const POOL: &str = "sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages";

@@ -4,26 +4,13 @@
 //! `tune_cli.rs`). What the
 //! changes do to a real kernel is `host_lab.rs`'s.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+use kvmtune_testkit::put;
 
 fn kvmtune(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kvmtune runs");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn put(root: &Path, path: &str, text: &str) {
-    let file = root.join(path.trim_start_matches('/'));
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, text).unwrap();
+    kvmtune_testkit::run_with_stdin(Path::new(env!("CARGO_BIN_EXE_kvmtune")), args, stdin)
 }
 
 /// Four CPUs on two nodes, three IRQs, no cgroups (so `--no-isolate`), hugepages on node 1.

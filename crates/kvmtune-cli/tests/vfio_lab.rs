@@ -6,16 +6,19 @@ use std::path::Path;
 
 use kvmtune_testkit::lab::{self, Cgroup};
 
-/// The console on the boot VGA refuses a plain bind; `--single-gpu` takes the console off and
+/// probe reports the GPU's reset methods, DRM card and console as sysfs has them; the console on
+/// the boot VGA refuses a plain bind; `--single-gpu` takes the console off and
 /// gives it and the framebuffer back at release; the whole group goes to vfio-pci and back;
 /// unknown devices are refused; kill -9 at every journal step of a single-GPU hand-over and at
 /// 20 random moments, each followed by release, gives every device its driver and override and
-/// the console its framebuffer back. The guest's root share (virtio-9p) is refused; the e1000e
-/// NIC, alone in its group, goes and comes back.
+/// the console its framebuffer back. The guest's root share (virtio-9p) and the NIC while it
+/// carries the default route are refused; the e1000e NIC, alone in its group, goes and comes
+/// back.
 #[test]
 fn a_gpu_group_goes_to_vfio_pci_and_back_also_after_kill_9() {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_kvmtune")).parent().unwrap();
     let scenarios = [
+        "probe_facts",
         "console_refusal",
         "single_gpu",
         "bind_release",

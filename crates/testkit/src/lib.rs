@@ -1,8 +1,9 @@
 //! Helpers for kvmtune's tests: where the shared corpus is, how to unpack its snapshots, and
 //! tiny real KVM guests ([`guest`]), and the lab guest for host changes ([`lab`]).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 pub mod exit_tables;
 pub mod guest;
@@ -35,6 +36,28 @@ pub fn corpus_files(dir: &str) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// Runs `program` with `args` and `stdin` written to it (as libvirt hands a hook the domain
+/// XML), its output captured.
+pub fn run_with_stdin(program: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    child.stdin.take().expect("stdin is piped").write_all(stdin.as_bytes()).expect("stdin takes the text");
+    child.wait_with_output().expect("the output")
+}
+
+/// Writes `text` to `path` (absolute, as on a host) under `root`, with its directories: a host
+/// laid out in a directory, file by file.
+pub fn put(root: &Path, path: &str, text: &str) {
+    let file = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().expect("a file in a directory")).expect("the directories");
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
 }
 
 /// A temporary directory on tmpfs where there is one: thousands of tiny sysfs files unpack

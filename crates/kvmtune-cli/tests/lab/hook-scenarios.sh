@@ -55,6 +55,11 @@ HOOKED="<kvmtune:host xmlns:kvmtune='https://kvmtune.dev/xmlns/libvirt/host/1'>
   <kvmtune:isolate housekeeping='0-1'/><kvmtune:hugepages/>
   <kvmtune:vfio><kvmtune:device address='$GPU'/></kvmtune:vfio></kvmtune:host>"
 
+# The host as a scenario starts (console off the GPU, as a plain bind needs), and the check
+# that it is so again at the end.
+start_state() { echo 0 > /sys/class/vtconsole/vtcon0/bind; state > $TMPDIR/before; }
+unchanged() { state > $TMPDIR/after; same $TMPDIR/before $TMPDIR/after || fail "$1"; }
+
 node1_pages() { cat /sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages; }
 
 # libvirt's own cgroups of its domains are libvirt's business, not what the hook must undo.
@@ -73,8 +78,7 @@ plain_domain() {
 }
 
 hook_start_stop() {
-    echo 0 > /sys/class/vtconsole/vtcon0/bind
-    state > $TMPDIR/before
+    start_state
     domain hooked "$HOOKED"
     V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err)"
     [ "$(drv $GPU) $(drv $AUDIO)" = "vfio-pci vfio-pci" ] || fail "group 2 not on vfio-pci: $(drv $GPU) $(drv $AUDIO)"
@@ -85,30 +89,26 @@ hook_start_stop() {
     local running="journals $(journals), node 1 pages $(node1_pages), $(cat $TMPDIR/irqs)"
     V destroy hooked > /dev/null || fail "destroy hooked"
     [ "$(journals)" = 0 ] || fail "journals left: $(kvmtune host status)"
-    state > $TMPDIR/after
-    same $TMPDIR/before $TMPDIR/after || fail "the host is not as it was"
+    unchanged "the host is not as it was"
     echo "PASS hook_start_stop (while running: $running; all of it undone at release)"
 }
 
 # A request the host cannot meet keeps the domain from starting, with kvmtune's reason in
 # libvirt's error, and leaves nothing behind.
 failing_prepare() {
-    echo 0 > /sys/class/vtconsole/vtcon0/bind
-    state > $TMPDIR/before
+    start_state
     domain failing "${HOOKED/$GPU/0000:00:1f.7}"
     if V start failing > /dev/null 2> $TMPDIR/err; then fail "a domain whose device does not exist started"; fi
     grep -q 'kvmtune.*0000:00:1f.7' $TMPDIR/err || fail "libvirt's error does not give kvmtune's reason: $(cat $TMPDIR/err)"
     [ "$(journals)" = 0 ] || fail "journals left: $(kvmtune host status)"
-    state > $TMPDIR/after
-    same $TMPDIR/before $TMPDIR/after || fail "the failed start left changes"
+    unchanged "the failed start left changes"
     echo "PASS failing_prepare ($(grep -o 'kvmtune.*' $TMPDIR/err | head -1 | cut -c1-200))"
 }
 
 # libvirtd restarts while a hooked domain runs and another has gone meanwhile: the hook's
 # changes of the gone one are undone, those of the running one stay until it stops.
 reconnect() {
-    echo 0 > /sys/class/vtconsole/vtcon0/bind
-    state > $TMPDIR/before
+    start_state
     domain stays "<kvmtune:host xmlns:kvmtune='https://kvmtune.dev/xmlns/libvirt/host/1'><kvmtune:hugepages/></kvmtune:host>"
     V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err)"
     V start stays > /dev/null 2> $TMPDIR/err || fail "start stays: $(cat $TMPDIR/err)"
@@ -125,8 +125,7 @@ reconnect() {
     [ "$(drv $GPU)" != vfio-pci ] || fail "the gone domain's GPU is still on vfio-pci"
     V destroy stays > /dev/null || fail "destroy stays"
     [ "$(journals)" = 0 ] || fail "journals left: $(kvmtune host status)"
-    state > $TMPDIR/after
-    same $TMPDIR/before $TMPDIR/after || fail "the host is not as it was"
+    unchanged "the host is not as it was"
     echo "PASS reconnect"
 }
 

@@ -36,6 +36,32 @@ single_gpu() {
     echo "PASS single_gpu (while bound: $during; after release: $(grep console $TMPDIR/before))"
 }
 
+# What probe reports for the hand-over, against sysfs read here.
+probe_facts() {
+    # A client holding the card open, as a display server would.
+    sleep 300 < /dev/dri/card0 &
+    local holder=$!
+    kvmtune probe --format json > $TMPDIR/probe.json || fail "probe"
+    kill $holder
+    python3 - $TMPDIR/probe.json <<'PY' || fail "probe facts"
+import json, os, sys
+facts = json.load(open(sys.argv[1]))["host"]
+# vfio-pci is built into the lab's 6.12 kernel.
+assert facts["iommu"]["vfio_pci"] == {"known": "loaded"}, facts["iommu"]["vfio_pci"]
+devices = facts["pci_devices"]["known"]
+gpu = next(d for d in devices if d["address"] == "0000:00:10.0")
+sysfs = "/sys/bus/pci/devices/0000:00:10.0"
+methods = open(sysfs + "/reset_method").read().split() if os.path.exists(sysfs + "/reset_method") else []
+assert gpu["reset_methods"] == methods, (gpu["reset_methods"], methods)
+assert gpu["drm_card"] == sorted(c for c in os.listdir(sysfs + "/drm") if c.startswith("card"))[0], gpu["drm_card"]
+assert gpu["console"] == (open("/sys/class/vtconsole/vtcon0/bind").read().strip() == "1"), gpu["console"]
+assert gpu["reset_bug"] is None
+assert gpu["drm_clients"] == ["sleep"], gpu["drm_clients"]
+print("  GPU:", {k: gpu[k] for k in ("reset_methods", "drm_card", "console", "drm_clients", "boot_vga")})
+PY
+    echo "PASS probe_facts ($(kvmtune probe | grep -o 'GPU 0000:00:10.0.*' | cut -c1-160))"
+}
+
 # The framebuffer console sits on the boot VGA: a plain bind (no --single-gpu) is refused
 # until it is off, as on a host with a console on its only GPU.
 console_refusal() {
@@ -82,6 +108,22 @@ root_share_refusal() {
     [ $? = 2 ] || fail "bound the root filesystem's device $address"
     grep -q "9p share" $TMPDIR/err || fail "refusal: $(cat $TMPDIR/err)"
     echo "PASS root_share_refusal ($(head -1 $TMPDIR/err))"
+}
+
+# The NIC that carries the default route stays with the host (the route is made here on a
+# link without a peer; the kernel keeps it, marked linkdown).
+default_route_refusal() {
+    local nic=0000:00:11.0 iface
+    iface=$(ls /sys/bus/pci/devices/$nic/net)
+    ip link set "$iface" up && ip addr add 10.0.2.15/24 dev "$iface" && ip route add default via 10.0.2.2 dev "$iface" \
+        || fail "cannot route over $iface"
+    kvmtune vfio bind $nic --name nic --apply > /dev/null 2> $TMPDIR/err
+    local rc=$?
+    ip route del default; ip addr del 10.0.2.15/24 dev "$iface"; ip link set "$iface" down
+    [ $rc = 2 ] || fail "bound the NIC of the default route"
+    grep -q 'default route' $TMPDIR/err || fail "refusal: $(cat $TMPDIR/err)"
+    [ "$(drv $nic)" = e1000e ] || fail "the NIC left e1000e: $(drv $nic)"
+    echo "PASS default_route_refusal ($(head -1 $TMPDIR/err))"
 }
 
 # The NIC alone in its IOMMU group (no default route over it) goes and comes back.

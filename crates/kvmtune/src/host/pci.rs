@@ -61,6 +61,10 @@ pub struct PciDevice {
     /// to a framebuffer (`/sys/class/vtconsole/*/bind`).
     #[serde(default)]
     pub console: bool,
+    /// The processes (by `comm`) that hold its DRM nodes open: a compositor or display server
+    /// that must let go before the device can leave its driver. Empty in snapshots.
+    #[serde(default)]
+    pub drm_clients: Vec<String>,
 }
 
 pub fn probe_iommu(host: &dyn HostSource) -> Iommu {
@@ -111,6 +115,32 @@ fn vfio_pci_state(host: &dyn HostSource) -> Fact<VfioPci> {
     }
 }
 
+/// Which processes hold each DRM node (`card0`, `renderD128`) open, by the node's name: the
+/// `/proc/PID/fd/*` links named so (the device's `drm/` directory names its nodes the same).
+fn drm_holders(host: &dyn HostSource) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut holders: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for pid in host.list("proc").unwrap_or_default().iter().filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let fds = host.list(&format!("proc/{pid}/fd")).unwrap_or_default();
+        let nodes: Vec<String> = fds
+            .iter()
+            .filter_map(|fd| host.link_name(&format!("proc/{pid}/fd/{fd}")).ok())
+            .filter(|name| name.starts_with("card") || name.starts_with("renderD"))
+            .collect();
+        if nodes.is_empty() {
+            continue;
+        }
+        let comm = host.read_trimmed(&format!("proc/{pid}/comm")).unwrap_or_else(|_| pid.clone());
+        for node in nodes {
+            let list = holders.entry(node).or_default();
+            if !list.contains(&comm) {
+                list.push(comm.clone());
+            }
+        }
+    }
+    holders
+}
+
 /// A virtual console is bound to the framebuffer console (fbcon).
 fn framebuffer_console(host: &dyn HostSource) -> bool {
     host.list("sys/class/vtconsole").unwrap_or_default().iter().any(|console| {
@@ -126,6 +156,7 @@ pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice
         Err(error) => return Fact::Unknown(error.to_string()),
     };
     let console = framebuffer_console(host);
+    let drm_holders = drm_holders(host);
     let devices = addresses
         .into_iter()
         .map(|address| {
@@ -177,6 +208,19 @@ pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice
                     .unwrap_or_default()
                     .into_iter()
                     .find(|c| c.starts_with("card")),
+                drm_clients: {
+                    let mut clients: Vec<String> = host
+                        .list(&format!("{dir}/drm"))
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|node| drm_holders.get(node))
+                        .flatten()
+                        .cloned()
+                        .collect();
+                    clients.sort();
+                    clients.dedup();
+                    clients
+                },
                 console: boot_vga && console,
                 address,
                 class,

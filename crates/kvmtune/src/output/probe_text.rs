@@ -382,6 +382,9 @@ fn facts_section(out: &mut String, facts: &HostFacts) {
                     if let Some(card) = &gpu.drm_card {
                         notes += &format!(" drm {card}");
                     }
+                    if !gpu.drm_clients.is_empty() {
+                        notes += &format!(" held by {}", gpu.drm_clients.join(","));
+                    }
                     notes += &match gpu.reset_methods.is_empty() {
                         true => " reset: none".to_string(),
                         false => format!(" reset: {}", gpu.reset_methods.join(",")),
