@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use kvmtune::hostchange::hook::{self, HOOK_ORIGIN, HookEvent, Installed};
-use kvmtune::hostchange::{HostWriter, Journal, JournalError, Released, prepare, vfio};
+use kvmtune::hostchange::{HostWriter, Journal, Released, VmJournal, prepare, vfio};
 
 use crate::host::JournalPlace;
 use crate::{Outcome, print_out};
@@ -85,9 +85,6 @@ fn run_hook(domain: &str, event: HookEvent, place: &JournalPlace) -> anyhow::Res
     // never meets a closed pipe.
     let mut xml = String::new();
     std::io::stdin().read_to_string(&mut xml).context("cannot read the domain XML from stdin")?;
-    if event == HookEvent::Other {
-        return Ok(Outcome::Clean);
-    }
     let writer = place.writer();
     match event {
         HookEvent::Prepare => {
@@ -120,13 +117,22 @@ fn journal_names(domain: &str) -> [String; 2] {
     [crate::vfio::journal_name(domain), domain.to_string()]
 }
 
-/// Undoes what the hook did for `domain`, the devices first; a journal that is not there is
-/// nothing to undo.
+/// A journal the hook made, or the empty start of one that a kill cut short before it could
+/// say who made it. Any other journal of a domain is a user's, made by hand, and left alone.
+fn hooks_own(journal: &VmJournal) -> bool {
+    journal.by.as_deref() == Some(HOOK_ORIGIN)
+        || (journal.by.is_none() && !journal.complete && journal.changes.is_empty())
+}
+
+/// Undoes what the hook did for `domain`, the devices first.
 fn release_domain(journal: &Journal, domain: &str, writer: &dyn HostWriter) -> anyhow::Result<()> {
+    let present = journal.status()?;
     for name in journal_names(domain) {
+        if !present.iter().any(|j| j.vm == name && hooks_own(j)) {
+            continue;
+        }
         match journal.release(&name, writer) {
             Ok(Released::Restored(_) | Released::SetAside(_)) => {}
-            Err(JournalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(anyhow::Error::new(error).context(format!("releasing {name}"))),
         }
     }
@@ -140,7 +146,7 @@ fn reconcile(journal: &Journal, writer: &dyn HostWriter) -> anyhow::Result<()> {
         .into_iter()
         .filter(|j| j.by.as_deref() == Some(HOOK_ORIGIN))
         .filter(|j| {
-            let domain = j.vm.strip_suffix(crate::vfio::journal_name("").as_str()).unwrap_or(&j.vm);
+            let domain = j.vm.strip_suffix(crate::vfio::VFIO_JOURNALS.suffix).unwrap_or(&j.vm);
             !hook::domain_runs(domain, writer)
         })
         .map(|j| (j.order, j.vm))
@@ -164,7 +170,7 @@ fn prepare_domain(
     // A start after a stop the hook did not see (libvirtd killed, the host's power cut in
     // this boot): the hook's own leftovers of this domain go first.
     for stale in journal.status()?.iter().filter(|j| journal_names(domain).contains(&j.vm)) {
-        if stale.by.as_deref() != Some(HOOK_ORIGIN) && stale.complete {
+        if !hooks_own(stale) {
             anyhow::bail!(
                 "{} was prepared by hand, not by the hook; `kvmtune host release {domain}` (or `vfio release`) first",
                 stale.vm

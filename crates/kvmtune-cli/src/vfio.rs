@@ -13,7 +13,7 @@ use crate::host::{JournalFamily, JournalPlace, ReleaseArgs, release_journals};
 use crate::{Outcome, print_out};
 
 /// A VM's device hand-over is journaled as `<vm>.vfio`, beside its `host prepare` journal.
-const VFIO_JOURNALS: JournalFamily = JournalFamily { command: "vfio release", suffix: ".vfio" };
+pub(crate) const VFIO_JOURNALS: JournalFamily = JournalFamily { command: "vfio release", suffix: ".vfio" };
 
 pub(crate) fn journal_name(vm: &str) -> String {
     format!("{vm}{}", VFIO_JOURNALS.suffix)

@@ -127,7 +127,7 @@ fn reconnect_undoes_the_hooks_changes_of_domains_that_no_longer_run() {
 }
 
 #[test]
-fn a_request_the_host_cannot_meet_fails_in_one_line_and_changes_nothing() {
+fn a_request_the_host_cannot_meet_fails_in_one_line_and_a_hand_made_prepare_is_left_alone() {
     let host = host();
     let root = host.path();
     let bad_device = HUGEPAGES.replace(
@@ -170,5 +170,10 @@ fn a_request_the_host_cannot_meet_fails_in_one_line_and_changes_nothing() {
     let output = hook(root, "gaming", "prepare", "begin", &domain("gaming", HUGEPAGES));
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("prepared by hand"));
+    assert_eq!(read(root, POOL), "2");
+    // Nor does it undo it when the domain stops.
+    let output = hook(root, "gaming", "release", "end", &domain("gaming", HUGEPAGES));
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(journals(root), ["gaming.journal"]);
     assert_eq!(read(root, POOL), "2");
 }

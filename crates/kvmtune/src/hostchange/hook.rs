@@ -118,7 +118,9 @@ pub fn install(root: &Path, binary: &Path) -> Result<Installed, InstallError> {
         move |source| InstallError::Io { what, path, source }
     };
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-    let temporary = dir.join(format!(".{HOOK_NAME}.new"));
+    // Written beside qemu.d, not in it: libvirt runs whatever is executable in qemu.d, and a
+    // half-made file must never be run.
+    let temporary = dir.parent().unwrap_or(dir).join(format!(".{HOOK_NAME}-hook.new"));
     std::fs::write(&temporary, script(binary)).map_err(io("write", &temporary))?;
     std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755))
         .map_err(io("make executable", &temporary))?;
