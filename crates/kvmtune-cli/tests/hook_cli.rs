@@ -18,10 +18,7 @@ const POOL: &str = "sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_
 fn host() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    put(root, "/proc/sys/kernel/random/boot_id", "5b3c7e1a-0000-4000-8000-00000000cafe\n");
-    put(root, "/sys/devices/system/cpu/online", "0-3\n");
-    put(root, "/sys/devices/system/node/online", "0-1\n");
-    put(root, "/proc/meminfo", "MemTotal: 16384 kB\nHugepagesize:       2048 kB\n");
+    kvmtune_testkit::put_small_host(root);
     put(root, POOL, "0\n");
     put(root, "/sys/devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages", "0\n");
     dir

@@ -60,6 +60,16 @@ pub fn put(root: &Path, path: &str, text: &str) {
     std::fs::write(&file, text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
 }
 
+/// The smallest host a host change needs, laid out under `root`: a boot id, CPUs 0-3 online on
+/// NUMA nodes 0-1, 16 MiB of memory with 2 MiB default hugepages. Tests add the files their
+/// change touches.
+pub fn put_small_host(root: &Path) {
+    put(root, "/proc/sys/kernel/random/boot_id", "5b3c7e1a-0000-4000-8000-00000000cafe\n");
+    put(root, "/sys/devices/system/cpu/online", "0-3\n");
+    put(root, "/sys/devices/system/node/online", "0-1\n");
+    put(root, "/proc/meminfo", "MemTotal: 16384 kB\nHugepagesize:       2048 kB\n");
+}
+
 /// A temporary directory on tmpfs where there is one: thousands of tiny sysfs files unpack
 /// fifty times faster there than on this machine's disk.
 pub fn fast_tempdir() -> tempfile::TempDir {
