@@ -21,6 +21,7 @@ required=(
   "libvirtd:libvirt-daemon:bookworm-backports"
   "cpio:cpio"
   "depmod:kmod"
+  "promtool:prometheus"
 )
 
 missing_plain=()

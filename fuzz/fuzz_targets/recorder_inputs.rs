@@ -1,5 +1,6 @@
-//! What the exit recorder parses from outside: tracefs text (kvm_exit/kvm_entry pairs) and a
-//! QEMU process's command line (where its QMP monitor is).
+//! What the exit recorder, `top` and the exporter parse from outside: tracefs text
+//! (kvm_exit/kvm_entry pairs) and a QEMU process's command line (where its QMP monitor is, and
+//! the VM's name).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -9,4 +10,7 @@ fuzz_target!(|text: &str| {
     let _ = pairs.rows();
     let argv: Vec<String> = text.split('\0').map(str::to_string).collect();
     let _ = kvmtune::exits::record::monitor::monitor_from_argv(&argv);
+    if let Some(vm) = kvmtune::live::discover::identify(1, &argv, None) {
+        assert!(!vm.name.is_empty());
+    }
 });

@@ -1,7 +1,7 @@
 //! The `kvmtune` command. Glue only: parse arguments into typed values ([`args`]), call the
 //! library, render, pick the exit code (0 clean, 1 findings, 2 error). One module per command
 //! family: [`check`] (`check`, `rules`, `explain`), [`tune`], [`exits`], [`host`], [`vfio`],
-//! [`hook`]; `probe` is here.
+//! [`hook`], [`live`] (`top`, `exporter`); `probe` is here.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ mod check;
 mod exits;
 mod hook;
 mod host;
+mod live;
 mod tune;
 mod vfio;
 
@@ -64,6 +65,12 @@ enum Command {
     /// for domains whose <metadata> asks (`kvmtune tune` writes it).
     #[command(subcommand)]
     Hook(hook::HookCommand),
+    /// Every running QEMU/KVM VM of this host: exits per second by kind, halt polling, the
+    /// busiest kind and the diagnosis. Reads only.
+    Top(live::TopArgs),
+    /// Serve every VM's KVM counters, findings and the host's tuning facts to Prometheus
+    /// (http://ADDRESS/metrics). Reads only, at each scrape.
+    Exporter(live::ExporterArgs),
 }
 
 /// What a command concluded, mapped onto the exit code.
@@ -109,6 +116,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Host(command) => host::run(command),
         Command::Vfio(command) => vfio::run(command),
         Command::Hook(command) => hook::run(command),
+        Command::Top(args) => live::top(args),
+        Command::Exporter(args) => live::exporter(args),
     }
 }
 

@@ -23,5 +23,6 @@ pub mod exits;
 pub mod host;
 pub mod hostchange;
 pub mod knowledge;
+pub mod live;
 pub mod output;
 mod sys;

@@ -71,7 +71,10 @@ impl Guest {
         std::fs::write(&image, boot_sector(kind)).expect("write boot sector");
         let qmp = dir.path().join("qmp.sock");
         let serial = dir.path().join("serial.txt");
-        let name = format!("kvmtune-{kind:?}-{}", std::process::id()).to_lowercase();
+        // Unique per guest: tests that run at once in one process each find their own.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let index = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kvmtune-{kind:?}-{}-{index}", std::process::id()).to_lowercase();
         let child = Command::new("qemu-system-x86_64")
             .args(["-accel", "kvm", "-m", "64", "-display", "none", "-no-reboot"])
             .arg("-name")

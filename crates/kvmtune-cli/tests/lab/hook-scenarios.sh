@@ -7,7 +7,16 @@
 . crates/kvmtune-cli/tests/lab/host-lib.sh
 GPU=0000:00:10.0 AUDIO=0000:00:10.1
 drv() { basename "$(readlink /sys/bus/pci/devices/$1/driver 2>/dev/null)" 2>/dev/null; }
-V() { virsh -q -c qemu:///system "$@"; }
+# Every call bounded: a daemon that stops answering fails the scenario with its log, rather
+# than holding the guest until the lab's own limit.
+V() { timeout 180 virsh -q -c qemu:///system "$@"; }
+# The daemon answers (up to 6 minutes: it probes QEMU under TCG when it starts).
+answers() {
+    local i
+    for i in $(seq 12); do timeout 30 virsh -q -c qemu:///system version > /dev/null 2>&1 && return 0; sleep 1; done
+    return 1
+}
+libvirt_log() { tail -n 15 /var/log/libvirt/libvirtd.log 2>/dev/null | grep -v -e MSR -e getaddrinfo; }
 
 libvirt_up() {
     local d
@@ -21,10 +30,8 @@ libvirt_up() {
     kvmtune hook install > $TMPDIR/install || fail "hook install"
     grep -q 'restart' $TMPDIR/install || fail "install does not say to restart libvirtd: $(cat $TMPDIR/install)"
     /usr/sbin/virtlogd -d && /usr/sbin/libvirtd -d || fail "libvirtd"
-    local i
-    for i in $(seq 180); do V version > /dev/null 2>&1 && break; sleep 1; done
-    V version > /dev/null || fail "libvirtd does not answer"
-    echo "PASS libvirt_up (hook installed, libvirtd answering after ${i} s)"
+    answers || fail "libvirtd does not answer: $(libvirt_log)"
+    echo "PASS libvirt_up (hook installed, libvirtd answering)"
 }
 
 # domain NAME METADATA: a TCG domain with vCPUs pinned to CPUs 2-3, its emulator on 0-1, and
@@ -80,7 +87,7 @@ plain_domain() {
 hook_start_stop() {
     start_state
     domain hooked "$HOOKED"
-    V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err)"
+    V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err) $(libvirt_log)"
     [ "$(drv $GPU) $(drv $AUDIO)" = "vfio-pci vfio-pci" ] || fail "group 2 not on vfio-pci: $(drv $GPU) $(drv $AUDIO)"
     [ "$(node1_pages)" -ge 32 ] || fail "node 1 has $(node1_pages) pages"
     [ -d /sys/fs/cgroup/kvmtune.host ] || fail "no host cgroup"
@@ -113,15 +120,18 @@ reconnect() {
     V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err)"
     V start stays > /dev/null 2> $TMPDIR/err || fail "start stays: $(cat $TMPDIR/err)"
     [ "$(journals)" = 3 ] || fail "expected 3 journals: $(kvmtune host status)"
-    kill "$(cat /run/libvirt/qemu/driver.pid 2>/dev/null || pidof libvirtd)"
-    while pidof libvirtd > /dev/null; do sleep 0.2; done
-    kill -9 "$(cat /run/libvirt/qemu/hooked.pid)"
-    /usr/sbin/libvirtd -d
+    # The daemon dies (kill -9, as a crash or an OOM kill would have it), and one VM with it.
+    kill -9 $(pidof libvirtd)
     local i
-    for i in $(seq 120); do V list > /dev/null 2>&1 && break; sleep 1; done
+    for i in $(seq 100); do pidof libvirtd > /dev/null || break; sleep 0.2; done
+    pidof libvirtd > /dev/null && fail "libvirtd survived kill -9"
+    kill -9 "$(cat /run/libvirt/qemu/hooked.pid)"
+    rm -f /run/libvirtd.pid
+    /usr/sbin/libvirtd -d || fail "libvirtd does not start again"
+    answers || fail "libvirtd does not answer after the restart: $(libvirt_log)"
     # libvirt's own clean-up of the dead domain or the hook's reconcile, whichever comes first.
     for i in $(seq 60); do [ "$(journals)" = 1 ] && break; sleep 1; done
-    [ "$(journals)" = 1 ] || fail "after the restart: $(kvmtune host status)"
+    [ "$(journals)" = 1 ] || fail "after the restart: $(kvmtune host status); $(libvirt_log)"
     [ "$(drv $GPU)" != vfio-pci ] || fail "the gone domain's GPU is still on vfio-pci"
     V destroy stays > /dev/null || fail "destroy stays"
     [ "$(journals)" = 0 ] || fail "journals left: $(kvmtune host status)"

@@ -69,7 +69,64 @@ struct Vcpu {
 }
 
 /// One sample: `counter -> per-vCPU totals`.
-type Sample = BTreeMap<String, Vec<u64>>;
+pub type Sample = BTreeMap<String, Vec<u64>>;
+
+/// One VM's KVM vCPU counters, read whenever asked: what `top` and the exporter sample.
+pub struct StatsReader {
+    monitor: Monitor,
+    vcpus: Vec<Vcpu>,
+    cumulative: Option<Vec<String>>,
+    /// The monitor it reads, for messages.
+    pub source: String,
+}
+
+impl StatsReader {
+    /// Connects to the VM's monitor and learns its vCPUs and which statistics are counters.
+    pub fn open(target: &Target) -> Result<Self, RecordError> {
+        let mut monitor = connect(target)?;
+        let vcpus = vcpus(&mut monitor)?;
+        let cumulative = cumulative_stats(&mut monitor);
+        Ok(StatsReader { source: monitor.describe(), monitor, vcpus, cumulative })
+    }
+
+    /// The vCPUs' host threads, in vCPU order.
+    pub fn thread_ids(&self) -> Vec<i32> {
+        self.vcpus.iter().map(|v| v.thread_id).collect()
+    }
+
+    /// The cumulative counters now, per vCPU.
+    pub fn read(&mut self) -> Result<Sample, RecordError> {
+        let sample = sample_stats(&mut self.monitor, &self.vcpus, self.cumulative.as_deref())?;
+        if sample.is_empty() {
+            return Err(RecordError::Unusable(format!(
+                "{}: query-stats returned no KVM vCPU statistics (is the VM running under -accel kvm, QEMU 7.1 or later?)",
+                self.source
+            )));
+        }
+        Ok(sample)
+    }
+}
+
+/// The exit profiles of what happened between two samples `seconds` apart, as `exits record`
+/// makes them: KVM's statistics, and the tracepoint counts where there are any (with KVM's
+/// `exits` for the shares). What the EXIT rules read.
+pub fn profiles_between(
+    first: (&Sample, &Sample),
+    last: (&Sample, &Sample),
+    seconds: f64,
+) -> Vec<ExitProfile> {
+    let stats = difference(first.0, last.0);
+    let mut profiles =
+        vec![profile("KVM vCPU stats (QMP query-stats)", host_isa(), rows(&stats), seconds, Vec::new())];
+    let mut traced = difference(first.1, last.1);
+    if traced.values().flatten().any(|&n| n > 0) {
+        if let Some(exits) = stats.get("exits") {
+            traced.insert("exits".to_string(), exits.clone());
+        }
+        profiles.push(profile("KVM tracepoints", host_isa(), rows(&traced), seconds, Vec::new()));
+    }
+    profiles
+}
 
 fn connect(target: &Target) -> Result<Monitor, RecordError> {
     match target {

@@ -1,0 +1,159 @@
+//! `kvmtune top` and `kvmtune exporter`: every running VM of this host, with its diagnosis, for
+//! a person (`top`) or for Prometheus (`exporter`). Glue: finding the VMs, reading and judging
+//! their counters is `kvmtune::live`'s; the text and the metrics are `kvmtune::output`'s.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kvmtune::hostchange::journal::DEFAULT_DIR;
+use kvmtune::hostchange::{Journal, LiveHostWriter, VmJournal};
+use kvmtune::live::{self, Tracepoints, VmReading, VmView};
+use kvmtune::output::{metrics, top_text};
+
+use crate::{Outcome, print_out};
+
+/// `exporter`'s default address: the 9100-9999 range of Prometheus' port allocation list is
+/// used up (github.com/prometheus/prometheus/wiki/Default-port-allocations), so kvmtune takes a
+/// port above it that no well-known exporter uses.
+const DEFAULT_LISTEN: &str = "127.0.0.1:10947";
+
+/// What `top` and `exporter` share: which VMs, and how long one may take to answer.
+#[derive(Args)]
+pub(crate) struct LiveArgs {
+    /// libvirt connection URI for the domains found (default: virsh's).
+    #[arg(long)]
+    connect: Option<String>,
+    /// How long one VM's monitor may take to answer, in seconds; a VM that takes longer is shown
+    /// with the reason, and the others are not held up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = positive_seconds)]
+    timeout: f64,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => Ok(seconds),
+        _ => Err(format!("`{text}` is not a number of seconds above 0")),
+    }
+}
+
+impl LiveArgs {
+    fn read(&self, tracepoints: &mut Tracepoints) -> Vec<VmReading> {
+        let vms = live::discover(Path::new("/proc"), self.connect.as_deref());
+        live::read_all(&vms, Duration::from_secs_f64(self.timeout), tracepoints)
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct TopArgs {
+    /// Print one plain-text snapshot and exit (for scripts), instead of the full-screen view.
+    #[arg(long)]
+    once: bool,
+    /// Seconds between the two readings a rate is taken over.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = positive_seconds)]
+    interval: f64,
+    #[command(flatten)]
+    live: LiveArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct ExporterArgs {
+    /// Where to serve /metrics.
+    #[arg(long, value_name = "ADDRESS:PORT", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    #[command(flatten)]
+    live: LiveArgs,
+}
+
+/// The journals of VMs `kvmtune host` prepared; none when nothing was ever prepared.
+fn journals() -> Vec<VmJournal> {
+    if !Path::new(DEFAULT_DIR).is_dir() {
+        return Vec::new();
+    }
+    Journal::open_to_read(DEFAULT_DIR, &LiveHostWriter).and_then(|j| j.status()).unwrap_or_default()
+}
+
+/// Each reading of `now` against the same VM (same name and pid) in `before`.
+fn views(before: &[VmReading], now: &[VmReading]) -> Vec<Option<VmView>> {
+    let earlier: HashMap<(&str, i32), &VmReading> =
+        before.iter().map(|r| ((r.vm.name.as_str(), r.vm.pid), r)).collect();
+    now.iter()
+        .map(|reading| {
+            earlier
+                .get(&(reading.vm.name.as_str(), reading.vm.pid))
+                .map(|first| live::view::view(first, reading))
+        })
+        .collect()
+}
+
+pub(crate) fn top(args: TopArgs) -> anyhow::Result<Outcome> {
+    if !args.once {
+        bail!("the full-screen view is not built yet (issue 16); `kvmtune top --once` prints a snapshot");
+    }
+    let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
+    let mut tracepoints = Tracepoints::default();
+    let first = args.live.read(&mut tracepoints);
+    std::thread::sleep(Duration::from_secs_f64(args.interval));
+    let last = args.live.read(&mut tracepoints);
+    // A VM that appeared in between has no rate yet: it is listed with what it is missing.
+    let shown: Vec<VmView> = views(&first, &last)
+        .into_iter()
+        .zip(&last)
+        .map(|(view, reading)| view.unwrap_or_else(|| live::view::view(reading, reading)))
+        .collect();
+    let host_line = top_text::host_line(&host, &journals());
+    print_out(&top_text::render(&shown, &host_line, args.interval))?;
+    Ok(Outcome::Clean)
+}
+
+pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
+    let server = tiny_http::Server::http(args.listen)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("kvmtune exporter: serving http://{}/metrics", args.listen);
+    // Only the previous scrape's readings are kept: findings are judged between two scrapes,
+    // and nothing is read between them.
+    let mut previous: Vec<VmReading> = Vec::new();
+    let mut tracepoints = Tracepoints::default();
+    for request in server.incoming_requests() {
+        let path = request.url().split('?').next().unwrap_or("").to_string();
+        // Prometheus asks for OpenMetrics; other clients get the classic text format.
+        let openmetrics = request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text"));
+        let response = match path.as_str() {
+            "/metrics" => {
+                let started = Instant::now();
+                let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
+                let readings = args.live.read(&mut tracepoints);
+                let views = views(&previous, &readings);
+                let journals = journals();
+                let text = metrics::render(&metrics::Scrape {
+                    readings: &readings,
+                    views: &views,
+                    host: &host,
+                    journals: &journals,
+                    duration_s: started.elapsed().as_secs_f64(),
+                });
+                previous = readings;
+                let (text, content_type) = match openmetrics {
+                    true => (text, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                    false => (metrics::classic_text(&text), "text/plain; version=0.0.4; charset=utf-8"),
+                };
+                let content_type =
+                    tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid header");
+                tiny_http::Response::from_string(text).with_header(content_type)
+            }
+            "/" => tiny_http::Response::from_string("kvmtune exporter: the metrics are at /metrics\n"),
+            _ => tiny_http::Response::from_string("not found; the metrics are at /metrics\n")
+                .with_status_code(404),
+        };
+        // A client that went away is its own business.
+        let _ = request.respond(response);
+    }
+    Ok(Outcome::Clean)
+}

@@ -1,0 +1,210 @@
+//! Reading every VM's counters at once, each bounded by a timeout so that one stuck monitor
+//! never holds up the others, and what two readings mean.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::analysis::exit_rules::{ExitFinding, diagnose};
+use crate::exits::record::tracing::{Counters, tracefs};
+use crate::exits::record::{Sample, StatsReader, profiles_between};
+use crate::live::discover::LiveVm;
+
+/// One VM's cumulative counters at one moment, or why they could not be read.
+#[derive(Debug, Clone)]
+pub struct VmReading {
+    pub vm: LiveVm,
+    /// KVM's statistics (`query-stats`).
+    pub counters: Result<Sample, String>,
+    /// Tracepoint counts per vCPU thread (`kvm_pio`, `KVM_EXIT_MMIO`, ...), since the VM was
+    /// first read; empty without tracefs or the right to count. They see what a host's KVM
+    /// statistics may not: PVM, for one, counts port I/O in `exits` but not in `io_exits`.
+    pub traced: Sample,
+    pub at: Instant,
+}
+
+/// Tracepoint counters kept open between readings, by VM process: the kernel counts while
+/// nothing reads, so a reading costs one `read` per counter.
+#[derive(Default)]
+pub struct Tracepoints {
+    open: HashMap<i32, Counters>,
+}
+
+impl VmReading {
+    pub fn vcpus(&self) -> usize {
+        self.counters.as_ref().map_or(0, |c| c.values().map(Vec::len).max().unwrap_or(0))
+    }
+}
+
+/// One VM's answer: its statistics (or why not), its tracepoint counts, and when.
+type Answer = (Result<Sample, String>, Sample, Instant);
+
+/// Reads every VM's counters in parallel; a VM that does not answer within `timeout` is
+/// reported as such (its reader is left to give up on its own). `tracepoints` keeps each VM's
+/// tracepoint counters from one call to the next; those of VMs gone are closed.
+pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints) -> Vec<VmReading> {
+    let (sender, receiver) = mpsc::channel();
+    let tracefs = tracefs();
+    for (index, vm) in vms.iter().enumerate() {
+        let sender = sender.clone();
+        let monitor = vm.monitor.clone();
+        let mut counters = tracepoints.open.remove(&vm.pid);
+        let tracefs = tracefs.clone();
+        std::thread::spawn(move || {
+            let read = monitor.and_then(|target| {
+                let mut reader = StatsReader::open(&target).map_err(|e| e.to_string())?;
+                if counters.is_none()
+                    && let Some(tracefs) = &tracefs
+                {
+                    counters = Some(Counters::open(tracefs, &reader.thread_ids(), &mut Vec::new()));
+                }
+                reader.read().map_err(|e| e.to_string())
+            });
+            let traced: Sample = counters
+                .as_ref()
+                .map(|c| c.read().into_iter().map(|(row, values)| (row.to_string(), values)).collect())
+                .unwrap_or_default();
+            // The receiver is gone when this VM was given up on.
+            let _ = sender.send((index, read, traced, counters, Instant::now()));
+        });
+    }
+    drop(sender);
+    let deadline = Instant::now() + timeout;
+    let mut answers: Vec<Option<Answer>> = vec![None; vms.len()];
+    while answers.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok((index, read, traced, counters, at)) => {
+                if let Some(counters) = counters {
+                    tracepoints.open.insert(vms[index].pid, counters);
+                }
+                answers[index] = Some((read, traced, at));
+            }
+            Err(_) => break,
+        }
+    }
+    tracepoints.open.retain(|pid, _| vms.iter().any(|vm| vm.pid == *pid));
+    vms.iter()
+        .zip(answers)
+        .map(|(vm, answer)| {
+            let (counters, traced, at) = answer.unwrap_or_else(|| {
+                let why = format!("its monitor did not answer within {:.1} s", timeout.as_secs_f64());
+                (Err(why), Sample::new(), Instant::now())
+            });
+            VmReading { vm: vm.clone(), counters, traced, at }
+        })
+        .collect()
+}
+
+/// What one VM did between two readings.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmView {
+    pub name: String,
+    pub pid: i32,
+    pub vcpus: usize,
+    /// All exits per second.
+    pub exits_per_s: f64,
+    /// Exits per second by kind (`io`, `halt`, `mmio`, ... from KVM's `*_exits` counters),
+    /// busiest first; kinds without exits left out.
+    pub kinds: Vec<(String, f64)>,
+    /// The same per vCPU.
+    pub per_vcpu: Vec<Vec<(String, f64)>>,
+    /// Of the halts KVM polled for, the share that a wake-up ended in the poll window
+    /// (`halt_successful_poll` / `halt_attempted_poll`).
+    pub halt_poll_success: Option<f64>,
+    /// The EXIT rules' findings, most severe first, with the same rate gate as `exits analyze`.
+    pub findings: Vec<ExitFinding>,
+    /// Why the VM's counters could not be read.
+    pub error: Option<String>,
+}
+
+impl VmView {
+    pub fn busiest(&self) -> Option<&(String, f64)> {
+        self.kinds.first()
+    }
+}
+
+/// The exit kind a counter counts: KVM's `<kind>_exits`, or a tracepoint's.
+fn kind_of(counter: &str) -> Option<&str> {
+    match counter {
+        "kvm_pio" => Some("io"),
+        "KVM_EXIT_MMIO" => Some("mmio"),
+        "kvm_msr" => Some("msr"),
+        "kvm_cpuid" => Some("cpuid"),
+        "kvm_apic" => Some("apic"),
+        "kvm_hypercall" | "kvm_hv_hypercall" => Some("hypercall"),
+        _ => counter.strip_suffix("_exits"),
+    }
+}
+
+/// Rates by kind; where KVM's statistics and a tracepoint count the same kind, the higher rate
+/// (the counter the host's KVM keeps).
+fn kinds(rates: impl Iterator<Item = (String, f64)>) -> Vec<(String, f64)> {
+    let mut by_kind: HashMap<String, f64> = HashMap::new();
+    for (counter, rate) in rates {
+        if let Some(kind) = kind_of(&counter) {
+            let entry = by_kind.entry(kind.to_string()).or_default();
+            *entry = entry.max(rate);
+        }
+    }
+    let mut kinds: Vec<(String, f64)> = by_kind.into_iter().filter(|(_, rate)| *rate > 0.0).collect();
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    kinds
+}
+
+/// The view of `last` against `first`, the same VM read earlier.
+pub fn view(first: &VmReading, last: &VmReading) -> VmView {
+    let mut view = VmView {
+        name: last.vm.name.clone(),
+        pid: last.vm.pid,
+        vcpus: last.vcpus(),
+        exits_per_s: 0.0,
+        kinds: Vec::new(),
+        per_vcpu: Vec::new(),
+        halt_poll_success: None,
+        findings: Vec::new(),
+        error: None,
+    };
+    let (before, now) = match (&first.counters, &last.counters) {
+        (Ok(before), Ok(now)) => (before, now),
+        (Err(e), _) | (_, Err(e)) => {
+            view.error = Some(e.clone());
+            return view;
+        }
+    };
+    let seconds = last.at.duration_since(first.at).as_secs_f64().max(1e-3);
+    let delta = |counter: &str, vcpu: Option<usize>| -> f64 {
+        let values = |sample: &Sample, traced: &Sample| -> u64 {
+            sample.get(counter).or_else(|| traced.get(counter)).map_or(0, |per_vcpu| match vcpu {
+                Some(index) => per_vcpu.get(index).copied().unwrap_or(0),
+                None => per_vcpu.iter().sum(),
+            })
+        };
+        values(now, &last.traced).saturating_sub(values(before, &first.traced)) as f64
+    };
+    let counters: Vec<&String> = now.keys().chain(last.traced.keys()).collect();
+    view.exits_per_s = delta("exits", None) / seconds;
+    view.kinds = kinds(counters.iter().map(|counter| ((*counter).clone(), delta(counter, None) / seconds)));
+    view.per_vcpu = (0..view.vcpus)
+        .map(|vcpu| {
+            kinds(counters.iter().map(|counter| ((*counter).clone(), delta(counter, Some(vcpu)) / seconds)))
+        })
+        .collect();
+    let attempted = delta("halt_attempted_poll", None);
+    if attempted > 0.0 {
+        view.halt_poll_success = Some(delta("halt_successful_poll", None) / attempted);
+    }
+    let mut findings: Vec<ExitFinding> = Vec::new();
+    for profile in profiles_between((before, &first.traced), (now, &last.traced), seconds) {
+        for finding in diagnose(&profile) {
+            if !findings.iter().any(|f| f.rule == finding.rule) {
+                findings.push(finding);
+            }
+        }
+    }
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.rule.cmp(b.rule)));
+    view.findings = findings;
+    view
+}
