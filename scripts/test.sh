@@ -22,6 +22,7 @@ required=(
   "cpio:cpio"
   "depmod:kmod"
   "promtool:prometheus"
+  "tmux:tmux"
 )
 
 missing_plain=()

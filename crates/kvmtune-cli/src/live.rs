@@ -91,7 +91,7 @@ fn views(before: &[VmReading], now: &[VmReading]) -> Vec<Option<VmView>> {
 
 pub(crate) fn top(args: TopArgs) -> anyhow::Result<Outcome> {
     if !args.once {
-        bail!("the full-screen view is not built yet (issue 16); `kvmtune top --once` prints a snapshot");
+        return full_screen(args);
     }
     let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
     let mut tracepoints = Tracepoints::default();
@@ -155,5 +155,42 @@ pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
         // A client that went away is its own business.
         let _ = request.respond(response);
     }
+    Ok(Outcome::Clean)
+}
+
+/// The full-screen view: readings every interval in a thread of their own, the screen in this
+/// one.
+fn full_screen(args: TopArgs) -> anyhow::Result<Outcome> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() {
+        bail!("the full-screen view needs a terminal; `kvmtune top --once` prints a snapshot");
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let interval = Duration::from_secs_f64(args.interval);
+    let interval_s = args.interval;
+    std::thread::spawn(move || {
+        let mut tracepoints = Tracepoints::default();
+        let mut previous = args.live.read(&mut tracepoints);
+        loop {
+            std::thread::sleep(interval);
+            let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
+            let now = args.live.read(&mut tracepoints);
+            let shown: Vec<VmView> = views(&previous, &now)
+                .into_iter()
+                .zip(&now)
+                .map(|(view, reading)| view.unwrap_or_else(|| live::view::view(reading, reading)))
+                .collect();
+            let snapshot = crate::top_screen::Snapshot {
+                views: shown,
+                host_line: top_text::host_line(&host, &journals()),
+            };
+            // The screen has quit.
+            if sender.send(snapshot).is_err() {
+                return;
+            }
+            previous = now;
+        }
+    });
+    crate::top_screen::run(receiver, interval_s)?;
     Ok(Outcome::Clean)
 }

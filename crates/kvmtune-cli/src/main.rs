@@ -17,6 +17,7 @@ mod exits;
 mod hook;
 mod host;
 mod live;
+mod top_screen;
 mod tune;
 mod vfio;
 

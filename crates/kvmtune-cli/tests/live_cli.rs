@@ -228,3 +228,92 @@ fn a_real_prometheus_scrapes_every_guests_counters_and_findings() {
     assert!(last.0 > first.0 && last.1 > first.1, "the counters did not grow in Prometheus: {seen:?}");
     println!("Prometheus saw (port-I/O exits, halting exits): {seen:?}");
 }
+
+/// `tmux ARGS`, which must succeed; its stdout.
+fn tmux(args: &[&str]) -> String {
+    let output = Command::new("tmux").args(args).output().expect("tmux (Debian's package)");
+    assert!(output.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits up to `seconds` for the pane's text to satisfy `ready`; the text.
+fn screen_until(session: &str, seconds: u64, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let screen = tmux(&["capture-pane", "-p", "-t", session]);
+        if ready(&screen) {
+            return screen;
+        }
+        assert!(Instant::now() < deadline, "{what} within {seconds} s; the screen:\n{screen}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The full-screen view in a real terminal (tmux): each guest listed with its exit kind, Enter
+/// shows the busiest VM's vCPUs and diagnosis, a guest that dies leaves the screen, and `q`
+/// quits with status 0.
+#[test]
+fn the_full_screen_view_lists_drills_in_drops_and_quits_in_tmux() {
+    let port_io = Guest::start(GuestKind::PortIo);
+    let mut halting = Guest::start(GuestKind::Halt);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("top.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec unshare --mount --propagation private sh -c 'mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; exec \"$0\" \"$@\"' {} top --interval 0.5\n",
+            env!("CARGO_BIN_EXE_kvmtune")
+        ),
+    )
+    .unwrap();
+    let session = format!("kvmtune-top-{}", std::process::id());
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "200",
+        "-y",
+        "40",
+        &format!("sh {}", script.display()),
+    ]);
+    tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
+    let kill = |session: &str| {
+        let _ = Command::new("tmux").args(["kill-session", "-t", session]).output();
+    };
+    let listed = |screen: &str, name: &str| screen.lines().any(|l| l.contains(name));
+    let screen = screen_until(&session, 60, "both guests listed", |s| {
+        listed(s, &port_io.name)
+            && listed(s, &halting.name)
+            && s.lines().any(|l| l.contains(&port_io.name) && l.contains(" io "))
+    });
+    println!("{screen}");
+    // The busiest VM is the first row, selected: the port-I/O guest.
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let detail = screen_until(&session, 20, "the port-I/O guest's details", |s| {
+        s.contains("vCPU 0: io") && s.contains("EXIT002")
+    });
+    println!("{detail}");
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    screen_until(&session, 20, "the list again", |s| listed(s, &halting.name));
+    halting.stop();
+    screen_until(&session, 30, "the stopped guest gone", |s| {
+        !listed(s, &halting.name) && listed(s, &port_io.name)
+    });
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let pane = tmux(&["list-panes", "-t", &session, "-F", "#{pane_dead} #{pane_dead_status}"]);
+        if pane.starts_with('1') {
+            break pane;
+        }
+        if Instant::now() > deadline {
+            kill(&session);
+            panic!("q did not quit: {pane}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    kill(&session);
+    assert_eq!(status.trim(), "1 0", "top's exit status");
+}
