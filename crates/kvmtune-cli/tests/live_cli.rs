@@ -116,7 +116,7 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[test]
 fn the_exporter_serves_growing_counters_and_findings_that_promtool_accepts() {
-    let port_io = Guest::start(GuestKind::PortIo);
+    let mut port_io = Guest::start(GuestKind::PortIo);
     let exporter = Exporter::start();
     let vm = format!("vm=\"{}\"", port_io.name);
     let (status, first) = get(exporter.1, "/metrics");
@@ -153,6 +153,13 @@ fn the_exporter_serves_growing_counters_and_findings_that_promtool_accepts() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+
+    // A VM that dies: the next scrape answers without it.
+    port_io.stop();
+    let (status, third) = get(exporter.1, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(sample(&third, "kvmtune_vm_up", &[&vm]), None, "{third}");
+    assert!(third.contains("kvmtune_scrape_duration_seconds"), "{third}");
 }
 
 #[test]

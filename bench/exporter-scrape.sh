@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Benchmark: what one scrape of `kvmtune exporter` costs per VM, from 1 to 20 VMs, beside
+# polling `virsh domstats --vcpu` for the same VMs (and kvm_stat, where it can read this host).
+#
+# Halting boot-sector guests run as libvirt domains under a private libvirtd (in its own mount
+# namespace, so the host's libvirt state is untouched; tracefs is mounted there too), and as
+# plain QEMU processes with a QMP socket. For each VM count the exporter is scraped SCRAPES times
+# and the CPU time counted is the exporter's (with its children: virsh for libvirt domains)
+# plus libvirtd's, read from /proc before and after, per scrape and per VM. The tests hold the
+# results; this only measures.
+#
+#   SCRAPES=10 COUNTS="1 5 10 20" bench/exporter-scrape.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SCRAPES=${SCRAPES:-10}
+COUNTS=${COUNTS:-"1 5 10 20"}
+
+if [ -z "${KVMTUNE_BENCH_NS:-}" ]; then
+  cargo build -q --release -p kvmtune-cli
+  exec env KVMTUNE_BENCH_NS=1 unshare --mount --propagation private "$0" "$@"
+fi
+
+work=$(mktemp -d)
+chmod 755 "$work"
+# As bench/exits-record.sh: QEMU keeps /dev/kvm only without libvirt's per-domain namespace.
+{ cat /etc/libvirt/qemu.conf; echo 'namespaces = []'; echo 'user = "root"'; echo 'group = "root"'; } >"$work/qemu.conf"
+mount --bind "$work/qemu.conf" /etc/libvirt/qemu.conf
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+cargo run -q -p kvmtune-testkit --example boot_sector -- halt >"$work/boot.img"
+chmod 666 "$work/boot.img"
+kvmtune=$PWD/target/release/kvmtune
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+/usr/sbin/virtlogd & virtlogd_pid=$!
+/usr/sbin/libvirtd >"$work/libvirtd.log" 2>&1 & libvirtd_pid=$!
+exporter_pid=
+plain_pids=()
+cleanup() {
+  set +e
+  for domain in $(virsh -q -c qemu:///system list --name 2>/dev/null); do
+    virsh -q -c qemu:///system destroy "$domain" >/dev/null 2>&1
+  done
+  for pid in "${plain_pids[@]}" $exporter_pid; do kill "$pid" 2>/dev/null; done
+  kill "$libvirtd_pid" "$virtlogd_pid" 2>/dev/null
+  wait 2>/dev/null
+  find /sys/fs/cgroup/*/machine* -depth -type d -empty -delete 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+for _ in $(seq 50); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.2; done
+
+"$kvmtune" exporter --listen "127.0.0.1:$port" 2>/dev/null & exporter_pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+
+ticks_all() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# cost LABEL VMS COMMAND...: CPU ms per run and per VM of COMMAND (this shell's children) plus
+# the exporter's and libvirtd's, over SCRAPES runs.
+cost() {
+  local label=$1 vms=$2; shift 2
+  local e0 d0 c0 e1 d1 c1
+  e0=$(ticks_all "$exporter_pid"); d0=$(ticks_all "$libvirtd_pid"); c0=$(awk '{print $16 + $17}' /proc/$$/stat)
+  for _ in $(seq "$SCRAPES"); do "$@" >/dev/null 2>&1 || true; done
+  e1=$(ticks_all "$exporter_pid"); d1=$(ticks_all "$libvirtd_pid"); c1=$(awk '{print $16 + $17}' /proc/$$/stat)
+  awk -v l="$label" -v v="$vms" -v t=$(( (e1 - e0) + (d1 - d0) + (c1 - c0) )) -v hz="$hz" -v n="$SCRAPES" \
+    'BEGIN { printf "  %-40s %3d VMs: %7.2f ms per scrape, %6.2f ms per VM\n", l, v, t*1000/hz/n, t*1000/hz/n/v }'
+}
+scrape() { curl -s -o /dev/null "http://127.0.0.1:$port/metrics"; }
+domstats() { virsh -c qemu:///system domstats --vcpu; }
+
+domain_xml() {
+  cat <<XML
+<domain type='kvm'>
+  <name>bench$1</name>
+  <memory unit='MiB'>32</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$work/d$1.img'/><target dev='hda' bus='ide'/></disk>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+XML
+}
+
+echo "libvirt domains (halting 1-vCPU guests), $SCRAPES scrapes or polls each"
+running=0
+for count in $COUNTS; do
+  while [ "$running" -lt "$count" ]; do
+    running=$((running + 1))
+    # One image each: QEMU locks the image it writes to.
+    cp "$work/boot.img" "$work/d$running.img"
+    domain_xml "$running" >"$work/d$running.xml"
+    virsh -q -c qemu:///system create "$work/d$running.xml" >/dev/null
+  done
+  sleep 3  # SeaBIOS to the boot sector
+  scrape  # the first scrape opens the tracepoint counters
+  cost "kvmtune exporter (virsh monitor)" "$count" scrape
+  cost "virsh domstats --vcpu (all domains)" "$count" domstats
+done
+for domain in $(virsh -q -c qemu:///system list --name); do virsh -q -c qemu:///system destroy "$domain" >/dev/null; done
+
+echo "plain QEMU guests with a QMP socket"
+running=0
+for count in $COUNTS; do
+  while [ "$running" -lt "$count" ]; do
+    running=$((running + 1))
+    cp "$work/boot.img" "$work/p$running.img"
+    qemu-system-x86_64 -accel kvm -m 32 -display none -name "guest=plain$running" \
+      -qmp "unix:$work/q$running.sock,server=on,wait=off" -drive "file=$work/p$running.img,format=raw,if=ide" \
+      >/dev/null 2>&1 & plain_pids+=($!)
+  done
+  sleep 3
+  scrape
+  cost "kvmtune exporter (QMP sockets)" "$count" scrape
+done
+
+if command -v kvm_stat >/dev/null && kvm_stat -1 >/dev/null 2>&1; then
+  cost "kvm_stat -1 (host-wide)" "$running" kvm_stat -1
+else
+  echo "  kvm_stat: not available here (not installed, or no KVM debugfs to read)"
+fi
