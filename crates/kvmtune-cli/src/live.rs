@@ -41,9 +41,21 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
 }
 
 impl LiveArgs {
-    fn read(&self, tracepoints: &mut Tracepoints) -> Vec<VmReading> {
-        let vms = live::discover(Path::new("/proc"), self.connect.as_deref());
-        live::read_all(&vms, Duration::from_secs_f64(self.timeout), tracepoints)
+    /// Every VM's reading, and why libvirt could not be asked for its domains, if it could not.
+    fn read(&self, tracepoints: &mut Tracepoints) -> (Vec<VmReading>, Option<String>) {
+        let timeout = Duration::from_secs_f64(self.timeout);
+        let (vms, libvirt_problem) =
+            live::discover::discover_with_libvirt(Path::new("/proc"), self.connect.as_deref(), timeout);
+        (live::read_all(&vms, timeout, tracepoints), libvirt_problem)
+    }
+}
+
+/// The host line, with what went wrong asking libvirt.
+fn host_line(host: &kvmtune::host::HostFacts, libvirt_problem: Option<String>) -> String {
+    let line = top_text::host_line(host, &journals());
+    match libvirt_problem {
+        Some(problem) => format!("{line}; {problem}"),
+        None => line,
     }
 }
 
@@ -95,17 +107,16 @@ pub(crate) fn top(args: TopArgs) -> anyhow::Result<Outcome> {
     }
     let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
     let mut tracepoints = Tracepoints::default();
-    let first = args.live.read(&mut tracepoints);
+    let (first, _) = args.live.read(&mut tracepoints);
     std::thread::sleep(Duration::from_secs_f64(args.interval));
-    let last = args.live.read(&mut tracepoints);
+    let (last, libvirt_problem) = args.live.read(&mut tracepoints);
     // A VM that appeared in between has no rate yet: it is listed with what it is missing.
     let shown: Vec<VmView> = views(&first, &last)
         .into_iter()
         .zip(&last)
         .map(|(view, reading)| view.unwrap_or_else(|| live::view::view(reading, reading)))
         .collect();
-    let host_line = top_text::host_line(&host, &journals());
-    print_out(&top_text::render(&shown, &host_line, args.interval))?;
+    print_out(&top_text::render(&shown, &host_line(&host, libvirt_problem), args.interval))?;
     Ok(Outcome::Clean)
 }
 
@@ -129,7 +140,10 @@ pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
             "/metrics" => {
                 let started = Instant::now();
                 let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
-                let readings = args.live.read(&mut tracepoints);
+                let (readings, libvirt_problem) = args.live.read(&mut tracepoints);
+                if let Some(problem) = libvirt_problem {
+                    eprintln!("kvmtune exporter: {problem}; the other VMs are served");
+                }
                 let views = views(&previous, &readings);
                 let journals = journals();
                 let text = metrics::render(&metrics::Scrape {
@@ -170,20 +184,18 @@ fn full_screen(args: TopArgs) -> anyhow::Result<Outcome> {
     let interval_s = args.interval;
     std::thread::spawn(move || {
         let mut tracepoints = Tracepoints::default();
-        let mut previous = args.live.read(&mut tracepoints);
+        let (mut previous, _) = args.live.read(&mut tracepoints);
         loop {
             std::thread::sleep(interval);
             let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
-            let now = args.live.read(&mut tracepoints);
+            let (now, libvirt_problem) = args.live.read(&mut tracepoints);
             let shown: Vec<VmView> = views(&previous, &now)
                 .into_iter()
                 .zip(&now)
                 .map(|(view, reading)| view.unwrap_or_else(|| live::view::view(reading, reading)))
                 .collect();
-            let snapshot = crate::top_screen::Snapshot {
-                views: shown,
-                host_line: top_text::host_line(&host, &journals()),
-            };
+            let snapshot =
+                crate::top_screen::Snapshot { views: shown, host_line: host_line(&host, libvirt_problem) };
             // The screen has quit.
             if sender.send(snapshot).is_err() {
                 return;

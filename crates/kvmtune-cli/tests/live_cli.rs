@@ -324,3 +324,51 @@ fn the_full_screen_view_lists_drills_in_drops_and_quits_in_tmux() {
     kill(&session);
     assert_eq!(status.trim(), "1 0", "top's exit status");
 }
+
+/// A libvirt domain (of a private libvirtd) is named as libvirt knows it and read through
+/// libvirt's monitor (virsh), since libvirtd owns its QMP socket.
+#[test]
+fn a_libvirt_domain_is_listed_by_its_name_and_read_through_libvirt() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("boot.img"), kvmtune_testkit::guest::boot_sector(GuestKind::Halt))
+        .unwrap();
+    let body = format!(
+        r#"cat >"$OUT/d.xml" <<XML
+<domain type='kvm'><name>libvguest</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
+<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$OUT/boot.img'/><target dev='hda' bus='ide'/></disk>
+<serial type='file'><source path='$OUT/serial.txt'/></serial><memballoon model='none'/></devices></domain>
+XML
+/usr/sbin/virtlogd & logd=$!
+virsh -q -c qemu:///system create "$OUT/d.xml" >"$OUT/create.log" 2>&1
+for _ in $(seq 600); do grep -q K "$OUT/serial.txt" 2>/dev/null && break; sleep 0.2; done
+{} top --once --interval 1 --connect qemu:///system >"$OUT/top.txt" 2>&1
+echo $? >"$OUT/top.rc"
+virsh -q -c qemu:///system destroy libvguest >/dev/null 2>&1
+kill $logd"#,
+        env!("CARGO_BIN_EXE_kvmtune")
+    );
+    kvmtune_testkit::libvirtd::with_private_libvirtd(dir.path(), &body);
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let text = read("top.txt");
+    assert_eq!(read("top.rc").trim(), "0", "{text}{}", read("create.log"));
+    let line = row(&text, "libvguest")
+        .unwrap_or_else(|| panic!("the domain is not listed:\n{text}{}", read("create.log")));
+    assert!(!line.contains("cannot read"), "{line}");
+    assert!(line.contains(" halt ") || line.contains(" apic "), "the halting domain's busiest kind: {line}");
+}
+
+/// A libvirt connection that does not answer is named on the host line; the VMs found by their
+/// processes are still listed.
+#[test]
+fn an_unreachable_libvirt_is_reported_and_the_rest_still_shown() {
+    let port_io = Guest::start(GuestKind::PortIo);
+    let uri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock";
+    let output = kvmtune(&["top", "--once", "--interval", "0.5", "--connect", uri, "--timeout", "3"]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    let host_line = text.lines().next().unwrap_or_default();
+    assert!(host_line.contains(&format!("libvirt ({uri}):")), "{host_line}");
+    assert!(row(&text, &port_io.name).is_some(), "{text}");
+}

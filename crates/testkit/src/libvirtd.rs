@@ -21,7 +21,9 @@ mkdir -p "$CACHE" /var/cache/libvirt && mount --bind "$CACHE" /var/cache/libvirt
 # /dev/kvm is root-only here (no udev to give it to the kvm group). When libvirt's QEMU user
 # cannot open it, libvirt takes its cached capabilities for stale at every call and probes QEMU
 # again (about a minute each). QEMU as root, in this namespace only, keeps the cache valid.
-{ cat /etc/libvirt/qemu.conf; echo 'user = "root"'; echo 'group = "root"'; } >/run/qemu.conf
+# No per-domain /dev namespace either: from inside this mount namespace it would not carry
+# /dev/kvm over, and a domain of type kvm would find no KVM (bench/exits-record.sh).
+{ cat /etc/libvirt/qemu.conf; echo 'user = "root"'; echo 'group = "root"'; echo 'namespaces = []'; } >/run/qemu.conf
 mount --bind /run/qemu.conf /etc/libvirt/qemu.conf || exit 90
 /usr/sbin/libvirtd >"$OUT/libvirtd.log" 2>&1 &
 daemon=$!

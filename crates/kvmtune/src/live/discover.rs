@@ -3,6 +3,8 @@
 //! libvirtd, so it is read through `virsh qemu-monitor-command`) alike.
 
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use crate::exits::record::Target;
 use crate::exits::record::monitor::{MonitorAddress, monitor_from_argv};
@@ -13,6 +15,8 @@ pub struct LiveVm {
     /// As its users know it: the libvirt domain's name, else QEMU's `-name guest=`, else
     /// `pid N`.
     pub name: String,
+    /// Its QEMU process on this host; 0 for a domain of a libvirt connection whose process is
+    /// not here (a remote URI).
     pub pid: i32,
     /// How its counters are read; `Err` says why they cannot be.
     pub monitor: Result<Target, String>,
@@ -71,6 +75,60 @@ pub fn discover(proc: &Path, connect: Option<&str>) -> Vec<LiveVm> {
         .collect();
     vms.sort_by(|a, b| a.name.cmp(&b.name).then(a.pid.cmp(&b.pid)));
     vms
+}
+
+/// The running domains of a libvirt connection (`virsh list --name`), bounded by `timeout`.
+pub fn libvirt_domains(connect: Option<&str>, timeout: Duration) -> Result<Vec<String>, String> {
+    let mut command = Command::new("timeout");
+    command.arg(format!("{:.1}", timeout.as_secs_f64())).arg("virsh").arg("-q");
+    if let Some(uri) = connect {
+        command.args(["-c", uri]);
+    }
+    let output = command.args(["list", "--name"]).output().map_err(|e| format!("cannot run virsh: {e}"))?;
+    if !output.status.success() {
+        let why = String::from_utf8_lossy(&output.stderr).trim().replace('\n', "; ");
+        return Err(match output.status.code() {
+            Some(124) => format!("libvirt did not answer within {:.1} s", timeout.as_secs_f64()),
+            _ if why.is_empty() => format!("virsh list failed ({})", output.status),
+            _ => why,
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// The VMs of this host ([`discover`]), with the domains of the libvirt connection that are not
+/// among them (a remote URI's) when libvirt is asked: `connect` given, or a local libvirtd's
+/// socket present. The second value says why libvirt could not be asked, if it could not.
+pub fn discover_with_libvirt(
+    proc: &Path,
+    connect: Option<&str>,
+    timeout: Duration,
+) -> (Vec<LiveVm>, Option<String>) {
+    let mut vms = discover(proc, connect);
+    let local_libvirt =
+        ["/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock"].iter().any(|s| Path::new(s).exists());
+    if connect.is_none() && !local_libvirt {
+        return (vms, None);
+    }
+    match libvirt_domains(connect, timeout) {
+        Ok(domains) => {
+            for domain in domains {
+                if !vms.iter().any(|vm| vm.name == domain) {
+                    let monitor =
+                        Ok(Target::Domain { name: domain.clone(), connect: connect.map(str::to_string) });
+                    vms.push(LiveVm { name: domain, pid: 0, monitor });
+                }
+            }
+            vms.sort_by(|a, b| a.name.cmp(&b.name).then(a.pid.cmp(&b.pid)));
+            (vms, None)
+        }
+        Err(why) => (vms, Some(format!("libvirt ({}): {why}", connect.unwrap_or("default")))),
+    }
 }
 
 #[cfg(test)]

@@ -52,10 +52,13 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
         let monitor = vm.monitor.clone();
         let mut counters = tracepoints.open.remove(&vm.pid);
         let tracefs = tracefs.clone();
+        let pid = vm.pid;
         std::thread::spawn(move || {
             let read = monitor.and_then(|target| {
                 let mut reader = StatsReader::open(&target).map_err(|e| e.to_string())?;
+                // Only a VM whose vCPU threads are this host's has tracepoints to count here.
                 if counters.is_none()
+                    && pid > 0
                     && let Some(tracefs) = &tracefs
                 {
                     counters = Some(Counters::open(tracefs, &reader.thread_ids(), &mut Vec::new()));
