@@ -20,19 +20,7 @@ if [ -z "${KVMTUNE_BENCH_NS:-}" ]; then
   exec env KVMTUNE_BENCH_NS=1 unshare --mount --propagation private "$0" "$@"
 fi
 
-work=$(mktemp -d)
-chmod 755 "$work"  # libvirt runs QEMU as libvirt-qemu
-# libvirt's per-domain /dev namespace does not carry /dev/kvm over from inside this mount
-# namespace; QEMU then sees no KVM. Only this namespace sees the changed qemu.conf.
-{ cat /etc/libvirt/qemu.conf; echo 'namespaces = []'; echo 'user = "root"'; echo 'group = "root"'; } >"$work/qemu.conf"
-mount --bind "$work/qemu.conf" /etc/libvirt/qemu.conf
-mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
-cargo run -q -p kvmtune-testkit --example boot_sector -- halt >"$work/boot.img"
-chmod 666 "$work/boot.img"
-kvmtune=$PWD/target/release/kvmtune
-
-/usr/sbin/virtlogd & virtlogd_pid=$!
-/usr/sbin/libvirtd >"$work/libvirtd.log" 2>&1 & libvirtd_pid=$!
+. bench/private-libvirtd.sh
 qemu_pid=
 cleanup() {
   set +e

@@ -20,19 +20,8 @@ if [ -z "${KVMTUNE_BENCH_NS:-}" ]; then
   exec env KVMTUNE_BENCH_NS=1 unshare --mount --propagation private "$0" "$@"
 fi
 
-work=$(mktemp -d)
-chmod 755 "$work"
-# As bench/exits-record.sh: QEMU keeps /dev/kvm only without libvirt's per-domain namespace.
-{ cat /etc/libvirt/qemu.conf; echo 'namespaces = []'; echo 'user = "root"'; echo 'group = "root"'; } >"$work/qemu.conf"
-mount --bind "$work/qemu.conf" /etc/libvirt/qemu.conf
-mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
-cargo run -q -p kvmtune-testkit --example boot_sector -- halt >"$work/boot.img"
-chmod 666 "$work/boot.img"
-kvmtune=$PWD/target/release/kvmtune
+. bench/private-libvirtd.sh
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-
-/usr/sbin/virtlogd & virtlogd_pid=$!
-/usr/sbin/libvirtd >"$work/libvirtd.log" 2>&1 & libvirtd_pid=$!
 exporter_pid=
 plain_pids=()
 cleanup() {

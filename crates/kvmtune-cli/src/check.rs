@@ -129,12 +129,7 @@ fn list_domains(connect: Option<&str>) -> anyhow::Result<Vec<String>> {
     if !output.status.success() {
         anyhow::bail!("virsh list failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+    Ok(kvmtune::live::discover::virsh_names(&output.stdout))
 }
 
 pub(crate) fn run(args: CheckArgs) -> anyhow::Result<Outcome> {

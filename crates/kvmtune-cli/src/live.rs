@@ -101,6 +101,16 @@ fn views(before: &[VmReading], now: &[VmReading]) -> Vec<Option<VmView>> {
         .collect()
 }
 
+/// What `top` shows of every VM in `now`; one that appeared since `before` has no rate yet and
+/// is listed with what it is missing.
+fn shown_views(before: &[VmReading], now: &[VmReading]) -> Vec<VmView> {
+    views(before, now)
+        .into_iter()
+        .zip(now)
+        .map(|(view, reading)| view.unwrap_or_else(|| live::view::view(reading, reading)))
+        .collect()
+}
+
 pub(crate) fn top(args: TopArgs) -> anyhow::Result<Outcome> {
     if !args.once {
         return full_screen(args);
@@ -110,12 +120,7 @@ pub(crate) fn top(args: TopArgs) -> anyhow::Result<Outcome> {
     let (first, _) = args.live.read(&mut tracepoints);
     std::thread::sleep(Duration::from_secs_f64(args.interval));
     let (last, libvirt_problem) = args.live.read(&mut tracepoints);
-    // A VM that appeared in between has no rate yet: it is listed with what it is missing.
-    let shown: Vec<VmView> = views(&first, &last)
-        .into_iter()
-        .zip(&last)
-        .map(|(view, reading)| view.unwrap_or_else(|| live::view::view(reading, reading)))
-        .collect();
+    let shown = shown_views(&first, &last);
     print_out(&top_text::render(&shown, &host_line(&host, libvirt_problem), args.interval))?;
     Ok(Outcome::Clean)
 }
@@ -189,11 +194,7 @@ fn full_screen(args: TopArgs) -> anyhow::Result<Outcome> {
             std::thread::sleep(interval);
             let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
             let (now, libvirt_problem) = args.live.read(&mut tracepoints);
-            let shown: Vec<VmView> = views(&previous, &now)
-                .into_iter()
-                .zip(&now)
-                .map(|(view, reading)| view.unwrap_or_else(|| live::view::view(reading, reading)))
-                .collect();
+            let shown = shown_views(&previous, &now);
             let snapshot =
                 crate::top_screen::Snapshot { views: shown, host_line: host_line(&host, libvirt_problem) };
             // The screen has quit.

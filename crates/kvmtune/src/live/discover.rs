@@ -93,12 +93,17 @@ pub fn libvirt_domains(connect: Option<&str>, timeout: Duration) -> Result<Vec<S
             _ => why,
         });
     }
-    Ok(String::from_utf8_lossy(&output.stdout)
+    Ok(virsh_names(&output.stdout))
+}
+
+/// The names `virsh list --name` prints, one per line.
+pub fn virsh_names(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(str::to_string)
-        .collect())
+        .collect()
 }
 
 /// The VMs of this host ([`discover`]), with the domains of the libvirt connection that are not
