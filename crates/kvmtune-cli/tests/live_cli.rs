@@ -346,7 +346,11 @@ for _ in $(seq 600); do grep -q K "$OUT/serial.txt" 2>/dev/null && break; sleep 
 {} top --once --interval 1 --connect qemu:///system >"$OUT/top.txt" 2>&1
 echo $? >"$OUT/top.rc"
 virsh -q -c qemu:///system destroy libvguest >/dev/null 2>&1
-kill $logd"#,
+kill $logd
+# libvirt's cgroup directories for the domain, which it leaves (the cgroup filesystems are the
+# host's, not this namespace's).
+find /sys/fs/cgroup/*/machine* -depth -type d -empty -delete 2>/dev/null
+true"#,
         env!("CARGO_BIN_EXE_kvmtune")
     );
     kvmtune_testkit::libvirtd::with_private_libvirtd(dir.path(), &body);
