@@ -29,7 +29,7 @@ cleanup() {
   kill "$libvirtd_pid" "$virtlogd_pid" 2>/dev/null || true
   wait 2>/dev/null || true
   # libvirt's cgroup directories for the guest, if it left them.
-  find /sys/fs/cgroup/*/machine* -depth -type d -empty -delete 2>/dev/null || true
+  find /sys/fs/cgroup/*/machine* -depth -type d -exec rmdir {} \; 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

@@ -32,7 +32,7 @@ cleanup() {
   for pid in "${plain_pids[@]}" $exporter_pid; do kill "$pid" 2>/dev/null; done
   kill "$libvirtd_pid" "$virtlogd_pid" 2>/dev/null
   wait 2>/dev/null
-  find /sys/fs/cgroup/*/machine* -depth -type d -empty -delete 2>/dev/null
+  find /sys/fs/cgroup/*/machine* -depth -type d -exec rmdir {} \; 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

@@ -349,7 +349,7 @@ virsh -q -c qemu:///system destroy libvguest >/dev/null 2>&1
 kill $logd
 # libvirt's cgroup directories for the domain, which it leaves (the cgroup filesystems are the
 # host's, not this namespace's).
-find /sys/fs/cgroup/*/machine* -depth -type d -empty -delete 2>/dev/null
+find /sys/fs/cgroup/*/machine* -depth -type d -exec rmdir {{}} \; 2>/dev/null
 true"#,
         env!("CARGO_BIN_EXE_kvmtune")
     );
