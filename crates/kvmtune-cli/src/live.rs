@@ -21,6 +21,32 @@ use crate::{Outcome, print_out};
 /// port above it that no well-known exporter uses.
 const DEFAULT_LISTEN: &str = "127.0.0.1:10947";
 
+/// How long the host facts that do not change while VMs run (the CPU, KVM and its modules'
+/// parameters, the IOMMU) are reused before they are probed again; memory and hugepages are
+/// read fresh every time. A full probe costs about 70 ms of CPU (bench/exporter-scrape.sh).
+const HOST_FACTS_REUSED_FOR: Duration = Duration::from_secs(60);
+
+/// This host's facts, probed in full at most every [`HOST_FACTS_REUSED_FOR`].
+struct HostFactsCache {
+    facts: kvmtune::host::HostFacts,
+    probed_at: Instant,
+}
+
+impl HostFactsCache {
+    fn new() -> Self {
+        HostFactsCache { facts: kvmtune::host::probe(&kvmtune::host::LiveHost), probed_at: Instant::now() }
+    }
+
+    fn now(&mut self) -> &kvmtune::host::HostFacts {
+        if self.probed_at.elapsed() >= HOST_FACTS_REUSED_FOR {
+            *self = HostFactsCache::new();
+        } else {
+            self.facts.memory = kvmtune::host::memory::probe(&kvmtune::host::LiveHost);
+        }
+        &self.facts
+    }
+}
+
 /// What `top` and `exporter` share: which VMs, and how long one may take to answer.
 #[derive(Args)]
 pub(crate) struct LiveArgs {
@@ -134,6 +160,7 @@ pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
     // and nothing is read between them.
     let mut previous: Vec<VmReading> = Vec::new();
     let mut tracepoints = Tracepoints::default();
+    let mut host_facts = HostFactsCache::new();
     for request in server.incoming_requests() {
         let path = request.url().split('?').next().unwrap_or("").to_string();
         // Prometheus asks for OpenMetrics; other clients get the classic text format.
@@ -144,7 +171,7 @@ pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
         let response = match path.as_str() {
             "/metrics" => {
                 let started = Instant::now();
-                let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
+                let host = host_facts.now();
                 let (readings, libvirt_problem) = args.live.read(&mut tracepoints);
                 if let Some(problem) = libvirt_problem {
                     eprintln!("kvmtune exporter: {problem}; the other VMs are served");
@@ -154,7 +181,7 @@ pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
                 let text = metrics::render(&metrics::Scrape {
                     readings: &readings,
                     views: &views,
-                    host: &host,
+                    host,
                     journals: &journals,
                     duration_s: started.elapsed().as_secs_f64(),
                 });
@@ -190,13 +217,14 @@ fn full_screen(args: TopArgs) -> anyhow::Result<Outcome> {
     std::thread::spawn(move || {
         let mut tracepoints = Tracepoints::default();
         let (mut previous, _) = args.live.read(&mut tracepoints);
+        let mut host_facts = HostFactsCache::new();
         loop {
             std::thread::sleep(interval);
-            let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
+            let host = host_facts.now();
             let (now, libvirt_problem) = args.live.read(&mut tracepoints);
             let shown = shown_views(&previous, &now);
             let snapshot =
-                crate::top_screen::Snapshot { views: shown, host_line: host_line(&host, libvirt_problem) };
+                crate::top_screen::Snapshot { views: shown, host_line: host_line(host, libvirt_problem) };
             // The screen has quit.
             if sender.send(snapshot).is_err() {
                 return;
