@@ -285,6 +285,13 @@ pub struct Pinning {
     pub vcpusched: Vec<Located<String>>,
 }
 
+impl Pinning {
+    /// Every host CPU a vCPU is pinned to.
+    pub fn vcpu_cpus(&self) -> CpuSet {
+        self.vcpupin.iter().fold(CpuSet::new(), |all, pin| all.union(&pin.cpus))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pin {
     /// vCPU or iothread id.

@@ -162,10 +162,9 @@ pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice
         .map(|address| {
             let dir = format!("{PCI_DIR}/{address}");
             let class: Fact<String> = host.read_trimmed(&format!("{dir}/class")).into();
-            let id = match (
-                host.read_trimmed(&format!("{dir}/vendor")),
-                host.read_trimmed(&format!("{dir}/device")),
-            ) {
+            let ids =
+                (host.read_trimmed(&format!("{dir}/vendor")), host.read_trimmed(&format!("{dir}/device")));
+            let id = match &ids {
                 (Ok(vendor), Ok(device)) => Fact::Known(format!(
                     "{}:{}",
                     vendor.trim_start_matches("0x"),
@@ -186,12 +185,9 @@ pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice
                 .map(|group| group.devices.iter().filter(|d| **d != address).cloned().collect())
                 .unwrap_or_default();
             let boot_vga = host.read_trimmed(&format!("{dir}/boot_vga")).is_ok_and(|v| v == "1");
-            let reset_bug = match (
-                host.read_trimmed(&format!("{dir}/vendor")),
-                host.read_trimmed(&format!("{dir}/device")),
-            ) {
+            let reset_bug = match &ids {
                 (Ok(vendor), Ok(device)) if is_gpu => {
-                    crate::knowledge::gpu_reset::reset_bug_family(&vendor, &device).map(str::to_string)
+                    crate::knowledge::gpu_reset::reset_bug_family(vendor, device).map(str::to_string)
                 }
                 _ => None,
             };

@@ -16,7 +16,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::model::{HostRequest, VmConfig};
-use crate::host::CpuSet;
 use crate::hostchange::prepare::{self, ConfigNeeds, PrepareRequest};
 use crate::hostchange::writer::HostWriter;
 
@@ -160,7 +159,7 @@ pub fn prepare_request(
     let needs = ConfigNeeds::of(config, prepare::default_hugepage_kib(writer));
     let housekeeping =
         request.isolate.as_ref().and_then(|i| i.housekeeping.as_ref()).map(|h| h.value.clone());
-    let vcpus = config.pinning.vcpupin.iter().fold(CpuSet::new(), |all, pin| all.union(&pin.cpus));
+    let vcpus = config.pinning.vcpu_cpus();
     // The emulator and iothreads may share the host's CPUs; vCPUs may not (check's HOOK002).
     let cpus = match &housekeeping {
         Some(housekeeping) => {

@@ -43,6 +43,23 @@ pub struct GroupMember {
     pub reset_methods: Vec<String>,
 }
 
+impl GroupMember {
+    /// The device at `address`, as sysfs has it now.
+    fn read(address: String, group: u32, writer: &dyn HostWriter) -> Self {
+        let dir = format!("{PCI_DEVICES}/{address}");
+        GroupMember {
+            class: text(writer, &format!("{dir}/class")).unwrap_or_default(),
+            driver: writer.link_name(&format!("{dir}/driver")).ok(),
+            group,
+            boot_vga: text(writer, &format!("{dir}/boot_vga")).as_deref() == Some("1"),
+            reset_methods: text(writer, &format!("{dir}/reset_method"))
+                .map(|m| m.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
+            address,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BindPlan {
     pub vm: String,
@@ -119,20 +136,13 @@ pub fn plan_bind(
             .map_err(|source| VfioRefusal::Read { path: group_dir.clone(), source })?;
         // The named device first: released last.
         in_group.sort_by_key(|d| *d != address);
-        for member in in_group {
-            let dir = format!("{PCI_DEVICES}/{member}");
-            let class = text(writer, &format!("{dir}/class")).unwrap_or_default();
-            // PCI-to-PCI bridges (class 0x0604xx) stay with the host, as the kernel has it.
-            if class.starts_with("0x0604") {
-                continue;
-            }
-            let driver = writer.link_name(&format!("{dir}/driver")).ok();
-            let boot_vga = text(writer, &format!("{dir}/boot_vga")).as_deref() == Some("1");
-            let reset_methods = text(writer, &format!("{dir}/reset_method"))
-                .map(|m| m.split_whitespace().map(str::to_string).collect())
-                .unwrap_or_default();
-            members.push(GroupMember { address: member, class, driver, group, boot_vga, reset_methods });
-        }
+        // PCI-to-PCI bridges (class 0x0604xx) stay with the host, as the kernel has it.
+        members.extend(
+            in_group
+                .into_iter()
+                .map(|m| GroupMember::read(m, group, writer))
+                .filter(|m| !m.class.starts_with("0x0604")),
+        );
     }
     if single_gpu && !members.iter().any(|m| m.boot_vga) {
         return Err(VfioRefusal::NotTheBootDisplay(devices.join(", ")));
@@ -219,22 +229,8 @@ fn display_hand_over(vm: &str, writer: &dyn HostWriter) -> Vec<HostAction> {
 
 /// The reset warnings for devices handed over earlier (at release), read as they are now.
 pub fn reset_warnings(addresses: &[String], writer: &dyn HostWriter) -> Vec<String> {
-    let members: Vec<GroupMember> = addresses
-        .iter()
-        .map(|address| {
-            let dir = format!("{PCI_DEVICES}/{address}");
-            GroupMember {
-                address: address.clone(),
-                class: text(writer, &format!("{dir}/class")).unwrap_or_default(),
-                driver: writer.link_name(&format!("{dir}/driver")).ok(),
-                group: 0,
-                boot_vga: text(writer, &format!("{dir}/boot_vga")).as_deref() == Some("1"),
-                reset_methods: text(writer, &format!("{dir}/reset_method"))
-                    .map(|m| m.split_whitespace().map(str::to_string).collect())
-                    .unwrap_or_default(),
-            }
-        })
-        .collect();
+    let members: Vec<GroupMember> =
+        addresses.iter().map(|address| GroupMember::read(address.clone(), 0, writer)).collect();
     reset_plan("", &members, writer).0
 }
 

@@ -96,7 +96,7 @@ impl RuleContext<'_> {
     }
 
     fn vcpu_cpus(&self) -> CpuSet {
-        self.config.pinning.vcpupin.iter().fold(CpuSet::new(), |all, pin| all.union(&pin.cpus))
+        self.config.pinning.vcpu_cpus()
     }
 }
 
