@@ -93,6 +93,12 @@ if ! ls "$lab_cache"/irqbalance_*.deb >/dev/null 2>&1; then
   ls "$lab_cache"/irqbalance_*.deb >/dev/null
 fi
 
+# Grafana's dashboard schema (@grafana/schema) and TypeScript, from the npm registry at the
+# versions package-lock.json pins, for tests/monitoring.rs's dashboard check.
+if [ ! -x monitoring/schema-check/node_modules/.bin/tsc ]; then
+  npm ci --prefix monitoring/schema-check --no-audit --no-fund --loglevel=error
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)

@@ -325,29 +325,44 @@ fn the_full_screen_view_lists_drills_in_drops_and_quits_in_tmux() {
     assert_eq!(status.trim(), "1 0", "top's exit status");
 }
 
-/// A libvirt domain (of a private libvirtd) is named as libvirt knows it and read through
-/// libvirt's monitor (virsh), since libvirtd owns its QMP socket.
+/// libvirt domains (of a private libvirtd) are named as libvirt knows them and read through
+/// libvirt, since libvirtd owns their QMP sockets: all of a connection's domains by one
+/// `virsh domstats` per reading (a logging `virsh` ahead on PATH counts the calls), never by a
+/// monitor command each. The port-I/O domain's `io` is what only the tracepoint counters of its
+/// vCPU threads see on this host (its KVM leaves port I/O out of `io_exits`), so it also shows
+/// that the threads were found by their names.
 #[test]
-fn a_libvirt_domain_is_listed_by_its_name_and_read_through_libvirt() {
+fn libvirt_domains_are_listed_by_name_and_read_by_one_domstats_per_reading() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("boot.img"), kvmtune_testkit::guest::boot_sector(GuestKind::Halt))
-        .unwrap();
+    for (image, kind) in [("halt.img", GuestKind::Halt), ("pio.img", GuestKind::PortIo)] {
+        std::fs::write(dir.path().join(image), kvmtune_testkit::guest::boot_sector(kind)).unwrap();
+    }
     let body = format!(
-        r#"cat >"$OUT/d.xml" <<XML
-<domain type='kvm'><name>libvguest</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
+        r#"domain() {{ cat <<XML
+<domain type='kvm'><name>$1</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
 <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
 <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
-<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$OUT/boot.img'/><target dev='hda' bus='ide'/></disk>
-<serial type='file'><source path='$OUT/serial.txt'/></serial><memballoon model='none'/></devices></domain>
+<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$OUT/$2'/><target dev='hda' bus='ide'/></disk>
+<serial type='file'><source path='$OUT/$1.serial'/></serial><memballoon model='none'/></devices></domain>
 XML
+}}
+mkdir -p "$OUT/bin"
+printf '#!/bin/sh\necho "$*" >>"%s/virsh.log"\nexec /usr/bin/virsh "$@"\n' "$OUT" >"$OUT/bin/virsh"
+chmod +x "$OUT/bin/virsh"
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 /usr/sbin/virtlogd & logd=$!
-virsh -q -c qemu:///system create "$OUT/d.xml" >"$OUT/create.log" 2>&1
-for _ in $(seq 600); do grep -q K "$OUT/serial.txt" 2>/dev/null && break; sleep 0.2; done
-{} top --once --interval 1 --connect qemu:///system >"$OUT/top.txt" 2>&1
+domain libvhalt halt.img >"$OUT/halt.xml"
+domain libvpio pio.img >"$OUT/pio.xml"
+virsh -q -c qemu:///system create "$OUT/halt.xml" >"$OUT/create.log" 2>&1
+virsh -q -c qemu:///system create "$OUT/pio.xml" >>"$OUT/create.log" 2>&1
+for d in libvhalt libvpio; do
+  for _ in $(seq 600); do grep -q K "$OUT/$d.serial" 2>/dev/null && break; sleep 0.2; done
+done
+PATH="$OUT/bin:$PATH" {} top --once --interval 1 --connect qemu:///system >"$OUT/top.txt" 2>&1
 echo $? >"$OUT/top.rc"
-virsh -q -c qemu:///system destroy libvguest >/dev/null 2>&1
+for d in libvhalt libvpio; do virsh -q -c qemu:///system destroy $d >/dev/null 2>&1; done
 kill $logd
-# libvirt's cgroup directories for the domain, which it leaves (the cgroup filesystems are the
+# libvirt's cgroup directories for the domains, which it leaves (the cgroup filesystems are the
 # host's, not this namespace's).
 find /sys/fs/cgroup/*/machine* -depth -type d -exec rmdir {{}} \; 2>/dev/null
 true"#,
@@ -357,10 +372,19 @@ true"#,
     let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
     let text = read("top.txt");
     assert_eq!(read("top.rc").trim(), "0", "{text}{}", read("create.log"));
-    let line = row(&text, "libvguest")
-        .unwrap_or_else(|| panic!("the domain is not listed:\n{text}{}", read("create.log")));
-    assert!(!line.contains("cannot read"), "{line}");
-    assert!(line.contains(" halt ") || line.contains(" apic "), "the halting domain's busiest kind: {line}");
+    let line = |name: &str| {
+        row(&text, name).unwrap_or_else(|| panic!("{name} is not listed:\n{text}{}", read("create.log")))
+    };
+    for name in ["libvhalt", "libvpio"] {
+        assert!(!line(name).contains("cannot read"), "{}", line(name));
+    }
+    let halt = line("libvhalt");
+    assert!(halt.contains(" halt ") || halt.contains(" apic "), "the halting domain's busiest kind: {halt}");
+    assert!(line("libvpio").contains(" io "), "the port-I/O domain's busiest kind: {}", line("libvpio"));
+    let calls = read("virsh.log");
+    let domstats = calls.lines().filter(|call| call.contains("domstats")).count();
+    assert_eq!(domstats, 2, "one domstats for both domains at each of the two readings:\n{calls}");
+    assert!(!calls.contains("qemu-monitor-command"), "no monitor command per domain:\n{calls}");
 }
 
 /// A libvirt connection that does not answer is named on the host line; the VMs found by their

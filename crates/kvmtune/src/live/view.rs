@@ -1,15 +1,16 @@
 //! Reading every VM's counters at once, each bounded by a timeout so that one stuck monitor
 //! never holds up the others, and what two readings mean.
 
-use std::collections::HashMap;
-use std::sync::mpsc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::analysis::exit_rules::{ExitFinding, diagnose};
+use crate::exits::record::domstats::read_domstats;
 use crate::exits::record::tracing::{Counters, tracefs};
-use crate::exits::record::{Sample, StatsReader, profiles_between};
+use crate::exits::record::{Sample, StatsReader, Target, profiles_between, vcpu_threads_by_name};
 use crate::live::discover::LiveVm;
 
 /// One VM's cumulative counters at one moment, or why they could not be read.
@@ -41,28 +42,58 @@ impl VmReading {
 /// One VM's answer: its statistics (or why not), its tracepoint counts, and when.
 type Answer = (Result<Sample, String>, Sample, Instant);
 
+/// The statistics of every running domain of one libvirt connection, read once per
+/// [`read_all`] by whichever of its domains' threads asks first.
+type DomainBatch = Arc<OnceLock<Result<BTreeMap<String, Sample>, String>>>;
+
 /// Reads every VM's counters in parallel; a VM that does not answer within `timeout` is
 /// reported as such (its reader is left to give up on its own). `tracepoints` keeps each VM's
-/// tracepoint counters from one call to the next; those of VMs gone are closed.
+/// tracepoint counters from one call to the next; those of VMs gone are closed. The domains of
+/// a libvirt connection are read together, by one `virsh domstats`.
 pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints) -> Vec<VmReading> {
     let (sender, receiver) = mpsc::channel();
     let tracefs = tracefs();
+    let mut batches: HashMap<Option<String>, DomainBatch> = HashMap::new();
     for (index, vm) in vms.iter().enumerate() {
         let sender = sender.clone();
         let monitor = vm.monitor.clone();
+        let batch = match &vm.monitor {
+            Ok(Target::Domain { connect, .. }) => Some(batches.entry(connect.clone()).or_default().clone()),
+            _ => None,
+        };
         let mut counters = tracepoints.open.remove(&vm.pid);
         let tracefs = tracefs.clone();
         let pid = vm.pid;
         std::thread::spawn(move || {
-            let read = monitor.and_then(|target| {
-                let mut reader = StatsReader::open(&target).map_err(|e| e.to_string())?;
+            let mut vcpu_threads = |reader: Option<&StatsReader>| {
                 // Only a VM whose vCPU threads are this host's has tracepoints to count here.
                 if counters.is_none()
                     && pid > 0
                     && let Some(tracefs) = &tracefs
                 {
-                    counters = Some(Counters::open(tracefs, &reader.thread_ids(), &mut Vec::new()));
+                    let threads = reader.map_or_else(|| vcpu_threads_by_name(pid), StatsReader::thread_ids);
+                    counters = Some(Counters::open(tracefs, &threads, &mut Vec::new()));
                 }
+            };
+            let read = monitor.and_then(|target| {
+                if let (Target::Domain { name, connect }, Some(batch)) = (&target, &batch) {
+                    match batch.get_or_init(|| read_domstats(connect.as_deref(), timeout)) {
+                        Err(why) => return Err(why.clone()),
+                        Ok(domains) => match domains.get(name) {
+                            None => {
+                                return Err(format!("libvirt lists no running domain {name} (it stopped?)"));
+                            }
+                            Some(sample) if !sample.is_empty() => {
+                                vcpu_threads(None);
+                                return Ok(sample.clone());
+                            }
+                            // A libvirt whose domstats lacks KVM's statistics: through the monitor.
+                            Some(_) => {}
+                        },
+                    }
+                }
+                let mut reader = StatsReader::open(&target).map_err(|e| e.to_string())?;
+                vcpu_threads(Some(&reader));
                 reader.read().map_err(|e| e.to_string())
             });
             let traced: Sample = counters

@@ -10,6 +10,7 @@
 //! A source that cannot be had is written into the profile's notes and the rest goes on; a VM
 //! that stops mid-recording ends the recording with what was sampled until then.
 
+pub mod domstats;
 pub mod monitor;
 pub mod tracing;
 
@@ -105,6 +106,24 @@ impl StatsReader {
         }
         Ok(sample)
     }
+}
+
+/// A QEMU process's vCPU threads in vCPU order, by the names QEMU gives them with
+/// `-name debug-threads=on` (`CPU 0/KVM`, ...), which libvirt always sets: no monitor needed.
+/// Empty when the threads are not named so.
+pub fn vcpu_threads_by_name(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut threads: Vec<(u32, i32)> = tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| {
+            let thread: i32 = task.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            let index = comm.trim_end().strip_prefix("CPU ")?.strip_suffix("/KVM")?.parse().ok()?;
+            Some((index, thread))
+        })
+        .collect();
+    threads.sort_unstable();
+    threads.into_iter().map(|(_, thread)| thread).collect()
 }
 
 /// The exit profiles of what happened between two samples `seconds` apart, as `exits record`
