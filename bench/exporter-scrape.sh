@@ -86,7 +86,7 @@ for count in $COUNTS; do
   done
   sleep 3  # SeaBIOS to the boot sector
   scrape  # the first scrape opens the tracepoint counters
-  cost "kvmtune exporter (virsh monitor)" "$count" scrape
+  cost "kvmtune exporter (virsh domstats)" "$count" scrape
   cost "virsh domstats --vcpu (all domains)" "$count" domstats
 done
 for domain in $(virsh -q -c qemu:///system list --name); do virsh -q -c qemu:///system destroy "$domain" >/dev/null; done

@@ -197,7 +197,12 @@ pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
                 _ => unreachable!("clap requires one of --domain, --pid, --qmp"),
             };
             let to_terminal = std::io::stderr().is_terminal();
-            let options = RecordOptions { duration, interval };
+            let options = RecordOptions::new(duration, interval);
+            // A signal ends the recording early, with its report, and closes its tracefs
+            // instance, which would otherwise outlive the process, still tracing.
+            let stop = options.stop.clone();
+            ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed))
+                .context("cannot handle SIGINT and SIGTERM")?;
             let recording = kvmtune::exits::record::record(&target, &options, &mut |progress| {
                 if !quiet {
                     show_progress(progress, to_terminal);

@@ -102,6 +102,11 @@ pub(crate) struct ExporterArgs {
     /// Where to serve /metrics.
     #[arg(long, value_name = "ADDRESS:PORT", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Also trace each VM's exits (kvm_exit and kvm_entry) for the handling time per exit
+    /// reason (`kvmtune_vm_exit_handling_seconds_total`). Costs the guests more than the
+    /// counters; only where the host's KVM emits kvm_exit.
+    #[arg(long)]
+    exit_times: bool,
     #[command(flatten)]
     live: LiveArgs,
 }
@@ -155,11 +160,17 @@ pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
     let server = tiny_http::Server::http(args.listen)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // A signal ends the loop below rather than the process, so that what it traces is closed
+    // (a tracefs instance would otherwise outlive it, still tracing).
+    let server = std::sync::Arc::new(server);
+    let unblock = server.clone();
+    ctrlc::set_handler(move || unblock.unblock()).context("cannot handle SIGINT and SIGTERM")?;
     eprintln!("kvmtune exporter: serving http://{}/metrics", args.listen);
     // Only the previous scrape's readings are kept: findings are judged between two scrapes,
-    // and nothing is read between them.
+    // and nothing is read between them (the exit trace, when asked for, drains on its own).
     let mut previous: Vec<VmReading> = Vec::new();
-    let mut tracepoints = Tracepoints::default();
+    let mut tracepoints =
+        if args.exit_times { Tracepoints::with_exit_times() } else { Tracepoints::default() };
     let mut host_facts = HostFactsCache::new();
     for request in server.incoming_requests() {
         let path = request.url().split('?').next().unwrap_or("").to_string();
@@ -201,6 +212,7 @@ pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
         // A client that went away is its own business.
         let _ = request.respond(response);
     }
+    eprintln!("kvmtune exporter: stopped");
     Ok(Outcome::Clean)
 }
 

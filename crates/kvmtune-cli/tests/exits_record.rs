@@ -171,6 +171,52 @@ fn a_vm_that_stops_mid_recording_ends_the_recording_with_what_was_sampled() {
     assert!(analysis["profiles"][0]["profile"]["duration_s"].as_f64().unwrap() < 15.0);
 }
 
+/// SIGINT (Ctrl-C) ends a recording early with its report of what was sampled, and the
+/// recorder's tracefs instance (its kvm_exit/kvm_entry trace) goes with it; so does the
+/// instance of a recording that runs to its end.
+#[test]
+fn sigint_ends_the_recording_with_its_report_and_no_trace_is_left_behind() {
+    let guest = Guest::start(GuestKind::PortIo);
+    let dir = tempfile::tempdir().unwrap();
+    let _ = record_guest(&guest, dir.path());
+    // Other tests record at the same time; an instance whose process is gone is one left behind.
+    let leftover: Vec<String> = kvmtune_testkit::tracefs_instances()
+        .into_iter()
+        .filter(|i| i.strip_prefix("kvmtune-").is_some_and(|pid| !Path::new("/proc").join(pid).exists()))
+        .collect();
+    assert!(leftover.is_empty(), "a finished recording left its trace: {leftover:?}");
+
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_kvmtune"))
+        .args(["exits", "record", "--qmp", guest.qmp().to_str().unwrap(), "--duration", "60s"])
+        .args(["--interval", "500ms", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let instance = format!("/proc/{pid}/root/sys/kernel/tracing/instances/kvmtune-{pid}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !Path::new(&instance).is_dir() {
+        assert!(std::time::Instant::now() < deadline, "no trace instance at {instance}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{stderr}");
+    let analysis: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let profile = &analysis["profiles"][0]["profile"];
+    assert!(profile["notes"].to_string().contains("recording ended early"), "{profile:#}");
+    assert!(profile["duration_s"].as_f64().unwrap() < 30.0, "{profile:#}");
+    assert!(row(&analysis, "KVM tracepoints", "kvm_pio") > 1_000, "{analysis:#}");
+    let left = kvmtune_testkit::tracefs_instances();
+    assert!(!left.contains(&format!("kvmtune-{pid}")), "the trace outlived the recorder: {left:?}");
+}
+
 #[test]
 fn unreachable_vms_are_errors_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();

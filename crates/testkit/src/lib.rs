@@ -25,6 +25,19 @@ pub fn corpus() -> PathBuf {
     path
 }
 
+/// The tracefs instances that exist now, through tracefs mounted in a throwaway mount
+/// namespace (this host's own mounts are left alone). `exits record` and `exporter
+/// --exit-times` each make one, `kvmtune-<pid>`, that must be gone when they end.
+pub fn tracefs_instances() -> Vec<String> {
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tracefs nodev /sys/kernel/tracing && ls /sys/kernel/tracing/instances")
+        .output()
+        .expect("unshare (util-linux) runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_string).collect()
+}
+
 /// The files in one corpus directory (`user-xml`, `hwloc`, ...), sorted, without descending
 /// into subdirectories.
 pub fn corpus_files(dir: &str) -> Vec<PathBuf> {

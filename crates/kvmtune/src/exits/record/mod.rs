@@ -16,6 +16,8 @@ pub mod tracing;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -47,6 +49,30 @@ pub enum Target {
 pub struct RecordOptions {
     pub duration: Duration,
     pub interval: Duration,
+    /// Set (by a signal handler, say) to end the recording early, with what was sampled.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl RecordOptions {
+    pub fn new(duration: Duration, interval: Duration) -> Self {
+        RecordOptions { duration, interval, stop: Arc::default() }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps for `period`, or less when asked to stop meanwhile.
+    fn wait(&self, period: Duration) {
+        let until = Instant::now() + period;
+        while !self.stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
 }
 
 /// What the recorder shows while it runs: rates over the last interval.
@@ -146,6 +172,39 @@ pub fn profiles_between(
     }
     profiles
 }
+
+/// The exit-reason profile of what was traced between two readings of the handling times per
+/// reason (cumulative, [`tracing::DrainedExitTrace::reasons`]), as `exits record` makes it from
+/// `kvm_exit`/`kvm_entry`: the profile the EXIT rules read handling time from. None when no
+/// exit was traced between them.
+pub fn exit_time_profile(
+    first: &BTreeMap<String, tracing::Timing>,
+    last: &BTreeMap<String, tracing::Timing>,
+    seconds: f64,
+) -> Option<ExitProfile> {
+    let rows: Vec<ExitRow> = last
+        .iter()
+        .filter_map(|(reason, now)| {
+            let before = first.get(reason);
+            let count = now.count.saturating_sub(before.map_or(0, |b| b.count));
+            let time_us = (now.total_us - before.map_or(0.0, |b| b.total_us)).max(0.0);
+            (count > 0).then(|| ExitRow {
+                time_us: Some(time_us),
+                mean_us: Some(time_us / count as f64),
+                ..ExitRow::count_only(reason.clone(), count, 0)
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    let isa = guess_isa(&names);
+    Some(profile(EXIT_PAIRS_EVENT, isa, rows, seconds, Vec::new()))
+}
+
+/// The event of the profile made of `kvm_exit`/`kvm_entry` pairs.
+const EXIT_PAIRS_EVENT: &str = "VM-EXIT (kvm_exit/kvm_entry)";
 
 fn connect(target: &Target) -> Result<Monitor, RecordError> {
     match target {
@@ -336,9 +395,9 @@ pub fn record(
     let mut last = first.clone();
     let mut last_at = Instant::now();
     let mut elapsed = 0.0;
-    while start.elapsed() < options.duration {
+    while start.elapsed() < options.duration && !options.stopped() {
         let remaining = options.duration.saturating_sub(start.elapsed());
-        std::thread::sleep(options.interval.min(remaining));
+        options.wait(options.interval.min(remaining));
         if let Some(trace) = exit_trace.as_mut() {
             trace.drain();
         }
@@ -361,6 +420,12 @@ pub fn record(
                 break;
             }
         }
+    }
+    if options.stopped() && elapsed > 0.0 {
+        notes.push(format!("recording ended early, after {elapsed:.1} s, when asked to stop"));
+    }
+    if elapsed == 0.0 && options.stopped() {
+        return Err(RecordError::Unusable(format!("{source}: asked to stop before a second sample")));
     }
     if elapsed == 0.0 {
         return Err(RecordError::Unusable(format!(
@@ -401,7 +466,7 @@ pub fn record(
         if !reason_rows.is_empty() {
             let names: Vec<&str> = reason_rows.iter().map(|r| r.name.as_str()).collect();
             let isa = guess_isa(&names);
-            profiles.push(profile("VM-EXIT (kvm_exit/kvm_entry)", isa, reason_rows, elapsed, notes));
+            profiles.push(profile(EXIT_PAIRS_EVENT, isa, reason_rows, elapsed, notes));
         }
     }
     Ok(Recording { profiles, source })

@@ -12,6 +12,10 @@ use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::exits::ExitRow;
 use crate::sys::TracepointCounter;
@@ -197,7 +201,9 @@ impl ExitPairs {
 /// are untouched; it is removed on drop.
 pub struct ExitTrace {
     instance: PathBuf,
-    pipe: fs::File,
+    /// Closed before the instance is removed: the kernel refuses to remove an instance whose
+    /// `trace_pipe` is open (EBUSY), and the instance would be left behind, still tracing.
+    pipe: Option<fs::File>,
     partial: String,
     pub pairs: ExitPairs,
 }
@@ -214,7 +220,9 @@ impl ExitTrace {
             fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(instance.join("trace_pipe"))
         };
         match setup() {
-            Ok(pipe) => Ok(Self { instance, pipe, partial: String::new(), pairs: ExitPairs::default() }),
+            Ok(pipe) => {
+                Ok(Self { instance, pipe: Some(pipe), partial: String::new(), pairs: ExitPairs::default() })
+            }
             Err(e) => {
                 let _ = fs::remove_dir(&instance);
                 Err(format!("{}: {e}", instance.display()))
@@ -224,9 +232,10 @@ impl ExitTrace {
 
     /// Reads what the kernel has buffered so far without waiting.
     pub fn drain(&mut self) {
+        let Some(pipe) = self.pipe.as_mut() else { return };
         let mut buffer = vec![0u8; 1 << 16];
         loop {
-            match self.pipe.read(&mut buffer) {
+            match pipe.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
                     self.partial.push_str(&String::from_utf8_lossy(&buffer[..n]));
@@ -244,9 +253,59 @@ impl ExitTrace {
 
 impl Drop for ExitTrace {
     fn drop(&mut self) {
+        drop(self.pipe.take());
         let _ = fs::write(self.instance.join("events/kvm/kvm_exit/enable"), "0");
         let _ = fs::write(self.instance.join("events/kvm/kvm_entry/enable"), "0");
         let _ = fs::remove_dir(&self.instance);
+    }
+}
+
+/// An [`ExitTrace`] emptied by a thread of its own as the kernel fills it, for a reader that
+/// comes by seldom (the exporter, once a scrape): the instance's buffer (1408 KiB per CPU by
+/// default, the kernel's `TRACE_BUF_SIZE_DEFAULT`) holds some ten thousand exit and entry
+/// pairs, a tenth of a second of a vCPU exiting 100,000 times a second, so waiting for the next
+/// scrape would lose most of them. [`DrainedExitTrace::reasons`] is the handling time per exit reason since the start.
+/// Dropping it stops the thread and removes the instance.
+pub struct DrainedExitTrace {
+    reasons: Arc<Mutex<BTreeMap<String, Timing>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ExitTrace {
+    /// How often the draining thread empties the buffer: well inside the time a busy vCPU
+    /// takes to fill it.
+    const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+    pub fn drained(mut self) -> DrainedExitTrace {
+        let reasons = Arc::new(Mutex::new(BTreeMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shared, stopped) = (reasons.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(Self::DRAIN_EVERY);
+                self.drain();
+                if let Ok(mut reasons) = shared.lock() {
+                    reasons.clone_from(&self.pairs.reasons);
+                }
+            }
+        });
+        DrainedExitTrace { reasons, stop, thread: Some(thread) }
+    }
+}
+
+impl DrainedExitTrace {
+    pub fn reasons(&self) -> BTreeMap<String, Timing> {
+        self.reasons.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for DrainedExitTrace {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
