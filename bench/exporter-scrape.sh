@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: what one scrape of `kvmtune exporter` costs per VM, from 1 to 20 VMs, beside
-# polling `virsh domstats --vcpu` for the same VMs (and kvm_stat, where it can read this host).
+# polling `virsh domstats --vcpu` for the same VMs and beside `kvm_stat -1 -d` (the kernel's own
+# tool, reading KVM's debugfs for the whole host).
 #
 # Halting boot-sector guests run as libvirt domains under a private libvirtd (in its own mount
 # namespace, so the host's libvirt state is untouched; tracefs is mounted there too), and as
@@ -21,6 +22,36 @@ if [ -z "${KVMTUNE_BENCH_NS:-}" ]; then
 fi
 
 . bench/private-libvirtd.sh
+
+# kvm_stat: Debian packages it nowhere but in the kernel's source, so it is taken from
+# linux-source-6.12 into the lab cache once. It reads KVM's debugfs (mounted here, in this
+# private mount namespace). It picks its exit-reason table by the vmx or svm flag of
+# /proc/cpuinfo and stops with an AttributeError without one; a nested PVM host like this one
+# hides the flag, so this namespace alone sees a copy of cpuinfo with the vendor's flag added.
+# With -d it reads debugfs only, where that table is not used.
+kvm_stat=$(command -v kvm_stat || true)
+if [ -z "$kvm_stat" ]; then
+  cache=${KVMTUNE_LAB_CACHE:-/var/cache/kvmtune-lab}
+  kvm_stat=$cache/kvm_stat-6.12
+  if [ ! -f "$kvm_stat" ]; then
+    mkdir -p "$cache/linux-source"
+    (cd "$cache/linux-source" && apt-get download -qq linux-source-6.12 2>&1 | grep -v unsandboxed || true)
+    dpkg-deb --fsys-tarfile "$cache"/linux-source/linux-source-6.12_*.deb \
+      | tar -xO --wildcards '*/linux-source-6.12.tar.xz' | xz -dc \
+      | tar -xO --wildcards '*/tools/kvm/kvm_stat/kvm_stat' >"$kvm_stat.part"
+    mv "$kvm_stat.part" "$kvm_stat"
+    rm -rf "$cache/linux-source"
+  fi
+  kvm_stat="python3 $kvm_stat"
+fi
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+if ! grep -qw -e vmx -e svm /proc/cpuinfo; then
+  flag=svm; grep -q GenuineIntel /proc/cpuinfo && flag=vmx
+  sed "/^flags/s/\$/ $flag/" /proc/cpuinfo >"$work/cpuinfo"
+  mount --bind "$work/cpuinfo" /proc/cpuinfo
+fi
+# shellcheck disable=SC2086
+kvm_stat() { $kvm_stat -1 -d; }
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 exporter_pid=
 plain_pids=()
@@ -88,6 +119,7 @@ for count in $COUNTS; do
   scrape  # the first scrape opens the tracepoint counters
   cost "kvmtune exporter (virsh domstats)" "$count" scrape
   cost "virsh domstats --vcpu (all domains)" "$count" domstats
+  cost "kvm_stat -1 -d (host-wide)" "$count" kvm_stat
 done
 for domain in $(virsh -q -c qemu:///system list --name); do virsh -q -c qemu:///system destroy "$domain" >/dev/null; done
 
@@ -106,8 +138,3 @@ for count in $COUNTS; do
   cost "kvmtune exporter (QMP sockets)" "$count" scrape
 done
 
-if command -v kvm_stat >/dev/null && kvm_stat -1 >/dev/null 2>&1; then
-  cost "kvm_stat -1 (host-wide)" "$running" kvm_stat -1
-else
-  echo "  kvm_stat: not available here (not installed, or no KVM debugfs to read)"
-fi

@@ -103,7 +103,7 @@ pub(crate) struct ExporterArgs {
     #[arg(long, value_name = "ADDRESS:PORT", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Also trace each VM's exits (kvm_exit and kvm_entry) for the handling time per exit
-    /// reason (`kvmtune_vm_exit_handling_seconds_total`). Costs the guests more than the
+    /// reason (`kvmtune_vcpu_exit_handling_seconds_total`). Costs the guests more than the
     /// counters; only where the host's KVM emits kvm_exit.
     #[arg(long)]
     exit_times: bool,

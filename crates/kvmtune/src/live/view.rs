@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::analysis::exit_rules::{ExitFinding, diagnose};
 use crate::exits::record::domstats::read_domstats;
-use crate::exits::record::tracing::{Counters, DrainedExitTrace, ExitTrace, Timing, tracefs};
+use crate::exits::record::tracing::{Counters, DrainedExitTrace, ExitTrace, VcpuTimings, tracefs};
 use crate::exits::record::{
     Sample, StatsReader, Target, exit_time_profile, profiles_between, vcpu_threads_by_name,
 };
@@ -26,9 +26,9 @@ pub struct VmReading {
     /// first read; empty without tracefs or the right to count. They see what a host's KVM
     /// statistics may not: PVM, for one, counts port I/O in `exits` but not in `io_exits`.
     pub traced: Sample,
-    /// Handling time per exit reason since the VM was first read, where exits are traced
-    /// ([`Tracepoints::with_exit_times`]) and the host's KVM emits `kvm_exit`; else empty.
-    pub exit_times: BTreeMap<String, Timing>,
+    /// Handling time per vCPU and exit reason since the VM was first read, where exits are
+    /// traced ([`Tracepoints::with_exit_times`]) and the host's KVM emits `kvm_exit`; else empty.
+    pub exit_times: VcpuTimings,
     pub at: Instant,
 }
 
@@ -76,7 +76,7 @@ impl VmReading {
 
 /// One VM's answer: its statistics (or why not), its tracepoint counts, its exits' handling
 /// times, and when.
-type Answer = (Result<Sample, String>, Sample, BTreeMap<String, Timing>, Instant);
+type Answer = (Result<Sample, String>, Sample, VcpuTimings, Instant);
 
 /// The statistics of every running domain of one libvirt connection, read once per
 /// [`read_all`] by whichever of its domains' threads asks first.
@@ -142,7 +142,7 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
             let exit_times = traced
                 .as_ref()
                 .and_then(|t| t.exits.as_ref())
-                .map(DrainedExitTrace::reasons)
+                .map(DrainedExitTrace::timings)
                 .unwrap_or_default();
             // The receiver is gone when this VM was given up on.
             let _ = sender.send((index, read, counts, exit_times, traced, Instant::now()));
@@ -169,7 +169,7 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
         .map(|(vm, answer)| {
             let (counters, traced, exit_times, at) = answer.unwrap_or_else(|| {
                 let why = format!("its monitor did not answer within {:.1} s", timeout.as_secs_f64());
-                (Err(why), Sample::new(), BTreeMap::new(), Instant::now())
+                (Err(why), Sample::new(), VcpuTimings::new(), Instant::now())
             });
             VmReading { vm: vm.clone(), counters, traced, exit_times, at }
         })
@@ -297,7 +297,7 @@ mod tests {
     use super::*;
     use crate::exits::record::tracing::Timing;
 
-    fn reading(exit_times: BTreeMap<String, Timing>, at: Instant) -> VmReading {
+    fn reading(exit_times: VcpuTimings, at: Instant) -> VmReading {
         let vm = LiveVm { name: "win10".into(), pid: 1, monitor: Err("none".into()) };
         VmReading { vm, counters: Ok(Sample::new()), traced: Sample::new(), exit_times, at }
     }
@@ -308,17 +308,19 @@ mod tests {
             .join("exitstats/intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
         let text = std::fs::read_to_string(&path).unwrap();
         let report = crate::exits::parse(&path.display().to_string(), &text).unwrap().remove(0);
-        let traced: BTreeMap<String, Timing> = report
+        // The report is of all vCPUs together: vCPU 0 here.
+        let traced: VcpuTimings = report
             .rows
             .iter()
             .map(|row| {
                 let total_us = row.time_us.expect("perf kvm stat reports times");
-                (row.name.clone(), Timing { count: row.count, total_us, min_us: 0.0, max_us: 0.0 })
+                ((0, row.name.clone()), Timing { count: row.count, total_us, min_us: 0.0, max_us: 0.0 })
             })
             .collect();
         let start = Instant::now();
         // One second apart: the report's 70,746 exits are well above every rate gate.
-        let view = view(&reading(BTreeMap::new(), start), &reading(traced, start + Duration::from_secs(1)));
+        let view =
+            view(&reading(VcpuTimings::new(), start), &reading(traced, start + Duration::from_secs(1)));
         let mut analyzed: Vec<&str> = diagnose(&report).iter().map(|f| f.rule).collect();
         let mut viewed: Vec<&str> = view.findings.iter().map(|f| f.rule).collect();
         analyzed.sort_unstable();

@@ -135,13 +135,13 @@ fn fill(scrape: &Scrape) -> Registered {
     );
     let by_reason = counter_family(
         &mut registry,
-        "kvmtune_vm_exits_by_reason",
-        "VM exits of the VM by the hardware's exit reason (kvm_exit), since the exporter began tracing them. Only with `--exit-times`, where the host's KVM emits kvm_exit.",
+        "kvmtune_vcpu_exits_by_reason",
+        "VM exits of the vCPU by the hardware's exit reason (kvm_exit), since the exporter began tracing them. Only with `--exit-times`, where the host's KVM emits kvm_exit.",
     );
     let handling = counter_family(
         &mut registry,
-        "kvmtune_vm_exit_handling_seconds",
-        "Time from each VM exit to the vCPU's next entry (kvm_exit to kvm_entry on the vCPU thread, as `perf kvm stat` measures it), by exit reason, since the exporter began tracing them; divided by kvmtune_vm_exits_by_reason_total, the mean handling time. Only with `--exit-times`, where the host's KVM emits kvm_exit.",
+        "kvmtune_vcpu_exit_handling_seconds",
+        "Time from each VM exit to the vCPU's next entry (kvm_exit to kvm_entry on the vCPU thread, as `perf kvm stat` measures it), by exit reason, since the exporter began tracing them; divided by kvmtune_vcpu_exits_by_reason_total, the mean handling time. Only with `--exit-times`, where the host's KVM emits kvm_exit.",
     );
     let findings = gauge_family(
         &mut registry,
@@ -175,8 +175,8 @@ fn fill(scrape: &Scrape) -> Registered {
                 traced.get_or_create(&labels).inc_by(*value as f64);
             }
         }
-        for (reason, timing) in &reading.exit_times {
-            let labels = vec![("vm", vm.clone()), ("reason", reason.clone())];
+        for ((vcpu, reason), timing) in &reading.exit_times {
+            let labels = vec![("vm", vm.clone()), ("vcpu", vcpu.to_string()), ("reason", reason.clone())];
             by_reason.get_or_create(&labels).inc_by(timing.count as f64);
             handling.get_or_create(&labels).inc_by(timing.total_us / 1e6);
         }
@@ -273,11 +273,10 @@ pub fn classic_text(openmetrics: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Instant;
 
     use super::*;
-    use crate::exits::record::tracing::Timing;
+    use crate::exits::record::tracing::{Timing, VcpuTimings};
     use crate::live::LiveVm;
 
     /// The sample of `name` with exactly `labels`, from OpenMetrics text.
@@ -295,13 +294,14 @@ mod tests {
             .join("exitstats/intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
         let text = std::fs::read_to_string(&path).unwrap();
         let report = crate::exits::parse(&path.display().to_string(), &text).unwrap().remove(0);
-        let exit_times: BTreeMap<String, Timing> = report
+        // The report is of all vCPUs together: vCPU 0 here.
+        let exit_times: VcpuTimings = report
             .rows
             .iter()
             .map(|row| {
                 let timing =
                     Timing { count: row.count, total_us: row.time_us.unwrap(), min_us: 0.0, max_us: 0.0 };
-                (row.name.clone(), timing)
+                ((0, row.name.clone()), timing)
             })
             .collect();
         let vm = LiveVm { name: "win10".into(), pid: 1, monitor: Err("none".into()) };
@@ -323,16 +323,16 @@ mod tests {
         assert_eq!(report.rows.len(), 10);
         assert!(!text.contains("..\n"), "a HELP ends in two full stops:\n{text}");
         for row in &report.rows {
-            let labels = format!("vm=\"win10\",reason=\"{}\"", row.name);
-            let count = sample(&text, "kvmtune_vm_exits_by_reason_total", &labels);
+            let labels = format!("vm=\"win10\",vcpu=\"0\",reason=\"{}\"", row.name);
+            let count = sample(&text, "kvmtune_vcpu_exits_by_reason_total", &labels);
             assert_eq!(count, Some(row.count as f64), "{labels}\n{text}");
-            let seconds = sample(&text, "kvmtune_vm_exit_handling_seconds_total", &labels).unwrap();
+            let seconds = sample(&text, "kvmtune_vcpu_exit_handling_seconds_total", &labels).unwrap();
             assert!((seconds - row.time_us.unwrap() / 1e6).abs() < 1e-9, "{labels}: {seconds}");
         }
         // IO_INSTRUCTION: 55,654 exits at 13.63 us on average in the report.
-        let io = "vm=\"win10\",reason=\"IO_INSTRUCTION\"";
-        let mean_us = sample(&text, "kvmtune_vm_exit_handling_seconds_total", io).unwrap() * 1e6
-            / sample(&text, "kvmtune_vm_exits_by_reason_total", io).unwrap();
+        let io = "vm=\"win10\",vcpu=\"0\",reason=\"IO_INSTRUCTION\"";
+        let mean_us = sample(&text, "kvmtune_vcpu_exit_handling_seconds_total", io).unwrap() * 1e6
+            / sample(&text, "kvmtune_vcpu_exits_by_reason_total", io).unwrap();
         assert!((mean_us - 13.63).abs() < 0.01, "{mean_us}");
     }
 }

@@ -173,27 +173,36 @@ pub fn profiles_between(
     profiles
 }
 
-/// The exit-reason profile of what was traced between two readings of the handling times per
-/// reason (cumulative, [`tracing::DrainedExitTrace::reasons`]), as `exits record` makes it from
-/// `kvm_exit`/`kvm_entry`: the profile the EXIT rules read handling time from. None when no
-/// exit was traced between them.
+/// The exit-reason profile of what was traced between two readings of the handling times
+/// (cumulative per vCPU and reason, [`tracing::DrainedExitTrace::timings`]), as `exits record`
+/// makes it from `kvm_exit`/`kvm_entry`, with each reason's count per vCPU: the profile the EXIT
+/// rules read handling time from. None when no exit was traced between them.
 pub fn exit_time_profile(
-    first: &BTreeMap<String, tracing::Timing>,
-    last: &BTreeMap<String, tracing::Timing>,
+    first: &tracing::VcpuTimings,
+    last: &tracing::VcpuTimings,
     seconds: f64,
 ) -> Option<ExitProfile> {
-    let rows: Vec<ExitRow> = last
-        .iter()
-        .filter_map(|(reason, now)| {
-            let before = first.get(reason);
-            let count = now.count.saturating_sub(before.map_or(0, |b| b.count));
-            let time_us = (now.total_us - before.map_or(0.0, |b| b.total_us)).max(0.0);
-            (count > 0).then(|| ExitRow {
-                time_us: Some(time_us),
-                mean_us: Some(time_us / count as f64),
-                ..ExitRow::count_only(reason.clone(), count, 0)
-            })
-        })
+    let mut by_reason: BTreeMap<&str, ExitRow> = BTreeMap::new();
+    for ((vcpu, reason), now) in last {
+        let before = first.get(&(*vcpu, reason.clone()));
+        let count = now.count.saturating_sub(before.map_or(0, |b| b.count));
+        let time_us = (now.total_us - before.map_or(0.0, |b| b.total_us)).max(0.0);
+        if count == 0 {
+            continue;
+        }
+        let row = by_reason
+            .entry(reason)
+            .or_insert_with(|| ExitRow { time_us: Some(0.0), ..ExitRow::count_only(reason.clone(), 0, 0) });
+        row.count += count;
+        row.time_us = Some(row.time_us.unwrap_or(0.0) + time_us);
+        if row.per_vcpu.len() <= *vcpu {
+            row.per_vcpu.resize(vcpu + 1, 0);
+        }
+        row.per_vcpu[*vcpu] += count;
+    }
+    let rows: Vec<ExitRow> = by_reason
+        .into_values()
+        .map(|row| ExitRow { mean_us: row.time_us.map(|t| t / row.count as f64), ..row })
         .collect();
     if rows.is_empty() {
         return None;

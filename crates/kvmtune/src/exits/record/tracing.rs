@@ -157,6 +157,8 @@ fn parse_trace_line(line: &str) -> Option<TraceEvent<'_>> {
 pub struct ExitPairs {
     open: HashMap<i32, (f64, String)>,
     pub reasons: BTreeMap<String, Timing>,
+    /// The same by thread and reason.
+    pub by_thread: BTreeMap<(i32, String), Timing>,
     /// Exits seen, paired or not.
     pub exits: u64,
 }
@@ -171,7 +173,9 @@ impl ExitPairs {
                 }
                 Some(TraceEvent::Entry { thread, seconds }) => {
                     if let Some((start, reason)) = self.open.remove(&thread) {
-                        self.reasons.entry(reason).or_default().add(((seconds - start) * 1e6).max(0.0));
+                        let us = ((seconds - start) * 1e6).max(0.0);
+                        self.by_thread.entry((thread, reason.clone())).or_default().add(us);
+                        self.reasons.entry(reason).or_default().add(us);
                     }
                 }
                 None => {}
@@ -201,6 +205,8 @@ impl ExitPairs {
 /// are untouched; it is removed on drop.
 pub struct ExitTrace {
     instance: PathBuf,
+    /// The vCPU threads traced, in vCPU order.
+    threads: Vec<i32>,
     /// Closed before the instance is removed: the kernel refuses to remove an instance whose
     /// `trace_pipe` is open (EBUSY), and the instance would be left behind, still tracing.
     pipe: Option<fs::File>,
@@ -220,9 +226,13 @@ impl ExitTrace {
             fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(instance.join("trace_pipe"))
         };
         match setup() {
-            Ok(pipe) => {
-                Ok(Self { instance, pipe: Some(pipe), partial: String::new(), pairs: ExitPairs::default() })
-            }
+            Ok(pipe) => Ok(Self {
+                instance,
+                threads: vcpu_threads.to_vec(),
+                pipe: Some(pipe),
+                partial: String::new(),
+                pairs: ExitPairs::default(),
+            }),
             Err(e) => {
                 let _ = fs::remove_dir(&instance);
                 Err(format!("{}: {e}", instance.display()))
@@ -260,14 +270,17 @@ impl Drop for ExitTrace {
     }
 }
 
+/// Handling times by vCPU (its place in the thread list the trace began with) and exit reason.
+pub type VcpuTimings = BTreeMap<(usize, String), Timing>;
+
 /// An [`ExitTrace`] emptied by a thread of its own as the kernel fills it, for a reader that
 /// comes by seldom (the exporter, once a scrape): the instance's buffer (1408 KiB per CPU by
 /// default, the kernel's `TRACE_BUF_SIZE_DEFAULT`) holds some ten thousand exit and entry
 /// pairs, a tenth of a second of a vCPU exiting 100,000 times a second, so waiting for the next
-/// scrape would lose most of them. [`DrainedExitTrace::reasons`] is the handling time per exit reason since the start.
-/// Dropping it stops the thread and removes the instance.
+/// scrape would lose most of them. [`DrainedExitTrace::timings`] is the handling time per vCPU
+/// and exit reason since the start. Dropping it stops the thread and removes the instance.
 pub struct DrainedExitTrace {
-    reasons: Arc<Mutex<BTreeMap<String, Timing>>>,
+    timings: Arc<Mutex<VcpuTimings>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -278,25 +291,34 @@ impl ExitTrace {
     const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
     pub fn drained(mut self) -> DrainedExitTrace {
-        let reasons = Arc::new(Mutex::new(BTreeMap::new()));
+        let timings = Arc::new(Mutex::new(VcpuTimings::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (shared, stopped) = (reasons.clone(), stop.clone());
+        let (shared, stopped) = (timings.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 std::thread::sleep(Self::DRAIN_EVERY);
                 self.drain();
-                if let Ok(mut reasons) = shared.lock() {
-                    reasons.clone_from(&self.pairs.reasons);
+                let by_vcpu: VcpuTimings = self
+                    .pairs
+                    .by_thread
+                    .iter()
+                    .filter_map(|((thread, reason), timing)| {
+                        let vcpu = self.threads.iter().position(|t| t == thread)?;
+                        Some(((vcpu, reason.clone()), timing.clone()))
+                    })
+                    .collect();
+                if let Ok(mut timings) = shared.lock() {
+                    *timings = by_vcpu;
                 }
             }
         });
-        DrainedExitTrace { reasons, stop, thread: Some(thread) }
+        DrainedExitTrace { timings, stop, thread: Some(thread) }
     }
 }
 
 impl DrainedExitTrace {
-    pub fn reasons(&self) -> BTreeMap<String, Timing> {
-        self.reasons.lock().map(|r| r.clone()).unwrap_or_default()
+    pub fn timings(&self) -> VcpuTimings {
+        self.timings.lock().map(|t| t.clone()).unwrap_or_default()
     }
 }
 
@@ -354,5 +376,8 @@ mod tests {
         assert!((ept.total_us - 40.0).abs() < 1e-3, "{ept:?}");
         assert!((ept.min_us - 10.0).abs() < 1e-3 && (ept.max_us - 30.0).abs() < 1e-3);
         assert!((pairs.reasons["HLT"].total_us - 1000.0).abs() < 1e-3);
+        assert_eq!(pairs.by_thread[&(11, "EPT_MISCONFIG".to_string())].count, 2);
+        assert_eq!(pairs.by_thread[&(10, "HLT".to_string())].count, 1);
+        assert_eq!(pairs.by_thread.len(), 2);
     }
 }
