@@ -102,14 +102,17 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
         let tracefs = tracefs.clone();
         let pid = vm.pid;
         std::thread::spawn(move || {
-            let mut vcpu_threads = |reader: Option<&StatsReader>| {
+            // Opens the VM's tracing once its vCPU threads are known (`threads`, asked only then).
+            let mut open_tracing = |threads: &dyn Fn() -> Vec<i32>| {
                 // Only a VM whose vCPU threads are this host's has tracepoints to count here.
                 if traced.is_none()
                     && pid > 0
                     && let Some(tracefs) = &tracefs
                 {
-                    let threads = reader.map_or_else(|| vcpu_threads_by_name(pid), StatsReader::thread_ids);
-                    traced = Some(Traced::open(tracefs, &threads, exit_times));
+                    let threads = threads();
+                    if !threads.is_empty() {
+                        traced = Some(Traced::open(tracefs, &threads, exit_times));
+                    }
                 }
             };
             let read = monitor.and_then(|target| {
@@ -121,7 +124,14 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
                                 return Err(format!("libvirt lists no running domain {name} (it stopped?)"));
                             }
                             Some(sample) if !sample.is_empty() => {
-                                vcpu_threads(None);
+                                // By their names; without `debug-threads=on`, from the monitor.
+                                open_tracing(&|| {
+                                    let named = vcpu_threads_by_name(pid);
+                                    if !named.is_empty() {
+                                        return named;
+                                    }
+                                    StatsReader::open(&target).map(|r| r.thread_ids()).unwrap_or_default()
+                                });
                                 return Ok(sample.clone());
                             }
                             // A libvirt whose domstats lacks KVM's statistics: through the monitor.
@@ -130,7 +140,7 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
                     }
                 }
                 let mut reader = StatsReader::open(&target).map_err(|e| e.to_string())?;
-                vcpu_threads(Some(&reader));
+                open_tracing(&|| reader.thread_ids());
                 reader.read().map_err(|e| e.to_string())
             });
             let counts: Sample = traced

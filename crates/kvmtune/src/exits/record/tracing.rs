@@ -216,6 +216,10 @@ pub struct ExitTrace {
 
 impl ExitTrace {
     pub fn start(tracefs: &Path, vcpu_threads: &[i32]) -> Result<Self, String> {
+        // An empty `set_event_pid` filters nothing: every VM's exits would be traced.
+        if vcpu_threads.is_empty() {
+            return Err("no vCPU threads to trace".to_string());
+        }
         let instance = tracefs.join("instances").join(format!("kvmtune-{}", std::process::id()));
         fs::create_dir(&instance).map_err(|e| format!("{}: {e}", instance.display()))?;
         let setup = || -> std::io::Result<fs::File> {
