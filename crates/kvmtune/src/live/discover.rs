@@ -3,11 +3,10 @@
 //! libvirtd, so it is read through `virsh qemu-monitor-command`) alike.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::exits::record::Target;
-use crate::exits::record::monitor::{MonitorAddress, monitor_from_argv};
+use crate::exits::record::monitor::{MonitorAddress, monitor_from_argv, virsh_within};
 
 /// A running VM.
 #[derive(Debug, Clone)]
@@ -79,21 +78,7 @@ pub fn discover(proc: &Path, connect: Option<&str>) -> Vec<LiveVm> {
 
 /// The running domains of a libvirt connection (`virsh list --name`), bounded by `timeout`.
 pub fn libvirt_domains(connect: Option<&str>, timeout: Duration) -> Result<Vec<String>, String> {
-    let mut command = Command::new("timeout");
-    command.arg(format!("{:.1}", timeout.as_secs_f64())).arg("virsh").arg("-q");
-    if let Some(uri) = connect {
-        command.args(["-c", uri]);
-    }
-    let output = command.args(["list", "--name"]).output().map_err(|e| format!("cannot run virsh: {e}"))?;
-    if !output.status.success() {
-        let why = String::from_utf8_lossy(&output.stderr).trim().replace('\n', "; ");
-        return Err(match output.status.code() {
-            Some(124) => format!("libvirt did not answer within {:.1} s", timeout.as_secs_f64()),
-            _ if why.is_empty() => format!("virsh list failed ({})", output.status),
-            _ => why,
-        });
-    }
-    Ok(virsh_names(&output.stdout))
+    virsh_within(connect, &["list", "--name"], timeout).map(|stdout| virsh_names(&stdout))
 }
 
 /// The names `virsh list --name` prints, one per line.

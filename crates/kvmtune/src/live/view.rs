@@ -305,7 +305,7 @@ pub fn view(first: &VmReading, last: &VmReading) -> VmView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exits::record::tracing::Timing;
+    use crate::exits::record::tracing::recorded_windows_timings;
 
     fn reading(exit_times: VcpuTimings, at: Instant) -> VmReading {
         let vm = LiveVm { name: "win10".into(), pid: 1, monitor: Err("none".into()) };
@@ -314,19 +314,7 @@ mod tests {
 
     #[test]
     fn traced_handling_times_give_the_findings_exits_analyze_gives_on_the_same_exits() {
-        let path = kvmtune_testkit::corpus()
-            .join("exitstats/intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let report = crate::exits::parse(&path.display().to_string(), &text).unwrap().remove(0);
-        // The report is of all vCPUs together: vCPU 0 here.
-        let traced: VcpuTimings = report
-            .rows
-            .iter()
-            .map(|row| {
-                let total_us = row.time_us.expect("perf kvm stat reports times");
-                ((0, row.name.clone()), Timing { count: row.count, total_us, min_us: 0.0, max_us: 0.0 })
-            })
-            .collect();
+        let (report, traced) = recorded_windows_timings();
         let start = Instant::now();
         // One second apart: the report's 70,746 exits are well above every rate gate.
         let view =

@@ -276,7 +276,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::exits::record::tracing::{Timing, VcpuTimings};
+    use crate::exits::record::tracing::recorded_windows_timings;
     use crate::live::LiveVm;
 
     /// The sample of `name` with exactly `labels`, from OpenMetrics text.
@@ -290,20 +290,7 @@ mod tests {
     /// on this project's test host).
     #[test]
     fn traced_handling_times_become_counters_per_vm_and_reason() {
-        let path = kvmtune_testkit::corpus()
-            .join("exitstats/intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let report = crate::exits::parse(&path.display().to_string(), &text).unwrap().remove(0);
-        // The report is of all vCPUs together: vCPU 0 here.
-        let exit_times: VcpuTimings = report
-            .rows
-            .iter()
-            .map(|row| {
-                let timing =
-                    Timing { count: row.count, total_us: row.time_us.unwrap(), min_us: 0.0, max_us: 0.0 };
-                ((0, row.name.clone()), timing)
-            })
-            .collect();
+        let (report, exit_times) = recorded_windows_timings();
         let vm = LiveVm { name: "win10".into(), pid: 1, monitor: Err("none".into()) };
         let reading = VmReading {
             vm,

@@ -10,12 +10,12 @@
 //! too old to carry them gives none, and the caller goes through the monitor instead.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::exits::record::Sample;
+use crate::exits::record::monitor::virsh_within;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("virsh domstats output, line {line}: {why}")]
@@ -76,24 +76,8 @@ pub fn parse_domstats(text: &str) -> Result<BTreeMap<String, Sample>, DomstatsEr
 /// Runs `virsh domstats --vcpu --raw --list-active` on `connect` (None: virsh's default),
 /// bounded by `timeout`, and parses it. A domain that stops meanwhile is simply not in it.
 pub fn read_domstats(connect: Option<&str>, timeout: Duration) -> Result<BTreeMap<String, Sample>, String> {
-    let mut command = Command::new("timeout");
-    command.arg(format!("{:.1}", timeout.as_secs_f64())).arg("virsh").arg("-q");
-    if let Some(uri) = connect {
-        command.args(["-c", uri]);
-    }
-    let output = command
-        .args(["domstats", "--vcpu", "--raw", "--list-active"])
-        .output()
-        .map_err(|e| format!("cannot run virsh: {e}"))?;
-    if !output.status.success() {
-        let why = String::from_utf8_lossy(&output.stderr).trim().replace('\n', "; ");
-        return Err(match output.status.code() {
-            Some(124) => format!("libvirt did not answer `domstats` within {:.1} s", timeout.as_secs_f64()),
-            _ if why.is_empty() => format!("virsh domstats failed ({})", output.status),
-            _ => why,
-        });
-    }
-    parse_domstats(&String::from_utf8_lossy(&output.stdout)).map_err(|e| e.to_string())
+    let stdout = virsh_within(connect, &["domstats", "--vcpu", "--raw", "--list-active"], timeout)?;
+    parse_domstats(&String::from_utf8_lossy(&stdout)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -98,6 +98,28 @@ impl Monitor {
     }
 }
 
+/// `virsh -q [-c URI] ARGS...` on libvirt connection `connect` (None: virsh's default), given up
+/// after `timeout`: its stdout, or why it failed in one line.
+pub fn virsh_within(connect: Option<&str>, args: &[&str], timeout: Duration) -> Result<Vec<u8>, String> {
+    let mut command = Command::new("timeout");
+    command.arg(format!("{:.1}", timeout.as_secs_f64())).arg("virsh").arg("-q");
+    if let Some(uri) = connect {
+        command.args(["-c", uri]);
+    }
+    let output = command.args(args).output().map_err(|e| format!("cannot run virsh: {e}"))?;
+    if output.status.success() {
+        return Ok(output.stdout);
+    }
+    let why = String::from_utf8_lossy(&output.stderr).trim().replace('\n', "; ");
+    let verb = args.first().copied().unwrap_or("virsh");
+    Err(match output.status.code() {
+        // timeout(1)'s status when it had to stop the command.
+        Some(124) => format!("libvirt did not answer `{verb}` within {:.1} s", timeout.as_secs_f64()),
+        _ if why.is_empty() => format!("virsh {verb} failed ({})", output.status),
+        _ => why,
+    })
+}
+
 /// Where a QEMU process takes QMP, read from its command line: `-qmp unix:PATH`, or a
 /// `-chardev socket,path=PATH,server=on` that a `-mon chardev=ID,mode=control` uses. libvirt's
 /// own monitor (`-mon chardev=charmonitor`) belongs to libvirtd; for that the caller gets the

@@ -335,6 +335,27 @@ impl Drop for DrainedExitTrace {
     }
 }
 
+/// The corpus's recorded `perf kvm stat live` of a Windows 10 guest, and its counts and times
+/// as an exit trace would have gathered them (all on vCPU 0: the report is of all vCPUs
+/// together). kvm_exit never fires on this project's test host, so what reads handling times is
+/// checked on this recorded data.
+#[cfg(test)]
+pub(crate) fn recorded_windows_timings() -> (crate::exits::ExitProfile, VcpuTimings) {
+    let path = kvmtune_testkit::corpus()
+        .join("exitstats/intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
+    let text = fs::read_to_string(&path).unwrap();
+    let report = crate::exits::parse(&path.display().to_string(), &text).unwrap().remove(0);
+    let timings = report
+        .rows
+        .iter()
+        .map(|row| {
+            let total_us = row.time_us.expect("perf kvm stat reports times");
+            ((0, row.name.clone()), Timing { count: row.count, total_us, min_us: 0.0, max_us: 0.0 })
+        })
+        .collect();
+    (report, timings)
+}
+
 /// No host here emits `kvm_exit` (PVM), so these lines are written by hand in the format the
 /// kernel prints (`events/kvm/kvm_exit/format`, `kvm_entry/format` on 6.18), not recorded.
 #[cfg(test)]
