@@ -132,6 +132,22 @@ fn views(before: &[VmReading], now: &[VmReading]) -> Vec<Option<VmView>> {
         .collect()
 }
 
+/// With `--exit-times`, says once on stderr that a VM exits but none of its exits is traced (a
+/// host whose KVM does not emit kvm_exit, as under PVM, or no tracefs), so that the missing
+/// handling-time metrics are not a mystery. Whether it said so.
+fn say_if_no_exit_is_traced(readings: &[VmReading], views: &[Option<VmView>]) -> bool {
+    let untraced = readings.iter().zip(views).find(|(reading, view)| {
+        reading.exit_times.is_empty() && view.as_ref().is_some_and(|v| v.exits_per_s > 0.0)
+    });
+    if let Some((reading, _)) = untraced {
+        eprintln!(
+            "kvmtune exporter: --exit-times: VM {} exits but no kvm_exit of it was traced: the host's KVM may not emit kvm_exit (PVM does not), or tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)",
+            reading.vm.name
+        );
+    }
+    untraced.is_some()
+}
+
 /// What `top` shows of every VM in `now`; one that appeared since `before` has no rate yet and
 /// is listed with what it is missing.
 fn shown_views(before: &[VmReading], now: &[VmReading]) -> Vec<VmView> {
@@ -171,6 +187,7 @@ pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
     let mut previous: Vec<VmReading> = Vec::new();
     let mut tracepoints =
         if args.exit_times { Tracepoints::with_exit_times() } else { Tracepoints::default() };
+    let mut said_no_exit_times = false;
     let mut host_facts = HostFactsCache::new();
     for request in server.incoming_requests() {
         let path = request.url().split('?').next().unwrap_or("").to_string();
@@ -188,6 +205,9 @@ pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
                     eprintln!("kvmtune exporter: {problem}; the other VMs are served");
                 }
                 let views = views(&previous, &readings);
+                if args.exit_times && !said_no_exit_times {
+                    said_no_exit_times = say_if_no_exit_is_traced(&readings, &views);
+                }
                 let journals = journals();
                 let text = metrics::render(&metrics::Scrape {
                     readings: &readings,

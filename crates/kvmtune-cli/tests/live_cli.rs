@@ -185,6 +185,11 @@ fn exit_times_trace_the_vcpu_threads_and_sigterm_removes_the_trace() {
     let (status, body) = get(port, "/metrics");
     assert!(status.contains("200"), "{status}");
     assert!(body.contains("kvmtune_vcpu_exits_total{"), "{body}");
+    // Two more scrapes: rates, and with them the note that no exit was traced.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = get(port, "/metrics");
+    }
     // The exporter's own view of tracefs, through its mount namespace.
     let instance = format!("/proc/{pid}/root/sys/kernel/tracing/instances/kvmtune-{pid}");
     let read = |file: &str| std::fs::read_to_string(format!("{instance}/{file}")).unwrap_or_default();
@@ -206,6 +211,9 @@ fn exit_times_trace_the_vcpu_threads_and_sigterm_removes_the_trace() {
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("kvmtune exporter: stopped"), "{stderr}");
+    // This host's KVM never fires kvm_exit: the exporter says so once, naming the VM.
+    let said = stderr.matches("no kvm_exit of it was traced").count();
+    assert_eq!(said, 1, "{stderr}");
     let left = kvmtune_testkit::tracefs_instances();
     assert!(!left.contains(&format!("kvmtune-{pid}")), "the trace outlived the exporter: {left:?}");
 }
