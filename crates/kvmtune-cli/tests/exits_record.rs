@@ -182,7 +182,10 @@ fn sigint_ends_the_recording_with_its_report_and_no_trace_is_left_behind() {
     // Other tests record at the same time; an instance whose process is gone is one left behind.
     let leftover: Vec<String> = kvmtune_testkit::tracefs_instances()
         .into_iter()
-        .filter(|i| i.strip_prefix("kvmtune-").is_some_and(|pid| !Path::new("/proc").join(pid).exists()))
+        .filter(|i| {
+            kvmtune_testkit::tracefs_instance_owner(i)
+                .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+        })
         .collect();
     assert!(leftover.is_empty(), "a finished recording left its trace: {leftover:?}");
 
@@ -197,7 +200,7 @@ fn sigint_ends_the_recording_with_its_report_and_no_trace_is_left_behind() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let instance = format!("/proc/{pid}/root/sys/kernel/tracing/instances/kvmtune-{pid}");
+    let instance = format!("/proc/{pid}/root/sys/kernel/tracing/instances/kvmtune-{pid}-0");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !Path::new(&instance).is_dir() {
         assert!(std::time::Instant::now() < deadline, "no trace instance at {instance}");
@@ -214,7 +217,8 @@ fn sigint_ends_the_recording_with_its_report_and_no_trace_is_left_behind() {
     assert!(profile["duration_s"].as_f64().unwrap() < 30.0, "{profile:#}");
     assert!(row(&analysis, "KVM tracepoints", "kvm_pio") > 1_000, "{analysis:#}");
     let left = kvmtune_testkit::tracefs_instances();
-    assert!(!left.contains(&format!("kvmtune-{pid}")), "the trace outlived the recorder: {left:?}");
+    let owned = left.iter().any(|i| kvmtune_testkit::tracefs_instance_owner(i) == Some(pid));
+    assert!(!owned, "the trace outlived the recorder: {left:?}");
 }
 
 #[test]

@@ -163,13 +163,14 @@ fn the_exporter_serves_growing_counters_and_findings_that_promtool_accepts() {
 }
 
 /// `--exit-times` traces kvm_exit/kvm_entry of each VM's vCPU threads in a tracefs instance of
-/// its own, and SIGTERM ends the exporter through its normal exit, which removes the instance
+/// its own (two guests, two instances, no thread in both), and SIGTERM ends the exporter through its normal exit, which removes the instance
 /// (else it would go on tracing after the exporter). This host's KVM never fires kvm_exit, so
 /// the handling-time metrics themselves are checked on recorded data (`output::metrics` and
 /// `live::view` unit tests).
 #[test]
 fn exit_times_trace_the_vcpu_threads_and_sigterm_removes_the_trace() {
     let _port_io = Guest::start(GuestKind::PortIo);
+    let _halting = Guest::start(GuestKind::Halt);
     let port = free_port();
     let mut child = with_tracefs(&["exporter", "--exit-times", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
@@ -190,18 +191,35 @@ fn exit_times_trace_the_vcpu_threads_and_sigterm_removes_the_trace() {
         std::thread::sleep(Duration::from_millis(300));
         let _ = get(port, "/metrics");
     }
-    // The exporter's own view of tracefs, through its mount namespace.
-    let instance = format!("/proc/{pid}/root/sys/kernel/tracing/instances/kvmtune-{pid}");
-    let read = |file: &str| std::fs::read_to_string(format!("{instance}/{file}")).unwrap_or_default();
-    assert_eq!(read("events/kvm/kvm_exit/enable").trim(), "1", "{instance}");
-    assert_eq!(read("events/kvm/kvm_entry/enable").trim(), "1", "{instance}");
-    let threads: Vec<String> = read("set_event_pid").split_whitespace().map(str::to_string).collect();
-    assert!(!threads.is_empty(), "no thread traced");
-    for thread in &threads {
-        let comm = std::fs::read_to_string(format!("/proc/{thread}/comm")).unwrap_or_default();
-        assert!(comm.starts_with("CPU ") && comm.trim_end().ends_with("/KVM"), "thread {thread} is {comm:?}");
+    // The exporter's own view of tracefs, through its mount namespace: an instance per VM.
+    let instances = format!("/proc/{pid}/root/sys/kernel/tracing/instances");
+    let mine: Vec<String> = kvmtune_testkit::tracefs_instances()
+        .into_iter()
+        .filter(|i| kvmtune_testkit::tracefs_instance_owner(i) == Some(pid))
+        .collect();
+    assert_eq!(mine.len(), 2, "one trace per guest: {mine:?}");
+    let mut traced_threads = Vec::new();
+    for instance in &mine {
+        let read = |file: &str| {
+            std::fs::read_to_string(format!("{instances}/{instance}/{file}")).unwrap_or_default()
+        };
+        assert_eq!(read("events/kvm/kvm_exit/enable").trim(), "1", "{instance}");
+        assert_eq!(read("events/kvm/kvm_entry/enable").trim(), "1", "{instance}");
+        let threads: Vec<String> = read("set_event_pid").split_whitespace().map(str::to_string).collect();
+        assert!(!threads.is_empty(), "{instance} traces no thread");
+        for thread in &threads {
+            let comm = std::fs::read_to_string(format!("/proc/{thread}/comm")).unwrap_or_default();
+            assert!(
+                comm.starts_with("CPU ") && comm.trim_end().ends_with("/KVM"),
+                "thread {thread} is {comm:?}"
+            );
+        }
+        traced_threads.extend(threads);
     }
-    assert!(kvmtune_testkit::tracefs_instances().contains(&format!("kvmtune-{pid}")));
+    let all = traced_threads.len();
+    traced_threads.sort();
+    traced_threads.dedup();
+    assert_eq!(traced_threads.len(), all, "two instances trace the same thread");
 
     // SIGTERM, as an init system stops it.
     let killed = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
@@ -215,7 +233,8 @@ fn exit_times_trace_the_vcpu_threads_and_sigterm_removes_the_trace() {
     let said = stderr.matches("no kvm_exit of it was traced").count();
     assert_eq!(said, 1, "{stderr}");
     let left = kvmtune_testkit::tracefs_instances();
-    assert!(!left.contains(&format!("kvmtune-{pid}")), "the trace outlived the exporter: {left:?}");
+    let owned = left.iter().any(|i| kvmtune_testkit::tracefs_instance_owner(i) == Some(pid));
+    assert!(!owned, "the trace outlived the exporter: {left:?}");
 }
 
 #[test]

@@ -26,8 +26,8 @@ pub fn corpus() -> PathBuf {
 }
 
 /// The tracefs instances that exist now, through tracefs mounted in a throwaway mount
-/// namespace (this host's own mounts are left alone). `exits record` and `exporter
-/// --exit-times` each make one, `kvmtune-<pid>`, that must be gone when they end.
+/// namespace (this host's own mounts are left alone). `exits record` makes one, and `exporter
+/// --exit-times` one per VM, `kvmtune-<pid>-<n>`, that must be gone when they end.
 pub fn tracefs_instances() -> Vec<String> {
     let output = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
@@ -36,6 +36,11 @@ pub fn tracefs_instances() -> Vec<String> {
         .expect("unshare (util-linux) runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+/// The process an instance `kvmtune-<pid>-<n>` belongs to.
+pub fn tracefs_instance_owner(instance: &str) -> Option<u32> {
+    instance.strip_prefix("kvmtune-")?.split('-').next()?.parse().ok()
 }
 
 /// The files in one corpus directory (`user-xml`, `hwloc`, ...), sorted, without descending

@@ -12,7 +12,7 @@ use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -200,9 +200,9 @@ impl ExitPairs {
     }
 }
 
-/// A tracefs instance of our own with `kvm_exit` and `kvm_entry` on, limited to the vCPU
-/// threads. An instance has its own buffer and switches, so the global trace and other users
-/// are untouched; it is removed on drop.
+/// A tracefs instance of our own (`kvmtune-<pid>-<n>`) with `kvm_exit` and `kvm_entry` on,
+/// limited to the vCPU threads. An instance has its own buffer and switches, so the global
+/// trace and other users are untouched; it is removed on drop.
 pub struct ExitTrace {
     instance: PathBuf,
     /// The vCPU threads traced, in vCPU order.
@@ -220,7 +220,10 @@ impl ExitTrace {
         if vcpu_threads.is_empty() {
             return Err("no vCPU threads to trace".to_string());
         }
-        let instance = tracefs.join("instances").join(format!("kvmtune-{}", std::process::id()));
+        // One instance per trace: the exporter traces every VM in one process.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("kvmtune-{}-{}", std::process::id(), STARTED.fetch_add(1, Ordering::Relaxed));
+        let instance = tracefs.join("instances").join(name);
         fs::create_dir(&instance).map_err(|e| format!("{}: {e}", instance.display()))?;
         let setup = || -> std::io::Result<fs::File> {
             let pids: Vec<String> = vcpu_threads.iter().map(i32::to_string).collect();
