@@ -14,4 +14,6 @@ cargo run -q -p kvmtune-testkit --example boot_sector -- halt >"$work/boot.img"
 chmod 666 "$work/boot.img"
 kvmtune=$PWD/target/release/kvmtune
 /usr/sbin/virtlogd & virtlogd_pid=$!
+# A domain started before virtlogd listens fails to start.
+for _ in $(seq 100); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
 /usr/sbin/libvirtd >"$work/libvirtd.log" 2>&1 & libvirtd_pid=$!

@@ -29,7 +29,10 @@ libvirt_up() {
     # The hook must be there when the daemon starts (libvirt docs/hooks.rst).
     kvmtune hook install > $TMPDIR/install || fail "hook install"
     grep -q 'restart' $TMPDIR/install || fail "install does not say to restart libvirtd: $(cat $TMPDIR/install)"
-    /usr/sbin/virtlogd -d && /usr/sbin/libvirtd -d || fail "libvirtd"
+    /usr/sbin/virtlogd -d || fail "virtlogd"
+    # A domain started before virtlogd listens fails to start.
+    for _ in $(seq 100); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
+    /usr/sbin/libvirtd -d || fail "libvirtd"
     answers || fail "libvirtd does not answer: $(libvirt_log)"
     echo "PASS libvirt_up (hook installed, libvirtd answering)"
 }
