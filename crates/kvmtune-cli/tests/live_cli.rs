@@ -162,6 +162,19 @@ fn the_exporter_serves_growing_counters_and_findings_that_promtool_accepts() {
     assert!(third.contains("kvmtune_scrape_duration_seconds"), "{third}");
 }
 
+/// A process that gets SIGTERM and is waited for when dropped, as when a test fails midway: an
+/// exporter killed with SIGKILL would leave its tracefs instances behind.
+struct TerminatedOnDrop(Option<Child>);
+
+impl Drop for TerminatedOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The threads of QEMU process `pid` named as vCPU threads (`CPU N/KVM`).
 fn vcpu_threads_of(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -186,12 +199,14 @@ fn exit_times_trace_the_vcpu_threads_and_sigterm_removes_the_trace() {
     let port_io = Guest::start(GuestKind::PortIo);
     let halting = Guest::start(GuestKind::Halt);
     let port = free_port();
-    let mut child = with_tracefs(&["exporter", "--exit-times", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let mut exporter = TerminatedOnDrop(Some(
+        with_tracefs(&["exporter", "--exit-times", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let pid = exporter.0.as_ref().unwrap().id();
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the exporter does not listen on {port}");
@@ -239,6 +254,7 @@ fn exit_times_trace_the_vcpu_threads_and_sigterm_removes_the_trace() {
     // SIGTERM, as an init system stops it.
     let killed = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(killed.success());
+    let mut child = exporter.0.take().unwrap();
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
