@@ -15,11 +15,7 @@ use serde_json::Value;
 
 /// `kvmtune ARGS` in a private mount namespace where tracefs is mounted.
 fn record(args: &[&str]) -> Output {
-    Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_kvmtune"))
-        .args(args)
+    kvmtune_testkit::with_tracefs(env!("CARGO_BIN_EXE_kvmtune"), args)
         .output()
         .expect("unshare (util-linux) runs")
 }
@@ -189,11 +185,8 @@ fn sigint_ends_the_recording_with_its_report_and_no_trace_is_left_behind() {
         .collect();
     assert!(leftover.is_empty(), "a finished recording left its trace: {leftover:?}");
 
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_kvmtune"))
-        .args(["exits", "record", "--qmp", guest.qmp().to_str().unwrap(), "--duration", "60s"])
+    let record_args = ["exits", "record", "--qmp", guest.qmp().to_str().unwrap(), "--duration", "60s"];
+    let child = kvmtune_testkit::with_tracefs(env!("CARGO_BIN_EXE_kvmtune"), &record_args)
         .args(["--interval", "500ms", "--format", "json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -16,13 +16,7 @@ use kvmtune_testkit::guest::{Guest, GuestKind};
 
 /// `kvmtune ARGS` in a private mount namespace where tracefs is mounted.
 fn with_tracefs(args: &[&str]) -> Command {
-    let mut command = Command::new("unshare");
-    command
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_kvmtune"))
-        .args(args);
-    command
+    kvmtune_testkit::with_tracefs(env!("CARGO_BIN_EXE_kvmtune"), args)
 }
 
 fn kvmtune(args: &[&str]) -> Output {

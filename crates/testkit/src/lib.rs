@@ -25,6 +25,18 @@ pub fn corpus() -> PathBuf {
     path
 }
 
+/// `PROGRAM ARGS` in a private mount namespace where tracefs is mounted, so that tracepoints can
+/// be counted without touching this host's mounts.
+pub fn with_tracefs(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; exec "$0" "$@""#)
+        .arg(program)
+        .args(args);
+    command
+}
+
 /// The tracefs instances that exist now, through tracefs mounted in a throwaway mount
 /// namespace (this host's own mounts are left alone). `exits record` makes one, and `exporter
 /// --exit-times` one per VM, `kvmtune-<pid>-<n>`, that must be gone when they end.
