@@ -8,7 +8,7 @@ fuzz_target!(|text: &str| {
     let mut pairs = kvmtune::exits::record::tracing::ExitPairs::default();
     pairs.feed(text);
     let _ = pairs.rows();
-    let _ = kvmtune::exits::record::domstats::parse_domstats(text);
+    let _ = kvmtune::exits::read::domstats::parse_domstats(text);
     let argv: Vec<String> = text.split('\0').map(str::to_string).collect();
     let _ = kvmtune::exits::record::monitor::monitor_from_argv(&argv);
     if let Some(vm) = kvmtune::live::discover::identify(1, &argv, None) {

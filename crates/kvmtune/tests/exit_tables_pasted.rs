@@ -3,7 +3,8 @@
 //! into the same profile as the original layout. The transformations: tabs, collapsed spaces,
 //! deviations glued together and to the mean, µs, no blank lines, code fences, a shell prompt,
 //! nested mail quoting, CRLF line ends, the header split over two lines, every line wrapped at
-//! 60-80 columns, and wrapped deviations that lost their closing parenthesis. A proptest picks
+//! 60-80 columns, wrapped deviations that lost their closing parenthesis, and non-breaking
+//! spaces for spaces. A proptest picks
 //! random combinations.
 
 use kvmtune::exits::{self, ExitProfile};
@@ -66,6 +67,8 @@ struct Paste {
     fence: bool,
     prompt: bool,
     crlf: bool,
+    /// Every space a non-breaking one (U+00A0), as mail clients send them.
+    nbsp: bool,
 }
 
 fn is_header(line: &str) -> bool {
@@ -122,6 +125,9 @@ fn apply(text: &str, paste: &Paste) -> String {
         lines.insert(0, "```".into());
         lines.push("```".into());
     }
+    if paste.nbsp {
+        lines = lines.into_iter().map(|line| line.replace(' ', "\u{00A0}")).collect();
+    }
     let quote = "> ".repeat(paste.quoting as usize);
     let eol = if paste.crlf { "\r\n" } else { "\n" };
     lines.iter().map(|l| format!("{quote}{l}{eol}")).collect()
@@ -161,8 +167,9 @@ prop_compose! {
         fence: bool,
         prompt: bool,
         crlf: bool,
+        nbsp: bool,
     ) -> Paste {
-        Paste { spacing, glued, micro_sign, no_blank_lines, two_line_header, wrap, lose_parens, quoting, fence, prompt, crlf }
+        Paste { spacing, glued, micro_sign, no_blank_lines, two_line_header, wrap, lose_parens, quoting, fence, prompt, crlf, nbsp }
     }
 }
 
@@ -183,6 +190,7 @@ fn each_transformation_alone_keeps_every_profile() {
         fence: false,
         prompt: false,
         crlf: false,
+        nbsp: false,
     };
     let variants: Vec<(&str, Paste)> = vec![
         ("tabs", Paste { spacing: Spacing::Tabs, ..plain.clone() }),
@@ -196,6 +204,7 @@ fn each_transformation_alone_keeps_every_profile() {
         ("quoted > > ", Paste { quoting: 2, ..plain.clone() }),
         ("fenced", Paste { fence: true, prompt: true, ..plain.clone() }),
         ("CRLF", Paste { crlf: true, ..plain.clone() }),
+        ("non-breaking spaces", Paste { nbsp: true, ..plain.clone() }),
     ];
     for (name, text) in &samples {
         let original = essence(&exits::parse(name, text).unwrap());
@@ -250,13 +259,16 @@ fn rows_that_miss_the_totals_are_reported() {
     );
 }
 
-/// Text that is no table still fails with a place, and a garbled row with its column.
+/// Text that is no table still fails with a place; a garbled row costs that row, with a
+/// warning that names its line and the word that broke it.
 #[test]
-fn unknown_text_and_garbled_rows_still_fail_with_a_place() {
+fn unknown_text_fails_and_a_garbled_row_is_a_warning_with_its_place() {
     let error = exits::parse("x.txt", "> hello\n> world\n").unwrap_err();
     assert!(error.to_string().starts_with("x.txt:1:1: not exit statistics"), "{error}");
-    let garbled = "> > VM-EXIT Samples Samples% Time% Min Time Max Time Avg time\n> > HLT 12 50.00% oops 1.00us 2.00us 1.50us\n";
-    let error = exits::parse("y.txt", garbled).unwrap_err();
-    assert!(error.to_string().starts_with("y.txt:2:"), "{error}");
-    assert!(error.to_string().contains("`oops`"), "{error}");
+    let garbled = "> > VM-EXIT Samples Samples% Time% Min Time Max Time Avg time\n> > HLT 12 50.00% oops 1.00us 2.00us 1.50us\n> > PAUSE_INSTRUCTION 12 50.00% 1.00% 1.00us 2.00us 1.50us\n";
+    let profile = &exits::parse("y.txt", garbled).unwrap()[0];
+    assert_eq!(profile.rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["PAUSE_INSTRUCTION"]);
+    let warning =
+        profile.notes.iter().find(|n| n.starts_with("warning: y.txt:2:")).expect("a warning for line 2");
+    assert!(warning.contains("`oops`"), "{warning}");
 }

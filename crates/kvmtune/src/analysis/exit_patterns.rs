@@ -59,7 +59,12 @@ impl<'a> Table<'a> {
     }
 
     fn count(&self, names: &[&str]) -> u64 {
-        self.profile.rows.iter().filter(|r| names.contains(&r.name.as_str())).map(|r| r.count).sum()
+        self.profile
+            .rows
+            .iter()
+            .filter(|r| r.is_exit() && names.contains(&r.name.as_str()))
+            .map(|r| r.count)
+            .sum()
     }
 
     /// The share of all exits that these reasons make.
@@ -312,7 +317,7 @@ pub fn diagnose_patterns(
         return Vec::new();
     }
     let table = Table::new(profile);
-    let busy = crate::analysis::exit_rules::busy_time_us(profile);
+    let busy = crate::analysis::exit_rules::busy_time(profile);
     PATTERN_RULES
         .iter()
         .filter_map(|rule| {
@@ -321,7 +326,7 @@ pub fn diagnose_patterns(
                 .reasons
                 .iter()
                 .filter_map(|name| profile.row(name))
-                .map(|row| ReasonShare::of_row(row, table.total, busy))
+                .map(|row| ReasonShare::of_row(profile, row, table.total, busy))
                 .collect();
             Some((
                 ExitFinding {

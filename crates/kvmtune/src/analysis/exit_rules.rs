@@ -11,7 +11,7 @@ use crate::analysis::Severity;
 use crate::analysis::fix::Applicability;
 use crate::analysis::rule::{Category, RuleMeta};
 use crate::exits::model::saturating_sum;
-use crate::exits::{ExitProfile, ExitRow};
+use crate::exits::{ExitProfile, ExitRow, RowKind};
 
 #[derive(Debug)]
 pub struct ExitRule {
@@ -29,9 +29,6 @@ pub struct ExitRule {
 
 /// Reasons that mean "the vCPU was idle".
 pub const IDLE_REASONS: &[&str] = &["HLT", "hlt", "halt_exits", "WFx"];
-/// Rows that are totals or non-exit events, never a reason of their own.
-const AGGREGATES: &[&str] = &["kvm_exit", "exits", "kvm_entry", "kvm_userspace_exit"];
-
 pub const EXIT_RULES: &[ExitRule] = &[
     ExitRule {
         meta: RuleMeta {
@@ -105,7 +102,6 @@ pub const EXIT_RULES: &[ExitRule] = &[
             "EOI_INDUCED",
             "APIC_ACCESS",
             "TPR_BELOW_THRESHOLD",
-            "kvm_apic",
             "avic_incomplete_ipi",
             "avic_unaccelerated_access",
         ],
@@ -271,9 +267,9 @@ pub struct ReasonShare {
 }
 
 impl ReasonShare {
-    /// One row's shares, of `total` exits and of `busy` handling time (`busy_time_us`).
-    pub fn of_row(row: &ExitRow, total: f64, busy: Option<f64>) -> Self {
-        let time_share = match (row.time_us, busy) {
+    /// One row's shares, of `total` exits and of `busy` handling time ([`busy_time`]).
+    pub fn of_row(profile: &ExitProfile, row: &ExitRow, total: f64, busy: Option<f64>) -> Self {
+        let time_share = match (handling_time(profile, row), busy) {
             (Some(time), Some(busy)) if busy > 0.0 && !IDLE_REASONS.contains(&row.name.as_str()) => {
                 Some(time / busy)
             }
@@ -299,15 +295,34 @@ pub struct ExitFinding {
     pub evidence: Option<String>,
 }
 
-/// The number of exits the shares are taken of.
+/// The number of exits the shares are taken of: perf's `Total Samples`, the row that counts
+/// every exit (`kvm_exit`, `exits`), or the exit rows added up. Events never count.
 pub fn exit_total(profile: &ExitProfile) -> u64 {
     if let Some(declared) = profile.declared_samples.filter(|_| profile.format.starts_with("perf")) {
         return declared;
     }
-    if let Some(row) = profile.rows.iter().find(|r| r.name == "kvm_exit" || r.name == "exits") {
+    if let Some(row) = profile.rows.iter().find(|r| r.kind == RowKind::Total) {
         return row.count;
     }
-    saturating_sum(profile.rows.iter().filter(|r| !AGGREGATES.contains(&r.name.as_str())).map(|r| r.count))
+    saturating_sum(profile.rows.iter().filter(|r| r.is_exit()).map(|r| r.count))
+}
+
+/// A row's handling time in the unit its profile measures time in: microseconds, or, where the
+/// poster cut perf's time columns off, the `Time%` column that is left.
+pub fn handling_time(profile: &ExitProfile, row: &ExitRow) -> Option<f64> {
+    if profile.rows.iter().any(|r| r.time_us.is_some()) { row.time_us } else { row.time_percent }
+}
+
+/// Handling time outside HLT, in the unit of [`handling_time`].
+pub fn busy_time(profile: &ExitProfile) -> Option<f64> {
+    if let Some(busy) = busy_time_us(profile) {
+        return Some(busy);
+    }
+    let exits: Vec<&ExitRow> = profile.rows.iter().filter(|r| r.is_exit()).collect();
+    let percents: Option<Vec<f64>> = exits.iter().map(|r| r.time_percent).collect();
+    let idle: f64 =
+        exits.iter().filter(|r| IDLE_REASONS.contains(&r.name.as_str())).filter_map(|r| r.time_percent).sum();
+    percents.filter(|p| !p.is_empty()).map(|p| (p.iter().sum::<f64>() - idle).max(0.0))
 }
 
 /// Handling time outside HLT, in microseconds.
@@ -327,11 +342,16 @@ pub fn busy_time_us(profile: &ExitProfile) -> Option<f64> {
 /// idle guest's few exits otherwise look like 90% port I/O (its timer tick's EOI).
 pub const MIN_WARNING_RATE_PER_VCPU: f64 = 100.0;
 
-/// Exits per second and vCPU, where the profile knows its duration.
-fn rate_per_vcpu(profile: &ExitProfile, count: u64) -> Option<f64> {
+/// Exits per second and vCPU of `rows`: from the rates the source printed (kvm_stat), or
+/// from the counts where the profile knows its duration.
+fn rate_per_vcpu(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64> {
+    let vcpus = profile.rows.iter().map(|r| r.per_vcpu.len()).max().unwrap_or(0).max(1) as f64;
+    let printed: Option<f64> = rows.iter().map(|r| r.rate_per_s).sum();
+    if let Some(rate) = printed.filter(|_| !rows.is_empty()) {
+        return Some(rate / vcpus);
+    }
     let seconds = profile.duration_s.filter(|s| *s > 0.0)?;
-    let vcpus = profile.rows.iter().map(|r| r.per_vcpu.len()).max().unwrap_or(0).max(1);
-    Some(count as f64 / seconds / vcpus as f64)
+    Some(saturating_sum(rows.iter().map(|r| r.count)) as f64 / seconds / vcpus)
 }
 
 /// [`diagnose_with`] without a config or host facts.
@@ -357,12 +377,13 @@ pub fn diagnose_with(
 /// One finding per single-reason cause whose reasons stand out.
 fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
     let total = exit_total(profile).max(1) as f64;
-    let busy = busy_time_us(profile);
+    let busy = busy_time(profile);
     let mut findings = Vec::new();
     for rule in EXIT_RULES {
         let matches: Vec<_> = profile
             .rows
             .iter()
+            .filter(|row| row.is_exit())
             .filter(|row| {
                 if rule.reasons.is_empty() {
                     row.name.starts_with("UNKNOWN(")
@@ -376,7 +397,7 @@ fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
         }
         let count = saturating_sum(matches.iter().map(|r| r.count));
         let exit_share = count as f64 / total;
-        let time: Option<f64> = matches.iter().map(|r| r.time_us).sum();
+        let time: Option<f64> = matches.iter().map(|r| handling_time(profile, r)).sum();
         let time_share = match (time, busy) {
             (Some(time), Some(busy)) if busy > 0.0 => Some(time / busy),
             _ => None,
@@ -386,7 +407,7 @@ fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
             continue;
         }
         if rule.meta.severity >= Severity::Warning
-            && rate_per_vcpu(profile, count).is_some_and(|rate| rate < MIN_WARNING_RATE_PER_VCPU)
+            && rate_per_vcpu(profile, &matches).is_some_and(|rate| rate < MIN_WARNING_RATE_PER_VCPU)
         {
             continue;
         }
@@ -395,7 +416,7 @@ fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
             name: rule.meta.name,
             severity: rule.meta.severity,
             title: rule.meta.title,
-            reasons: matches.iter().map(|row| ReasonShare::of_row(row, total, busy)).collect(),
+            reasons: matches.iter().map(|row| ReasonShare::of_row(profile, row, total, busy)).collect(),
             explanation: rule.meta.explanation,
             fix: rule.meta.fix,
             source: rule.meta.source,

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::exits::reasons::RowKind;
+
 /// Which exit-reason vocabulary the names come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -20,16 +22,31 @@ pub struct ExitRow {
     /// The reason as printed (`IO_INSTRUCTION`, `npf`, `UNKNOWN(131072)`).
     pub name: String,
     pub count: u64,
+    /// Per second, as the source printed it: kvm_stat's `CurAvg/s`, the second number of
+    /// `kvm_stat -1` and of the old `kvm statistics` screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<f64>,
     /// Total handling time in microseconds, where the source reports times.
     pub time_us: Option<f64>,
     pub min_us: Option<f64>,
     pub max_us: Option<f64>,
     pub mean_us: Option<f64>,
+    /// The row's share of all handling time in percent, as perf prints it (`Time%`): what is
+    /// left of the times when a poster cut the time columns off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_percent: Option<f64>,
     /// 1-based line in the input.
     pub line: u32,
     /// The count per vCPU (index = vCPU), where the source reports it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_vcpu: Vec<u64>,
+    /// What the row counts: exits of a reason, all exits, or something else.
+    #[serde(default)]
+    pub kind: RowKind,
+    /// The row this one is a part of (kvm_stat prints child events indented under their
+    /// parent): its count is inside the parent's, never added to the total again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl ExitProfile {
@@ -42,18 +59,27 @@ impl ExitProfile {
 }
 
 impl ExitRow {
-    /// A counter without timing (kvm_stat, KVM stats).
+    /// A counter without timing (kvm_stat, KVM stats), its kind from the vocabulary.
     pub fn count_only(name: String, count: u64, line: u32) -> Self {
         Self {
+            kind: crate::exits::reasons::kind_of(&name),
             name,
             count,
+            rate_per_s: None,
             time_us: None,
             min_us: None,
             max_us: None,
             mean_us: None,
+            time_percent: None,
             line,
             per_vcpu: Vec::new(),
+            parent: None,
         }
+    }
+
+    /// Counted among the exits (not an event, not the total, not a part of another row).
+    pub fn is_exit(&self) -> bool {
+        self.kind == RowKind::Exit && self.parent.is_none()
     }
 }
 
@@ -65,19 +91,41 @@ pub struct ExitProfile {
     pub event: String,
     pub isa: Isa,
     pub rows: Vec<ExitRow>,
-    /// `Total Samples` and `Total events handled time` where the source prints them.
+    /// `Total Samples` and `Total events handled time` where the source prints them; for
+    /// kvm_stat, its `Total` line, which adds up every event it shows, exits or not.
     pub declared_samples: Option<u64>,
     pub declared_time_us: Option<f64>,
     /// Rows were left out of the input (`[..]`), so the rows do not add up to the totals.
     pub truncated: bool,
     /// Seconds the counts cover, where known (rates are per second of this).
     pub duration_s: Option<f64>,
-    /// What the source could not give (a tracepoint that never fired, a VM that stopped).
+    /// What the source could not give (a tracepoint that never fired, a VM that stopped), and
+    /// warnings about rows that could not be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The 1-based line the table starts on in its input (0 for a profile that was not read
+    /// from text).
+    #[serde(default)]
+    pub line: u32,
 }
 
 impl ExitProfile {
+    /// An empty profile of `format` counting `event`, to which a reader adds rows.
+    pub fn new(format: &str, event: &str) -> Self {
+        Self {
+            format: format.to_string(),
+            event: event.to_string(),
+            isa: Isa::Unknown,
+            rows: Vec::new(),
+            declared_samples: None,
+            declared_time_us: None,
+            truncated: false,
+            duration_s: None,
+            notes: Vec::new(),
+            line: 0,
+        }
+    }
+
     pub fn total_time_us(&self) -> Option<f64> {
         self.declared_time_us.or_else(|| {
             let times: Option<Vec<f64>> = self.rows.iter().map(|r| r.time_us).collect();
@@ -88,6 +136,12 @@ impl ExitProfile {
     pub fn row(&self, name: &str) -> Option<&ExitRow> {
         self.rows.iter().find(|r| r.name == name)
     }
+
+    /// Every row carries the rate its source printed (kvm_stat): per-second figures without a
+    /// duration.
+    pub fn has_printed_rates(&self) -> bool {
+        !self.rows.is_empty() && self.rows.iter().all(|r| r.rate_per_s.is_some())
+    }
 }
 
 /// Counts from hand-edited or hostile input can be anything; totals saturate instead of
@@ -95,3 +149,6 @@ impl ExitProfile {
 pub fn saturating_sum(counts: impl Iterator<Item = u64>) -> u64 {
     counts.fold(0u64, u64::saturating_add)
 }
+
+/// KVM's vCPU counters at one moment: `counter -> per-vCPU totals`.
+pub type Sample = std::collections::BTreeMap<String, Vec<u64>>;

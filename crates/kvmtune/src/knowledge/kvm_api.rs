@@ -72,50 +72,6 @@ pub const CAPABILITIES: &[Capability] = &[
     },
 ];
 
-/// KVM's per-vCPU binary statistics that count VM exits (include/linux/kvm_host.h
-/// `kvm_vcpu_stat_generic`, arch/x86/include/asm/kvm_host.h `kvm_vcpu_stat`). The other
-/// cumulative counters (`insn_emulation`, `fpu_reload`, `pf_*`, `irq_injections`, `halt_wait_ns`,
-/// ...) count events or time inside or around exits; a share "of exits" means nothing for them.
-pub const KVM_STAT_EXIT_COUNTERS: &[&str] = &[
-    "exits",
-    "io_exits",
-    "mmio_exits",
-    "halt_exits",
-    "irq_exits",
-    "irq_window_exits",
-    "nmi_window_exits",
-    "request_irq_exits",
-    "signal_exits",
-    "notify_window_exits",
-    "hypercalls",
-];
-
-/// Whether a row of an exit profile is a KVM statistic that is not an exit count.
-pub fn is_kvm_event_counter(name: &str) -> bool {
-    const EVENT_COUNTERS: &[&str] = &[
-        "insn_emulation",
-        "insn_emulation_fail",
-        "fpu_reload",
-        "host_state_reload",
-        "req_event",
-        "irq_injections",
-        "nmi_injections",
-        "tlb_flush",
-        "invlpg",
-        "l1d_flush",
-        "nested_run",
-        "directed_yield_attempted",
-        "directed_yield_successful",
-        "preemption_reported",
-        "preemption_other",
-        "blocking",
-        "guest_mode",
-    ];
-    EVENT_COUNTERS.contains(&name)
-        || name.starts_with("pf_")
-        || (name.starts_with("halt_") && name != "halt_exits")
-}
-
 /// One `struct kvm_cpuid_entry2` as KVM returns it (include/uapi/linux/kvm.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuidEntry {

@@ -49,8 +49,7 @@ fn chart(comparison: &Comparison) -> String {
     let shown: Vec<&ReasonDelta> = comparison
         .reasons
         .iter()
-        .filter(|d| !matches!(d.name.as_str(), "exits" | "kvm_exit" | "kvm_userspace_exit"))
-        .filter(|d| !crate::knowledge::kvm_api::is_kvm_event_counter(&d.name))
+        .filter(|d| crate::exits::reasons::kind_of(&d.name) == crate::exits::RowKind::Exit)
         .filter(|d| d.before.max(d.after) > 0)
         .take(CHART_REASONS)
         .collect();
@@ -126,7 +125,7 @@ fn table(comparison: &Comparison) -> String {
             format!("x{:.2}", delta.after as f64 / delta.before as f64)
         };
         let share = |s: f64| {
-            if crate::knowledge::kvm_api::is_kvm_event_counter(&delta.name) {
+            if crate::exits::reasons::is_event(&delta.name) {
                 "event".to_string()
             } else {
                 format!("{:.1}%", s * 100.0)

@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use crate::analysis::check::Diagnostic;
 use crate::analysis::exit_compare::Comparison;
-use crate::analysis::exit_rules::{ExitFinding, busy_time_us, exit_total};
-use crate::exits::ExitProfile;
+use crate::analysis::exit_rules::{ExitFinding, busy_time, exit_total, handling_time};
+use crate::exits::{ExitProfile, RowKind};
 
 /// `108.5k`, `18`, `1.2M`, `0.25`.
 pub fn human_number(value: f64) -> String {
@@ -43,7 +43,7 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
         profile.event,
         if profile.truncated { " (rows elided in the input)" } else { "" }
     );
-    let busy = busy_time_us(profile);
+    let busy = busy_time(profile);
     let mut rows: Vec<_> = profile.rows.iter().collect();
     rows.sort_by(|a, b| {
         let key = |r: &crate::exits::ExitRow| r.time_us.unwrap_or(r.count as f64);
@@ -62,12 +62,13 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
     );
     let zero_rows = rows.iter().filter(|r| r.count == 0 && r.time_us.is_none()).count();
     for row in rows.into_iter().filter(|r| r.count > 0 || r.time_us.is_some()) {
-        let exit_share = if crate::knowledge::kvm_api::is_kvm_event_counter(&row.name) {
-            "event".to_string()
-        } else {
-            percent(row.count as f64 / total.max(1) as f64)
+        let exit_share = match (row.kind, &row.parent) {
+            (RowKind::Event, _) => "event".to_string(),
+            (RowKind::Total, _) => "total".to_string(),
+            (RowKind::Exit, Some(_)) => "part".to_string(),
+            (RowKind::Exit, None) => percent(row.count as f64 / total.max(1) as f64),
         };
-        let time_share = match (row.time_us, busy) {
+        let time_share = match (handling_time(profile, row), busy) {
             (Some(time), Some(busy))
                 if busy > 0.0 && !crate::analysis::exit_rules::IDLE_REASONS.contains(&row.name.as_str()) =>
             {
@@ -81,10 +82,11 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
             "  {:<28} {:>10} {:>10} {:>8} {:>11} {:>12}",
             row.name,
             row.count,
-            profile
-                .duration_s
-                .filter(|s| *s > 0.0)
-                .map_or("-".to_string(), |s| human_rate(row.count as f64 / s)),
+            match (row.rate_per_s, profile.duration_s.filter(|s| *s > 0.0)) {
+                (Some(rate), _) => human_rate(rate),
+                (None, Some(seconds)) => human_rate(row.count as f64 / seconds),
+                (None, None) => "-".to_string(),
+            },
             exit_share,
             time_share,
             row.mean_us.map_or("-".to_string(), |m| format!("{m:.2}us"))

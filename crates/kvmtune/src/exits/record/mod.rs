@@ -24,7 +24,8 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::exits::model::{ExitProfile, ExitRow, Isa, saturating_sum};
-use crate::exits::parse::{guess_isa, vcpu_stats};
+use crate::exits::read::guess_isa;
+use crate::exits::read::qmp::vcpu_stats;
 use monitor::{Monitor, MonitorAddress, monitor_from_argv};
 
 #[derive(Debug, Error)]
@@ -96,7 +97,7 @@ struct Vcpu {
 }
 
 /// One sample: `counter -> per-vCPU totals`.
-pub type Sample = BTreeMap<String, Vec<u64>>;
+pub use crate::exits::model::Sample;
 
 /// One VM's KVM vCPU counters, read whenever asked: what `top` and the exporter sample.
 pub struct StatsReader {
@@ -316,15 +317,11 @@ fn rows(sample: &Sample) -> Vec<ExitRow> {
 
 fn profile(event: &str, isa: Isa, rows: Vec<ExitRow>, duration_s: f64, notes: Vec<String>) -> ExitProfile {
     ExitProfile {
-        format: "kvmtune record".into(),
-        event: event.into(),
         isa,
         rows,
-        declared_samples: None,
-        declared_time_us: None,
-        truncated: false,
         duration_s: Some(duration_s),
         notes,
+        ..ExitProfile::new("kvmtune record", event)
     }
 }
 
@@ -343,7 +340,7 @@ fn rates(previous: &Sample, current: &Sample, seconds: f64) -> Vec<(String, f64)
     let mut rates: Vec<(String, f64)> = difference(previous, current)
         .into_iter()
         .map(|(name, per_vcpu)| (name, saturating_sum(per_vcpu.into_iter()) as f64 / seconds.max(1e-9)))
-        .filter(|(name, rate)| *rate > 0.0 && !crate::knowledge::kvm_api::is_kvm_event_counter(name))
+        .filter(|(name, rate)| *rate > 0.0 && !crate::exits::reasons::is_event(name))
         .collect();
     rates.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
     rates

@@ -187,14 +187,11 @@ impl ExitPairs {
         self.reasons
             .iter()
             .map(|(name, timing)| ExitRow {
-                name: name.clone(),
-                count: timing.count,
                 time_us: Some(timing.total_us),
                 min_us: Some(timing.min_us),
                 max_us: Some(timing.max_us),
                 mean_us: Some(timing.total_us / timing.count.max(1) as f64),
-                line: 0,
-                per_vcpu: Vec::new(),
+                ..ExitRow::count_only(name.clone(), timing.count, 0)
             })
             .collect()
     }
