@@ -1,6 +1,6 @@
 //! CPU lists and masks: parse, and what parses must print back to the same set.
 #![no_main]
-use kvmtune::host::CpuSet;
+use kvmtune::values::CpuSet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

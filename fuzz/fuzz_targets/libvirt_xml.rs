@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
     if let Ok(config) = kvmtune::config::libvirt::parse("fuzz.xml", text) {
-        let source = kvmtune::config::SourceText::new("fuzz.xml", text);
+        let source = kvmtune::values::SourceText::new("fuzz.xml", text);
         let options = kvmtune::analysis::check::CheckOptions::default();
         let report = kvmtune::analysis::check::check(&config, &source, &options);
         let _ = kvmtune::output::diagnostics::render_text(&report, &source);

@@ -1,6 +1,6 @@
 //! Release numbers as programs print them (`qemu-system-x86_64 --version`, `uname -r`).
 #![no_main]
-use kvmtune::host::software::Version;
+use kvmtune::values::Version;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

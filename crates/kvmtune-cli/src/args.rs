@@ -10,7 +10,9 @@ use kvmtune::analysis::Workload;
 use kvmtune::analysis::rule::select_vm_rules;
 use kvmtune::analysis::vm_rules::VmRule;
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::host::{self, CpuSet, HostFacts, LiveHost, SnapshotHost};
+use kvmtune::host::{self, HostFacts, LiveHost, SnapshotHost};
+use kvmtune::values::CpuSet;
+use kvmtune::values::size::{self, Units};
 
 /// Where an existing VM's config comes from: a file, or libvirt.
 #[derive(clap::Args)]
@@ -173,18 +175,10 @@ pub(crate) fn parse_vm_spec(text: &str) -> Result<VmSpec, String> {
 
 /// Memory: `16G`, `8192M`, or MiB; at least 256 MiB.
 pub(crate) fn parse_memory(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, scale) = match text.char_indices().last() {
-        Some((at, 'G' | 'g')) => (&text[..at], 1024),
-        Some((at, 'M' | 'm')) => (&text[..at], 1),
-        _ => (text, 1),
-    };
-    let value: u64 = number
-        .trim_end_matches(['i', 'B'])
-        .parse()
+    let kib = size::parse_kib(text, "M", Units::Binary)
         .map_err(|_| format!("`{text}` is not a memory size (16G, 8192M)"))?;
-    match value.checked_mul(scale) {
-        Some(mib) if mib >= 256 => Ok(mib),
+    match kib / 1024 {
+        mib if mib >= 256 => Ok(mib),
         _ => Err(format!("`{text}`: a Windows VM needs at least 256 MiB")),
     }
 }

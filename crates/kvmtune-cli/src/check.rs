@@ -6,10 +6,10 @@ use kvmtune::analysis::Severity;
 use kvmtune::analysis::check::{self, CheckOptions, CheckReport};
 use kvmtune::analysis::rule;
 use kvmtune::analysis::vm_rules::VmRule;
-use kvmtune::config::SourceText;
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::host::CpuSet;
 use kvmtune::output::diagnostics;
+use kvmtune::values::CpuSet;
+use kvmtune::values::SourceText;
 
 use std::path::PathBuf;
 

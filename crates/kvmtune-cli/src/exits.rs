@@ -10,12 +10,12 @@ use kvmtune::analysis::Severity;
 use kvmtune::analysis::check::CheckOptions;
 use kvmtune::analysis::exit_patterns::ExitContext;
 use kvmtune::analysis::exit_rules::diagnose_with;
-use kvmtune::config::SourceText;
 use kvmtune::config::model::VmConfig;
 use kvmtune::exits::ExitProfile;
 use kvmtune::exits::record::{Progress, RecordOptions, Target};
 use kvmtune::host::HostFacts;
 use kvmtune::output::exits_text;
+use kvmtune::values::SourceText;
 
 use crate::args::{Format, HostArgs, WorkloadArg};
 use crate::{Outcome, print_out};

@@ -184,7 +184,7 @@ fn prepare_domain(
         Some(prepare_request) => Some(prepare::plan(&prepare_request, &journal.status()?, writer)?),
         None => None,
     };
-    let devices: Vec<String> = request.devices.iter().map(|d| d.value.clone()).collect();
+    let devices: Vec<kvmtune::values::PciAddress> = request.devices.iter().map(|d| d.value).collect();
     let bind_plan = match devices.is_empty() {
         true => None,
         false => Some(vfio::plan_bind(domain, &devices, request.single_gpu, writer)?),

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use kvmtune::host::CpuSet;
 use kvmtune::hostchange::journal::DEFAULT_DIR;
 use kvmtune::hostchange::prepare::{self, ConfigNeeds, HugepageNeed, PrepareRequest};
 use kvmtune::hostchange::{
     HostWriter, Journal, JournalError, LiveHostWriter, Outcome as ChangeOutcome, Released, RootedHostWriter,
 };
+use kvmtune::values::CpuSet;
 
 use crate::args::{Format, parse_cpu_list};
 use crate::{Outcome, print_out};

@@ -7,11 +7,11 @@ use clap::ValueEnum;
 use kvmtune::analysis::Workload;
 use kvmtune::analysis::planner::{self, Plan, PlanRequest, VmRequest, existing};
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::host::cpulist::CpuSet;
-use kvmtune::host::software::Version;
 use kvmtune::host::{self, Fact, HostFacts, LiveHost};
 use kvmtune::output::emit::{EmitFormat, emit};
 use kvmtune::output::{plan_text, proxmox, qemu_command};
+use kvmtune::values::Version;
+use kvmtune::values::{CpuSet, PciAddress};
 
 use crate::args::{
     Format, HostArgs, VmConfigArgs, VmSpec, WorkloadArg, parse_cpu_list, parse_memory, parse_vm_spec,
@@ -56,8 +56,8 @@ pub(crate) struct TuneArgs {
     #[arg(long, value_parser = parse_memory)]
     memory: Option<u64>,
     /// A PCI device to pass through (`0000:01:00.0` or `01:00.0`); repeat for more.
-    #[arg(long = "device", value_name = "ADDRESS")]
-    devices: Vec<String>,
+    #[arg(long = "device", value_name = "ADDRESS", value_parser = PciAddress::parse_lenient)]
+    devices: Vec<PciAddress>,
     /// The VM live-migrates between hosts (no invtsc, no host-only features).
     #[arg(long)]
     migratable: bool,

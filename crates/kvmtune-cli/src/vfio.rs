@@ -5,9 +5,9 @@
 
 use anyhow::bail;
 use clap::Subcommand;
-use kvmtune::host::CpuSet;
 use kvmtune::hostchange::vfio::{self, BindPlan};
 use kvmtune::hostchange::{ChangeKind, HostWriter, Journal};
+use kvmtune::values::{CpuSet, PciAddress};
 
 use crate::host::{JournalFamily, JournalPlace, ReleaseArgs, release_journals};
 use crate::{Outcome, print_out};
@@ -26,8 +26,8 @@ pub(crate) enum VfioCommand {
     /// --apply.
     Bind {
         /// PCI addresses (`0000:01:00.0` or `01:00.0`).
-        #[arg(required = true)]
-        devices: Vec<String>,
+        #[arg(required = true, value_parser = PciAddress::parse_lenient)]
+        devices: Vec<PciAddress>,
         /// The VM the devices are for: the name `release` takes (default: the first address).
         #[arg(long)]
         name: Option<String>,
@@ -97,7 +97,7 @@ fn print_warnings(warnings: &[String]) {
 /// What the journals `release` is about to undo: each step, in the order it is undone (so that
 /// a black screen on return says which step it came after), and the devices handed over, for
 /// the reset warnings that follow.
-fn to_release(args: &ReleaseArgs) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+fn to_release(args: &ReleaseArgs) -> anyhow::Result<(Vec<String>, Vec<PciAddress>)> {
     let place = &args.place;
     if !place.journal_dir().is_dir() {
         return Ok((Vec::new(), Vec::new()));
@@ -114,8 +114,10 @@ fn to_release(args: &ReleaseArgs) -> anyhow::Result<(Vec<String>, Vec<String>)> 
             let original = String::from_utf8_lossy(&change.original).trim().to_string();
             let original = if original.is_empty() { "(none)".to_string() } else { original };
             steps.push(format!("  {}: back to {original}", change.path));
-            if change.kind == ChangeKind::VfioBind {
-                devices.push(change.path.rsplit('/').next().unwrap_or(&change.path).to_string());
+            if change.kind == ChangeKind::VfioBind
+                && let Ok(address) = PciAddress::parse(change.path.rsplit('/').next().unwrap_or(&change.path))
+            {
+                devices.push(address);
             }
         }
     }
@@ -123,7 +125,7 @@ fn to_release(args: &ReleaseArgs) -> anyhow::Result<(Vec<String>, Vec<String>)> 
 }
 
 fn bind(
-    devices: &[String],
+    devices: &[PciAddress],
     name: Option<String>,
     single_gpu: bool,
     apply: bool,
@@ -134,7 +136,7 @@ fn bind(
         place.require_root("vfio bind --apply")?;
     }
     let writer = place.writer();
-    let vm = name.unwrap_or_else(|| vfio::full_address(&devices[0]));
+    let vm = name.unwrap_or_else(|| devices[0].to_string());
     let plan = vfio::plan_bind(&vm, devices, single_gpu, writer.as_ref())?;
     print_warnings(&plan.warnings);
     if !apply {
@@ -168,7 +170,7 @@ pub(crate) fn apply_bind(
             "/dev/vfio has no node for group(s) {missing:?} after the hand-over; every device was given back"
         );
     }
-    let addresses: Vec<&str> = plan.members.iter().map(|m| m.address.as_str()).collect();
+    let addresses: Vec<String> = plan.members.iter().map(|m| m.address.to_string()).collect();
     Ok(format!(
         "bound for VM {vm}: {} on vfio-pci, group(s) {:?}; undo with `kvmtune vfio release {vm}`\n",
         addresses.join(", "),

@@ -300,7 +300,7 @@ fn each_vm_gets_the_host_prepare_line_of_its_plan() {
             .unwrap_or_else(|| panic!("no prepare line for {name}:\n{text}"));
         let words: Vec<&str> = line.split_whitespace().collect();
         let after = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1];
-        let cpus = kvmtune::host::CpuSet::parse_list(after("--cpus")).unwrap();
+        let cpus = kvmtune::values::CpuSet::parse_list(after("--cpus")).unwrap();
         for cpu in vm["placement"]["vcpu_cpus"].as_array().unwrap() {
             assert!(cpus.contains(cpu.as_u64().unwrap() as u32), "{line}");
         }

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use kvmtune::analysis::check::{CheckOptions, check};
-use kvmtune::config::SourceText;
+use kvmtune::values::SourceText;
 
 fn check_once(name: &str, text: &str) -> usize {
     let Ok(config) = kvmtune::config::read(name, text) else { return 0 };

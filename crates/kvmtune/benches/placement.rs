@@ -19,7 +19,7 @@ use kvmtune::host::{self, HostFacts, SnapshotHost};
 use kvmtune_testkit::synthetic::SyntheticHost;
 
 /// Each host with the GPUs a VM on it passes through (the synthetic hosts that have one).
-fn hosts() -> Vec<(String, HostFacts, Vec<String>, tempfile::TempDir)> {
+fn hosts() -> Vec<(String, HostFacts, Vec<kvmtune::values::PciAddress>, tempfile::TempDir)> {
     let mut hosts = Vec::new();
     let mut tarballs: Vec<PathBuf> = ["hwloc", "lscpu-dumps"]
         .into_iter()
@@ -39,7 +39,11 @@ fn hosts() -> Vec<(String, HostFacts, Vec<String>, tempfile::TempDir)> {
         hosts.push((
             format!("synthetic {}", machine.name),
             host::probe(&SnapshotHost::open(dir.path()).unwrap()),
-            machine.gpus.iter().map(|(address, _)| address.to_string()).collect(),
+            machine
+                .gpus
+                .iter()
+                .map(|(address, _)| address.parse().expect("a synthetic GPU address"))
+                .collect(),
             dir,
         ));
     }
@@ -179,14 +183,14 @@ fn user_table() {
             .iter()
             .map(|pin| pin.cpus.clone())
             .chain(config.pinning.emulatorpin.as_ref().map(|pin| pin.value.clone()))
-            .fold(kvmtune::host::CpuSet::new(), |all, cpus| all.union(&cpus));
+            .fold(kvmtune::values::CpuSet::new(), |all, cpus| all.union(&cpus));
         let host_share = if pinned_for_host.is_empty() {
             default_host_share(&facts, &pins.iter().copied().collect()).cpus
         } else {
             pinned_for_host
         };
         let q = quality(&facts, &pins, threads, &host_share);
-        let vcpu_set: kvmtune::host::cpulist::CpuSet = pins.iter().copied().collect();
+        let vcpu_set: kvmtune::values::CpuSet = pins.iter().copied().collect();
         let emulator_overlap =
             config.pinning.emulatorpin.as_ref().map_or(0, |e| e.value.intersection(&vcpu_set).len());
         measured += 1;

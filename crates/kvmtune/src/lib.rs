@@ -26,3 +26,4 @@ pub mod knowledge;
 pub mod live;
 pub mod output;
 mod sys;
+pub mod values;

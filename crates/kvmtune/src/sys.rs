@@ -270,7 +270,7 @@ pub fn die_by_sigkill() -> ! {
 
 /// Sets the CPUs thread `tid` may run on (`sched_setaffinity(2)`). ESRCH when the thread is gone,
 /// EINVAL when the set holds no online CPU or the thread refuses (`PF_NO_SETAFFINITY`).
-pub fn set_thread_affinity(tid: u32, cpus: &crate::host::cpulist::CpuSet) -> io::Result<()> {
+pub fn set_thread_affinity(tid: u32, cpus: &crate::values::CpuSet) -> io::Result<()> {
     // SAFETY: cpu_set_t is a plain bit array for which all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();

@@ -20,9 +20,10 @@ use kvmtune::analysis::check::{CheckOptions, check};
 use kvmtune::analysis::fix::Applicability;
 use kvmtune::analysis::vm_rules::VM_RULES;
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::config::{SourceText, libvirt, libvirt_edit};
+use kvmtune::config::{libvirt, libvirt_edit};
 use kvmtune::host::kvm::{HypervSupport, KvmDeviceReport};
 use kvmtune::host::{self, Fact, HostFacts, SnapshotHost};
+use kvmtune::values::SourceText;
 use kvmtune_testkit::synthetic::RuleFixtureHost;
 
 fn fixtures() -> PathBuf {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use kvmtune::analysis::check::{CheckOptions, check};
-use kvmtune::config::SourceText;
+use kvmtune::values::SourceText;
 
 fn findings_of_directory(dir: &str, golden: &str) {
     let paths: Vec<_> = kvmtune_testkit::corpus_files(dir)

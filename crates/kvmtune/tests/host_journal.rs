@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kvmtune::host::cpulist::CpuSet;
 use kvmtune::hostchange::journal::BOOT_ID_PATH;
 use kvmtune::hostchange::{HostAction, Journal, JournalError, Released, RootedHostWriter};
+use kvmtune::values::CpuSet;
 
 const CHILD_ENV: &str = "KVMTUNE_JOURNAL_TEST_CHILD";
 

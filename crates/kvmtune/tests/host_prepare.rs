@@ -6,10 +6,10 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use kvmtune::host::cpulist::CpuSet;
 use kvmtune::hostchange::journal::BOOT_ID_PATH;
 use kvmtune::hostchange::prepare::{self, CgroupLayout, PrepareRequest, Refusal};
 use kvmtune::hostchange::{ChangeKind, HostWriter, Journal, RootedHostWriter};
+use kvmtune::values::CpuSet;
 
 fn put(root: &Path, path: &str, text: &str) {
     let file = root.join(path.trim_start_matches('/'));
@@ -219,7 +219,8 @@ fn with_systemd_the_display_manager_stops_first_and_starts_last() {
     link("/etc/systemd/system/display-manager.service", "/lib/systemd/system/gdm3.service");
     let host = SystemdHost { files: RootedHostWriter::new(root), calls: RefCell::new(Vec::new()) };
 
-    let plan = kvmtune::hostchange::vfio::plan_bind("win", &["01:00.0".to_string()], true, &host).unwrap();
+    let plan =
+        kvmtune::hostchange::vfio::plan_bind("win", &["01:00.0".parse().unwrap()], true, &host).unwrap();
     let kinds: Vec<&ChangeKind> = plan.actions.iter().map(|a| &a.kind).collect();
     assert_eq!(kinds, [&ChangeKind::ServiceState, &ChangeKind::Write, &ChangeKind::VfioBind]);
     // The device itself is not there to be bound in a directory: only the steps before it.

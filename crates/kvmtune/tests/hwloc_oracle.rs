@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use kvmtune::host::topology::Topology;
-use kvmtune::host::{self, CpuSet, SnapshotHost};
+use kvmtune::host::{self, SnapshotHost};
+use kvmtune::values::CpuSet;
 
 /// What the oracle says, as partitions of PU numbers, so that numbering differences between
 /// tools do not matter but any grouping difference does.
@@ -353,8 +354,10 @@ fn pci_devices_match_hwloc_whole_io_export() {
         let pci_type = object.attribute("pci_type").unwrap();
         let class = &pci_type[..4];
         let ids = pci_type[6..15].to_string();
-        let ours =
-            devices.iter().find(|d| d.address == address).unwrap_or_else(|| panic!("{address} missing"));
+        let ours = devices
+            .iter()
+            .find(|d| d.address.to_string() == address)
+            .unwrap_or_else(|| panic!("{address} missing"));
         let our_class = ours.class.known().unwrap().trim_start_matches("0x");
         assert_eq!(&our_class[..4], class, "{address} class");
         assert_eq!(ours.id.known(), Some(&ids), "{address} ids");
@@ -364,6 +367,6 @@ fn pci_devices_match_hwloc_whole_io_export() {
     assert_eq!(compared, 136);
     let gpus = facts.gpus();
     assert_eq!(gpus.len(), 1);
-    assert_eq!(gpus[0].address, "0000:05:00.0");
+    assert_eq!(gpus[0].address.to_string(), "0000:05:00.0");
     assert!(gpus[0].boot_vga);
 }

@@ -149,7 +149,8 @@ fn every_corpus_libvirt_xml_reads() {
 fn editing_is_lossless_on_every_corpus_xml() {
     use kvmtune::analysis::check::{CheckOptions, check};
     use kvmtune::analysis::fix::Applicability;
-    use kvmtune::config::{SourceText, libvirt_edit};
+    use kvmtune::config::libvirt_edit;
+    use kvmtune::values::SourceText;
 
     let mut checked = 0;
     for path in corpus_xmls(&["libvirt", "libvirt/qemuxml2argvdata", "user-xml"]) {

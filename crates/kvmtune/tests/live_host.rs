@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use kvmtune::host::kvm::HypervSupport;
-use kvmtune::host::{self, CpuSet, Fact, LiveHost};
+use kvmtune::host::{self, Fact, LiveHost};
+use kvmtune::values::CpuSet;
 
 fn lstopo_xml() -> String {
     let output = Command::new("lstopo-no-graphics")

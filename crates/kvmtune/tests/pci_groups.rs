@@ -45,7 +45,8 @@ fn gpu_group_mates_driver_and_node() {
     assert_eq!(gpu.numa_node, Some(1));
     assert!(!gpu.boot_vga);
     assert_eq!(gpu.group_mates, ["0000:01:00.1"]);
-    let nvme = facts.pci_devices.known().unwrap().iter().find(|d| d.address == "0000:02:00.0").unwrap();
+    let nvme =
+        facts.pci_devices.known().unwrap().iter().find(|d| d.address.to_string() == "0000:02:00.0").unwrap();
     assert_eq!(nvme.numa_node, None, "numa_node -1 means the platform does not say");
     assert!(nvme.group_mates.is_empty());
 

@@ -46,7 +46,12 @@ fn project(config: &VmConfig, cpu_model: bool) -> Projection {
         hpet_present: timer("hpet").and_then(|t| t.present),
         memory_kib: config.memory.size_kib.as_ref().map(|m| m.value),
         hugepages: config.memory.hugepages.is_some(),
-        hostdevs: config.devices.hostdevs.iter().filter_map(|h| h.pci_address.clone()).collect(),
+        hostdevs: config
+            .devices
+            .hostdevs
+            .iter()
+            .filter_map(|h| h.pci_address.map(|a| a.to_string()))
+            .collect(),
         memballoon: config.devices.memballoon.as_ref().map(|b| b.value.clone()),
         tablets: config.devices.inputs.iter().filter(|i| i.kind == "tablet").count(),
         nic_models: config.devices.nics.iter().filter_map(|n| n.model.clone()).collect(),

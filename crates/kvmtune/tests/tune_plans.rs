@@ -9,12 +9,12 @@ use kvmtune::analysis::Workload;
 use kvmtune::analysis::check::{CheckOptions, check};
 use kvmtune::analysis::planner::placement::quality;
 use kvmtune::analysis::planner::{PlanError, PlanRequest, VmRequest, plan};
-use kvmtune::config::SourceText;
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::host::software::Version;
 use kvmtune::host::{self, Fact, HostFacts, SnapshotHost};
 use kvmtune::knowledge::hyperv::availability;
 use kvmtune::output::libvirt_domain::render_domain;
+use kvmtune::values::SourceText;
+use kvmtune::values::Version;
 use kvmtune_testkit::synthetic::SyntheticHost;
 
 const WORKLOADS: [Workload; 4] = [Workload::Gaming, Workload::Desktop, Workload::Server, Workload::IpiHeavy];
@@ -189,7 +189,7 @@ fn gaming_on_an_x3d_part_takes_the_vcache_ccd() {
     assert_eq!(server.to_string(), "8-15,24-31");
 }
 
-fn plan_for(facts: &HostFacts, workload: Workload, vcpus: Option<u32>) -> kvmtune::host::cpulist::CpuSet {
+fn plan_for(facts: &HostFacts, workload: Workload, vcpus: Option<u32>) -> kvmtune::values::CpuSet {
     plan(facts, &request(WindowsVersion::Win11, workload, vcpus)).unwrap().vms[0].placement.cpus()
 }
 
@@ -228,7 +228,7 @@ fn several_vms_never_share_a_cpu() {
         })
         .collect();
     let plan = plan(&facts, &request).unwrap();
-    let mut seen = kvmtune::host::cpulist::CpuSet::new();
+    let mut seen = kvmtune::values::CpuSet::new();
     for vm in &plan.vms {
         let cpus = vm.placement.cpus();
         assert!(cpus.intersection(&seen).is_empty(), "{} overlaps", vm.name);
@@ -247,7 +247,7 @@ fn impossible_requests_are_errors() {
         Err(PlanError::HostTooSmall(_))
     ));
     let mut with_device = request(WindowsVersion::Win11, Workload::Gaming, None);
-    with_device.vms[0].devices.push("0000:42:00.0".into());
+    with_device.vms[0].devices.push("0000:42:00.0".parse().unwrap());
     assert!(matches!(plan(&facts, &with_device), Err(PlanError::UnknownDevice(_))));
     let mut two = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
     two.vms.push(two.vms[0].clone());
@@ -264,12 +264,12 @@ fn vcpus_and_memory_follow_the_passed_through_device() {
     let facts = host::probe(&SnapshotHost::open(&root).unwrap());
     // Without a device the roomiest node comes first; with one on node 1, node 1 it is.
     let mut with_device = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
-    with_device.vms[0].devices.push("80:02.0".into());
+    with_device.vms[0].devices.push("80:02.0".parse().unwrap());
     let plan = plan(&facts, &with_device).unwrap();
     let vm = &plan.vms[0];
     assert_eq!(vm.placement.nodes, vec![1]);
     assert_eq!(vm.memory_node, Some(1));
-    assert_eq!(vm.devices[0].address, "0000:80:02.0");
+    assert_eq!(vm.devices[0].address.to_string(), "0000:80:02.0");
     assert!(!vm.memballoon, "no balloon with VFIO");
     let node1 = facts.topology.numa_nodes.iter().find(|n| n.node == 1).unwrap();
     assert!(vm.placement.cpus().is_subset(&node1.cpus));
@@ -385,7 +385,7 @@ fn housekeeping_is_chosen_with_the_vms() {
 
     // A configured set is kept as given.
     let mut configured = request(WindowsVersion::Win11, Workload::Gaming, Some(8));
-    configured.housekeeping = Some(kvmtune::host::cpulist::CpuSet::parse_list("0-1,16-17").unwrap());
+    configured.housekeeping = Some(kvmtune::values::CpuSet::parse_list("0-1,16-17").unwrap());
     let configured = plan(&facts, &configured).unwrap();
     assert_eq!(configured.housekeeping.to_string(), "0-1,16-17");
     assert!(configured.vms[0].placement.cpus().intersection(&configured.housekeeping).is_empty());
@@ -480,10 +480,8 @@ fn check_accepts_a_config_that_keeps_a_whole_node_for_the_host() {
     let bare = xml.replace("<emulatorpin cpuset='0-7,16-23'/>", "");
     let bare = without_iothreadpins(&bare);
     let config = kvmtune::config::read("bare.xml", &bare).unwrap();
-    let options = CheckOptions {
-        housekeeping: Some(kvmtune::host::cpulist::CpuSet::parse_list("8,24").unwrap()),
-        ..options
-    };
+    let options =
+        CheckOptions { housekeeping: Some(kvmtune::values::CpuSet::parse_list("8,24").unwrap()), ..options };
     let report = check(&config, &SourceText::new("bare.xml", bare.as_str()), &options);
     assert_eq!(report.diagnostics.iter().filter(|d| d.rule == "PIN007").count(), 2, "{bare}");
 }
@@ -547,7 +545,7 @@ fn pin007_on_real_configs_fires_only_where_the_host_is_left_nothing() {
         let shows_share = pinning.emulatorpin.is_some() || !pinning.iothreadpin.is_empty();
         with_pins += usize::from(shows_share);
         let vcpu_cpus =
-            pinning.vcpupin.iter().fold(kvmtune::host::CpuSet::new(), |all, p| all.union(&p.cpus));
+            pinning.vcpupin.iter().fold(kvmtune::values::CpuSet::new(), |all, p| all.union(&p.cpus));
         if !shows_share && !vcpu_cpus.is_empty() && default_host_share(&facts, &vcpu_cpus).cpus.is_empty() {
             expected.push(file);
         }

@@ -7,8 +7,9 @@ use crate::analysis::Workload;
 use crate::analysis::fix::{Applicability, Fix, FixAction};
 use crate::analysis::vm_rules::{RuleContext, VM_RULES, VmRule};
 use crate::config::model::{SourceFormat, VmConfig, WindowsVersion};
-use crate::config::span::{SourceText, Span};
-use crate::host::{CpuSet, HostFacts};
+use crate::host::HostFacts;
+use crate::values::CpuSet;
+use crate::values::{SourceText, Span};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {

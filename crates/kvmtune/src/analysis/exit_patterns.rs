@@ -290,7 +290,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
             let pins = &config.pinning.vcpupin;
             let unpinned = running.iter().any(|v| !pins.iter().any(|p| p.id == v));
             let pinned_cpus: usize = pins.iter().map(|p| p.cpus.len()).sum();
-            let distinct = pins.iter().fold(crate::host::CpuSet::new(), |all, p| all.union(&p.cpus)).len();
+            let distinct = pins.iter().fold(crate::values::CpuSet::new(), |all, p| all.union(&p.cpus)).len();
             let shared = unpinned || pinned_cpus > distinct || pins.iter().any(|p| p.cpus.len() > 1);
             if halts < 0.50 || polling == 0 || !shared {
                 return None;

@@ -8,8 +8,8 @@
 use crate::host::HostFacts;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
-use crate::host::software::Version;
 use crate::knowledge::hyperv::{Availability, availability};
+use crate::values::Version;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offer {

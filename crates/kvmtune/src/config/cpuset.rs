@@ -3,7 +3,7 @@
 //! Source: libvirt docs/formatdomain.rst ("cpuset ... a comma-separated list of physical CPU
 //! numbers or ranges, `^` excludes").
 
-use crate::host::cpulist::{CpuListError, CpuSet};
+use crate::values::{CpuListError, CpuSet};
 
 pub fn parse(text: &str) -> Result<CpuSet, CpuListError> {
     let mut include = Vec::new();

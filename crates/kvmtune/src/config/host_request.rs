@@ -28,18 +28,6 @@ pub const PREFIX: &str = "kvmtune";
 /// The parts `<kvmtune:host>` may hold.
 pub const PARTS: [&str; 4] = ["isolate", "cpufreq", "hugepages", "vfio"];
 
-/// `0000:01:00.0`: domain, bus, slot and function, in hex.
-pub fn is_pci_address(address: &str) -> bool {
-    let hex = |part: &str, len: usize| part.len() == len && part.chars().all(|c| c.is_ascii_hexdigit());
-    let mut parts = address.split([':', '.']);
-    let (Some(domain), Some(bus), Some(slot), Some(function), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    hex(domain, 4) && hex(bus, 2) && hex(slot, 2) && matches!(function.as_bytes(), [b'0'..=b'7'])
-}
-
 /// `<kvmtune:host>` for a plan's host side, one line per element (the caller indents: the
 /// first and last lines are the element's own, the others one level deeper, the devices two),
 /// with attribute values in `quote`.
@@ -62,18 +50,4 @@ pub fn render_lines(side: &HostSide, quote: char) -> Vec<(usize, String)> {
     }
     lines.push((0, format!("</{PREFIX}:host>")));
     lines
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pci_addresses_are_full_and_hex() {
-        assert!(is_pci_address("0000:01:00.0"));
-        assert!(is_pci_address("0000:0a:1f.7"));
-        for bad in ["01:00.0", "0000:01:00.8", "0000:01:00", "0000:0g:00.0", "0000:01:00.0.1", ""] {
-            assert!(!is_pci_address(bad), "{bad}");
-        }
-    }
 }

@@ -13,9 +13,10 @@ use crate::config::cpuset;
 use crate::config::host_request;
 use crate::config::model::*;
 use crate::config::shell::Word;
-use crate::config::span::SourceText;
-use crate::config::span::Span;
 use crate::knowledge::libvirt::{HYPERV_ELEMENTS, HYPERV_SUB_ELEMENTS, KVM_ELEMENTS, TIMER_NAMES};
+use crate::values::Span;
+use crate::values::size::{self, SizeError, Units};
+use crate::values::{PciAddress, SourceText};
 
 const LIBOSINFO_NS: &str = "http://libosinfo.org/xmlns/libvirt/domain/1.0";
 const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
@@ -124,7 +125,7 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn cpuset(&self, node: Node, attribute: &str) -> Result<Option<crate::host::CpuSet>, ConfigError> {
+    fn cpuset(&self, node: Node, attribute: &str) -> Result<Option<crate::values::CpuSet>, ConfigError> {
         let Some(value) = node.attribute(attribute) else { return Ok(None) };
         cpuset::parse(value).map(Some).map_err(|error| {
             self.error_at(
@@ -158,7 +159,7 @@ impl Reader<'_, '_> {
         }
         // <vcpus> says vCPU by vCPU which are online at start; it wins over `current`.
         if let Some(list) = child(root, "vcpus") {
-            let mut enabled = crate::host::CpuSet::new();
+            let mut enabled = crate::values::CpuSet::new();
             for entry in children(list, "vcpu") {
                 if entry.attribute("enabled") != Some("no")
                     && let Some(id) = self.attribute_number::<u32>(entry, "id")?
@@ -342,15 +343,9 @@ impl Reader<'_, '_> {
                                     .to_string(),
                             ));
                         };
-                        if !host_request::is_pci_address(address.value()) {
-                            return Err(self.error_at(
-                                address.range().start,
-                                format!("`{}` is not a PCI address (such as 0000:01:00.0)", address.value()),
-                            ));
-                        }
-                        request
-                            .devices
-                            .push(Located::new(address.value().to_string(), address.range().into()));
+                        let parsed = PciAddress::parse(address.value())
+                            .map_err(|e| self.error_at(address.range().start, e.to_string()))?;
+                        request.devices.push(Located::new(parsed, address.range().into()));
                     }
                 }
                 _ => return Err(self.unknown_host_part(part)),
@@ -411,24 +406,13 @@ impl Reader<'_, '_> {
     /// libvirt's `unit` attribute: b/bytes, KB (10^3), k/KiB (2^10, the default), MB, M/MiB, ...
     fn to_kib(&self, node: Node, amount: u64) -> Result<u64, ConfigError> {
         let unit = node.attribute("unit").unwrap_or("KiB");
-        let bytes_per_unit: u128 = match unit {
-            "b" | "bytes" => 1,
-            "KB" => 1_000,
-            "k" | "K" | "KiB" => 1 << 10,
-            "MB" => 1_000_000,
-            "M" | "MiB" => 1 << 20,
-            "GB" => 1_000_000_000,
-            "G" | "GiB" => 1 << 30,
-            "TB" => 1_000_000_000_000,
-            "T" | "TiB" => 1 << 40,
-            "PB" => 1_000_000_000_000_000,
-            "P" | "PiB" => 1 << 50,
-            "EB" => 1_000_000_000_000_000_000,
-            "E" | "EiB" => 1 << 60,
-            other => return Err(self.error_at(node.range().start, format!("unknown memory unit `{other}`"))),
-        };
-        u64::try_from(u128::from(amount) * bytes_per_unit / 1024)
-            .map_err(|_| self.error_at(node.range().start, format!("{amount} {unit} is too large")))
+        size::to_kib(amount, unit, Units::Libvirt).map_err(|error| {
+            let message = match error {
+                SizeError::UnknownUnit { unit, .. } => format!("unknown memory unit `{unit}`"),
+                _ => format!("{amount} {unit} is too large"),
+            };
+            self.error_at(node.range().start, message)
+        })
     }
 
     fn features(&self, features: Node, config: &mut VmConfig) -> Result<(), ConfigError> {
@@ -646,19 +630,22 @@ impl Reader<'_, '_> {
                 "hostdev" => {
                     let kind = device.attribute("type").unwrap_or("").to_string();
                     let address = child(device, "source").and_then(|s| child(s, "address"));
+                    // libvirt writes each part as a number (`0x01`, or decimal); a part it
+                    // would reject reads as 0 here, and the address is then no device's.
                     let pci_address = address.filter(|_| kind == "pci").map(|a| {
-                        let field = |name: &str, width: usize| {
+                        let field = |name: &str| {
                             let raw = a.attribute(name).unwrap_or("0");
-                            let value = u32::from_str_radix(raw.trim_start_matches("0x"), 16).unwrap_or(0);
-                            format!("{value:0width$x}")
+                            match raw.strip_prefix("0x") {
+                                Some(hex) => u32::from_str_radix(hex, 16).unwrap_or(0),
+                                None => raw.parse().unwrap_or(0),
+                            }
                         };
-                        format!(
-                            "{}:{}:{}.{}",
-                            field("domain", 4),
-                            field("bus", 2),
-                            field("slot", 2),
-                            field("function", 1)
-                        )
+                        PciAddress {
+                            domain: field("domain"),
+                            bus: field("bus") as u8,
+                            slot: field("slot") as u8,
+                            function: field("function") as u8,
+                        }
                     });
                     config.devices.hostdevs.push(Hostdev { kind, pci_address, span: span(device) });
                 }

@@ -11,8 +11,9 @@ use roxmltree::{Document, Node, ParsingOptions};
 use crate::analysis::fix::FixAction;
 use crate::config::ConfigError;
 use crate::config::host_request;
-use crate::config::span::Span;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
+use crate::values::Span;
+use crate::values::escape;
 
 /// Replace `span` of the text with `replacement` (an empty span inserts).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +112,7 @@ fn steps(action: &FixAction) -> Vec<FixAction> {
             let mut nodes: Vec<u32> = cells.iter().map(|c| c.host_node).collect();
             nodes.sort_unstable();
             nodes.dedup();
-            let nodeset: crate::host::CpuSet = nodes.into_iter().collect();
+            let nodeset: crate::values::CpuSet = nodes.into_iter().collect();
             vec![FixAction::SetNumatune { nodeset: nodeset.to_string() }, action.clone()]
         }
         other => vec![other.clone()],
@@ -141,15 +142,6 @@ struct Editor<'a, 'input> {
 
 fn element<'a, 'input>(node: Node<'a, 'input>, name: &str) -> Option<Node<'a, 'input>> {
     node.children().find(|c| c.is_element() && c.has_tag_name(name))
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }
 
 impl<'a, 'input> Editor<'a, 'input> {
@@ -196,7 +188,7 @@ impl<'a, 'input> Editor<'a, 'input> {
 
     fn attribute(&self, name: &str, value: &str) -> String {
         let q = self.quote;
-        format!("{name}={q}{}{q}", escape(value))
+        format!("{name}={q}{}{q}", escape::xml(value))
     }
 
     fn empty_element(&self, name: &str, attributes: &[(&str, &str)]) -> String {
@@ -211,7 +203,7 @@ impl<'a, 'input> Editor<'a, 'input> {
             let range = attribute.range();
             let raw = &self.text[range.clone()];
             let value_start = raw.find(['\'', '"']).map_or(range.end, |i| range.start + i + 1);
-            return Edit { span: Span::new(value_start, range.end - 1), replacement: escape(value) };
+            return Edit { span: Span::new(value_start, range.end - 1), replacement: escape::xml(value) };
         }
         let insert_at = node
             .attributes()
@@ -750,11 +742,11 @@ mod tests {
     fn the_host_request_goes_into_metadata_and_replaces_an_old_one() {
         use crate::analysis::planner::host_side::HostSide;
         let side = |housekeeping: &str| HostSide {
-            cpus: crate::host::CpuSet::parse_list("2-3").unwrap(),
-            housekeeping: crate::host::CpuSet::parse_list(housekeeping).unwrap(),
+            cpus: crate::values::CpuSet::parse_list("2-3").unwrap(),
+            housekeeping: crate::values::CpuSet::parse_list(housekeeping).unwrap(),
             hugepages: None,
             governor: Some("performance"),
-            devices: vec!["0000:01:00.0".to_string()],
+            devices: vec![crate::values::PciAddress::parse("0000:01:00.0").unwrap()],
         };
         let read_back = |text: &str| {
             let config = crate::config::libvirt::parse("x", text).unwrap();
@@ -769,7 +761,7 @@ mod tests {
             let request = read_back(&once);
             assert_eq!(request.isolate.unwrap().housekeeping.unwrap().value.to_string(), "0-1");
             assert_eq!(request.governor.unwrap().value, "performance");
-            assert_eq!(request.devices[0].value, "0000:01:00.0");
+            assert_eq!(request.devices[0].value.to_string(), "0000:01:00.0");
             assert_eq!(once.matches("<metadata>").count(), 1, "{once}");
             let twice = apply_actions(&once, &[FixAction::SetHostRequest { side: side("0,4") }]).unwrap();
             assert_eq!(twice.matches("kvmtune:host xmlns").count(), 1, "{twice}");

@@ -24,12 +24,10 @@ pub mod proxmox;
 pub mod proxmox_edit;
 pub mod qemu;
 pub mod shell;
-pub mod span;
 
 use thiserror::Error;
 
 pub use model::VmConfig;
-pub use span::{SourceText, Span};
 
 /// Why a VM config could not be read. Every variant carries the place in the file.
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 
-use crate::config::span::Span;
-use crate::host::cpulist::CpuSet;
+use crate::values::Span;
+use crate::values::{CpuSet, PciAddress};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Located<T> {
@@ -84,7 +84,7 @@ pub struct HostRequest {
     /// Allocate the hugepages the domain's `<memoryBacking>` needs before it starts.
     pub hugepages: Option<Span>,
     /// PCI devices handed to vfio-pci, each with its whole IOMMU group.
-    pub devices: Vec<Located<String>>,
+    pub devices: Vec<Located<PciAddress>>,
     /// The devices are the host's only GPU: take the consoles and framebuffer off it first.
     pub single_gpu: bool,
     pub span: Span,
@@ -406,8 +406,8 @@ pub struct Nic {
 pub struct Hostdev {
     /// `pci`, `usb`, ...
     pub kind: String,
-    /// `0000:01:00.0` for PCI devices.
-    pub pci_address: Option<String>,
+    /// For PCI devices.
+    pub pci_address: Option<PciAddress>,
     pub span: Span,
 }
 

@@ -13,8 +13,8 @@
 
 use crate::config::ConfigError;
 use crate::config::model::*;
-use crate::config::qemu::full_pci_address;
-use crate::config::span::{SourceText, Span};
+use crate::values::PciAddress;
+use crate::values::{SourceText, Span};
 
 /// One `key: value` line of the current config.
 pub(crate) struct Line {
@@ -336,14 +336,10 @@ impl Reader<'_> {
                     let host = option_value(&line.value, "host")
                         .unwrap_or_else(|| line.value.split(',').next().unwrap_or(""));
                     // `01:00` passes every function of the device; kvmtune names function 0.
-                    let address = if host.contains('.') {
-                        full_pci_address(host)
-                    } else {
-                        format!("{}.0", full_pci_address(host))
-                    };
+                    let function = if host.contains('.') { "" } else { ".0" };
                     config.devices.hostdevs.push(Hostdev {
                         kind: "pci".into(),
-                        pci_address: Some(address),
+                        pci_address: PciAddress::parse_lenient(&format!("{host}{function}")).ok(),
                         span: line.span,
                     });
                 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::config::ConfigError;
 use crate::config::proxmox::read_lines;
-use crate::config::span::SourceText;
+use crate::values::SourceText;
 
 /// Keys a plan writes for a new VM that an existing VM keeps as they are: its name, its disks,
 /// its NIC and its controller (disks get their iothreads below instead).

@@ -10,7 +10,9 @@
 use crate::config::ConfigError;
 use crate::config::model::*;
 use crate::config::shell::{self, Word};
-use crate::config::span::{SourceText, Span};
+use crate::values::PciAddress;
+use crate::values::size::{self, Units};
+use crate::values::{SourceText, Span};
 
 /// QEMU options that take no value (everything else takes exactly one).
 const FLAG_OPTIONS: &[&str] = &[
@@ -156,20 +158,10 @@ fn on_off(value: &str) -> Option<bool> {
     }
 }
 
-/// QEMU sizes: bytes with an optional K/M/G/T suffix; `-m` takes MiB without a suffix.
-fn size_kib(value: &str, default_unit_kib: u64) -> Option<u64> {
-    let value = value.trim();
-    let (digits, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
-    let number: u64 = digits.parse().ok()?;
-    let unit_kib = match unit.to_ascii_uppercase().as_str() {
-        "" => default_unit_kib,
-        "K" | "KB" | "KIB" => 1,
-        "M" | "MB" | "MIB" => 1 << 10,
-        "G" | "GB" | "GIB" => 1 << 20,
-        "T" | "TB" | "TIB" => 1 << 30,
-        _ => return None,
-    };
-    number.checked_mul(unit_kib)
+/// QEMU sizes: a number with an optional binary suffix (qemu_strtosz, util/cutils.c); `-m`
+/// takes MiB without one, objects bytes.
+fn size_kib(value: &str, bare_unit: &str) -> Option<u64> {
+    size::parse_kib(value, bare_unit, Units::Binary).ok()
 }
 
 impl Reader<'_> {
@@ -216,7 +208,7 @@ impl Reader<'_> {
             "m" => {
                 let size = value.text.strip_prefix("size=").unwrap_or(&value.text);
                 let size = size.split(',').next().unwrap_or("");
-                match size_kib(size, 1 << 10) {
+                match size_kib(size, "M") {
                     Some(kib) => self.config.memory.size_kib = Some(Located::new(kib, value.span)),
                     None if variable => {}
                     None => {
@@ -464,20 +456,10 @@ impl Reader<'_> {
         if kind.starts_with("memory-backend")
             && let (Some(id), Some(size)) = (
                 value.text.split(',').find_map(|p| p.strip_prefix("id=")),
-                value.text.split(',').find_map(|p| p.strip_prefix("size=")).and_then(|s| size_kib(s, 1)),
+                value.text.split(',').find_map(|p| p.strip_prefix("size=")).and_then(|s| size_kib(s, "B")),
             )
         {
-            // A bare number is bytes for objects.
-            let kib = if value
-                .text
-                .split(',')
-                .any(|p| p.strip_prefix("size=").is_some_and(|s| s.chars().all(|c| c.is_ascii_digit())))
-            {
-                size / 1024
-            } else {
-                size
-            };
-            self.backend_kib.insert(id.to_string(), kib);
+            self.backend_kib.insert(id.to_string(), size);
         }
         match Some(kind) {
             Some("iothread") => {
@@ -506,7 +488,7 @@ impl Reader<'_> {
         let span = value.span;
         match driver {
             "vfio-pci" => {
-                let address = property("host=").map(|host| full_pci_address(&host));
+                let address = property("host=").and_then(|host| PciAddress::parse_lenient(&host).ok());
                 self.config.devices.hostdevs.push(Hostdev { kind: "pci".into(), pci_address: address, span });
             }
             "pc-dimm" | "nvdimm" | "virtio-mem-pci" => {
@@ -621,9 +603,4 @@ impl Reader<'_> {
         }
         self.config
     }
-}
-
-/// The PCI address in lspci's short or long form, as `0000:bb:dd.f`.
-pub fn full_pci_address(address: &str) -> String {
-    if address.matches(':').count() == 1 { format!("0000:{address}") } else { address.to_string() }
 }

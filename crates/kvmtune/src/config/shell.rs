@@ -6,7 +6,7 @@
 //! caller skips them). Variable expansion and command substitution are not performed: `$VAR`
 //! stays literal, which is what a reader of a config wants to see.
 
-use crate::config::span::Span;
+use crate::values::Span;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Word {

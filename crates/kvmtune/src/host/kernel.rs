@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::cpulist::CpuSet;
 use crate::host::fact::Fact;
 use crate::host::source::HostSource;
+use crate::values::CpuSet;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kernel {
@@ -171,7 +171,7 @@ fn split_params(text: &str) -> Vec<String> {
 
 /// `isolcpus=[flag,...,]<cpu-list>`: the flags are `domain`, `nohz` and `managed_irq`
 /// (kernel-parameters.txt); everything after them is the list.
-fn parse_isolcpus(value: &str) -> Result<IsolCpus, crate::host::cpulist::CpuListError> {
+fn parse_isolcpus(value: &str) -> Result<IsolCpus, crate::values::cpuset::CpuListError> {
     const FLAGS: &[&str] = &["domain", "nohz", "managed_irq"];
     let parts: Vec<&str> = value.split(',').collect();
     let flag_count = parts.iter().take_while(|part| FLAGS.contains(part)).count();

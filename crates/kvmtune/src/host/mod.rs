@@ -6,7 +6,6 @@
 //! `docs/probe-schema.md`.
 
 pub mod cpu;
-pub mod cpulist;
 pub mod fact;
 pub mod kernel;
 pub mod kvm;
@@ -20,7 +19,6 @@ pub mod topology;
 
 use serde::{Deserialize, Serialize};
 
-pub use cpulist::CpuSet;
 pub use fact::Fact;
 pub use source::{HostSource, LiveHost, ReadError, SnapshotError, SnapshotHost};
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::fact::Fact;
 use crate::host::source::HostSource;
+use crate::values::PciAddress;
 
 const PCI_DIR: &str = "sys/bus/pci/devices";
 const GROUP_DIR: &str = "sys/kernel/iommu_groups";
@@ -32,7 +33,7 @@ pub struct IommuGroup {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PciDevice {
-    pub address: String,
+    pub address: PciAddress,
     /// The 24-bit class code, e.g. `0x030000` for a VGA controller.
     pub class: Fact<String>,
     /// `vendor:device` in lspci's spelling, e.g. `10de:2684`.
@@ -157,10 +158,12 @@ pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice
     };
     let console = framebuffer_console(host);
     let drm_holders = drm_holders(host);
+    // Every entry is a device named by its address; anything else in a snapshot is passed over.
     let devices = addresses
         .into_iter()
-        .map(|address| {
-            let dir = format!("{PCI_DIR}/{address}");
+        .filter_map(|name| PciAddress::parse(&name).ok().map(|address| (name, address)))
+        .map(|(name, address)| {
+            let dir = format!("{PCI_DIR}/{name}");
             let class: Fact<String> = host.read_trimmed(&format!("{dir}/class")).into();
             let ids =
                 (host.read_trimmed(&format!("{dir}/vendor")), host.read_trimmed(&format!("{dir}/device")));
@@ -182,7 +185,7 @@ pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice
             let is_gpu = class.known().is_some_and(|c| c.trim_start_matches("0x").starts_with("03"));
             let group_mates = iommu_group
                 .and_then(|g| iommu.groups.iter().find(|group| group.group == g))
-                .map(|group| group.devices.iter().filter(|d| **d != address).cloned().collect())
+                .map(|group| group.devices.iter().filter(|d| **d != name).cloned().collect())
                 .unwrap_or_default();
             let boot_vga = host.read_trimmed(&format!("{dir}/boot_vga")).is_ok_and(|v| v == "1");
             let reset_bug = match &ids {

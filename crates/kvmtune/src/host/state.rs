@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::cpulist::CpuSet;
 use crate::host::fact::Fact;
 use crate::host::source::{HostSource, numbered_entries};
+use crate::values::CpuSet;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostState {

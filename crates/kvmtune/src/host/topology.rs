@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::host::cpu::{CpuInfo, CpuVendor};
-use crate::host::cpulist::CpuSet;
 use crate::host::fact::Fact;
 use crate::host::source::{HostSource, numbered_entries};
+use crate::values::CpuSet;
+use crate::values::size::{self, Units};
 
 const CPU_DIR: &str = "sys/devices/system/cpu";
 const NODE_DIR: &str = "sys/devices/system/node";
@@ -375,7 +376,10 @@ fn read_caches(
         };
         let instance = CacheInstance {
             id: host.read_trimmed(&format!("{dir}/id")).ok().and_then(|id| id.parse().ok()),
-            size_kib: host.read_trimmed(&format!("{dir}/size")).ok().and_then(|size| parse_size_kib(&size)),
+            size_kib: host
+                .read_trimmed(&format!("{dir}/size"))
+                .ok()
+                .and_then(|size| size::parse_kib(&size, "B", Units::Binary).ok()),
             shared_cpus,
         };
         match level {
@@ -420,18 +424,6 @@ fn split_compute_units(cpus: &mut [LogicalCpu]) {
             cpu.smt_siblings =
                 Some(siblings.iter().filter(|s| identity.get(s).is_none_or(|id| *id == own)).collect());
         }
-    }
-}
-
-/// Cache sizes read `32768K` in sysfs; accept `M` and bare numbers (bytes) too.
-pub fn parse_size_kib(text: &str) -> Option<u64> {
-    let text = text.trim();
-    if let Some(kib) = text.strip_suffix('K') {
-        kib.parse().ok()
-    } else if let Some(mib) = text.strip_suffix('M') {
-        mib.parse::<u64>().ok()?.checked_mul(1024)
-    } else {
-        text.parse::<u64>().ok().map(|bytes| bytes / 1024)
     }
 }
 
@@ -514,17 +506,4 @@ fn detect_core_types(host: &dyn HostSource, cpu_info: &CpuInfo, online: &CpuSet)
         efficiency,
         method: "cpufreq base_frequency (highest = P-cores)".to_string(),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_sizes() {
-        assert_eq!(parse_size_kib("32768K"), Some(32768));
-        assert_eq!(parse_size_kib("96M"), Some(98304));
-        assert_eq!(parse_size_kib("2048"), Some(2));
-        assert_eq!(parse_size_kib("lots"), None);
-    }
 }

@@ -11,8 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::cpulist::CpuSet;
 use crate::hostchange::writer::HostWriter;
+use crate::values::CpuSet;
 
 /// One change to one host object: a file, a directory, a process's cgroup, a thread's CPUs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

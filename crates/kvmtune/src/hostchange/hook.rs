@@ -81,12 +81,12 @@ pub enum Installed {
 
 /// The executable libvirt runs: a shell script that hands over to `binary`.
 pub fn script(binary: &Path) -> String {
-    let quoted = binary.to_string_lossy().replace('\'', r"'\''");
+    let quoted = crate::values::escape::shell_quoted(&binary.to_string_lossy());
     format!(
         "#!/bin/sh\n{MARKER}; `kvmtune hook uninstall` removes it.\n\
          # libvirt runs it for every domain and operation with the domain XML on stdin; kvmtune acts\n\
          # only on domains whose <metadata> holds <kvmtune:host>, and never calls back into libvirt.\n\
-         exec '{quoted}' hook run \"$@\"\n"
+         exec {quoted} hook run \"$@\"\n"
     )
 }
 

@@ -42,9 +42,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::cpulist::CpuSet;
 use crate::hostchange::action::{self, Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};
 use crate::hostchange::writer::HostWriter;
+use crate::values::CpuSet;
 
 /// Where the kernel says which boot this is (`proc(5)`: a random UUID per boot).
 pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";

@@ -16,10 +16,11 @@
 
 use serde::Serialize;
 
-use crate::host::cpulist::CpuSet;
 use crate::hostchange::action::{self, ChangeKind, HostAction, Recompute};
 use crate::hostchange::journal::VmJournal;
 use crate::hostchange::writer::HostWriter;
+use crate::values::CpuSet;
+use crate::values::size::{self, Units};
 
 /// Where cgroup v2 is mounted, and the v1 cpuset hierarchy (host-changes.md section 2).
 pub const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
@@ -660,12 +661,7 @@ pub fn command_line(
 ) -> String {
     let mut line = format!("kvmtune host prepare --name {vm} --cpus {cpus} --housekeeping {housekeeping}");
     if let Some(need) = hugepages {
-        let size = match need.size_kib {
-            kib if kib % (1024 * 1024) == 0 => format!("{}G", kib / (1024 * 1024)),
-            kib if kib % 1024 == 0 => format!("{}M", kib / 1024),
-            kib => kib.to_string(),
-        };
-        line += &format!(" --hugepages {size}:{}", need.count);
+        line += &format!(" --hugepages {}:{}", size::short_kib(need.size_kib), need.count);
         if let Some(node) = need.node {
             line += &format!("@{node}");
         }
@@ -699,14 +695,10 @@ pub fn parse_hugepage_need(text: &str) -> Result<HugepageNeed, String> {
     let (size, count) = spec
         .split_once(':')
         .ok_or_else(|| format!("`{text}`: expected SIZE:COUNT[@NODE], such as 2M:4096@1"))?;
-    let size_kib = match size.to_ascii_uppercase().trim_end_matches('B') {
-        s if s.ends_with('G') => s[..s.len() - 1].parse::<u64>().ok().map(|g| g * 1024 * 1024),
-        s if s.ends_with('M') => s[..s.len() - 1].parse::<u64>().ok().map(|m| m * 1024),
-        s if s.ends_with('K') => s[..s.len() - 1].parse::<u64>().ok(),
-        s => s.parse::<u64>().ok(),
-    }
-    .filter(|&k| k > 0)
-    .ok_or_else(|| format!("`{text}`: `{size}` is not a page size (2M, 1G, or KiB)"))?;
+    let size_kib = size::parse_kib(size, "K", Units::Binary)
+        .ok()
+        .filter(|&k| k > 0)
+        .ok_or_else(|| format!("`{text}`: `{size}` is not a page size (2M, 1G, or KiB)"))?;
     let count = count.parse::<u64>().map_err(|_| format!("`{text}`: `{count}` is not a page count"))?;
     Ok(HugepageNeed { size_kib, count, node })
 }

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::hostchange::action::{ChangeKind, HostAction};
 use crate::hostchange::writer::HostWriter;
+use crate::values::PciAddress;
 
 pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
 pub const VFIO_PCI: &str = "vfio-pci";
@@ -32,7 +33,7 @@ pub const VFIO_PCI: &str = "vfio-pci";
 /// One device of a group, as it is now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroupMember {
-    pub address: String,
+    pub address: PciAddress,
     pub class: String,
     /// Its driver now; `None` when no driver has it.
     pub driver: Option<String>,
@@ -45,8 +46,8 @@ pub struct GroupMember {
 
 impl GroupMember {
     /// The device at `address`, as sysfs has it now.
-    fn read(address: String, group: u32, writer: &dyn HostWriter) -> Self {
-        let dir = format!("{PCI_DEVICES}/{address}");
+    fn read(address: PciAddress, group: u32, writer: &dyn HostWriter) -> Self {
+        let dir = address.sysfs_dir();
         GroupMember {
             class: text(writer, &format!("{dir}/class")).unwrap_or_default(),
             driver: writer.link_name(&format!("{dir}/driver")).ok(),
@@ -74,15 +75,15 @@ pub struct BindPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum VfioRefusal {
     #[error("`{0}` is not a PCI address of this host (no {PCI_DEVICES}/{0}); see `lspci -D`")]
-    NoSuchDevice(String),
+    NoSuchDevice(PciAddress),
     #[error(
         "{0} has no IOMMU group: the IOMMU is off. Enable VT-d / AMD-Vi in the firmware and, on Intel, boot with intel_iommu=on (AMD enables it by default)"
     )]
-    NoIommu(String),
+    NoIommu(PciAddress),
     #[error(
         "{address} (group {group}) is in use by this host: {what}; it cannot go to a VM while that holds"
     )]
-    HostUses { address: String, group: u32, what: String },
+    HostUses { address: PciAddress, group: u32, what: String },
     #[error("the vfio-pci driver is not loaded: run `modprobe vfio-pci` first")]
     NoVfioPci,
     #[error(
@@ -97,11 +98,6 @@ pub enum VfioRefusal {
     },
 }
 
-/// `00:10.0` → `0000:00:10.0`.
-pub fn full_address(address: &str) -> String {
-    if address.matches(':').count() == 1 { format!("0000:{address}") } else { address.to_string() }
-}
-
 fn text(writer: &dyn HostWriter, path: &str) -> Option<String> {
     writer.read_trimmed(path).ok()
 }
@@ -109,15 +105,14 @@ fn text(writer: &dyn HostWriter, path: &str) -> Option<String> {
 /// Works out the hand-over of `devices` (and their groups) for `vm`.
 pub fn plan_bind(
     vm: &str,
-    devices: &[String],
+    devices: &[PciAddress],
     single_gpu: bool,
     writer: &dyn HostWriter,
 ) -> Result<BindPlan, VfioRefusal> {
     let mut members: Vec<GroupMember> = Vec::new();
     let mut groups = Vec::new();
-    for device in devices {
-        let address = full_address(device);
-        let dir = format!("{PCI_DEVICES}/{address}");
+    for &address in devices {
+        let dir = address.sysfs_dir();
         if !writer.is_dir(&dir) {
             return Err(VfioRefusal::NoSuchDevice(address));
         }
@@ -125,15 +120,24 @@ pub fn plan_bind(
             .link_name(&format!("{dir}/iommu_group"))
             .ok()
             .and_then(|g| g.parse().ok())
-            .ok_or_else(|| VfioRefusal::NoIommu(address.clone()))?;
+            .ok_or(VfioRefusal::NoIommu(address))?;
         if groups.contains(&group) {
             continue;
         }
         groups.push(group);
         let group_dir = format!("/sys/kernel/iommu_groups/{group}/devices");
-        let mut in_group = writer
+        let names = writer
             .list_dir(&group_dir)
             .map_err(|source| VfioRefusal::Read { path: group_dir.clone(), source })?;
+        let mut in_group = names
+            .iter()
+            .map(|name| {
+                PciAddress::parse(name).map_err(|e| VfioRefusal::Read {
+                    path: group_dir.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+            .collect::<Result<Vec<PciAddress>, VfioRefusal>>()?;
         // The named device first: released last.
         in_group.sort_by_key(|d| *d != address);
         // PCI-to-PCI bridges (class 0x0604xx) stay with the host, as the kernel has it.
@@ -145,12 +149,13 @@ pub fn plan_bind(
         );
     }
     if single_gpu && !members.iter().any(|m| m.boot_vga) {
-        return Err(VfioRefusal::NotTheBootDisplay(devices.join(", ")));
+        let named: Vec<String> = devices.iter().map(PciAddress::to_string).collect();
+        return Err(VfioRefusal::NotTheBootDisplay(named.join(", ")));
     }
     let in_use = HostUse::read(writer);
     for member in members.iter().filter(|m| !(single_gpu && m.boot_vga)) {
         if let Some(what) = in_use.of(member, writer) {
-            return Err(VfioRefusal::HostUses { address: member.address.clone(), group: member.group, what });
+            return Err(VfioRefusal::HostUses { address: member.address, group: member.group, what });
         }
     }
     if !writer.is_dir(&format!("/sys/bus/pci/drivers/{VFIO_PCI}")) {
@@ -228,9 +233,9 @@ fn display_hand_over(vm: &str, writer: &dyn HostWriter) -> Vec<HostAction> {
 }
 
 /// The reset warnings for devices handed over earlier (at release), read as they are now.
-pub fn reset_warnings(addresses: &[String], writer: &dyn HostWriter) -> Vec<String> {
+pub fn reset_warnings(addresses: &[PciAddress], writer: &dyn HostWriter) -> Vec<String> {
     let members: Vec<GroupMember> =
-        addresses.iter().map(|address| GroupMember::read(address.clone(), 0, writer)).collect();
+        addresses.iter().map(|&address| GroupMember::read(address, 0, writer)).collect();
     reset_plan("", &members, writer).0
 }
 
@@ -338,7 +343,7 @@ fn host_use(member: &GroupMember, mounts: &str, routes: &str, writer: &dyn HostW
     // The NIC of the default route (/proc/net/route: destination 00000000).
     for iface in writer.list_dir("/sys/class/net").unwrap_or_default() {
         let device = writer.link_name(&format!("/sys/class/net/{iface}/device")).unwrap_or_default();
-        if device == member.address
+        if device == member.address.to_string()
             && routes.lines().any(|l| {
                 let mut fields = l.split_whitespace();
                 fields.next() == Some(iface.as_str()) && fields.next() == Some("00000000")
@@ -412,7 +417,7 @@ mod tests {
     fn the_single_gpu_hand_over_takes_the_console_and_framebuffer_first() {
         let host = single_gpu_host(true);
         let writer = RootedHostWriter::new(host.path());
-        let devices = ["01:00.0".to_string()];
+        let devices = [PciAddress::parse_lenient("01:00.0").unwrap()];
         let refused = plan_bind("win", &devices, false, &writer).unwrap_err();
         assert!(refused.to_string().contains("--single-gpu"), "{refused}");
 
@@ -435,10 +440,11 @@ mod tests {
     fn a_reset_bug_gpu_without_vendor_reset_is_warned_about() {
         let host = single_gpu_host(false);
         let writer = RootedHostWriter::new(host.path());
-        let plan = plan_bind("win", &["0000:01:00.0".to_string()], true, &writer).unwrap();
+        let gpu = PciAddress::parse("0000:01:00.0").unwrap();
+        let plan = plan_bind("win", &[gpu], true, &writer).unwrap();
         assert_eq!(plan.warnings.len(), 1);
         assert!(plan.warnings[0].contains("Polaris 10") && plan.warnings[0].contains("vendor-reset"));
         assert!(!plan.actions.iter().any(|a| a.path.ends_with("reset_method")));
-        assert_eq!(reset_warnings(&["0000:01:00.0".to_string()], &writer), plan.warnings);
+        assert_eq!(reset_warnings(&[gpu], &writer), plan.warnings);
     }
 }

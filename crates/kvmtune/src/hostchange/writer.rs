@@ -4,7 +4,7 @@
 use std::io::{Read as _, Write as _};
 use std::path::{Component, Path, PathBuf};
 
-use crate::host::cpulist::CpuSet;
+use crate::values::CpuSet;
 
 /// Reads and writes one host's files. Writes go to files that already exist (sysfs, procfs
 /// and cgroupfs files always do); a writer never creates one. Directories are made only where

@@ -4,8 +4,8 @@
 //! Bit positions: ../shared/knowledge.md section 1a/4b (L-TLFS, Q-KVM `kvm_hyperv_properties[]`,
 //! which QEMU itself checks against the same ioctl before it enables a feature).
 
-use crate::host::software::Version;
 use crate::knowledge::kvm_api::CpuidEntry;
+use crate::values::Version;
 
 /// A CPUID register in the Hyper-V leaf range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

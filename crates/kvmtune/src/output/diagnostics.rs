@@ -9,7 +9,7 @@ use crate::analysis::fix::Applicability;
 use crate::analysis::rule::Rule;
 use crate::analysis::vm_rules::VM_RULES;
 use crate::config::model::SourceFormat;
-use crate::config::span::SourceText;
+use crate::values::SourceText;
 
 pub fn render_text(report: &CheckReport, source: &SourceText) -> String {
     let mut out = String::new();

@@ -7,26 +7,12 @@ use std::fmt::Write;
 use crate::analysis::exit_compare::{Comparison, ReasonDelta};
 use crate::exits::model::saturating_sum;
 use crate::output::exits_text::human_number;
+use crate::values::escape;
 
 /// Reasons drawn in the chart; the table lists all.
 const CHART_REASONS: usize = 12;
 const BEFORE_COLOUR: &str = "#b0413e";
 const AFTER_COLOUR: &str = "#2e7d4f";
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Per second when both durations are known, else per profile.
 fn rate(count: u64, duration: Option<f64>, per_second: bool) -> f64 {
@@ -75,7 +61,7 @@ fn chart(comparison: &Comparison) -> String {
             r#"<text x="{x}" y="{ty}" class="label" text-anchor="end">{name}</text>"#,
             x = label_width - 8.0,
             ty = y + 19.0,
-            name = escape(&delta.name)
+            name = escape::xml(&delta.name)
         );
         for (offset, amount, colour, which) in
             [(0.0, before, BEFORE_COLOUR, "before"), (14.0, after, AFTER_COLOUR, "after")]
@@ -85,7 +71,7 @@ fn chart(comparison: &Comparison) -> String {
                 svg,
                 r#"<rect class="bar {which}" x="{label_width}" y="{by}" width="{width:.1}" height="12" fill="{colour}"><title>{name} {which}: {amount}</title></rect>"#,
                 by = y + offset,
-                name = escape(&delta.name),
+                name = escape::xml(&delta.name),
                 amount = human_number(amount)
             );
             let _ = writeln!(
@@ -105,10 +91,10 @@ fn rule_list(heading: &str, rules: &[&'static str]) -> String {
     if rules.is_empty() {
         return String::new();
     }
-    let mut out = format!("<h3>{}</h3>\n<ul>\n", escape(heading));
+    let mut out = format!("<h3>{}</h3>\n<ul>\n", escape::xml(heading));
     for id in rules {
         let title = crate::analysis::rule::find(id).map_or("", |rule| rule.meta().title);
-        let _ = writeln!(out, "<li><code>{id}</code> {}</li>", escape(title));
+        let _ = writeln!(out, "<li><code>{id}</code> {}</li>", escape::xml(title));
     }
     out.push_str("</ul>\n");
     out
@@ -134,7 +120,7 @@ fn table(comparison: &Comparison) -> String {
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&delta.name),
+            escape::xml(&delta.name),
             delta.before,
             share(delta.before_share),
             delta.after,
@@ -160,9 +146,9 @@ pub fn render_report(before_label: &str, after_label: &str, comparisons: &[Compa
         let _ = writeln!(
             body,
             "<section>\n<h2>{}</h2>\n<p class=\"verdict {}\">{}</p>",
-            escape(&comparison.event),
+            escape::xml(&comparison.event),
             comparison.verdict.replace(' ', "-"),
-            escape(&comparison.summary)
+            escape::xml(&comparison.summary)
         );
         if let (Some(before), Some(after)) = (comparison.before_busy_us, comparison.after_busy_us) {
             let _ = writeln!(
@@ -207,7 +193,7 @@ td:not(:first-child), th:not(:first-child) {{ text-align: right; font-variant-nu
 </html>
 "#,
         version = env!("CARGO_PKG_VERSION"),
-        before = escape(before_label),
-        after = escape(after_label),
+        before = escape::xml(before_label),
+        after = escape::xml(after_label),
     )
 }

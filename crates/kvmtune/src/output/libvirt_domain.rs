@@ -9,8 +9,9 @@ use std::fmt::Write;
 use crate::analysis::planner::VmPlan;
 use crate::config::host_request;
 use crate::config::model::WindowsVersion;
-use crate::host::CpuSet;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
+use crate::values::escape;
+use crate::values::{CpuSet, PciAddress};
 
 /// libosinfo's id for each Windows version (osinfo-db `win-*.xml`).
 pub fn libosinfo_id(windows: WindowsVersion) -> &'static str {
@@ -60,19 +61,19 @@ fn hyperv_block(vm: &VmPlan, out: &mut String) {
     }
 }
 
-fn pci_address(address: &str) -> String {
-    // 0000:01:00.0
-    let (domain, rest) = address.split_once(':').unwrap_or(("0000", address));
-    let (bus, rest) = rest.split_once(':').unwrap_or(("00", rest));
-    let (slot, function) = rest.split_once('.').unwrap_or((rest, "0"));
-    format!("<address domain='0x{domain}' bus='0x{bus}' slot='0x{slot}' function='0x{function}'/>")
+/// libvirt's `<address>` of a host PCI device (formatdomain.rst, "Host device assignment").
+fn pci_address(address: &PciAddress) -> String {
+    format!(
+        "<address domain='0x{:04x}' bus='0x{:02x}' slot='0x{:02x}' function='0x{:x}'/>",
+        address.domain, address.bus, address.slot, address.function
+    )
 }
 
 pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
     let mut out = String::new();
     let efi = windows.boots_uefi();
     let _ = writeln!(out, "<domain type='kvm'>");
-    let _ = writeln!(out, "  <name>{}</name>", xml_text(&vm.name));
+    let _ = writeln!(out, "  <name>{}</name>", escape::xml(&vm.name));
     let _ = writeln!(out, "  <metadata>");
     let _ = writeln!(
         out,
@@ -191,7 +192,7 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
     let _ = writeln!(
         out,
         "    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2' cache='none' io='native' discard='unmap' iothread='1'/>\n      <source file='/var/lib/libvirt/images/{}.qcow2'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>",
-        xml_text(&vm.name)
+        escape::xml(&vm.name)
     );
     let queues = vm.vcpus.clamp(1, 8);
     let _ = writeln!(
@@ -220,8 +221,4 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
     let _ = writeln!(out, "  </devices>");
     let _ = writeln!(out, "</domain>");
     out
-}
-
-fn xml_text(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;")
 }

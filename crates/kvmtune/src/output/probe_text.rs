@@ -4,10 +4,12 @@
 use std::fmt::Write;
 
 use crate::analysis::host_rules::HostFinding;
+use crate::host::HostFacts;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
 use crate::host::topology::{CoreType, Topology};
-use crate::host::{CpuSet, HostFacts};
+use crate::values::CpuSet;
+use crate::values::text::plural;
 
 /// Module parameters worth a line of their own, per module (the JSON has them all).
 const KEY_PARAMETERS: &[(&str, &[&str])] = &[
@@ -44,16 +46,7 @@ fn gib(kib: u64) -> String {
 }
 
 fn cache_size(kib: Option<u64>) -> String {
-    match kib {
-        Some(kib) if kib >= 1 << 20 && kib % (1 << 20) == 0 => format!("{} GiB", kib >> 20),
-        Some(kib) if kib >= 1024 && kib % 1024 == 0 => format!("{} MiB", kib / 1024),
-        Some(kib) => format!("{kib} KiB"),
-        None => "size unknown".to_string(),
-    }
-}
-
-fn plural(count: usize, word: &str) -> String {
-    if count == 1 { format!("1 {word}") } else { format!("{count} {word}s") }
+    kib.map_or_else(|| "size unknown".to_string(), crate::values::size::human_kib)
 }
 
 fn cpu_section(out: &mut String, facts: &HostFacts) {

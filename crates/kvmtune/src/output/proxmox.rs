@@ -10,6 +10,7 @@
 use crate::analysis::planner::VmPlan;
 use crate::config::model::WindowsVersion;
 use crate::output::qemu_command;
+use crate::values::escape;
 
 pub struct ProxmoxOutput {
     /// `key: value` lines, in qemu-server's order.
@@ -135,7 +136,7 @@ pub fn config_text(output: &ProxmoxOutput) -> String {
 pub fn qm_set(output: &ProxmoxOutput) -> String {
     let mut out = String::from("VMID=100  # your VM's id\n");
     for (key, value) in &output.config {
-        out.push_str(&format!("qm set \"$VMID\" --{key} '{}'\n", value.replace('\'', r"'\''")));
+        out.push_str(&format!("qm set \"$VMID\" --{key} {}\n", escape::shell_quoted(value)));
     }
     out
 }

@@ -10,18 +10,11 @@ use crate::analysis::planner::VmPlan;
 use crate::config::model::{VmConfig, WindowsVersion};
 use crate::output::libvirt_domain;
 use crate::output::qemu_args;
+use crate::values::escape;
 
 /// Firmware files as Debian's ovmf package installs them.
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
-
-fn shell_quote(word: &str) -> String {
-    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || ",._+:@%/=-".contains(c)) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
 
 /// The plan's model as libvirt would see it: the libvirt rendering read back.
 pub fn as_config(vm: &VmPlan, windows: WindowsVersion) -> VmConfig {
@@ -158,7 +151,7 @@ pub fn script(vm: &VmPlan, windows: WindowsVersion) -> String {
     }
     out.push_str("qemu-system-x86_64");
     for arg in argv(vm, windows) {
-        let quoted = shell_quote(&arg);
+        let quoted = escape::shell(&arg);
         if arg.starts_with('-') {
             out.push_str(" \\\n  ");
         } else {

@@ -6,6 +6,7 @@ use crate::analysis::fix::FixAction;
 use crate::analysis::planner::{Decision, VmPlan, VmRequest};
 use crate::config::model::VmConfig;
 use crate::host::HostFacts;
+use crate::values::PciAddress;
 
 /// The VM request an existing config stands for; `vcpus` and `memory_mib` override it. Its
 /// passed-through devices that this host does not list are left out of the placement, named
@@ -17,17 +18,12 @@ pub fn request_from_config(
     vcpus: Option<u32>,
     memory_mib: Option<u64>,
 ) -> (VmRequest, Option<Decision>) {
-    let listed = |address: &str| {
-        host.pci_devices
-            .known()
-            .is_some_and(|devices| devices.iter().any(|d| d.address.eq_ignore_ascii_case(address)))
+    let listed = |address: &PciAddress| {
+        host.pci_devices.known().is_some_and(|devices| devices.iter().any(|d| d.address == *address))
     };
-    let (devices, missing): (Vec<String>, Vec<String>) = config
-        .devices
-        .hostdevs
-        .iter()
-        .filter_map(|h| h.pci_address.clone())
-        .partition(|address| listed(address));
+    let (devices, missing): (Vec<PciAddress>, Vec<PciAddress>) =
+        config.devices.hostdevs.iter().filter_map(|h| h.pci_address).partition(listed);
+    let missing: Vec<String> = missing.iter().map(PciAddress::to_string).collect();
     let note = (!missing.is_empty()).then(|| {
         let (which, verb) = match missing.as_slice() {
             [one] => (format!("device {one}"), "is"),

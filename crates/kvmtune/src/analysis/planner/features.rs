@@ -12,12 +12,12 @@ use crate::host::HostFacts;
 use crate::host::cpu::CpuVendor;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
-use crate::host::software::Version;
 use crate::hostchange::HostAction;
 use crate::knowledge::hyperv::{
     Availability, DEPENDENCIES, RECOMMENDED_FOR_WINDOWS, availability, closed_under_dependencies,
 };
 use crate::knowledge::recommended;
+use crate::values::Version;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CpuFeatureChoice {

@@ -7,9 +7,10 @@ use serde::Serialize;
 
 use crate::analysis::host_rules::SLOW_GOVERNORS;
 use crate::analysis::planner::{HugepagePlan, Passthrough};
-use crate::host::{CpuSet, HostFacts};
+use crate::host::HostFacts;
 use crate::hostchange::prepare::HugepageNeed;
 use crate::knowledge::recommended;
+use crate::values::{CpuSet, PciAddress};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostSide {
@@ -21,7 +22,7 @@ pub struct HostSide {
     /// Set only where the host runs a slow governor.
     pub governor: Option<&'static str>,
     /// PCI devices handed to vfio-pci, each with its IOMMU group.
-    pub devices: Vec<String>,
+    pub devices: Vec<PciAddress>,
 }
 
 pub fn host_side(
@@ -46,6 +47,6 @@ pub fn host_side(
             node: h.node,
         }),
         governor: slow_governor.then_some(recommended::GOVERNOR),
-        devices: devices.iter().map(|d| d.address.clone()).collect(),
+        devices: devices.iter().map(|d| d.address).collect(),
     }
 }

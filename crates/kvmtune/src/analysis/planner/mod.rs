@@ -16,8 +16,8 @@ use thiserror::Error;
 use crate::analysis::Workload;
 use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
-use crate::host::cpulist::CpuSet;
 use crate::host::fact::Fact;
+use crate::values::{CpuSet, PciAddress};
 use placement::{HostCore, HostShare, HostShareSource, Placement, PlacementWish, place_all};
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct VmRequest {
     pub vcpus: Option<u32>,
     pub memory_mib: u64,
     /// PCI addresses to pass through (`0000:01:00.0`).
-    pub devices: Vec<String>,
+    pub devices: Vec<PciAddress>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,7 +193,7 @@ fn guest_numa(
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Passthrough {
-    pub address: String,
+    pub address: PciAddress,
     pub node: Option<u32>,
     pub is_gpu: bool,
 }
@@ -234,20 +234,18 @@ pub struct Plan {
     pub decisions: Vec<Decision>,
 }
 
-fn passthrough(host: &HostFacts, address: &str) -> Result<Passthrough, PlanError> {
-    let normalized =
-        if address.matches(':').count() == 1 { format!("0000:{address}") } else { address.to_string() };
+fn passthrough(host: &HostFacts, address: &PciAddress) -> Result<Passthrough, PlanError> {
     let Fact::Known(devices) = &host.pci_devices else {
         return Err(PlanError::UnknownDevice(format!(
             "{address}: this host's PCI devices could not be read"
         )));
     };
-    let device = devices.iter().find(|d| d.address.eq_ignore_ascii_case(&normalized)).ok_or_else(|| {
+    let device = devices.iter().find(|d| d.address == *address).ok_or_else(|| {
         PlanError::UnknownDevice(format!(
             "{address}: no such PCI device on this host (`kvmtune probe` lists them)"
         ))
     })?;
-    Ok(Passthrough { address: device.address.clone(), node: device.numa_node, is_gpu: device.is_gpu })
+    Ok(Passthrough { address: device.address, node: device.numa_node, is_gpu: device.is_gpu })
 }
 
 fn node_list(nodes: &[u32]) -> String {
@@ -460,7 +458,7 @@ fn vm_plan(
             "devices",
             format!(
                 "pass through {}",
-                devices.iter().map(|d| d.address.as_str()).collect::<Vec<_>>().join(", ")
+                devices.iter().map(|d| d.address.to_string()).collect::<Vec<_>>().join(", ")
             ),
             match devices[0].node {
                 Some(node) => format!("vCPUs and memory follow the device to NUMA node {node}"),

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use crate::analysis::planner::PlanError;
 use crate::host::HostFacts;
-use crate::host::cpulist::CpuSet;
 use crate::host::fact::Fact;
 use crate::host::topology::CoreType;
+use crate::values::CpuSet;
 
 /// One host core as the planner sees it.
 #[derive(Debug, Clone)]

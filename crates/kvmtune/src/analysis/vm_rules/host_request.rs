@@ -114,17 +114,11 @@ pub(super) const HOOK004: VmRule = VmRule {
 
 fn device_not_given_to_the_vm(ctx: &RuleContext) -> Vec<Finding> {
     let Some(request) = &ctx.config.host_request else { return Vec::new() };
-    let given: Vec<String> = ctx
-        .config
-        .devices
-        .hostdevs
-        .iter()
-        .filter_map(|h| h.pci_address.as_deref().map(str::to_ascii_lowercase))
-        .collect();
+    let given: Vec<PciAddress> = ctx.config.devices.hostdevs.iter().filter_map(|h| h.pci_address).collect();
     request
         .devices
         .iter()
-        .filter(|device| !given.contains(&device.value.to_ascii_lowercase()))
+        .filter(|device| !given.contains(&device.value))
         .map(|device| {
             Finding::new(
                 Some(device.span),

@@ -25,9 +25,10 @@ use crate::analysis::fix::{Fix, FixAction};
 use crate::analysis::rule::RuleMeta;
 use crate::analysis::{Severity, Workload};
 use crate::config::model::{VmConfig, WindowsVersion};
-use crate::config::span::Span;
-use crate::host::{CpuSet, HostFacts};
+use crate::host::HostFacts;
 use crate::knowledge::hyperv::closed_under_dependencies;
+use crate::values::CpuSet;
+use crate::values::Span;
 
 /// What every family file uses.
 mod prelude {
@@ -37,10 +38,11 @@ mod prelude {
     pub(super) use crate::analysis::rule::{Category, RuleMeta};
     pub(super) use crate::analysis::{Severity, Workload};
     pub(super) use crate::config::model::{Located, SourceFormat, VmConfig, WindowsVersion};
-    pub(super) use crate::config::span::Span;
+    pub(super) use crate::host::Fact;
     pub(super) use crate::host::kvm::HypervSupport;
-    pub(super) use crate::host::{CpuSet, Fact};
     pub(super) use crate::knowledge::hyperv::DEPENDENCIES;
+    pub(super) use crate::values::Span;
+    pub(super) use crate::values::{CpuSet, PciAddress};
 }
 
 pub struct RuleContext<'a> {

@@ -170,8 +170,3 @@ pub(crate) fn settle_isa(profile: &mut ExitProfile) {
 pub(crate) fn number<T: std::str::FromStr>(token: &str) -> Option<T> {
     token.trim_end_matches('%').trim_end_matches("us").parse().ok()
 }
-
-/// `1 row`, `2 rows`: a count with its noun, as English has it.
-pub(crate) fn plural(count: usize, noun: &str) -> String {
-    if count == 1 { format!("1 {noun}") } else { format!("{count} {noun}s") }
-}

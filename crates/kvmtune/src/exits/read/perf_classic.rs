@@ -15,7 +15,8 @@
 
 use crate::exits::model::{ExitProfile, ExitRow, Isa, RowKind, saturating_sum};
 use crate::exits::read::text::Pasted;
-use crate::exits::read::{ExitParseError, Format, number, plural, settle_isa};
+use crate::exits::read::{ExitParseError, Format, number, settle_isa};
+use crate::values::text::plural;
 
 pub const FORMAT: Format = Format { name: "perf kvm stat report/live", sniff, read };
 

@@ -1,0 +1,59 @@
+//! Escaping for the two places kvmtune writes text another program reads back: XML (and the
+//! HTML of reports, which accepts the same five entities) and POSIX shell words.
+
+/// Text for XML character data or an attribute value in either quote.
+pub fn xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One word for a POSIX shell, quoted only where it needs to be: single quotes, with each
+/// single quote inside written as `'\''`.
+pub fn shell(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || ",._+:@%/=-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) { word.to_string() } else { shell_quoted(word) }
+}
+
+/// One word in single quotes whatever it holds (values a user edits by hand look alike then).
+pub fn shell_quoted(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// A command line of words, each quoted as [`shell`] does.
+pub fn shell_line<S: AsRef<str>>(words: &[S]) -> String {
+    words.iter().map(|w| shell(w.as_ref())).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_escapes_all_five() {
+        assert_eq!(xml(r#"a<b>&'c'"d""#), "a&lt;b&gt;&amp;&apos;c&apos;&quot;d&quot;");
+    }
+
+    #[test]
+    fn shell_words_round_trip_through_sh() {
+        for word in ["plain-word_1.2", "", "two words", "it's", "$(touch /tmp/x)", "`id`", "a\nb", "*"] {
+            let quoted = shell(word);
+            let echoed = std::process::Command::new("sh")
+                .args(["-c", &format!("printf %s {quoted}")])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&echoed.stdout), word, "{quoted}");
+        }
+        assert_eq!(shell("win11"), "win11");
+        assert_eq!(shell_line(&["kvmtune", "host", "release", "a b"]), "kvmtune host release 'a b'");
+    }
+}
