@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|text: &str| {
     if let Ok(profiles) = kvmtune::exits::parse("fuzz.txt", text) {
         for profile in &profiles {
-            let _ = kvmtune::analysis::exit_rules::diagnose(profile);
+            let _ = kvmtune::analysis::exit_diagnosis::diagnose(profile);
             let _ = kvmtune::analysis::exit_compare::compare(profile, profile);
         }
     }

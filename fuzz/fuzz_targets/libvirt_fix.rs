@@ -1,7 +1,7 @@
 //! The libvirt editor: on any XML that reads, applying fixes must give XML that still reads
 //! (or a clean refusal), never broken XML.
 #![no_main]
-use kvmtune::analysis::fix::FixAction;
+use kvmtune::config::edit::ConfigEdit;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
@@ -9,13 +9,13 @@ fuzz_target!(|text: &str| {
         return;
     }
     let actions = [
-        FixAction::EnableHyperv {
+        ConfigEdit::EnableHyperv {
             features: vec!["hv-vpindex".into(), "hv-time".into(), "hv-stimer-direct".into()],
         },
-        FixAction::SetTimer { name: "rtc".into(), attributes: vec![("tickpolicy".into(), "catchup".into())] },
-        FixAction::SetClockOffset { offset: "localtime".into() },
-        FixAction::SetMemballoonModel { model: "none".into() },
-        FixAction::SetCpuCacheMode { mode: "passthrough".into() },
+        ConfigEdit::SetTimer { name: "rtc".into(), attributes: vec![("tickpolicy".into(), "catchup".into())] },
+        ConfigEdit::SetClockOffset { offset: "localtime".into() },
+        ConfigEdit::SetMemballoonModel { model: "none".into() },
+        ConfigEdit::SetCpuCacheMode { mode: "passthrough".into() },
     ];
     for action in actions {
         if let Ok(fixed) = kvmtune::config::libvirt_edit::apply_actions(text, std::slice::from_ref(&action)) {

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, chunk).unwrap();
     }
-    let host = kvmtune::host::SnapshotHost::open(&dir).unwrap();
+    let host = kvmtune::host::Host::snapshot(&dir).unwrap();
     let facts = kvmtune::host::probe(&host);
     let _ = kvmtune::output::probe_text::render(&facts, &kvmtune::analysis::host_rules::evaluate(&facts));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -10,7 +10,7 @@ use kvmtune::analysis::Workload;
 use kvmtune::analysis::rule::select_vm_rules;
 use kvmtune::analysis::vm_rules::VmRule;
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::host::{self, HostFacts, LiveHost, SnapshotHost};
+use kvmtune::host::{self, Host, HostFacts};
 use kvmtune::values::CpuSet;
 use kvmtune::values::size::{self, Units};
 
@@ -92,10 +92,10 @@ impl HostArgs {
     /// The host facts these arguments name, or `None` when they name no host.
     pub(crate) fn load(&self) -> anyhow::Result<Option<HostFacts>> {
         if self.host.is_some() {
-            return Ok(Some(host::probe(&LiveHost)));
+            return Ok(Some(host::probe(&Host::live())));
         }
         if let Some(root) = &self.host_root {
-            let snapshot = SnapshotHost::open(root)
+            let snapshot = Host::snapshot(root)
                 .with_context(|| format!("cannot read the snapshot at {}", root.display()))?;
             return Ok(Some(host::probe(&snapshot)));
         }

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
+use kvmtune::host::Host;
 use kvmtune::hostchange::hook::{self, HOOK_ORIGIN, HookEvent, Installed};
-use kvmtune::hostchange::{HostWriter, Journal, Released, VmJournal, prepare, vfio};
+use kvmtune::hostchange::{Journal, Released, VmJournal, prepare, vfio};
 
 use crate::host::JournalPlace;
 use crate::{Outcome, print_out};
@@ -85,26 +86,26 @@ fn run_hook(domain: &str, event: HookEvent, place: &JournalPlace) -> anyhow::Res
     // never meets a closed pipe.
     let mut xml = String::new();
     std::io::stdin().read_to_string(&mut xml).context("cannot read the domain XML from stdin")?;
-    let writer = place.writer();
+    let host = place.host();
     match event {
         HookEvent::Prepare => {
             // A domain that does not ask is left alone, also one whose XML kvmtune cannot read.
             if !xml.contains(kvmtune::config::host_request::NAMESPACE) {
                 return Ok(Outcome::Clean);
             }
-            prepare_domain(domain, &xml, place, writer.as_ref())
+            prepare_domain(domain, &xml, place, &host)
         }
         HookEvent::Release => {
             if place.journal_dir().is_dir() {
-                let journal = Journal::open(place.journal_dir(), writer.as_ref())?;
-                release_domain(&journal, domain, writer.as_ref())?;
+                let journal = Journal::open(place.journal_dir(), &host)?;
+                release_domain(&journal, domain, &host)?;
             }
             Ok(Outcome::Clean)
         }
         HookEvent::Reconnect => {
             if place.journal_dir().is_dir() {
-                let journal = Journal::open(place.journal_dir(), writer.as_ref())?;
-                reconcile(&journal, writer.as_ref())?;
+                let journal = Journal::open(place.journal_dir(), &host)?;
+                reconcile(&journal, &host)?;
             }
             Ok(Outcome::Clean)
         }
@@ -125,13 +126,13 @@ fn hooks_own(journal: &VmJournal) -> bool {
 }
 
 /// Undoes what the hook did for `domain`, the devices first.
-fn release_domain(journal: &Journal, domain: &str, writer: &dyn HostWriter) -> anyhow::Result<()> {
+fn release_domain(journal: &Journal, domain: &str, host: &Host) -> anyhow::Result<()> {
     let present = journal.status()?;
     for name in journal_names(domain) {
         if !present.iter().any(|j| j.vm == name && hooks_own(j)) {
             continue;
         }
-        match journal.release(&name, writer) {
+        match journal.release(&name, host) {
             Ok(Released::Restored(_) | Released::SetAside(_)) => {}
             Err(error) => return Err(anyhow::Error::new(error).context(format!("releasing {name}"))),
         }
@@ -140,33 +141,28 @@ fn release_domain(journal: &Journal, domain: &str, writer: &dyn HostWriter) -> a
 }
 
 /// After a daemon restart: the hook's journals whose domain no longer runs are undone.
-fn reconcile(journal: &Journal, writer: &dyn HostWriter) -> anyhow::Result<()> {
+fn reconcile(journal: &Journal, host: &Host) -> anyhow::Result<()> {
     let mut gone: Vec<(u64, String)> = journal
         .status()?
         .into_iter()
         .filter(|j| j.by.as_deref() == Some(HOOK_ORIGIN))
         .filter(|j| {
             let domain = j.vm.strip_suffix(crate::vfio::VFIO_JOURNALS.suffix).unwrap_or(&j.vm);
-            !hook::domain_runs(domain, writer)
+            !hook::domain_runs(domain, host)
         })
         .map(|j| (j.order, j.vm))
         .collect();
     gone.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
     for (_, name) in gone {
-        journal.release(&name, writer).with_context(|| format!("releasing {name}, whose domain is gone"))?;
+        journal.release(&name, host).with_context(|| format!("releasing {name}, whose domain is gone"))?;
     }
     Ok(())
 }
 
-fn prepare_domain(
-    domain: &str,
-    xml: &str,
-    place: &JournalPlace,
-    writer: &dyn HostWriter,
-) -> anyhow::Result<Outcome> {
+fn prepare_domain(domain: &str, xml: &str, place: &JournalPlace, host: &Host) -> anyhow::Result<Outcome> {
     let config = kvmtune::config::libvirt::parse(&format!("<domain {domain}>"), xml)?;
     let Some(request) = &config.host_request else { return Ok(Outcome::Clean) };
-    let journal = Journal::open(place.journal_dir(), writer)?.started_by(HOOK_ORIGIN);
+    let journal = Journal::open(place.journal_dir(), host)?.started_by(HOOK_ORIGIN);
     // A start after a stop the hook did not see (libvirtd killed, the host's power cut in
     // this boot): the hook's own leftovers of this domain go first.
     for stale in journal.status()?.iter().filter(|j| journal_names(domain).contains(&j.vm)) {
@@ -177,29 +173,29 @@ fn prepare_domain(
             );
         }
     }
-    release_domain(&journal, domain, writer)?;
+    release_domain(&journal, domain, host)?;
 
     // Both plans first: every refusal comes before the first write.
-    let host_plan = match hook::prepare_request(domain, &config, request, writer)? {
-        Some(prepare_request) => Some(prepare::plan(&prepare_request, &journal.status()?, writer)?),
+    let host_plan = match hook::prepare_request(domain, &config, request, host)? {
+        Some(prepare_request) => Some(prepare::plan(&prepare_request, &journal.status()?, host)?),
         None => None,
     };
     let devices: Vec<kvmtune::values::PciAddress> = request.devices.iter().map(|d| d.value).collect();
     let bind_plan = match devices.is_empty() {
         true => None,
-        false => Some(vfio::plan_bind(domain, &devices, request.single_gpu, writer)?),
+        false => Some(vfio::plan_bind(domain, &devices, request.single_gpu, host)?),
     };
     // libvirt logs what a hook writes to stderr: the reset warnings belong there.
     for warning in bind_plan.iter().flat_map(|plan| &plan.warnings) {
         eprintln!("kvmtune: warning: {warning}");
     }
     if let Some(plan) = &host_plan {
-        crate::host::apply_prepare(&journal, plan, writer)?;
+        crate::host::apply_prepare(&journal, plan, host)?;
     }
     if let Some(plan) = &bind_plan
-        && let Err(error) = crate::vfio::apply_bind(&journal, plan, writer)
+        && let Err(error) = crate::vfio::apply_bind(&journal, plan, host)
     {
-        release_domain(&journal, domain, writer)?;
+        release_domain(&journal, domain, host)?;
         anyhow::bail!("{} (the host side made for it was undone)", one_line(&error));
     }
     Ok(Outcome::Clean)

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use kvmtune::config::host_request::HugepageNeed;
+use kvmtune::host::Host;
 use kvmtune::hostchange::journal::DEFAULT_DIR;
-use kvmtune::hostchange::prepare::{self, ConfigNeeds, HugepageNeed, PrepareRequest};
-use kvmtune::hostchange::{
-    HostWriter, Journal, JournalError, LiveHostWriter, Outcome as ChangeOutcome, Released, RootedHostWriter,
-};
+use kvmtune::hostchange::prepare::{self, ConfigNeeds, PrepareRequest};
+use kvmtune::hostchange::{Journal, JournalError, Outcome as ChangeOutcome, Released};
 use kvmtune::values::CpuSet;
 
 use crate::args::{Format, parse_cpu_list};
@@ -51,10 +51,11 @@ impl JournalPlace {
         &self.journal_dir
     }
 
-    pub(crate) fn writer(&self) -> Box<dyn HostWriter> {
+    /// The host the changes go to: this machine, or the directory `--root` names.
+    pub(crate) fn host(&self) -> Host {
         match &self.root {
-            Some(root) => Box::new(RootedHostWriter::new(root)),
-            None => Box::new(LiveHostWriter),
+            Some(root) => Host::rooted(root),
+            None => Host::live(),
         }
     }
 
@@ -147,12 +148,12 @@ fn read_xml(args: &PrepareArgs) -> anyhow::Result<Option<(String, String)>> {
     Ok(Some((path.display().to_string(), text)))
 }
 
-fn request(args: &PrepareArgs, writer: &dyn HostWriter) -> anyhow::Result<PrepareRequest> {
+fn request(args: &PrepareArgs, host: &Host) -> anyhow::Result<PrepareRequest> {
     let needs = match read_xml(args)? {
         Some((origin, text)) => {
             let config =
                 kvmtune::config::libvirt::parse(&origin, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
-            ConfigNeeds::of(&config, prepare::default_hugepage_kib(writer))
+            ConfigNeeds::of(&config, prepare::default_hugepage_kib(host))
         }
         None => ConfigNeeds::default(),
     };
@@ -175,19 +176,19 @@ fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     if args.apply {
         args.place.require_root("host prepare --apply")?;
     }
-    let writer = args.place.writer();
-    let request = request(&args, writer.as_ref())?;
+    let host = args.place.host();
+    let request = request(&args, &host)?;
     // Without --apply nothing is written, not even the journal directory.
     let journal = match (args.apply, args.place.journal_dir.is_dir()) {
-        (true, _) => Some(Journal::open(&args.place.journal_dir, writer.as_ref())?),
-        (false, true) => Some(Journal::open_to_read(&args.place.journal_dir, writer.as_ref())?),
+        (true, _) => Some(Journal::open(&args.place.journal_dir, &host)?),
+        (false, true) => Some(Journal::open_to_read(&args.place.journal_dir, &host)?),
         (false, false) => None,
     };
     let prepared = match &journal {
         Some(journal) => journal.status()?,
         None => Vec::new(),
     };
-    let plan = prepare::plan(&request, &prepared, writer.as_ref())?;
+    let plan = prepare::plan(&request, &prepared, &host)?;
 
     if !args.apply {
         let text = match args.format {
@@ -201,7 +202,7 @@ fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     if let Some(step) = args.test_kill_at_step {
         journal = journal.kill_at_step(step);
     }
-    print_out(&apply_prepare(&journal, &plan, writer.as_ref())?)?;
+    print_out(&apply_prepare(&journal, &plan, &host)?)?;
     Ok(Outcome::Clean)
 }
 
@@ -209,9 +210,9 @@ fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
 pub(crate) fn apply_prepare(
     journal: &Journal,
     plan: &prepare::PreparePlan,
-    writer: &dyn HostWriter,
+    host: &Host,
 ) -> anyhow::Result<String> {
-    let applied = journal.apply(&plan.vm, &plan.taken, &plan.actions, writer)?;
+    let applied = journal.apply(&plan.vm, &plan.taken, &plan.actions, host)?;
     let refused: Vec<String> = applied
         .iter()
         .filter_map(|a| match &a.outcome {
@@ -293,7 +294,7 @@ pub(crate) const HOST_JOURNALS: JournalFamily = JournalFamily { command: "host r
 pub(crate) fn release_journals(args: &ReleaseArgs, family: &JournalFamily) -> anyhow::Result<Outcome> {
     let place = &args.place;
     place.require_root(family.command)?;
-    let writer = place.writer();
+    let host = place.host();
     let not_there = |vm: &str| {
         anyhow::anyhow!("VM `{vm}` has nothing to release (no journal in {})", place.journal_dir.display())
     };
@@ -303,7 +304,7 @@ pub(crate) fn release_journals(args: &ReleaseArgs, family: &JournalFamily) -> an
             None => print_out("nothing to release\n").map(|()| Outcome::Clean),
         };
     }
-    let journal = Journal::open(&place.journal_dir, writer.as_ref())?;
+    let journal = Journal::open(&place.journal_dir, &host)?;
     let mut names: Vec<(u64, String)> = match &args.name {
         Some(vm) => vec![(0, format!("{vm}{}", family.suffix))],
         None => journal
@@ -317,7 +318,7 @@ pub(crate) fn release_journals(args: &ReleaseArgs, family: &JournalFamily) -> an
     let mut text = String::new();
     for (_, name) in names {
         let vm = name.strip_suffix(family.suffix).unwrap_or(&name);
-        match journal.release(&name, writer.as_ref()) {
+        match journal.release(&name, &host) {
             Ok(Released::Restored(count)) => text += &format!("released {name}: {count} change(s) undone\n"),
             Ok(Released::SetAside(path)) => {
                 text += &format!(
@@ -340,7 +341,7 @@ pub(crate) fn release_journals(args: &ReleaseArgs, family: &JournalFamily) -> an
 
 fn status(format: Format, place: &JournalPlace) -> anyhow::Result<Outcome> {
     let journals = match place.journal_dir.is_dir() {
-        true => Journal::open_to_read(&place.journal_dir, place.writer().as_ref())?.status()?,
+        true => Journal::open_to_read(&place.journal_dir, &place.host())?.status()?,
         false => Vec::new(),
     };
     let text = match format {

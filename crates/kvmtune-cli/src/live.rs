@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use kvmtune::hostchange::journal::DEFAULT_DIR;
-use kvmtune::hostchange::{Journal, LiveHostWriter, VmJournal};
+use kvmtune::hostchange::{Journal, VmJournal};
 use kvmtune::live::{self, Tracepoints, VmReading, VmView};
 use kvmtune::output::{metrics, top_text};
 
@@ -34,14 +34,17 @@ struct HostFactsCache {
 
 impl HostFactsCache {
     fn new() -> Self {
-        HostFactsCache { facts: kvmtune::host::probe(&kvmtune::host::LiveHost), probed_at: Instant::now() }
+        HostFactsCache {
+            facts: kvmtune::host::probe(&kvmtune::host::Host::live()),
+            probed_at: Instant::now(),
+        }
     }
 
     fn now(&mut self) -> &kvmtune::host::HostFacts {
         if self.probed_at.elapsed() >= HOST_FACTS_REUSED_FOR {
             *self = HostFactsCache::new();
         } else {
-            self.facts.memory = kvmtune::host::memory::probe(&kvmtune::host::LiveHost);
+            self.facts.memory = kvmtune::host::memory::probe(&kvmtune::host::Host::live());
         }
         &self.facts
     }
@@ -116,7 +119,9 @@ fn journals() -> Vec<VmJournal> {
     if !Path::new(DEFAULT_DIR).is_dir() {
         return Vec::new();
     }
-    Journal::open_to_read(DEFAULT_DIR, &LiveHostWriter).and_then(|j| j.status()).unwrap_or_default()
+    Journal::open_to_read(DEFAULT_DIR, &kvmtune::host::Host::live())
+        .and_then(|j| j.status())
+        .unwrap_or_default()
 }
 
 /// Each reading of `now` against the same VM (same name and pid) in `before`.
@@ -162,7 +167,7 @@ pub(crate) fn top(args: TopArgs) -> anyhow::Result<Outcome> {
     if !args.once {
         return full_screen(args);
     }
-    let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
+    let host = kvmtune::host::probe(&kvmtune::host::Host::live());
     let mut tracepoints = Tracepoints::default();
     let (first, _) = args.live.read(&mut tracepoints);
     std::thread::sleep(Duration::from_secs_f64(args.interval));

@@ -137,7 +137,7 @@ pub(crate) fn unified_diff(path: &str, before: &str, after: &str, label: &str) -
 fn probe(root: Option<PathBuf>, format: Format) -> anyhow::Result<Outcome> {
     let facts = match root {
         Some(root) => HostArgs::snapshot(root).load()?.context("a snapshot directory always names a host")?,
-        None => kvmtune::host::probe(&kvmtune::host::LiveHost),
+        None => kvmtune::host::probe(&kvmtune::host::Host::live()),
     };
     let findings = host_rules::evaluate(&facts);
     let rendered = match format {

@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use kvmtune::analysis::Workload;
 use kvmtune::analysis::planner::{self, Plan, PlanRequest, VmRequest, existing};
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::host::{self, Fact, HostFacts, LiveHost};
+use kvmtune::host::{self, Fact, Host, HostFacts};
 use kvmtune::output::emit::{EmitFormat, emit};
 use kvmtune::output::{plan_text, proxmox, qemu_command};
 use kvmtune::values::Version;
@@ -177,7 +177,7 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
             let source = host.source.clone();
             (host, source)
         }
-        None => (host::probe(&LiveHost), "this host (live)".to_string()),
+        None => (host::probe(&Host::live()), "this host (live)".to_string()),
     };
     let host = with_stack_versions(host, &args);
     let mut device_note = None;

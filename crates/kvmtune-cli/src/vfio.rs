@@ -5,8 +5,9 @@
 
 use anyhow::bail;
 use clap::Subcommand;
+use kvmtune::host::Host;
 use kvmtune::hostchange::vfio::{self, BindPlan};
-use kvmtune::hostchange::{ChangeKind, HostWriter, Journal};
+use kvmtune::hostchange::{ChangeKind, Journal};
 use kvmtune::values::{CpuSet, PciAddress};
 
 use crate::host::{JournalFamily, JournalPlace, ReleaseArgs, release_journals};
@@ -61,7 +62,7 @@ pub(crate) fn run(command: VfioCommand) -> anyhow::Result<Outcome> {
                 print_out(&format!("undoing, in this order:\n{}\n", steps.join("\n")))?;
             }
             let outcome = release_journals(&args, &VFIO_JOURNALS)?;
-            print_warnings(&vfio::reset_warnings(&devices, args.place.writer().as_ref()));
+            print_warnings(&vfio::reset_warnings(&devices, &args.place.host()));
             Ok(outcome)
         }
     }
@@ -103,7 +104,7 @@ fn to_release(args: &ReleaseArgs) -> anyhow::Result<(Vec<String>, Vec<PciAddress
         return Ok((Vec::new(), Vec::new()));
     }
     let wanted = args.name.as_deref().map(journal_name);
-    let journals = Journal::open_to_read(place.journal_dir(), place.writer().as_ref())?.status()?;
+    let journals = Journal::open_to_read(place.journal_dir(), &place.host())?.status()?;
     let mut steps = Vec::new();
     let mut devices = Vec::new();
     for journal in journals
@@ -135,37 +136,33 @@ fn bind(
     if apply {
         place.require_root("vfio bind --apply")?;
     }
-    let writer = place.writer();
+    let host = place.host();
     let vm = name.unwrap_or_else(|| devices[0].to_string());
-    let plan = vfio::plan_bind(&vm, devices, single_gpu, writer.as_ref())?;
+    let plan = vfio::plan_bind(&vm, devices, single_gpu, &host)?;
     print_warnings(&plan.warnings);
     if !apply {
         print_out(&plan_text(&plan))?;
         return Ok(Outcome::Clean);
     }
-    let mut journal = Journal::open(place.journal_dir(), writer.as_ref())?;
+    let mut journal = Journal::open(place.journal_dir(), &host)?;
     if let Some(step) = kill_at_step {
         journal = journal.kill_at_step(step);
     }
-    print_out(&apply_bind(&journal, &plan, writer.as_ref())?)?;
+    print_out(&apply_bind(&journal, &plan, &host)?)?;
     Ok(Outcome::Clean)
 }
 
 /// Makes a bind plan's changes through the journal, then checks that each group's device
 /// node exists (every member on vfio-pci); what was done, as text.
-pub(crate) fn apply_bind(
-    journal: &Journal,
-    plan: &BindPlan,
-    writer: &dyn HostWriter,
-) -> anyhow::Result<String> {
+pub(crate) fn apply_bind(journal: &Journal, plan: &BindPlan, host: &Host) -> anyhow::Result<String> {
     let vm = &plan.vm;
     let journal_name = journal_name(vm);
-    journal.apply(&journal_name, &CpuSet::new(), &plan.actions, writer)?;
+    journal.apply(&journal_name, &CpuSet::new(), &plan.actions, host)?;
     // The group is usable only when every member is on vfio-pci: its device node says so.
-    let nodes = writer.list_dir("/dev/vfio").unwrap_or_default();
+    let nodes = host.fs.list("/dev/vfio").unwrap_or_default();
     let missing: Vec<u32> = plan.groups.iter().copied().filter(|g| !nodes.contains(&g.to_string())).collect();
     if !missing.is_empty() {
-        journal.release(&journal_name, writer)?;
+        journal.release(&journal_name, host)?;
         bail!(
             "/dev/vfio has no node for group(s) {missing:?} after the hand-over; every device was given back"
         );

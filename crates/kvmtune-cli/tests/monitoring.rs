@@ -34,7 +34,7 @@ fn promtool_check_rules(file: &Path) {
 /// Every metric name the exporter registers (counters with `_total`), as it would serve them
 /// on this host.
 fn served_names() -> BTreeSet<String> {
-    let host = kvmtune::host::probe(&kvmtune::host::LiveHost);
+    let host = kvmtune::host::probe(&kvmtune::host::Host::live());
     kvmtune::output::metrics::metric_names(&host).into_iter().collect()
 }
 

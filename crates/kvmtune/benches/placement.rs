@@ -12,10 +12,10 @@
 use std::path::PathBuf;
 
 use kvmtune::analysis::Workload;
-use kvmtune::analysis::planner::placement::{PlacementQuality, default_host_share, quality};
+use kvmtune::analysis::placement::{PlacementQuality, default_host_share, quality};
 use kvmtune::analysis::planner::{PlanError, PlanRequest, VmRequest, plan};
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::host::{self, HostFacts, SnapshotHost};
+use kvmtune::host::{self, Host, HostFacts};
 use kvmtune_testkit::synthetic::SyntheticHost;
 
 /// Each host with the GPUs a VM on it passes through (the synthetic hosts that have one).
@@ -29,7 +29,7 @@ fn hosts() -> Vec<(String, HostFacts, Vec<kvmtune::values::PciAddress>, tempfile
     tarballs.sort();
     for tarball in tarballs {
         let (guard, root) = kvmtune_testkit::unpack(&tarball);
-        let facts = host::probe(&SnapshotHost::open(&root).unwrap());
+        let facts = host::probe(&Host::snapshot(&root).unwrap());
         let name = tarball.file_name().unwrap().to_string_lossy().split(".tar").next().unwrap().to_string();
         hosts.push((name, facts, Vec::new(), guard));
     }
@@ -38,7 +38,7 @@ fn hosts() -> Vec<(String, HostFacts, Vec<kvmtune::values::PciAddress>, tempfile
         machine.write(dir.path());
         hosts.push((
             format!("synthetic {}", machine.name),
-            host::probe(&SnapshotHost::open(dir.path()).unwrap()),
+            host::probe(&Host::snapshot(dir.path()).unwrap()),
             machine
                 .gpus
                 .iter()
@@ -156,7 +156,7 @@ fn user_table() {
         let config = kvmtune::config::read(file, &text).unwrap();
         let root = tempfile::tempdir().unwrap();
         machine.write(root.path());
-        let facts = host::probe(&SnapshotHost::open(root.path()).unwrap());
+        let facts = host::probe(&Host::snapshot(root.path()).unwrap());
         // Only the vCPUs that run (`current`, `<vcpus enabled='no'>`), as PIN001 counts them.
         let running = config.running_vcpus();
         let vcpus = running.len();

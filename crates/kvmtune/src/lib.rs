@@ -1,21 +1,25 @@
 //! kvmtune: make Windows guests on KVM fast, and prove it.
 //!
-//! Data flows one way through this crate, and its modules are laid out in that order:
+//! Data flows one way through this crate: inputs (host facts, VM configs, exit statistics) are
+//! read, knowledge-driven analysis (rules, planner, diagnosis) turns them into findings and
+//! plans, and outputs render those. Changes to a host are a separate, journaled step.
 //!
-//! 1. **Inputs.**
-//!    - [`host`]: facts about the machine (topology, memory, KVM, IOMMU, host state), read
-//!      through the [`host::HostSource`] trait from the live host or from a snapshot directory.
-//!    - [`config`]: the tuning-relevant model of a VM, read from libvirt XML, QEMU argv or Proxmox.
-//! 2. **Knowledge.** [`knowledge`]: facts about KVM, QEMU, libvirt and Windows, each with its
-//!    source, that the analysis relies on (for example which CPUID bit is which enlightenment).
-//! 3. **Analysis.** [`analysis`]: rules over host facts and VM configs, the planner and the
-//!    exit diagnosis. Every rule is one declaration in a registry with an id, an explanation and a
-//!    source.
-//! 4. **Outputs.** [`output`]: renderers for people (text) and for tools (JSON, later SARIF,
-//!    libvirt XML, QEMU argv, Proxmox, KubeVirt).
-//! 5. **Host changes.** [`hostchange`]: the only part that writes to a host; journaled, opt-in.
+//! The modules form layers, lowest first; a module uses only the layers below its own, and
+//! `tests/layers.rs` fails on any edge that goes up or any cycle one level down:
 //!
-//! All `unsafe` code lives in `sys` (private to the crate; typed KVM handles).
+//! 1. [`values`]: the value types everything shares (CPU sets, versions, PCI addresses, sizes,
+//!    spans, escaping).
+//! 2. [`knowledge`]: facts about KVM, QEMU, libvirt and Windows, each with its source.
+//! 3. `sys` (private): all `unsafe` code, behind typed KVM handles.
+//! 4. Inputs: [`host`] (facts about the machine, read through [`host::Host`] from the live host
+//!    or a snapshot), [`config`] (the model of a VM, read from libvirt XML, QEMU argv or
+//!    Proxmox; its edits), [`exits`] (VM-exit statistics and the recorder).
+//! 5. [`hostchange`]: the only part that writes to a host; journaled, opt-in.
+//! 6. [`analysis`]: rules over host facts, configs and exit profiles, the planner and the exit
+//!    diagnosis; the rule registry is its top.
+//! 7. [`live`]: every running VM of this host, read and diagnosed now.
+//! 8. [`output`]: renderers for people (text, HTML) and tools (JSON, libvirt XML, QEMU argv,
+//!    Proxmox, KubeVirt, OpenMetrics).
 
 pub mod analysis;
 pub mod config;

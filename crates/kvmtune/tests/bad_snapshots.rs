@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use kvmtune::host::{self, Fact, SnapshotHost};
+use kvmtune::host::{self, Fact, Host};
 use proptest::prelude::*;
 
 fn write(root: &Path, path: &str, contents: &[u8]) {
@@ -41,7 +41,7 @@ fn healthy(root: &Path) {
 }
 
 fn probe(root: &Path) -> host::HostFacts {
-    host::probe(&SnapshotHost::open(root).unwrap())
+    host::probe(&Host::snapshot(root).unwrap())
 }
 
 /// The healthy snapshot with these files overwritten, probed.

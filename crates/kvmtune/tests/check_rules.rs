@@ -22,7 +22,7 @@ use kvmtune::analysis::vm_rules::VM_RULES;
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::config::{libvirt, libvirt_edit};
 use kvmtune::host::kvm::{HypervSupport, KvmDeviceReport};
-use kvmtune::host::{self, Fact, HostFacts, SnapshotHost};
+use kvmtune::host::{self, Fact, Host, HostFacts};
 use kvmtune::values::SourceText;
 use kvmtune_testkit::synthetic::RuleFixtureHost;
 
@@ -36,7 +36,7 @@ fn fixture_host(host: RuleFixtureHost) -> HostFacts {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     host.write(root);
-    let mut facts = host::probe(&SnapshotHost::open(root).unwrap());
+    let mut facts = host::probe(&Host::snapshot(root).unwrap());
     // What this kernel's KVM would answer: the AMD variant of the reconstructed Hyper-V leaves
     // (no eVMCS), decoded as the live probe decodes them.
     let enlightenments: Vec<String> = kvmtune::knowledge::hyperv::supported(&common::hv_cpuid_amd())

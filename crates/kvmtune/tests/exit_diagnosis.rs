@@ -3,7 +3,8 @@
 //! the same reader as real reports.
 
 use kvmtune::analysis::exit_compare::compare;
-use kvmtune::analysis::exit_rules::{EXIT_RULES, diagnose};
+use kvmtune::analysis::exit_diagnosis::diagnose;
+use kvmtune::analysis::exit_rules::EXIT_RULES;
 use kvmtune::exits;
 use kvmtune_testkit::exit_tables::perf_table;
 

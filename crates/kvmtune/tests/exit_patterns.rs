@@ -4,11 +4,12 @@
 //! as perf prints them, as a mail reply quotes and wraps them, and as a forum post fences them
 //! with tabs and CRLF.
 
+use kvmtune::analysis::exit_diagnosis::{diagnose, diagnose_with};
 use kvmtune::analysis::exit_patterns::ExitContext;
-use kvmtune::analysis::exit_rules::{ExitFinding, diagnose, diagnose_with};
+use kvmtune::analysis::exit_rules::ExitFinding;
 use kvmtune::config::model::VmConfig;
 use kvmtune::exits;
-use kvmtune::host::{HostFacts, SnapshotHost};
+use kvmtune::host::{Host, HostFacts};
 use kvmtune_testkit::exit_tables::perf_table;
 use kvmtune_testkit::synthetic::RuleFixtureHost;
 
@@ -76,7 +77,7 @@ fn fixture(name: &str) -> String {
 fn host(name: &str) -> (HostFacts, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     RuleFixtureHost::named(name).unwrap().write(dir.path());
-    (kvmtune::host::probe(&SnapshotHost::open(dir.path()).unwrap()), dir)
+    (kvmtune::host::probe(&Host::snapshot(dir.path()).unwrap()), dir)
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The host-change journal on a host laid out in a temp dir (a [`RootedHostWriter`]): apply then
+//! The host-change journal on a host laid out in a temp dir ([`Host::rooted`]): apply then
 //! release gives every file back byte for byte; so does release after a failure midway, after
 //! kill -9 at every journal step in turn (a failpoint) and after 50 real SIGKILLs at random
 //! moments. The real kernel files (cgroups, IRQs, workqueues) are for the lab guest; what is
@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kvmtune::host::Host;
 use kvmtune::hostchange::journal::BOOT_ID_PATH;
-use kvmtune::hostchange::{HostAction, Journal, JournalError, Released, RootedHostWriter};
+use kvmtune::hostchange::{HostAction, Journal, JournalError, Released};
 use kvmtune::values::CpuSet;
 
 const CHILD_ENV: &str = "KVMTUNE_JOURNAL_TEST_CHILD";
@@ -104,8 +105,8 @@ fn lab(irqs: usize) -> Lab {
 }
 
 impl Lab {
-    fn writer(&self) -> RootedHostWriter {
-        RootedHostWriter::new(&self.root)
+    fn writer(&self) -> Host {
+        Host::rooted(&self.root)
     }
     fn journal(&self) -> Journal {
         Journal::open(&self.journals, &self.writer()).unwrap()
@@ -141,7 +142,7 @@ fn child_applies() {
     assert!(std::env::var_os(CHILD_ENV).is_some(), "run by the crash tests only");
     let root = PathBuf::from(std::env::var("LAB_ROOT").unwrap());
     let journals = PathBuf::from(std::env::var("LAB_JOURNALS").unwrap());
-    let writer = RootedHostWriter::new(&root);
+    let writer = Host::rooted(&root);
     let mut journal = Journal::open(&journals, &writer).unwrap();
     if let Ok(step) = std::env::var("LAB_KILL_AT") {
         journal = journal.kill_at_step(step.parse().unwrap());
@@ -314,7 +315,7 @@ fn waits_for_the_lock_rather_than_failing() {
     let journals = lab.journals.clone();
     let root = lab.root.clone();
     let waiter = std::thread::spawn(move || {
-        let writer = RootedHostWriter::new(&root);
+        let writer = Host::rooted(&root);
         Journal::open(&journals, &writer).map(|_| ())
     });
     std::thread::sleep(Duration::from_millis(50));
@@ -386,7 +387,7 @@ fn lab_orchestrates() {
     let actions = lab_actions();
     let before = read_all(&actions);
     let journals = PathBuf::from(std::env::var("TMPDIR").unwrap()).join("journal");
-    let writer = kvmtune::hostchange::LiveHostWriter;
+    let writer = kvmtune::host::Host::live();
     let release = || {
         let journal = Journal::open(&journals, &writer).unwrap();
         for vm in journal.status().unwrap() {
@@ -429,10 +430,72 @@ fn lab_orchestrates() {
 fn lab_child_applies() {
     assert_eq!(std::env::var(IN_LAB).as_deref(), Ok("child"), "runs in the lab guest only");
     let journals = PathBuf::from(std::env::var("LAB_JOURNALS").unwrap());
-    let writer = kvmtune::hostchange::LiveHostWriter;
+    let writer = kvmtune::host::Host::live();
     let mut journal = Journal::open(&journals, &writer).unwrap();
     if let Ok(step) = std::env::var("LAB_KILL_AT") {
         journal = journal.kill_at_step(step.parse().unwrap());
     }
     journal.apply("win10", &CpuSet::new(), &lab_actions(), &writer).unwrap();
+}
+
+/// Journals as the first released kvmtune wrote them (before records carried a version), made
+/// by its `host prepare` on a host laid out in a directory (`tests/fixtures/journal-v1/`):
+/// `gaming` complete (hugepages on node 1, the default IRQ mask, three IRQs), `second` killed
+/// by its test failpoint just after its first write. Both still release, newest first, to the
+/// state before either prepare.
+#[test]
+fn journals_of_the_first_released_format_still_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    let pool = "/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages";
+    let mut now = vec![
+        (BOOT_ID_PATH.to_string(), b"5b3c7e1a-0000-4000-8000-00000000cafe\n".to_vec()),
+        (pool.to_string(), b"32".to_vec()),
+        ("/proc/irq/default_smp_affinity".to_string(), b"1".to_vec()),
+    ];
+    for irq in [0, 9, 24] {
+        now.push((format!("/proc/irq/{irq}/smp_affinity_list"), b"0-1".to_vec()));
+    }
+    lay_out(&root, &now);
+    let journals = dir.path().join("run-kvmtune");
+    std::fs::create_dir_all(&journals).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1");
+    for name in ["gaming.journal", "second.journal"] {
+        std::fs::copy(fixtures.join(name), journals.join(name)).unwrap();
+    }
+    let host = Host::rooted(&root);
+    let journal = Journal::open(&journals, &host).unwrap();
+    let status = journal.status().unwrap();
+    assert_eq!(
+        status.iter().map(|j| (j.vm.as_str(), j.complete)).collect::<Vec<_>>(),
+        [("gaming", true), ("second", false)]
+    );
+    assert_eq!(journal.release("second", &host).unwrap(), Released::Restored(1));
+    assert_eq!(journal.release("gaming", &host).unwrap(), Released::Restored(5));
+    let read = |path: &str| std::fs::read_to_string(root.join(path.trim_start_matches('/'))).unwrap();
+    assert_eq!(read(pool), "0\n");
+    assert_eq!(read("/proc/irq/default_smp_affinity"), "f\n");
+    for irq in [0, 9, 24] {
+        assert_eq!(read(&format!("/proc/irq/{irq}/smp_affinity_list")), "0-3\n");
+    }
+    assert!(journal.status().unwrap().is_empty());
+}
+
+/// A journal of a newer format than this kvmtune knows is refused with what it is, never
+/// guessed at.
+#[test]
+fn a_journal_of_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    lay_out(&root, &[(BOOT_ID_PATH.to_string(), b"5b3c7e1a-0000-4000-8000-00000000cafe\n".to_vec())]);
+    let journals = dir.path().join("run-kvmtune");
+    std::fs::create_dir_all(&journals).unwrap();
+    std::fs::write(
+        journals.join("future.journal"),
+        "{\"record\":\"begin\",\"version\":99,\"vm\":\"future\",\"boot_id\":\"5b3c7e1a-0000-4000-8000-00000000cafe\",\"pid\":1}\n",
+    )
+    .unwrap();
+    let host = Host::rooted(&root);
+    let error = Journal::open(&journals, &host).unwrap().status().unwrap_err();
+    assert!(error.to_string().contains("journal version 99, written by a newer kvmtune"), "{error}");
 }

@@ -3,12 +3,13 @@
 //! isolation itself (cgroups, IRQs, workqueues, hugepages) is tested for real in the lab guest
 //! (`crates/kvmtune-cli/tests/host_lab.rs`).
 
-use std::cell::RefCell;
 use std::path::Path;
 
+use kvmtune::host::Host;
+use kvmtune::host::fakes::FakeSystemd;
 use kvmtune::hostchange::journal::BOOT_ID_PATH;
 use kvmtune::hostchange::prepare::{self, CgroupLayout, PrepareRequest, Refusal};
-use kvmtune::hostchange::{ChangeKind, HostWriter, Journal, RootedHostWriter};
+use kvmtune::hostchange::{ChangeKind, Journal};
 use kvmtune::values::CpuSet;
 
 fn put(root: &Path, path: &str, text: &str) {
@@ -60,7 +61,7 @@ fn request(cpus: &str) -> PrepareRequest {
 #[test]
 fn epp_is_set_before_the_governor_so_undo_restores_the_governor_first() {
     let host = cpufreq_host();
-    let writer = RootedHostWriter::new(host.path());
+    let writer = Host::rooted(host.path());
     let plan = prepare::plan(&request("2-3"), &[], &writer).unwrap();
     let files: Vec<&str> = plan.actions.iter().map(|a| a.path.rsplit('/').next().unwrap()).collect();
     assert_eq!(
@@ -93,7 +94,7 @@ fn epp_is_set_before_the_governor_so_undo_restores_the_governor_first() {
 #[test]
 fn a_governor_or_epp_the_policy_does_not_offer_is_refused() {
     let host = cpufreq_host();
-    let writer = RootedHostWriter::new(host.path());
+    let writer = Host::rooted(host.path());
     let mut asked = request("2-3");
     asked.governor = Some("schedutil".to_string());
     let refusal = prepare::plan(&asked, &[], &writer).unwrap_err();
@@ -104,53 +105,10 @@ fn a_governor_or_epp_the_policy_does_not_offer_is_refused() {
     assert!(matches!(prepare::plan(&asked, &[], &writer), Err(Refusal::NotOffered { what: "EPP", .. })));
 }
 
-/// systemd cannot run here: a writer that answers `systemctl show` as systemd 252 does for a
-/// slice without AllowedCPUs (an empty line) and for a running unit's ActiveState (`active`),
-/// and records every call, over a rooted host.
-struct SystemdHost {
-    files: RootedHostWriter,
-    calls: RefCell<Vec<String>>,
-}
-
-impl HostWriter for SystemdHost {
-    fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
-        self.files.read(path)
-    }
-    fn write(&self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
-        self.files.write(path, bytes)
-    }
-    fn describe(&self) -> String {
-        "a systemd host".to_string()
-    }
-    fn list_dir(&self, path: &str) -> std::io::Result<Vec<String>> {
-        self.files.list_dir(path)
-    }
-    fn is_dir(&self, path: &str) -> bool {
-        self.files.is_dir(path)
-    }
-    fn link_target(&self, path: &str) -> std::io::Result<String> {
-        self.files.link_target(path)
-    }
-    fn make_dir(&self, path: &str) -> std::io::Result<()> {
-        self.files.make_dir(path)
-    }
-    fn remove_dir(&self, path: &str) -> std::io::Result<()> {
-        self.files.remove_dir(path)
-    }
-    fn set_affinity(&self, tid: u32, cpus: &CpuSet) -> std::io::Result<()> {
-        self.files.set_affinity(tid, cpus)
-    }
-    fn request(&self, socket: &str, message: &[u8]) -> std::io::Result<Vec<u8>> {
-        self.files.request(socket, message)
-    }
-    fn systemctl(&self, args: &[&str]) -> std::io::Result<String> {
-        self.calls.borrow_mut().push(args.join(" "));
-        Ok(match args {
-            ["show", "--value", "-p", "ActiveState", _] => "active\n".to_string(),
-            ["show", ..] => "\n".to_string(),
-            _ => String::new(),
-        })
-    }
+/// systemd cannot run as PID 1 here: a rooted host whose systemd is the fake, with the units
+/// a host has (slices without AllowedCPUs, as systemd 252 prints them: empty).
+fn systemd_host(root: &Path, systemd: FakeSystemd) -> Host {
+    Host { systemd: Box::new(systemd), ..Host::rooted(root) }
 }
 
 #[test]
@@ -161,7 +119,11 @@ fn with_systemd_the_host_units_get_allowed_cpus_through_systemd_and_back() {
     put(root, "/sys/devices/system/cpu/online", "0-7\n");
     put(root, "/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
     put(root, "/proc/1/comm", "systemd\n");
-    let host = SystemdHost { files: RootedHostWriter::new(root), calls: RefCell::new(Vec::new()) };
+    let systemd = FakeSystemd::default()
+        .with_unit("system.slice", &[("AllowedCPUs", "")])
+        .with_unit("user.slice", &[("AllowedCPUs", "")])
+        .with_unit("init.scope", &[("AllowedCPUs", "")]);
+    let host = systemd_host(root, systemd.clone());
     assert_eq!(prepare::cgroup_layout(&host), CgroupLayout::V2Systemd);
     let mut asked = request("2-7");
     (asked.governor, asked.epp, asked.isolate) = (None, None, true);
@@ -178,19 +140,24 @@ fn with_systemd_the_host_units_get_allowed_cpus_through_systemd_and_back() {
 
     let journal = Journal::open(root.join("run-kvmtune"), &host).unwrap();
     journal.apply(&plan.vm, &plan.taken, &plan.actions, &host).unwrap();
+    let allowed = |unit: &str| systemd.value(unit, "AllowedCPUs");
+    for unit in ["system.slice", "user.slice", "init.scope"] {
+        assert_eq!(allowed(unit), "0-1", "{unit} while the VM runs");
+    }
     journal.release("win11", &host).unwrap();
-    let calls = host.calls.borrow();
-    let changes: Vec<&String> = calls.iter().filter(|c| c.starts_with("set-property")).collect();
+    for unit in ["system.slice", "user.slice", "init.scope"] {
+        assert_eq!(allowed(unit), "", "{unit} after release: no restriction, as before");
+    }
+    // Undone newest first.
     assert_eq!(
-        changes,
+        systemd.changes(),
         [
-            "set-property --runtime system.slice AllowedCPUs=0-1",
-            "set-property --runtime user.slice AllowedCPUs=0-1",
-            "set-property --runtime init.scope AllowedCPUs=0-1",
-            // Undo, newest first, back to "no restriction".
-            "set-property --runtime init.scope AllowedCPUs=",
-            "set-property --runtime user.slice AllowedCPUs=",
-            "set-property --runtime system.slice AllowedCPUs=",
+            "system.slice AllowedCPUs=0-1",
+            "user.slice AllowedCPUs=0-1",
+            "init.scope AllowedCPUs=0-1",
+            "init.scope AllowedCPUs=",
+            "user.slice AllowedCPUs=",
+            "system.slice AllowedCPUs=",
         ]
     );
 }
@@ -217,7 +184,8 @@ fn with_systemd_the_display_manager_stops_first_and_starts_last() {
     std::fs::create_dir_all(root.join("sys/bus/pci/drivers/vfio-pci")).unwrap();
     std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
     link("/etc/systemd/system/display-manager.service", "/lib/systemd/system/gdm3.service");
-    let host = SystemdHost { files: RootedHostWriter::new(root), calls: RefCell::new(Vec::new()) };
+    let systemd = FakeSystemd::default().with_unit("display-manager.service", &[("ActiveState", "active")]);
+    let host = systemd_host(root, systemd.clone());
 
     let plan =
         kvmtune::hostchange::vfio::plan_bind("win", &["01:00.0".parse().unwrap()], true, &host).unwrap();
@@ -227,15 +195,10 @@ fn with_systemd_the_display_manager_stops_first_and_starts_last() {
     let journal = Journal::open(root.join("run-kvmtune"), &host).unwrap();
     journal.apply("win.vfio", &CpuSet::new(), &plan.actions[..2], &host).unwrap();
     assert_eq!(std::fs::read_to_string(root.join("sys/class/vtconsole/vtcon1/bind")).unwrap(), "0");
+    assert_eq!(systemd.value("display-manager.service", "ActiveState"), "inactive");
     journal.release("win.vfio", &host).unwrap();
     // The original bytes, as they were read.
     assert_eq!(std::fs::read_to_string(root.join("sys/class/vtconsole/vtcon1/bind")).unwrap(), "1\n");
-    assert_eq!(
-        *host.calls.borrow(),
-        [
-            "show --value -p ActiveState display-manager.service",
-            "stop display-manager.service",
-            "start display-manager.service",
-        ]
-    );
+    assert_eq!(systemd.value("display-manager.service", "ActiveState"), "active");
+    assert_eq!(systemd.changes(), ["stop display-manager.service", "start display-manager.service"]);
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use kvmtune::host::topology::Topology;
-use kvmtune::host::{self, SnapshotHost};
+use kvmtune::host::{self, Host};
 use kvmtune::values::CpuSet;
 
 /// What the oracle says, as partitions of PU numbers, so that numbering differences between
@@ -177,7 +177,7 @@ fn parse_hwloc_xml(text: &str) -> Expected {
 }
 
 fn probe_snapshot(root: &Path) -> host::HostFacts {
-    host::probe(&SnapshotHost::open(root).expect("snapshot opens"))
+    host::probe(&Host::snapshot(root).expect("snapshot opens"))
 }
 
 fn ours_partition(sets: impl Iterator<Item = CpuSet>) -> BTreeSet<CpuSet> {

@@ -187,7 +187,7 @@ fn editing_is_lossless_on_every_corpus_xml() {
         let changes: usize = actions
             .iter()
             .map(|a| match a {
-                kvmtune::analysis::fix::FixAction::EnableHyperv { features } => features.len(),
+                kvmtune::config::edit::ConfigEdit::EnableHyperv { features } => features.len(),
                 _ => 1,
             })
             .sum();

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use kvmtune::host::kvm::HypervSupport;
-use kvmtune::host::{self, Fact, LiveHost};
+use kvmtune::host::{self, Fact, Host};
 use kvmtune::values::CpuSet;
 
 fn lstopo_xml() -> String {
@@ -20,7 +20,7 @@ fn lstopo_xml() -> String {
 
 #[test]
 fn topology_matches_hwloc_on_this_machine() {
-    let facts = host::probe(&LiveHost);
+    let facts = host::probe(&Host::live());
     let xml = lstopo_xml();
     let document = roxmltree::Document::parse_with_options(
         &xml,
@@ -48,7 +48,7 @@ fn topology_matches_hwloc_on_this_machine() {
 
 #[test]
 fn cpu_count_matches_the_c_library() {
-    let facts = host::probe(&LiveHost);
+    let facts = host::probe(&Host::live());
     // sysconf(_SC_NPROCESSORS_ONLN) is glibc's reading of the same kernel state.
     let output = Command::new("getconf").arg("_NPROCESSORS_ONLN").output().unwrap();
     let online: usize = String::from_utf8(output.stdout).unwrap().trim().parse().unwrap();
@@ -58,7 +58,7 @@ fn cpu_count_matches_the_c_library() {
 
 #[test]
 fn kvm_device_answers_and_hyperv_support_agrees_with_capabilities() {
-    let facts = host::probe(&LiveHost);
+    let facts = host::probe(&Host::live());
     let Fact::Known(device) = &facts.kvm.device else { panic!("the live probe must ask /dev/kvm") };
     // The development and CI machines have /dev/kvm (the brief); a machine without it fails here.
     assert!(device.present, "/dev/kvm missing");
@@ -86,7 +86,7 @@ fn kvm_device_answers_and_hyperv_support_agrees_with_capabilities() {
 
 #[test]
 fn clocksource_and_tsc_verdict_are_consistent() {
-    let facts = host::probe(&LiveHost);
+    let facts = host::probe(&Host::live());
     let current = facts.time.current_clocksource.known().expect("clocksource readable");
     let available = facts.time.available_clocksources.known().expect("available clocksources readable");
     assert!(available.contains(current));
@@ -97,7 +97,7 @@ fn clocksource_and_tsc_verdict_are_consistent() {
 
 #[test]
 fn cgroup_layout_matches_the_mounted_filesystems() {
-    let facts = host::probe(&LiveHost);
+    let facts = host::probe(&Host::live());
     let cgroups = facts.host_state.cgroups.known().expect("cgroups readable");
     // stat(1) names the filesystem at the cgroup root: cgroup2fs for a pure v2 host, tmpfs
     // holding per-controller mounts otherwise.
@@ -119,8 +119,8 @@ fn cgroup_layout_matches_the_mounted_filesystems() {
 fn probing_twice_gives_the_same_facts() {
     // Facts are deterministic: two probes agree on everything but what moves by itself (free
     // memory and the process list).
-    let mut first = host::probe(&LiveHost);
-    let mut second = host::probe(&LiveHost);
+    let mut first = host::probe(&Host::live());
+    let mut second = host::probe(&Host::live());
     for facts in [&mut first, &mut second] {
         facts.memory.available_kib = Fact::Unknown(String::new());
         facts.memory.nodes = Fact::Unknown(String::new());
@@ -141,7 +141,7 @@ fn packaged_release(package: &str) -> String {
 
 #[test]
 fn qemu_and_libvirt_releases_match_the_installed_packages() {
-    let facts = host::probe(&LiveHost);
+    let facts = host::probe(&Host::live());
     assert_eq!(
         facts.software.qemu.known().map(ToString::to_string),
         Some(packaged_release("qemu-system-x86"))
@@ -156,14 +156,14 @@ fn qemu_and_libvirt_releases_match_the_installed_packages() {
 fn a_snapshot_says_it_records_no_program_versions() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("sys")).unwrap();
-    let facts = host::probe(&host::SnapshotHost::open(dir.path()).unwrap());
+    let facts = host::probe(&host::Host::snapshot(dir.path()).unwrap());
     let Fact::Unknown(reason) = &facts.software.qemu else { panic!("{:?}", facts.software.qemu) };
     assert!(reason.contains("records no program versions"), "{reason}");
 }
 
 #[test]
 fn host_facts_saved_before_the_releases_were_probed_still_load() {
-    let facts = host::probe(&LiveHost);
+    let facts = host::probe(&Host::live());
     let mut json = serde_json::to_value(&facts).unwrap();
     json.as_object_mut().unwrap().remove("software");
     let loaded: host::HostFacts = serde_json::from_value(json).unwrap();

@@ -6,7 +6,7 @@
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use kvmtune::host::{self, Fact, SnapshotHost};
+use kvmtune::host::{self, Fact, Host};
 
 /// `ids` is (class, vendor, device) as sysfs prints them.
 fn device(root: &Path, address: &str, ids: (&str, &str, &str), driver: &str, group: u32, node: &str) {
@@ -32,7 +32,7 @@ fn gpu_group_mates_driver_and_node() {
     device(root, "0000:01:00.1", ("0x040300", "0x10de", "0x22ba"), "snd_hda_intel", 14, "1");
     device(root, "0000:02:00.0", ("0x010802", "0x144d", "0xa80a"), "nvme", 15, "-1");
     std::fs::write(root.join("sys/bus/pci/devices/0000:01:00.0/boot_vga"), "0\n").unwrap();
-    let facts = host::probe(&SnapshotHost::open(root).unwrap());
+    let facts = host::probe(&Host::snapshot(root).unwrap());
 
     assert_eq!(facts.iommu.enabled, Fact::Known(true));
     assert_eq!(facts.iommu.groups.len(), 2);
@@ -61,6 +61,6 @@ fn gpu_group_mates_driver_and_node() {
 fn no_iommu_groups_means_iommu_off() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("sys/kernel/iommu_groups")).unwrap();
-    let facts = host::probe(&SnapshotHost::open(dir.path()).unwrap());
+    let facts = host::probe(&Host::snapshot(dir.path()).unwrap());
     assert_eq!(facts.iommu.enabled, Fact::Known(false));
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use kvmtune::host::topology::CoreType;
-use kvmtune::host::{self, SnapshotHost};
+use kvmtune::host::{self, Host};
 
 fn write(root: &Path, path: &str, contents: &str) {
     let full = root.join(path);
@@ -43,7 +43,7 @@ fn ryzen_7950x3d_vcache_ccd_stands_out() {
     let dir = tempfile::tempdir().unwrap();
     // 16 cores, SMT2, CCD 0 (cores 0-7) with 96 MiB of L3, CCD 1 with 32 MiB.
     build(dir.path(), "AuthenticAMD", 16, 2, |core| if core < 8 { (0, 96 * 1024) } else { (1, 32 * 1024) });
-    let facts = host::probe(&SnapshotHost::open(dir.path()).unwrap());
+    let facts = host::probe(&Host::snapshot(dir.path()).unwrap());
     let groups = &facts.topology.l3_groups;
     assert_eq!(groups.len(), 2);
     assert_eq!(groups[0].cpus.to_string(), "0-7,16-23");
@@ -75,7 +75,7 @@ fn hybrid_intel_from_the_kernel_pmus() {
         );
         write(root, &format!("{base}/topology/core_cpus_list"), &format!("{siblings}\n"));
     }
-    let facts = host::probe(&SnapshotHost::open(root).unwrap());
+    let facts = host::probe(&Host::snapshot(root).unwrap());
     let types = facts.topology.core_types.known().cloned().flatten().expect("hybrid detected");
     assert_eq!(types.performance.to_string(), "0-15");
     assert_eq!(types.efficiency.to_string(), "16-31");

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use kvmtune::analysis::Severity;
 use kvmtune::analysis::Workload;
 use kvmtune::analysis::check::{CheckOptions, check};
-use kvmtune::analysis::planner::placement::quality;
+use kvmtune::analysis::placement::quality;
 use kvmtune::analysis::planner::{PlanError, PlanRequest, VmRequest, plan};
 use kvmtune::config::model::WindowsVersion;
-use kvmtune::host::{self, Fact, HostFacts, SnapshotHost};
+use kvmtune::host::{self, Fact, Host, HostFacts};
 use kvmtune::knowledge::hyperv::availability;
 use kvmtune::output::libvirt_domain::render_domain;
 use kvmtune::values::SourceText;
@@ -43,7 +43,7 @@ fn corpus_hosts() -> Vec<(String, HostFacts, tempfile::TempDir)> {
         .into_iter()
         .map(|tarball| {
             let (guard, root) = kvmtune_testkit::unpack(&tarball);
-            let facts = host::probe(&SnapshotHost::open(&root).unwrap());
+            let facts = host::probe(&Host::snapshot(&root).unwrap());
             (tarball.file_name().unwrap().to_string_lossy().to_string(), facts, guard)
         })
         .collect()
@@ -55,7 +55,7 @@ fn synthetic_hosts() -> Vec<(String, HostFacts, tempfile::TempDir)> {
         .map(|machine| {
             let dir = tempfile::tempdir().unwrap();
             machine.write(dir.path());
-            let facts = host::probe(&SnapshotHost::open(dir.path()).unwrap());
+            let facts = host::probe(&Host::snapshot(dir.path()).unwrap());
             (machine.name.to_string(), facts, dir)
         })
         .collect()
@@ -169,7 +169,7 @@ fn placement_reaches_its_lower_bounds_at_every_size() {
 fn synthetic(machine: SyntheticHost) -> (HostFacts, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     machine.write(dir.path());
-    (host::probe(&SnapshotHost::open(dir.path()).unwrap()), dir)
+    (host::probe(&Host::snapshot(dir.path()).unwrap()), dir)
 }
 
 #[test]
@@ -261,7 +261,7 @@ fn impossible_requests_are_errors() {
 fn vcpus_and_memory_follow_the_passed_through_device() {
     let tarball = kvmtune_testkit::corpus().join("hwloc/32em64t-2n8c+dax+nvme+mic+dimms.tar.bz2");
     let (_guard, root) = kvmtune_testkit::unpack(&tarball);
-    let facts = host::probe(&SnapshotHost::open(&root).unwrap());
+    let facts = host::probe(&Host::snapshot(&root).unwrap());
     // Without a device the roomiest node comes first; with one on node 1, node 1 it is.
     let mut with_device = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
     with_device.vms[0].devices.push("80:02.0".parse().unwrap());
@@ -522,7 +522,7 @@ fn missing_devices_are_one_decision() {
 /// is PIN003's to report.
 #[test]
 fn pin007_on_real_configs_fires_only_where_the_host_is_left_nothing() {
-    use kvmtune::analysis::planner::placement::default_host_share;
+    use kvmtune::analysis::placement::default_host_share;
     let dir = kvmtune_testkit::corpus().join("user-xml");
     let mut fired = Vec::new();
     let mut expected = Vec::new();

@@ -4,8 +4,9 @@ use serde::Serialize;
 
 use crate::analysis::Severity;
 use crate::analysis::Workload;
-use crate::analysis::fix::{Applicability, Fix, FixAction};
+use crate::analysis::fix::{Applicability, Fix};
 use crate::analysis::vm_rules::{RuleContext, VM_RULES, VmRule};
+pub(super) use crate::config::edit::ConfigEdit;
 use crate::config::model::{SourceFormat, VmConfig, WindowsVersion};
 use crate::host::HostFacts;
 use crate::values::CpuSet;
@@ -170,8 +171,8 @@ pub fn fix_until_stable(
 }
 
 /// The distinct safe fix actions of a report, in diagnostic order.
-fn safe_actions(report: &CheckReport) -> Vec<FixAction> {
-    let mut actions: Vec<FixAction> = Vec::new();
+fn safe_actions(report: &CheckReport) -> Vec<ConfigEdit> {
+    let mut actions: Vec<ConfigEdit> = Vec::new();
     for diagnostic in &report.diagnostics {
         if let Some(fix) = diagnostic.fix.as_ref().filter(|f| f.applicability == Applicability::Safe)
             && !actions.contains(&fix.action)

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::analysis::exit_rules::{busy_time_us, diagnose, exit_total};
+use crate::analysis::exit_diagnosis::diagnose;
+use crate::analysis::exit_rules::{busy_time_us, exit_total};
 use crate::exits::ExitProfile;
 
 #[derive(Debug, Clone, Serialize)]

@@ -12,7 +12,7 @@
 use crate::analysis::Severity;
 use crate::analysis::exit_rules::{EXIT_RULES, ExitFinding, IDLE_REASONS, ReasonShare, exit_total};
 use crate::analysis::fix::Applicability;
-use crate::analysis::rule::{Category, RuleMeta};
+use crate::analysis::meta::{Category, RuleMeta};
 use crate::config::model::VmConfig;
 use crate::exits::ExitProfile;
 use crate::host::HostFacts;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::analysis::Severity;
 use crate::analysis::fix::Applicability;
-use crate::analysis::rule::{Category, RuleMeta};
+use crate::analysis::meta::{Category, RuleMeta};
 use crate::exits::model::saturating_sum;
 use crate::exits::{ExitProfile, ExitRow, RowKind};
 
@@ -354,28 +354,8 @@ fn rate_per_vcpu(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64> {
     Some(saturating_sum(rows.iter().map(|r| r.count)) as f64 / seconds / vcpus)
 }
 
-/// [`diagnose_with`] without a config or host facts.
-pub fn diagnose(profile: &ExitProfile) -> Vec<ExitFinding> {
-    diagnose_with(profile, &crate::analysis::exit_patterns::ExitContext::default())
-}
-
-/// The single-reason causes and the patterns; a pattern that fires replaces the single-reason
-/// findings it explains better.
-pub fn diagnose_with(
-    profile: &ExitProfile,
-    context: &crate::analysis::exit_patterns::ExitContext,
-) -> Vec<ExitFinding> {
-    let patterns = crate::analysis::exit_patterns::diagnose_patterns(profile, context);
-    let superseded: Vec<&str> = patterns.iter().flat_map(|(_, s)| s.iter().copied()).collect();
-    let mut findings: Vec<ExitFinding> =
-        diagnose_reasons(profile).into_iter().filter(|f| !superseded.contains(&f.rule)).collect();
-    findings.extend(patterns.into_iter().map(|(finding, _)| finding));
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.rule.cmp(b.rule)));
-    findings
-}
-
 /// One finding per single-reason cause whose reasons stand out.
-fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
+pub fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
     let total = exit_total(profile).max(1) as f64;
     let busy = busy_time(profile);
     let mut findings = Vec::new();

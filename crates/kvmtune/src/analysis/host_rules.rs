@@ -5,11 +5,12 @@ use serde::Serialize;
 
 use crate::analysis::Severity;
 use crate::analysis::fix::Applicability;
-use crate::analysis::rule::{Category, RuleMeta};
+use crate::analysis::meta::{Category, RuleMeta};
 use crate::host::HostFacts;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
 use crate::hostchange::HostAction;
+use crate::knowledge::recommended;
 
 /// One rule. `check` returns the specific message for this host, or `None` when the rule
 /// does not apply.
@@ -33,10 +34,6 @@ pub struct HostFinding {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<HostAction>,
 }
-
-/// Governors that leave a core at a low clock until load has been seen for a while
-/// (kernel Documentation/admin-guide/pm/cpufreq.rst).
-pub const SLOW_GOVERNORS: &[&str] = &["powersave", "ondemand", "conservative"];
 
 pub const HOST_RULES: &[HostRule] = &[
     HostRule {
@@ -198,7 +195,7 @@ pub const HOST_RULES: &[HostRule] = &[
             let governors = facts.host_state.cpufreq_governors.known()?;
             let slow: Vec<String> = governors
                 .iter()
-                .filter(|(name, _)| SLOW_GOVERNORS.contains(&name.as_str()))
+                .filter(|(name, _)| recommended::SLOW_GOVERNORS.contains(&name.as_str()))
                 .map(|(name, cpus)| format!("{name} on CPUs {cpus}"))
                 .collect();
             (!slow.is_empty()).then(|| slow.join(", "))
@@ -207,7 +204,7 @@ pub const HOST_RULES: &[HostRule] = &[
             let Some(governors) = facts.host_state.cpufreq_governors.known() else { return Vec::new() };
             governors
                 .iter()
-                .filter(|(name, _)| SLOW_GOVERNORS.contains(&name.as_str()))
+                .filter(|(name, _)| recommended::SLOW_GOVERNORS.contains(&name.as_str()))
                 .flat_map(|(name, cpus)| {
                     cpus.iter().map(move |cpu| {
                         HostAction::set_governor(cpu, Some(name), crate::knowledge::recommended::GOVERNOR)

@@ -8,11 +8,14 @@
 
 pub mod check;
 pub mod exit_compare;
+pub mod exit_diagnosis;
 pub mod exit_patterns;
 pub mod exit_rules;
 pub mod fix;
 pub mod host_rules;
 pub mod hyperv_support;
+pub mod meta;
+pub mod placement;
 pub mod planner;
 pub mod rule;
 pub mod vm_rules;

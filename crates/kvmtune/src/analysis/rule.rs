@@ -1,5 +1,6 @@
-//! The one registry of rules. Host, VM-config and exit rules share one metadata type,
-//! [`RuleMeta`], and one lookup, [`find`] / [`lookup`], that answers `kvmtune rules`,
+//! The one registry of rules, the top of `analysis`: it reads every rule table, and no table
+//! reads it. Host, VM-config and exit rules share one metadata type ([`RuleMeta`], declared in
+//! [`crate::analysis::meta`] beside the tables that use it), and one lookup, [`find`] / [`lookup`], that answers `kvmtune rules`,
 //! `kvmtune explain` and `--select` alike. Ids are unique across all three kinds (a test says so).
 //!
 //! Where a rule goes: a host rule is one entry in [`crate::analysis::host_rules::HOST_RULES`],
@@ -9,74 +10,12 @@
 
 use serde::Serialize;
 
-use crate::analysis::Severity;
 use crate::analysis::exit_patterns::{PATTERN_RULES, PatternRule};
 use crate::analysis::exit_rules::{EXIT_RULES, ExitRule};
-use crate::analysis::fix::Applicability;
 use crate::analysis::host_rules::{HOST_RULES, HostRule};
 use crate::analysis::vm_rules::{VM_RULES, VmRule};
 
-/// What a rule is about, as `kvmtune rules` groups them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Category {
-    Hyperv,
-    Timers,
-    Pinning,
-    Cpu,
-    Memory,
-    Devices,
-    OldGuests,
-    /// Raw QEMU arguments passed around the config (`<qemu:commandline>`).
-    QemuArgs,
-    /// What the domain asks of its host through kvmtune's libvirt hook (`<kvmtune:host>`).
-    HostRequest,
-    /// The host's KVM, kernel and devices.
-    Host,
-    /// Exit causes read from VM-exit statistics.
-    Exits,
-}
-
-impl Category {
-    pub fn label(self) -> &'static str {
-        match self {
-            Category::Hyperv => "hyperv",
-            Category::Timers => "timers",
-            Category::Pinning => "pinning",
-            Category::Cpu => "cpu",
-            Category::Memory => "memory",
-            Category::Devices => "devices",
-            Category::OldGuests => "old-guests",
-            Category::QemuArgs => "qemu-args",
-            Category::HostRequest => "host-request",
-            Category::Host => "host",
-            Category::Exits => "exits",
-        }
-    }
-}
-
-/// Everything a person reads about a rule; the same for every kind of rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct RuleMeta {
-    /// Stable id; never reused for another rule.
-    pub id: &'static str,
-    /// A kebab-case name that `--select` and `explain` take as well as the id.
-    pub name: &'static str,
-    pub category: Category,
-    /// The default severity; a finding may raise or lower it.
-    pub severity: Severity,
-    pub title: &'static str,
-    /// What happens in the guest and why, with the measured impact where a source gives one.
-    pub explanation: &'static str,
-    /// A short example of what the rule finds.
-    pub example: &'static str,
-    /// The fix, in words (a finding carries the concrete action).
-    pub fix: &'static str,
-    /// Whether kvmtune may apply that fix itself (`--fix` applies only `Safe` ones).
-    pub fix_safety: Applicability,
-    /// Where the knowledge comes from.
-    pub source: &'static str,
-}
+pub use crate::analysis::meta::{Category, RuleMeta};
 
 /// Which engine runs a rule, and on what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

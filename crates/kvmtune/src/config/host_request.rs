@@ -19,7 +19,9 @@
 //! libvirt keeps a `<metadata>` child verbatim as long as it has a namespace of its own
 //! (libvirt docs/formatdomain.rst, "General metadata").
 
-use crate::analysis::planner::host_side::HostSide;
+use serde::Serialize;
+
+use crate::values::{CpuSet, PciAddress};
 
 /// The namespace of `<kvmtune:host>`; the version is its last segment.
 pub const NAMESPACE: &str = "https://kvmtune.dev/xmlns/libvirt/host/1";
@@ -50,4 +52,28 @@ pub fn render_lines(side: &HostSide, quote: char) -> Vec<(usize, String)> {
     }
     lines.push((0, format!("</{PREFIX}:host>")));
     lines
+}
+
+/// Hugepages a VM needs on one node (`None`: from the host-wide pool).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HugepageNeed {
+    pub size_kib: u64,
+    pub count: u64,
+    pub node: Option<u32>,
+}
+
+/// The host side of a VM's plan: what `kvmtune host prepare` and `kvmtune vfio bind` do for it
+/// while it runs. The plan's text prints it as a command line, and the libvirt domain carries it
+/// as `<metadata><kvmtune:host>` ([`render_lines`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostSide {
+    /// Every CPU the VM takes from the host: its vCPUs, and its emulator and iothreads where
+    /// they are not on housekeeping CPUs.
+    pub cpus: CpuSet,
+    pub housekeeping: CpuSet,
+    pub hugepages: Option<HugepageNeed>,
+    /// Set only where the host runs a slow governor.
+    pub governor: Option<&'static str>,
+    /// PCI devices handed to vfio-pci, each with its IOMMU group.
+    pub devices: Vec<PciAddress>,
 }

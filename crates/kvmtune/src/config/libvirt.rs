@@ -21,16 +21,6 @@ use crate::values::{PciAddress, SourceText};
 const LIBOSINFO_NS: &str = "http://libosinfo.org/xmlns/libvirt/domain/1.0";
 const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
 
-/// `kvm-apic.vapic=off` (or `apic.vapic=false`): QEMU's TPR patching switch.
-pub fn tpr_patching_setting(global: &str) -> Option<bool> {
-    let value = global.strip_prefix("kvm-apic.vapic=").or_else(|| global.strip_prefix("apic.vapic="))?;
-    match value {
-        "on" | "true" => Some(true),
-        "off" | "false" => Some(false),
-        _ => None,
-    }
-}
-
 pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
     let options = ParsingOptions { allow_dtd: true, ..ParsingOptions::default() };
     let document = Document::parse_with_options(text, options).map_err(|error| {

@@ -1,4 +1,4 @@
-//! Applies [`FixAction`]s to libvirt domain XML by splicing the original text.
+//! Applies [`ConfigEdit`]s to libvirt domain XML by splicing the original text.
 //!
 //! Only the bytes a fix must change are touched: attributes are rewritten in place, new
 //! elements are inserted with the indentation and quote style the file already uses, and
@@ -8,8 +8,8 @@
 
 use roxmltree::{Document, Node, ParsingOptions};
 
-use crate::analysis::fix::FixAction;
 use crate::config::ConfigError;
+use crate::config::edit::ConfigEdit;
 use crate::config::host_request;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
 use crate::values::Span;
@@ -57,7 +57,7 @@ pub fn apply_edits(text: &str, edits: &[Edit]) -> Result<String, EditError> {
 }
 
 /// Applies every action in order and returns the new text.
-pub fn apply_actions(text: &str, actions: &[FixAction]) -> Result<String, EditError> {
+pub fn apply_actions(text: &str, actions: &[ConfigEdit]) -> Result<String, EditError> {
     let mut current = text.to_string();
     for action in actions {
         for step in steps(action) {
@@ -73,32 +73,32 @@ pub fn apply_actions(text: &str, actions: &[FixAction]) -> Result<String, EditEr
 }
 
 /// Splits multi-feature actions so that each step sees the result of the one before.
-fn steps(action: &FixAction) -> Vec<FixAction> {
+fn steps(action: &ConfigEdit) -> Vec<ConfigEdit> {
     match action {
-        FixAction::EnableHyperv { features } => {
-            features.iter().map(|f| FixAction::EnableHyperv { features: vec![f.clone()] }).collect()
+        ConfigEdit::EnableHyperv { features } => {
+            features.iter().map(|f| ConfigEdit::EnableHyperv { features: vec![f.clone()] }).collect()
         }
         // Old pins go first; then each new pin is one insertion into the re-read file.
-        FixAction::SetPins { vcpus, emulator, iothreads } => {
-            let mut steps = vec![FixAction::SetPins {
+        ConfigEdit::SetPins { vcpus, emulator, iothreads } => {
+            let mut steps = vec![ConfigEdit::SetPins {
                 vcpus: Vec::new(),
                 emulator: String::new(),
                 iothreads: Vec::new(),
             }];
             for pin in vcpus {
-                steps.push(FixAction::SetPins {
+                steps.push(ConfigEdit::SetPins {
                     vcpus: vec![pin.clone()],
                     emulator: String::new(),
                     iothreads: Vec::new(),
                 });
             }
-            steps.push(FixAction::SetPins {
+            steps.push(ConfigEdit::SetPins {
                 vcpus: Vec::new(),
                 emulator: emulator.clone(),
                 iothreads: Vec::new(),
             });
             for pin in iothreads {
-                steps.push(FixAction::SetPins {
+                steps.push(ConfigEdit::SetPins {
                     vcpus: Vec::new(),
                     emulator: String::new(),
                     iothreads: vec![pin.clone()],
@@ -108,12 +108,12 @@ fn steps(action: &FixAction) -> Vec<FixAction> {
         }
         // `<memory>` strict to every cell's node first; the cells and memnodes then go in
         // against the re-read file.
-        FixAction::SetGuestNuma { cells } => {
+        ConfigEdit::SetGuestNuma { cells } => {
             let mut nodes: Vec<u32> = cells.iter().map(|c| c.host_node).collect();
             nodes.sort_unstable();
             nodes.dedup();
             let nodeset: crate::values::CpuSet = nodes.into_iter().collect();
-            vec![FixAction::SetNumatune { nodeset: nodeset.to_string() }, action.clone()]
+            vec![ConfigEdit::SetNumatune { nodeset: nodeset.to_string() }, action.clone()]
         }
         other => vec![other.clone()],
     }
@@ -286,30 +286,30 @@ impl<'a, 'input> Editor<'a, 'input> {
         self.document.root_element()
     }
 
-    fn edits(&self, action: &FixAction) -> Result<Vec<Edit>, EditError> {
+    fn edits(&self, action: &ConfigEdit) -> Result<Vec<Edit>, EditError> {
         let root = self.root();
         match action {
-            FixAction::EnableHyperv { features } => {
+            ConfigEdit::EnableHyperv { features } => {
                 let mut edits = Vec::new();
                 for feature in features {
                     edits.extend(self.set_hyperv(feature, true)?);
                 }
                 Ok(edits)
             }
-            FixAction::DisableHyperv { feature } => self.set_hyperv(feature, false),
-            FixAction::SetSpinlockRetries { retries } => {
+            ConfigEdit::DisableHyperv { feature } => self.set_hyperv(feature, false),
+            ConfigEdit::SetSpinlockRetries { retries } => {
                 let spinlocks = element(root, "features")
                     .and_then(|f| element(f, "hyperv"))
                     .and_then(|h| element(h, "spinlocks"))
                     .ok_or_else(|| EditError::NotApplicable("no <spinlocks> element".into()))?;
                 Ok(vec![self.set_attribute(spinlocks, "retries", &retries.to_string())])
             }
-            FixAction::SetTimer { name, attributes } => {
+            ConfigEdit::SetTimer { name, attributes } => {
                 let pairs: Vec<(&str, &str)> =
                     attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 self.set_timer(name, &pairs)
             }
-            FixAction::SetClockOffset { offset } => match element(root, "clock") {
+            ConfigEdit::SetClockOffset { offset } => match element(root, "clock") {
                 Some(clock) => Ok(vec![self.set_attribute(clock, "offset", offset)]),
                 None => Ok(vec![self.insert_child(
                     root,
@@ -317,7 +317,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     &["on_poweroff", "on_reboot", "on_crash", "pm", "devices"],
                 )]),
             },
-            FixAction::SetHostRequest { side } => {
+            ConfigEdit::SetHostRequest { side } => {
                 // One line: libvirt lays `<metadata>` out again when it stores the domain.
                 let snippet: String =
                     host_request::render_lines(side, self.quote).into_iter().map(|(_, line)| line).collect();
@@ -338,7 +338,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     ),
                 }])
             }
-            FixAction::SetMemballoonModel { model } => {
+            ConfigEdit::SetMemballoonModel { model } => {
                 let devices = element(root, "devices")
                     .ok_or_else(|| EditError::NotApplicable("no <devices> element".into()))?;
                 let snippet = self.empty_element("memballoon", &[("model", model)]);
@@ -348,7 +348,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     None => self.insert_child(devices, &snippet, &[]),
                 }])
             }
-            FixAction::RequireCpuFeature { name } => {
+            ConfigEdit::RequireCpuFeature { name } => {
                 let cpu = element(root, "cpu")
                     .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
                 Ok(vec![self.insert_child(
@@ -357,7 +357,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     &["numa"],
                 )])
             }
-            FixAction::RemoveCpuFeature { name } => {
+            ConfigEdit::RemoveCpuFeature { name } => {
                 let cpu = element(root, "cpu")
                     .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
                 Ok(cpu
@@ -368,7 +368,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     .map(|feature| self.delete_element(feature))
                     .collect())
             }
-            FixAction::SetCpuCacheMode { mode } => {
+            ConfigEdit::SetCpuCacheMode { mode } => {
                 let cpu = element(root, "cpu")
                     .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
                 Ok(vec![match element(cpu, "cache") {
@@ -380,7 +380,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     ),
                 }])
             }
-            FixAction::SetCpuTopology { sockets, dies, cores, threads } => {
+            ConfigEdit::SetCpuTopology { sockets, dies, cores, threads } => {
                 let cpu = element(root, "cpu")
                     .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
                 let values = [sockets, dies, cores, threads].map(|v| v.to_string());
@@ -396,7 +396,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     None => self.insert_child(cpu, &snippet, &["cache", "feature", "numa"]),
                 }])
             }
-            FixAction::SetCpuMode { mode, migratable } => {
+            ConfigEdit::SetCpuMode { mode, migratable } => {
                 let migratable = if *migratable { "on" } else { "off" };
                 match element(root, "cpu") {
                     Some(cpu) => Ok(vec![
@@ -413,8 +413,8 @@ impl<'a, 'input> Editor<'a, 'input> {
                     }
                 }
             }
-            FixAction::SetIothreads { count } => Ok(vec![self.set_iothreads(*count)]),
-            FixAction::SetDiskDriver { target, attributes } => {
+            ConfigEdit::SetIothreads { count } => Ok(vec![self.set_iothreads(*count)]),
+            ConfigEdit::SetDiskDriver { target, attributes } => {
                 let disk = self.disk(target)?;
                 let attributes: Vec<(&str, &str)> =
                     attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -433,7 +433,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     }
                 })
             }
-            FixAction::DisableSleepStates => {
+            ConfigEdit::DisableSleepStates => {
                 let off = [("enabled", "no")];
                 let children =
                     [self.empty_element("suspend-to-mem", &off), self.empty_element("suspend-to-disk", &off)];
@@ -461,7 +461,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     }
                 })
             }
-            FixAction::AttachDiskIothread { target, iothread } => {
+            ConfigEdit::AttachDiskIothread { target, iothread } => {
                 let disk = self.disk(target)?;
                 let value = iothread.to_string();
                 let mut edits = vec![match element(disk, "driver") {
@@ -481,7 +481,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                 }
                 Ok(edits)
             }
-            FixAction::SetPins { vcpus, emulator, iothreads } => {
+            ConfigEdit::SetPins { vcpus, emulator, iothreads } => {
                 let cputune = element(root, "cputune");
                 if vcpus.is_empty() && emulator.is_empty() && iothreads.is_empty() {
                     // The clearing step.
@@ -522,7 +522,7 @@ impl<'a, 'input> Editor<'a, 'input> {
                     }
                 }])
             }
-            FixAction::SetNumatune { nodeset } => {
+            ConfigEdit::SetNumatune { nodeset } => {
                 let memory = self.empty_element("memory", &[("mode", "strict"), ("nodeset", nodeset)]);
                 Ok(vec![match element(root, "numatune") {
                     Some(numatune) => match element(numatune, "memory") {
@@ -532,14 +532,14 @@ impl<'a, 'input> Editor<'a, 'input> {
                     None => self.insert_child(root, &self.wrapped(root, "numatune", &memory), &["os"]),
                 }])
             }
-            FixAction::SetGuestNuma { cells } => self.set_guest_numa(cells),
-            FixAction::Manual { steps } => Err(EditError::NotApplicable(format!("manual step: {steps}"))),
+            ConfigEdit::SetGuestNuma { cells } => self.set_guest_numa(cells),
+            ConfigEdit::Manual { steps } => Err(EditError::NotApplicable(format!("manual step: {steps}"))),
         }
     }
 
     /// `<cpu><numa>` with one cell per guest node (replacing any), and one strict `<memnode>`
     /// per cell after `<numatune><memory>` (replacing any), which the step before put there.
-    fn set_guest_numa(&self, cells: &[crate::analysis::fix::GuestCell]) -> Result<Vec<Edit>, EditError> {
+    fn set_guest_numa(&self, cells: &[crate::config::edit::GuestCell]) -> Result<Vec<Edit>, EditError> {
         let root = self.root();
         let cpu = element(root, "cpu").ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
         let numatune = element(root, "numatune")
@@ -711,7 +711,7 @@ mod tests {
     fn enable(text: &str, features: &[&str]) -> String {
         apply_actions(
             text,
-            &[FixAction::EnableHyperv { features: features.iter().map(|f| f.to_string()).collect() }],
+            &[ConfigEdit::EnableHyperv { features: features.iter().map(|f| f.to_string()).collect() }],
         )
         .unwrap()
     }
@@ -722,9 +722,9 @@ mod tests {
         let config = crate::config::libvirt::parse("x", text).unwrap();
         let assigned = config.devices.iothreads_for_unattached_disks();
         assert_eq!(assigned, [("vda".to_string(), 2), ("vdc".to_string(), 3)]);
-        let actions: Vec<FixAction> = assigned
+        let actions: Vec<ConfigEdit> = assigned
             .into_iter()
-            .map(|(target, iothread)| FixAction::AttachDiskIothread { target, iothread })
+            .map(|(target, iothread)| ConfigEdit::AttachDiskIothread { target, iothread })
             .collect();
         let fixed = apply_actions(text, &actions).unwrap();
         assert!(
@@ -740,7 +740,7 @@ mod tests {
 
     #[test]
     fn the_host_request_goes_into_metadata_and_replaces_an_old_one() {
-        use crate::analysis::planner::host_side::HostSide;
+        use crate::config::host_request::HostSide;
         let side = |housekeeping: &str| HostSide {
             cpus: crate::values::CpuSet::parse_list("2-3").unwrap(),
             housekeeping: crate::values::CpuSet::parse_list(housekeeping).unwrap(),
@@ -757,13 +757,13 @@ mod tests {
             "<domain type='kvm'>\n  <name>w</name>\n  <memory>1024</memory>\n</domain>\n",
             "<domain type='kvm'>\n  <name>w</name>\n  <metadata>\n    <libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'/>\n  </metadata>\n  <memory>1024</memory>\n</domain>\n",
         ] {
-            let once = apply_actions(text, &[FixAction::SetHostRequest { side: side("0-1") }]).unwrap();
+            let once = apply_actions(text, &[ConfigEdit::SetHostRequest { side: side("0-1") }]).unwrap();
             let request = read_back(&once);
             assert_eq!(request.isolate.unwrap().housekeeping.unwrap().value.to_string(), "0-1");
             assert_eq!(request.governor.unwrap().value, "performance");
             assert_eq!(request.devices[0].value.to_string(), "0000:01:00.0");
             assert_eq!(once.matches("<metadata>").count(), 1, "{once}");
-            let twice = apply_actions(&once, &[FixAction::SetHostRequest { side: side("0,4") }]).unwrap();
+            let twice = apply_actions(&once, &[ConfigEdit::SetHostRequest { side: side("0,4") }]).unwrap();
             assert_eq!(twice.matches("kvmtune:host xmlns").count(), 1, "{twice}");
             assert_eq!(read_back(&twice).isolate.unwrap().housekeeping.unwrap().value.to_string(), "0,4");
         }
@@ -808,7 +808,7 @@ mod tests {
     fn removing_a_feature_takes_its_line() {
         let text = "<domain>\n  <cpu mode='host-passthrough'>\n    <feature policy='disable' name='hypervisor'/>\n    <feature policy='require' name='topoext'/>\n  </cpu>\n</domain>\n";
         let fixed =
-            apply_actions(text, &[FixAction::RemoveCpuFeature { name: "hypervisor".into() }]).unwrap();
+            apply_actions(text, &[ConfigEdit::RemoveCpuFeature { name: "hypervisor".into() }]).unwrap();
         assert_eq!(
             fixed,
             "<domain>\n  <cpu mode='host-passthrough'>\n    <feature policy='require' name='topoext'/>\n  </cpu>\n</domain>\n"
@@ -821,7 +821,7 @@ mod tests {
         let text = "<domain type='kvm'>\n<name>w</name>\n<vcpu>2</vcpu>\n<features>\n<acpi/>\n</features>\n</domain>\n";
         let fixed = apply_actions(
             text,
-            &[FixAction::SetPins {
+            &[ConfigEdit::SetPins {
                 vcpus: vec![(0, "2".into()), (1, "3".into())],
                 emulator: "0".into(),
                 iothreads: Vec::new(),
@@ -838,7 +838,7 @@ mod tests {
             "<domain>\r\n  <clock offset='utc'>\r\n    <timer name='rtc'/>\r\n  </clock>\r\n</domain>\r\n";
         let fixed = apply_actions(
             text,
-            &[FixAction::SetTimer {
+            &[ConfigEdit::SetTimer {
                 name: "pit".into(),
                 attributes: vec![("tickpolicy".into(), "delay".into())],
             }],

@@ -15,6 +15,7 @@
 //! [`read`] tells the formats apart.
 
 pub mod cpuset;
+pub mod edit;
 pub mod host_request;
 pub mod inputs;
 pub mod libvirt;

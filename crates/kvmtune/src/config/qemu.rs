@@ -158,6 +158,16 @@ fn on_off(value: &str) -> Option<bool> {
     }
 }
 
+/// `kvm-apic.vapic=off` (or `apic.vapic=false`): QEMU's TPR patching switch.
+pub fn tpr_patching_setting(global: &str) -> Option<bool> {
+    let value = global.strip_prefix("kvm-apic.vapic=").or_else(|| global.strip_prefix("apic.vapic="))?;
+    match value {
+        "on" | "true" => Some(true),
+        "off" | "false" => Some(false),
+        _ => None,
+    }
+}
+
 /// QEMU sizes: a number with an optional binary suffix (qemu_strtosz, util/cutils.c); `-m`
 /// takes MiB without one, objects bytes.
 fn size_kib(value: &str, bare_unit: &str) -> Option<u64> {
@@ -437,7 +447,7 @@ impl Reader<'_> {
     }
 
     fn global(&mut self, value: &Word) {
-        if let Some(enabled) = crate::config::libvirt::tpr_patching_setting(&value.text) {
+        if let Some(enabled) = tpr_patching_setting(&value.text) {
             self.config.tpr_patching = Some(Located::new(enabled, value.span));
         }
         if let Some(policy) = value.text.strip_prefix("kvm-pit.lost_tick_policy=") {

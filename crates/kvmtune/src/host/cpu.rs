@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::Host;
 use crate::host::fact::Fact;
-use crate::host::source::HostSource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,8 +61,8 @@ impl CpuInfo {
     }
 }
 
-pub fn probe(host: &dyn HostSource) -> CpuInfo {
-    match host.read("proc/cpuinfo") {
+pub fn probe(host: &Host) -> CpuInfo {
+    match host.read("/proc/cpuinfo") {
         Ok(text) => parse_cpuinfo(&text),
         Err(error) => {
             let reason = error.to_string();
@@ -98,13 +98,13 @@ pub fn parse_cpuinfo(text: &str) -> CpuInfo {
     let field = |name: &str| -> Fact<String> {
         match fields.get(name) {
             Some(value) => Fact::Known(value.to_string()),
-            None => Fact::Unknown(format!("proc/cpuinfo has no `{name}` field")),
+            None => Fact::Unknown(format!("/proc/cpuinfo has no `{name}` field")),
         }
     };
     let number = |name: &str| -> Fact<u32> {
         field(name).and_then(|value| match value.parse() {
             Ok(number) => Fact::Known(number),
-            Err(_) => Fact::Unknown(format!("proc/cpuinfo `{name}` is `{value}`, not a number")),
+            Err(_) => Fact::Unknown(format!("/proc/cpuinfo `{name}` is `{value}`, not a number")),
         })
     };
     let vendor_id = field("vendor_id");
@@ -125,7 +125,7 @@ pub fn parse_cpuinfo(text: &str) -> CpuInfo {
                     .collect(),
             )
         }
-        None => Fact::Unknown("proc/cpuinfo has no `flags` field (not an x86 host?)".to_string()),
+        None => Fact::Unknown("/proc/cpuinfo has no `flags` field (not an x86 host?)".to_string()),
     };
     CpuInfo {
         vendor,

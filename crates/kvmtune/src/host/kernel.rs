@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::Host;
 use crate::host::fact::Fact;
-use crate::host::source::HostSource;
 use crate::values::CpuSet;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,21 +73,21 @@ const OTHER_RELEVANT: &[&str] = &[
     "isolcpus",
 ];
 
-pub fn probe(host: &dyn HostSource) -> Kernel {
+pub fn probe(host: &Host) -> Kernel {
     let release = host
-        .read_trimmed("proc/sys/kernel/osrelease")
+        .read_trimmed("/proc/sys/kernel/osrelease")
         .map_err(|e| e.to_string())
         .or_else(|first| {
             // Snapshots carry /proc/version more often than /proc/sys.
-            let version = host.read("proc/version").map_err(|e| format!("{first}; {e}"))?;
+            let version = host.read("/proc/version").map_err(|e| format!("{first}; {e}"))?;
             version
                 .split_whitespace()
                 .nth(2)
                 .map(str::to_string)
-                .ok_or_else(|| format!("proc/version: no release in `{}`", version.trim()))
+                .ok_or_else(|| format!("/proc/version: no release in `{}`", version.trim()))
         })
         .into();
-    let cmdline = host.read("proc/cmdline").map(|text| parse_cmdline(&text)).into();
+    let cmdline = host.read("/proc/cmdline").map(|text| parse_cmdline(&text)).into();
     Kernel { release, cmdline }
 }
 

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::Host;
 use crate::host::fact::Fact;
-use crate::host::source::HostSource;
 use crate::knowledge::hyperv;
 use crate::knowledge::kvm_api::{CAPABILITIES, KVM_CAP_HYPERV_CPUID, KVM_CAP_SYS_HYPERV_CPUID};
 use crate::sys;
@@ -91,13 +91,13 @@ pub struct RawLeaf {
     pub edx: String,
 }
 
-pub fn probe(host: &dyn HostSource) -> Kvm {
+pub fn probe(host: &Host) -> Kvm {
     let modules = read_modules(host);
     let apic_virtualization = match &modules {
         Fact::Known(modules) => apic_virtualization(modules),
         Fact::Unknown(reason) => Fact::Unknown(reason.clone()),
     };
-    let device = match host.query_kvm_device() {
+    let device = match host.kvm.query() {
         Some(report) => Fact::Known(report),
         None => {
             Fact::Unknown("not asked: KVM ioctls run on the live host only, never on a snapshot".to_string())
@@ -106,14 +106,16 @@ pub fn probe(host: &dyn HostSource) -> Kvm {
     Kvm { modules, apic_virtualization, device }
 }
 
-fn read_modules(host: &dyn HostSource) -> Fact<KvmModules> {
-    let loaded = match host.list("sys/module") {
+fn read_modules(host: &Host) -> Fact<KvmModules> {
+    let loaded = match host.list("/sys/module") {
         Ok(names) => names,
         Err(error) => return Fact::Unknown(error.to_string()),
     };
     let kvm_modules: Vec<&String> = loaded.iter().filter(|m| *m == "kvm" || m.starts_with("kvm_")).collect();
     if kvm_modules.is_empty() {
-        return Fact::Unknown("sys/module lists no kvm module (KVM not loaded, or not captured)".to_string());
+        return Fact::Unknown(
+            "/sys/module lists no kvm module (KVM not loaded, or not captured)".to_string(),
+        );
     }
     let vendor_module = ["kvm_intel", "kvm_amd"]
         .iter()
@@ -122,13 +124,13 @@ fn read_modules(host: &dyn HostSource) -> Fact<KvmModules> {
         .or_else(|| {
             kvm_modules
                 .iter()
-                .find(|m| **m != "kvm" && host.exists(&format!("sys/module/{m}/parameters")))
+                .find(|m| **m != "kvm" && host.exists(&format!("/sys/module/{m}/parameters")))
                 .map(|m| m.to_string())
         });
     let mut parameters = BTreeMap::new();
     let mut unreadable = Vec::new();
     for module in kvm_modules {
-        let dir = format!("sys/module/{module}/parameters");
+        let dir = format!("/sys/module/{module}/parameters");
         let Ok(names) = host.list(&dir) else { continue };
         let mut values = BTreeMap::new();
         for name in names {
@@ -162,7 +164,26 @@ fn apic_virtualization(modules: &KvmModules) -> Fact<ApicVirtualization> {
             enabled: truthy(value),
             evidence: format!("{module}/{parameter}={value}"),
         }),
-        None => Fact::Unknown(format!("sys/module/{module}/parameters/{parameter} is missing or unreadable")),
+        None => {
+            Fact::Unknown(format!("/sys/module/{module}/parameters/{parameter} is missing or unreadable"))
+        }
+    }
+}
+
+/// The KVM device of a host: asked what it supports, where it can be.
+pub trait KvmDevice: Send + Sync {
+    /// `None` where that is impossible by construction (a snapshot): the probe then reports the
+    /// device facts as unknown.
+    fn query(&self) -> Option<KvmDeviceReport>;
+}
+
+/// `/dev/kvm` of the machine kvmtune runs on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveKvm;
+
+impl KvmDevice for LiveKvm {
+    fn query(&self) -> Option<KvmDeviceReport> {
+        Some(query_live_device(Path::new("/dev/kvm")))
     }
 }
 

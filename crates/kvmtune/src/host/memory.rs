@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::host::fact::Fact;
-use crate::host::source::{HostSource, numbered_entries};
+use crate::host::{Host, numbered_entries};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memory {
@@ -35,21 +35,21 @@ pub struct HugepagePool {
     pub free: Fact<u64>,
 }
 
-pub fn probe(host: &dyn HostSource) -> Memory {
-    let meminfo = host.read("proc/meminfo");
+pub fn probe(host: &Host) -> Memory {
+    let meminfo = host.read("/proc/meminfo");
     let meminfo_field = |name: &str| -> Fact<u64> {
         match &meminfo {
             Ok(text) => meminfo_kib(text, name)
                 .map(Fact::Known)
-                .unwrap_or_else(|| Fact::Unknown(format!("proc/meminfo has no readable `{name}`"))),
+                .unwrap_or_else(|| Fact::Unknown(format!("/proc/meminfo has no readable `{name}`"))),
             Err(error) => Fact::Unknown(error.to_string()),
         }
     };
-    let nodes = numbered_entries(host, "sys/devices/system/node", "node").map(|numbers| {
+    let nodes = numbered_entries(host, "/sys/devices/system/node", "node").map(|numbers| {
         numbers
             .into_iter()
             .map(|node| {
-                let dir = format!("sys/devices/system/node/node{node}");
+                let dir = format!("/sys/devices/system/node/node{node}");
                 let meminfo = host.read(&format!("{dir}/meminfo"));
                 let field = |name: &str| match &meminfo {
                     Ok(text) => meminfo_kib(text, name)
@@ -70,9 +70,9 @@ pub fn probe(host: &dyn HostSource) -> Memory {
         total_kib: meminfo_field("MemTotal"),
         available_kib: meminfo_field("MemAvailable"),
         nodes: nodes.into(),
-        hugepages: hugepage_pools(host, "sys/kernel/mm/hugepages").into(),
+        hugepages: hugepage_pools(host, "/sys/kernel/mm/hugepages").into(),
         transparent_hugepages: host
-            .read("sys/kernel/mm/transparent_hugepage/enabled")
+            .read("/sys/kernel/mm/transparent_hugepage/enabled")
             .map_err(|e| e.to_string())
             .and_then(|text| {
                 selected_choice(&text)
@@ -105,7 +105,7 @@ pub fn selected_choice(text: &str) -> Option<String> {
     Some(text[start + 1..end].to_string())
 }
 
-fn hugepage_pools(host: &dyn HostSource, dir: &str) -> Result<Vec<HugepagePool>, String> {
+fn hugepage_pools(host: &Host, dir: &str) -> Result<Vec<HugepagePool>, String> {
     let names = host.list(dir).map_err(|e| e.to_string())?;
     let mut pools: Vec<HugepagePool> = names
         .iter()

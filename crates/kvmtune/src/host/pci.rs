@@ -5,12 +5,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::Host;
 use crate::host::fact::Fact;
-use crate::host::source::HostSource;
 use crate::values::PciAddress;
 
-const PCI_DIR: &str = "sys/bus/pci/devices";
-const GROUP_DIR: &str = "sys/kernel/iommu_groups";
+const PCI_DIR: &str = "/sys/bus/pci/devices";
+const GROUP_DIR: &str = "/sys/kernel/iommu_groups";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Iommu {
@@ -68,7 +68,7 @@ pub struct PciDevice {
     pub drm_clients: Vec<String>,
 }
 
-pub fn probe_iommu(host: &dyn HostSource) -> Iommu {
+pub fn probe_iommu(host: &Host) -> Iommu {
     let groups = match host.list(GROUP_DIR) {
         Ok(names) => names
             .iter()
@@ -99,15 +99,15 @@ pub enum VfioPci {
     Missing,
 }
 
-fn vfio_pci_state(host: &dyn HostSource) -> Fact<VfioPci> {
-    if host.exists("sys/bus/pci/drivers/vfio-pci") {
+fn vfio_pci_state(host: &Host) -> Fact<VfioPci> {
+    if host.exists("/sys/bus/pci/drivers/vfio-pci") {
         return Fact::Known(VfioPci::Loaded);
     }
-    let release = match host.read_trimmed("proc/sys/kernel/osrelease") {
+    let release = match host.read_trimmed("/proc/sys/kernel/osrelease") {
         Ok(release) => release,
         Err(error) => return Fact::Unknown(error.to_string()),
     };
-    match host.read_trimmed(&format!("lib/modules/{release}/modules.dep")) {
+    match host.read_trimmed(&format!("/lib/modules/{release}/modules.dep")) {
         Ok(dep) if dep.lines().any(|l| l.split(':').next().is_some_and(|m| m.contains("/vfio-pci.ko"))) => {
             Fact::Known(VfioPci::Module)
         }
@@ -118,20 +118,20 @@ fn vfio_pci_state(host: &dyn HostSource) -> Fact<VfioPci> {
 
 /// Which processes hold each DRM node (`card0`, `renderD128`) open, by the node's name: the
 /// `/proc/PID/fd/*` links named so (the device's `drm/` directory names its nodes the same).
-fn drm_holders(host: &dyn HostSource) -> std::collections::BTreeMap<String, Vec<String>> {
+fn drm_holders(host: &Host) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut holders: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for pid in host.list("proc").unwrap_or_default().iter().filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    for pid in host.list("/proc").unwrap_or_default().iter().filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
     {
-        let fds = host.list(&format!("proc/{pid}/fd")).unwrap_or_default();
+        let fds = host.list(&format!("/proc/{pid}/fd")).unwrap_or_default();
         let nodes: Vec<String> = fds
             .iter()
-            .filter_map(|fd| host.link_name(&format!("proc/{pid}/fd/{fd}")).ok())
+            .filter_map(|fd| host.link_name(&format!("/proc/{pid}/fd/{fd}")).ok())
             .filter(|name| name.starts_with("card") || name.starts_with("renderD"))
             .collect();
         if nodes.is_empty() {
             continue;
         }
-        let comm = host.read_trimmed(&format!("proc/{pid}/comm")).unwrap_or_else(|_| pid.clone());
+        let comm = host.read_trimmed(&format!("/proc/{pid}/comm")).unwrap_or_else(|_| pid.clone());
         for node in nodes {
             let list = holders.entry(node).or_default();
             if !list.contains(&comm) {
@@ -143,15 +143,15 @@ fn drm_holders(host: &dyn HostSource) -> std::collections::BTreeMap<String, Vec<
 }
 
 /// A virtual console is bound to the framebuffer console (fbcon).
-fn framebuffer_console(host: &dyn HostSource) -> bool {
-    host.list("sys/class/vtconsole").unwrap_or_default().iter().any(|console| {
-        let dir = format!("sys/class/vtconsole/{console}");
+fn framebuffer_console(host: &Host) -> bool {
+    host.list("/sys/class/vtconsole").unwrap_or_default().iter().any(|console| {
+        let dir = format!("/sys/class/vtconsole/{console}");
         host.read_trimmed(&format!("{dir}/bind")).is_ok_and(|b| b == "1")
             && host.read_trimmed(&format!("{dir}/name")).is_ok_and(|n| n.contains("frame buffer"))
     })
 }
 
-pub fn probe_devices(host: &dyn HostSource, iommu: &Iommu) -> Fact<Vec<PciDevice>> {
+pub fn probe_devices(host: &Host, iommu: &Iommu) -> Fact<Vec<PciDevice>> {
     let addresses = match host.list(PCI_DIR) {
         Ok(addresses) => addresses,
         Err(error) => return Fact::Unknown(error.to_string()),

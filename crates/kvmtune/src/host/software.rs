@@ -8,8 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::Host;
 use crate::host::fact::Fact;
-use crate::host::source::HostSource;
 use crate::values::Version;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,14 +31,14 @@ impl Default for Software {
 const QEMU_PROGRAMS: &[&str] = &["qemu-system-x86_64", "/usr/libexec/qemu-kvm", "qemu-kvm"];
 const LIBVIRT_PROGRAMS: &[&str] = &["libvirtd", "virtqemud"];
 
-pub fn probe(host: &dyn HostSource) -> Software {
+pub fn probe(host: &Host) -> Software {
     Software { qemu: version_of(host, QEMU_PROGRAMS), libvirt: version_of(host, LIBVIRT_PROGRAMS) }
 }
 
-fn version_of(host: &dyn HostSource, programs: &[&str]) -> Fact<Version> {
+fn version_of(host: &Host, programs: &[&str]) -> Fact<Version> {
     let mut tried = Vec::new();
     for program in programs {
-        match host.program_output(program, &["--version"]) {
+        match host.programs.output(program, &["--version"]) {
             None => {
                 return Fact::Unknown("a snapshot records no program versions".to_string());
             }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::host::fact::Fact;
-use crate::host::source::{HostSource, numbered_entries};
+use crate::host::{Host, numbered_entries};
 use crate::values::CpuSet;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +30,7 @@ pub struct Cgroups {
     pub cpuset_usable: bool,
 }
 
-pub fn probe(host: &dyn HostSource) -> HostState {
+pub fn probe(host: &Host) -> HostState {
     HostState {
         cgroups: probe_cgroups(host),
         systemd: probe_systemd(host),
@@ -39,8 +39,8 @@ pub fn probe(host: &dyn HostSource) -> HostState {
     }
 }
 
-fn probe_cgroups(host: &dyn HostSource) -> Fact<Cgroups> {
-    let mounts = match host.read("proc/mounts").or_else(|_| host.read("proc/self/mounts")) {
+fn probe_cgroups(host: &Host) -> Fact<Cgroups> {
+    let mounts = match host.read("/proc/mounts").or_else(|_| host.read("/proc/self/mounts")) {
         Ok(mounts) => mounts,
         Err(error) => return Fact::Unknown(error.to_string()),
     };
@@ -57,18 +57,17 @@ fn probe_cgroups(host: &dyn HostSource) -> Fact<Cgroups> {
         }
     }
     let layout = match (v1_controllers.is_empty(), &v2_mount) {
-        (true, None) => return Fact::Unknown("proc/mounts shows no cgroup filesystem".to_string()),
+        (true, None) => return Fact::Unknown("/proc/mounts shows no cgroup filesystem".to_string()),
         (true, Some(_)) => "v2",
         (false, None) => "v1",
         (false, Some(_)) => "hybrid",
     };
-    let root_path = |mount: &str| mount.trim_start_matches('/').to_string();
     let v1_cpuset = v1_controllers.iter().find(|(_, options)| options.iter().any(|o| o == "cpuset"));
     let (cpuset_mount, cpuset_version, cpuset_usable) = if let Some((mount, _)) = v1_cpuset {
-        let usable = host.read(&format!("{}/cpuset.cpus", root_path(mount))).is_ok();
+        let usable = host.read(&format!("{mount}/cpuset.cpus")).is_ok();
         (Some(mount.clone()), Some("v1".to_string()), usable)
     } else if let Some(mount) = &v2_mount {
-        let controllers = host.read(&format!("{}/cgroup.controllers", root_path(mount))).unwrap_or_default();
+        let controllers = host.read(&format!("{mount}/cgroup.controllers")).unwrap_or_default();
         let usable = controllers.split_whitespace().any(|c| c == "cpuset");
         (usable.then(|| mount.clone()), usable.then(|| "v2".to_string()), usable)
     } else {
@@ -77,30 +76,30 @@ fn probe_cgroups(host: &dyn HostSource) -> Fact<Cgroups> {
     Fact::Known(Cgroups { layout: layout.to_string(), cpuset_mount, cpuset_version, cpuset_usable })
 }
 
-fn probe_systemd(host: &dyn HostSource) -> Fact<bool> {
+fn probe_systemd(host: &Host) -> Fact<bool> {
     // sd_booted(3): systemd is the init system exactly when this directory exists.
-    if host.exists("run/systemd/system") {
+    if host.exists("/run/systemd/system") {
         return Fact::Known(true);
     }
-    match host.read_trimmed("proc/1/comm") {
+    match host.read_trimmed("/proc/1/comm") {
         Ok(comm) => Fact::Known(comm == "systemd"),
         Err(error) => Fact::Unknown(error.to_string()),
     }
 }
 
-fn process_running(host: &dyn HostSource, name: &str) -> Fact<bool> {
-    let pids = match numbered_entries(host, "proc", "") {
+fn process_running(host: &Host, name: &str) -> Fact<bool> {
+    let pids = match numbered_entries(host, "/proc", "") {
         Ok(pids) if !pids.is_empty() => pids,
-        Ok(_) => return Fact::Unknown("proc/ lists no processes (a snapshot without them)".to_string()),
+        Ok(_) => return Fact::Unknown("/proc/ lists no processes (a snapshot without them)".to_string()),
         Err(error) => return Fact::Unknown(error.to_string()),
     };
     Fact::Known(
-        pids.iter().any(|pid| host.read_trimmed(&format!("proc/{pid}/comm")).is_ok_and(|comm| comm == name)),
+        pids.iter().any(|pid| host.read_trimmed(&format!("/proc/{pid}/comm")).is_ok_and(|comm| comm == name)),
     )
 }
 
-fn probe_governors(host: &dyn HostSource) -> Fact<BTreeMap<String, CpuSet>> {
-    let dir = "sys/devices/system/cpu/cpufreq";
+fn probe_governors(host: &Host) -> Fact<BTreeMap<String, CpuSet>> {
+    let dir = "/sys/devices/system/cpu/cpufreq";
     let policies = match numbered_entries(host, dir, "policy") {
         Ok(policies) if !policies.is_empty() => policies,
         Ok(_) | Err(_) => return Fact::Unknown(format!("{dir} has no policies (no cpufreq driver)")),

@@ -8,11 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::Host;
 use crate::host::cpu::CpuInfo;
 use crate::host::fact::Fact;
-use crate::host::source::HostSource;
 
-const CLOCKSOURCE_DIR: &str = "sys/devices/system/clocksource/clocksource0";
+const CLOCKSOURCE_DIR: &str = "/sys/devices/system/clocksource/clocksource0";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Time {
@@ -28,7 +28,7 @@ pub struct TscVerdict {
     pub reasons: Vec<String>,
 }
 
-pub fn probe(host: &dyn HostSource, cpu: &CpuInfo) -> Time {
+pub fn probe(host: &Host, cpu: &CpuInfo) -> Time {
     let current: Fact<String> = host.read_trimmed(&format!("{CLOCKSOURCE_DIR}/current_clocksource")).into();
     let available: Fact<Vec<String>> = host
         .read(&format!("{CLOCKSOURCE_DIR}/available_clocksource"))

@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::cpu::{CpuInfo, CpuVendor};
 use crate::host::fact::Fact;
-use crate::host::source::{HostSource, numbered_entries};
+use crate::host::{Host, numbered_entries};
 use crate::values::CpuSet;
 use crate::values::size::{self, Units};
 
-const CPU_DIR: &str = "sys/devices/system/cpu";
-const NODE_DIR: &str = "sys/devices/system/node";
+const CPU_DIR: &str = "/sys/devices/system/cpu";
+const NODE_DIR: &str = "/sys/devices/system/node";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
@@ -130,7 +130,7 @@ impl Topology {
     }
 }
 
-pub fn probe(host: &dyn HostSource, cpu_info: &CpuInfo) -> Topology {
+pub fn probe(host: &Host, cpu_info: &CpuInfo) -> Topology {
     let mut unknowns = Vec::new();
     let mut note = |what: String| unknowns.push(what);
 
@@ -253,7 +253,7 @@ impl NodeMap {
     }
 }
 
-fn node_cpus(host: &dyn HostSource, online: &CpuSet, note: &mut impl FnMut(String)) -> NodeMap {
+fn node_cpus(host: &Host, online: &CpuSet, note: &mut impl FnMut(String)) -> NodeMap {
     let numbers = match numbered_entries(host, NODE_DIR, "node") {
         Ok(numbers) if !numbers.is_empty() => numbers,
         Ok(_) | Err(_) => {
@@ -279,7 +279,7 @@ fn node_cpus(host: &dyn HostSource, online: &CpuSet, note: &mut impl FnMut(Strin
 }
 
 fn read_cpu(
-    host: &dyn HostSource,
+    host: &Host,
     cpu: u32,
     online: bool,
     nodes: &NodeMap,
@@ -347,7 +347,7 @@ fn read_cpu(
 }
 
 fn read_caches(
-    host: &dyn HostSource,
+    host: &Host,
     base: &str,
     note: &mut impl FnMut(String),
 ) -> (Option<CacheInstance>, Option<CacheInstance>) {
@@ -392,7 +392,7 @@ fn read_caches(
 
 /// Reads a CPU set from the first list file that exists in `dir`, else the first mask file:
 /// kernels before 2.6.26 (and some hand-made snapshots) have only the `*_map`/mask spelling.
-fn read_cpuset(host: &dyn HostSource, dir: &str, lists: &[&str], masks: &[&str]) -> Result<CpuSet, String> {
+fn read_cpuset(host: &Host, dir: &str, lists: &[&str], masks: &[&str]) -> Result<CpuSet, String> {
     let candidates = lists.iter().map(|name| (name, true)).chain(masks.iter().map(|name| (name, false)));
     let mut first_error = None;
     for (name, is_list) in candidates {
@@ -465,7 +465,7 @@ fn cache_groups(online_cpus: &[&LogicalCpu], online: &CpuSet, nodes: &[NodeCpus]
 
 /// Tells P-cores from E-cores. Only Intel parts are classified: AMD's Zen 5c "compact" cores
 /// differ in cache and clocks, not in kind, and the kernel exposes no hybrid PMU for them.
-fn detect_core_types(host: &dyn HostSource, cpu_info: &CpuInfo, online: &CpuSet) -> Fact<Option<CoreTypes>> {
+fn detect_core_types(host: &Host, cpu_info: &CpuInfo, online: &CpuSet) -> Fact<Option<CoreTypes>> {
     match cpu_info.vendor {
         Fact::Known(CpuVendor::Intel) => {}
         Fact::Known(_) => return Fact::Known(None),
@@ -473,7 +473,7 @@ fn detect_core_types(host: &dyn HostSource, cpu_info: &CpuInfo, online: &CpuSet)
     }
     // Hybrid kernels (5.13+) register one PMU per core kind.
     let pmu = |name: &str| {
-        host.read(&format!("sys/devices/{name}/cpus")).ok().and_then(|t| CpuSet::parse_list(&t).ok())
+        host.read(&format!("/sys/devices/{name}/cpus")).ok().and_then(|t| CpuSet::parse_list(&t).ok())
     };
     if let (Some(performance), Some(efficiency)) = (pmu("cpu_core"), pmu("cpu_atom")) {
         return Fact::Known(Some(CoreTypes {

@@ -16,8 +16,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::model::{HostRequest, VmConfig};
+use crate::host::Host;
 use crate::hostchange::prepare::{self, ConfigNeeds, PrepareRequest};
-use crate::hostchange::writer::HostWriter;
 
 /// Where libvirt looks for per-driver hook executables (since 6.5), under the root.
 pub const HOOK_DIR: &str = "etc/libvirt/hooks/qemu.d";
@@ -150,13 +150,13 @@ pub fn prepare_request(
     vm: &str,
     config: &VmConfig,
     request: &HostRequest,
-    writer: &dyn HostWriter,
+    host: &Host,
 ) -> Result<Option<PrepareRequest>, prepare::Refusal> {
     let asks_cpus = request.isolate.is_some() || request.governor.is_some() || request.epp.is_some();
     if !asks_cpus && request.hugepages.is_none() {
         return Ok(None);
     }
-    let needs = ConfigNeeds::of(config, prepare::default_hugepage_kib(writer));
+    let needs = ConfigNeeds::of(config, prepare::default_hugepage_kib(host));
     let housekeeping =
         request.isolate.as_ref().and_then(|i| i.housekeeping.as_ref()).map(|h| h.value.clone());
     let vcpus = config.pinning.vcpu_cpus();
@@ -191,9 +191,9 @@ pub fn prepare_request(
 
 /// Whether libvirt runs `domain` now: its pid file names a live process whose command line
 /// carries the domain's name (QEMU's `-name guest=NAME`).
-pub fn domain_runs(domain: &str, writer: &dyn HostWriter) -> bool {
-    let Ok(pid) = writer.read_trimmed(&format!("{LIBVIRT_QEMU_STATE}/{domain}.pid")) else { return false };
-    let Ok(command_line) = writer.read(&format!("/proc/{pid}/cmdline")) else { return false };
+pub fn domain_runs(domain: &str, host: &Host) -> bool {
+    let Ok(pid) = host.fs.read_trimmed(&format!("{LIBVIRT_QEMU_STATE}/{domain}.pid")) else { return false };
+    let Ok(command_line) = host.fs.read(&format!("/proc/{pid}/cmdline")) else { return false };
     String::from_utf8_lossy(&command_line)
         .split('\0')
         .any(|arg| arg.strip_prefix("guest=").is_some_and(|rest| rest.split(',').next() == Some(domain)))

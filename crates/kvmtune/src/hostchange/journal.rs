@@ -7,7 +7,7 @@
 //! runs code when read:
 //!
 //! ```text
-//! {"record":"begin","vm":"win10","boot_id":"…","pid":4242,"cpus":"2-3","order":1}
+//! {"record":"begin","version":2,"vm":"win10","boot_id":"…","pid":4242,"cpus":"2-3","order":1}
 //! {"record":"before","step":0,"path":"/proc/irq/24/smp_affinity_list","original_hex":"302d330a","new":"0-1","why":"…","change":{"kind":"may_be_refused"},"recompute":{"rule":"exclude_cpus",…}}
 //! {"record":"done","step":0}
 //! {"record":"before","step":1,"path":"/proc/irq/0/smp_affinity_list",…}
@@ -42,8 +42,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hostchange::action::{self, Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};
-use crate::hostchange::writer::HostWriter;
+use crate::host::Host;
+use crate::hostchange::change::{self, Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};
 use crate::values::CpuSet;
 
 /// Where the kernel says which boot this is (`proc(5)`: a random UUID per boot).
@@ -52,10 +52,21 @@ pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// Where journals live on a real host.
 pub const DEFAULT_DIR: &str = "/run/kvmtune";
 
+/// The journal format this kvmtune writes; it reads every version up to it.
+pub const JOURNAL_VERSION: u32 = 2;
+
+fn first_version() -> u32 {
+    1
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
 enum Record {
     Begin {
+        /// The record format: 1 before records carried it (kvmtune 0.1.0 as first released),
+        /// [`JOURNAL_VERSION`] now. A journal of a newer version is refused, never guessed at.
+        #[serde(default = "first_version")]
+        version: u32,
         vm: String,
         boot_id: String,
         pid: u32,
@@ -194,8 +205,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
 }
 
 /// This boot's id, which marks every journal begun in it.
-fn boot_id(writer: &dyn HostWriter) -> Result<String, JournalError> {
-    let id = writer.read(BOOT_ID_PATH).map_err(JournalError::BootId)?;
+fn boot_id(host: &Host) -> Result<String, JournalError> {
+    let id = host.fs.read(BOOT_ID_PATH).map_err(JournalError::BootId)?;
     Ok(String::from_utf8_lossy(&id).trim().to_string())
 }
 
@@ -218,9 +229,9 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 impl Journal {
-    /// Opens (creating) the journal directory and waits for its lock. `writer` is the host
+    /// Opens (creating) the journal directory and waits for its lock. `host` is the host
     /// the changes go to; its boot id marks every journal begun now.
-    pub fn open(dir: impl Into<PathBuf>, writer: &dyn HostWriter) -> Result<Self, JournalError> {
+    pub fn open(dir: impl Into<PathBuf>, host: &Host) -> Result<Self, JournalError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let lock_path = dir.join("lock");
@@ -231,14 +242,14 @@ impl Journal {
             .open(&lock_path)
             .map_err(io_error(&lock_path))?;
         lock.lock().map_err(io_error(&lock_path))?;
-        let boot_id = boot_id(writer)?;
+        let boot_id = boot_id(host)?;
         Ok(Self { dir, boot_id, _lock: Some(lock), kill_at_step: None, by: None })
     }
 
     /// Opens the journal directory to read it (`status`, a dry run), sharing the lock with
-    /// other readers and waiting for a writer to finish; needs no write access, so any user
+    /// other readers and waiting for a host to finish; needs no write access, so any user
     /// may look. Apply and release need [`Journal::open`].
-    pub fn open_to_read(dir: impl Into<PathBuf>, writer: &dyn HostWriter) -> Result<Self, JournalError> {
+    pub fn open_to_read(dir: impl Into<PathBuf>, host: &Host) -> Result<Self, JournalError> {
         let dir = dir.into();
         let lock_path = dir.join("lock");
         let lock = match File::open(&lock_path) {
@@ -250,7 +261,7 @@ impl Journal {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => return Err(io_error(&lock_path)(error)),
         };
-        let boot_id = boot_id(writer)?;
+        let boot_id = boot_id(host)?;
         Ok(Self { dir, boot_id, _lock: lock, kill_at_step: None, by: None })
     }
 
@@ -274,7 +285,7 @@ impl Journal {
         self.dir.join(format!("{vm}.journal"))
     }
 
-    /// Makes `actions` on `writer` for `vm` (which runs on `cpus`), each journaled before it
+    /// Makes `actions` on `host` for `vm` (which runs on `cpus`), each journaled before it
     /// is made. On failure the changes already made are undone, newest first, and the journal
     /// removed.
     pub fn apply(
@@ -282,7 +293,7 @@ impl Journal {
         vm: &str,
         cpus: &CpuSet,
         actions: &[HostAction],
-        writer: &dyn HostWriter,
+        host: &Host,
     ) -> Result<Vec<Applied>, JournalError> {
         check_vm_name(vm)?;
         let order = self.status()?.iter().map(|j| j.order).max().unwrap_or(0) + 1;
@@ -309,6 +320,7 @@ impl Journal {
         append(
             &mut file,
             &Record::Begin {
+                version: JOURNAL_VERSION,
                 vm: vm.to_string(),
                 boot_id: self.boot_id.clone(),
                 pid: std::process::id(),
@@ -322,7 +334,7 @@ impl Journal {
         let mut applied: Vec<Applied> = Vec::new();
         for action in actions {
             let step = applied.len();
-            let outcome = action::read_original(action, writer).and_then(|original| {
+            let outcome = change::read_original(action, host).and_then(|original| {
                 let Some(original) = original else { return Ok(None) };
                 append(
                     &mut file,
@@ -338,7 +350,7 @@ impl Journal {
                     &mut steps,
                 )
                 .map_err(|e| HostChangeError::Journal(e.to_string()))?;
-                let made = action::make(action, original, writer);
+                let made = change::make(action, original, host);
                 self.step_done(&mut steps);
                 made.map(Some)
             });
@@ -355,7 +367,7 @@ impl Journal {
                 }
                 Err(failed) => {
                     drop(file);
-                    return Err(self.roll_back(vm, failed, writer));
+                    return Err(self.roll_back(vm, failed, host));
                 }
             }
         }
@@ -370,8 +382,8 @@ impl Journal {
         }
     }
 
-    fn roll_back(&self, vm: &str, failed: HostChangeError, writer: &dyn HostWriter) -> JournalError {
-        match self.release(vm, writer) {
+    fn roll_back(&self, vm: &str, failed: HostChangeError, host: &Host) -> JournalError {
+        match self.release(vm, host) {
             Ok(Released::Restored(undone)) => JournalError::RolledBack { failed, undone },
             Ok(Released::SetAside(_)) => JournalError::RolledBack { failed, undone: 0 },
             Err(error) => {
@@ -387,7 +399,7 @@ impl Journal {
     /// Gives every object `vm`'s journal names its original state back, newest change first,
     /// then removes the journal. With other VMs still prepared, what they share is handed
     /// over to them instead (see the module docs). A journal from another boot is set aside.
-    pub fn release(&self, vm: &str, writer: &dyn HostWriter) -> Result<Released, JournalError> {
+    pub fn release(&self, vm: &str, host: &Host) -> Result<Released, JournalError> {
         check_vm_name(vm)?;
         let journal = self.read(&self.path_for(vm))?;
         if journal.from_another_boot {
@@ -410,10 +422,10 @@ impl Journal {
         for step in undo_steps {
             match step {
                 UndoStep::Restore(change) => {
-                    action::restore(&change.kind, &change.path, &change.new, &change.original, writer)?
+                    change::restore(&change.kind, &change.path, &change.new, &change.original, host)?
                 }
                 UndoStep::Set { kind, path, value } => {
-                    action::set(&kind, &path, &value, writer)?;
+                    change::set(&kind, &path, &value, host)?;
                 }
             }
             restored += 1;
@@ -512,6 +524,7 @@ fn rewrite(journal: &VmJournal) -> Result<(), JournalError> {
         text.push('\n');
     };
     push(Record::Begin {
+        version: JOURNAL_VERSION,
         vm: journal.vm.clone(),
         boot_id: journal.boot_id.clone(),
         pid: journal.pid,
@@ -564,7 +577,15 @@ pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, Jour
             Err(error) => return Err(corrupt(index + 1, error.to_string())),
         };
         match (record, journal.as_mut()) {
-            (Record::Begin { vm, boot_id, pid, cpus, order, by }, None) => {
+            (Record::Begin { version, .. }, None) if version > JOURNAL_VERSION => {
+                return Err(corrupt(
+                    index + 1,
+                    format!(
+                        "journal version {version}, written by a newer kvmtune (this one reads up to {JOURNAL_VERSION})"
+                    ),
+                ));
+            }
+            (Record::Begin { vm, boot_id, pid, cpus, order, by, .. }, None) => {
                 journal = Some(VmJournal {
                     vm,
                     path: path.to_path_buf(),

@@ -2,12 +2,11 @@
 //! before they are made and undone exactly. The only part of kvmtune that writes to a host,
 //! and only with `--apply`.
 //!
-//! - [`action`]: what a change does, as data ([`HostAction`]: a path, its old value, its new
-//!   value, and why). Analysis produces these (the planner's hugepage reservation, the fixes of
-//!   host rules); nothing is written by producing one.
-//! - [`writer`]: the write side of [`crate::host::HostSource`]. [`HostWriter`] is implemented
-//!   by [`LiveHostWriter`] for the machine itself and by [`RootedHostWriter`] for a directory
-//!   laid out like a host (unit tests, dry runs).
+//! - [`change`]: what a change does, as data ([`HostAction`]: a path, its old value, its new
+//!   value, and why), and how each kind of change is made and undone, one type per kind.
+//!   Analysis produces actions (the planner's hugepage reservation, the fixes of host rules);
+//!   nothing is written by producing one. Every change goes through a [`crate::host::Host`]:
+//!   the machine itself, or a directory laid out like a host (tests, dry runs).
 //!
 //! - [`journal`]: every write recorded with the file's original bytes and synced before it is
 //!   made; `release` replays a VM's records backwards, also after kill -9 at any step.
@@ -21,16 +20,15 @@
 //! - [`hook`]: the libvirt hook, which runs `prepare` and `vfio` at a VM's start and undoes
 //!   them at its stop, for domains whose `<metadata>` asks.
 //!
-//! A new host action (a new kind of file or setting to change) goes into [`action`] as a
-//! constructor of [`HostAction`]; [`Journal::apply`] makes any list of them, journaled.
+//! A new kind of change (a new kind of file or setting) is a file in [`change`]; a new action
+//! of an existing kind is a constructor of [`HostAction`]. [`Journal::apply`] makes any list of
+//! them, journaled.
 
-pub mod action;
+pub mod change;
 pub mod hook;
 pub mod journal;
 pub mod prepare;
 pub mod vfio;
-pub mod writer;
 
-pub use action::{Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};
+pub use change::{Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};
 pub use journal::{Journal, JournalError, Released, VmJournal};
-pub use writer::{HostWriter, LiveHostWriter, RootedHostWriter};

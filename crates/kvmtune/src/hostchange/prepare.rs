@@ -16,9 +16,10 @@
 
 use serde::Serialize;
 
-use crate::hostchange::action::{self, ChangeKind, HostAction, Recompute};
+use crate::config::host_request::HugepageNeed;
+use crate::host::Host;
+use crate::hostchange::change::{self, ChangeKind, HostAction, Recompute};
 use crate::hostchange::journal::VmJournal;
-use crate::hostchange::writer::HostWriter;
 use crate::values::CpuSet;
 use crate::values::size::{self, Units};
 
@@ -56,14 +57,6 @@ pub struct PrepareRequest {
     pub vm_pids: Vec<u32>,
     /// kvmtune itself: not moved, it is gone in a moment.
     pub self_pid: u32,
-}
-
-/// Hugepages a VM needs on one node (`None`: from the host-wide pool).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HugepageNeed {
-    pub size_kib: u64,
-    pub count: u64,
-    pub node: Option<u32>,
 }
 
 /// Who owns the host's cgroups, which decides how host tasks are confined.
@@ -145,38 +138,34 @@ pub enum Refusal {
     },
 }
 
-fn read_text(writer: &dyn HostWriter, path: &str) -> Result<String, Refusal> {
-    writer.read_trimmed(path).map_err(|source| Refusal::Read { path: path.to_string(), source })
+fn read_text(host: &Host, path: &str) -> Result<String, Refusal> {
+    host.fs.read_trimmed(path).map_err(|source| Refusal::Read { path: path.to_string(), source })
 }
 
-fn read_cpus(writer: &dyn HostWriter, path: &str) -> Result<CpuSet, Refusal> {
-    let text = read_text(writer, path)?;
+fn read_cpus(host: &Host, path: &str) -> Result<CpuSet, Refusal> {
+    let text = read_text(host, path)?;
     CpuSet::parse_list(&text)
         .map_err(|e| Refusal::Read { path: path.to_string(), source: std::io::Error::other(e) })
 }
 
 /// Which cgroup hierarchy the host has and who owns it.
-pub fn cgroup_layout(writer: &dyn HostWriter) -> CgroupLayout {
-    let controllers = writer.read(&format!("{CGROUP_MOUNT}/cgroup.controllers"));
+pub fn cgroup_layout(host: &Host) -> CgroupLayout {
+    let controllers = host.fs.read(&format!("{CGROUP_MOUNT}/cgroup.controllers"));
     match controllers {
         Ok(list) if String::from_utf8_lossy(&list).split_whitespace().any(|c| c == "cpuset") => {
-            match writer.read_trimmed("/proc/1/comm").unwrap_or_default().as_str() {
+            match host.fs.read_trimmed("/proc/1/comm").unwrap_or_default().as_str() {
                 "systemd" => CgroupLayout::V2Systemd,
                 _ => CgroupLayout::V2,
             }
         }
-        _ if writer.read(&format!("{CPUSET_V1_MOUNT}/cpuset.cpus")).is_ok() => CgroupLayout::V1,
+        _ if host.fs.read(&format!("{CPUSET_V1_MOUNT}/cpuset.cpus")).is_ok() => CgroupLayout::V1,
         _ => CgroupLayout::None,
     }
 }
 
 /// Works out every change for `request`, given the VMs already prepared (`prepared`, from the
 /// journal), or the reason it is refused.
-pub fn plan(
-    request: &PrepareRequest,
-    prepared: &[VmJournal],
-    writer: &dyn HostWriter,
-) -> Result<PreparePlan, Refusal> {
+pub fn plan(request: &PrepareRequest, prepared: &[VmJournal], host: &Host) -> Result<PreparePlan, Refusal> {
     if prepared.iter().any(|j| j.vm == request.vm && !j.from_another_boot) {
         return Err(Refusal::AlreadyPrepared(request.vm.clone()));
     }
@@ -187,7 +176,7 @@ pub fn plan(
     if request.cpus.is_empty() && needs_cpus {
         return Err(Refusal::NoCpus(request.vm.clone()));
     }
-    let online = read_cpus(writer, "/sys/devices/system/cpu/online")?;
+    let online = read_cpus(host, "/sys/devices/system/cpu/online")?;
     let offline = request.cpus.difference(&online);
     if !offline.is_empty() {
         return Err(Refusal::OfflineCpu { cpus: offline, online });
@@ -231,7 +220,7 @@ pub fn plan(
         true => online.difference(&housekeeping).difference(&others_taken),
         false => CpuSet::new(),
     };
-    let layout = cgroup_layout(writer);
+    let layout = cgroup_layout(host);
     if request.isolate && layout == CgroupLayout::None {
         return Err(Refusal::NoCpuset);
     }
@@ -248,17 +237,17 @@ pub fn plan(
     let exclude = Recompute::ExcludeCpus { cpus: taken.clone(), all: online.clone(), mask: false };
     let exclude_mask = Recompute::ExcludeCpus { cpus: taken.clone(), all: online.clone(), mask: true };
 
-    cpufreq_actions(request, writer, &mut plan.actions)?;
-    hugepage_actions(request, &live, writer, &mut plan.actions)?;
+    cpufreq_actions(request, host, &mut plan.actions)?;
+    hugepage_actions(request, &live, host, &mut plan.actions)?;
     if request.isolate {
-        task_actions(request, layout, &exclude, writer, &mut plan)?;
+        task_actions(request, layout, &exclude, host, &mut plan)?;
     }
     if request.irqs {
-        irq_actions(&taken, &exclude, &exclude_mask, writer, &mut plan.actions, &mut plan.left_alone);
+        irq_actions(&taken, &exclude, &exclude_mask, host, &mut plan.actions, &mut plan.left_alone);
     }
     if request.isolate {
         for mask in WORKQUEUE_MASKS {
-            if let Ok(found) = writer.read(mask) {
+            if let Ok(found) = host.fs.read(mask) {
                 push_recomputed(
                     &mut plan.actions,
                     HostAction::write(mask, "", "unbound kernel work off the VM's CPUs"),
@@ -291,7 +280,7 @@ fn push_recomputed(
 
 fn cpufreq_actions(
     request: &PrepareRequest,
-    writer: &dyn HostWriter,
+    host: &Host,
     actions: &mut Vec<HostAction>,
 ) -> Result<(), Refusal> {
     if request.governor.is_none() && request.epp.is_none() {
@@ -299,10 +288,10 @@ fn cpufreq_actions(
     }
     let base = "/sys/devices/system/cpu/cpufreq";
     let mut covered = CpuSet::new();
-    let policies = writer.list_dir(base).unwrap_or_default();
+    let policies = host.fs.list(base).unwrap_or_default();
     for policy in policies.iter().filter(|p| p.starts_with("policy")) {
         let dir = format!("{base}/{policy}");
-        let related = read_cpus(writer, &format!("{dir}/related_cpus"))?;
+        let related = read_cpus(host, &format!("{dir}/related_cpus"))?;
         if related.intersection(&request.cpus).is_empty() {
             continue;
         }
@@ -318,14 +307,14 @@ fn cpufreq_actions(
         ];
         for (what, asked, file, offered_file) in settings {
             let Some(asked) = asked else { continue };
-            let offered = read_text(writer, &format!("{dir}/{offered_file}")).unwrap_or_default();
+            let offered = read_text(host, &format!("{dir}/{offered_file}")).unwrap_or_default();
             if !offered.split_whitespace().any(|o| o == asked) {
                 return Err(Refusal::NotOffered { what, asked: asked.clone(), policy: dir.clone(), offered });
             }
             let path = format!("{dir}/{file}");
             let mut action =
                 HostAction::write(&path, asked.as_str(), format!("{what} {asked} for CPUs {related}"));
-            action.old = Some(read_text(writer, &path)?);
+            action.old = Some(read_text(host, &path)?);
             if action.old.as_deref() != Some(asked.as_str()) {
                 actions.push(action);
             }
@@ -341,21 +330,21 @@ fn cpufreq_actions(
 fn hugepage_actions(
     request: &PrepareRequest,
     prepared: &[&VmJournal],
-    writer: &dyn HostWriter,
+    host: &Host,
     actions: &mut Vec<HostAction>,
 ) -> Result<(), Refusal> {
     for need in &request.hugepages {
         if let Some(node) = need.node {
-            let nodes = read_cpus(writer, "/sys/devices/system/node/online")?;
+            let nodes = read_cpus(host, "/sys/devices/system/node/online")?;
             if !nodes.contains(node) {
                 return Err(Refusal::NoSuchNode { node, nodes });
             }
         }
-        let pool = action::hugepage_pool_path(need.size_kib, need.node);
+        let pool = change::hugepage_pool_path(need.size_kib, need.node);
         let free_path = pool.replace("nr_hugepages", "free_hugepages");
         let place = need.node.map_or("on this host".to_string(), |n| format!("on node {n}"));
         let count = |path: &str| -> Result<u64, Refusal> {
-            let text = writer.read(path).map_err(|_| Refusal::NoSuchPageSize {
+            let text = host.fs.read(path).map_err(|_| Refusal::NoSuchPageSize {
                 size_kib: need.size_kib,
                 place: place.clone(),
                 path: path.to_string(),
@@ -394,17 +383,17 @@ fn hugepage_actions(
 }
 
 /// A process's `/proc/<pid>/stat` flags, or `None` when it is gone.
-fn task_flags(writer: &dyn HostWriter, pid: u32) -> Option<u64> {
-    let stat = writer.read(&format!("/proc/{pid}/stat")).ok()?;
+fn task_flags(host: &Host, pid: u32) -> Option<u64> {
+    let stat = host.fs.read(&format!("/proc/{pid}/stat")).ok()?;
     let stat = String::from_utf8_lossy(&stat);
     // The command name is in parentheses and may hold spaces: count fields after the last `)`.
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(6)?.parse().ok()
 }
 
-fn pids(writer: &dyn HostWriter) -> Vec<u32> {
+fn pids(host: &Host) -> Vec<u32> {
     let mut pids: Vec<u32> =
-        writer.list_dir("/proc").unwrap_or_default().iter().filter_map(|n| n.parse().ok()).collect();
+        host.fs.list("/proc").unwrap_or_default().iter().filter_map(|n| n.parse().ok()).collect();
     pids.sort_unstable();
     pids
 }
@@ -413,7 +402,7 @@ fn task_actions(
     request: &PrepareRequest,
     layout: CgroupLayout,
     exclude: &Recompute,
-    writer: &dyn HostWriter,
+    host: &Host,
     plan: &mut PreparePlan,
 ) -> Result<(), Refusal> {
     let why_tasks = "host tasks on the housekeeping CPUs";
@@ -421,8 +410,9 @@ fn task_actions(
         CgroupLayout::V2Systemd => {
             for unit in SYSTEMD_HOST_UNITS {
                 let property = "AllowedCPUs".to_string();
-                let found = writer
-                    .systemctl(&["show", "--value", "-p", &property, unit])
+                let found = host
+                    .systemd
+                    .property(unit, &property)
                     .map_err(|source| Refusal::Read { path: format!("systemd unit {unit}"), source })?;
                 let action = HostAction::write(unit, "", why_tasks)
                     .with_kind(ChangeKind::SystemdProperty { property });
@@ -431,8 +421,8 @@ fn task_actions(
         }
         CgroupLayout::V2 | CgroupLayout::V1 => {
             let mount = if layout == CgroupLayout::V2 { CGROUP_MOUNT } else { CPUSET_V1_MOUNT };
-            let host = format!("{mount}/{HOST_CGROUP}");
-            let exists = writer.is_dir(&host);
+            let host_cgroup = format!("{mount}/{HOST_CGROUP}");
+            let exists = host.fs.is_dir(&host_cgroup);
             if layout == CgroupLayout::V2 {
                 // Always journaled, also when it is on: a later VM's release then knows this VM
                 // needs it (undo switches it off only if it was off).
@@ -440,20 +430,20 @@ fn task_actions(
                 let mut action =
                     HostAction::write(&control, "+cpuset", "cpuset controller for the top-level cgroups")
                         .with_kind(ChangeKind::EnableController);
-                action.old = Some(read_text(writer, &control)?);
+                action.old = Some(read_text(host, &control)?);
                 plan.actions.push(action);
             }
             if !exists {
                 plan.actions.push(
-                    HostAction::write(&host, "", "a cgroup for the root cgroup's tasks")
+                    HostAction::write(&host_cgroup, "", "a cgroup for the root cgroup's tasks")
                         .with_kind(ChangeKind::CreateDir),
                 );
                 if layout == CgroupLayout::V1 {
                     // A v1 cpuset takes no task until it has memory nodes.
-                    let mems = read_text(writer, &format!("{mount}/cpuset.mems"))?;
+                    let mems = read_text(host, &format!("{mount}/cpuset.mems"))?;
                     plan.actions.push(
                         HostAction::write(
-                            format!("{host}/cpuset.mems"),
+                            format!("{host_cgroup}/cpuset.mems"),
                             mems,
                             "the host cpuset's memory nodes: all",
                         )
@@ -464,13 +454,14 @@ fn task_actions(
             let vm_cgroups: Vec<String> = request
                 .vm_pids
                 .iter()
-                .filter_map(|pid| action::cgroup_procs_of(writer, *pid, mount).ok())
+                .filter_map(|pid| change::cgroup_procs_of(host, *pid, mount).ok())
                 .collect();
-            let mut tops: Vec<String> = writer
-                .list_dir(mount)
+            let mut tops: Vec<String> = host
+                .fs
+                .list(mount)
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|name| writer.is_dir(&format!("{mount}/{name}")))
+                .filter(|name| host.fs.is_dir(&format!("{mount}/{name}")))
                 .filter(|name| !VM_CGROUPS.contains(&name.as_str()) && !name.starts_with("kvmtune.vm"))
                 .filter(|name| !vm_cgroups.iter().any(|c| c.starts_with(&format!("{mount}/{name}/"))))
                 .collect();
@@ -486,24 +477,24 @@ fn task_actions(
                 let found = if name == HOST_CGROUP && !exists {
                     Vec::new()
                 } else {
-                    writer.read(&path).unwrap_or_default()
+                    host.fs.read(&path).unwrap_or_default()
                 };
                 let action = HostAction::write(&path, "", why_tasks).with_kind(ChangeKind::CpusetList);
                 push_recomputed(&mut plan.actions, action, exclude, &found);
             }
             let root_procs = format!("{mount}/cgroup.procs");
-            let procs = read_text(writer, &root_procs)?;
+            let procs = read_text(host, &root_procs)?;
             for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
                 if pid == request.self_pid || request.vm_pids.contains(&pid) {
                     continue;
                 }
-                match task_flags(writer, pid) {
+                match task_flags(host, pid) {
                     Some(flags) if flags & PF_KTHREAD == 0 => {}
                     _ => continue,
                 }
-                let comm = read_text(writer, &format!("/proc/{pid}/comm")).unwrap_or_default();
+                let comm = read_text(host, &format!("/proc/{pid}/comm")).unwrap_or_default();
                 let mut action = HostAction::write(
-                    format!("{host}/cgroup.procs"),
+                    format!("{host_cgroup}/cgroup.procs"),
                     pid.to_string(),
                     format!("{comm} ({pid}) to the host cgroup"),
                 )
@@ -514,25 +505,25 @@ fn task_actions(
         }
         CgroupLayout::None => {}
     }
-    kthread_actions(exclude, writer, plan);
+    kthread_actions(exclude, host, plan);
     Ok(())
 }
 
 /// Kernel threads that may move (kthreadd, whose CPUs new kernel threads inherit, rcuo*, ...)
 /// follow the host tasks; per-CPU ones cannot and are listed.
-fn kthread_actions(exclude: &Recompute, writer: &dyn HostWriter, plan: &mut PreparePlan) {
+fn kthread_actions(exclude: &Recompute, host: &Host, plan: &mut PreparePlan) {
     let Recompute::ExcludeCpus { cpus: taken, .. } = exclude else { return };
     let mut stuck = Vec::new();
-    for pid in pids(writer) {
-        let Some(flags) = task_flags(writer, pid) else { continue };
+    for pid in pids(host) {
+        let Some(flags) = task_flags(host, pid) else { continue };
         if flags & PF_KTHREAD == 0 {
             continue;
         }
-        let Ok(cpus) = action::affinity_of(writer, pid) else { continue };
+        let Ok(cpus) = host.affinity.get(pid) else { continue };
         if cpus.intersection(taken).is_empty() {
             continue;
         }
-        let comm = read_text(writer, &format!("/proc/{pid}/comm")).unwrap_or_default();
+        let comm = read_text(host, &format!("/proc/{pid}/comm")).unwrap_or_default();
         let left = cpus.difference(taken);
         if left.is_empty() {
             // Bound to one of the VM's CPUs (ksoftirqd/N, migration/N, kworker/N:M).
@@ -568,19 +559,19 @@ fn irq_actions(
     taken: &CpuSet,
     exclude: &Recompute,
     exclude_mask: &Recompute,
-    writer: &dyn HostWriter,
+    host: &Host,
     actions: &mut Vec<HostAction>,
     left_alone: &mut Vec<String>,
 ) {
-    if let Some(pid) = pids(writer).into_iter().find(|pid| {
-        writer
+    if let Some(pid) = pids(host).into_iter().find(|pid| {
+        host.fs
             .read(&format!("/proc/{pid}/comm"))
             .is_ok_and(|c| String::from_utf8_lossy(&c).trim() == "irqbalance")
     }) {
         let socket = format!("/run/irqbalance/irqbalance{pid}.sock");
-        match writer.request(&socket, b"setup") {
+        match host.irqbalance.request(&socket, b"setup") {
             Ok(setup) => {
-                let banned = action::irqbalance_banned(&String::from_utf8_lossy(&setup));
+                let banned = change::irqbalance_banned(&String::from_utf8_lossy(&setup));
                 let action = HostAction::write(&socket, "", "irqbalance leaves the VM's CPUs alone")
                     .with_kind(ChangeKind::IrqbalanceBan);
                 push_recomputed(actions, action, &Recompute::AddCpus { cpus: taken.clone() }, banned.to_string().as_bytes());
@@ -591,7 +582,7 @@ fn irq_actions(
         }
     }
     let default = "/proc/irq/default_smp_affinity";
-    if let Ok(found) = writer.read(default) {
+    if let Ok(found) = host.fs.read(default) {
         push_recomputed(
             actions,
             HostAction::write(default, "", "new IRQs off the VM's CPUs"),
@@ -600,11 +591,11 @@ fn irq_actions(
         );
     }
     let mut irqs: Vec<u32> =
-        writer.list_dir("/proc/irq").unwrap_or_default().iter().filter_map(|n| n.parse().ok()).collect();
+        host.fs.list("/proc/irq").unwrap_or_default().iter().filter_map(|n| n.parse().ok()).collect();
     irqs.sort_unstable();
     for irq in irqs {
         let path = format!("/proc/irq/{irq}/smp_affinity_list");
-        if let Ok(found) = writer.read(&path) {
+        if let Ok(found) = host.fs.read(&path) {
             let action = HostAction::write(&path, "", format!("IRQ {irq} off the VM's CPUs"))
                 .with_kind(ChangeKind::MayBeRefused);
             push_recomputed(actions, action, exclude, &found);
@@ -674,8 +665,8 @@ pub fn command_line(
 
 /// The host's default hugepage size in KiB (`Hugepagesize:` in `/proc/meminfo`), 2048 when
 /// it cannot be read.
-pub fn default_hugepage_kib(writer: &dyn HostWriter) -> u64 {
-    let meminfo = writer.read("/proc/meminfo").unwrap_or_default();
+pub fn default_hugepage_kib(host: &Host) -> u64 {
+    let meminfo = host.fs.read("/proc/meminfo").unwrap_or_default();
     String::from_utf8_lossy(&meminfo)
         .lines()
         .find_map(|l| l.strip_prefix("Hugepagesize:"))

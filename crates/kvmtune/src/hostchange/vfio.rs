@@ -23,8 +23,8 @@
 
 use serde::Serialize;
 
-use crate::hostchange::action::{ChangeKind, HostAction};
-use crate::hostchange::writer::HostWriter;
+use crate::host::Host;
+use crate::hostchange::change::{ChangeKind, HostAction};
 use crate::values::PciAddress;
 
 pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
@@ -46,14 +46,14 @@ pub struct GroupMember {
 
 impl GroupMember {
     /// The device at `address`, as sysfs has it now.
-    fn read(address: PciAddress, group: u32, writer: &dyn HostWriter) -> Self {
+    fn read(address: PciAddress, group: u32, host: &Host) -> Self {
         let dir = address.sysfs_dir();
         GroupMember {
-            class: text(writer, &format!("{dir}/class")).unwrap_or_default(),
-            driver: writer.link_name(&format!("{dir}/driver")).ok(),
+            class: text(host, &format!("{dir}/class")).unwrap_or_default(),
+            driver: host.fs.link_name(&format!("{dir}/driver")).ok(),
             group,
-            boot_vga: text(writer, &format!("{dir}/boot_vga")).as_deref() == Some("1"),
-            reset_methods: text(writer, &format!("{dir}/reset_method"))
+            boot_vga: text(host, &format!("{dir}/boot_vga")).as_deref() == Some("1"),
+            reset_methods: text(host, &format!("{dir}/reset_method"))
                 .map(|m| m.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default(),
             address,
@@ -98,8 +98,8 @@ pub enum VfioRefusal {
     },
 }
 
-fn text(writer: &dyn HostWriter, path: &str) -> Option<String> {
-    writer.read_trimmed(path).ok()
+fn text(host: &Host, path: &str) -> Option<String> {
+    host.fs.read_trimmed(path).ok()
 }
 
 /// Works out the hand-over of `devices` (and their groups) for `vm`.
@@ -107,16 +107,17 @@ pub fn plan_bind(
     vm: &str,
     devices: &[PciAddress],
     single_gpu: bool,
-    writer: &dyn HostWriter,
+    host: &Host,
 ) -> Result<BindPlan, VfioRefusal> {
     let mut members: Vec<GroupMember> = Vec::new();
     let mut groups = Vec::new();
     for &address in devices {
         let dir = address.sysfs_dir();
-        if !writer.is_dir(&dir) {
+        if !host.fs.is_dir(&dir) {
             return Err(VfioRefusal::NoSuchDevice(address));
         }
-        let group: u32 = writer
+        let group: u32 = host
+            .fs
             .link_name(&format!("{dir}/iommu_group"))
             .ok()
             .and_then(|g| g.parse().ok())
@@ -126,8 +127,9 @@ pub fn plan_bind(
         }
         groups.push(group);
         let group_dir = format!("/sys/kernel/iommu_groups/{group}/devices");
-        let names = writer
-            .list_dir(&group_dir)
+        let names = host
+            .fs
+            .list(&group_dir)
             .map_err(|source| VfioRefusal::Read { path: group_dir.clone(), source })?;
         let mut in_group = names
             .iter()
@@ -144,7 +146,7 @@ pub fn plan_bind(
         members.extend(
             in_group
                 .into_iter()
-                .map(|m| GroupMember::read(m, group, writer))
+                .map(|m| GroupMember::read(m, group, host))
                 .filter(|m| !m.class.starts_with("0x0604")),
         );
     }
@@ -152,17 +154,17 @@ pub fn plan_bind(
         let named: Vec<String> = devices.iter().map(PciAddress::to_string).collect();
         return Err(VfioRefusal::NotTheBootDisplay(named.join(", ")));
     }
-    let in_use = HostUse::read(writer);
+    let in_use = HostUse::read(host);
     for member in members.iter().filter(|m| !(single_gpu && m.boot_vga)) {
-        if let Some(what) = in_use.of(member, writer) {
+        if let Some(what) = in_use.of(member, host) {
             return Err(VfioRefusal::HostUses { address: member.address, group: member.group, what });
         }
     }
-    if !writer.is_dir(&format!("/sys/bus/pci/drivers/{VFIO_PCI}")) {
+    if !host.fs.is_dir(&format!("/sys/bus/pci/drivers/{VFIO_PCI}")) {
         return Err(VfioRefusal::NoVfioPci);
     }
-    let mut actions = if single_gpu { display_hand_over(vm, writer) } else { Vec::new() };
-    let (warnings, reset_actions) = reset_plan(vm, &members, writer);
+    let mut actions = if single_gpu { display_hand_over(vm, host) } else { Vec::new() };
+    let (warnings, reset_actions) = reset_plan(vm, &members, host);
     actions.extend(reset_actions);
     actions.extend(members.iter().filter(|m| m.driver.as_deref() != Some(VFIO_PCI)).map(|m| {
         let mut action = HostAction::write(
@@ -187,12 +189,12 @@ pub const FIRMWARE_FRAMEBUFFERS: [&str; 3] =
 /// The host's display off the boot GPU, in the order the community's single-GPU scripts use
 /// (host-changes.md section 4): the display manager, the virtual consoles, the firmware
 /// framebuffer.
-fn display_hand_over(vm: &str, writer: &dyn HostWriter) -> Vec<HostAction> {
+fn display_hand_over(vm: &str, host: &Host) -> Vec<HostAction> {
     let mut actions = Vec::new();
     // A display manager only where systemd runs (it is PID 1 when /run/systemd/system exists,
     // sd_booted(3)) and one is enabled.
-    if writer.is_dir("/run/systemd/system")
-        && writer.link_target(&format!("/etc/systemd/system/{DISPLAY_MANAGER}")).is_ok()
+    if host.fs.is_dir("/run/systemd/system")
+        && host.fs.link_target(&format!("/etc/systemd/system/{DISPLAY_MANAGER}")).is_ok()
     {
         actions.push(
             HostAction::write(
@@ -203,10 +205,10 @@ fn display_hand_over(vm: &str, writer: &dyn HostWriter) -> Vec<HostAction> {
             .with_kind(ChangeKind::ServiceState),
         );
     }
-    for console in writer.list_dir("/sys/class/vtconsole").unwrap_or_default() {
+    for console in host.fs.list("/sys/class/vtconsole").unwrap_or_default() {
         let dir = format!("/sys/class/vtconsole/{console}");
-        let name = text(writer, &format!("{dir}/name")).unwrap_or_default();
-        if text(writer, &format!("{dir}/bind")).as_deref() == Some("1") && name.contains("frame buffer") {
+        let name = text(host, &format!("{dir}/name")).unwrap_or_default();
+        if text(host, &format!("{dir}/bind")).as_deref() == Some("1") && name.contains("frame buffer") {
             let mut action = HostAction::write(
                 format!("{dir}/bind"),
                 "0",
@@ -218,7 +220,7 @@ fn display_hand_over(vm: &str, writer: &dyn HostWriter) -> Vec<HostAction> {
     }
     for framebuffer in FIRMWARE_FRAMEBUFFERS {
         let path = format!("/sys/bus/platform/devices/{framebuffer}");
-        if let Ok(driver) = writer.link_name(&format!("{path}/driver")) {
+        if let Ok(driver) = host.fs.link_name(&format!("{path}/driver")) {
             let mut action = HostAction::write(
                 path,
                 "",
@@ -233,26 +235,22 @@ fn display_hand_over(vm: &str, writer: &dyn HostWriter) -> Vec<HostAction> {
 }
 
 /// The reset warnings for devices handed over earlier (at release), read as they are now.
-pub fn reset_warnings(addresses: &[PciAddress], writer: &dyn HostWriter) -> Vec<String> {
+pub fn reset_warnings(addresses: &[PciAddress], host: &Host) -> Vec<String> {
     let members: Vec<GroupMember> =
-        addresses.iter().map(|&address| GroupMember::read(address, 0, writer)).collect();
-    reset_plan("", &members, writer).0
+        addresses.iter().map(|&address| GroupMember::read(address, 0, host)).collect();
+    reset_plan("", &members, host).0
 }
 
 /// The warnings about members that may not reset, and with vendor-reset loaded, the
 /// `reset_method` writes that hand those GPUs' reset to it.
-pub fn reset_plan(
-    vm: &str,
-    members: &[GroupMember],
-    writer: &dyn HostWriter,
-) -> (Vec<String>, Vec<HostAction>) {
+pub fn reset_plan(vm: &str, members: &[GroupMember], host: &Host) -> (Vec<String>, Vec<HostAction>) {
     use crate::knowledge::gpu_reset::{DEVICE_SPECIFIC, VENDOR_RESET_MODULE, reset_bug_family};
-    let vendor_reset = writer.is_dir(&format!("/sys/module/{VENDOR_RESET_MODULE}"));
+    let vendor_reset = host.fs.is_dir(&format!("/sys/module/{VENDOR_RESET_MODULE}"));
     let mut warnings = Vec::new();
     let mut actions = Vec::new();
     for member in members.iter().filter(|m| m.class.starts_with("0x03")) {
         let dir = format!("{PCI_DEVICES}/{}", member.address);
-        let family = match (text(writer, &format!("{dir}/vendor")), text(writer, &format!("{dir}/device"))) {
+        let family = match (text(host, &format!("{dir}/vendor")), text(host, &format!("{dir}/device"))) {
             (Some(vendor), Some(device)) => reset_bug_family(&vendor, &device),
             _ => None,
         };
@@ -290,23 +288,23 @@ struct HostUse {
 }
 
 impl HostUse {
-    fn read(writer: &dyn HostWriter) -> Self {
+    fn read(host: &Host) -> Self {
         HostUse {
-            mounts: text(writer, "/proc/mounts").unwrap_or_default(),
-            routes: text(writer, "/proc/net/route").unwrap_or_default(),
+            mounts: text(host, "/proc/mounts").unwrap_or_default(),
+            routes: text(host, "/proc/net/route").unwrap_or_default(),
         }
     }
 
     /// What the host visibly uses this device for, if anything.
-    fn of(&self, member: &GroupMember, writer: &dyn HostWriter) -> Option<String> {
-        host_use(member, &self.mounts, &self.routes, writer)
+    fn of(&self, member: &GroupMember, host: &Host) -> Option<String> {
+        host_use(member, &self.mounts, &self.routes, host)
     }
 }
 
-fn host_use(member: &GroupMember, mounts: &str, routes: &str, writer: &dyn HostWriter) -> Option<String> {
+fn host_use(member: &GroupMember, mounts: &str, routes: &str, host: &Host) -> Option<String> {
     // Block devices whose sysfs path runs through this PCI function.
-    for disk in writer.list_dir("/sys/block").unwrap_or_default() {
-        let Ok(target) = writer.link_target(&format!("/sys/block/{disk}")) else { continue };
+    for disk in host.fs.list("/sys/block").unwrap_or_default() {
+        let Ok(target) = host.fs.link_target(&format!("/sys/block/{disk}")) else { continue };
         if !target.contains(&format!("/{}/", member.address)) {
             continue;
         }
@@ -319,15 +317,14 @@ fn host_use(member: &GroupMember, mounts: &str, routes: &str, writer: &dyn HostW
     }
     // A virtio-9p share mounted by its tag (a VM's root from its host, as in kvmtune's lab):
     // the tag is the virtio device's `mount_tag` (net/9p/trans_virtio.c).
-    for virtio in writer.list_dir("/sys/bus/virtio/devices").unwrap_or_default() {
+    for virtio in host.fs.list("/sys/bus/virtio/devices").unwrap_or_default() {
         let dir = format!("/sys/bus/virtio/devices/{virtio}");
-        let Ok(target) = writer.link_target(&dir) else { continue };
+        let Ok(target) = host.fs.link_target(&dir) else { continue };
         if !target.contains(&format!("/{}/", member.address)) {
             continue;
         }
         // The kernel shows the tag with its terminating NUL.
-        let Some(tag) =
-            text(writer, &format!("{dir}/mount_tag")).map(|t| t.trim_end_matches('\0').to_string())
+        let Some(tag) = text(host, &format!("{dir}/mount_tag")).map(|t| t.trim_end_matches('\0').to_string())
         else {
             continue;
         };
@@ -341,8 +338,8 @@ fn host_use(member: &GroupMember, mounts: &str, routes: &str, writer: &dyn HostW
         }
     }
     // The NIC of the default route (/proc/net/route: destination 00000000).
-    for iface in writer.list_dir("/sys/class/net").unwrap_or_default() {
-        let device = writer.link_name(&format!("/sys/class/net/{iface}/device")).unwrap_or_default();
+    for iface in host.fs.list("/sys/class/net").unwrap_or_default() {
+        let device = host.fs.link_name(&format!("/sys/class/net/{iface}/device")).unwrap_or_default();
         if device == member.address.to_string()
             && routes.lines().any(|l| {
                 let mut fields = l.split_whitespace();
@@ -354,10 +351,10 @@ fn host_use(member: &GroupMember, mounts: &str, routes: &str, writer: &dyn HostW
     }
     // The boot display while the framebuffer console is bound to it.
     if member.boot_vga {
-        for console in writer.list_dir("/sys/class/vtconsole").unwrap_or_default() {
+        for console in host.fs.list("/sys/class/vtconsole").unwrap_or_default() {
             let dir = format!("/sys/class/vtconsole/{console}");
-            let bound = text(writer, &format!("{dir}/bind")).as_deref() == Some("1");
-            let name = text(writer, &format!("{dir}/name")).unwrap_or_default();
+            let bound = text(host, &format!("{dir}/bind")).as_deref() == Some("1");
+            let name = text(host, &format!("{dir}/name")).unwrap_or_default();
             if bound && name.contains("frame buffer") {
                 return Some(format!(
                     "it is the boot display and the console ({console}: {name}) is on it; for the host's only GPU, bind with --single-gpu"
@@ -371,7 +368,7 @@ fn host_use(member: &GroupMember, mounts: &str, routes: &str, writer: &dyn HostW
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hostchange::writer::RootedHostWriter;
+    use crate::host::Host;
 
     /// One AMD Polaris GPU, the boot display, alone in group 1 on amdgpu, with fbcon on vtcon1
     /// and efifb on the firmware framebuffer.
@@ -415,13 +412,13 @@ mod tests {
 
     #[test]
     fn the_single_gpu_hand_over_takes_the_console_and_framebuffer_first() {
-        let host = single_gpu_host(true);
-        let writer = RootedHostWriter::new(host.path());
+        let dir = single_gpu_host(true);
+        let host = Host::rooted(dir.path());
         let devices = [PciAddress::parse_lenient("01:00.0").unwrap()];
-        let refused = plan_bind("win", &devices, false, &writer).unwrap_err();
+        let refused = plan_bind("win", &devices, false, &host).unwrap_err();
         assert!(refused.to_string().contains("--single-gpu"), "{refused}");
 
-        let plan = plan_bind("win", &devices, true, &writer).unwrap();
+        let plan = plan_bind("win", &devices, true, &host).unwrap();
         let steps: Vec<String> = plan.actions.iter().map(HostAction::shell).collect();
         assert_eq!(
             steps,
@@ -438,13 +435,13 @@ mod tests {
 
     #[test]
     fn a_reset_bug_gpu_without_vendor_reset_is_warned_about() {
-        let host = single_gpu_host(false);
-        let writer = RootedHostWriter::new(host.path());
+        let dir = single_gpu_host(false);
+        let host = Host::rooted(dir.path());
         let gpu = PciAddress::parse("0000:01:00.0").unwrap();
-        let plan = plan_bind("win", &[gpu], true, &writer).unwrap();
+        let plan = plan_bind("win", &[gpu], true, &host).unwrap();
         assert_eq!(plan.warnings.len(), 1);
         assert!(plan.warnings[0].contains("Polaris 10") && plan.warnings[0].contains("vendor-reset"));
         assert!(!plan.actions.iter().any(|a| a.path.ends_with("reset_method")));
-        assert_eq!(reset_warnings(&[gpu], &writer), plan.warnings);
+        assert_eq!(reset_warnings(&[gpu], &host), plan.warnings);
     }
 }

@@ -39,3 +39,8 @@ pub const GIGANTIC_HUGEPAGE_KIB: u64 = 1_048_576;
 /// Source: tuned's `virtual-host` profile (throughput-performance); ../shared/host-changes.md
 /// section 6.
 pub const GOVERNOR: &str = "performance";
+
+/// Governors that leave a core at a low clock until load has been seen for a while
+/// (kernel Documentation/admin-guide/pm/cpufreq.rst): where the host runs one, the VM's CPUs
+/// get [`GOVERNOR`].
+pub const SLOW_GOVERNORS: &[&str] = &["powersave", "ondemand", "conservative"];

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::analysis::exit_rules::{ExitFinding, diagnose};
+use crate::analysis::exit_diagnosis::diagnose;
+use crate::analysis::exit_rules::ExitFinding;
 use crate::exits::record::domstats::read_domstats;
 use crate::exits::record::tracing::{Counters, DrainedExitTrace, ExitTrace, VcpuTimings, tracefs};
 use crate::exits::record::{

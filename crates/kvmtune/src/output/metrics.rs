@@ -299,7 +299,7 @@ mod tests {
             exit_times,
             at: Instant::now(),
         };
-        let host = crate::host::probe(&crate::host::LiveHost);
+        let host = crate::host::probe(&crate::host::Host::live());
         let text = render(&Scrape {
             readings: std::slice::from_ref(&reading),
             views: &[None],

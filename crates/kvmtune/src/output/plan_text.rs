@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::analysis::planner::placement::host_cores;
+use crate::analysis::placement::host_cores;
 use crate::analysis::planner::{Decision, Plan, VmPlan};
 use crate::host::HostFacts;
 use crate::hostchange::prepare;

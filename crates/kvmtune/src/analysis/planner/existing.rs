@@ -1,9 +1,9 @@
 //! Tuning a VM that exists: its config says what the user chose (vCPU count, memory, devices,
 //! Windows version, migration), the plan says what should change, and the change is a list of
-//! [`FixAction`]s, which the libvirt editor applies losslessly: only what differs is touched.
+//! [`ConfigEdit`]s, which the libvirt editor applies losslessly: only what differs is touched.
 
-use crate::analysis::fix::FixAction;
 use crate::analysis::planner::{Decision, VmPlan, VmRequest};
+use crate::config::edit::ConfigEdit;
 use crate::config::model::VmConfig;
 use crate::host::HostFacts;
 use crate::values::PciAddress;
@@ -48,7 +48,7 @@ pub fn request_from_config(
 }
 
 /// What to change in `config` so that it becomes `plan`, nothing more.
-pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
+pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<ConfigEdit> {
     let mut actions = Vec::new();
     // Enlightenments: missing ones on, ones the plan leaves out off (vendor_id is the user's).
     if !config.hyperv.passthrough() {
@@ -59,32 +59,32 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
             .map(|e| e.name.to_string())
             .collect();
         if !missing.is_empty() {
-            actions.push(FixAction::EnableHyperv { features: missing });
+            actions.push(ConfigEdit::EnableHyperv { features: missing });
         }
         for feature in config.hyperv.features.iter().filter(|f| f.on) {
             if feature.name != "hv-vendor-id" && !plan.enlightenments.iter().any(|e| e.name == feature.name) {
-                actions.push(FixAction::DisableHyperv { feature: feature.name.clone() });
+                actions.push(ConfigEdit::DisableHyperv { feature: feature.name.clone() });
             }
         }
         if let Some(planned) = plan.enlightenments.iter().find(|e| e.name == "hv-spinlocks")
             && let Some(retries) = planned.value.as_deref().and_then(|v| v.parse::<u32>().ok())
             && config.hyperv.get("hv-spinlocks").and_then(|f| f.value.as_deref()) != planned.value.as_deref()
         {
-            actions.push(FixAction::SetSpinlockRetries { retries });
+            actions.push(ConfigEdit::SetSpinlockRetries { retries });
         }
     }
     // Clock.
     if config.clock.offset.as_ref().map(|o| o.value.as_str()) != Some(plan.clock.offset) {
-        actions.push(FixAction::SetClockOffset { offset: plan.clock.offset.to_string() });
+        actions.push(ConfigEdit::SetClockOffset { offset: plan.clock.offset.to_string() });
     }
-    let timer_attribute = |name: &str, key: &str, value: &str| -> Option<FixAction> {
+    let timer_attribute = |name: &str, key: &str, value: &str| -> Option<ConfigEdit> {
         let timer = config.clock.timer(name);
         let current = match key {
             "tickpolicy" => timer.and_then(|t| t.tickpolicy.clone()),
             _ => timer.and_then(|t| t.present).map(|p| if p { "yes" } else { "no" }.to_string()),
         };
         (current.as_deref() != Some(value))
-            .then(|| FixAction::SetTimer { name: name.into(), attributes: vec![(key.into(), value.into())] })
+            .then(|| ConfigEdit::SetTimer { name: name.into(), attributes: vec![(key.into(), value.into())] })
     };
     actions.extend(timer_attribute("rtc", "tickpolicy", plan.clock.rtc_tickpolicy));
     actions.extend(timer_attribute("pit", "tickpolicy", plan.clock.pit_tickpolicy));
@@ -92,13 +92,13 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     // CPU.
     let mode_differs = config.cpu.mode.as_ref().map(|m| m.value.as_str()) != Some(plan.cpu.mode);
     if mode_differs || config.cpu_migratable() != plan.cpu.migratable {
-        actions.push(FixAction::SetCpuMode { mode: plan.cpu.mode.into(), migratable: plan.cpu.migratable });
+        actions.push(ConfigEdit::SetCpuMode { mode: plan.cpu.mode.into(), migratable: plan.cpu.migratable });
     }
     let topology =
         config.cpu.topology.as_ref().map(|t| (t.value.sockets, t.value.dies, t.value.cores, t.value.threads));
     let wanted = (plan.topology.sockets, plan.topology.dies, plan.topology.cores, plan.topology.threads);
     if topology != Some(wanted) {
-        actions.push(FixAction::SetCpuTopology {
+        actions.push(ConfigEdit::SetCpuTopology {
             sockets: wanted.0,
             dies: wanted.1,
             cores: wanted.2,
@@ -108,15 +108,15 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     if plan.cpu.cache_passthrough
         && config.cpu.cache_mode.as_ref().map(|c| c.value.as_str()) != Some("passthrough")
     {
-        actions.push(FixAction::SetCpuCacheMode { mode: "passthrough".into() });
+        actions.push(ConfigEdit::SetCpuCacheMode { mode: "passthrough".into() });
     }
     for feature in &plan.cpu.features {
         if !config.cpu.features.iter().any(|f| f.name == feature.name && f.enables()) {
-            actions.push(FixAction::RequireCpuFeature { name: feature.name.into() });
+            actions.push(ConfigEdit::RequireCpuFeature { name: feature.name.into() });
         }
     }
     if config.hypervisor_bit_disabled().is_some() {
-        actions.push(FixAction::RemoveCpuFeature { name: "hypervisor".into() });
+        actions.push(ConfigEdit::RemoveCpuFeature { name: "hypervisor".into() });
     }
     // Threads and pins. Each virtio disk gets an iothread of its own (one no disk uses does
     // nothing), and every iothread is pinned to the housekeeping CPUs.
@@ -126,10 +126,10 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     let declared = config.iothreads.as_ref().map_or(0, |n| n.value);
     let iothread_count = in_use.max().unwrap_or(0).max(plan.iothreads).max(declared);
     if declared < iothread_count {
-        actions.push(FixAction::SetIothreads { count: iothread_count });
+        actions.push(ConfigEdit::SetIothreads { count: iothread_count });
     }
     for (target, iothread) in attach {
-        actions.push(FixAction::AttachDiskIothread { target, iothread });
+        actions.push(ConfigEdit::AttachDiskIothread { target, iothread });
     }
     let pins: Vec<(u32, String)> =
         plan.placement.vcpu_cpus.iter().enumerate().map(|(v, cpu)| (v as u32, cpu.to_string())).collect();
@@ -141,7 +141,11 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
     let iothreads_now: Vec<(u32, String)> =
         config.pinning.iothreadpin.iter().map(|p| (p.id, p.cpus.to_string())).collect();
     if current != pins || emulator_now != Some(plan.emulator_cpus.to_string()) || iothreads_now != iothreads {
-        actions.push(FixAction::SetPins { vcpus: pins, emulator: plan.emulator_cpus.to_string(), iothreads });
+        actions.push(ConfigEdit::SetPins {
+            vcpus: pins,
+            emulator: plan.emulator_cpus.to_string(),
+            iothreads,
+        });
     }
     if !plan.guest_numa.is_empty() {
         let cells: Vec<_> = plan.guest_numa.iter().map(|cell| cell.as_fix()).collect();
@@ -151,7 +155,7 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
             })
             && config.memory.numatune.as_ref().is_some_and(|n| n.value.mode.as_deref() == Some("strict"));
         if !mirrored {
-            actions.push(FixAction::SetGuestNuma { cells });
+            actions.push(ConfigEdit::SetGuestNuma { cells });
         }
     }
     if let Some(node) = plan.memory_node {
@@ -160,15 +164,15 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<FixAction> {
                 && n.value.nodeset.as_ref().map(|s| s.to_string()) == Some(node.to_string())
         });
         if !bound {
-            actions.push(FixAction::SetNumatune { nodeset: node.to_string() });
+            actions.push(ConfigEdit::SetNumatune { nodeset: node.to_string() });
         }
     }
     if !plan.memballoon && config.devices.memballoon.as_ref().is_some_and(|m| m.value != "none") {
-        actions.push(FixAction::SetMemballoonModel { model: "none".into() });
+        actions.push(ConfigEdit::SetMemballoonModel { model: "none".into() });
     }
     // The host side for the libvirt hook; a request the user wrote is theirs to keep.
     if config.format == crate::config::model::SourceFormat::Libvirt && config.host_request.is_none() {
-        actions.push(FixAction::SetHostRequest { side: plan.host_side.clone() });
+        actions.push(ConfigEdit::SetHostRequest { side: plan.host_side.clone() });
     }
     actions
 }

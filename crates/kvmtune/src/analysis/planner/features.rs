@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::analysis::Workload;
 use crate::analysis::hyperv_support::{Offer, is_backporting_distribution, kernel_version, offer, short};
-use crate::analysis::planner::placement::Placement;
+use crate::analysis::placement::Placement;
 use crate::analysis::planner::{Decision, HugepagePlan, PlanRequest};
 use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;

@@ -3,27 +3,11 @@
 //! libvirt domain carries it as `<metadata><kvmtune:host>` for the libvirt hook
 //! ([`crate::config::host_request`]).
 
-use serde::Serialize;
-
-use crate::analysis::host_rules::SLOW_GOVERNORS;
 use crate::analysis::planner::{HugepagePlan, Passthrough};
+use crate::config::host_request::{HostSide, HugepageNeed};
 use crate::host::HostFacts;
-use crate::hostchange::prepare::HugepageNeed;
 use crate::knowledge::recommended;
-use crate::values::{CpuSet, PciAddress};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostSide {
-    /// Every CPU the VM takes from the host: its vCPUs, and its emulator and iothreads where
-    /// they are not on housekeeping CPUs.
-    pub cpus: CpuSet,
-    pub housekeeping: CpuSet,
-    pub hugepages: Option<HugepageNeed>,
-    /// Set only where the host runs a slow governor.
-    pub governor: Option<&'static str>,
-    /// PCI devices handed to vfio-pci, each with its IOMMU group.
-    pub devices: Vec<PciAddress>,
-}
+use crate::values::CpuSet;
 
 pub fn host_side(
     host: &HostFacts,
@@ -34,10 +18,9 @@ pub fn host_side(
     devices: &[Passthrough],
 ) -> HostSide {
     let vcpus: CpuSet = vcpu_cpus.iter().copied().collect();
-    let slow_governor =
-        host.host_state.cpufreq_governors.known().is_some_and(|governors| {
-            governors.iter().any(|(name, _)| SLOW_GOVERNORS.contains(&name.as_str()))
-        });
+    let slow_governor = host.host_state.cpufreq_governors.known().is_some_and(|governors| {
+        governors.iter().any(|(name, _)| recommended::SLOW_GOVERNORS.contains(&name.as_str()))
+    });
     HostSide {
         cpus: vcpus.union(&emulator_cpus.difference(housekeeping)),
         housekeeping: housekeeping.clone(),

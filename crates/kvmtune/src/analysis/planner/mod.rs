@@ -8,17 +8,18 @@
 pub mod existing;
 pub mod features;
 pub mod host_side;
-pub mod placement;
 
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::analysis::Workload;
+use crate::analysis::placement::{
+    self, HostCore, HostShare, HostShareSource, Placement, PlacementError, PlacementWish, place_all,
+};
 use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
 use crate::host::fact::Fact;
 use crate::values::{CpuSet, PciAddress};
-use placement::{HostCore, HostShare, HostShareSource, Placement, PlacementWish, place_all};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -30,6 +31,15 @@ pub enum PlanError {
     Contradiction(String),
     #[error("host facts missing: {0}")]
     MissingFacts(String),
+}
+
+impl From<PlacementError> for PlanError {
+    fn from(error: PlacementError) -> Self {
+        match error {
+            PlacementError::HostTooSmall(why) => PlanError::HostTooSmall(why),
+            PlacementError::Contradiction(why) => PlanError::Contradiction(why),
+        }
+    }
 }
 
 /// One VM the user asks for.
@@ -146,8 +156,8 @@ pub struct GuestNumaCell {
 
 impl GuestNumaCell {
     /// As the fix action that writes it into a config.
-    pub fn as_fix(&self) -> crate::analysis::fix::GuestCell {
-        crate::analysis::fix::GuestCell {
+    pub fn as_fix(&self) -> crate::config::edit::GuestCell {
+        crate::config::edit::GuestCell {
             id: self.id,
             cpus: self.vcpus.to_string(),
             memory_kib: self.memory_mib * 1024,
@@ -220,7 +230,7 @@ pub struct VmPlan {
     pub devices: Vec<Passthrough>,
     pub memballoon: bool,
     /// What the host does for the VM while it runs (`kvmtune host prepare`, `vfio bind`).
-    pub host_side: host_side::HostSide,
+    pub host_side: crate::config::host_request::HostSide,
     pub decisions: Vec<Decision>,
 }
 
@@ -320,7 +330,9 @@ pub fn plan(host: &HostFacts, request: &PlanRequest) -> Result<Plan, PlanError> 
         });
         devices_of[index] = devices;
     }
-    let placed = place_all(host, &cores, &wishes, given).map_err(|e| match order.as_slice() {
+    let placed = place_all(host, &cores, &wishes, given).map_err(PlanError::from).map_err(|e| match order
+        .as_slice()
+    {
         [only] => prefix_error(e, &request.vms[*only].name),
         _ => e,
     })?;

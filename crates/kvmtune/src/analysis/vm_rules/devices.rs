@@ -31,7 +31,7 @@ fn memballoon_with_vfio(ctx: &RuleContext) -> Vec<Finding> {
                 balloon.as_ref().map(|b| b.span).or(ctx.config.anchors.devices),
                 "a memory balloon with VFIO passthrough: all guest RAM is pinned for DMA, so the balloon cannot reclaim anything and only adds a device",
             )
-            .with_fix(Fix::safe(FixAction::SetMemballoonModel { model: "none".into() })),
+            .with_fix(Fix::safe(ConfigEdit::SetMemballoonModel { model: "none".into() })),
         ],
     }
 }
@@ -63,7 +63,7 @@ fn virtio_disk_without_iothread(ctx: &RuleContext) -> Vec<Finding> {
         .map(|disk| {
             let finding = Finding::new(Some(disk.span), format!("virtio disk {} has no iothread: its I/O runs in QEMU's main loop, next to everything else", disk.target.as_deref().unwrap_or("?")));
             match assigned.iter().find(|(target, _)| Some(target) == disk.target.as_ref()) {
-                Some((target, id)) => finding.with_fix(Fix::safe(FixAction::AttachDiskIothread { target: target.clone(), iothread: *id })),
+                Some((target, id)) => finding.with_fix(Fix::safe(ConfigEdit::AttachDiskIothread { target: target.clone(), iothread: *id })),
                 None => finding.with_fix(Fix::manual("add <iothreads>N</iothreads> and iothread='N' to the disk's <driver>")),
             }
         })
@@ -276,7 +276,7 @@ fn disk_cache_and_io(ctx: &RuleContext) -> Vec<Finding> {
             let qcow2 = if disk.format.as_deref() == Some("qcow2") { "; preallocate the image too, or first writes wait for allocation" } else { "" };
             let finding = Finding::new(Some(disk.span), format!("disk {target}, {kind}, has {cache} and {io}: guest data is cached twice and each request goes through QEMU's thread pool{qcow2}"));
             match &disk.target {
-                Some(target) => finding.with_fix(Fix::unsafe_(FixAction::SetDiskDriver {
+                Some(target) => finding.with_fix(Fix::unsafe_(ConfigEdit::SetDiskDriver {
                     target: target.clone(),
                     attributes: vec![("cache".into(), "none".into()), ("io".into(), "native".into())],
                 })),
@@ -351,7 +351,7 @@ fn sleep_with_passthrough(ctx: &RuleContext) -> Vec<Finding> {
     let enabled: Vec<&Located<bool>> =
         [&power.suspend_to_mem, &power.suspend_to_disk].into_iter().flatten().filter(|s| s.value).collect();
     let unset = power.suspend_to_mem.is_none() || power.suspend_to_disk.is_none();
-    let fix = Fix::unsafe_(FixAction::DisableSleepStates);
+    let fix = Fix::unsafe_(ConfigEdit::DisableSleepStates);
     if let Some(first) = enabled.first() {
         return vec![
             Finding::new(Some(first.span), "sleep states are on beside passed-through devices: the devices rarely come back from suspend, and Windows offers Sleep in its power menu")

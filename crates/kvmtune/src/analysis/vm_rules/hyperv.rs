@@ -127,7 +127,7 @@ fn hv_evmcs_pointless(ctx: &RuleContext) -> Vec<Finding> {
     reason
         .map(|reason| {
             Finding::new(Some(evmcs.span), format!("hv-evmcs is on, but {reason}"))
-                .with_fix(Fix::safe(FixAction::DisableHyperv { feature: "hv-evmcs".into() }))
+                .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: "hv-evmcs".into() }))
         })
         .into_iter()
         .collect()
@@ -202,7 +202,7 @@ fn hv_reset(ctx: &RuleContext) -> Vec<Finding> {
                 Some(reset.span),
                 "hv-reset is on; modern Hyper-V does not offer it and QEMU recommends leaving it off",
             )
-            .with_fix(Fix::safe(FixAction::DisableHyperv { feature: "hv-reset".into() }))
+            .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: "hv-reset".into() }))
         })
         .into_iter()
         .collect()
@@ -230,7 +230,7 @@ fn hv_spinlocks_low(ctx: &RuleContext) -> Vec<Finding> {
     match spinlocks.value.as_deref().map(str::parse::<u64>) {
         Some(Ok(retries)) if retries < u64::from(recommended::SPINLOCK_RETRIES_MIN) => vec![
             Finding::new(Some(spinlocks.span), format!("hv-spinlocks retries={retries} is below libvirt's minimum of {}: the guest gives up spinning and calls the hypervisor almost at once", recommended::SPINLOCK_RETRIES_MIN))
-                .with_fix(Fix::safe(FixAction::SetSpinlockRetries { retries: recommended::SPINLOCK_RETRIES })),
+                .with_fix(Fix::safe(ConfigEdit::SetSpinlockRetries { retries: recommended::SPINLOCK_RETRIES })),
         ],
         _ => Vec::new(),
     }
@@ -335,7 +335,7 @@ fn hv_avic_without_apicv(ctx: &RuleContext) -> Vec<Finding> {
         .filter(|f| f.on)
         .map(|avic| {
             Finding::new(Some(avic.span), "hv-avic asks Windows not to use AutoEOI, but this host has APICv/AVIC off: Windows loses AutoEOI and gains nothing")
-                .with_fix(Fix::safe(FixAction::DisableHyperv { feature: "hv-avic".into() }))
+                .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: "hv-avic".into() }))
         })
         .into_iter()
         .collect()
@@ -368,7 +368,7 @@ fn hypervisor_bit_hidden(ctx: &RuleContext) -> Vec<Finding> {
         Some(feature.span),
         format!("the hypervisor CPUID bit is disabled: Windows ignores every Hyper-V enlightenment{lost}"),
     )
-    .with_fix(Fix::unsafe_(FixAction::RemoveCpuFeature { name: "hypervisor".into() }));
+    .with_fix(Fix::unsafe_(ConfigEdit::RemoveCpuFeature { name: "hypervisor".into() }));
     let trade_off = ctx.workload == Workload::IpiHeavy || ctx.windows == Some(WindowsVersion::Win7);
     if trade_off {
         finding = finding.with_severity(Severity::Info);
@@ -422,7 +422,7 @@ fn hv_unsupported_by_host(ctx: &RuleContext) -> Vec<Finding> {
             Offer::Lacking { layer, why } => {
                 let finding =
                     Finding::new(Some(f.span), format!("{}: {why}; the VM would not start", f.name))
-                        .with_fix(Fix::safe(FixAction::DisableHyperv { feature: f.name.clone() }));
+                        .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: f.name.clone() }));
                 Some(if layer == Layer::KernelRelease {
                     finding.with_severity(Severity::Warning)
                 } else {

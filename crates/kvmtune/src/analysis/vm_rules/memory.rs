@@ -190,7 +190,7 @@ fn memory_off_vcpu_node(ctx: &RuleContext) -> Vec<Finding> {
     let anchor = ctx.config.memory.numatune.as_ref().map(|t| t.span).or(ctx.config.anchors.cputune);
     vec![
         Finding::new(anchor, format!("the vCPUs all run on NUMA node {node}, but guest memory is not bound there ({now}): the kernel may place it on another node"))
-            .with_fix(Fix::unsafe_(FixAction::SetNumatune { nodeset: node.to_string() })),
+            .with_fix(Fix::unsafe_(ConfigEdit::SetNumatune { nodeset: node.to_string() })),
     ]
 }
 
@@ -225,7 +225,7 @@ fn spans_nodes_without_guest_numa(ctx: &RuleContext) -> Vec<Finding> {
         ),
     );
     match guest_cells(ctx, host, &nodes) {
-        Some(cells) => vec![finding.with_fix(Fix::unsafe_(FixAction::SetGuestNuma { cells }))],
+        Some(cells) => vec![finding.with_fix(Fix::unsafe_(ConfigEdit::SetGuestNuma { cells }))],
         None => vec![finding.with_fix(Fix::manual("add <numa> cells to <cpu>, one per host node with the vCPUs pinned there, and a strict <memnode> per cell"))],
     }
 }
@@ -237,7 +237,7 @@ fn guest_cells(
     ctx: &RuleContext,
     host: &crate::host::HostFacts,
     nodes: &[u32],
-) -> Option<Vec<crate::analysis::fix::GuestCell>> {
+) -> Option<Vec<crate::config::edit::GuestCell>> {
     let memory_kib = ctx.config.memory.size_kib.as_ref()?.value;
     let vcpus = ctx.config.vcpus.as_ref()?.value;
     let mut cells = Vec::new();
@@ -248,7 +248,7 @@ fn guest_cells(
             ctx.config.pinning.vcpupin.iter().filter(|p| p.cpus.is_subset(node_cpus)).map(|p| p.id).collect();
         placed += members.len();
         let share = memory_kib * members.len() as u64 / u64::from(vcpus) / 2048 * 2048;
-        cells.push(crate::analysis::fix::GuestCell {
+        cells.push(crate::config::edit::GuestCell {
             id: id as u32,
             cpus: members.to_string(),
             memory_kib: share,
@@ -292,6 +292,6 @@ fn emulator_places_preallocated_memory(ctx: &RuleContext) -> Vec<Finding> {
     let span = ctx.config.pinning.emulatorpin.as_ref().map(|e| e.span);
     vec![
         Finding::new(span, format!("the emulator runs on node(s) {} and allocates the preallocated guest memory there, while the vCPUs run on node(s) {}: all of it is remote", node_names(&emulator_nodes), node_names(&vcpu_nodes)))
-            .with_fix(Fix::unsafe_(FixAction::SetNumatune { nodeset: vcpu_nodes.iter().copied().collect::<CpuSet>().to_string() })),
+            .with_fix(Fix::unsafe_(ConfigEdit::SetNumatune { nodeset: vcpu_nodes.iter().copied().collect::<CpuSet>().to_string() })),
     ]
 }

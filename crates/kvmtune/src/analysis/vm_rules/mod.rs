@@ -21,9 +21,10 @@ mod passthrough;
 mod pinning;
 mod timers;
 
-use crate::analysis::fix::{Fix, FixAction};
-use crate::analysis::rule::RuleMeta;
+use crate::analysis::fix::Fix;
+use crate::analysis::meta::RuleMeta;
 use crate::analysis::{Severity, Workload};
+use crate::config::edit::ConfigEdit;
 use crate::config::model::{VmConfig, WindowsVersion};
 use crate::host::HostFacts;
 use crate::knowledge::hyperv::closed_under_dependencies;
@@ -33,10 +34,11 @@ use crate::values::Span;
 /// What every family file uses.
 mod prelude {
     pub(super) use super::{Finding, RuleContext, VmRule, enable};
-    pub(super) use crate::analysis::fix::{Applicability, Fix, FixAction};
+    pub(super) use crate::analysis::fix::{Applicability, Fix};
     pub(super) use crate::analysis::hyperv_support::{Layer, Offer, offer};
-    pub(super) use crate::analysis::rule::{Category, RuleMeta};
+    pub(super) use crate::analysis::meta::{Category, RuleMeta};
     pub(super) use crate::analysis::{Severity, Workload};
+    pub(super) use crate::config::edit::ConfigEdit;
     pub(super) use crate::config::model::{Located, SourceFormat, VmConfig, WindowsVersion};
     pub(super) use crate::host::Fact;
     pub(super) use crate::host::kvm::HypervSupport;
@@ -139,7 +141,7 @@ fn enable(features: &[&'static str], config: &VmConfig) -> Fix {
         .filter(|f| !config.hyperv.is_on(f))
         .map(str::to_string)
         .collect();
-    Fix::safe(FixAction::EnableHyperv { features: missing })
+    Fix::safe(ConfigEdit::EnableHyperv { features: missing })
 }
 
 pub const VM_RULES: &[VmRule] = &[

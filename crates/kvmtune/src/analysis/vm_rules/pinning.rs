@@ -2,7 +2,7 @@
 //! CPUs, and the guest topology that describes them.
 
 use super::prelude::*;
-use crate::analysis::planner::placement::{HostShare, HostShareSource, default_host_share, host_wide_share};
+use crate::analysis::placement::{HostShare, HostShareSource, default_host_share, host_wide_share};
 
 /// The host CPU each vCPU is pinned to, when every vCPU is pinned to exactly one.
 fn one_to_one_pins(config: &VmConfig) -> Option<Vec<(u32, u32, Span)>> {
@@ -264,8 +264,7 @@ fn placement_spread(ctx: &RuleContext) -> Vec<Finding> {
     let l3_used = host.topology.l3_groups.iter().filter(|g| !g.cpus.intersection(&cpus).is_empty()).count();
     // The bounds count only CPUs a VM may use: housekeeping CPUs are not among them.
     let threads = ctx.config.cpu.topology.as_ref().map_or(1, |t| t.value.threads.max(1));
-    let (l3_needed, nodes_needed) =
-        crate::analysis::planner::placement::spread_lower_bounds(host, needed, threads);
+    let (l3_needed, nodes_needed) = crate::analysis::placement::spread_lower_bounds(host, needed, threads);
     if l3_used > l3_needed {
         findings.push(Finding::new(anchor, format!("the vCPUs span {l3_used} L3 groups where {l3_needed} would hold them: threads that share data pay cross-CCX/CCD latency")));
     }
@@ -376,7 +375,7 @@ fn amd_smt_without_topoext(ctx: &RuleContext) -> Vec<Finding> {
     }
     vec![
         Finding::new(Some(topology.span), "threads>1 on an AMD host without the topoext CPU feature: the guest cannot see which vCPUs are SMT siblings")
-            .with_fix(Fix::safe(FixAction::RequireCpuFeature { name: "topoext".into() })),
+            .with_fix(Fix::safe(ConfigEdit::RequireCpuFeature { name: "topoext".into() })),
     ]
 }
 
@@ -414,7 +413,7 @@ fn no_cache_passthrough(ctx: &RuleContext) -> Vec<Finding> {
     }
     vec![
         Finding::new(ctx.config.anchors.cpu.or(Some(mode.span)), "host-passthrough CPU without <cache mode='passthrough'/>: the guest sees an invented cache layout instead of the host's L3 groups")
-            .with_fix(Fix::safe(FixAction::SetCpuCacheMode { mode: "passthrough".into() })),
+            .with_fix(Fix::safe(ConfigEdit::SetCpuCacheMode { mode: "passthrough".into() })),
     ]
 }
 

@@ -21,7 +21,7 @@ fn timer_policy(ctx: &RuleContext, name: &str, policy: &str) -> Vec<Finding> {
             timer.map(|t| t.span).or(ctx.clock_anchor()),
             format!("{name} timer has {found}; Windows needs tickpolicy='{policy}'"),
         )
-        .with_fix(Fix::safe(FixAction::SetTimer {
+        .with_fix(Fix::safe(ConfigEdit::SetTimer {
             name: name.into(),
             attributes: vec![("tickpolicy".into(), policy.into())],
         })),
@@ -105,7 +105,7 @@ fn pit_policy_refused(ctx: &RuleContext) -> Vec<Finding> {
     };
     vec![
         Finding::new(Some(pit.span), format!("pit timer has tickpolicy='{policy}', which libvirt refuses for the in-kernel PIT: the VM does not start"))
-            .with_fix(Fix::safe(FixAction::SetTimer { name: "pit".into(), attributes: vec![("tickpolicy".into(), recommended::PIT_TICKPOLICY.into())] })),
+            .with_fix(Fix::safe(ConfigEdit::SetTimer { name: "pit".into(), attributes: vec![("tickpolicy".into(), recommended::PIT_TICKPOLICY.into())] })),
     ]
 }
 
@@ -140,7 +140,7 @@ fn utc_clock_offset(ctx: &RuleContext) -> Vec<Finding> {
                     offset.as_ref().map_or("utc (the default)", |o| o.value.as_str())
                 ),
             )
-            .with_fix(Fix::unsafe_(FixAction::SetClockOffset { offset: recommended::CLOCK_OFFSET.into() })),
+            .with_fix(Fix::unsafe_(ConfigEdit::SetClockOffset { offset: recommended::CLOCK_OFFSET.into() })),
         ],
     }
 }
@@ -211,6 +211,6 @@ fn hpet_with_stimer(ctx: &RuleContext) -> Vec<Finding> {
     let hpet = ctx.config.clock.timer("hpet");
     vec![
         Finding::new(hpet.map(|t| t.span).or(ctx.clock_anchor()), "HPET is present although hv-stimer drives Windows' timers: an emulated MMIO device left for nothing to use")
-            .with_fix(Fix::safe(FixAction::SetTimer { name: "hpet".into(), attributes: vec![("present".into(), "no".into())] })),
+            .with_fix(Fix::safe(ConfigEdit::SetTimer { name: "hpet".into(), attributes: vec![("present".into(), "no".into())] })),
     ]
 }

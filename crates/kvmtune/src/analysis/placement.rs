@@ -6,11 +6,20 @@
 
 use serde::Serialize;
 
-use crate::analysis::planner::PlanError;
 use crate::host::HostFacts;
 use crate::host::fact::Fact;
 use crate::host::topology::CoreType;
 use crate::values::CpuSet;
+use thiserror::Error;
+
+/// Why no placement fits; the planner reports it as its own error.
+#[derive(Debug, Error)]
+pub enum PlacementError {
+    #[error("the host is too small: {0}")]
+    HostTooSmall(String),
+    #[error("contradicting options: {0}")]
+    Contradiction(String),
+}
 
 /// One host core as the planner sees it.
 #[derive(Debug, Clone)]
@@ -255,7 +264,7 @@ pub fn place(
     reserved: &CpuSet,
     taken: &CpuSet,
     wish: &PlacementWish,
-) -> Result<Placement, PlanError> {
+) -> Result<Placement, PlacementError> {
     let mut free: Vec<&HostCore> = cores
         .iter()
         .filter(|c| c.cpus.iter().all(|cpu| !reserved.contains(*cpu) && !taken.contains(*cpu)))
@@ -265,7 +274,7 @@ pub fn place(
         free.retain(|c| !c.efficiency);
     }
     if free.is_empty() {
-        return Err(PlanError::HostTooSmall(
+        return Err(PlacementError::HostTooSmall(
             "no host core is left for vCPUs after housekeeping and other VMs".into(),
         ));
     }
@@ -273,7 +282,7 @@ pub fn place(
     let smt = free.iter().map(|c| c.cpus.len()).max().unwrap_or(1).max(1) as u32;
     let whole = free.iter().filter(|c| c.cpus.len() as u32 >= smt).count() as u32;
     let threads = match wish.vcpus {
-        Some(0) => return Err(PlanError::Contradiction("a VM needs at least one vCPU".into())),
+        Some(0) => return Err(PlacementError::Contradiction("a VM needs at least one vCPU".into())),
         // An odd count cannot be whole SMT pairs: each vCPU gets a core of its own.
         Some(n) if n % smt != 0 || n / smt > whole => 1,
         _ => smt,
@@ -298,7 +307,7 @@ pub fn place(
     if let Some(node) = wish.node
         && !nodes.contains(&node)
     {
-        return Err(PlanError::HostTooSmall(format!(
+        return Err(PlacementError::HostTooSmall(format!(
             "the device's NUMA node {node} has no free core for vCPUs"
         )));
     }
@@ -324,7 +333,7 @@ pub fn place(
     };
     let total_free = free.len() as u32;
     if cores_needed > total_free {
-        return Err(PlanError::HostTooSmall(format!(
+        return Err(PlacementError::HostTooSmall(format!(
             "{} vCPUs need {cores_needed} host cores ({threads} thread(s) each), but only {total_free} are free after housekeeping{}",
             cores_needed * threads,
             if taken.is_empty() { "" } else { " and the other VMs" }
@@ -449,7 +458,7 @@ pub fn place_all(
     cores: &[HostCore],
     wishes: &[PlacementWish],
     given: Option<HostShare>,
-) -> Result<Placed, PlanError> {
+) -> Result<Placed, PlacementError> {
     if let Some(share) = given.or_else(|| host_wide_share(host)) {
         let placements = place_each(cores, &share.cpus, wishes)?;
         return Ok(Placed { placements, host_share: share });
@@ -519,7 +528,7 @@ pub fn place_all(
         }
     }
     let Some((_, placements)) = best else {
-        return Err(last_error.unwrap_or_else(|| PlanError::HostTooSmall("the host has no core".into())));
+        return Err(last_error.unwrap_or_else(|| PlacementError::HostTooSmall("the host has no core".into())));
     };
     let mut taken = placements.iter().fold(CpuSet::new(), |all, p| all.union(&p.cpus()));
     let mut share = nearest_free_core(cores, &taken, &placements[0].cpus());
@@ -560,7 +569,7 @@ fn place_each(
     cores: &[HostCore],
     reserved: &CpuSet,
     wishes: &[PlacementWish],
-) -> Result<Vec<Placement>, PlanError> {
+) -> Result<Vec<Placement>, PlacementError> {
     let mut taken = CpuSet::new();
     let mut placements = Vec::with_capacity(wishes.len());
     for wish in wishes {

@@ -1,0 +1,141 @@
+//! Edits of a VM config as data, independent of its format: what a rule's fix, `tune` on an
+//! existing VM and an experiment's variant change. A format's editor (for libvirt XML,
+//! [`crate::config::libvirt_edit`]) turns them into byte edits of the original file; formats
+//! without an editor show an edit's description as a manual step.
+
+use serde::Serialize;
+
+/// One guest NUMA cell as a config states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuestCell {
+    pub id: u32,
+    /// Guest vCPUs, as libvirt writes CPU lists (`0-7`).
+    pub cpus: String,
+    pub memory_kib: u64,
+    pub host_node: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ConfigEdit {
+    /// Ask the host side of the plan from kvmtune's libvirt hook: `<kvmtune:host>` in
+    /// `<metadata>` (config/host_request.rs), replacing one that is there.
+    SetHostRequest { side: crate::config::host_request::HostSide },
+    /// Turn these Hyper-V enlightenments on (QEMU names; `hv-time` is the hypervclock timer).
+    EnableHyperv { features: Vec<String> },
+    /// Turn one enlightenment off.
+    DisableHyperv { feature: String },
+    /// Set `hv-spinlocks` retries.
+    SetSpinlockRetries { retries: u32 },
+    /// Make a `<clock><timer>` carry these attributes (adding the timer if it is missing).
+    SetTimer { name: String, attributes: Vec<(String, String)> },
+    /// `<clock offset=...>`.
+    SetClockOffset { offset: String },
+    /// `<memballoon model=...>`.
+    SetMemballoonModel { model: String },
+    /// Add `<feature policy='require' name=...>` to `<cpu>`.
+    RequireCpuFeature { name: String },
+    /// Remove a `<cpu><feature>` (for example the one that hides the hypervisor bit).
+    RemoveCpuFeature { name: String },
+    /// `<cpu><cache mode=...>`.
+    SetCpuCacheMode { mode: String },
+    /// `<cpu><topology>` (the guest's sockets, dies, cores, threads).
+    SetCpuTopology { sockets: u32, dies: u32, cores: u32, threads: u32 },
+    /// `<cpu mode=... migratable=...>`.
+    SetCpuMode { mode: String, migratable: bool },
+    /// `<iothreads>`.
+    SetIothreads { count: u32 },
+    /// `iothread=` on the `<driver>` of the disk with this target (`vda`), with `<iothreads>`
+    /// raised to hold it.
+    AttachDiskIothread { target: String, iothread: u32 },
+    /// Replace every `<vcpupin>`, `<emulatorpin>` and `<iothreadpin>` in `<cputune>`; CPU lists as
+    /// libvirt writes them (`2,18`).
+    SetPins { vcpus: Vec<(u32, String)>, emulator: String, iothreads: Vec<(u32, String)> },
+    /// `<numatune><memory mode='strict' nodeset=...>`.
+    SetNumatune { nodeset: String },
+    /// Attributes of the `<driver>` of the disk with this target (`cache`, `io`).
+    SetDiskDriver { target: String, attributes: Vec<(String, String)> },
+    /// `<pm>` with suspend to RAM and to disk off.
+    DisableSleepStates,
+    /// A guest NUMA topology: `<cpu><numa>` cells, and a strict `<memnode>` per cell binding its
+    /// memory to its host node (with `<memory>` strict to all of them).
+    SetGuestNuma { cells: Vec<GuestCell> },
+    /// Something only the user can do; the text says what.
+    Manual { steps: String },
+}
+
+impl ConfigEdit {
+    /// The action edits what libvirt turns into QEMU's `-cpu` (enlightenments, CPU features
+    /// and mode, the Hyper-V clock): a `-cpu` passed through `<qemu:commandline>` overrides it.
+    pub fn shapes_cpu_argument(&self) -> bool {
+        match self {
+            ConfigEdit::EnableHyperv { .. }
+            | ConfigEdit::DisableHyperv { .. }
+            | ConfigEdit::SetSpinlockRetries { .. }
+            | ConfigEdit::RequireCpuFeature { .. }
+            | ConfigEdit::RemoveCpuFeature { .. }
+            | ConfigEdit::SetCpuCacheMode { .. }
+            | ConfigEdit::SetCpuMode { .. } => true,
+            ConfigEdit::SetTimer { name, .. } => name == "hypervclock",
+            _ => false,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigEdit::EnableHyperv { features } => format!("enable {}", features.join(", ")),
+            ConfigEdit::DisableHyperv { feature } => format!("turn {feature} off"),
+            ConfigEdit::SetSpinlockRetries { retries } => format!("set hv-spinlocks retries to {retries}"),
+            ConfigEdit::SetTimer { name, attributes } => format!(
+                "set timer {name}: {}",
+                attributes.iter().map(|(k, v)| format!("{k}='{v}'")).collect::<Vec<_>>().join(" ")
+            ),
+            ConfigEdit::SetClockOffset { offset } => format!("set the clock offset to {offset}"),
+            ConfigEdit::SetMemballoonModel { model } => format!("set the memballoon model to {model}"),
+            ConfigEdit::SetHostRequest { side } => {
+                format!("ask the libvirt hook (`kvmtune hook install`) to prepare CPUs {} on the host", side.cpus)
+            }
+            ConfigEdit::RequireCpuFeature { name } => format!("require CPU feature {name}"),
+            ConfigEdit::RemoveCpuFeature { name } => format!("remove the CPU feature policy for {name}"),
+            ConfigEdit::SetCpuCacheMode { mode } => format!("set the CPU cache mode to {mode}"),
+            ConfigEdit::SetCpuTopology { sockets, dies, cores, threads } => {
+                format!(
+                    "set the guest topology to {sockets} socket(s), {dies} die(s), {cores} core(s), {threads} thread(s)"
+                )
+            }
+            ConfigEdit::SetCpuMode { mode, migratable } => {
+                format!("set the CPU mode to {mode}, migratable={}", if *migratable { "on" } else { "off" })
+            }
+            ConfigEdit::SetIothreads { count } => format!("give the VM {count} iothread(s)"),
+            ConfigEdit::AttachDiskIothread { target, iothread } => {
+                format!("run disk {target}'s I/O in iothread {iothread}")
+            }
+            ConfigEdit::SetPins { vcpus, emulator, .. } => {
+                format!("pin {} vCPU(s) one to one, the emulator and iothreads to {emulator}", vcpus.len())
+            }
+            ConfigEdit::SetNumatune { nodeset } => format!("bind memory strictly to NUMA node {nodeset}"),
+            ConfigEdit::SetDiskDriver { target, attributes } => format!(
+                "set disk {target}'s driver: {}",
+                attributes.iter().map(|(k, v)| format!("{k}='{v}'")).collect::<Vec<_>>().join(" ")
+            ),
+            ConfigEdit::DisableSleepStates => {
+                "turn the guest's sleep states off: <pm><suspend-to-mem enabled='no'/><suspend-to-disk enabled='no'/></pm>".to_string()
+            }
+            ConfigEdit::SetGuestNuma { cells } => format!(
+                "give the guest {} NUMA nodes mirroring the host's ({}), each cell's memory bound to its host node",
+                cells.len(),
+                cells
+                    .iter()
+                    .map(|c| format!(
+                        "vCPUs {} and {} MiB on node {}",
+                        c.cpus,
+                        c.memory_kib / 1024,
+                        c.host_node
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            ConfigEdit::Manual { steps } => steps.clone(),
+        }
+    }
+}
