@@ -14,7 +14,9 @@ use kvmtune::values::SourceText;
 use std::path::PathBuf;
 
 use crate::args::{HostArgs, WorkloadArg, parse_config_rule, parse_cpu_list, parse_windows, read_domain_xml};
-use crate::{Outcome, print_out, unified_diff};
+use kvmtune::output::existing_vm::unified_diff;
+
+use crate::{Outcome, print_out};
 
 #[derive(clap::Args)]
 pub(crate) struct CheckArgs {

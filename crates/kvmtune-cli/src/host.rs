@@ -8,14 +8,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use kvmtune::config::host_request::HugepageNeed;
+use kvmtune::config::host_needs::{HostNeeds, Hugepages, NeedsFlags};
 use kvmtune::host::Host;
 use kvmtune::hostchange::journal::DEFAULT_DIR;
-use kvmtune::hostchange::prepare::{self, ConfigNeeds, PrepareRequest};
-use kvmtune::hostchange::{Journal, JournalError, Outcome as ChangeOutcome, Released};
-use kvmtune::values::CpuSet;
+use kvmtune::hostchange::prepare::{self, PrepareRequest};
+use kvmtune::hostchange::{Journal, JournalError, Released};
+use kvmtune::output::host_changes;
 
-use crate::args::{Format, parse_cpu_list};
+use crate::args::Format;
 use crate::{Outcome, print_out};
 
 #[derive(Subcommand)]
@@ -85,34 +85,14 @@ pub(crate) struct PrepareArgs {
     /// libvirt connection URI for --domain.
     #[arg(long, requires = "domain")]
     connect: Option<String>,
-    /// The VM's CPUs (vCPUs, emulator, iothreads), instead of the domain's <cputune>.
-    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
-    cpus: Option<CpuSet>,
     /// The name the changes are journaled under (default: the domain's name).
     #[arg(long)]
     name: Option<String>,
-    /// The host's CPUs (default: every online CPU no prepared VM takes).
-    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
-    housekeeping: Option<CpuSet>,
-    /// cpufreq governor for the VM's CPUs (such as performance).
-    #[arg(long, value_name = "GOV")]
-    governor: Option<String>,
-    /// Energy-performance preference for the VM's CPUs (such as performance).
-    #[arg(long, value_name = "PREF")]
-    epp: Option<String>,
-    /// Hugepages the VM needs: SIZE:COUNT[@NODE], such as 2M:4096@1 (repeatable; default:
-    /// from the domain's <memoryBacking> and <memory>).
-    #[arg(long, value_name = "SIZE:COUNT[@NODE]", value_parser = prepare::parse_hugepage_need)]
-    hugepages: Vec<HugepageNeed>,
+    #[command(flatten)]
+    needs: NeedsFlags,
     /// A process of the VM (QEMU) that keeps the VM's CPUs (repeatable).
     #[arg(long, value_name = "PID")]
     pid: Vec<u32>,
-    /// Leave host tasks, kernel threads and workqueues where they are.
-    #[arg(long)]
-    no_isolate: bool,
-    /// Leave IRQs where they are.
-    #[arg(long)]
-    no_irqs: bool,
     /// Make the changes. Without it, nothing is written.
     #[arg(long)]
     apply: bool,
@@ -148,28 +128,28 @@ fn read_xml(args: &PrepareArgs) -> anyhow::Result<Option<(String, String)>> {
     Ok(Some((path.display().to_string(), text)))
 }
 
+/// The flags over the domain (where one is given): its name, pins and hugepages fill in what
+/// the flags leave out.
 fn request(args: &PrepareArgs, host: &Host) -> anyhow::Result<PrepareRequest> {
-    let needs = match read_xml(args)? {
+    let asked = args.needs.needs();
+    let (name, needs) = match read_xml(args)? {
         Some((origin, text)) => {
             let config =
                 kvmtune::config::libvirt::parse(&origin, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
-            ConfigNeeds::of(&config, prepare::default_hugepage_kib(host))
+            let needs = config.resolve_needs(&asked, kvmtune::host::memory::default_hugepage_kib(host))?;
+            (config.name.clone(), needs)
         }
-        None => ConfigNeeds::default(),
+        // Without a domain there are no pins or memory to take anything from.
+        None => {
+            let hugepages = match asked.hugepages {
+                Hugepages::FromDomain => Hugepages::None,
+                other => other,
+            };
+            (None, HostNeeds { cpus: Some(asked.cpus.clone().unwrap_or_default()), hugepages, ..asked })
+        }
     };
-    let vm = args.name.clone().or(needs.name).context("name the VM: --name, or a domain XML with <name>")?;
-    Ok(PrepareRequest {
-        vm,
-        cpus: args.cpus.clone().unwrap_or(needs.cpus),
-        housekeeping: args.housekeeping.clone(),
-        governor: args.governor.clone(),
-        epp: args.epp.clone(),
-        hugepages: if args.hugepages.is_empty() { needs.hugepages } else { args.hugepages.clone() },
-        isolate: !args.no_isolate,
-        irqs: !args.no_irqs,
-        vm_pids: args.pid.clone(),
-        self_pid: std::process::id(),
-    })
+    let vm = args.name.clone().or(name).context("name the VM: --name, or a domain XML with <name>")?;
+    Ok(PrepareRequest { vm, needs, vm_pids: args.pid.clone(), self_pid: std::process::id() })
 }
 
 fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
@@ -193,7 +173,7 @@ fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     if !args.apply {
         let text = match args.format {
             Format::Json => serde_json::to_string_pretty(&plan)? + "\n",
-            Format::Text => plan_text(&plan),
+            Format::Text => host_changes::prepare_plan(&plan),
         };
         print_out(&text)?;
         return Ok(Outcome::Clean);
@@ -202,68 +182,8 @@ fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     if let Some(step) = args.test_kill_at_step {
         journal = journal.kill_at_step(step);
     }
-    print_out(&apply_prepare(&journal, &plan, &host)?)?;
+    print_out(&host_changes::prepare_applied(&prepare::apply(&journal, &plan, &host)?))?;
     Ok(Outcome::Clean)
-}
-
-/// Makes a prepare plan's changes through the journal; what was done, as text.
-pub(crate) fn apply_prepare(
-    journal: &Journal,
-    plan: &prepare::PreparePlan,
-    host: &Host,
-) -> anyhow::Result<String> {
-    let applied = journal.apply(&plan.vm, &plan.taken, &plan.actions, host)?;
-    let refused: Vec<String> = applied
-        .iter()
-        .filter_map(|a| match &a.outcome {
-            ChangeOutcome::Refused(reason) => Some(format!("  {}: {reason}", a.action.path)),
-            ChangeOutcome::Made => None,
-        })
-        .collect();
-    let mut text = format!(
-        "prepared {}: {} change(s) made on CPUs {} (host keeps {}); undo with `kvmtune host release {}`\n",
-        plan.vm,
-        applied.len() - refused.len(),
-        plan.taken,
-        plan.housekeeping,
-        plan.vm
-    );
-    if !refused.is_empty() {
-        text += &format!(
-            "refused by the kernel, left as they were ({}; managed IRQs cannot move):\n",
-            refused.len()
-        );
-        text += &(refused.join("\n") + "\n");
-    }
-    for note in &plan.left_alone {
-        text += &format!("note: {note}\n");
-    }
-    Ok(text)
-}
-
-fn plan_text(plan: &prepare::PreparePlan) -> String {
-    let mut text = format!(
-        "VM {}: CPUs {}, host keeps {} (cgroups: {})\nWould change, in this order (nothing is written without --apply):\n",
-        plan.vm,
-        plan.cpus,
-        plan.housekeeping,
-        plan.layout.label()
-    );
-    for action in &plan.actions {
-        text += &format!(
-            "  {}\n      why: {}; undo: {}\n",
-            action.describe().replace(" -> ", " → "),
-            action.why,
-            action.undo_text()
-        );
-    }
-    if plan.actions.is_empty() {
-        text += "  nothing: the host already gives the VM what it asks\n";
-    }
-    for note in &plan.left_alone {
-        text += &format!("note: {note}\n");
-    }
-    text
 }
 
 /// `release (NAME | --all)`, as `host` and `vfio` take it.
@@ -346,28 +266,7 @@ fn status(format: Format, place: &JournalPlace) -> anyhow::Result<Outcome> {
     };
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&journals)? + "\n",
-        Format::Text => {
-            let mut text = String::new();
-            for j in &journals {
-                let state = match (j.from_another_boot, j.complete) {
-                    (true, _) => "from an earlier boot: its changes are gone; release sets it aside",
-                    (false, true) => "applied",
-                    (false, false) => "INTERRUPTED: a prepare did not finish; `release` undoes what it did",
-                };
-                let refused = j.changes.iter().filter(|c| c.refused.is_some()).count();
-                text += &format!(
-                    "{}: {state}\n  CPUs taken from the host: {}; {} change(s), {refused} refused by the kernel; prepared by pid {}\n",
-                    j.vm,
-                    j.cpus,
-                    j.changes.len() - refused,
-                    j.pid
-                );
-            }
-            if journals.is_empty() {
-                text = "nothing is prepared\n".to_string();
-            }
-            text
-        }
+        Format::Text => host_changes::status(&journals),
     };
     print_out(&text)?;
     Ok(Outcome::Clean)

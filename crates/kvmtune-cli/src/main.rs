@@ -129,11 +129,6 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn unified_diff(path: &str, before: &str, after: &str, label: &str) -> String {
-    let diff = similar::TextDiff::from_lines(before, after);
-    diff.unified_diff().header(path, &format!("{path} ({label})")).to_string()
-}
-
 fn probe(root: Option<PathBuf>, format: Format) -> anyhow::Result<Outcome> {
     let facts = match root {
         Some(root) => HostArgs::snapshot(root).load()?.context("a snapshot directory always names a host")?,

@@ -1,15 +1,13 @@
 //! `kvmtune tune`: plan a Windows VM for this host and emit it.
 
-use std::fmt::Write as _;
-
-use anyhow::Context;
 use clap::ValueEnum;
 use kvmtune::analysis::Workload;
 use kvmtune::analysis::planner::{self, Plan, PlanRequest, VmRequest, existing};
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::host::{self, Fact, Host, HostFacts};
 use kvmtune::output::emit::{EmitFormat, emit};
-use kvmtune::output::{plan_text, proxmox, qemu_command};
+use kvmtune::output::existing_vm::{self, ExistingVm};
+use kvmtune::output::plan_text;
 use kvmtune::values::Version;
 use kvmtune::values::{CpuSet, PciAddress};
 
@@ -216,62 +214,17 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-/// An existing VM's config: where it came from, its text, and what it says.
-struct ExistingVm<'a> {
-    path: &'a str,
-    text: &'a str,
-    config: &'a kvmtune::config::model::VmConfig,
-}
-
 /// An existing VM: the plan, then the change in the VM's own format.
 fn tune_existing(
     args: &TuneArgs,
     plan: &Plan,
     host: &HostFacts,
     windows: WindowsVersion,
-    existing_vm: &ExistingVm,
+    vm: &ExistingVm,
     source: &str,
 ) -> anyhow::Result<Outcome> {
-    use kvmtune::config::model::SourceFormat;
-    let ExistingVm { path, text, config } = *existing_vm;
-    let vm = &plan.vms[0];
     let mut out = plan_text::render(plan, host, source);
-    let actions = existing::actions(config, vm);
-    match config.format {
-        SourceFormat::Libvirt => {
-            let edited = kvmtune::config::libvirt_edit::apply_actions(text, &actions)
-                .with_context(|| format!("cannot edit {path}"))?;
-            let _ = writeln!(out, "\n# {} change(s) to {path}:", actions.len());
-            for action in &actions {
-                let _ = writeln!(out, "#   {}", action.describe());
-            }
-            if args.diff {
-                out.push_str(&crate::unified_diff(path, text, &edited, "tuned"));
-            } else {
-                out.push_str(&edited);
-            }
-        }
-        SourceFormat::Proxmox => {
-            // Only the keys whose value changes, as qm set commands.
-            let output = proxmox::render(vm, windows);
-            let changed = kvmtune::config::proxmox_edit::changed_keys(path, text, &output.config)?;
-            let changes = proxmox::ProxmoxOutput { config: changed, ..output };
-            let _ = write!(out, "\n# changes to {path} as qm set commands\n{}", proxmox::qm_set(&changes));
-            for note in &changes.not_expressible {
-                let _ = writeln!(out, "# not expressible here: {note}");
-            }
-            let _ = write!(
-                out,
-                "\n# hookscript: /var/lib/vz/snippets/{}\n{}",
-                proxmox::hookscript_name(vm),
-                changes.hookscript
-            );
-        }
-        _ => {
-            let _ =
-                write!(out, "\n# QEMU launch script replacing {path}\n{}", qemu_command::script(vm, windows));
-        }
-    }
+    out.push_str(&existing_vm::render_change(vm, &plan.vms[0], windows, args.diff)?);
     print_out(&out)?;
     Ok(Outcome::Clean)
 }

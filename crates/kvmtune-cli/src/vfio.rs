@@ -3,22 +3,18 @@
 //! that release is exact also after kill -9. Glue: the plan and the writes are
 //! `kvmtune::hostchange::vfio`'s and the journal's.
 
-use anyhow::bail;
 use clap::Subcommand;
-use kvmtune::host::Host;
-use kvmtune::hostchange::vfio::{self, BindPlan};
+use kvmtune::hostchange::vfio;
 use kvmtune::hostchange::{ChangeKind, Journal};
-use kvmtune::values::{CpuSet, PciAddress};
+use kvmtune::output::host_changes;
+use kvmtune::values::PciAddress;
 
 use crate::host::{JournalFamily, JournalPlace, ReleaseArgs, release_journals};
 use crate::{Outcome, print_out};
 
 /// A VM's device hand-over is journaled as `<vm>.vfio`, beside its `host prepare` journal.
-pub(crate) const VFIO_JOURNALS: JournalFamily = JournalFamily { command: "vfio release", suffix: ".vfio" };
-
-pub(crate) fn journal_name(vm: &str) -> String {
-    format!("{vm}{}", VFIO_JOURNALS.suffix)
-}
+pub(crate) const VFIO_JOURNALS: JournalFamily =
+    JournalFamily { command: "vfio release", suffix: vfio::JOURNAL_SUFFIX };
 
 #[derive(Subcommand)]
 pub(crate) enum VfioCommand {
@@ -68,30 +64,9 @@ pub(crate) fn run(command: VfioCommand) -> anyhow::Result<Outcome> {
     }
 }
 
-fn plan_text(plan: &BindPlan) -> String {
-    let mut text = format!("devices for VM {}: IOMMU group(s) {:?}\n", plan.vm, plan.groups);
-    for member in &plan.members {
-        let reset = match member.reset_methods.is_empty() {
-            true => "none".to_string(),
-            false => member.reset_methods.join(","),
-        };
-        text += &format!(
-            "  {} class {} on {} -> vfio-pci (reset: {reset})\n",
-            member.address,
-            member.class,
-            member.driver.as_deref().unwrap_or("(no driver)")
-        );
-    }
-    text += "Would do, in this order (nothing is written without --apply; release undoes it backwards):\n";
-    for action in &plan.actions {
-        text += &format!("  {}\n      why: {}\n", action.shell(), action.why);
-    }
-    text
-}
-
 fn print_warnings(warnings: &[String]) {
     for warning in warnings {
-        eprintln!("kvmtune: warning: {warning}");
+        eprintln!("kvmtune: warning: {}", kvmtune::values::escape::terminal(warning));
     }
 }
 
@@ -103,7 +78,7 @@ fn to_release(args: &ReleaseArgs) -> anyhow::Result<(Vec<String>, Vec<PciAddress
     if !place.journal_dir().is_dir() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let wanted = args.name.as_deref().map(journal_name);
+    let wanted = args.name.as_deref().map(vfio::journal_name);
     let journals = Journal::open_to_read(place.journal_dir(), &place.host())?.status()?;
     let mut steps = Vec::new();
     let mut devices = Vec::new();
@@ -141,36 +116,13 @@ fn bind(
     let plan = vfio::plan_bind(&vm, devices, single_gpu, &host)?;
     print_warnings(&plan.warnings);
     if !apply {
-        print_out(&plan_text(&plan))?;
+        print_out(&host_changes::bind_plan(&plan))?;
         return Ok(Outcome::Clean);
     }
     let mut journal = Journal::open(place.journal_dir(), &host)?;
     if let Some(step) = kill_at_step {
         journal = journal.kill_at_step(step);
     }
-    print_out(&apply_bind(&journal, &plan, &host)?)?;
+    print_out(&host_changes::bind_applied(&vfio::apply_bind(&journal, &plan, &host)?))?;
     Ok(Outcome::Clean)
-}
-
-/// Makes a bind plan's changes through the journal, then checks that each group's device
-/// node exists (every member on vfio-pci); what was done, as text.
-pub(crate) fn apply_bind(journal: &Journal, plan: &BindPlan, host: &Host) -> anyhow::Result<String> {
-    let vm = &plan.vm;
-    let journal_name = journal_name(vm);
-    journal.apply(&journal_name, &CpuSet::new(), &plan.actions, host)?;
-    // The group is usable only when every member is on vfio-pci: its device node says so.
-    let nodes = host.fs.list("/dev/vfio").unwrap_or_default();
-    let missing: Vec<u32> = plan.groups.iter().copied().filter(|g| !nodes.contains(&g.to_string())).collect();
-    if !missing.is_empty() {
-        journal.release(&journal_name, host)?;
-        bail!(
-            "/dev/vfio has no node for group(s) {missing:?} after the hand-over; every device was given back"
-        );
-    }
-    let addresses: Vec<String> = plan.members.iter().map(|m| m.address.to_string()).collect();
-    Ok(format!(
-        "bound for VM {vm}: {} on vfio-pci, group(s) {:?}; undo with `kvmtune vfio release {vm}`\n",
-        addresses.join(", "),
-        plan.groups
-    ))
 }

@@ -692,9 +692,9 @@ fn each_domain_carries_its_host_request_for_the_hook() {
     let housekeeping = document["plan"]["housekeeping"].as_str().unwrap();
     for xml in document["libvirt"].as_array().unwrap() {
         let config = kvmtune::config::libvirt::parse("tuned.xml", xml.as_str().unwrap()).unwrap();
-        let request = config.host_request.unwrap_or_else(|| panic!("no <kvmtune:host> in\n{xml}"));
-        let isolate = request.isolate.expect("isolation asked");
-        assert_eq!(isolate.housekeeping.unwrap().value.to_string(), housekeeping);
-        assert!(isolate.irqs);
+        let request = config.host_needs.unwrap_or_else(|| panic!("no <kvmtune:host> in\n{xml}")).needs;
+        assert!(request.isolate, "isolation asked");
+        assert_eq!(request.housekeeping.unwrap().to_string(), housekeeping);
+        assert!(request.irqs);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use kvmtune::config::host_needs::HostNeeds;
 use kvmtune::host::Host;
 use kvmtune::host::fakes::FakeSystemd;
 use kvmtune::hostchange::journal::BOOT_ID_PATH;
@@ -46,13 +47,12 @@ fn cpufreq_host() -> tempfile::TempDir {
 fn request(cpus: &str) -> PrepareRequest {
     PrepareRequest {
         vm: "win11".to_string(),
-        cpus: CpuSet::parse_list(cpus).unwrap(),
-        housekeeping: None,
-        governor: Some("performance".to_string()),
-        epp: Some("performance".to_string()),
-        hugepages: Vec::new(),
-        isolate: false,
-        irqs: false,
+        needs: HostNeeds {
+            cpus: Some(CpuSet::parse_list(cpus).unwrap()),
+            governor: Some("performance".to_string()),
+            epp: Some("performance".to_string()),
+            ..HostNeeds::default()
+        },
         vm_pids: Vec::new(),
         self_pid: std::process::id(),
     }
@@ -96,12 +96,12 @@ fn a_governor_or_epp_the_policy_does_not_offer_is_refused() {
     let host = cpufreq_host();
     let writer = Host::rooted(host.path());
     let mut asked = request("2-3");
-    asked.governor = Some("schedutil".to_string());
+    asked.needs.governor = Some("schedutil".to_string());
     let refusal = prepare::plan(&asked, &[], &writer).unwrap_err();
     assert!(matches!(refusal, Refusal::NotOffered { what: "governor", .. }), "{refusal}");
     assert!(refusal.to_string().contains("performance powersave"), "{refusal}");
     let mut asked = request("2-3");
-    asked.epp = Some("fast".to_string());
+    asked.needs.epp = Some("fast".to_string());
     assert!(matches!(prepare::plan(&asked, &[], &writer), Err(Refusal::NotOffered { what: "EPP", .. })));
 }
 
@@ -126,7 +126,7 @@ fn with_systemd_the_host_units_get_allowed_cpus_through_systemd_and_back() {
     let host = systemd_host(root, systemd.clone());
     assert_eq!(prepare::cgroup_layout(&host), CgroupLayout::V2Systemd);
     let mut asked = request("2-7");
-    (asked.governor, asked.epp, asked.isolate) = (None, None, true);
+    (asked.needs.governor, asked.needs.epp, asked.needs.isolate) = (None, None, true);
     let plan = prepare::plan(&asked, &[], &host).unwrap();
     let units: Vec<(&str, &str)> = plan
         .actions

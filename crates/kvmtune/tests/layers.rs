@@ -7,6 +7,9 @@
 //!   `analysis::vm_rules`, say);
 //! - a rule table that depends on the registry, which must be the top of `analysis`.
 //!
+//! `#[cfg(test)]` modules are left out: a unit test may build its fixture with a reader of a
+//! higher layer (a config parsed to test a host change) without the library depending on it.
+//!
 //! Why a test and not separate crates: the layers share `pub(crate)` items and one set of
 //! `#[cfg(test)]` fixtures, and the orphan rule would force trait impls to move with the
 //! types; a test gives the same refusal (CI fails on a back-edge) with the module tree as it is,
@@ -16,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use proc_macro2::{TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::visit::Visit;
 
 /// Lowest first: a module may use the modules of the layers below its own, never above.
@@ -122,8 +126,18 @@ fn use_paths(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Vec<Vec<St
     }
 }
 
+/// `#[cfg(test)]`: test code may build its fixtures with any layer.
+fn is_test_only(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg") && a.meta.to_token_stream().to_string().replace(' ', "") == "cfg(test)"
+    })
+}
+
 impl<'ast> Visit<'ast> for Collector {
     fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
+        if is_test_only(&item.attrs) {
+            return;
+        }
         if item.content.is_some() {
             self.here.push(item.ident.to_string());
             syn::visit::visit_item_mod(self, item);

@@ -18,9 +18,9 @@ pub struct GuestCell {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ConfigEdit {
-    /// Ask the host side of the plan from kvmtune's libvirt hook: `<kvmtune:host>` in
-    /// `<metadata>` (config/host_request.rs), replacing one that is there.
-    SetHostRequest { side: crate::config::host_request::HostSide },
+    /// Ask what the VM needs of its host from kvmtune's libvirt hook: `<kvmtune:host>` in
+    /// `<metadata>` ([`crate::config::host_needs`]), replacing one that is there.
+    SetHostNeeds { needs: crate::config::host_needs::HostNeeds },
     /// Turn these Hyper-V enlightenments on (QEMU names; `hv-time` is the hypervclock timer).
     EnableHyperv { features: Vec<String> },
     /// Turn one enlightenment off.
@@ -92,8 +92,9 @@ impl ConfigEdit {
             ),
             ConfigEdit::SetClockOffset { offset } => format!("set the clock offset to {offset}"),
             ConfigEdit::SetMemballoonModel { model } => format!("set the memballoon model to {model}"),
-            ConfigEdit::SetHostRequest { side } => {
-                format!("ask the libvirt hook (`kvmtune hook install`) to prepare CPUs {} on the host", side.cpus)
+            ConfigEdit::SetHostNeeds { needs } => {
+                let cpus = needs.cpus.as_ref().map_or("its pinned CPUs".to_string(), |c| format!("CPUs {c}"));
+                format!("ask the libvirt hook (`kvmtune hook install`) to prepare {cpus} on the host")
             }
             ConfigEdit::RequireCpuFeature { name } => format!("require CPU feature {name}"),
             ConfigEdit::RemoveCpuFeature { name } => format!("remove the CPU feature policy for {name}"),

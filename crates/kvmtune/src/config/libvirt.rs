@@ -10,7 +10,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::config::ConfigError;
 use crate::config::cpuset;
-use crate::config::host_request;
+use crate::config::host_needs;
 use crate::config::model::*;
 use crate::config::shell::Word;
 use crate::knowledge::libvirt::{HYPERV_ELEMENTS, HYPERV_SUB_ELEMENTS, KVM_ELEMENTS, TIMER_NAMES};
@@ -280,80 +280,12 @@ impl Reader<'_, '_> {
             config.os_id = Some(Located::new(id.value().to_string(), id.range().into()));
         }
         let host =
-            metadata.children().find(|n| n.is_element() && n.has_tag_name((host_request::NAMESPACE, "host")));
+            metadata.children().find(|n| n.is_element() && n.has_tag_name((host_needs::NAMESPACE, "host")));
         if let Some(host) = host {
-            config.host_request = Some(self.host_request(host)?);
+            config.host_needs =
+                Some(host_needs::read_metadata(host, &|offset, message| self.error_at(offset, message))?);
         }
         Ok(())
-    }
-
-    /// `<kvmtune:host>`: strict, since a misspelt part would silently leave the host as it is.
-    fn host_request(&self, host: Node) -> Result<HostRequest, ConfigError> {
-        let mut request = HostRequest {
-            isolate: None,
-            governor: None,
-            epp: None,
-            hugepages: None,
-            devices: Vec::new(),
-            single_gpu: false,
-            span: span(host),
-        };
-        for part in host.children().filter(Node::is_element) {
-            let name = part.tag_name().name();
-            let foreign = part.tag_name().namespace() != Some(host_request::NAMESPACE);
-            match name {
-                _ if foreign => return Err(self.unknown_host_part(part)),
-                "isolate" => {
-                    let housekeeping = self.cpuset(part, "housekeeping")?.map(|cpus| {
-                        let at = part.attribute_node("housekeeping").map_or(span(part), |a| a.range().into());
-                        Located::new(cpus, at)
-                    });
-                    let irqs = self.on_off(part, "irqs")?.unwrap_or(true);
-                    request.isolate = Some(Isolation { housekeeping, irqs, span: span(part) });
-                }
-                "cpufreq" => {
-                    let value = |attribute: &str| {
-                        part.attribute_node(attribute)
-                            .map(|a| Located::new(a.value().to_string(), a.range().into()))
-                    };
-                    request.governor = value("governor");
-                    request.epp = value("epp");
-                }
-                "hugepages" => request.hugepages = Some(span(part)),
-                "vfio" => {
-                    request.single_gpu = self.on_off(part, "single-gpu")?.unwrap_or(false);
-                    for device in part.children().filter(Node::is_element) {
-                        let address = device
-                            .attribute_node("address")
-                            .filter(|_| device.has_tag_name((host_request::NAMESPACE, "device")));
-                        let Some(address) = address else {
-                            return Err(self.error_at(
-                                device.range().start,
-                                "<kvmtune:vfio> holds only <kvmtune:device address='0000:01:00.0'/>"
-                                    .to_string(),
-                            ));
-                        };
-                        let parsed = PciAddress::parse(address.value())
-                            .map_err(|e| self.error_at(address.range().start, e.to_string()))?;
-                        request.devices.push(Located::new(parsed, address.range().into()));
-                    }
-                }
-                _ => return Err(self.unknown_host_part(part)),
-            }
-        }
-        Ok(request)
-    }
-
-    fn unknown_host_part(&self, part: Node) -> ConfigError {
-        self.error_at(
-            part.range().start,
-            format!(
-                "<kvmtune:host> has no part <{}> (it takes {}, in the namespace {})",
-                part.tag_name().name(),
-                host_request::PARTS.map(|p| format!("<kvmtune:{p}>")).join(", "),
-                host_request::NAMESPACE
-            ),
-        )
     }
 
     fn memory(&self, root: Node, config: &mut VmConfig) -> Result<(), ConfigError> {

@@ -10,7 +10,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::config::ConfigError;
 use crate::config::edit::ConfigEdit;
-use crate::config::host_request;
+use crate::config::host_needs;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
 use crate::values::Span;
 use crate::values::escape;
@@ -317,14 +317,14 @@ impl<'a, 'input> Editor<'a, 'input> {
                     &["on_poweroff", "on_reboot", "on_crash", "pm", "devices"],
                 )]),
             },
-            ConfigEdit::SetHostRequest { side } => {
+            ConfigEdit::SetHostNeeds { needs } => {
                 // One line: libvirt lays `<metadata>` out again when it stores the domain.
                 let snippet: String =
-                    host_request::render_lines(side, self.quote).into_iter().map(|(_, line)| line).collect();
+                    needs.metadata_lines(self.quote).into_iter().map(|(_, line)| line).collect();
                 let existing = element(root, "metadata").map(|metadata| {
                     let host = metadata
                         .children()
-                        .find(|c| c.is_element() && c.has_tag_name((host_request::NAMESPACE, "host")));
+                        .find(|c| c.is_element() && c.has_tag_name((host_needs::NAMESPACE, "host")));
                     (metadata, host)
                 });
                 Ok(vec![match existing {
@@ -739,33 +739,36 @@ mod tests {
     }
 
     #[test]
-    fn the_host_request_goes_into_metadata_and_replaces_an_old_one() {
-        use crate::config::host_request::HostSide;
-        let side = |housekeeping: &str| HostSide {
-            cpus: crate::values::CpuSet::parse_list("2-3").unwrap(),
-            housekeeping: crate::values::CpuSet::parse_list(housekeeping).unwrap(),
-            hugepages: None,
-            governor: Some("performance"),
+    fn the_host_needs_go_into_metadata_and_replace_old_ones() {
+        use crate::config::host_needs::HostNeeds;
+        let needs = |housekeeping: &str| HostNeeds {
+            cpus: Some(crate::values::CpuSet::parse_list("2-3").unwrap()),
+            housekeeping: Some(crate::values::CpuSet::parse_list(housekeeping).unwrap()),
+            isolate: true,
+            irqs: true,
+            governor: Some("performance".to_string()),
             devices: vec![crate::values::PciAddress::parse("0000:01:00.0").unwrap()],
+            ..HostNeeds::default()
         };
         let read_back = |text: &str| {
             let config = crate::config::libvirt::parse("x", text).unwrap();
-            config.host_request.unwrap_or_else(|| panic!("no request in\n{text}"))
+            config.host_needs.unwrap_or_else(|| panic!("no request in\n{text}")).needs
         };
         // No <metadata> at all; then one with libosinfo's element only.
         for text in [
             "<domain type='kvm'>\n  <name>w</name>\n  <memory>1024</memory>\n</domain>\n",
             "<domain type='kvm'>\n  <name>w</name>\n  <metadata>\n    <libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'/>\n  </metadata>\n  <memory>1024</memory>\n</domain>\n",
         ] {
-            let once = apply_actions(text, &[ConfigEdit::SetHostRequest { side: side("0-1") }]).unwrap();
+            let once = apply_actions(text, &[ConfigEdit::SetHostNeeds { needs: needs("0-1") }]).unwrap();
             let request = read_back(&once);
-            assert_eq!(request.isolate.unwrap().housekeeping.unwrap().value.to_string(), "0-1");
-            assert_eq!(request.governor.unwrap().value, "performance");
-            assert_eq!(request.devices[0].value.to_string(), "0000:01:00.0");
+            assert!(request.isolate);
+            assert_eq!(request.housekeeping.unwrap().to_string(), "0-1");
+            assert_eq!(request.governor.as_deref(), Some("performance"));
+            assert_eq!(request.devices[0].to_string(), "0000:01:00.0");
             assert_eq!(once.matches("<metadata>").count(), 1, "{once}");
-            let twice = apply_actions(&once, &[ConfigEdit::SetHostRequest { side: side("0,4") }]).unwrap();
+            let twice = apply_actions(&once, &[ConfigEdit::SetHostNeeds { needs: needs("0,4") }]).unwrap();
             assert_eq!(twice.matches("kvmtune:host xmlns").count(), 1, "{twice}");
-            assert_eq!(read_back(&twice).isolate.unwrap().housekeeping.unwrap().value.to_string(), "0,4");
+            assert_eq!(read_back(&twice).housekeeping.unwrap().to_string(), "0,4");
         }
     }
 

@@ -7,8 +7,9 @@
 //! - [`libvirt`]: libvirt domain XML (roxmltree keeps byte ranges; edits splice the original).
 //! - [`qemu`]: a QEMU command line, in an argv file, a launch script or an options profile.
 //! - [`proxmox`]: a Proxmox VE VM config, with qemu-server's derived settings.
-//! - [`host_request`]: what a domain asks of its host (`<metadata><kvmtune:host>`), which the
-//!   libvirt hook acts on.
+//! - [`host_needs`]: what a VM needs from its host while it runs, one type for the plan, the
+//!   domain's `<metadata><kvmtune:host>` (which the libvirt hook acts on), `host prepare`'s
+//!   command line and flags.
 //! - [`libvirt_edit`] and [`proxmox_edit`]: the minimal change to an existing config in its own
 //!   format (spliced XML edits; the keys `qm set` must change).
 //!
@@ -16,7 +17,7 @@
 
 pub mod cpuset;
 pub mod edit;
-pub mod host_request;
+pub mod host_needs;
 pub mod inputs;
 pub mod libvirt;
 pub mod libvirt_edit;

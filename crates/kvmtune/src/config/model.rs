@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::config::host_needs::{HostNeeds, HugepageNeed, Hugepages, NeedsError, StatedNeeds};
 use crate::values::Span;
 use crate::values::{CpuSet, PciAddress};
 
@@ -66,37 +67,9 @@ pub struct VmConfig {
     /// in order.
     pub passthrough_args: Vec<PassthroughArg>,
     /// What the VM asks of its host through kvmtune's libvirt hook (`<metadata><kvmtune:host>`).
-    pub host_request: Option<HostRequest>,
+    pub host_needs: Option<StatedNeeds>,
     /// Where the containers are, for diagnostics that point at a missing child.
     pub anchors: Anchors,
-}
-
-/// What a domain asks of its host, in its `<metadata>` under kvmtune's namespace
-/// ([`crate::config::host_request`]): `tune` writes it, `check` validates it, and the libvirt
-/// hook (`kvmtune hook`) acts on it at the VM's start and stop.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostRequest {
-    /// Host tasks, kernel threads and workqueues (and IRQs, unless told not to) off the VM's
-    /// pinned CPUs.
-    pub isolate: Option<Isolation>,
-    pub governor: Option<Located<String>>,
-    pub epp: Option<Located<String>>,
-    /// Allocate the hugepages the domain's `<memoryBacking>` needs before it starts.
-    pub hugepages: Option<Span>,
-    /// PCI devices handed to vfio-pci, each with its whole IOMMU group.
-    pub devices: Vec<Located<PciAddress>>,
-    /// The devices are the host's only GPU: take the consoles and framebuffer off it first.
-    pub single_gpu: bool,
-    pub span: Span,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Isolation {
-    /// The host's CPUs; by default every CPU the VM does not pin.
-    pub housekeeping: Option<Located<CpuSet>>,
-    /// Move IRQs off the VM's CPUs too.
-    pub irqs: bool,
-    pub span: Span,
 }
 
 /// `<pm><suspend-to-mem enabled>` and `<suspend-to-disk enabled>`.
@@ -493,7 +466,7 @@ impl VmConfig {
             devices: Devices::default(),
             power: PowerStates::default(),
             passthrough_args: Vec::new(),
-            host_request: None,
+            host_needs: None,
             anchors: Anchors::default(),
         }
     }
@@ -525,6 +498,71 @@ impl VmConfig {
             (None, Some("host-passthrough" | "maximum")) => false,
             (None, _) => true,
         }
+    }
+
+    /// Every CPU the config pins the VM to: vCPUs, emulator, iothreads, or the whole process.
+    pub fn pinned_cpus(&self) -> CpuSet {
+        let pinning = &self.pinning;
+        let mut cpus = CpuSet::new();
+        for pin in pinning.vcpupin.iter().chain(&pinning.iothreadpin) {
+            cpus = cpus.union(&pin.cpus);
+        }
+        for set in pinning.emulatorpin.iter().chain(&pinning.process_affinity) {
+            cpus = cpus.union(&set.value);
+        }
+        cpus
+    }
+
+    /// The node the config binds its memory to, where it names exactly one.
+    pub fn memory_node(&self) -> Option<u32> {
+        self.memory
+            .numatune
+            .as_ref()
+            .and_then(|n| n.value.nodeset.as_ref())
+            .filter(|nodes| nodes.len() == 1)
+            .and_then(CpuSet::first)
+    }
+
+    /// What `needs` leave to the domain, worked out from its pins and memory: the CPUs (the
+    /// emulator and iothreads may share the host's CPUs, vCPUs may not) and the hugepages
+    /// `<memoryBacking><hugepages>` and `<memory>` need on the `<numatune>` node.
+    /// `default_page_kib` is the host's default hugepage size, for `<hugepages/>` without one.
+    pub fn resolve_needs(&self, needs: &HostNeeds, default_page_kib: u64) -> Result<HostNeeds, NeedsError> {
+        let mut resolved = needs.clone();
+        if resolved.cpus.is_none() {
+            let pinned = self.pinned_cpus();
+            resolved.cpus = Some(match &needs.housekeeping {
+                Some(housekeeping) => {
+                    let vcpus = self.pinning.vcpu_cpus();
+                    let overlap = vcpus.intersection(housekeeping);
+                    if !overlap.is_empty() {
+                        return Err(NeedsError::HousekeepingOverlap {
+                            overlap,
+                            vm: vcpus,
+                            housekeeping: housekeeping.clone(),
+                        });
+                    }
+                    pinned.difference(housekeeping)
+                }
+                None => pinned,
+            });
+        }
+        if resolved.hugepages == Hugepages::FromDomain {
+            let pages = match (&self.memory.hugepages, &self.memory.size_kib) {
+                (Some(requests), Some(size)) => {
+                    let page_kib =
+                        requests.value.iter().find_map(|r| r.size_kib).unwrap_or(default_page_kib).max(1);
+                    vec![HugepageNeed {
+                        size_kib: page_kib,
+                        count: size.value.div_ceil(page_kib),
+                        node: self.memory_node(),
+                    }]
+                }
+                _ => Vec::new(),
+            };
+            resolved.hugepages = Hugepages::Exactly(pages);
+        }
+        Ok(resolved)
     }
 
     pub fn hypervisor_bit_disabled(&self) -> Option<&CpuFeature> {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::fact::Fact;
 use crate::host::{Host, numbered_entries};
+use crate::knowledge::recommended;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memory {
@@ -80,6 +81,16 @@ pub fn probe(host: &Host) -> Memory {
             })
             .into(),
     }
+}
+
+/// The host's default hugepage size in KiB (`Hugepagesize:` in `/proc/meminfo`): what libvirt
+/// uses for `<hugepages/>` without a size. [`recommended::DEFAULT_HUGEPAGE_KIB`] when it cannot
+/// be read.
+pub fn default_hugepage_kib(host: &Host) -> u64 {
+    host.read("/proc/meminfo")
+        .ok()
+        .and_then(|text| meminfo_kib(&text, "Hugepagesize"))
+        .unwrap_or(recommended::DEFAULT_HUGEPAGE_KIB)
 }
 
 /// Reads `MemTotal:  123 kB` from /proc/meminfo, or `Node 0 MemTotal:  123 kB` from a node's.

@@ -1,7 +1,8 @@
 //! The libvirt hook: `kvmtune hook install` puts one executable into libvirt's `qemu.d`, which
 //! libvirt runs for every domain and operation with the domain XML on stdin (libvirt
 //! docs/hooks.rst; ../shared/host-changes.md section 7). It acts only on a domain whose
-//! `<metadata>` holds `<kvmtune:host>` ([`crate::config::host_request`]):
+//! `<metadata>` holds `<kvmtune:host>` ([`crate::config::host_needs`]); [`run`] does what
+//! libvirt's call asks and says what it did:
 //!
 //! - `prepare begin` (before libvirt sets anything up): `host prepare`, then `vfio bind`, each
 //!   journaled as by hand, marked as the hook's ([`HOOK_ORIGIN`]). A failure undoes both and
@@ -15,9 +16,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::model::{HostRequest, VmConfig};
+use crate::config::host_needs::NAMESPACE;
 use crate::host::Host;
-use crate::hostchange::prepare::{self, ConfigNeeds, PrepareRequest};
+use crate::hostchange::journal::{Journal, JournalError, VmJournal};
+use crate::hostchange::prepare::{self, PrepareRequest};
+use crate::hostchange::vfio;
 
 /// Where libvirt looks for per-driver hook executables (since 6.5), under the root.
 pub const HOOK_DIR: &str = "etc/libvirt/hooks/qemu.d";
@@ -144,49 +147,176 @@ pub fn uninstall(root: &Path) -> Result<bool, InstallError> {
     }
 }
 
-/// The `host prepare` a domain's request asks for, or `None` when it asks for nothing of the
-/// host's CPUs, governor or hugepages (devices only, or nothing).
-pub fn prepare_request(
-    vm: &str,
-    config: &VmConfig,
-    request: &HostRequest,
+/// What the hook did or saw in one call, for the command to print: libvirt logs what a hook
+/// writes to stderr, and names its last line in the error that stops a VM.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HookReport {
+    /// What may go wrong that kvmtune cannot prevent (a GPU that does not reset).
+    pub warnings: Vec<String>,
+    /// The journals released, made or set aside.
+    pub done: Vec<String>,
+}
+
+/// Why the hook failed; libvirt then does not start the VM (at prepare), and says so.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Needs(#[from] crate::config::host_needs::NeedsError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Refused(#[from] prepare::Refusal),
+    #[error(transparent)]
+    Vfio(#[from] vfio::VfioRefusal),
+    #[error(transparent)]
+    Bind(#[from] vfio::BindError),
+    #[error(
+        "{0} was prepared by hand, not by the hook; `kvmtune host release {1}` (or `vfio release`) first"
+    )]
+    PreparedByHand(String, String),
+    #[error("releasing {journal}: {source}")]
+    Release {
+        journal: String,
+        #[source]
+        source: JournalError,
+    },
+    #[error("{0} (the host side made for it was undone)")]
+    BindUndone(Box<HookError>),
+}
+
+/// What libvirt's call asks, done: `prepare begin` makes the domain's host side and hands its
+/// devices over, `release end` undoes both, `reconnect begin` undoes those of domains that no
+/// longer run. Anything else, and a domain whose XML does not ask, is left alone.
+pub fn run(
+    domain: &str,
+    event: HookEvent,
+    xml: &str,
+    journal_dir: &Path,
     host: &Host,
-) -> Result<Option<PrepareRequest>, prepare::Refusal> {
-    let asks_cpus = request.isolate.is_some() || request.governor.is_some() || request.epp.is_some();
-    if !asks_cpus && request.hugepages.is_none() {
-        return Ok(None);
-    }
-    let needs = ConfigNeeds::of(config, prepare::default_hugepage_kib(host));
-    let housekeeping =
-        request.isolate.as_ref().and_then(|i| i.housekeeping.as_ref()).map(|h| h.value.clone());
-    let vcpus = config.pinning.vcpu_cpus();
-    // The emulator and iothreads may share the host's CPUs; vCPUs may not (check's HOOK002).
-    let cpus = match &housekeeping {
-        Some(housekeeping) => {
-            let overlap = vcpus.intersection(housekeeping);
-            if !overlap.is_empty() {
-                return Err(prepare::Refusal::HousekeepingOverlap {
-                    overlap,
-                    vm: vcpus,
-                    housekeeping: housekeeping.clone(),
-                });
-            }
-            needs.cpus.difference(housekeeping)
+) -> Result<HookReport, HookError> {
+    let mut report = HookReport::default();
+    match event {
+        // A domain that does not ask is left alone, also one whose XML kvmtune cannot read.
+        HookEvent::Prepare if xml.contains(NAMESPACE) => {
+            prepare_domain(domain, xml, journal_dir, host, &mut report)?
         }
-        None => needs.cpus,
+        HookEvent::Release if journal_dir.is_dir() => {
+            let journal = Journal::open(journal_dir, host)?;
+            release_domain(&journal, domain, host, &mut report)?;
+        }
+        HookEvent::Reconnect if journal_dir.is_dir() => {
+            let journal = Journal::open(journal_dir, host)?;
+            reconcile(&journal, host, &mut report)?;
+        }
+        _ => {}
+    }
+    Ok(report)
+}
+
+/// The domain's own journals: the devices' and the host's.
+fn journal_names(domain: &str) -> [String; 2] {
+    [vfio::journal_name(domain), domain.to_string()]
+}
+
+/// A journal the hook made, or the empty start of one that a kill cut short before it could
+/// say who made it. Any other journal of a domain is a user's, made by hand, and left alone.
+fn hooks_own(journal: &VmJournal) -> bool {
+    journal.by.as_deref() == Some(HOOK_ORIGIN)
+        || (journal.by.is_none() && !journal.complete && journal.changes.is_empty())
+}
+
+/// Undoes what the hook did for `domain`, the devices first.
+fn release_domain(
+    journal: &Journal,
+    domain: &str,
+    host: &Host,
+    report: &mut HookReport,
+) -> Result<(), HookError> {
+    let present = journal.status()?;
+    for name in journal_names(domain) {
+        if !present.iter().any(|j| j.vm == name && hooks_own(j)) {
+            continue;
+        }
+        journal
+            .release(&name, host)
+            .map_err(|source| HookError::Release { journal: name.clone(), source })?;
+        report.done.push(format!("released {name}"));
+    }
+    Ok(())
+}
+
+/// After a daemon restart: the hook's journals whose domain no longer runs are undone, newest
+/// first.
+fn reconcile(journal: &Journal, host: &Host, report: &mut HookReport) -> Result<(), HookError> {
+    let mut gone: Vec<(u64, String)> = journal
+        .status()?
+        .into_iter()
+        .filter(|j| j.by.as_deref() == Some(HOOK_ORIGIN))
+        .filter(|j| !domain_runs(j.vm.strip_suffix(vfio::JOURNAL_SUFFIX).unwrap_or(&j.vm), host))
+        .map(|j| (j.order, j.vm))
+        .collect();
+    gone.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
+    for (_, name) in gone {
+        journal
+            .release(&name, host)
+            .map_err(|source| HookError::Release { journal: name.clone(), source })?;
+        report.done.push(format!("released {name}, whose domain is gone"));
+    }
+    Ok(())
+}
+
+fn prepare_domain(
+    domain: &str,
+    xml: &str,
+    journal_dir: &Path,
+    host: &Host,
+    report: &mut HookReport,
+) -> Result<(), HookError> {
+    let config = crate::config::libvirt::parse(&format!("<domain {domain}>"), xml)?;
+    let Some(stated) = &config.host_needs else { return Ok(()) };
+    let journal = Journal::open(journal_dir, host)?.started_by(HOOK_ORIGIN);
+    // A start after a stop the hook did not see (libvirtd killed, the host's power cut in this
+    // boot): the hook's own leftovers of this domain go first.
+    for stale in journal.status()?.iter().filter(|j| journal_names(domain).contains(&j.vm)) {
+        if !hooks_own(stale) {
+            return Err(HookError::PreparedByHand(stale.vm.clone(), domain.to_string()));
+        }
+    }
+    release_domain(&journal, domain, host, report)?;
+
+    // Both plans first: every refusal comes before the first write.
+    let host_plan = match stated.needs.only_devices() {
+        true => None,
+        false => {
+            let request = PrepareRequest {
+                vm: domain.to_string(),
+                needs: config
+                    .resolve_needs(&stated.needs, crate::host::memory::default_hugepage_kib(host))?,
+                vm_pids: Vec::new(),
+                self_pid: std::process::id(),
+            };
+            Some(prepare::plan(&request, &journal.status()?, host)?)
+        }
     };
-    Ok(Some(PrepareRequest {
-        vm: vm.to_string(),
-        cpus,
-        housekeeping,
-        governor: request.governor.as_ref().map(|g| g.value.clone()),
-        epp: request.epp.as_ref().map(|e| e.value.clone()),
-        hugepages: if request.hugepages.is_some() { needs.hugepages } else { Vec::new() },
-        isolate: request.isolate.is_some(),
-        irqs: request.isolate.as_ref().is_some_and(|i| i.irqs),
-        vm_pids: Vec::new(),
-        self_pid: std::process::id(),
-    }))
+    let bind_plan = match stated.needs.devices.is_empty() {
+        true => None,
+        false => Some(vfio::plan_bind(domain, &stated.needs.devices, stated.needs.single_gpu, host)?),
+    };
+    report.warnings.extend(bind_plan.iter().flat_map(|plan| plan.warnings.iter().cloned()));
+    if let Some(plan) = &host_plan {
+        prepare::apply(&journal, plan, host)?;
+        report.done.push(format!("prepared {domain}"));
+    }
+    if let Some(plan) = &bind_plan {
+        if let Err(error) = vfio::apply_bind(&journal, plan, host) {
+            release_domain(&journal, domain, host, report)?;
+            return Err(HookError::BindUndone(Box::new(error.into())));
+        }
+        report.done.push(format!("handed {}'s devices to vfio-pci", domain));
+    }
+    Ok(())
 }
 
 /// Whether libvirt runs `domain` now: its pid file names a live process whose command line
@@ -216,6 +346,96 @@ mod tests {
         assert!(matches!(install(root.path(), Path::new("/k")), Err(InstallError::Foreign(_))));
         assert!(matches!(uninstall(root.path()), Err(InstallError::Foreign(_))));
         assert_eq!(std::fs::read_to_string(hook_path(root.path())).unwrap(), "#!/bin/sh\necho mine\n");
+    }
+
+    /// A domain asking for the performance governor and its hugepages, on a rooted host with
+    /// one cpufreq policy per CPU and a 2 MiB pool on node 0.
+    fn governor_host() -> (tempfile::TempDir, Host, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("host");
+        let put = |path: &str, text: &str| {
+            let file = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        };
+        put(crate::hostchange::journal::BOOT_ID_PATH, "3f1c0bd2-33e4-4b0e-9d55-0a1b2c3d4e5f\n");
+        put("/sys/devices/system/cpu/online", "0-3\n");
+        put("/sys/devices/system/node/online", "0\n");
+        put("/proc/meminfo", "Hugepagesize:       2048 kB\n");
+        for cpu in 0..4 {
+            let policy = format!("/sys/devices/system/cpu/cpufreq/policy{cpu}");
+            put(&format!("{policy}/related_cpus"), &format!("{cpu}\n"));
+            put(&format!("{policy}/scaling_governor"), "powersave\n");
+            put(&format!("{policy}/scaling_available_governors"), "performance powersave\n");
+        }
+        let pool = "/sys/devices/system/node/node0/hugepages/hugepages-2048kB";
+        put(&format!("{pool}/nr_hugepages"), "0\n");
+        put(&format!("{pool}/free_hugepages"), "0\n");
+        let host = Host::rooted(&root);
+        (dir, host, root)
+    }
+
+    const DOMAIN: &str = "<domain type='kvm'><name>win</name><memory unit='KiB'>8192</memory><vcpu>2</vcpu>\
+        <metadata><kvmtune:host xmlns:kvmtune='https://kvmtune.dev/xmlns/libvirt/host/1'>\
+        <kvmtune:cpufreq governor='performance'/><kvmtune:hugepages/></kvmtune:host></metadata>\
+        <memoryBacking><hugepages/></memoryBacking>\
+        <cputune><vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='3'/></cputune>\
+        <numatune><memory mode='strict' nodeset='0'/></numatune><os><type>hvm</type></os></domain>";
+
+    #[test]
+    fn prepare_and_release_give_the_domain_its_host_side_and_take_it_back() {
+        let (dir, host, root) = governor_host();
+        let journals = dir.path().join("journals");
+        let read = |path: &str| std::fs::read_to_string(root.join(path.trim_start_matches('/'))).unwrap();
+        let governor = "/sys/devices/system/cpu/cpufreq/policy2/scaling_governor";
+        let pool = "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages";
+
+        let report = run("win", HookEvent::Prepare, DOMAIN, &journals, &host).unwrap();
+        assert_eq!(report.done, ["prepared win"]);
+        assert_eq!(read(governor), "performance");
+        assert_eq!(read(pool), "4");
+        let journal = Journal::open(&journals, &host).unwrap();
+        assert_eq!(journal.status().unwrap()[0].by.as_deref(), Some(HOOK_ORIGIN));
+        drop(journal);
+
+        // A domain that does not ask is left alone at every event.
+        let plain =
+            DOMAIN.replace("kvmtune:host", "other").replace("https://kvmtune.dev", "https://example.invalid");
+        assert_eq!(
+            run("plain", HookEvent::Prepare, &plain, &journals, &host).unwrap(),
+            HookReport::default()
+        );
+
+        let report = run("win", HookEvent::Release, DOMAIN, &journals, &host).unwrap();
+        assert_eq!(report.done, ["released win"]);
+        assert_eq!(read(governor), "powersave\n");
+        assert_eq!(read(pool), "0\n");
+    }
+
+    #[test]
+    fn a_domain_prepared_by_hand_is_not_taken_over() {
+        let (dir, host, _root) = governor_host();
+        let journals = dir.path().join("journals");
+        let journal = Journal::open(&journals, &host).unwrap();
+        journal.apply("win", &crate::values::CpuSet::new(), &[], &host).unwrap();
+        drop(journal);
+        let error = run("win", HookEvent::Prepare, DOMAIN, &journals, &host).unwrap_err();
+        assert!(matches!(error, HookError::PreparedByHand(..)), "{error}");
+        // Its release leaves the user's journal alone too.
+        run("win", HookEvent::Release, DOMAIN, &journals, &host).unwrap();
+        assert_eq!(Journal::open(&journals, &host).unwrap().status().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn reconnect_releases_what_the_hook_did_for_domains_that_no_longer_run() {
+        let (dir, host, root) = governor_host();
+        let journals = dir.path().join("journals");
+        run("win", HookEvent::Prepare, DOMAIN, &journals, &host).unwrap();
+        // libvirt's pid file names no live QEMU of the domain: it is gone.
+        let report = run("other", HookEvent::Reconnect, "", &journals, &host).unwrap();
+        assert_eq!(report.done, ["released win, whose domain is gone"]);
+        let governor = root.join("sys/devices/system/cpu/cpufreq/policy2/scaling_governor");
+        assert_eq!(std::fs::read_to_string(governor).unwrap(), "powersave\n");
     }
 
     #[test]

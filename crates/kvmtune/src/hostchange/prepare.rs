@@ -16,12 +16,11 @@
 
 use serde::Serialize;
 
-use crate::config::host_request::HugepageNeed;
+use crate::config::host_needs::HostNeeds;
 use crate::host::Host;
 use crate::hostchange::change::{self, ChangeKind, HostAction, Recompute};
 use crate::hostchange::journal::VmJournal;
 use crate::values::CpuSet;
-use crate::values::size::{self, Units};
 
 /// Where cgroup v2 is mounted, and the v1 cpuset hierarchy (host-changes.md section 2).
 pub const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
@@ -37,26 +36,23 @@ pub const VM_CGROUPS: [&str; 2] = ["machine.slice", "machine"];
 const PF_KTHREAD: u64 = 0x0020_0000;
 const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
 
-/// What the user asked for one VM, with its CPUs already worked out (from `--cpus`, or the
-/// domain's `<cputune>`).
+/// What `host prepare` is asked for one VM: its needs, resolved (its CPUs and hugepages worked
+/// out, from the flags or the domain's `<cputune>` and `<memoryBacking>`), and the run-time facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PrepareRequest {
     pub vm: String,
-    /// Every CPU the VM runs on: vCPUs, emulator and iothreads.
-    pub cpus: CpuSet,
-    /// The host's CPUs; by default every online CPU no prepared VM takes.
-    pub housekeeping: Option<CpuSet>,
-    pub governor: Option<String>,
-    pub epp: Option<String>,
-    pub hugepages: Vec<HugepageNeed>,
-    /// Move host tasks and kernel threads off the VM's CPUs.
-    pub isolate: bool,
-    /// Move IRQs off the VM's CPUs (and ban them in irqbalance).
-    pub irqs: bool,
+    pub needs: HostNeeds,
     /// The VM's own processes (QEMU), which keep its CPUs.
     pub vm_pids: Vec<u32>,
     /// kvmtune itself: not moved, it is gone in a moment.
     pub self_pid: u32,
+}
+
+impl PrepareRequest {
+    /// Every CPU the VM runs on: vCPUs, emulator and iothreads.
+    fn cpus(&self) -> CpuSet {
+        self.needs.cpus.clone().unwrap_or_default()
+    }
 }
 
 /// Who owns the host's cgroups, which decides how host tasks are confined.
@@ -171,35 +167,35 @@ pub fn plan(request: &PrepareRequest, prepared: &[VmJournal], host: &Host) -> Re
     }
     // A VM takes its CPUs from the host only when its host tasks or IRQs move off them; one
     // that asks for hugepages alone takes none, and may share CPUs with a VM that does.
-    let takes_cpus = request.isolate || request.irqs;
-    let needs_cpus = takes_cpus || request.governor.is_some() || request.epp.is_some();
-    if request.cpus.is_empty() && needs_cpus {
+    let takes_cpus = request.needs.isolate || request.needs.irqs;
+    let needs_cpus = takes_cpus || request.needs.governor.is_some() || request.needs.epp.is_some();
+    if request.cpus().is_empty() && needs_cpus {
         return Err(Refusal::NoCpus(request.vm.clone()));
     }
     let online = read_cpus(host, "/sys/devices/system/cpu/online")?;
-    let offline = request.cpus.difference(&online);
+    let offline = request.cpus().difference(&online);
     if !offline.is_empty() {
         return Err(Refusal::OfflineCpu { cpus: offline, online });
     }
     let live: Vec<&VmJournal> = prepared.iter().filter(|j| !j.from_another_boot).collect();
     for other in live.iter().filter(|_| takes_cpus) {
-        let shared = request.cpus.intersection(&other.cpus);
+        let shared = request.cpus().intersection(&other.cpus);
         if !shared.is_empty() {
             return Err(Refusal::TakenByVm { cpus: shared, other: other.vm.clone() });
         }
     }
     let others_taken: CpuSet = live.iter().fold(CpuSet::new(), |all, j| all.union(&j.cpus));
-    let housekeeping = match &request.housekeeping {
+    let housekeeping = match &request.needs.housekeeping {
         Some(given) => {
             let offline = given.difference(&online);
             if !offline.is_empty() {
                 return Err(Refusal::OfflineCpu { cpus: offline, online });
             }
-            let overlap = given.intersection(&request.cpus);
+            let overlap = given.intersection(&request.cpus());
             if !overlap.is_empty() {
                 return Err(Refusal::HousekeepingOverlap {
                     overlap,
-                    vm: request.cpus.clone(),
+                    vm: request.cpus(),
                     housekeeping: given.clone(),
                 });
             }
@@ -211,23 +207,23 @@ pub fn plan(request: &PrepareRequest, prepared: &[VmJournal], host: &Host) -> Re
             }
             given.clone()
         }
-        None => online.difference(&request.cpus).difference(&others_taken),
+        None => online.difference(&request.cpus()).difference(&others_taken),
     };
     if housekeeping.is_empty() && takes_cpus {
-        return Err(Refusal::NoHousekeeping { online, taken: request.cpus.union(&others_taken) });
+        return Err(Refusal::NoHousekeeping { online, taken: request.cpus().union(&others_taken) });
     }
     let taken = match takes_cpus {
         true => online.difference(&housekeeping).difference(&others_taken),
         false => CpuSet::new(),
     };
     let layout = cgroup_layout(host);
-    if request.isolate && layout == CgroupLayout::None {
+    if request.needs.isolate && layout == CgroupLayout::None {
         return Err(Refusal::NoCpuset);
     }
 
     let mut plan = PreparePlan {
         vm: request.vm.clone(),
-        cpus: request.cpus.clone(),
+        cpus: request.cpus(),
         housekeeping: housekeeping.clone(),
         taken: taken.clone(),
         layout,
@@ -239,13 +235,13 @@ pub fn plan(request: &PrepareRequest, prepared: &[VmJournal], host: &Host) -> Re
 
     cpufreq_actions(request, host, &mut plan.actions)?;
     hugepage_actions(request, &live, host, &mut plan.actions)?;
-    if request.isolate {
+    if request.needs.isolate {
         task_actions(request, layout, &exclude, host, &mut plan)?;
     }
-    if request.irqs {
+    if request.needs.irqs {
         irq_actions(&taken, &exclude, &exclude_mask, host, &mut plan.actions, &mut plan.left_alone);
     }
-    if request.isolate {
+    if request.needs.isolate {
         for mask in WORKQUEUE_MASKS {
             if let Ok(found) = host.fs.read(mask) {
                 push_recomputed(
@@ -258,6 +254,44 @@ pub fn plan(request: &PrepareRequest, prepared: &[VmJournal], host: &Host) -> Re
         }
     }
     Ok(plan)
+}
+
+/// What [`apply`] made of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrepareApplied {
+    pub vm: String,
+    /// Changes made.
+    pub made: usize,
+    /// Changes the kernel refused, each `(path, reason)`: left as they were.
+    pub refused: Vec<(String, String)>,
+    pub taken: CpuSet,
+    pub housekeeping: CpuSet,
+    /// What stays on the VM's CPUs and why.
+    pub left_alone: Vec<String>,
+}
+
+/// Makes a plan's changes through the journal.
+pub fn apply(
+    journal: &crate::hostchange::Journal,
+    plan: &PreparePlan,
+    host: &Host,
+) -> Result<PrepareApplied, crate::hostchange::JournalError> {
+    let applied = journal.apply(&plan.vm, &plan.taken, &plan.actions, host)?;
+    let refused: Vec<(String, String)> = applied
+        .iter()
+        .filter_map(|a| match &a.outcome {
+            change::Outcome::Refused(reason) => Some((a.action.path.clone(), reason.clone())),
+            change::Outcome::Made => None,
+        })
+        .collect();
+    Ok(PrepareApplied {
+        vm: plan.vm.clone(),
+        made: applied.len() - refused.len(),
+        refused,
+        taken: plan.taken.clone(),
+        housekeeping: plan.housekeeping.clone(),
+        left_alone: plan.left_alone.clone(),
+    })
 }
 
 /// Unbound workqueues and writeback's (kernel-per-CPU-kthreads.rst).
@@ -283,7 +317,7 @@ fn cpufreq_actions(
     host: &Host,
     actions: &mut Vec<HostAction>,
 ) -> Result<(), Refusal> {
-    if request.governor.is_none() && request.epp.is_none() {
+    if request.needs.governor.is_none() && request.needs.epp.is_none() {
         return Ok(());
     }
     let base = "/sys/devices/system/cpu/cpufreq";
@@ -292,18 +326,18 @@ fn cpufreq_actions(
     for policy in policies.iter().filter(|p| p.starts_with("policy")) {
         let dir = format!("{base}/{policy}");
         let related = read_cpus(host, &format!("{dir}/related_cpus"))?;
-        if related.intersection(&request.cpus).is_empty() {
+        if related.intersection(&request.cpus()).is_empty() {
             continue;
         }
         covered = covered.union(&related);
         let settings = [
             (
                 "EPP",
-                &request.epp,
+                &request.needs.epp,
                 "energy_performance_preference",
                 "energy_performance_available_preferences",
             ),
-            ("governor", &request.governor, "scaling_governor", "scaling_available_governors"),
+            ("governor", &request.needs.governor, "scaling_governor", "scaling_available_governors"),
         ];
         for (what, asked, file, offered_file) in settings {
             let Some(asked) = asked else { continue };
@@ -320,7 +354,7 @@ fn cpufreq_actions(
             }
         }
     }
-    let uncovered = request.cpus.difference(&covered);
+    let uncovered = request.cpus().difference(&covered);
     if !uncovered.is_empty() {
         return Err(Refusal::NoCpufreq(uncovered));
     }
@@ -333,7 +367,7 @@ fn hugepage_actions(
     host: &Host,
     actions: &mut Vec<HostAction>,
 ) -> Result<(), Refusal> {
-    for need in &request.hugepages {
+    for need in request.needs.hugepage_needs() {
         if let Some(node) = need.node {
             let nodes = read_cpus(host, "/sys/devices/system/node/online")?;
             if !nodes.contains(node) {
@@ -600,146 +634,5 @@ fn irq_actions(
                 .with_kind(ChangeKind::MayBeRefused);
             push_recomputed(actions, action, exclude, &found);
         }
-    }
-}
-
-/// What a VM config says the host must give it: its name, every CPU it is pinned to (vCPUs,
-/// emulator, iothreads, or the whole process), its node, and its hugepages.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ConfigNeeds {
-    pub name: Option<String>,
-    pub cpus: CpuSet,
-    pub node: Option<u32>,
-    pub hugepages: Vec<HugepageNeed>,
-}
-
-impl ConfigNeeds {
-    /// Reads `<cputune>` pins, `<numatune>` and `<memoryBacking><hugepages>` with `<memory>`.
-    /// `default_page_kib` is the host's default hugepage size, for `<hugepages/>` without one.
-    pub fn of(config: &crate::config::model::VmConfig, default_page_kib: u64) -> Self {
-        let pinning = &config.pinning;
-        let mut cpus = CpuSet::new();
-        for pin in pinning.vcpupin.iter().chain(&pinning.iothreadpin) {
-            cpus = cpus.union(&pin.cpus);
-        }
-        for set in pinning.emulatorpin.iter().chain(&pinning.process_affinity) {
-            cpus = cpus.union(&set.value);
-        }
-        let node = config
-            .memory
-            .numatune
-            .as_ref()
-            .and_then(|n| n.value.nodeset.as_ref())
-            .filter(|nodes| nodes.len() == 1)
-            .and_then(CpuSet::first);
-        let mut hugepages = Vec::new();
-        if let (Some(requests), Some(size)) = (&config.memory.hugepages, &config.memory.size_kib) {
-            let page_kib = requests.value.iter().find_map(|r| r.size_kib).unwrap_or(default_page_kib).max(1);
-            hugepages.push(HugepageNeed { size_kib: page_kib, count: size.value.div_ceil(page_kib), node });
-        }
-        ConfigNeeds { name: config.name.clone(), cpus, node, hugepages }
-    }
-}
-
-/// The `kvmtune host prepare` line for a VM: what `tune` prints beside its plan, and what host
-/// rules point at as their fix.
-pub fn command_line(
-    vm: &str,
-    cpus: &CpuSet,
-    housekeeping: &CpuSet,
-    hugepages: Option<&HugepageNeed>,
-    governor: Option<&str>,
-) -> String {
-    let mut line = format!("kvmtune host prepare --name {vm} --cpus {cpus} --housekeeping {housekeeping}");
-    if let Some(need) = hugepages {
-        line += &format!(" --hugepages {}:{}", size::short_kib(need.size_kib), need.count);
-        if let Some(node) = need.node {
-            line += &format!("@{node}");
-        }
-    }
-    if let Some(governor) = governor {
-        line += &format!(" --governor {governor}");
-    }
-    line + " --apply"
-}
-
-/// The host's default hugepage size in KiB (`Hugepagesize:` in `/proc/meminfo`), 2048 when
-/// it cannot be read.
-pub fn default_hugepage_kib(host: &Host) -> u64 {
-    let meminfo = host.fs.read("/proc/meminfo").unwrap_or_default();
-    String::from_utf8_lossy(&meminfo)
-        .lines()
-        .find_map(|l| l.strip_prefix("Hugepagesize:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(2048)
-}
-
-/// `SIZE:COUNT[@NODE]`, as `--hugepages` takes it: `2M:4096@1`, `1G:16`, `2048:512` (KiB).
-pub fn parse_hugepage_need(text: &str) -> Result<HugepageNeed, String> {
-    let (spec, node) = match text.split_once('@') {
-        Some((spec, node)) => (
-            spec,
-            Some(node.parse::<u32>().map_err(|_| format!("`{text}`: `{node}` is not a NUMA node number"))?),
-        ),
-        None => (text, None),
-    };
-    let (size, count) = spec
-        .split_once(':')
-        .ok_or_else(|| format!("`{text}`: expected SIZE:COUNT[@NODE], such as 2M:4096@1"))?;
-    let size_kib = size::parse_kib(size, "K", Units::Binary)
-        .ok()
-        .filter(|&k| k > 0)
-        .ok_or_else(|| format!("`{text}`: `{size}` is not a page size (2M, 1G, or KiB)"))?;
-    let count = count.parse::<u64>().map_err(|_| format!("`{text}`: `{count}` is not a page count"))?;
-    Ok(HugepageNeed { size_kib, count, node })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_command_line_reads_back_as_the_same_request() {
-        let need = HugepageNeed { size_kib: 1024 * 1024, count: 16, node: Some(1) };
-        let line = command_line(
-            "win",
-            &CpuSet::parse_list("2-7").unwrap(),
-            &CpuSet::parse_list("0-1").unwrap(),
-            Some(&need),
-            Some("performance"),
-        );
-        assert_eq!(
-            line,
-            "kvmtune host prepare --name win --cpus 2-7 --housekeeping 0-1 --hugepages 1G:16@1 --governor performance --apply"
-        );
-        let spec = line.split_whitespace().skip_while(|w| *w != "--hugepages").nth(1).unwrap();
-        assert_eq!(parse_hugepage_need(spec), Ok(need));
-    }
-
-    #[test]
-    fn hugepage_needs_parse_with_and_without_a_node() {
-        assert_eq!(
-            parse_hugepage_need("2M:64@1"),
-            Ok(HugepageNeed { size_kib: 2048, count: 64, node: Some(1) })
-        );
-        assert_eq!(parse_hugepage_need("1G:16").unwrap().size_kib, 1024 * 1024);
-        assert_eq!(parse_hugepage_need("2048:8").unwrap().size_kib, 2048);
-        for bad in ["2M", "xM:4", "2M:many", "2M:4@one", "0:4"] {
-            assert!(parse_hugepage_need(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_pinned_domain_names_its_cpus_node_and_hugepages() {
-        let xml = r#"<domain type='kvm'><name>win11</name><memory unit='KiB'>4194304</memory><vcpu>2</vcpu>
-            <memoryBacking><hugepages/></memoryBacking>
-            <cputune><vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='3'/><emulatorpin cpuset='1'/></cputune>
-            <numatune><memory mode='strict' nodeset='1'/></numatune><os><type>hvm</type></os></domain>"#;
-        let config = crate::config::libvirt::parse("win11.xml", xml).unwrap();
-        let needs = ConfigNeeds::of(&config, 2048);
-        assert_eq!(needs.name.as_deref(), Some("win11"));
-        assert_eq!(needs.cpus.to_string(), "1-3");
-        assert_eq!(needs.node, Some(1));
-        assert_eq!(needs.hugepages, [HugepageNeed { size_kib: 2048, count: 2048, node: Some(1) }]);
     }
 }

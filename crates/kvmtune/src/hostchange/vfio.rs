@@ -28,6 +28,13 @@ use crate::hostchange::change::{ChangeKind, HostAction};
 use crate::values::PciAddress;
 
 pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
+/// A VM's device hand-over is journaled as `<vm>.vfio`, beside its `host prepare` journal.
+pub const JOURNAL_SUFFIX: &str = ".vfio";
+
+/// The journal of `vm`'s device hand-over.
+pub fn journal_name(vm: &str) -> String {
+    format!("{vm}{JOURNAL_SUFFIX}")
+}
 pub const VFIO_PCI: &str = "vfio-pci";
 
 /// One device of a group, as it is now.
@@ -96,6 +103,46 @@ pub enum VfioRefusal {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a hand-over did not hold; every device was given back.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(transparent)]
+    Journal(#[from] crate::hostchange::JournalError),
+    #[error("/dev/vfio has no node for group(s) {0:?} after the hand-over; every device was given back")]
+    NoDeviceNode(Vec<u32>),
+}
+
+/// What [`apply_bind`] handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindApplied {
+    pub vm: String,
+    pub addresses: Vec<PciAddress>,
+    pub groups: Vec<u32>,
+}
+
+/// Makes a bind plan's changes through the journal, then checks that each group's device node
+/// exists (every member on vfio-pci); gives everything back when one does not.
+pub fn apply_bind(
+    journal: &crate::hostchange::Journal,
+    plan: &BindPlan,
+    host: &Host,
+) -> Result<BindApplied, BindError> {
+    let name = journal_name(&plan.vm);
+    journal.apply(&name, &crate::values::CpuSet::new(), &plan.actions, host)?;
+    // The group is usable only when every member is on vfio-pci: its device node says so.
+    let nodes = host.fs.list("/dev/vfio").unwrap_or_default();
+    let missing: Vec<u32> = plan.groups.iter().copied().filter(|g| !nodes.contains(&g.to_string())).collect();
+    if !missing.is_empty() {
+        journal.release(&name, host)?;
+        return Err(BindError::NoDeviceNode(missing));
+    }
+    Ok(BindApplied {
+        vm: plan.vm.clone(),
+        addresses: plan.members.iter().map(|m| m.address).collect(),
+        groups: plan.groups.clone(),
+    })
 }
 
 fn text(host: &Host, path: &str) -> Option<String> {

@@ -7,7 +7,6 @@
 use std::fmt::Write;
 
 use crate::analysis::planner::VmPlan;
-use crate::config::host_request;
 use crate::config::model::WindowsVersion;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
 use crate::values::escape;
@@ -80,7 +79,7 @@ pub fn render_domain(vm: &VmPlan, windows: WindowsVersion) -> String {
         "    <libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'>\n      <libosinfo:os id='{}'/>\n    </libosinfo:libosinfo>",
         libosinfo_id(windows)
     );
-    for (depth, line) in host_request::render_lines(&vm.host_side, '\'') {
+    for (depth, line) in vm.host_side.metadata_lines('\'') {
         let _ = writeln!(out, "    {}{line}", "  ".repeat(depth));
     }
     let _ = writeln!(out, "  </metadata>");

@@ -4,8 +4,10 @@
 
 pub mod diagnostics;
 pub mod emit;
+pub mod existing_vm;
 pub mod exits_html;
 pub mod exits_text;
+pub mod host_changes;
 pub mod kubevirt;
 pub mod libvirt_domain;
 pub mod metrics;

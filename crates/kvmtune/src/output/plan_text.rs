@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use crate::analysis::placement::host_cores;
 use crate::analysis::planner::{Decision, Plan, VmPlan};
 use crate::host::HostFacts;
-use crate::hostchange::prepare;
 
 pub fn render(plan: &Plan, host: &HostFacts, host_source: &str) -> String {
     let mut out = String::new();
@@ -31,14 +30,7 @@ pub fn render(plan: &Plan, host: &HostFacts, host_source: &str) -> String {
 /// The `kvmtune host prepare` line that gives the host side of this VM's plan: its CPUs off
 /// the host's tasks and IRQs, its hugepages, and the governor where the host runs a slow one.
 fn render_host_side(out: &mut String, vm: &VmPlan) {
-    let side = &vm.host_side;
-    let line = prepare::command_line(
-        &vm.name,
-        &side.cpus,
-        &side.housekeeping,
-        side.hugepages.as_ref(),
-        side.governor,
-    );
+    let line = vm.host_side.prepare_command(&vm.name);
     let _ = writeln!(out, "  {:<14} {line}", "host side");
     let _ = writeln!(
         out,

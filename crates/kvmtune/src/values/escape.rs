@@ -34,9 +34,34 @@ pub fn shell_line<S: AsRef<str>>(words: &[S]) -> String {
     words.iter().map(|w| shell(w.as_ref())).collect::<Vec<_>>().join(" ")
 }
 
+/// Text from the host or a config (a VM's name, a process's `comm`) made safe to print to a
+/// terminal: every control character, the escape that starts a terminal sequence among them,
+/// is written as `\xNN` (or `\u{NNNN}`), so nothing but the text itself reaches the screen.
+pub fn terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if c.is_control() && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_never_reach_a_terminal() {
+        assert_eq!(terminal("win11"), "win11");
+        assert_eq!(terminal("evil\u{1b}[2J\u{7}name\n"), "evil\\x1b[2J\\x07name\\x0a");
+        assert_eq!(terminal("a\u{9b}b"), "a\\x9bb");
+    }
 
     #[test]
     fn xml_escapes_all_five() {

@@ -171,8 +171,8 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<ConfigEdit> {
         actions.push(ConfigEdit::SetMemballoonModel { model: "none".into() });
     }
     // The host side for the libvirt hook; a request the user wrote is theirs to keep.
-    if config.format == crate::config::model::SourceFormat::Libvirt && config.host_request.is_none() {
-        actions.push(ConfigEdit::SetHostRequest { side: plan.host_side.clone() });
+    if config.format == crate::config::model::SourceFormat::Libvirt && config.host_needs.is_none() {
+        actions.push(ConfigEdit::SetHostNeeds { needs: plan.host_side.clone() });
     }
     actions
 }

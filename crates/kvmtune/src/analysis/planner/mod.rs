@@ -230,7 +230,7 @@ pub struct VmPlan {
     pub devices: Vec<Passthrough>,
     pub memballoon: bool,
     /// What the host does for the VM while it runs (`kvmtune host prepare`, `vfio bind`).
-    pub host_side: crate::config::host_request::HostSide,
+    pub host_side: crate::config::host_needs::HostNeeds,
     pub decisions: Vec<Decision>,
 }
 

@@ -1,5 +1,5 @@
 //! The host request: what `<metadata><kvmtune:host>` asks of the host at the VM's start
-//! (config/host_request.rs). The libvirt hook refuses to start a VM whose request cannot be
+//! (config/host_needs.rs). The libvirt hook refuses to start a VM whose request cannot be
 //! met; these rules say so before the VM is started.
 
 use super::prelude::*;
@@ -22,12 +22,12 @@ pub(super) const HOOK001: VmRule = VmRule {
 };
 
 fn isolation_without_pins(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(request) = &ctx.config.host_request else { return Vec::new() };
-    let asks_for_cpus = request.isolate.is_some() || request.governor.is_some() || request.epp.is_some();
+    let Some(stated) = &ctx.config.host_needs else { return Vec::new() };
+    let asks_for_cpus = stated.needs.asks_for_cpus();
     if !asks_for_cpus || !ctx.vcpu_cpus().is_empty() {
         return Vec::new();
     }
-    let at = request.isolate.as_ref().map_or(request.span, |i| i.span);
+    let at = stated.at.isolate.or(stated.at.cpufreq).unwrap_or(stated.at.host);
     vec![Finding::new(Some(at), "the host request asks for the VM's CPUs, but no <vcpupin> says which they are: the libvirt hook will refuse to start the VM")
         .with_fix(Fix::manual("pin every vCPU in <cputune> (`kvmtune tune FILE` writes the pins)"))]
 }
@@ -50,16 +50,16 @@ pub(super) const HOOK002: VmRule = VmRule {
 };
 
 fn housekeeping_on_vcpus(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(isolate) = ctx.config.host_request.as_ref().and_then(|r| r.isolate.as_ref()) else {
+    let Some(stated) = &ctx.config.host_needs else { return Vec::new() };
+    let (Some(housekeeping), Some(at)) = (&stated.needs.housekeeping, stated.at.housekeeping) else {
         return Vec::new();
     };
-    let Some(housekeeping) = &isolate.housekeeping else { return Vec::new() };
-    let overlap = housekeeping.value.intersection(&ctx.vcpu_cpus());
+    let overlap = housekeeping.intersection(&ctx.vcpu_cpus());
     if overlap.is_empty() {
         return Vec::new();
     }
-    vec![Finding::new(Some(housekeeping.span), format!("housekeeping CPUs {} include CPU(s) {overlap} that vCPUs are pinned to: the libvirt hook will refuse to start the VM", housekeeping.value))
-        .with_fix(Fix::manual(format!("housekeeping='{}', or no housekeeping attribute", housekeeping.value.difference(&ctx.vcpu_cpus()))))]
+    vec![Finding::new(Some(at), format!("housekeeping CPUs {} include CPU(s) {overlap} that vCPUs are pinned to: the libvirt hook will refuse to start the VM", housekeeping))
+        .with_fix(Fix::manual(format!("housekeeping='{}', or no housekeeping attribute", housekeeping.difference(&ctx.vcpu_cpus()))))]
 }
 
 pub(super) const HOOK003: VmRule = VmRule {
@@ -80,7 +80,7 @@ pub(super) const HOOK003: VmRule = VmRule {
 };
 
 fn hugepages_without_backing(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(at) = ctx.config.host_request.as_ref().and_then(|r| r.hugepages) else { return Vec::new() };
+    let Some(at) = ctx.config.host_needs.as_ref().and_then(|r| r.at.hugepages) else { return Vec::new() };
     if ctx.config.memory.hugepages.is_some() {
         return Vec::new();
     }
@@ -113,23 +113,25 @@ pub(super) const HOOK004: VmRule = VmRule {
 };
 
 fn device_not_given_to_the_vm(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(request) = &ctx.config.host_request else { return Vec::new() };
+    let Some(stated) = &ctx.config.host_needs else { return Vec::new() };
     let given: Vec<PciAddress> = ctx.config.devices.hostdevs.iter().filter_map(|h| h.pci_address).collect();
-    request
+    stated
+        .needs
         .devices
         .iter()
-        .filter(|device| !given.contains(&device.value))
-        .map(|device| {
+        .zip(&stated.at.devices)
+        .filter(|(device, _)| !given.contains(device))
+        .map(|(device, at)| {
             Finding::new(
-                Some(device.span),
+                Some(*at),
                 format!(
                     "{} goes to vfio-pci at the VM's start, but the domain has no <hostdev> for it",
-                    device.value
+                    device
                 ),
             )
             .with_fix(Fix::manual(format!(
                 "add a PCI <hostdev> for {}, or remove it from <kvmtune:vfio>",
-                device.value
+                device
             )))
         })
         .collect()
