@@ -100,10 +100,12 @@ if [ ! -x monitoring/schema-check/node_modules/.bin/tsc ]; then
 fi
 
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# Every test tier (Cargo.toml's features): the corpus, root, QEMU, libvirt, the lab guest and
+# the other system tools are all here, and CI runs every test.
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked --all-targets 2>&1 | tee "$log"
+cargo test --workspace --locked --all-targets --all-features 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # One closing line for the whole suite: cargo prints a result per test binary, and the last
 # binary (the CLI's own unit tests) has none.

@@ -78,6 +78,10 @@ fn fix_and_verify(original: &Path) -> Result<(), String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(feature = "corpus", feature = "libvirt")),
+    ignore = "needs the corpus and libvirt: cargo test --features corpus,libvirt"
+)]
 fn fixed_user_xmls_still_pass_libvirt() {
     let dir = kvmtune_testkit::corpus().join("user-xml");
     // Files libvirt itself rejects (two in the corpus: one is not well-formed XML, one has a
@@ -88,6 +92,7 @@ fn fixed_user_xmls_still_pass_libvirt() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "libvirt"), ignore = "needs libvirt: cargo test --features libvirt")]
 fn fixed_rule_fixtures_still_pass_libvirt() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmtune/tests/fixtures/check");
     // HV007's fixture has a vendor_id the schema itself rejects; that is its point.
@@ -98,6 +103,7 @@ fn fixed_rule_fixtures_still_pass_libvirt() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn malformed_xml_is_exit_2_with_line_and_column() {
     let file = kvmtune_testkit::corpus().join("user-xml/Alamputraaf__learning-cpu-pinning__win.xml");
     let output = kvmtune(&["check", file.to_str().unwrap()]);
@@ -176,6 +182,7 @@ fn diff_shows_only_what_changes_and_writes_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "libvirt"), ignore = "needs libvirt: cargo test --features libvirt")]
 fn check_a_libvirt_domain_by_name() {
     // The test driver's built-in domain, read through virsh dumpxml.
     let output = kvmtune(&["check", "--domain", "test", "--connect", "test:///default", "--format", "json"]);
@@ -198,6 +205,7 @@ fn rules_and_explain() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn exits_analyze_points_at_the_config_and_compare_reports() {
     let exitstats = kvmtune_testkit::corpus().join("exitstats");
     let before = exitstats.join("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
@@ -284,6 +292,7 @@ fn one_line(path: &str, d: &serde_json::Value) -> String {
 /// `kvmtune check` over the corpus directories in one invocation gives, per VM, exactly the
 /// findings of the per-file goldens, and a summary that adds up.
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn one_invocation_over_the_corpus_equals_the_per_file_goldens() {
     let corpus = kvmtune_testkit::corpus();
     let output = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
@@ -361,6 +370,10 @@ fn one_invocation_over_the_corpus_equals_the_per_file_goldens() {
 
 /// `--all-domains` reads every domain a real libvirtd has defined.
 #[test]
+#[cfg_attr(
+    not(all(feature = "libvirt", feature = "root")),
+    ignore = "needs libvirt and root: cargo test --features libvirt,root"
+)]
 fn all_domains_of_a_private_libvirtd() {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmtune/tests/fixtures/check");

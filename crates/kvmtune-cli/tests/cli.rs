@@ -35,21 +35,25 @@ fn snapshot_text(name: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn golden_hybrid_intel_laptop() {
     check_golden("probe-20em64t-hybrid.txt", &snapshot_text("20em64t-hybrid-1p6c2t+2ca4co1t"));
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn golden_snc_xeon_with_memory_side_caches() {
     check_golden("probe-memorysidecaches.txt", &snapshot_text("memorysidecaches"));
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn golden_offline_cpus() {
     check_golden("probe-16em64t-offlines.txt", &snapshot_text("16em64t-4s2c2t-offlines"));
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn json_is_the_documented_schema_and_reads_back() {
     let (_guard, root) = kvmtune_testkit::unpack_hwloc("32intel64-2p8co2t+8ve");
     let output = kvmtune(&["probe", "--root", root.to_str().unwrap(), "--format", "json"]);
@@ -64,6 +68,7 @@ fn json_is_the_documented_schema_and_reads_back() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "root"), ignore = "needs root: cargo test --features root")]
 fn live_probe_succeeds_in_both_formats() {
     let text = kvmtune(&["probe"]);
     assert_eq!(text.status.code(), Some(0), "{}", String::from_utf8_lossy(&text.stderr));
@@ -99,6 +104,7 @@ fn bad_arguments_exit_2() {
 /// Every member name the probe prints is documented in docs/probe-schema.md (names under the
 /// free-form maps excepted), so the schema document cannot silently fall behind the code.
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn every_json_member_is_documented() {
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/probe-schema.md"))
@@ -149,6 +155,7 @@ fn every_json_member_is_documented() {
 
 /// A host rule whose fix kvmtune can make names it as host actions, with the values it saw.
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn host_rule_fix_is_named_as_host_actions() {
     let (_guard, root) = kvmtune_testkit::unpack_hwloc("20em64t-hybrid-1p6c2t+2ca4co1t");
     let output = kvmtune(&["probe", "--root", root.to_str().unwrap(), "--format", "json"]);

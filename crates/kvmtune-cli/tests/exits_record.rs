@@ -107,6 +107,10 @@ fn recorded(kind: GuestKind) -> (tempfile::TempDir, Value) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "root")),
+    ignore = "needs QEMU and root: cargo test --features qemu,root"
+)]
 fn port_io_guest_is_port_io() {
     let (dir, analysis) = recorded(GuestKind::PortIo);
     // PVM counts port I/O in `exits` but not in `io_exits`; the kvm_pio tracepoint sees it.
@@ -123,6 +127,10 @@ fn port_io_guest_is_port_io() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "root")),
+    ignore = "needs QEMU and root: cargo test --features qemu,root"
+)]
 fn halting_guest_is_idle() {
     let (_dir, analysis) = recorded(GuestKind::Halt);
     assert!(row(&analysis, "KVM vCPU stats", "halt_exits") >= 20, "18.2 timer ticks a second");
@@ -131,6 +139,10 @@ fn halting_guest_is_idle() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "root")),
+    ignore = "needs QEMU and root: cargo test --features qemu,root"
+)]
 fn mmio_guest_is_mmio() {
     let (_dir, analysis) = recorded(GuestKind::Mmio);
     assert!(row(&analysis, "KVM vCPU stats", "mmio_exits") > 1_000);
@@ -139,6 +151,10 @@ fn mmio_guest_is_mmio() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "root")),
+    ignore = "needs QEMU and root: cargo test --features qemu,root"
+)]
 fn a_vm_that_stops_mid_recording_ends_the_recording_with_what_was_sampled() {
     let mut guest = Guest::start(GuestKind::Halt);
     let pid = guest.pid().to_string();
@@ -171,6 +187,10 @@ fn a_vm_that_stops_mid_recording_ends_the_recording_with_what_was_sampled() {
 /// recorder's tracefs instance (its kvm_exit/kvm_entry trace) goes with it; so does the
 /// instance of a recording that runs to its end.
 #[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "root")),
+    ignore = "needs QEMU and root: cargo test --features qemu,root"
+)]
 fn sigint_ends_the_recording_with_its_report_and_no_trace_is_left_behind() {
     let guest = Guest::start(GuestKind::PortIo);
     let dir = tempfile::tempdir().unwrap();

@@ -134,6 +134,7 @@ fn bad_requests_exit_2_with_a_reason() {
 /// `--domain` reads the domain from real libvirt (its test driver): the name comes from there,
 /// and without pins the CPUs must be given.
 #[test]
+#[cfg_attr(not(feature = "libvirt"), ignore = "needs libvirt: cargo test --features libvirt")]
 fn a_domain_from_libvirt_names_the_vm() {
     let host = host();
     let place = place(host.path());

@@ -151,6 +151,10 @@ fn split_shell(line: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(feature = "libvirt", feature = "qemu")),
+    ignore = "needs libvirt and QEMU: cargo test --features libvirt,qemu"
+)]
 fn libvirt_and_qemu_accept_what_tune_emits() {
     let emitted = emitted();
     assert!(emitted.len() >= 30);
@@ -354,6 +358,7 @@ fn impossible_requests_exit_2() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn kubevirt_manifests_follow_kubevirts_schema_and_say_what_they_cannot_express() {
     let schema: Value = serde_json::from_str(
         &std::fs::read_to_string(
@@ -396,6 +401,7 @@ fn kubevirt_manifests_follow_kubevirts_schema_and_say_what_they_cannot_express()
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn proxmox_config_reads_back_as_the_plan() {
     for plan in emitted() {
         let config_text = plan.document["proxmox"][0]["config"].as_str().unwrap();
@@ -429,6 +435,10 @@ fn proxmox_config_reads_back_as_the_plan() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "root")),
+    ignore = "needs QEMU and root: cargo test --features qemu,root"
+)]
 fn the_proxmox_hookscript_pins_a_real_qemu() {
     use kvmtune_testkit::guest::{Guest, GuestKind};
     // This host: plan one vCPU with live facts; the guest is a real QEMU/KVM boot sector.
@@ -487,6 +497,7 @@ fn edited_xml(stdout: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn existing_libvirt_vms_get_the_minimal_change() {
     let corpus = kvmtune_testkit::corpus().join("user-xml");
     let dir = tempfile::tempdir().unwrap();

@@ -228,6 +228,7 @@ fn hv011_judges_by_releases_where_kvm_was_not_asked() {
 /// Fixes that change what the guest sees (`--fix` leaves them to the user) still have to
 /// silence their rule and leave XML that libvirt's schema accepts.
 #[test]
+#[cfg_attr(not(feature = "libvirt"), ignore = "needs libvirt: cargo test --features libvirt")]
 fn unsafe_fixes_silence_their_rule_too() {
     let mut checked = 0;
     for rule in VM_RULES.iter().filter(|r| r.meta.fix_safety == Applicability::Unsafe) {
@@ -271,6 +272,7 @@ fn unsafe_fixes_silence_their_rule_too() {
 /// names the rules that must stay quiet (`quiet=ID,...`) and any that must fire instead
 /// (`fires=ID,...`); each file is also valid libvirt XML.
 #[test]
+#[cfg_attr(not(feature = "libvirt"), ignore = "needs libvirt: cargo test --features libvirt")]
 fn false_alarms_stay_quiet() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/precision");
     let mut checked = 0;

@@ -50,6 +50,7 @@ fn every_rule_fires_on_its_cause_and_not_without_it() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn windows_timer_case_before_and_after() {
     let read = |name: &str| {
         let path = kvmtune_testkit::corpus().join("exitstats").join(name);

@@ -15,6 +15,7 @@ fn sample(name: &str) -> (String, String) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn every_sample_parses_and_adds_up() {
     let mut parsed = 0;
     let mut totals_checked = 0;
@@ -72,6 +73,7 @@ fn every_sample_parses_and_adds_up() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn formats_and_vendors_are_recognised() {
     let profile = &parsed("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt")[0];
     assert_eq!(profile.isa, Isa::Vmx);
@@ -143,6 +145,7 @@ fn domstats_and_query_stats() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn a_profile_saves_to_json_and_reads_back() {
     let (path, text) = sample("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
     let profiles = exits::parse(&path, &text).unwrap();
@@ -156,6 +159,7 @@ fn a_profile_saves_to_json_and_reads_back() {
 /// shares are taken of. New samples are added here as they join the corpus; a file missing from
 /// the list fails the test, so that none is read without its numbers checked.
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn every_corpus_table_reads_with_its_numbers() {
     use kvmtune::analysis::exit_rules::exit_total;
     // (file, its tables: (what the table counts, its rows, its exits))

@@ -135,6 +135,7 @@ fn hpet_in_use() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn rtc_fallback_on_the_corpus_pair_and_its_near_misses() {
     let read = |name: &str| {
         let path = kvmtune_testkit::corpus().join("exitstats").join(name);

@@ -175,6 +175,7 @@ prop_compose! {
 
 /// Each transformation alone, on every sample.
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn each_transformation_alone_keeps_every_profile() {
     let samples = classic_samples();
     assert!(samples.len() >= 6, "only {} classic samples", samples.len());
@@ -220,6 +221,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
     /// Random combinations of them, on every sample.
     #[test]
+    #[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
     fn any_combination_keeps_every_profile(paste in paste_strategy()) {
         for (name, text) in classic_samples() {
             let original = essence(&exits::parse(&name, &text).unwrap());

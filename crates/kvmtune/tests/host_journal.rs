@@ -333,6 +333,7 @@ const IN_LAB: &str = "KVMTUNE_JOURNAL_IN_LAB";
 const LAB_CGROUP: &str = "/sys/fs/cgroup/kvmtune-journal-test";
 
 #[test]
+#[cfg_attr(not(feature = "lab"), ignore = "needs the lab guest: cargo test --features lab")]
 fn on_real_kernel_files_in_the_lab_guest() {
     let exe = std::env::current_exe().unwrap();
     let output = kvmtune_testkit::lab::run(

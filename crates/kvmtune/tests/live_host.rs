@@ -19,6 +19,7 @@ fn lstopo_xml() -> String {
 }
 
 #[test]
+#[cfg_attr(not(feature = "tools"), ignore = "needs system tools: cargo test --features tools")]
 fn topology_matches_hwloc_on_this_machine() {
     let facts = host::probe(&Host::live());
     let xml = lstopo_xml();
@@ -57,6 +58,7 @@ fn cpu_count_matches_the_c_library() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "root"), ignore = "needs root: cargo test --features root")]
 fn kvm_device_answers_and_hyperv_support_agrees_with_capabilities() {
     let facts = host::probe(&Host::live());
     let Fact::Known(device) = &facts.kvm.device else { panic!("the live probe must ask /dev/kvm") };
@@ -140,6 +142,10 @@ fn packaged_release(package: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "libvirt")),
+    ignore = "needs QEMU and libvirt: cargo test --features qemu,libvirt"
+)]
 fn qemu_and_libvirt_releases_match_the_installed_packages() {
     let facts = host::probe(&Host::live());
     assert_eq!(

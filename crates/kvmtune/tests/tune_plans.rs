@@ -135,6 +135,7 @@ fn assert_clean(hosts: &[(String, HostFacts, tempfile::TempDir)]) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn check_finds_nothing_in_tuned_configs_for_corpus_hosts() {
     assert_clean(&corpus_hosts());
 }
@@ -145,6 +146,7 @@ fn check_finds_nothing_in_tuned_configs_for_synthetic_hosts() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn placement_reaches_its_lower_bounds_at_every_size() {
     let mut hosts = corpus_hosts();
     hosts.extend(synthetic_hosts());
@@ -258,6 +260,7 @@ fn impossible_requests_are_errors() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn vcpus_and_memory_follow_the_passed_through_device() {
     let tarball = kvmtune_testkit::corpus().join("hwloc/32em64t-2n8c+dax+nvme+mic+dimms.tar.bz2");
     let (_guard, root) = kvmtune_testkit::unpack(&tarball);
@@ -521,6 +524,7 @@ fn missing_devices_are_one_decision() {
 /// its host share (emulator and iothread pins), PIN007 never fires: an overlap with those pins
 /// is PIN003's to report.
 #[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn pin007_on_real_configs_fires_only_where_the_host_is_left_nothing() {
     use kvmtune::analysis::placement::default_host_share;
     let dir = kvmtune_testkit::corpus().join("user-xml");

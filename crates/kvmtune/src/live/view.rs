@@ -314,6 +314,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
     fn traced_handling_times_give_the_findings_exits_analyze_gives_on_the_same_exits() {
         let (report, traced) = recorded_windows_timings();
         let start = Instant::now();

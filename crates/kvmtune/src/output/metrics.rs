@@ -289,6 +289,7 @@ mod tests {
     /// the corpus's recorded `perf kvm stat live` of a Windows 10 guest (kvm_exit does not fire
     /// on this project's test host).
     #[test]
+    #[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
     fn traced_handling_times_become_counters_per_vm_and_reason() {
         let (report, exit_times) = recorded_windows_timings();
         let vm = LiveVm { name: "win10".into(), pid: 1, monitor: Err("none".into()) };
