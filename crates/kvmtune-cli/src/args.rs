@@ -46,20 +46,10 @@ impl VmConfigArgs {
     }
 }
 
-/// A domain's inactive XML through `virsh dumpxml --inactive`.
+/// A domain's inactive XML from libvirt, named `domain:NAME` in diagnostics.
 pub(crate) fn read_domain_xml(domain: &str, connect: Option<&str>) -> anyhow::Result<(String, String)> {
-    let mut command = std::process::Command::new("virsh");
-    if let Some(uri) = connect {
-        command.args(["-c", uri]);
-    }
-    let output = command
-        .args(["dumpxml", "--inactive", domain])
-        .output()
-        .context("cannot run virsh (is libvirt-clients installed?)")?;
-    if !output.status.success() {
-        anyhow::bail!("virsh dumpxml {domain} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok((format!("domain:{domain}"), String::from_utf8(output.stdout).context("virsh printed non-UTF-8")?))
+    let xml = kvmtune::host::libvirt::Libvirt::new(connect).domain_xml(domain)?;
+    Ok((format!("domain:{domain}"), xml))
 }
 
 /// `--host live`: the one value `--host` takes.

@@ -7,6 +7,7 @@ use kvmtune::analysis::check::{self, CheckOptions, CheckReport};
 use kvmtune::analysis::rule;
 use kvmtune::analysis::vm_rules::VmRule;
 use kvmtune::config::model::WindowsVersion;
+use kvmtune::host::libvirt::{Domains, Libvirt};
 use kvmtune::output::diagnostics;
 use kvmtune::values::CpuSet;
 use kvmtune::values::SourceText;
@@ -120,18 +121,7 @@ fn gather(args: &CheckArgs) -> anyhow::Result<(Vec<Named>, bool)> {
 
 /// The names of every domain defined on the connection, running or not.
 fn list_domains(connect: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let mut command = std::process::Command::new("virsh");
-    if let Some(uri) = connect {
-        command.args(["-c", uri]);
-    }
-    let output = command
-        .args(["list", "--all", "--name"])
-        .output()
-        .context("cannot run virsh (is libvirt-clients installed?)")?;
-    if !output.status.success() {
-        anyhow::bail!("virsh list failed: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(kvmtune::live::discover::virsh_names(&output.stdout))
+    Ok(Libvirt::new(connect).domains(Domains::All)?)
 }
 
 pub(crate) fn run(args: CheckArgs) -> anyhow::Result<Outcome> {

@@ -1,6 +1,7 @@
 //! The only module with `unsafe` code: the KVM ioctls the probe needs, the tracepoint
 //! counters the exit recorder opens with `perf_event_open`, `sched_setaffinity` for the host
-//! changes that move kernel threads ([`set_thread_affinity`]), and the journal's test failpoint
+//! changes that move kernel threads ([`set_thread_affinity`]), stopping a program that overran
+//! its deadline ([`kill_process_group`]), and the journal's test failpoint
 //! ([`die_by_sigkill`]).
 //!
 //! Why raw ioctls and not kvm-ioctls: that crate (0.25) has no wrapper for
@@ -288,5 +289,17 @@ pub fn set_thread_affinity(tid: u32, cpus: &crate::values::CpuSet) -> io::Result
     let tid = libc::pid_t::try_from(tid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: `set` is a valid cpu_set_t of the size passed; the kernel only reads it.
     let result = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Sends SIGKILL to every process of the group that `leader` leads: a child spawned with
+/// `process_group(0)` and not yet reaped, so that its group id is still its own and cannot have
+/// been given to another process. [`crate::host::command`] stops a program that overran its
+/// deadline this way, with whatever it started (virsh's ssh for a remote URI).
+pub fn kill_process_group(leader: &std::process::Child) -> io::Result<()> {
+    let group = libc::pid_t::try_from(leader.id()).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a negative pid names
+    // the process group, which the unreaped leader keeps from being reused.
+    let result = unsafe { libc::kill(-group, libc::SIGKILL) };
     if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }

@@ -303,16 +303,16 @@ pub trait Systemd: Send + Sync {
 pub struct Systemctl;
 
 impl Systemctl {
+    /// systemd's own default for a job to start or stop (DefaultTimeoutStartSec=90s,
+    /// systemd-system.conf(5)), and then some: a stuck job is reported, not waited on.
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(100);
+
     fn run(&self, args: &[&str]) -> std::io::Result<String> {
-        let output = std::process::Command::new("systemctl").args(args).output()?;
-        if !output.status.success() {
-            return Err(std::io::Error::other(format!(
-                "systemctl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
+        let ran = crate::host::command::run("systemctl", args, Self::TIMEOUT).map_err(std::io::Error::other)?;
+        if !ran.status.success() {
+            return Err(std::io::Error::other(format!("systemctl {}: {}", args.join(" "), ran.stderr_line())));
         }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok(String::from_utf8_lossy(&ran.stdout).into_owned())
     }
 }
 
@@ -393,6 +393,9 @@ pub trait Programs: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PathPrograms;
 
+/// A program asked for its version answers at once; one that does not is not waited on.
+const PROGRAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Daemons live in sbin, which a user's PATH often lacks.
 const EXTRA_PROGRAM_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/local/sbin"];
 
@@ -407,13 +410,12 @@ impl Programs for PathPrograms {
             dirs.iter().map(|dir| dir.join(program)).find(|p| p.is_file())
         };
         let Some(resolved) = resolved else { return Some(Err(ReadError::Missing(program.to_string()))) };
-        let output = match std::process::Command::new(&resolved)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-        {
+        let resolved = resolved.to_string_lossy();
+        let output = match crate::host::command::run(&resolved, args, PROGRAM_TIMEOUT) {
             Ok(output) => output,
-            Err(error) => return Some(Err(ReadError::of(program, error))),
+            Err(error) => {
+                return Some(Err(ReadError::Io { path: program.to_string(), source: std::io::Error::other(error) }));
+            }
         };
         let text = if output.stdout.is_empty() { output.stderr } else { output.stdout };
         Some(String::from_utf8(text).map_err(|_| ReadError::NotText(format!("{program} {}", args.join(" ")))))

@@ -7,11 +7,13 @@
 //! a file) is a capability in [`access`], with its fake in [`fakes`], and a field of [`Host`].
 
 pub mod access;
+pub mod command;
 pub mod cpu;
 pub mod fact;
 pub mod fakes;
 pub mod kernel;
 pub mod kvm;
+pub mod libvirt;
 pub mod memory;
 pub mod pci;
 pub mod software;

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::exits::record::Target;
-use crate::exits::record::monitor::{MonitorAddress, monitor_from_argv, virsh_within};
+use crate::exits::record::monitor::{MonitorAddress, monitor_from_argv};
+use crate::host::libvirt::{Domains, Libvirt};
 
 /// A running VM.
 #[derive(Debug, Clone)]
@@ -76,21 +77,6 @@ pub fn discover(proc: &Path, connect: Option<&str>) -> Vec<LiveVm> {
     vms
 }
 
-/// The running domains of a libvirt connection (`virsh list --name`), bounded by `timeout`.
-pub fn libvirt_domains(connect: Option<&str>, timeout: Duration) -> Result<Vec<String>, String> {
-    virsh_within(connect, &["list", "--name"], timeout).map(|stdout| virsh_names(&stdout))
-}
-
-/// The names `virsh list --name` prints, one per line.
-pub fn virsh_names(stdout: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// The VMs of this host ([`discover`]), with the domains of the libvirt connection that are not
 /// among them (a remote URI's) when libvirt is asked: `connect` given, or a local libvirtd's
 /// socket present. The second value says why libvirt could not be asked, if it could not.
@@ -105,7 +91,7 @@ pub fn discover_with_libvirt(
     if connect.is_none() && !local_libvirt {
         return (vms, None);
     }
-    match libvirt_domains(connect, timeout) {
+    match Libvirt::new(connect).within(timeout).domains(Domains::Running) {
         Ok(domains) => {
             for domain in domains {
                 if !vms.iter().any(|vm| vm.name == domain) {

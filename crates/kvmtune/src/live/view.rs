@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::analysis::exit_diagnosis::diagnose;
 use crate::analysis::exit_rules::ExitFinding;
 use crate::exits::record::domstats::read_domstats;
+use crate::host::libvirt::Libvirt;
 use crate::exits::record::tracing::{Counters, DrainedExitTrace, ExitTrace, VcpuTimings, tracefs};
 use crate::exits::record::{
     Sample, StatsReader, Target, exit_time_profile, profiles_between, vcpu_threads_by_name,
@@ -118,7 +119,7 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
             };
             let read = monitor.and_then(|target| {
                 if let (Target::Domain { name, connect }, Some(batch)) = (&target, &batch) {
-                    match batch.get_or_init(|| read_domstats(connect.as_deref(), timeout)) {
+                    match batch.get_or_init(|| read_domstats(&Libvirt::new(connect.as_deref()).within(timeout))) {
                         Err(why) => return Err(why.clone()),
                         Ok(domains) => match domains.get(name) {
                             None => {

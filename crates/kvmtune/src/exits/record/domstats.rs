@@ -10,15 +10,14 @@
 //! too old to carry them gives none, and the caller goes through the monitor instead.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use crate::exits::read::domstats::parse_domstats;
 use crate::exits::record::Sample;
-use crate::exits::record::monitor::virsh_within;
+use crate::host::libvirt::Libvirt;
 
-/// Runs `virsh domstats --vcpu --raw --list-active` on `connect` (None: virsh's default),
-/// bounded by `timeout`, and parses it. A domain that stops meanwhile is simply not in it.
-pub fn read_domstats(connect: Option<&str>, timeout: Duration) -> Result<BTreeMap<String, Sample>, String> {
-    let stdout = virsh_within(connect, &["domstats", "--vcpu", "--raw", "--list-active"], timeout)?;
-    parse_domstats(&String::from_utf8_lossy(&stdout)).map_err(|e| e.to_string())
+/// Every running domain's vCPU statistics on `libvirt`, parsed. A domain that stops meanwhile is
+/// simply not in it.
+pub fn read_domstats(libvirt: &Libvirt) -> Result<BTreeMap<String, Sample>, String> {
+    let text = libvirt.vcpu_stats().map_err(|e| e.to_string())?;
+    parse_domstats(&text).map_err(|e| e.to_string())
 }

@@ -26,6 +26,7 @@ use thiserror::Error;
 use crate::exits::model::{ExitProfile, ExitRow, Isa, saturating_sum};
 use crate::exits::read::guess_isa;
 use crate::exits::read::qmp::vcpu_stats;
+use crate::host::libvirt::Libvirt;
 use monitor::{Monitor, MonitorAddress, monitor_from_argv};
 
 #[derive(Debug, Error)]
@@ -219,7 +220,7 @@ const EXIT_PAIRS_EVENT: &str = "VM-EXIT (kvm_exit/kvm_entry)";
 fn connect(target: &Target) -> Result<Monitor, RecordError> {
     match target {
         Target::Qmp(path) => Monitor::socket(path),
-        Target::Domain { name, connect } => Ok(Monitor::virsh(connect.clone(), name.clone())),
+        Target::Domain { name, connect } => Ok(Monitor::libvirt(Libvirt::new(connect.as_deref()), name.clone())),
         Target::Pid(pid) => {
             let fail = |why: String| RecordError::Process { pid: *pid, why };
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| fail(e.to_string()))?;
@@ -230,7 +231,7 @@ fn connect(target: &Target) -> Result<Monitor, RecordError> {
                 .collect();
             match monitor_from_argv(&argv) {
                 Some(MonitorAddress::Socket(path)) => Monitor::socket(&path),
-                Some(MonitorAddress::LibvirtDomain(name)) => Ok(Monitor::virsh(None, name)),
+                Some(MonitorAddress::LibvirtDomain(name)) => Ok(Monitor::libvirt(Libvirt::new(None), name)),
                 None => Err(fail(
                     "no QMP monitor on its command line (-qmp unix:PATH or -mon mode=control); record it with --qmp or --domain".into(),
                 )),

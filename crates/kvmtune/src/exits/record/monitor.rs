@@ -4,16 +4,16 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::exits::record::RecordError;
+use crate::host::libvirt::Libvirt;
 
 pub enum Monitor {
     Socket { path: PathBuf, reader: BufReader<UnixStream>, writer: UnixStream },
-    Virsh { connect: Option<String>, domain: String },
+    Libvirt { libvirt: Libvirt, domain: String },
 }
 
 impl Monitor {
@@ -33,14 +33,15 @@ impl Monitor {
         Ok(monitor)
     }
 
-    pub fn virsh(connect: Option<String>, domain: String) -> Self {
-        Monitor::Virsh { connect, domain }
+    /// `domain`'s monitor, which libvirtd holds, through `libvirt`.
+    pub fn libvirt(libvirt: Libvirt, domain: String) -> Self {
+        Monitor::Libvirt { libvirt, domain }
     }
 
     pub fn describe(&self) -> String {
         match self {
             Monitor::Socket { path, .. } => format!("QMP socket {}", path.display()),
-            Monitor::Virsh { domain, .. } => format!("libvirt domain {domain} (virsh qemu-monitor-command)"),
+            Monitor::Libvirt { domain, .. } => format!("libvirt domain {domain} (virsh qemu-monitor-command)"),
         }
     }
 
@@ -74,20 +75,9 @@ impl Monitor {
                 writeln!(writer, "{request}").map_err(|e| fail(e.to_string()))?;
                 self.read_message().map_err(fail)?
             }
-            Monitor::Virsh { connect, domain } => {
-                let mut virsh = Command::new("virsh");
-                if let Some(uri) = connect {
-                    virsh.args(["-c", uri]);
-                }
-                let output = virsh
-                    .args(["qemu-monitor-command", domain.as_str(), &request.to_string()])
-                    .output()
-                    .map_err(|e| fail(format!("cannot run virsh: {e}")))?;
-                if !output.status.success() {
-                    return Err(fail(String::from_utf8_lossy(&output.stderr).trim().to_string()));
-                }
-                serde_json::from_slice(&output.stdout)
-                    .map_err(|e| fail(format!("bad reply from virsh: {e}")))?
+            Monitor::Libvirt { libvirt, domain } => {
+                let reply = libvirt.monitor_command(domain, &request.to_string()).map_err(|e| fail(e.to_string()))?;
+                serde_json::from_str(&reply).map_err(|e| fail(format!("bad reply from virsh: {e}")))?
             }
         };
         if let Some(error) = reply.get("error") {
@@ -96,28 +86,6 @@ impl Monitor {
         }
         reply.get("return").cloned().ok_or_else(|| fail(format!("{command}: reply without a return value")))
     }
-}
-
-/// `virsh -q [-c URI] ARGS...` on libvirt connection `connect` (None: virsh's default), given up
-/// after `timeout`: its stdout, or why it failed in one line.
-pub fn virsh_within(connect: Option<&str>, args: &[&str], timeout: Duration) -> Result<Vec<u8>, String> {
-    let mut command = Command::new("timeout");
-    command.arg(format!("{:.1}", timeout.as_secs_f64())).arg("virsh").arg("-q");
-    if let Some(uri) = connect {
-        command.args(["-c", uri]);
-    }
-    let output = command.args(args).output().map_err(|e| format!("cannot run virsh: {e}"))?;
-    if output.status.success() {
-        return Ok(output.stdout);
-    }
-    let why = String::from_utf8_lossy(&output.stderr).trim().replace('\n', "; ");
-    let verb = args.first().copied().unwrap_or("virsh");
-    Err(match output.status.code() {
-        // timeout(1)'s status when it had to stop the command.
-        Some(124) => format!("libvirt did not answer `{verb}` within {:.1} s", timeout.as_secs_f64()),
-        _ if why.is_empty() => format!("virsh {verb} failed ({})", output.status),
-        _ => why,
-    })
 }
 
 /// Where a QEMU process takes QMP, read from its command line: `-qmp unix:PATH`, or a
