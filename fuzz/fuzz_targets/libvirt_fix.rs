@@ -2,6 +2,7 @@
 //! (or a clean refusal), never broken XML.
 #![no_main]
 use kvmtune::config::edit::ConfigEdit;
+use kvmtune::knowledge::hyperv::Hv;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
@@ -9,9 +10,7 @@ fuzz_target!(|text: &str| {
         return;
     }
     let actions = [
-        ConfigEdit::EnableHyperv {
-            features: vec!["hv-vpindex".into(), "hv-time".into(), "hv-stimer-direct".into()],
-        },
+        ConfigEdit::EnableHyperv { features: vec![Hv::Vpindex, Hv::Time, Hv::StimerDirect] },
         ConfigEdit::SetTimer { name: "rtc".into(), attributes: vec![("tickpolicy".into(), "catchup".into())] },
         ConfigEdit::SetClockOffset { offset: "localtime".into() },
         ConfigEdit::SetMemballoonModel { model: "none".into() },

@@ -63,7 +63,11 @@ fn every_page_holds_the_help_of_its_commands_as_it_is() {
         }
     }
     if !update {
-        assert!(stale.is_empty(), "--help changed; rerun with KVMTUNE_UPDATE_SNAPSHOTS=1:\n{}", stale.join("\n"));
+        assert!(
+            stale.is_empty(),
+            "--help changed; rerun with KVMTUNE_UPDATE_SNAPSHOTS=1:\n{}",
+            stale.join("\n")
+        );
     }
     // Every command with no subcommands of its own has its help on a page.
     let mut commands = Vec::new();

@@ -23,6 +23,7 @@ use kvmtune::config::model::WindowsVersion;
 use kvmtune::config::{libvirt, libvirt_edit};
 use kvmtune::host::kvm::{HypervSupport, KvmDeviceReport};
 use kvmtune::host::{self, Fact, Host, HostFacts};
+use kvmtune::knowledge::hyperv::Hv;
 use kvmtune::values::SourceText;
 use kvmtune_testkit::synthetic::RuleFixtureHost;
 
@@ -41,7 +42,7 @@ fn fixture_host(host: RuleFixtureHost) -> HostFacts {
     // (no eVMCS), decoded as the live probe decodes them.
     let enlightenments: Vec<String> = kvmtune::knowledge::hyperv::supported(&common::hv_cpuid_amd())
         .iter()
-        .map(|e| e.qemu.to_string())
+        .map(|e| e.hv.qemu().to_string())
         .collect();
     facts.kvm.device = Fact::Known(KvmDeviceReport {
         present: true,
@@ -187,7 +188,7 @@ fn no_stray_fixtures() {
 fn hv011_judges_by_releases_where_kvm_was_not_asked() {
     let text = std::fs::read_to_string(fixtures().join("HV011.good.xml")).unwrap();
     let config = libvirt::parse("HV011.good.xml", &text).unwrap();
-    assert!(config.hyperv.is_on("hv-ipi") && config.hyperv.is_on("hv-avic"), "the fixture has both");
+    assert!(config.hyperv.is_on(Hv::Ipi) && config.hyperv.is_on(Hv::Avic), "the fixture has both");
     let source = SourceText::new("HV011.good.xml", text.as_str());
     let findings = |host: &HostFacts| -> Vec<(String, kvmtune::analysis::Severity)> {
         let options = CheckOptions {

@@ -6,6 +6,7 @@ use kvmtune::analysis::exit_compare::compare;
 use kvmtune::analysis::exit_diagnosis::diagnose;
 use kvmtune::analysis::exit_rules::EXIT_RULES;
 use kvmtune::exits;
+use kvmtune::exits::reasons::{ExitCause, is_idle};
 use kvmtune_testkit::exit_tables::perf_table;
 
 fn fires(text: &str, rule: &str) -> bool {
@@ -16,10 +17,11 @@ fn fires(text: &str, rule: &str) -> bool {
 #[test]
 fn every_rule_fires_on_its_cause_and_not_without_it() {
     for rule in EXIT_RULES {
-        let (cause, prefix): (&str, Vec<&str>) = match rule.reasons.first() {
-            Some(reason) => (reason, Vec::new()),
-            None => ("UNKNOWN", vec!["unknown kvm exit code:131072 on VMX"]),
-        };
+        let (cause, prefix): (&str, Vec<&str>) =
+            match rule.causes.first().and_then(|cause| cause.names().first()) {
+                Some(reason) => (reason, Vec::new()),
+                None => ("UNKNOWN", vec!["unknown kvm exit code:131072 on VMX"]),
+            };
         // The cause dominates: half the exits, a tenth of the HLT rows' time each. A few
         // hypercalls keep the patterns that read their absence (EXIT014-EXIT016) out of it.
         let hypercalls = if cause == "VMCALL" { "VMMCALL" } else { "VMCALL" };
@@ -34,14 +36,13 @@ fn every_rule_fires_on_its_cause_and_not_without_it() {
             &prefix,
         );
         assert!(fires(&dominant, rule.meta.id), "{} did not fire on\n{dominant}", rule.meta.id);
-        if rule.reasons.is_empty() {
+        if rule.causes == [ExitCause::Unnamed] {
             let named = perf_table(&[("HLT", 4000, 500.0), ("CPUID", 10, 1.0)], &[]);
             assert!(!fires(&named, rule.meta.id), "{} fired without unnamed codes", rule.meta.id);
             continue;
         }
         // The cause is present but negligible, in count and in busy time.
-        let idle_filler =
-            if kvmtune::analysis::exit_rules::IDLE_REASONS.contains(&cause) { "DR_ACCESS" } else { "HLT" };
+        let idle_filler = if is_idle(cause) { "DR_ACCESS" } else { "HLT" };
         let quiet =
             perf_table(&[(cause, 2, 1.0), (idle_filler, 500, 500.0), ("EXCEPTION_NMI", 9498, 5.0)], &[]);
         let quiet_fires = fires(&quiet, rule.meta.id);

@@ -10,6 +10,7 @@ use kvmtune::analysis::exit_rules::ExitFinding;
 use kvmtune::config::model::VmConfig;
 use kvmtune::exits;
 use kvmtune::host::{Host, HostFacts};
+use kvmtune::knowledge::hyperv::Hv;
 use kvmtune_testkit::exit_tables::perf_table;
 use kvmtune_testkit::synthetic::RuleFixtureHost;
 
@@ -103,7 +104,7 @@ fn apicv_inhibited_by_synic() {
     assert!(!rules(&bare, &ExitContext::default()).contains(&"EXIT013"));
     // A config with hv-avic already, or a host without APICv/AVIC, is not this.
     let with_avic = config(&fixture("HV008.good.xml"));
-    assert!(with_avic.hyperv.is_on("hv-avic"));
+    assert!(with_avic.hyperv.is_on(Hv::Avic));
     assert!(!rules(&inhibited, &ExitContext { config: Some(&with_avic), host: None }).contains(&"EXIT013"));
     let (apicv_off, _guard) = host("amd-apicv-off");
     assert!(!rules(&inhibited, &ExitContext { config: None, host: Some(&apicv_off) }).contains(&"EXIT013"));
@@ -163,7 +164,7 @@ fn ipis_by_icr_writes() {
     assert!(!rules(&paravirtual, &ExitContext::default()).contains(&"EXIT016"));
     // A config with hv-ipi and the hypervisor bit visible sends IPIs by hypercall.
     let with_ipi = config(&fixture("HV008.good.xml"));
-    assert!(with_ipi.hyperv.is_on("hv-ipi"));
+    assert!(with_ipi.hyperv.is_on(Hv::Ipi));
     assert!(!rules(&icr, &ExitContext { config: Some(&with_ipi), host: None }).contains(&"EXIT016"));
     let hidden = config(&fixture("HV010.bad.xml"));
     let fired = findings(&icr, &ExitContext { config: Some(&hidden), host: None });

@@ -14,7 +14,7 @@ fn fixture() -> Vec<kvmtune::knowledge::kvm_api::CpuidEntry> {
 fn intel_host_offers_every_enlightenment_but_core_sharing() {
     let entries = fixture();
     assert_eq!(hyperv::signature(&entries).as_deref(), Some("Linux KVM Hv"));
-    let names: Vec<&str> = hyperv::supported(&entries).iter().map(|e| e.qemu).collect();
+    let names: Vec<&str> = hyperv::supported(&entries).iter().map(|e| e.hv.qemu()).collect();
     for expected in [
         "hv-relaxed",
         "hv-vapic",
@@ -47,7 +47,7 @@ fn intel_host_offers_every_enlightenment_but_core_sharing() {
 #[test]
 fn amd_style_host_without_evmcs() {
     let entries = common::hv_cpuid_amd();
-    let names: Vec<&str> = hyperv::supported(&entries).iter().map(|e| e.qemu).collect();
+    let names: Vec<&str> = hyperv::supported(&entries).iter().map(|e| e.hv.qemu()).collect();
     assert!(!names.contains(&"hv-evmcs"));
     assert!(names.contains(&"hv-avic") && names.contains(&"hv-stimer-direct"));
 }
@@ -61,7 +61,7 @@ fn old_kernel_without_ipi_or_tlbflush() {
             entry.eax &= !((1 << 2) | (1 << 10) | (1 << 11));
         }
     }
-    let names: Vec<&str> = hyperv::supported(&entries).iter().map(|e| e.qemu).collect();
+    let names: Vec<&str> = hyperv::supported(&entries).iter().map(|e| e.hv.qemu()).collect();
     assert!(!names.contains(&"hv-ipi") && !names.contains(&"hv-tlbflush"));
     assert!(names.contains(&"hv-relaxed"));
 }

@@ -11,6 +11,7 @@ use kvmtune::analysis::placement::quality;
 use kvmtune::analysis::planner::{PlanError, PlanRequest, VmRequest, plan};
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::host::{self, Fact, Host, HostFacts};
+use kvmtune::knowledge::hyperv::Hv;
 use kvmtune::knowledge::hyperv::availability;
 use kvmtune::output::libvirt_domain::render_domain;
 use kvmtune::values::SourceText;
@@ -317,9 +318,9 @@ fn enlightenments_follow_the_kernel_qemu_and_libvirt_releases() {
                 // enlightenment the stack has (HV002) nor one it lacks (HV011).
                 found.extend(problems(stack.0, &host, &request));
                 let plan = plan(&host, &request).unwrap();
-                let chosen: Vec<&str> = plan.vms[0].enlightenments.iter().map(|e| e.name).collect();
+                let chosen: Vec<&str> = plan.vms[0].enlightenments.iter().map(|e| e.name.qemu()).collect();
                 for name in &chosen {
-                    let since = availability(name).unwrap();
+                    let since = availability(Hv::from_qemu(name).unwrap()).unwrap();
                     if since.linux > kernel
                         || since.qemu > *host.software.qemu.known().unwrap()
                         || since.libvirt.is_some_and(|v| v > *host.software.libvirt.known().unwrap())
@@ -568,7 +569,7 @@ fn hv_avic_follows_the_hosts_apic_virtualization_and_is_not_guessed() {
         let plan = plan(facts, &request(WindowsVersion::Win11, Workload::Gaming, None)).unwrap();
         let vm = &plan.vms[0];
         (
-            vm.enlightenments.iter().map(|e| e.name).collect(),
+            vm.enlightenments.iter().map(|e| e.name.qemu()).collect(),
             vm.decisions.iter().map(|d| d.choice.clone()).collect(),
         )
     };

@@ -10,12 +10,15 @@
 //! profile), never on partial counters.
 
 use crate::analysis::Severity;
-use crate::analysis::exit_rules::{EXIT_RULES, ExitFinding, IDLE_REASONS, ReasonShare, exit_total};
+use crate::analysis::exit_rules::{ExitFinding, ReasonShare, exit_total};
 use crate::analysis::fix::Applicability;
 use crate::analysis::meta::{Category, RuleMeta};
 use crate::config::model::VmConfig;
-use crate::exits::ExitProfile;
+use crate::exits::model::saturating_sum;
+use crate::exits::reasons::ExitCause;
+use crate::exits::{ExitProfile, ExitRow};
 use crate::host::HostFacts;
+use crate::knowledge::hyperv::Hv;
 
 /// What a pattern may read besides the profile.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,12 +40,12 @@ pub struct PatternRule {
 
 /// What a pattern saw.
 pub struct Match {
-    pub reasons: Vec<&'static str>,
+    pub reasons: Vec<String>,
     pub evidence: String,
 }
 
-/// One profile's reasons as shares of all its exits, by the vocabularies of the single-reason
-/// causes (VMX, SVM, kvm_stat and tracepoint names alike).
+/// One profile's reasons as shares of all its exits, by cause (VMX, SVM, kvm_stat and
+/// tracepoint names alike, [`ExitCause`]).
 pub struct Table<'a> {
     profile: &'a ExitProfile,
     total: f64,
@@ -53,51 +56,30 @@ impl<'a> Table<'a> {
         Self { profile, total: exit_total(profile).max(1) as f64 }
     }
 
-    /// The names a single-reason cause reads (`EXIT003` and so on).
-    fn names_of(rule: &str) -> &'static [&'static str] {
-        EXIT_RULES.iter().find(|r| r.meta.id == rule).map_or(&[], |r| r.reasons)
+    /// The exit rows whose cause `which` accepts.
+    fn rows(&self, which: impl Fn(ExitCause) -> bool) -> impl Iterator<Item = &'a ExitRow> {
+        self.profile.rows.iter().filter(move |r| r.is_exit() && which(ExitCause::of(&r.name)))
     }
 
-    fn count(&self, names: &[&str]) -> u64 {
-        self.profile
-            .rows
-            .iter()
-            .filter(|r| r.is_exit() && names.contains(&r.name.as_str()))
-            .map(|r| r.count)
-            .sum()
+    /// The share of all exits that the rows `which` accepts make.
+    pub fn share(&self, which: impl Fn(ExitCause) -> bool) -> f64 {
+        saturating_sum(self.rows(which).map(|r| r.count)) as f64 / self.total
     }
 
-    /// The share of all exits that these reasons make.
-    pub fn share(&self, names: &[&str]) -> f64 {
-        self.count(names) as f64 / self.total
+    fn present(&self, which: impl Fn(ExitCause) -> bool) -> bool {
+        self.rows(which).any(|r| r.count > 0)
     }
 
-    /// The share of the reasons a single-reason cause reads.
-    pub fn share_of(&self, rule: &str) -> f64 {
-        self.share(Self::names_of(rule))
-    }
-
-    fn present(&self, rule: &str) -> bool {
-        self.count(Self::names_of(rule)) > 0
-    }
-
-    /// The names of a cause's reasons that this profile has.
-    fn seen(&self, rule: &str) -> Vec<&'static str> {
-        self.rows_named(Self::names_of(rule))
-    }
-
-    /// Those of `names` that this profile has rows for.
-    fn rows_named(&self, names: &[&'static str]) -> Vec<&'static str> {
-        names.iter().copied().filter(|n| self.profile.row(n).is_some()).collect()
+    /// The names of the rows `which` accepts.
+    fn seen(&self, which: impl Fn(ExitCause) -> bool) -> Vec<String> {
+        self.rows(which).map(|r| r.name.clone()).collect()
     }
 }
 
-/// MMIO exits to emulated devices (VMX, SVM, kvm_stat and tracepoint names).
-const MMIO_REASONS: &[&str] = &["EPT_MISCONFIG", "npf", "NPF", "mmio_exits", "kvm_mmio"];
-/// MSR writes (the EOI and timer MSRs of a SynIC guest among them).
-const MSR_WRITE_REASONS: &[&str] = &["MSR_WRITE", "msr", "MSR", "kvm_msr"];
-/// Writes to the local APIC, ICR included (AVIC names its IPI exits apart).
-const APIC_WRITE_REASONS: &[&str] = &["APIC_WRITE", "avic_incomplete_ipi"];
+/// Causes by one name, for [`Table`]'s methods.
+fn is(cause: ExitCause) -> impl Fn(ExitCause) -> bool {
+    move |c| c == cause
+}
 
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
@@ -105,7 +87,7 @@ fn percent(share: f64) -> String {
 
 /// SynIC on and hv-avic off in the config, where one is given.
 fn synic_without_avic(config: &VmConfig) -> bool {
-    config.hyperv.is_on("hv-synic") && !config.hyperv.is_on("hv-avic")
+    config.hyperv.is_on(Hv::Synic) && !config.hyperv.is_on(Hv::Avic)
 }
 
 pub const PATTERN_RULES: &[PatternRule] = &[
@@ -125,9 +107,9 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT003", "EXIT005"],
         check_rules: &["HV008", "HV010"],
         check: |table, context| {
-            let msr = table.share(MSR_WRITE_REASONS);
-            let external = table.share_of("EXIT005");
-            if !table.present("EXIT010") || msr < 0.15 || external < 0.05 {
+            let msr = table.share(ExitCause::may_be_msr_write);
+            let external = table.share(is(ExitCause::ExternalInterrupt));
+            if !table.present(is(ExitCause::Hypercall)) || msr < 0.15 || external < 0.05 {
                 return None;
             }
             // Where the config or host say otherwise, it is not this.
@@ -137,9 +119,9 @@ pub const PATTERN_RULES: &[PatternRule] = &[
             if context.host.and_then(|h| h.kvm.apic_virtualization.known()).is_some_and(|a| !a.enabled) {
                 return None;
             }
-            let mut reasons = table.seen("EXIT010");
-            reasons.extend(table.rows_named(MSR_WRITE_REASONS));
-            reasons.extend(table.seen("EXIT005"));
+            let mut reasons = table.seen(is(ExitCause::Hypercall));
+            reasons.extend(table.seen(ExitCause::may_be_msr_write));
+            reasons.extend(table.seen(is(ExitCause::ExternalInterrupt)));
             Some(Match {
                 reasons,
                 evidence: format!(
@@ -167,16 +149,16 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT001"],
         check_rules: &["TIME001", "TIME006", "HV002"],
         check: |table, context| {
-            let mmio = table.share(MMIO_REASONS);
-            let port_io = table.share_of("EXIT002");
-            if mmio < 0.30 || port_io >= 0.05 || table.present("EXIT010") {
+            let mmio = table.share(ExitCause::may_be_mmio);
+            let port_io = table.share(is(ExitCause::PortIo));
+            if mmio < 0.30 || port_io >= 0.05 || table.present(is(ExitCause::Hypercall)) {
                 return None;
             }
             // With the config at hand: only where the HPET is on and hv-stimer is not.
-            if context.config.is_some_and(|c| c.clock.hpet_off() || c.hyperv.is_on("hv-stimer")) {
+            if context.config.is_some_and(|c| c.clock.hpet_off() || c.hyperv.is_on(Hv::Stimer)) {
                 return None;
             }
-            let reasons = table.rows_named(MMIO_REASONS);
+            let reasons = table.seen(ExitCause::may_be_mmio);
             Some(Match {
                 reasons,
                 evidence: format!(
@@ -203,16 +185,16 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT002"],
         check_rules: &["TIME005", "TIME001"],
         check: |table, context| {
-            let port_io = table.share_of("EXIT002");
-            let mmio = table.share(MMIO_REASONS);
-            if port_io < 0.50 || mmio >= 0.01 || table.present("EXIT010") {
+            let port_io = table.share(is(ExitCause::PortIo));
+            let mmio = table.share(ExitCause::may_be_mmio);
+            if port_io < 0.50 || mmio >= 0.01 || table.present(is(ExitCause::Hypercall)) {
                 return None;
             }
-            if context.config.is_some_and(|c| !c.clock.hpet_off() || c.hyperv.is_on("hv-stimer")) {
+            if context.config.is_some_and(|c| !c.clock.hpet_off() || c.hyperv.is_on(Hv::Stimer)) {
                 return None;
             }
             Some(Match {
-                reasons: table.seen("EXIT002"),
+                reasons: table.seen(is(ExitCause::PortIo)),
                 evidence: format!(
                     "port I/O {} of exits, MMIO {}, no hypercalls{}",
                     percent(port_io),
@@ -242,19 +224,19 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT004"],
         check_rules: &["HV002", "HV010"],
         check: |table, context| {
-            let apic_write = table.share(APIC_WRITE_REASONS);
-            if apic_write < 0.20 || table.present("EXIT010") {
+            let apic_write = table.share(is(ExitCause::ApicWrite));
+            if apic_write < 0.20 || table.present(is(ExitCause::Hypercall)) {
                 return None;
             }
             let why = match context.config {
                 Some(config) if config.hypervisor_bit_disabled().is_some() => {
                     "; the config hides the hypervisor bit"
                 }
-                Some(config) if !config.hyperv.is_on("hv-ipi") => "; the config has no hv-ipi",
+                Some(config) if !config.hyperv.is_on(Hv::Ipi) => "; the config has no hv-ipi",
                 Some(_) => return None,
                 None => "",
             };
-            let reasons = table.rows_named(APIC_WRITE_REASONS);
+            let reasons = table.seen(is(ExitCause::ApicWrite));
             Some(Match {
                 reasons,
                 evidence: format!("APIC writes {} of exits, no hypercalls{why}", percent(apic_write)),
@@ -278,7 +260,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         check_rules: &["PIN001", "PIN002", "PIN007"],
         check: |table, context| {
             let (Some(host), Some(config)) = (context.host, context.config) else { return None };
-            let halts = table.share(IDLE_REASONS);
+            let halts = table.share(is(ExitCause::Halt));
             let polling: u64 = host
                 .kvm
                 .modules
@@ -296,7 +278,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
                 return None;
             }
             Some(Match {
-                reasons: table.rows_named(IDLE_REASONS),
+                reasons: table.seen(is(ExitCause::Halt)),
                 evidence: format!(
                     "halts {} of exits, kvm.halt_poll_ns={polling}, vCPUs {}",
                     percent(halts),

@@ -11,14 +11,14 @@ use crate::analysis::Severity;
 use crate::analysis::fix::Applicability;
 use crate::analysis::meta::{Category, RuleMeta};
 use crate::exits::model::saturating_sum;
+use crate::exits::reasons::{ExitCause, is_idle};
 use crate::exits::{ExitProfile, ExitRow, RowKind};
 
 #[derive(Debug)]
 pub struct ExitRule {
     pub meta: RuleMeta,
-    /// Reason names that show this cause, in every vocabulary: VMX, SVM (perf), kvm_stat's SVM
-    /// table, tracepoint events and KVM stat counters.
-    pub reasons: &'static [&'static str],
+    /// The causes whose exits show it (each cause names its reasons in every vocabulary).
+    pub causes: &'static [ExitCause],
     /// Fires when the reasons make at least this share of all exits...
     pub min_exit_share: f64,
     /// ...or at least this share of busy handling time.
@@ -27,8 +27,6 @@ pub struct ExitRule {
     pub check_rules: &'static [&'static str],
 }
 
-/// Reasons that mean "the vCPU was idle".
-pub const IDLE_REASONS: &[&str] = &["HLT", "hlt", "halt_exits", "WFx"];
 pub const EXIT_RULES: &[ExitRule] = &[
     ExitRule {
         meta: RuleMeta {
@@ -43,7 +41,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b (EPT_MISCONFIG); QEMU docs/system/i386/hyperv.rst",
         },
-        reasons: &["EPT_MISCONFIG", "mmio_exits", "kvm_mmio", "KVM_EXIT_MMIO"],
+        causes: &[ExitCause::Mmio],
         min_exit_share: 0.05,
         min_time_share: 0.20,
         check_rules: &["TIME001", "TIME006", "DEV003", "DEV004"],
@@ -61,7 +59,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/corpus/exitstats/intel_huataihuang_* (before/after); MicrosoftDocs/Virtualization-Documentation#1885; ../shared/knowledge.md 5, 6b",
         },
-        reasons: &["IO_INSTRUCTION", "io", "IOIO", "io_exits", "kvm_pio"],
+        causes: &[ExitCause::PortIo],
         min_exit_share: 0.10,
         min_time_share: 0.25,
         check_rules: &["TIME001", "TIME005", "HV001", "HV002"],
@@ -79,7 +77,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 4c, 6b (MSR_WRITE/MSR_READ); QEMU docs hv-avic",
         },
-        reasons: &["MSR_WRITE", "MSR_READ", "msr", "MSR", "kvm_msr"],
+        causes: &[ExitCause::MsrWrite, ExitCause::MsrRead, ExitCause::Msr],
         min_exit_share: 0.20,
         min_time_share: 0.40,
         check_rules: &["TIME001", "HV008"],
@@ -97,14 +95,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b; QEMU docs hv-ipi, hv-avic",
         },
-        reasons: &[
-            "APIC_WRITE",
-            "EOI_INDUCED",
-            "APIC_ACCESS",
-            "TPR_BELOW_THRESHOLD",
-            "avic_incomplete_ipi",
-            "avic_unaccelerated_access",
-        ],
+        causes: &[ExitCause::ApicWrite, ExitCause::ApicOther],
         min_exit_share: 0.10,
         min_time_share: 0.25,
         check_rules: &["HV002", "HV008", "HV009", "LEG001"],
@@ -122,7 +113,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b (EXTERNAL_INTERRUPT)",
         },
-        reasons: &["EXTERNAL_INTERRUPT", "interrupt", "INTR", "irq_exits"],
+        causes: &[ExitCause::ExternalInterrupt],
         min_exit_share: 0.15,
         min_time_share: 0.25,
         check_rules: &["PIN001", "PIN007"],
@@ -140,7 +131,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b (HLT)",
         },
-        reasons: &["HLT", "hlt", "halt_exits", "WFx"],
+        causes: &[ExitCause::Halt],
         min_exit_share: 0.30,
         min_time_share: 2.0,
         check_rules: &[],
@@ -158,7 +149,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b (PAUSE); QEMU docs hv-spinlocks",
         },
-        reasons: &["PAUSE_INSTRUCTION", "pause", "PAUSE"],
+        causes: &[ExitCause::Pause],
         min_exit_share: 0.05,
         min_time_share: 0.20,
         check_rules: &["PIN002", "HV006", "HV002"],
@@ -176,7 +167,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b (EPT_VIOLATION)",
         },
-        reasons: &["EPT_VIOLATION", "npf", "NPF", "kvm_page_fault"],
+        causes: &[ExitCause::PageFault, ExitCause::NestedPageFault],
         min_exit_share: 0.10,
         min_time_share: 0.25,
         check_rules: &["MEM001", "DEV001"],
@@ -194,7 +185,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b (CPUID)",
         },
-        reasons: &["CPUID", "cpuid", "kvm_cpuid"],
+        causes: &[ExitCause::Cpuid],
         min_exit_share: 0.10,
         min_time_share: 0.25,
         check_rules: &[],
@@ -212,7 +203,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b (VMCALL)",
         },
-        reasons: &["VMCALL", "hypercall", "VMMCALL", "hypercalls", "kvm_hypercall", "kvm_hv_hypercall"],
+        causes: &[ExitCause::Hypercall],
         min_exit_share: 0.01,
         min_time_share: 2.0,
         check_rules: &[],
@@ -230,7 +221,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6b (INTERRUPT_WINDOW)",
         },
-        reasons: &["PENDING_INTERRUPT", "INTERRUPT_WINDOW", "vintr", "VINTR", "irq_window_exits"],
+        causes: &[ExitCause::InterruptWindow],
         min_exit_share: 0.10,
         min_time_share: 0.25,
         check_rules: &["HV008"],
@@ -248,7 +239,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "../shared/knowledge.md 6a; exitstats/intel_virt-pvm_*",
         },
-        reasons: &[],
+        causes: &[ExitCause::Unnamed],
         min_exit_share: 0.0,
         min_time_share: 2.0,
         check_rules: &[],
@@ -270,9 +261,7 @@ impl ReasonShare {
     /// One row's shares, of `total` exits and of `busy` handling time ([`busy_time`]).
     pub fn of_row(profile: &ExitProfile, row: &ExitRow, total: f64, busy: Option<f64>) -> Self {
         let time_share = match (handling_time(profile, row), busy) {
-            (Some(time), Some(busy)) if busy > 0.0 && !IDLE_REASONS.contains(&row.name.as_str()) => {
-                Some(time / busy)
-            }
+            (Some(time), Some(busy)) if busy > 0.0 && !is_idle(&row.name) => Some(time / busy),
             _ => None,
         };
         Self { name: row.name.clone(), count: row.count, exit_share: row.count as f64 / total, time_share }
@@ -320,20 +309,14 @@ pub fn busy_time(profile: &ExitProfile) -> Option<f64> {
     }
     let exits: Vec<&ExitRow> = profile.rows.iter().filter(|r| r.is_exit()).collect();
     let percents: Option<Vec<f64>> = exits.iter().map(|r| r.time_percent).collect();
-    let idle: f64 =
-        exits.iter().filter(|r| IDLE_REASONS.contains(&r.name.as_str())).filter_map(|r| r.time_percent).sum();
+    let idle: f64 = exits.iter().filter(|r| is_idle(&r.name)).filter_map(|r| r.time_percent).sum();
     percents.filter(|p| !p.is_empty()).map(|p| (p.iter().sum::<f64>() - idle).max(0.0))
 }
 
 /// Handling time outside HLT, in microseconds.
 pub fn busy_time_us(profile: &ExitProfile) -> Option<f64> {
     let total = profile.total_time_us()?;
-    let idle: f64 = profile
-        .rows
-        .iter()
-        .filter(|r| IDLE_REASONS.contains(&r.name.as_str()))
-        .filter_map(|r| r.time_us)
-        .sum();
+    let idle: f64 = profile.rows.iter().filter(|r| is_idle(&r.name)).filter_map(|r| r.time_us).sum();
     Some((total - idle).max(0.0))
 }
 
@@ -364,13 +347,7 @@ pub fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
             .rows
             .iter()
             .filter(|row| row.is_exit())
-            .filter(|row| {
-                if rule.reasons.is_empty() {
-                    row.name.starts_with("UNKNOWN(")
-                } else {
-                    rule.reasons.contains(&row.name.as_str())
-                }
-            })
+            .filter(|row| rule.causes.contains(&ExitCause::of(&row.name)))
             .collect();
         if matches.is_empty() {
             continue;

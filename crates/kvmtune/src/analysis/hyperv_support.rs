@@ -8,7 +8,7 @@
 use crate::host::HostFacts;
 use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
-use crate::knowledge::hyperv::{Availability, availability};
+use crate::knowledge::hyperv::{Availability, Hv, availability};
 use crate::values::Version;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,12 +62,12 @@ pub fn is_backporting_distribution(release: &str) -> bool {
 }
 
 /// What KVM, the kernel release, QEMU and libvirt say about one enlightenment.
-pub fn offer(host: &HostFacts, feature: &str) -> Offer {
+pub fn offer(host: &HostFacts, feature: Hv) -> Offer {
     let since = availability(feature);
     let kernel_part = match host.kvm.device.known().map(|d| &d.hyperv) {
         // hv-spinlocks is a value QEMU writes into a CPUID leaf; KVM has no bit for it.
         Some(HypervSupport::Supported { enlightenments, .. }) => {
-            if feature == "hv-spinlocks" || enlightenments.iter().any(|e| e == feature) {
+            if feature == Hv::Spinlocks || enlightenments.iter().any(|e| e == feature.qemu()) {
                 Offer::ByKvm
             } else {
                 return Offer::lacking(
@@ -109,7 +109,7 @@ fn userspace_lacks(host: &HostFacts, since: &Availability) -> Option<Offer> {
     {
         return Some(Offer::lacking(
             Layer::Qemu,
-            format!("QEMU knows {} since {}; this host has {qemu}", since.qemu_property, short(since.qemu)),
+            format!("QEMU knows {} since {}; this host has {qemu}", since.hv, short(since.qemu)),
         ));
     }
     if let (Fact::Known(libvirt), Some(needed)) = (&host.software.libvirt, since.libvirt)
@@ -117,10 +117,7 @@ fn userspace_lacks(host: &HostFacts, since: &Availability) -> Option<Offer> {
     {
         return Some(Offer::lacking(
             Layer::Libvirt,
-            format!(
-                "libvirt has an element for {} since {needed}; this host has {libvirt}",
-                since.qemu_property
-            ),
+            format!("libvirt has an element for {} since {needed}; this host has {libvirt}", since.hv),
         ));
     }
     None

@@ -3,6 +3,7 @@
 //! [`crate::config::libvirt_edit`]) turns them into byte edits of the original file; formats
 //! without an editor show an edit's description as a manual step.
 
+use crate::knowledge::hyperv::Hv;
 use serde::Serialize;
 
 /// One guest NUMA cell as a config states it.
@@ -22,9 +23,9 @@ pub enum ConfigEdit {
     /// `<metadata>` ([`crate::config::host_needs`]), replacing one that is there.
     SetHostNeeds { needs: crate::config::host_needs::HostNeeds },
     /// Turn these Hyper-V enlightenments on (QEMU names; `hv-time` is the hypervclock timer).
-    EnableHyperv { features: Vec<String> },
+    EnableHyperv { features: Vec<Hv> },
     /// Turn one enlightenment off.
-    DisableHyperv { feature: String },
+    DisableHyperv { feature: Hv },
     /// Set `hv-spinlocks` retries.
     SetSpinlockRetries { retries: u32 },
     /// Make a `<clock><timer>` carry these attributes (adding the timer if it is missing).
@@ -83,7 +84,9 @@ impl ConfigEdit {
 
     pub fn describe(&self) -> String {
         match self {
-            ConfigEdit::EnableHyperv { features } => format!("enable {}", features.join(", ")),
+            ConfigEdit::EnableHyperv { features } => {
+                format!("enable {}", features.iter().map(|f| f.qemu()).collect::<Vec<_>>().join(", "))
+            }
             ConfigEdit::DisableHyperv { feature } => format!("turn {feature} off"),
             ConfigEdit::SetSpinlockRetries { retries } => format!("set hv-spinlocks retries to {retries}"),
             ConfigEdit::SetTimer { name, attributes } => format!(

@@ -13,6 +13,7 @@ use crate::config::cpuset;
 use crate::config::host_needs;
 use crate::config::model::*;
 use crate::config::shell::Word;
+use crate::knowledge::hyperv::Hv;
 use crate::knowledge::libvirt::{HYPERV_ELEMENTS, HYPERV_SUB_ELEMENTS, KVM_ELEMENTS, TIMER_NAMES};
 use crate::values::Span;
 use crate::values::size::{self, SizeError, Units};
@@ -460,7 +461,7 @@ impl Reader<'_, '_> {
             if name == "hypervclock" {
                 // hv-time is a timer in libvirt; the model calls it by its QEMU name.
                 config.hyperv.features.push(HvFeature {
-                    name: "hv-time".to_string(),
+                    name: Hv::Time.qemu().to_string(),
                     on: present.unwrap_or(true),
                     value: None,
                     span: span(timer),
@@ -604,7 +605,7 @@ impl Reader<'_, '_> {
                     let model = device.attribute("model").unwrap_or("").to_string();
                     if model == "hyperv" {
                         config.hyperv.features.push(HvFeature {
-                            name: "hv-crash".to_string(),
+                            name: Hv::Crash.qemu().to_string(),
                             on: true,
                             value: None,
                             span: span(device),

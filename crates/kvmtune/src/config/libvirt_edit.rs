@@ -11,6 +11,7 @@ use roxmltree::{Document, Node, ParsingOptions};
 use crate::config::ConfigError;
 use crate::config::edit::ConfigEdit;
 use crate::config::host_needs;
+use crate::knowledge::hyperv::Hv;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
 use crate::values::Span;
 use crate::values::escape;
@@ -76,7 +77,7 @@ pub fn apply_actions(text: &str, actions: &[ConfigEdit]) -> Result<String, EditE
 fn steps(action: &ConfigEdit) -> Vec<ConfigEdit> {
     match action {
         ConfigEdit::EnableHyperv { features } => {
-            features.iter().map(|f| ConfigEdit::EnableHyperv { features: vec![f.clone()] }).collect()
+            features.iter().map(|f| ConfigEdit::EnableHyperv { features: vec![*f] }).collect()
         }
         // Old pins go first; then each new pin is one insertion into the re-read file.
         ConfigEdit::SetPins { vcpus, emulator, iothreads } => {
@@ -292,11 +293,11 @@ impl<'a, 'input> Editor<'a, 'input> {
             ConfigEdit::EnableHyperv { features } => {
                 let mut edits = Vec::new();
                 for feature in features {
-                    edits.extend(self.set_hyperv(feature, true)?);
+                    edits.extend(self.set_hyperv(*feature, true)?);
                 }
                 Ok(edits)
             }
-            ConfigEdit::DisableHyperv { feature } => self.set_hyperv(feature, false),
+            ConfigEdit::DisableHyperv { feature } => self.set_hyperv(*feature, false),
             ConfigEdit::SetSpinlockRetries { retries } => {
                 let spinlocks = element(root, "features")
                     .and_then(|f| element(f, "hyperv"))
@@ -642,13 +643,13 @@ impl<'a, 'input> Editor<'a, 'input> {
         }
     }
 
-    fn set_hyperv(&self, feature: &str, on: bool) -> Result<Vec<Edit>, EditError> {
+    fn set_hyperv(&self, feature: Hv, on: bool) -> Result<Vec<Edit>, EditError> {
         let state = if on { "on" } else { "off" };
-        if feature == "hv-time" {
+        if feature == Hv::Time {
             return self.set_timer("hypervclock", &[("present", if on { "yes" } else { "no" })]);
         }
         let root = self.root();
-        if let Some((parent, child, _)) = HYPERV_SUB_ELEMENTS.iter().find(|(_, _, q)| *q == feature) {
+        if let Some((parent, child, _)) = HYPERV_SUB_ELEMENTS.iter().find(|(_, _, hv)| *hv == feature) {
             let parent_node = element(root, "features")
                 .and_then(|f| element(f, "hyperv"))
                 .and_then(|h| element(h, parent))
@@ -708,12 +709,8 @@ impl<'a, 'input> Editor<'a, 'input> {
 mod tests {
     use super::*;
 
-    fn enable(text: &str, features: &[&str]) -> String {
-        apply_actions(
-            text,
-            &[ConfigEdit::EnableHyperv { features: features.iter().map(|f| f.to_string()).collect() }],
-        )
-        .unwrap()
+    fn enable(text: &str, features: &[Hv]) -> String {
+        apply_actions(text, &[ConfigEdit::EnableHyperv { features: features.to_vec() }]).unwrap()
     }
 
     #[test]
@@ -775,7 +772,7 @@ mod tests {
     #[test]
     fn inserts_with_the_files_indentation_and_quotes() {
         let text = "<domain type=\"kvm\">\n    <features>\n        <hyperv mode=\"custom\">\n            <relaxed state=\"on\"/>\n        </hyperv>\n    </features>\n</domain>\n";
-        let fixed = enable(text, &["hv-vpindex"]);
+        let fixed = enable(text, &[Hv::Vpindex]);
         assert_eq!(
             fixed,
             "<domain type=\"kvm\">\n    <features>\n        <hyperv mode=\"custom\">\n            <relaxed state=\"on\"/>\n            <vpindex state=\"on\"/>\n        </hyperv>\n    </features>\n</domain>\n"
@@ -785,13 +782,13 @@ mod tests {
     #[test]
     fn turns_an_off_feature_on_in_place() {
         let text = "<domain>\n  <features>\n    <hyperv>\n      <synic state='off'/><!-- keep -->\n    </hyperv>\n  </features>\n</domain>";
-        assert_eq!(enable(text, &["hv-synic"]), text.replace("state='off'", "state='on'"));
+        assert_eq!(enable(text, &[Hv::Synic]), text.replace("state='off'", "state='on'"));
     }
 
     #[test]
     fn creates_missing_containers() {
         let text = "<domain type='kvm'>\n  <name>w</name>\n  <devices/>\n</domain>\n";
-        let fixed = enable(text, &["hv-relaxed", "hv-time"]);
+        let fixed = enable(text, &[Hv::Relaxed, Hv::Time]);
         assert!(fixed.contains("  <features>\n    <hyperv mode='custom'>\n      <relaxed state='on'/>\n    </hyperv>\n  </features>\n"), "{fixed}");
         assert!(fixed.contains("  <clock offset='utc'>\n    <timer name='hypervclock' present='yes'/>\n  </clock>\n  <devices/>"), "{fixed}");
         crate::config::libvirt::parse("x", &fixed).unwrap();
@@ -800,7 +797,7 @@ mod tests {
     #[test]
     fn sub_features_and_self_closing_parents() {
         let text = "<domain>\n  <features>\n    <hyperv>\n      <stimer state='on'/>\n    </hyperv>\n  </features>\n</domain>\n";
-        let fixed = enable(text, &["hv-stimer-direct"]);
+        let fixed = enable(text, &[Hv::StimerDirect]);
         assert!(
             fixed.contains("      <stimer state='on'>\n        <direct state='on'/>\n      </stimer>\n"),
             "{fixed}"

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::config::host_needs::{HostNeeds, HugepageNeed, Hugepages, NeedsError, StatedNeeds};
+use crate::knowledge::hyperv::Hv;
 use crate::values::Span;
 use crate::values::{CpuSet, PciAddress};
 
@@ -166,14 +167,14 @@ pub struct HypervConfig {
 }
 
 impl HypervConfig {
-    pub fn get(&self, qemu_name: &str) -> Option<&HvFeature> {
-        self.features.iter().find(|f| f.name == qemu_name)
+    pub fn get(&self, hv: Hv) -> Option<&HvFeature> {
+        self.features.iter().find(|f| f.name == hv.qemu())
     }
 
     /// On in the config (not counting passthrough/host-model, which the caller must treat
     /// separately).
-    pub fn is_on(&self, qemu_name: &str) -> bool {
-        self.get(qemu_name).is_some_and(|f| f.on)
+    pub fn is_on(&self, hv: Hv) -> bool {
+        self.get(hv).is_some_and(|f| f.on)
     }
 
     pub fn passthrough(&self) -> bool {
@@ -182,6 +183,13 @@ impl HypervConfig {
 
     pub fn host_model(&self) -> bool {
         self.mode.as_ref().is_some_and(|m| m.value == "host-model")
+    }
+}
+
+impl HvFeature {
+    /// The property, where kvmtune knows it (a config may name any).
+    pub fn hv(&self) -> Option<Hv> {
+        Hv::from_qemu(&self.name)
     }
 }
 

@@ -13,6 +13,7 @@
 
 use crate::config::ConfigError;
 use crate::config::model::*;
+use crate::knowledge::hyperv::Hv;
 use crate::values::PciAddress;
 use crate::values::{SourceText, Span};
 
@@ -206,7 +207,7 @@ impl Reader<'_> {
             .lines
             .iter()
             .any(|l| l.key.starts_with("hostpci") && option_value(&l.value, "x-vga") == Some("1"));
-        let vendor_id = option_value(cpu_value, "hv-vendor-id");
+        let vendor_id = option_value(cpu_value, Hv::VendorId.qemu());
         let ovmf = self.get("bios").is_some_and(|b| b.value == "ovmf");
         if let (Some(winversion), Some(ostype)) = (windows, ostype)
             && config.domain_type.as_ref().is_some_and(|t| t.value == "kvm")
@@ -215,32 +216,32 @@ impl Reader<'_> {
         {
             let at_least = |major: u32, minor: u32| version >= (major, minor);
             let span = ostype.span;
-            let mut add = |name: &str, value: Option<String>| {
-                config.hyperv.features.push(HvFeature { name: name.to_string(), on: true, value, span });
+            let mut add = |hv: Hv, value: Option<String>| {
+                config.hyperv.features.push(HvFeature { name: hv.qemu().to_string(), on: true, value, span });
             };
             if gpu_passthrough || vendor_id.is_some() {
-                add("hv-vendor-id", Some(vendor_id.unwrap_or("proxmox").to_string()));
+                add(Hv::VendorId, Some(vendor_id.unwrap_or("proxmox").to_string()));
             }
             if at_least(2, 3) {
-                add("hv-spinlocks", Some("8191".into()));
-                add("hv-vapic", None);
-                add("hv-time", None);
+                add(Hv::Spinlocks, Some("8191".into()));
+                add(Hv::Vapic, None);
+                add(Hv::Time, None);
             } else {
-                add("hv-spinlocks", Some("65535".into()));
+                add(Hv::Spinlocks, Some("65535".into()));
             }
             if at_least(2, 6) {
-                add("hv-reset", None);
-                add("hv-vpindex", None);
-                add("hv-runtime", None);
+                add(Hv::Reset, None);
+                add(Hv::Vpindex, None);
+                add(Hv::Runtime, None);
             }
             if winversion >= 7 {
-                add("hv-relaxed", None);
+                add(Hv::Relaxed, None);
                 if at_least(2, 12) {
-                    add("hv-synic", None);
-                    add("hv-stimer", None);
+                    add(Hv::Synic, None);
+                    add(Hv::Stimer, None);
                 }
                 if at_least(3, 1) {
-                    add("hv-ipi", None);
+                    add(Hv::Ipi, None);
                 }
             }
         }

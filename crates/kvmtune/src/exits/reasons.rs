@@ -112,6 +112,131 @@ pub fn is_event(name: &str) -> bool {
     kind_of(name) == RowKind::Event
 }
 
+/// What caused an exit, whatever vocabulary names it. One name belongs to one cause; a rule
+/// or pattern that reads a cause reads every name of it.
+///
+/// Sources for the names: Linux `arch/x86/include/uapi/asm/vmx.h` (`VMX_EXIT_REASONS`) and
+/// `svm.h` (`SVM_EXIT_REASONS`, the lower-case names perf prints), kvm_stat's own SVM table
+/// (upper case: `NPF`, `IOIO`), `arch/arm64/include/asm/kvm_arm.h` (`WFx`), KVM's statistics and
+/// tracepoints as above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitCause {
+    /// An access to memory that a device QEMU emulates (Intel marks it with an EPT
+    /// misconfiguration; the counters and tracepoints name it).
+    Mmio,
+    /// AMD's nested page fault: KVM handles MMIO to emulated devices (reserved bits in the
+    /// nested page tables) and faults on guest memory it has not mapped through the same exit
+    /// (`npf_interception` in `arch/x86/kvm/svm/svm.c`), and the name does not say which.
+    NestedPageFault,
+    /// Guest memory the host has not mapped (yet): Intel's EPT violation, KVM's page faults.
+    PageFault,
+    PortIo,
+    MsrWrite,
+    MsrRead,
+    /// An MSR access whose table does not say read or write (SVM's one `msr` exit).
+    Msr,
+    /// A write to the local APIC, the ICR (IPIs) included.
+    ApicWrite,
+    /// Any other access to the emulated local APIC: EOIs, TPR, unaccelerated AVIC accesses.
+    ApicOther,
+    ExternalInterrupt,
+    /// The vCPU idles: HLT (arm64: WFI/WFE).
+    Halt,
+    Pause,
+    Cpuid,
+    Hypercall,
+    /// The guest opened a window for an interrupt that waited to be injected.
+    InterruptWindow,
+    /// A code the tool that printed the table could not name (`UNKNOWN(...)`).
+    Unnamed,
+    Other,
+}
+
+/// Every name of each cause, in every vocabulary kvmtune reads.
+const CAUSES: &[(ExitCause, &[&str])] = &[
+    (ExitCause::Mmio, &["EPT_MISCONFIG", "mmio_exits", "kvm_mmio", "kvm_fast_mmio", "KVM_EXIT_MMIO"]),
+    (ExitCause::NestedPageFault, &["npf", "NPF"]),
+    (ExitCause::PageFault, &["EPT_VIOLATION", "kvm_page_fault"]),
+    (ExitCause::PortIo, &["IO_INSTRUCTION", "io", "IOIO", "io_exits", "kvm_pio"]),
+    (ExitCause::MsrWrite, &["MSR_WRITE"]),
+    (ExitCause::MsrRead, &["MSR_READ"]),
+    (ExitCause::Msr, &["msr", "MSR", "kvm_msr"]),
+    (ExitCause::ApicWrite, &["APIC_WRITE", "avic_incomplete_ipi"]),
+    (
+        ExitCause::ApicOther,
+        &["EOI_INDUCED", "APIC_ACCESS", "TPR_BELOW_THRESHOLD", "avic_unaccelerated_access", "kvm_apic"],
+    ),
+    (ExitCause::ExternalInterrupt, &["EXTERNAL_INTERRUPT", "interrupt", "INTR", "irq_exits"]),
+    (ExitCause::Halt, &["HLT", "hlt", "halt_exits", "WFx"]),
+    (ExitCause::Pause, &["PAUSE_INSTRUCTION", "pause", "PAUSE"]),
+    (ExitCause::Cpuid, &["CPUID", "cpuid", "kvm_cpuid"]),
+    (
+        ExitCause::Hypercall,
+        &["VMCALL", "hypercall", "VMMCALL", "hypercalls", "kvm_hypercall", "kvm_hv_hypercall"],
+    ),
+    (
+        ExitCause::InterruptWindow,
+        &["PENDING_INTERRUPT", "INTERRUPT_WINDOW", "vintr", "VINTR", "irq_window_exits", "irq_window"],
+    ),
+];
+
+impl ExitCause {
+    /// The cause of the row named `name`; kvm_stat's `kvm_exit(NAME)` children by their NAME.
+    pub fn of(name: &str) -> ExitCause {
+        let name = name.strip_prefix("kvm_exit(").and_then(|n| n.strip_suffix(')')).unwrap_or(name);
+        if name.starts_with("UNKNOWN(") {
+            return ExitCause::Unnamed;
+        }
+        CAUSES.iter().find(|(_, names)| names.contains(&name)).map_or(ExitCause::Other, |(cause, _)| *cause)
+    }
+
+    /// The names this cause goes by (Intel's first), none for [`ExitCause::Unnamed`] and
+    /// [`ExitCause::Other`].
+    pub fn names(self) -> &'static [&'static str] {
+        CAUSES.iter().find(|(cause, _)| *cause == self).map_or(&[], |(_, names)| names)
+    }
+
+    /// Whether exits of this cause may be MMIO to emulated devices.
+    pub fn may_be_mmio(self) -> bool {
+        matches!(self, ExitCause::Mmio | ExitCause::NestedPageFault)
+    }
+
+    /// Whether exits of this cause may be faults on guest memory.
+    pub fn may_be_page_fault(self) -> bool {
+        matches!(self, ExitCause::PageFault | ExitCause::NestedPageFault)
+    }
+
+    /// Whether exits of this cause may be MSR writes.
+    pub fn may_be_msr_write(self) -> bool {
+        matches!(self, ExitCause::MsrWrite | ExitCause::Msr)
+    }
+
+    /// The short word `top` and the exporter group rates by (`io`, `mmio`, `msr`, ...); None
+    /// for causes they do not show.
+    pub fn short_name(self) -> Option<&'static str> {
+        Some(match self {
+            ExitCause::Mmio => "mmio",
+            ExitCause::NestedPageFault => "npf",
+            ExitCause::PageFault => "page_fault",
+            ExitCause::PortIo => "io",
+            ExitCause::MsrWrite | ExitCause::MsrRead | ExitCause::Msr => "msr",
+            ExitCause::ApicWrite | ExitCause::ApicOther => "apic",
+            ExitCause::ExternalInterrupt => "irq",
+            ExitCause::Halt => "halt",
+            ExitCause::Pause => "pause",
+            ExitCause::Cpuid => "cpuid",
+            ExitCause::Hypercall => "hypercall",
+            ExitCause::InterruptWindow => "irq_window",
+            ExitCause::Unnamed | ExitCause::Other => return None,
+        })
+    }
+}
+
+/// Whether the row named `name` is the vCPU idling, whose handling time is not busy time.
+pub fn is_idle(name: &str) -> bool {
+    ExitCause::of(name) == ExitCause::Halt
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +266,23 @@ mod tests {
             assert_eq!(kind_of(event), RowKind::Event, "{event}");
         }
         assert_eq!(kind_of("halt_exits"), RowKind::Exit);
+    }
+
+    #[test]
+    fn each_name_has_one_cause() {
+        let mut seen = std::collections::HashSet::new();
+        for (_, names) in CAUSES {
+            for name in *names {
+                assert!(seen.insert(*name), "{name} is named by two causes");
+            }
+        }
+        assert_eq!(ExitCause::of("kvm_exit(EPT_MISCONFIG)"), ExitCause::Mmio);
+        assert_eq!(ExitCause::of("UNKNOWN(131072)"), ExitCause::Unnamed);
+        assert_eq!(ExitCause::of("XSETBV"), ExitCause::Other);
+        // npf is MMIO or a page fault, never told apart by its name; both rules say so.
+        let npf = ExitCause::of("npf");
+        assert!(npf.may_be_mmio() && npf.may_be_page_fault());
+        assert!(!ExitCause::of("EPT_MISCONFIG").may_be_page_fault());
+        assert!(!ExitCause::of("EPT_VIOLATION").may_be_mmio());
     }
 }

@@ -308,9 +308,14 @@ impl Systemctl {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(100);
 
     fn run(&self, args: &[&str]) -> std::io::Result<String> {
-        let ran = crate::host::command::run("systemctl", args, Self::TIMEOUT).map_err(std::io::Error::other)?;
+        let ran =
+            crate::host::command::run("systemctl", args, Self::TIMEOUT).map_err(std::io::Error::other)?;
         if !ran.status.success() {
-            return Err(std::io::Error::other(format!("systemctl {}: {}", args.join(" "), ran.stderr_line())));
+            return Err(std::io::Error::other(format!(
+                "systemctl {}: {}",
+                args.join(" "),
+                ran.stderr_line()
+            )));
         }
         Ok(String::from_utf8_lossy(&ran.stdout).into_owned())
     }
@@ -414,7 +419,10 @@ impl Programs for PathPrograms {
         let output = match crate::host::command::run(&resolved, args, PROGRAM_TIMEOUT) {
             Ok(output) => output,
             Err(error) => {
-                return Some(Err(ReadError::Io { path: program.to_string(), source: std::io::Error::other(error) }));
+                return Some(Err(ReadError::Io {
+                    path: program.to_string(),
+                    source: std::io::Error::other(error),
+                }));
             }
         };
         let text = if output.stdout.is_empty() { output.stderr } else { output.stdout };

@@ -251,7 +251,7 @@ fn query_hyperv(kvm: &sys::KvmSystem, sys_cap: i32, vcpu_cap: i32) -> HypervSupp
         Ok(entries) => HypervSupport::Supported {
             queried_on: queried_on.to_string(),
             signature: hyperv::signature(&entries),
-            enlightenments: hyperv::supported(&entries).iter().map(|e| e.qemu.to_string()).collect(),
+            enlightenments: hyperv::supported(&entries).iter().map(|e| e.hv.qemu().to_string()).collect(),
             leaves: entries
                 .iter()
                 .map(|e| RawLeaf {

@@ -78,7 +78,8 @@ impl Libvirt {
     /// a running domain was started with.
     pub fn domain_xml(&self, domain: &str) -> Result<String, LibvirtError> {
         let stdout = self.virsh("dumpxml", &["--inactive", "--domain", domain])?;
-        String::from_utf8(stdout).map_err(|_| LibvirtError::Failed { verb: "dumpxml", why: "it printed non-UTF-8".into() })
+        String::from_utf8(stdout)
+            .map_err(|_| LibvirtError::Failed { verb: "dumpxml", why: "it printed non-UTF-8".into() })
     }
 
     /// `virsh domstats --vcpu --raw --list-active`: every running domain's vCPU statistics in

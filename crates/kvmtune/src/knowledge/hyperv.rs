@@ -7,6 +7,82 @@
 use crate::knowledge::kvm_api::CpuidEntry;
 use crate::values::Version;
 
+/// Declares [`Hv`] from one list: each variant beside the QEMU `-cpu` property it stands for.
+macro_rules! hyperv_properties {
+    ($($(#[$doc:meta])* $variant:ident = $qemu:literal,)*) => {
+        /// A Hyper-V property of QEMU's x86 CPU (`hv-...`, target/i386/cpu.c `x86_cpu_properties`):
+        /// the enlightenments of [`ENLIGHTENMENTS`] and the properties that carry a value or a mode.
+        /// Code names an enlightenment by this type; text (configs, plans, messages) by
+        /// [`Hv::qemu`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Hv {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Hv {
+            pub const ALL: &'static [Hv] = &[$(Hv::$variant,)*];
+
+            /// QEMU's name for it (`hv-relaxed`).
+            pub const fn qemu(self) -> &'static str {
+                match self {
+                    $(Hv::$variant => $qemu,)*
+                }
+            }
+
+            /// The property QEMU calls `name`, if kvmtune knows it.
+            pub fn from_qemu(name: &str) -> Option<Hv> {
+                match name {
+                    $($qemu => Some(Hv::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+hyperv_properties! {
+    Relaxed = "hv-relaxed",
+    Vapic = "hv-vapic",
+    /// Takes a retry count (`hv-spinlocks=0x1fff`).
+    Spinlocks = "hv-spinlocks",
+    Vpindex = "hv-vpindex",
+    Runtime = "hv-runtime",
+    Crash = "hv-crash",
+    Time = "hv-time",
+    Synic = "hv-synic",
+    Stimer = "hv-stimer",
+    StimerDirect = "hv-stimer-direct",
+    Tlbflush = "hv-tlbflush",
+    TlbflushExt = "hv-tlbflush-ext",
+    TlbflushDirect = "hv-tlbflush-direct",
+    Ipi = "hv-ipi",
+    Reset = "hv-reset",
+    Frequencies = "hv-frequencies",
+    Reenlightenment = "hv-reenlightenment",
+    Evmcs = "hv-evmcs",
+    EmsrBitmap = "hv-emsr-bitmap",
+    XmmInput = "hv-xmm-input",
+    Avic = "hv-avic",
+    Syndbg = "hv-syndbg",
+    NoNonarchCoresharing = "hv-no-nonarch-coresharing",
+    /// Takes a string of up to 12 bytes.
+    VendorId = "hv-vendor-id",
+    /// Every enlightenment this host's KVM offers (a mode, not one enlightenment).
+    Passthrough = "hv-passthrough",
+}
+
+impl std::fmt::Display for Hv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.qemu())
+    }
+}
+
+impl serde::Serialize for Hv {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.qemu())
+    }
+}
+
 /// A CPUID register in the Hyper-V leaf range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Register {
@@ -27,8 +103,7 @@ pub struct CpuidBit {
 /// One enlightenment as QEMU names it, the libvirt element for it, and the bits KVM must report.
 #[derive(Debug, Clone, Copy)]
 pub struct Enlightenment {
-    /// QEMU `-cpu` property (`hv-relaxed`).
-    pub qemu: &'static str,
+    pub hv: Hv,
     /// libvirt spelling: a `<hyperv>` child, except hv-time which is `<timer name='hypervclock'>`.
     pub libvirt: &'static str,
     pub bits: &'static [CpuidBit],
@@ -47,133 +122,133 @@ use Register::{Eax, Edx};
 
 pub const ENLIGHTENMENTS: &[Enlightenment] = &[
     Enlightenment {
-        qemu: "hv-relaxed",
+        hv: Hv::Relaxed,
         libvirt: "relaxed",
         bits: &[bit(RECOMMENDATIONS, Eax, 5)],
         source: "L-TLFS 4A.5; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-vapic",
+        hv: Hv::Vapic,
         libvirt: "vapic",
         bits: &[bit(FEATURES, Eax, 4)],
         source: "L-TLFS 3A.4; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-vpindex",
+        hv: Hv::Vpindex,
         libvirt: "vpindex",
         bits: &[bit(FEATURES, Eax, 6)],
         source: "L-TLFS 3A.6; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-runtime",
+        hv: Hv::Runtime,
         libvirt: "runtime",
         bits: &[bit(FEATURES, Eax, 0)],
         source: "L-TLFS 3A.0; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-crash",
+        hv: Hv::Crash,
         libvirt: "crash (as <panic model='hyperv'/>)",
         bits: &[bit(FEATURES, Edx, 10)],
         source: "L-TLFS 3D.10; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-time",
+        hv: Hv::Time,
         libvirt: "timer hypervclock",
         bits: &[bit(FEATURES, Eax, 1), bit(FEATURES, Eax, 9)],
         source: "L-TLFS 3A.1 + 3A.9; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-synic",
+        hv: Hv::Synic,
         libvirt: "synic",
         bits: &[bit(FEATURES, Eax, 2)],
         source: "L-TLFS 3A.2; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-stimer",
+        hv: Hv::Stimer,
         libvirt: "stimer",
         bits: &[bit(FEATURES, Eax, 3)],
         source: "L-TLFS 3A.3; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-stimer-direct",
+        hv: Hv::StimerDirect,
         libvirt: "stimer/direct",
         bits: &[bit(FEATURES, Edx, 19)],
         source: "L-TLFS 3D.19; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-tlbflush",
+        hv: Hv::Tlbflush,
         libvirt: "tlbflush",
         bits: &[bit(RECOMMENDATIONS, Eax, 2), bit(RECOMMENDATIONS, Eax, 11)],
         source: "L-TLFS 4A.2 + 4A.11; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-tlbflush-ext",
+        hv: Hv::TlbflushExt,
         libvirt: "tlbflush/extended",
         bits: &[bit(FEATURES, Edx, 14)],
         source: "L-TLFS 3D.14; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-tlbflush-direct",
+        hv: Hv::TlbflushDirect,
         libvirt: "tlbflush/direct",
         bits: &[bit(NESTED, Eax, 17)],
         source: "L-TLFS AA.17; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-ipi",
+        hv: Hv::Ipi,
         libvirt: "ipi",
         bits: &[bit(RECOMMENDATIONS, Eax, 10), bit(RECOMMENDATIONS, Eax, 11)],
         source: "L-TLFS 4A.10 + 4A.11; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-reset",
+        hv: Hv::Reset,
         libvirt: "reset",
         bits: &[bit(FEATURES, Eax, 7)],
         source: "L-TLFS 3A.7; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-frequencies",
+        hv: Hv::Frequencies,
         libvirt: "frequencies",
         bits: &[bit(FEATURES, Eax, 11), bit(FEATURES, Edx, 8)],
         source: "L-TLFS 3A.11 + 3D.8; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-reenlightenment",
+        hv: Hv::Reenlightenment,
         libvirt: "reenlightenment",
         bits: &[bit(FEATURES, Eax, 13)],
         source: "L-TLFS 3A.13; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-evmcs",
+        hv: Hv::Evmcs,
         libvirt: "evmcs",
         bits: &[bit(RECOMMENDATIONS, Eax, 14)],
         source: "L-TLFS 4A.14; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-emsr-bitmap",
+        hv: Hv::EmsrBitmap,
         libvirt: "emsr_bitmap",
         bits: &[bit(NESTED, Eax, 19)],
         source: "L-TLFS AA.19; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-xmm-input",
+        hv: Hv::XmmInput,
         libvirt: "xmm_input",
         bits: &[bit(FEATURES, Edx, 4)],
         source: "L-TLFS 3D.4; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-avic",
+        hv: Hv::Avic,
         libvirt: "avic",
         bits: &[bit(RECOMMENDATIONS, Eax, 9)],
         source: "L-TLFS 4A.9; Q-KVM, Q-DOC",
     },
     Enlightenment {
-        qemu: "hv-syndbg",
+        hv: Hv::Syndbg,
         libvirt: "(none)",
         bits: &[bit(FEATURES, Edx, 11)],
         source: "L-TLFS 3D.11; Q-KVM",
     },
     Enlightenment {
-        qemu: "hv-no-nonarch-coresharing",
+        hv: Hv::NoNonarchCoresharing,
         libvirt: "(none)",
         bits: &[bit(RECOMMENDATIONS, Eax, 18)],
         source: "L-TLFS 4A.18; Q-KVM (KVM sets it only when SMT is impossible)",
@@ -186,35 +261,35 @@ pub const ENLIGHTENMENTS: &[Enlightenment] = &[
 /// What every Windows since Vista benefits from, hv-time aside (QEMU docs hyperv.rst recommend
 /// all but the debug, nested-only and passthrough ones, and neither hv-reset nor hv-crash;
 /// ../shared/knowledge.md 1a). `check` wants them (HV002); `tune` plans them.
-pub const RECOMMENDED_FOR_WINDOWS: &[&str] = &[
-    "hv-relaxed",
-    "hv-vapic",
-    "hv-spinlocks",
-    "hv-vpindex",
-    "hv-runtime",
-    "hv-synic",
-    "hv-stimer",
-    "hv-frequencies",
-    "hv-tlbflush",
-    "hv-ipi",
+pub const RECOMMENDED_FOR_WINDOWS: &[Hv] = &[
+    Hv::Relaxed,
+    Hv::Vapic,
+    Hv::Spinlocks,
+    Hv::Vpindex,
+    Hv::Runtime,
+    Hv::Synic,
+    Hv::Stimer,
+    Hv::Frequencies,
+    Hv::Tlbflush,
+    Hv::Ipi,
 ];
 
-pub const DEPENDENCIES: &[(&str, &[&str])] = &[
-    ("hv-synic", &["hv-vpindex"]),
-    ("hv-stimer", &["hv-synic", "hv-time"]),
-    ("hv-stimer-direct", &["hv-stimer"]),
-    ("hv-tlbflush", &["hv-vpindex"]),
-    ("hv-tlbflush-ext", &["hv-tlbflush"]),
-    ("hv-tlbflush-direct", &["hv-vapic"]),
-    ("hv-ipi", &["hv-vpindex"]),
-    ("hv-evmcs", &["hv-vapic"]),
-    ("hv-syndbg", &["hv-synic", "hv-relaxed"]),
+pub const DEPENDENCIES: &[(Hv, &[Hv])] = &[
+    (Hv::Synic, &[Hv::Vpindex]),
+    (Hv::Stimer, &[Hv::Synic, Hv::Time]),
+    (Hv::StimerDirect, &[Hv::Stimer]),
+    (Hv::Tlbflush, &[Hv::Vpindex]),
+    (Hv::TlbflushExt, &[Hv::Tlbflush]),
+    (Hv::TlbflushDirect, &[Hv::Vapic]),
+    (Hv::Ipi, &[Hv::Vpindex]),
+    (Hv::Evmcs, &[Hv::Vapic]),
+    (Hv::Syndbg, &[Hv::Synic, Hv::Relaxed]),
 ];
 
 /// `features` plus everything they need, transitively, in a stable order.
-pub fn closed_under_dependencies(features: &[&'static str]) -> Vec<&'static str> {
-    let mut closed: Vec<&'static str> = Vec::new();
-    let mut pending: Vec<&'static str> = features.to_vec();
+pub fn closed_under_dependencies(features: &[Hv]) -> Vec<Hv> {
+    let mut closed: Vec<Hv> = Vec::new();
+    let mut pending: Vec<Hv> = features.to_vec();
     while let Some(feature) = pending.pop() {
         if closed.contains(&feature) {
             continue;
@@ -224,7 +299,7 @@ pub fn closed_under_dependencies(features: &[&'static str]) -> Vec<&'static str>
             pending.extend(requires.iter().copied());
         }
     }
-    closed.sort_by_key(|name| ENLIGHTENMENTS.iter().position(|e| e.qemu == *name).unwrap_or(usize::MAX));
+    closed.sort_by_key(|hv| ENLIGHTENMENTS.iter().position(|e| e.hv == *hv).unwrap_or(usize::MAX));
     closed
 }
 
@@ -268,8 +343,7 @@ pub fn signature(entries: &[CpuidEntry]) -> Option<String> {
 /// not read from a release.
 #[derive(Debug, Clone, Copy)]
 pub struct Availability {
-    /// QEMU `-cpu` property.
-    pub qemu_property: &'static str,
+    pub hv: Hv,
     pub linux: Version,
     pub qemu: Version,
     /// `None`: libvirt has no element for it, or its first release is not recorded here.
@@ -278,14 +352,14 @@ pub struct Availability {
 }
 
 const fn since(
-    qemu_property: &'static str,
+    hv: Hv,
     linux: (u32, u32),
     qemu: (u32, u32),
     libvirt: Option<(u32, u32, u32)>,
     linux_source: &'static str,
 ) -> Availability {
     Availability {
-        qemu_property,
+        hv,
         linux: Version::new(linux.0, linux.1, 0),
         qemu: Version::new(qemu.0, qemu.1, 0),
         libvirt: match libvirt {
@@ -297,114 +371,108 @@ const fn since(
 }
 
 pub const AVAILABILITY: &[Availability] = &[
-    since("hv-relaxed", (2, 6), (2, 0), Some((1, 0, 0)), "KVM_CAP_HYPERV, Linux 2.6.34 (unverified)"),
+    since(Hv::Relaxed, (2, 6), (2, 0), Some((1, 0, 0)), "KVM_CAP_HYPERV, Linux 2.6.34 (unverified)"),
     since(
-        "hv-vapic",
+        Hv::Vapic,
         (2, 6),
         (2, 0),
         Some((1, 1, 0)),
         "commit 10388a07164c (APIC access MSRs), Linux 2.6.34 (unverified)",
     ),
-    since("hv-spinlocks", (2, 6), (2, 0), Some((1, 1, 0)), "KVM_CAP_HYPERV_SPIN, Linux 2.6.34 (unverified)"),
-    since("hv-time", (3, 14), (2, 0), Some((1, 2, 2)), "KVM_CAP_HYPERV_TIME, Linux 3.14 (unverified)"),
-    since("hv-crash", (4, 2), (2, 5), None, "crash MSRs, Linux 4.2 (unverified)"),
-    since("hv-reset", (4, 4), (2, 5), Some((1, 3, 3)), "reset MSR, Linux 4.4 (unverified)"),
-    since("hv-runtime", (4, 4), (2, 5), Some((1, 3, 3)), "VP_RUNTIME MSR, Linux 4.4 (unverified)"),
+    since(Hv::Spinlocks, (2, 6), (2, 0), Some((1, 1, 0)), "KVM_CAP_HYPERV_SPIN, Linux 2.6.34 (unverified)"),
+    since(Hv::Time, (3, 14), (2, 0), Some((1, 2, 2)), "KVM_CAP_HYPERV_TIME, Linux 3.14 (unverified)"),
+    since(Hv::Crash, (4, 2), (2, 5), None, "crash MSRs, Linux 4.2 (unverified)"),
+    since(Hv::Reset, (4, 4), (2, 5), Some((1, 3, 3)), "reset MSR, Linux 4.4 (unverified)"),
+    since(Hv::Runtime, (4, 4), (2, 5), Some((1, 3, 3)), "VP_RUNTIME MSR, Linux 4.4 (unverified)"),
     since(
-        "hv-synic",
+        Hv::Synic,
         (4, 5),
         (2, 6),
         Some((1, 3, 3)),
         "commit 5c919412fe61 (SynIC), Linux 4.5 (unverified: the commit is in 4.9-based trees)",
     ),
     since(
-        "hv-stimer",
+        Hv::Stimer,
         (4, 5),
         (2, 6),
         Some((1, 3, 3)),
         "commit 1f4b34f825e8 (SynIC timers), Linux 4.5 (unverified: the commit is in 4.9-based trees)",
     ),
-    since("hv-vpindex", (4, 13), (2, 5), Some((1, 3, 3)), "KVM_CAP_HYPERV_VP_INDEX, kvm-4.13-2 pull"),
+    since(Hv::Vpindex, (4, 13), (2, 5), Some((1, 3, 3)), "KVM_CAP_HYPERV_VP_INDEX, kvm-4.13-2 pull"),
+    since(Hv::Frequencies, (4, 14), (2, 12), Some((4, 7, 0)), "kvm-4.14-1 pull (Hyper-V TSC frequency MSRs)"),
     since(
-        "hv-frequencies",
-        (4, 14),
-        (2, 12),
-        Some((4, 7, 0)),
-        "kvm-4.14-1 pull (Hyper-V TSC frequency MSRs)",
-    ),
-    since(
-        "hv-reenlightenment",
+        Hv::Reenlightenment,
         (4, 17),
         (3, 0),
         Some((4, 7, 0)),
         "reenlightenment MSRs, Linux 4.17 (unverified)",
     ),
     since(
-        "hv-tlbflush",
+        Hv::Tlbflush,
         (4, 18),
         (3, 0),
         Some((4, 7, 0)),
         "KVM_CAP_HYPERV_TLBFLUSH, Linux 4.18 (knowledge.md 1a)",
     ),
     since(
-        "hv-ipi",
+        Hv::Ipi,
         (4, 20),
         (3, 1),
         Some((4, 10, 0)),
         "KVM_CAP_HYPERV_SEND_IPI, Linux 4.20 (knowledge.md 1a)",
     ),
     since(
-        "hv-evmcs",
+        Hv::Evmcs,
         (4, 20),
         (3, 1),
         Some((4, 10, 0)),
         "KVM_CAP_HYPERV_ENLIGHTENED_VMCS, numbered after SEND_IPI (unverified)",
     ),
     since(
-        "hv-stimer-direct",
+        Hv::StimerDirect,
         (5, 0),
         (4, 1),
         Some((5, 7, 0)),
         "commit 2bc39970e932: KVM_CAP_HYPERV_CPUID took its number, Linux 5.0",
     ),
-    since("hv-syndbg", (5, 8), (7, 1), None, "synthetic debugger MSRs, Linux 5.8 (unverified)"),
+    since(Hv::Syndbg, (5, 8), (7, 1), None, "synthetic debugger MSRs, Linux 5.8 (unverified)"),
     since(
-        "hv-no-nonarch-coresharing",
+        Hv::NoNonarchCoresharing,
         (5, 8),
         (5, 1),
         None,
         "NO_NONARCH_CORESHARING in kvm_get_hv_cpuid (unverified)",
     ),
     since(
-        "hv-xmm-input",
+        Hv::XmmInput,
         (5, 14),
         (7, 1),
         Some((10, 7, 0)),
         "XMM fast hypercall input, Linux 5.14 (unverified)",
     ),
     since(
-        "hv-avic",
+        Hv::Avic,
         (5, 15),
         (6, 2),
         Some((8, 10, 0)),
         "DEPRECATING_AEOI with APICv kept on under SynIC, Linux 5.15 (unverified)",
     ),
     since(
-        "hv-emsr-bitmap",
+        Hv::EmsrBitmap,
         (5, 18),
         (7, 1),
         Some((10, 7, 0)),
         "enlightened MSR bitmap for L1, Linux 5.18 (unverified)",
     ),
     since(
-        "hv-tlbflush-ext",
+        Hv::TlbflushExt,
         (6, 2),
         (7, 1),
         Some((11, 0, 0)),
         "L2 TLB flush series (v7 posted 2022-06), Linux 6.2 (unverified)",
     ),
     since(
-        "hv-tlbflush-direct",
+        Hv::TlbflushDirect,
         (6, 2),
         (7, 1),
         Some((11, 0, 0)),
@@ -412,8 +480,8 @@ pub const AVAILABILITY: &[Availability] = &[
     ),
 ];
 
-pub fn availability(qemu_property: &str) -> Option<&'static Availability> {
-    AVAILABILITY.iter().find(|a| a.qemu_property == qemu_property)
+pub fn availability(hv: Hv) -> Option<&'static Availability> {
+    AVAILABILITY.iter().find(|a| a.hv == hv)
 }
 
 #[cfg(test)]
@@ -428,17 +496,25 @@ mod tests {
     fn a_bit_alone_is_not_enough_when_two_are_needed() {
         // hv-time needs 3A.1 and 3A.9; hv-ipi needs 4A.10 and 4A.11.
         let only_time_count = [entry(FEATURES, 1 << 1, 0, 0), entry(RECOMMENDATIONS, 1 << 10, 0, 0)];
-        let names: Vec<_> = supported(&only_time_count).iter().map(|e| e.qemu).collect();
-        assert!(!names.contains(&"hv-time") && !names.contains(&"hv-ipi"));
+        let names: Vec<_> = supported(&only_time_count).iter().map(|e| e.hv).collect();
+        assert!(!names.contains(&Hv::Time) && !names.contains(&Hv::Ipi));
     }
 
     #[test]
     fn dependency_closure_is_transitive() {
         assert_eq!(
-            closed_under_dependencies(&["hv-stimer-direct"]),
-            ["hv-vpindex", "hv-time", "hv-synic", "hv-stimer", "hv-stimer-direct"]
+            closed_under_dependencies(&[Hv::StimerDirect]),
+            [Hv::Vpindex, Hv::Time, Hv::Synic, Hv::Stimer, Hv::StimerDirect]
         );
-        assert_eq!(closed_under_dependencies(&["hv-relaxed"]), ["hv-relaxed"]);
+        assert_eq!(closed_under_dependencies(&[Hv::Relaxed]), [Hv::Relaxed]);
+    }
+
+    #[test]
+    fn each_property_reads_back_from_its_qemu_name() {
+        for hv in Hv::ALL {
+            assert_eq!(Hv::from_qemu(hv.qemu()), Some(*hv));
+        }
+        assert_eq!(Hv::from_qemu("hv-nonesuch"), None);
     }
 
     #[test]
@@ -449,7 +525,7 @@ mod tests {
 
     #[test]
     fn every_enlightenment_has_a_source_and_distinct_name() {
-        let mut names: Vec<_> = ENLIGHTENMENTS.iter().map(|e| e.qemu).collect();
+        let mut names: Vec<_> = ENLIGHTENMENTS.iter().map(|e| e.hv).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), ENLIGHTENMENTS.len());
@@ -458,7 +534,7 @@ mod tests {
 
     #[test]
     fn every_enlightenment_has_its_releases() {
-        for name in ENLIGHTENMENTS.iter().map(|e| e.qemu).chain(RECOMMENDED_FOR_WINDOWS.iter().copied()) {
+        for name in ENLIGHTENMENTS.iter().map(|e| e.hv).chain(RECOMMENDED_FOR_WINDOWS.iter().copied()) {
             let entry = availability(name).unwrap_or_else(|| panic!("{name} has no availability entry"));
             assert!(!entry.linux_source.is_empty());
         }
@@ -467,16 +543,11 @@ mod tests {
     #[test]
     fn no_feature_is_older_in_qemu_or_libvirt_than_what_it_requires() {
         for (feature, requires) in DEPENDENCIES {
-            let feature = availability(feature).unwrap();
-            for required in requires.iter().map(|r| availability(r).unwrap()) {
-                assert!(
-                    feature.qemu >= required.qemu,
-                    "{} before {}",
-                    feature.qemu_property,
-                    required.qemu_property
-                );
+            let feature = availability(*feature).unwrap();
+            for required in requires.iter().map(|r| availability(*r).unwrap()) {
+                assert!(feature.qemu >= required.qemu, "{} before {}", feature.hv, required.hv);
                 if let (Some(a), Some(b)) = (feature.libvirt, required.libvirt) {
-                    assert!(a >= b, "{} before {} in libvirt", feature.qemu_property, required.qemu_property);
+                    assert!(a >= b, "{} before {} in libvirt", feature.hv, required.hv);
                 }
             }
         }

@@ -4,32 +4,34 @@
 //! and src/qemu/qemu_command.c (qemuBuildCpuCommandLine), summarised in ../shared/knowledge.md
 //! sections 2a and 2b.
 
+use crate::knowledge::hyperv::Hv;
+
 /// `<features><hyperv>` child element -> QEMU `-cpu` property.
-pub const HYPERV_ELEMENTS: &[(&str, &str)] = &[
-    ("relaxed", "hv-relaxed"),
-    ("vapic", "hv-vapic"),
-    ("spinlocks", "hv-spinlocks"),
-    ("vpindex", "hv-vpindex"),
-    ("runtime", "hv-runtime"),
-    ("synic", "hv-synic"),
-    ("stimer", "hv-stimer"),
-    ("reset", "hv-reset"),
-    ("vendor_id", "hv-vendor-id"),
-    ("frequencies", "hv-frequencies"),
-    ("reenlightenment", "hv-reenlightenment"),
-    ("tlbflush", "hv-tlbflush"),
-    ("ipi", "hv-ipi"),
-    ("evmcs", "hv-evmcs"),
-    ("avic", "hv-avic"),
-    ("emsr_bitmap", "hv-emsr-bitmap"),
-    ("xmm_input", "hv-xmm-input"),
+pub const HYPERV_ELEMENTS: &[(&str, Hv)] = &[
+    ("relaxed", Hv::Relaxed),
+    ("vapic", Hv::Vapic),
+    ("spinlocks", Hv::Spinlocks),
+    ("vpindex", Hv::Vpindex),
+    ("runtime", Hv::Runtime),
+    ("synic", Hv::Synic),
+    ("stimer", Hv::Stimer),
+    ("reset", Hv::Reset),
+    ("vendor_id", Hv::VendorId),
+    ("frequencies", Hv::Frequencies),
+    ("reenlightenment", Hv::Reenlightenment),
+    ("tlbflush", Hv::Tlbflush),
+    ("ipi", Hv::Ipi),
+    ("evmcs", Hv::Evmcs),
+    ("avic", Hv::Avic),
+    ("emsr_bitmap", Hv::EmsrBitmap),
+    ("xmm_input", Hv::XmmInput),
 ];
 
 /// Grandchildren: (parent element, child element) -> QEMU property.
-pub const HYPERV_SUB_ELEMENTS: &[(&str, &str, &str)] = &[
-    ("stimer", "direct", "hv-stimer-direct"),
-    ("tlbflush", "direct", "hv-tlbflush-direct"),
-    ("tlbflush", "extended", "hv-tlbflush-ext"),
+pub const HYPERV_SUB_ELEMENTS: &[(&str, &str, Hv)] = &[
+    ("stimer", "direct", Hv::StimerDirect),
+    ("tlbflush", "direct", Hv::TlbflushDirect),
+    ("tlbflush", "extended", Hv::TlbflushExt),
 ];
 
 /// `<features><kvm>` children libvirt accepts.
@@ -40,6 +42,6 @@ pub const TIMER_NAMES: &[&str] =
     &["platform", "pit", "rtc", "hpet", "tsc", "kvmclock", "hypervclock", "armvtimer"];
 
 /// The libvirt element for a QEMU Hyper-V property, if it is a `<hyperv>` child.
-pub fn hyperv_element(qemu: &str) -> Option<&'static str> {
-    HYPERV_ELEMENTS.iter().find(|(_, q)| *q == qemu).map(|(element, _)| *element)
+pub fn hyperv_element(hv: Hv) -> Option<&'static str> {
+    HYPERV_ELEMENTS.iter().find(|(_, h)| *h == hv).map(|(element, _)| *element)
 }

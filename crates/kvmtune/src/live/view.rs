@@ -10,12 +10,13 @@ use serde::Serialize;
 
 use crate::analysis::exit_diagnosis::diagnose;
 use crate::analysis::exit_rules::ExitFinding;
+use crate::exits::reasons::ExitCause;
 use crate::exits::record::domstats::read_domstats;
-use crate::host::libvirt::Libvirt;
 use crate::exits::record::tracing::{Counters, DrainedExitTrace, ExitTrace, VcpuTimings, tracefs};
 use crate::exits::record::{
     Sample, StatsReader, Target, exit_time_profile, profiles_between, vcpu_threads_by_name,
 };
+use crate::host::libvirt::Libvirt;
 use crate::live::discover::LiveVm;
 
 /// One VM's cumulative counters at one moment, or why they could not be read.
@@ -119,7 +120,9 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
             };
             let read = monitor.and_then(|target| {
                 if let (Target::Domain { name, connect }, Some(batch)) = (&target, &batch) {
-                    match batch.get_or_init(|| read_domstats(&Libvirt::new(connect.as_deref()).within(timeout))) {
+                    match batch
+                        .get_or_init(|| read_domstats(&Libvirt::new(connect.as_deref()).within(timeout)))
+                    {
                         Err(why) => return Err(why.clone()),
                         Ok(domains) => match domains.get(name) {
                             None => {
@@ -216,16 +219,13 @@ impl VmView {
     }
 }
 
-/// The exit kind a counter counts: KVM's `<kind>_exits`, or a tracepoint's.
+/// The exit kind a counter counts, by its cause (`kvm_pio` and `io_exits` are both `io`), or
+/// KVM's `<kind>_exits` for the kinds without one (`signal`, `nmi_window`). Page faults KVM
+/// handled are not exits of their own (the exit was an EPT violation or an npf).
 fn kind_of(counter: &str) -> Option<&str> {
-    match counter {
-        "kvm_pio" => Some("io"),
-        "KVM_EXIT_MMIO" => Some("mmio"),
-        "kvm_msr" => Some("msr"),
-        "kvm_cpuid" => Some("cpuid"),
-        "kvm_apic" => Some("apic"),
-        "kvm_hypercall" | "kvm_hv_hypercall" => Some("hypercall"),
-        _ => counter.strip_suffix("_exits"),
+    match ExitCause::of(counter) {
+        ExitCause::PageFault => None,
+        cause => cause.short_name().or_else(|| counter.strip_suffix("_exits")),
     }
 }
 

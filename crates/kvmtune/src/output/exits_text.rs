@@ -69,9 +69,7 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
             (RowKind::Exit, None) => percent(row.count as f64 / total.max(1) as f64),
         };
         let time_share = match (handling_time(profile, row), busy) {
-            (Some(time), Some(busy))
-                if busy > 0.0 && !crate::analysis::exit_rules::IDLE_REASONS.contains(&row.name.as_str()) =>
-            {
+            (Some(time), Some(busy)) if busy > 0.0 && !crate::exits::reasons::is_idle(&row.name) => {
                 percent(time / busy)
             }
             (Some(_), Some(_)) => "idle".to_string(),

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::analysis::planner::VmPlan;
 use crate::config::model::WindowsVersion;
+use crate::knowledge::hyperv::Hv;
 
 pub struct Manifest {
     pub document: Value,
@@ -16,22 +17,22 @@ pub struct Manifest {
 }
 
 /// KubeVirt's `features.hyperv` keys for QEMU's properties; `None` where it has none.
-fn hyperv_key(qemu: &str) -> Option<&'static str> {
-    Some(match qemu {
-        "hv-relaxed" => "relaxed",
-        "hv-vapic" => "vapic",
-        "hv-vpindex" => "vpindex",
-        "hv-runtime" => "runtime",
-        "hv-synic" => "synic",
-        "hv-stimer" => "synictimer",
-        "hv-reset" => "reset",
-        "hv-frequencies" => "frequencies",
-        "hv-reenlightenment" => "reenlightenment",
-        "hv-tlbflush" => "tlbflush",
-        "hv-ipi" => "ipi",
-        "hv-evmcs" => "evmcs",
-        "hv-spinlocks" => "spinlocks",
-        "hv-vendor-id" => "vendorid",
+fn hyperv_key(hv: Hv) -> Option<&'static str> {
+    Some(match hv {
+        Hv::Relaxed => "relaxed",
+        Hv::Vapic => "vapic",
+        Hv::Vpindex => "vpindex",
+        Hv::Runtime => "runtime",
+        Hv::Synic => "synic",
+        Hv::Stimer => "synictimer",
+        Hv::Reset => "reset",
+        Hv::Frequencies => "frequencies",
+        Hv::Reenlightenment => "reenlightenment",
+        Hv::Tlbflush => "tlbflush",
+        Hv::Ipi => "ipi",
+        Hv::Evmcs => "evmcs",
+        Hv::Spinlocks => "spinlocks",
+        Hv::VendorId => "vendorid",
         _ => return None,
     })
 }
@@ -42,12 +43,12 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> Manifest {
         vm.placement.cpus(),
         vm.emulator_cpus
     )];
-    let on = |name: &str| vm.enlightenments.iter().any(|e| e.name == name);
+    let on = |hv: Hv| vm.enlightenments.iter().any(|e| e.name == hv);
     let mut hyperv = Map::new();
     for choice in &vm.enlightenments {
         match (choice.name, hyperv_key(choice.name)) {
-            ("hv-time", _) | ("hv-stimer-direct", _) | ("hv-tlbflush-direct", _) => {}
-            ("hv-spinlocks", Some(key)) => {
+            (Hv::Time | Hv::StimerDirect | Hv::TlbflushDirect, _) => {}
+            (Hv::Spinlocks, Some(key)) => {
                 let retries: u64 = choice
                     .value
                     .as_deref()
@@ -55,16 +56,16 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> Manifest {
                     .unwrap_or(crate::knowledge::recommended::SPINLOCK_RETRIES.into());
                 hyperv.insert(key.into(), json!({ "spinlocks": retries }));
             }
-            ("hv-stimer", Some(key)) => {
+            (Hv::Stimer, Some(key)) => {
                 let mut timer = json!({});
-                if on("hv-stimer-direct") {
+                if on(Hv::StimerDirect) {
                     timer["direct"] = json!({});
                 }
                 hyperv.insert(key.into(), timer);
             }
-            ("hv-tlbflush", Some(key)) => {
+            (Hv::Tlbflush, Some(key)) => {
                 let mut flush = json!({});
-                if on("hv-tlbflush-direct") {
+                if on(Hv::TlbflushDirect) {
                     flush["direct"] = json!({});
                 }
                 hyperv.insert(key.into(), flush);

@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use crate::analysis::planner::VmPlan;
 use crate::config::model::WindowsVersion;
+use crate::knowledge::hyperv::Hv;
 use crate::knowledge::libvirt::{HYPERV_SUB_ELEMENTS, hyperv_element};
 use crate::values::escape;
 use crate::values::{CpuSet, PciAddress};
@@ -31,18 +32,18 @@ pub fn libosinfo_id(windows: WindowsVersion) -> &'static str {
 }
 
 fn hyperv_block(vm: &VmPlan, out: &mut String) {
-    let on = |name: &str| vm.enlightenments.iter().any(|e| e.name == name);
+    let on = |hv: Hv| vm.enlightenments.iter().any(|e| e.name == hv);
     let mut children = String::new();
     for choice in &vm.enlightenments {
         let Some(element) = hyperv_element(choice.name) else { continue };
         let nested: Vec<&str> = HYPERV_SUB_ELEMENTS
             .iter()
-            .filter(|(parent, _, qemu)| *parent == element && on(qemu))
+            .filter(|(parent, _, hv)| *parent == element && on(*hv))
             .map(|(_, child, _)| *child)
             .collect();
         let value = match (choice.name, &choice.value) {
-            ("hv-spinlocks", Some(retries)) => format!(" retries='{retries}'"),
-            ("hv-vendor-id", Some(value)) => format!(" value='{value}'"),
+            (Hv::Spinlocks, Some(retries)) => format!(" retries='{retries}'"),
+            (Hv::VendorId, Some(value)) => format!(" value='{value}'"),
             _ => String::new(),
         };
         if nested.is_empty() {

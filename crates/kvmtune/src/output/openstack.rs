@@ -6,6 +6,7 @@
 
 use crate::analysis::planner::VmPlan;
 use crate::config::model::WindowsVersion;
+use crate::knowledge::hyperv::Hv;
 
 pub struct OpenStackOutput {
     pub flavor: Vec<(String, String)>,
@@ -17,18 +18,18 @@ pub struct OpenStackOutput {
 /// `_set_features`, and hypervclock in `_set_kvm_timers`; ../shared/landscape.md, Nova at
 /// 00a0304). No hv-stimer, and hv-evmcs and hv-reenlightenment were removed after regressions:
 /// the rest of a plan's set is not expressible.
-const NOVA_WINDOWS_ENLIGHTENMENTS: &[&str] = &[
-    "hv-relaxed",
-    "hv-vapic",
-    "hv-spinlocks",
-    "hv-vpindex",
-    "hv-runtime",
-    "hv-synic",
-    "hv-reset",
-    "hv-frequencies",
-    "hv-tlbflush",
-    "hv-ipi",
-    "hv-time",
+const NOVA_WINDOWS_ENLIGHTENMENTS: &[Hv] = &[
+    Hv::Relaxed,
+    Hv::Vapic,
+    Hv::Spinlocks,
+    Hv::Vpindex,
+    Hv::Runtime,
+    Hv::Synic,
+    Hv::Reset,
+    Hv::Frequencies,
+    Hv::Tlbflush,
+    Hv::Ipi,
+    Hv::Time,
 ];
 
 pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
@@ -77,7 +78,7 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
         format!("exact host CPUs (vCPUs on {}): Nova's scheduler picks dedicated CPUs from [compute] cpu_dedicated_set; leave {} out of it", vm.placement.cpus(), vm.emulator_cpus),
         "emulator thread on housekeeping CPUs: `share` puts it on [compute] cpu_shared_set, which should be those CPUs".into(),
     ];
-    let missing: Vec<&str> = vm
+    let missing: Vec<Hv> = vm
         .enlightenments
         .iter()
         .map(|e| e.name)
@@ -86,7 +87,7 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
     if !missing.is_empty() {
         not_expressible.push(format!(
             "{}: Nova sets its own Hyper-V list for os_type=windows and has no property for these",
-            missing.join(", ")
+            missing.iter().map(|hv| hv.qemu()).collect::<Vec<_>>().join(", ")
         ));
     }
     if vm.cpu.features.iter().any(|f| f.name == "invtsc") {
@@ -95,7 +96,7 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
                 .into(),
         );
     }
-    if missing.contains(&"hv-stimer") && !vm.clock.hpet {
+    if missing.contains(&Hv::Stimer) && !vm.clock.hpet {
         not_expressible.push("HPET off needs hv-stimer, which Nova never sets: keep hw_time_hpet=true under Nova, or Windows falls back to the RTC".into());
         if let Some(entry) = image.iter_mut().find(|(k, _)| k == "hw_time_hpet") {
             entry.1 = "true".into();

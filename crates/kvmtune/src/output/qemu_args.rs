@@ -6,6 +6,7 @@
 //! `tune` emitter builds on it.
 
 use crate::config::model::VmConfig;
+use crate::knowledge::hyperv::Hv;
 
 /// `-cpu` as its model and property list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,19 +45,20 @@ pub fn cpu(config: &VmConfig) -> CpuArg {
         }
     }
     if config.hyperv.passthrough() {
-        properties.push("hv-passthrough=on".to_string());
+        properties.push(format!("{}=on", Hv::Passthrough));
     }
     for feature in config.hyperv.features.iter().filter(|f| f.on) {
-        if config.hyperv.passthrough() && !matches!(feature.name.as_str(), "hv-time" | "hv-crash") {
+        if config.hyperv.passthrough() && !matches!(feature.hv(), Some(Hv::Time | Hv::Crash)) {
             continue;
         }
-        properties.push(match (feature.name.as_str(), &feature.value) {
-            ("hv-spinlocks", Some(retries)) => match retries.parse::<u64>() {
-                Ok(retries) => format!("hv-spinlocks={retries:#x}"),
-                Err(_) => format!("hv-spinlocks={retries}"),
+        let name = &feature.name;
+        properties.push(match (feature.hv(), &feature.value) {
+            (Some(Hv::Spinlocks), Some(retries)) => match retries.parse::<u64>() {
+                Ok(retries) => format!("{name}={retries:#x}"),
+                Err(_) => format!("{name}={retries}"),
             },
-            ("hv-vendor-id", Some(value)) => format!("hv-vendor-id={value}"),
-            (name, _) => format!("{name}=on"),
+            (Some(Hv::VendorId), Some(value)) => format!("{name}={value}"),
+            _ => format!("{name}=on"),
         });
     }
     if let Some(tsc) = config.clock.timer("tsc")

@@ -4,8 +4,10 @@
 
 use crate::analysis::planner::{Decision, VmPlan, VmRequest};
 use crate::config::edit::ConfigEdit;
+use crate::config::model::HvFeature;
 use crate::config::model::VmConfig;
 use crate::host::HostFacts;
+use crate::knowledge::hyperv::Hv;
 use crate::values::PciAddress;
 
 /// The VM request an existing config stands for; `vcpus` and `memory_mib` override it. Its
@@ -52,23 +54,20 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<ConfigEdit> {
     let mut actions = Vec::new();
     // Enlightenments: missing ones on, ones the plan leaves out off (vendor_id is the user's).
     if !config.hyperv.passthrough() {
-        let missing: Vec<String> = plan
-            .enlightenments
-            .iter()
-            .filter(|e| !config.hyperv.is_on(e.name))
-            .map(|e| e.name.to_string())
-            .collect();
+        let missing: Vec<Hv> =
+            plan.enlightenments.iter().map(|e| e.name).filter(|hv| !config.hyperv.is_on(*hv)).collect();
         if !missing.is_empty() {
             actions.push(ConfigEdit::EnableHyperv { features: missing });
         }
-        for feature in config.hyperv.features.iter().filter(|f| f.on) {
-            if feature.name != "hv-vendor-id" && !plan.enlightenments.iter().any(|e| e.name == feature.name) {
-                actions.push(ConfigEdit::DisableHyperv { feature: feature.name.clone() });
+        // Properties kvmtune does not know are the user's too.
+        for feature in config.hyperv.features.iter().filter(|f| f.on).filter_map(HvFeature::hv) {
+            if feature != Hv::VendorId && !plan.enlightenments.iter().any(|e| e.name == feature) {
+                actions.push(ConfigEdit::DisableHyperv { feature });
             }
         }
-        if let Some(planned) = plan.enlightenments.iter().find(|e| e.name == "hv-spinlocks")
+        if let Some(planned) = plan.enlightenments.iter().find(|e| e.name == Hv::Spinlocks)
             && let Some(retries) = planned.value.as_deref().and_then(|v| v.parse::<u32>().ok())
-            && config.hyperv.get("hv-spinlocks").and_then(|f| f.value.as_deref()) != planned.value.as_deref()
+            && config.hyperv.get(Hv::Spinlocks).and_then(|f| f.value.as_deref()) != planned.value.as_deref()
         {
             actions.push(ConfigEdit::SetSpinlockRetries { retries });
         }

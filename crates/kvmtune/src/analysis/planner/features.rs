@@ -14,7 +14,7 @@ use crate::host::fact::Fact;
 use crate::host::kvm::HypervSupport;
 use crate::hostchange::HostAction;
 use crate::knowledge::hyperv::{
-    Availability, DEPENDENCIES, RECOMMENDED_FOR_WINDOWS, availability, closed_under_dependencies,
+    Availability, DEPENDENCIES, Hv, RECOMMENDED_FOR_WINDOWS, availability, closed_under_dependencies,
 };
 use crate::knowledge::recommended;
 use crate::values::Version;
@@ -37,8 +37,8 @@ pub struct CpuPlan {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EnlightenmentChoice {
-    /// QEMU property (`hv-relaxed`).
-    pub name: &'static str,
+    /// The enlightenment (serialised as QEMU's name, `hv-relaxed`).
+    pub name: Hv,
     /// `hv-spinlocks` retries.
     pub value: Option<String>,
 }
@@ -132,17 +132,17 @@ pub fn enlightenments(
         decisions.push(Decision::new(
             "enlightenments",
             "none",
-            format!("this host's KVM has no Hyper-V emulation ({evidence}); QEMU would refuse hv-* properties. On a host with it, kvmtune would choose: {}, hv-time", RECOMMENDED_FOR_WINDOWS.join(", ")),
+            format!("this host's KVM has no Hyper-V emulation ({evidence}); QEMU would refuse hv-* properties. On a host with it, kvmtune would choose: {}, hv-time", RECOMMENDED_FOR_WINDOWS.iter().map(|hv| hv.qemu()).collect::<Vec<_>>().join(", ")),
             "../shared/knowledge.md 4a",
         ));
         return Vec::new();
     }
-    let mut wanted: Vec<&'static str> = RECOMMENDED_FOR_WINDOWS.to_vec();
-    wanted.push("hv-time");
+    let mut wanted: Vec<Hv> = RECOMMENDED_FOR_WINDOWS.to_vec();
+    wanted.push(Hv::Time);
     let apicv = host.kvm.apic_virtualization.known().map(|a| (a.kind.clone(), a.enabled));
     match &apicv {
         Some((kind, true)) => {
-            wanted.push("hv-avic");
+            wanted.push(Hv::Avic);
             decisions.push(Decision::new(
                 "enlightenments",
                 "hv-avic",
@@ -165,12 +165,12 @@ pub fn enlightenments(
     }
     let intel = host.cpu.vendor.known() == Some(&CpuVendor::Intel);
     if request.nested {
-        wanted.push("hv-stimer-direct");
+        wanted.push(Hv::StimerDirect);
         if !request.migratable {
-            wanted.push("hv-reenlightenment");
+            wanted.push(Hv::Reenlightenment);
         }
         if intel {
-            wanted.extend(["hv-evmcs", "hv-tlbflush-direct", "hv-emsr-bitmap"]);
+            wanted.extend([Hv::Evmcs, Hv::TlbflushDirect, Hv::EmsrBitmap]);
         }
         decisions.push(Decision::new(
             "enlightenments",
@@ -184,9 +184,8 @@ pub fn enlightenments(
         ));
     }
     let mut chosen = closed_under_dependencies(&wanted);
-    let offers: Vec<(&'static str, Offer)> =
-        chosen.iter().map(|&feature| (feature, offer(host, feature))).collect();
-    let lacking: Vec<(&'static str, String)> = offers
+    let offers: Vec<(Hv, Offer)> = chosen.iter().map(|&feature| (feature, offer(host, feature))).collect();
+    let lacking: Vec<(Hv, String)> = offers
         .iter()
         .filter_map(|(feature, offered)| match offered {
             Offer::Lacking { why, .. } => Some((*feature, why.clone())),
@@ -201,19 +200,25 @@ pub fn enlightenments(
         if !orphans.is_empty() {
             reason.push_str(&format!(
                 "; {} need(s) what is left out (QEMU refuses the rest)",
-                orphans.join(", ")
+                orphans.iter().map(|hv| hv.qemu()).collect::<Vec<_>>().join(", ")
             ));
         }
         decisions.push(Decision::new(
             "enlightenments",
             format!(
                 "left out: {}",
-                lacking.iter().map(|(f, _)| *f).chain(orphans.iter().copied()).collect::<Vec<_>>().join(", ")
+                lacking
+                    .iter()
+                    .map(|(f, _)| *f)
+                    .chain(orphans.iter().copied())
+                    .map(Hv::qemu)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             reason,
             "../shared/knowledge.md 1a, 1b, 2a; kvmtune knowledge::hyperv::AVAILABILITY",
         ));
-        if lacking.iter().any(|(f, _)| *f == "hv-avic") && chosen.contains(&"hv-synic") {
+        if lacking.iter().any(|(f, _)| *f == Hv::Avic) && chosen.contains(&Hv::Synic) {
             decisions.push(Decision::new(
                 "enlightenments",
                 "SynIC kept without hv-avic",
@@ -232,7 +237,7 @@ pub fn enlightenments(
     }
     decisions.push(Decision::new(
         "enlightenments",
-        chosen.join(", "),
+        chosen.iter().map(|hv| hv.qemu()).collect::<Vec<_>>().join(", "),
         "paravirtual interfaces Windows uses instead of emulated hardware: relaxed watchdogs, exit-less EOI (vapic), a per-vCPU reference clock page (time), synthetic timers instead of HPET/RTC (synic, stimer), TLB flushes and IPIs by hypercall; closed under their dependencies",
         "../shared/knowledge.md 1a, 1b; QEMU docs hyperv.rst",
     ));
@@ -241,13 +246,13 @@ pub fn enlightenments(
         .into_iter()
         .map(|name| EnlightenmentChoice {
             name,
-            value: (name == "hv-spinlocks").then(|| recommended::SPINLOCK_RETRIES.to_string()),
+            value: (name == Hv::Spinlocks).then(|| recommended::SPINLOCK_RETRIES.to_string()),
         })
         .collect()
 }
 
 /// Removes features whose dependencies were removed, until none is left dangling; returns them.
-fn drop_orphans(chosen: &mut Vec<&'static str>) -> Vec<&'static str> {
+fn drop_orphans(chosen: &mut Vec<Hv>) -> Vec<Hv> {
     let mut dropped = Vec::new();
     loop {
         let snapshot = chosen.clone();
@@ -270,11 +275,11 @@ fn drop_orphans(chosen: &mut Vec<&'static str>) -> Vec<&'static str> {
 /// When KVM was not asked, what the chosen set was judged by: the kernel release, or nothing;
 /// with the releases each layer needs for the whole set, so a reader can compare.
 /// `offers` are the chosen features' verdicts, in the same order.
-fn release_basis(host: &HostFacts, chosen: &[&'static str], offers: &[Offer]) -> Option<Decision> {
+fn release_basis(host: &HostFacts, chosen: &[Hv], offers: &[Offer]) -> Option<Decision> {
     if offers.iter().all(|o| *o == Offer::ByKvm) || chosen.is_empty() {
         return None;
     }
-    let entries: Vec<&Availability> = chosen.iter().filter_map(|f| availability(f)).collect();
+    let entries: Vec<&Availability> = chosen.iter().filter_map(|f| availability(*f)).collect();
     let newest =
         |release: fn(&Availability) -> Option<Version>| entries.iter().filter_map(|a| release(a)).max();
     let mut needs = Vec::new();
@@ -350,8 +355,8 @@ fn hiding_note(host: &HostFacts, request: &PlanRequest, decisions: &mut Vec<Deci
 }
 
 pub fn clock(enlightenments: &[EnlightenmentChoice], decisions: &mut Vec<Decision>) -> ClockPlan {
-    let on = |name: &str| enlightenments.iter().any(|e| e.name == name);
-    let stimer = on("hv-stimer");
+    let on = |hv: Hv| enlightenments.iter().any(|e| e.name == hv);
+    let stimer = on(Hv::Stimer);
     decisions.push(Decision::checked_by(
         "timers",
         format!(
@@ -369,7 +374,7 @@ pub fn clock(enlightenments: &[EnlightenmentChoice], decisions: &mut Vec<Decisio
     }
     ClockPlan {
         offset: recommended::CLOCK_OFFSET,
-        hypervclock: on("hv-time"),
+        hypervclock: on(Hv::Time),
         rtc_tickpolicy: recommended::RTC_TICKPOLICY,
         pit_tickpolicy: recommended::PIT_TICKPOLICY,
         hpet: !stimer,

@@ -5,19 +5,19 @@ use super::prelude::*;
 use crate::knowledge::recommended;
 
 /// How libvirt spells a QEMU Hyper-V property, for messages.
-fn spelled(feature: &str) -> String {
+fn spelled(feature: Hv) -> String {
     match feature {
-        "hv-time" => "hv-time (libvirt: <timer name='hypervclock' present='yes'/>)".to_string(),
-        "hv-crash" => "hv-crash (libvirt: <panic model='hyperv'/>)".to_string(),
+        Hv::Time => format!("{feature} (libvirt: <timer name='hypervclock' present='yes'/>)"),
+        Hv::Crash => format!("{feature} (libvirt: <panic model='hyperv'/>)"),
         _ => match crate::knowledge::libvirt::hyperv_element(feature) {
             Some(element) => format!("{feature} (libvirt: <{element}>)"),
-            None => feature.to_string(),
+            None => feature.qemu().to_string(),
         },
     }
 }
 
 /// hv-time has its own rule, TIME001.
-const RECOMMENDED: &[&str] = crate::knowledge::hyperv::RECOMMENDED_FOR_WINDOWS;
+const RECOMMENDED: &[Hv] = crate::knowledge::hyperv::RECOMMENDED_FOR_WINDOWS;
 
 pub(super) const HV001: VmRule = VmRule {
     check: hv_dependency_missing,
@@ -42,8 +42,8 @@ fn hv_dependency_missing(ctx: &RuleContext) -> Vec<Finding> {
     }
     let mut findings = Vec::new();
     for (feature, requires) in DEPENDENCIES {
-        let Some(enabled) = ctx.config.hyperv.get(feature).filter(|f| f.on) else { continue };
-        for required in *requires {
+        let Some(enabled) = ctx.config.hyperv.get(*feature).filter(|f| f.on) else { continue };
+        for &required in *requires {
             if ctx.config.hyperv.is_on(required) {
                 continue;
             }
@@ -82,15 +82,21 @@ fn hv_recommended_missing(ctx: &RuleContext) -> Vec<Finding> {
     if !ctx.is_windows() || !ctx.custom_hyperv() || !ctx.enlightenments_visible() {
         return Vec::new();
     }
-    let host_supports = |feature: &str| ctx.host.is_none_or(|host| !offer(host, feature).is_lacking());
-    let missing: Vec<&'static str> =
-        RECOMMENDED.iter().copied().filter(|f| !ctx.config.hyperv.is_on(f) && host_supports(f)).collect();
+    let host_supports = |feature: Hv| ctx.host.is_none_or(|host| !offer(host, feature).is_lacking());
+    let missing: Vec<Hv> =
+        RECOMMENDED.iter().copied().filter(|f| !ctx.config.hyperv.is_on(*f) && host_supports(*f)).collect();
     if missing.is_empty() {
         return Vec::new();
     }
     vec![
-        Finding::new(ctx.hyperv_anchor(), format!("missing enlightenments: {}", missing.join(", ")))
-            .with_fix(enable(&missing, ctx.config)),
+        Finding::new(
+            ctx.hyperv_anchor(),
+            format!(
+                "missing enlightenments: {}",
+                missing.iter().map(|f| f.qemu()).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .with_fix(enable(&missing, ctx.config)),
     ]
 }
 
@@ -112,7 +118,7 @@ pub(super) const HV003: VmRule = VmRule {
 };
 
 fn hv_evmcs_pointless(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(evmcs) = ctx.config.hyperv.get("hv-evmcs").filter(|f| f.on) else { return Vec::new() };
+    let Some(evmcs) = ctx.config.hyperv.get(Hv::Evmcs).filter(|f| f.on) else { return Vec::new() };
     let reason = if ctx.host_vendor() == Some(crate::host::cpu::CpuVendor::Amd) {
         Some("enlightened VMCS exists only on Intel (VMX); this host is AMD".to_string())
     } else if ctx.config.cpu.features.iter().any(|f| f.name == "vmx" && !f.enables()) {
@@ -127,7 +133,7 @@ fn hv_evmcs_pointless(ctx: &RuleContext) -> Vec<Finding> {
     reason
         .map(|reason| {
             Finding::new(Some(evmcs.span), format!("hv-evmcs is on, but {reason}"))
-                .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: "hv-evmcs".into() }))
+                .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: Hv::Evmcs }))
         })
         .into_iter()
         .collect()
@@ -163,7 +169,7 @@ fn hv_blocks_migration(ctx: &RuleContext) -> Vec<Finding> {
                 .with_fix(Fix::manual("list the enlightenments explicitly (mode='custom'), or mark the CPU migratable='off'")),
         );
     }
-    if let Some(reenlightenment) = ctx.config.hyperv.get("hv-reenlightenment").filter(|f| f.on) {
+    if let Some(reenlightenment) = ctx.config.hyperv.get(Hv::Reenlightenment).filter(|f| f.on) {
         let tsc_frequency = ctx.config.clock.timer("tsc").is_some_and(|t| t.frequency.is_some());
         if !tsc_frequency {
             findings.push(
@@ -195,14 +201,14 @@ pub(super) const HV005: VmRule = VmRule {
 fn hv_reset(ctx: &RuleContext) -> Vec<Finding> {
     ctx.config
         .hyperv
-        .get("hv-reset")
+        .get(Hv::Reset)
         .filter(|f| f.on)
         .map(|reset| {
             Finding::new(
                 Some(reset.span),
                 "hv-reset is on; modern Hyper-V does not offer it and QEMU recommends leaving it off",
             )
-            .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: "hv-reset".into() }))
+            .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: Hv::Reset }))
         })
         .into_iter()
         .collect()
@@ -226,7 +232,7 @@ pub(super) const HV006: VmRule = VmRule {
 };
 
 fn hv_spinlocks_low(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(spinlocks) = ctx.config.hyperv.get("hv-spinlocks").filter(|f| f.on) else { return Vec::new() };
+    let Some(spinlocks) = ctx.config.hyperv.get(Hv::Spinlocks).filter(|f| f.on) else { return Vec::new() };
     match spinlocks.value.as_deref().map(str::parse::<u64>) {
         Some(Ok(retries)) if retries < u64::from(recommended::SPINLOCK_RETRIES_MIN) => vec![
             Finding::new(Some(spinlocks.span), format!("hv-spinlocks retries={retries} is below libvirt's minimum of {}: the guest gives up spinning and calls the hypervisor almost at once", recommended::SPINLOCK_RETRIES_MIN))
@@ -254,7 +260,7 @@ pub(super) const HV007: VmRule = VmRule {
 };
 
 fn hv_vendor_id_too_long(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(vendor) = ctx.config.hyperv.get("hv-vendor-id").filter(|f| f.on) else { return Vec::new() };
+    let Some(vendor) = ctx.config.hyperv.get(Hv::VendorId).filter(|f| f.on) else { return Vec::new() };
     match &vendor.value {
         Some(value) if value.chars().count() > recommended::VENDOR_ID_MAX_CHARS => vec![
             Finding::new(
@@ -289,10 +295,10 @@ pub(super) const HV008: VmRule = VmRule {
 };
 
 fn synic_inhibits_apicv(ctx: &RuleContext) -> Vec<Finding> {
-    if ctx.apic_virtualization() != Some(true) || !ctx.enlightenments_visible() || ctx.on("hv-avic") {
+    if ctx.apic_virtualization() != Some(true) || !ctx.enlightenments_visible() || ctx.on(Hv::Avic) {
         return Vec::new();
     }
-    let Some(synic) = ctx.config.hyperv.get("hv-synic").filter(|f| f.on) else { return Vec::new() };
+    let Some(synic) = ctx.config.hyperv.get(Hv::Synic).filter(|f| f.on) else { return Vec::new() };
     let kind =
         ctx.host.and_then(|h| h.kvm.apic_virtualization.known()).map_or("APICv/AVIC", |a| a.kind.as_str());
     let mut finding = Finding::new(
@@ -301,7 +307,7 @@ fn synic_inhibits_apicv(ctx: &RuleContext) -> Vec<Finding> {
             "hv-synic without hv-avic: Windows uses AutoEOI, which makes KVM switch {kind} off on this host"
         ),
     )
-    .with_fix(enable(&["hv-avic"], ctx.config));
+    .with_fix(enable(&[Hv::Avic], ctx.config));
     if ctx.workload == Workload::IpiHeavy {
         finding = finding.with_severity(Severity::Error);
     }
@@ -331,11 +337,11 @@ fn hv_avic_without_apicv(ctx: &RuleContext) -> Vec<Finding> {
     }
     ctx.config
         .hyperv
-        .get("hv-avic")
+        .get(Hv::Avic)
         .filter(|f| f.on)
         .map(|avic| {
             Finding::new(Some(avic.span), "hv-avic asks Windows not to use AutoEOI, but this host has APICv/AVIC off: Windows loses AutoEOI and gains nothing")
-                .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: "hv-avic".into() }))
+                .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: Hv::Avic }))
         })
         .into_iter()
         .collect()
@@ -403,7 +409,7 @@ fn hv_unsupported_by_host(ctx: &RuleContext) -> Vec<Finding> {
         .hyperv
         .features
         .iter()
-        .filter(|f| f.on && f.name != "hv-vendor-id" && f.name != "hv-spinlocks")
+        .filter(|f| f.on && !matches!(f.hv(), Some(Hv::VendorId | Hv::Spinlocks)))
         .collect();
     let hyperv = host.kvm.device.known().map(|d| &d.hyperv);
     if let Some(HypervSupport::NotSupported { evidence }) = hyperv {
@@ -418,11 +424,13 @@ fn hv_unsupported_by_host(ctx: &RuleContext) -> Vec<Finding> {
     }
     enabled
         .iter()
-        .filter_map(|f| match offer(host, &f.name) {
+        // A property kvmtune does not know is QEMU's to judge.
+        .filter_map(|f| Some((f, f.hv()?)))
+        .filter_map(|(f, hv)| match offer(host, hv) {
             Offer::Lacking { layer, why } => {
                 let finding =
                     Finding::new(Some(f.span), format!("{}: {why}; the VM would not start", f.name))
-                        .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: f.name.clone() }));
+                        .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: hv }));
                 Some(if layer == Layer::KernelRelease {
                     finding.with_severity(Severity::Warning)
                 } else {

@@ -27,7 +27,7 @@ use crate::analysis::{Severity, Workload};
 use crate::config::edit::ConfigEdit;
 use crate::config::model::{VmConfig, WindowsVersion};
 use crate::host::HostFacts;
-use crate::knowledge::hyperv::closed_under_dependencies;
+use crate::knowledge::hyperv::{Hv, closed_under_dependencies};
 use crate::values::CpuSet;
 use crate::values::Span;
 
@@ -42,7 +42,7 @@ mod prelude {
     pub(super) use crate::config::model::{Located, SourceFormat, VmConfig, WindowsVersion};
     pub(super) use crate::host::Fact;
     pub(super) use crate::host::kvm::HypervSupport;
-    pub(super) use crate::knowledge::hyperv::DEPENDENCIES;
+    pub(super) use crate::knowledge::hyperv::{DEPENDENCIES, Hv};
     pub(super) use crate::values::Span;
     pub(super) use crate::values::{CpuSet, PciAddress};
 }
@@ -77,7 +77,7 @@ impl RuleContext<'_> {
         !self.config.hyperv.passthrough() && !self.config.hyperv.host_model()
     }
 
-    fn on(&self, feature: &str) -> bool {
+    fn on(&self, feature: Hv) -> bool {
         self.config.hyperv.is_on(feature) || !self.custom_hyperv()
     }
 
@@ -135,12 +135,9 @@ pub struct VmRule {
 }
 
 /// A fix that turns these enlightenments on, with whatever they depend on that is not on yet.
-fn enable(features: &[&'static str], config: &VmConfig) -> Fix {
-    let missing: Vec<String> = closed_under_dependencies(features)
-        .into_iter()
-        .filter(|f| !config.hyperv.is_on(f))
-        .map(str::to_string)
-        .collect();
+fn enable(features: &[Hv], config: &VmConfig) -> Fix {
+    let missing: Vec<Hv> =
+        closed_under_dependencies(features).into_iter().filter(|f| !config.hyperv.is_on(*f)).collect();
     Fix::safe(ConfigEdit::EnableHyperv { features: missing })
 }
 

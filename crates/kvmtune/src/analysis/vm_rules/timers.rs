@@ -46,8 +46,8 @@ pub(super) const TIME001: VmRule = VmRule {
 };
 
 fn hypervclock_missing(ctx: &RuleContext) -> Vec<Finding> {
-    let host_lacks_it = ctx.host.is_some_and(|host| offer(host, "hv-time").is_lacking());
-    if !ctx.is_windows() || !ctx.enlightenments_visible() || ctx.on("hv-time") || host_lacks_it {
+    let host_lacks_it = ctx.host.is_some_and(|host| offer(host, Hv::Time).is_lacking());
+    if !ctx.is_windows() || !ctx.enlightenments_visible() || ctx.on(Hv::Time) || host_lacks_it {
         return Vec::new();
     }
     vec![
@@ -55,7 +55,7 @@ fn hypervclock_missing(ctx: &RuleContext) -> Vec<Finding> {
             ctx.clock_anchor(),
             "no Hyper-V reference clock: every QueryPerformanceCounter falls back to an exiting clock source",
         )
-        .with_fix(enable(&["hv-time"], ctx.config)),
+        .with_fix(enable(&[Hv::Time], ctx.config)),
     ]
 }
 
@@ -169,7 +169,7 @@ fn hpet_off_without_stimer(ctx: &RuleContext) -> Vec<Finding> {
     // XP/2003 keep time with the ACPI PM timer and never use the HPET or hv-stimer.
     if !ctx.is_windows()
         || ctx.windows == Some(WindowsVersion::Xp)
-        || (ctx.on("hv-stimer") && ctx.enlightenments_visible())
+        || (ctx.on(Hv::Stimer) && ctx.enlightenments_visible())
     {
         return Vec::new();
     }
@@ -180,7 +180,7 @@ fn hpet_off_without_stimer(ctx: &RuleContext) -> Vec<Finding> {
     }
     vec![
         Finding::new(Some(hpet.span), "HPET is off but hv-stimer is not on: Windows falls back to the RTC for its timer, which costs more exits than the HPET did")
-            .with_fix(enable(&["hv-stimer"], ctx.config)),
+            .with_fix(enable(&[Hv::Stimer], ctx.config)),
     ]
 }
 
@@ -202,7 +202,7 @@ pub(super) const TIME006: VmRule = VmRule {
 };
 
 fn hpet_with_stimer(ctx: &RuleContext) -> Vec<Finding> {
-    if !ctx.is_windows() || !ctx.enlightenments_visible() || !ctx.on("hv-stimer") {
+    if !ctx.is_windows() || !ctx.enlightenments_visible() || !ctx.on(Hv::Stimer) {
         return Vec::new();
     }
     if ctx.config.clock.hpet_off() {

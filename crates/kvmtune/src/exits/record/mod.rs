@@ -220,7 +220,9 @@ const EXIT_PAIRS_EVENT: &str = "VM-EXIT (kvm_exit/kvm_entry)";
 fn connect(target: &Target) -> Result<Monitor, RecordError> {
     match target {
         Target::Qmp(path) => Monitor::socket(path),
-        Target::Domain { name, connect } => Ok(Monitor::libvirt(Libvirt::new(connect.as_deref()), name.clone())),
+        Target::Domain { name, connect } => {
+            Ok(Monitor::libvirt(Libvirt::new(connect.as_deref()), name.clone()))
+        }
         Target::Pid(pid) => {
             let fail = |why: String| RecordError::Process { pid: *pid, why };
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| fail(e.to_string()))?;

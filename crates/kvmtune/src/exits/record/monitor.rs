@@ -41,7 +41,9 @@ impl Monitor {
     pub fn describe(&self) -> String {
         match self {
             Monitor::Socket { path, .. } => format!("QMP socket {}", path.display()),
-            Monitor::Libvirt { domain, .. } => format!("libvirt domain {domain} (virsh qemu-monitor-command)"),
+            Monitor::Libvirt { domain, .. } => {
+                format!("libvirt domain {domain} (virsh qemu-monitor-command)")
+            }
         }
     }
 
@@ -76,7 +78,8 @@ impl Monitor {
                 self.read_message().map_err(fail)?
             }
             Monitor::Libvirt { libvirt, domain } => {
-                let reply = libvirt.monitor_command(domain, &request.to_string()).map_err(|e| fail(e.to_string()))?;
+                let reply =
+                    libvirt.monitor_command(domain, &request.to_string()).map_err(|e| fail(e.to_string()))?;
                 serde_json::from_str(&reply).map_err(|e| fail(format!("bad reply from virsh: {e}")))?
             }
         };
