@@ -35,20 +35,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 for _ in $(seq 50); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.2; done
 
-cat >"$work/guest.xml" <<XML
-<domain type='kvm'>
-  <name>benchguest</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$work/boot.img'/><target dev='hda' bus='ide'/></disk>
-    <serial type='file'><source path='$work/serial.txt'/></serial>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-XML
+domain_xml benchguest 64 "$work/boot.img" "$work/serial.txt" >"$work/guest.xml"
 virsh -q -c qemu:///system create "$work/guest.xml" >/dev/null
 for _ in $(seq 600); do grep -q K "$work/serial.txt" 2>/dev/null && break; sleep 0.2; done
 

@@ -89,21 +89,6 @@ cost() {
 scrape() { curl -s -o /dev/null "http://127.0.0.1:$port/metrics"; }
 domstats() { virsh -c qemu:///system domstats --vcpu; }
 
-domain_xml() {
-  cat <<XML
-<domain type='kvm'>
-  <name>bench$1</name>
-  <memory unit='MiB'>32</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$work/d$1.img'/><target dev='hda' bus='ide'/></disk>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-XML
-}
 
 echo "libvirt domains (halting 1-vCPU guests), $SCRAPES scrapes or polls each"
 running=0
@@ -112,7 +97,7 @@ for count in $COUNTS; do
     running=$((running + 1))
     # One image each: QEMU locks the image it writes to.
     cp "$work/boot.img" "$work/d$running.img"
-    domain_xml "$running" >"$work/d$running.xml"
+    domain_xml "bench$running" 32 "$work/d$running.img" >"$work/d$running.xml"
     virsh -q -c qemu:///system create "$work/d$running.xml" >/dev/null
   done
   sleep 3  # SeaBIOS to the boot sector

@@ -17,3 +17,24 @@ kvmtune=$PWD/target/release/kvmtune
 # A domain started before virtlogd listens fails to start.
 for _ in $(seq 100); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
 /usr/sbin/libvirtd >"$work/libvirtd.log" 2>&1 & libvirtd_pid=$!
+
+# domain_xml NAME MEMORY_MIB IMAGE [SERIAL_FILE]: a 1-vCPU KVM domain that boots IMAGE from an
+# IDE disk, its serial port written to SERIAL_FILE when given.
+domain_xml() {
+  local serial=
+  [ -n "${4:-}" ] && serial="<serial type='file'><source path='$4'/></serial>"
+  cat <<XML
+<domain type='kvm'>
+  <name>$1</name>
+  <memory unit='MiB'>$2</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$3'/><target dev='hda' bus='ide'/></disk>
+    $serial
+    <memballoon model='none'/>
+  </devices>
+</domain>
+XML
+}

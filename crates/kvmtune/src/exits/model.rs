@@ -59,6 +59,12 @@ impl ExitProfile {
 }
 
 impl ExitRow {
+    /// A counter read per vCPU (KVM's statistics), counted in all.
+    pub fn per_vcpu(name: String, per_vcpu: Vec<u64>) -> Self {
+        let count = saturating_sum(per_vcpu.iter().copied());
+        Self { per_vcpu, ..Self::count_only(name, count, 0) }
+    }
+
     /// A counter without timing (kvm_stat, KVM stats), its kind from the vocabulary.
     pub fn count_only(name: String, count: u64, line: u32) -> Self {
         Self {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::exits::model::{ExitProfile, ExitRow, Sample, saturating_sum};
+use crate::exits::model::{ExitProfile, ExitRow, Sample};
 use crate::exits::read::text::{Line, Pasted};
 use crate::exits::read::{ExitParseError, Format, settle_isa};
 
@@ -51,13 +51,8 @@ fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
                 profile.notes.push(format!("domain {domain}"));
             }
             profile.notes.extend(warnings.iter().cloned());
-            profile.rows = sample
-                .into_iter()
-                .map(|(name, per_vcpu)| ExitRow {
-                    per_vcpu: per_vcpu.clone(),
-                    ..ExitRow::count_only(name, saturating_sum(per_vcpu.into_iter()), 0)
-                })
-                .collect();
+            profile.rows =
+                sample.into_iter().map(|(name, per_vcpu)| ExitRow::per_vcpu(name, per_vcpu)).collect();
             settle_isa(&mut profile);
             profile
         })

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::exits::model::{ExitProfile, ExitRow, saturating_sum};
+use crate::exits::model::{ExitProfile, ExitRow};
 use crate::exits::read::text::Pasted;
 use crate::exits::read::{ExitParseError, Format, settle_isa};
 
@@ -31,13 +31,7 @@ fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
     }
     let mut profile = ExitProfile::new("QMP query-stats", "KVM vCPU stats");
     profile.line = 1;
-    profile.rows = stats
-        .into_iter()
-        .map(|(name, per_vcpu)| ExitRow {
-            per_vcpu: per_vcpu.clone(),
-            ..ExitRow::count_only(name, saturating_sum(per_vcpu.into_iter()), 0)
-        })
-        .collect();
+    profile.rows = stats.into_iter().map(|(name, per_vcpu)| ExitRow::per_vcpu(name, per_vcpu)).collect();
     settle_isa(&mut profile);
     Ok(vec![profile])
 }

@@ -353,6 +353,15 @@ fn driver_of(path: &str, host: &Host) -> Option<String> {
     host.fs.link_name(&format!("{path}/driver")).ok()
 }
 
+/// A device's driver as a change kind's original: its name, or nothing for none.
+fn original_driver(path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
+    match host.fs.link_name(&format!("{path}/driver")) {
+        Ok(driver) => Ok(Some(driver.into_bytes())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(Vec::new())),
+        Err(e) => Err(read_error(path, host)(e)),
+    }
+}
+
 /// Reads the object's original state, checks it against the planned old value, then makes
 /// the change. The original comes back so that a journal can keep it. `Ok(None)`: the object
 /// is gone (a process that exited), so there is nothing to change.

@@ -4,7 +4,8 @@
 //! memory until it lets go.
 
 use super::{
-    Change, HostAction, HostChangeError, Outcome, device_name, driver_of, old_text, read_error, write_file,
+    Change, HostAction, HostChangeError, Outcome, device_name, driver_of, old_text, original_driver,
+    write_file,
 };
 use crate::host::Host;
 use crate::values::escape::shell;
@@ -13,11 +14,7 @@ pub struct PlatformDriver;
 
 impl Change for PlatformDriver {
     fn read_original(&self, path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
-        match host.fs.link_name(&format!("{path}/driver")) {
-            Ok(driver) => Ok(Some(driver.into_bytes())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(Vec::new())),
-            Err(e) => Err(read_error(path, host)(e)),
-        }
+        original_driver(path, host)
     }
 
     fn set(&self, path: &str, value: &[u8], host: &Host) -> Result<Outcome, HostChangeError> {

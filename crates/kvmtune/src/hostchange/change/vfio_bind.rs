@@ -6,7 +6,8 @@
 //! same ids.
 
 use super::{
-    Change, HostAction, HostChangeError, Outcome, device_name, driver_of, read_error, write_error, write_file,
+    Change, HostAction, HostChangeError, Outcome, device_name, driver_of, original_driver, write_error,
+    write_file,
 };
 use crate::host::Host;
 use crate::values::escape::shell;
@@ -18,11 +19,7 @@ pub struct VfioBind;
 
 impl Change for VfioBind {
     fn read_original(&self, path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
-        match host.fs.link_name(&format!("{path}/driver")) {
-            Ok(driver) => Ok(Some(driver.into_bytes())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(Vec::new())),
-            Err(e) => Err(read_error(path, host)(e)),
-        }
+        original_driver(path, host)
     }
 
     fn set(&self, path: &str, value: &[u8], host: &Host) -> Result<Outcome, HostChangeError> {
