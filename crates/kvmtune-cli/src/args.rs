@@ -40,8 +40,7 @@ impl VmConfigArgs {
             return read_domain_xml(domain, self.connect.as_deref());
         }
         let path = self.file.as_ref().context("give a FILE or --domain")?;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = kvmtune::config::inputs::read_input(path).map_err(anyhow::Error::msg)?;
         Ok((path.display().to_string(), text))
     }
 }
@@ -90,8 +89,7 @@ impl HostArgs {
             return Ok(Some(host::probe(&snapshot)));
         }
         if let Some(path) = &self.host_json {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = kvmtune::config::inputs::read_input(path).map_err(anyhow::Error::msg)?;
             let mut value: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
             // Accept both `kvmtune probe --format json` output and the bare host object.

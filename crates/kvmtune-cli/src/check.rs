@@ -106,8 +106,7 @@ fn gather(args: &CheckArgs) -> anyhow::Result<(Vec<Named>, bool)> {
         .into_iter()
         .map(|input| Named {
             name: input.path.display().to_string(),
-            text: std::fs::read_to_string(&input.path)
-                .map_err(|e| format!("cannot read {}: {e}", input.path.display())),
+            text: kvmtune::config::inputs::read_input(&input.path),
             named: input.named,
         })
         .collect();

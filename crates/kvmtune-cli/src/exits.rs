@@ -84,7 +84,7 @@ pub(crate) enum ExitsCommand {
 }
 
 fn read_profiles(path: &Path) -> anyhow::Result<Vec<kvmtune::exits::ExitProfile>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = kvmtune::config::inputs::read_input(path).map_err(anyhow::Error::msg)?;
     Ok(kvmtune::exits::parse(&path.display().to_string(), &text)?)
 }
 
@@ -124,8 +124,7 @@ fn config_context(
     };
     let host = host.load()?;
     let Some(config_path) = config else { return Ok((Vec::new(), None, host)) };
-    let text = std::fs::read_to_string(config_path)
-        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let text = kvmtune::config::inputs::read_input(config_path).map_err(anyhow::Error::msg)?;
     let name = config_path.display().to_string();
     let vm = kvmtune::config::read(&name, &text)?;
     let source = SourceText::new(name, text);

@@ -124,7 +124,7 @@ fn read_xml(args: &PrepareArgs) -> anyhow::Result<Option<(String, String)>> {
         std::io::stdin().read_to_string(&mut text).context("cannot read the domain XML from stdin")?;
         return Ok(Some(("<stdin>".to_string(), text)));
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = kvmtune::config::inputs::read_input(path).map_err(anyhow::Error::msg)?;
     Ok(Some((path.display().to_string(), text)))
 }
 
@@ -260,10 +260,21 @@ pub(crate) fn release_journals(args: &ReleaseArgs, family: &JournalFamily) -> an
 }
 
 fn status(format: Format, place: &JournalPlace) -> anyhow::Result<Outcome> {
-    let journals = match place.journal_dir.is_dir() {
-        true => Journal::open_to_read(&place.journal_dir, &place.host())?.status()?,
-        false => Vec::new(),
+    let (journals, unreadable) = match place.journal_dir.is_dir() {
+        true => {
+            let journal = Journal::open_to_read(&place.journal_dir, &place.host())?;
+            (journal.status()?, journal.unreadable()?)
+        }
+        false => (Vec::new(), Vec::new()),
     };
+    // Each on its own line on stderr: the others' status stands.
+    for (path, why) in &unreadable {
+        eprintln!(
+            "kvmtune: warning: {} cannot be read and is left alone: {}",
+            kvmtune::values::escape::terminal(&path.display().to_string()),
+            kvmtune::values::escape::terminal(&why.to_string())
+        );
+    }
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&journals)? + "\n",
         Format::Text => host_changes::status(&journals),

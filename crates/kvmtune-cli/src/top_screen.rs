@@ -3,6 +3,7 @@
 //! own, so a slow monitor never freezes the keys; the terminal is restored on quit, on Ctrl-C
 //! (a key in raw mode), on errors (a guard) and on panics (ratatui's hook).
 
+use kvmtune::values::escape::terminal;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ impl Screen {
             .iter()
             .map(|v| {
                 Row::new(vec![
-                    v.name.clone(),
+                    terminal(&v.name).into_owned(),
                     v.pid.to_string(),
                     v.vcpus.to_string(),
                     format!("{:.0}", v.exits_per_s),
@@ -146,7 +147,7 @@ impl Screen {
                     top_text::halt_poll(view)
                 )));
                 if let Some(error) = &view.error {
-                    lines.push(Line::from(format!("cannot read: {error}")));
+                    lines.push(Line::from(format!("cannot read: {}", terminal(error))));
                 }
                 for (vcpu, kinds) in view.per_vcpu.iter().enumerate() {
                     let kinds: Vec<String> =
@@ -176,7 +177,9 @@ impl Screen {
             }
         }
         frame.render_widget(
-            Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(name.to_string())),
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(Block::bordered().title(terminal(name).into_owned())),
             area,
         );
     }

@@ -1,7 +1,8 @@
 //! The only module with `unsafe` code: the KVM ioctls the probe needs, the tracepoint
 //! counters the exit recorder opens with `perf_event_open`, `sched_setaffinity` for the host
 //! changes that move kernel threads ([`set_thread_affinity`]), stopping a program that overran
-//! its deadline ([`kill_process_group`]), and the journal's test failpoint
+//! its deadline ([`kill_process_group`]), the user this process acts as ([`effective_uid`]),
+//! and the journal's test failpoint
 //! ([`die_by_sigkill`]).
 //!
 //! Why raw ioctls and not kvm-ioctls: that crate (0.25) has no wrapper for
@@ -302,4 +303,11 @@ pub fn kill_process_group(leader: &std::process::Child) -> io::Result<()> {
     // the process group, which the unreaped leader keeps from being reused.
     let result = unsafe { libc::kill(-group, libc::SIGKILL) };
     if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// The user this process acts as (`geteuid(2)`): the owner every file root's instructions live
+/// in must have.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) takes nothing, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
 }

@@ -260,7 +260,8 @@ fn a_cut_short_last_line_is_a_write_never_made_and_a_bad_line_inside_is_an_error
 
     let broken = text.replacen("\"record\":\"done\"", "\"record\":\"dune\"", 1);
     std::fs::write(&path, broken).unwrap();
-    let error = journal.status().unwrap_err();
+    assert!(journal.status().unwrap().is_empty(), "a corrupt journal is left out of the status");
+    let error = journal.unreadable().unwrap().remove(0).1;
     assert!(matches!(error, JournalError::Corrupt { line: 3, .. }), "{error}");
     assert!(error.to_string().contains("win10.journal:3:"), "{error}");
 
@@ -497,6 +498,93 @@ fn a_journal_of_a_newer_version_is_refused() {
     )
     .unwrap();
     let host = Host::rooted(&root);
-    let error = Journal::open(&journals, &host).unwrap().status().unwrap_err();
+    let journal = Journal::open(&journals, &host).unwrap();
+    // Left out of the status, named as unreadable, and its VM's release fails.
+    assert!(journal.status().unwrap().is_empty());
+    let unreadable = journal.unreadable().unwrap();
+    assert_eq!(unreadable.len(), 1);
+    assert!(unreadable[0].1.to_string().contains("journal version 99, written by a newer kvmtune"));
+    let error = journal.release("future", &host).unwrap_err();
     assert!(error.to_string().contains("journal version 99, written by a newer kvmtune"), "{error}");
+}
+
+/// A journal is root's instructions. One that another user could have written (a link, a
+/// file writable by others, a boot id that is no UUID) is never replayed, and it does not stop
+/// the other VMs: they are prepared and released as before.
+#[test]
+fn journals_anyone_else_could_have_written_are_refused_and_the_rest_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    let files = host_files(2);
+    lay_out(&root, &files);
+    let journals = dir.path().join("run-kvmtune");
+    let host = Host::rooted(&root);
+    let journal = Journal::open(&journals, &host).unwrap();
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    assert_eq!(std::fs::metadata(&journals).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(journals.join("lock")).unwrap().mode() & 0o777, 0o600);
+
+    let victim = root.join("etc-shadow");
+    std::fs::write(&victim, "root:x\n").unwrap();
+    let planted = |name: &str, boot_id: &str| {
+        format!(
+            "{{\"record\":\"begin\",\"version\":2,\"vm\":\"{name}\",\"boot_id\":\"{boot_id}\",\"pid\":1,\"cpus\":\"2-3\",\"order\":1}}\n\
+             {{\"record\":\"before\",\"step\":0,\"path\":\"{}\",\"original_hex\":\"6f776e6564\",\"new\":\"x\",\"why\":\"planted\",\"change\":{{\"kind\":\"write\"}}}}\n\
+             {{\"record\":\"done\",\"step\":0}}\n",
+            "/etc-shadow"
+        )
+    };
+    let this_boot = "6f1c0bd2-33e4-4b0e-9d55-0a1b2c3d4e5f";
+    std::fs::write(journals.join("writable.journal"), planted("writable", this_boot)).unwrap();
+    std::fs::set_permissions(journals.join("writable.journal"), std::fs::Permissions::from_mode(0o666))
+        .unwrap();
+    std::fs::write(dir.path().join("elsewhere"), planted("linked", this_boot)).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("elsewhere"), journals.join("linked.journal")).unwrap();
+    std::fs::write(journals.join("escape.journal"), planted("escape", "/../../a")).unwrap();
+
+    // The others still prepare and release.
+    journal.apply("win", &CpuSet::parse_list("2-3").unwrap(), &actions(&files), &host).unwrap();
+    assert_eq!(journal.status().unwrap().iter().map(|j| j.vm.as_str()).collect::<Vec<_>>(), ["win"]);
+    let unreadable: Vec<String> = journal
+        .unreadable()
+        .unwrap()
+        .iter()
+        .map(|(path, why)| format!("{}: {why}", path.display()))
+        .collect();
+    assert_eq!(unreadable.len(), 3, "{unreadable:#?}");
+    assert!(unreadable.iter().any(|u| u.contains("escape.journal") && u.contains("boot_id is not a UUID")));
+    assert!(unreadable.iter().any(|u| u.contains("linked.journal") && u.contains("symbolic link")));
+    assert!(
+        unreadable
+            .iter()
+            .any(|u| u.contains("writable.journal") && u.contains("writable by its group and all users"))
+    );
+    for vm in ["writable", "linked", "escape"] {
+        assert!(journal.release(vm, &host).is_err(), "{vm} was released");
+    }
+    journal.release("win", &host).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root:x\n");
+    assert!(journals.join("escape.journal").exists(), "the planted journal was moved");
+}
+
+/// Another user's journal directory or journal is refused: only the user kvmtune runs as may
+/// have written it.
+#[test]
+#[cfg_attr(not(feature = "root"), ignore = "needs root: cargo test --features root")]
+fn a_journal_owned_by_another_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    lay_out(&root, &host_files(0));
+    let journals = dir.path().join("run-kvmtune");
+    let host = Host::rooted(&root);
+    let journal = Journal::open(&journals, &host).unwrap();
+    let file = journals.join("other.journal");
+    std::fs::write(&file, "{}\n").unwrap();
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    let unreadable = journal.unreadable().unwrap();
+    assert!(unreadable[0].1.to_string().contains("belongs to uid 65534"), "{}", unreadable[0].1);
+    drop(journal);
+    std::os::unix::fs::chown(&journals, Some(65534), Some(65534)).unwrap();
+    let error = Journal::open(&journals, &host).unwrap_err();
+    assert!(error.to_string().contains("belongs to uid 65534"), "{error}");
 }

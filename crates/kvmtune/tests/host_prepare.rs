@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use kvmtune::config::host_needs::HostNeeds;
+use kvmtune::config::host_needs::{HostNeeds, HugepageNeed, Hugepages};
 use kvmtune::host::Host;
 use kvmtune::host::fakes::FakeSystemd;
 use kvmtune::hostchange::journal::BOOT_ID_PATH;
@@ -172,6 +172,7 @@ fn with_systemd_the_display_manager_stops_first_and_starts_last() {
     let gpu = "/sys/bus/pci/devices/0000:01:00.0";
     put(root, &format!("{gpu}/class"), "0x030000\n");
     put(root, &format!("{gpu}/boot_vga"), "1\n");
+    put(root, "/proc/self/mountinfo", "1 0 254:0 / / rw - ext4 /dev/vda rw\n");
     put(root, "/sys/class/vtconsole/vtcon1/bind", "1\n");
     put(root, "/sys/class/vtconsole/vtcon1/name", "(M) frame buffer device\n");
     let link = |path: &str, target: &str| {
@@ -201,4 +202,31 @@ fn with_systemd_the_display_manager_stops_first_and_starts_last() {
     assert_eq!(std::fs::read_to_string(root.join("sys/class/vtconsole/vtcon1/bind")).unwrap(), "1\n");
     assert_eq!(systemd.value("display-manager.service", "ActiveState"), "active");
     assert_eq!(systemd.changes(), ["stop display-manager.service", "start display-manager.service"]);
+}
+
+/// A request for more hugepages than the node has memory (from metadata or a flag) is refused
+/// before anything is planned, and counts that would overflow never wrap.
+#[test]
+fn hugepages_beyond_the_nodes_memory_are_refused() {
+    let host = cpufreq_host();
+    let root = host.path();
+    put(root, "/sys/devices/system/node/online", "0\n");
+    put(root, "/sys/devices/system/node/node0/meminfo", "Node 0 MemTotal:       16318000 kB\n");
+    let pool = "/sys/devices/system/node/node0/hugepages/hugepages-2048kB";
+    put(root, &format!("{pool}/nr_hugepages"), "0\n");
+    put(root, &format!("{pool}/free_hugepages"), "0\n");
+    let writer = Host::rooted(root);
+    for count in [33_554_432, u64::MAX] {
+        let mut asked = request("2-3");
+        asked.needs.hugepages =
+            Hugepages::Exactly(vec![HugepageNeed { size_kib: 2048, count, node: Some(0) }]);
+        let refusal = prepare::plan(&asked, &[], &writer).unwrap_err();
+        assert!(matches!(refusal, Refusal::MoreThanMemory { .. }), "{refusal}");
+        assert!(refusal.to_string().contains("more than the 16318000 KiB of memory on node 0"), "{refusal}");
+    }
+    let mut asked = request("2-3");
+    asked.needs.hugepages =
+        Hugepages::Exactly(vec![HugepageNeed { size_kib: 2048, count: 4096, node: Some(0) }]);
+    let plan = prepare::plan(&asked, &[], &writer).unwrap();
+    assert!(plan.actions.iter().any(|a| a.path.ends_with("nr_hugepages") && a.new == "4096"));
 }

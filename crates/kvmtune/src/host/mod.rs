@@ -9,6 +9,7 @@
 pub mod access;
 pub mod command;
 pub mod cpu;
+pub mod device_use;
 pub mod fact;
 pub mod fakes;
 pub mod kernel;

@@ -30,13 +30,18 @@
 //! set aside, never replayed.
 //!
 //! Invocations are serialized by an exclusive lock on `DIR/lock`, held for the life of a
-//! [`Journal`].
+//! [`Journal`]; readers share it. Neither waits without end: a lock held past
+//! [`WRITER_WAIT`] or [`READER_WAIT`] is an error that names its holder. The directory, its lock
+//! and its journals are private to the user kvmtune runs as, and refused when they are not
+//! ([`crate::hostchange::private_files`]): a journal is root's instructions. One journal that
+//! cannot be read fails only its VM; [`Journal::status`] passes it over and
+//! [`Journal::unreadable`] names it.
 //!
 //! How each change is undone is its [`ChangeKind`]'s: the original bytes written back for
 //! files that take back what they show (masks, counts, cpusets, governors), `-cpuset` for a
 //! controller that was off, the old cgroup for a moved process.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
 use crate::hostchange::change::{self, Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};
+use crate::hostchange::private_files::{self, LockMode, PrivateFileError};
 use crate::values::CpuSet;
 
 /// Where the kernel says which boot this is (`proc(5)`: a random UUID per boot).
@@ -51,6 +57,16 @@ pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
 /// Where journals live on a real host.
 pub const DEFAULT_DIR: &str = "/run/kvmtune";
+
+/// How long changing the journals waits for another kvmtune to finish: a VM start (the libvirt
+/// hook) fails with the holder's name rather than hang inside libvirt.
+pub const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long reading them (`status`, the exporter, `top`) waits.
+pub const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The largest journal read: far beyond any host's changes.
+const MAX_JOURNAL_BYTES: u64 = 16 << 20;
 
 /// The journal format this kvmtune writes; it reads every version up to it.
 pub const JOURNAL_VERSION: u32 = 2;
@@ -134,6 +150,10 @@ pub enum JournalError {
     RollbackFailed { failed: Box<HostChangeError>, undo: Box<HostChangeError> },
     #[error(transparent)]
     Change(#[from] HostChangeError),
+    #[error(transparent)]
+    Private(#[from] PrivateFileError),
+    #[error("this host's boot id ({BOOT_ID_PATH}) is `{0}`, not a UUID")]
+    BadBootId(String),
 }
 
 /// One VM's journal, as `status` shows it.
@@ -207,7 +227,22 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
 /// This boot's id, which marks every journal begun in it.
 fn boot_id(host: &Host) -> Result<String, JournalError> {
     let id = host.fs.read(BOOT_ID_PATH).map_err(JournalError::BootId)?;
-    Ok(String::from_utf8_lossy(&id).trim().to_string())
+    let id = String::from_utf8_lossy(&id).trim().to_string();
+    if !is_uuid(&id) {
+        return Err(JournalError::BadBootId(crate::values::escape::terminal(&id).into_owned()));
+    }
+    Ok(id)
+}
+
+/// `8-4-4-4-12` hexadecimal digits, as the kernel writes a boot id: nothing else may reach a
+/// file name (a set-aside journal is named after it).
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn check_vm_name(vm: &str) -> Result<(), JournalError> {
@@ -233,17 +268,10 @@ impl Journal {
     /// the changes go to; its boot id marks every journal begun now.
     pub fn open(dir: impl Into<PathBuf>, host: &Host) -> Result<Self, JournalError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
-        lock.lock().map_err(io_error(&lock_path))?;
+        private_files::private_dir(&dir)?;
+        let lock = private_files::lock(&dir.join("lock"), LockMode::Exclusive, true, WRITER_WAIT)?;
         let boot_id = boot_id(host)?;
-        Ok(Self { dir, boot_id, _lock: Some(lock), kill_at_step: None, by: None })
+        Ok(Self { dir, boot_id, _lock: lock, kill_at_step: None, by: None })
     }
 
     /// Opens the journal directory to read it (`status`, a dry run), sharing the lock with
@@ -251,15 +279,12 @@ impl Journal {
     /// may look. Apply and release need [`Journal::open`].
     pub fn open_to_read(dir: impl Into<PathBuf>, host: &Host) -> Result<Self, JournalError> {
         let dir = dir.into();
-        let lock_path = dir.join("lock");
-        let lock = match File::open(&lock_path) {
-            Ok(lock) => {
-                lock.lock_shared().map_err(io_error(&lock_path))?;
-                Some(lock)
-            }
-            // Never written: nothing to wait for.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => return Err(io_error(&lock_path)(error)),
+        // Never written: nothing to check or wait for.
+        let lock = if dir.exists() {
+            private_files::checked_dir(&dir)?;
+            private_files::lock(&dir.join("lock"), LockMode::Shared, false, READER_WAIT)?
+        } else {
+            None
         };
         let boot_id = boot_id(host)?;
         Ok(Self { dir, boot_id, _lock: lock, kill_at_step: None, by: None })
@@ -298,7 +323,7 @@ impl Journal {
         check_vm_name(vm)?;
         let order = self.status()?.iter().map(|j| j.order).max().unwrap_or(0) + 1;
         let path = self.path_for(vm);
-        let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(|source| {
+        let mut file = private_files::create_new(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 JournalError::AlreadyPrepared(vm.to_string())
             } else {
@@ -435,20 +460,43 @@ impl Journal {
         Ok(Released::Restored(restored))
     }
 
-    /// Every VM's journal in the directory, by name.
+    /// Every VM's journal in the directory that reads, by name; the others are
+    /// [`Journal::unreadable`].
     pub fn status(&self) -> Result<Vec<VmJournal>, JournalError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(io_error(&self.dir))?;
+        Ok(self.scan()?.into_iter().filter_map(Result::ok).collect())
+    }
+
+    /// The journals in the directory that cannot be read (another version, a corrupt or
+    /// untrusted file), each with why: nothing is done with them, and releasing their VM fails.
+    pub fn unreadable(&self) -> Result<Vec<(PathBuf, JournalError)>, JournalError> {
+        let paths = self.paths()?;
+        Ok(paths.into_iter().zip(self.scan()?).filter_map(|(path, read)| Some((path, read.err()?))).collect())
+    }
+
+    fn paths(&self) -> Result<Vec<PathBuf>, JournalError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&self.dir)(e)),
+        };
         let mut paths: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "journal"))
             .collect();
         paths.sort();
-        paths.iter().map(|p| self.read(p)).collect()
+        Ok(paths)
+    }
+
+    fn scan(&self) -> Result<Vec<Result<VmJournal, JournalError>>, JournalError> {
+        Ok(self.paths()?.iter().map(|p| self.read(p)).collect())
     }
 
     fn read(&self, path: &Path) -> Result<VmJournal, JournalError> {
-        let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+        use std::io::Read as _;
+        let file = private_files::open(path)?;
+        let mut text = String::new();
+        file.take(MAX_JOURNAL_BYTES).read_to_string(&mut text).map_err(io_error(path))?;
         parse(path, &text, &self.boot_id)
     }
 }
@@ -551,11 +599,7 @@ fn rewrite(journal: &VmJournal) -> Result<(), JournalError> {
     if journal.complete {
         push(Record::Complete);
     }
-    let temporary = journal.path.with_extension("journal.new");
-    let written = File::create(&temporary)
-        .and_then(|mut file| file.write_all(text.as_bytes()).and_then(|()| file.sync_all()))
-        .and_then(|()| std::fs::rename(&temporary, &journal.path));
-    written.map_err(io_error(&journal.path))?;
+    private_files::replace(&journal.path, text.as_bytes())?;
     if let Some(dir) = journal.path.parent() {
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
     }
@@ -584,6 +628,9 @@ pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, Jour
                         "journal version {version}, written by a newer kvmtune (this one reads up to {JOURNAL_VERSION})"
                     ),
                 ));
+            }
+            (Record::Begin { boot_id, .. }, None) if !is_uuid(&boot_id) => {
+                return Err(corrupt(index + 1, "boot_id is not a UUID".to_string()));
             }
             (Record::Begin { vm, boot_id, pid, cpus, order, by, .. }, None) => {
                 journal = Some(VmJournal {

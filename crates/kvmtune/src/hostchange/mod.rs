@@ -28,6 +28,7 @@ pub mod change;
 pub mod hook;
 pub mod journal;
 pub mod prepare;
+pub mod private_files;
 pub mod vfio;
 
 pub use change::{Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};

@@ -102,6 +102,8 @@ pub struct PreparePlan {
 /// Why a prepare is refused; nothing has been written.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
+    #[error("{count} hugepages of {size_kib} KiB are more than the {total_kib} KiB of memory {place}")]
+    MoreThanMemory { count: u64, size_kib: u64, place: String, total_kib: u64 },
     #[error("no CPUs for VM `{0}`: give --cpus, or a domain whose <cputune> pins its vCPUs")]
     NoCpus(String),
     #[error("CPU(s) {cpus} are offline or do not exist (online: {online})")]
@@ -377,6 +379,24 @@ fn hugepage_actions(
         let pool = change::hugepage_pool_path(need.size_kib, need.node);
         let free_path = pool.replace("nr_hugepages", "free_hugepages");
         let place = need.node.map_or("on this host".to_string(), |n| format!("on node {n}"));
+        // More than the memory there is never fits; refused before any count is added up.
+        let meminfo = match need.node {
+            Some(node) => format!("/sys/devices/system/node/node{node}/meminfo"),
+            None => "/proc/meminfo".to_string(),
+        };
+        let total_kib =
+            host.read(&meminfo).ok().and_then(|text| crate::host::memory::meminfo_kib(&text, "MemTotal"));
+        let asked_kib = need.count.checked_mul(need.size_kib);
+        if let Some(total_kib) = total_kib
+            && asked_kib.is_none_or(|asked| asked > total_kib)
+        {
+            return Err(Refusal::MoreThanMemory {
+                count: need.count,
+                size_kib: need.size_kib,
+                place,
+                total_kib,
+            });
+        }
         let count = |path: &str| -> Result<u64, Refusal> {
             let text = host.fs.read(path).map_err(|_| Refusal::NoSuchPageSize {
                 size_kib: need.size_kib,
@@ -400,12 +420,16 @@ fn hugepage_actions(
                 Recompute::AddCount { by } => by,
                 _ => 0,
             })
-            .sum();
+            .fold(0u64, u64::saturating_add);
         let more = need.count.saturating_sub(free.saturating_sub(theirs));
         if more > 0 {
-            let mut action =
-                HostAction::reserve_hugepages(need.size_kib, pool_now + more, need.node, Some(pool_now))
-                    .with_recompute(Recompute::AddCount { by: more });
+            let mut action = HostAction::reserve_hugepages(
+                need.size_kib,
+                pool_now.saturating_add(more),
+                need.node,
+                Some(pool_now),
+            )
+            .with_recompute(Recompute::AddCount { by: more });
             action.why = format!(
                 "{} hugepages of {} KiB {place} for the VM ({free} free, {theirs} of them other VMs', {more} more)",
                 need.count, need.size_kib

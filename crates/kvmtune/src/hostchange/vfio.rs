@@ -24,6 +24,7 @@
 use serde::Serialize;
 
 use crate::host::Host;
+use crate::host::device_use::HostUse;
 use crate::hostchange::change::{ChangeKind, HostAction};
 use crate::values::PciAddress;
 
@@ -203,7 +204,7 @@ pub fn plan_bind(
     }
     let in_use = HostUse::read(host);
     for member in members.iter().filter(|m| !(single_gpu && m.boot_vga)) {
-        if let Some(what) = in_use.of(member, host) {
+        if let Some(what) = host_use(member, &in_use, host) {
             return Err(VfioRefusal::HostUses { address: member.address, group: member.group, what });
         }
     }
@@ -328,75 +329,12 @@ pub fn reset_plan(vm: &str, members: &[GroupMember], host: &Host) -> (Vec<String
     (warnings, actions)
 }
 
-/// What the host has mounted and routes through, read once for every device checked.
-struct HostUse {
-    mounts: String,
-    routes: String,
-}
-
-impl HostUse {
-    fn read(host: &Host) -> Self {
-        HostUse {
-            mounts: text(host, "/proc/mounts").unwrap_or_default(),
-            routes: text(host, "/proc/net/route").unwrap_or_default(),
-        }
+/// What the host uses a device for: its disks, routes and shares ([`HostUse`]), and the boot
+/// display while the framebuffer console is on it.
+fn host_use(member: &GroupMember, in_use: &HostUse, host: &Host) -> Option<String> {
+    if let Some(what) = in_use.of(member.address) {
+        return Some(what);
     }
-
-    /// What the host visibly uses this device for, if anything.
-    fn of(&self, member: &GroupMember, host: &Host) -> Option<String> {
-        host_use(member, &self.mounts, &self.routes, host)
-    }
-}
-
-fn host_use(member: &GroupMember, mounts: &str, routes: &str, host: &Host) -> Option<String> {
-    // Block devices whose sysfs path runs through this PCI function.
-    for disk in host.fs.list("/sys/block").unwrap_or_default() {
-        let Ok(target) = host.fs.link_target(&format!("/sys/block/{disk}")) else { continue };
-        if !target.contains(&format!("/{}/", member.address)) {
-            continue;
-        }
-        if let Some(line) = mounts.lines().find(|l| {
-            l.split_whitespace().next().is_some_and(|source| source.starts_with(&format!("/dev/{disk}")))
-        }) {
-            let point = line.split_whitespace().nth(1).unwrap_or("?");
-            return Some(format!("disk {disk} holds the filesystem mounted at {point}"));
-        }
-    }
-    // A virtio-9p share mounted by its tag (a VM's root from its host, as in kvmtune's lab):
-    // the tag is the virtio device's `mount_tag` (net/9p/trans_virtio.c).
-    for virtio in host.fs.list("/sys/bus/virtio/devices").unwrap_or_default() {
-        let dir = format!("/sys/bus/virtio/devices/{virtio}");
-        let Ok(target) = host.fs.link_target(&dir) else { continue };
-        if !target.contains(&format!("/{}/", member.address)) {
-            continue;
-        }
-        // The kernel shows the tag with its terminating NUL.
-        let Some(tag) = text(host, &format!("{dir}/mount_tag")).map(|t| t.trim_end_matches('\0').to_string())
-        else {
-            continue;
-        };
-        if let Some(line) = mounts.lines().find(|l| {
-            let mut fields = l.split_whitespace();
-            let (source, _, kind) = (fields.next(), fields.next(), fields.next());
-            source == Some(tag.as_str()) && kind == Some("9p")
-        }) {
-            let point = line.split_whitespace().nth(1).unwrap_or("?");
-            return Some(format!("it serves the 9p share `{tag}` mounted at {point}"));
-        }
-    }
-    // The NIC of the default route (/proc/net/route: destination 00000000).
-    for iface in host.fs.list("/sys/class/net").unwrap_or_default() {
-        let device = host.fs.link_name(&format!("/sys/class/net/{iface}/device")).unwrap_or_default();
-        if device == member.address.to_string()
-            && routes.lines().any(|l| {
-                let mut fields = l.split_whitespace();
-                fields.next() == Some(iface.as_str()) && fields.next() == Some("00000000")
-            })
-        {
-            return Some(format!("network interface {iface} carries the default route"));
-        }
-    }
-    // The boot display while the framebuffer console is bound to it.
     if member.boot_vga {
         for console in host.fs.list("/sys/class/vtconsole").unwrap_or_default() {
             let dir = format!("/sys/class/vtconsole/{console}");
@@ -443,6 +381,8 @@ mod tests {
         link(&format!("{gpu}/driver"), "../../../bus/pci/drivers/amdgpu");
         std::fs::create_dir_all(root.join("sys/kernel/iommu_groups/1/devices/0000:01:00.0")).unwrap();
         std::fs::create_dir_all(root.join("sys/bus/pci/drivers/vfio-pci")).unwrap();
+        // The root filesystem on a disk that is not among the devices.
+        put("proc/self/mountinfo", "1 0 254:0 / / rw - ext4 /dev/vda rw\n");
         put("sys/class/vtconsole/vtcon0/bind", "0\n");
         put("sys/class/vtconsole/vtcon0/name", "(S) dummy device\n");
         put("sys/class/vtconsole/vtcon1/bind", "1\n");

@@ -41,7 +41,6 @@ fn render_one(out: &mut String, diagnostic: &Diagnostic, source: &SourceText, fi
         let _ = writeln!(out, "{pad}--> {}:{line}:{column}", source.path);
         let _ = writeln!(out, "{pad} |");
         let text = source.line_text(line);
-        let _ = writeln!(out, "{line} | {text}");
         let start = (column as usize).saturating_sub(1);
         let line_chars = text.chars().count();
         let span_chars = source
@@ -49,6 +48,8 @@ fn render_one(out: &mut String, diagnostic: &Diagnostic, source: &SourceText, fi
             .get(span.start..span.end)
             .map_or(1, |s| s.lines().next().unwrap_or("").chars().count());
         let width = span_chars.clamp(1, line_chars.saturating_sub(start).max(1));
+        let (shown, start, width) = excerpt(text, start, width);
+        let _ = writeln!(out, "{line} | {shown}");
         let _ = writeln!(out, "{pad} | {}{} {}", " ".repeat(start), "^".repeat(width), diagnostic.title);
         let _ = writeln!(out, "{pad} |");
     }
@@ -63,6 +64,49 @@ fn render_one(out: &mut String, diagnostic: &Diagnostic, source: &SourceText, fi
     }
     let _ = writeln!(out, "{indent} = note: `kvmtune explain {}` says why", diagnostic.rule);
     let _ = writeln!(out);
+}
+
+/// The most of a source line shown: a one-line document of megabytes would otherwise be
+/// printed whole for each finding.
+const EXCERPT_CHARS: usize = 120;
+/// Of those, how many stand before the span.
+const EXCERPT_LEAD: usize = 30;
+
+/// What of `line` to show for a span of `width` characters at `start`: at most
+/// [`EXCERPT_CHARS`] around it, cut ends marked `…`, control characters shown as `�` (they
+/// would act on the terminal, and one character each keeps the caret under its place); with the
+/// span's start and width in what is shown.
+fn excerpt(line: &str, start: usize, width: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line
+        .chars()
+        .map(|c| {
+            if c == '\t' {
+                ' '
+            } else if c.is_control() {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if chars.len() <= EXCERPT_CHARS {
+        return (chars.into_iter().collect(), start, width);
+    }
+    let from = start.saturating_sub(EXCERPT_LEAD).min(chars.len().saturating_sub(EXCERPT_CHARS));
+    let to = (from + EXCERPT_CHARS).min(chars.len());
+    let mut shown = String::new();
+    let mut offset = 0;
+    if from > 0 {
+        shown.push('…');
+        offset = 1;
+    }
+    shown.extend(&chars[from..to]);
+    if to < chars.len() {
+        shown.push('…');
+    }
+    let start_shown = start - from + offset;
+    let width_shown = width.min(to.saturating_sub(start)).max(1);
+    (shown, start_shown, width_shown)
 }
 
 pub fn summary(report: &CheckReport) -> String {
@@ -285,4 +329,19 @@ fn wrap(text: &str, width: usize) -> String {
         lines.push(line);
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_clipped_around_the_span() {
+        let line = format!("{}<hpet/>{}", "a".repeat(100_000), "b".repeat(100_000));
+        let (shown, start, width) = excerpt(&line, 100_000, 7);
+        assert_eq!(shown.chars().count(), EXCERPT_CHARS + 2);
+        assert_eq!(shown.chars().skip(start).take(width).collect::<String>(), "<hpet/>");
+        let (short, start, width) = excerpt("<a>\u{1b}[31m</a>", 0, 3);
+        assert_eq!((short.as_str(), start, width), ("<a>\u{fffd}[31m</a>", 0, 3));
+    }
 }

@@ -34,8 +34,9 @@ fn render_host_side(out: &mut String, vm: &VmPlan) {
     let _ = writeln!(out, "  {:<14} {line}", "host side");
     let _ = writeln!(
         out,
-        "  {:<14}   why: host tasks, kernel threads, IRQs and workqueues off the VM's CPUs while it runs; run it at VM start (or from the libvirt hook) and `kvmtune host release {}` at stop; without --apply it prints every write",
-        "", vm.name
+        "  {:<14}   why: host tasks, kernel threads, IRQs and workqueues off the VM's CPUs while it runs; run it at VM start (or from the libvirt hook) and `{}` at stop; without --apply it prints every write",
+        "",
+        crate::values::escape::shell_line(&["kvmtune", "host", "release", vm.name.as_str()])
     );
 }
 

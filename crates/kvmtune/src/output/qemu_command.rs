@@ -23,12 +23,17 @@ pub fn as_config(vm: &VmPlan, windows: WindowsVersion) -> VmConfig {
         .expect("the libvirt emitter writes XML its own reader reads")
 }
 
+/// The VM's own copy of the UEFI variable store, beside the script.
+fn vars_file(vm: &str) -> String {
+    format!("{vm}_VARS.fd")
+}
+
 /// QEMU's argv (without the program name).
 pub fn argv(vm: &VmPlan, windows: WindowsVersion) -> Vec<String> {
     let config = as_config(vm, windows);
     let mut args: Vec<String> = Vec::new();
     let mut push = |parts: &[&str]| args.extend(parts.iter().map(|p| p.to_string()));
-    push(&["-name", &format!("guest={},debug-threads=on", vm.name)]);
+    push(&["-name", &format!("guest={},debug-threads=on", escape::qemu_option_value(&vm.name))]);
     let mut machine = "q35,accel=kvm,kernel_irqchip=on".to_string();
     if qemu_args::hpet(&config) == Some(false) {
         machine.push_str(",hpet=off");
@@ -89,7 +94,10 @@ pub fn argv(vm: &VmPlan, windows: WindowsVersion) -> Vec<String> {
     }
     if config.firmware.as_ref().is_some_and(|f| f.value == "efi") {
         push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
-        push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}_VARS.fd", vm.name)]);
+        push(&[
+            "-drive",
+            &format!("if=pflash,format=raw,unit=1,file={}", escape::qemu_option_value(&vars_file(&vm.name))),
+        ]);
     }
     for iothread in 1..=vm.iothreads {
         push(&["-object", &format!("iothread,id=iothread{iothread}")]);
@@ -116,7 +124,7 @@ pub fn argv(vm: &VmPlan, windows: WindowsVersion) -> Vec<String> {
     if tpm {
         push(&[
             "-chardev",
-            &format!("socket,id=chrtpm,path=/run/kvmtune-{}-swtpm.sock", vm.name),
+            &format!("socket,id=chrtpm,path=/run/kvmtune-{}-swtpm.sock", escape::qemu_option_value(&vm.name)),
             "-tpmdev",
             "emulator,id=tpm0,chardev=chrtpm",
             "-device",
@@ -131,7 +139,10 @@ pub fn argv(vm: &VmPlan, windows: WindowsVersion) -> Vec<String> {
     if vm.memballoon {
         push(&["-device", "virtio-balloon-pci"]);
     }
-    push(&["-qmp", &format!("unix:/run/kvmtune-{}.qmp,server=on,wait=off", vm.name)]);
+    push(&[
+        "-qmp",
+        &format!("unix:/run/kvmtune-{}.qmp,server=on,wait=off", escape::qemu_option_value(&vm.name)),
+    ]);
     args
 }
 
@@ -147,7 +158,10 @@ pub fn script(vm: &VmPlan, windows: WindowsVersion) -> String {
     out.push_str("set -e\n");
     let efi = windows.boots_uefi();
     if efi {
-        out.push_str(&format!("[ -f {name}_VARS.fd ] || cp {OVMF_VARS} {name}_VARS.fd\n", name = vm.name));
+        out.push_str(&format!(
+            "[ -f {vars} ] || cp {OVMF_VARS} {vars}\n",
+            vars = escape::shell(&vars_file(&vm.name))
+        ));
     }
     out.push_str("qemu-system-x86_64");
     for arg in argv(vm, windows) {

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use crate::host::HostFacts;
 use crate::hostchange::VmJournal;
 use crate::live::VmView;
+use crate::values::escape::terminal;
 
 /// The host line: what decides how a VM's exits should look.
 pub fn host_line(host: &HostFacts, journals: &[VmJournal]) -> String {
@@ -13,8 +14,8 @@ pub fn host_line(host: &HostFacts, journals: &[VmJournal]) -> String {
         Some(apic) => format!("{} {}", apic.kind, if apic.enabled { "on" } else { "OFF" }),
         None => "APICv/AVIC unknown".to_string(),
     };
-    let isolated: Vec<&str> =
-        journals.iter().filter(|j| j.complete && !j.from_another_boot).map(|j| j.vm.as_str()).collect();
+    let isolated: Vec<std::borrow::Cow<'_, str>> =
+        journals.iter().filter(|j| j.complete && !j.from_another_boot).map(|j| terminal(&j.vm)).collect();
     let isolation = match isolated.is_empty() {
         true => "no VM isolated by kvmtune host".to_string(),
         false => format!("isolated by kvmtune host: {}", isolated.join(", ")),
@@ -33,7 +34,7 @@ fn rate(per_s: f64) -> String {
 /// The diagnosis column: the top finding's rule and title, or why the VM could not be read.
 pub fn diagnosis(view: &VmView) -> String {
     if let Some(error) = &view.error {
-        return format!("cannot read: {error}");
+        return format!("cannot read: {}", terminal(error));
     }
     match view.findings.first() {
         Some(finding) => format!("{} {}: {}", finding.rule, finding.severity.label(), finding.title),
@@ -64,7 +65,7 @@ pub fn render(views: &[VmView], host_line: &str, interval_s: f64) -> String {
         let _ = writeln!(
             out,
             "{:<28} {:>8} {:>5} {:>9} {:<16} {:>9}  {}",
-            view.name,
+            terminal(&view.name),
             view.pid,
             view.vcpus,
             rate(view.exits_per_s),
@@ -77,4 +78,27 @@ pub fn render(views: &[VmView], host_line: &str, interval_s: f64) -> String {
         out.push_str("no QEMU/KVM VM runs on this host\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_errors_reach_the_terminal_escaped() {
+        let view = VmView {
+            name: "evil\u{1b}]0;owned\u{7}".to_string(),
+            pid: 1,
+            vcpus: 1,
+            exits_per_s: 0.0,
+            kinds: Vec::new(),
+            per_vcpu: Vec::new(),
+            halt_poll_success: None,
+            findings: Vec::new(),
+            error: Some("monitor said \u{1b}[2J".to_string()),
+        };
+        let text = render(&[view], "host: test", 1.0);
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(text.contains("evil\\x1b]0;owned\\x07"), "{text}");
+    }
 }

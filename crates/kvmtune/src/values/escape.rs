@@ -34,6 +34,13 @@ pub fn shell_line<S: AsRef<str>>(words: &[S]) -> String {
     words.iter().map(|w| shell(w.as_ref())).collect::<Vec<_>>().join(" ")
 }
 
+/// A value inside a QEMU option (`-drive file=VALUE,...`, `-name guest=VALUE`): QEMU's option
+/// parser ends a value at a comma and reads `,,` as one (docs/system/invocation: "a comma is
+/// escaped by doubling it").
+pub fn qemu_option_value(text: &str) -> String {
+    text.replace(',', ",,")
+}
+
 /// Text from the host or a config (a VM's name, a process's `comm`) made safe to print to a
 /// terminal: every control character, the escape that starts a terminal sequence among them,
 /// is written as `\xNN` (or `\u{NNNN}`), so nothing but the text itself reaches the screen.
@@ -55,6 +62,15 @@ pub fn terminal(text: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commas_in_qemu_option_values_are_doubled() {
+        assert_eq!(qemu_option_value("win,11"), "win,,11");
+        assert_eq!(
+            format!("guest={},debug-threads=on", qemu_option_value("a,b")),
+            "guest=a,,b,debug-threads=on"
+        );
+    }
 
     #[test]
     fn control_characters_never_reach_a_terminal() {
