@@ -161,7 +161,17 @@ fn prepare(args: PrepareArgs) -> anyhow::Result<Outcome> {
     // Without --apply nothing is written, not even the journal directory.
     let journal = match (args.apply, args.place.journal_dir.is_dir()) {
         (true, _) => Some(Journal::open(&args.place.journal_dir, &host)?),
-        (false, true) => Some(Journal::open_to_read(&args.place.journal_dir, &host)?),
+        (false, true) => match Journal::open_to_read(&args.place.journal_dir, &host) {
+            // A user's dry run still shows the plan, short of what root's journals would add.
+            Err(JournalError::RootOnly(dir)) => {
+                eprintln!(
+                    "kvmtune: warning: the journals in {} are root's; this plan leaves out the VMs already prepared there",
+                    kvmtune::values::escape::terminal(&dir.display().to_string())
+                );
+                None
+            }
+            opened => Some(opened?),
+        },
         (false, false) => None,
     };
     let prepared = match &journal {

@@ -154,6 +154,9 @@ pub enum JournalError {
     Private(#[from] PrivateFileError),
     #[error("this host's boot id ({BOOT_ID_PATH}) is `{0}`, not a UUID")]
     BadBootId(String),
+    /// A user other than root asked to read root's journals, which are root's alone.
+    #[error("the journals in {0} are root's alone (mode 0700); run as root to see them")]
+    RootOnly(PathBuf),
 }
 
 /// One VM's journal, as `status` shows it.
@@ -282,6 +285,11 @@ impl Journal {
         // Never written: nothing to check or wait for.
         let lock = if dir.exists() {
             private_files::checked_dir(&dir)?;
+            if let Err(e) = std::fs::read_dir(&dir)
+                && e.kind() == std::io::ErrorKind::PermissionDenied
+            {
+                return Err(JournalError::RootOnly(dir));
+            }
             private_files::lock(&dir.join("lock"), LockMode::Shared, false, READER_WAIT)?
         } else {
             None

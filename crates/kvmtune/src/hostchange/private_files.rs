@@ -5,7 +5,8 @@
 //! any unit or move any process. So the directory is made 0700 and each file 0600, new files
 //! with `O_EXCL` and every open with `O_NOFOLLOW`, and on every open the directory and the file
 //! must be what kvmtune made: not a symbolic link, owned by the user kvmtune runs as (root on a
-//! real host), writable by nobody else (open(2), `O_NOFOLLOW` and `O_EXCL`; inode(7), the mode
+//! real host) or by root (whom no user can distrust: root could write anything anyway, as
+//! ssh trusts a root-owned directory above a user's keys), writable by nobody else (open(2), `O_NOFOLLOW` and `O_EXCL`; inode(7), the mode
 //! bits).
 
 use std::fs::{File, Metadata, OpenOptions};
@@ -20,7 +21,7 @@ pub enum Untrusted {
     )]
     Link(PathBuf),
     #[error(
-        "{path} belongs to uid {owner}, not to uid {expected} that kvmtune runs as; another user could have written it"
+        "{path} belongs to uid {owner}, neither root nor uid {expected} that kvmtune runs as; another user could have written it"
     )]
     Owner { path: PathBuf, owner: u32, expected: u32 },
     #[error("{path} is writable by {who} (mode {mode:03o}); another user could have written it")]
@@ -39,7 +40,7 @@ fn check(path: &Path, meta: &Metadata, directory: bool) -> Result<(), Untrusted>
         return Err(Untrusted::NotKind { path: path.to_path_buf(), expected });
     }
     let expected = crate::sys::effective_uid();
-    if meta.uid() != expected {
+    if meta.uid() != expected && meta.uid() != 0 {
         return Err(Untrusted::Owner { path: path.to_path_buf(), owner: meta.uid(), expected });
     }
     let mode = meta.mode() & 0o7777;
