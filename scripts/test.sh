@@ -109,8 +109,22 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked --all-targets --all-features 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The readers of what runs as root trusts least, its journals and QMP sockets, are fuzzed for a
+# short time on every run (stable toolchain, no sanitizer; cargo-fuzz from the registry when
+# missing). A crash fails the run and leaves its input under fuzz/artifacts/.
+fuzz_status=0
+if [ "$status" = 0 ]; then
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fuzz
+  for target in journal qmp_monitor; do
+    if ! (cd fuzz && cargo fuzz run -s none "$target" -- -max_total_time=30 -rss_limit_mb=2048 2>&1 | tail -n 4); then
+      echo "kvmtune: fuzz target $target failed" >&2
+      fuzz_status=1
+    fi
+  done
+fi
 # One closing line for the whole suite: cargo prints a result per test binary, and the last
 # binary (the CLI's own unit tests) has none.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "kvmtune: %d passed, %d failed\n", p, f }' "$log"
+[ "$status" = 0 ] && exit "$fuzz_status"
 exit "$status"

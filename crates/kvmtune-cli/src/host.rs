@@ -12,7 +12,7 @@ use kvmtune::config::host_needs::{HostNeeds, Hugepages, NeedsFlags};
 use kvmtune::host::Host;
 use kvmtune::hostchange::journal::DEFAULT_DIR;
 use kvmtune::hostchange::prepare::{self, PrepareRequest};
-use kvmtune::hostchange::{Journal, JournalError, Released};
+use kvmtune::hostchange::{Journal, JournalError, JournalKind, Released};
 use kvmtune::output::host_changes;
 
 use crate::args::Format;
@@ -209,15 +209,18 @@ pub(crate) struct ReleaseArgs {
     pub(crate) place: JournalPlace,
 }
 
-/// Which journals a release command undoes: `host` every journal of a VM (with `--all`, every
-/// journal there is), `vfio` its `<vm>.vfio` ones.
+/// Which journals a release command undoes: `host release NAME` the VM's host journal (with
+/// `--all`, every journal there is), `vfio release NAME` its devices' (with `--all`, every VM's).
 pub(crate) struct JournalFamily {
     pub(crate) command: &'static str,
-    /// Appended to the VM's name to name its journal.
-    pub(crate) suffix: &'static str,
+    /// The journal of a VM named on the command line.
+    pub(crate) named: JournalKind,
+    /// The journals `--all` releases.
+    pub(crate) all: &'static [JournalKind],
 }
 
-pub(crate) const HOST_JOURNALS: JournalFamily = JournalFamily { command: "host release", suffix: "" };
+pub(crate) const HOST_JOURNALS: JournalFamily =
+    JournalFamily { command: "host release", named: JournalKind::Host, all: &JournalKind::ALL };
 
 /// Undoes the named VM's journal, or every journal of `family` (newest first, so that each
 /// release restores exactly what the one before it found).
@@ -235,20 +238,21 @@ pub(crate) fn release_journals(args: &ReleaseArgs, family: &JournalFamily) -> an
         };
     }
     let journal = Journal::open(&place.journal_dir, &host)?;
-    let mut names: Vec<(u64, String)> = match &args.name {
-        Some(vm) => vec![(0, format!("{vm}{}", family.suffix))],
+    let mut names: Vec<(u64, JournalKind, String)> = match &args.name {
+        Some(vm) => vec![(0, family.named, vm.clone())],
         None => journal
             .status()?
             .into_iter()
-            .filter(|j| j.vm.ends_with(family.suffix))
-            .map(|j| (j.order, j.vm))
+            .filter(|j| family.all.contains(&j.kind))
+            .map(|j| (j.order, j.kind, j.vm))
             .collect(),
     };
-    names.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
+    names.sort_by_key(|(order, ..)| std::cmp::Reverse(*order));
     let mut text = String::new();
-    for (_, name) in names {
-        let vm = name.strip_suffix(family.suffix).unwrap_or(&name);
-        match journal.release(&name, &host) {
+    for (_, kind, vm) in names {
+        let label = kind.label(&vm);
+        let name = kvmtune::values::escape::terminal(&label);
+        match journal.release(kind, &vm, &host) {
             Ok(Released::Restored(count)) => text += &format!("released {name}: {count} change(s) undone\n"),
             Ok(Released::SetAside(path)) => {
                 text += &format!(
@@ -257,7 +261,7 @@ pub(crate) fn release_journals(args: &ReleaseArgs, family: &JournalFamily) -> an
                 )
             }
             Err(JournalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Err(not_there(vm));
+                return Err(not_there(&vm));
             }
             Err(error) => return Err(error.into()),
         }

@@ -14,7 +14,7 @@ use kvmtune::hostchange::{Journal, VmJournal};
 use kvmtune::live::{self, Tracepoints, VmReading, VmView};
 use kvmtune::output::{metrics, top_text};
 
-use crate::{Outcome, print_out};
+use crate::{Outcome, metrics_server, print_out};
 
 /// `exporter`'s default address: the 9100-9999 range of Prometheus' port allocation list is
 /// used up (github.com/prometheus/prometheus/wiki/Default-port-allocations), so kvmtune takes a
@@ -105,6 +105,11 @@ pub(crate) struct ExporterArgs {
     /// Where to serve /metrics.
     #[arg(long, value_name = "ADDRESS:PORT", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// A host name under which Prometheus reaches this exporter (repeatable). A request whose
+    /// Host header names anything but an address, `localhost`, this host's name or one of these
+    /// is refused, so that a web page cannot read the metrics through a name it points here.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_host: Vec<String>,
     /// Also trace each VM's exits (kvm_exit and kvm_entry) for the handling time per exit
     /// reason (`kvmtune_vcpu_exit_handling_seconds_total`). Costs the guests more than the
     /// counters; only where the host's KVM emits kvm_exit.
@@ -177,66 +182,79 @@ pub(crate) fn top(args: TopArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
+/// What one scrape carries over to the next.
+struct ScrapeState {
+    /// Only the previous scrape's readings are kept: findings are judged between two scrapes,
+    /// and nothing is read between them (the exit trace, when asked for, drains on its own).
+    previous: Vec<VmReading>,
+    tracepoints: Tracepoints,
+    said_no_exit_times: bool,
+    host_facts: HostFactsCache,
+}
+
+fn scrape(args: &ExporterArgs, state: &mut ScrapeState, openmetrics: bool) -> metrics_server::Response {
+    let started = Instant::now();
+    let host = state.host_facts.now();
+    let (readings, libvirt_problem) = args.live.read(&mut state.tracepoints);
+    if let Some(problem) = libvirt_problem {
+        eprintln!("kvmtune exporter: {problem}; the other VMs are served");
+    }
+    let views = views(&state.previous, &readings);
+    if args.exit_times && !state.said_no_exit_times {
+        state.said_no_exit_times = say_if_no_exit_is_traced(&readings, &views);
+    }
+    let journals = journals();
+    let text = metrics::render(&metrics::Scrape {
+        readings: &readings,
+        views: &views,
+        host,
+        journals: &journals,
+        duration_s: started.elapsed().as_secs_f64(),
+    });
+    state.previous = readings;
+    // Prometheus asks for OpenMetrics; other clients get the classic text format.
+    let (body, content_type) = match openmetrics {
+        true => (text, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        false => (metrics::classic_text(&text), "text/plain; version=0.0.4; charset=utf-8"),
+    };
+    metrics_server::Response { status: 200, content_type, body }
+}
+
+/// This host's name (kernel.hostname), which a Host header may give.
+fn own_host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_string()).filter(|n| !n.is_empty())
+}
+
 pub(crate) fn exporter(args: ExporterArgs) -> anyhow::Result<Outcome> {
-    let server = tiny_http::Server::http(args.listen)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let server = metrics_server::Server::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     // A signal ends the loop below rather than the process, so that what it traces is closed
     // (a tracefs instance would otherwise outlive it, still tracing).
-    let server = std::sync::Arc::new(server);
-    let unblock = server.clone();
-    ctrlc::set_handler(move || unblock.unblock()).context("cannot handle SIGINT and SIGTERM")?;
+    let stopper = server.stopper().context("cannot read the listening address")?;
+    ctrlc::set_handler(move || stopper.stop()).context("cannot handle SIGINT and SIGTERM")?;
     eprintln!("kvmtune exporter: serving http://{}/metrics", args.listen);
-    // Only the previous scrape's readings are kept: findings are judged between two scrapes,
-    // and nothing is read between them (the exit trace, when asked for, drains on its own).
-    let mut previous: Vec<VmReading> = Vec::new();
-    let mut tracepoints =
-        if args.exit_times { Tracepoints::with_exit_times() } else { Tracepoints::default() };
-    let mut said_no_exit_times = false;
-    let mut host_facts = HostFactsCache::new();
-    for request in server.incoming_requests() {
-        let path = request.url().split('?').next().unwrap_or("").to_string();
-        // Prometheus asks for OpenMetrics; other clients get the classic text format.
-        let openmetrics = request
-            .headers()
-            .iter()
-            .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text"));
-        let response = match path.as_str() {
-            "/metrics" => {
-                let started = Instant::now();
-                let host = host_facts.now();
-                let (readings, libvirt_problem) = args.live.read(&mut tracepoints);
-                if let Some(problem) = libvirt_problem {
-                    eprintln!("kvmtune exporter: {problem}; the other VMs are served");
-                }
-                let views = views(&previous, &readings);
-                if args.exit_times && !said_no_exit_times {
-                    said_no_exit_times = say_if_no_exit_is_traced(&readings, &views);
-                }
-                let journals = journals();
-                let text = metrics::render(&metrics::Scrape {
-                    readings: &readings,
-                    views: &views,
-                    host,
-                    journals: &journals,
-                    duration_s: started.elapsed().as_secs_f64(),
-                });
-                previous = readings;
-                let (text, content_type) = match openmetrics {
-                    true => (text, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
-                    false => (metrics::classic_text(&text), "text/plain; version=0.0.4; charset=utf-8"),
-                };
-                let content_type =
-                    tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid header");
-                tiny_http::Response::from_string(text).with_header(content_type)
-            }
-            "/" => tiny_http::Response::from_string("kvmtune exporter: the metrics are at /metrics\n"),
-            _ => tiny_http::Response::from_string("not found; the metrics are at /metrics\n")
-                .with_status_code(404),
-        };
-        // A client that went away is its own business.
-        let _ = request.respond(response);
-    }
+    let allowed =
+        metrics_server::AllowedHosts::new(own_host_name().into_iter().chain(args.allow_host.clone()));
+    let state = std::sync::Arc::new(std::sync::Mutex::new(ScrapeState {
+        previous: Vec::new(),
+        tracepoints: if args.exit_times { Tracepoints::with_exit_times() } else { Tracepoints::default() },
+        said_no_exit_times: false,
+        host_facts: HostFactsCache::new(),
+    }));
+    let shared = state.clone();
+    let args = std::sync::Arc::new(args);
+    server.serve(metrics_server::Limits::default(), allowed, move |request| match request.path.as_str() {
+        "/metrics" => {
+            // One scrape at a time: two at once would read the same counters twice.
+            let mut state = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            scrape(&args, &mut state, request.accepts_openmetrics)
+        }
+        "/" => metrics_server::Response::text(200, "kvmtune exporter: the metrics are at /metrics\n"),
+        _ => metrics_server::Response::text(404, "not found; the metrics are at /metrics\n"),
+    });
+    // A connection still being answered holds the state; the trace is closed here regardless.
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tracepoints = Tracepoints::default();
     eprintln!("kvmtune exporter: stopped");
     Ok(Outcome::Clean)
 }

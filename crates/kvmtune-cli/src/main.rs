@@ -17,6 +17,7 @@ mod exits;
 mod hook;
 mod host;
 mod live;
+mod metrics_server;
 mod top_screen;
 mod tune;
 mod vfio;

@@ -5,7 +5,7 @@
 
 use clap::Subcommand;
 use kvmtune::hostchange::vfio;
-use kvmtune::hostchange::{ChangeKind, Journal};
+use kvmtune::hostchange::{ChangeKind, Journal, JournalKind};
 use kvmtune::output::host_changes;
 use kvmtune::values::PciAddress;
 
@@ -14,7 +14,7 @@ use crate::{Outcome, print_out};
 
 /// A VM's device hand-over is journaled as `<vm>.vfio`, beside its `host prepare` journal.
 pub(crate) const VFIO_JOURNALS: JournalFamily =
-    JournalFamily { command: "vfio release", suffix: vfio::JOURNAL_SUFFIX };
+    JournalFamily { command: "vfio release", named: JournalKind::Devices, all: &[JournalKind::Devices] };
 
 #[derive(Subcommand)]
 pub(crate) enum VfioCommand {
@@ -78,13 +78,13 @@ fn to_release(args: &ReleaseArgs) -> anyhow::Result<(Vec<String>, Vec<PciAddress
     if !place.journal_dir().is_dir() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let wanted = args.name.as_deref().map(vfio::journal_name);
+
     let journals = Journal::open_to_read(place.journal_dir(), &place.host())?.status()?;
     let mut steps = Vec::new();
     let mut devices = Vec::new();
     for journal in journals
         .iter()
-        .filter(|j| j.vm.ends_with(VFIO_JOURNALS.suffix) && wanted.as_ref().is_none_or(|w| *w == j.vm))
+        .filter(|j| j.kind == JournalKind::Devices && args.name.as_ref().is_none_or(|w| *w == j.vm))
     {
         for change in journal.changes.iter().rev().filter(|c| c.refused.is_none()) {
             let original = String::from_utf8_lossy(&change.original).trim().to_string();

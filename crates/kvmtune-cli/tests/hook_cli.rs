@@ -90,8 +90,8 @@ fn prepare_and_release_make_and_undo_the_request_marked_as_the_hooks() {
     let output = hook(host.path(), "gaming", "prepare", "begin", &xml);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(read(host.path(), POOL), "32");
-    assert_eq!(journals(host.path()), ["gaming.journal"]);
-    assert!(read(host.path(), "run/kvmtune/gaming.journal").contains(r#""by":"libvirt-hook""#));
+    assert_eq!(journals(host.path()), ["gaming.host.journal"]);
+    assert!(read(host.path(), "run/kvmtune/gaming.host.journal").contains(r#""by":"libvirt-hook""#));
     // A second start after a stop the hook never saw (libvirtd killed): the leftover goes first.
     let output = hook(host.path(), "gaming", "prepare", "begin", &xml);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
@@ -119,7 +119,7 @@ fn reconnect_undoes_the_hooks_changes_of_domains_that_no_longer_run() {
     put(root, "/proc/4343/cmdline", "/usr/bin/bash\0");
     let output = hook(root, "runs", "reconnect", "begin", &domain("runs", HUGEPAGES));
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(journals(root), ["runs.journal"]);
+    assert_eq!(journals(root), ["runs.host.journal"]);
     assert_eq!(read(root, POOL), "32");
 }
 
@@ -171,6 +171,6 @@ fn a_request_the_host_cannot_meet_fails_in_one_line_and_a_hand_made_prepare_is_l
     // Nor does it undo it when the domain stops.
     let output = hook(root, "gaming", "release", "end", &domain("gaming", HUGEPAGES));
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(journals(root), ["gaming.journal"]);
+    assert_eq!(journals(root), ["gaming.host.journal"]);
     assert_eq!(read(root, POOL), "2");
 }

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kvmtune_testkit::guest::{Guest, GuestKind};
+use kvmtune_testkit::{free_port, wait_listening};
 
 /// `kvmtune ARGS` in a private mount namespace where tracefs is mounted.
 fn with_tracefs(args: &[&str]) -> Command {
@@ -57,11 +58,6 @@ fn top_once_lists_each_guest_with_its_exit_kind_and_drops_one_that_dies() {
     assert!(row(&text, &port_io.name).is_some(), "{text}");
 }
 
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A running exporter, killed on drop.
 struct Exporter(Child, u16);
 
@@ -73,11 +69,7 @@ impl Exporter {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the exporter does not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(port, "the exporter");
         Exporter(child, port)
     }
 }
@@ -201,11 +193,7 @@ fn exit_times_trace_the_vcpu_threads_and_sigterm_removes_the_trace() {
             .unwrap(),
     ));
     let pid = exporter.0.as_ref().unwrap().id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the exporter does not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port, "the exporter");
     let (status, body) = get(port, "/metrics");
     assert!(status.contains("200"), "{status}");
     assert!(body.contains("kvmtune_vcpu_exits_total{"), "{body}");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kvmtune::host::Host;
 use kvmtune::hostchange::journal::BOOT_ID_PATH;
-use kvmtune::hostchange::{HostAction, Journal, JournalError, Released};
+use kvmtune::hostchange::{HostAction, Journal, JournalError, JournalKind, Released};
 use kvmtune::values::CpuSet;
 
 const CHILD_ENV: &str = "KVMTUNE_JOURNAL_TEST_CHILD";
@@ -147,7 +147,7 @@ fn child_applies() {
     if let Ok(step) = std::env::var("LAB_KILL_AT") {
         journal = journal.kill_at_step(step.parse().unwrap());
     }
-    journal.apply("win10", &CpuSet::new(), &actions_on(&root), &writer).unwrap();
+    journal.apply(JournalKind::Host, "win10", &CpuSet::new(), &actions_on(&root), &writer).unwrap();
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn apply_then_release_gives_every_byte_back() {
     let lab = lab(4);
     let actions = lab.actions();
     let journal = lab.journal();
-    let applied = journal.apply("win10", &CpuSet::new(), &actions, &lab.writer()).unwrap();
+    let applied = journal.apply(JournalKind::Host, "win10", &CpuSet::new(), &actions, &lab.writer()).unwrap();
     assert_eq!(applied.len(), actions.len());
     assert_ne!(snapshot(&lab.root), lab.before, "the changes were made");
     let status = journal.status().unwrap();
@@ -163,11 +163,14 @@ fn apply_then_release_gives_every_byte_back() {
     assert!(status[0].complete && !status[0].from_another_boot);
     assert!(status[0].changes.iter().all(|c| c.done));
     assert!(matches!(
-        journal.apply("win10", &CpuSet::new(), &actions, &lab.writer()),
+        journal.apply(JournalKind::Host, "win10", &CpuSet::new(), &actions, &lab.writer()),
         Err(JournalError::AlreadyPrepared(_))
     ));
 
-    assert_eq!(journal.release("win10", &lab.writer()).unwrap(), Released::Restored(actions.len()));
+    assert_eq!(
+        journal.release(JournalKind::Host, "win10", &lab.writer()).unwrap(),
+        Released::Restored(actions.len())
+    );
     drop(journal);
     lab.assert_restored("after release");
 }
@@ -178,14 +181,16 @@ fn a_failure_midway_rolls_back_what_was_done() {
     let mut actions = lab.actions();
     // The fourth change is planned against a value the host no longer holds.
     actions[3].old = Some("something else".to_string());
-    let error = lab.journal().apply("win10", &CpuSet::new(), &actions, &lab.writer()).unwrap_err();
+    let error =
+        lab.journal().apply(JournalKind::Host, "win10", &CpuSet::new(), &actions, &lab.writer()).unwrap_err();
     assert!(matches!(error, JournalError::RolledBack { undone: 3, .. }), "{error}");
     lab.assert_restored("after a stale plan");
 
     // A file that is not there: the error names it.
     actions[3].old = None;
     actions[5].path = "/proc/irq/99/smp_affinity".to_string();
-    let error = lab.journal().apply("win10", &CpuSet::new(), &actions, &lab.writer()).unwrap_err();
+    let error =
+        lab.journal().apply(JournalKind::Host, "win10", &CpuSet::new(), &actions, &lab.writer()).unwrap_err();
     assert!(error.to_string().contains("/proc/irq/99/smp_affinity"), "{error}");
     lab.assert_restored("after a missing file");
 }
@@ -203,13 +208,13 @@ fn kill_at_every_journal_step_then_release_restores_exactly() {
         let left = journal.status().unwrap();
         assert_eq!(left.len(), 1, "step {step}");
         assert_eq!(left[0].complete, step == steps, "step {step}");
-        journal.release("win10", &lab.writer()).unwrap();
+        journal.release(JournalKind::Host, "win10", &lab.writer()).unwrap();
         drop(journal);
         lab.assert_restored(&format!("kill -9 at step {step} of {steps}"));
     }
     // And without a kill, the child finishes.
     assert!(lab.spawn_child(None).wait().unwrap().success());
-    lab.journal().release("win10", &lab.writer()).unwrap();
+    lab.journal().release(JournalKind::Host, "win10", &lab.writer()).unwrap();
     lab.assert_restored("after a whole run");
 }
 
@@ -220,7 +225,7 @@ fn fifty_real_sigkills_at_random_moments() {
     let started = Instant::now();
     assert!(lab.spawn_child(None).wait().unwrap().success());
     let whole_run = started.elapsed();
-    lab.journal().release("win10", &lab.writer()).unwrap();
+    lab.journal().release(JournalKind::Host, "win10", &lab.writer()).unwrap();
     lab.assert_restored("after a whole run");
 
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -237,7 +242,7 @@ fn fifty_real_sigkills_at_random_moments() {
         outcomes[usize::from(status.success())] += 1;
         let journal = lab.journal();
         for vm in journal.status().unwrap() {
-            journal.release(&vm.vm, &lab.writer()).unwrap();
+            journal.release(vm.kind, &vm.vm, &lab.writer()).unwrap();
         }
         drop(journal);
         lab.assert_restored(&format!("kill {kill} after {delay:?} of {whole_run:?}"));
@@ -250,8 +255,8 @@ fn fifty_real_sigkills_at_random_moments() {
 fn a_cut_short_last_line_is_a_write_never_made_and_a_bad_line_inside_is_an_error() {
     let lab = lab(1);
     let journal = lab.journal();
-    journal.apply("win10", &CpuSet::new(), &lab.actions(), &lab.writer()).unwrap();
-    let path = lab.journals.join("win10.journal");
+    journal.apply(JournalKind::Host, "win10", &CpuSet::new(), &lab.actions(), &lab.writer()).unwrap();
+    let path = lab.journals.join("win10.host.journal");
     let text = std::fs::read_to_string(&path).unwrap();
 
     let cut = format!("{}{{\"record\":\"bef", text);
@@ -263,10 +268,10 @@ fn a_cut_short_last_line_is_a_write_never_made_and_a_bad_line_inside_is_an_error
     assert!(journal.status().unwrap().is_empty(), "a corrupt journal is left out of the status");
     let error = journal.unreadable().unwrap().remove(0).1;
     assert!(matches!(error, JournalError::Corrupt { line: 3, .. }), "{error}");
-    assert!(error.to_string().contains("win10.journal:3:"), "{error}");
+    assert!(error.to_string().contains("win10.host.journal:3:"), "{error}");
 
     std::fs::write(&path, text).unwrap();
-    journal.release("win10", &lab.writer()).unwrap();
+    journal.release(JournalKind::Host, "win10", &lab.writer()).unwrap();
     drop(journal);
     lab.assert_restored("after release");
 }
@@ -274,17 +279,18 @@ fn a_cut_short_last_line_is_a_write_never_made_and_a_bad_line_inside_is_an_error
 #[test]
 fn a_journal_from_another_boot_is_set_aside_not_replayed() {
     let lab = lab(1);
-    lab.journal().apply("win10", &CpuSet::new(), &lab.actions(), &lab.writer()).unwrap();
+    lab.journal().apply(JournalKind::Host, "win10", &CpuSet::new(), &lab.actions(), &lab.writer()).unwrap();
     let changed = snapshot(&lab.root);
     // A reboot: new boot id; the kernel state the journal describes is gone.
     let boot_id = lab.root.join(BOOT_ID_PATH.trim_start_matches('/'));
     std::fs::write(&boot_id, "0b5e7a1c-0000-4000-8000-000000000001\n").unwrap();
     let journal = lab.journal();
     assert!(journal.status().unwrap()[0].from_another_boot);
-    let Released::SetAside(aside) = journal.release("win10", &lab.writer()).unwrap() else {
+    let Released::SetAside(aside) = journal.release(JournalKind::Host, "win10", &lab.writer()).unwrap()
+    else {
         panic!("replayed a journal from another boot")
     };
-    assert!(aside.to_string_lossy().ends_with("win10.journal.boot-6f1c0bd2"), "{}", aside.display());
+    assert!(aside.to_string_lossy().ends_with("win10.host.journal.boot-6f1c0bd2"), "{}", aside.display());
     let mut after = snapshot(&lab.root);
     after.remove(&boot_id);
     let mut expected = changed;
@@ -303,7 +309,10 @@ fn invocations_are_serialized_and_names_checked() {
     assert!(other.try_lock().is_ok(), "the lock goes with the journal");
     drop(other);
     for bad in ["", "..", "a/b"] {
-        let error = lab.journal().apply(bad, &CpuSet::new(), &lab.actions(), &lab.writer()).unwrap_err();
+        let error = lab
+            .journal()
+            .apply(JournalKind::Host, bad, &CpuSet::new(), &lab.actions(), &lab.writer())
+            .unwrap_err();
         assert!(matches!(error, JournalError::BadVmName(_)), "{bad:?}: {error}");
     }
     lab.assert_restored("nothing written for a bad name");
@@ -393,7 +402,7 @@ fn lab_orchestrates() {
     let release = || {
         let journal = Journal::open(&journals, &writer).unwrap();
         for vm in journal.status().unwrap() {
-            journal.release(&vm.vm, &writer).unwrap();
+            journal.release(vm.kind, &vm.vm, &writer).unwrap();
         }
     };
     let child = |kill_at: Option<usize>| {
@@ -437,7 +446,7 @@ fn lab_child_applies() {
     if let Ok(step) = std::env::var("LAB_KILL_AT") {
         journal = journal.kill_at_step(step.parse().unwrap());
     }
-    journal.apply("win10", &CpuSet::new(), &lab_actions(), &writer).unwrap();
+    journal.apply(JournalKind::Host, "win10", &CpuSet::new(), &lab_actions(), &writer).unwrap();
 }
 
 /// Journals as the first released kvmtune wrote them (before records carried a version), made
@@ -472,8 +481,8 @@ fn journals_of_the_first_released_format_still_release() {
         status.iter().map(|j| (j.vm.as_str(), j.complete)).collect::<Vec<_>>(),
         [("gaming", true), ("second", false)]
     );
-    assert_eq!(journal.release("second", &host).unwrap(), Released::Restored(1));
-    assert_eq!(journal.release("gaming", &host).unwrap(), Released::Restored(5));
+    assert_eq!(journal.release(JournalKind::Host, "second", &host).unwrap(), Released::Restored(1));
+    assert_eq!(journal.release(JournalKind::Host, "gaming", &host).unwrap(), Released::Restored(5));
     let read = |path: &str| std::fs::read_to_string(root.join(path.trim_start_matches('/'))).unwrap();
     assert_eq!(read(pool), "0\n");
     assert_eq!(read("/proc/irq/default_smp_affinity"), "f\n");
@@ -504,8 +513,34 @@ fn a_journal_of_a_newer_version_is_refused() {
     let unreadable = journal.unreadable().unwrap();
     assert_eq!(unreadable.len(), 1);
     assert!(unreadable[0].1.to_string().contains("journal version 99, written by a newer kvmtune"));
-    let error = journal.release("future", &host).unwrap_err();
+    let error = journal.release(JournalKind::Host, "future", &host).unwrap_err();
     assert!(error.to_string().contains("journal version 99, written by a newer kvmtune"), "{error}");
+}
+
+/// `PATH: why` for each journal that cannot be read.
+fn unreadable_lines(journal: &Journal) -> Vec<String> {
+    journal.unreadable().unwrap().iter().map(|(path, why)| format!("{}: {why}", path.display())).collect()
+}
+
+/// A host laid out in a temp dir with `irqs` IRQs, and its journal directory opened.
+struct RootedHost {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    files: Vec<(String, Vec<u8>)>,
+    journals: PathBuf,
+    host: Host,
+    journal: Journal,
+}
+
+fn rooted_host(irqs: usize) -> RootedHost {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    let files = host_files(irqs);
+    lay_out(&root, &files);
+    let journals = dir.path().join("run-kvmtune");
+    let host = Host::rooted(&root);
+    let journal = Journal::open(&journals, &host).unwrap();
+    RootedHost { dir, root, files, journals, host, journal }
 }
 
 /// A journal is root's instructions. One that another user could have written (a link, a
@@ -513,13 +548,7 @@ fn a_journal_of_a_newer_version_is_refused() {
 /// the other VMs: they are prepared and released as before.
 #[test]
 fn journals_anyone_else_could_have_written_are_refused_and_the_rest_still_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("host");
-    let files = host_files(2);
-    lay_out(&root, &files);
-    let journals = dir.path().join("run-kvmtune");
-    let host = Host::rooted(&root);
-    let journal = Journal::open(&journals, &host).unwrap();
+    let RootedHost { dir, root, files, journals, host, journal } = rooted_host(2);
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     assert_eq!(std::fs::metadata(&journals).unwrap().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(journals.join("lock")).unwrap().mode() & 0o777, 0o600);
@@ -543,14 +572,11 @@ fn journals_anyone_else_could_have_written_are_refused_and_the_rest_still_work()
     std::fs::write(journals.join("escape.journal"), planted("escape", "/../../a")).unwrap();
 
     // The others still prepare and release.
-    journal.apply("win", &CpuSet::parse_list("2-3").unwrap(), &actions(&files), &host).unwrap();
+    journal
+        .apply(JournalKind::Host, "win", &CpuSet::parse_list("2-3").unwrap(), &actions(&files), &host)
+        .unwrap();
     assert_eq!(journal.status().unwrap().iter().map(|j| j.vm.as_str()).collect::<Vec<_>>(), ["win"]);
-    let unreadable: Vec<String> = journal
-        .unreadable()
-        .unwrap()
-        .iter()
-        .map(|(path, why)| format!("{}: {why}", path.display()))
-        .collect();
+    let unreadable = unreadable_lines(&journal);
     assert_eq!(unreadable.len(), 3, "{unreadable:#?}");
     assert!(unreadable.iter().any(|u| u.contains("escape.journal") && u.contains("boot_id is not a UUID")));
     assert!(unreadable.iter().any(|u| u.contains("linked.journal") && u.contains("symbolic link")));
@@ -560,9 +586,9 @@ fn journals_anyone_else_could_have_written_are_refused_and_the_rest_still_work()
             .any(|u| u.contains("writable.journal") && u.contains("writable by its group and all users"))
     );
     for vm in ["writable", "linked", "escape"] {
-        assert!(journal.release(vm, &host).is_err(), "{vm} was released");
+        assert!(journal.release(JournalKind::Host, vm, &host).is_err(), "{vm} was released");
     }
-    journal.release("win", &host).unwrap();
+    journal.release(JournalKind::Host, "win", &host).unwrap();
     assert_eq!(std::fs::read(&victim).unwrap(), b"root:x\n");
     assert!(journals.join("escape.journal").exists(), "the planted journal was moved");
 }
@@ -572,12 +598,7 @@ fn journals_anyone_else_could_have_written_are_refused_and_the_rest_still_work()
 #[test]
 #[cfg_attr(not(feature = "root"), ignore = "needs root: cargo test --features root")]
 fn a_journal_owned_by_another_user_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("host");
-    lay_out(&root, &host_files(0));
-    let journals = dir.path().join("run-kvmtune");
-    let host = Host::rooted(&root);
-    let journal = Journal::open(&journals, &host).unwrap();
+    let RootedHost { dir: _dir, root: _, files: _, journals, host, journal } = rooted_host(0);
     let file = journals.join("other.journal");
     std::fs::write(&file, "{}\n").unwrap();
     std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
@@ -587,4 +608,113 @@ fn a_journal_owned_by_another_user_is_refused() {
     std::os::unix::fs::chown(&journals, Some(65534), Some(65534)).unwrap();
     let error = Journal::open(&journals, &host).unwrap_err();
     assert!(error.to_string().contains("belongs to uid 65534"), "{error}");
+}
+
+/// Each kind of journal is a namespace of its own: domain `a`'s devices and the host isolation
+/// of a domain named `a.vfio` (the name the devices' journal had before) are two journals, and
+/// releasing one leaves the other. A file whose name says another VM or kind than its begin
+/// record is refused.
+#[test]
+fn a_vms_device_journal_and_a_vm_named_like_it_never_share_a_journal() {
+    let RootedHost { dir: _dir, root: _, files, journals, host, journal } = rooted_host(2);
+    let all = actions(&files);
+    journal.apply(JournalKind::Devices, "a", &CpuSet::new(), &all[..1], &host).unwrap();
+    journal.apply(JournalKind::Host, "a.vfio", &CpuSet::new(), &all[1..2], &host).unwrap();
+    let mut kinds: Vec<(JournalKind, String)> =
+        journal.status().unwrap().into_iter().map(|j| (j.kind, j.vm)).collect();
+    kinds.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(kinds, [(JournalKind::Devices, "a".to_string()), (JournalKind::Host, "a.vfio".to_string())]);
+    // Stopping `a` releases its devices, and nothing of `a.vfio`.
+    assert!(journal.release(JournalKind::Host, "a", &host).is_err(), "a has no host journal");
+    assert_eq!(journal.release(JournalKind::Devices, "a", &host).unwrap(), Released::Restored(1));
+    let left: Vec<String> = journal.status().unwrap().into_iter().map(|j| j.kind.label(&j.vm)).collect();
+    assert_eq!(left, ["a.vfio"]);
+
+    // The same records under another VM's file name.
+    std::fs::copy(journals.join("a.vfio.host.journal"), journals.join("b.host.journal")).unwrap();
+    let unreadable = journal.unreadable().unwrap();
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert!(unreadable[0].1.to_string().contains("not what the file's name says"), "{}", unreadable[0].1);
+    assert!(journal.release(JournalKind::Host, "b", &host).is_err());
+    std::fs::remove_file(journals.join("b.host.journal")).unwrap();
+    assert_eq!(journal.release(JournalKind::Host, "a.vfio", &host).unwrap(), Released::Restored(1));
+}
+
+/// A journal is replayed as root: each record must stay within what its kind may touch, or
+/// the whole journal is refused before anything of it is undone. Planted with the right owner
+/// and mode (as root could have been tricked into writing it), each names one thing no kvmtune
+/// change touches.
+#[test]
+fn a_record_outside_its_kinds_allow_list_refuses_its_journal() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let RootedHost { dir: _dir, root, files, journals, host, journal } = rooted_host(1);
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let victim = root.join("etc/shadow");
+    std::fs::write(&victim, "root:x\n").unwrap();
+    let boot = "6f1c0bd2-33e4-4b0e-9d55-0a1b2c3d4e5f";
+    let planted = [
+        (
+            "shadow",
+            r#""path":"/etc/shadow","new":"x","change":{"kind":"write"}"#,
+            "not a kernel file kvmtune tunes",
+        ),
+        (
+            "climb",
+            r#""path":"/proc/irq/../../etc/shadow","new":"x","change":{"kind":"may_be_refused"}"#,
+            "an IRQ's mask",
+        ),
+        (
+            "driver",
+            r#""path":"/sys/bus/pci/devices/0000:01:00.0","new":"vfio-pci","change":{"kind":"vfio_bind"}"#,
+            "not a driver's name",
+        ),
+        (
+            "unit",
+            r#""path":"sshd.service","new":"","change":{"kind":"systemd_property","property":"AllowedCPUs"}"#,
+            "runs the host's tasks",
+        ),
+        (
+            "socket",
+            r#""path":"/run/docker.sock","new":"","change":{"kind":"irqbalance_ban"}"#,
+            "irqbalance's control socket",
+        ),
+        ("thread", r#""path":"/proc/1","new":"0","change":{"kind":"affinity","tid":4242}"#, "not /proc/4242"),
+    ];
+    for (vm, record, _) in planted {
+        // The driver record's original is a path, `../../x`; the others' is `owned`.
+        let original = if vm == "driver" { "2e2e2f2e2e2f78" } else { "6f776e6564" };
+        let text = format!(
+            "{{\"record\":\"begin\",\"version\":3,\"kind\":\"host\",\"vm\":\"{vm}\",\"boot_id\":\"{boot}\",\"pid\":1,\"cpus\":\"\",\"order\":1}}\n\
+             {{\"record\":\"before\",\"step\":0,{record},\"original_hex\":\"{original}\",\"why\":\"planted\"}}\n\
+             {{\"record\":\"done\",\"step\":0}}\n"
+        );
+        let path = journals.join(format!("{vm}.host.journal"));
+        let mut file =
+            std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    }
+    let unreadable = unreadable_lines(&journal);
+    assert_eq!(unreadable.len(), planted.len(), "{unreadable:#?}");
+    for (vm, _, why) in planted {
+        let found = unreadable.iter().find(|u| u.contains(&format!("/{vm}.host.journal:2:")));
+        assert!(
+            found.is_some_and(|u| u.contains("may not change") && u.contains(why)),
+            "{vm}: {unreadable:#?}"
+        );
+        assert!(journal.release(JournalKind::Host, vm, &host).is_err(), "{vm} was released");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root:x\n");
+
+    // A planner's action outside the list is refused before the first write.
+    let mut actions = actions(&files);
+    actions.push(HostAction::write("/etc/shadow", "x", "a planner's bug"));
+    let error = journal.apply(JournalKind::Host, "win", &CpuSet::new(), &actions, &host).unwrap_err();
+    assert!(matches!(error, JournalError::NotAllowed { .. }), "{error}");
+    for (path, original) in &files {
+        assert_eq!(
+            &std::fs::read(root.join(path.trim_start_matches('/'))).unwrap(),
+            original,
+            "{path} changed"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use kvmtune::host::Host;
 use kvmtune::host::fakes::FakeSystemd;
 use kvmtune::hostchange::journal::BOOT_ID_PATH;
 use kvmtune::hostchange::prepare::{self, CgroupLayout, PrepareRequest, Refusal};
-use kvmtune::hostchange::{ChangeKind, Journal};
+use kvmtune::hostchange::{ChangeKind, Journal, JournalKind};
 use kvmtune::values::CpuSet;
 
 fn put(root: &Path, path: &str, text: &str) {
@@ -77,13 +77,13 @@ fn epp_is_set_before_the_governor_so_undo_restores_the_governor_first() {
 
     let journals = host.path().join("run-kvmtune");
     let journal = Journal::open(&journals, &writer).unwrap();
-    journal.apply(&plan.vm, &plan.taken, &plan.actions, &writer).unwrap();
+    journal.apply(JournalKind::Host, &plan.vm, &plan.taken, &plan.actions, &writer).unwrap();
     let governor = |cpu: u32| {
         read(host.path(), &format!("/sys/devices/system/cpu/cpufreq/policy{cpu}/scaling_governor"))
     };
     assert_eq!(governor(2), "performance");
     assert_eq!(governor(0), "powersave\n", "the host's CPUs keep theirs");
-    journal.release("win11", &writer).unwrap();
+    journal.release(JournalKind::Host, "win11", &writer).unwrap();
     assert_eq!(governor(2), "powersave\n");
     assert_eq!(
         read(host.path(), "/sys/devices/system/cpu/cpufreq/policy2/energy_performance_preference"),
@@ -139,12 +139,12 @@ fn with_systemd_the_host_units_get_allowed_cpus_through_systemd_and_back() {
     assert!(plan.actions.iter().all(|a| !a.path.starts_with("/sys/fs/cgroup")), "{:?}", plan.actions);
 
     let journal = Journal::open(root.join("run-kvmtune"), &host).unwrap();
-    journal.apply(&plan.vm, &plan.taken, &plan.actions, &host).unwrap();
+    journal.apply(JournalKind::Host, &plan.vm, &plan.taken, &plan.actions, &host).unwrap();
     let allowed = |unit: &str| systemd.value(unit, "AllowedCPUs");
     for unit in ["system.slice", "user.slice", "init.scope"] {
         assert_eq!(allowed(unit), "0-1", "{unit} while the VM runs");
     }
-    journal.release("win11", &host).unwrap();
+    journal.release(JournalKind::Host, "win11", &host).unwrap();
     for unit in ["system.slice", "user.slice", "init.scope"] {
         assert_eq!(allowed(unit), "", "{unit} after release: no restriction, as before");
     }
@@ -194,10 +194,10 @@ fn with_systemd_the_display_manager_stops_first_and_starts_last() {
     assert_eq!(kinds, [&ChangeKind::ServiceState, &ChangeKind::Write, &ChangeKind::VfioBind]);
     // The device itself is not there to be bound in a directory: only the steps before it.
     let journal = Journal::open(root.join("run-kvmtune"), &host).unwrap();
-    journal.apply("win.vfio", &CpuSet::new(), &plan.actions[..2], &host).unwrap();
+    journal.apply(JournalKind::Devices, "win", &CpuSet::new(), &plan.actions[..2], &host).unwrap();
     assert_eq!(std::fs::read_to_string(root.join("sys/class/vtconsole/vtcon1/bind")).unwrap(), "0");
     assert_eq!(systemd.value("display-manager.service", "ActiveState"), "inactive");
-    journal.release("win.vfio", &host).unwrap();
+    journal.release(JournalKind::Devices, "win", &host).unwrap();
     // The original bytes, as they were read.
     assert_eq!(std::fs::read_to_string(root.join("sys/class/vtconsole/vtcon1/bind")).unwrap(), "1\n");
     assert_eq!(systemd.value("display-manager.service", "ActiveState"), "active");

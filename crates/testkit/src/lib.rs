@@ -137,3 +137,17 @@ fn find_tree(dir: &Path) -> Option<PathBuf> {
     }
     None
 }
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits up to 30 s for `what` to listen on loopback `port`.
+pub fn wait_listening(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} does not listen on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

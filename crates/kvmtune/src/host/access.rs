@@ -250,7 +250,27 @@ impl RootedFs {
                 format!("{path}: {} is a snapshot, which is never changed", self.root.display()),
             ));
         }
-        self.resolve(path)
+        let resolved = self.resolve(path)?;
+        // `..` is refused above, but a link inside the root may still point out of it (an
+        // absolute link in a copied sysfs points at this machine's own): what a write reaches,
+        // links followed, must lie below the root.
+        let root = self.root.canonicalize()?;
+        let parent = resolved.parent().unwrap_or(&resolved).canonicalize()?;
+        let reached = match resolved.file_name() {
+            Some(name) if resolved.symlink_metadata().is_ok() => parent.join(name).canonicalize()?,
+            _ => parent,
+        };
+        if !reached.starts_with(&root) {
+            return Err(std::io::Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "{path}: leads out of {} through a link (to {})",
+                    self.root.display(),
+                    reached.display()
+                ),
+            ));
+        }
+        Ok(resolved)
     }
 }
 
@@ -473,6 +493,27 @@ mod tests {
         assert!(fs.write("/sys/kernel/missing", b"x").is_err());
         assert!(!dir.path().join("sys/kernel/missing").exists());
         assert!(fs.read("/sys/../../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_link_inside_the_root_does_not_carry_a_write_out_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("value"), "outside\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("sys/devices/real")).unwrap();
+        std::fs::write(dir.path().join("sys/devices/real/value"), "inside\n").unwrap();
+        // A directory link and a file link out of the root, and a relative one that stays in.
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("sys/escape")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("value"), dir.path().join("sys/value")).unwrap();
+        std::os::unix::fs::symlink("devices/real", dir.path().join("sys/inside")).unwrap();
+        let fs = RootedFs::new(dir.path());
+        for path in ["/sys/escape/value", "/sys/value"] {
+            let error = fs.write(path, b"x").unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{path}: {error}");
+        }
+        assert_eq!(std::fs::read_to_string(outside.path().join("value")).unwrap(), "outside\n");
+        fs.write("/sys/inside/value", b"changed").unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("sys/devices/real/value")).unwrap(), "changed");
     }
 
     #[test]

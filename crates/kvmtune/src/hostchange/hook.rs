@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::host_needs::NAMESPACE;
 use crate::host::Host;
-use crate::hostchange::journal::{Journal, JournalError, VmJournal};
+use crate::hostchange::journal::{Journal, JournalError, JournalKind, VmJournal};
 use crate::hostchange::prepare::{self, PrepareRequest};
 use crate::hostchange::vfio;
 
@@ -65,6 +65,11 @@ pub enum InstallError {
         "{0} exists and was not written by kvmtune (no `{MARKER}` line); move it away first, kvmtune does not overwrite it"
     )]
     Foreign(PathBuf),
+    /// libvirt would run the binary as root: whoever can replace it would be root.
+    #[error(
+        "the hook would run {binary} as root, but {why}; install kvmtune where only root can write (/usr/local/bin)"
+    )]
+    UnsafeBinary { binary: PathBuf, why: crate::hostchange::private_files::PrivateFileError },
     #[error("cannot {what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -107,7 +112,9 @@ fn ours(path: &Path) -> Result<Option<bool>, InstallError> {
 
 /// Writes the hook under `root` (atomically, mode 0755), unless a file not ours is there.
 pub fn install(root: &Path, binary: &Path) -> Result<Installed, InstallError> {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    crate::hostchange::private_files::check_program(binary)
+        .map_err(|why| InstallError::UnsafeBinary { binary: binary.to_path_buf(), why })?;
     let path = hook_path(root);
     let installed = match ours(&path)? {
         Some(false) => return Err(InstallError::Foreign(path)),
@@ -123,9 +130,27 @@ pub fn install(root: &Path, binary: &Path) -> Result<Installed, InstallError> {
     // Written beside qemu.d, not in it: libvirt runs whatever is executable in qemu.d, and a
     // half-made file must never be run.
     let temporary = dir.parent().unwrap_or(dir).join(format!(".{HOOK_NAME}-hook.new"));
-    std::fs::write(&temporary, script(binary)).map_err(io("write", &temporary))?;
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755))
-        .map_err(io("make executable", &temporary))?;
+    // Whatever is there (a crash's leftover, or a link someone planted) goes; unlink does not
+    // follow a link, and the new file is made afresh, never opened through one.
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove", &temporary)(e)),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o755)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temporary)
+        .and_then(|mut file| {
+            use std::io::Write as _;
+            file.write_all(script(binary).as_bytes())?;
+            // The umask may have taken bits off the mode given at creation.
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            file.sync_all()
+        })
+        .map_err(io("write", &temporary))?;
     std::fs::rename(&temporary, &path).map_err(io("write", &path))?;
     Ok(installed)
 }
@@ -215,10 +240,8 @@ pub fn run(
     Ok(report)
 }
 
-/// The domain's own journals: the devices' and the host's.
-fn journal_names(domain: &str) -> [String; 2] {
-    [vfio::journal_name(domain), domain.to_string()]
-}
+/// The domain's own journals, in the order they are released: the devices', then the host's.
+const RELEASE_ORDER: [JournalKind; 2] = [JournalKind::Devices, JournalKind::Host];
 
 /// A journal the hook made, or the empty start of one that a kill cut short before it could
 /// say who made it. Any other journal of a domain is a user's, made by hand, and left alone.
@@ -235,12 +258,13 @@ fn release_domain(
     report: &mut HookReport,
 ) -> Result<(), HookError> {
     let present = journal.status()?;
-    for name in journal_names(domain) {
-        if !present.iter().any(|j| j.vm == name && hooks_own(j)) {
+    for kind in RELEASE_ORDER {
+        if !present.iter().any(|j| j.kind == kind && j.vm == domain && hooks_own(j)) {
             continue;
         }
+        let name = kind.label(domain);
         journal
-            .release(&name, host)
+            .release(kind, domain, host)
             .map_err(|source| HookError::Release { journal: name.clone(), source })?;
         report.done.push(format!("released {name}"));
     }
@@ -250,17 +274,18 @@ fn release_domain(
 /// After a daemon restart: the hook's journals whose domain no longer runs are undone, newest
 /// first.
 fn reconcile(journal: &Journal, host: &Host, report: &mut HookReport) -> Result<(), HookError> {
-    let mut gone: Vec<(u64, String)> = journal
+    let mut gone: Vec<(u64, JournalKind, String)> = journal
         .status()?
         .into_iter()
         .filter(|j| j.by.as_deref() == Some(HOOK_ORIGIN))
-        .filter(|j| !domain_runs(j.vm.strip_suffix(vfio::JOURNAL_SUFFIX).unwrap_or(&j.vm), host))
-        .map(|j| (j.order, j.vm))
+        .filter(|j| !domain_runs(&j.vm, host))
+        .map(|j| (j.order, j.kind, j.vm))
         .collect();
-    gone.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
-    for (_, name) in gone {
+    gone.sort_by_key(|(order, ..)| std::cmp::Reverse(*order));
+    for (_, kind, vm) in gone {
+        let name = kind.label(&vm);
         journal
-            .release(&name, host)
+            .release(kind, &vm, host)
             .map_err(|source| HookError::Release { journal: name.clone(), source })?;
         report.done.push(format!("released {name}, whose domain is gone"));
     }
@@ -279,9 +304,9 @@ fn prepare_domain(
     let journal = Journal::open(journal_dir, host)?.started_by(HOOK_ORIGIN);
     // A start after a stop the hook did not see (libvirtd killed, the host's power cut in this
     // boot): the hook's own leftovers of this domain go first.
-    for stale in journal.status()?.iter().filter(|j| journal_names(domain).contains(&j.vm)) {
+    for stale in journal.status()?.iter().filter(|j| j.vm == domain) {
         if !hooks_own(stale) {
-            return Err(HookError::PreparedByHand(stale.vm.clone(), domain.to_string()));
+            return Err(HookError::PreparedByHand(stale.kind.label(&stale.vm), domain.to_string()));
         }
     }
     release_domain(&journal, domain, host, report)?;
@@ -333,19 +358,61 @@ pub fn domain_runs(domain: &str, host: &Host) -> bool {
 mod tests {
     use super::*;
 
+    /// A program in a private directory of its own (0700, this user's), at `name` below it.
+    fn program(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        (dir, path)
+    }
+
     #[test]
     fn install_refuses_a_file_it_did_not_write_and_updates_its_own() {
         let root = tempfile::tempdir().unwrap();
-        assert_eq!(install(root.path(), Path::new("/usr/bin/kvmtune")).unwrap(), Installed::Created);
-        assert_eq!(install(root.path(), Path::new("/opt/it's/kvmtune")).unwrap(), Installed::Updated);
+        let (_first, kvmtune) = program("kvmtune");
+        let (_second, quoted) = program("it's/kvmtune");
+        assert_eq!(install(root.path(), &kvmtune).unwrap(), Installed::Created);
+        assert_eq!(install(root.path(), &quoted).unwrap(), Installed::Updated);
         let text = std::fs::read_to_string(hook_path(root.path())).unwrap();
-        assert!(text.contains(r"exec '/opt/it'\''s/kvmtune' hook run"), "{text}");
+        assert!(text.contains(r"/it'\''s/kvmtune' hook run"), "{text}");
         assert!(uninstall(root.path()).unwrap());
         assert!(!uninstall(root.path()).unwrap());
         std::fs::write(hook_path(root.path()), "#!/bin/sh\necho mine\n").unwrap();
-        assert!(matches!(install(root.path(), Path::new("/k")), Err(InstallError::Foreign(_))));
+        assert!(matches!(install(root.path(), &kvmtune), Err(InstallError::Foreign(_))));
         assert!(matches!(uninstall(root.path()), Err(InstallError::Foreign(_))));
         assert_eq!(std::fs::read_to_string(hook_path(root.path())).unwrap(), "#!/bin/sh\necho mine\n");
+    }
+
+    #[test]
+    fn install_writes_no_file_through_a_planted_link() {
+        let root = tempfile::tempdir().unwrap();
+        let (_dir, kvmtune) = program("kvmtune");
+        let victim = root.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let temporary =
+            hook_path(root.path()).parent().unwrap().parent().unwrap().join(format!(".{HOOK_NAME}-hook.new"));
+        std::fs::create_dir_all(temporary.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&victim, &temporary).unwrap();
+        install(root.path(), &kvmtune).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(std::fs::read_to_string(hook_path(root.path())).unwrap().contains("hook run"));
+    }
+
+    #[test]
+    fn install_refuses_a_binary_that_another_user_could_replace() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let (dir, kvmtune) = program("shared/kvmtune");
+        let shared = dir.path().join("shared");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = install(root.path(), &kvmtune).unwrap_err();
+        assert!(matches!(error, InstallError::UnsafeBinary { .. }), "{error}");
+        assert!(error.to_string().contains("writable by"), "{error}");
+        assert!(!hook_path(root.path()).exists());
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&kvmtune, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(install(root.path(), &kvmtune), Err(InstallError::UnsafeBinary { .. })));
     }
 
     /// A domain asking for the performance governor and its hugepages, on a rooted host with
@@ -417,7 +484,7 @@ mod tests {
         let (dir, host, _root) = governor_host();
         let journals = dir.path().join("journals");
         let journal = Journal::open(&journals, &host).unwrap();
-        journal.apply("win", &crate::values::CpuSet::new(), &[], &host).unwrap();
+        journal.apply(JournalKind::Host, "win", &crate::values::CpuSet::new(), &[], &host).unwrap();
         drop(journal);
         let error = run("win", HookEvent::Prepare, DOMAIN, &journals, &host).unwrap_err();
         assert!(matches!(error, HookError::PreparedByHand(..)), "{error}");

@@ -2,12 +2,15 @@
 //! and synced to disk *before* it is made, so that whatever happens to the process (an error,
 //! kill -9, a power cut of the process) the changes it made can be undone exactly.
 //!
-//! One file per VM, `DIR/<vm>.journal` (by default under `/run/kvmtune/`, which is a tmpfs that
-//! goes with the boot, as the kernel state it describes does). JSON lines, never a format that
-//! runs code when read:
+//! One file per VM and kind of journal ([`JournalKind`]): `DIR/<vm>.host.journal` for what
+//! `host prepare` changed, `DIR/<vm>.vfio.journal` for the devices `vfio bind` handed over (by
+//! default under `/run/kvmtune/`, which is a tmpfs that goes with the boot, as the kernel state
+//! it describes does). The kind is the last word before `.journal`, so no VM's name can make one
+//! kind's file another's; the begin record names both again, and a file whose name says
+//! otherwise is refused. JSON lines, never a format that runs code when read:
 //!
 //! ```text
-//! {"record":"begin","version":2,"vm":"win10","boot_id":"…","pid":4242,"cpus":"2-3","order":1}
+//! {"record":"begin","version":3,"kind":"host","vm":"win10","boot_id":"…","pid":4242,"cpus":"2-3","order":1}
 //! {"record":"before","step":0,"path":"/proc/irq/24/smp_affinity_list","original_hex":"302d330a","new":"0-1","why":"…","change":{"kind":"may_be_refused"},"recompute":{"rule":"exclude_cpus",…}}
 //! {"record":"done","step":0}
 //! {"record":"before","step":1,"path":"/proc/irq/0/smp_affinity_list",…}
@@ -68,8 +71,53 @@ pub const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The largest journal read: far beyond any host's changes.
 const MAX_JOURNAL_BYTES: u64 = 16 << 20;
 
-/// The journal format this kvmtune writes; it reads every version up to it.
-pub const JOURNAL_VERSION: u32 = 2;
+/// The journal format this kvmtune writes; it reads every version up to it. 3: the begin
+/// record names its [`JournalKind`], and files are named by kind.
+pub const JOURNAL_VERSION: u32 = 3;
+
+/// What a journal holds changes for: each kind is a namespace of its own, so that the devices
+/// of domain `a` and the host isolation of a domain named `a.vfio` never share a journal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalKind {
+    /// `host prepare`: CPUs, IRQs, cgroups, governors, hugepages.
+    #[default]
+    Host,
+    /// `vfio bind`: devices handed to vfio-pci.
+    Devices,
+}
+
+impl JournalKind {
+    pub const ALL: [JournalKind; 2] = [JournalKind::Host, JournalKind::Devices];
+
+    /// The word before `.journal` in its files' names, and the command that releases it.
+    pub fn word(self) -> &'static str {
+        match self {
+            JournalKind::Host => "host",
+            JournalKind::Devices => "vfio",
+        }
+    }
+
+    /// How messages name `vm`'s journal of this kind.
+    pub fn label(self, vm: &str) -> String {
+        match self {
+            JournalKind::Host => vm.to_string(),
+            JournalKind::Devices => format!("{vm} (devices)"),
+        }
+    }
+
+    fn file_name(self, vm: &str) -> String {
+        format!("{vm}.{}.journal", self.word())
+    }
+}
+
+/// The kind and VM a journal's file name gives; `None` for a name of neither kind (a version 2
+/// host journal was `<vm>.journal`).
+fn named_by(file_name: &str) -> Option<(JournalKind, &str)> {
+    let (vm, word) = file_name.strip_suffix(".journal")?.rsplit_once('.')?;
+    let kind = JournalKind::ALL.into_iter().find(|k| k.word() == word)?;
+    Some((kind, vm))
+}
 
 fn first_version() -> u32 {
     1
@@ -83,6 +131,9 @@ enum Record {
         /// [`JOURNAL_VERSION`] now. A journal of a newer version is refused, never guessed at.
         #[serde(default = "first_version")]
         version: u32,
+        /// Since version 3; before it, a device journal's VM was named `<vm>.vfio`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<JournalKind>,
         vm: String,
         boot_id: String,
         pid: u32,
@@ -154,6 +205,10 @@ pub enum JournalError {
     Private(#[from] PrivateFileError),
     #[error("this host's boot id ({BOOT_ID_PATH}) is `{0}`, not a UUID")]
     BadBootId(String),
+    /// A planned change outside what its kind may touch: a bug in a planner, refused before
+    /// the first write.
+    #[error("refusing to change {target}: {why}")]
+    NotAllowed { target: String, why: String },
     /// A user other than root asked to read root's journals, which are root's alone.
     #[error("the journals in {0} are root's alone (mode 0700); run as root to see them")]
     RootOnly(PathBuf),
@@ -162,6 +217,7 @@ pub enum JournalError {
 /// One VM's journal, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VmJournal {
+    pub kind: JournalKind,
     pub vm: String,
     pub path: PathBuf,
     pub pid: u32,
@@ -314,8 +370,8 @@ impl Journal {
         self
     }
 
-    fn path_for(&self, vm: &str) -> PathBuf {
-        self.dir.join(format!("{vm}.journal"))
+    fn path_for(&self, kind: JournalKind, vm: &str) -> PathBuf {
+        self.dir.join(kind.file_name(vm))
     }
 
     /// Makes `actions` on `host` for `vm` (which runs on `cpus`), each journaled before it
@@ -323,14 +379,22 @@ impl Journal {
     /// removed.
     pub fn apply(
         &self,
+        kind: JournalKind,
         vm: &str,
         cpus: &CpuSet,
         actions: &[HostAction],
         host: &Host,
     ) -> Result<Vec<Applied>, JournalError> {
         check_vm_name(vm)?;
+        for action in actions {
+            action
+                .kind
+                .behaviour()
+                .allowed(&action.path, &action.new, b"")
+                .map_err(|why| JournalError::NotAllowed { target: action.path.clone(), why })?;
+        }
         let order = self.status()?.iter().map(|j| j.order).max().unwrap_or(0) + 1;
-        let path = self.path_for(vm);
+        let path = self.path_for(kind, vm);
         let mut file = private_files::create_new(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 JournalError::AlreadyPrepared(vm.to_string())
@@ -354,6 +418,7 @@ impl Journal {
             &mut file,
             &Record::Begin {
                 version: JOURNAL_VERSION,
+                kind: Some(kind),
                 vm: vm.to_string(),
                 boot_id: self.boot_id.clone(),
                 pid: std::process::id(),
@@ -400,7 +465,7 @@ impl Journal {
                 }
                 Err(failed) => {
                     drop(file);
-                    return Err(self.roll_back(vm, failed, host));
+                    return Err(self.roll_back(kind, vm, failed, host));
                 }
             }
         }
@@ -415,8 +480,8 @@ impl Journal {
         }
     }
 
-    fn roll_back(&self, vm: &str, failed: HostChangeError, host: &Host) -> JournalError {
-        match self.release(vm, host) {
+    fn roll_back(&self, kind: JournalKind, vm: &str, failed: HostChangeError, host: &Host) -> JournalError {
+        match self.release(kind, vm, host) {
             Ok(Released::Restored(undone)) => JournalError::RolledBack { failed, undone },
             Ok(Released::SetAside(_)) => JournalError::RolledBack { failed, undone: 0 },
             Err(error) => {
@@ -432,18 +497,29 @@ impl Journal {
     /// Gives every object `vm`'s journal names its original state back, newest change first,
     /// then removes the journal. With other VMs still prepared, what they share is handed
     /// over to them instead (see the module docs). A journal from another boot is set aside.
-    pub fn release(&self, vm: &str, host: &Host) -> Result<Released, JournalError> {
+    pub fn release(&self, kind: JournalKind, vm: &str, host: &Host) -> Result<Released, JournalError> {
         check_vm_name(vm)?;
-        let journal = self.read(&self.path_for(vm))?;
+        let mut path = self.path_for(kind, vm);
+        // A version 2 host journal, written before this kvmtune was installed.
+        let legacy = self.dir.join(format!("{vm}.journal"));
+        if kind == JournalKind::Host
+            && !path.exists()
+            && named_by(&format!("{vm}.journal")).is_none()
+            && legacy.exists()
+        {
+            path = legacy;
+        }
+        let journal = self.read(&path)?;
         if journal.from_another_boot {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let aside =
-                self.dir.join(format!("{vm}.journal.boot-{}", journal.boot_id.get(..8).unwrap_or("unknown")));
+                self.dir.join(format!("{name}.boot-{}", journal.boot_id.get(..8).unwrap_or("unknown")));
             std::fs::rename(&journal.path, &aside).map_err(io_error(&journal.path))?;
             return Ok(Released::SetAside(aside));
         }
         // Every other VM still prepared: a later one may have changed a file this one did.
         let mut others: Vec<VmJournal> =
-            self.status()?.into_iter().filter(|j| j.vm != vm && !j.from_another_boot).collect();
+            self.status()?.into_iter().filter(|j| j.path != journal.path && !j.from_another_boot).collect();
         others.sort_by_key(|j| j.order);
         let (undo_steps, changed) = hand_over(&journal, &mut others);
         // The others' journals first: once they hold this VM's originals, a release killed
@@ -505,7 +581,30 @@ impl Journal {
         let file = private_files::open(path)?;
         let mut text = String::new();
         file.take(MAX_JOURNAL_BYTES).read_to_string(&mut text).map_err(io_error(path))?;
-        parse(path, &text, &self.boot_id)
+        let journal = parse(path, &text, &self.boot_id)?;
+        // Replayed as root: every record must stay within what its kind may touch.
+        for (step, change) in journal.changes.iter().enumerate() {
+            change.kind.behaviour().allowed(&change.path, &change.new, &change.original).map_err(|why| {
+                JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: step + 2,
+                    reason: format!("step {step} may not change {}: {why}", change.path.escape_debug()),
+                }
+            })?;
+        }
+        // A journal is released by its file's name: its records must be about that VM and kind.
+        if path_kind(path) != (journal.kind, journal.vm.clone()) {
+            return Err(JournalError::Corrupt {
+                path: path.to_path_buf(),
+                line: 1,
+                reason: format!(
+                    "the begin record is for the {} journal of `{}`, which is not what the file's name says",
+                    journal.kind.word(),
+                    journal.vm
+                ),
+            });
+        }
+        Ok(journal)
     }
 }
 
@@ -581,6 +680,7 @@ fn rewrite(journal: &VmJournal) -> Result<(), JournalError> {
     };
     push(Record::Begin {
         version: JOURNAL_VERSION,
+        kind: Some(journal.kind),
         vm: journal.vm.clone(),
         boot_id: journal.boot_id.clone(),
         pid: journal.pid,
@@ -614,6 +714,16 @@ fn rewrite(journal: &VmJournal) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// The kind and VM a journal file's name gives; a version 2 name `<vm>.journal` is a host
+/// journal's.
+fn path_kind(path: &Path) -> (JournalKind, String) {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match named_by(&name) {
+        Some((kind, vm)) => (kind, vm.to_string()),
+        None => (JournalKind::Host, name.strip_suffix(".journal").unwrap_or(&name).to_string()),
+    }
+}
+
 /// Reads one VM's journal (`path` names it in errors and, for a journal killed before its first
 /// record, gives the VM's name); `this_boot` tells a journal from another boot.
 pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, JournalError> {
@@ -640,8 +750,15 @@ pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, Jour
             (Record::Begin { boot_id, .. }, None) if !is_uuid(&boot_id) => {
                 return Err(corrupt(index + 1, "boot_id is not a UUID".to_string()));
             }
-            (Record::Begin { vm, boot_id, pid, cpus, order, by, .. }, None) => {
+            (Record::Begin { kind, vm, boot_id, pid, cpus, order, by, .. }, None) => {
+                // Before version 3, a device journal's VM was `<vm>.vfio`.
+                let (kind, vm) = match (kind, vm.strip_suffix(".vfio")) {
+                    (Some(kind), _) => (kind, vm),
+                    (None, Some(domain)) => (JournalKind::Devices, domain.to_string()),
+                    (None, None) => (JournalKind::Host, vm),
+                };
                 journal = Some(VmJournal {
+                    kind,
                     vm,
                     path: path.to_path_buf(),
                     pid,
@@ -691,7 +808,8 @@ pub fn parse(path: &Path, text: &str, this_boot: &str) -> Result<VmJournal, Jour
         Some(journal) => Ok(journal),
         // Killed between creating the file and syncing its first record: nothing was written.
         None if lines.len() <= 1 && !text.ends_with('\n') => Ok(VmJournal {
-            vm: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            kind: path_kind(path).0,
+            vm: path_kind(path).1,
             path: path.to_path_buf(),
             pid: 0,
             cpus: CpuSet::new(),

@@ -32,4 +32,4 @@ pub mod private_files;
 pub mod vfio;
 
 pub use change::{Applied, ChangeKind, HostAction, HostChangeError, Outcome, Recompute};
-pub use journal::{Journal, JournalError, Released, VmJournal};
+pub use journal::{Journal, JournalError, JournalKind, Released, VmJournal};

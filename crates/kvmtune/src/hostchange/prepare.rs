@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::config::host_needs::HostNeeds;
 use crate::host::Host;
 use crate::hostchange::change::{self, ChangeKind, HostAction, Recompute};
-use crate::hostchange::journal::VmJournal;
+use crate::hostchange::journal::{JournalKind, VmJournal};
 use crate::values::CpuSet;
 
 /// Where cgroup v2 is mounted, and the v1 cpuset hierarchy (host-changes.md section 2).
@@ -27,8 +27,7 @@ pub const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 pub const CPUSET_V1_MOUNT: &str = "/sys/fs/cgroup/cpuset";
 /// The cgroup host tasks are moved into where no systemd owns the cgroups.
 pub const HOST_CGROUP: &str = "kvmtune.host";
-/// The units systemd runs host tasks in; init.scope too (systemd/systemd#23748).
-pub const SYSTEMD_HOST_UNITS: [&str; 3] = ["system.slice", "user.slice", "init.scope"];
+pub use crate::hostchange::change::allowed::SYSTEMD_HOST_UNITS;
 /// Top-level cgroups libvirt runs VMs in: with systemd (machined) and without.
 pub const VM_CGROUPS: [&str; 2] = ["machine.slice", "machine"];
 
@@ -164,7 +163,7 @@ pub fn cgroup_layout(host: &Host) -> CgroupLayout {
 /// Works out every change for `request`, given the VMs already prepared (`prepared`, from the
 /// journal), or the reason it is refused.
 pub fn plan(request: &PrepareRequest, prepared: &[VmJournal], host: &Host) -> Result<PreparePlan, Refusal> {
-    if prepared.iter().any(|j| j.vm == request.vm && !j.from_another_boot) {
+    if prepared.iter().any(|j| j.kind == JournalKind::Host && j.vm == request.vm && !j.from_another_boot) {
         return Err(Refusal::AlreadyPrepared(request.vm.clone()));
     }
     // A VM takes its CPUs from the host only when its host tasks or IRQs move off them; one
@@ -278,7 +277,7 @@ pub fn apply(
     plan: &PreparePlan,
     host: &Host,
 ) -> Result<PrepareApplied, crate::hostchange::JournalError> {
-    let applied = journal.apply(&plan.vm, &plan.taken, &plan.actions, host)?;
+    let applied = journal.apply(JournalKind::Host, &plan.vm, &plan.taken, &plan.actions, host)?;
     let refused: Vec<(String, String)> = applied
         .iter()
         .filter_map(|a| match &a.outcome {

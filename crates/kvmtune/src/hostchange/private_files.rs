@@ -53,6 +53,24 @@ fn check(path: &Path, meta: &Metadata, directory: bool) -> Result<(), Untrusted>
     Err(Untrusted::Writable { path: path.to_path_buf(), who, mode })
 }
 
+/// Refuses a program root will run (the libvirt hook's binary) that a user could replace: the
+/// file, and every directory above it, must be owned by root or the user kvmtune runs as and
+/// writable by nobody else. A directory with the sticky bit that root owns (`/tmp`) passes: no
+/// other user can rename or remove what is in it (inode(7), `S_ISVTX`).
+pub fn check_program(path: &Path) -> Result<(), PrivateFileError> {
+    let program = path.canonicalize().map_err(io(path))?;
+    let meta = std::fs::metadata(&program).map_err(io(&program))?;
+    check(&program, &meta, false)?;
+    for dir in program.ancestors().skip(1) {
+        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        let shared_but_sticky = meta.mode() & 0o1000 != 0 && meta.uid() == 0;
+        if !shared_but_sticky {
+            check(dir, &meta, true)?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PrivateFileError {
     #[error(transparent)]

@@ -26,16 +26,10 @@ use serde::Serialize;
 use crate::host::Host;
 use crate::host::device_use::HostUse;
 use crate::hostchange::change::{ChangeKind, HostAction};
+use crate::hostchange::journal::JournalKind;
 use crate::values::PciAddress;
 
 pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
-/// A VM's device hand-over is journaled as `<vm>.vfio`, beside its `host prepare` journal.
-pub const JOURNAL_SUFFIX: &str = ".vfio";
-
-/// The journal of `vm`'s device hand-over.
-pub fn journal_name(vm: &str) -> String {
-    format!("{vm}{JOURNAL_SUFFIX}")
-}
 pub const VFIO_PCI: &str = "vfio-pci";
 
 /// One device of a group, as it is now.
@@ -130,13 +124,12 @@ pub fn apply_bind(
     plan: &BindPlan,
     host: &Host,
 ) -> Result<BindApplied, BindError> {
-    let name = journal_name(&plan.vm);
-    journal.apply(&name, &crate::values::CpuSet::new(), &plan.actions, host)?;
+    journal.apply(JournalKind::Devices, &plan.vm, &crate::values::CpuSet::new(), &plan.actions, host)?;
     // The group is usable only when every member is on vfio-pci: its device node says so.
     let nodes = host.fs.list("/dev/vfio").unwrap_or_default();
     let missing: Vec<u32> = plan.groups.iter().copied().filter(|g| !nodes.contains(&g.to_string())).collect();
     if !missing.is_empty() {
-        journal.release(&name, host)?;
+        journal.release(JournalKind::Devices, &plan.vm, host)?;
         return Err(BindError::NoDeviceNode(missing));
     }
     Ok(BindApplied {
@@ -227,12 +220,7 @@ pub fn plan_bind(
     Ok(BindPlan { vm: vm.to_string(), members, groups, actions, warnings })
 }
 
-/// systemd's alias for whichever display manager is enabled (gdm, sddm, lightdm, ...).
-pub const DISPLAY_MANAGER: &str = "display-manager.service";
-/// The firmware framebuffers that hold a boot GPU's memory, as platform devices (the kernel's
-/// sysfb: drivers/firmware/sysfb.c; efifb, simpledrm/simplefb, vesafb).
-pub const FIRMWARE_FRAMEBUFFERS: [&str; 3] =
-    ["efi-framebuffer.0", "simple-framebuffer.0", "vesa-framebuffer.0"];
+pub use crate::hostchange::change::allowed::{DISPLAY_MANAGER, FIRMWARE_FRAMEBUFFERS};
 
 /// The host's display off the boot GPU, in the order the community's single-GPU scripts use
 /// (host-changes.md section 4): the display manager, the virtual consoles, the firmware

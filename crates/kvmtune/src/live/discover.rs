@@ -55,22 +55,95 @@ pub fn identify(pid: i32, argv: &[String], connect: Option<&str>) -> Option<Live
     Some(LiveVm { name, pid, monitor })
 }
 
-/// The VMs running now, by pid. `proc` is `/proc`, or a directory laid out like it. `connect`
-/// is the libvirt URI for the domains found (None: virsh's default).
-pub fn discover(proc: &Path, connect: Option<&str>) -> Vec<LiveVm> {
+/// The users whose QEMU processes kvmtune reads: root, libvirt's QEMU user (`libvirt-qemu` on
+/// Debian, `qemu` on Fedora and RHEL; libvirt's qemu.conf `user`) and the user kvmtune runs as.
+/// A process of anyone else may pose as a VM: its monitor could answer anything.
+#[derive(Debug, Clone)]
+pub struct TrustedOwners(Vec<u32>);
+
+impl TrustedOwners {
+    /// This host's, from `passwd` (`/etc/passwd`).
+    pub fn of_this_host(passwd: &Path) -> Self {
+        let mut uids = vec![0, crate::sys::effective_uid()];
+        let text = std::fs::read_to_string(passwd).unwrap_or_default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(':').collect();
+            if let [name, _, uid, ..] = fields.as_slice()
+                && (*name == "libvirt-qemu" || *name == "qemu")
+                && let Ok(uid) = uid.parse()
+            {
+                uids.push(uid);
+            }
+        }
+        TrustedOwners(uids)
+    }
+
+    fn trusts(&self, uid: u32) -> bool {
+        self.0.contains(&uid)
+    }
+}
+
+/// The program a process runs (`/proc/PID/exe`), as a path; an upgraded binary reads
+/// `PATH (deleted)`.
+fn program_of(process: &Path) -> Option<String> {
+    let exe = std::fs::read_link(process.join("exe")).ok()?;
+    let exe = exe.to_string_lossy();
+    Some(exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string())
+}
+
+/// Why the monitor of a VM that `owner` runs may not be read, if it may not: a QMP socket
+/// that is not a socket, or that neither root nor the VM's user made. One that is missing is
+/// left for the connection to report.
+fn untrusted_socket(path: &Path, owner: u32) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_socket() {
+        return Some(format!("{} is not a socket; not read", path.display()));
+    }
+    (meta.uid() != owner && meta.uid() != 0).then(|| {
+        format!(
+            "its QMP socket {} belongs to uid {}, not to the VM's uid {owner}; not read",
+            path.display(),
+            meta.uid()
+        )
+    })
+}
+
+/// The VMs running now, by pid: processes whose program (`/proc/PID/exe`, not the command line
+/// they may set at will) is a QEMU system emulator. `proc` is `/proc`, or a directory laid out
+/// like it. `connect` is the libvirt URI for the domains found (None: virsh's default). A VM
+/// run by a user `trusted` does not name is listed with why it is not read.
+pub fn discover(proc: &Path, connect: Option<&str>, trusted: &TrustedOwners) -> Vec<LiveVm> {
+    use std::os::unix::fs::MetadataExt as _;
     let Ok(entries) = std::fs::read_dir(proc) else { return Vec::new() };
     let mut vms: Vec<LiveVm> = entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| {
-            // A process that exits meanwhile is simply not there.
-            let raw = std::fs::read(proc.join(pid.to_string()).join("cmdline")).ok()?;
+            let process = proc.join(pid.to_string());
+            // A process that exits meanwhile is simply not there; one whose program cannot be
+            // read (another user's, to a user) cannot be told from a poser.
+            if !is_qemu(&program_of(&process)?) {
+                return None;
+            }
+            let owner = std::fs::metadata(&process).ok()?.uid();
+            let raw = std::fs::read(process.join("cmdline")).ok()?;
             let argv: Vec<String> = raw
                 .split(|&b| b == 0)
                 .filter(|a| !a.is_empty())
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            identify(pid, &argv, connect)
+            let mut vm = identify(pid, &argv, connect)?;
+            if !trusted.trusts(owner) {
+                vm.monitor = Err(format!(
+                    "run by uid {owner}, neither root, libvirt's QEMU user nor this user; not read"
+                ));
+            } else if let Ok(Target::Qmp(path)) = &vm.monitor
+                && let Some(why) = untrusted_socket(path, owner)
+            {
+                vm.monitor = Err(why);
+            }
+            Some(vm)
         })
         .collect();
     vms.sort_by(|a, b| a.name.cmp(&b.name).then(a.pid.cmp(&b.pid)));
@@ -85,7 +158,7 @@ pub fn discover_with_libvirt(
     connect: Option<&str>,
     timeout: Duration,
 ) -> (Vec<LiveVm>, Option<String>) {
-    let mut vms = discover(proc, connect);
+    let mut vms = discover(proc, connect, &TrustedOwners::of_this_host(Path::new("/etc/passwd")));
     let local_libvirt =
         ["/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock"].iter().any(|s| Path::new(s).exists());
     if connect.is_none() && !local_libvirt {
@@ -112,9 +185,59 @@ mod tests {
     use super::*;
 
     fn put(root: &Path, pid: i32, argv: &[&str]) {
+        put_running(root, pid, "/usr/bin/qemu-system-x86_64", argv);
+    }
+
+    /// A process running `program` (its `exe` link) with command line `argv`.
+    fn put_running(root: &Path, pid: i32, program: &str, argv: &[&str]) {
         let dir = root.join(pid.to_string());
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("cmdline"), argv.join("\0") + "\0").unwrap();
+        std::os::unix::fs::symlink(program, dir.join("exe")).unwrap();
+    }
+
+    fn trusted() -> TrustedOwners {
+        TrustedOwners::of_this_host(Path::new("/etc/passwd"))
+    }
+
+    #[test]
+    fn a_process_that_only_calls_itself_qemu_is_not_a_vm() {
+        let proc = tempfile::tempdir().unwrap();
+        let argv = ["qemu-system-x86_64", "-name", "fake", "-qmp", "unix:/tmp/fake.qmp,server=on"];
+        put_running(proc.path(), 20, "/usr/bin/python3.11", &argv);
+        put_running(
+            proc.path(),
+            21,
+            "/usr/bin/qemu-system-x86_64 (deleted)",
+            &["qemu-system-x86_64", "-name", "upgraded"],
+        );
+        let names: Vec<String> =
+            discover(proc.path(), None, &trusted()).into_iter().map(|vm| vm.name).collect();
+        assert_eq!(names, ["upgraded"]);
+    }
+
+    #[test]
+    fn a_qmp_socket_that_is_no_socket_is_not_read() {
+        let proc = tempfile::tempdir().unwrap();
+        let planted = proc.path().join("planted.qmp");
+        std::fs::write(&planted, "{}").unwrap();
+        let qmp = format!("unix:{},server=on", planted.display());
+        put(proc.path(), 30, &["qemu-system-x86_64", "-name", "vm", "-qmp", &qmp]);
+        let vms = discover(proc.path(), None, &trusted());
+        let why = vms[0].monitor.as_ref().expect_err("refused");
+        assert!(why.contains("is not a socket"), "{why}");
+    }
+
+    /// A QEMU run by a user that is not trusted (here: a process directory owned by nobody).
+    #[cfg(feature = "root")]
+    #[test]
+    fn another_users_qemu_is_listed_but_not_read() {
+        let proc = tempfile::tempdir().unwrap();
+        put(proc.path(), 40, &["qemu-system-x86_64", "-name", "theirs", "-qmp", "unix:/tmp/theirs.qmp"]);
+        std::os::unix::fs::chown(proc.path().join("40"), Some(65534), Some(65534)).unwrap();
+        let vms = discover(proc.path(), None, &trusted());
+        let why = vms[0].monitor.as_ref().expect_err("refused");
+        assert!(why.contains("run by uid 65534"), "{why}");
     }
 
     #[test]
@@ -148,9 +271,9 @@ mod tests {
             ],
         );
         put(root, 12, &["qemu-system-x86_64", "-accel", "kvm", "-monitor", "stdio"]);
-        put(root, 13, &["/usr/sbin/libvirtd", "--daemon"]);
+        put_running(root, 13, "/usr/sbin/libvirtd", &["/usr/sbin/libvirtd", "--daemon"]);
         std::fs::create_dir_all(root.join("self")).unwrap();
-        let vms = discover(root, Some("qemu:///system"));
+        let vms = discover(root, Some("qemu:///system"), &trusted());
         let summary: Vec<(&str, i32, String)> = vms
             .iter()
             .map(|vm| (vm.name.as_str(), vm.pid, format!("{:?}", vm.monitor.as_ref().map_err(|_| "none"))))

@@ -92,6 +92,8 @@ type DomainBatch = Arc<OnceLock<Result<BTreeMap<String, Sample>, String>>>;
 pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints) -> Vec<VmReading> {
     let (sender, receiver) = mpsc::channel();
     let tracefs = tracefs();
+    // Each VM's reader gives up by then too, so that none outlives the call.
+    let deadline = Instant::now() + timeout;
     let mut batches: HashMap<Option<String>, DomainBatch> = HashMap::new();
     for (index, vm) in vms.iter().enumerate() {
         let sender = sender.clone();
@@ -120,9 +122,10 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
             };
             let read = monitor.and_then(|target| {
                 if let (Target::Domain { name, connect }, Some(batch)) = (&target, &batch) {
-                    match batch
-                        .get_or_init(|| read_domstats(&Libvirt::new(connect.as_deref()).within(timeout)))
-                    {
+                    match batch.get_or_init(|| {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        read_domstats(&Libvirt::new(connect.as_deref()).within(left))
+                    }) {
                         Err(why) => return Err(why.clone()),
                         Ok(domains) => match domains.get(name) {
                             None => {
@@ -135,7 +138,9 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
                                     if !named.is_empty() {
                                         return named;
                                     }
-                                    StatsReader::open(&target).map(|r| r.thread_ids()).unwrap_or_default()
+                                    StatsReader::open_until(&target, Some(deadline))
+                                        .map(|r| r.thread_ids())
+                                        .unwrap_or_default()
                                 });
                                 return Ok(sample.clone());
                             }
@@ -144,7 +149,8 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
                         },
                     }
                 }
-                let mut reader = StatsReader::open(&target).map_err(|e| e.to_string())?;
+                let mut reader =
+                    StatsReader::open_until(&target, Some(deadline)).map_err(|e| e.to_string())?;
                 open_tracing(&|| reader.thread_ids());
                 reader.read().map_err(|e| e.to_string())
             });
@@ -164,7 +170,6 @@ pub fn read_all(vms: &[LiveVm], timeout: Duration, tracepoints: &mut Tracepoints
         });
     }
     drop(sender);
-    let deadline = Instant::now() + timeout;
     let mut answers: Vec<Option<Answer>> = vec![None; vms.len()];
     while answers.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -78,7 +78,7 @@ pub fn status(journals: &[VmJournal]) -> String {
         let _ = writeln!(
             text,
             "{}: {state}\n  CPUs taken from the host: {}; {} change(s), {refused} refused by the kernel; prepared by pid {}",
-            terminal(&j.vm),
+            terminal(&j.kind.label(&j.vm)),
             j.cpus,
             j.changes.len() - refused,
             j.pid

@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::host::HostFacts;
 use crate::host::kvm::HypervSupport;
-use crate::hostchange::VmJournal;
+use crate::hostchange::{JournalKind, VmJournal};
 use crate::live::{VmReading, VmView};
 
 type Labels = Vec<(&'static str, String)>;
@@ -216,7 +216,8 @@ fn fill(scrape: &Scrape) -> Registered {
         "kvmtune_host_isolation_applied",
         "1 for each VM whose host side `kvmtune host prepare` (or the libvirt hook) has applied and not released; 0 while a prepare is interrupted.",
     );
-    for journal in scrape.journals.iter().filter(|j| !j.from_another_boot) {
+    // Isolation is what `host prepare` does; a device hand-over is not.
+    for journal in scrape.journals.iter().filter(|j| j.kind == JournalKind::Host && !j.from_another_boot) {
         isolation.get_or_create(&vec![("vm", journal.vm.clone())]).set(flag(journal.complete));
     }
     let hugepages = gauge_family(

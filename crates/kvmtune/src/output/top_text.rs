@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::host::HostFacts;
-use crate::hostchange::VmJournal;
+use crate::hostchange::{JournalKind, VmJournal};
 use crate::live::VmView;
 use crate::values::escape::terminal;
 
@@ -14,8 +14,11 @@ pub fn host_line(host: &HostFacts, journals: &[VmJournal]) -> String {
         Some(apic) => format!("{} {}", apic.kind, if apic.enabled { "on" } else { "OFF" }),
         None => "APICv/AVIC unknown".to_string(),
     };
-    let isolated: Vec<std::borrow::Cow<'_, str>> =
-        journals.iter().filter(|j| j.complete && !j.from_another_boot).map(|j| terminal(&j.vm)).collect();
+    let isolated: Vec<std::borrow::Cow<'_, str>> = journals
+        .iter()
+        .filter(|j| j.kind == JournalKind::Host && j.complete && !j.from_another_boot)
+        .map(|j| terminal(&j.vm))
+        .collect();
     let isolation = match isolated.is_empty() {
         true => "no VM isolated by kvmtune host".to_string(),
         false => format!("isolated by kvmtune host: {}", isolated.join(", ")),

@@ -112,7 +112,13 @@ pub struct StatsReader {
 impl StatsReader {
     /// Connects to the VM's monitor and learns its vCPUs and which statistics are counters.
     pub fn open(target: &Target) -> Result<Self, RecordError> {
-        let mut monitor = connect(target)?;
+        Self::open_until(target, None)
+    }
+
+    /// As [`StatsReader::open`], with every exchange of this reader done by `deadline`:
+    /// a monitor that is slow, or not QEMU's, is given up and its socket shut.
+    pub fn open_until(target: &Target, deadline: Option<Instant>) -> Result<Self, RecordError> {
+        let mut monitor = connect(target, deadline)?;
         let vcpus = vcpus(&mut monitor)?;
         let cumulative = cumulative_stats(&mut monitor);
         Ok(StatsReader { source: monitor.describe(), monitor, vcpus, cumulative })
@@ -217,12 +223,14 @@ pub fn exit_time_profile(
 /// The event of the profile made of `kvm_exit`/`kvm_entry` pairs.
 const EXIT_PAIRS_EVENT: &str = "VM-EXIT (kvm_exit/kvm_entry)";
 
-fn connect(target: &Target) -> Result<Monitor, RecordError> {
+fn connect(target: &Target, deadline: Option<Instant>) -> Result<Monitor, RecordError> {
+    let libvirt = |connect: Option<&str>| match deadline {
+        Some(deadline) => Libvirt::new(connect).within(deadline.saturating_duration_since(Instant::now())),
+        None => Libvirt::new(connect),
+    };
     match target {
-        Target::Qmp(path) => Monitor::socket(path),
-        Target::Domain { name, connect } => {
-            Ok(Monitor::libvirt(Libvirt::new(connect.as_deref()), name.clone()))
-        }
+        Target::Qmp(path) => Monitor::socket_until(path, deadline),
+        Target::Domain { name, connect } => Ok(Monitor::libvirt(libvirt(connect.as_deref()), name.clone())),
         Target::Pid(pid) => {
             let fail = |why: String| RecordError::Process { pid: *pid, why };
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| fail(e.to_string()))?;
@@ -232,8 +240,8 @@ fn connect(target: &Target) -> Result<Monitor, RecordError> {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             match monitor_from_argv(&argv) {
-                Some(MonitorAddress::Socket(path)) => Monitor::socket(&path),
-                Some(MonitorAddress::LibvirtDomain(name)) => Ok(Monitor::libvirt(Libvirt::new(None), name)),
+                Some(MonitorAddress::Socket(path)) => Monitor::socket_until(&path, deadline),
+                Some(MonitorAddress::LibvirtDomain(name)) => Ok(Monitor::libvirt(libvirt(None), name)),
                 None => Err(fail(
                     "no QMP monitor on its command line (-qmp unix:PATH or -mon mode=control); record it with --qmp or --domain".into(),
                 )),
@@ -359,7 +367,7 @@ pub fn record(
             "the interval must be more than 0 and at most the duration".into(),
         ));
     }
-    let mut monitor = connect(target)?;
+    let mut monitor = connect(target, None)?;
     let source = monitor.describe();
     let vcpus = vcpus(&mut monitor)?;
     let threads: Vec<i32> = vcpus.iter().map(|v| v.thread_id).collect();

@@ -1,33 +1,55 @@
 //! Talking QMP to a running VM: over its own socket, or through libvirt when libvirt owns the
 //! monitor (a QMP socket takes one client at a time, and libvirtd is already that client).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read as _, Write};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::exits::record::RecordError;
 use crate::host::libvirt::Libvirt;
 
+/// The longest QMP message read: `query-stats` of a 1024-vCPU VM is a few MiB. A monitor that
+/// sends more (a process posing as QEMU) is cut off rather than read into memory.
+pub const MAX_QMP_MESSAGE: u64 = 16 * 1024 * 1024;
+
+/// How long one message may take when the caller set no deadline: a monitor that another
+/// client holds accepts the connection but never greets.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub enum Monitor {
-    Socket { path: PathBuf, reader: BufReader<UnixStream>, writer: UnixStream },
+    Socket { path: PathBuf, reader: BufReader<UnixStream>, writer: UnixStream, deadline: Option<Instant> },
     Libvirt { libvirt: Libvirt, domain: String },
 }
 
 impl Monitor {
+    /// The QMP socket at `path`, each message read within 10 s.
     pub fn socket(path: &Path) -> Result<Self, RecordError> {
+        Self::socket_until(path, None)
+    }
+
+    /// The QMP socket at `path`, every exchange done by `deadline` (when given): past it the
+    /// socket is shut and each call fails, so that no reader outlives its caller's patience.
+    pub fn socket_until(path: &Path, deadline: Option<Instant>) -> Result<Self, RecordError> {
         let fail = |why: String| RecordError::Monitor { target: path.display().to_string(), why };
         let stream = UnixStream::connect(path).map_err(|e| fail(e.to_string()))?;
-        // A monitor that another client holds accepts the connection but never greets us.
-        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| fail(e.to_string()))?;
+        Self::over(stream, path, deadline)
+    }
+
+    /// The QMP monitor at the other end of `stream` (connected to `path`): greeted and past
+    /// capabilities negotiation. Public for the fuzz target, which feeds it a socket pair.
+    pub fn over(stream: UnixStream, path: &Path, deadline: Option<Instant>) -> Result<Self, RecordError> {
+        let fail = |why: String| RecordError::Monitor { target: path.display().to_string(), why };
+        stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(|e| fail(e.to_string()))?;
         let writer = stream.try_clone().map_err(|e| fail(e.to_string()))?;
         let mut monitor =
-            Monitor::Socket { path: path.to_path_buf(), reader: BufReader::new(stream), writer };
+            Monitor::Socket { path: path.to_path_buf(), reader: BufReader::new(stream), writer, deadline };
         let greeting = monitor.read_message().map_err(|e| fail(format!("no QMP greeting: {e}")))?;
         if greeting.get("QMP").is_none() {
-            return Err(fail(format!("not a QMP monitor (it said {greeting})")));
+            return Err(fail(format!("not a QMP monitor (it said {})", clipped(&greeting.to_string()))));
         }
         monitor.execute("qmp_capabilities", None)?;
         Ok(monitor)
@@ -48,15 +70,38 @@ impl Monitor {
     }
 
     fn read_message(&mut self) -> Result<Value, String> {
-        let Monitor::Socket { reader, .. } = self else { unreachable!("only sockets are read") };
+        let Monitor::Socket { reader, writer, deadline, .. } = self else {
+            unreachable!("only sockets are read")
+        };
         loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
+            let wait = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        let _ = writer.shutdown(Shutdown::Both);
+                        return Err("no answer within the time given".into());
+                    }
+                    left.min(READ_TIMEOUT)
+                }
+                None => READ_TIMEOUT,
+            };
+            writer.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+            let mut line = Vec::new();
+            let read = reader.by_ref().take(MAX_QMP_MESSAGE + 1).read_until(b'\n', &mut line);
+            match read {
                 Ok(0) => return Err("the monitor closed the connection (the VM stopped?)".into()),
+                Ok(_) if line.len() as u64 > MAX_QMP_MESSAGE => {
+                    let _ = writer.shutdown(Shutdown::Both);
+                    return Err(format!("a message longer than {} MiB; not QEMU's", MAX_QMP_MESSAGE >> 20));
+                }
                 Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let _ = writer.shutdown(Shutdown::Both);
+                    return Err(format!("no answer within {:.1} s", wait.as_secs_f64()));
+                }
                 Err(e) => return Err(e.to_string()),
             }
-            let message: Value = serde_json::from_str(&line).map_err(|e| format!("bad QMP reply: {e}"))?;
+            let message = parse_message(&line)?;
             // Asynchronous events (STOP, RESUME, ...) interleave with replies.
             if message.get("event").is_none() {
                 return Ok(message);
@@ -88,6 +133,19 @@ impl Monitor {
             return Err(fail(format!("{command}: {why}")));
         }
         reply.get("return").cloned().ok_or_else(|| fail(format!("{command}: reply without a return value")))
+    }
+}
+
+/// One line of the monitor as a JSON message. Public for the fuzz target.
+pub fn parse_message(line: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(line).map_err(|e| format!("bad QMP reply: {e}"))
+}
+
+/// A message for an error text: what a process posing as QEMU said, cut short.
+fn clipped(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -144,6 +202,48 @@ pub fn monitor_from_argv(argv: &[String]) -> Option<MonitorAddress> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket in a temp dir whose one client gets `greeting` written by a thread.
+    fn posing_monitor(greeting: impl FnOnce(UnixStream) + Send + 'static) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            if let Ok((stream, _)) = listener.accept() {
+                greeting(stream);
+            }
+        });
+        (dir, path)
+    }
+
+    #[test]
+    fn a_greeting_without_end_is_cut_off_at_the_message_bound() {
+        let (_dir, path) = posing_monitor(|mut stream| {
+            let chunk = vec![b'a'; 1 << 20];
+            // Until the reader shuts the socket: at most a little more than the bound.
+            for _ in 0..64 {
+                if stream.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let error =
+            Monitor::socket_until(&path, Some(Instant::now() + Duration::from_secs(30))).err().unwrap();
+        assert!(error.to_string().contains("longer than 16 MiB"), "{error}");
+    }
+
+    #[test]
+    fn a_silent_monitor_is_given_up_at_the_deadline() {
+        let (_dir, path) = posing_monitor(|stream| {
+            std::thread::sleep(Duration::from_secs(5));
+            drop(stream);
+        });
+        let started = Instant::now();
+        let error = Monitor::socket_until(&path, Some(started + Duration::from_millis(300))).err().unwrap();
+        assert!(error.to_string().contains("no answer within"), "{error}");
+        // Well before the 5 s the monitor stays silent, and the 10 s of a read with no deadline.
+        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    }
 
     fn argv(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_string).collect()

@@ -11,6 +11,13 @@ pub struct Affinity {
 }
 
 impl Change for Affinity {
+    fn allowed(&self, path: &str, _new: &str, _original: &[u8]) -> Result<(), String> {
+        match path == format!("/proc/{}", self.tid) {
+            true => Ok(()),
+            false => Err(format!("not /proc/{}, the thread it names", self.tid)),
+        }
+    }
+
     fn read_original(&self, path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
         match host.affinity.get(self.tid) {
             Ok(cpus) => Ok(Some(cpus.to_string().into_bytes())),

@@ -9,6 +9,14 @@ use crate::host::Host;
 pub struct CpusetList;
 
 impl Change for CpusetList {
+    fn allowed(&self, path: &str, _new: &str, _original: &[u8]) -> Result<(), String> {
+        super::allowed_in(
+            &["/sys/fs/cgroup/**/cpuset.cpus", "/sys/fs/cgroup/**/cpuset.mems"],
+            path,
+            "a cgroup's cpuset.cpus or cpuset.mems",
+        )
+    }
+
     fn set(&self, path: &str, value: &[u8], host: &Host) -> Result<Outcome, HostChangeError> {
         write_file(path, value, host).map(|()| Outcome::Made)
     }

@@ -9,6 +9,10 @@ use crate::values::escape::shell;
 pub struct CreateDir;
 
 impl Change for CreateDir {
+    fn allowed(&self, path: &str, _new: &str, _original: &[u8]) -> Result<(), String> {
+        super::allowed_in(super::allowed::CGROUP_FILES, path, "a cgroup")
+    }
+
     fn read_original(&self, _path: &str, _host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
         Ok(Some(Vec::new()))
     }

@@ -8,6 +8,14 @@ use crate::host::Host;
 pub struct EnableController;
 
 impl Change for EnableController {
+    fn allowed(&self, path: &str, new: &str, _original: &[u8]) -> Result<(), String> {
+        super::allowed_in(&["/sys/fs/cgroup/**/cgroup.subtree_control"], path, "a cgroup's subtree_control")?;
+        match new.strip_prefix('+').is_some_and(super::allowed::plain_name) {
+            true => Ok(()),
+            false => Err(format!("`{}` is not a controller to enable", new.escape_debug())),
+        }
+    }
+
     fn set(&self, path: &str, value: &[u8], host: &Host) -> Result<Outcome, HostChangeError> {
         write_file(path, value, host).map(|()| Outcome::Made)
     }

@@ -12,6 +12,10 @@ pub const COMPACT_MEMORY: &str = "/proc/sys/vm/compact_memory";
 pub struct HugepagePool;
 
 impl Change for HugepagePool {
+    fn allowed(&self, path: &str, _new: &str, _original: &[u8]) -> Result<(), String> {
+        super::allowed_in(super::allowed::HUGEPAGE_POOLS, path, "a hugepage pool")
+    }
+
     fn set(&self, path: &str, value: &[u8], host: &Host) -> Result<Outcome, HostChangeError> {
         let asked = String::from_utf8_lossy(value).trim().to_string();
         let read_back = || host.fs.read_trimmed(path).map_err(read_error(path, host));

@@ -21,6 +21,10 @@ pub fn irqbalance_banned(setup: &str) -> CpuSet {
 }
 
 impl Change for IrqbalanceBan {
+    fn allowed(&self, path: &str, _new: &str, _original: &[u8]) -> Result<(), String> {
+        super::allowed_in(super::allowed::IRQBALANCE_SOCKETS, path, "irqbalance's control socket")
+    }
+
     fn read_original(&self, path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
         let setup = host.irqbalance.request(path, b"setup").map_err(read_error(path, host))?;
         Ok(Some(irqbalance_banned(&String::from_utf8_lossy(&setup)).to_string().into_bytes()))

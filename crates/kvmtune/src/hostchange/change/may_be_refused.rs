@@ -8,6 +8,10 @@ use crate::host::Host;
 pub struct MayBeRefused;
 
 impl Change for MayBeRefused {
+    fn allowed(&self, path: &str, _new: &str, _original: &[u8]) -> Result<(), String> {
+        super::allowed_in(super::allowed::IRQ_MASKS, path, "an IRQ's mask")
+    }
+
     fn set(&self, path: &str, value: &[u8], host: &Host) -> Result<Outcome, HostChangeError> {
         match host.fs.write(path, value) {
             Ok(()) => Ok(Outcome::Made),

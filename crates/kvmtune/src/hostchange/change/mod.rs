@@ -11,6 +11,7 @@
 //! needs it to work out what this change would write on a different starting point.
 
 mod affinity;
+pub mod allowed;
 mod cpuset_list;
 mod create_dir;
 mod enable_controller;
@@ -87,6 +88,35 @@ pub trait Change {
     /// What identifies the object across VMs' journals: the path, or the process or thread.
     fn key(&self, path: &str) -> String {
         path.to_string()
+    }
+    /// Whether a change of this kind may act on `path`, writing `new` and giving back
+    /// `original` ([`allowed`]); checked for every record of a journal before any of it is
+    /// undone, and for every action before the first is made. A plain write: the kernel files
+    /// kvmtune tunes.
+    fn allowed(&self, path: &str, new: &str, original: &[u8]) -> Result<(), String> {
+        let _ = (new, original);
+        match allowed::WRITABLE_FILES.iter().any(|patterns| allowed::any_matches(patterns, path)) {
+            true => Ok(()),
+            false => Err("not a kernel file kvmtune tunes".to_string()),
+        }
+    }
+}
+
+/// `Ok` when `path` matches one of `patterns`, else why not.
+fn allowed_in(patterns: &[&str], path: &str, what: &str) -> Result<(), String> {
+    match allowed::any_matches(patterns, path) {
+        true => Ok(()),
+        false => Err(format!("not {what}")),
+    }
+}
+
+/// `Ok` when `name` (a driver's, from the journal) is a plain name or none at all.
+fn allowed_driver(name: &[u8]) -> Result<(), String> {
+    let name = String::from_utf8_lossy(name);
+    let name = name.trim();
+    match name.is_empty() || allowed::plain_name(name) {
+        true => Ok(()),
+        false => Err(format!("`{}` is not a driver's name", name.escape_debug())),
     }
 }
 

@@ -72,6 +72,14 @@ impl MoveProcess {
 }
 
 impl Change for MoveProcess {
+    fn allowed(&self, path: &str, _new: &str, _original: &[u8]) -> Result<(), String> {
+        super::allowed_in(
+            &["/sys/fs/cgroup/**/cgroup.procs", "/sys/fs/cgroup/**/tasks"],
+            path,
+            "a cgroup's cgroup.procs or tasks",
+        )
+    }
+
     fn read_original(&self, path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
         let place = self
             .place(&cgroup_mount_of_procs(path), host)

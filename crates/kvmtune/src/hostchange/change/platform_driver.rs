@@ -13,6 +13,17 @@ use crate::values::escape::shell;
 pub struct PlatformDriver;
 
 impl Change for PlatformDriver {
+    fn allowed(&self, path: &str, _new: &str, original: &[u8]) -> Result<(), String> {
+        let devices: Vec<String> = super::allowed::FIRMWARE_FRAMEBUFFERS
+            .iter()
+            .map(|device| format!("/sys/bus/platform/devices/{device}"))
+            .collect();
+        if !devices.iter().any(|device| device == path) {
+            return Err("not a firmware framebuffer".to_string());
+        }
+        super::allowed_driver(original)
+    }
+
     fn read_original(&self, path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
         original_driver(path, host)
     }

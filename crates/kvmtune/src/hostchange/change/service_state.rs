@@ -9,6 +9,16 @@ use crate::values::escape::shell;
 pub struct ServiceState;
 
 impl Change for ServiceState {
+    fn allowed(&self, path: &str, new: &str, _original: &[u8]) -> Result<(), String> {
+        if path != super::allowed::DISPLAY_MANAGER {
+            return Err("not the display manager".to_string());
+        }
+        match new {
+            "inactive" | "active" => Ok(()),
+            other => Err(format!("`{}` is not a unit state", other.escape_debug())),
+        }
+    }
+
     fn read_original(&self, path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
         let state = host.systemd.property(path, "ActiveState").map_err(read_error(path, host))?;
         Ok(Some(state.trim().as_bytes().to_vec()))

@@ -11,6 +11,16 @@ pub struct SystemdProperty {
 }
 
 impl Change for SystemdProperty {
+    fn allowed(&self, path: &str, _new: &str, _original: &[u8]) -> Result<(), String> {
+        if !super::allowed::SYSTEMD_HOST_UNITS.contains(&path) {
+            return Err("not a unit that runs the host's tasks".to_string());
+        }
+        match self.property == super::allowed::SYSTEMD_PROPERTY {
+            true => Ok(()),
+            false => Err(format!("`{}` is not the property kvmtune changes", self.property.escape_debug())),
+        }
+    }
+
     fn read_original(&self, path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
         let value = host.systemd.property(path, &self.property).map_err(read_error(path, host))?;
         Ok(Some(value.trim().as_bytes().to_vec()))

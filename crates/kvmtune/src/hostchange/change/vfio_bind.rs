@@ -18,6 +18,18 @@ pub const PCI_DRIVERS_PROBE: &str = "/sys/bus/pci/drivers_probe";
 pub struct VfioBind;
 
 impl Change for VfioBind {
+    fn allowed(&self, path: &str, new: &str, original: &[u8]) -> Result<(), String> {
+        super::allowed_in(&["/sys/bus/pci/devices/*"], path, "a PCI device")?;
+        let address = path.rsplit('/').next().unwrap_or(path);
+        if crate::values::PciAddress::parse(address).is_err() {
+            return Err(format!("`{}` is not a PCI address", address.escape_debug()));
+        }
+        if new != "vfio-pci" {
+            return Err(format!("a device is handed to vfio-pci, not to `{}`", new.escape_debug()));
+        }
+        super::allowed_driver(original)
+    }
+
     fn read_original(&self, path: &str, host: &Host) -> Result<Option<Vec<u8>>, HostChangeError> {
         original_driver(path, host)
     }
