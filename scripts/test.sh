@@ -109,14 +109,16 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked --all-targets --all-features 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-# The readers of what runs as root trusts least, its journals and QMP sockets, are fuzzed for a
-# short time on every run (stable toolchain, no sanitizer; cargo-fuzz from the registry when
-# missing). A crash fails the run and leaves its input under fuzz/artifacts/.
+# The readers of what root trusts least, its journals and QMP sockets, and the exit-table
+# readers that take whatever users paste, are fuzzed on every run (stable toolchain, no
+# sanitizer; cargo-fuzz from the registry when missing). A crash fails the run and leaves its
+# input under fuzz/artifacts/.
 fuzz_status=0
 if [ "$status" = 0 ]; then
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fuzz
-  for target in journal qmp_monitor; do
-    if ! (cd fuzz && cargo fuzz run -s none "$target" -- -max_total_time=30 -rss_limit_mb=2048 2>&1 | tail -n 4); then
+  for target_seconds in journal:30 qmp_monitor:30 exit_stats:60; do
+    target=${target_seconds%:*} seconds=${target_seconds#*:}
+    if ! (cd fuzz && cargo fuzz run -s none "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 4); then
       echo "kvmtune: fuzz target $target failed" >&2
       fuzz_status=1
     fi

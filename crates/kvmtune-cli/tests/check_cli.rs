@@ -200,7 +200,7 @@ fn rules_and_explain() {
     let explain = kvmtune(&["explain", "TIME005"]);
     assert_eq!(explain.status.code(), Some(0));
     let text = String::from_utf8(explain.stdout).unwrap();
-    assert!(text.contains("intel_huataihuang") && text.contains("Source:"));
+    assert!(text.contains("github.com/huataihuang/cloud-atlas-draft") && text.contains("Source:"));
     assert_eq!(kvmtune(&["explain", "NOPE1"]).status.code(), Some(2));
 }
 

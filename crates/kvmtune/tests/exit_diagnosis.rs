@@ -96,3 +96,31 @@ fn compare_says_worse_and_no_change_too() {
     assert_eq!(compare(&small, &large).verdict, "worse");
     assert_eq!(compare(&small, &small).verdict, "no clear change");
 }
+
+/// The side tables of real posts: a Windows 7 guest's `--event=ioport` tables (before and after
+/// a patch; two rows each of a longer table) read as the RTC driven through port I/O, whose
+/// printed shares decide even though PCI config rows outnumber it among the rows kept; an
+/// `--event=msr` table dominated by the TSC deadline is named, as information only. The PCI
+/// config rows, 2.6% of the port exits as printed, stay quiet.
+#[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
+fn port_and_msr_tables_name_the_device_or_register_behind_the_exits() {
+    let read = |name: &str| {
+        let path = kvmtune_testkit::corpus().join("exitstats").join(name);
+        exits::parse(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let ports = read("unknown-vendor_penghao-coalesced-pio_win7-guest_perf-kvm-stat-event-ioport.txt");
+    assert_eq!(ports.len(), 2);
+    for table in &ports {
+        let findings = diagnose(table);
+        let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        assert_eq!(rules, ["EXIT018"], "{findings:#?}");
+        let rtc = &findings[0];
+        assert!(rtc.evidence.as_deref().is_some_and(|e| e.starts_with("RTC takes 3")), "{:?}", rtc.evidence);
+    }
+    let msrs = read("intel_lirongqing_perf-kvm-stat-report-event-msr.txt");
+    let findings = diagnose(&msrs[0]);
+    let rules: Vec<(&str, kvmtune::analysis::Severity)> =
+        findings.iter().map(|f| (f.rule, f.severity)).collect();
+    assert_eq!(rules, [("EXIT022", kvmtune::analysis::Severity::Info)]);
+}

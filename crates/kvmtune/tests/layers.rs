@@ -28,7 +28,7 @@ const LAYERS: &[&str] =
 
 /// The rule tables of `analysis`, which the registry (`analysis::rule`) reads and which must
 /// not read it back.
-const RULE_TABLES: &[&str] = &["host_rules", "vm_rules", "exit_rules", "exit_patterns"];
+const RULE_TABLES: &[&str] = &["host_rules", "vm_rules", "exit_rules", "exit_patterns", "exit_side_tables"];
 
 type ModulePath = Vec<String>;
 /// Edges between top-level modules, by name.

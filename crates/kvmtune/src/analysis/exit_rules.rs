@@ -39,7 +39,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "EPT_MISCONFIG 60% of exits (Windows reading the HPET)",
             fix: "give Windows hv-time and hv-stimer, then turn the HPET off (<timer name='hpet' present='no'/>); use virtio devices",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b (EPT_MISCONFIG); QEMU docs/system/i386/hyperv.rst",
+            source: "Linux arch/x86/kvm/vmx/vmx.c (handle_ept_misconfig: MMIO to emulated devices); QEMU docs/system/i386/hyperv.rst (hv-time, hv-stimer)",
         },
         causes: &[ExitCause::Mmio],
         min_exit_share: 0.05,
@@ -53,11 +53,11 @@ pub const EXIT_RULES: &[ExitRule] = &[
             category: Category::Exits,
             severity: Severity::Warning,
             title: "port I/O: RTC, PIT and ACPI PM timer reads",
-            explanation: "Port I/O exits to QEMU in userspace. In a Windows guest they are mostly time: the RTC (ports 0x70/0x71), the PIT (0x40-0x43) and the ACPI PM timer (0x608 on q35, 0xb008 on i440fx). Windows ends up there when it has no better clock or timer: without hv-stimer and with the HPET off it drives its timer from the RTC, which costs more than the HPET did. The corpus has exactly that case (exitstats/intel_huataihuang_*): turning the HPET back on cut IO_INSTRUCTION from 78.7% of exits to 2.5%, but the better cure is hv-stimer (with hv-time), after which Windows uses neither.",
+            explanation: "Port I/O exits to QEMU in userspace. In a Windows guest they are mostly time: the RTC (ports 0x70/0x71), the PIT (0x40-0x43) and the ACPI PM timer (0x608 on q35, 0xb008 on i440fx). Windows ends up there when it has no better clock or timer: without hv-stimer and with the HPET off it drives its timer from the RTC, which costs more than the HPET did. A published case (see the source) shows it: turning the HPET back on cut IO_INSTRUCTION from 78.7% of exits to 2.5%, but the better cure is hv-stimer (with hv-time), after which Windows uses neither.",
             example: "IO_INSTRUCTION 78.7% of exits, 96.5% of busy time",
             fix: "enable hv-time and hv-stimer (with hv-synic, hv-vpindex); only then turn the HPET off",
             fix_safety: Applicability::Manual,
-            source: "../shared/corpus/exitstats/intel_huataihuang_* (before/after); MicrosoftDocs/Virtualization-Documentation#1885; ../shared/knowledge.md 5, 6b",
+            source: "github.com/huataihuang/cloud-atlas-draft virtual/kvm/debug/kvm_win10_high_sys_debug.md (a Windows 10 guest before and after its HPET was turned back on); github.com/MicrosoftDocs/Virtualization-Documentation/issues/1885 (RTC and ACPI PM timer reads with stimer on); Microsoft Hyper-V TLFS, Timers (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers)",
         },
         causes: &[ExitCause::PortIo],
         min_exit_share: 0.10,
@@ -75,7 +75,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "MSR_WRITE 45% of exits with SynIC on and APICv inhibited",
             fix: "enable hv-time (the TSC page ends the reference-counter reads); with SynIC on an APICv/AVIC host, add hv-avic",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 4c, 6b (MSR_WRITE/MSR_READ); QEMU docs hv-avic",
+            source: "Linux arch/x86/include/asm/msr-index.h, arch/x86/include/asm/hyperv-tlfs.h (the MSRs behind the exits); QEMU docs/system/i386/hyperv.rst hv-avic, hv-time",
         },
         causes: &[ExitCause::MsrWrite, ExitCause::MsrRead, ExitCause::Msr],
         min_exit_share: 0.20,
@@ -93,7 +93,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "APIC_WRITE 30% of exits (x2APIC ICR writes for IPIs)",
             fix: "hv-ipi and hv-avic; APICv/AVIC on the host; TPR patching for 32-bit XP/2003",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b; QEMU docs hv-ipi, hv-avic",
+            source: "Linux arch/x86/kvm/vmx/vmx.c (APIC-access and APIC-write exits, enable_ipiv); QEMU docs/system/i386/hyperv.rst hv-ipi, hv-avic",
         },
         causes: &[ExitCause::ApicWrite, ExitCause::ApicOther],
         min_exit_share: 0.10,
@@ -111,7 +111,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "EXTERNAL_INTERRUPT 25% of exits",
             fix: "pin vCPUs off the housekeeping CPUs, steer IRQ affinity there, stop irqbalance from moving IRQs onto vCPU cores",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b (EXTERNAL_INTERRUPT)",
+            source: "Linux Documentation/core-api/irq/irq-affinity.rst; Documentation/admin-guide/kernel-per-CPU-kthreads.rst",
         },
         causes: &[ExitCause::ExternalInterrupt],
         min_exit_share: 0.15,
@@ -129,7 +129,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "HLT 90% of exits, nearly all handling time",
             fix: "nothing, unless wake-up latency matters: then halt polling or dedicated CPUs",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b (HLT)",
+            source: "Linux Documentation/virt/kvm/halt-polling.rst",
         },
         causes: &[ExitCause::Halt],
         min_exit_share: 0.30,
@@ -147,7 +147,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "PAUSE_INSTRUCTION 15% of exits",
             fix: "one host CPU per vCPU, no overcommit, hv-spinlocks retries around 8191",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b (PAUSE); QEMU docs hv-spinlocks",
+            source: "Linux arch/x86/kvm/vmx/vmx.c (ple_gap, ple_window: pause-loop exiting); QEMU docs/system/i386/hyperv.rst hv-spinlocks",
         },
         causes: &[ExitCause::Pause],
         min_exit_share: 0.05,
@@ -165,7 +165,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "EPT_VIOLATION 20% of exits shortly after boot",
             fix: "hugepages (reserved on the VM's node), <locked/>, memballoon off",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b (EPT_VIOLATION)",
+            source: "Linux Documentation/virt/kvm/x86/mmu.rst; Documentation/admin-guide/mm/hugetlbpage.rst",
         },
         causes: &[ExitCause::PageFault, ExitCause::NestedPageFault],
         min_exit_share: 0.10,
@@ -183,7 +183,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "CPUID 12% of exits",
             fix: "find the guest software that loops on CPUID",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b (CPUID)",
+            source: "Linux arch/x86/kvm/vmx/vmx.c (CPUID always exits under VMX, handled by kvm_emulate_cpuid)",
         },
         causes: &[ExitCause::Cpuid],
         min_exit_share: 0.10,
@@ -201,7 +201,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "HYPERCALL 10% of exits",
             fix: "nothing",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b (VMCALL)",
+            source: "Linux arch/x86/kvm/hyperv.c (kvm_hv_hypercall); Microsoft Hyper-V TLFS, Hypercall interface (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/hypercall-interface)",
         },
         causes: &[ExitCause::Hypercall],
         min_exit_share: 0.01,
@@ -219,7 +219,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "PENDING_INTERRUPT 10% of exits",
             fix: "APICv/AVIC on the host (and hv-avic if SynIC is on)",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b (INTERRUPT_WINDOW)",
+            source: "Linux arch/x86/kvm/vmx/vmx.c (handle_interrupt_window)",
         },
         causes: &[ExitCause::InterruptWindow],
         min_exit_share: 0.10,
@@ -237,7 +237,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             example: "unknown kvm exit code 0x4c among the rows",
             fix: "use a perf built for the running kernel",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6a; exitstats/intel_virt-pvm_*",
+            source: "Linux arch/x86/include/uapi/asm/vmx.h, svm.h (exit reason codes); github.com/virt-pvm/linux/issues/8 (unknown exit codes under PVM)",
         },
         causes: &[ExitCause::Unnamed],
         min_exit_share: 0.0,
@@ -282,6 +282,29 @@ pub struct ExitFinding {
     /// What a pattern saw across reasons, config and host (pattern rules only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+}
+
+impl ExitFinding {
+    /// A finding of the rule described by `meta`, from what it saw.
+    pub fn of_rule(
+        meta: &'static RuleMeta,
+        check_rules: &'static [&'static str],
+        reasons: Vec<ReasonShare>,
+        evidence: Option<String>,
+    ) -> Self {
+        ExitFinding {
+            rule: meta.id,
+            name: meta.name,
+            severity: meta.severity,
+            title: meta.title,
+            reasons,
+            explanation: meta.explanation,
+            fix: meta.fix,
+            source: meta.source,
+            check_rules,
+            evidence,
+        }
+    }
 }
 
 /// The number of exits the shares are taken of: perf's `Total Samples`, the row that counts
@@ -368,18 +391,8 @@ pub fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
         {
             continue;
         }
-        findings.push(ExitFinding {
-            rule: rule.meta.id,
-            name: rule.meta.name,
-            severity: rule.meta.severity,
-            title: rule.meta.title,
-            reasons: matches.iter().map(|row| ReasonShare::of_row(profile, row, total, busy)).collect(),
-            explanation: rule.meta.explanation,
-            fix: rule.meta.fix,
-            source: rule.meta.source,
-            check_rules: rule.check_rules,
-            evidence: None,
-        });
+        let reasons = matches.iter().map(|row| ReasonShare::of_row(profile, row, total, busy)).collect();
+        findings.push(ExitFinding::of_rule(&rule.meta, rule.check_rules, reasons, None));
     }
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.rule.cmp(b.rule)));
     findings

@@ -49,8 +49,8 @@ pub const HOST_RULES: &[HostRule] = &[
             example: "current_clocksource is hpet: the kernel marked the TSC unstable",
             fix: "run the host on an invariant TSC: no tsc=unstable or clocksource= override, and firmware that keeps the TSCs in sync",
             fix_safety: Applicability::Manual,
-            source: "Linux arch/x86/kvm/x86.c (master clock needs a TSC host clocksource); MS-TLFS timers; \
-                     ../shared/knowledge.md section 5",
+            source: "Linux arch/x86/kvm/x86.c (master clock needs a TSC host clocksource); \
+                     Microsoft Hyper-V TLFS, Timers (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers)",
         },
         check: |facts| {
             let verdict = facts.time.tsc.known()?;
@@ -72,7 +72,7 @@ pub const HOST_RULES: &[HostRule] = &[
             fix: "load kvm_intel with enable_apicv=1 (kvm_amd with avic=1) on hardware that has it, for example as an option in /etc/modprobe.d",
             fix_safety: Applicability::Manual,
             source: "QEMU docs/system/i386/hyperv.rst (hv-avic); Linux kvm_intel enable_apicv / kvm_amd avic \
-                     (../shared/knowledge.md 4c)",
+                     (arch/x86/kvm/vmx/vmx.c, arch/x86/kvm/svm/svm.c)",
         },
         check: |facts| {
             let apic = facts.kvm.apic_virtualization.known()?;
@@ -121,7 +121,7 @@ pub const HOST_RULES: &[HostRule] = &[
             fix: "run a kernel built with CONFIG_KVM_HYPERV (distribution kernels are)",
             fix_safety: Applicability::Manual,
             source: "Linux arch/x86/kvm/hyperv.c (CONFIG_KVM_HYPERV); QEMU target/i386/kvm/kvm.c; \
-                     ../shared/knowledge.md 4a",
+                     Linux Documentation/virt/kvm/api.rst (KVM_GET_SUPPORTED_HV_CPUID)",
         },
         check: |facts| match &facts.kvm.device.known()?.hyperv {
             HypervSupport::NotSupported { evidence } => Some(evidence.clone()),
@@ -163,8 +163,8 @@ pub const HOST_RULES: &[HostRule] = &[
                   IRQs off them while the VM runs (`kvmtune host release` undoes both); or start irqbalance with \
                   IRQBALANCE_BANNED_CPULIST, or stop it",
             fix_safety: Applicability::Manual,
-            source: "../shared/knowledge.md 6b (EXTERNAL_INTERRUPT); tuned cpu-partitioning profile \
-                     (../shared/landscape.md)",
+            source: "Linux Documentation/core-api/irq/irq-affinity.rst; irqbalance(1) (IRQBALANCE_BANNED_CPULIST); \
+                     tuned's cpu-partitioning profile (github.com/redhat-performance/tuned, profiles/cpu-partitioning)",
         },
         check: |facts| {
             facts
@@ -189,7 +189,7 @@ pub const HOST_RULES: &[HostRule] = &[
             fix: "`kvmtune host prepare --cpus <the VM's CPUs> --governor performance --apply` switches their cpufreq \
                   policies while the VM runs; `kvmtune host release` puts the governor back",
             fix_safety: Applicability::Manual,
-            source: "tuned virtual-host / throughput-performance profiles (../shared/landscape.md)",
+            source: "Linux Documentation/admin-guide/pm/cpufreq.rst (scaling governors); tuned's virtual-host profile (github.com/redhat-performance/tuned)",
         },
         check: |facts| {
             let governors = facts.host_state.cpufreq_governors.known()?;

@@ -11,6 +11,7 @@ pub mod exit_compare;
 pub mod exit_diagnosis;
 pub mod exit_patterns;
 pub mod exit_rules;
+pub mod exit_side_tables;
 pub mod fix;
 pub mod host_rules;
 pub mod hyperv_support;

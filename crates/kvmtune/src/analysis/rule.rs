@@ -6,12 +6,15 @@
 //! Where a rule goes: a host rule is one entry in [`crate::analysis::host_rules::HOST_RULES`],
 //! a VM-config rule one declaration beside its check in its family's file under
 //! [`crate::analysis::vm_rules`], an exit cause one entry in
-//! [`crate::analysis::exit_rules::EXIT_RULES`]. Nothing here needs to change for a new rule.
+//! [`crate::analysis::exit_rules::EXIT_RULES`], a cause read from a port or MSR table one entry in
+//! [`crate::analysis::exit_side_tables::SIDE_TABLE_RULES`]. Nothing here needs to change for a
+//! new rule.
 
 use serde::Serialize;
 
 use crate::analysis::exit_patterns::{PATTERN_RULES, PatternRule};
 use crate::analysis::exit_rules::{EXIT_RULES, ExitRule};
+use crate::analysis::exit_side_tables::{SIDE_TABLE_RULES, SideTableRule};
 use crate::analysis::host_rules::{HOST_RULES, HostRule};
 use crate::analysis::vm_rules::{VM_RULES, VmRule};
 
@@ -56,6 +59,8 @@ pub enum Rule {
     Exit(&'static ExitRule),
     /// A cause read from several reasons at once (and the config and host).
     ExitPattern(&'static PatternRule),
+    /// A cause read from a port or MSR table.
+    ExitSideTable(&'static SideTableRule),
 }
 
 impl Rule {
@@ -65,6 +70,7 @@ impl Rule {
             Rule::VmConfig(rule) => &rule.meta,
             Rule::Exit(rule) => &rule.meta,
             Rule::ExitPattern(rule) => &rule.meta,
+            Rule::ExitSideTable(rule) => &rule.meta,
         }
     }
 
@@ -72,7 +78,7 @@ impl Rule {
         match self {
             Rule::Host(_) => RuleKind::Host,
             Rule::VmConfig(_) => RuleKind::VmConfig,
-            Rule::Exit(_) | Rule::ExitPattern(_) => RuleKind::Exit,
+            Rule::Exit(_) | Rule::ExitPattern(_) | Rule::ExitSideTable(_) => RuleKind::Exit,
         }
     }
 
@@ -96,6 +102,7 @@ pub fn all() -> impl Iterator<Item = Rule> {
         .chain(VM_RULES.iter().map(Rule::VmConfig))
         .chain(EXIT_RULES.iter().map(Rule::Exit))
         .chain(PATTERN_RULES.iter().map(Rule::ExitPattern))
+        .chain(SIDE_TABLE_RULES.iter().map(Rule::ExitSideTable))
 }
 
 /// The rule with this id (any case) or name.
@@ -199,7 +206,8 @@ mod tests {
         let named = EXIT_RULES
             .iter()
             .map(|r| (r.meta.id, r.check_rules))
-            .chain(PATTERN_RULES.iter().map(|r| (r.meta.id, r.check_rules)));
+            .chain(PATTERN_RULES.iter().map(|r| (r.meta.id, r.check_rules)))
+            .chain(SIDE_TABLE_RULES.iter().map(|r| (r.meta.id, r.check_rules)));
         for (exit_rule, check_rules) in named {
             for id in check_rules {
                 assert!(

@@ -35,6 +35,10 @@ pub struct ExitRow {
     /// left of the times when a poster cut the time columns off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_percent: Option<f64>,
+    /// The row's share of all samples in percent, as perf prints it (`Samples%`): of the whole
+    /// table even when the poster kept only a few rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_percent: Option<f64>,
     /// 1-based line in the input.
     pub line: u32,
     /// The count per vCPU (index = vCPU), where the source reports it.
@@ -77,6 +81,7 @@ impl ExitRow {
             max_us: None,
             mean_us: None,
             time_percent: None,
+            sample_percent: None,
             line,
             per_vcpu: Vec::new(),
             parent: None,

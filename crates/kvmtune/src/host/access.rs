@@ -517,6 +517,20 @@ mod tests {
     }
 
     #[test]
+    fn a_fifo_or_device_node_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        let fifo = dir.path().join("proc/cpuinfo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("proc/meminfo")).unwrap();
+        let fs = RootedFs::new(dir.path());
+        // Opening the FIFO would block until a writer came; reading /dev/zero would never end.
+        for path in ["/proc/cpuinfo", "/proc/meminfo"] {
+            assert_eq!(fs.read(path).unwrap_err().kind(), ErrorKind::InvalidInput, "{path}");
+        }
+    }
+
+    #[test]
     fn oversized_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("sys")).unwrap();

@@ -412,14 +412,14 @@ pub const AVAILABILITY: &[Availability] = &[
         (4, 18),
         (3, 0),
         Some((4, 7, 0)),
-        "KVM_CAP_HYPERV_TLBFLUSH, Linux 4.18 (knowledge.md 1a)",
+        "KVM_CAP_HYPERV_TLBFLUSH, Linux 4.18 (Documentation/virt/kvm/api.rst)",
     ),
     since(
         Hv::Ipi,
         (4, 20),
         (3, 1),
         Some((4, 10, 0)),
-        "KVM_CAP_HYPERV_SEND_IPI, Linux 4.20 (knowledge.md 1a)",
+        "KVM_CAP_HYPERV_SEND_IPI, Linux 4.20 (Documentation/virt/kvm/api.rst)",
     ),
     since(
         Hv::Evmcs,

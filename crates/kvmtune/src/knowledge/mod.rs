@@ -5,6 +5,7 @@
 //! Q-KVM = QEMU target/i386/kvm/kvm.c, Q-DOC = QEMU docs/system/i386/hyperv.rst). Analysis code
 //! reads these tables; it does not hard-code the facts again.
 
+pub mod exit_targets;
 pub mod gpu_reset;
 pub mod hyperv;
 pub mod kvm_api;

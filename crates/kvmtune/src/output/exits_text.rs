@@ -66,9 +66,21 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
             (RowKind::Event, _) => "event".to_string(),
             (RowKind::Total, _) => "total".to_string(),
             (RowKind::Exit, Some(_)) => "part".to_string(),
-            (RowKind::Exit, None) => percent(row.count as f64 / total.max(1) as f64),
+            // A table cut short without its totals: the share perf printed is of the whole table.
+            (RowKind::Exit, None) => {
+                match row.sample_percent.filter(|_| profile.declared_samples.is_none()) {
+                    Some(printed) => percent(printed / 100.0),
+                    None => percent(row.count as f64 / total.max(1) as f64),
+                }
+            }
         };
+        let side_table = crate::analysis::exit_side_tables::SideTable::of(profile).is_some();
         let time_share = match (handling_time(profile, row), busy) {
+            // A port or MSR table has no idle rows: perf's Time% is the busy share, of the
+            // whole table even when it was cut short.
+            _ if side_table && profile.declared_time_us.is_none() && row.time_percent.is_some() => {
+                percent(row.time_percent.unwrap_or_default() / 100.0)
+            }
             (Some(time), Some(busy)) if busy > 0.0 && !crate::exits::reasons::is_idle(&row.name) => {
                 percent(time / busy)
             }
@@ -128,7 +140,7 @@ pub fn render_findings(
             .collect();
         let _ = writeln!(out, "  = shows: {}", shows.join("; "));
         if let Some(evidence) = &finding.evidence {
-            let _ = writeln!(out, "  = pattern: {evidence}");
+            let _ = writeln!(out, "  = evidence: {evidence}");
         }
         let _ = writeln!(out, "  = why: {}", finding.explanation);
         let _ = writeln!(out, "  = fix: {}", finding.fix);

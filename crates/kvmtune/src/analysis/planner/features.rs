@@ -85,14 +85,14 @@ pub fn cpu(
             "timers",
             "invtsc on",
             "the host's TSC is invariant and trusted, and the VM does not migrate: Windows may use the TSC directly, and QEMU offers the Hyper-V TSC page only with it",
-            "../shared/knowledge.md 5 (Reference TSC page); QEMU docs hyperv.rst",
+            "Microsoft Hyper-V TLFS, Timers (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers) (reference TSC page); QEMU docs/system/i386/hyperv.rst hv-time",
         ));
     } else if !request.migratable {
         decisions.push(Decision::new(
             "timers",
             "invtsc off",
             "the host's TSC is not trusted as stable (see `kvmtune probe`)",
-            "../shared/knowledge.md 5",
+            "Microsoft Hyper-V TLFS, Timers (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers); QEMU docs/system/i386/hyperv.rst",
         ));
     }
     if request.nested {
@@ -102,7 +102,7 @@ pub fn cpu(
             "cpu",
             format!("{flag} on"),
             "WSL2, VBS/HVCI and the Hyper-V role run Windows on Microsoft's hypervisor, nested in KVM",
-            "../shared/knowledge.md 5 (nested)",
+            "Microsoft Hyper-V TLFS, Nested virtualization (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization)",
         ));
     }
     CpuPlan {
@@ -124,7 +124,7 @@ pub fn enlightenments(
             "enlightenments",
             "none",
             "Windows XP/2003 predate Hyper-V and use no enlightenment",
-            "../shared/knowledge.md 5",
+            "Microsoft Hyper-V TLFS, Timers (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers); QEMU docs/system/i386/hyperv.rst",
         ));
         return Vec::new();
     }
@@ -133,7 +133,7 @@ pub fn enlightenments(
             "enlightenments",
             "none",
             format!("this host's KVM has no Hyper-V emulation ({evidence}); QEMU would refuse hv-* properties. On a host with it, kvmtune would choose: {}, hv-time", RECOMMENDED_FOR_WINDOWS.iter().map(|hv| hv.qemu()).collect::<Vec<_>>().join(", ")),
-            "../shared/knowledge.md 4a",
+            "Linux Documentation/virt/kvm/api.rst (KVM_GET_SUPPORTED_HV_CPUID)",
         ));
         return Vec::new();
     }
@@ -147,20 +147,20 @@ pub fn enlightenments(
                 "enlightenments",
                 "hv-avic",
                 format!("SynIC makes Windows use AutoEOI, which turns {kind} off; hv-avic tells Windows not to, so {kind} stays on (IPI-heavy loads lose most without it)"),
-                "../shared/knowledge.md 1a (hv-avic); QEMU docs hyperv.rst",
+                "QEMU docs/system/i386/hyperv.rst hv-avic",
             ));
         }
         Some((kind, false)) => decisions.push(Decision::new(
             "enlightenments",
             "no hv-avic",
             format!("{kind} is off on this host; hv-avic only helps with it on"),
-            "../shared/knowledge.md 1a (hv-avic)",
+            "QEMU docs/system/i386/hyperv.rst hv-avic",
         )),
         None => decisions.push(Decision::new(
             "enlightenments",
             "hv-avic left out: APICv/AVIC state unknown",
             "hv-avic pays off only with APICv/AVIC on (SynIC would switch it off without hv-avic) and hurts without it (Windows gives up AutoEOI for nothing), so it is not guessed. `kvmtune probe` on the host says which (its `APIC virtualization` line); plan with those facts (`kvmtune probe --format json > host.json`, then `tune --host-json host.json`) and hv-avic follows",
-            "QEMU docs/system/i386/hyperv.rst (hv-avic: should not be enabled without APICv/AVIC); ../shared/knowledge.md 1a",
+            "QEMU docs/system/i386/hyperv.rst (hv-avic: should not be enabled without APICv/AVIC)",
         )),
     }
     let intel = host.cpu.vendor.known() == Some(&CpuVendor::Intel);
@@ -180,7 +180,7 @@ pub fn enlightenments(
                 if intel { ", hv-evmcs, hv-tlbflush-direct, hv-emsr-bitmap" } else { "" }
             ),
             "Microsoft's hypervisor inside the guest needs direct synthetic timers; enlightened VMCS, direct TLB flushes and the MSR bitmap cut the cost of its guests' exits (Intel only)",
-            "../shared/knowledge.md 5 (nested); QEMU docs hyperv.rst",
+            "Microsoft Hyper-V TLFS, Nested virtualization (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization); QEMU docs/system/i386/hyperv.rst",
         ));
     }
     let mut chosen = closed_under_dependencies(&wanted);
@@ -216,14 +216,14 @@ pub fn enlightenments(
                     .join(", ")
             ),
             reason,
-            "../shared/knowledge.md 1a, 1b, 2a; kvmtune knowledge::hyperv::AVAILABILITY",
+            "QEMU docs/system/i386/hyperv.rst; QEMU target/i386/kvm/kvm.c (hv_feature_check_deps); libvirt docs/formatdomain.rst hyperv; the QEMU and libvirt versions in kvmtune docs/knowledge.md",
         ));
         if lacking.iter().any(|(f, _)| *f == Hv::Avic) && chosen.contains(&Hv::Synic) {
             decisions.push(Decision::new(
                 "enlightenments",
                 "SynIC kept without hv-avic",
                 "while Windows uses SynIC's AutoEOI, KVM keeps APICv/AVIC off; the synthetic timers still save more than that costs on most loads, but on IPI-heavy ones compare with `kvmtune exits`",
-                "../shared/knowledge.md 1a (hv-avic), 4c (SynIC vs APICv)",
+                "QEMU docs/system/i386/hyperv.rst hv-avic; Linux arch/x86/kvm/hyperv.c (APICV_INHIBIT_REASON_HYPERV while SynIC AutoEOI is in use)",
             ));
         }
     }
@@ -239,7 +239,7 @@ pub fn enlightenments(
         "enlightenments",
         chosen.iter().map(|hv| hv.qemu()).collect::<Vec<_>>().join(", "),
         "paravirtual interfaces Windows uses instead of emulated hardware: relaxed watchdogs, exit-less EOI (vapic), a per-vCPU reference clock page (time), synthetic timers instead of HPET/RTC (synic, stimer), TLB flushes and IPIs by hypercall; closed under their dependencies",
-        "../shared/knowledge.md 1a, 1b; QEMU docs hyperv.rst",
+        "QEMU docs/system/i386/hyperv.rst; QEMU target/i386/kvm/kvm.c (hv_feature_check_deps)",
     ));
     hiding_note(host, request, decisions);
     chosen
@@ -326,7 +326,7 @@ fn release_basis(host: &HostFacts, chosen: &[Hv], offers: &[Offer]) -> Option<De
         "enlightenments",
         choice,
         why,
-        "../shared/knowledge.md 1a, 2a; kvmtune knowledge::hyperv::AVAILABILITY",
+        "QEMU docs/system/i386/hyperv.rst; libvirt docs/formatdomain.rst hyperv; the QEMU and libvirt versions in kvmtune docs/knowledge.md",
     ))
 }
 
@@ -349,7 +349,7 @@ fn hiding_note(host: &HostFacts, request: &PlanRequest, decisions: &mut Vec<Deci
             "enlightenments",
             "hypervisor bit kept visible (hiding it could win here)",
             format!("{why}. Hiding costs every enlightenment: watchdog relaxation, paravirt EOI, synthetic timers, hypercall TLB flushes and IPIs; `kvmtune exits` before and after tells"),
-            "../shared/knowledge.md 5 (hypervisor discovery, Windows 7)",
+            "Microsoft Hyper-V TLFS, Feature discovery (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/feature-discovery)",
         ));
     }
 }

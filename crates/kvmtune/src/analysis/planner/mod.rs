@@ -383,7 +383,7 @@ fn housekeeping_decision(share: &HostShare) -> Decision {
         "pinning",
         format!("housekeeping CPUs {}", share.cpus),
         share.reason(),
-        "../shared/knowledge.md 2c (emulatorpin, iothreadpin); kernel-parameters isolcpus",
+        "libvirt docs/formatdomain.rst emulatorpin, iothreadpin; Linux isolcpus (Documentation/admin-guide/kernel-parameters.txt)",
     )
 }
 
@@ -412,7 +412,7 @@ fn vm_plan(
             "pinning",
             format!("emulator and iothread on another NUMA node than the vCPUs ({})", node_list(&emulator_nodes)),
             "the host's share has no CPU on the VM's nodes: the VM takes them whole, which keeps it off the interconnect; QEMU's main loop and disk I/O cross the interconnect instead, and memory stays on the vCPUs' nodes because numatune binds it there (QEMU's main thread would otherwise touch it first)",
-            "../shared/knowledge.md 2c (emulatorpin, numatune)",
+            "libvirt docs/formatdomain.rst emulatorpin, numatune",
         ));
     }
     if topology.threads == 1 && host.topology.smt_sibling_sets.iter().any(|s| s.len() > 1) {
@@ -420,7 +420,7 @@ fn vm_plan(
             "pinning",
             "one vCPU per host core (threads=1)",
             "an odd vCPU count cannot be whole SMT pairs, so each vCPU gets a core to itself; ask for an even count to use SMT",
-            "../shared/knowledge.md 2c",
+            "libvirt docs/formatdomain.rst CPU tuning, numatune",
         ));
     }
     let memory_node =
@@ -476,7 +476,7 @@ fn vm_plan(
                 Some(node) => format!("vCPUs and memory follow the device to NUMA node {node}"),
                 None => "the device reports no NUMA node".to_string(),
             },
-            "../shared/knowledge.md 2c; sysfs numa_node",
+            "libvirt docs/formatdomain.rst numatune; Linux Documentation/ABI/testing/sysfs-bus-pci (numa_node)",
         ));
         decisions.push(Decision::checked_by("devices", "memory balloon off", &["DEV001"]));
     }
@@ -553,6 +553,6 @@ fn pinning_decision(
         "pinning",
         format!("vCPUs 0-{} on host CPUs {}", placement.vcpu_cpus.len().saturating_sub(1), placement.cpus()),
         reason,
-        "../shared/knowledge.md 2c (vcpupin, topology); hwloc L3 groups",
+        "libvirt docs/formatdomain.rst vcpupin and CPU topology; Linux Documentation/admin-guide/cputopology.rst; hwloc (L3 groups)",
     )
 }

@@ -83,7 +83,7 @@ pub(super) const DEV003: VmRule = VmRule {
         example: "<target dev='sda' bus='sata'/> on a disk",
         fix: "switch to virtio after installing its driver",
         fix_safety: Applicability::Manual,
-        source: "../shared/knowledge.md 6b (MMIO and port-I/O exits)",
+        source: "Linux arch/x86/kvm/vmx/vmx.c (handle_ept_misconfig, handle_io: MMIO and port I/O to emulated devices exit to QEMU); virtio specification (docs.oasis-open.org/virtio)",
     },
 };
 
@@ -113,7 +113,7 @@ pub(super) const DEV004: VmRule = VmRule {
         example: "<interface> with <model type='e1000e'/>",
         fix: "switch to virtio after installing its driver",
         fix_safety: Applicability::Manual,
-        source: "../shared/knowledge.md 6b",
+        source: "Linux arch/x86/kvm/vmx/vmx.c (handle_ept_misconfig, handle_io); virtio specification (docs.oasis-open.org/virtio)",
     },
 };
 
@@ -151,7 +151,7 @@ pub(super) const DEV005: VmRule = VmRule {
         example: "<input type='tablet' bus='usb'/> beside a passed-through GPU",
         fix: "remove the tablet",
         fix_safety: Applicability::Manual,
-        source: "common VFIO tuning guides; ../shared/landscape.md",
+        source: "Linux Documentation/driver-api/vfio.rst; Arch Wiki, PCI passthrough via OVMF (wiki.archlinux.org/title/PCI_passthrough_via_OVMF)",
     },
 };
 

@@ -17,7 +17,7 @@ pub(super) const HOOK001: VmRule = VmRule {
         example: "<kvmtune:isolate/> in a domain whose <cputune> has no <vcpupin>",
         fix: "pin the vCPUs (`kvmtune tune FILE` does), or drop <kvmtune:isolate> and <kvmtune:cpufreq>",
         fix_safety: Applicability::Manual,
-        source: "kvmtune hostchange/prepare.rs (Refusal::NoCpus); ../shared/host-changes.md sections 1-3",
+        source: "Linux Documentation/admin-guide/cgroup-v2.rst (cpuset); Documentation/core-api/irq/irq-affinity.rst; kvmtune docs/host.md",
     },
 };
 
@@ -45,7 +45,7 @@ pub(super) const HOOK002: VmRule = VmRule {
         example: "<kvmtune:isolate housekeeping='0-3'/> with <vcpupin vcpu='0' cpuset='2'/>",
         fix: "take the vCPUs' CPUs out of housekeeping, or leave it out (default: every CPU the VM does not pin)",
         fix_safety: Applicability::Manual,
-        source: "kvmtune hostchange/prepare.rs (Refusal::HousekeepingOverlap); ../shared/host-changes.md section 1",
+        source: "Linux Documentation/admin-guide/cgroup-v2.rst (cpuset.cpus); kvmtune docs/host.md",
     },
 };
 
@@ -75,7 +75,7 @@ pub(super) const HOOK003: VmRule = VmRule {
         example: "<kvmtune:hugepages/> in a domain with no <memoryBacking>",
         fix: "back the memory with hugepages (<memoryBacking><hugepages/>), or drop <kvmtune:hugepages>",
         fix_safety: Applicability::Manual,
-        source: "libvirt formatdomain.rst (memoryBacking); ../shared/host-changes.md section 5",
+        source: "libvirt docs/formatdomain.rst memoryBacking; Linux Documentation/admin-guide/mm/hugetlbpage.rst (per-node pools)",
     },
 };
 
@@ -108,7 +108,7 @@ pub(super) const HOOK004: VmRule = VmRule {
         example: "<kvmtune:device address='0000:01:00.0'/> with the GPU's <hostdev> at 0000:02:00.0",
         fix: "list the addresses of the domain's PCI <hostdev> elements",
         fix_safety: Applicability::Manual,
-        source: "libvirt formatdomain.rst (hostdev); ../shared/host-changes.md section 4",
+        source: "libvirt docs/formatdomain.rst hostdev; Linux Documentation/driver-api/vfio.rst (IOMMU groups)",
     },
 };
 

@@ -32,7 +32,7 @@ pub(super) const HV001: VmRule = VmRule {
         example: "<synic state='on'/> without <vpindex state='on'/>",
         fix: "enable the missing dependencies",
         fix_safety: Applicability::Safe,
-        source: "QEMU target/i386/kvm/kvm.c kvm_hyperv_properties[] and kvm_hyperv_expand_features (../shared/knowledge.md 1b); libvirt NEWS 11.9.0",
+        source: "QEMU target/i386/kvm/kvm.c kvm_hyperv_properties[] and kvm_hyperv_expand_features; libvirt NEWS.rst 11.9.0",
     },
 };
 
@@ -74,7 +74,7 @@ pub(super) const HV002: VmRule = VmRule {
         example: "<hyperv mode='custom'><relaxed state='on'/></hyperv> and nothing else",
         fix: "enable the missing enlightenments (with their dependencies)",
         fix_safety: Applicability::Safe,
-        source: "QEMU docs/system/i386/hyperv.rst (../shared/knowledge.md 1a)",
+        source: "QEMU docs/system/i386/hyperv.rst",
     },
 };
 
@@ -113,7 +113,7 @@ pub(super) const HV003: VmRule = VmRule {
         example: "<evmcs state='on'/> on an AMD host",
         fix: "turn hv-evmcs off",
         fix_safety: Applicability::Safe,
-        source: "QEMU docs/system/i386/hyperv.rst hv-evmcs (../shared/knowledge.md 1a, 5)",
+        source: "QEMU docs/system/i386/hyperv.rst hv-evmcs",
     },
 };
 
@@ -152,7 +152,7 @@ pub(super) const HV004: VmRule = VmRule {
         example: "<hyperv mode='passthrough'/> with <cpu mode='host-passthrough' migratable='on'>",
         fix: "list enlightenments explicitly, fix the TSC frequency, or mark the VM non-migratable",
         fix_safety: Applicability::Manual,
-        source: "QEMU docs/system/i386/hyperv.rst hv-passthrough, hv-reenlightenment (../shared/knowledge.md 1a)",
+        source: "QEMU docs/system/i386/hyperv.rst hv-passthrough, hv-reenlightenment",
     },
 };
 
@@ -194,7 +194,7 @@ pub(super) const HV005: VmRule = VmRule {
         example: "<reset state='on'/>",
         fix: "turn hv-reset off",
         fix_safety: Applicability::Safe,
-        source: "QEMU docs/system/i386/hyperv.rst (../shared/knowledge.md 1a)",
+        source: "QEMU docs/system/i386/hyperv.rst",
     },
 };
 
@@ -227,7 +227,7 @@ pub(super) const HV006: VmRule = VmRule {
         example: "<spinlocks state='on' retries='1024'/>",
         fix: "set retries to 8191",
         fix_safety: Applicability::Safe,
-        source: "libvirt docs/formatdomain.rst hyperv spinlocks (../shared/knowledge.md 2a)",
+        source: "libvirt docs/formatdomain.rst hyperv spinlocks",
     },
 };
 
@@ -255,7 +255,7 @@ pub(super) const HV007: VmRule = VmRule {
         example: "<vendor_id state='on' value='GenuineIntelKVM'/> (15 characters)",
         fix: "shorten the value",
         fix_safety: Applicability::Manual,
-        source: "QEMU docs/system/i386/hyperv.rst hv-vendor-id (../shared/knowledge.md 1a, 2a)",
+        source: "QEMU docs/system/i386/hyperv.rst hv-vendor-id; libvirt docs/formatdomain.rst hyperv vendor_id",
     },
 };
 
@@ -290,7 +290,7 @@ pub(super) const HV008: VmRule = VmRule {
         example: "<synic state='on'/> without <avic state='on'/> on a host with APICv on",
         fix: "enable hv-avic",
         fix_safety: Applicability::Safe,
-        source: "QEMU docs/system/i386/hyperv.rst hv-avic; LKML 2021 (Kechen Lu); ../shared/knowledge.md 4c and landscape section 5",
+        source: "QEMU docs/system/i386/hyperv.rst hv-avic; Linux arch/x86/kvm/hyperv.c (APICV_INHIBIT_REASON_HYPERV while SynIC AutoEOI is in use); LKML 2021 (Kechen Lu)",
     },
 };
 
@@ -327,7 +327,7 @@ pub(super) const HV009: VmRule = VmRule {
         example: "<avic state='on'/> on a host booted with kvm_intel.enable_apicv=N",
         fix: "turn hv-avic off, or turn APICv/AVIC on in the host's KVM module",
         fix_safety: Applicability::Safe,
-        source: "QEMU docs/system/i386/hyperv.rst hv-avic (../shared/knowledge.md 1a)",
+        source: "QEMU docs/system/i386/hyperv.rst hv-avic",
     },
 };
 
@@ -360,7 +360,7 @@ pub(super) const HV010: VmRule = VmRule {
         example: "<feature policy='disable' name='hypervisor'/> beside a <hyperv> block",
         fix: "remove the disable policy for `hypervisor`",
         fix_safety: Applicability::Unsafe,
-        source: "Microsoft TLFS feature discovery; MS-QPC; libvirt docs/formatdomain.rst kvm hidden (../shared/knowledge.md 2b, 5)",
+        source: "Microsoft Hyper-V TLFS, Feature discovery (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/feature-discovery); Microsoft, Acquiring high-resolution time stamps (learn.microsoft.com/windows/win32/sysinfo/acquiring-high-resolution-time-stamps); libvirt docs/formatdomain.rst kvm hidden",
     },
 };
 
@@ -398,7 +398,7 @@ pub(super) const HV011: VmRule = VmRule {
         example: "<synic state='on'/> on a kernel built without CONFIG_KVM_HYPERV",
         fix: "turn the feature off, or run on a kernel, QEMU and libvirt that support it",
         fix_safety: Applicability::Safe,
-        source: "QEMU target/i386/kvm/kvm.c (../shared/knowledge.md 1a, 1b, 2a, 4a)",
+        source: "QEMU target/i386/kvm/kvm.c (kvm_hyperv_properties[], hv_feature_check_deps); Linux Documentation/virt/kvm/api.rst (KVM_GET_SUPPORTED_HV_CPUID)",
     },
 };
 

@@ -15,7 +15,7 @@ pub(super) const LEG001: VmRule = VmRule {
         example: "-global kvm-apic.vapic=off for a 32-bit Windows XP guest on an Intel host without FlexPriority",
         fix: "remove the vapic=off override",
         fix_safety: Applicability::Manual,
-        source: "QEMU hw/i386/kvmvapic.c; Linux KVM TPR shadow / FlexPriority (vmx flexpriority); ../shared/knowledge.md 6b (TPR_BELOW_THRESHOLD)",
+        source: "QEMU hw/i386/kvmvapic.c; Linux arch/x86/kvm/vmx/vmx.c (TPR shadow, flexpriority; TPR_BELOW_THRESHOLD exits)",
     },
 };
 

@@ -16,7 +16,7 @@ pub(super) const MEM001: VmRule = VmRule {
         example: "<memoryBacking><hugepages/></memoryBacking> for 16 GiB on a host with no 2 MiB pages reserved",
         fix: "reserve enough pages on the VM's node",
         fix_safety: Applicability::Manual,
-        source: "Linux Documentation/admin-guide/mm/hugetlbpage.rst; libvirt memoryBacking (../shared/knowledge.md 2c)",
+        source: "Linux Documentation/admin-guide/mm/hugetlbpage.rst; libvirt docs/formatdomain.rst memoryBacking",
     },
 };
 
@@ -162,7 +162,7 @@ pub(super) const MEM003: VmRule = VmRule {
         example: "every <vcpupin> on node 1's CPUs and no <numatune>, or <numatune><memory nodeset='0-1'/>",
         fix: "bind memory to the vCPUs' node: <numatune><memory mode='strict' nodeset='N'/></numatune>",
         fix_safety: Applicability::Unsafe,
-        source: "libvirt formatdomain numatune; Linux Documentation/admin-guide/mm/numa_memory_policy.rst (../shared/knowledge.md 2c)",
+        source: "libvirt docs/formatdomain.rst numatune; Linux Documentation/admin-guide/mm/numa_memory_policy.rst",
     },
 };
 
@@ -207,7 +207,7 @@ pub(super) const MEM004: VmRule = VmRule {
         example: "vCPUs pinned to CPUs of host nodes 0 and 1 and no <cpu><numa>",
         fix: "give the guest one NUMA cell per host node it uses, with its vCPUs and memory, bound there (`kvmtune tune` plans them)",
         fix_safety: Applicability::Unsafe,
-        source: "libvirt formatdomain (cpu numa cells, numatune memnode); Microsoft Hyper-V virtual NUMA guidance (../shared/knowledge.md 2c)",
+        source: "libvirt docs/formatdomain.rst (cpu numa cells, numatune memnode); Microsoft Hyper-V virtual NUMA guidance",
     },
 };
 

@@ -31,7 +31,7 @@ pub(super) const PIN001: VmRule = VmRule {
         example: "<vcpu>8</vcpu> and no <vcpupin> in <cputune>",
         fix: "pin every vCPU (kvmtune tune plans it)",
         fix_safety: Applicability::Manual,
-        source: "libvirt docs/formatdomain.rst CPU tuning (../shared/knowledge.md 2c)",
+        source: "libvirt docs/formatdomain.rst CPU tuning",
     },
 };
 
@@ -72,7 +72,7 @@ pub(super) const PIN002: VmRule = VmRule {
         example: "<vcpupin vcpu='0' cpuset='2'/> and <vcpupin vcpu='1' cpuset='2'/>",
         fix: "one host CPU per vCPU",
         fix_safety: Applicability::Manual,
-        source: "libvirt docs/formatdomain.rst vcpupin (../shared/knowledge.md 2c)",
+        source: "libvirt docs/formatdomain.rst vcpupin",
     },
 };
 
@@ -116,7 +116,7 @@ pub(super) const PIN003: VmRule = VmRule {
         example: "<emulatorpin cpuset='2'/> where <vcpupin vcpu='0' cpuset='2'/>",
         fix: "pin them to housekeeping CPUs",
         fix_safety: Applicability::Manual,
-        source: "libvirt docs/formatdomain.rst emulatorpin, iothreadpin (../shared/knowledge.md 2c)",
+        source: "libvirt docs/formatdomain.rst emulatorpin, iothreadpin",
     },
 };
 
@@ -202,7 +202,7 @@ pub(super) const PIN005: VmRule = VmRule {
         example: "threads='2' with vCPUs 0 and 1 on host CPUs 2 and 3, whose siblings are 2/18 and 3/19",
         fix: "pin each guest core's threads to one host core",
         fix_safety: Applicability::Manual,
-        source: "Linux cputopology ABI; libvirt docs CPU topology; ../shared/knowledge.md 2c",
+        source: "Linux Documentation/admin-guide/cputopology.rst; libvirt docs/formatdomain.rst CPU model and topology",
     },
 };
 
@@ -289,7 +289,7 @@ pub(super) const PIN007: VmRule = VmRule {
         example: "<vcpupin vcpu='0' cpuset='0'/> where CPU 0's core is the host's",
         fix: "move vCPUs off those CPUs",
         fix_safety: Applicability::Manual,
-        source: "Linux isolcpus (kernel-parameters.txt); tuned cpu-partitioning (../shared/landscape.md)",
+        source: "Linux isolcpus (Documentation/admin-guide/kernel-parameters.txt); tuned's cpu-partitioning profile (github.com/redhat-performance/tuned, profiles/cpu-partitioning)",
     },
 };
 
@@ -359,7 +359,7 @@ pub(super) const PIN008: VmRule = VmRule {
         example: "<topology sockets='1' cores='4' threads='2'/> on an AMD host without <feature policy='require' name='topoext'/>",
         fix: "<feature policy='require' name='topoext'/>",
         fix_safety: Applicability::Safe,
-        source: "libvirt/QEMU AMD topology (topoext) practice; ../shared/knowledge.md 2b",
+        source: "QEMU target/i386/cpu.c (topoext: AMD cache and core topology in CPUID 0x8000001D/0x8000001E); libvirt docs/formatdomain.rst CPU model and topology",
     },
 };
 
@@ -392,7 +392,7 @@ pub(super) const PIN009: VmRule = VmRule {
         example: "<cpu mode='host-passthrough'> without <cache mode='passthrough'/>",
         fix: "<cache mode='passthrough'/>",
         fix_safety: Applicability::Safe,
-        source: "libvirt docs/formatdomain.rst cpu cache; qemu_command.c host-cache-info (../shared/knowledge.md 2b)",
+        source: "libvirt docs/formatdomain.rst cpu cache; libvirt src/qemu/qemu_command.c (host-cache-info)",
     },
 };
 

@@ -41,7 +41,7 @@ pub(super) const TIME001: VmRule = VmRule {
         example: "<clock offset='localtime'> without <timer name='hypervclock' present='yes'/>",
         fix: "add <timer name='hypervclock' present='yes'/>",
         fix_safety: Applicability::Safe,
-        source: "QEMU docs/system/i386/hyperv.rst hv-time; MS-TLFS timers; MS-QPC (../shared/knowledge.md 1a, 5)",
+        source: "QEMU docs/system/i386/hyperv.rst hv-time; Microsoft Hyper-V TLFS, Timers (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers); Microsoft, Acquiring high-resolution time stamps (learn.microsoft.com/windows/win32/sysinfo/acquiring-high-resolution-time-stamps)",
     },
 };
 
@@ -72,7 +72,7 @@ pub(super) const TIME002: VmRule = VmRule {
         example: "<timer name='rtc' tickpolicy='delay'/>",
         fix: "<timer name='rtc' tickpolicy='catchup'/>",
         fix_safety: Applicability::Safe,
-        source: "libvirt docs/formatdomain.rst Time keeping (../shared/knowledge.md 2b)",
+        source: "libvirt docs/formatdomain.rst Time keeping",
     },
 };
 
@@ -93,7 +93,7 @@ pub(super) const TIME003: VmRule = VmRule {
         example: "<timer name='pit' tickpolicy='merge'/>",
         fix: "<timer name='pit' tickpolicy='delay'/>",
         fix_safety: Applicability::Safe,
-        source: "QEMU hw/i386/kvm/i8254.c (lost_tick_policy: delay = reinjection, the default; discard turns reinjection off; others refused); libvirt src/qemu/qemu_command.c and qemu_validate.c; checked with virsh domxml-to-native (libvirt 11.3): delay, catchup (no argument), discard, merge (refused); ../shared/knowledge.md 2b",
+        source: "QEMU hw/i386/kvm/i8254.c (lost_tick_policy: delay = reinjection, the default; discard turns reinjection off; others refused); libvirt src/qemu/qemu_command.c and qemu_validate.c; checked with virsh domxml-to-native (libvirt 11.3): delay, catchup (no argument), discard, merge (refused)",
     },
 };
 
@@ -122,7 +122,7 @@ pub(super) const TIME004: VmRule = VmRule {
         example: "<clock offset='utc'/> for a Windows guest",
         fix: "<clock offset='localtime'>",
         fix_safety: Applicability::Unsafe,
-        source: "libvirt docs/formatdomain.rst clock offset (../shared/knowledge.md 2b)",
+        source: "libvirt docs/formatdomain.rst clock offset",
     },
 };
 
@@ -154,11 +154,11 @@ pub(super) const TIME005: VmRule = VmRule {
         category: Category::Timers,
         severity: Severity::Warning,
         title: "HPET off without hv-stimer",
-        explanation: "Turning the HPET off is right only together with hv-stimer. Without synthetic timers Windows falls back from the HPET to the RTC, which costs more: a Windows 10 guest in the corpus (exitstats/intel_huataihuang_*) spent most of its exit time on RTC port I/O with HPET off, and less once HPET was back. The best fix is neither: it is hv-stimer, after which the HPET is not used at all.",
+        explanation: "Turning the HPET off is right only together with hv-stimer. Without synthetic timers Windows falls back from the HPET to the RTC, which costs more: a published Windows 10 guest (see the source) spent most of its exit time on RTC port I/O with HPET off, and less once HPET was back. The best fix is neither: it is hv-stimer, after which the HPET is not used at all.",
         example: "<timer name='hpet' present='no'/> without <stimer state='on'/>",
         fix: "enable hv-stimer (with hv-synic, hv-vpindex, hv-time)",
         fix_safety: Applicability::Safe,
-        source: "../shared/corpus/exitstats/intel_huataihuang_* (before/after); virt-manager issue #205; QEMU docs hv-stimer (../shared/knowledge.md 5)",
+        source: "github.com/huataihuang/cloud-atlas-draft virtual/kvm/debug/kvm_win10_high_sys_debug.md (a Windows 10 guest before and after its HPET was turned back on); virt-manager issue #205; QEMU docs/system/i386/hyperv.rst hv-stimer",
     },
 };
 
@@ -197,7 +197,7 @@ pub(super) const TIME006: VmRule = VmRule {
         example: "<stimer state='on'/> with no <timer name='hpet' present='no'/>",
         fix: "<timer name='hpet' present='no'/>",
         fix_safety: Applicability::Safe,
-        source: "QEMU docs/system/i386/hyperv.rst hv-stimer (../shared/knowledge.md 5)",
+        source: "QEMU docs/system/i386/hyperv.rst hv-stimer; Microsoft Hyper-V TLFS, Timers (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers)",
     },
 };
 

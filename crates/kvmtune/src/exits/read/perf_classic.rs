@@ -421,6 +421,8 @@ fn row_at(stream: &[&Token], at: usize, columns: Columns) -> Result<Option<(Exit
     // Everything in a perf table is an exit (or a port, MSR or address accessed through one).
     row.kind = RowKind::Exit;
     row.time_percent = percents.get(1).copied();
+    // With both columns, the first is Samples%.
+    row.sample_percent = percents.get(1).and(percents.first().copied());
     if let Some([min, max, mean]) = times {
         row.time_us = Some(mean * count as f64);
         row.min_us = Some(min);
