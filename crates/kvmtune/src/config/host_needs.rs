@@ -232,6 +232,24 @@ impl HostNeeds {
 
 /// Reads `<kvmtune:host>`, strictly, since a misspelt part would silently leave the host as it
 /// is. `error_at` makes an error at a byte offset of the domain.
+/// A cpufreq governor or energy-performance preference as the kernel names them
+/// (`performance`, `schedutil`, `balance_power`, or an EPP number): lowercase letters, digits
+/// and `_`, which is all `scaling_available_governors` and
+/// `energy_performance_available_preferences` list (Documentation/admin-guide/pm/cpufreq.rst,
+/// intel_pstate.rst). Anything else is no governor on any host, and is refused where it is read.
+pub fn parse_cpufreq_word(text: &str) -> Result<String, String> {
+    let plain = !text.is_empty()
+        && text.len() <= 32
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    match plain {
+        true => Ok(text.to_string()),
+        false => Err(format!(
+            "`{}` is not a cpufreq governor or preference (lowercase letters, digits and _, such as performance)",
+            text.escape_debug()
+        )),
+    }
+}
+
 pub fn read_metadata(
     host: Node,
     error_at: &dyn Fn(usize, String) -> ConfigError,
@@ -285,8 +303,14 @@ pub fn read_metadata(
                 }
             }
             "cpufreq" => {
-                needs.governor = part.attribute("governor").map(str::to_string);
-                needs.epp = part.attribute("epp").map(str::to_string);
+                let word = |attribute: &str| -> Result<Option<String>, ConfigError> {
+                    let Some(value) = part.attribute_node(attribute) else { return Ok(None) };
+                    parse_cpufreq_word(value.value())
+                        .map(Some)
+                        .map_err(|why| error_at(value.range().start, format!("<cpufreq> {attribute}: {why}")))
+                };
+                needs.governor = word("governor")?;
+                needs.epp = word("epp")?;
                 at.cpufreq = Some(span(part));
             }
             "hugepages" => {
@@ -327,10 +351,10 @@ pub struct NeedsFlags {
     #[arg(long, value_name = "LIST", value_parser = |text: &str| CpuSet::parse_list(text).map_err(|e| e.to_string()))]
     pub housekeeping: Option<CpuSet>,
     /// cpufreq governor for the VM's CPUs (such as performance).
-    #[arg(long, value_name = "GOV")]
+    #[arg(long, value_name = "GOV", value_parser = parse_cpufreq_word)]
     pub governor: Option<String>,
     /// Energy-performance preference for the VM's CPUs (such as performance).
-    #[arg(long, value_name = "PREF")]
+    #[arg(long, value_name = "PREF", value_parser = parse_cpufreq_word)]
     pub epp: Option<String>,
     /// Hugepages the VM needs: SIZE:COUNT[@NODE], such as 2M:4096@1 (repeatable; default:
     /// from the domain's <memoryBacking> and <memory>).

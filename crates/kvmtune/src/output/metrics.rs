@@ -286,6 +286,36 @@ mod tests {
         text.lines().find_map(|line| line.strip_prefix(&head)?.parse().ok())
     }
 
+    /// A VM name is whatever a domain or `-name` says: quotes, backslashes and line breaks in
+    /// it are escaped in both exposition formats, and no line of the output is broken by one.
+    #[test]
+    fn label_values_are_escaped_in_both_formats() {
+        let name = "evil\"} 1\nkvmtune_forged 1\\";
+        let vm = LiveVm { name: name.into(), pid: 1, monitor: Err("none".into()) };
+        let counters = [("exits".to_string(), vec![7u64])].into_iter().collect();
+        let reading = VmReading {
+            vm,
+            counters: Ok(counters),
+            traced: Default::default(),
+            exit_times: Default::default(),
+            at: Instant::now(),
+        };
+        let empty = tempfile::tempdir().unwrap();
+        let host = crate::host::probe(&crate::host::Host::rooted(empty.path()));
+        let text = render(&Scrape {
+            readings: std::slice::from_ref(&reading),
+            views: &[None],
+            host: &host,
+            journals: &[],
+            duration_s: 0.1,
+        });
+        let escaped = r#"vm="evil\"} 1\nkvmtune_forged 1\\""#;
+        for exposition in [text.clone(), classic_text(&text)] {
+            assert!(exposition.contains(escaped), "{exposition}");
+            assert!(!exposition.lines().any(|l| l.starts_with("kvmtune_forged")), "{exposition}");
+        }
+    }
+
     /// Handling times as the exit trace gathers them, here the per-reason counts and times of
     /// the corpus's recorded `perf kvm stat live` of a Windows 10 guest (kvm_exit does not fire
     /// on this project's test host).
