@@ -286,6 +286,23 @@ mod tests {
         text.lines().find_map(|line| line.strip_prefix(&head)?.parse().ok())
     }
 
+    /// The exposition of a scrape that read one VM.
+    fn one_vm_scrape(
+        vm: LiveVm,
+        counters: Result<crate::exits::model::Sample, String>,
+        exit_times: crate::exits::record::tracing::VcpuTimings,
+        host: &crate::host::HostFacts,
+    ) -> String {
+        let reading = VmReading { vm, counters, traced: Default::default(), exit_times, at: Instant::now() };
+        render(&Scrape {
+            readings: std::slice::from_ref(&reading),
+            views: &[None],
+            host,
+            journals: &[],
+            duration_s: 0.1,
+        })
+    }
+
     /// A VM name is whatever a domain or `-name` says: quotes, backslashes and line breaks in
     /// it are escaped in both exposition formats, and no line of the output is broken by one.
     #[test]
@@ -293,22 +310,9 @@ mod tests {
         let name = "evil\"} 1\nkvmtune_forged 1\\";
         let vm = LiveVm { name: name.into(), pid: 1, monitor: Err("none".into()) };
         let counters = [("exits".to_string(), vec![7u64])].into_iter().collect();
-        let reading = VmReading {
-            vm,
-            counters: Ok(counters),
-            traced: Default::default(),
-            exit_times: Default::default(),
-            at: Instant::now(),
-        };
         let empty = tempfile::tempdir().unwrap();
         let host = crate::host::probe(&crate::host::Host::rooted(empty.path()));
-        let text = render(&Scrape {
-            readings: std::slice::from_ref(&reading),
-            views: &[None],
-            host: &host,
-            journals: &[],
-            duration_s: 0.1,
-        });
+        let text = one_vm_scrape(vm, Ok(counters), Default::default(), &host);
         let escaped = r#"vm="evil\"} 1\nkvmtune_forged 1\\""#;
         for exposition in [text.clone(), classic_text(&text)] {
             assert!(exposition.contains(escaped), "{exposition}");
@@ -324,21 +328,8 @@ mod tests {
     fn traced_handling_times_become_counters_per_vm_and_reason() {
         let (report, exit_times) = recorded_windows_timings();
         let vm = LiveVm { name: "win10".into(), pid: 1, monitor: Err("none".into()) };
-        let reading = VmReading {
-            vm,
-            counters: Ok(Default::default()),
-            traced: Default::default(),
-            exit_times,
-            at: Instant::now(),
-        };
         let host = crate::host::probe(&crate::host::Host::live());
-        let text = render(&Scrape {
-            readings: std::slice::from_ref(&reading),
-            views: &[None],
-            host: &host,
-            journals: &[],
-            duration_s: 0.1,
-        });
+        let text = one_vm_scrape(vm, Ok(Default::default()), exit_times, &host);
         assert_eq!(report.rows.len(), 10);
         assert!(!text.contains("..\n"), "a HELP ends in two full stops:\n{text}");
         for row in &report.rows {
