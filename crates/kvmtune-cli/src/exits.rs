@@ -10,6 +10,7 @@ use kvmtune::analysis::Severity;
 use kvmtune::analysis::check::CheckOptions;
 use kvmtune::analysis::exit_diagnosis::diagnose_with;
 use kvmtune::analysis::exit_patterns::ExitContext;
+use kvmtune::analysis::exit_rules::Guest;
 use kvmtune::config::model::VmConfig;
 use kvmtune::exits::ExitProfile;
 use kvmtune::exits::record::{Progress, RecordOptions, Target};
@@ -37,6 +38,10 @@ pub(crate) enum ExitsCommand {
         /// depend on it.
         #[arg(long, value_enum, default_value_t = WorkloadArg::Gaming)]
         workload: WorkloadArg,
+        /// The guest the exits are of: findings name its causes and cures. Default: what
+        /// --config tells (a libosinfo id, or Hyper-V enlightenments for Windows), else both.
+        #[arg(long, value_enum)]
+        guest: Option<Guest>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -70,6 +75,10 @@ pub(crate) enum ExitsCommand {
         /// No progress lines on stderr.
         #[arg(long)]
         quiet: bool,
+        /// The guest the exits are of: findings name its causes and cures. Default: what
+        /// --config tells (a libosinfo id, or Hyper-V enlightenments for Windows), else both.
+        #[arg(long, value_enum)]
+        guest: Option<Guest>,
     },
     /// Compare two profiles of the same VM: per-reason deltas, ratios and a verdict.
     Compare {
@@ -78,6 +87,9 @@ pub(crate) enum ExitsCommand {
         /// Also write a self-contained HTML report with a chart to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        /// The guest the exits are of (default: both readings).
+        #[arg(long, value_enum, default_value_t = Guest::Unknown)]
+        guest: Guest,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -139,10 +151,12 @@ fn report_profiles(
     label: &str,
     profiles: &[ExitProfile],
     inputs: Option<&AnalysisInputs>,
+    guest: Option<Guest>,
     format: Format,
 ) -> anyhow::Result<Outcome> {
     let (config_diagnostics, vm, host) = config_context(inputs)?;
-    let context = ExitContext { config: vm.as_ref(), host: host.as_ref() };
+    let guest = guest.or(vm.as_ref().map(Guest::of_config)).unwrap_or_default();
+    let context = ExitContext { config: vm.as_ref(), host: host.as_ref(), guest };
     let config_label = inputs.and_then(|i| i.config).map(|c| c.display().to_string());
     let mut any_warning = false;
     let mut documents = Vec::new();
@@ -183,12 +197,23 @@ fn show_progress(progress: &Progress, to_terminal: bool) {
 
 pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
     match command {
-        ExitsCommand::Analyze { file, config, host, workload, format } => {
+        ExitsCommand::Analyze { file, config, host, workload, guest, format } => {
             let profiles = read_profiles(&file)?;
             let inputs = AnalysisInputs { config: config.as_deref(), host: &host, workload };
-            report_profiles(&file.display().to_string(), &profiles, Some(&inputs), format)
+            report_profiles(&file.display().to_string(), &profiles, Some(&inputs), guest, format)
         }
-        ExitsCommand::Record { domain, connect, pid, qmp, duration, interval, output, format, quiet } => {
+        ExitsCommand::Record {
+            domain,
+            connect,
+            pid,
+            qmp,
+            duration,
+            interval,
+            output,
+            format,
+            quiet,
+            guest,
+        } => {
             let target = match (domain, pid, qmp) {
                 (Some(name), _, _) => Target::Domain { name, connect },
                 (_, Some(pid), _) => Target::Pid(pid),
@@ -215,12 +240,13 @@ pub(crate) fn run(command: ExitsCommand) -> anyhow::Result<Outcome> {
                 std::fs::write(path, json + "\n")
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
-            report_profiles(&recording.source, &recording.profiles, None, format)
+            report_profiles(&recording.source, &recording.profiles, None, guest, format)
         }
-        ExitsCommand::Compare { before, after, report, format } => {
+        ExitsCommand::Compare { before, after, report, guest, format } => {
             let before_profiles = read_profiles(&before)?;
             let after_profiles = read_profiles(&after)?;
-            let comparisons = kvmtune::analysis::exit_compare::compare_all(&before_profiles, &after_profiles);
+            let comparisons =
+                kvmtune::analysis::exit_compare::compare_all(&before_profiles, &after_profiles, guest);
             if comparisons.is_empty() {
                 anyhow::bail!("no profile to compare");
             }

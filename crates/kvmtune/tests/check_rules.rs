@@ -328,3 +328,26 @@ fn qemu_iothreads_are_told_apart_by_name() {
     assert!(fired(&line("")).contains(&"DEV006"), "{:?}", fired(&line("")));
     assert!(!fired(&line("-device virtio-scsi-pci,id=scsi0,iothread=io-disk")).contains(&"DEV006"));
 }
+
+/// A config tells its guest: a libosinfo id, else Hyper-V enlightenments (only Windows uses
+/// them), else nothing.
+#[test]
+fn a_config_tells_the_guest_it_runs() {
+    use kvmtune::analysis::exit_rules::Guest;
+    let guest = |metadata: &str, features: &str| {
+        let xml = format!(
+            "<domain type='kvm'><name>g</name><metadata>{metadata}</metadata><memory unit='KiB'>1048576</memory><vcpu>2</vcpu>\
+             <os><type arch='x86_64' machine='q35'>hvm</type></os><features>{features}</features></domain>"
+        );
+        Guest::of_config(&kvmtune::config::read("g.xml", &xml).unwrap())
+    };
+    let osinfo = |id: &str| {
+        format!(
+            "<libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'><libosinfo:os id='{id}'/></libosinfo:libosinfo>"
+        )
+    };
+    assert_eq!(guest(&osinfo("http://microsoft.com/win/11"), ""), Guest::Windows);
+    assert_eq!(guest(&osinfo("http://ubuntu.com/ubuntu/24.04"), ""), Guest::Linux);
+    assert_eq!(guest("", "<hyperv mode='custom'><relaxed state='on'/></hyperv>"), Guest::Windows);
+    assert_eq!(guest("", ""), Guest::Unknown);
+}

@@ -124,3 +124,53 @@ fn port_and_msr_tables_name_the_device_or_register_behind_the_exits() {
         findings.iter().map(|f| (f.rule, f.severity)).collect();
     assert_eq!(rules, [("EXIT022", kvmtune::analysis::Severity::Info)]);
 }
+
+/// The same exits read for the guest they are of: an MSR storm is Hyper-V's timers and EOIs in
+/// Windows and x2APIC IPIs and TSC-deadline writes in Linux; with the guest unknown both are
+/// given, with what tells them apart. Windows-only patterns (the RTC fallback) never fire for a
+/// Linux guest.
+#[test]
+fn findings_are_worded_for_the_guest() {
+    use kvmtune::analysis::exit_diagnosis::diagnose_with;
+    use kvmtune::analysis::exit_patterns::ExitContext;
+    use kvmtune::analysis::exit_rules::Guest;
+    let msrs = perf_table(&[("MSR_WRITE", 6000, 2.0), ("HLT", 3000, 500.0), ("VMCALL", 1000, 1.0)], &[]);
+    let profile = &exits::parse("msr.txt", &msrs).unwrap()[0];
+    let finding = |guest| {
+        let context = ExitContext { guest, ..ExitContext::default() };
+        diagnose_with(profile, &context).into_iter().find(|f| f.rule == "EXIT003").expect("EXIT003 fires")
+    };
+    let windows = finding(Guest::Windows);
+    assert!(windows.explanation.contains("Hyper-V") && !windows.explanation.contains("x2APIC ICR (0x830"));
+    let linux = finding(Guest::Linux);
+    assert!(linux.explanation.contains("x2APIC ICR (0x830") && !linux.explanation.contains("Hyper-V"));
+    assert!(linux.fix.contains("PV send-IPI"), "{}", linux.fix);
+    let unknown = finding(Guest::Unknown);
+    assert!(unknown.explanation.contains("Hyper-V") && unknown.explanation.contains("If the guest is Linux"));
+    assert!(unknown.explanation.contains("--guest") && unknown.fix.starts_with("Windows: "));
+    // A rule whose cause is the same in both keeps one text.
+    let halts = perf_table(&[("HLT", 9000, 900.0), ("MSR_WRITE", 100, 1.0)], &[]);
+    let idle = &exits::parse("hlt.txt", &halts).unwrap()[0];
+    let context = ExitContext { guest: Guest::Unknown, ..ExitContext::default() };
+    let idle_finding = diagnose_with(idle, &context).into_iter().find(|f| f.rule == "EXIT006").unwrap();
+    assert!(!idle_finding.explanation.contains("If the guest is Linux"));
+}
+
+#[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
+fn windows_only_patterns_stay_quiet_for_a_linux_guest() {
+    use kvmtune::analysis::exit_diagnosis::diagnose_with;
+    use kvmtune::analysis::exit_patterns::ExitContext;
+    use kvmtune::analysis::exit_rules::Guest;
+    let path = kvmtune_testkit::corpus()
+        .join("exitstats")
+        .join("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
+    let profile = exits::parse("before.txt", &std::fs::read_to_string(path).unwrap()).unwrap().remove(0);
+    let rules = |guest| -> Vec<&'static str> {
+        let context = ExitContext { guest, ..ExitContext::default() };
+        diagnose_with(&profile, &context).into_iter().map(|f| f.rule).collect()
+    };
+    assert!(rules(Guest::Windows).contains(&"EXIT015"));
+    let linux = rules(Guest::Linux);
+    assert!(!linux.contains(&"EXIT015") && linux.contains(&"EXIT002"), "{linux:?}");
+}

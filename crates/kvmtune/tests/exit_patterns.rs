@@ -105,11 +105,20 @@ fn apicv_inhibited_by_synic() {
     // A config with hv-avic already, or a host without APICv/AVIC, is not this.
     let with_avic = config(&fixture("HV008.good.xml"));
     assert!(with_avic.hyperv.is_on(Hv::Avic));
-    assert!(!rules(&inhibited, &ExitContext { config: Some(&with_avic), host: None }).contains(&"EXIT013"));
+    assert!(
+        !rules(&inhibited, &ExitContext { config: Some(&with_avic), host: None, ..ExitContext::default() })
+            .contains(&"EXIT013")
+    );
     let (apicv_off, _guard) = host("amd-apicv-off");
-    assert!(!rules(&inhibited, &ExitContext { config: None, host: Some(&apicv_off) }).contains(&"EXIT013"));
+    assert!(
+        !rules(&inhibited, &ExitContext { config: None, host: Some(&apicv_off), ..ExitContext::default() })
+            .contains(&"EXIT013")
+    );
     let synic_only = config(&fixture("HV008.bad.xml"));
-    assert!(rules(&inhibited, &ExitContext { config: Some(&synic_only), host: None }).contains(&"EXIT013"));
+    assert!(
+        rules(&inhibited, &ExitContext { config: Some(&synic_only), host: None, ..ExitContext::default() })
+            .contains(&"EXIT013")
+    );
 }
 
 #[test]
@@ -132,7 +141,10 @@ fn hpet_in_use() {
     assert!(!rules(&enlightened, &ExitContext::default()).contains(&"EXIT014"));
     // A config whose HPET is already off is not on the HPET.
     let hpet_off = config(&fixture("TIME005.bad.xml"));
-    assert!(!rules(&hpet, &ExitContext { config: Some(&hpet_off), host: None }).contains(&"EXIT014"));
+    assert!(
+        !rules(&hpet, &ExitContext { config: Some(&hpet_off), host: None, ..ExitContext::default() })
+            .contains(&"EXIT014")
+    );
 }
 
 #[test]
@@ -148,11 +160,15 @@ fn rtc_fallback_on_the_corpus_pair_and_its_near_misses() {
     assert!(!rules(&after, &ExitContext::default()).contains(&"EXIT015"));
     // With the config at hand it takes the HPET off without hv-stimer (TIME005's case).
     let hpet_off = config(&fixture("TIME005.bad.xml"));
-    let fired = findings(&before, &ExitContext { config: Some(&hpet_off), host: None });
+    let fired =
+        findings(&before, &ExitContext { config: Some(&hpet_off), host: None, ..ExitContext::default() });
     let rtc = fired.iter().find(|f| f.rule == "EXIT015").expect("fires with the config");
     assert!(rtc.evidence.as_deref().is_some_and(|e| e.contains("without hv-stimer")));
     let hpet_on = config(&fixture("TIME006.bad.xml"));
-    assert!(!rules(&before, &ExitContext { config: Some(&hpet_on), host: None }).contains(&"EXIT015"));
+    assert!(
+        !rules(&before, &ExitContext { config: Some(&hpet_on), host: None, ..ExitContext::default() })
+            .contains(&"EXIT015")
+    );
 }
 
 #[test]
@@ -165,9 +181,12 @@ fn ipis_by_icr_writes() {
     // A config with hv-ipi and the hypervisor bit visible sends IPIs by hypercall.
     let with_ipi = config(&fixture("HV008.good.xml"));
     assert!(with_ipi.hyperv.is_on(Hv::Ipi));
-    assert!(!rules(&icr, &ExitContext { config: Some(&with_ipi), host: None }).contains(&"EXIT016"));
+    assert!(
+        !rules(&icr, &ExitContext { config: Some(&with_ipi), host: None, ..ExitContext::default() })
+            .contains(&"EXIT016")
+    );
     let hidden = config(&fixture("HV010.bad.xml"));
-    let fired = findings(&icr, &ExitContext { config: Some(&hidden), host: None });
+    let fired = findings(&icr, &ExitContext { config: Some(&hidden), host: None, ..ExitContext::default() });
     assert!(
         fired
             .iter()
@@ -186,20 +205,27 @@ fn idle_host_cpu_burn_needs_polling_and_shared_cpus() {
         .map(|l| format!("{l}\n"))
         .collect();
     let unpinned = config(&unpinned_xml);
-    let context = ExitContext { config: Some(&unpinned), host: Some(&polling) };
+    let context = ExitContext { config: Some(&unpinned), host: Some(&polling), ..ExitContext::default() };
     assert!(rules(&idle, &context).contains(&"EXIT017"));
     assert!(rules(&as_mail_reply(&idle), &context).contains(&"EXIT017"));
     assert!(!rules(&idle, &context).contains(&"EXIT006"), "EXIT017 replaces the idle note");
     // Without both facts there is nothing to go on; pinned vCPUs or no polling are fine.
     assert!(!rules(&idle, &ExitContext::default()).contains(&"EXIT017"));
     let pinned = config(&fixture("HV008.good.xml"));
-    assert!(!rules(&idle, &ExitContext { config: Some(&pinned), host: Some(&polling) }).contains(&"EXIT017"));
+    assert!(
+        !rules(&idle, &ExitContext { config: Some(&pinned), host: Some(&polling), ..ExitContext::default() })
+            .contains(&"EXIT017")
+    );
     let mut no_polling = polling.clone();
     if let kvmtune::host::Fact::Known(modules) = &mut no_polling.kvm.modules {
         modules.parameters.get_mut("kvm").unwrap().insert("halt_poll_ns".into(), "0".into());
     }
     assert!(
-        !rules(&idle, &ExitContext { config: Some(&unpinned), host: Some(&no_polling) }).contains(&"EXIT017")
+        !rules(
+            &idle,
+            &ExitContext { config: Some(&unpinned), host: Some(&no_polling), ..ExitContext::default() }
+        )
+        .contains(&"EXIT017")
     );
 }
 

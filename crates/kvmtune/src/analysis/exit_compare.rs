@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use crate::analysis::exit_diagnosis::diagnose;
+use crate::analysis::exit_diagnosis::diagnose_with;
+use crate::analysis::exit_patterns::ExitContext;
+use crate::analysis::exit_rules::Guest;
 use crate::analysis::exit_rules::{busy_time_us, exit_total};
 use crate::exits::ExitProfile;
 
@@ -47,6 +49,13 @@ pub struct Comparison {
 }
 
 pub fn compare(before: &ExitProfile, after: &ExitProfile) -> Comparison {
+    compare_for(before, after, Guest::Unknown)
+}
+
+/// [`compare`], with the findings worded for `guest`.
+pub fn compare_for(before: &ExitProfile, after: &ExitProfile, guest: Guest) -> Comparison {
+    let context = ExitContext { guest, ..ExitContext::default() };
+    let diagnose = |profile: &ExitProfile| diagnose_with(profile, &context);
     let (before_exits, after_exits) = (exit_total(before), exit_total(after));
     let rates_per_second = before.duration_s.is_some() && after.duration_s.is_some();
     let rate = |exits: u64, profile: &ExitProfile| {
@@ -156,6 +165,6 @@ pub fn pair_profiles<'a>(
 }
 
 /// Every pair [`pair_profiles`] finds, compared.
-pub fn compare_all(before: &[ExitProfile], after: &[ExitProfile]) -> Vec<Comparison> {
-    pair_profiles(before, after).into_iter().map(|(b, a)| compare(b, a)).collect()
+pub fn compare_all(before: &[ExitProfile], after: &[ExitProfile], guest: Guest) -> Vec<Comparison> {
+    pair_profiles(before, after).into_iter().map(|(b, a)| compare_for(b, a, guest)).collect()
 }

@@ -3,9 +3,32 @@
 //! where a pattern that fires replaces the single-reason findings it explains better.
 
 use crate::analysis::exit_patterns::{ExitContext, diagnose_patterns};
-use crate::analysis::exit_rules::{ExitFinding, diagnose_reasons};
+use crate::analysis::exit_rules::{EXIT_RULES, ExitFinding, Guest, diagnose_reasons};
 use crate::analysis::exit_side_tables::{SideTable, diagnose_side_table};
 use crate::exits::ExitProfile;
+
+/// A finding's explanation and fix for `guest`: the rule's own (Windows') text, its Linux
+/// text, or with the guest unknown both, and what tells them apart.
+fn for_guest(mut finding: ExitFinding, guest: Guest) -> ExitFinding {
+    let Some(linux) = EXIT_RULES.iter().find(|r| r.meta.id == finding.rule).and_then(|r| r.linux) else {
+        return finding;
+    };
+    match guest {
+        Guest::Windows => {}
+        Guest::Linux => {
+            finding.explanation = linux.explanation.to_string();
+            finding.fix = linux.fix.to_string();
+        }
+        Guest::Unknown => {
+            finding.explanation = format!(
+                "{} If the guest is Linux: {} (`--guest windows` or `--guest linux`, or a config given with --config, says which.)",
+                finding.explanation, linux.explanation
+            );
+            finding.fix = format!("Windows: {}. Linux: {}", finding.fix, linux.fix);
+        }
+    }
+    finding
+}
 
 /// [`diagnose_with`] without a config or host facts.
 pub fn diagnose(profile: &ExitProfile) -> Vec<ExitFinding> {
@@ -23,8 +46,11 @@ pub fn diagnose_with(profile: &ExitProfile, context: &ExitContext) -> Vec<ExitFi
     }
     let patterns = diagnose_patterns(profile, context);
     let superseded: Vec<&str> = patterns.iter().flat_map(|(_, s)| s.iter().copied()).collect();
-    let mut findings: Vec<ExitFinding> =
-        diagnose_reasons(profile).into_iter().filter(|f| !superseded.contains(&f.rule)).collect();
+    let mut findings: Vec<ExitFinding> = diagnose_reasons(profile)
+        .into_iter()
+        .filter(|f| !superseded.contains(&f.rule))
+        .map(|f| for_guest(f, context.guest))
+        .collect();
     findings.extend(patterns.into_iter().map(|(finding, _)| finding));
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.rule.cmp(b.rule)));
     findings

@@ -10,7 +10,7 @@
 //! profile), never on partial counters.
 
 use crate::analysis::Severity;
-use crate::analysis::exit_rules::{ExitFinding, ReasonShare, exit_total};
+use crate::analysis::exit_rules::{ExitFinding, Guest, ReasonShare, exit_total};
 use crate::analysis::fix::Applicability;
 use crate::analysis::meta::{Category, RuleMeta};
 use crate::config::model::VmConfig;
@@ -25,6 +25,8 @@ use crate::knowledge::hyperv::Hv;
 pub struct ExitContext<'a> {
     pub config: Option<&'a VmConfig>,
     pub host: Option<&'a HostFacts>,
+    /// The guest, as `--guest` says or the config tells.
+    pub guest: Guest,
 }
 
 #[derive(Debug)]
@@ -34,6 +36,9 @@ pub struct PatternRule {
     pub supersedes: &'static [&'static str],
     /// Check rules that find the cause in a VM config.
     pub check_rules: &'static [&'static str],
+    /// Read only in a guest that may be Windows: the pattern is about Hyper-V enlightenments
+    /// or Windows' timers.
+    pub windows_only: bool,
     /// The reasons the pattern involves and what it saw, or `None`.
     pub check: fn(&Table, &ExitContext) -> Option<Match>,
 }
@@ -106,6 +111,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         },
         supersedes: &["EXIT003", "EXIT005"],
         check_rules: &["HV008", "HV010"],
+        windows_only: true,
         check: |table, context| {
             let msr = table.share(ExitCause::may_be_msr_write);
             let external = table.share(is(ExitCause::ExternalInterrupt));
@@ -148,6 +154,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         },
         supersedes: &["EXIT001"],
         check_rules: &["TIME001", "TIME006", "HV002"],
+        windows_only: true,
         check: |table, context| {
             let mmio = table.share(ExitCause::may_be_mmio);
             let port_io = table.share(is(ExitCause::PortIo));
@@ -184,6 +191,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         },
         supersedes: &["EXIT002"],
         check_rules: &["TIME005", "TIME001"],
+        windows_only: true,
         check: |table, context| {
             let port_io = table.share(is(ExitCause::PortIo));
             let mmio = table.share(ExitCause::may_be_mmio);
@@ -223,6 +231,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         },
         supersedes: &["EXIT004"],
         check_rules: &["HV002", "HV010"],
+        windows_only: true,
         check: |table, context| {
             let apic_write = table.share(is(ExitCause::ApicWrite));
             if apic_write < 0.20 || table.present(is(ExitCause::Hypercall)) {
@@ -258,6 +267,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         },
         supersedes: &["EXIT006"],
         check_rules: &["PIN001", "PIN002", "PIN007"],
+        windows_only: false,
         check: |table, context| {
             let (Some(host), Some(config)) = (context.host, context.config) else { return None };
             let halts = table.share(is(ExitCause::Halt));
@@ -302,6 +312,7 @@ pub fn diagnose_patterns(
     let busy = crate::analysis::exit_rules::busy_time(profile);
     PATTERN_RULES
         .iter()
+        .filter(|rule| !(rule.windows_only && context.guest == Guest::Linux))
         .filter_map(|rule| {
             let found = (rule.check)(&table, context)?;
             let reasons = found

@@ -14,9 +14,68 @@ use crate::exits::model::saturating_sum;
 use crate::exits::reasons::{ExitCause, is_idle};
 use crate::exits::{ExitProfile, ExitRow, RowKind};
 
+/// The guest whose exits a profile counts: the same exit has different causes and cures in
+/// Windows and in Linux (an MSR_WRITE storm is Hyper-V's timers in one, x2APIC IPIs and
+/// TSC-deadline writes in the other).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum Guest {
+    Windows,
+    Linux,
+    /// Neither said nor told by a config: findings give both readings.
+    #[default]
+    Unknown,
+}
+
+impl Guest {
+    /// What a VM config says of its guest: a libosinfo id, or Hyper-V enlightenments, which
+    /// only Windows uses; unknown otherwise.
+    pub fn of_config(config: &crate::config::model::VmConfig) -> Guest {
+        const LINUX_OS_IDS: &[&str] = &[
+            "ubuntu.com",
+            "fedoraproject.org",
+            "debian.org",
+            "redhat.com",
+            "centos.org",
+            "almalinux.org",
+            "rockylinux.org",
+            "archlinux.org",
+            "opensuse.org",
+            "suse.com",
+            "alpinelinux.org",
+            "gentoo.org",
+            "nixos.org",
+            "linuxmint.com",
+            "oracle.com/ol",
+        ];
+        if let Some(id) = &config.os_id {
+            if id.value.contains("microsoft.com/win") {
+                return Guest::Windows;
+            }
+            if LINUX_OS_IDS.iter().any(|d| id.value.contains(d)) {
+                return Guest::Linux;
+            }
+        }
+        if crate::knowledge::hyperv::Hv::ALL.iter().any(|&hv| config.hyperv.is_on(hv)) {
+            return Guest::Windows;
+        }
+        Guest::Unknown
+    }
+}
+
+/// A rule's explanation and fix for a Linux guest, where they differ from its own (Windows').
+#[derive(Debug, Clone, Copy)]
+pub struct LinuxText {
+    pub explanation: &'static str,
+    pub fix: &'static str,
+}
+
 #[derive(Debug)]
 pub struct ExitRule {
     pub meta: RuleMeta,
+    /// For a Linux guest, where the cause and cure differ from the meta's, which are Windows'.
+    pub linux: Option<LinuxText>,
     /// The causes whose exits show it (each cause names its reasons in every vocabulary).
     pub causes: &'static [ExitCause],
     /// Fires when the reasons make at least this share of all exits...
@@ -41,6 +100,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux arch/x86/kvm/vmx/vmx.c (handle_ept_misconfig: MMIO to emulated devices); QEMU docs/system/i386/hyperv.rst (hv-time, hv-stimer)",
         },
+        linux: Some(LinuxText {
+            explanation: "MMIO exits in a Linux guest are emulated devices it drives: a legacy or emulated NIC or disk (e1000, IDE, SATA), VGA or Bochs display memory, or virtio over legacy I/O. Linux reads kvm-clock or the TSC as its clock, not the HPET.",
+            fix: "use virtio devices (virtio-net, virtio-blk or virtio-scsi, virtio-gpu) and keep the guest on the kvm-clock or tsc clocksource",
+        }),
         causes: &[ExitCause::Mmio],
         min_exit_share: 0.05,
         min_time_share: 0.20,
@@ -59,6 +122,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "github.com/huataihuang/cloud-atlas-draft virtual/kvm/debug/kvm_win10_high_sys_debug.md (a Windows 10 guest before and after its HPET was turned back on); github.com/MicrosoftDocs/Virtualization-Documentation/issues/1885 (RTC and ACPI PM timer reads with stimer on); Microsoft Hyper-V TLFS, Timers (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers)",
         },
+        linux: Some(LinuxText {
+            explanation: "Port I/O exits in a Linux guest are devices behind I/O ports: legacy virtio notification, an emulated serial console or IDE, the PCI configuration ports while devices are probed; timers (the PIT, the ACPI PM timer) only when Linux was forced to use them as clocksource or clock event device.",
+            fix: "modern virtio devices (their notifications are MMIO, not emulated port I/O); the kvm-clock or tsc clocksource; the port table (`perf kvm stat report --event=ioport`) names the device",
+        }),
         causes: &[ExitCause::PortIo],
         min_exit_share: 0.10,
         min_time_share: 0.25,
@@ -77,6 +144,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux arch/x86/include/asm/msr-index.h, arch/x86/include/asm/hyperv-tlfs.h (the MSRs behind the exits); QEMU docs/system/i386/hyperv.rst hv-avic, hv-time",
         },
+        linux: Some(LinuxText {
+            explanation: "MSR exits in a Linux guest are mostly the x2APIC ICR (0x830, every IPI) and the TSC deadline (0x6e0, every timer it arms); without APIC virtualization, EOIs (0x80b) as well. KVM handles ICR and TSC-deadline writes in its fast path.",
+            fix: "APICv/AVIC on the host (and IPI virtualization where the CPU has it); in the guest, KVM's PV send-IPI and PV EOI (on by default under KVM); the MSR table (`perf kvm stat report --event=msr`) says which register",
+        }),
         causes: &[ExitCause::MsrWrite, ExitCause::MsrRead, ExitCause::Msr],
         min_exit_share: 0.20,
         min_time_share: 0.40,
@@ -95,6 +166,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux arch/x86/kvm/vmx/vmx.c (APIC-access and APIC-write exits, enable_ipiv); QEMU docs/system/i386/hyperv.rst hv-ipi, hv-avic",
         },
+        linux: Some(LinuxText {
+            explanation: "APIC exits in a Linux guest are IPIs (APIC_WRITE), EOIs of level-triggered interrupts (EOI_INDUCED) and, without APICv, xAPIC MMIO (APIC_ACCESS). Linux under KVM sends IPIs with a PV hypercall and acknowledges with PV EOI when KVM offers them; TPR patching is for 32-bit Windows only.",
+            fix: "APICv/AVIC on the host, and IPI virtualization where the CPU has it; keep KVM's PV features visible to the guest (do not hide the hypervisor)",
+        }),
         causes: &[ExitCause::ApicWrite, ExitCause::ApicOther],
         min_exit_share: 0.10,
         min_time_share: 0.25,
@@ -113,6 +188,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux Documentation/core-api/irq/irq-affinity.rst; Documentation/admin-guide/kernel-per-CPU-kthreads.rst",
         },
+        linux: None,
         causes: &[ExitCause::ExternalInterrupt],
         min_exit_share: 0.15,
         min_time_share: 0.25,
@@ -131,6 +207,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux Documentation/virt/kvm/halt-polling.rst",
         },
+        linux: None,
         causes: &[ExitCause::Halt],
         min_exit_share: 0.30,
         min_time_share: 2.0,
@@ -149,6 +226,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux arch/x86/kvm/vmx/vmx.c (ple_gap, ple_window: pause-loop exiting); QEMU docs/system/i386/hyperv.rst hv-spinlocks",
         },
+        linux: Some(LinuxText {
+            explanation: "Pause-loop exiting fires when a vCPU spins too long, usually waiting for a lock whose holder's vCPU is not running. Overcommit and shared CPUs cause it; Linux under KVM uses paravirtual spinlocks (kvm-pv-unhalt) to sleep instead of spinning.",
+            fix: "one host CPU per vCPU, no overcommit; keep KVM's PV features (pv-unhalt) visible to the guest",
+        }),
         causes: &[ExitCause::Pause],
         min_exit_share: 0.05,
         min_time_share: 0.20,
@@ -167,6 +248,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux Documentation/virt/kvm/x86/mmu.rst; Documentation/admin-guide/mm/hugetlbpage.rst",
         },
+        linux: None,
         causes: &[ExitCause::PageFault, ExitCause::NestedPageFault],
         min_exit_share: 0.10,
         min_time_share: 0.25,
@@ -185,6 +267,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux arch/x86/kvm/vmx/vmx.c (CPUID always exits under VMX, handled by kvm_emulate_cpuid)",
         },
+        linux: None,
         causes: &[ExitCause::Cpuid],
         min_exit_share: 0.10,
         min_time_share: 0.25,
@@ -203,6 +286,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux arch/x86/kvm/hyperv.c (kvm_hv_hypercall); Microsoft Hyper-V TLFS, Hypercall interface (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/hypercall-interface)",
         },
+        linux: Some(LinuxText {
+            explanation: "VMCALL/VMMCALL exits in a Linux guest are KVM hypercalls: waking a halted vCPU (kick), sending IPIs (PV send-IPI), yielding to a preempted lock holder. They replace costlier exits.",
+            fix: "nothing",
+        }),
         causes: &[ExitCause::Hypercall],
         min_exit_share: 0.01,
         min_time_share: 2.0,
@@ -221,6 +308,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux arch/x86/kvm/vmx/vmx.c (handle_interrupt_window)",
         },
+        linux: None,
         causes: &[ExitCause::InterruptWindow],
         min_exit_share: 0.10,
         min_time_share: 0.25,
@@ -239,6 +327,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             fix_safety: Applicability::Manual,
             source: "Linux arch/x86/include/uapi/asm/vmx.h, svm.h (exit reason codes); github.com/virt-pvm/linux/issues/8 (unknown exit codes under PVM)",
         },
+        linux: None,
         causes: &[ExitCause::Unnamed],
         min_exit_share: 0.0,
         min_time_share: 2.0,
@@ -275,8 +364,8 @@ pub struct ExitFinding {
     pub severity: Severity,
     pub title: &'static str,
     pub reasons: Vec<ReasonShare>,
-    pub explanation: &'static str,
-    pub fix: &'static str,
+    pub explanation: String,
+    pub fix: String,
     pub source: &'static str,
     pub check_rules: &'static [&'static str],
     /// What a pattern saw across reasons, config and host (pattern rules only).
@@ -298,8 +387,8 @@ impl ExitFinding {
             severity: meta.severity,
             title: meta.title,
             reasons,
-            explanation: meta.explanation,
-            fix: meta.fix,
+            explanation: meta.explanation.to_string(),
+            fix: meta.fix.to_string(),
             source: meta.source,
             check_rules,
             evidence,
