@@ -6,7 +6,9 @@ use crate::analysis::exit_diagnosis::diagnose_with;
 use crate::analysis::exit_patterns::ExitContext;
 use crate::analysis::exit_rules::Guest;
 use crate::analysis::exit_rules::{busy_time_us, exit_total};
+use crate::analysis::exit_side_tables::SideTable;
 use crate::exits::ExitProfile;
+use crate::exits::reasons::is_idle;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReasonDelta {
@@ -19,6 +21,10 @@ pub struct ReasonDelta {
     /// Handling time in microseconds, where the profiles have it.
     pub before_time_us: Option<f64>,
     pub after_time_us: Option<f64>,
+    /// Mean handling time per exit in microseconds: what a change that makes each exit
+    /// cheaper moves, while the count stays.
+    pub before_mean_us: Option<f64>,
+    pub after_mean_us: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +86,8 @@ pub fn compare_for(before: &ExitProfile, after: &ExitProfile, guest: Guest) -> C
             after_share: count(after, &name) as f64 / after_exits.max(1) as f64,
             before_time_us: before.row(&name).and_then(|r| r.time_us),
             after_time_us: after.row(&name).and_then(|r| r.time_us),
+            before_mean_us: before.row(&name).and_then(mean_us),
+            after_mean_us: after.row(&name).and_then(mean_us),
             name,
         })
         .collect();
@@ -91,19 +99,22 @@ pub fn compare_for(before: &ExitProfile, after: &ExitProfile, guest: Guest) -> C
     // A cause is new after only where its reasons rose, in count (per second where both
     // durations are known) or in handling time; one whose share rose only because everything
     // else fell stands out more, but is not new.
+    // Idle is not cost: a guest that halts more after a fix (its HLT time grows) has no new
+    // cause, so a finding made only of idle reasons never appears.
     let rose = |finding: &crate::analysis::exit_rules::ExitFinding| {
-        finding.reasons.iter().any(|reason| {
-            let was = before.row(&reason.name);
-            let now = after.row(&reason.name);
-            let count_rose =
-                rate(now.map_or(0, |r| r.count), after) > rate(was.map_or(0, |r| r.count), before);
-            let time_rose = match (now.and_then(|r| r.time_us), was.and_then(|r| r.time_us)) {
-                (Some(now), Some(was)) => now > was,
-                (Some(now), None) => now > 0.0,
-                _ => false,
-            };
-            count_rose || time_rose
-        })
+        finding.reasons.iter().any(|reason| !is_idle(&reason.name))
+            && finding.reasons.iter().any(|reason| {
+                let was = before.row(&reason.name);
+                let now = after.row(&reason.name);
+                let count_rose =
+                    rate(now.map_or(0, |r| r.count), after) > rate(was.map_or(0, |r| r.count), before);
+                let time_rose = match (now.and_then(|r| r.time_us), was.and_then(|r| r.time_us)) {
+                    (Some(now), Some(was)) => now > was,
+                    (Some(now), None) => now > 0.0,
+                    _ => false,
+                };
+                count_rose || time_rose
+            })
     };
     let (appeared, more_visible): (Vec<_>, Vec<_>) =
         after_findings.iter().filter(|f| !before_rules.contains(&f.rule)).partition(|f| rose(f));
@@ -143,25 +154,45 @@ pub fn compare_for(before: &ExitProfile, after: &ExitProfile, guest: Guest) -> C
     }
 }
 
-/// Which before profile is compared with which after profile. Files with several tables (one
-/// per `--event`, one per recording source) are paired by event and format when every table
-/// finds its partner; otherwise the last table of each file is compared, which is the summary
-/// perf and the recorder write last.
+/// What a table counts, for pairing: exit reasons, ports or MSRs, or another event.
+fn table_kind(profile: &ExitProfile) -> String {
+    match SideTable::of(profile) {
+        Some(SideTable::Ports) => "ports".to_string(),
+        Some(SideTable::Msrs) => "msrs".to_string(),
+        None if profile.lists_every_reason() => "exits".to_string(),
+        None => profile.event.clone(),
+    }
+}
+
+/// Which before profile is compared with which after profile: like with like, a `VM-EXIT`
+/// table with a `VM-EXIT` table and a port table with a port table, never one kind with
+/// another. Where a file has several tables of a kind (one per snapshot, one per recording
+/// source), its last is compared, the summary perf and the recorder write last. Kinds in only
+/// one file are left out.
 pub fn pair_profiles<'a>(
     before: &'a [ExitProfile],
     after: &'a [ExitProfile],
 ) -> Vec<(&'a ExitProfile, &'a ExitProfile)> {
-    let matched: Vec<_> = before
-        .iter()
-        .filter_map(|b| after.iter().find(|a| a.event == b.event && a.format == b.format).map(|a| (b, a)))
-        .collect();
-    if before.len() > 1 && matched.len() > 1 && matched.len() == before.len().min(after.len()) {
-        return matched;
-    }
-    match (before.last(), after.last()) {
-        (Some(b), Some(a)) => vec![(b, a)],
-        _ => Vec::new(),
-    }
+    let mut kinds: Vec<String> = before.iter().map(table_kind).collect();
+    kinds.dedup();
+    let mut seen = Vec::new();
+    kinds
+        .into_iter()
+        .filter(|kind| {
+            let first = !seen.contains(kind);
+            seen.push(kind.clone());
+            first
+        })
+        .filter_map(|kind| {
+            let last_of = |profiles: &'a [ExitProfile]| profiles.iter().rev().find(|p| table_kind(p) == kind);
+            Some((last_of(before)?, last_of(after)?))
+        })
+        .collect()
+}
+
+/// A row's mean handling time per exit, as printed or from its total.
+fn mean_us(row: &crate::exits::ExitRow) -> Option<f64> {
+    row.mean_us.or_else(|| Some(row.time_us? / row.count.max(1) as f64))
 }
 
 /// Every pair [`pair_profiles`] finds, compared.

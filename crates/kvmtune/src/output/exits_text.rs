@@ -174,10 +174,15 @@ pub fn render_findings(
 
 pub fn render_comparison(comparison: &Comparison) -> String {
     let mut out = String::new();
+    let _ = writeln!(out, "{}:", comparison.event);
+    // Mean time per exit where both profiles have times: a change that makes each exit cheaper
+    // shows there, not in the counts.
+    let means = comparison.reasons.iter().any(|d| d.before_mean_us.is_some() && d.after_mean_us.is_some());
     let _ =
-        writeln!(out, "  {:<28} {:>10} {:>8} {:>10} {:>8}", "reason", "before", "exits%", "after", "exits%");
+        write!(out, "  {:<28} {:>10} {:>8} {:>10} {:>8}", "reason", "before", "exits%", "after", "exits%");
+    let _ = writeln!(out, "{}", if means { format!(" {:>22}", "mean per exit") } else { String::new() });
     for delta in &comparison.reasons {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "  {:<28} {:>10} {:>8} {:>10} {:>8}",
             delta.name,
@@ -186,6 +191,13 @@ pub fn render_comparison(comparison: &Comparison) -> String {
             delta.after,
             percent(delta.after_share)
         );
+        let mean = match (delta.before_mean_us, delta.after_mean_us) {
+            (Some(before), Some(after)) if means => {
+                format!(" {:>22}", format!("{before:.2}us -> {after:.2}us"))
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "{mean}");
     }
     let _ = writeln!(
         out,
