@@ -207,3 +207,45 @@ fn windows_only_patterns_stay_quiet_for_a_linux_guest() {
     let linux = rules(Guest::Linux);
     assert!(!linux.contains(&"EXIT015") && linux.contains(&"EXIT002"), "{linux:?}");
 }
+
+/// A fix that is enlightenments is not asked for again: with a config that has them all the
+/// finding says what else explains the exits; without a config it is a condition.
+#[test]
+fn a_fix_the_config_already_has_is_not_asked_for_again() {
+    use kvmtune::analysis::exit_diagnosis::diagnose_with;
+    use kvmtune::analysis::exit_patterns::ExitContext;
+    use kvmtune::analysis::exit_rules::Guest;
+    let table =
+        perf_table(&[("IO_INSTRUCTION", 6000, 10.0), ("HLT", 3000, 500.0), ("VMCALL", 1000, 1.0)], &[]);
+    let profile = &exits::parse("io.txt", &table).unwrap()[0];
+    // hv-time is libvirt's <timer name='hypervclock'/>.
+    let config = |hypervclock: &str| {
+        let xml = format!(
+            "<domain type='kvm'><name>w</name><memory unit='KiB'>1048576</memory><vcpu>2</vcpu>\
+             <os><type arch='x86_64' machine='q35'>hvm</type></os><features><hyperv mode='custom'>\
+             <relaxed state='on'/><vpindex state='on'/><synic state='on'/><stimer state='on'/></hyperv></features>\
+             <clock offset='localtime'><timer name='hpet' present='no'/>{hypervclock}</clock></domain>"
+        );
+        kvmtune::config::read("w.xml", &xml).unwrap()
+    };
+    let fix = |config: Option<&kvmtune::config::model::VmConfig>| {
+        let context = ExitContext { config, guest: Guest::Windows, ..ExitContext::default() };
+        diagnose_with(profile, &context).into_iter().find(|f| f.rule == "EXIT002").expect("EXIT002").fix
+    };
+    let both = config("<timer name='hypervclock' present='yes'/>");
+    assert!(
+        fix(Some(&both)).starts_with("the config already has hv-time and hv-stimer: "),
+        "{}",
+        fix(Some(&both))
+    );
+    assert!(fix(Some(&both)).contains("--event=ioport"));
+    // One of the two missing: the fix stands as it is.
+    let stimer_only = config("");
+    assert!(
+        fix(Some(&stimer_only)).starts_with("enable hv-time and hv-stimer"),
+        "{}",
+        fix(Some(&stimer_only))
+    );
+    let no_config = fix(None);
+    assert!(no_config.starts_with("if hv-time and hv-stimer are not on: "), "{no_config}");
+}

@@ -7,6 +7,26 @@ use crate::analysis::exit_rules::{EXIT_RULES, ExitFinding, Guest, diagnose_reaso
 use crate::analysis::exit_side_tables::{SideTable, diagnose_side_table};
 use crate::exits::ExitProfile;
 
+/// A Windows fix that is Hyper-V enlightenments, against the config: with all of them on, what
+/// else explains the exits; without a config, the fix as a condition on them.
+fn for_config(mut finding: ExitFinding, context: &ExitContext) -> ExitFinding {
+    let Some(fix) = EXIT_RULES.iter().find(|r| r.meta.id == finding.rule).and_then(|r| r.hyperv_fix) else {
+        return finding;
+    };
+    let names: Vec<String> = fix.needs.iter().map(ToString::to_string).collect();
+    match context.config {
+        Some(config) if fix.needs.iter().all(|&hv| config.hyperv.is_on(hv)) => {
+            finding.fix = format!("the config already has {}: {}", names.join(" and "), fix.residue);
+        }
+        Some(_) => {}
+        None => {
+            let verb = if names.len() == 1 { "is" } else { "are" };
+            finding.fix = format!("if {} {verb} not on: {}", names.join(" and "), finding.fix);
+        }
+    }
+    finding
+}
+
 /// A finding's explanation and fix for `guest`: the rule's own (Windows') text, its Linux
 /// text, or with the guest unknown both, and what tells them apart.
 fn for_guest(mut finding: ExitFinding, guest: Guest) -> ExitFinding {
@@ -49,6 +69,7 @@ pub fn diagnose_with(profile: &ExitProfile, context: &ExitContext) -> Vec<ExitFi
     let mut findings: Vec<ExitFinding> = diagnose_reasons(profile)
         .into_iter()
         .filter(|f| !superseded.contains(&f.rule))
+        .map(|f| for_config(f, context))
         .map(|f| for_guest(f, context.guest))
         .collect();
     findings.extend(patterns.into_iter().map(|(finding, _)| finding));

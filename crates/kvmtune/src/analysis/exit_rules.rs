@@ -13,6 +13,7 @@ use crate::analysis::meta::{Category, RuleMeta};
 use crate::exits::model::saturating_sum;
 use crate::exits::reasons::{ExitCause, is_idle};
 use crate::exits::{ExitProfile, ExitRow, RowKind};
+use crate::knowledge::hyperv::Hv;
 
 /// The guest whose exits a profile counts: the same exit has different causes and cures in
 /// Windows and in Linux (an MSR_WRITE storm is Hyper-V's timers in one, x2APIC IPIs and
@@ -57,7 +58,7 @@ impl Guest {
                 return Guest::Linux;
             }
         }
-        if crate::knowledge::hyperv::Hv::ALL.iter().any(|&hv| config.hyperv.is_on(hv)) {
+        if Hv::ALL.iter().any(|&hv| config.hyperv.is_on(hv)) {
             return Guest::Windows;
         }
         Guest::Unknown
@@ -71,11 +72,23 @@ pub struct LinuxText {
     pub fix: &'static str,
 }
 
+/// A fix that is Hyper-V enlightenments: what a config that already has them is told instead.
+#[derive(Debug, Clone, Copy)]
+pub struct HypervFix {
+    /// The enlightenments the fix asks for.
+    pub needs: &'static [Hv],
+    /// What explains the exits left once they are on.
+    pub residue: &'static str,
+}
+
 #[derive(Debug)]
 pub struct ExitRule {
     pub meta: RuleMeta,
     /// For a Linux guest, where the cause and cure differ from the meta's, which are Windows'.
     pub linux: Option<LinuxText>,
+    /// Where the (Windows) fix is enlightenments: a config that has them all hears what else
+    /// explains the exits; without a config the fix is a condition on them.
+    pub hyperv_fix: Option<HypervFix>,
     /// The causes whose exits show it (each cause names its reasons in every vocabulary).
     pub causes: &'static [ExitCause],
     /// Fires when the reasons make at least this share of all exits...
@@ -104,6 +117,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             explanation: "MMIO exits in a Linux guest are emulated devices it drives: a legacy or emulated NIC or disk (e1000, IDE, SATA), VGA or Bochs display memory, or virtio over legacy I/O. Linux reads kvm-clock or the TSC as its clock, not the HPET.",
             fix: "use virtio devices (virtio-net, virtio-blk or virtio-scsi, virtio-gpu) and keep the guest on the kvm-clock or tsc clocksource",
         }),
+        hyperv_fix: Some(HypervFix {
+            needs: &[Hv::Time, Hv::Stimer],
+            residue: "with hv-time and hv-stimer on, Windows no longer needs the HPET: the MMIO left is emulated devices (an e1000 or IDE, VGA) or an HPET that is still present and read by some driver; virtio devices and the HPET off remove them",
+        }),
         causes: &[ExitCause::Mmio],
         min_exit_share: 0.05,
         min_time_share: 0.20,
@@ -125,6 +142,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
         linux: Some(LinuxText {
             explanation: "Port I/O exits in a Linux guest are devices behind I/O ports: legacy virtio notification, an emulated serial console or IDE, the PCI configuration ports while devices are probed; timers (the PIT, the ACPI PM timer) only when Linux was forced to use them as clocksource or clock event device.",
             fix: "modern virtio devices (their notifications are MMIO, not emulated port I/O); the kvm-clock or tsc clocksource; the port table (`perf kvm stat report --event=ioport`) names the device",
+        }),
+        hyperv_fix: Some(HypervFix {
+            needs: &[Hv::Time, Hv::Stimer],
+            residue: "with hv-time and hv-stimer on, Windows does not time itself through ports: the port I/O left is devices (PCI configuration ports, a serial console, legacy virtio) or the ACPI PM timer read where the TSC is not trusted; the port table (`perf kvm stat report --event=ioport`) names the port",
         }),
         causes: &[ExitCause::PortIo],
         min_exit_share: 0.10,
@@ -148,6 +169,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             explanation: "MSR exits in a Linux guest are mostly the x2APIC ICR (0x830, every IPI) and the TSC deadline (0x6e0, every timer it arms); without APIC virtualization, EOIs (0x80b) as well. KVM handles ICR and TSC-deadline writes in its fast path.",
             fix: "APICv/AVIC on the host (and IPI virtualization where the CPU has it); in the guest, KVM's PV send-IPI and PV EOI (on by default under KVM); the MSR table (`perf kvm stat report --event=msr`) says which register",
         }),
+        hyperv_fix: Some(HypervFix {
+            needs: &[Hv::Time, Hv::Avic],
+            residue: "with hv-time and hv-avic on, the MSR exits left are EOIs and timer writes with APIC virtualization off on the host (kvm_intel enable_apicv, kvm_amd avic), or IPIs through the ICR; the MSR table (`perf kvm stat report --event=msr`) names the register",
+        }),
         causes: &[ExitCause::MsrWrite, ExitCause::MsrRead, ExitCause::Msr],
         min_exit_share: 0.20,
         min_time_share: 0.40,
@@ -170,6 +195,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             explanation: "APIC exits in a Linux guest are IPIs (APIC_WRITE), EOIs of level-triggered interrupts (EOI_INDUCED) and, without APICv, xAPIC MMIO (APIC_ACCESS). Linux under KVM sends IPIs with a PV hypercall and acknowledges with PV EOI when KVM offers them; TPR patching is for 32-bit Windows only.",
             fix: "APICv/AVIC on the host, and IPI virtualization where the CPU has it; keep KVM's PV features visible to the guest (do not hide the hypervisor)",
         }),
+        hyperv_fix: Some(HypervFix {
+            needs: &[Hv::Ipi, Hv::Avic],
+            residue: "with hv-ipi and hv-avic on, the APIC exits left come from APIC virtualization being off or inhibited on the host, or from level-triggered interrupts' EOIs (emulated devices)",
+        }),
         causes: &[ExitCause::ApicWrite, ExitCause::ApicOther],
         min_exit_share: 0.10,
         min_time_share: 0.25,
@@ -189,6 +218,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             source: "Linux Documentation/core-api/irq/irq-affinity.rst; Documentation/admin-guide/kernel-per-CPU-kthreads.rst",
         },
         linux: None,
+        hyperv_fix: None,
         causes: &[ExitCause::ExternalInterrupt],
         min_exit_share: 0.15,
         min_time_share: 0.25,
@@ -208,6 +238,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             source: "Linux Documentation/virt/kvm/halt-polling.rst",
         },
         linux: None,
+        hyperv_fix: None,
         causes: &[ExitCause::Halt],
         min_exit_share: 0.30,
         min_time_share: 2.0,
@@ -230,6 +261,10 @@ pub const EXIT_RULES: &[ExitRule] = &[
             explanation: "Pause-loop exiting fires when a vCPU spins too long, usually waiting for a lock whose holder's vCPU is not running. Overcommit and shared CPUs cause it; Linux under KVM uses paravirtual spinlocks (kvm-pv-unhalt) to sleep instead of spinning.",
             fix: "one host CPU per vCPU, no overcommit; keep KVM's PV features (pv-unhalt) visible to the guest",
         }),
+        hyperv_fix: Some(HypervFix {
+            needs: &[Hv::Spinlocks],
+            residue: "with hv-spinlocks on, the pause loops left are vCPUs waiting for a preempted vCPU: host CPUs shared with other vCPUs or host work (pin each vCPU to a CPU of its own)",
+        }),
         causes: &[ExitCause::Pause],
         min_exit_share: 0.05,
         min_time_share: 0.20,
@@ -249,6 +284,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             source: "Linux Documentation/virt/kvm/x86/mmu.rst; Documentation/admin-guide/mm/hugetlbpage.rst",
         },
         linux: None,
+        hyperv_fix: None,
         causes: &[ExitCause::PageFault, ExitCause::NestedPageFault],
         min_exit_share: 0.10,
         min_time_share: 0.25,
@@ -268,6 +304,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             source: "Linux arch/x86/kvm/vmx/vmx.c (CPUID always exits under VMX, handled by kvm_emulate_cpuid)",
         },
         linux: None,
+        hyperv_fix: None,
         causes: &[ExitCause::Cpuid],
         min_exit_share: 0.10,
         min_time_share: 0.25,
@@ -290,6 +327,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             explanation: "VMCALL/VMMCALL exits in a Linux guest are KVM hypercalls: waking a halted vCPU (kick), sending IPIs (PV send-IPI), yielding to a preempted lock holder. They replace costlier exits.",
             fix: "nothing",
         }),
+        hyperv_fix: None,
         causes: &[ExitCause::Hypercall],
         min_exit_share: 0.01,
         min_time_share: 2.0,
@@ -309,6 +347,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             source: "Linux arch/x86/kvm/vmx/vmx.c (handle_interrupt_window)",
         },
         linux: None,
+        hyperv_fix: None,
         causes: &[ExitCause::InterruptWindow],
         min_exit_share: 0.10,
         min_time_share: 0.25,
@@ -328,6 +367,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
             source: "Linux arch/x86/include/uapi/asm/vmx.h, svm.h (exit reason codes); github.com/virt-pvm/linux/issues/8 (unknown exit codes under PVM)",
         },
         linux: None,
+        hyperv_fix: None,
         causes: &[ExitCause::Unnamed],
         min_exit_share: 0.0,
         min_time_share: 2.0,
