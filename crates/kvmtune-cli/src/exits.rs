@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use kvmtune::analysis::Severity;
 use kvmtune::analysis::check::CheckOptions;
-use kvmtune::analysis::exit_diagnosis::diagnose_with;
+use kvmtune::analysis::exit_diagnosis::diagnose_input;
 use kvmtune::analysis::exit_patterns::ExitContext;
 use kvmtune::analysis::exit_rules::Guest;
 use kvmtune::config::model::VmConfig;
@@ -161,8 +161,7 @@ fn report_profiles(
     let mut any_warning = false;
     let mut documents = Vec::new();
     let mut text = String::new();
-    for profile in profiles {
-        let findings = diagnose_with(profile, &context);
+    for (profile, findings) in profiles.iter().zip(diagnose_input(profiles, &context)) {
         any_warning |= findings.iter().any(|f| f.severity >= Severity::Warning);
         text.push_str(&exits_text::render_profile(label, profile));
         text.push('\n');

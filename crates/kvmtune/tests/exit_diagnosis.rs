@@ -249,3 +249,26 @@ fn a_fix_the_config_already_has_is_not_asked_for_again() {
     let no_config = fix(None);
     assert!(no_config.starts_with("if hv-time and hv-stimer are not on: "), "{no_config}");
 }
+
+/// A post's port table explains the port I/O of its VM-EXIT table: the device it names is read
+/// into the VM-EXIT table's finding.
+#[test]
+fn a_side_table_explains_the_exit_table_beside_it() {
+    use kvmtune::analysis::exit_diagnosis::diagnose_input;
+    use kvmtune::analysis::exit_patterns::ExitContext;
+    let vmexit =
+        perf_table(&[("IO_INSTRUCTION", 6000, 10.0), ("HLT", 3000, 500.0), ("VMCALL", 1000, 1.0)], &[]);
+    let ports = "IO Port Access  Samples Samples%  Time%  Min Time  Max Time  Avg time\n\
+                 0x70:POUT  5400  90.00%  95.00%  9us  29us  10.00us ( +- 3.00% )\n\
+                 0xcf8:POUT  600  10.00%  5.00%  2us  5us  3.00us ( +- 2.00% )\n\n\
+                 Total Samples:6000, Total events handled time:55800.00us.\n";
+    let profiles = exits::parse("post.txt", &format!("{vmexit}\n{ports}")).unwrap();
+    let findings = diagnose_input(&profiles, &ExitContext::default());
+    let port_io = findings[0].iter().find(|f| f.rule == "EXIT002").expect("EXIT002 on the VM-EXIT table");
+    let evidence = port_io.evidence.as_deref().unwrap_or_default();
+    assert!(evidence.contains("the port table beside it: RTC takes 90%"), "{evidence}");
+    assert_eq!(findings[1].iter().map(|f| f.rule).collect::<Vec<_>>(), ["EXIT018"]);
+    // Alone, the VM-EXIT table's finding has no such evidence.
+    let alone = diagnose_input(&profiles[..1], &ExitContext::default());
+    assert!(alone[0].iter().all(|f| f.evidence.as_deref().is_none_or(|e| !e.contains("beside it"))));
+}

@@ -6,6 +6,7 @@ use crate::analysis::exit_patterns::{ExitContext, diagnose_patterns};
 use crate::analysis::exit_rules::{EXIT_RULES, ExitFinding, Guest, diagnose_reasons};
 use crate::analysis::exit_side_tables::{SideTable, diagnose_side_table};
 use crate::exits::ExitProfile;
+use crate::exits::reasons::ExitCause;
 
 /// A Windows fix that is Hyper-V enlightenments, against the config: with all of them on, what
 /// else explains the exits; without a config, the fix as a condition on them.
@@ -48,6 +49,53 @@ fn for_guest(mut finding: ExitFinding, guest: Guest) -> ExitFinding {
         }
     }
     finding
+}
+
+/// The findings of every table of one input (a post, a saved recording), each table's own,
+/// and a side table's read into the exit table it explains: a port table's device named in the
+/// port I/O finding of the `VM-EXIT` table beside it, an MSR table's register in the MSR one.
+pub fn diagnose_input(profiles: &[ExitProfile], context: &ExitContext) -> Vec<Vec<ExitFinding>> {
+    let mut all: Vec<Vec<ExitFinding>> = profiles.iter().map(|p| diagnose_with(p, context)).collect();
+    // What each side table says, as the first sentence of its strongest finding's evidence.
+    let side: Vec<(SideTable, String)> = profiles
+        .iter()
+        .zip(&all)
+        .filter_map(|(profile, findings)| {
+            Some((SideTable::of(profile)?, findings.first()?.evidence.clone()?))
+        })
+        .collect();
+    for (profile, findings) in profiles.iter().zip(all.iter_mut()) {
+        if SideTable::of(profile).is_some() {
+            continue;
+        }
+        for finding in findings.iter_mut() {
+            let explains = |table: SideTable| match table {
+                SideTable::Ports => {
+                    finding.reasons.iter().any(|r| ExitCause::of(&r.name) == ExitCause::PortIo)
+                }
+                SideTable::Msrs => finding.reasons.iter().any(|r| {
+                    matches!(
+                        ExitCause::of(&r.name),
+                        ExitCause::MsrWrite | ExitCause::MsrRead | ExitCause::Msr
+                    )
+                }),
+            };
+            let said: Vec<String> = side
+                .iter()
+                .filter(|(table, _)| explains(*table))
+                .map(|(table, evidence)| format!("the {} table beside it: {evidence}", table.noun()))
+                .collect();
+            if said.is_empty() {
+                continue;
+            }
+            let beside = said.join("; ");
+            finding.evidence = Some(match finding.evidence.take() {
+                Some(own) => format!("{own}; {beside}"),
+                None => beside,
+            });
+        }
+    }
+    all
 }
 
 /// [`diagnose_with`] without a config or host facts.

@@ -45,7 +45,8 @@ impl SideTable {
         }
     }
 
-    fn noun(self) -> &'static str {
+    /// `port` or `MSR`.
+    pub fn noun(self) -> &'static str {
         match self {
             SideTable::Ports => "port",
             SideTable::Msrs => "MSR",
