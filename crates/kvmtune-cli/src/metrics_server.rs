@@ -108,8 +108,8 @@ impl AllowedHosts {
     }
 }
 
-/// Why a request head is answered with an error, and which.
-fn refusal(head: &[u8], allowed: &AllowedHosts) -> Result<Request, Response> {
+/// The request a head makes, or the error response it gets.
+fn checked_request(head: &[u8], allowed: &AllowedHosts) -> Result<Request, Response> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(head) {
@@ -222,7 +222,7 @@ fn serve_one(
     };
     head_read();
     let head_only = head.starts_with(b"HEAD ");
-    let response = match refusal(&head, allowed) {
+    let response = match checked_request(&head, allowed) {
         Ok(request) => handle(&request),
         Err(response) => response,
     };
@@ -381,7 +381,7 @@ mod tests {
     }
 
     fn status_of(head: &str) -> u16 {
-        match refusal(head.as_bytes(), &allowed()) {
+        match checked_request(head.as_bytes(), &allowed()) {
             Ok(_) => 200,
             Err(response) => response.status,
         }

@@ -213,24 +213,39 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
     },
 ];
 
-/// A row's share of the table's exits and of its handling time: as printed where the table
-/// kept `Samples%` and `Time%`, else of the rows shown.
-fn shares(profile: &ExitProfile, row: &ExitRow) -> (f64, Option<f64>) {
-    let shown: u64 = profile.rows.iter().map(|r| r.count).fold(0, u64::saturating_add);
-    let total = profile.declared_samples.unwrap_or(shown).max(1) as f64;
-    let exits = row.sample_percent.map_or(row.count as f64 / total, |p| p / 100.0);
-    let all_time: f64 = profile.rows.iter().filter_map(|r| r.time_us).sum();
-    let time = row.time_percent.map(|p| p / 100.0).or_else(|| {
-        let time = row.time_us?;
-        let total = profile.declared_time_us.unwrap_or(all_time);
-        (total > 0.0).then(|| time / total)
-    });
-    (exits, time)
+/// A table's exits and handling time, as declared, else of the rows shown: what a row's share
+/// is taken of where perf did not print it.
+struct Totals {
+    exits: f64,
+    time_us: f64,
+}
+
+impl Totals {
+    fn of(profile: &ExitProfile) -> Self {
+        let shown: u64 = profile.rows.iter().map(|r| r.count).fold(0, u64::saturating_add);
+        let shown_time: f64 = profile.rows.iter().filter_map(|r| r.time_us).sum();
+        Totals {
+            exits: profile.declared_samples.unwrap_or(shown).max(1) as f64,
+            time_us: profile.declared_time_us.unwrap_or(shown_time),
+        }
+    }
+
+    /// A row's share of the table's exits and of its handling time: as printed where the
+    /// table kept `Samples%` and `Time%`.
+    fn shares(&self, row: &ExitRow) -> (f64, Option<f64>) {
+        let exits = row.sample_percent.map_or(row.count as f64 / self.exits, |p| p / 100.0);
+        let time = row
+            .time_percent
+            .map(|p| p / 100.0)
+            .or_else(|| Some(row.time_us? / self.time_us).filter(|_| self.time_us > 0.0));
+        (exits, time)
+    }
 }
 
 /// The findings of a side table; empty for a profile that is none.
 pub fn diagnose_side_table(profile: &ExitProfile) -> Vec<ExitFinding> {
     let Some(table) = SideTable::of(profile) else { return Vec::new() };
+    let totals = Totals::of(profile);
     let mut findings = Vec::new();
     for rule in SIDE_TABLE_RULES.iter().filter(|r| r.table == table) {
         let rows: Vec<&ExitRow> = profile
@@ -246,7 +261,7 @@ pub fn diagnose_side_table(profile: &ExitProfile) -> Vec<ExitFinding> {
         let reasons: Vec<ReasonShare> = rows
             .iter()
             .map(|row| {
-                let (exit_share, time_share) = shares(profile, row);
+                let (exit_share, time_share) = totals.shares(row);
                 ReasonShare { name: row.name.clone(), count: row.count, exit_share, time_share }
             })
             .collect();

@@ -112,7 +112,6 @@ fn ours(path: &Path) -> Result<Option<bool>, InstallError> {
 
 /// Writes the hook under `root` (atomically, mode 0755), unless a file not ours is there.
 pub fn install(root: &Path, binary: &Path) -> Result<Installed, InstallError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     crate::hostchange::private_files::check_program(binary)
         .map_err(|why| InstallError::UnsafeBinary { binary: binary.to_path_buf(), why })?;
     let path = hook_path(root);
@@ -130,26 +129,8 @@ pub fn install(root: &Path, binary: &Path) -> Result<Installed, InstallError> {
     // Written beside qemu.d, not in it: libvirt runs whatever is executable in qemu.d, and a
     // half-made file must never be run.
     let temporary = dir.parent().unwrap_or(dir).join(format!(".{HOOK_NAME}-hook.new"));
-    // Whatever is there (a crash's leftover, or a link someone planted) goes; unlink does not
-    // follow a link, and the new file is made afresh, never opened through one.
-    match std::fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("remove", &temporary)(e)),
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o755)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temporary)
-        .and_then(|mut file| {
-            use std::io::Write as _;
-            file.write_all(script(binary).as_bytes())?;
-            // The umask may have taken bits off the mode given at creation.
-            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-            file.sync_all()
-        })
+    // Made afresh, never through a link someone planted there.
+    crate::hostchange::private_files::write_fresh(&temporary, script(binary).as_bytes(), 0o755)
         .map_err(io("write", &temporary))?;
     std::fs::rename(&temporary, &path).map_err(io("write", &path))?;
     Ok(installed)

@@ -128,20 +128,35 @@ pub fn create_new(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create_new(true).append(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
+/// Writes `bytes` to a file made afresh at `path` with `mode`, synced: whatever a crash (or
+/// someone else) left there goes first (unlink does not follow a link), and the new file is
+/// created with `O_EXCL` and `O_NOFOLLOW`, never opened through a link. The staging step of
+/// every write-then-rename here and in the libvirt hook's install.
+pub fn write_fresh(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.write_all(bytes)?;
+    // The umask may have taken bits off the mode given at creation.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    file.sync_all()
+}
+
 /// Replaces `path` with `bytes`, through a new file beside it (synced, then renamed over).
 pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), PrivateFileError> {
-    use std::io::Write as _;
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".new");
     let temporary = PathBuf::from(temporary);
-    // Whatever a crash (or someone else) left there goes; unlink does not follow a link.
-    match std::fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(&temporary)(e)),
-    }
-    let mut file = create_new(&temporary).map_err(io(&temporary))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(&temporary))?;
+    write_fresh(&temporary, bytes, 0o600).map_err(io(&temporary))?;
     std::fs::rename(&temporary, path).map_err(io(path))
 }
 

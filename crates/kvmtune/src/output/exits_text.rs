@@ -61,6 +61,7 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
         "reason", "count", "rate", "exits%", "busy-time%", "mean"
     );
     let zero_rows = rows.iter().filter(|r| r.count == 0 && r.time_us.is_none()).count();
+    let side_table = crate::analysis::exit_side_tables::SideTable::of(profile).is_some();
     for row in rows.into_iter().filter(|r| r.count > 0 || r.time_us.is_some()) {
         let exit_share = match (row.kind, &row.parent) {
             (RowKind::Event, _) => "event".to_string(),
@@ -74,7 +75,6 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
                 }
             }
         };
-        let side_table = crate::analysis::exit_side_tables::SideTable::of(profile).is_some();
         let time_share = match (handling_time(profile, row), busy) {
             // A port or MSR table has no idle rows: perf's Time% is the busy share, of the
             // whole table even when it was cut short.
