@@ -11,6 +11,7 @@ use kvmtune::host::libvirt::{Domains, Libvirt};
 use kvmtune::output::diagnostics;
 use kvmtune::values::CpuSet;
 use kvmtune::values::SourceText;
+use kvmtune::values::text::{agree, plural};
 
 use std::path::PathBuf;
 
@@ -41,12 +42,15 @@ pub(crate) struct CheckArgs {
     /// the config's libosinfo id.
     #[arg(long, value_parser = parse_windows)]
     windows: Option<WindowsVersion>,
-    #[arg(long, value_enum, default_value_t = WorkloadArg::Gaming)]
-    workload: WorkloadArg,
+    /// What the VM is for; default: gaming with a passed-through PCI device, desktop without one
+    /// but with a SPICE or VNC display, else gaming.
+    #[arg(long, value_enum)]
+    workload: Option<WorkloadArg>,
     #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
     format: CheckFormat,
     /// The host's housekeeping CPUs (a cpulist such as `0,16`), for PIN007 where the config
-    /// pins no emulator or iothread and the kernel has no isolcpus=.
+    /// pins no emulator or iothread and the kernel has no isolcpus=; PIN007 runs on it even
+    /// without host facts.
     #[arg(long, value_name = "CPULIST", value_parser = parse_cpu_list)]
     housekeeping: Option<CpuSet>,
     /// Only these rules (ids or names, comma-separated); an unknown one is an error.
@@ -54,9 +58,9 @@ pub(crate) struct CheckArgs {
     select: Vec<&'static VmRule>,
     /// Apply the safe fixes and write each libvirt file back (only what the fixes change is
     /// touched).
-    #[arg(long, conflicts_with_all = ["diff", "domain", "all_domains"])]
+    #[arg(long, conflicts_with_all = ["domain", "all_domains"])]
     fix: bool,
-    /// Print the safe fixes as a unified diff instead of writing them.
+    /// Show what --fix would write as a unified diff and write nothing (alone or with --fix).
     #[arg(long)]
     diff: bool,
 }
@@ -129,7 +133,7 @@ pub(crate) fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     let options = CheckOptions {
         host: host.as_ref(),
         windows: args.windows,
-        workload: args.workload.into(),
+        workload: args.workload.map(Into::into),
         select: args.select.clone(),
         housekeeping: args.housekeeping.clone(),
     };
@@ -287,10 +291,11 @@ fn apply_fixes(
         std::fs::write(path, &fixed.text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     eprintln!(
-        "{} fix(es) {}; {} finding(s) remain",
-        fixed.applied,
+        "{} {}; {} {}",
+        plural(fixed.applied, "fix"),
         if args.diff { "shown" } else { "applied" },
-        fixed.report.diagnostics.len()
+        plural(fixed.report.diagnostics.len(), "finding"),
+        agree(fixed.report.diagnostics.len(), "remains", "remain")
     );
     if !fixed.converged {
         eprintln!(

@@ -34,10 +34,10 @@ pub(crate) enum ExitsCommand {
         config: Option<PathBuf>,
         #[command(flatten)]
         host: HostArgs,
-        /// What the VM is for, as `check --workload` takes it: some findings in the config
-        /// depend on it.
-        #[arg(long, value_enum, default_value_t = WorkloadArg::Gaming)]
-        workload: WorkloadArg,
+        /// What the VM is for, as `check --workload` takes it (and by default infers it from
+        /// the config): some findings in the config depend on it.
+        #[arg(long, value_enum)]
+        workload: Option<WorkloadArg>,
         /// The guest the exits are of: findings name its causes and cures. Default: what
         /// --config tells (a libosinfo id, or Hyper-V enlightenments for Windows), else both.
         #[arg(long, value_enum)]
@@ -124,7 +124,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 struct AnalysisInputs<'a> {
     config: Option<&'a Path>,
     host: &'a HostArgs,
-    workload: WorkloadArg,
+    workload: Option<WorkloadArg>,
 }
 
 /// The config's own diagnostics, and the config and host facts the exit patterns read.
@@ -141,7 +141,7 @@ fn config_context(
     let vm = kvmtune::config::read(&name, &text)?;
     let source = SourceText::new(name, text);
     let options =
-        CheckOptions { host: host.as_ref(), workload: (*workload).into(), ..CheckOptions::default() };
+        CheckOptions { host: host.as_ref(), workload: workload.map(Into::into), ..CheckOptions::default() };
     let diagnostics = kvmtune::analysis::check::check(&vm, &source, &options).diagnostics;
     Ok((diagnostics, Some(vm), host))
 }

@@ -14,6 +14,7 @@ use kvmtune::hostchange::journal::DEFAULT_DIR;
 use kvmtune::hostchange::prepare::{self, PrepareRequest};
 use kvmtune::hostchange::{Journal, JournalError, JournalKind, Released};
 use kvmtune::output::host_changes;
+use kvmtune::values::text::plural;
 
 use crate::args::Format;
 use crate::{Outcome, print_out};
@@ -253,7 +254,9 @@ pub(crate) fn release_journals(args: &ReleaseArgs, family: &JournalFamily) -> an
         let label = kind.label(&vm);
         let name = kvmtune::values::escape::terminal(&label);
         match journal.release(kind, &vm, &host) {
-            Ok(Released::Restored(count)) => text += &format!("released {name}: {count} change(s) undone\n"),
+            Ok(Released::Restored(count)) => {
+                text += &format!("released {name}: {} undone\n", plural(count, "change"))
+            }
             Ok(Released::SetAside(path)) => {
                 text += &format!(
                     "{name}: journal from an earlier boot, whose changes went with it; set aside as {}\n",

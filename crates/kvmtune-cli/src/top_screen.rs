@@ -4,6 +4,7 @@
 //! (a key in raw mode), on errors (a guard) and on panics (ratatui's hook).
 
 use kvmtune::values::escape::terminal;
+use kvmtune::values::text::plural;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -126,7 +127,7 @@ impl Screen {
                 .style(Style::new().add_modifier(Modifier::BOLD)),
         )
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-        .block(Block::bordered().title(format!("{count} VM(s)")));
+        .block(Block::bordered().title(plural(count, "VM")));
         if self.table.selected().is_none_or(|s| s >= count) {
             self.table.select((count > 0).then_some(0));
         }

@@ -181,6 +181,51 @@ fn diff_shows_only_what_changes_and_writes_nothing() {
     assert_eq!(changed, ["+    <timer name='hpet' present='no'/>"], "{diff}");
 }
 
+/// `--fix --diff` reads as "fix, but show me": the diff of what --fix would write, nothing
+/// written.
+#[test]
+fn fix_with_diff_shows_and_writes_nothing() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmtune/tests/fixtures/check");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("TIME006.bad.xml");
+    std::fs::copy(fixtures.join("TIME006.bad.xml"), &bad).unwrap();
+    let before = std::fs::read(&bad).unwrap();
+    let output = kvmtune(&["check", "--fix", "--diff", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(std::fs::read(&bad).unwrap(), before, "--fix --diff must not write");
+    let diff = String::from_utf8(output.stdout).unwrap();
+    assert!(diff.contains("+    <timer name='hpet' present='no'/>"), "{diff}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 fix shown; 0 findings remain"), "{stderr}");
+}
+
+/// `--housekeeping` is enough for PIN007 without host facts: the user names the host's CPUs.
+#[test]
+fn housekeeping_runs_pin007_without_host_facts() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmtune/tests/fixtures/check");
+    let bad = fixtures.join("PIN007.bad.xml");
+    let rules_fired = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["check", "--format", "json", "--select", "PIN007"];
+        args.extend_from_slice(extra);
+        args.push(bad.to_str().unwrap());
+        let output = kvmtune(&args);
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        json["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(rules_fired(&[]).is_empty(), "no host facts, no --housekeeping: skipped");
+    let fired = rules_fired(&["--housekeeping", "0,8"]);
+    assert_eq!(fired.len(), 2, "{fired:?}");
+    assert!(fired[0].starts_with("vCPU 0 runs on host CPU(s) 0"), "{fired:?}");
+    let text =
+        String::from_utf8(kvmtune(&["check", "--select", "PIN007", bad.to_str().unwrap()]).stdout).unwrap();
+    assert!(text.contains("1 rule needs host facts and was skipped (PIN007)"), "{text}");
+}
+
 #[test]
 #[cfg_attr(not(feature = "libvirt"), ignore = "needs libvirt: cargo test --features libvirt")]
 fn check_a_libvirt_domain_by_name() {

@@ -62,7 +62,8 @@ fn fixture_host(host: RuleFixtureHost) -> HostFacts {
 struct Header {
     host: Option<HostFacts>,
     windows: Option<WindowsVersion>,
-    workload: Workload,
+    /// `None`: what `check` infers from the config, as the CLI does without `--workload`.
+    workload: Option<Workload>,
 }
 
 impl Header {
@@ -86,12 +87,13 @@ fn header(text: &str) -> Header {
         Some(name) => RuleFixtureHost::named(name).map(fixture_host),
         None => None,
     };
-    let workload = match field("workload").as_deref() {
-        Some("ipi-heavy") => Workload::IpiHeavy,
-        Some("desktop") => Workload::Desktop,
-        Some("server") => Workload::Server,
-        _ => Workload::Gaming,
-    };
+    let workload = field("workload").map(|w| match w.as_str() {
+        "ipi-heavy" => Workload::IpiHeavy,
+        "desktop" => Workload::Desktop,
+        "server" => Workload::Server,
+        "gaming" => Workload::Gaming,
+        other => panic!("unknown workload={other}"),
+    });
     Header { host, windows: field("windows").and_then(|w| WindowsVersion::parse(&w)), workload }
 }
 
@@ -194,7 +196,7 @@ fn hv011_judges_by_releases_where_kvm_was_not_asked() {
         let options = CheckOptions {
             host: Some(host),
             windows: None,
-            workload: Workload::Gaming,
+            workload: Some(Workload::Gaming),
             select: kvmtune::analysis::rule::select_vm_rules(&["HV011"]).unwrap(),
             housekeeping: None,
         };
@@ -269,9 +271,10 @@ fn unsafe_fixes_silence_their_rule_too() {
     assert!(checked >= 4, "only {checked} unsafe fixes checked");
 }
 
-/// Configs on which a rule used to raise a false alarm (`fixtures/precision/`). The first line
-/// names the rules that must stay quiet (`quiet=ID,...`) and any that must fire instead
-/// (`fires=ID,...`); each file is also valid libvirt XML.
+/// Configs on which a rule used to raise a false alarm or overstate one (`fixtures/precision/`).
+/// The first line names the rules that must stay quiet (`quiet=ID,...`), any that must fire
+/// instead (`fires=ID,...`) and any that must fire as information only (`info=ID,...`); each
+/// file is also valid libvirt XML.
 #[test]
 #[cfg_attr(not(feature = "libvirt"), ignore = "needs libvirt: cargo test --features libvirt")]
 fn false_alarms_stay_quiet() {
@@ -289,8 +292,11 @@ fn false_alarms_stay_quiet() {
                 .map(|list| list.split(',').map(str::to_string).collect())
                 .unwrap_or_default()
         };
-        let (quiet, fires) = (ids("quiet"), ids("fires"));
-        assert!(!quiet.is_empty(), "{name}: names no rule that must stay quiet");
+        let (quiet, fires, info) = (ids("quiet"), ids("fires"), ids("info"));
+        assert!(
+            !quiet.is_empty() || !info.is_empty(),
+            "{name}: names no rule that must stay quiet or be info"
+        );
         let (report, _, _) = run(&name, &text);
         let fired: Vec<&str> = report.diagnostics.iter().map(|d| d.rule).collect();
         for id in &quiet {
@@ -298,6 +304,14 @@ fn false_alarms_stay_quiet() {
         }
         for id in &fires {
             assert!(fired.contains(&id.as_str()), "{name}: {id} did not fire: {fired:?}");
+        }
+        for id in &info {
+            let severities: Vec<_> =
+                report.diagnostics.iter().filter(|d| d.rule == id.as_str()).map(|d| d.severity).collect();
+            assert!(
+                !severities.is_empty() && severities.iter().all(|s| *s == kvmtune::analysis::Severity::Info),
+                "{name}: {id} should fire as info: {severities:?}"
+            );
         }
         let validate =
             std::process::Command::new("virt-xml-validate").arg(&path).arg("domain").output().unwrap();

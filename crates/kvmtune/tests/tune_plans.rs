@@ -87,7 +87,7 @@ fn problems(name: &str, host: &HostFacts, request: &PlanRequest) -> Vec<String> 
         let options = CheckOptions {
             host: Some(host),
             windows: Some(request.windows),
-            workload: request.workload,
+            workload: Some(request.workload),
             select: Vec::new(),
             housekeeping: None,
         };
@@ -474,7 +474,7 @@ fn check_accepts_a_config_that_keeps_a_whole_node_for_the_host() {
     let options = CheckOptions {
         host: Some(&facts),
         windows: None,
-        workload: Workload::Gaming,
+        workload: Some(Workload::Gaming),
         select: kvmtune::analysis::rule::select_vm_rules(&["PIN007", "PIN006", "PIN003"]).unwrap(),
         housekeeping: None,
     };
@@ -539,7 +539,7 @@ fn pin007_on_real_configs_fires_only_where_the_host_is_left_nothing() {
         let options = CheckOptions {
             host: Some(&facts),
             windows: None,
-            workload: Workload::Gaming,
+            workload: Some(Workload::Gaming),
             select: kvmtune::analysis::rule::select_vm_rules(&["PIN007"]).unwrap(),
             housekeeping: None,
         };

@@ -55,6 +55,18 @@ pub enum Workload {
 }
 
 impl Workload {
+    /// What the config says the VM is for, where `--workload` does not: a passed-through PCI
+    /// device (a GPU, most often) makes it a gaming VM; none, with a SPICE or VNC display to
+    /// look at, a desktop; anything else keeps the default.
+    pub fn of_config(config: &crate::config::model::VmConfig) -> Workload {
+        let passthrough = config.devices.hostdevs.iter().any(|h| h.kind == "pci");
+        if !passthrough && !config.devices.graphics.is_empty() {
+            Workload::Desktop
+        } else {
+            Workload::default()
+        }
+    }
+
     pub const ALL: [Workload; 4] =
         [Workload::Gaming, Workload::Desktop, Workload::Server, Workload::IpiHeavy];
 

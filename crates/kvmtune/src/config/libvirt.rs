@@ -531,6 +531,9 @@ impl Reader<'_, '_> {
                         io: driver_attr("io"),
                         format: driver_attr("type"),
                         source_type: device.attribute("type").map(str::to_string),
+                        source_dev: child(device, "source")
+                            .and_then(|s| s.attribute("dev"))
+                            .map(str::to_string),
                         discard: driver_attr("discard"),
                         iothread: match driver {
                             Some(driver) => self.attribute_number(driver, "iothread")?,

@@ -352,11 +352,19 @@ impl<'a, 'input> Editor<'a, 'input> {
             ConfigEdit::RequireCpuFeature { name } => {
                 let cpu = element(root, "cpu")
                     .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
-                Ok(vec![self.insert_child(
-                    cpu,
-                    &self.empty_element("feature", &[("policy", "require"), ("name", name)]),
-                    &["numa"],
-                )])
+                // A feature the config names already (disabled, say) changes its policy: a
+                // second <feature> of the same name is one libvirt refuses.
+                let existing = cpu.children().find(|c| {
+                    c.is_element() && c.has_tag_name("feature") && c.attribute("name") == Some(name.as_str())
+                });
+                Ok(vec![match existing {
+                    Some(feature) => self.set_attribute(feature, "policy", "require"),
+                    None => self.insert_child(
+                        cpu,
+                        &self.empty_element("feature", &[("policy", "require"), ("name", name)]),
+                        &["numa"],
+                    ),
+                }])
             }
             ConfigEdit::RemoveCpuFeature { name } => {
                 let cpu = element(root, "cpu")

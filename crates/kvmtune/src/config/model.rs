@@ -333,12 +333,31 @@ pub struct Disk {
     pub format: Option<String>,
     /// `<disk type>`: `file`, `block`, `network`, `volume`.
     pub source_type: Option<String>,
+    /// The host block device behind a `type='block'` disk (`<source dev>`, a Proxmox
+    /// `/dev/...` volume, QEMU's `file=/dev/...`).
+    pub source_dev: Option<String>,
     pub discard: Option<String>,
     pub iothread: Option<u32>,
     pub span: Span,
 }
 
 impl Disk {
+    /// A whole physical disk or one of its partitions (not an LVM volume, a device-mapper
+    /// target or a zvol): what a dual-boot Windows installation is given.
+    pub fn is_physical_disk(&self) -> bool {
+        let Some(dev) = self.source_dev.as_deref().filter(|_| self.device == "disk") else { return false };
+        let physical_names = ["sd", "nvme", "hd", "vd", "xvd", "mmcblk"];
+        if let Some(name) = dev.strip_prefix("/dev/disk/by-id/") {
+            // by-id names of whole disks and partitions; dm-/lvm-/md- names are volumes.
+            return ["ata-", "nvme-", "scsi-", "usb-", "wwn-"].iter().any(|p| name.starts_with(p));
+        }
+        if dev.starts_with("/dev/disk/by-path/") {
+            return true;
+        }
+        dev.strip_prefix("/dev/")
+            .is_some_and(|name| physical_names.iter().any(|p| name.starts_with(p)) && !name.contains('/'))
+    }
+
     /// A virtio disk (not a CD-ROM): its requests can run in an iothread of their own.
     pub fn wants_iothread(&self) -> bool {
         self.device == "disk" && self.bus.as_deref() == Some("virtio")

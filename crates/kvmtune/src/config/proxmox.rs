@@ -366,6 +366,12 @@ impl Reader<'_> {
                         io: option_value(&line.value, "aio").map(str::to_string),
                         format: option_value(&line.value, "format").map(str::to_string),
                         source_type: None,
+                        source_dev: line
+                            .value
+                            .split(',')
+                            .next()
+                            .filter(|volume| volume.starts_with("/dev/"))
+                            .map(str::to_string),
                         discard: option_value(&line.value, "discard").map(str::to_string),
                         iothread: option_value(&line.value, "iothread").filter(|v| *v == "1").map(|_| 1),
                         span: line.span,

@@ -10,6 +10,7 @@ use crate::analysis::rule::Rule;
 use crate::analysis::vm_rules::VM_RULES;
 use crate::config::model::SourceFormat;
 use crate::values::SourceText;
+use crate::values::text::{agree, plural};
 
 pub fn render_text(report: &CheckReport, source: &SourceText) -> String {
     let mut out = String::new();
@@ -110,9 +111,10 @@ fn excerpt(line: &str, start: usize, width: usize) -> (String, usize, usize) {
 }
 
 pub fn summary(report: &CheckReport) -> String {
+    // "info" is a mass noun: 0 info, 3 info.
     let count = |severity, word: &str| {
         let n = report.count(severity);
-        format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+        if severity == Severity::Info { format!("{n} {word}") } else { plural(n, word) }
     };
     let fixable = report
         .diagnostics
@@ -134,8 +136,10 @@ pub fn summary(report: &CheckReport) -> String {
     if !report.skipped_for_host.is_empty() {
         let _ = write!(
             line,
-            "\n{} rules need host facts and were skipped ({}): give --host live, --host-root DIR or --host-json FILE",
-            report.skipped_for_host.len(),
+            "\n{} {} host facts and {} skipped ({}): give --host live, --host-root DIR or --host-json FILE",
+            plural(report.skipped_for_host.len(), "rule"),
+            agree(report.skipped_for_host.len(), "needs", "need"),
+            agree(report.skipped_for_host.len(), "was", "were"),
             report.skipped_for_host.join(", ")
         );
     }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crate::analysis::planner::{VmPlan, existing};
 use crate::config::model::{SourceFormat, VmConfig, WindowsVersion};
 use crate::output::{proxmox, qemu_command};
+use crate::values::text::plural;
 
 /// An existing VM's config: where it came from, its text, and what it says.
 pub struct ExistingVm<'a> {
@@ -42,7 +43,7 @@ pub fn render_change(
             let actions = existing::actions(config, planned);
             let edited = crate::config::libvirt_edit::apply_actions(text, &actions)
                 .map_err(|source| ExistingError::Libvirt { path: path.to_string(), source })?;
-            let _ = writeln!(out, "\n# {} change(s) to {path}:", actions.len());
+            let _ = writeln!(out, "\n# {} to {path}:", plural(actions.len(), "change"));
             for action in &actions {
                 let _ = writeln!(out, "#   {}", action.describe());
             }

@@ -438,7 +438,11 @@ fn facts_section(out: &mut String, facts: &HostFacts) {
     if !facts.topology.unknowns.is_empty() {
         let count = facts.topology.unknowns.len();
         let first = &facts.topology.unknowns[0];
-        row(out, "Unreadable", format!("{} topology file(s), first: {first} (all in --format json)", count));
+        row(
+            out,
+            "Unreadable",
+            format!("{}, first: {first} (all in --format json)", plural(count, "topology file")),
+        );
     }
     let _ = writeln!(out);
 }

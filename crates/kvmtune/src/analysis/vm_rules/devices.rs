@@ -6,13 +6,14 @@ use super::prelude::*;
 pub(super) const DEV001: VmRule = VmRule {
     check: memballoon_with_vfio,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "DEV001",
         name: "memballoon-with-vfio",
         category: Category::Devices,
-        severity: Severity::Warning,
+        severity: Severity::Info,
         title: "memory balloon with VFIO passthrough",
-        explanation: "VFIO pins all guest RAM for DMA, so a balloon can never give memory back; it is only one more device and driver.",
+        explanation: "VFIO pins all guest RAM for DMA, so a balloon can never give memory back. The device is inert rather than harmful: it costs nothing while nobody inflates it, and it still reports the guest's memory statistics. Removing it is tidiness, not speed.",
         example: "<hostdev mode='subsystem' type='pci'> beside <memballoon model='virtio'/>",
         fix: "<memballoon model='none'/>",
         fix_safety: Applicability::Safe,
@@ -29,7 +30,7 @@ fn memballoon_with_vfio(ctx: &RuleContext) -> Vec<Finding> {
         balloon => vec![
             Finding::new(
                 balloon.as_ref().map(|b| b.span).or(ctx.config.anchors.devices),
-                "a memory balloon with VFIO passthrough: all guest RAM is pinned for DMA, so the balloon cannot reclaim anything and only adds a device",
+                "a memory balloon with VFIO passthrough: all guest RAM is pinned for DMA, so the balloon cannot reclaim anything (inert, not harmful)",
             )
             .with_fix(Fix::safe(ConfigEdit::SetMemballoonModel { model: "none".into() })),
         ],
@@ -39,6 +40,7 @@ fn memballoon_with_vfio(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const DEV002: VmRule = VmRule {
     check: virtio_disk_without_iothread,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "DEV002",
         name: "virtio-disk-without-iothread",
@@ -73,6 +75,7 @@ fn virtio_disk_without_iothread(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const DEV003: VmRule = VmRule {
     check: emulated_disk_bus,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "DEV003",
         name: "emulated-disk-bus",
@@ -103,6 +106,7 @@ fn emulated_disk_bus(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const DEV004: VmRule = VmRule {
     check: emulated_nic_model,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "DEV004",
         name: "emulated-nic-model",
@@ -141,6 +145,7 @@ fn emulated_nic_model(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const DEV005: VmRule = VmRule {
     check: usb_tablet_with_gpu,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "DEV005",
         name: "usb-tablet-with-gpu",
@@ -190,6 +195,7 @@ fn usb_tablet_with_gpu(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const DEV006: VmRule = VmRule {
     check: unused_iothreads,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "DEV006",
         name: "unused-iothreads",
@@ -226,6 +232,7 @@ fn unused_iothreads(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const DEV007: VmRule = VmRule {
     check: disk_cache_and_io,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "DEV007",
         name: "disk-cache-writeback",
@@ -289,6 +296,7 @@ fn disk_cache_and_io(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const DEV008: VmRule = VmRule {
     check: second_emulated_display,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "DEV008",
         name: "emulated-display-beside-gpu",
@@ -321,6 +329,7 @@ fn second_emulated_display(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const DEV009: VmRule = VmRule {
     check: sleep_with_passthrough,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "DEV009",
         name: "sleep-with-passthrough",

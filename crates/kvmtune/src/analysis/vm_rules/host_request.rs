@@ -7,6 +7,7 @@ use super::prelude::*;
 pub(super) const HOOK001: VmRule = VmRule {
     check: isolation_without_pins,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HOOK001",
         name: "host-request-without-pins",
@@ -35,6 +36,7 @@ fn isolation_without_pins(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HOOK002: VmRule = VmRule {
     check: housekeeping_on_vcpus,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HOOK002",
         name: "housekeeping-on-vcpus",
@@ -65,6 +67,7 @@ fn housekeeping_on_vcpus(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HOOK003: VmRule = VmRule {
     check: hugepages_without_backing,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HOOK003",
         name: "hugepages-request-without-backing",
@@ -98,6 +101,7 @@ fn hugepages_without_backing(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HOOK004: VmRule = VmRule {
     check: device_not_given_to_the_vm,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HOOK004",
         name: "vfio-device-not-in-domain",

@@ -22,6 +22,7 @@ const RECOMMENDED: &[Hv] = crate::knowledge::hyperv::RECOMMENDED_FOR_WINDOWS;
 pub(super) const HV001: VmRule = VmRule {
     check: hv_dependency_missing,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV001",
         name: "hv-dependency-missing",
@@ -64,6 +65,7 @@ fn hv_dependency_missing(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV002: VmRule = VmRule {
     check: hv_recommended_missing,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV002",
         name: "hv-recommended-missing",
@@ -103,6 +105,7 @@ fn hv_recommended_missing(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV003: VmRule = VmRule {
     check: hv_evmcs_pointless,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV003",
         name: "hv-evmcs-pointless",
@@ -142,6 +145,7 @@ fn hv_evmcs_pointless(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV004: VmRule = VmRule {
     check: hv_blocks_migration,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV004",
         name: "hv-blocks-migration",
@@ -184,13 +188,14 @@ fn hv_blocks_migration(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV005: VmRule = VmRule {
     check: hv_reset,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV005",
         name: "hv-reset",
         category: Category::Hyperv,
         severity: Severity::Info,
         title: "hv-reset is on",
-        explanation: "The Hyper-V reset MSR is not offered by modern Hyper-V and Windows does not need it; QEMU recommends leaving it off.",
+        explanation: "The Hyper-V reset MSR lets the guest reset the VM by an MSR write. Modern Hyper-V does not offer it, Windows does not need it and QEMU's documentation recommends leaving it off. It has no effect on performance either way: this is hygiene, not speed.",
         example: "<reset state='on'/>",
         fix: "turn hv-reset off",
         fix_safety: Applicability::Safe,
@@ -206,7 +211,7 @@ fn hv_reset(ctx: &RuleContext) -> Vec<Finding> {
         .map(|reset| {
             Finding::new(
                 Some(reset.span),
-                "hv-reset is on; modern Hyper-V does not offer it and QEMU recommends leaving it off",
+                "hv-reset is on; modern Hyper-V does not offer it and QEMU recommends leaving it off (no effect on performance)",
             )
             .with_fix(Fix::safe(ConfigEdit::DisableHyperv { feature: Hv::Reset }))
         })
@@ -217,6 +222,7 @@ fn hv_reset(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV006: VmRule = VmRule {
     check: hv_spinlocks_low,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV006",
         name: "hv-spinlocks-retries-low",
@@ -245,6 +251,7 @@ fn hv_spinlocks_low(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV007: VmRule = VmRule {
     check: hv_vendor_id_too_long,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV007",
         name: "hv-vendor-id-too-long",
@@ -280,6 +287,7 @@ fn hv_vendor_id_too_long(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV008: VmRule = VmRule {
     check: synic_inhibits_apicv,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV008",
         name: "synic-inhibits-apicv",
@@ -317,6 +325,7 @@ fn synic_inhibits_apicv(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV009: VmRule = VmRule {
     check: hv_avic_without_apicv,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV009",
         name: "hv-avic-without-apicv",
@@ -350,6 +359,7 @@ fn hv_avic_without_apicv(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV010: VmRule = VmRule {
     check: hypervisor_bit_hidden,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV010",
         name: "hypervisor-bit-hidden",
@@ -388,6 +398,7 @@ fn hypervisor_bit_hidden(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const HV011: VmRule = VmRule {
     check: hv_unsupported_by_host,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "HV011",
         name: "hv-unsupported-by-host",

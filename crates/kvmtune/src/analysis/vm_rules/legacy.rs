@@ -5,6 +5,7 @@ use super::prelude::*;
 pub(super) const LEG001: VmRule = VmRule {
     check: tpr_patching_off,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "LEG001",
         name: "tpr-patching-off",

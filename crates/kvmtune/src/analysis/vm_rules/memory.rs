@@ -6,6 +6,7 @@ use crate::knowledge::recommended;
 pub(super) const MEM001: VmRule = VmRule {
     check: hugepages_not_reserved,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "MEM001",
         name: "hugepages-not-reserved",
@@ -49,6 +50,7 @@ fn hugepages_not_reserved(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const MEM002: VmRule = VmRule {
     check: away_from_passthrough_device,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "MEM002",
         name: "away-from-passthrough-device",
@@ -152,6 +154,7 @@ fn node_names(nodes: &[u32]) -> String {
 pub(super) const MEM003: VmRule = VmRule {
     check: memory_off_vcpu_node,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "MEM003",
         name: "memory-off-vcpu-node",
@@ -197,6 +200,7 @@ fn memory_off_vcpu_node(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const MEM004: VmRule = VmRule {
     check: spans_nodes_without_guest_numa,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "MEM004",
         name: "spans-nodes-without-guest-numa",
@@ -268,6 +272,7 @@ fn guest_cells(
 pub(super) const MEM005: VmRule = VmRule {
     check: emulator_places_preallocated_memory,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "MEM005",
         name: "emulator-places-preallocated-memory",

@@ -131,6 +131,8 @@ pub struct VmRule {
     pub meta: RuleMeta,
     /// Runs only when host facts are given (`--host`).
     pub needs_host: bool,
+    /// ... or, for a rule about the host's own CPUs, when `--housekeeping` names them.
+    pub housekeeping_suffices: bool,
     pub check: fn(&RuleContext) -> Vec<Finding>,
 }
 

@@ -5,6 +5,7 @@ use super::prelude::*;
 pub(super) const ARG001: VmRule = VmRule {
     check: commandline_overrides,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "ARG001",
         name: "qemu-commandline-override",

@@ -21,13 +21,14 @@ fn one_to_one_pins(config: &VmConfig) -> Option<Vec<(u32, u32, Span)>> {
 pub(super) const PIN001: VmRule = VmRule {
     check: vcpus_unpinned,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "PIN001",
         name: "vcpus-unpinned",
         category: Category::Pinning,
         severity: Severity::Warning,
         title: "vCPUs without a host CPU pin",
-        explanation: "An unpinned vCPU thread migrates between host CPUs, losing its caches and sometimes its NUMA node, and competes with host work: the frame-time spikes gamers call stutter.",
+        explanation: "An unpinned vCPU thread migrates between host CPUs, losing its caches and sometimes its NUMA node, and competes with host work: the frame-time spikes gamers call stutter. For a desktop VM (`--workload desktop`, or by default one with no passed-through device and a SPICE or VNC display) the scheduler's choice is usually good enough, and the finding is information.",
         example: "<vcpu>8</vcpu> and no <vcpupin> in <cputune>",
         fix: "pin every vCPU (kvmtune tune plans it)",
         fix_safety: Applicability::Manual,
@@ -50,18 +51,25 @@ fn vcpus_unpinned(ctx: &RuleContext) -> Vec<Finding> {
     } else {
         format!("vCPUs {} are not pinned", unpinned.iter().copied().collect::<CpuSet>())
     };
-    vec![
-        Finding::new(
-            Some(vcpus.span),
-            format!("{which}: the host scheduler moves them across cores, caches and NUMA nodes"),
-        )
-        .with_fix(Fix::manual("pin each vCPU to its own host CPU (`kvmtune tune` plans it)")),
-    ]
+    let finding = Finding::new(
+        Some(vcpus.span),
+        format!("{which}: the host scheduler moves them across cores, caches and NUMA nodes"),
+    )
+    .with_fix(Fix::manual("pin each vCPU to its own host CPU (`kvmtune tune` plans it)"));
+    // Pinning buys latency: a gaming, server or IPI-heavy VM needs it, a desktop rarely does.
+    if ctx.workload == Workload::Desktop {
+        return vec![Finding {
+            message: format!("{} (a desktop VM: pin only if it stutters)", finding.message),
+            ..finding.with_severity(Severity::Info)
+        }];
+    }
+    vec![finding]
 }
 
 pub(super) const PIN002: VmRule = VmRule {
     check: vcpus_share_a_cpu,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "PIN002",
         name: "vcpus-share-a-cpu",
@@ -106,6 +114,7 @@ fn vcpus_share_a_cpu(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const PIN003: VmRule = VmRule {
     check: emulator_on_vcpu_cpus,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "PIN003",
         name: "emulator-on-vcpu-cpus",
@@ -154,6 +163,7 @@ fn emulator_on_vcpu_cpus(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const PIN004: VmRule = VmRule {
     check: topology_mismatch,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "PIN004",
         name: "topology-mismatch",
@@ -192,6 +202,7 @@ fn topology_mismatch(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const PIN005: VmRule = VmRule {
     check: smt_siblings_split,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "PIN005",
         name: "smt-siblings-split",
@@ -238,6 +249,7 @@ fn smt_siblings_split(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const PIN006: VmRule = VmRule {
     check: placement_spread,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "PIN006",
         name: "placement-spread",
@@ -279,6 +291,7 @@ fn placement_spread(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const PIN007: VmRule = VmRule {
     check: vcpu_on_housekeeping,
     needs_host: true,
+    housekeeping_suffices: true,
     meta: RuleMeta {
         id: "PIN007",
         name: "vcpu-on-housekeeping",
@@ -293,8 +306,9 @@ pub(super) const PIN007: VmRule = VmRule {
     },
 };
 
-/// The host's share as this config and its host show it, in the order PIN007 explains.
-fn config_host_share(ctx: &RuleContext, host: &crate::host::HostFacts) -> HostShare {
+/// The host's share as this config and its host show it, in the order PIN007 explains;
+/// without host facts, only the config's pins and `--housekeeping` tell it.
+fn config_host_share(ctx: &RuleContext, host: Option<&crate::host::HostFacts>) -> Option<HostShare> {
     let pinning = &ctx.config.pinning;
     let pinned = pinning
         .iothreadpin
@@ -303,25 +317,25 @@ fn config_host_share(ctx: &RuleContext, host: &crate::host::HostFacts) -> HostSh
         .chain(pinning.emulatorpin.as_ref().map(|pin| pin.value.clone()))
         .fold(CpuSet::new(), |all, cpus| all.union(&cpus));
     if !pinned.is_empty() {
-        return HostShare { cpus: pinned, source: HostShareSource::ConfigPins };
+        return Some(HostShare { cpus: pinned, source: HostShareSource::ConfigPins });
     }
-    let host_wide = host_wide_share(host);
+    let host_wide = host.and_then(host_wide_share);
     if let Some(share) = host_wide.clone().filter(|s| s.source == HostShareSource::Isolcpus) {
-        return share;
+        return Some(share);
     }
     if let Some(cpus) = ctx.housekeeping {
-        return HostShare { cpus: cpus.clone(), source: HostShareSource::Configured };
+        return Some(HostShare { cpus: cpus.clone(), source: HostShareSource::Configured });
     }
-    host_wide.unwrap_or_else(|| default_host_share(host, &ctx.vcpu_cpus()))
+    let host = host?;
+    Some(host_wide.unwrap_or_else(|| default_host_share(host, &ctx.vcpu_cpus())))
 }
 
 fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(host) = ctx.host else { return Vec::new() };
     let vcpu_cpus = ctx.vcpu_cpus();
     if vcpu_cpus.is_empty() {
         return Vec::new();
     }
-    let share = config_host_share(ctx, host);
+    let Some(share) = config_host_share(ctx, ctx.host) else { return Vec::new() };
     if share.source == HostShareSource::ConfigPins {
         // Whatever overlaps the emulator and iothread pins, PIN003 reports.
         return Vec::new();
@@ -349,17 +363,18 @@ fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const PIN008: VmRule = VmRule {
     check: amd_smt_without_topoext,
     needs_host: true,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "PIN008",
         name: "amd-smt-without-topoext",
         category: Category::Cpu,
         severity: Severity::Warning,
         title: "SMT topology on AMD without topoext",
-        explanation: "AMD guests learn their SMT siblings and CCX layout from the topology-extension CPUID leaves; without topoext, threads>1 is presented in a way Windows does not read as SMT.",
+        explanation: "AMD guests learn their SMT siblings and CCX layout from the topology-extension CPUID leaves; without topoext, threads>1 is presented in a way Windows does not read as SMT. host-passthrough (`-cpu host`) already has it wherever the host CPU does, because KVM reports TOPOEXT as supported; the rule fires for a named or host-model CPU, for host-passthrough on a host CPU without it, and where the config disables it.",
         example: "<topology sockets='1' cores='4' threads='2'/> on an AMD host without <feature policy='require' name='topoext'/>",
         fix: "<feature policy='require' name='topoext'/>",
         fix_safety: Applicability::Safe,
-        source: "QEMU target/i386/cpu.c (topoext: AMD cache and core topology in CPUID 0x8000001D/0x8000001E); libvirt docs/formatdomain.rst CPU model and topology",
+        source: "QEMU target/i386/cpu.c (topoext: AMD cache and core topology in CPUID 0x8000001D/0x8000001E); Linux arch/x86/kvm/cpuid.c kvm_set_cpu_caps (TOPOEXT in the supported CPUID 0x80000001 ECX); libvirt docs/formatdomain.rst CPU model and topology",
     },
 };
 
@@ -370,18 +385,39 @@ fn amd_smt_without_topoext(ctx: &RuleContext) -> Vec<Finding> {
     let Some(topology) = ctx.config.cpu.topology.as_ref().filter(|t| t.value.threads > 1) else {
         return Vec::new();
     };
-    if ctx.config.cpu.features.iter().any(|f| f.name == "topoext" && f.enables()) {
+    let topoext = ctx.config.cpu.features.iter().find(|f| f.name == "topoext");
+    if topoext.is_some_and(|f| f.enables()) {
         return Vec::new();
     }
+    let host_passthrough = ctx.config.cpu.mode.as_ref().is_some_and(|m| m.value == "host-passthrough");
+    let host_has_topoext =
+        ctx.host.and_then(|h| h.cpu.flags.known()).map(|flags| flags.contains_key("topoext"));
+    // `-cpu host` hands the guest every feature KVM supports on this CPU, and KVM lists
+    // TOPOEXT among them: host-passthrough has it unless the host lacks it or the config
+    // turns it off.
+    if host_passthrough && topoext.is_none() && host_has_topoext != Some(false) {
+        return Vec::new();
+    }
+    let why = if topoext.is_some() {
+        "the config turns the topoext CPU feature off"
+    } else if host_passthrough {
+        "this host's CPU does not report topoext, so host-passthrough cannot pass it"
+    } else {
+        "the CPU model does not require the topoext feature"
+    };
     vec![
-        Finding::new(Some(topology.span), "threads>1 on an AMD host without the topoext CPU feature: the guest cannot see which vCPUs are SMT siblings")
-            .with_fix(Fix::safe(ConfigEdit::RequireCpuFeature { name: "topoext".into() })),
+        Finding::new(
+            Some(topology.span),
+            format!("threads>1 on an AMD host, but {why}: the guest cannot see which vCPUs are SMT siblings"),
+        )
+        .with_fix(Fix::safe(ConfigEdit::RequireCpuFeature { name: "topoext".into() })),
     ]
 }
 
 pub(super) const PIN009: VmRule = VmRule {
     check: no_cache_passthrough,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "PIN009",
         name: "no-cache-passthrough",
@@ -420,6 +456,7 @@ fn no_cache_passthrough(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const PIN010: VmRule = VmRule {
     check: guest_pairs_on_consecutive_cpus,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "PIN010",
         name: "guest-smt-on-consecutive-cpus",

@@ -31,6 +31,7 @@ fn timer_policy(ctx: &RuleContext, name: &str, policy: &str) -> Vec<Finding> {
 pub(super) const TIME001: VmRule = VmRule {
     check: hypervclock_missing,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "TIME001",
         name: "hypervclock-missing",
@@ -62,27 +63,59 @@ fn hypervclock_missing(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const TIME002: VmRule = VmRule {
     check: rtc_without_catchup,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "TIME002",
         name: "rtc-without-catchup",
         category: Category::Timers,
         severity: Severity::Warning,
         title: "RTC tick policy is not catchup",
-        explanation: "Windows keeps time by counting RTC ticks. When a vCPU was descheduled, catchup delivers the missed ticks faster until the guest is back in step; other policies let its clock drift.",
+        explanation: "A Windows guest without synthetic timers keeps time by counting RTC ticks. When a vCPU was descheduled, catchup (QEMU's `-rtc driftfix=slew`) delivers the missed ticks faster until the guest is back in step; other policies let its clock drift. With hv-stimer and hv-time on, Windows times itself with the synthetic timers and the reference TSC page and hardly uses the RTC: the finding is then only information. A `-rtc` in <qemu:commandline> counts too: QEMU merges repeated `-rtc` options, later keys winning, so `-rtc driftfix=slew` there is catchup whatever the XML says.",
         example: "<timer name='rtc' tickpolicy='delay'/>",
         fix: "<timer name='rtc' tickpolicy='catchup'/>",
         fix_safety: Applicability::Safe,
-        source: "libvirt docs/formatdomain.rst Time keeping",
+        source: "libvirt docs/formatdomain.rst Time keeping; libvirt src/qemu/qemu_command.c (rtc catchup is -rtc driftfix=slew); QEMU system/vl.c qemu_rtc_opts (merge_lists: repeated -rtc options merge)",
     },
 };
 
 fn rtc_without_catchup(ctx: &RuleContext) -> Vec<Finding> {
-    timer_policy(ctx, "rtc", recommended::RTC_TICKPOLICY)
+    // QEMU merges every -rtc into one option set, later keys winning: a driftfix in
+    // <qemu:commandline> (placed after libvirt's own -rtc) decides.
+    let passed_driftfix = ctx
+        .config
+        .passthrough_args
+        .iter()
+        .filter(|arg| arg.option == "rtc")
+        .filter_map(|arg| {
+            let value = arg.value.as_deref()?;
+            let driftfix = value.split(',').filter_map(|kv| kv.strip_prefix("driftfix=")).next_back()?;
+            Some((driftfix.to_string(), arg.span))
+        })
+        .next_back();
+    let mut findings = match passed_driftfix {
+        Some((driftfix, _)) if driftfix == "slew" => return Vec::new(),
+        Some((driftfix, span)) if ctx.is_windows() => vec![Finding::new(
+            Some(span),
+            format!("-rtc driftfix={driftfix} in <qemu:commandline> overrides the XML's RTC tick policy; Windows needs driftfix=slew (catchup)"),
+        )
+        .with_fix(Fix::manual("use -rtc driftfix=slew, or remove the -rtc and set <timer name='rtc' tickpolicy='catchup'/>"))],
+        Some(_) => Vec::new(),
+        None => timer_policy(ctx, "rtc", recommended::RTC_TICKPOLICY),
+    };
+    // With synthetic timers and the reference TSC page Windows does not count RTC ticks.
+    if ctx.enlightenments_visible() && ctx.on(Hv::Stimer) && ctx.on(Hv::Time) {
+        for finding in &mut findings {
+            finding.severity = Some(Severity::Info);
+            finding.message.push_str(" (hv-stimer and hv-time are on, so Windows hardly uses the RTC: a matter of its clock after long pauses, not of speed)");
+        }
+    }
+    findings
 }
 
 pub(super) const TIME003: VmRule = VmRule {
     check: pit_policy_refused,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "TIME003",
         name: "pit-tickpolicy-refused",
@@ -112,17 +145,18 @@ fn pit_policy_refused(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const TIME004: VmRule = VmRule {
     check: utc_clock_offset,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "TIME004",
         name: "utc-clock-offset",
         category: Category::Timers,
         severity: Severity::Warning,
         title: "the clock offset is UTC for a Windows guest",
-        explanation: "Windows stores local time in the RTC. With offset='utc' its clock is wrong by the time-zone offset until it syncs, and again after every boot.",
+        explanation: "Windows stores local time in the RTC. With offset='utc' its clock is wrong by the time-zone offset until it syncs, and again after every boot. A guest on a whole physical disk or partition is often a dual-boot installation, where UTC is deliberate (Windows told to keep UTC with the RealTimeIsUniversal registry value, so that Linux and Windows agree); there the finding is only information.",
         example: "<clock offset='utc'/> for a Windows guest",
         fix: "<clock offset='localtime'>",
         fix_safety: Applicability::Unsafe,
-        source: "libvirt docs/formatdomain.rst clock offset",
+        source: "libvirt docs/formatdomain.rst clock offset; ArchWiki System time, UTC in Microsoft Windows (wiki.archlinux.org/title/System_time#UTC_in_Microsoft_Windows)",
     },
 };
 
@@ -132,22 +166,35 @@ fn utc_clock_offset(ctx: &RuleContext) -> Vec<Finding> {
     }
     match &ctx.config.clock.offset {
         Some(offset) if offset.value == recommended::CLOCK_OFFSET || offset.value == "timezone" => Vec::new(),
-        offset => vec![
-            Finding::new(
+        offset => {
+            let found = offset.as_ref().map_or("utc (the default)", |o| o.value.as_str());
+            let finding = Finding::new(
                 offset.as_ref().map(|o| o.span).or(ctx.clock_anchor()),
-                format!(
-                    "clock offset is {}; Windows keeps the RTC in local time",
-                    offset.as_ref().map_or("utc (the default)", |o| o.value.as_str())
-                ),
+                format!("clock offset is {found}; Windows keeps the RTC in local time"),
             )
-            .with_fix(Fix::unsafe_(ConfigEdit::SetClockOffset { offset: recommended::CLOCK_OFFSET.into() })),
-        ],
+            .with_fix(Fix::unsafe_(ConfigEdit::SetClockOffset { offset: recommended::CLOCK_OFFSET.into() }));
+            // A Windows installed on a whole disk or partition is often booted on the bare
+            // machine too; there, UTC in the RTC is deliberate (with RealTimeIsUniversal set in
+            // Windows) so that both systems agree on one clock.
+            match ctx.config.devices.disks.iter().find(|d| d.is_physical_disk()) {
+                Some(disk) => vec![
+                    Finding::new(finding.span, format!(
+                        "clock offset is {found} and the guest boots from the host's physical disk {}: if this Windows is dual-booted with RealTimeIsUniversal set, UTC is right; otherwise Windows keeps the RTC in local time",
+                        disk.source_dev.as_deref().unwrap_or("?")
+                    ))
+                    .with_fix(Fix::unsafe_(ConfigEdit::SetClockOffset { offset: recommended::CLOCK_OFFSET.into() }))
+                    .with_severity(Severity::Info),
+                ],
+                None => vec![finding],
+            }
+        }
     }
 }
 
 pub(super) const TIME005: VmRule = VmRule {
     check: hpet_off_without_stimer,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "TIME005",
         name: "hpet-off-without-stimer",
@@ -187,6 +234,7 @@ fn hpet_off_without_stimer(ctx: &RuleContext) -> Vec<Finding> {
 pub(super) const TIME006: VmRule = VmRule {
     check: hpet_with_stimer,
     needs_host: false,
+    housekeeping_suffices: false,
     meta: RuleMeta {
         id: "TIME006",
         name: "hpet-with-stimer",
