@@ -365,3 +365,90 @@ fn a_config_tells_the_guest_it_runs() {
     assert_eq!(guest("", "<hyperv mode='custom'><relaxed state='on'/></hyperv>"), Guest::Windows);
     assert_eq!(guest("", ""), Guest::Unknown);
 }
+
+/// MEM006 reads the host's shmem_enabled where it has one, and names the device that needs
+/// guest RAM shared.
+#[test]
+fn shared_memory_reads_shmem_enabled_and_names_its_users() {
+    let text = std::fs::read_to_string(fixtures().join("MEM006.bad.xml")).unwrap();
+    let messages = |text: &str, shmem: Option<&str>| -> Vec<String> {
+        let config = libvirt::parse("MEM006.bad.xml", text).unwrap();
+        let mut host = fixture_host(RuleFixtureHost::named("amd").unwrap());
+        if let Some(value) = shmem {
+            host.memory.transparent_hugepages_shmem = Fact::Known(value.into());
+        }
+        let options = CheckOptions {
+            host: Some(&host),
+            select: kvmtune::analysis::rule::select_vm_rules(&["MEM006"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        let source = SourceText::new("MEM006.bad.xml", text);
+        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.message).collect()
+    };
+    assert!(messages(&text, Some("advise")).is_empty(), "QEMU madvises guest RAM: advise serves it");
+    assert!(messages(&text, Some("always")).is_empty());
+    let never = messages(&text, Some("never"));
+    assert!(never.len() == 1 && never[0].contains("this host's shmem_enabled is never"), "{never:?}");
+    let with_virtiofs = text.replace(
+        "</devices>",
+        "  <filesystem type='mount' accessmode='passthrough'><driver type='virtiofs'/><source dir='/srv/share'/><target dir='share'/></filesystem>\n  </devices>",
+    );
+    let users = messages(&with_virtiofs, None);
+    assert!(users.len() == 1 && users[0].contains("(virtiofs needs it shared)"), "{users:?}");
+}
+
+/// PIN011 is quiet where the host sets the real-time vCPUs' CPUs aside, and says what is
+/// missing where it does not.
+#[test]
+fn realtime_vcpus_are_safe_only_on_isolated_cpus_with_throttling() {
+    let text = std::fs::read_to_string(fixtures().join("PIN011.bad.xml")).unwrap();
+    let config = libvirt::parse("PIN011.bad.xml", &text).unwrap();
+    let source = SourceText::new("PIN011.bad.xml", text.as_str());
+    let messages = |cmdline: &str, rt_runtime: i64| -> Vec<String> {
+        let mut host = fixture_host(RuleFixtureHost::named("amd").unwrap());
+        host.kernel.cmdline = Fact::Known(kvmtune::host::kernel::parse_cmdline(cmdline));
+        host.kernel.sched_rt_runtime_us = Fact::Known(rt_runtime);
+        let options = CheckOptions {
+            host: Some(&host),
+            select: kvmtune::analysis::rule::select_vm_rules(&["PIN011"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.message).collect()
+    };
+    assert!(messages("quiet isolcpus=1-3,9-11 nohz_full=1-3,9-11 rcu_nocbs=1-3,9-11", 950000).is_empty());
+    let not_isolated = messages("quiet", 950000);
+    assert!(
+        not_isolated.len() == 1 && not_isolated[0].contains("host CPUs 1-3,9-11 are not isolated"),
+        "{not_isolated:?}"
+    );
+    let unthrottled = messages("quiet isolcpus=1-3,9-11", -1);
+    assert!(
+        unthrottled.len() == 1 && unthrottled[0].contains("real-time throttling is off"),
+        "{unthrottled:?}"
+    );
+}
+
+/// CPU001's fix keeps SMT where the pins show it: vCPU pairs on host sibling pairs become
+/// threads of one core.
+#[test]
+fn vcpus_as_sockets_fix_keeps_host_smt_pairs() {
+    let text = std::fs::read_to_string(fixtures().join("CPU001.bad.xml")).unwrap();
+    let config = libvirt::parse("CPU001.bad.xml", &text).unwrap();
+    let source = SourceText::new("CPU001.bad.xml", text.as_str());
+    let host = fixture_host(RuleFixtureHost::named("amd").unwrap());
+    let fixes = |host: Option<&HostFacts>| -> Vec<String> {
+        let options = CheckOptions {
+            host,
+            select: kvmtune::analysis::rule::select_vm_rules(&["CPU001"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        check(&config, &source, &options)
+            .diagnostics
+            .into_iter()
+            .filter_map(|d| d.fix.map(|f| f.action.describe()))
+            .collect()
+    };
+    // vCPUs 0/1, 2/3, 4/5 sit on host CPUs 1/9, 2/10, 3/11: siblings on this host.
+    assert_eq!(fixes(Some(&host)), ["set the guest topology to 1 socket, 1 die, 3 cores, 2 threads"]);
+    assert_eq!(fixes(None), ["set the guest topology to 1 socket, 1 die, 6 cores, 1 thread"]);
+}

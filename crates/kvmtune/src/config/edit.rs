@@ -4,6 +4,7 @@
 //! without an editor show an edit's description as a manual step.
 
 use crate::knowledge::hyperv::Hv;
+use crate::values::text::plural;
 use serde::Serialize;
 
 /// One guest NUMA cell as a config states it.
@@ -103,19 +104,24 @@ impl ConfigEdit {
             ConfigEdit::RemoveCpuFeature { name } => format!("remove the CPU feature policy for {name}"),
             ConfigEdit::SetCpuCacheMode { mode } => format!("set the CPU cache mode to {mode}"),
             ConfigEdit::SetCpuTopology { sockets, dies, cores, threads } => {
+                let count = |n: &u32, noun| plural(*n as usize, noun);
                 format!(
-                    "set the guest topology to {sockets} socket(s), {dies} die(s), {cores} core(s), {threads} thread(s)"
+                    "set the guest topology to {}, {}, {}, {}",
+                    count(sockets, "socket"),
+                    count(dies, "die"),
+                    count(cores, "core"),
+                    count(threads, "thread")
                 )
             }
             ConfigEdit::SetCpuMode { mode, migratable } => {
                 format!("set the CPU mode to {mode}, migratable={}", if *migratable { "on" } else { "off" })
             }
-            ConfigEdit::SetIothreads { count } => format!("give the VM {count} iothread(s)"),
+            ConfigEdit::SetIothreads { count } => format!("give the VM {}", plural(*count as usize, "iothread")),
             ConfigEdit::AttachDiskIothread { target, iothread } => {
                 format!("run disk {target}'s I/O in iothread {iothread}")
             }
             ConfigEdit::SetPins { vcpus, emulator, .. } => {
-                format!("pin {} vCPU(s) one to one, the emulator and iothreads to {emulator}", vcpus.len())
+                format!("pin {} one to one, the emulator and iothreads to {emulator}", plural(vcpus.len(), "vCPU"))
             }
             ConfigEdit::SetNumatune { nodeset } => format!("bind memory strictly to NUMA node {nodeset}"),
             ConfigEdit::SetDiskDriver { target, attributes } => format!(

@@ -312,6 +312,13 @@ impl Reader<'_, '_> {
                 config.memory.hugepages = Some(Located::new(pages, span(hugepages)));
             }
             config.memory.locked = child(backing, "locked").map(span);
+            config.memory.backing_source = child(backing, "source").and_then(|source| {
+                source.attribute("type").map(|t| Located::new(t.to_string(), span(source)))
+            });
+            config.memory.shared_access = child(backing, "access")
+                .filter(|access| access.attribute("mode") == Some("shared"))
+                .map(span)
+                .or(config.memory.shared_access);
         }
         if let Some(numatune) = child(root, "numatune")
             && let Some(memory) = child(numatune, "memory")
@@ -438,6 +445,9 @@ impl Reader<'_, '_> {
                     Some(amount) => Some(self.to_kib(cell, amount)?),
                     None => None,
                 };
+                if cell.attribute("memAccess") == Some("shared") && config.memory.shared_access.is_none() {
+                    config.memory.shared_access = Some(span(cell));
+                }
                 config.cpu.numa_cells.push(NumaCell {
                     id: self.attribute_number(cell, "id")?,
                     cpus: self.cpuset(cell, "cpus")?.unwrap_or_default(),
@@ -507,8 +517,11 @@ impl Reader<'_, '_> {
                     config.pinning.emulatorpin = Some(Located::new(cpus, span(element)));
                 }
                 "vcpusched" => {
-                    let scheduler = element.attribute("scheduler").unwrap_or("").to_string();
-                    config.pinning.vcpusched.push(Located::new(scheduler, span(element)));
+                    config.pinning.vcpusched.push(VcpuSched {
+                        scheduler: element.attribute("scheduler").unwrap_or("").to_string(),
+                        vcpus: self.cpuset(element, "vcpus")?,
+                        span: span(element),
+                    });
                 }
                 _ => {}
             }
@@ -520,6 +533,12 @@ impl Reader<'_, '_> {
         for device in devices.children().filter(Node::is_element) {
             match device.tag_name().name() {
                 "disk" => {
+                    if device.attribute("type") == Some("vhostuser") {
+                        config
+                            .devices
+                            .shared_memory_users
+                            .push(Located::new("a vhost-user disk".into(), span(device)));
+                    }
                     let target = child(device, "target");
                     let driver = child(device, "driver");
                     let driver_attr = |name: &str| driver.and_then(|d| d.attribute(name)).map(str::to_string);
@@ -542,7 +561,18 @@ impl Reader<'_, '_> {
                         span: span(device),
                     });
                 }
+                "filesystem"
+                    if child(device, "driver").and_then(|d| d.attribute("type")) == Some("virtiofs") =>
+                {
+                    config.devices.shared_memory_users.push(Located::new("virtiofs".into(), span(device)));
+                }
                 "interface" => {
+                    if device.attribute("type") == Some("vhostuser") {
+                        config
+                            .devices
+                            .shared_memory_users
+                            .push(Located::new("a vhost-user interface".into(), span(device)));
+                    }
                     let queues = match child(device, "driver") {
                         Some(driver) => self.attribute_number(driver, "queues")?,
                         None => None,
@@ -558,7 +588,7 @@ impl Reader<'_, '_> {
                     let address = child(device, "source").and_then(|s| child(s, "address"));
                     // libvirt writes each part as a number (`0x01`, or decimal); a part it
                     // would reject reads as 0 here, and the address is then no device's.
-                    let pci_address = address.filter(|_| kind == "pci").map(|a| {
+                    let read_address = |a: Node| {
                         let field = |name: &str| {
                             let raw = a.attribute(name).unwrap_or("0");
                             match raw.strip_prefix("0x") {
@@ -572,8 +602,17 @@ impl Reader<'_, '_> {
                             slot: field("slot") as u8,
                             function: field("function") as u8,
                         }
+                    };
+                    let pci_address = address.filter(|_| kind == "pci").map(read_address);
+                    let guest_address = child(device, "address")
+                        .filter(|a| kind == "pci" && a.attribute("type") == Some("pci"))
+                        .map(|a| Located::new(read_address(a), span(a)));
+                    config.devices.hostdevs.push(Hostdev {
+                        kind,
+                        pci_address,
+                        guest_address,
+                        span: span(device),
                     });
-                    config.devices.hostdevs.push(Hostdev { kind, pci_address, span: span(device) });
                 }
                 "memballoon" => {
                     config.devices.memballoon =

@@ -263,13 +263,30 @@ pub struct Pinning {
     pub process_affinity: Option<Located<CpuSet>>,
     pub emulatorpin: Option<Located<CpuSet>>,
     pub iothreadpin: Vec<Pin>,
-    pub vcpusched: Vec<Located<String>>,
+    pub vcpusched: Vec<VcpuSched>,
 }
 
 impl Pinning {
     /// Every host CPU a vCPU is pinned to.
     pub fn vcpu_cpus(&self) -> CpuSet {
         self.vcpupin.iter().fold(CpuSet::new(), |all, pin| all.union(&pin.cpus))
+    }
+}
+
+/// `<vcpusched vcpus scheduler priority>`: the host scheduling class of some vCPU threads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VcpuSched {
+    /// `batch`, `idle`, `fifo` or `rr`.
+    pub scheduler: String,
+    /// Which vCPUs; `None`: all of them.
+    pub vcpus: Option<CpuSet>,
+    pub span: Span,
+}
+
+impl VcpuSched {
+    /// A real-time class: the thread runs until it blocks, ahead of every normal task.
+    pub fn is_realtime(&self) -> bool {
+        matches!(self.scheduler.as_str(), "fifo" | "rr")
     }
 }
 
@@ -288,6 +305,21 @@ pub struct MemoryConfig {
     pub hugepages: Option<Located<Vec<HugepageRequest>>>,
     pub locked: Option<Span>,
     pub numatune: Option<Located<Numatune>>,
+    /// `<memoryBacking><source type>`: `anonymous`, `file` or `memfd`.
+    pub backing_source: Option<Located<String>>,
+    /// Where guest RAM is mapped shared: `<memoryBacking><access mode='shared'/>` or a NUMA
+    /// cell's `memAccess='shared'`.
+    pub shared_access: Option<Span>,
+}
+
+impl MemoryConfig {
+    /// Guest RAM that lands on the host's shmem: mapped shared and backed by memfd or
+    /// anonymous memory (QEMU's memory-backend-memfd, or memory-backend-ram with share=on),
+    /// not by hugetlbfs.
+    pub fn on_shmem(&self) -> Option<Span> {
+        let source = self.backing_source.as_ref().map_or("anonymous", |s| s.value.as_str());
+        self.shared_access.filter(|_| self.hugepages.is_none() && matches!(source, "memfd" | "anonymous"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -315,6 +347,9 @@ pub struct Devices {
     pub videos: Vec<Located<String>>,
     /// `<graphics type>`: `spice`, `vnc`, `sdl`, `egl-headless`, `dbus`.
     pub graphics: Vec<Located<String>>,
+    /// Devices that need guest RAM shared with another process: `virtiofs` filesystems,
+    /// `vhost-user` interfaces and disks.
+    pub shared_memory_users: Vec<Located<String>>,
     /// iothreads that controllers use (`<controller><driver iothread>`, virtio-scsi).
     pub controller_iothreads: Vec<u32>,
     /// `<panic model>`; `hyperv` is hv-crash.
@@ -408,6 +443,9 @@ pub struct Hostdev {
     pub kind: String,
     /// For PCI devices.
     pub pci_address: Option<PciAddress>,
+    /// Where the guest sees it: the PCI address libvirt assigned (`<address type='pci'>` of the
+    /// `<hostdev>` itself), when the config states one.
+    pub guest_address: Option<Located<PciAddress>>,
     pub span: Span,
 }
 

@@ -341,6 +341,7 @@ impl Reader<'_> {
                     config.devices.hostdevs.push(Hostdev {
                         kind: "pci".into(),
                         pci_address: PciAddress::parse_lenient(&format!("{host}{function}")).ok(),
+                        guest_address: None,
                         span: line.span,
                     });
                 }

@@ -499,7 +499,12 @@ impl Reader<'_> {
         match driver {
             "vfio-pci" => {
                 let address = property("host=").and_then(|host| PciAddress::parse_lenient(&host).ok());
-                self.config.devices.hostdevs.push(Hostdev { kind: "pci".into(), pci_address: address, span });
+                self.config.devices.hostdevs.push(Hostdev {
+                    kind: "pci".into(),
+                    pci_address: address,
+                    guest_address: None,
+                    span,
+                });
             }
             "pc-dimm" | "nvdimm" | "virtio-mem-pci" => {
                 if let Some(kib) = property("memdev=").and_then(|id| self.backend_kib.get(&id).copied()) {

@@ -15,6 +15,15 @@ pub struct Kernel {
     /// `uname -r`, e.g. `6.1.0-13-amd64`.
     pub release: Fact<String>,
     pub cmdline: Fact<Cmdline>,
+    /// `/proc/sys/kernel/sched_rt_runtime_us`: how much of each period real-time tasks may
+    /// take (950000 of 1000000 by default); -1 lets them take all of it.
+    #[serde(default = "rt_runtime_not_recorded")]
+    pub sched_rt_runtime_us: Fact<i64>,
+}
+
+/// A fact that host JSON written before kvmtune read it does not hold.
+fn rt_runtime_not_recorded() -> Fact<i64> {
+    Fact::Unknown("not in this host JSON (written by an older kvmtune)".into())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +97,14 @@ pub fn probe(host: &Host) -> Kernel {
         })
         .into();
     let cmdline = host.read("/proc/cmdline").map(|text| parse_cmdline(&text)).into();
-    Kernel { release, cmdline }
+    let sched_rt_runtime_us = host
+        .read_trimmed("/proc/sys/kernel/sched_rt_runtime_us")
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            text.parse::<i64>().map_err(|_| format!("sched_rt_runtime_us: `{text}` is no number"))
+        })
+        .into();
+    Kernel { release, cmdline, sched_rt_runtime_us }
 }
 
 /// Splits the command line the way the kernel does (double quotes group, no escapes) and keeps

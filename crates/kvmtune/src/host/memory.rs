@@ -19,6 +19,15 @@ pub struct Memory {
     pub hugepages: Fact<Vec<HugepagePool>>,
     /// `always`, `madvise` or `never`.
     pub transparent_hugepages: Fact<String>,
+    /// Transparent hugepages for shmem and memfd (`transparent_hugepage/shmem_enabled`):
+    /// `always`, `within_size`, `advise`, `never`, `deny` or `force`.
+    #[serde(default = "not_recorded")]
+    pub transparent_hugepages_shmem: Fact<String>,
+}
+
+/// A fact that host JSON written before kvmtune read it does not hold.
+fn not_recorded() -> Fact<String> {
+    Fact::Unknown("not in this host JSON (written by an older kvmtune)".into())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +87,15 @@ pub fn probe(host: &Host) -> Memory {
             .and_then(|text| {
                 selected_choice(&text)
                     .ok_or_else(|| format!("transparent_hugepage/enabled: no [choice] in `{}`", text.trim()))
+            })
+            .into(),
+        transparent_hugepages_shmem: host
+            .read("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                selected_choice(&text).ok_or_else(|| {
+                    format!("transparent_hugepage/shmem_enabled: no [choice] in `{}`", text.trim())
+                })
             })
             .into(),
     }

@@ -376,3 +376,61 @@ fn sleep_with_passthrough(ctx: &RuleContext) -> Vec<Finding> {
     }
     Vec::new()
 }
+
+pub(super) const DEV010: VmRule = VmRule {
+    check: passthrough_on_root_bus,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "DEV010",
+        name: "passthrough-on-root-bus",
+        category: Category::Devices,
+        severity: Severity::Warning,
+        title: "a passed-through GPU on the q35 root bus instead of behind a root port",
+        explanation: "On a q35 machine, a device at bus 0 sits on pcie.0, the root complex itself, where QEMU makes it an integrated endpoint: it has no PCIe link and no upstream port. A GPU's drivers read the link (speed and width, from the device and the port above it): on the root bus tools show the card as PCI or at x0, and the drivers' link handling falls back to what they assume without one. QEMU's PCIe guidelines say to put PCIe endpoints behind a pcie-root-port; libvirt does so whenever it assigns the address itself. An explicit `bus='0x00'` copied from an old guide (or from an i440fx config) is what puts the GPU there.",
+        example: "<hostdev mode='subsystem' type='pci'> with <address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'/> on a q35 machine",
+        fix: "remove the hostdev's own <address> (libvirt then puts it behind a pcie-root-port), keeping the GPU and its audio function together on one port with multifunction='on'",
+        fix_safety: Applicability::Manual,
+        source: "QEMU docs/pcie.txt (PCI Express guidelines: PCIe endpoints behind root ports, pcie.0 devices are integrated endpoints); QEMU commit series 'pcie: Enhanced link speed and width support' (QEMU 4.0, root ports report the physical link; the cover letter names the NVIDIA driver's use of it); libvirt docs/pci-addresses.rst",
+    },
+};
+
+fn passthrough_on_root_bus(ctx: &RuleContext) -> Vec<Finding> {
+    let q35 = ctx.config.machine.as_ref().is_some_and(|m| m.value.contains("q35"));
+    if !q35 {
+        return Vec::new();
+    }
+    let host_devices = ctx.host.and_then(|host| host.pci_devices.known());
+    let on_root: Vec<(&crate::config::model::Hostdev, &Located<PciAddress>)> = ctx
+        .config
+        .devices
+        .hostdevs
+        .iter()
+        .filter_map(|h| h.guest_address.as_ref().filter(|a| a.value.bus == 0).map(|a| (h, a)))
+        .collect();
+    on_root
+        .iter()
+        .filter_map(|(hostdev, guest)| {
+            let host_device = hostdev
+                .pci_address
+                .as_ref()
+                .and_then(|address| host_devices.and_then(|devices| devices.iter().find(|d| &d.address == address)));
+            let host_at = hostdev.pci_address.as_ref().map_or(String::new(), |a| format!(" {a}"));
+            let what = match (host_devices, host_device) {
+                // With host facts, only GPUs: an NVMe or USB controller on pcie.0 works as well.
+                (Some(_), Some(device)) if device.is_gpu => format!("the GPU{host_at}"),
+                (Some(_), _) => return None,
+                (None, _) => format!("the passed-through device{host_at} (if it is a GPU)"),
+            };
+            let finding = Finding::new(
+                Some(guest.span),
+                format!(
+                    "{what} is placed at guest address 00:{:02x}.{}, on q35's root bus (pcie.0): an integrated endpoint without a PCIe link or root port",
+                    guest.value.slot, guest.value.function
+                ),
+            )
+            .with_fix(Fix::manual("remove the hostdev's <address> so that libvirt puts it behind a pcie-root-port (GPU and audio together, multifunction='on')"));
+            Some(if host_devices.is_none() { finding.with_severity(Severity::Info) } else { finding })
+        })
+        .collect()
+}

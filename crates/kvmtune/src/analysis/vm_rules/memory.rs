@@ -300,3 +300,53 @@ fn emulator_places_preallocated_memory(ctx: &RuleContext) -> Vec<Finding> {
             .with_fix(Fix::unsafe_(ConfigEdit::SetNumatune { nodeset: vcpu_nodes.iter().copied().collect::<CpuSet>().to_string() })),
     ]
 }
+
+pub(super) const MEM006: VmRule = VmRule {
+    check: shared_memory_without_hugepages,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "MEM006",
+        name: "shared-memory-without-hugepages",
+        category: Category::Memory,
+        severity: Severity::Warning,
+        title: "guest RAM in shared memory without hugepages",
+        explanation: "`<memoryBacking><source type='memfd'/><access mode='shared'/>` (or a NUMA cell with memAccess='shared') without `<hugepages/>` puts all guest RAM on the host's shmem. Transparent hugepages for shmem follow their own switch, `/sys/kernel/mm/transparent_hugepage/shmem_enabled`, which is `never` by default: the guest's memory is then mapped with 4 KiB pages, and every TLB miss in the guest walks a longer two-level page table. Shared memory has users that need it (virtiofs and vhost-user devices read guest RAM from another process); they work as well on hugepages. Without such a device the shared mapping buys nothing.",
+        example: "<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking> with no <hugepages/>",
+        fix: "add <hugepages/> (with pages reserved on the host), or drop <access mode='shared'/> when nothing needs it, or set shmem_enabled to advise (QEMU asks for hugepages on guest RAM with madvise)",
+        fix_safety: Applicability::Manual,
+        source: "Linux Documentation/admin-guide/mm/transhuge.rst (shmem_enabled, default never); libvirt docs/formatdomain.rst Memory Backing (source type memfd, access mode shared); libvirt docs/kbase/virtiofs.rst (virtiofs needs shared memory); QEMU system/physmem.c ram_block_add (guest RAM is madvised MADV_HUGEPAGE) and backends/hostmem-memfd.c",
+    },
+};
+
+fn shared_memory_without_hugepages(ctx: &RuleContext) -> Vec<Finding> {
+    let memory = &ctx.config.memory;
+    let Some(span) = memory.on_shmem() else { return Vec::new() };
+    let shmem_thp = ctx.host.and_then(|h| h.memory.transparent_hugepages_shmem.known().cloned());
+    // QEMU madvises guest RAM for hugepages, so `advise` serves it as well as `always`.
+    if shmem_thp.as_deref().is_some_and(|s| matches!(s, "always" | "within_size" | "advise" | "force")) {
+        return Vec::new();
+    }
+    let host_says = match shmem_thp.as_deref() {
+        Some(value) => format!("this host's shmem_enabled is {value}"),
+        None => "shmem_enabled is never unless the host changed it".to_string(),
+    };
+    let users: Vec<&str> = ctx.config.devices.shared_memory_users.iter().map(|u| u.value.as_str()).collect();
+    let (message, fix) = if users.is_empty() {
+        (
+            format!(
+                "guest RAM is shared memory without hugepages: it sits on shmem, where transparent hugepages are off ({host_says}), and no device here (virtiofs, vhost-user) needs it shared"
+            ),
+            "drop <access mode='shared'/>, or add <hugepages/> with pages reserved on the host",
+        )
+    } else {
+        (
+            format!(
+                "guest RAM is shared memory without hugepages ({} needs it shared): it sits on shmem, where transparent hugepages are off ({host_says})",
+                users.join(", ")
+            ),
+            "keep it shared and add <hugepages/> with pages reserved on the host, or set transparent_hugepage/shmem_enabled to advise",
+        )
+    };
+    vec![Finding::new(Some(span), message).with_fix(Fix::manual(fix))]
+}

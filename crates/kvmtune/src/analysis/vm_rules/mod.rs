@@ -1,6 +1,6 @@
 //! VM-config rules: every trap kvmtune knows in a Windows guest's configuration, one
 //! declaration each, beside its check, in its family's file: `hyperv.rs`, `timers.rs`,
-//! `pinning.rs`, `memory.rs`, `devices.rs`, `passthrough.rs` (`<qemu:commandline>`), `legacy.rs` and
+//! `pinning.rs`, `cpu_model.rs`, `memory.rs`, `devices.rs`, `passthrough.rs` (`<qemu:commandline>`), `legacy.rs` and
 //! `host_request.rs` (`<kvmtune:host>`, what the libvirt hook does at the VM's start).
 //! [`VM_RULES`] lists them in order.
 //!
@@ -12,6 +12,7 @@
 //! `VM_RULES`, and add `tests/fixtures/check/<ID>.bad.xml` and `<ID>.good.xml` (the fixture
 //! test fails until both exist and behave).
 
+mod cpu_model;
 mod devices;
 mod host_request;
 mod hyperv;
@@ -171,11 +172,18 @@ pub const VM_RULES: &[VmRule] = &[
     pinning::PIN008,
     pinning::PIN009,
     pinning::PIN010,
+    pinning::PIN011,
+    cpu_model::CPU001,
+    cpu_model::CPU002,
+    cpu_model::CPU003,
+    cpu_model::CPU004,
+    cpu_model::CPU005,
     memory::MEM001,
     memory::MEM002,
     memory::MEM003,
     memory::MEM004,
     memory::MEM005,
+    memory::MEM006,
     devices::DEV001,
     devices::DEV002,
     devices::DEV003,
@@ -185,6 +193,7 @@ pub const VM_RULES: &[VmRule] = &[
     devices::DEV007,
     devices::DEV008,
     devices::DEV009,
+    devices::DEV010,
     legacy::LEG001,
     passthrough::ARG001,
     host_request::HOOK001,

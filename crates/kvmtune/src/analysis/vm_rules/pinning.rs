@@ -488,3 +488,79 @@ fn guest_pairs_on_consecutive_cpus(ctx: &RuleContext) -> Vec<Finding> {
             .with_fix(Fix::manual("give --host (live, a snapshot or probe JSON) so that PIN005 checks the pairs against the host's real siblings")),
     ]
 }
+
+pub(super) const PIN011: VmRule = VmRule {
+    check: realtime_vcpus_unguarded,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "PIN011",
+        name: "realtime-vcpus-unguarded",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "real-time vCPUs on host CPUs that are not set aside for them",
+        explanation: "`<vcpusched scheduler='fifo'>` (or `rr`) runs the vCPU threads in a real-time class, ahead of every normal task on their host CPUs. A vCPU that spins (a guest idling with polling, a busy game loop) then keeps kernel threads bound to those CPUs (per-CPU workqueues, RCU callbacks, ksoftirqd) from running: the host stalls, with RCU stall warnings and hung tasks as its symptoms. It is safe where those CPUs are set aside: isolated from the scheduler (isolcpus=) or the tick (nohz_full=, with rcu_nocbs=), with host CPUs left for everything else, and with the kernel's real-time throttling on (sched_rt_runtime_us not -1), which keeps 5% of each second for normal tasks.",
+        example: "<vcpusched vcpus='0-3' scheduler='fifo' priority='1'/> with no isolcpus= or nohz_full= on the host",
+        fix: "isolate the vCPUs' host CPUs (isolcpus=/nohz_full= and rcu_nocbs=), keep real-time throttling on, or drop <vcpusched>",
+        fix_safety: Applicability::Manual,
+        source: "libvirt docs/formatdomain.rst CPU tuning (vcpusched); Linux Documentation/scheduler/sched-rt-group.rst (sched_rt_runtime_us, -1 disables throttling); Linux Documentation/admin-guide/kernel-parameters.txt (isolcpus, nohz_full, rcu_nocbs); Linux Documentation/RCU/stallwarn.rst (a real-time task hogging a CPU)",
+    },
+};
+
+fn realtime_vcpus_unguarded(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(first) = ctx.config.pinning.vcpusched.iter().find(|s| s.is_realtime()) else {
+        return Vec::new();
+    };
+    let running = ctx.config.running_vcpus();
+    let rt_vcpus: CpuSet = ctx
+        .config
+        .pinning
+        .vcpusched
+        .iter()
+        .filter(|s| s.is_realtime())
+        .fold(CpuSet::new(), |all, s| all.union(s.vcpus.as_ref().unwrap_or(&running)));
+    let pins = &ctx.config.pinning.vcpupin;
+    let unpinned: CpuSet = rt_vcpus.iter().filter(|v| !pins.iter().any(|p| p.id == *v)).collect();
+    let host_cpus: CpuSet =
+        pins.iter().filter(|p| rt_vcpus.contains(p.id)).fold(CpuSet::new(), |all, p| all.union(&p.cpus));
+    let scheduler = &first.scheduler;
+    if !unpinned.is_empty() {
+        return vec![Finding::new(Some(first.span), format!("vCPUs {unpinned} run as {scheduler} real-time threads without a pin: they may take any host CPU and starve the kernel threads there"))
+            .with_fix(Fix::manual("pin every real-time vCPU to host CPUs set aside for it, or drop <vcpusched>"))];
+    }
+    let Some(host) = ctx.host else {
+        return vec![Finding::new(Some(first.span), format!("vCPUs {rt_vcpus} run as {scheduler} real-time threads on host CPUs {host_cpus}: safe only where those CPUs are isolated (isolcpus=, nohz_full=), the host keeps CPUs of its own and real-time throttling is on; give --host to check"))
+            .with_fix(Fix::manual("isolate those host CPUs and keep sched_rt_runtime_us at its default, or drop <vcpusched>"))];
+    };
+    let mut missing = Vec::new();
+    if let Some(cmdline) = host.kernel.cmdline.known() {
+        let isolated = cmdline
+            .isolcpus
+            .as_ref()
+            .map(|i| i.cpus.clone())
+            .unwrap_or_default()
+            .union(cmdline.nohz_full.as_ref().unwrap_or(&CpuSet::new()));
+        if !host_cpus.is_subset(&isolated) {
+            missing.push(format!(
+                "host CPUs {} are not isolated (no isolcpus= or nohz_full= for them)",
+                host_cpus.difference(&isolated)
+            ));
+        }
+    }
+    if let Some(online) = host.topology.online.known()
+        && online.is_subset(&host_cpus)
+    {
+        missing.push("they take every online host CPU, leaving none to the host".to_string());
+    }
+    if host.kernel.sched_rt_runtime_us.known() == Some(&-1) {
+        missing.push(
+            "real-time throttling is off (sched_rt_runtime_us is -1), so nothing else ever runs there"
+                .to_string(),
+        );
+    }
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    vec![Finding::new(Some(first.span), format!("vCPUs {rt_vcpus} run as {scheduler} real-time threads on host CPUs {host_cpus}, but {}", missing.join("; ")))
+        .with_fix(Fix::manual("isolate those host CPUs, keep CPUs for the host and sched_rt_runtime_us at its default, or drop <vcpusched>"))]
+}

@@ -1,0 +1,271 @@
+//! The guest CPU as libvirt and QEMU build it: sockets Windows will not use, `<cpu>` elements
+//! libvirt refuses, features of the other vendor's CPUs, SMT no x86 part has, and host-model
+//! where nothing needs it.
+
+use super::prelude::*;
+use crate::host::cpu::CpuVendor;
+
+/// The most CPU sockets a Windows client edition uses: Pro (and Enterprise, Education) 2,
+/// Home 1; Pro for Workstations 4. The server editions use far more.
+const WINDOWS_CLIENT_SOCKETS: u32 = 2;
+
+fn is_windows_client(version: Option<WindowsVersion>) -> bool {
+    matches!(
+        version,
+        None | Some(
+            WindowsVersion::Xp
+                | WindowsVersion::Vista
+                | WindowsVersion::Win7
+                | WindowsVersion::Win8
+                | WindowsVersion::Win10
+                | WindowsVersion::Win11
+        )
+    )
+}
+
+pub(super) const CPU001: VmRule = VmRule {
+    check: sockets_windows_ignores,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "CPU001",
+        name: "vcpus-as-sockets",
+        category: Category::Cpu,
+        severity: Severity::Warning,
+        title: "vCPUs presented as more sockets than Windows uses",
+        explanation: "Without a <topology>, libvirt (unlike QEMU alone since its 6.2 machine types, which prefers cores) gives QEMU `-smp N,sockets=N,cores=1,threads=1`: every vCPU is a CPU package of its own. Windows client editions use at most two sockets (Pro, Enterprise, Education; Home one, Pro for Workstations four) and leave the rest idle: 6 or 12 vCPUs become 1 or 2 in Task Manager. The same holds for a <topology> that asks for more sockets. One socket with cores (and threads, where the vCPUs are pinned to host SMT pairs) gives Windows every vCPU.",
+        example: "<vcpu>8</vcpu> with no <topology> in <cpu>",
+        fix: "<topology sockets='1' dies='1' cores='N' threads='1'/> (threads='2' with N/2 cores where vCPU pairs are pinned to host SMT siblings)",
+        fix_safety: Applicability::Safe,
+        source: "libvirt src/qemu/qemu_command.c qemuBuildSmpCommandLine (sockets = vCPUs without a topology; checked with virsh domxml-to-native); QEMU hw/core/machine-smp.c (prefer_sockets only for machine types before 6.2); Microsoft, Announcing Windows 10 Pro for Workstations (blogs.windows.com/business/2017/08/10/microsoft-announces-windows-10-pro-workstations: Pro two CPU sockets, Pro for Workstations four); Microsoft, Compare Windows editions (Home: one CPU socket)",
+    },
+};
+
+fn sockets_windows_ignores(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(vcpus) = &ctx.config.vcpus else { return Vec::new() };
+    if !ctx.is_windows() || !is_windows_client(ctx.windows) || vcpus.value < 2 {
+        return Vec::new();
+    }
+    let topology = ctx.config.cpu.topology.as_ref();
+    // Only libvirt turns a missing topology into one socket per vCPU; QEMU itself (machine
+    // types 6.2 on) and Proxmox (sockets=1 by default) make cores of them.
+    if topology.is_none() && ctx.config.format != SourceFormat::Libvirt {
+        return Vec::new();
+    }
+    let sockets = topology.map_or(vcpus.value, |t| t.value.sockets);
+    if sockets < WINDOWS_CLIENT_SOCKETS {
+        return Vec::new();
+    }
+    // A <topology> of two sockets is a choice someone made; without one it is libvirt's.
+    if sockets == WINDOWS_CLIENT_SOCKETS && topology.is_some() {
+        return Vec::new();
+    }
+    let threads = smt_threads_from_pins(ctx, vcpus.value);
+    let (cores, threads) = (vcpus.value / threads, threads);
+    let fix_text = format!("<topology sockets='1' dies='1' cores='{cores}' threads='{threads}'/>");
+    let fix = if ctx.config.anchors.cpu.is_some() {
+        Fix::safe(ConfigEdit::SetCpuTopology { sockets: 1, dies: 1, cores, threads })
+    } else {
+        Fix::manual(format!("add <cpu> with {fix_text}"))
+    };
+    let (span, origin) = match topology {
+        Some(t) => (Some(t.span), format!("<topology> asks for {sockets} sockets")),
+        None => (
+            Some(vcpus.span),
+            format!("no <topology>: libvirt makes each of the {} vCPUs a socket of its own", vcpus.value),
+        ),
+    };
+    let finding = Finding::new(
+        span,
+        format!(
+            "{origin}; Windows client editions use at most two sockets (Home one), so the others stay idle"
+        ),
+    )
+    .with_fix(fix);
+    // Two sockets: Pro uses both, only Home loses one.
+    if sockets == WINDOWS_CLIENT_SOCKETS {
+        return vec![finding.with_severity(Severity::Info)];
+    }
+    vec![finding]
+}
+
+/// 2 where the host facts show vCPU pairs (0,1), (2,3), ... pinned one to one to host SMT
+/// siblings, else 1.
+fn smt_threads_from_pins(ctx: &RuleContext, vcpus: u32) -> u32 {
+    let Some(host) = ctx.host else { return 1 };
+    if !vcpus.is_multiple_of(2) {
+        return 1;
+    }
+    let pin_of = |vcpu: u32| {
+        ctx.config
+            .pinning
+            .vcpupin
+            .iter()
+            .find(|p| p.id == vcpu)
+            .filter(|p| p.cpus.len() == 1)
+            .and_then(|p| p.cpus.first())
+    };
+    let paired = (0..vcpus).step_by(2).all(|v| match (pin_of(v), pin_of(v + 1)) {
+        (Some(a), Some(b)) => {
+            a != b
+                && host.topology.cpu(a).and_then(|c| c.smt_siblings.as_ref()).is_some_and(|s| s.contains(b))
+        }
+        _ => false,
+    });
+    if paired { 2 } else { 1 }
+}
+
+pub(super) const CPU002: VmRule = VmRule {
+    check: features_without_model,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "CPU002",
+        name: "cpu-features-without-model",
+        category: Category::Cpu,
+        severity: Severity::Error,
+        title: "CPU features listed without a CPU mode or model",
+        explanation: "A <cpu> without a mode is mode='custom', which needs a <model>. With <feature> elements but neither, libvirt refuses the domain (\"Non-empty feature list specified without CPU model\"), so the VM is never defined or started. Guides that say \"add topoext\" often leave the mode out.",
+        example: "<cpu><feature policy='require' name='topoext'/></cpu>",
+        fix: "<cpu mode='host-passthrough' check='none' migratable='off'> (or name a <model>)",
+        fix_safety: Applicability::Unsafe,
+        source: "libvirt src/conf/cpu_conf.c virCPUDefParseXML (\"Non-empty feature list specified without CPU model\"); checked with virsh domxml-to-native",
+    },
+};
+
+fn features_without_model(ctx: &RuleContext) -> Vec<Finding> {
+    let cpu = &ctx.config.cpu;
+    let Some(first) = cpu.features.first() else { return Vec::new() };
+    let custom = cpu.mode.as_ref().is_none_or(|m| m.value == "custom");
+    if !custom || cpu.model.is_some() {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(
+            ctx.config.anchors.cpu.or(Some(first.span)),
+            format!("<cpu> lists {} but has no mode and no <model>: libvirt refuses the domain (\"Non-empty feature list specified without CPU model\")", crate::values::text::plural(cpu.features.len(), "feature")),
+        )
+        .with_fix(Fix::unsafe_(ConfigEdit::SetCpuMode { mode: "host-passthrough".into(), migratable: false })),
+    ]
+}
+
+/// CPU features that only one vendor's parts have (and KVM offers only there), as libvirt and
+/// QEMU name them. Features both vendors have under one name (prefetchw, the SSBD controls KVM
+/// emulates on either) are not listed.
+const AMD_ONLY: &[&str] = &[
+    "svm",
+    "topoext",
+    "sse4a",
+    "xop",
+    "fma4",
+    "tbm",
+    "npt",
+    "nrip-save",
+    "perfctr_core",
+    "perfctr-core",
+    "clzero",
+    "misalignsse",
+    "cr8legacy",
+];
+const INTEL_ONLY: &[&str] = &["vmx", "intel-pt"];
+
+pub(super) const CPU003: VmRule = VmRule {
+    check: other_vendor_feature,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "CPU003",
+        name: "other-vendor-cpu-feature",
+        category: Category::Cpu,
+        severity: Severity::Warning,
+        title: "a CPU feature only the other vendor's CPUs have",
+        explanation: "Guides written for AMD hosts require topoext or svm; guides for Intel require vmx. On the other vendor's host KVM cannot offer the feature: QEMU drops it with a warning (\"host doesn't support requested feature\") and the guest runs without it, or, with check='full', libvirt refuses to start the VM. Either way the line does nothing it promises.",
+        example: "<feature policy='require' name='topoext'/> on an Intel host",
+        fix: "remove the feature's <feature> line",
+        fix_safety: Applicability::Safe,
+        source: "QEMU target/i386/kvm/kvm.c and target/i386/cpu.c (x86_cpu_filter_features: \"host doesn't support requested feature\"); AMD64 Architecture Programmer's Manual vol. 3, CPUID Fn8000_0001; Intel SDM vol. 2A, CPUID; libvirt docs/formatdomain.rst CPU model (check)",
+    },
+};
+
+fn other_vendor_feature(ctx: &RuleContext) -> Vec<Finding> {
+    let other_vendors = match ctx.host_vendor() {
+        Some(CpuVendor::Intel) => AMD_ONLY,
+        Some(CpuVendor::Amd) => INTEL_ONLY,
+        _ => return Vec::new(),
+    };
+    let host = ctx.host_vendor().map_or("", |v| if v == CpuVendor::Intel { "Intel" } else { "AMD" });
+    ctx.config
+        .cpu
+        .features
+        .iter()
+        .filter(|f| f.enables() && other_vendors.contains(&f.name.as_str()))
+        .map(|feature| {
+            Finding::new(Some(feature.span), format!("CPU feature {} ({} policy) exists only on the other vendor's CPUs: on this {host} host QEMU drops it with a warning, or libvirt refuses with check='full'", feature.name, feature.policy))
+                .with_fix(Fix::safe(ConfigEdit::RemoveCpuFeature { name: feature.name.clone() }))
+        })
+        .collect()
+}
+
+pub(super) const CPU004: VmRule = VmRule {
+    check: smt_no_x86_has,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "CPU004",
+        name: "unreal-smt-topology",
+        category: Category::Cpu,
+        severity: Severity::Warning,
+        title: "more threads per core than any current x86 CPU has",
+        explanation: "Current Intel and AMD cores run at most two hardware threads. A topology of 4 threads per core (often meant as 4 cores) makes Windows treat four vCPUs as one core: its scheduler keeps them half idle to avoid sharing a core, and games that size their thread pools by physical cores start a quarter of them.",
+        example: "<topology sockets='1' cores='1' threads='4'/>",
+        fix: "threads='1' (or '2' on host SMT pairs), the rest as cores",
+        fix_safety: Applicability::Safe,
+        source: "Intel 64 and IA-32 Architectures SDM vol. 3A, 9.6 (two logical processors per core with Hyper-Threading); AMD64 Architecture Programmer's Manual vol. 2, 2.1 (SMT: two threads per core); Microsoft, Processor groups and scheduling (learn.microsoft.com/windows/win32/procthread/processor-groups)",
+    },
+};
+
+fn smt_no_x86_has(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(topology) = ctx.config.cpu.topology.as_ref().filter(|t| t.value.threads > 2) else {
+        return Vec::new();
+    };
+    let t = topology.value;
+    vec![
+        Finding::new(Some(topology.span), format!("threads='{}': no current x86 core runs more than two threads, and Windows schedules every {} vCPUs as one core", t.threads, t.threads))
+            .with_fix(Fix::safe(ConfigEdit::SetCpuTopology { sockets: t.sockets, dies: t.dies, cores: t.cores * t.threads, threads: 1 })),
+    ]
+}
+
+pub(super) const CPU005: VmRule = VmRule {
+    check: host_model_on_pinned_vm,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "CPU005",
+        name: "host-model-on-pinned-vm",
+        category: Category::Cpu,
+        severity: Severity::Warning,
+        title: "host-model CPU on a VM tied to this host",
+        explanation: "host-model picks the named CPU model closest to the host and adds features, so that the VM can migrate to similar hosts. The price: an emulated cache description, no invariant TSC (so Windows may not trust the TSC) and some features left out. A VM whose vCPUs are pinned to this host's CPUs, or that has a passed-through PCI device, does not migrate; host-passthrough gives it the host's real CPU.",
+        example: "<cpu mode='host-model'> with <vcpupin> in <cputune>",
+        fix: "<cpu mode='host-passthrough' check='none' migratable='off'>",
+        fix_safety: Applicability::Unsafe,
+        source: "libvirt docs/formatdomain.rst CPU model and topology (host-model, host-passthrough, migratable); QEMU docs/system/i386/cpu.rst (host passthrough: the best performance where migration is not needed; invtsc blocks migration)",
+    },
+};
+
+fn host_model_on_pinned_vm(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(mode) = ctx.config.cpu.mode.as_ref().filter(|m| m.value == "host-model") else {
+        return Vec::new();
+    };
+    let pinned = !ctx.config.pinning.vcpupin.is_empty();
+    let passthrough = ctx.config.devices.hostdevs.iter().any(|h| h.kind == "pci");
+    if !pinned && !passthrough {
+        return Vec::new();
+    }
+    let why =
+        if passthrough { "has a passed-through PCI device" } else { "pins its vCPUs to this host's CPUs" };
+    vec![
+        Finding::new(Some(mode.span), format!("host-model CPU on a VM that {why} and so does not migrate: host-passthrough gives it the real cache layout and invariant TSC"))
+            .with_fix(Fix::unsafe_(ConfigEdit::SetCpuMode { mode: "host-passthrough".into(), migratable: false })),
+    ]
+}
