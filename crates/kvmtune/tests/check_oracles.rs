@@ -89,3 +89,70 @@ fn qemu_drops_the_other_vendors_feature() {
     assert!(stderr.contains("host doesn't support requested feature"), "{stderr}");
     assert!(stderr.contains(feature), "{stderr}");
 }
+
+/// QEMU's stderr for these arguments after a machine that never starts (at most 5 s: an
+/// accepted option leaves QEMU waiting, stopped, until the timeout ends it).
+fn qemu_answer(args: &[&str]) -> String {
+    let output = Command::new("timeout")
+        .args(["5", "qemu-system-x86_64", "-machine", "none", "-display", "none", "-nodefaults", "-S"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("qemu-system-x86_64 runs");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// ARG002's option table is QEMU's: every option `-help` lists, with whether it takes a value;
+/// the unlisted ones QEMU still accepts; the refused ones refused with the answer the finding
+/// quotes. And the three ways a <qemu:commandline> breaks stop QEMU as the finding says.
+#[test]
+#[cfg_attr(not(feature = "qemu"), ignore = "needs QEMU: cargo test --features qemu")]
+fn qemu_option_table_is_qemus() {
+    use kvmtune::knowledge::qemu_options::{Arity, LISTED, REFUSED, UNLISTED};
+    let help = Command::new("qemu-system-x86_64").arg("-help").output().expect("qemu-system-x86_64 runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let mut listed = std::collections::BTreeMap::new();
+    for line in help.lines().filter(|l| l.starts_with('-')) {
+        let (head, rest) = line.split_at(line.find(' ').unwrap_or(line.len()));
+        if head == "-h" {
+            // "-h or -help     display this help and exit"
+            listed.insert("h".to_string(), Arity::Flag);
+            listed.insert("help".to_string(), Arity::Flag);
+            continue;
+        }
+        // One space and a word: the option's argument; several spaces: its description
+        // (except for -dtb, whose argument `file` is padded like a description).
+        let arity =
+            if rest.starts_with(' ') && !rest.starts_with("  ") || rest.trim_start().starts_with("file") {
+                Arity::Value
+            } else {
+                Arity::Flag
+            };
+        for name in head.split('/') {
+            listed.insert(name.trim_start_matches('-').to_string(), arity);
+        }
+    }
+    let ours: std::collections::BTreeMap<String, Arity> =
+        LISTED.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+    assert_eq!(ours, listed, "kvmtune's table (left) against qemu-system-x86_64 -help (right)");
+
+    for (name, arity) in UNLISTED {
+        let option = format!("-{name}");
+        let mut args = vec![option.as_str()];
+        if *arity == Arity::Value {
+            args.push("x");
+        }
+        let answer = qemu_answer(&args);
+        assert!(
+            !answer.contains("invalid option") && !answer.contains("not supported"),
+            "{option}: {answer}"
+        );
+    }
+    for refused in REFUSED {
+        let option = format!("-{}", refused.name);
+        let answer = qemu_answer(&[&option, "x"]);
+        assert!(answer.contains(refused.answer), "{option}: {answer}");
+    }
+    assert!(qemu_answer(&["host,kvm=off"]).contains("Could not open 'host,kvm=off'"));
+    assert!(qemu_answer(&["-msg"]).contains("requires an argument"));
+}

@@ -221,16 +221,22 @@ impl Reader<'_, '_> {
                 Some(Word { text: value.value().to_string(), span: value.range().into() })
             })
             .collect();
+        // As QEMU's parser reads them: an option with an argument takes the next word, whatever
+        // it looks like; a word that is no option is a positional argument (a disk image).
         let mut index = 0;
         while index < words.len() {
             let word = &words[index];
             let Some(option) = word.text.strip_prefix("--").or_else(|| word.text.strip_prefix('-')) else {
+                config.passthrough_args.push(PassthroughArg {
+                    option: String::new(),
+                    value: Some(word.text.clone()),
+                    span: word.span,
+                    dropped: Vec::new(),
+                });
                 index += 1;
                 continue;
             };
-            let value = words
-                .get(index + 1)
-                .filter(|next| !crate::config::qemu::takes_no_value(option) && !next.text.starts_with('-'));
+            let value = words.get(index + 1).filter(|_| crate::knowledge::qemu_options::takes_value(option));
             config.passthrough_args.push(PassthroughArg {
                 option: option.to_string(),
                 value: value.map(|v| v.text.clone()),

@@ -81,6 +81,8 @@ pub struct PowerStates {
 }
 
 /// One QEMU option passed through: `-cpu host,kvm=off` is option `cpu`, value `host,kvm=off`.
+/// A word that is no option (QEMU takes it as a disk image) has an empty `option` and the word
+/// as its `value`; an option whose value is missing has none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PassthroughArg {
     pub option: String,

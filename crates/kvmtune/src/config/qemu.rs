@@ -10,36 +10,10 @@
 use crate::config::ConfigError;
 use crate::config::model::*;
 use crate::config::shell::{self, Word};
+use crate::knowledge::qemu_options;
 use crate::values::PciAddress;
 use crate::values::size::{self, Units};
 use crate::values::{SourceText, Span};
-
-/// QEMU options that take no value (everything else takes exactly one).
-const FLAG_OPTIONS: &[&str] = &[
-    "enable-kvm",
-    "no-hpet",
-    "nodefaults",
-    "no-user-config",
-    "no-reboot",
-    "no-shutdown",
-    "nographic",
-    "daemonize",
-    "snapshot",
-    "S",
-    "full-screen",
-    "no-acpi",
-    "mem-prealloc",
-    "no-fd-bootchk",
-    "no-quit",
-    "no-frame",
-    "alt-grab",
-    "ctrl-grab",
-    "enable-fips",
-    "win2k-hack",
-    "rtc-td-hack",
-    "no-kvm-pit-reinjection",
-    "old-param",
-];
 
 /// Words that end one shell command; a QEMU invocation stops there.
 const SHELL_OPERATORS: &[&str] = &["&", "&&", "||", ";", "|", ")"];
@@ -95,7 +69,7 @@ pub(crate) fn read_words(source: &SourceText, words: &[Word]) -> Result<VmConfig
             index += 1;
             continue;
         };
-        if FLAG_OPTIONS.contains(&name) {
+        if !qemu_options::takes_value(name) {
             reader.flag(name, word);
             index += 1;
             continue;
@@ -105,11 +79,6 @@ pub(crate) fn read_words(source: &SourceText, words: &[Word]) -> Result<VmConfig
         index += 2;
     }
     Ok(reader.finish())
-}
-
-/// A QEMU option that is a flag on its own, without a value (`-no-hpet`).
-pub(crate) fn takes_no_value(option: &str) -> bool {
-    FLAG_OPTIONS.contains(&option)
 }
 
 pub fn is_qemu_binary(word: &str) -> bool {

@@ -10,4 +10,5 @@ pub mod gpu_reset;
 pub mod hyperv;
 pub mod kvm_api;
 pub mod libvirt;
+pub mod qemu_options;
 pub mod recommended;

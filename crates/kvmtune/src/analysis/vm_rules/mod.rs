@@ -196,6 +196,8 @@ pub const VM_RULES: &[VmRule] = &[
     devices::DEV010,
     legacy::LEG001,
     passthrough::ARG001,
+    passthrough::ARG002,
+    passthrough::ARG003,
     host_request::HOOK001,
     host_request::HOOK002,
     host_request::HOOK003,

@@ -82,3 +82,118 @@ fn cpu_pm_risk(ctx: &RuleContext) -> (Severity, String) {
     }
     (Severity::Info, "each vCPU has host CPUs of its own here, the one setup where this pays".to_string())
 }
+
+pub(super) const ARG002: VmRule = VmRule {
+    check: commandline_qemu_refuses,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "ARG002",
+        name: "qemu-commandline-broken",
+        category: Category::QemuArgs,
+        severity: Severity::Error,
+        title: "<qemu:commandline> arguments QEMU refuses or misreads",
+        explanation: "libvirt hands <qemu:commandline> to QEMU word by word, after its own arguments, and QEMU's parser reads them as it reads any command line: an option it does not know (often one removed years ago, such as -no-hpet) stops QEMU with \"invalid option\"; an option whose value is missing stops it with \"requires an argument\"; a word that is no option is taken as a disk image, which QEMU fails to open. In each case the VM does not start, and libvirt only shows QEMU's message. An option with a value also takes the next word whatever it is, so a missing value swallows the following option.",
+        example: "<qemu:arg value='-no-hpet'/> or <qemu:arg value='host,kvm=off'/> without the -cpu before it",
+        fix: "write each option with its value in two <qemu:arg> elements, in order; use the replacement of a removed option (or libvirt's own XML for it)",
+        fix_safety: Applicability::Manual,
+        source: "QEMU system/vl.c (lookup_opt: \"invalid option\", \"requires an argument\"; non-option words are disk images); qemu-system-x86_64 -help (QEMU 10.0, checked in tests); libvirt docs/drvqemu.rst (Pass-through of arbitrary qemu commands)",
+    },
+};
+
+fn commandline_qemu_refuses(ctx: &RuleContext) -> Vec<Finding> {
+    use crate::knowledge::qemu_options::{Arity, Known, lookup};
+    let args = &ctx.config.passthrough_args;
+    let mut findings = Vec::new();
+    for arg in args {
+        if arg.option.is_empty() {
+            let word = arg.value.as_deref().unwrap_or("");
+            findings.push(Finding::new(Some(arg.span), format!("`{word}` is no option: QEMU takes it as a disk image, fails to open it, and the VM does not start"))
+                .with_fix(Fix::manual("put the option it belongs to before it, or remove it")));
+            continue;
+        }
+        match lookup(&arg.option) {
+            Known::Unknown => findings.push(
+                Finding::new(
+                    Some(arg.span),
+                    format!(
+                        "-{}: QEMU knows no such option (\"invalid option\"): the VM does not start",
+                        arg.option
+                    ),
+                )
+                .with_fix(Fix::manual(
+                    "remove it, or spell the option as `qemu-system-x86_64 -help` lists it",
+                )),
+            ),
+            Known::Refused(refused) => findings.push(
+                Finding::new(
+                    Some(arg.span),
+                    format!(
+                        "-{}: QEMU refuses it (\"{}\"): the VM does not start",
+                        arg.option, refused.answer
+                    ),
+                )
+                .with_fix(Fix::manual(format!("use {} instead", refused.instead))),
+            ),
+            Known::Accepted(Arity::Value) if arg.value.is_none() => findings.push(
+                Finding::new(
+                    Some(arg.span),
+                    format!(
+                        "-{} needs a value and is the last argument: QEMU stops (\"requires an argument\")",
+                        arg.option
+                    ),
+                )
+                .with_fix(Fix::manual("add its value as the next <qemu:arg>")),
+            ),
+            Known::Accepted(Arity::Value) => {
+                // The word taken as the value is itself an option: QEMU swallows it.
+                if let Some(value) = arg.value.as_deref().filter(|v| {
+                    v.starts_with('-') && !matches!(lookup(v.trim_start_matches('-')), Known::Unknown)
+                }) {
+                    findings.push(Finding::new(Some(arg.span), format!("-{} takes `{value}` as its value: its own value is missing, and the option after it is swallowed", arg.option))
+                        .with_fix(Fix::manual("add the missing value between them")));
+                }
+            }
+            Known::Accepted(Arity::Flag) => {}
+        }
+    }
+    findings
+}
+
+pub(super) const ARG003: VmRule = VmRule {
+    check: commandline_bypasses_libvirt,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "ARG003",
+        name: "qemu-commandline-bypasses-libvirt",
+        category: Category::QemuArgs,
+        severity: Severity::Warning,
+        title: "<qemu:commandline> does what libvirt's XML should",
+        explanation: "Two arguments often passed around libvirt do something other than their authors expect. `-device vfio-pci,host=...` hands a device to the guest behind libvirt's back: libvirt neither binds it to vfio-pci and back (managed='yes'), nor resets it, nor labels /dev/vfio for QEMU's sandbox, so the VM fails to start or leaves the device bound wrong; <hostdev> does all of that. A `-rtc` there does not replace the `-rtc` libvirt writes from <clock>: QEMU merges repeated -rtc options, the later keys winning, so only the keys given change (base= overriding <clock offset>, driftfix= the RTC tick policy).",
+        example: "<qemu:arg value='-device'/><qemu:arg value='vfio-pci,host=01:00.0'/>",
+        fix: "use <hostdev mode='subsystem' type='pci' managed='yes'> for the device; <clock> and its <timer name='rtc'> for the RTC",
+        fix_safety: Applicability::Manual,
+        source: "libvirt docs/formatdomain.rst Host device assignment (managed); libvirt docs/drvqemu.rst (Pass-through of arbitrary qemu commands); QEMU system/vl.c qemu_rtc_opts (merge_lists)",
+    },
+};
+
+fn commandline_bypasses_libvirt(ctx: &RuleContext) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for arg in &ctx.config.passthrough_args {
+        let value = arg.value.as_deref().unwrap_or("");
+        match arg.option.as_str() {
+            "device" if value.split(',').next().is_some_and(|driver| driver == "vfio-pci") => findings.push(
+                Finding::new(Some(arg.span), format!("-device {value} passes a device behind libvirt's back: no managed binding to vfio-pci, no reset, no /dev/vfio label for QEMU"))
+                    .with_fix(Fix::manual("describe the device as <hostdev mode='subsystem' type='pci' managed='yes'> and remove the -device")),
+            ),
+            "rtc" => findings.push(
+                Finding::new(Some(arg.span), format!("-rtc {value} merges into the -rtc libvirt writes from <clock> (QEMU merges repeated -rtc options): only these keys change"))
+                    .with_severity(Severity::Info)
+                    .with_fix(Fix::manual("set the RTC in <clock> (offset, <timer name='rtc'>) and remove the -rtc")),
+            ),
+            _ => {}
+        }
+    }
+    findings
+}
