@@ -298,11 +298,11 @@ pub(super) const PIN007: VmRule = VmRule {
         category: Category::Pinning,
         severity: Severity::Warning,
         title: "vCPUs on the host's housekeeping CPUs",
-        explanation: "The host needs CPUs for its own interrupts, kernel threads, QEMU's emulator thread and I/O; vCPUs there get interrupted. The host's share is taken from the config's own evidence first: its emulator and iothread pins (an overlap with those is PIN003's), then the CPUs isolcpus= leaves to the host, then --housekeeping, then the E-cores of a hybrid part; otherwise it is the one whole core `kvmtune tune` would keep, the free core nearest the vCPUs, and only vCPUs that leave the host no core at all are flagged.",
+        explanation: "The host needs CPUs for its own interrupts, kernel threads, QEMU's emulator thread and I/O; vCPUs there get interrupted. The host's share is taken from the config's own evidence first: its emulator and iothread pins (an overlap with those is PIN003's), then the CPUs isolcpus= leaves to the host, then --housekeeping, then the E-cores of a hybrid part; otherwise it is the one whole core `kvmtune tune` would keep, the free core nearest the vCPUs, and only vCPUs that leave the host no core at all are flagged. A vCPU on CPU 0 outside that share is information: the boot CPU keeps the legacy timer interrupt (IRQ 0, requested with IRQF_NOBALANCING), which matters little once the local APIC timer runs the host's ticks, and isolation setups conventionally leave CPU 0 to the host.",
         example: "<vcpupin vcpu='0' cpuset='0'/> where CPU 0's core is the host's",
         fix: "move vCPUs off those CPUs",
         fix_safety: Applicability::Manual,
-        source: "Linux isolcpus (Documentation/admin-guide/kernel-parameters.txt); tuned's cpu-partitioning profile (github.com/redhat-performance/tuned, profiles/cpu-partitioning)",
+        source: "Linux isolcpus (Documentation/admin-guide/kernel-parameters.txt); Linux arch/x86/kernel/time.c setup_default_timer_irq (IRQ 0 with IRQF_NOBALANCING); tuned's cpu-partitioning profile (github.com/redhat-performance/tuned, profiles/cpu-partitioning)",
     },
 };
 
@@ -348,7 +348,8 @@ fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
     }
     let housekeeping = &share.cpus;
     let why = share.reason();
-    ctx.config
+    let mut findings: Vec<Finding> = ctx
+        .config
         .pinning
         .vcpupin
         .iter()
@@ -357,7 +358,19 @@ fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
             Finding::new(Some(pin.span), format!("vCPU {} runs on host CPU(s) {} that the host keeps for its own work (housekeeping: {housekeeping}, {why})", pin.id, pin.cpus.intersection(housekeeping)))
                 .with_fix(Fix::manual("move the vCPU off the housekeeping CPUs"))
         })
-        .collect()
+        .collect();
+    // CPU 0 when the host's share lies elsewhere: the boot CPU keeps the legacy timer
+    // interrupt, and isolation setups conventionally leave it to the host. Small, so info.
+    if !housekeeping.contains(0)
+        && let Some(pin) = ctx.config.pinning.vcpupin.iter().find(|pin| pin.cpus.contains(0))
+    {
+        findings.push(
+            Finding::new(Some(pin.span), format!("vCPU {} runs on host CPU 0, the boot CPU: the legacy timer interrupt (IRQ 0) cannot move off it, and isolation setups leave it to the host; a small cost while the local APIC timer does the host's timekeeping", pin.id))
+                .with_severity(Severity::Info)
+                .with_fix(Fix::manual(format!("prefer the host's share ({housekeeping}) plus CPU 0's core for the host, and other cores for vCPUs"))),
+        );
+    }
+    findings
 }
 
 pub(super) const PIN008: VmRule = VmRule {
