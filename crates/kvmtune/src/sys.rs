@@ -40,6 +40,7 @@ const KVM_CHECK_EXTENSION: u64 = io(0x03);
 const KVM_CREATE_VCPU: u64 = io(0x41);
 /// The size field is that of the fixed part of `struct kvm_cpuid2` (nent + padding).
 const KVM_GET_SUPPORTED_HV_CPUID: u64 = iowr(0xC1, 8);
+const KVM_GET_SUPPORTED_CPUID: u64 = iowr(0x05, 8);
 
 /// `struct kvm_cpuid_entry2` is ten u32: function, index, flags, eax, ebx, ecx, edx, padding[3].
 const ENTRY_WORDS: usize = 10;
@@ -99,7 +100,13 @@ impl KvmSystem {
     /// `KVM_GET_SUPPORTED_HV_CPUID` on the system fd (KVM_CAP_SYS_HYPERV_CPUID, Linux 5.11+).
     /// Kernels without Hyper-V emulation answer EINVAL or ENOTTY.
     pub fn supported_hv_cpuid(&self) -> io::Result<Vec<CpuidEntry>> {
-        supported_hv_cpuid(&self.0)
+        cpuid2_query(&self.0, KVM_GET_SUPPORTED_HV_CPUID)
+    }
+
+    /// `KVM_GET_SUPPORTED_CPUID` (system fd only): the CPUID bits KVM can give a guest on this
+    /// host, what `-cpu host` passes.
+    pub fn supported_cpuid(&self) -> io::Result<Vec<CpuidEntry>> {
+        cpuid2_query(&self.0, KVM_GET_SUPPORTED_CPUID)
     }
 }
 
@@ -114,13 +121,13 @@ impl KvmVcpu {
     /// `KVM_GET_SUPPORTED_HV_CPUID` on a vCPU fd (KVM_CAP_HYPERV_CPUID, Linux 5.0-5.10 answer
     /// only here).
     pub fn supported_hv_cpuid(&self) -> io::Result<Vec<CpuidEntry>> {
-        supported_hv_cpuid(&self.0)
+        cpuid2_query(&self.0, KVM_GET_SUPPORTED_HV_CPUID)
     }
 }
 
-/// `KVM_GET_SUPPORTED_HV_CPUID` on a system or vCPU fd; private, reached through
-/// [`KvmSystem`] and [`KvmVcpu`], the two kinds of fd that accept it.
-fn supported_hv_cpuid(fd: &impl AsRawFd) -> io::Result<Vec<CpuidEntry>> {
+/// An ioctl that fills a `struct kvm_cpuid2` (`KVM_GET_SUPPORTED_HV_CPUID`,
+/// `KVM_GET_SUPPORTED_CPUID`); private, reached through the fd types that accept each.
+fn cpuid2_query(fd: &impl AsRawFd, request: u64) -> io::Result<Vec<CpuidEntry>> {
     let mut capacity = FIRST_ENTRY_COUNT;
     loop {
         // u32 words keep the buffer aligned for the struct's u32 fields.
@@ -130,9 +137,7 @@ fn supported_hv_cpuid(fd: &impl AsRawFd) -> io::Result<Vec<CpuidEntry>> {
         // kvm_cpuid2 { u32 nent; u32 padding; struct kvm_cpuid_entry2 entries[nent]; } with
         // room for exactly `nent` entries; the kernel writes at most `nent` entries and updates
         // `nent`, and nothing else aliases the buffer during the call.
-        let result = unsafe {
-            libc::ioctl(fd.as_raw_fd(), KVM_GET_SUPPORTED_HV_CPUID as libc::Ioctl, buffer.as_mut_ptr())
-        };
+        let result = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, buffer.as_mut_ptr()) };
         if result < 0 {
             let error = io::Error::last_os_error();
             if error.raw_os_error() == Some(libc::E2BIG) && capacity < MAX_ENTRY_COUNT {
@@ -159,6 +164,7 @@ mod tests {
     fn request_numbers_match_the_kernel_headers() {
         // Values as computed in ../shared/knowledge.md section 4a and test-environment.md.
         assert_eq!(KVM_GET_SUPPORTED_HV_CPUID, 0xC008_AEC1);
+        assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xC008_AE05);
         assert_eq!(KVM_CHECK_EXTENSION, 0xAE03);
         assert_eq!(KVM_CREATE_VCPU, 0xAE41);
     }

@@ -55,6 +55,7 @@ fn fixture_host(host: RuleFixtureHost) -> HostFacts {
             enlightenments,
             leaves: Vec::new(),
         },
+        topoext: Fact::Known(true),
     });
     facts
 }
@@ -451,4 +452,33 @@ fn vcpus_as_sockets_fix_keeps_host_smt_pairs() {
     // vCPUs 0/1, 2/3, 4/5 sit on host CPUs 1/9, 2/10, 3/11: siblings on this host.
     assert_eq!(fixes(Some(&host)), ["set the guest topology to 1 socket, 1 die, 3 cores, 2 threads"]);
     assert_eq!(fixes(None), ["set the guest topology to 1 socket, 1 die, 6 cores, 1 thread"]);
+}
+
+/// PIN008 with host-passthrough goes by what KVM offers: quiet where KVM_GET_SUPPORTED_CPUID
+/// has TOPOEXT, a finding naming KVM where it has not.
+#[test]
+fn topoext_with_host_passthrough_follows_kvms_answer() {
+    let text = std::fs::read_to_string(fixtures().join("PIN008.good.xml"))
+        .unwrap()
+        .replace("    <feature policy='require' name='topoext'/>\n", "");
+    let config = libvirt::parse("PIN008.xml", &text).unwrap();
+    let source = SourceText::new("PIN008.xml", text.as_str());
+    let messages = |offered: bool| -> Vec<String> {
+        let mut host = fixture_host(RuleFixtureHost::named("amd").unwrap());
+        if let Fact::Known(device) = &mut host.kvm.device {
+            device.topoext = Fact::Known(offered);
+        }
+        let options = CheckOptions {
+            host: Some(&host),
+            select: kvmtune::analysis::rule::select_vm_rules(&["PIN008"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.message).collect()
+    };
+    assert!(messages(true).is_empty());
+    let not_offered = messages(false);
+    assert!(
+        not_offered.len() == 1 && not_offered[0].contains("KVM does not offer topoext"),
+        "{not_offered:?}"
+    );
 }

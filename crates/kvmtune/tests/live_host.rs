@@ -84,6 +84,10 @@ fn kvm_device_answers_and_hyperv_support_agrees_with_capabilities() {
         }
         HypervSupport::Unknown { reason } => panic!("root on this machine can always ask: {reason}"),
     }
+    // KVM offers TOPOEXT only where the CPU has it: never on Intel (this machine), and on
+    // AMD parts that report it.
+    let cpu_has = facts.cpu.has_flag("topoext");
+    assert_eq!(device.topoext, Fact::Known(cpu_has), "KVM_GET_SUPPORTED_CPUID against /proc/cpuinfo");
 }
 
 #[test]

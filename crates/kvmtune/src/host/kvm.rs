@@ -53,6 +53,14 @@ pub struct KvmDeviceReport {
     pub api_version: Fact<i32>,
     pub capabilities: Vec<CapabilityValue>,
     pub hyperv: HypervSupport,
+    /// Whether KVM offers guests AMD's topology extensions (`KVM_GET_SUPPORTED_CPUID`, leaf
+    /// 0x80000001 ECX bit 22): what `-cpu host` passes for topoext.
+    #[serde(default = "topoext_not_recorded")]
+    pub topoext: Fact<bool>,
+}
+
+fn topoext_not_recorded() -> Fact<bool> {
+    Fact::Unknown("not in this host JSON (written by an older kvmtune)".into())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +204,8 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
             usable: Fact::Known(false),
             api_version: Fact::Unknown(reason.clone()),
             capabilities: Vec::new(),
-            hyperv: HypervSupport::Unknown { reason },
+            hyperv: HypervSupport::Unknown { reason: reason.clone() },
+            topoext: Fact::Unknown(reason),
         };
     }
     let kvm = match sys::KvmSystem::open(path) {
@@ -208,7 +217,8 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
                 usable: Fact::Unknown(reason.clone()),
                 api_version: Fact::Unknown(reason.clone()),
                 capabilities: Vec::new(),
-                hyperv: HypervSupport::Unknown { reason },
+                hyperv: HypervSupport::Unknown { reason: reason.clone() },
+                topoext: Fact::Unknown(reason),
             };
         }
     };
@@ -225,6 +235,12 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
         capabilities.iter().find(|c| c.number == number).and_then(|c| c.value.known().copied()).unwrap_or(0)
     };
     let hyperv = query_hyperv(&kvm, cap(KVM_CAP_SYS_HYPERV_CPUID), cap(KVM_CAP_HYPERV_CPUID));
+    // CPUID Fn8000_0001 ECX bit 22: TOPOEXT (AMD64 APM vol. 3, appendix E).
+    let topoext = kvm
+        .supported_cpuid()
+        .map(|entries| entries.iter().any(|e| e.function == 0x8000_0001 && e.ecx & (1 << 22) != 0))
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))
+        .into();
     KvmDeviceReport {
         present: true,
         // KVM's API version has been 12 since Linux 2.6.22; anything else is not a KVM we know.
@@ -232,6 +248,7 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
         api_version,
         capabilities,
         hyperv,
+        topoext,
     }
 }
 

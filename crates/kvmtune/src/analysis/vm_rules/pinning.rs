@@ -383,7 +383,7 @@ pub(super) const PIN008: VmRule = VmRule {
         category: Category::Cpu,
         severity: Severity::Warning,
         title: "SMT topology on AMD without topoext",
-        explanation: "AMD guests learn their SMT siblings and CCX layout from the topology-extension CPUID leaves; without topoext, threads>1 is presented in a way Windows does not read as SMT. host-passthrough (`-cpu host`) already has it wherever the host CPU does, because KVM reports TOPOEXT as supported; the rule fires for a named or host-model CPU, for host-passthrough on a host CPU without it, and where the config disables it.",
+        explanation: "AMD guests learn their SMT siblings and CCX layout from the topology-extension CPUID leaves; without topoext, threads>1 is presented in a way Windows does not read as SMT. host-passthrough (`-cpu host`) already has it wherever the host's KVM offers it, which kvmtune asks KVM itself (KVM_GET_SUPPORTED_CPUID) on a live host and otherwise reads from the CPU's flags; the rule fires for a named or host-model CPU, for host-passthrough on a host CPU without it, and where the config disables it.",
         example: "<topology sockets='1' cores='4' threads='2'/> on an AMD host without <feature policy='require' name='topoext'/>",
         fix: "<feature policy='require' name='topoext'/>",
         fix_safety: Applicability::Safe,
@@ -403,16 +403,18 @@ fn amd_smt_without_topoext(ctx: &RuleContext) -> Vec<Finding> {
         return Vec::new();
     }
     let host_passthrough = ctx.config.cpu.mode.as_ref().is_some_and(|m| m.value == "host-passthrough");
-    let host_has_topoext =
-        ctx.host.and_then(|h| h.cpu.flags.known()).map(|flags| flags.contains_key("topoext"));
-    // `-cpu host` hands the guest every feature KVM supports on this CPU, and KVM lists
-    // TOPOEXT among them: host-passthrough has it unless the host lacks it or the config
-    // turns it off.
-    if host_passthrough && topoext.is_none() && host_has_topoext != Some(false) {
+    // KVM's own answer (KVM_GET_SUPPORTED_CPUID, live hosts) first, else the CPU's flags.
+    let kvm_offers = ctx.host.and_then(|h| h.kvm.device.known()).and_then(|d| d.topoext.known().copied());
+    let cpu_has = ctx.host.and_then(|h| h.cpu.flags.known()).and_then(|flags| flags.get("topoext").copied());
+    // `-cpu host` hands the guest every feature KVM supports on this CPU: host-passthrough has
+    // topoext unless KVM or the CPU lack it, or the config turns it off.
+    if host_passthrough && topoext.is_none() && kvm_offers.or(cpu_has) != Some(false) {
         return Vec::new();
     }
     let why = if topoext.is_some() {
         "the config turns the topoext CPU feature off"
+    } else if host_passthrough && kvm_offers == Some(false) {
+        "this host's KVM does not offer topoext (KVM_GET_SUPPORTED_CPUID), so host-passthrough cannot pass it"
     } else if host_passthrough {
         "this host's CPU does not report topoext, so host-passthrough cannot pass it"
     } else {
