@@ -482,3 +482,26 @@ fn topoext_with_host_passthrough_follows_kvms_answer() {
         "{not_offered:?}"
     );
 }
+
+/// CPU003 is an error where libvirt refuses (check='full' with a required feature), a warning
+/// where QEMU only drops the feature.
+#[test]
+fn other_vendor_feature_is_an_error_under_full_check() {
+    let text = std::fs::read_to_string(fixtures().join("CPU003.bad.xml")).unwrap();
+    let host = fixture_host(RuleFixtureHost::named("intel-no-flexpriority").unwrap());
+    let severities = |text: &str| -> Vec<kvmtune::analysis::Severity> {
+        let config = libvirt::parse("CPU003.bad.xml", text).unwrap();
+        let options = CheckOptions {
+            host: Some(&host),
+            select: kvmtune::analysis::rule::select_vm_rules(&["CPU003"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        let source = SourceText::new("CPU003.bad.xml", text);
+        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.severity).collect()
+    };
+    assert_eq!(severities(&text), [kvmtune::analysis::Severity::Warning]);
+    assert_eq!(
+        severities(&text.replace("check='none'", "check='full'")),
+        [kvmtune::analysis::Severity::Error]
+    );
+}

@@ -413,6 +413,7 @@ impl Reader<'_, '_> {
     fn cpu(&self, cpu: Node, config: &mut VmConfig) -> Result<(), ConfigError> {
         config.cpu.mode =
             cpu.attribute_node("mode").map(|a| Located::new(a.value().to_string(), a.range().into()));
+        config.cpu.check = cpu.attribute("check").map(str::to_string);
         if let Some(migratable) = cpu.attribute_node("migratable") {
             config.cpu.migratable = Some(Located::new(
                 self.on_off(cpu, "migratable")?.unwrap_or(true),

@@ -113,6 +113,8 @@ pub struct CpuConfig {
     pub mode: Option<Located<String>>,
     pub model: Option<Located<String>>,
     pub migratable: Option<Located<bool>>,
+    /// `<cpu check>`: `none`, `partial` or `full` (libvirt's comparison with the host CPU).
+    pub check: Option<String>,
     pub topology: Option<Located<CpuTopology>>,
     pub features: Vec<CpuFeature>,
     /// `<cache mode>`: `passthrough`, `emulate`, `disable`.

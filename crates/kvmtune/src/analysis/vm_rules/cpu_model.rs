@@ -194,14 +194,23 @@ fn other_vendor_feature(ctx: &RuleContext) -> Vec<Finding> {
         _ => return Vec::new(),
     };
     let host = ctx.host_vendor().map_or("", |v| if v == CpuVendor::Intel { "Intel" } else { "AMD" });
+    // With check='full' libvirt compares the guest CPU QEMU built with the XML's and refuses
+    // to start on a required feature that is missing.
+    let refused = ctx.config.cpu.check.as_deref() == Some("full");
     ctx.config
         .cpu
         .features
         .iter()
         .filter(|f| f.enables() && other_vendors.contains(&f.name.as_str()))
         .map(|feature| {
-            Finding::new(Some(feature.span), format!("CPU feature {} ({} policy) exists only on the other vendor's CPUs: on this {host} host QEMU drops it with a warning, or libvirt refuses with check='full'", feature.name, feature.policy))
-                .with_fix(Fix::safe(ConfigEdit::RemoveCpuFeature { name: feature.name.clone() }))
+            let outcome = if refused && feature.policy == "require" {
+                "with check='full' libvirt refuses to start the VM"
+            } else {
+                "QEMU drops it with a warning (libvirt would refuse with check='full')"
+            };
+            let finding = Finding::new(Some(feature.span), format!("CPU feature {} ({} policy) exists only on the other vendor's CPUs: on this {host} host {outcome}", feature.name, feature.policy))
+                .with_fix(Fix::safe(ConfigEdit::RemoveCpuFeature { name: feature.name.clone() }));
+            if refused && feature.policy == "require" { finding.with_severity(Severity::Error) } else { finding }
         })
         .collect()
 }
