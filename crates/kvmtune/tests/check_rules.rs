@@ -481,6 +481,26 @@ fn topoext_with_host_passthrough_follows_kvms_answer() {
         not_offered.len() == 1 && not_offered[0].contains("KVM does not offer topoext"),
         "{not_offered:?}"
     );
+
+    // KVM not asked (a snapshot): the kernel release tells, 4.16 being the first that offers it.
+    let by_release = |release: &str| -> Vec<String> {
+        let mut host = fixture_host(RuleFixtureHost::named("amd").unwrap());
+        host.kvm.device = Fact::Unknown("a snapshot".into());
+        host.kernel.release = Fact::Known(release.into());
+        let options = CheckOptions {
+            host: Some(&host),
+            select: kvmtune::analysis::rule::select_vm_rules(&["PIN008"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.message).collect()
+    };
+    let old = by_release("4.15.0-213-generic");
+    assert!(
+        old.len() == 1 && old[0].contains("Linux 4.15.0, whose KVM does not offer topoext yet"),
+        "{old:?}"
+    );
+    assert!(by_release("4.16.0-1-amd64").is_empty());
+    assert!(by_release("6.1.0-13-amd64").is_empty());
 }
 
 /// CPU003 is an error where libvirt refuses (check='full' with a required feature), a warning

@@ -373,6 +373,10 @@ fn vcpu_on_housekeeping(ctx: &RuleContext) -> Vec<Finding> {
     findings
 }
 
+/// The first Linux release whose KVM offers TOPOEXT to guests: the kvm-4.16-1 merge (commit
+/// 15303ba5d1cd, "allow guests to see TOPOEXT").
+const TOPOEXT_IN_KVM_SINCE: crate::values::Version = crate::values::Version::new(4, 16, 0);
+
 pub(super) const PIN008: VmRule = VmRule {
     check: amd_smt_without_topoext,
     needs_host: true,
@@ -383,11 +387,11 @@ pub(super) const PIN008: VmRule = VmRule {
         category: Category::Cpu,
         severity: Severity::Warning,
         title: "SMT topology on AMD without topoext",
-        explanation: "AMD guests learn their SMT siblings and CCX layout from the topology-extension CPUID leaves; without topoext, threads>1 is presented in a way Windows does not read as SMT. host-passthrough (`-cpu host`) already has it wherever the host's KVM offers it, which kvmtune asks KVM itself (KVM_GET_SUPPORTED_CPUID) on a live host and otherwise reads from the CPU's flags; the rule fires for a named or host-model CPU, for host-passthrough on a host CPU without it, and where the config disables it.",
+        explanation: "AMD guests learn their SMT siblings and CCX layout from the topology-extension CPUID leaves; without topoext, threads>1 is presented in a way Windows does not read as SMT. host-passthrough (`-cpu host`) already has it wherever the host's KVM offers it, which kvmtune asks KVM itself (KVM_GET_SUPPORTED_CPUID) on a live host and otherwise infers from the kernel release (Linux 4.16 and later offer it) and the CPU's flags; the rule fires for a named or host-model CPU, for host-passthrough on a host CPU without it, and where the config disables it.",
         example: "<topology sockets='1' cores='4' threads='2'/> on an AMD host without <feature policy='require' name='topoext'/>",
         fix: "<feature policy='require' name='topoext'/>",
         fix_safety: Applicability::Safe,
-        source: "QEMU target/i386/cpu.c (topoext: AMD cache and core topology in CPUID 0x8000001D/0x8000001E); Linux arch/x86/kvm/cpuid.c kvm_set_cpu_caps (TOPOEXT in the supported CPUID 0x80000001 ECX); libvirt docs/formatdomain.rst CPU model and topology",
+        source: "QEMU target/i386/cpu.c (topoext: AMD cache and core topology in CPUID 0x8000001D/0x8000001E); Linux arch/x86/kvm/cpuid.c kvm_set_cpu_caps (TOPOEXT in the supported CPUID 0x80000001 ECX), added in the kvm-4.16-1 merge (commit 15303ba5d1cd: allow guests to see TOPOEXT); libvirt docs/formatdomain.rst CPU model and topology",
     },
 };
 
@@ -403,22 +407,33 @@ fn amd_smt_without_topoext(ctx: &RuleContext) -> Vec<Finding> {
         return Vec::new();
     }
     let host_passthrough = ctx.config.cpu.mode.as_ref().is_some_and(|m| m.value == "host-passthrough");
-    // KVM's own answer (KVM_GET_SUPPORTED_CPUID, live hosts) first, else the CPU's flags.
+    // KVM's own answer (KVM_GET_SUPPORTED_CPUID, live hosts) first, else the kernel release
+    // (KVM offers TOPOEXT since Linux 4.16), else the CPU's flags.
     let kvm_offers = ctx.host.and_then(|h| h.kvm.device.known()).and_then(|d| d.topoext.known().copied());
+    let kernel_too_old = ctx
+        .host
+        .and_then(crate::analysis::hyperv_support::kernel_version)
+        .filter(|running| *running < TOPOEXT_IN_KVM_SINCE);
     let cpu_has = ctx.host.and_then(|h| h.cpu.flags.known()).and_then(|flags| flags.get("topoext").copied());
+    let offered = kvm_offers.or(kernel_too_old.map(|_| false)).or(cpu_has);
     // `-cpu host` hands the guest every feature KVM supports on this CPU: host-passthrough has
     // topoext unless KVM or the CPU lack it, or the config turns it off.
-    if host_passthrough && topoext.is_none() && kvm_offers.or(cpu_has) != Some(false) {
+    if host_passthrough && topoext.is_none() && offered != Some(false) {
         return Vec::new();
     }
     let why = if topoext.is_some() {
-        "the config turns the topoext CPU feature off"
+        "the config turns the topoext CPU feature off".to_string()
     } else if host_passthrough && kvm_offers == Some(false) {
         "this host's KVM does not offer topoext (KVM_GET_SUPPORTED_CPUID), so host-passthrough cannot pass it"
+            .to_string()
+    } else if let (true, Some(running)) = (host_passthrough, kernel_too_old) {
+        format!(
+            "this host runs Linux {running}, whose KVM does not offer topoext yet (4.16 and later do), so host-passthrough cannot pass it"
+        )
     } else if host_passthrough {
-        "this host's CPU does not report topoext, so host-passthrough cannot pass it"
+        "this host's CPU does not report topoext, so host-passthrough cannot pass it".to_string()
     } else {
-        "the CPU model does not require the topoext feature"
+        "the CPU model does not require the topoext feature".to_string()
     };
     vec![
         Finding::new(
