@@ -23,6 +23,13 @@ required=(
   "depmod:kmod"
   "promtool:prometheus"
   "tmux:tmux"
+  "cpuid:cpuid"
+  # The guest program's Windows build (scripts/build-guest.sh): Debian's own Rust 1.63 with the
+  # Windows standard library, the MinGW linker, and Wine to run it in a test.
+  "/usr/bin/cargo:cargo"
+  "/usr/lib/rustlib/x86_64-pc-windows-gnu/lib:libstd-rust-dev-windows"
+  "x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64-posix"
+  "/usr/lib/wine/wine64:wine64"
 )
 
 missing_plain=()
@@ -93,6 +100,18 @@ if ! ls "$lab_cache"/irqbalance_*.deb >/dev/null 2>&1; then
   ls "$lab_cache"/irqbalance_*.deb >/dev/null
 fi
 
+# The QEMU guest agent for `kvmtune verify`'s tests: run from the cache, here with its
+# unix-listen method and in the lab guest on a virtio-serial port, never installed here (its
+# package would start the agent on this machine).
+if ! ls "$lab_cache"/qemu-guest-agent_*.deb >/dev/null 2>&1; then
+  (cd "$lab_cache" && apt-get download -qq -t bookworm-backports qemu-guest-agent 2>&1 | grep -v 'unsandboxed' || true)
+  ls "$lab_cache"/qemu-guest-agent_*.deb >/dev/null
+fi
+
+# The guest program kvmtune verify runs in guests, for Linux and for Windows (Debian's own
+# Rust 1.63 and MinGW); its tests run the Windows build under Wine.
+scripts/build-guest.sh
+
 # Grafana's dashboard schema (@grafana/schema) and TypeScript, from the npm registry at the
 # versions package-lock.json pins, for tests/monitoring.rs's dashboard check.
 if [ ! -x monitoring/schema-check/node_modules/.bin/tsc ]; then
@@ -100,6 +119,9 @@ if [ ! -x monitoring/schema-check/node_modules/.bin/tsc ]; then
 fi
 
 cargo fmt --all -- --check
+# The guest program is a workspace of its own (it builds with Debian's Rust 1.63 for Windows).
+cargo fmt --manifest-path crates/kvmtune-guest/Cargo.toml -- --check
+cargo clippy --manifest-path crates/kvmtune-guest/Cargo.toml --all-targets --target-dir target/guest-build -- -D warnings
 # Every test tier (Cargo.toml's features): the corpus, root, QEMU, libvirt, the lab guest and
 # the other system tools are all here, and CI runs every test.
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
@@ -107,8 +129,12 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 cargo check --manifest-path fuzz/Cargo.toml --quiet
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked --all-targets --all-features 2>&1 | tee "$log"
+{
+  cargo test --workspace --locked --all-targets --all-features 2>&1
+  cargo test --manifest-path crates/kvmtune-guest/Cargo.toml --target-dir target/guest-build 2>&1
+} | tee "$log"
 status=${PIPESTATUS[0]}
+rm -f crates/kvmtune-guest/Cargo.lock
 # The readers of what root trusts least, its journals and QMP sockets, and the exit-table
 # readers that take whatever users paste, are fuzzed on every run (stable toolchain, no
 # sanitizer; cargo-fuzz from the registry when missing). A crash fails the run and leaves its
@@ -116,7 +142,7 @@ status=${PIPESTATUS[0]}
 fuzz_status=0
 if [ "$status" = 0 ]; then
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fuzz
-  for target_seconds in journal:30 qmp_monitor:30 exit_stats:60; do
+  for target_seconds in journal:30 qmp_monitor:30 exit_stats:60 guest_report:30; do
     target=${target_seconds%:*} seconds=${target_seconds#*:}
     if ! (cd fuzz && cargo fuzz run -s none "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 4); then
       echo "kvmtune: fuzz target $target failed" >&2

@@ -1,7 +1,7 @@
 //! The `kvmtune` command. Glue only: parse arguments into typed values ([`args`]), call the
 //! library, render, pick the exit code (0 clean, 1 findings, 2 error). One module per command
 //! family: [`check`] (`check`, `rules`, `explain`), [`tune`], [`exits`], [`host`], [`vfio`],
-//! [`hook`], [`live`] (`top`, `exporter`); `probe` is here.
+//! [`hook`], [`live`] (`top`, `exporter`), [`verify`]; `probe` is here.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +20,7 @@ mod live;
 mod metrics_server;
 mod top_screen;
 mod tune;
+mod verify;
 mod vfio;
 
 use args::{Format, HostArgs};
@@ -70,6 +71,10 @@ enum Command {
     /// Every running QEMU/KVM VM of this host: exits per second by kind, halt polling, the
     /// busiest kind and the diagnosis. Reads only.
     Top(live::TopArgs),
+    /// Prove from inside a running guest that its configuration took effect: run the guest
+    /// program through the QEMU guest agent (or read its saved report) and hold what the guest
+    /// sees against the configuration. Exit code 1 when they differ.
+    Verify(verify::VerifyArgs),
     /// Serve every VM's KVM counters, findings and the host's tuning facts to Prometheus
     /// (http://ADDRESS/metrics). Reads only, at each scrape.
     Exporter(live::ExporterArgs),
@@ -120,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Hook(command) => hook::run(command),
         Command::Top(args) => live::top(args),
         Command::Exporter(args) => live::exporter(args),
+        Command::Verify(args) => verify::run(args),
     }
 }
 

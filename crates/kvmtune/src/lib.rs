@@ -13,7 +13,8 @@
 //! 3. `sys` (private): all `unsafe` code, behind typed KVM handles.
 //! 4. Inputs: [`host`] (facts about the machine, read through [`host::Host`] from the live host
 //!    or a snapshot), [`config`] (the model of a VM, read from libvirt XML, QEMU argv or
-//!    Proxmox; its edits), [`exits`] (VM-exit statistics and the recorder).
+//!    Proxmox; its edits), [`exits`] (VM-exit statistics and the recorder), [`guest`] (what a
+//!    guest sees, from the guest program's report and the QEMU guest agent).
 //! 5. [`hostchange`]: the only part that writes to a host; journaled, opt-in.
 //! 6. [`analysis`]: rules over host facts, configs and exit profiles, the planner and the exit
 //!    diagnosis; the rule registry is its top.
@@ -24,6 +25,7 @@
 pub mod analysis;
 pub mod config;
 pub mod exits;
+pub mod guest;
 pub mod host;
 pub mod hostchange;
 pub mod knowledge;

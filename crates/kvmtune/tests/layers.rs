@@ -23,12 +23,24 @@ use quote::ToTokens;
 use syn::visit::Visit;
 
 /// Lowest first: a module may use the modules of the layers below its own, never above.
-const LAYERS: &[&str] =
-    &["values", "knowledge", "sys", "host", "config", "exits", "hostchange", "analysis", "live", "output"];
+const LAYERS: &[&str] = &[
+    "values",
+    "knowledge",
+    "sys",
+    "host",
+    "config",
+    "exits",
+    "guest",
+    "hostchange",
+    "analysis",
+    "live",
+    "output",
+];
 
 /// The rule tables of `analysis`, which the registry (`analysis::rule`) reads and which must
 /// not read it back.
-const RULE_TABLES: &[&str] = &["host_rules", "vm_rules", "exit_rules", "exit_patterns", "exit_side_tables"];
+const RULE_TABLES: &[&str] =
+    &["host_rules", "vm_rules", "exit_rules", "exit_patterns", "exit_side_tables", "verify_rules"];
 
 type ModulePath = Vec<String>;
 /// Edges between top-level modules, by name.

@@ -7,10 +7,10 @@ fn main() {
     let tiers = [
         ("corpus", cfg!(feature = "corpus"), "the corpus in ../shared/corpus (or $KVMTUNE_CORPUS)"),
         ("root", cfg!(feature = "root"), "root (/dev/kvm, tracefs, a private libvirtd)"),
-        ("qemu", cfg!(feature = "qemu"), "QEMU"),
+        ("qemu", cfg!(feature = "qemu"), "QEMU and its guest agent"),
         ("libvirt", cfg!(feature = "libvirt"), "libvirt"),
         ("lab", cfg!(feature = "lab"), "the lab guest (scripts/lab)"),
-        ("tools", cfg!(feature = "tools"), "hwloc, Chromium, Prometheus, tmux, Node.js"),
+        ("tools", cfg!(feature = "tools"), "hwloc, Chromium, Prometheus, tmux, Node.js, cpuid, Wine"),
     ];
     let left: Vec<&(&str, bool, &str)> = tiers.iter().filter(|(_, on, _)| !on).collect();
     if left.is_empty() {

@@ -1,5 +1,6 @@
 //! Helpers for kvmtune's tests: where the shared corpus is, how to unpack its snapshots, and
-//! tiny real KVM guests ([`guest`]), and the lab guest for host changes ([`lab`]).
+//! tiny real KVM guests ([`guest`]), the guest program's builds ([`guest_program`]), and the lab
+//! guest for host changes ([`lab`]).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 pub mod exit_tables;
 pub mod guest;
+pub mod guest_program;
 pub mod lab;
 pub mod libvirtd;
 pub mod synthetic;

@@ -19,6 +19,7 @@ pub mod meta;
 pub mod placement;
 pub mod planner;
 pub mod rule;
+pub mod verify_rules;
 pub mod vm_rules;
 
 use serde::Serialize;

@@ -7,7 +7,8 @@
 //! a VM-config rule one declaration beside its check in its family's file under
 //! [`crate::analysis::vm_rules`], an exit cause one entry in
 //! [`crate::analysis::exit_rules::EXIT_RULES`], a cause read from a port or MSR table one entry in
-//! [`crate::analysis::exit_side_tables::SIDE_TABLE_RULES`]. Nothing here needs to change for a
+//! [`crate::analysis::exit_side_tables::SIDE_TABLE_RULES`], a difference between a config and what its
+//! guest sees one entry in [`crate::analysis::verify_rules::VERIFY_RULES`]. Nothing here needs to change for a
 //! new rule.
 
 use serde::Serialize;
@@ -16,6 +17,7 @@ use crate::analysis::exit_patterns::{PATTERN_RULES, PatternRule};
 use crate::analysis::exit_rules::{EXIT_RULES, ExitRule};
 use crate::analysis::exit_side_tables::{SIDE_TABLE_RULES, SideTableRule};
 use crate::analysis::host_rules::{HOST_RULES, HostRule};
+use crate::analysis::verify_rules::{VERIFY_RULES, VerifyRule};
 use crate::analysis::vm_rules::{VM_RULES, VmRule};
 
 pub use crate::analysis::meta::{Category, RuleMeta};
@@ -30,6 +32,8 @@ pub enum RuleKind {
     VmConfig,
     /// VM-exit statistics (`kvmtune exits analyze`).
     Exit,
+    /// A VM's configuration against what its guest sees (`kvmtune verify`).
+    Verify,
 }
 
 impl RuleKind {
@@ -38,6 +42,7 @@ impl RuleKind {
             RuleKind::Host => "host",
             RuleKind::VmConfig => "config",
             RuleKind::Exit => "exits",
+            RuleKind::Verify => "verify",
         }
     }
 
@@ -47,6 +52,7 @@ impl RuleKind {
             RuleKind::Host => "kvmtune probe",
             RuleKind::VmConfig => "kvmtune check",
             RuleKind::Exit => "kvmtune exits analyze",
+            RuleKind::Verify => "kvmtune verify",
         }
     }
 }
@@ -61,6 +67,8 @@ pub enum Rule {
     ExitPattern(&'static PatternRule),
     /// A cause read from a port or MSR table.
     ExitSideTable(&'static SideTableRule),
+    /// A difference between a VM's configuration and what its guest sees.
+    Verify(&'static VerifyRule),
 }
 
 impl Rule {
@@ -71,6 +79,7 @@ impl Rule {
             Rule::Exit(rule) => &rule.meta,
             Rule::ExitPattern(rule) => &rule.meta,
             Rule::ExitSideTable(rule) => &rule.meta,
+            Rule::Verify(rule) => &rule.meta,
         }
     }
 
@@ -79,6 +88,7 @@ impl Rule {
             Rule::Host(_) => RuleKind::Host,
             Rule::VmConfig(_) => RuleKind::VmConfig,
             Rule::Exit(_) | Rule::ExitPattern(_) | Rule::ExitSideTable(_) => RuleKind::Exit,
+            Rule::Verify(_) => RuleKind::Verify,
         }
     }
 
@@ -94,7 +104,7 @@ impl std::fmt::Debug for Rule {
     }
 }
 
-/// Every rule: host rules, then VM-config rules, then exit rules.
+/// Every rule: host rules, then VM-config rules, then exit rules, then verify rules.
 pub fn all() -> impl Iterator<Item = Rule> {
     HOST_RULES
         .iter()
@@ -103,6 +113,7 @@ pub fn all() -> impl Iterator<Item = Rule> {
         .chain(EXIT_RULES.iter().map(Rule::Exit))
         .chain(PATTERN_RULES.iter().map(Rule::ExitPattern))
         .chain(SIDE_TABLE_RULES.iter().map(Rule::ExitSideTable))
+        .chain(VERIFY_RULES.iter().map(Rule::Verify))
 }
 
 /// The rule with this id (any case) or name.

@@ -1,5 +1,6 @@
 //! libvirt, as every part of kvmtune reaches it: the domains of a connection, a domain's XML,
-//! the vCPU statistics of all running domains, and a QMP command through libvirt's monitor.
+//! the vCPU statistics of all running domains, a QMP command through libvirt's monitor and a
+//! command to the QEMU guest agent through libvirt's agent channel.
 //!
 //! Each call runs `virsh` (libvirt-clients) under [`crate::host::command`], so each is bounded
 //! by the client's timeout: [`Libvirt::DEFAULT_TIMEOUT`] unless the caller has a tighter budget
@@ -94,6 +95,15 @@ impl Libvirt {
     /// (`virsh qemu-monitor-command`); the reply as QEMU gave it.
     pub fn monitor_command(&self, domain: &str, qmp: &str) -> Result<String, LibvirtError> {
         self.virsh("qemu-monitor-command", &["--domain", domain, qmp])
+            .map(|stdout| String::from_utf8_lossy(&stdout).into_owned())
+    }
+
+    /// One QEMU guest agent command (JSON text) through libvirt's own agent channel of
+    /// `domain` (`virsh qemu-agent-command`), waiting at most `wait` for the agent; the reply
+    /// as the agent gave it.
+    pub fn agent_command(&self, domain: &str, command: &str, wait: Duration) -> Result<String, LibvirtError> {
+        let seconds = wait.as_secs().max(1).to_string();
+        self.virsh("qemu-agent-command", &["--domain", domain, "--timeout", &seconds, command])
             .map(|stdout| String::from_utf8_lossy(&stdout).into_owned())
     }
 

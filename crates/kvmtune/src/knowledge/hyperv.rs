@@ -4,6 +4,7 @@
 //! Bit positions: ../shared/knowledge.md section 1a/4b (L-TLFS, Q-KVM `kvm_hyperv_properties[]`,
 //! which QEMU itself checks against the same ioctl before it enables a feature).
 
+use crate::knowledge::hyperv_cpuid::{HV_CPUID_BITS, HvCpuidBit, LEAF_VENDOR, Register, signature_of};
 use crate::knowledge::kvm_api::CpuidEntry;
 use crate::values::Version;
 
@@ -83,174 +84,52 @@ impl serde::Serialize for Hv {
     }
 }
 
-/// A CPUID register in the Hyper-V leaf range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Register {
-    Eax,
-    Ebx,
-    Ecx,
-    Edx,
-}
-
-/// One bit of one Hyper-V leaf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuidBit {
-    pub leaf: u32,
-    pub register: Register,
-    pub bit: u8,
-}
-
-/// One enlightenment as QEMU names it, the libvirt element for it, and the bits KVM must report.
+/// One enlightenment as QEMU names it, the libvirt element for it, and where its CPUID bits
+/// are told ([`HV_CPUID_BITS`], the table the guest program decodes with too).
 #[derive(Debug, Clone, Copy)]
 pub struct Enlightenment {
     pub hv: Hv,
     /// libvirt spelling: a `<hyperv>` child, except hv-time which is `<timer name='hypervclock'>`.
     pub libvirt: &'static str,
-    pub bits: &'static [CpuidBit],
     pub source: &'static str,
 }
 
-const FEATURES: u32 = 0x4000_0003;
-const RECOMMENDATIONS: u32 = 0x4000_0004;
-const NESTED: u32 = 0x4000_000A;
-
-const fn bit(leaf: u32, register: Register, bit: u8) -> CpuidBit {
-    CpuidBit { leaf, register, bit }
+impl Enlightenment {
+    /// The bits KVM must report for it and a guest sees when it is on.
+    pub fn bits(&self) -> impl Iterator<Item = &'static HvCpuidBit> + '_ {
+        HV_CPUID_BITS.iter().filter(move |b| b.qemu.contains(&self.hv.qemu()))
+    }
 }
 
-use Register::{Eax, Edx};
-
 pub const ENLIGHTENMENTS: &[Enlightenment] = &[
-    Enlightenment {
-        hv: Hv::Relaxed,
-        libvirt: "relaxed",
-        bits: &[bit(RECOMMENDATIONS, Eax, 5)],
-        source: "L-TLFS 4A.5; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Vapic,
-        libvirt: "vapic",
-        bits: &[bit(FEATURES, Eax, 4)],
-        source: "L-TLFS 3A.4; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Vpindex,
-        libvirt: "vpindex",
-        bits: &[bit(FEATURES, Eax, 6)],
-        source: "L-TLFS 3A.6; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Runtime,
-        libvirt: "runtime",
-        bits: &[bit(FEATURES, Eax, 0)],
-        source: "L-TLFS 3A.0; Q-KVM",
-    },
+    Enlightenment { hv: Hv::Relaxed, libvirt: "relaxed", source: "L-TLFS 4A.5; Q-KVM" },
+    Enlightenment { hv: Hv::Vapic, libvirt: "vapic", source: "L-TLFS 3A.4; Q-KVM" },
+    Enlightenment { hv: Hv::Vpindex, libvirt: "vpindex", source: "L-TLFS 3A.6; Q-KVM" },
+    Enlightenment { hv: Hv::Runtime, libvirt: "runtime", source: "L-TLFS 3A.0; Q-KVM" },
     Enlightenment {
         hv: Hv::Crash,
         libvirt: "crash (as <panic model='hyperv'/>)",
-        bits: &[bit(FEATURES, Edx, 10)],
         source: "L-TLFS 3D.10; Q-KVM",
     },
-    Enlightenment {
-        hv: Hv::Time,
-        libvirt: "timer hypervclock",
-        bits: &[bit(FEATURES, Eax, 1), bit(FEATURES, Eax, 9)],
-        source: "L-TLFS 3A.1 + 3A.9; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Synic,
-        libvirt: "synic",
-        bits: &[bit(FEATURES, Eax, 2)],
-        source: "L-TLFS 3A.2; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Stimer,
-        libvirt: "stimer",
-        bits: &[bit(FEATURES, Eax, 3)],
-        source: "L-TLFS 3A.3; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::StimerDirect,
-        libvirt: "stimer/direct",
-        bits: &[bit(FEATURES, Edx, 19)],
-        source: "L-TLFS 3D.19; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Tlbflush,
-        libvirt: "tlbflush",
-        bits: &[bit(RECOMMENDATIONS, Eax, 2), bit(RECOMMENDATIONS, Eax, 11)],
-        source: "L-TLFS 4A.2 + 4A.11; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::TlbflushExt,
-        libvirt: "tlbflush/extended",
-        bits: &[bit(FEATURES, Edx, 14)],
-        source: "L-TLFS 3D.14; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::TlbflushDirect,
-        libvirt: "tlbflush/direct",
-        bits: &[bit(NESTED, Eax, 17)],
-        source: "L-TLFS AA.17; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Ipi,
-        libvirt: "ipi",
-        bits: &[bit(RECOMMENDATIONS, Eax, 10), bit(RECOMMENDATIONS, Eax, 11)],
-        source: "L-TLFS 4A.10 + 4A.11; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Reset,
-        libvirt: "reset",
-        bits: &[bit(FEATURES, Eax, 7)],
-        source: "L-TLFS 3A.7; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Frequencies,
-        libvirt: "frequencies",
-        bits: &[bit(FEATURES, Eax, 11), bit(FEATURES, Edx, 8)],
-        source: "L-TLFS 3A.11 + 3D.8; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Reenlightenment,
-        libvirt: "reenlightenment",
-        bits: &[bit(FEATURES, Eax, 13)],
-        source: "L-TLFS 3A.13; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Evmcs,
-        libvirt: "evmcs",
-        bits: &[bit(RECOMMENDATIONS, Eax, 14)],
-        source: "L-TLFS 4A.14; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::EmsrBitmap,
-        libvirt: "emsr_bitmap",
-        bits: &[bit(NESTED, Eax, 19)],
-        source: "L-TLFS AA.19; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::XmmInput,
-        libvirt: "xmm_input",
-        bits: &[bit(FEATURES, Edx, 4)],
-        source: "L-TLFS 3D.4; Q-KVM",
-    },
-    Enlightenment {
-        hv: Hv::Avic,
-        libvirt: "avic",
-        bits: &[bit(RECOMMENDATIONS, Eax, 9)],
-        source: "L-TLFS 4A.9; Q-KVM, Q-DOC",
-    },
-    Enlightenment {
-        hv: Hv::Syndbg,
-        libvirt: "(none)",
-        bits: &[bit(FEATURES, Edx, 11)],
-        source: "L-TLFS 3D.11; Q-KVM",
-    },
+    Enlightenment { hv: Hv::Time, libvirt: "timer hypervclock", source: "L-TLFS 3A.1 + 3A.9; Q-KVM" },
+    Enlightenment { hv: Hv::Synic, libvirt: "synic", source: "L-TLFS 3A.2; Q-KVM" },
+    Enlightenment { hv: Hv::Stimer, libvirt: "stimer", source: "L-TLFS 3A.3; Q-KVM" },
+    Enlightenment { hv: Hv::StimerDirect, libvirt: "stimer/direct", source: "L-TLFS 3D.19; Q-KVM" },
+    Enlightenment { hv: Hv::Tlbflush, libvirt: "tlbflush", source: "L-TLFS 4A.2 + 4A.11; Q-KVM" },
+    Enlightenment { hv: Hv::TlbflushExt, libvirt: "tlbflush/extended", source: "L-TLFS 3D.14; Q-KVM" },
+    Enlightenment { hv: Hv::TlbflushDirect, libvirt: "tlbflush/direct", source: "L-TLFS AA.17; Q-KVM" },
+    Enlightenment { hv: Hv::Ipi, libvirt: "ipi", source: "L-TLFS 4A.10 + 4A.11; Q-KVM" },
+    Enlightenment { hv: Hv::Reset, libvirt: "reset", source: "L-TLFS 3A.7; Q-KVM" },
+    Enlightenment { hv: Hv::Frequencies, libvirt: "frequencies", source: "L-TLFS 3A.11 + 3D.8; Q-KVM" },
+    Enlightenment { hv: Hv::Reenlightenment, libvirt: "reenlightenment", source: "L-TLFS 3A.13; Q-KVM" },
+    Enlightenment { hv: Hv::Evmcs, libvirt: "evmcs", source: "L-TLFS 4A.14; Q-KVM" },
+    Enlightenment { hv: Hv::EmsrBitmap, libvirt: "emsr_bitmap", source: "L-TLFS AA.19; Q-KVM" },
+    Enlightenment { hv: Hv::XmmInput, libvirt: "xmm_input", source: "L-TLFS 3D.4; Q-KVM" },
+    Enlightenment { hv: Hv::Avic, libvirt: "avic", source: "L-TLFS 4A.9; Q-KVM, Q-DOC" },
+    Enlightenment { hv: Hv::Syndbg, libvirt: "(none)", source: "L-TLFS 3D.11; Q-KVM" },
     Enlightenment {
         hv: Hv::NoNonarchCoresharing,
         libvirt: "(none)",
-        bits: &[bit(RECOMMENDATIONS, Eax, 18)],
         source: "L-TLFS 4A.18; Q-KVM (KVM sets it only when SMT is impossible)",
     },
 ];
@@ -305,12 +184,7 @@ pub fn closed_under_dependencies(features: &[Hv]) -> Vec<Hv> {
 
 fn register_value(entries: &[CpuidEntry], leaf: u32, register: Register) -> Option<u32> {
     let entry = entries.iter().find(|e| e.function == leaf)?;
-    Some(match register {
-        Register::Eax => entry.eax,
-        Register::Ebx => entry.ebx,
-        Register::Ecx => entry.ecx,
-        Register::Edx => entry.edx,
-    })
+    Some(register.of([entry.eax, entry.ebx, entry.ecx, entry.edx]))
 }
 
 /// The enlightenments whose every bit KVM reports, in table order.
@@ -318,8 +192,7 @@ pub fn supported(entries: &[CpuidEntry]) -> Vec<&'static Enlightenment> {
     ENLIGHTENMENTS
         .iter()
         .filter(|e| {
-            e.bits
-                .iter()
+            e.bits()
                 .all(|b| register_value(entries, b.leaf, b.register).is_some_and(|v| v & (1 << b.bit) != 0))
         })
         .collect()
@@ -327,9 +200,8 @@ pub fn supported(entries: &[CpuidEntry]) -> Vec<&'static Enlightenment> {
 
 /// The 12-byte vendor signature in leaf 0x40000000 (`Linux KVM Hv` on KVM).
 pub fn signature(entries: &[CpuidEntry]) -> Option<String> {
-    let leaf = entries.iter().find(|e| e.function == 0x4000_0000)?;
-    let bytes: Vec<u8> = [leaf.ebx, leaf.ecx, leaf.edx].iter().flat_map(|r| r.to_le_bytes()).collect();
-    Some(String::from_utf8_lossy(&bytes).trim_end_matches('\0').to_string())
+    let leaf = entries.iter().find(|e| e.function == LEAF_VENDOR)?;
+    Some(signature_of([leaf.eax, leaf.ebx, leaf.ecx, leaf.edx]))
 }
 
 /// Since which release of each layer an enlightenment exists: KVM must emulate it, QEMU must
@@ -487,6 +359,7 @@ pub fn availability(hv: Hv) -> Option<&'static Availability> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::knowledge::hyperv_cpuid::{LEAF_FEATURES, LEAF_RECOMMENDATIONS};
 
     fn entry(function: u32, eax: u32, ebx: u32, edx: u32) -> CpuidEntry {
         CpuidEntry { function, index: 0, eax, ebx, ecx: 0, edx }
@@ -495,7 +368,8 @@ mod tests {
     #[test]
     fn a_bit_alone_is_not_enough_when_two_are_needed() {
         // hv-time needs 3A.1 and 3A.9; hv-ipi needs 4A.10 and 4A.11.
-        let only_time_count = [entry(FEATURES, 1 << 1, 0, 0), entry(RECOMMENDATIONS, 1 << 10, 0, 0)];
+        let only_time_count =
+            [entry(LEAF_FEATURES, 1 << 1, 0, 0), entry(LEAF_RECOMMENDATIONS, 1 << 10, 0, 0)];
         let names: Vec<_> = supported(&only_time_count).iter().map(|e| e.hv).collect();
         assert!(!names.contains(&Hv::Time) && !names.contains(&Hv::Ipi));
     }
@@ -529,7 +403,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), ENLIGHTENMENTS.len());
-        assert!(ENLIGHTENMENTS.iter().all(|e| !e.source.is_empty() && !e.bits.is_empty()));
+        assert!(ENLIGHTENMENTS.iter().all(|e| !e.source.is_empty() && e.bits().next().is_some()));
     }
 
     #[test]

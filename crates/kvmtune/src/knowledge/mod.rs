@@ -8,7 +8,9 @@
 pub mod exit_targets;
 pub mod gpu_reset;
 pub mod hyperv;
+pub mod hyperv_cpuid;
 pub mod kvm_api;
 pub mod libvirt;
 pub mod qemu_options;
 pub mod recommended;
+pub mod windows;

@@ -18,3 +18,4 @@ pub mod proxmox;
 pub mod qemu_args;
 pub mod qemu_command;
 pub mod top_text;
+pub mod verify;

@@ -5,9 +5,8 @@
 use super::prelude::*;
 use crate::host::cpu::CpuVendor;
 
-/// The most CPU sockets a Windows client edition uses: Pro (and Enterprise, Education) 2,
-/// Home 1; Pro for Workstations 4. The server editions use far more.
-const WINDOWS_CLIENT_SOCKETS: u32 = 2;
+/// The most CPU sockets a Windows client edition uses (Pro's; Home uses one).
+const WINDOWS_CLIENT_SOCKETS: u32 = crate::knowledge::windows::CLIENT_SOCKETS;
 
 fn is_windows_client(version: Option<WindowsVersion>) -> bool {
     matches!(

@@ -1,0 +1,352 @@
+//! `kvmtune verify` end to end: a saved report of this machine against a config that asks for
+//! Hyper-V, the guest program run through a real QEMU guest agent (Debian's qemu-ga from the
+//! lab cache, listening on a socket of its own here), an agent whose policy blocks guest-exec,
+//! an agent channel nobody answers (a KVM boot-sector guest), and reports that are not one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kvmtune_testkit::guest_program::{self, Builds};
+
+fn kvmtune(args: &[&str], guest_dir: Option<&Path>) -> Output {
+    kvmtune_with_pid(args, guest_dir).0
+}
+
+/// The output, and kvmtune's pid (the name of the program it copies into a guest carries it).
+fn kvmtune_with_pid(args: &[&str], guest_dir: Option<&Path>) -> (Output, u32) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvmtune"));
+    command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(dir) = guest_dir {
+        command.env("KVMTUNE_GUEST_DIR", dir);
+    }
+    let child = command.spawn().expect("kvmtune runs");
+    let pid = child.id();
+    (child.wait_with_output().expect("kvmtune ends"), pid)
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// A libvirt domain that asks for ten enlightenments, 4 vCPUs as 2 cores of 2 threads.
+const HYPERV_DOMAIN: &str = "<domain type='kvm'>
+  <name>win11-verify</name>
+  <memory unit='GiB'>8</memory>
+  <vcpu placement='static'>VCPUS</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <features>
+    <acpi/><apic/>
+    <hyperv mode='custom'>
+      <relaxed state='on'/><vapic state='on'/><spinlocks state='on' retries='8191'/><vpindex state='on'/>
+      <runtime state='on'/><synic state='on'/><stimer state='on'/><frequencies state='on'/>
+      <tlbflush state='on'/><ipi state='on'/>
+    </hyperv>
+  </features>
+  <cpu mode='host-passthrough' check='none'><topology sockets='1' dies='1' cores='CORES' threads='1'/></cpu>
+  <clock offset='localtime'><timer name='hpet' present='no'/><timer name='hypervclock' present='yes'/></clock>
+</domain>
+";
+
+fn this_machines_cpus() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+}
+
+/// The domain above with as many vCPUs (all cores of one socket) as this machine has: only the
+/// enlightenments can differ from what the guest program sees here.
+fn domain_file(dir: &Path) -> PathBuf {
+    let cpus = this_machines_cpus().to_string();
+    let path = dir.join("win11.xml");
+    std::fs::write(&path, HYPERV_DOMAIN.replace("VCPUS", &cpus).replace("CORES", &cpus)).unwrap();
+    path
+}
+
+fn saved_report(dir: &Path) -> PathBuf {
+    let build = guest_program::build_dir(Builds::Linux).join("kvmtune-guest");
+    let output = Command::new(&build).args(["--format", "json"]).output().expect("kvmtune-guest runs");
+    assert!(output.status.success(), "{}", text(&output));
+    let path = dir.join("report.json");
+    std::fs::write(&path, &output.stdout).unwrap();
+    path
+}
+
+#[test]
+fn a_saved_report_of_this_machine_sees_none_of_the_enlightenments_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = saved_report(dir.path());
+    let config = domain_file(dir.path());
+    let output = kvmtune(
+        &["verify", "--report", report.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        None,
+    );
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("error[VER001] enlightenment-not-seen"), "{out}");
+    // This machine's KVM has no Hyper-V: no Hv#1 interface, each asked-for enlightenment named.
+    assert!(out.contains("no Hyper-V interface"), "{out}");
+    for hv in [
+        "hv-relaxed",
+        "hv-vapic",
+        "hv-vpindex",
+        "hv-runtime",
+        "hv-synic",
+        "hv-stimer",
+        "hv-frequencies",
+        "hv-tlbflush",
+        "hv-ipi",
+        "hv-time",
+    ] {
+        assert!(out.contains(hv), "{hv} missing from:\n{out}");
+    }
+    // vCPUs and sockets match this machine: nothing said about them.
+    for quiet in ["VER004", "VER005", "VER006"] {
+        assert!(!out.contains(quiet), "{quiet} in:\n{out}");
+    }
+
+    let json = kvmtune(
+        &[
+            "verify",
+            "--report",
+            report.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(json.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let findings = value["findings"].as_array().unwrap();
+    assert_eq!(findings[0]["rule"], "VER001");
+    assert_eq!(findings[0]["seen"], "no Hyper-V leaves");
+    assert_eq!(value["guest"]["program"]["name"], "kvmtune-guest");
+}
+
+#[test]
+fn the_same_report_against_a_config_without_enlightenments_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = saved_report(dir.path());
+    let cpus = this_machines_cpus();
+    let config = dir.path().join("plain.xml");
+    std::fs::write(
+        &config,
+        format!("<domain type='kvm'><name>plain</name><memory unit='GiB'>1</memory><vcpu>{cpus}</vcpu><os><type arch='x86_64'>hvm</type></os><cpu mode='host-passthrough'><topology sockets='1' dies='1' cores='{cpus}' threads='1'/></cpu></domain>"),
+    )
+    .unwrap();
+    let output = kvmtune(
+        &["verify", "--report", report.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("the guest sees what the configuration gives it"));
+}
+
+#[test]
+fn what_is_not_a_report_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = domain_file(dir.path());
+    let cases = [
+        ("cut.json", "{\"schema_version\": 1, \"program\": {", "cut.json:1:"),
+        ("table.json", "[1, 2, 3]", "not a kvmtune-guest report"),
+        ("exits.txt", "Analyze events for all VMs, all VCPUs:\n", "cut"),
+    ];
+    for (name, content, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let output = kvmtune(
+            &["verify", "--report", path.to_str().unwrap(), "--config", config.to_str().unwrap()],
+            None,
+        );
+        let out = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{name}: {out}");
+        let expected = if expected == "cut" { name } else { expected };
+        assert!(out.contains(expected), "{name}: {out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+    let missing = kvmtune(&["verify", "--report", "/nonexistent/report.json"], None);
+    assert_eq!(missing.status.code(), Some(2));
+    let no_agent =
+        kvmtune(&["verify", "--agent", "/nonexistent/qga.sock", "--config", config.to_str().unwrap()], None);
+    assert_eq!(no_agent.status.code(), Some(2));
+    assert!(
+        text(&no_agent).contains("cannot reach the guest agent at /nonexistent/qga.sock"),
+        "{}",
+        text(&no_agent)
+    );
+    let neither = kvmtune(&["verify", "--config", config.to_str().unwrap()], None);
+    assert_eq!(neither.status.code(), Some(2));
+}
+
+/// Debian's qemu-ga, unpacked from the lab cache into `dir`.
+fn unpacked_agent(dir: &Path) -> PathBuf {
+    let cache = std::env::var_os("KVMTUNE_LAB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/kvmtune-lab".into());
+    let deb = std::fs::read_dir(&cache)
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("qemu-guest-agent_")))
+        })
+        .unwrap_or_else(|| {
+            panic!("no qemu-guest-agent package in {}; scripts/test.sh downloads it", cache.display())
+        });
+    let status = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir).status().unwrap();
+    assert!(status.success());
+    dir.join("usr/sbin/qemu-ga")
+}
+
+/// qemu-ga listening on a socket here, its state in `dir`; killed on drop.
+struct RunningAgent {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl RunningAgent {
+    fn start(dir: &Path, extra: &[&str]) -> RunningAgent {
+        let program = unpacked_agent(&dir.join("agent"));
+        let socket = dir.join("qga.sock");
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let child = Command::new(program)
+            .args(["-m", "unix-listen", "-p"])
+            .arg(&socket)
+            .arg("-t")
+            .arg(&state)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-ga starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(socket.exists(), "qemu-ga made no socket");
+        RunningAgent { child, socket }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the kvmtune of `pid` left in the temporary directories the agent writes to.
+fn left_behind(pid: u32) -> Vec<PathBuf> {
+    ["/tmp", "/var/tmp", "/run"]
+        .iter()
+        .map(|dir| Path::new(dir).join(format!("kvmtune-guest-{pid}")))
+        .filter(|path| path.exists())
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "qemu"),
+    ignore = "needs the QEMU guest agent in the lab cache: cargo test --features qemu"
+)]
+fn a_real_guest_agent_runs_the_program_and_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest_dir = guest_program::build_dir(Builds::Linux);
+    let agent = RunningAgent::start(dir.path(), &[]);
+    let config = domain_file(dir.path());
+    let (output, pid) = kvmtune_with_pid(
+        &[
+            "verify",
+            "--agent",
+            agent.socket.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        Some(&guest_dir),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(value["guest_source"].as_str().unwrap().contains("Linux guest"), "{value}");
+    assert_eq!(value["guest"]["topology"]["logical_processors"].as_u64(), Some(this_machines_cpus() as u64));
+    assert_eq!(value["findings"][0]["rule"], "VER001");
+    assert_eq!(value["findings"].as_array().unwrap().len(), 1, "{value}");
+    assert!(left_behind(pid).is_empty(), "the program was left in the guest: {:?}", left_behind(pid));
+
+    // No build for the guest's OS where kvmtune looks: a clear error, nothing copied.
+    let empty = dir.path().join("no-builds");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (output, pid) = kvmtune_with_pid(
+        &["verify", "--agent", agent.socket.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        Some(&empty),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("no kvmtune-guest build for a Linux guest"), "{}", text(&output));
+    assert!(text(&output).contains("scripts/build-guest.sh"), "{}", text(&output));
+    assert!(left_behind(pid).is_empty());
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "qemu"),
+    ignore = "needs the QEMU guest agent in the lab cache: cargo test --features qemu"
+)]
+fn an_agent_whose_policy_blocks_guest_exec_is_refused_before_anything_is_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest_dir = guest_program::build_dir(Builds::Linux);
+    let agent = RunningAgent::start(dir.path(), &["-b", "guest-exec"]);
+    let config = domain_file(dir.path());
+    let (output, pid) = kvmtune_with_pid(
+        &["verify", "--agent", agent.socket.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        Some(&guest_dir),
+    );
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{out}");
+    assert!(out.contains("policy disables guest-exec"), "{out}");
+    assert!(left_behind(pid).is_empty());
+}
+
+#[test]
+#[cfg_attr(not(feature = "qemu"), ignore = "needs QEMU and /dev/kvm: cargo test --features qemu")]
+fn an_agent_channel_nobody_answers_times_out_with_its_reason() {
+    // A KVM guest with the agent's virtio-serial port and no agent behind it (a boot sector).
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("boot.img");
+    std::fs::write(&image, kvmtune_testkit::guest::boot_sector(kvmtune_testkit::guest::GuestKind::Halt))
+        .unwrap();
+    let socket = dir.path().join("qga.sock");
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-m", "64", "-display", "none", "-no-reboot", "-device", "virtio-serial-pci"])
+        .arg("-chardev")
+        .arg(format!("socket,id=qga0,path={},server=on,wait=off", socket.display()))
+        .args(["-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0", "-drive"])
+        .arg(format!("file={},format=raw,if=ide", image.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let output = kvmtune(
+        &[
+            "verify",
+            "--agent",
+            socket.to_str().unwrap(),
+            "--config",
+            domain_file(dir.path()).to_str().unwrap(),
+        ],
+        None,
+    );
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{out}");
+    assert!(out.contains("did not answer `guest-sync`"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(60), "bounded by the agent timeout");
+}

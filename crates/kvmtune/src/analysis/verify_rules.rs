@@ -1,0 +1,466 @@
+//! `kvmtune verify`: a VM's configuration held against what its guest sees from inside (the
+//! guest program's report). Each rule is one declaration beside its check; a finding carries
+//! both sides of the evidence and the fix.
+
+use serde::Serialize;
+
+use crate::analysis::Severity;
+use crate::analysis::fix::Applicability;
+use crate::analysis::meta::{Category, RuleMeta};
+use crate::config::model::{SourceFormat, VmConfig};
+use crate::guest::GuestReport;
+use crate::knowledge::hyperv::{ENLIGHTENMENTS, Hv};
+use crate::knowledge::windows;
+
+/// What a verify rule looks at.
+pub struct VerifyContext<'a> {
+    pub config: &'a VmConfig,
+    pub guest: &'a GuestReport,
+}
+
+pub struct VerifyRule {
+    pub meta: RuleMeta,
+    pub check: fn(&VerifyContext) -> Vec<VerifyFinding>,
+}
+
+/// One way the guest differs from its configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyFinding {
+    pub rule: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    pub title: &'static str,
+    /// What the configuration asks for.
+    pub configured: String,
+    /// What the guest sees.
+    pub seen: String,
+    /// Why they differ, where the report tells.
+    pub why: String,
+    pub fix: String,
+    pub source: &'static str,
+}
+
+impl VerifyFinding {
+    fn of(meta: &'static RuleMeta, configured: String, seen: String, why: String) -> Self {
+        VerifyFinding {
+            rule: meta.id,
+            name: meta.name,
+            severity: meta.severity,
+            title: meta.title,
+            configured,
+            seen,
+            why,
+            fix: meta.fix.to_string(),
+            source: meta.source,
+        }
+    }
+
+    fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    fn with_fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = fix.into();
+        self
+    }
+}
+
+/// Runs every rule; findings in rule order.
+pub fn verify(config: &VmConfig, guest: &GuestReport) -> Vec<VerifyFinding> {
+    let context = VerifyContext { config, guest };
+    VERIFY_RULES.iter().flat_map(|rule| (rule.check)(&context)).collect()
+}
+
+pub static VERIFY_RULES: &[VerifyRule] = &[VER001, VER002, VER003, VER004, VER005, VER006, VER007, VER008];
+
+/// Why an enlightenment the config asks for may be missing, from what else the guest sees.
+fn why_no_hyperv(ctx: &VerifyContext) -> String {
+    if !ctx.guest.cpuid.hypervisor_bit {
+        return "the guest does not see the hypervisor CPUID bit, so it reads no hypervisor leaves at all"
+            .into();
+    }
+    if !ctx.guest.has_hyperv_interface() {
+        let signature = ctx.guest.signature().unwrap_or("none");
+        return format!(
+            "the guest sees no Hyper-V interface (leaf 0x40000001 is not Hv#1; signature '{signature}'): the VM \
+             runs without any enlightenment, as under TCG, on a KVM built without CONFIG_KVM_HYPERV, or when it was \
+             started before the configuration asked for them"
+        );
+    }
+    "the guest sees Hyper-V leaves without this bit: the running VM was started from another definition \
+     (restart it), or QEMU turned the property off (hv-passthrough and host-model take only what this host's KVM offers)"
+        .into()
+}
+
+pub(crate) const VER001: VerifyRule = VerifyRule {
+    check: enlightenment_not_seen,
+    meta: RuleMeta {
+        id: "VER001",
+        name: "enlightenment-not-seen",
+        category: Category::Hyperv,
+        severity: Severity::Error,
+        title: "an enlightenment the configuration turns on that the guest does not see",
+        explanation: "Each Hyper-V enlightenment reaches the guest as CPUID bits in leaves 0x40000003, 0x40000004 and 0x4000000A, set by QEMU for each hv-* property that is on (QEMU target/i386/kvm/kvm.c, kvm_hyperv_properties[]). Windows uses an enlightenment only when it finds its bits; a bit the guest does not see means the feature is not in effect, whatever the XML says. The report says which of the usual causes it is: the hypervisor bit hidden (every leaf lost), no Hyper-V interface at all (TCG, a kernel without CONFIG_KVM_HYPERV, a VM not restarted since the change), or a single property QEMU left out.",
+        example: "<stimer state='on'/> configured; leaf 0x40000003 EAX bit 3 (AccessSyntheticTimerRegs) clear in the guest",
+        fix: "restart the VM from this definition; if it persists, run `kvmtune check` with host facts (HV011 says whether this host can give it)",
+        fix_safety: Applicability::Manual,
+        source: "Microsoft Hyper-V TLFS, Feature discovery (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/feature-discovery); QEMU docs/system/i386/hyperv.rst; QEMU target/i386/kvm/kvm.c kvm_hyperv_properties[]",
+    },
+};
+
+fn enlightenment_not_seen(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let configured: Vec<Hv> = ctx
+        .config
+        .hyperv
+        .features
+        .iter()
+        .filter(|f| f.on)
+        .filter_map(|f| f.hv())
+        .filter(|hv| ENLIGHTENMENTS.iter().any(|e| e.hv == *hv))
+        .collect();
+    let missing: Vec<Hv> =
+        configured.iter().copied().filter(|hv| ctx.guest.sees(*hv) != Some(true)).collect();
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    let why = why_no_hyperv(ctx);
+    if !ctx.guest.has_hyperv_interface() {
+        // One finding: the cause is the same for all.
+        let names: Vec<&str> = missing.iter().map(|hv| hv.qemu()).collect();
+        return vec![VerifyFinding::of(
+            &VER001.meta,
+            format!("{} on: {}", crate::values::text::plural(names.len(), "enlightenment"), names.join(", ")),
+            "no Hyper-V leaves".into(),
+            why,
+        )];
+    }
+    missing
+        .into_iter()
+        .map(|hv| {
+            VerifyFinding::of(
+                &VER001.meta,
+                format!("{} on", hv.qemu()),
+                format!("clear in the guest: {}", ctx.guest.missing_bits(hv).join(", ")),
+                why.clone(),
+            )
+        })
+        .collect()
+}
+
+pub(crate) const VER002: VerifyRule = VerifyRule {
+    check: vendor_id_not_seen,
+    meta: RuleMeta {
+        id: "VER002",
+        name: "vendor-id-not-seen",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "the guest sees another hypervisor signature than hv-vendor-id sets",
+        explanation: "hv-vendor-id (libvirt <vendor_id state='on' value='...'/>) replaces the 12-byte signature of CPUID leaf 0x40000000, which NVIDIA's drivers before 465 and some anti-cheat software read to detect a VM. A guest that still sees 'Microsoft Hv' or 'KVMKVMKVM' runs on another definition than this one.",
+        example: "<vendor_id state='on' value='randomid'/>; the guest reads 'Microsoft Hv'",
+        fix: "restart the VM from this definition",
+        fix_safety: Applicability::Manual,
+        source: "QEMU docs/system/i386/hyperv.rst (hv-vendor-id); libvirt docs/formatdomain.rst (hyperv vendor_id)",
+    },
+};
+
+fn vendor_id_not_seen(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let Some(wanted) = ctx.config.hyperv.get(Hv::VendorId).filter(|f| f.on).and_then(|f| f.value.as_deref())
+    else {
+        return Vec::new();
+    };
+    let seen = ctx.guest.signature().unwrap_or("");
+    if !ctx.guest.has_hyperv_interface() || seen == wanted {
+        // Without Hyper-V leaves VER001 already says why; the vendor id is one of them.
+        return Vec::new();
+    }
+    vec![VerifyFinding::of(
+        &VER002.meta,
+        format!("hv-vendor-id={wanted}"),
+        format!("signature '{seen}'"),
+        "the running VM was started from another definition".into(),
+    )]
+}
+
+pub(crate) const VER003: VerifyRule = VerifyRule {
+    check: hypervisor_bit_differs,
+    meta: RuleMeta {
+        id: "VER003",
+        name: "hypervisor-bit-differs",
+        category: Category::Cpu,
+        severity: Severity::Error,
+        title: "the guest's hypervisor CPUID bit is not what the configuration says",
+        explanation: "CPUID.1:ECX[31] tells an OS it runs in a VM; Windows reads the Hyper-V leaves only when it is set, and Windows 7 picks its QueryPerformanceCounter source by it. The configuration hides it (<feature policy='disable' name='hypervisor'/>, -cpu ...,-hypervisor) or leaves it; a guest that sees the other state runs on another definition.",
+        example: "<feature policy='disable' name='hypervisor'/>; the guest sees the bit set",
+        fix: "restart the VM from this definition",
+        fix_safety: Applicability::Manual,
+        source: "Intel SDM vol. 2A, CPUID leaf 1 ECX bit 31 (not used by hardware, reserved for hypervisors); Microsoft Hyper-V TLFS, Feature discovery",
+    },
+};
+
+fn hypervisor_bit_differs(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let hidden = ctx.config.hypervisor_bit_disabled().is_some();
+    let seen = ctx.guest.cpuid.hypervisor_bit;
+    if hidden != seen {
+        return Vec::new();
+    }
+    let (configured, shown) = if hidden { ("hidden", "set") } else { ("left on (the default)", "clear") };
+    vec![VerifyFinding::of(
+        &VER003.meta,
+        format!("hypervisor bit {configured}"),
+        format!("hypervisor bit {shown}"),
+        "the running VM was started from another definition, or another layer (a QEMU wrapper, <qemu:commandline>) changes -cpu".into(),
+    )]
+}
+
+/// The vCPUs the guest should see at boot.
+fn configured_vcpus(config: &VmConfig) -> Option<u32> {
+    if let Some(enabled) = &config.vcpus_enabled {
+        return u32::try_from(enabled.len()).ok();
+    }
+    config.vcpus.as_ref().map(|v| v.value)
+}
+
+/// The sockets the configuration gives: its `<topology>`, or libvirt's default without one
+/// (a socket per vCPU; QEMU alone and Proxmox prefer cores, so they are not guessed).
+fn configured_sockets(config: &VmConfig) -> Option<u32> {
+    match &config.cpu.topology {
+        Some(topology) => Some(topology.value.sockets),
+        None if config.format == SourceFormat::Libvirt => configured_vcpus(config),
+        None => None,
+    }
+}
+
+pub(crate) const VER004: VerifyRule = VerifyRule {
+    check: vcpus_not_counted,
+    meta: RuleMeta {
+        id: "VER004",
+        name: "vcpus-not-counted",
+        category: Category::Cpu,
+        severity: Severity::Error,
+        title: "the guest counts fewer logical processors than the configuration gives it",
+        explanation: "A Windows client edition uses at most two CPU sockets (Home one, Pro for Workstations four): vCPUs beyond them stay idle and Task Manager shows fewer processors than the VM has, the most common form being libvirt's default of one socket per vCPU. Other causes: vCPUs hot-pluggable but not online, or a guest kernel limit.",
+        example: "<vcpu>8</vcpu> without <topology>; Windows 11 Pro counts 2 logical processors",
+        fix: "give the vCPUs as cores of one socket: <topology sockets='1' cores='N' threads='1'/> (threads='2' where vCPU pairs are pinned to host SMT siblings); `kvmtune check` (CPU001) makes the edit",
+        fix_safety: Applicability::Manual,
+        source: "Microsoft, Compare Windows editions (Home: one CPU socket); Microsoft, Announcing Windows 10 Pro for Workstations (blogs.windows.com/business/2017/08/10/microsoft-announces-windows-10-pro-workstations); libvirt src/qemu/qemu_command.c qemuBuildSmpCommandLine",
+    },
+};
+
+fn vcpus_not_counted(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let Some(vcpus) = configured_vcpus(ctx.config) else { return Vec::new() };
+    let counted = ctx.guest.topology.logical_processors;
+    if counted >= vcpus {
+        return Vec::new();
+    }
+    let sockets = configured_sockets(ctx.config);
+    let edition = ctx.guest.os.edition.as_deref();
+    let limit = edition.and_then(windows::socket_limit).filter(|_| ctx.guest.os.is_windows());
+    let by_sockets = match (sockets, limit) {
+        (Some(sockets), Some(limit)) if sockets > limit => Some(format!(
+            "the configuration gives {}, and Windows {} uses at most {limit}",
+            crate::values::text::plural(sockets as usize, "socket"),
+            edition.unwrap_or("client")
+        )),
+        _ => None,
+    };
+    let configured = format!(
+        "{vcpus} vCPUs{}",
+        sockets
+            .map(|s| format!(" in {}", crate::values::text::plural(s as usize, "socket")))
+            .unwrap_or_default()
+    );
+    let seen = format!("{counted} logical processors");
+    vec![match by_sockets {
+        Some(why) => VerifyFinding::of(&VER004.meta, configured, seen, why),
+        None => VerifyFinding::of(
+            &VER004.meta,
+            configured,
+            seen,
+            "the guest has not brought every vCPU online (hot-plugged vCPUs, a guest limit such as Linux \
+             maxcpus=), or the running VM was started from another definition"
+                .into(),
+        )
+        .with_fix("bring the vCPUs online in the guest (Linux: /sys/devices/system/cpu/cpuN/online), or restart the VM from this definition"),
+    }]
+}
+
+pub(crate) const VER005: VerifyRule = VerifyRule {
+    check: smt_not_seen,
+    meta: RuleMeta {
+        id: "VER005",
+        name: "smt-not-seen",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "the guest does not see the SMT pairs the configuration gives it",
+        explanation: "With <topology threads='2'/> the guest should see pairs of logical processors sharing a core, and schedules by them: it keeps two busy threads off one core while others idle. On AMD hosts the guest learns the pairs from CPUID leaf 0x8000001E, which QEMU gives only with the topoext feature; without it Windows counts every vCPU as a core of its own. The reverse (pairs the configuration does not ask for) means the VM runs on another definition.",
+        example: "<topology sockets='1' cores='4' threads='2'/> on an AMD host without topoext: the guest sees 8 cores",
+        fix: "on AMD, add <feature policy='require' name='topoext'/> (`kvmtune check` PIN008); otherwise restart the VM from this definition",
+        fix_safety: Applicability::Manual,
+        source: "AMD64 Architecture Programmer's Manual vol. 3, CPUID Fn8000_001E (core and thread ids, TopologyExtensions); QEMU target/i386/cpu.c (topoext); Microsoft, Processor groups and scheduling (GetLogicalProcessorInformationEx)",
+    },
+};
+
+fn smt_not_seen(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let Some(topology) = &ctx.config.cpu.topology else { return Vec::new() };
+    let threads = topology.value.threads;
+    let pairs = ctx.guest.topology.smt_groups.len();
+    if threads >= 2 && pairs == 0 {
+        let amd = ctx.guest.cpuid.vendor == "AuthenticAMD" || ctx.guest.cpuid.vendor == "HygonGenuine";
+        let why = if amd {
+            "an AMD CPU: the guest reads SMT siblings from leaf 0x8000001E, which QEMU gives only with topoext".to_string()
+        } else {
+            "the running VM was started from another definition".to_string()
+        };
+        return vec![VerifyFinding::of(
+            &VER005.meta,
+            format!("threads='{threads}' per core"),
+            format!("no SMT pairs: {} cores of one thread", ctx.guest.topology.cores),
+            why,
+        )];
+    }
+    if threads == 1 && pairs > 0 {
+        return vec![
+            VerifyFinding::of(
+                &VER005.meta,
+                "threads='1' per core".into(),
+                format!("{} SMT pairs", pairs),
+                "the running VM was started from another definition".into(),
+            )
+            .with_severity(Severity::Info)
+            .with_fix("restart the VM from this definition"),
+        ];
+    }
+    Vec::new()
+}
+
+pub(crate) const VER006: VerifyRule = VerifyRule {
+    check: sockets_differ,
+    meta: RuleMeta {
+        id: "VER006",
+        name: "sockets-differ",
+        category: Category::Cpu,
+        severity: Severity::Warning,
+        title: "the guest counts another number of CPU sockets than the configuration gives",
+        explanation: "The sockets a guest counts decide how much of the VM a Windows client edition uses (Home one, Pro two) and how it spreads work. A count different from the configuration's topology means the VM runs on another definition, or a layer between (a QEMU wrapper, <qemu:commandline> -smp) changes it.",
+        example: "<topology sockets='1' cores='8' threads='1'/>; the guest counts 8 sockets",
+        fix: "restart the VM from this definition; look for an -smp in <qemu:commandline>",
+        fix_safety: Applicability::Manual,
+        source: "libvirt docs/formatdomain.rst (CPU model and topology); QEMU docs (-smp)",
+    },
+};
+
+fn sockets_differ(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let Some(sockets) = configured_sockets(ctx.config) else { return Vec::new() };
+    let counted = ctx.guest.topology.sockets;
+    // Fewer processors counted than configured is VER004's; sockets then differ as well.
+    let all_counted = configured_vcpus(ctx.config).is_none_or(|v| ctx.guest.topology.logical_processors >= v);
+    if counted == sockets || counted == 0 || !all_counted {
+        return Vec::new();
+    }
+    vec![VerifyFinding::of(
+        &VER006.meta,
+        crate::values::text::plural(sockets as usize, "socket"),
+        format!("{counted} counted by the guest"),
+        "the running VM was started from another definition".into(),
+    )]
+}
+
+pub(crate) const VER007: VerifyRule = VerifyRule {
+    check: invtsc_not_seen,
+    meta: RuleMeta {
+        id: "VER007",
+        name: "invtsc-not-seen",
+        category: Category::Timers,
+        severity: Severity::Warning,
+        title: "the configuration asks for an invariant TSC the guest does not see",
+        explanation: "CPUID 0x80000007 EDX bit 8 (invariant TSC) tells the OS the TSC runs at a constant rate; Windows uses the TSC for QueryPerformanceCounter only with it (or with the Hyper-V reference TSC page). QEMU gives it with the invtsc feature, which also blocks migration; libvirt's host-passthrough drops it while the CPU stays migratable.",
+        example: "<feature policy='require' name='invtsc'/>; CPUID 0x80000007 EDX[8] clear in the guest",
+        fix: "restart the VM from this definition; with host-passthrough set migratable='off'",
+        fix_safety: Applicability::Manual,
+        source: "Intel SDM vol. 3B 18.17.1 (invariant TSC); QEMU target/i386/cpu.c (invtsc, migration blocker); libvirt docs/formatdomain.rst (host-passthrough migratable)",
+    },
+};
+
+fn invtsc_not_seen(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let asked = ctx.config.cpu.features.iter().any(|f| f.name == "invtsc" && f.enables());
+    if !asked || ctx.guest.cpuid.invariant_tsc != Some(false) {
+        return Vec::new();
+    }
+    vec![VerifyFinding::of(
+        &VER007.meta,
+        "invtsc required".into(),
+        "CPUID 0x80000007 EDX[8] clear".into(),
+        "the running VM was started from another definition, or QEMU dropped it (host-passthrough with migratable='on')".into(),
+    )]
+}
+
+/// QueryPerformanceFrequency of the HPET (14.318180 MHz) and the ACPI PM timer (3.579545 MHz).
+const HPET_HZ: u64 = 14_318_180;
+const ACPI_PM_HZ: u64 = 3_579_545;
+/// A clock read that costs more than this exits to the hypervisor (a read from the TSC or the
+/// reference TSC page takes tens of nanoseconds; an exit, microseconds).
+const EXITING_READ_NS: f64 = 1000.0;
+
+pub(crate) const VER008: VerifyRule = VerifyRule {
+    check: slow_clock,
+    meta: RuleMeta {
+        id: "VER008",
+        name: "slow-clock",
+        category: Category::Timers,
+        severity: Severity::Warning,
+        title: "the guest's clock is an emulated timer: each read exits to the hypervisor",
+        explanation: "QueryPerformanceCounter reads the Hyper-V reference TSC page or the invariant TSC (QueryPerformanceFrequency 10 MHz on Windows 10 and later) in tens of nanoseconds; when Windows falls back to the HPET (14.318180 MHz) or the ACPI PM timer (3.579545 MHz) every read is a trap into QEMU's userspace emulation costing microseconds, and games that read it thousands of times a second stutter. The same holds for a Linux guest whose clocksource is hpet or acpi_pm. The usual causes: hv-time off, the hypervisor bit hidden, no invariant TSC, or the HPET left on.",
+        example: "QueryPerformanceFrequency 14318180 Hz; one QueryPerformanceCounter call 3.1 us",
+        fix: "turn on hv-time (libvirt <timer name='hypervclock' present='yes'/>), keep the hypervisor bit, and turn the HPET off (<timer name='hpet' present='no'/>)",
+        fix_safety: Applicability::Manual,
+        source: "Microsoft, Acquiring high-resolution time stamps (learn.microsoft.com/windows/win32/sysinfo/acquiring-high-resolution-time-stamps); QEMU docs/system/i386/hyperv.rst (hv-time); Linux Documentation/virt/kvm/x86/timekeeping.rst",
+    },
+};
+
+fn slow_clock(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let time = &ctx.guest.time;
+    let cost = time.call_cost.as_ref().and_then(|c| c.median_ns);
+    let emulated = match (time.frequency_hz, time.clocksource.as_deref()) {
+        (Some(HPET_HZ), _) | (_, Some("hpet")) => Some("the HPET"),
+        (Some(ACPI_PM_HZ), _) | (_, Some("acpi_pm")) => Some("the ACPI PM timer"),
+        _ => None,
+    };
+    let slow = cost.is_some_and(|ns| ns > EXITING_READ_NS);
+    if emulated.is_none() && !slow {
+        return Vec::new();
+    }
+    let mut seen = match (emulated, time.frequency_hz) {
+        (Some(timer), Some(hz)) => format!("{} at {hz} Hz: {timer}", time.counter),
+        (Some(timer), None) => format!("clocksource {timer}"),
+        (None, _) => time.counter.clone(),
+    };
+    if let Some(ns) = cost {
+        seen.push_str(&format!(
+            "; one read {}",
+            if ns >= 1000.0 { format!("{:.1} us", ns / 1000.0) } else { format!("{ns:.0} ns") }
+        ));
+    }
+    let config = ctx.config;
+    let mut causes = Vec::new();
+    if !config.hyperv.is_on(Hv::Time) && ctx.guest.os.is_windows() {
+        causes.push("hv-time is off");
+    }
+    if config.hypervisor_bit_disabled().is_some() {
+        causes.push("the hypervisor bit is hidden");
+    }
+    if !config.clock.hpet_off() {
+        causes.push("the HPET is on");
+    }
+    if ctx.guest.cpuid.invariant_tsc == Some(false) {
+        causes.push("the guest sees no invariant TSC");
+    }
+    let configured =
+        if config.hyperv.is_on(Hv::Time) { "hv-time on".to_string() } else { "hv-time not on".to_string() };
+    let why = if causes.is_empty() {
+        "the configuration has none of the usual causes: the VM may run on another definition, or the guest forces the timer (bcdedit /set useplatformclock true)".to_string()
+    } else {
+        causes.join("; ")
+    };
+    vec![VerifyFinding::of(&VER008.meta, configured, seen, why)]
+}
