@@ -350,3 +350,224 @@ fn an_agent_channel_nobody_answers_times_out_with_its_reason() {
     assert!(out.contains("did not answer `guest-sync`"), "{out}");
     assert!(started.elapsed() < Duration::from_secs(60), "bounded by the agent timeout");
 }
+
+/// The lab guest (scripts/lab --agent) with Debian's qemu-ga on a virtio-serial port: kvmtune
+/// on this machine copies the Linux build in, runs it and reads it back. The guest has 4 CPUs
+/// in 2 sockets on 2 NUMA nodes under TCG (no Hyper-V, the HPET as its clock).
+#[test]
+#[cfg_attr(not(feature = "lab"), ignore = "needs the lab guest: cargo test --features lab")]
+fn verify_in_the_lab_guest_through_its_agent() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let guest_dir = guest_program::build_dir(Builds::Linux);
+    let socket = dir.path().join("qga.sock");
+    let done = dir.path().join("done");
+    // CMD keeps the guest up until the host is done, then fails if a program was left behind.
+    let script = format!(
+        "while [ ! -e {done} ]; do sleep 1; done; if ls /run/kvmtune-guest-* /tmp/kvmtune-guest-* 2>/dev/null; then exit 3; fi",
+        done = done.display()
+    );
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_kvmtune")).parent().unwrap();
+    let mut lab = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab"))
+        .arg("--agent")
+        .arg(&socket)
+        .args(["sh", "-c", &script])
+        .env("KVMTUNE_LAB_BIN", bin_dir)
+        .env("KVMTUNE_LAB_TIMEOUT", "600")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("scripts/lab runs");
+    let mut console = std::io::BufReader::new(lab.stdout.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while console.read_line(&mut line).unwrap_or(0) > 0 {
+        seen.push_str(&line);
+        if line.starts_with("lab-agent-ready") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(seen.contains("lab-agent-ready"), "the agent did not start in the lab guest:\n{seen}");
+
+    let run = |config: &str| {
+        let path = dir.path().join("config.xml");
+        std::fs::write(&path, config).unwrap();
+        let (output, _) = kvmtune_with_pid(
+            &[
+                "verify",
+                "--agent",
+                socket.to_str().unwrap(),
+                "--config",
+                path.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            Some(&guest_dir),
+        );
+        let value: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+        let rules: Vec<String> = value["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["rule"].as_str().unwrap().to_string())
+            .collect();
+        (output.status.code(), value, rules)
+    };
+    // Deliberate mismatches: one socket where the guest has two, and hv-relaxed under TCG.
+    let (status, value, rules) = run(
+        "<domain type='kvm'><name>lab</name><memory unit='GiB'>1</memory><vcpu>4</vcpu><os><type arch='x86_64'>hvm</type></os>\
+         <features><hyperv mode='custom'><relaxed state='on'/></hyperv></features>\
+         <cpu mode='host-passthrough'><topology sockets='1' dies='1' cores='4' threads='1'/></cpu></domain>",
+    );
+    assert_eq!(status, Some(1), "{value}");
+    assert_eq!(value["guest"]["topology"]["logical_processors"], 4);
+    assert_eq!(value["guest"]["topology"]["sockets"], 2);
+    assert_eq!(value["guest"]["topology"]["numa_nodes"], 2);
+    assert!(rules.contains(&"VER001".to_string()) && rules.contains(&"VER006".to_string()), "{rules:?}");
+    // The TCG guest's clock is the HPET, each read an exit: VER008 says so, truly.
+    assert_eq!(value["guest"]["time"]["clocksource"], "hpet");
+    assert!(rules.contains(&"VER008".to_string()), "{rules:?}");
+    // What matches is not reported: 4 vCPUs counted, no SMT asked for or seen, the hypervisor bit.
+    for quiet in ["VER002", "VER003", "VER004", "VER005", "VER007"] {
+        assert!(!rules.contains(&quiet.to_string()), "{quiet} in {rules:?}");
+    }
+    // The same guest against a configuration that gives what it sees: only the clock remains.
+    let (status, value, rules) = run(
+        "<domain type='kvm'><name>lab</name><memory unit='GiB'>1</memory><vcpu>4</vcpu><os><type arch='x86_64'>hvm</type></os>\
+         <cpu mode='host-passthrough'><topology sockets='2' dies='1' cores='2' threads='1'/></cpu></domain>",
+    );
+    assert_eq!(rules, ["VER008"], "{value}");
+    assert_eq!(status, Some(1));
+
+    std::fs::write(&done, "").unwrap();
+    let status = lab.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut lab.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        status.success(),
+        "the lab guest ended with {status} (3: the program was left in the guest):\n{stderr}"
+    );
+}
+
+/// The same lab guest as a libvirt domain of a private libvirtd (TCG, booted from the lab's
+/// kernel and initramfs, the host's root over 9p, a guest-agent channel libvirt owns):
+/// `verify --domain` goes through libvirt's agent channel and takes the domain's definition as
+/// the configuration.
+#[test]
+#[cfg_attr(
+    not(all(feature = "lab", feature = "libvirt")),
+    ignore = "needs the lab guest and libvirtd: cargo test --features lab,libvirt"
+)]
+fn verify_a_libvirt_domain_through_libvirts_agent_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let guest_dir = guest_program::build_dir(Builds::Linux);
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_kvmtune")).parent().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+    let boot = Command::new(repo.join("scripts/lab"))
+        .arg("--boot-files")
+        .env("KVMTUNE_LAB_BIN", bin_dir)
+        .output()
+        .unwrap();
+    assert!(boot.status.success(), "{}", text(&boot));
+    let boot = String::from_utf8(boot.stdout).unwrap();
+    let (kernel, initrd) = boot.trim().split_once(' ').unwrap();
+    let cache = std::env::var("KVMTUNE_LAB_CACHE").unwrap_or_else(|_| "/var/cache/kvmtune-lab".into());
+    let done = out.join("done");
+    // The guest's init runs this (through the 9p root), as scripts/lab's command.
+    let command = out.join("command");
+    std::fs::write(
+        &command,
+        format!(
+            "export PATH=/usr/sbin:/usr/bin:/sbin:/bin TMPDIR=/run/tmp\n'{}/scripts/lab-guest-agent.sh' '{cache}' || exit 125\nwhile [ ! -e '{}' ]; do sleep 1; done\nif ls /run/kvmtune-guest-* 2>/dev/null; then exit 3; fi\n",
+            repo.display(),
+            done.display()
+        ),
+    )
+    .unwrap();
+    let domain = format!(
+        "<domain type='qemu'><name>kvmtune-verify-lab</name><memory unit='MiB'>1024</memory><vcpu>4</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type><kernel>{kernel}</kernel><initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet loglevel=3 lab.cgroup=v2 lab.command={command}</cmdline></os>
+  <cpu><topology sockets='2' dies='1' cores='2' threads='1'/></cpu>
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <filesystem type='mount' accessmode='passthrough'><source dir='/'/><target dir='hostroot'/><readonly/></filesystem>
+    <channel type='unix'><source mode='bind'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <serial type='file'><source path='{console}'/></serial>
+  </devices>
+</domain>",
+        command = command.display(),
+        console = out.join("console.log").display(),
+    );
+    std::fs::write(out.join("domain.xml"), domain).unwrap();
+    let mismatch = out.join("mismatch.xml");
+    std::fs::write(
+        &mismatch,
+        "<domain type='kvm'><name>lab</name><memory unit='GiB'>1</memory><vcpu>4</vcpu><os><type arch='x86_64'>hvm</type></os>\
+         <features><hyperv mode='custom'><relaxed state='on'/></hyperv></features>\
+         <cpu><topology sockets='1' dies='1' cores='4' threads='1'/></cpu></domain>",
+    )
+    .unwrap();
+    let kvmtune = env!("CARGO_BIN_EXE_kvmtune");
+    let body = format!(
+        r#"/usr/sbin/virtlogd & logd=$!
+# A domain started before virtlogd listens fails to start.
+for _ in $(seq 100); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
+virsh -c qemu:///system define "$OUT/domain.xml" >"$OUT/define.log" 2>&1 || exit 1
+virsh -c qemu:///system start kvmtune-verify-lab >"$OUT/start.log" 2>&1 || exit 1
+for _ in $(seq 300); do grep -q lab-agent-ready "$OUT/console.log" 2>/dev/null && break; sleep 1; done
+export KVMTUNE_GUEST_DIR='{guest}'
+'{kvmtune}' verify --domain kvmtune-verify-lab --connect qemu:///system --format json >"$OUT/definition.json" 2>"$OUT/definition.err"
+echo $? >"$OUT/definition.status"
+'{kvmtune}' verify --domain kvmtune-verify-lab --connect qemu:///system --config "$OUT/mismatch.xml" --format json >"$OUT/mismatch.json" 2>"$OUT/mismatch.err"
+echo $? >"$OUT/mismatch.status"
+touch '{done}'
+for _ in $(seq 60); do virsh -c qemu:///system domstate kvmtune-verify-lab 2>/dev/null | grep -q 'shut off' && break; sleep 1; done
+virsh -c qemu:///system domstate kvmtune-verify-lab >"$OUT/final-state" 2>&1
+virsh -c qemu:///system destroy kvmtune-verify-lab >/dev/null 2>&1
+kill "$logd"; wait "$logd" 2>/dev/null
+true"#,
+        guest = guest_dir.display(),
+        done = done.display(),
+    );
+    kvmtune_testkit::libvirtd::with_private_libvirtd(out, &body);
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
+    let console = read("console.log");
+    assert!(
+        console.contains("lab-agent-ready"),
+        "the agent did not start:\n{console}\n{}",
+        read("start.log")
+    );
+    let rules = |name: &str| -> Vec<String> {
+        let value: serde_json::Value = serde_json::from_str(&read(name)).unwrap_or_else(|e| {
+            panic!(
+                "{name}: {e}: {}{}\nlibvirtd: {}",
+                read(name),
+                read(&name.replace(".json", ".err")),
+                read("libvirtd.log")
+            )
+        });
+        assert_eq!(value["guest"]["topology"]["logical_processors"], 4, "{value}");
+        value["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["rule"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Against its own definition: 4 vCPUs in 2 sockets as configured; only the TCG clock.
+    assert_eq!(rules("definition.json"), ["VER008"]);
+    assert_eq!(read("definition.status").trim(), "1");
+    let mismatch = rules("mismatch.json");
+    assert!(
+        mismatch.contains(&"VER001".to_string()) && mismatch.contains(&"VER006".to_string()),
+        "{mismatch:?}"
+    );
+    // The guest ran to its end (status 0: nothing left in /run) and powered off.
+    assert!(console.contains("lab-exit-status: 0"), "{console}");
+    assert!(read("final-state").contains("shut off"), "{}", read("final-state"));
+}

@@ -451,6 +451,8 @@ fn slow_clock(ctx: &VerifyContext) -> Vec<VerifyFinding> {
     }
     if !config.clock.hpet_off() {
         causes.push("the HPET is on");
+    } else if emulated == Some("the HPET") {
+        causes.push("the guest uses the HPET the configuration turns off: the running VM was started from another definition");
     }
     if ctx.guest.cpuid.invariant_tsc == Some(false) {
         causes.push("the guest sees no invariant TSC");

@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use crate::host::libvirt::Libvirt;
+use crate::host::libvirt::{Libvirt, LibvirtError};
 
 /// How long one agent command may take before the agent counts as not answering.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,7 +127,21 @@ impl Agent {
                 read_line(stream, command)?
             }
             AgentChannel::Domain { libvirt, domain } => {
-                let text = libvirt.agent_command(domain, &request.to_string(), COMMAND_TIMEOUT)?;
+                let text = match libvirt.agent_command(domain, &request.to_string(), COMMAND_TIMEOUT) {
+                    Ok(text) => text,
+                    // libvirt turns the agent's error reply into a failure of virsh.
+                    Err(LibvirtError::Failed { why, .. })
+                        if why.contains("unable to execute QEMU agent command") =>
+                    {
+                        return Err(AgentError::Refused { command: command.into(), why });
+                    }
+                    Err(LibvirtError::Failed { why, .. })
+                        if why.contains("not responding") || why.contains("timed out") =>
+                    {
+                        return Err(AgentError::Timeout { command: command.into(), after: COMMAND_TIMEOUT });
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 serde_json::from_str(&text)
                     .map_err(|e| AgentError::Protocol { command: command.into(), why: e.to_string() })?
             }
