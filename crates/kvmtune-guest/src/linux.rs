@@ -152,7 +152,8 @@ fn hex(text: &str) -> Option<u64> {
 
 /// The memory BARs from sysfs `resource` (one `start end flags` line per region; 0-5 are the
 /// BARs, 6 the expansion ROM).
-fn bars(device: &Path) -> Vec<Json> {
+/// Each as `(index, size, prefetchable)`.
+fn bars(device: &Path) -> Vec<(usize, u64, bool)> {
     let text = match fs::read_to_string(device.join("resource")) {
         Ok(text) => text,
         Err(_) => return Vec::new(),
@@ -166,12 +167,7 @@ fn bars(device: &Path) -> Vec<Json> {
         if fields[2] & IORESOURCE_MEM == 0 {
             continue;
         }
-        out.push(
-            Json::object()
-                .with("index", index)
-                .with("size_bytes", fields[1] - fields[0] + 1)
-                .with("prefetchable", fields[2] & IORESOURCE_PREFETCH != 0),
-        );
+        out.push((index, fields[1] - fields[0] + 1, fields[2] & IORESOURCE_PREFETCH != 0));
     }
     out
 }
@@ -213,6 +209,10 @@ pub fn pci() -> Json {
             .and_then(|target| target.file_name().map(|n| n.to_string_lossy().to_string()));
         // amdgpu is the one driver that tells the card's memory size in sysfs.
         let memory = read_trimmed(device.join("mem_info_vram_total")).and_then(|m| m.parse::<u64>().ok());
+        // Class 0x03: display controllers.
+        let display = class.map_or(false, |c| c >> 16 == 0x03);
+        let bar_list = bars(&device);
+        let sizes: Vec<u64> = bar_list.iter().map(|&(_, size, _)| size).collect();
         devices.push(
             Json::object()
                 .with("address", device.file_name().map(|n| n.to_string_lossy().to_string()))
@@ -223,8 +223,21 @@ pub fn pci() -> Json {
                 .with("driver", driver)
                 .with("interrupt_mode", interrupt_mode(&device))
                 .with("interrupt_source", "sysfs msi_irqs and irq")
-                .with("bars", bars(&device))
-                .with("memory_bytes", memory),
+                .with("display", display)
+                .with(
+                    "bars",
+                    bar_list
+                        .iter()
+                        .map(|&(index, size, prefetchable)| {
+                            Json::object()
+                                .with("index", index)
+                                .with("size_bytes", size)
+                                .with("prefetchable", prefetchable)
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .with("memory_bytes", memory)
+                .with("bar_resized", crate::pci::bar_resized(display, &sizes, memory)),
         );
     }
     Json::Array(devices)

@@ -10,6 +10,7 @@ mod cpuid;
 mod json;
 #[cfg(target_os = "linux")]
 mod linux;
+mod pci;
 mod text;
 mod timing;
 #[cfg(windows)]

@@ -498,20 +498,25 @@ pub fn pci() -> Json {
                 }
             };
             // MEM_DES and MEM_LARGE_DES: Count, Type, then the allocated base at 8 and end at 16.
-            let bars: Vec<Json> = allocated(devinst, RES_TYPE_MEM)
+            let sizes: Vec<u64> = allocated(devinst, RES_TYPE_MEM)
                 .into_iter()
                 .chain(allocated(devinst, RES_TYPE_MEM_LARGE))
-                .enumerate()
-                .filter_map(|(index, data)| {
+                .filter_map(|data| {
                     let (base, end) = (u64_at(&data, 8)?, u64_at(&data, 16)?);
-                    (end > base).then(|| {
-                        Json::object()
-                            .with("index", index)
-                            .with("size_bytes", end - base + 1)
-                            .with("prefetchable", Json::Null)
-                    })
+                    (end > base).then(|| end - base + 1)
                 })
                 .collect();
+            let bars: Vec<Json> = sizes
+                .iter()
+                .enumerate()
+                .map(|(index, &size)| {
+                    Json::object()
+                        .with("index", index)
+                        .with("size_bytes", size)
+                        .with("prefetchable", Json::Null)
+                })
+                .collect();
+            let display = key.text("Class").as_deref() == Some("Display");
             let memory = key
                 .text("Driver")
                 .and_then(|driver| {
@@ -536,8 +541,10 @@ pub fn pci() -> Json {
                     .with("interrupt_source", source)
                     .with("msi_supported", msi_supported)
                     .with("msi_message_limit", message_limit)
+                    .with("display", display)
                     .with("bars", bars)
-                    .with("memory_bytes", memory),
+                    .with("memory_bytes", memory)
+                    .with("bar_resized", crate::pci::bar_resized(display, &sizes, memory)),
             );
         }
     }

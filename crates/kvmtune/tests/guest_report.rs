@@ -120,3 +120,120 @@ fn a_report_that_is_not_one_names_where() {
     let error = GuestReport::from_json(&newer.to_string(), "newer.json").unwrap_err().to_string();
     assert!(error.contains("schema version 2"), "{error}");
 }
+
+fn kvm_guest_of_the_kvm_list() -> GuestReport {
+    let fixture: Value = serde_json::from_str(include_str!("fixtures/guest-cpuid-dumps.json")).unwrap();
+    let dump = &fixture["dumps"][0];
+    assert_eq!(dump["host"], "kvm");
+    report_with(
+        dump["leaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| json!({"leaf": hex(&l["leaf"]), "eax": hex(&l["eax"]), "ebx": hex(&l["ebx"]), "ecx": hex(&l["ecx"]), "edx": hex(&l["edx"])}))
+            .collect(),
+    )
+}
+
+fn config(hyperv: &str) -> kvmtune::config::model::VmConfig {
+    let xml = format!(
+        "<domain type='kvm'><name>t</name><memory unit='GiB'>4</memory><vcpu>4</vcpu><os><type arch='x86_64'>hvm</type></os>\
+         <features><hyperv mode='custom'>{hyperv}</hyperv></features>\
+         <cpu mode='host-passthrough'><topology sockets='1' dies='1' cores='4' threads='1'/></cpu>\
+         <clock offset='localtime'><timer name='hypervclock' present='yes'/><timer name='hpet' present='no'/></clock></domain>"
+    );
+    kvmtune::config::read("t.xml", &xml).unwrap()
+}
+
+/// The KVM guest of the kvm list against configs: what it sees is not reported, what it lacks
+/// is, with the bit that is clear.
+#[test]
+fn verify_on_the_real_kvm_dump_names_only_what_the_guest_lacks() {
+    let guest = kvm_guest_of_the_kvm_list();
+    let seen_config = config(
+        "<relaxed state='on'/><vapic state='on'/><vpindex state='on'/><synic state='on'/><stimer state='on'/><tlbflush state='on'/><ipi state='on'/>",
+    );
+    let findings = kvmtune::analysis::verify_rules::verify(&seen_config, &guest);
+    assert!(findings.iter().all(|f| f.rule != "VER001"), "{findings:#?}");
+
+    let lacking = config(
+        "<vpindex state='on'/><tlbflush state='on'><direct state='on'/><extended state='on'/></tlbflush>",
+    );
+    let findings = kvmtune::analysis::verify_rules::verify(&lacking, &guest);
+    let ver001: Vec<_> = findings.iter().filter(|f| f.rule == "VER001").collect();
+    assert_eq!(ver001.len(), 2, "{findings:#?}");
+    assert!(ver001.iter().any(|f| f.configured == "hv-tlbflush-ext on"
+        && f.seen.contains("ExtendedGvaRangesForFlushVirtualAddressListAvailable")));
+    assert!(
+        ver001
+            .iter()
+            .any(|f| f.configured == "hv-tlbflush-direct on" && f.seen.contains("DirectVirtualFlush"))
+    );
+    assert!(ver001[0].why.contains("Hyper-V leaves without this bit"), "{}", ver001[0].why);
+}
+
+/// A Windows report as the guest program writes it, with the given topology and clock.
+fn windows_report(edition: &str, logical: u32, sockets: u32, qpf: u64, read_ns: f64) -> GuestReport {
+    let text = json!({
+        "schema_version": 1,
+        "program": {"name": "kvmtune-guest", "version": "0.1.0"},
+        "os": {"family": "windows", "name": "Windows 10 Pro", "build": 19045, "edition": edition, "installation_type": "Client"},
+        "cpuid": {"vendor": "GenuineIntel", "hypervisor_bit": true, "invariant_tsc": true,
+                  "hypervisor": {"max_leaf": 0x4000_000a_u32, "signature": "Microsoft Hv", "hyperv_interface": true, "leaves": []}},
+        "topology": {"logical_processors": logical, "cores": logical, "sockets": sockets, "numa_nodes": 1},
+        "time": {"counter": "QueryPerformanceCounter", "frequency_hz": qpf, "call_cost": {"samples": 100, "median_ns": read_ns}}
+    });
+    GuestReport::from_json(&text.to_string(), "windows.json").unwrap()
+}
+
+#[test]
+fn vcpus_windows_leaves_idle_are_blamed_on_the_sockets_of_its_edition() {
+    let xml = "<domain type='kvm'><name>t</name><memory unit='GiB'>4</memory><vcpu>8</vcpu><os><type arch='x86_64'>hvm</type></os></domain>";
+    let eight_sockets = kvmtune::config::read("t.xml", xml).unwrap();
+    // Pro counts two of the eight single-core sockets.
+    let findings = kvmtune::analysis::verify_rules::verify(
+        &eight_sockets,
+        &windows_report("Professional", 2, 2, 10_000_000, 40.0),
+    );
+    let ver004 = findings.iter().find(|f| f.rule == "VER004").expect("VER004");
+    assert!(ver004.why.contains("8 sockets") && ver004.why.contains("at most 2"), "{}", ver004.why);
+    assert!(ver004.fix.contains("cores of one socket"), "{}", ver004.fix);
+    // Home counts one.
+    let home = kvmtune::analysis::verify_rules::verify(
+        &eight_sockets,
+        &windows_report("Core", 1, 1, 10_000_000, 40.0),
+    );
+    assert!(home.iter().any(|f| f.rule == "VER004" && f.why.contains("at most 1")));
+    // Every vCPU counted: nothing.
+    let all = kvmtune::analysis::verify_rules::verify(
+        &eight_sockets,
+        &windows_report("ServerStandard", 8, 8, 10_000_000, 40.0),
+    );
+    assert!(all.iter().all(|f| f.rule != "VER004" && f.rule != "VER006"), "{all:#?}");
+}
+
+#[test]
+fn an_hpet_clock_is_named_with_the_causes_the_config_has() {
+    let no_hv_time = kvmtune::config::read(
+        "t.xml",
+        "<domain type='kvm'><name>t</name><memory unit='GiB'>4</memory><vcpu>2</vcpu><os><type arch='x86_64'>hvm</type></os></domain>",
+    )
+    .unwrap();
+    let findings = kvmtune::analysis::verify_rules::verify(
+        &no_hv_time,
+        &windows_report("Professional", 2, 2, 14_318_180, 3100.0),
+    );
+    let ver008 = findings.iter().find(|f| f.rule == "VER008").expect("VER008");
+    assert!(
+        ver008.seen.contains("14318180 Hz: the HPET") && ver008.seen.contains("3.1 us"),
+        "{}",
+        ver008.seen
+    );
+    assert!(ver008.why.contains("hv-time is off") && ver008.why.contains("the HPET is on"), "{}", ver008.why);
+    // The reference TSC page at 10 MHz, a read in tens of nanoseconds: nothing.
+    let fast = kvmtune::analysis::verify_rules::verify(
+        &no_hv_time,
+        &windows_report("Professional", 2, 2, 10_000_000, 35.0),
+    );
+    assert!(fast.iter().all(|f| f.rule != "VER008"), "{fast:#?}");
+}
