@@ -221,29 +221,19 @@ impl Reader<'_, '_> {
                 Some(Word { text: value.value().to_string(), span: value.range().into() })
             })
             .collect();
-        // As QEMU's parser reads them: an option with an argument takes the next word, whatever
-        // it looks like; a word that is no option is a positional argument (a disk image).
-        let mut index = 0;
-        while index < words.len() {
-            let word = &words[index];
-            let Some(option) = word.text.strip_prefix("--").or_else(|| word.text.strip_prefix('-')) else {
-                config.passthrough_args.push(PassthroughArg {
-                    option: String::new(),
-                    value: Some(word.text.clone()),
-                    span: word.span,
-                    dropped: Vec::new(),
-                });
-                index += 1;
-                continue;
+        for argument in crate::config::qemu::arguments(&words) {
+            let (option, value) = match argument.option {
+                Some(option) => (option.to_string(), argument.value),
+                None => (String::new(), Some(argument.word)),
             };
-            let value = words.get(index + 1).filter(|_| crate::knowledge::qemu_options::takes_value(option));
             config.passthrough_args.push(PassthroughArg {
-                option: option.to_string(),
+                option,
                 value: value.map(|v| v.text.clone()),
-                span: value.map_or(word.span, |v| Span::new(word.span.start, v.span.end)),
+                span: argument
+                    .value
+                    .map_or(argument.word.span, |v| Span::new(argument.word.span.start, v.span.end)),
                 dropped: Vec::new(),
             });
-            index += if value.is_some() { 2 } else { 1 };
         }
         // What QEMU would make of them. A value kvmtune cannot read is QEMU's to refuse; the
         // arguments are still listed above.

@@ -480,6 +480,11 @@ pub enum WindowsVersion {
 }
 
 impl WindowsVersion {
+    /// A client edition (XP to 11), which uses only a few CPU sockets; the servers use many.
+    pub fn is_client(self) -> bool {
+        matches!(self, Self::Xp | Self::Vista | Self::Win7 | Self::Win8 | Self::Win10 | Self::Win11)
+    }
+
     /// Windows 11 and Server 2025 require UEFI with Secure Boot and a TPM 2.0.
     pub fn needs_tpm(self) -> bool {
         matches!(self, Self::Win11 | Self::Server2025)

@@ -59,26 +59,42 @@ pub(crate) fn read_words(source: &SourceText, words: &[Word]) -> Result<VmConfig
         let arch = if binary.text.ends_with("i386") { "i686" } else { "x86_64" };
         reader.config.arch = Some(Located::new(arch.to_string(), binary.span));
     }
-    let mut index = if words[start].text.starts_with('-') { start } else { start + 1 };
-    while index < words.len() {
-        let word = &words[index];
-        if SHELL_OPERATORS.contains(&word.text.as_str()) {
-            break;
+    let first = if words[start].text.starts_with('-') { start } else { start + 1 };
+    for argument in arguments(&words[first..]) {
+        match (argument.option, argument.value) {
+            (None, _) if SHELL_OPERATORS.contains(&argument.word.text.as_str()) => break,
+            (None, _) => {}
+            (Some(name), _) if !qemu_options::takes_value(name) => reader.flag(name, argument.word),
+            (Some(name), Some(value)) => reader.option(name, value)?,
+            // An option that takes a value, at the end: nothing more to read.
+            (Some(_), None) => break,
         }
-        let Some(name) = word.text.strip_prefix("--").or_else(|| word.text.strip_prefix('-')) else {
-            index += 1;
-            continue;
-        };
-        if !qemu_options::takes_value(name) {
-            reader.flag(name, word);
-            index += 1;
-            continue;
-        }
-        let Some(value) = words.get(index + 1) else { break };
-        reader.option(name, value)?;
-        index += 2;
     }
     Ok(reader.finish())
+}
+
+/// One argument as QEMU's parser reads a command line: an option (`-name` or `--name`) with
+/// the next word as its value when it takes one (whatever that word looks like), or a word
+/// that is no option (a positional argument, a disk image).
+pub(crate) struct Argument<'w> {
+    pub option: Option<&'w str>,
+    pub word: &'w Word,
+    pub value: Option<&'w Word>,
+}
+
+/// `words` as QEMU's parser pairs them; shared by the command-line reader and libvirt's
+/// `<qemu:commandline>`.
+pub(crate) fn arguments(words: &[Word]) -> Vec<Argument<'_>> {
+    let mut out = Vec::new();
+    let mut index = 0;
+    while index < words.len() {
+        let word = &words[index];
+        let option = word.text.strip_prefix("--").or_else(|| word.text.strip_prefix('-'));
+        let value = option.filter(|name| qemu_options::takes_value(name)).and_then(|_| words.get(index + 1));
+        out.push(Argument { option, word, value });
+        index += if value.is_some() { 2 } else { 1 };
+    }
+    out
 }
 
 pub fn is_qemu_binary(word: &str) -> bool {

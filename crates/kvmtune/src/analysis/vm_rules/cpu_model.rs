@@ -8,20 +8,6 @@ use crate::host::cpu::CpuVendor;
 /// The most CPU sockets a Windows client edition uses (Pro's; Home uses one).
 const WINDOWS_CLIENT_SOCKETS: u32 = crate::knowledge::windows::CLIENT_SOCKETS;
 
-fn is_windows_client(version: Option<WindowsVersion>) -> bool {
-    matches!(
-        version,
-        None | Some(
-            WindowsVersion::Xp
-                | WindowsVersion::Vista
-                | WindowsVersion::Win7
-                | WindowsVersion::Win8
-                | WindowsVersion::Win10
-                | WindowsVersion::Win11
-        )
-    )
-}
-
 pub(super) const CPU001: VmRule = VmRule {
     check: sockets_windows_ignores,
     needs_host: false,
@@ -42,7 +28,7 @@ pub(super) const CPU001: VmRule = VmRule {
 
 fn sockets_windows_ignores(ctx: &RuleContext) -> Vec<Finding> {
     let Some(vcpus) = &ctx.config.vcpus else { return Vec::new() };
-    if !ctx.is_windows() || !is_windows_client(ctx.windows) || vcpus.value < 2 {
+    if !ctx.is_windows() || !ctx.windows.is_none_or(WindowsVersion::is_client) || vcpus.value < 2 {
         return Vec::new();
     }
     let topology = ctx.config.cpu.topology.as_ref();

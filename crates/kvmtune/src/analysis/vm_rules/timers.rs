@@ -168,25 +168,22 @@ fn utc_clock_offset(ctx: &RuleContext) -> Vec<Finding> {
         Some(offset) if offset.value == recommended::CLOCK_OFFSET || offset.value == "timezone" => Vec::new(),
         offset => {
             let found = offset.as_ref().map_or("utc (the default)", |o| o.value.as_str());
-            let finding = Finding::new(
-                offset.as_ref().map(|o| o.span).or(ctx.clock_anchor()),
-                format!("clock offset is {found}; Windows keeps the RTC in local time"),
-            )
-            .with_fix(Fix::unsafe_(ConfigEdit::SetClockOffset { offset: recommended::CLOCK_OFFSET.into() }));
             // A Windows installed on a whole disk or partition is often booted on the bare
             // machine too; there, UTC in the RTC is deliberate (with RealTimeIsUniversal set in
             // Windows) so that both systems agree on one clock.
-            match ctx.config.devices.disks.iter().find(|d| d.is_physical_disk()) {
-                Some(disk) => vec![
-                    Finding::new(finding.span, format!(
-                        "clock offset is {found} and the guest boots from the host's physical disk {}: if this Windows is dual-booted with RealTimeIsUniversal set, UTC is right; otherwise Windows keeps the RTC in local time",
-                        disk.source_dev.as_deref().unwrap_or("?")
-                    ))
-                    .with_fix(Fix::unsafe_(ConfigEdit::SetClockOffset { offset: recommended::CLOCK_OFFSET.into() }))
-                    .with_severity(Severity::Info),
-                ],
-                None => vec![finding],
-            }
+            let physical = ctx.config.devices.disks.iter().find(|d| d.is_physical_disk());
+            let message = match physical {
+                Some(disk) => format!(
+                    "clock offset is {found} and the guest boots from the host's physical disk {}: if this Windows is dual-booted with RealTimeIsUniversal set, UTC is right; otherwise Windows keeps the RTC in local time",
+                    disk.source_dev.as_deref().unwrap_or("?")
+                ),
+                None => format!("clock offset is {found}; Windows keeps the RTC in local time"),
+            };
+            let finding = Finding::new(offset.as_ref().map(|o| o.span).or(ctx.clock_anchor()), message)
+                .with_fix(Fix::unsafe_(ConfigEdit::SetClockOffset {
+                    offset: recommended::CLOCK_OFFSET.into(),
+                }));
+            vec![if physical.is_some() { finding.with_severity(Severity::Info) } else { finding }]
         }
     }
 }
