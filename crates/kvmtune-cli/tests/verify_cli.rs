@@ -571,3 +571,29 @@ true"#,
     assert!(console.contains("lab-exit-status: 0"), "{console}");
     assert!(read("final-state").contains("shut off"), "{}", read("final-state"));
 }
+
+/// The guest writes the report: what it names reaches the terminal with control characters
+/// escaped.
+#[test]
+fn what_a_guest_writes_reaches_the_terminal_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = saved_report(dir.path());
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    value["os"]["name"] = serde_json::json!("evil\u{1b}]0;owned\u{7}\u{1b}[2J");
+    std::fs::write(&report, value.to_string()).unwrap();
+    let output = kvmtune(
+        &[
+            "verify",
+            "--report",
+            report.to_str().unwrap(),
+            "--config",
+            domain_file(dir.path()).to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{7}'), "{stdout:?}");
+    assert!(stdout.contains("evil\\x1b]0;owned\\x07\\x1b[2J"), "{stdout}");
+}

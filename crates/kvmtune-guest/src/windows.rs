@@ -1,5 +1,10 @@
 //! What a Windows guest made of its virtual hardware, through the Win32 API and the registry.
 //! Every raw call sits behind a small typed wrapper here; nothing is written anywhere.
+//!
+//! Tested only under Wine (crates/kvmtune-cli/tests/guest_program.rs), which has no PCI
+//! devices and a registry of its own: the topology, clock and OS readers run there; the PCI
+//! readers (interrupts, BARs through cfgmgr32, MSI registry values), the page file and the
+//! edition have not yet run on a real Windows.
 
 use std::ffi::OsStr;
 use std::os::windows::ffi::OsStrExt;

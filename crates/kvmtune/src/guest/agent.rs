@@ -241,8 +241,6 @@ pub fn find_build(os: GuestOs, dirs: &[PathBuf]) -> Result<PathBuf, AgentError> 
 pub struct Ran {
     pub os: GuestOs,
     pub stdout: String,
-    /// Where the program was put in the guest (removed again).
-    pub guest_path: String,
 }
 
 impl Agent {
@@ -297,7 +295,7 @@ impl Agent {
         let removed = self.remove(os, &guest_path);
         let stdout = ran?;
         removed?;
-        Ok(Ran { os, stdout, guest_path })
+        Ok(Ran { os, stdout })
     }
 
     /// Writes `bytes` to a new file in the guest's first writable temporary directory.

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::knowledge::hyperv::{ENLIGHTENMENTS, Hv};
-use crate::knowledge::hyperv_cpuid::{HV_CPUID_BITS, Register};
+use crate::knowledge::hyperv_cpuid::Register;
 
 /// The schema version this kvmtune reads (the guest program's `SCHEMA_VERSION`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -213,9 +213,10 @@ impl GuestReport {
 
     /// The TLFS names of the bits `hv` needs that the guest does not see.
     pub fn missing_bits(&self, hv: Hv) -> Vec<&'static str> {
-        HV_CPUID_BITS
+        ENLIGHTENMENTS
             .iter()
-            .filter(|b| b.qemu.contains(&hv.qemu()))
+            .filter(|e| e.hv == hv)
+            .flat_map(|e| e.bits())
             .filter(|b| self.hyperv_bit(b.leaf, b.register, b.bit) == Some(false))
             .map(|b| b.name)
             .collect()

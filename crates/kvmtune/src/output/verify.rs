@@ -7,6 +7,7 @@ use crate::analysis::verify_rules::VerifyFinding;
 use crate::config::model::VmConfig;
 use crate::guest::GuestReport;
 use crate::knowledge::hyperv::{ENLIGHTENMENTS, Hv};
+use crate::values::escape::terminal;
 use crate::values::text::plural;
 
 /// One paragraph: the OS, the processors, the hypervisor leaves and the clock as the guest sees them.
@@ -65,7 +66,9 @@ pub fn render_text(
     findings: &[VerifyFinding],
 ) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "guest ({origin}): {}", guest_summary(guest));
+    // The guest writes the names and signatures shown here: control characters are escaped
+    // before they reach the terminal.
+    let _ = writeln!(out, "guest ({}): {}", terminal(origin), terminal(&guest_summary(guest)));
     let (Some(config), Some(config_name)) = (config, config_name) else {
         let _ = writeln!(
             out,
@@ -73,7 +76,7 @@ pub fn render_text(
         );
         return out;
     };
-    let _ = writeln!(out, "configuration: {config_name}");
+    let _ = writeln!(out, "configuration: {}", terminal(config_name));
     for finding in findings {
         let _ = writeln!(
             out,
@@ -83,9 +86,9 @@ pub fn render_text(
             finding.name,
             finding.title
         );
-        let _ = writeln!(out, "  configured: {}", finding.configured);
-        let _ = writeln!(out, "  seen:       {}", finding.seen);
-        let _ = writeln!(out, "  why:        {}", finding.why);
+        let _ = writeln!(out, "  configured: {}", terminal(&finding.configured));
+        let _ = writeln!(out, "  seen:       {}", terminal(&finding.seen));
+        let _ = writeln!(out, "  why:        {}", terminal(&finding.why));
         let _ = writeln!(out, "  fix:        {}", finding.fix);
         let _ = writeln!(out, "  (kvmtune explain {})", finding.rule);
     }
