@@ -3,6 +3,7 @@
 //! before any command runs.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -169,6 +170,26 @@ pub(crate) fn parse_memory(text: &str) -> Result<u64, String> {
         mib if mib >= 256 => Ok(mib),
         _ => Err(format!("`{text}`: a Windows VM needs at least 256 MiB")),
     }
+}
+
+/// A duration as users write it: `30`, `30s`, `500ms`, `2m`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else if let Some(m) = text.strip_suffix('m') {
+        (m, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 =
+        number.trim().parse().map_err(|_| format!("`{text}` is not a duration (30, 30s, 500ms, 2m)"))?;
+    if !value.is_finite() || value <= 0.0 || value * scale > 86_400.0 {
+        return Err(format!("`{text}` is not a duration between 1 ms and a day"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
 }
 
 #[cfg(test)]

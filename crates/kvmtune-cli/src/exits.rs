@@ -18,7 +18,7 @@ use kvmtune::host::HostFacts;
 use kvmtune::output::exits_text;
 use kvmtune::values::SourceText;
 
-use crate::args::{Format, HostArgs, WorkloadArg};
+use crate::args::{Format, HostArgs, WorkloadArg, parse_duration};
 use crate::{Outcome, print_out};
 
 #[derive(Subcommand)]
@@ -98,25 +98,6 @@ pub(crate) enum ExitsCommand {
 fn read_profiles(path: &Path) -> anyhow::Result<Vec<kvmtune::exits::ExitProfile>> {
     let text = kvmtune::config::inputs::read_input(path).map_err(anyhow::Error::msg)?;
     Ok(kvmtune::exits::parse(&path.display().to_string(), &text)?)
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 0.001)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else if let Some(m) = text.strip_suffix('m') {
-        (m, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 =
-        number.trim().parse().map_err(|_| format!("`{text}` is not a duration (30, 30s, 500ms, 2m)"))?;
-    if !value.is_finite() || value <= 0.0 || value * scale > 86_400.0 {
-        return Err(format!("`{text}` is not a duration between 1 ms and a day"));
-    }
-    Ok(Duration::from_secs_f64(value * scale))
 }
 
 /// What `exits analyze` reads besides the profiles: the VM's config (`--config`, checked with

@@ -14,6 +14,7 @@ use kvmtune::analysis::host_rules;
 mod args;
 mod check;
 mod exits;
+mod experiment;
 mod hook;
 mod host;
 mod live;
@@ -75,6 +76,9 @@ enum Command {
     /// program through the QEMU guest agent (or read its saved report) and hold what the guest
     /// sees against the configuration. Exit code 1 when they differ.
     Verify(verify::VerifyArgs),
+    /// Measure which configuration of a VM is faster: run each variant in rounds, in a random
+    /// order, record its exits, and name a winner only where the difference is measurable.
+    Experiment(experiment::ExperimentArgs),
     /// Serve every VM's KVM counters, findings and the host's tuning facts to Prometheus
     /// (http://ADDRESS/metrics). Reads only, at each scrape.
     Exporter(live::ExporterArgs),
@@ -126,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Top(args) => live::top(args),
         Command::Exporter(args) => live::exporter(args),
         Command::Verify(args) => verify::run(args),
+        Command::Experiment(args) => experiment::run(args),
     }
 }
 

@@ -25,6 +25,7 @@
 pub mod analysis;
 pub mod config;
 pub mod exits;
+pub mod experiment;
 pub mod guest;
 pub mod host;
 pub mod hostchange;

@@ -317,3 +317,29 @@ pub fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) takes nothing, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
 }
+
+/// Has the program `command` starts killed with SIGKILL when the thread that spawns it ends
+/// (`prctl(PR_SET_PDEATHSIG)`), so that a VM an experiment started cannot outlive a kvmtune
+/// ended by `kill -9`. The setting survives the `exec` of a variant script and its own `exec`
+/// of QEMU; it is cleared only by a set-user-id exec.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // Read before the fork: the parent may already be gone when the child checks (below).
+    // SAFETY: getpid(2) takes nothing and touches no memory of ours.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: prctl(2), getppid(2) and kill(2) are system calls that allocate nothing
+    // and take no lock.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent ended before the prctl took effect: no signal will come.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+}

@@ -34,6 +34,7 @@ const LAYERS: &[&str] = &[
     "hostchange",
     "analysis",
     "live",
+    "experiment",
     "output",
 ];
 

@@ -12,6 +12,7 @@ pub mod exit_diagnosis;
 pub mod exit_patterns;
 pub mod exit_rules;
 pub mod exit_side_tables;
+pub mod experiment;
 pub mod fix;
 pub mod host_rules;
 pub mod hyperv_support;
