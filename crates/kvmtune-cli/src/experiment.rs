@@ -50,6 +50,10 @@ pub(crate) struct ExperimentArgs {
     /// workload output in DIR; by default they go to a temporary directory that is removed.
     #[arg(long, value_name = "DIR")]
     output: Option<PathBuf>,
+    /// Also write the result as one self-contained HTML page (each variant's rounds and
+    /// interval per measure, drawn; the per-kind breakdown; the diagnoses).
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
     /// The guest the exits are of, for each variant's diagnosis.
     #[arg(long, value_enum, default_value_t = Guest::Unknown)]
     guest: Guest,
@@ -112,6 +116,10 @@ pub(crate) fn run(args: ExperimentArgs) -> anyhow::Result<Outcome> {
         for round in result.variants.iter_mut().flat_map(|v| v.rounds.iter_mut()) {
             round.recording = None;
         }
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, kvmtune::output::experiment_html::render_report(&result))
+            .with_context(|| format!("writing the report {}", path.display()))?;
     }
     match args.format {
         Format::Text => print_out(&kvmtune::output::experiment_text::render(&result))?,

@@ -95,6 +95,7 @@ fn the_halting_guest_wins_on_exits_with_intervals_apart() {
     let port_io_script = variant_script(dir.path(), &port_io, GuestKind::PortIo);
     let halt_script = variant_script(dir.path(), &halt, GuestKind::Halt);
     let kept = dir.path().join("kept");
+    let report = dir.path().join("report.html");
     // With tracefs mounted (in a private mount namespace), as `exits record` is tested: this
     // nested host's KVM counts port I/O in `exits` but not in `io_exits`; `kvm_pio` sees it.
     let output = with_tracefs(&[
@@ -114,6 +115,8 @@ fn the_halting_guest_wins_on_exits_with_intervals_apart() {
         "7",
         "--output",
         kept.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
         "--format",
         "json",
         "--quiet",
@@ -156,6 +159,59 @@ fn the_halting_guest_wins_on_exits_with_intervals_apart() {
     // The halting guest's few are the BIOS timer handler's (the PIC's end of interrupt).
     assert!(io["estimates"][1]["median"].as_f64().unwrap() < 1000.0, "{io:#}");
     assert!(processes_with(&port_io).is_empty() && processes_with(&halt).is_empty(), "a VM was left running");
+    report_renders_in_chromium(&report, dir.path());
+}
+
+/// The experiment's HTML report, as a real browser makes it: self-contained, each variant's
+/// three rounds drawn per measure, the all-exits verdict naming the halting guest, and a
+/// screenshot that is not blank. Without the `tools` tier only the page itself is checked.
+fn report_renders_in_chromium(report: &Path, dir: &Path) {
+    let html = std::fs::read_to_string(report).expect("report written");
+    // The only URL is the SVG namespace, which is a name, not a fetch.
+    assert_eq!(html.matches("http").count(), html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count());
+    assert!(!html.contains("<script") && !html.contains("<link"), "self-contained, nothing fetched");
+    if !cfg!(feature = "tools") {
+        return;
+    }
+    let chromium = |profile: &str, args: &[String]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+            ])
+            .args(["--disable-component-update", "--disable-sync"])
+            .arg(format!("--user-data-dir={}", dir.join(profile).display()))
+            .args(args)
+            .output()
+            .expect("chromium (scripts/test.sh installs it)")
+    };
+    let url = format!("file://{}", report.display());
+    let dom = chromium("profile-dom", &["--dump-dom".to_string(), url.clone()]);
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let all_exits = dom
+        .split("<section>")
+        .find(|s| s.contains("<h2>all exits/s</h2>"))
+        .unwrap_or_else(|| panic!("{dom}"));
+    assert_eq!(all_exits.matches("class=\"round\"").count(), 6, "two variants, three rounds: {all_exits}");
+    assert_eq!(all_exits.matches("class=\"interval\"").count(), 2);
+    assert!(all_exits.contains("class=\"verdict winner\">halt is better"), "{all_exits}");
+    assert!(all_exits.contains("logarithmic"), "20 against 100 000 exits/s needs a log axis: {all_exits}");
+    assert!(dom.contains("<table class=\"breakdown\">"));
+    let png = dir.join("report.png");
+    let shot = chromium(
+        "profile-shot",
+        &["--window-size=1000,1200".to_string(), format!("--screenshot={}", png.display()), url],
+    );
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    let bytes = std::fs::read(&png).expect("screenshot written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1000);
+    // A blank page compresses to a few kilobytes; text, charts and the table do not.
+    assert!(bytes.len() > 30_000, "screenshot is {} bytes: blank?", bytes.len());
 }
 
 #[test]

@@ -139,6 +139,34 @@ fn table(comparison: &Comparison) -> String {
     out
 }
 
+/// The start of a report page up to its `<body>`: one look for every report kvmtune writes,
+/// with `extra_style` (the page's own verdict colours) after the shared rules.
+pub fn page_head(title: &str, extra_style: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="generator" content="kvmtune {version}">
+<title>{title}</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; color: #1d1d1f; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }}
+h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1.15rem; margin-top: 2rem; }} h3 {{ font-size: 1rem; }}
+.verdict {{ font-weight: 600; padding: .4rem .7rem; border-radius: 4px; background: #eee; }}
+.chart text {{ font: 12px system-ui, sans-serif; fill: #1d1d1f; }} .chart .axis {{ fill: #555; }}
+table {{ border-collapse: collapse; margin-top: 1rem; }} td, th {{ padding: .2rem .7rem; border-bottom: 1px solid #ddd; }}
+td:not(:first-child), th:not(:first-child) {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.legend span {{ display: inline-block; width: .9em; height: .9em; margin: 0 .3em 0 1em; vertical-align: -.1em; }}
+{extra_style}
+</style>
+</head>
+<body>
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+        title = escape::xml(title),
+    )
+}
+
 /// The whole page: one section per compared pair of profiles.
 pub fn render_report(before_label: &str, after_label: &str, comparisons: &[Comparison]) -> String {
     let mut body = String::new();
@@ -168,31 +196,16 @@ pub fn render_report(before_label: &str, after_label: &str, comparisons: &[Compa
     }
     let total_before = saturating_sum(comparisons.iter().map(|c| c.before_exits));
     format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="generator" content="kvmtune {version}">
-<title>kvmtune: {before} vs {after}</title>
-<style>
-body {{ font: 15px/1.45 system-ui, sans-serif; color: #1d1d1f; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }}
-h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1.15rem; margin-top: 2rem; }} h3 {{ font-size: 1rem; }}
-.verdict {{ font-weight: 600; padding: .4rem .7rem; border-radius: 4px; background: #eee; }}
-.verdict.better {{ background: #dcefe2; }} .verdict.worse {{ background: #f6dcdb; }}
-.chart text {{ font: 12px system-ui, sans-serif; fill: #1d1d1f; }} .chart .axis {{ fill: #555; }}
-table {{ border-collapse: collapse; margin-top: 1rem; }} td, th {{ padding: .2rem .7rem; border-bottom: 1px solid #ddd; }}
-td:not(:first-child), th:not(:first-child) {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.legend span {{ display: inline-block; width: .9em; height: .9em; margin: 0 .3em 0 1em; vertical-align: -.1em; }}
-</style>
-</head>
-<body>
-<h1>VM exits: before and after</h1>
+        r#"{head}<h1>VM exits: before and after</h1>
 <p>Before: <code>{before}</code> ({total_before} exits in all compared profiles). After: <code>{after}</code>.</p>
 <p class="legend"><span style="background:{BEFORE_COLOUR}"></span>before<span style="background:{AFTER_COLOUR}"></span>after</p>
 {body}</body>
 </html>
 "#,
-        version = env!("CARGO_PKG_VERSION"),
+        head = page_head(
+            &format!("kvmtune: {before_label} vs {after_label}"),
+            ".verdict.better { background: #dcefe2; } .verdict.worse { background: #f6dcdb; }"
+        ),
         before = escape::xml(before_label),
         after = escape::xml(after_label),
     )

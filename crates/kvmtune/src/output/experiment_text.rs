@@ -3,12 +3,28 @@
 
 use std::fmt::Write;
 
-use crate::analysis::experiment::{Estimate, Measure, Verdict};
+use crate::analysis::experiment::{Estimate, Measure, MeasureSummary, Verdict};
 use crate::experiment::ExperimentResult;
 use crate::values::escape::terminal;
 
 /// Exit kinds shown besides all exits: the busiest, where any variant had some.
 const KINDS_SHOWN: usize = 8;
+
+/// The measures worth showing: those any variant had, with the busiest [`KINDS_SHOWN`] exit
+/// kinds; what the HTML report shows too.
+pub fn shown_measures(result: &ExperimentResult) -> Vec<&MeasureSummary> {
+    let mut kinds = 0;
+    result
+        .summaries
+        .iter()
+        .filter(|s| s.estimates.iter().flatten().any(|e| e.median > 0.0))
+        .filter(|s| {
+            let kind = matches!(&s.measure, Measure::ExitsPerSecond(name) if name != "exits");
+            kinds += usize::from(kind);
+            !kind || kinds <= KINDS_SHOWN
+        })
+        .collect()
+}
 
 pub fn render(result: &ExperimentResult) -> String {
     let mut out = String::new();
@@ -25,16 +41,7 @@ pub fn render(result: &ExperimentResult) -> String {
         trim(result.duration_s),
     );
     let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(7);
-    let mut kinds = 0;
-    let shown =
-        result.summaries.iter().filter(|s| s.estimates.iter().flatten().any(|e| e.median > 0.0)).filter(
-            |s| {
-                let kind = matches!(&s.measure, Measure::ExitsPerSecond(name) if name != "exits");
-                kinds += usize::from(kind);
-                !kind || kinds <= KINDS_SHOWN
-            },
-        );
-    for summary in shown {
+    for summary in shown_measures(result) {
         let direction = match summary.verdict {
             Verdict::NotRanked => "",
             _ if summary.lower_is_better => " (lower is better)",
@@ -77,7 +84,8 @@ pub fn render(result: &ExperimentResult) -> String {
     out
 }
 
-fn verdict(verdict: &Verdict) -> String {
+/// The verdict in a sentence.
+pub fn verdict(verdict: &Verdict) -> String {
     match verdict {
         Verdict::Winner { variant, by_percent } => format!(
             "{} is better, by {by_percent:.1}% over the next, with intervals apart",
@@ -107,7 +115,7 @@ fn interval(estimate: &Estimate) -> String {
 }
 
 /// Four significant digits at most, no exponent; a whole number as it is.
-fn number(value: f64) -> String {
+pub fn number(value: f64) -> String {
     if value.fract() == 0.0 {
         return format!("{value:.0}");
     }
@@ -116,7 +124,7 @@ fn number(value: f64) -> String {
     format!("{value:.decimals$}")
 }
 
-fn trim(seconds: f64) -> String {
+pub fn trim(seconds: f64) -> String {
     let text = format!("{seconds:.3}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }

@@ -7,6 +7,7 @@ pub mod emit;
 pub mod existing_vm;
 pub mod exits_html;
 pub mod exits_text;
+pub mod experiment_html;
 pub mod experiment_text;
 pub mod host_changes;
 pub mod kubevirt;
