@@ -69,6 +69,10 @@ pub fn run_scenarios(
     let output = run_booted(cgroup, boot, bin_dir, &script, Some(timeout_seconds));
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    // Scenarios that mark their steps (`lab-step ...`) leave their timing in the test's output.
+    for step in text.lines().filter(|l| l.starts_with("lab-step ")) {
+        println!("{step}");
+    }
     for scenario in scenarios {
         let name = scenario.split_whitespace().next().unwrap_or(scenario);
         let line = text.lines().find(|l| l.starts_with(&format!("PASS {name}")));

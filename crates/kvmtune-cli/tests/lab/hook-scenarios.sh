@@ -16,23 +16,32 @@ answers() {
     for i in $(seq 12); do timeout 30 virsh -q -c qemu:///system version > /dev/null 2>&1 && return 0; sleep 1; done
     return 1
 }
+# Where the scenarios are, with the guest's clock: a guest the lab stops at its time limit leaves
+# these lines in the test's output, so the step that hung is named.
+step() { echo "lab-step ${SECONDS}s: $*"; }
 libvirt_log() { tail -n 15 /var/log/libvirt/libvirtd.log 2>/dev/null | grep -v -e MSR -e getaddrinfo; }
 
 libvirt_up() {
     local d
+    step "libvirt state to tmpfs"
     for d in /etc/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt; do
         mkdir -p "$TMPDIR/orig$d"
-        cp -a "$d/." "$TMPDIR/orig$d/" 2>/dev/null
+        timeout 120 cp -a "$d/." "$TMPDIR/orig$d/" 2>/dev/null
         mount -t tmpfs tmpfs "$d" && cp -a "$TMPDIR/orig$d/." "$d/" || fail "tmpfs over $d"
     done
     mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages || fail "hugetlbfs"
     # The hook must be there when the daemon starts (libvirt docs/hooks.rst).
-    kvmtune hook install > $TMPDIR/install || fail "hook install"
+    step "hook install"
+    timeout 60 kvmtune hook install > $TMPDIR/install || fail "hook install"
     grep -q 'restart' $TMPDIR/install || fail "install does not say to restart libvirtd: $(cat $TMPDIR/install)"
-    /usr/sbin/virtlogd -d || fail "virtlogd"
+    # Each daemon's -d waits for the daemon it forks to report that it set up: bounded too.
+    step "virtlogd"
+    timeout 120 /usr/sbin/virtlogd -d || fail "virtlogd"
     # A domain started before virtlogd listens fails to start.
     for _ in $(seq 100); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
-    /usr/sbin/libvirtd -d || fail "libvirtd"
+    step "libvirtd"
+    timeout 120 /usr/sbin/libvirtd -d || fail "libvirtd: $(libvirt_log)"
+    step "libvirtd answers"
     answers || fail "libvirtd does not answer: $(libvirt_log)"
     echo "PASS libvirt_up (hook installed, libvirtd answering)"
 }
@@ -77,6 +86,7 @@ state() { snapshot | grep -v "/sys/fs/cgroup/machine/"; echo "drivers $(drv $GPU
 
 # Without the metadata the hook does nothing.
 plain_domain() {
+    step plain_domain
     domain plain ""
     sed -i 's/<memoryBacking>.*<\/memoryBacking>//; s/<numatune>.*<\/numatune>//' $TMPDIR/plain.xml
     V undefine plain > /dev/null && V define $TMPDIR/plain.xml > /dev/null || fail "redefine plain"
@@ -88,6 +98,7 @@ plain_domain() {
 }
 
 hook_start_stop() {
+    step hook_start_stop
     start_state
     domain hooked "$HOOKED"
     V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err) $(libvirt_log)"
@@ -106,6 +117,7 @@ hook_start_stop() {
 # A request the host cannot meet keeps the domain from starting, with kvmtune's reason in
 # libvirt's error, and leaves nothing behind.
 failing_prepare() {
+    step failing_prepare
     start_state
     domain failing "${HOOKED/$GPU/0000:00:1f.7}"
     if V start failing > /dev/null 2> $TMPDIR/err; then fail "a domain whose device does not exist started"; fi
@@ -118,6 +130,7 @@ failing_prepare() {
 # libvirtd restarts while a hooked domain runs and another has gone meanwhile: the hook's
 # changes of the gone one are undone, those of the running one stay until it stops.
 reconnect() {
+    step reconnect
     start_state
     domain stays "<kvmtune:host xmlns:kvmtune='https://kvmtune.dev/xmlns/libvirt/host/1'><kvmtune:hugepages/></kvmtune:host>"
     V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err)"
@@ -130,7 +143,8 @@ reconnect() {
     pidof libvirtd > /dev/null && fail "libvirtd survived kill -9"
     kill -9 "$(cat /run/libvirt/qemu/hooked.pid)"
     rm -f /run/libvirtd.pid
-    /usr/sbin/libvirtd -d || fail "libvirtd does not start again"
+    step "libvirtd again"
+    timeout 120 /usr/sbin/libvirtd -d || fail "libvirtd does not start again: $(libvirt_log)"
     answers || fail "libvirtd does not answer after the restart: $(libvirt_log)"
     # libvirt's own clean-up of the dead domain or the hook's reconcile, whichever comes first.
     for i in $(seq 60); do [ "$(journals)" = 1 ] && break; sleep 1; done
@@ -143,6 +157,7 @@ reconnect() {
 }
 
 hook_uninstall() {
+    step hook_uninstall
     kvmtune hook uninstall > /dev/null || fail "uninstall"
     [ ! -e /etc/libvirt/hooks/qemu.d/kvmtune ] || fail "the hook is still there"
     echo "PASS hook_uninstall"
