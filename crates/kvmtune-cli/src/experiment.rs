@@ -10,21 +10,44 @@ use anyhow::Context;
 use clap::{ArgGroup, Args};
 use kvmtune::analysis::exit_rules::Guest;
 use kvmtune::analysis::experiment::Goal;
-use kvmtune::experiment::{PrivateTempDir, Settings, Step, Variant, VariantRun};
+use kvmtune::config::edit::{ConfigEdit, parse_spelled};
+use kvmtune::experiment::libvirt::Domain;
+use kvmtune::experiment::{Settings, Step, Variant, VariantRun};
 
 use crate::args::{Format, parse_duration};
 use crate::{Outcome, print_out};
 
 #[derive(Args)]
-#[command(group(ArgGroup::new("vm").required(true).args(["qemu"])))]
+#[command(group(ArgGroup::new("vm").required(true).args(["qemu", "domain", "recover"])))]
 pub(crate) struct ExperimentArgs {
     /// Plain QEMU: each --variant is NAME=SCRIPT, an executable that execs QEMU in the
     /// foreground with "$@" appended (kvmtune puts its QMP monitor there).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["domain", "recover"])]
     qemu: bool,
-    /// A variant, NAME=SCRIPT (two or more).
-    #[arg(long = "variant", value_name = "NAME=SCRIPT", value_parser = parse_variant, required = true)]
-    variants: Vec<(String, PathBuf)>,
+    /// A libvirt domain: its current definition is the variant `baseline`, each --variant is
+    /// another (NAME=FILE, NAME=tune or NAME:EDIT,...). Its definition is journaled first and
+    /// is the original again at the end.
+    #[arg(long, value_name = "NAME")]
+    domain: Option<String>,
+    /// libvirt connection URI (with --domain).
+    #[arg(long, value_name = "URI", requires = "domain")]
+    connect: Option<String>,
+    /// Shut down a --domain that runs (asking its guest) before the first round and start it
+    /// again at the end; without it, a running domain is refused.
+    #[arg(long, requires = "domain")]
+    restart_ok: bool,
+    /// After an experiment was killed: give every domain it left (or the --domain named) its
+    /// original definition back, and stop a variant still running.
+    #[arg(long, conflicts_with_all = ["variants", "qemu"])]
+    recover: bool,
+    /// A variant (one or more with --domain, two or more with --qemu): NAME=SCRIPT for --qemu;
+    /// for --domain NAME=FILE (a whole domain XML), NAME=tune (the change `tune` would make)
+    /// or NAME:EDIT[,EDIT...] (hv-avic=on, hpet=off, hide-hypervisor, hv-stimer=off, ...).
+    #[arg(long = "variant", value_name = "SPEC", required_unless_present = "recover")]
+    variants: Vec<String>,
+    /// The journal directory.
+    #[arg(long, value_name = "DIR", default_value = kvmtune::hostchange::journal::EXPERIMENT_DIR, hide = true)]
+    journal_dir: PathBuf,
     /// How long each VM runs before it is recorded.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     warmup: Duration,
@@ -64,24 +87,103 @@ pub(crate) struct ExperimentArgs {
     quiet: bool,
 }
 
-fn parse_variant(text: &str) -> Result<(String, PathBuf), String> {
-    let (name, script) = text.split_once('=').ok_or_else(|| format!("`{text}` is not NAME=SCRIPT"))?;
+fn parse_script_variant(text: &str) -> anyhow::Result<Variant> {
+    let (name, script) =
+        text.split_once('=').ok_or_else(|| anyhow::anyhow!("`{text}` is not NAME=SCRIPT"))?;
     if script.is_empty() {
-        return Err(format!("`{text}` names no script"));
+        anyhow::bail!("`{text}` names no script");
     }
-    Ok((name.to_string(), PathBuf::from(script)))
+    Ok(Variant { name: name.to_string(), run: VariantRun::QemuScript(PathBuf::from(script)) })
+}
+
+/// A variant of a domain: NAME=FILE, NAME=tune or NAME:EDIT,...
+fn parse_domain_variant(text: &str, domain: &Domain) -> anyhow::Result<Variant> {
+    let colon = text.find(':');
+    let equals = text.find('=');
+    if let Some(colon) = colon.filter(|c| equals.is_none_or(|e| *c < e)) {
+        let name = &text[..colon];
+        let edits: Vec<ConfigEdit> = text[colon + 1..]
+            .split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(parse_spelled)
+            .collect::<Result<_, _>>()
+            .map_err(|why| anyhow::anyhow!("variant {name}: {why}"))?;
+        if edits.is_empty() {
+            anyhow::bail!("variant {name}: no edits after the colon");
+        }
+        let xml = domain.edited(&edits).map_err(|why| anyhow::anyhow!("variant {name}: {why}"))?;
+        return Ok(Variant { name: name.to_string(), run: VariantRun::DomainXml(xml) });
+    }
+    let Some(equals) = equals else {
+        anyhow::bail!("`{text}` is not NAME=FILE, NAME=tune or NAME:EDIT,...");
+    };
+    let (name, value) = (&text[..equals], &text[equals + 1..]);
+    let xml = if value == "tune" {
+        tune_variant(domain).with_context(|| format!("variant {name}: the change tune would make"))?
+    } else {
+        std::fs::read_to_string(value).with_context(|| format!("variant {name}: reading {value}"))?
+    };
+    Ok(Variant { name: name.to_string(), run: VariantRun::DomainXml(xml) })
+}
+
+/// The definition `tune` would make of the domain's: its plan for this host with tune's
+/// defaults, as edits of the current definition.
+fn tune_variant(domain: &Domain) -> anyhow::Result<String> {
+    use kvmtune::analysis::planner::{self, PlanRequest, existing};
+    let config = kvmtune::config::read(&format!("domain {}", domain.name), &domain.original)?;
+    let host = kvmtune::host::probe(&kvmtune::host::Host::live());
+    let (vm, _) = existing::request_from_config(&config, &host, None, None);
+    let request = PlanRequest {
+        windows: config.windows_version().unwrap_or(kvmtune::config::model::WindowsVersion::Win11),
+        workload: kvmtune::analysis::Workload::from(crate::args::WorkloadArg::Gaming),
+        migratable: config.cpu_migratable(),
+        nested: false,
+        housekeeping: None,
+        vms: vec![vm],
+    };
+    let plan = planner::plan(&host, &request)?;
+    // The domain's side of the plan: the host side (`<kvmtune:host>`, which an installed hook
+    // would apply at each start) and manual steps are not part of a variant.
+    let actions: Vec<ConfigEdit> = existing::actions(&config, &plan.vms[0])
+        .into_iter()
+        .filter(|a| !matches!(a, ConfigEdit::SetHostNeeds { .. } | ConfigEdit::Manual { .. }))
+        .collect();
+    domain.edited(&actions).map_err(anyhow::Error::msg)
 }
 
 pub(crate) fn run(args: ExperimentArgs) -> anyhow::Result<Outcome> {
-    let variants: Vec<Variant> = args
-        .variants
-        .iter()
-        .map(|(name, script)| Variant { name: name.clone(), run: VariantRun::QemuScript(script.clone()) })
-        .collect();
+    if args.recover {
+        return recover(&args);
+    }
+    let domain = match &args.domain {
+        Some(name) => {
+            Some(Domain::find(args.connect.as_deref(), name, args.restart_ok).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    let variants: Vec<Variant> = match &domain {
+        None => args.variants.iter().map(|v| parse_script_variant(v)).collect::<anyhow::Result<_>>()?,
+        Some(domain) => {
+            let mut variants = vec![Variant {
+                name: "baseline".into(),
+                run: VariantRun::DomainXml(domain.original.clone()),
+            }];
+            for spec in &args.variants {
+                let variant = parse_domain_variant(spec, domain)?;
+                if variant.name == "baseline" {
+                    anyhow::bail!(
+                        "variant baseline: the name is the domain's current definition's; choose another"
+                    );
+                }
+                variants.push(variant);
+            }
+            variants
+        }
+    };
     let seed = args.seed.unwrap_or_else(random_seed);
     let temporary = match &args.output {
         Some(_) => None,
-        None => Some(PrivateTempDir::create("kvmtune-experiment-out")?),
+        None => Some(kvmtune::experiment::private_temp_dir("kvmtune-experiment-out")?),
     };
     let output = match (&args.output, &temporary) {
         (Some(dir), _) => dir.clone(),
@@ -97,6 +199,7 @@ pub(crate) fn run(args: ExperimentArgs) -> anyhow::Result<Outcome> {
         workload_goal: args.workload_goal,
         guest: args.guest,
         output,
+        domain: domain.map(|d| (d, args.journal_dir.clone())),
     };
     kvmtune::experiment::check(&variants, &settings)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -124,6 +227,37 @@ pub(crate) fn run(args: ExperimentArgs) -> anyhow::Result<Outcome> {
     match args.format {
         Format::Text => print_out(&kvmtune::output::experiment_text::render(&result))?,
         Format::Json => print_out(&(serde_json::to_string_pretty(&result)? + "\n"))?,
+    }
+    Ok(Outcome::Clean)
+}
+
+/// `--recover`: every experiment journal (or the named domain's) released.
+fn recover(args: &ExperimentArgs) -> anyhow::Result<Outcome> {
+    let host = kvmtune::host::Host::live();
+    if !args.journal_dir.is_dir() {
+        print_out("no experiment to recover\n")?;
+        return Ok(Outcome::Clean);
+    }
+    let journal = kvmtune::hostchange::journal::Journal::open(&args.journal_dir, &host)?;
+    let recovered = kvmtune::experiment::libvirt::recover(&journal, args.domain.as_deref(), &host)?;
+    if recovered.is_empty() {
+        print_out("no experiment to recover\n")?;
+    }
+    for (domain, released) in recovered {
+        let line = match released {
+            kvmtune::hostchange::journal::Released::Restored(_) => {
+                format!(
+                    "domain {}: its original definition is back, no variant runs\n",
+                    kvmtune::values::escape::terminal(&domain)
+                )
+            }
+            kvmtune::hostchange::journal::Released::SetAside(path) => format!(
+                "domain {}: the journal is from another boot, set aside as {} (nothing changed)\n",
+                kvmtune::values::escape::terminal(&domain),
+                path.display()
+            ),
+        };
+        print_out(&line)?;
     }
     Ok(Outcome::Clean)
 }

@@ -220,8 +220,11 @@ pub(crate) struct JournalFamily {
     pub(crate) all: &'static [JournalKind],
 }
 
-pub(crate) const HOST_JOURNALS: JournalFamily =
-    JournalFamily { command: "host release", named: JournalKind::Host, all: &JournalKind::ALL };
+pub(crate) const HOST_JOURNALS: JournalFamily = JournalFamily {
+    command: "host release",
+    named: JournalKind::Host,
+    all: &[JournalKind::Host, JournalKind::Devices],
+};
 
 /// Undoes the named VM's journal, or every journal of `family` (newest first, so that each
 /// release restores exactly what the one before it found).

@@ -16,6 +16,13 @@ pub enum GuestKind {
     Halt,
     /// Stores to the VGA window at 0xA0000 forever: MMIO exits to QEMU's emulated VGA.
     Mmio,
+    /// Halts as [`GuestKind::Halt`] does, and powers off when the ACPI power button is pressed
+    /// (`virsh shutdown`, QMP `system_powerdown`), as an OS would: it enables the button's
+    /// event (PWRBTN_EN in PM1_EN), checks PM1_STS at each timer tick, and on it enters the
+    /// soft-off state (SLP_EN with SLP_TYP 0, which QEMU's PIIX4 PM takes as power off;
+    /// hw/acpi/core.c `acpi_pm1_cnt_write`). The PM block is where the firmware put it: PMBASE
+    /// of the PIIX4 PM function (00:01.3, config 0x40), so on the `pc` machine only.
+    PowerButton,
 }
 
 /// Real-mode code loaded by the BIOS at 0000:7C00.
@@ -40,6 +47,28 @@ fn code(kind: GuestKind) -> Vec<u8> {
             0x8E, 0xC0, //       mov es, ax
             0x26, 0xA2, 0x00, 0x00, // l: mov [es:0], al
             0xEB, 0xFA, //       jmp l
+        ],
+        GuestKind::PowerButton => &[
+            0x66, 0xB8, 0x40, 0x0B, 0x00, 0x80, // mov eax, 0x80000b40 (PCI 00:01.3, PMBASE)
+            0xBA, 0xF8, 0x0C, //                   mov dx, 0xcf8
+            0x66, 0xEF, //                         out dx, eax
+            0xB2, 0xFC, //                         mov dl, 0xfc
+            0xED, //                               in ax, dx
+            0x24, 0xC0, //                         and al, 0xc0       (the base, 64-byte aligned)
+            0x89, 0xC3, //                         mov bx, ax
+            0x8D, 0x57, 0x02, //                   lea dx, [bx+2]     (PM1_EN)
+            0xB8, 0x00, 0x01, //                   mov ax, 0x0100     (PWRBTN_EN)
+            0xEF, //                               out dx, ax
+            0xFB, //                               l: sti
+            0xF4, //                               hlt
+            0x89, 0xDA, //                         mov dx, bx         (PM1_STS)
+            0xED, //                               in ax, dx
+            0xF6, 0xC4, 0x01, //                   test ah, 1         (PWRBTN_STS)
+            0x74, 0xF6, //                         jz l
+            0x8D, 0x57, 0x04, //                   lea dx, [bx+4]     (PM1_CNT)
+            0xB8, 0x00, 0x20, //                   mov ax, 0x2000     (SLP_EN, SLP_TYP 0)
+            0xEF, //                               out dx, ax
+            0xEB, 0xFE, //                         jmp $
         ],
     });
     code

@@ -37,6 +37,9 @@ pub enum ConfigEdit {
     SetMemballoonModel { model: String },
     /// Add `<feature policy='require' name=...>` to `<cpu>`.
     RequireCpuFeature { name: String },
+    /// `<feature policy='disable' name=...>` in `<cpu>`: the guest does not see it (the
+    /// `hypervisor` bit hidden, say).
+    DisableCpuFeature { name: String },
     /// Remove a `<cpu><feature>` (for example the one that hides the hypervisor bit).
     RemoveCpuFeature { name: String },
     /// `<cpu><cache mode=...>`.
@@ -75,6 +78,7 @@ impl ConfigEdit {
             | ConfigEdit::DisableHyperv { .. }
             | ConfigEdit::SetSpinlockRetries { .. }
             | ConfigEdit::RequireCpuFeature { .. }
+            | ConfigEdit::DisableCpuFeature { .. }
             | ConfigEdit::RemoveCpuFeature { .. }
             | ConfigEdit::SetCpuCacheMode { .. }
             | ConfigEdit::SetCpuMode { .. } => true,
@@ -101,6 +105,7 @@ impl ConfigEdit {
                 format!("ask the libvirt hook (`kvmtune hook install`) to prepare {cpus} on the host")
             }
             ConfigEdit::RequireCpuFeature { name } => format!("require CPU feature {name}"),
+            ConfigEdit::DisableCpuFeature { name } => format!("hide CPU feature {name} from the guest"),
             ConfigEdit::RemoveCpuFeature { name } => format!("remove the CPU feature policy for {name}"),
             ConfigEdit::SetCpuCacheMode { mode } => format!("set the CPU cache mode to {mode}"),
             ConfigEdit::SetCpuTopology { sockets, dies, cores, threads } => {
@@ -147,5 +152,127 @@ impl ConfigEdit {
             ),
             ConfigEdit::Manual { steps } => steps.clone(),
         }
+    }
+}
+
+/// The timers an edit may turn on or off by name, as libvirt's `<clock><timer name=...>` knows
+/// them (formatdomain.html, "Time keeping").
+const TIMERS: &[&str] = &["hpet", "pit", "rtc", "hypervclock", "kvmclock", "tsc"];
+
+/// One edit as a user spells it on a command line (`kvmtune experiment --variant
+/// NAME:EDIT,...`), in QEMU's and libvirt's own words:
+///
+/// | spelling | edit |
+/// |---|---|
+/// | `hv-NAME=on` | the enlightenment with everything it needs (`hv-stimer=on` brings hv-synic, hv-vpindex and hv-time) |
+/// | `hv-NAME=off` | that enlightenment alone off |
+/// | `hv-spinlocks=N` | the retry count (decimal or `0x`) |
+/// | `hpet=off`, `hypervclock=on`, ... | the `<clock><timer>` of that name present or not |
+/// | `hide-hypervisor`, `show-hypervisor` | the CPUID hypervisor bit disabled, or its policy removed |
+/// | `clock=localtime`, `clock=utc` | `<clock offset>` |
+/// | `memballoon=none` | `<memballoon model>` |
+/// | `iothreads=N` | `<iothreads>` |
+pub fn parse_spelled(text: &str) -> Result<ConfigEdit, String> {
+    use crate::knowledge::hyperv::{Hv, closed_under_dependencies};
+    let text = text.trim();
+    let on_off = |value: &str| match value {
+        "on" | "yes" => Ok(true),
+        "off" | "no" => Ok(false),
+        _ => Err(format!("`{text}`: `{value}` is not on or off")),
+    };
+    let number = |value: &str| {
+        let parsed = match value.strip_prefix("0x") {
+            Some(hex) => u32::from_str_radix(hex, 16),
+            None => value.parse(),
+        };
+        parsed.map_err(|_| format!("`{text}`: `{value}` is not a number"))
+    };
+    match text {
+        "hide-hypervisor" => return Ok(ConfigEdit::DisableCpuFeature { name: "hypervisor".into() }),
+        "show-hypervisor" => return Ok(ConfigEdit::RemoveCpuFeature { name: "hypervisor".into() }),
+        _ => {}
+    }
+    let Some((key, value)) = text.split_once('=') else {
+        return Err(format!(
+            "`{text}` is not an edit: NAME=VALUE (hv-stimer=on, hpet=off, ...), hide-hypervisor or show-hypervisor"
+        ));
+    };
+    if key == "hv-spinlocks" {
+        return Ok(ConfigEdit::SetSpinlockRetries { retries: number(value)? });
+    }
+    if let Some(feature) = Hv::from_qemu(key) {
+        return Ok(match on_off(value)? {
+            true => ConfigEdit::EnableHyperv { features: closed_under_dependencies(&[feature]) },
+            false => ConfigEdit::DisableHyperv { feature },
+        });
+    }
+    if TIMERS.contains(&key) {
+        let present = if on_off(value)? { "yes" } else { "no" };
+        return Ok(ConfigEdit::SetTimer {
+            name: key.into(),
+            attributes: vec![("present".into(), present.into())],
+        });
+    }
+    match (key, value) {
+        ("clock", "localtime" | "utc") => Ok(ConfigEdit::SetClockOffset { offset: value.into() }),
+        ("memballoon", "none" | "virtio" | "virtio-transitional" | "virtio-non-transitional") => {
+            Ok(ConfigEdit::SetMemballoonModel { model: value.into() })
+        }
+        ("iothreads", _) => Ok(ConfigEdit::SetIothreads { count: number(value)? }),
+        _ if key.starts_with("hv-") => Err(format!("`{text}`: {key} is not an enlightenment kvmtune knows")),
+        _ => Err(format!(
+            "`{text}`: unknown edit `{key}` (hv-*, hv-spinlocks, {}, clock, memballoon, iothreads, hide-hypervisor, show-hypervisor)",
+            TIMERS.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge::hyperv::Hv;
+
+    #[test]
+    fn spelled_edits_read_as_users_write_them() {
+        assert_eq!(
+            parse_spelled("hv-stimer=on"),
+            Ok(ConfigEdit::EnableHyperv {
+                features: crate::knowledge::hyperv::closed_under_dependencies(&[Hv::Stimer])
+            })
+        );
+        let ConfigEdit::EnableHyperv { features } = parse_spelled("hv-stimer=on").unwrap() else { panic!() };
+        assert!(features.contains(&Hv::Synic) && features.contains(&Hv::Time), "{features:?}");
+        assert_eq!(
+            parse_spelled("hv-avic=off"),
+            Ok(ConfigEdit::DisableHyperv { feature: Hv::from_qemu("hv-avic").unwrap() })
+        );
+        assert_eq!(
+            parse_spelled("hv-spinlocks=0x1fff"),
+            Ok(ConfigEdit::SetSpinlockRetries { retries: 0x1fff })
+        );
+        assert_eq!(
+            parse_spelled(" hpet=off"),
+            Ok(ConfigEdit::SetTimer {
+                name: "hpet".into(),
+                attributes: vec![("present".into(), "no".into())]
+            })
+        );
+        assert_eq!(
+            parse_spelled("hide-hypervisor"),
+            Ok(ConfigEdit::DisableCpuFeature { name: "hypervisor".into() })
+        );
+        assert_eq!(
+            parse_spelled("clock=localtime"),
+            Ok(ConfigEdit::SetClockOffset { offset: "localtime".into() })
+        );
+    }
+
+    #[test]
+    fn unknown_edits_say_what_is_known() {
+        assert!(parse_spelled("hv-warp=on").unwrap_err().contains("not an enlightenment"));
+        assert!(parse_spelled("hpet=maybe").unwrap_err().contains("not on or off"));
+        assert!(parse_spelled("turbo=on").unwrap_err().contains("unknown edit `turbo`"));
+        assert!(parse_spelled("hidehypervisor").unwrap_err().contains("is not an edit"));
+        assert!(parse_spelled("iothreads=many").unwrap_err().contains("not a number"));
     }
 }

@@ -198,6 +198,23 @@ impl<'a, 'input> Editor<'a, 'input> {
         format!("<{name}{attributes}/>")
     }
 
+    /// `<cpu><feature policy=POLICY name=NAME>`: a feature the config names already (disabled,
+    /// say) changes its policy, since a second <feature> of the same name is one libvirt refuses.
+    fn cpu_feature_policy(&self, root: Node, name: &str, policy: &str) -> Result<Edit, EditError> {
+        let cpu = element(root, "cpu").ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
+        let existing = cpu
+            .children()
+            .find(|c| c.is_element() && c.has_tag_name("feature") && c.attribute("name") == Some(name));
+        Ok(match existing {
+            Some(feature) => self.set_attribute(feature, "policy", policy),
+            None => self.insert_child(
+                cpu,
+                &self.empty_element("feature", &[("policy", policy), ("name", name)]),
+                &["numa"],
+            ),
+        })
+    }
+
     /// Sets (or adds) one attribute of an element.
     fn set_attribute(&self, node: Node, name: &str, value: &str) -> Edit {
         if let Some(attribute) = node.attributes().find(|a| a.name() == name) {
@@ -350,21 +367,10 @@ impl<'a, 'input> Editor<'a, 'input> {
                 }])
             }
             ConfigEdit::RequireCpuFeature { name } => {
-                let cpu = element(root, "cpu")
-                    .ok_or_else(|| EditError::NotApplicable("no <cpu> element".into()))?;
-                // A feature the config names already (disabled, say) changes its policy: a
-                // second <feature> of the same name is one libvirt refuses.
-                let existing = cpu.children().find(|c| {
-                    c.is_element() && c.has_tag_name("feature") && c.attribute("name") == Some(name.as_str())
-                });
-                Ok(vec![match existing {
-                    Some(feature) => self.set_attribute(feature, "policy", "require"),
-                    None => self.insert_child(
-                        cpu,
-                        &self.empty_element("feature", &[("policy", "require"), ("name", name)]),
-                        &["numa"],
-                    ),
-                }])
+                self.cpu_feature_policy(root, name, "require").map(|e| vec![e])
+            }
+            ConfigEdit::DisableCpuFeature { name } => {
+                self.cpu_feature_policy(root, name, "disable").map(|e| vec![e])
             }
             ConfigEdit::RemoveCpuFeature { name } => {
                 let cpu = element(root, "cpu")

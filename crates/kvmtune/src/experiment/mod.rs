@@ -6,6 +6,7 @@
 //! workload command running beside it when there is one), stop the VM. Every variant is checked
 //! before the first round starts, so that a mistake costs nothing.
 
+pub mod libvirt;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub enum ExperimentError {
     Interrupted { round: u32 },
     #[error("{path}: {why}")]
     Output { path: PathBuf, why: String },
+    /// The journal of the domain's original definition.
+    #[error("the experiment's journal: {0}")]
+    Journal(String),
 }
 
 /// How one variant's VM is run.
@@ -49,6 +53,8 @@ pub enum VariantRun {
     /// An executable that execs QEMU in the foreground with `"$@"` appended, where kvmtune
     /// puts its QMP monitor.
     QemuScript(PathBuf),
+    /// A whole definition of the experiment's libvirt domain ([`Settings::domain`]).
+    DomainXml(String),
 }
 
 #[derive(Debug, Clone)]
@@ -70,12 +76,17 @@ pub struct Settings {
     pub guest: Guest,
     /// Where each round's recording, VM log and workload output are kept.
     pub output: PathBuf,
+    /// The libvirt domain whose definitions the variants are, and the journal directory its
+    /// original definition is kept in while they run.
+    pub domain: Option<(libvirt::Domain, PathBuf)>,
 }
 
 /// What a round of a variant is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// Defining a libvirt domain's variant.
+    Define,
     Start,
     Warmup,
     Record,
@@ -85,6 +96,7 @@ pub enum Phase {
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Phase::Define => "defining the variant",
             Phase::Start => "starting the VM",
             Phase::Warmup => "warming up",
             Phase::Record => "recording",
@@ -184,6 +196,10 @@ pub fn check(variants: &[Variant], settings: &Settings) -> Result<(), Experiment
         }
         match &variant.run {
             VariantRun::QemuScript(script) => qemu::check_script(script).map_err(refuse)?,
+            VariantRun::DomainXml(xml) => match &settings.domain {
+                Some((domain, _)) => domain.check_variant(xml).map_err(refuse)?,
+                None => return Err(refuse("a domain's definition, but no --domain".into())),
+            },
         }
     }
     if settings.repeat == 0 {
@@ -203,8 +219,17 @@ trait RunningVm {
     fn stop(&mut self) -> Result<(), String>;
 }
 
-fn start(variant: &Variant, log: &Path, runtime: &Path) -> Result<Box<dyn RunningVm>, String> {
+fn start(
+    variant: &Variant,
+    settings: &Settings,
+    log: &Path,
+    runtime: &Path,
+) -> Result<Box<dyn RunningVm>, String> {
     match &variant.run {
+        VariantRun::DomainXml(_) => {
+            let (domain, _) = settings.domain.as_ref().ok_or("no domain")?;
+            Ok(Box::new(domain.start()?) as Box<dyn RunningVm>)
+        }
         VariantRun::QemuScript(script) => {
             let qmp = runtime.join(format!("{}.qmp", variant.name));
             Ok(Box::new(qemu::ScriptVm::start(script, log, &qmp)?) as Box<dyn RunningVm>)
@@ -212,34 +237,14 @@ fn start(variant: &Variant, log: &Path, runtime: &Path) -> Result<Box<dyn Runnin
     }
 }
 
-/// A new directory under the system's temporary one that only this user can enter, removed
-/// with all it holds when dropped: the VMs' monitor sockets (short paths: a socket's is at
-/// most 107 bytes) and, without `--output`, a run's files.
-pub struct PrivateTempDir(PathBuf);
-
-impl PrivateTempDir {
-    pub fn create(prefix: &str) -> Result<Self, ExperimentError> {
-        use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .map_err(|e| ExperimentError::Output { path: path.clone(), why: e.to_string() })?;
-        Ok(PrivateTempDir(path))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for PrivateTempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A new directory under the system's temporary one that only this user can enter (0700),
+/// removed with all it holds when dropped: the VMs' monitor sockets (short paths: a socket's is
+/// at most 107 bytes), a variant's file and, without `--output`, a run's files.
+pub fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, ExperimentError> {
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir()
+        .map_err(|e| ExperimentError::Output { path: std::env::temp_dir(), why: e.to_string() })
 }
 
 /// Runs the experiment. `stop` ends it early (Ctrl-C): the VM of the round is stopped and an
@@ -251,9 +256,35 @@ pub fn run(
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<ExperimentResult, ExperimentError> {
     check(variants, settings)?;
+    let Some((domain, journal_dir)) = &settings.domain else {
+        return run_rounds(variants, settings, stop, on_step);
+    };
+    let host = crate::host::Host::live();
+    let journal_error = |e: crate::hostchange::journal::JournalError| ExperimentError::Journal(e.to_string());
+    let journal = crate::hostchange::journal::Journal::open(journal_dir, &host).map_err(journal_error)?;
+    domain.begin(&journal, &host).map_err(|e| match e {
+        crate::hostchange::journal::JournalError::AlreadyPrepared(name) => ExperimentError::Journal(format!(
+            "domain {name} has the journal of an earlier experiment that did not end (killed?): `kvmtune experiment --recover --domain {name}` gives it its definition back first"
+        )),
+        other => journal_error(other),
+    })?;
+    let result = run_rounds(variants, settings, stop, on_step);
+    // Whatever happened: the definition as found, the domain running only if it was.
+    let restored = libvirt::restore(&journal, &domain.name, &host).map_err(journal_error);
+    let result = result?;
+    restored?;
+    Ok(result)
+}
+
+fn run_rounds(
+    variants: &[Variant],
+    settings: &Settings,
+    stop: &Arc<AtomicBool>,
+    on_step: &mut dyn FnMut(&Step),
+) -> Result<ExperimentResult, ExperimentError> {
     std::fs::create_dir_all(&settings.output)
         .map_err(|e| ExperimentError::Output { path: settings.output.clone(), why: e.to_string() })?;
-    let runtime = PrivateTempDir::create("kvmtune-experiment-run")?;
+    let runtime = private_temp_dir("kvmtune-experiment-run")?;
     let orders = round_orders(variants.len(), settings.repeat, settings.seed);
     let mut results: Vec<Vec<RoundResult>> = vec![Vec::new(); variants.len()];
     let total_runs = variants.len() as u32 * settings.repeat;
@@ -354,8 +385,12 @@ fn run_one(
     };
     let stem = format!("round{round}-{}", variant.name);
     let log = settings.output.join(format!("{stem}.vm.log"));
+    if let (VariantRun::DomainXml(xml), Some((domain, _))) = (&variant.run, &settings.domain) {
+        step(Phase::Define, 0.0);
+        domain.define(xml).map_err(|why| fail(Phase::Define, why))?;
+    }
     step(Phase::Start, 0.0);
-    let mut vm = start(variant, &log, runtime).map_err(|why| fail(Phase::Start, why))?;
+    let mut vm = start(variant, settings, &log, runtime).map_err(|why| fail(Phase::Start, why))?;
     let outcome = measure(vm.as_mut(), settings, round, stop, &stem, step);
     step(Phase::Stop, settings.warmup.as_secs_f64() + settings.duration.as_secs_f64());
     let stopped = vm.stop();

@@ -107,6 +107,48 @@ impl Libvirt {
             .map(|stdout| String::from_utf8_lossy(&stdout).into_owned())
     }
 
+    /// Whether `domain` runs now (`virsh domstate`: `running`, `paused`, ... all but `shut off`
+    /// and `crashed` are a QEMU process).
+    pub fn is_active(&self, domain: &str) -> Result<bool, LibvirtError> {
+        let stdout = self.virsh("domstate", &["--domain", domain])?;
+        let state = String::from_utf8_lossy(&stdout).trim().to_string();
+        Ok(!matches!(state.as_str(), "shut off" | "crashed"))
+    }
+
+    /// Makes the XML in `file` the persistent definition of the domain it names (`virsh
+    /// define --validate`: checked against libvirt's schema first, refused whole when wrong).
+    pub fn define(&self, file: &std::path::Path) -> Result<(), LibvirtError> {
+        let path = file.to_string_lossy();
+        self.virsh("define", &["--validate", "--file", &path]).map(drop)
+    }
+
+    /// Makes `xml` the persistent definition of the domain it names, as [`Libvirt::define`]
+    /// does, through a file in a new directory only this user can enter, removed afterwards.
+    pub fn define_xml(&self, xml: &str) -> Result<(), LibvirtError> {
+        let failed = |why: std::io::Error| LibvirtError::Failed { verb: "define", why: why.to_string() };
+        let dir = tempfile::Builder::new().prefix("kvmtune-define-").tempdir().map_err(failed)?;
+        let file = dir.path().join("domain.xml");
+        std::fs::write(&file, xml).map_err(failed)?;
+        self.define(&file)
+    }
+
+    /// Asks the guest to shut down (`virsh shutdown`: ACPI power button or the guest agent);
+    /// returns at once, the guest may take its time or refuse.
+    pub fn shutdown(&self, domain: &str) -> Result<(), LibvirtError> {
+        self.virsh("shutdown", &["--domain", domain]).map(drop)
+    }
+
+    /// Starts a defined domain (`virsh start`).
+    pub fn start(&self, domain: &str) -> Result<(), LibvirtError> {
+        self.virsh("start", &["--domain", domain]).map(drop)
+    }
+
+    /// Stops a running domain at once, as pulling its plug would (`virsh destroy`): what an
+    /// experiment does to a variant it has measured, whose guest state it does not keep.
+    pub fn destroy(&self, domain: &str) -> Result<(), LibvirtError> {
+        self.virsh("destroy", &["--domain", domain]).map(drop)
+    }
+
     fn virsh(&self, verb: &'static str, args: &[&str]) -> Result<Vec<u8>, LibvirtError> {
         let mut argv = vec!["-q"];
         if let Some(uri) = &self.connect {

@@ -30,7 +30,8 @@
 //! exact in both cases. A last line cut short (the process died inside the append) is a record
 //! that was never synced, so the write it announces was never made: it is passed over. A journal
 //! whose `boot_id` is not this boot's describes a kernel state that is gone: it is reported and
-//! set aside, never replayed.
+//! set aside, never replayed; except an experiment's ([`JournalKind::outlives_boot`]), whose
+//! changes are libvirt's persistent definitions, which a reboot keeps.
 //!
 //! Invocations are serialized by an exclusive lock on `DIR/lock`, held for the life of a
 //! [`Journal`]; readers share it. Neither waits without end: a lock held past
@@ -61,6 +62,10 @@ pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// Where journals live on a real host.
 pub const DEFAULT_DIR: &str = "/run/kvmtune";
 
+/// Where experiments journal a domain's definition: on disk, since a definition outlives a
+/// reboot (and with it anything under /run).
+pub const EXPERIMENT_DIR: &str = "/var/lib/kvmtune/experiment";
+
 /// How long changing the journals waits for another kvmtune to finish: a VM start (the libvirt
 /// hook) fails with the holder's name rather than hang inside libvirt.
 pub const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -85,17 +90,27 @@ pub enum JournalKind {
     Host,
     /// `vfio bind`: devices handed to vfio-pci.
     Devices,
+    /// `experiment`: a libvirt domain's definition (and whether it ran) while its variants run.
+    Experiment,
 }
 
 impl JournalKind {
-    pub const ALL: [JournalKind; 2] = [JournalKind::Host, JournalKind::Devices];
+    pub const ALL: [JournalKind; 3] = [JournalKind::Host, JournalKind::Devices, JournalKind::Experiment];
 
     /// The word before `.journal` in its files' names, and the command that releases it.
     pub fn word(self) -> &'static str {
         match self {
             JournalKind::Host => "host",
             JournalKind::Devices => "vfio",
+            JournalKind::Experiment => "experiment",
         }
+    }
+
+    /// Whether what the journal changed survives a reboot, so that its undo still applies
+    /// after one: an experiment's domain definition does; CPU masks, IRQs, cgroups and driver
+    /// bindings do not (the journal of those is set aside after a reboot, never replayed).
+    pub fn outlives_boot(self) -> bool {
+        matches!(self, JournalKind::Experiment)
     }
 
     /// How messages name `vm`'s journal of this kind.
@@ -103,6 +118,7 @@ impl JournalKind {
         match self {
             JournalKind::Host => vm.to_string(),
             JournalKind::Devices => format!("{vm} (devices)"),
+            JournalKind::Experiment => format!("{vm} (experiment)"),
         }
     }
 
@@ -510,7 +526,7 @@ impl Journal {
             path = legacy;
         }
         let journal = self.read(&path)?;
-        if journal.from_another_boot {
+        if journal.from_another_boot && !kind.outlives_boot() {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let aside =
                 self.dir.join(format!("{name}.boot-{}", journal.boot_id.get(..8).unwrap_or("unknown")));

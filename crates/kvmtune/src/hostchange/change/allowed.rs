@@ -113,9 +113,65 @@ pub fn plain_name(name: &str) -> bool {
         && name != ".."
 }
 
+/// The target of a change to a libvirt domain: `libvirt:URI#DOMAIN`, URI empty for virsh's
+/// default connection.
+pub fn domain_path(connect: Option<&str>, domain: &str) -> String {
+    format!("libvirt:{}#{domain}", connect.unwrap_or(""))
+}
+
+/// The connection and domain of [`domain_path`]'s target, or why it is not one: a domain name
+/// is a plain name (no path, no space, no control character) and a URI has no `#` or control
+/// character.
+pub fn domain_target(path: &str) -> Result<(Option<&str>, &str), String> {
+    let rest = path.strip_prefix("libvirt:").ok_or("not a libvirt domain")?;
+    let (uri, domain) = rest.rsplit_once('#').ok_or("not a libvirt domain")?;
+    if !plain_name(domain) || domain.contains(':') || domain.contains('\\') {
+        return Err(format!("`{}` is not a domain name kvmtune changes", domain.escape_debug()));
+    }
+    if uri.contains('#') || uri.chars().any(char::is_control) || uri.contains(' ') {
+        return Err(format!("`{}` is not a libvirt URI", uri.escape_debug()));
+    }
+    Ok(((!uri.is_empty()).then_some(uri), domain))
+}
+
+/// `Ok` when `xml` is a libvirt domain definition whose `<name>` is `domain`: what a journal
+/// may define again for that domain and nothing else.
+pub fn domain_xml_of(xml: &str, domain: &str) -> Result<(), String> {
+    let document = roxmltree::Document::parse(xml).map_err(|e| format!("not XML: {e}"))?;
+    let root = document.root_element();
+    if !root.has_tag_name("domain") {
+        return Err("not a libvirt domain definition".to_string());
+    }
+    let name = root.children().find(|c| c.has_tag_name("name")).and_then(|n| n.text()).map(str::trim);
+    match name {
+        Some(name) if name == domain => Ok(()),
+        Some(name) => Err(format!("it defines domain `{}`, not `{domain}`", name.escape_debug())),
+        None => Err("it names no domain".to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain_targets_name_a_connection_and_a_plain_domain() {
+        assert_eq!(
+            domain_target(&domain_path(Some("qemu:///system"), "win11")),
+            Ok((Some("qemu:///system"), "win11"))
+        );
+        assert_eq!(domain_target(&domain_path(None, "win11")), Ok((None, "win11")));
+        assert!(domain_target("libvirt:#../x").is_err());
+        assert!(domain_target("/proc/irq/1/smp_affinity").is_err());
+        assert!(domain_target("libvirt:qemu:///system#a b").is_err());
+        assert_eq!(domain_xml_of("<domain type='kvm'><name>win11</name></domain>", "win11"), Ok(()));
+        assert!(
+            domain_xml_of("<domain type='kvm'><name>other</name></domain>", "win11")
+                .unwrap_err()
+                .contains("`other`")
+        );
+        assert!(domain_xml_of("<network><name>win11</name></network>", "win11").is_err());
+    }
 
     #[test]
     fn patterns_match_whole_segments_and_never_climb() {

@@ -14,6 +14,8 @@ mod affinity;
 pub mod allowed;
 mod cpuset_list;
 mod create_dir;
+mod domain_definition;
+mod domain_running;
 mod enable_controller;
 mod hugepage_pool;
 mod irqbalance_ban;
@@ -151,6 +153,10 @@ pub enum ChangeKind {
     ServiceState,
     /// The driver of a platform device ([`platform_driver`]).
     PlatformDriver,
+    /// A libvirt domain's persistent definition ([`domain_definition`]).
+    DomainDefinition,
+    /// Whether a libvirt domain runs ([`domain_running`]).
+    DomainRunning,
 }
 
 impl ChangeKind {
@@ -172,6 +178,8 @@ impl ChangeKind {
             }
             ChangeKind::ServiceState => Box::new(service_state::ServiceState),
             ChangeKind::PlatformDriver => Box::new(platform_driver::PlatformDriver),
+            ChangeKind::DomainDefinition => Box::new(domain_definition::DomainDefinition),
+            ChangeKind::DomainRunning => Box::new(domain_running::DomainRunning),
         }
     }
 }
