@@ -24,6 +24,10 @@ required=(
   "promtool:prometheus"
   "tmux:tmux"
   "cpuid:cpuid"
+  # The Debian package (scripts/package-deb.sh) and its checks.
+  "dpkg-shlibdeps:dpkg-dev"
+  "lintian:lintian"
+  "man:man-db"
   # The guest program's Windows build (scripts/build-guest.sh): Debian's own Rust 1.63 with the
   # Windows standard library, the MinGW linker, and Wine to run it in a test.
   "/usr/bin/cargo:cargo"

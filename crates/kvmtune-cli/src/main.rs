@@ -1,7 +1,8 @@
 //! The `kvmtune` command. Glue only: parse arguments into typed values ([`args`]), call the
 //! library, render, pick the exit code (0 clean, 1 findings, 2 error). One module per command
 //! family: [`check`] (`check`, `rules`, `explain`), [`tune`], [`exits`], [`host`], [`vfio`],
-//! [`hook`], [`live`] (`top`, `exporter`), [`verify`]; `probe` is here.
+//! [`hook`], [`live`] (`top`, `exporter`), [`verify`], [`experiment`], [`generate`] (man pages
+//! and completions); `probe` is here.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ mod args;
 mod check;
 mod exits;
 mod experiment;
+mod generate;
 mod hook;
 mod host;
 mod live;
@@ -82,6 +84,9 @@ enum Command {
     /// Serve every VM's KVM counters, findings and the host's tuning facts to Prometheus
     /// (http://ADDRESS/metrics). Reads only, at each scrape.
     Exporter(live::ExporterArgs),
+    /// Write the man pages or the shell completions (for packagers).
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 /// What a command concluded, mapped onto the exit code.
@@ -131,6 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Exporter(args) => live::exporter(args),
         Command::Verify(args) => verify::run(args),
         Command::Experiment(args) => experiment::run(args),
+        Command::Generate(command) => generate::run(command, <Cli as clap::CommandFactory>::command()),
     }
 }
 
