@@ -121,9 +121,27 @@ fn parse_domain_variant(text: &str, domain: &Domain) -> anyhow::Result<Variant> 
     let xml = if value == "tune" {
         tune_variant(domain).with_context(|| format!("variant {name}: the change tune would make"))?
     } else {
-        std::fs::read_to_string(value).with_context(|| format!("variant {name}: reading {value}"))?
+        read_variant_file(value).with_context(|| format!("variant {name}: reading {value}"))?
     };
     Ok(Variant { name: name.to_string(), run: VariantRun::DomainXml(xml) })
+}
+
+/// A variant's domain XML, read as root from a path anyone may have named: a regular file
+/// (not a FIFO that never ends) of at most 16 MiB, far above any domain definition.
+fn read_variant_file(path: &str) -> anyhow::Result<String> {
+    const MOST: u64 = 16 << 20;
+    let meta = std::fs::metadata(path)?;
+    anyhow::ensure!(meta.is_file(), "not a regular file");
+    anyhow::ensure!(
+        meta.len() <= MOST,
+        "{} bytes, more than any domain definition ({MOST} at most)",
+        meta.len()
+    );
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(MOST + 1).read_to_string(&mut text)?;
+    anyhow::ensure!(text.len() as u64 <= MOST, "it grew past {MOST} bytes while read");
+    Ok(text)
 }
 
 /// The definition `tune` would make of the domain's: its plan for this host with tune's

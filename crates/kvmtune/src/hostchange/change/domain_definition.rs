@@ -8,20 +8,12 @@
 //! libvirt is reached here directly, not through a capability of [`Host`]: the connection is
 //! part of the change's target, and the tests run it against a real libvirtd.
 
-use super::{Change, HostAction, HostChangeError, Outcome};
+use super::{Change, HostAction, HostChangeError, Outcome, failed_write as failed};
 use crate::host::Host;
 use crate::host::libvirt::Libvirt;
 use crate::values::escape::shell;
 
 pub struct DomainDefinition;
-
-fn failed(path: &str, host: &Host, why: impl std::fmt::Display) -> HostChangeError {
-    HostChangeError::Write {
-        path: path.to_string(),
-        host: host.describe(),
-        source: std::io::Error::other(why.to_string()),
-    }
-}
 
 impl Change for DomainDefinition {
     fn allowed(&self, path: &str, new: &str, original: &[u8]) -> Result<(), String> {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Change, HostAction, HostChangeError, Outcome};
+use super::{Change, HostAction, HostChangeError, Outcome, failed_write as failed};
 use crate::host::Host;
 use crate::host::libvirt::Libvirt;
 use crate::values::escape::shell;
@@ -15,14 +15,6 @@ use crate::values::escape::shell;
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(300);
 
 pub struct DomainRunning;
-
-fn failed(path: &str, host: &Host, why: impl std::fmt::Display) -> HostChangeError {
-    HostChangeError::Write {
-        path: path.to_string(),
-        host: host.describe(),
-        source: std::io::Error::other(why.to_string()),
-    }
-}
 
 impl Change for DomainRunning {
     fn allowed(&self, path: &str, new: &str, _original: &[u8]) -> Result<(), String> {

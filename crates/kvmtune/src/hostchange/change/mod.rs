@@ -376,6 +376,12 @@ fn write_error(path: &str, host: &Host) -> impl FnOnce(std::io::Error) -> HostCh
     move |source| HostChangeError::Write { path, host, source }
 }
 
+/// A write to `path` that failed for a reason that is no `io::Error` of its own (a command's
+/// refusal, a state not reached in time).
+fn failed_write(path: &str, host: &Host, why: impl std::fmt::Display) -> HostChangeError {
+    write_error(path, host)(std::io::Error::other(why.to_string()))
+}
+
 /// A plain write of `value` to `path`, as most kinds make it.
 fn write_file(path: &str, value: &[u8], host: &Host) -> Result<(), HostChangeError> {
     host.fs.write(path, value).map_err(write_error(path, host))
