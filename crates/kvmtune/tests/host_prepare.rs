@@ -1,7 +1,7 @@
-//! `host prepare`'s plan on hosts laid out in a temp dir, for what the lab guest cannot show:
-//! cpufreq (TCG guests have none) and systemd (no systemd runs where kvmtune is tested). The
-//! isolation itself (cgroups, IRQs, workqueues, hugepages) is tested for real in the lab guest
-//! (`crates/kvmtune-cli/tests/host_lab.rs`).
+//! `host prepare`'s plan on hosts laid out in a temp dir: cpufreq (TCG guests have none) and
+//! the calls made to systemd, in order. The isolation itself (cgroups, IRQs, workqueues,
+//! hugepages) is tested for real in the lab guest (`crates/kvmtune-cli/tests/host_lab.rs`), and
+//! under systemd as PID 1 there (`crates/kvmtune-cli/tests/systemd_lab.rs`).
 
 use std::path::Path;
 
@@ -148,17 +148,59 @@ fn with_systemd_the_host_units_get_allowed_cpus_through_systemd_and_back() {
     for unit in ["system.slice", "user.slice", "init.scope"] {
         assert_eq!(allowed(unit), "", "{unit} after release: no restriction, as before");
     }
-    // Undone newest first.
+    // Undone newest first; an empty original is reached through every online CPU, which gives
+    // the tasks their CPUs back before systemd turns the cpuset controller off.
     assert_eq!(
         systemd.changes(),
         [
             "system.slice AllowedCPUs=0-1",
             "user.slice AllowedCPUs=0-1",
             "init.scope AllowedCPUs=0-1",
+            "init.scope AllowedCPUs=0-7",
             "init.scope AllowedCPUs=",
+            "user.slice AllowedCPUs=0-7",
             "user.slice AllowedCPUs=",
+            "system.slice AllowedCPUs=0-7",
             "system.slice AllowedCPUs=",
         ]
+    );
+}
+
+/// A slice whose `AllowedCPUs=` the user set in a drop-in under /etc keeps it: a runtime value
+/// would hide the user's until the next boot. The plan says so; a runtime drop-in (kvmtune's
+/// own, left by an earlier release) does not count.
+#[test]
+fn with_systemd_a_users_own_allowed_cpus_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put(root, "/sys/devices/system/cpu/online", "0-7\n");
+    put(root, "/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+    put(root, "/proc/1/comm", "systemd\n");
+    let mine = "/etc/systemd/system/user.slice.d/90-mine.conf";
+    let runtime = "/run/systemd/system.control/system.slice.d/50-AllowedCPUs.conf";
+    put(root, mine, "[Slice]\nAllowedCPUs=0-5\n");
+    put(root, runtime, "[Slice]\nAllowedCPUs=\nAllowedCPUs=\n");
+    let systemd = FakeSystemd::default()
+        .with_unit("system.slice", &[("AllowedCPUs", ""), ("DropInPaths", runtime)])
+        .with_unit("user.slice", &[("AllowedCPUs", "0-5"), ("DropInPaths", mine)])
+        .with_unit("init.scope", &[("AllowedCPUs", "")]);
+    let host = systemd_host(root, systemd);
+    let mut asked = request("2-7");
+    (asked.needs.governor, asked.needs.epp, asked.needs.isolate) = (None, None, true);
+    let plan = prepare::plan(&asked, &[], &host).unwrap();
+    let units: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ChangeKind::SystemdProperty { .. }))
+        .map(|a| a.path.as_str())
+        .collect();
+    assert_eq!(units, ["system.slice", "init.scope"]);
+    assert!(
+        plan.left_alone
+            .iter()
+            .any(|n| n.starts_with("user.slice: AllowedCPUs= is set in") && n.contains(mine)),
+        "{:?}",
+        plan.left_alone
     );
 }
 

@@ -324,3 +324,36 @@ fn paths_resolve_from_where_they_are_named() {
     assert_eq!(absolute(&here, &path("super::super::rule::RuleMeta")), path("analysis::rule::RuleMeta"));
     assert_eq!(absolute(&here, &path("crate::values::CpuSet")), path("values::CpuSet"));
 }
+
+/// systemd is reached one way, `systemctl` behind the `host::access::Systemd` capability, never
+/// also over D-Bus: `systemctl` waits for each start or stop job to finish and prints systemd's
+/// own reason when one fails, and it needs no bus library in a binary that runs as root inside
+/// libvirt's hook. A second way (zbus, busctl, a `systemctl` spawned elsewhere) would bypass the
+/// capability the tests replace and the journal's one place that knows how a unit is changed.
+#[test]
+fn systemd_is_reached_only_through_its_capability() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let allowed = root.join("crates/kvmtune/src/host/access.rs").canonicalize().unwrap();
+    let mut stack = vec![root.join("crates/kvmtune/src"), root.join("crates/kvmtune-cli/src")];
+    let mut offenders = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") && path.canonicalize().unwrap() != allowed {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for spawned in ["\"systemctl\"", "\"busctl\"", "\"dbus-send\"", "zbus::", "dbus::"] {
+                    if text.contains(spawned) {
+                        offenders.push(format!("{}: {spawned}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "systemd reached outside host::access::Systemd: {offenders:?}");
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
+    for bus in ["zbus", "dbus", "sd-bus"] {
+        assert!(!lock.contains(&format!("name = \"{bus}\"")), "Cargo.lock has the D-Bus crate {bus}");
+    }
+}

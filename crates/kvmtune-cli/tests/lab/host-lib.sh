@@ -12,8 +12,18 @@ snapshot() {
             /sys/fs/cgroup/cpuset/*/cpuset.cpus /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null
         grep -H Cpus_allowed_list /proc/[0-9]*/task/[0-9]*/status 2>/dev/null | sed 's/^/task/'
         grep -H -E '^0::|cpuset' /proc/[0-9]*/task/[0-9]*/cgroup 2>/dev/null | sed 's/^/task/'
+        # Under systemd (scripts/lab --init systemd), the property it confines host units with.
+        if [ -d /run/systemd/system ]; then
+            for unit in system.slice user.slice init.scope machine.slice; do
+                echo "unit-$unit: AllowedCPUs=$(systemctl show --value -p AllowedCPUs $unit)"
+            done
+        fi
     } | sed 's/:[[:space:]]*/ /'
-    find /sys/fs/cgroup -maxdepth 2 -type d | sed 's/^/dir /'
+    # Under systemd the second level is its units, which come and go on their own (libvirtd
+    # leaves after 120 s idle); the cgroups kvmtune could leave behind are top-level ones there.
+    local depth=2
+    [ -d /run/systemd/system ] && depth=1
+    find /sys/fs/cgroup -maxdepth $depth -type d | sed 's/^/dir /'
 }
 
 # same BEFORE AFTER: identical but for threads that exist in only one of them.

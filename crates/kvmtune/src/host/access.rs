@@ -319,6 +319,14 @@ pub trait Systemd: Send + Sync {
 }
 
 /// systemd reached through `systemctl`, which waits for each job to finish.
+///
+/// Why `systemctl` and not systemd's D-Bus API (zbus): the calls are few and short (a property
+/// read, `set-property --runtime`, a start or stop), `systemctl` already waits for a job's end
+/// and prints systemd's own reason when it fails (over D-Bus kvmtune would have to follow the
+/// job's signals itself), and a root binary that also runs as libvirt's hook carries no bus
+/// library. Every call has a deadline ([`Self::TIMEOUT`]): the hook runs while libvirtd waits for
+/// it, so a job that waited on libvirtd in turn must fail the hook, not hang both. This is the
+/// only way in (tests/layers.rs refuses a `systemctl`, `busctl` or D-Bus crate elsewhere).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Systemctl;
 

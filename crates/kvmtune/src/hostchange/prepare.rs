@@ -59,8 +59,8 @@ impl PrepareRequest {
 #[serde(rename_all = "kebab-case")]
 pub enum CgroupLayout {
     /// cgroup v2 with systemd as PID 1: only systemd writes its units' cgroups, so
-    /// `AllowedCPUs=` at runtime through it. No systemd runs where kvmtune is tested: this
-    /// path is tested only against the `systemctl` calls it makes (tests/host_prepare.rs).
+    /// `AllowedCPUs=` at runtime through it. Tested under a real systemd as PID 1 in the lab
+    /// guest (tests/systemd_lab.rs), and against the calls it makes (tests/host_prepare.rs).
     V2Systemd,
     /// cgroup v2 without systemd: `cpuset.cpus` on the top-level cgroups, and the root
     /// cgroup's tasks moved into a host cgroup.
@@ -455,6 +455,32 @@ fn pids(host: &Host) -> Vec<u32> {
     pids
 }
 
+/// Where `property` of `unit` is set to a value in a file that outlives the boot (the unit's
+/// own file or a drop-in of the user's, such as `/etc/systemd/system/user.slice.d/*.conf`):
+/// a runtime value from kvmtune would hide it until the next boot, and its undo would then
+/// write the user's value back at runtime, so such a unit is left alone. Runtime drop-ins
+/// (`set-property --runtime`, kvmtune's own among them) and transient units do not count.
+fn persistent_setting(host: &Host, unit: &str, property: &str) -> Option<String> {
+    let mut files = Vec::new();
+    for listing in ["FragmentPath", "DropInPaths"] {
+        let found = host.systemd.property(unit, listing).unwrap_or_default();
+        files.extend(found.split_whitespace().map(str::to_string));
+    }
+    let runtime = |f: &String| {
+        f.starts_with("/run/systemd/system.control/") || f.starts_with("/run/systemd/transient/")
+    };
+    let assignment = format!("{property}=");
+    files.into_iter().filter(|f| !runtime(f)).find(|file| {
+        let text = host.fs.read(file).unwrap_or_default();
+        // The last assignment in the file wins; an empty one resets.
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(assignment.as_str()))
+            .next_back()
+            .is_some_and(|value| !value.trim().is_empty())
+    })
+}
+
 fn task_actions(
     request: &PrepareRequest,
     layout: CgroupLayout,
@@ -467,6 +493,13 @@ fn task_actions(
         CgroupLayout::V2Systemd => {
             for unit in SYSTEMD_HOST_UNITS {
                 let property = "AllowedCPUs".to_string();
+                if let Some(place) = persistent_setting(host, unit, &property) {
+                    plan.left_alone.push(format!(
+                        "{unit}: {property}= is set in {place}, a setting of yours that outlives \
+                         boots; kvmtune leaves it as it is (its tasks stay where it puts them)"
+                    ));
+                    continue;
+                }
                 let found = host
                     .systemd
                     .property(unit, &property)

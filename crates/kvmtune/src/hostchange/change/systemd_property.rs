@@ -28,6 +28,18 @@ impl Change for SystemdProperty {
 
     fn set(&self, path: &str, value: &[u8], host: &Host) -> Result<Outcome, HostChangeError> {
         let value = String::from_utf8_lossy(value).trim().to_string();
+        if value.is_empty() {
+            // An empty AllowedCPUs= on the last unit that had one makes systemd turn the cpuset
+            // controller off below the root, and the kernel then leaves every task's affinity
+            // at the confined CPUs (seen in the systemd lab: a release after a prepare killed
+            // midway left system.slice's tasks on 0-1 of 0-3). Every online CPU first widens
+            // the tasks back; the empty value then leaves them there.
+            let online = host.fs.read("/sys/devices/system/cpu/online").map_err(read_error(path, host))?;
+            let online = String::from_utf8_lossy(&online).trim().to_string();
+            host.systemd
+                .set_runtime_property(path, &self.property, &online)
+                .map_err(write_error(path, host))?;
+        }
         host.systemd.set_runtime_property(path, &self.property, &value).map_err(write_error(path, host))?;
         Ok(Outcome::Made)
     }
