@@ -28,6 +28,8 @@ required=(
   "dpkg-shlibdeps:dpkg-dev"
   "lintian:lintian"
   "man:man-db"
+  # The systemd lab guest reads the packaged exporter's /metrics with this machine's curl.
+  "curl:curl"
   # The guest program's Windows build (scripts/build-guest.sh): Debian's own Rust 1.63 with the
   # Windows standard library, the MinGW linker, and Wine to run it in a test.
   "/usr/bin/cargo:cargo"
