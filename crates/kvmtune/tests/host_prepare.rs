@@ -204,6 +204,55 @@ fn with_systemd_a_users_own_allowed_cpus_is_left_alone() {
     );
 }
 
+/// A VM started by hand with `systemd-run --scope` lives in `system.slice` (or `user.slice`
+/// from a login), not in libvirt's `machine.slice`: confining that slice would take its CPUs
+/// from it. Another VM's QEMU there, or this VM's own, is refused before anything is written;
+/// one in `machine.slice`, or in a slice the user confines, is not in the way.
+#[test]
+fn with_systemd_a_vm_in_a_confined_slice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put(root, "/sys/devices/system/cpu/online", "0-7\n");
+    put(root, "/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+    put(root, "/proc/1/comm", "systemd\n");
+    put(root, "/proc/1/cmdline", "/sbin/init\0");
+    put(root, "/proc/1/cgroup", "0::/init.scope\n");
+    let qemu = |pid: u32, name: &str, cgroup: &str| {
+        let argv =
+            format!("/usr/bin/qemu-system-x86_64\0-name\0guest={name},debug-threads=on\0-accel\0kvm\0");
+        put(root, &format!("/proc/{pid}/cmdline"), &argv);
+        put(root, &format!("/proc/{pid}/cgroup"), &format!("0::{cgroup}\n"));
+    };
+    qemu(300, "libvirts", "/machine.slice/machine-qemu\\x2d1\\x2dlibvirts.scope/libvirt/emulator");
+    let mine = "/etc/systemd/system/user.slice.d/90-mine.conf";
+    put(root, mine, "[Slice]\nAllowedCPUs=0-1\n");
+    qemu(400, "in-my-slice", "/user.slice/user-1000.slice/session-2.scope");
+    let systemd = FakeSystemd::default()
+        .with_unit("system.slice", &[("AllowedCPUs", "")])
+        .with_unit("user.slice", &[("AllowedCPUs", "0-1"), ("DropInPaths", mine)])
+        .with_unit("init.scope", &[("AllowedCPUs", "")]);
+    let host = systemd_host(root, systemd);
+    let mut asked = request("2-7");
+    (asked.needs.governor, asked.needs.epp, asked.needs.isolate) = (None, None, true);
+    // libvirt's VM, and one in the slice the user confines, are not in the way.
+    prepare::plan(&asked, &[], &host).unwrap();
+
+    qemu(500, "other", "/system.slice/run-r8b1f0c.scope");
+    let refused = prepare::plan(&asked, &[], &host).unwrap_err();
+    assert!(matches!(refused, Refusal::OtherVmConfined { pid: 500, .. }), "{refused}");
+    let message = refused.to_string();
+    assert!(message.contains("`other`") && message.contains("/system.slice/run-r8b1f0c.scope"), "{message}");
+    assert!(message.contains("--slice=machine.slice") && message.contains("--no-isolate"), "{message}");
+
+    // The same QEMU given as this VM's own (--pid): it would be kept off its own CPUs.
+    asked.vm_pids = vec![500];
+    let refused = prepare::plan(&asked, &[], &host).unwrap_err();
+    assert!(
+        matches!(&refused, Refusal::OwnVmConfined { pid: 500, unit, .. } if unit == "system.slice"),
+        "{refused}"
+    );
+}
+
 /// A single-GPU hand-over where systemd runs a display manager: stopped through systemd
 /// before the console comes off the GPU, started again last at release.
 #[test]

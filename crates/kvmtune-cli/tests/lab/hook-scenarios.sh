@@ -21,6 +21,13 @@ answers() {
 step() { echo "lab-step ${SECONDS}s: $*"; }
 libvirt_log() { tail -n 15 /var/log/libvirt/libvirtd.log 2>/dev/null | grep -v -e MSR -e getaddrinfo; }
 
+# alive PID: the process runs (a zombie does not).
+alive() { [ -r /proc/$1/stat ] && ! grep -q '^[0-9]* (.*) Z ' /proc/$1/stat; }
+
+# libvirtd_again OLD_PID: the daemon started again after it died (here by hand, as an init
+# without service supervision leaves it).
+libvirtd_again() { rm -f /run/libvirtd.pid; timeout 120 /usr/sbin/libvirtd -d; }
+
 libvirt_up() {
     local d
     step "libvirt state to tmpfs"
@@ -81,8 +88,23 @@ unchanged() { state > $TMPDIR/after; same $TMPDIR/before $TMPDIR/after || fail "
 
 node1_pages() { cat /sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages; }
 
-# libvirt's own cgroups of its domains are libvirt's business, not what the hook must undo.
-state() { snapshot | grep -v "/sys/fs/cgroup/machine/"; echo "drivers $(drv $GPU) $(drv $AUDIO)"; }
+# libvirt's own cgroups of its domains are libvirt's business, not what the hook must undo
+# (machine/ without systemd, machine.slice under it).
+state() {
+    snapshot | grep -v -e "/sys/fs/cgroup/machine/" -e "/sys/fs/cgroup/machine.slice"
+    echo "drivers $(drv $GPU) $(drv $AUDIO)"
+}
+
+# The host tasks confined while a hooked domain runs: in kvmtune's own cgroup, or under
+# systemd by AllowedCPUs= on its units.
+host_tasks_confined() {
+    if [ -d /run/systemd/system ]; then
+        [ "$(systemctl show --value -p AllowedCPUs system.slice)" = 0-1 ] || fail "system.slice AllowedCPUs=$(systemctl show --value -p AllowedCPUs system.slice)"
+        [ "$(cpus_of 1)" = 0-1 ] || fail "systemd itself is on $(cpus_of 1)"
+    else
+        [ -d /sys/fs/cgroup/kvmtune.host ] || fail "no host cgroup"
+    fi
+}
 
 # Without the metadata the hook does nothing.
 plain_domain() {
@@ -104,7 +126,7 @@ hook_start_stop() {
     V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err) $(libvirt_log)"
     [ "$(drv $GPU) $(drv $AUDIO)" = "vfio-pci vfio-pci" ] || fail "group 2 not on vfio-pci: $(drv $GPU) $(drv $AUDIO)"
     [ "$(node1_pages)" -ge 32 ] || fail "node 1 has $(node1_pages) pages"
-    [ -d /sys/fs/cgroup/kvmtune.host ] || fail "no host cgroup"
+    host_tasks_confined
     irqs_avoid '^(2|3)$|^2-3$' > $TMPDIR/irqs || fail "$(cat $TMPDIR/irqs)"
     kvmtune host status --format json | grep -q '"by": "libvirt-hook"' || fail "journals not the hook's: $(kvmtune host status)"
     local running="journals $(journals), node 1 pages $(node1_pages), $(cat $TMPDIR/irqs)"
@@ -136,15 +158,17 @@ reconnect() {
     V start hooked > /dev/null 2> $TMPDIR/err || fail "start hooked: $(cat $TMPDIR/err)"
     V start stays > /dev/null 2> $TMPDIR/err || fail "start stays: $(cat $TMPDIR/err)"
     [ "$(journals)" = 3 ] || fail "expected 3 journals: $(kvmtune host status)"
-    # The daemon dies (kill -9, as a crash or an OOM kill would have it), and one VM with it.
-    kill -9 $(pidof libvirtd)
-    local i
-    for i in $(seq 100); do pidof libvirtd > /dev/null || break; sleep 0.2; done
-    pidof libvirtd > /dev/null && fail "libvirtd survived kill -9"
+    # The daemon dies (kill -9, as a crash or an OOM kill would have it), and one VM with it
+    # while it is gone: stopped first, so that it never sees the VM go.
+    local daemon i
+    daemon=$(pidof libvirtd)
+    kill -STOP $daemon
     kill -9 "$(cat /run/libvirt/qemu/hooked.pid)"
-    rm -f /run/libvirtd.pid
+    kill -9 $daemon
+    for i in $(seq 100); do alive $daemon || break; sleep 0.2; done
+    alive $daemon && fail "libvirtd survived kill -9"
     step "libvirtd again"
-    timeout 120 /usr/sbin/libvirtd -d || fail "libvirtd does not start again: $(libvirt_log)"
+    libvirtd_again $daemon || fail "libvirtd does not start again: $(libvirt_log)"
     answers || fail "libvirtd does not answer after the restart: $(libvirt_log)"
     # libvirt's own clean-up of the dead domain or the hook's reconcile, whichever comes first.
     for i in $(seq 60); do [ "$(journals)" = 1 ] && break; sleep 1; done

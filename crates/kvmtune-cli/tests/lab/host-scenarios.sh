@@ -44,7 +44,7 @@ basic() {
 # crash_every_step [LAST]: kill -9 at each journal step in turn (up to step LAST, then one
 # whole prepare and its release).
 crash_every_step() {
-    local last=${1:-0}
+    local last=${1:-0} began=$SECONDS
     # bash reports each killed prepare on stderr: noise here.
     exec 3>&2 2>/dev/null
     snapshot > $TMPDIR/before
@@ -67,17 +67,19 @@ crash_every_step() {
         fi
         snapshot > $TMPDIR/after
         same $TMPDIR/before $TMPDIR/after || fail "killed at step $k: not restored"
+        # Progress for a scenario stopped at the lab's time limit.
+        [ $((k % 20)) != 0 ] || echo "lab-step $((SECONDS - began))s: crash_every_step past step $k"
         k=$((k + 1))
     done
     snapshot > $TMPDIR/after
     same $TMPDIR/before $TMPDIR/after || fail "after the full run"
     exec 2>&3
-    echo "PASS crash_every_step (killed at each of $((k - 1)) steps)"
+    echo "PASS crash_every_step (killed at each of $((k - 1)) steps, $((SECONDS - began)) s)"
 }
 
 # crash_random [RUNS]: RUNS (50) prepares, each killed at a random moment.
 crash_random() {
-    local runs=${1:-50}
+    local runs=${1:-50} began=$SECONDS
     exec 3>&2 2>/dev/null
     snapshot > $TMPDIR/before
     local start end span i delay killed=0
@@ -96,9 +98,10 @@ crash_random() {
         if [ "$(journals)" = 1 ]; then kvmtune host release win > /dev/null || fail "release after kill $i"; fi
         snapshot > $TMPDIR/after
         same $TMPDIR/before $TMPDIR/after || fail "random kill $i after ${delay} ms: not restored"
+        [ $((i % 10)) != 0 ] || echo "lab-step $((SECONDS - began))s: crash_random past run $i"
     done
     exec 2>&3
-    echo "PASS crash_random ($runs runs, $killed killed mid-way, prepare takes ${span} ms)"
+    echo "PASS crash_random ($runs runs, $killed killed mid-way, prepare takes ${span} ms, $((SECONDS - began)) s)"
 }
 
 two_vms() {

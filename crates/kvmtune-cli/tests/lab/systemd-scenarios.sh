@@ -141,3 +141,135 @@ dropin_left_alone() {
     systemctl daemon-reload
     echo "PASS dropin_left_alone ($(grep -o 'user.slice: AllowedCPUs= is set in [^,]*' $TMPDIR/out))"
 }
+
+# scope_pid UNIT: the first process of a running scope (waits up to 30 s for it).
+scope_pid() {
+    local slice=$1 unit=$2 i
+    for i in $(seq 60); do
+        head -1 /sys/fs/cgroup/$slice/$unit/cgroup.procs 2>/dev/null | grep . && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+# VMs started by hand in a `systemd-run --scope` unit: in system.slice, where prepare confines
+# tasks, another VM's QEMU, or this VM's own, is refused before anything is written; the same
+# QEMU in machine.slice (the refusal's advice) keeps all its CPUs through prepare and release.
+scoped_vms() {
+    local qemu="qemu-system-x86_64 -machine none -m 16 -nodefaults -display none -S -name guest=other"
+    snapshot > $TMPDIR/before
+    systemd-run --quiet --scope --unit=lab-othervm $qemu > /dev/null 2>&1 &
+    local pid
+    pid=$(scope_pid system.slice lab-othervm.scope) || fail "no QEMU in system.slice/lab-othervm.scope"
+    kvmtune host prepare $VM_ARGS --apply > /dev/null 2> $TMPDIR/err
+    [ $? = 2 ] || fail "prepare beside another VM's QEMU in system.slice did not exit 2: $(cat $TMPDIR/err)"
+    grep -q "another VM's QEMU (pid $pid, \`other\`) runs in /system.slice/lab-othervm.scope" $TMPDIR/err ||
+        fail "the refusal: $(cat $TMPDIR/err)"
+    local other_refusal own_refusal
+    other_refusal=$(head -1 $TMPDIR/err)
+    kvmtune host prepare $VM_ARGS --pid $pid --apply > /dev/null 2> $TMPDIR/err
+    [ $? = 2 ] || fail "prepare of a VM whose own QEMU is in system.slice did not exit 2: $(cat $TMPDIR/err)"
+    grep -q "this VM's QEMU (pid $pid) runs in /system.slice/lab-othervm.scope" $TMPDIR/err ||
+        fail "the refusal: $(cat $TMPDIR/err)"
+    own_refusal=$(head -1 $TMPDIR/err)
+    [ "$(journals)" = 0 ] || fail "a refused prepare left a journal"
+    snapshot > $TMPDIR/after
+    same $TMPDIR/before $TMPDIR/after || fail "a refused prepare changed the host"
+    systemctl stop lab-othervm.scope
+    wait
+
+    systemd-run --quiet --scope --slice=machine.slice --unit=lab-othervm $qemu > /dev/null 2>&1 &
+    pid=$(scope_pid machine.slice lab-othervm.scope) || fail "no QEMU in machine.slice/lab-othervm.scope"
+    kvmtune host prepare $VM_ARGS --apply > $TMPDIR/out 2>&1 || fail "prepare beside a QEMU in machine.slice: $(cat $TMPDIR/out)"
+    [ "$(cpus_of $pid)" = 0-3 ] || fail "the QEMU in machine.slice is on $(cpus_of $pid)"
+    kvmtune host release win > /dev/null || fail "release"
+    systemctl stop lab-othervm.scope
+    wait
+    snapshot > $TMPDIR/after
+    same $TMPDIR/before $TMPDIR/after || fail "prepare and release beside a QEMU in machine.slice did not restore the host"
+    echo "PASS scoped_vms (refused: $other_refusal | $own_refusal)"
+}
+
+# A display manager as systemd runs one: `display-manager.service` is the alias of the
+# manager's own unit (gdm3.service, sddm.service), and its process holds the GPU's DRM card
+# and the framebuffer open the way a display server does. Needs vfio-scenarios.sh.
+start_display_manager() {
+    cat > /etc/systemd/system/lab-dm.service <<'UNIT'
+[Unit]
+Description=a display manager's stand-in, holding the boot GPU's DRM card and framebuffer
+[Service]
+ExecStart=/bin/sh -c 'exec sleep infinity < /dev/dri/card0 3<> /dev/fb0'
+[Install]
+Alias=display-manager.service
+UNIT
+    ln -sf /etc/systemd/system/lab-dm.service /etc/systemd/system/display-manager.service
+    systemctl daemon-reload
+    timeout 60 systemctl start display-manager.service || fail "the display manager did not start"
+}
+
+# The display manager's state and whether its process holds the card: what release gives back.
+display_manager_state() {
+    local pid holds=no
+    pid=$(systemctl show --value -p MainPID display-manager.service)
+    [ "$pid" != 0 ] && ls -l /proc/$pid/fd 2>/dev/null | grep -q '/dev/dri/card0' && holds=yes
+    echo "display manager: $(systemctl show --value -p ActiveState display-manager.service), holds card0: $holds"
+}
+
+devices_and_display_manager() { devices_without_console; display_manager_state; }
+
+# `vfio bind --single-gpu` on a systemd host: the display manager is stopped before the GPU is
+# handed over and started again at release, also when bind is killed at any step.
+display_manager_single_gpu() {
+    start_display_manager
+    local before
+    before="$(devices_state; display_manager_state)"
+    echo "$before" | grep -q 'display manager: active, holds card0: yes' || fail "at the start: $before"
+    kvmtune vfio bind 00:10.0 --name gpu --single-gpu > $TMPDIR/dry || fail "dry run"
+    grep -q 'systemctl stop display-manager.service' $TMPDIR/dry || fail "the dry run does not stop the display manager: $(cat $TMPDIR/dry)"
+    [ "$(sed -n -E '/systemctl stop|vtconsole|driver_override/{s/^ *//;p;q}' $TMPDIR/dry)" = "systemctl stop display-manager.service" ] ||
+        fail "the display manager is not stopped first: $(cat $TMPDIR/dry)"
+    kvmtune vfio bind 00:10.0 --name gpu --single-gpu --apply > /dev/null || fail "bind: $?"
+    [ "$(drv $GPU) $(drv $AUDIO)" = "vfio-pci vfio-pci" ] || fail "bound: $(drv $GPU) $(drv $AUDIO)"
+    local during
+    during=$(display_manager_state)
+    [ "$during" = "display manager: inactive, holds card0: no" ] || fail "while bound: $during"
+    kvmtune vfio release gpu > /dev/null || fail "release: $?"
+    local after
+    after="$(devices_state; display_manager_state)"
+    [ "$after" = "$before" ] || fail "after release: $after; before: $before"
+
+    # kill -9 at each journal step, then at random moments; release after each.
+    kill_single_gpu_bind devices_and_display_manager 10 800
+    systemctl stop display-manager.service
+    rm /etc/systemd/system/display-manager.service /etc/systemd/system/lab-dm.service
+    systemctl daemon-reload
+    echo "PASS display_manager_single_gpu (while bound: $during; $KILLED)"
+}
+
+# For hook-scenarios.sh under systemd: libvirtd as Debian's units run it (socket-activated,
+# `Restart=on-failure`), its log in the journal.
+libvirt_log() { journalctl -u libvirtd --no-pager -n 15 2>/dev/null | grep -v -e MSR -e getaddrinfo; }
+
+# systemd starts the daemon again itself after it died: a new main process, answering.
+libvirtd_again() {
+    local old=$1 i pid
+    for i in $(seq 120); do
+        pid=$(systemctl show --value -p MainPID libvirtd)
+        [ "$pid" != 0 ] && [ "$pid" != "$old" ] && [ "$(systemctl show --value -p ActiveState libvirtd)" = active ] && return 0
+        sleep 1
+    done
+    return 1
+}
+
+# The hook installed and libvirtd restarted by systemd to read it (libvirt reads its hooks at
+# start); the domains' hugepages need hugetlbfs, which systemd mounts (dev-hugepages.mount).
+libvirt_up_systemd() {
+    step "hook install"
+    timeout 60 kvmtune hook install > $TMPDIR/install || fail "hook install"
+    grep -q 'restart' $TMPDIR/install || fail "install does not say to restart libvirtd: $(cat $TMPDIR/install)"
+    mountpoint -q /dev/hugepages || fail "systemd did not mount /dev/hugepages"
+    step "libvirtd restart"
+    timeout 300 systemctl restart libvirtd || fail "systemctl restart libvirtd: $(libvirt_log)"
+    answers || fail "libvirtd does not answer: $(libvirt_log)"
+    echo "PASS libvirt_up_systemd (hook installed, libvirtd $(pidof libvirtd) restarted by systemd and answering)"
+}

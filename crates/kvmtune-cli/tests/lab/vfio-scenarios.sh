@@ -156,32 +156,44 @@ no_iommu_refusal() {
 # module); the console returns when the GPU's driver registers its framebuffer again, as in
 # single_gpu above.
 crash_every_step() {
+    kill_single_gpu_bind devices_without_console 20 400
+    echo "PASS crash_every_step (--single-gpu; $KILLED)"
+}
+
+devices_without_console() { devices_state | grep -v '^console'; }
+
+# kill_single_gpu_bind STATE RUNS MAX_MS: `vfio bind --single-gpu` of group 2 killed at each
+# journal step in turn, then at RUNS random moments within MAX_MS; after each, release must
+# leave what the function STATE prints as it was before. Sets KILLED to what was done.
+kill_single_gpu_bind() {
+    local state=$1 runs=$2 max_ms=$3 before after k=1 rc i killed=0 pid
     exec 3>&2 2>/dev/null
-    devices_state | grep -v '^console' > $TMPDIR/before
-    local k=1 rc
+    before=$($state)
     while :; do
         kvmtune vfio bind 00:10.0 --name gpu --single-gpu --apply --test-kill-at-step $k > /dev/null 2>&1
         rc=$?
         [ $rc = 0 ] || [ $rc = 137 ] || fail "step $k: bind exited $rc"
-        if ls /run/kvmtune/gpu.vfio.journal > /dev/null 2>&1; then
+        if [ -e /run/kvmtune/gpu.vfio.journal ]; then
             kvmtune vfio release gpu > /dev/null || fail "step $k: release failed"
         fi
-        devices_state | grep -v '^console' | cmp -s - $TMPDIR/before || fail "killed at step $k: $(devices_state)"
+        after=$($state)
+        [ "$after" = "$before" ] || fail "killed at step $k: $after"
         [ $rc = 0 ] && break
+        echo "lab-step ${SECONDS}s: killed at step $k, released"
         k=$((k + 1))
     done
-    local random killed=0 pid i
-    for i in $(seq 20); do
+    for i in $(seq $runs); do
         kvmtune vfio bind 00:10.0 --name gpu --single-gpu --apply > /dev/null 2>&1 &
         pid=$!
-        sleep "0.$(printf '%03d' $((RANDOM % 400)))"
+        sleep "0.$(printf '%03d' $((RANDOM % max_ms)))"
         kill -9 $pid 2>/dev/null && killed=$((killed + 1))
         wait $pid
-        if ls /run/kvmtune/gpu.vfio.journal > /dev/null 2>&1; then
+        if [ -e /run/kvmtune/gpu.vfio.journal ]; then
             kvmtune vfio release gpu > /dev/null || fail "random kill $i: release failed"
         fi
-        devices_state | grep -v '^console' | cmp -s - $TMPDIR/before || fail "random kill $i: $(devices_state)"
+        after=$($state)
+        [ "$after" = "$before" ] || fail "random kill $i: $after"
     done
     exec 2>&3
-    echo "PASS crash_every_step (--single-gpu; killed at each of $((k - 1)) steps, then 20 random kills of which $killed mid-way)"
+    KILLED="killed at each of $((k - 1)) steps, then $runs random kills of which $killed mid-way"
 }

@@ -97,9 +97,21 @@ pub(crate) fn arguments(words: &[Word]) -> Vec<Argument<'_>> {
     out
 }
 
+/// Whether `word` (a path or a name) is a QEMU system emulator: `qemu-system-x86_64`, Debian's
+/// `kvm` wrapper, RHEL's `qemu-kvm`.
 pub fn is_qemu_binary(word: &str) -> bool {
     let name = word.rsplit('/').next().unwrap_or(word);
     name.starts_with("qemu-system") || name == "qemu-kvm" || name == "kvm"
+}
+
+/// The guest's name on a QEMU command line: `-name guest=NAME,...` or `-name NAME`.
+pub fn guest_name(argv: &[String]) -> Option<String> {
+    let value = argv.windows(2).find(|pair| pair[0] == "-name" || pair[0] == "--name")?[1].as_str();
+    let name = value.split(',').find_map(|part| part.strip_prefix("guest=")).or_else(|| {
+        let first = value.split(',').next()?;
+        (!first.contains('=')).then_some(first)
+    })?;
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 struct Reader<'a> {

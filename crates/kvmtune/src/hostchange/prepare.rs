@@ -127,6 +127,14 @@ pub enum Refusal {
         "this host has no cpuset cgroup controller (neither {CGROUP_MOUNT}/cgroup.controllers listing cpuset nor {CPUSET_V1_MOUNT}); use --no-isolate"
     )]
     NoCpuset,
+    #[error(
+        "another VM's QEMU (pid {pid}{name}) runs in {cgroup}, under {unit}, which this prepare confines to the housekeeping CPUs: that VM would lose its own CPUs; run it under machine.slice (libvirt does; by hand `systemd-run --slice=machine.slice --scope qemu-system-...`), or prepare with --no-isolate"
+    )]
+    OtherVmConfined { pid: u32, name: String, cgroup: String, unit: String },
+    #[error(
+        "this VM's QEMU (pid {pid}) runs in {cgroup}, under {unit}, which this prepare confines to the housekeeping CPUs: the VM would be kept off its own CPUs; run it under machine.slice (libvirt does; by hand `systemd-run --slice=machine.slice --scope qemu-system-...`), or prepare with --no-isolate"
+    )]
+    OwnVmConfined { pid: u32, cgroup: String, unit: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -455,6 +463,33 @@ fn pids(host: &Host) -> Vec<u32> {
     pids
 }
 
+/// Refuses when a QEMU runs in one of the systemd `units` this prepare confines: a VM started
+/// by hand with `systemd-run --scope` (in `system.slice`, or in `user.slice` from a login) or
+/// from a shell, rather than by libvirt in `machine.slice`. Confining the unit would keep that
+/// VM off its own CPUs, whether it is another VM or this one.
+fn refuse_vms_in_units(request: &PrepareRequest, units: &[&str], host: &Host) -> Result<(), Refusal> {
+    for pid in pids(host) {
+        let Ok(cmdline) = host.fs.read(&format!("/proc/{pid}/cmdline")) else { continue };
+        let argv: Vec<String> =
+            cmdline.split(|b| *b == 0).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+        if !argv.first().is_some_and(|argv0| crate::config::qemu::is_qemu_binary(argv0)) {
+            continue;
+        }
+        let cgroups = host.fs.read(&format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let cgroups = String::from_utf8_lossy(&cgroups);
+        let Some(cgroup) = cgroups.lines().find_map(|line| line.strip_prefix("0::")) else { continue };
+        let top = cgroup.trim_start_matches('/').split('/').next().unwrap_or_default();
+        let Some(unit) = units.iter().find(|u| **u == top) else { continue };
+        let (cgroup, unit) = (cgroup.to_string(), unit.to_string());
+        if request.vm_pids.contains(&pid) {
+            return Err(Refusal::OwnVmConfined { pid, cgroup, unit });
+        }
+        let name = crate::config::qemu::guest_name(&argv).map(|n| format!(", `{n}`")).unwrap_or_default();
+        return Err(Refusal::OtherVmConfined { pid, name, cgroup, unit });
+    }
+    Ok(())
+}
+
 /// Where `property` of `unit` is set to a value in a file that outlives the boot (the unit's
 /// own file or a drop-in of the user's, such as `/etc/systemd/system/user.slice.d/*.conf`):
 /// a runtime value from kvmtune would hide it until the next boot, and its undo would then
@@ -491,6 +526,7 @@ fn task_actions(
     let why_tasks = "host tasks on the housekeeping CPUs";
     match layout {
         CgroupLayout::V2Systemd => {
+            let mut confined = Vec::new();
             for unit in SYSTEMD_HOST_UNITS {
                 let property = "AllowedCPUs".to_string();
                 if let Some(place) = persistent_setting(host, unit, &property) {
@@ -500,6 +536,7 @@ fn task_actions(
                     ));
                     continue;
                 }
+                confined.push(unit);
                 let found = host
                     .systemd
                     .property(unit, &property)
@@ -508,6 +545,7 @@ fn task_actions(
                     .with_kind(ChangeKind::SystemdProperty { property });
                 push_recomputed(&mut plan.actions, action, exclude, found.trim().as_bytes());
             }
+            refuse_vms_in_units(request, &confined, host)?;
         }
         CgroupLayout::V2 | CgroupLayout::V1 => {
             let mount = if layout == CgroupLayout::V2 { CGROUP_MOUNT } else { CPUSET_V1_MOUNT };

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::config::qemu::{guest_name, is_qemu_binary};
 use crate::exits::record::Target;
 use crate::exits::record::monitor::{MonitorAddress, monitor_from_argv};
 use crate::host::libvirt::{Domains, Libvirt};
@@ -22,29 +23,12 @@ pub struct LiveVm {
     pub monitor: Result<Target, String>,
 }
 
-/// Whether `argv0` runs a QEMU system emulator (`qemu-system-x86_64`, Debian's `kvm` wrapper,
-/// RHEL's `qemu-kvm`).
-fn is_qemu(argv0: &str) -> bool {
-    let name = argv0.rsplit('/').next().unwrap_or(argv0);
-    name.starts_with("qemu-system-") || name == "qemu-kvm" || name == "kvm"
-}
-
-/// `-name guest=NAME,...` or `-name NAME`.
-fn name_of(argv: &[String]) -> Option<String> {
-    let value = argv.windows(2).find(|pair| pair[0] == "-name" || pair[0] == "--name")?[1].as_str();
-    let name = value.split(',').find_map(|part| part.strip_prefix("guest=")).or_else(|| {
-        let first = value.split(',').next()?;
-        (!first.contains('=')).then_some(first)
-    })?;
-    (!name.is_empty()).then(|| name.to_string())
-}
-
 /// The VM a process with command line `argv` runs, if it is a QEMU system emulator.
 pub fn identify(pid: i32, argv: &[String], connect: Option<&str>) -> Option<LiveVm> {
-    if !is_qemu(argv.first()?) {
+    if !is_qemu_binary(argv.first()?) {
         return None;
     }
-    let name = name_of(argv).unwrap_or_else(|| format!("pid {pid}"));
+    let name = guest_name(argv).unwrap_or_else(|| format!("pid {pid}"));
     let monitor = match monitor_from_argv(argv) {
         Some(MonitorAddress::Socket(path)) => Ok(Target::Qmp(path)),
         Some(MonitorAddress::LibvirtDomain(domain)) => {
@@ -123,7 +107,7 @@ pub fn discover(proc: &Path, connect: Option<&str>, trusted: &TrustedOwners) -> 
             let process = proc.join(pid.to_string());
             // A process that exits meanwhile is simply not there; one whose program cannot be
             // read (another user's, to a user) cannot be told from a poser.
-            if !is_qemu(&program_of(&process)?) {
+            if !is_qemu_binary(&program_of(&process)?) {
                 return None;
             }
             let owner = std::fs::metadata(&process).ok()?.uid();
