@@ -484,7 +484,10 @@ fn refuse_vms_in_units(request: &PrepareRequest, units: &[&str], host: &Host) ->
         if request.vm_pids.contains(&pid) {
             return Err(Refusal::OwnVmConfined { pid, cgroup, unit });
         }
-        let name = crate::config::qemu::guest_name(&argv).map(|n| format!(", `{n}`")).unwrap_or_default();
+        // Another user's command line: control characters are escaped, not printed.
+        let name = crate::config::qemu::guest_name(&argv)
+            .map(|n| format!(", `{}`", n.escape_debug()))
+            .unwrap_or_default();
         return Err(Refusal::OtherVmConfined { pid, name, cgroup, unit });
     }
     Ok(())
