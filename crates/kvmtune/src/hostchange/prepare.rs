@@ -27,7 +27,7 @@ pub const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 pub const CPUSET_V1_MOUNT: &str = "/sys/fs/cgroup/cpuset";
 /// The cgroup host tasks are moved into where no systemd owns the cgroups.
 pub const HOST_CGROUP: &str = "kvmtune.host";
-pub use crate::hostchange::change::allowed::SYSTEMD_HOST_UNITS;
+pub use crate::hostchange::change::allowed::{SYSTEMD_HOST_UNITS, SYSTEMD_PROPERTY};
 /// Top-level cgroups libvirt runs VMs in: with systemd (machined) and without.
 pub const VM_CGROUPS: [&str; 2] = ["machine.slice", "machine"];
 
@@ -493,22 +493,17 @@ fn refuse_vms_in_units(request: &PrepareRequest, units: &[&str], host: &Host) ->
     Ok(())
 }
 
-/// Where `property` of `unit` is set to a value in a file that outlives the boot (the unit's
-/// own file or a drop-in of the user's, such as `/etc/systemd/system/user.slice.d/*.conf`):
-/// a runtime value from kvmtune would hide it until the next boot, and its undo would then
-/// write the user's value back at runtime, so such a unit is left alone. Runtime drop-ins
-/// (`set-property --runtime`, kvmtune's own among them) and transient units do not count.
-fn persistent_setting(host: &Host, unit: &str, property: &str) -> Option<String> {
-    let mut files = Vec::new();
-    for listing in ["FragmentPath", "DropInPaths"] {
-        let found = host.systemd.property(unit, listing).unwrap_or_default();
-        files.extend(found.split_whitespace().map(str::to_string));
-    }
-    let runtime = |f: &String| {
-        f.starts_with("/run/systemd/system.control/") || f.starts_with("/run/systemd/transient/")
-    };
+/// Where `property` is set to a value in a file of the unit's that outlives the boot (`listed`:
+/// its own file and its drop-ins, as `FragmentPath` and `DropInPaths` show them; one of the
+/// user's such as `/etc/systemd/system/user.slice.d/*.conf`): a runtime value from kvmtune
+/// would hide it until the next boot, and its undo would then write the user's value back at
+/// runtime, so such a unit is left alone. Runtime drop-ins (`set-property --runtime`, kvmtune's
+/// own among them) and transient units do not count.
+fn persistent_setting(host: &Host, listed: &[&str], property: &str) -> Option<String> {
+    let runtime =
+        |f: &&str| f.starts_with("/run/systemd/system.control/") || f.starts_with("/run/systemd/transient/");
     let assignment = format!("{property}=");
-    files.into_iter().filter(|f| !runtime(f)).find(|file| {
+    listed.iter().flat_map(|files| files.split_whitespace()).filter(|f| !runtime(f)).find_map(|file| {
         let text = host.fs.read(file).unwrap_or_default();
         // The last assignment in the file wins; an empty one resets.
         String::from_utf8_lossy(&text)
@@ -516,6 +511,7 @@ fn persistent_setting(host: &Host, unit: &str, property: &str) -> Option<String>
             .filter_map(|line| line.trim().strip_prefix(assignment.as_str()))
             .next_back()
             .is_some_and(|value| !value.trim().is_empty())
+            .then(|| file.to_string())
     })
 }
 
@@ -530,9 +526,18 @@ fn task_actions(
     match layout {
         CgroupLayout::V2Systemd => {
             let mut confined = Vec::new();
-            for unit in SYSTEMD_HOST_UNITS {
-                let property = "AllowedCPUs".to_string();
-                if let Some(place) = persistent_setting(host, unit, &property) {
+            let property = SYSTEMD_PROPERTY.to_string();
+            // Every unit's files and value in one `systemctl show`: each call costs a process.
+            let shown = host
+                .systemd
+                .properties(&SYSTEMD_HOST_UNITS, &["FragmentPath", "DropInPaths", SYSTEMD_PROPERTY])
+                .map_err(|source| Refusal::Read {
+                    path: format!("systemd units {}", SYSTEMD_HOST_UNITS.join(", ")),
+                    source,
+                })?;
+            for (unit, shown) in SYSTEMD_HOST_UNITS.into_iter().zip(&shown) {
+                let [fragment, drop_ins, found] = [0, 1, 2].map(|i| shown.get(i).map_or("", String::as_str));
+                if let Some(place) = persistent_setting(host, &[fragment, drop_ins], &property) {
                     plan.left_alone.push(format!(
                         "{unit}: {property}= is set in {place}, a setting of yours that outlives \
                          boots; kvmtune leaves it as it is (its tasks stay where it puts them)"
@@ -540,12 +545,8 @@ fn task_actions(
                     continue;
                 }
                 confined.push(unit);
-                let found = host
-                    .systemd
-                    .property(unit, &property)
-                    .map_err(|source| Refusal::Read { path: format!("systemd unit {unit}"), source })?;
                 let action = HostAction::write(unit, "", why_tasks)
-                    .with_kind(ChangeKind::SystemdProperty { property });
+                    .with_kind(ChangeKind::SystemdProperty { property: property.clone() });
                 push_recomputed(&mut plan.actions, action, exclude, found.trim().as_bytes());
             }
             refuse_vms_in_units(request, &confined, host)?;
