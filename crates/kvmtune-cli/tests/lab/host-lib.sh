@@ -2,6 +2,18 @@
 # A snapshot is every piece of kernel state `host prepare` may touch, one `key value` line each;
 # task lines are keyed by thread, and only threads alive in both snapshots are compared.
 
+# The threads only the kernel may move (PF_NO_SETAFFINITY in /proc/<tid>/stat's flags: per-CPU
+# kthreads, workqueue rescuers), as `/proc/<pid>/task/<tid>/status:` prefixes. kvmtune skips
+# them as sched_setaffinity does; a rescuer of an unbound workqueue takes the workqueue mask (in
+# the snapshot) or the CPUs of the pool it last rescued work for, whenever the kernel decides.
+kernel_bound_threads() {
+    grep -H . /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null | awk '{
+        path = substr($0, 1, index($0, ":") - 1); rest = $0; sub(/^.*\) /, "", rest)
+        split(rest, field, " ")
+        if (int(field[7] / 67108864) % 2 == 1) { sub(/stat$/, "status:", path); print path }
+    }'
+}
+
 snapshot() {
     {
         grep -H . /proc/irq/*/smp_affinity_list /proc/irq/default_smp_affinity \
@@ -10,7 +22,8 @@ snapshot() {
             /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages
         grep -H . /sys/fs/cgroup/cgroup.subtree_control /sys/fs/cgroup/*/cpuset.cpus \
             /sys/fs/cgroup/cpuset/*/cpuset.cpus /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null
-        grep -H Cpus_allowed_list /proc/[0-9]*/task/[0-9]*/status 2>/dev/null | sed 's/^/task/'
+        grep -H Cpus_allowed_list /proc/[0-9]*/task/[0-9]*/status 2>/dev/null |
+            grep -v -F -f <(kernel_bound_threads) | sed 's/^/task/'
         grep -H -E '^0::|cpuset' /proc/[0-9]*/task/[0-9]*/cgroup 2>/dev/null | sed 's/^/task/'
         # Under systemd (scripts/lab --init systemd), the property it confines host units with.
         # One `systemctl show` for the four (each systemctl costs most of a second under TCG).
