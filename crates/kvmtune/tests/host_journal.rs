@@ -306,6 +306,13 @@ fn invocations_are_serialized_and_names_checked() {
     let other = std::fs::File::open(lab.journals.join("lock")).unwrap();
     assert!(other.try_lock().is_err(), "a second invocation would run alongside");
     drop(journal);
+    // A process another test thread forks shares the lock's open file until its exec closes it
+    // (flock belongs to the open file, and O_CLOEXEC acts only at exec): the lock is free once
+    // such a child has exec'd, so it is tried until then, not once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while other.try_lock().is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(other.try_lock().is_ok(), "the lock goes with the journal");
     drop(other);
     for bad in ["", "..", "a/b"] {
