@@ -2,16 +2,30 @@
 # A snapshot is every piece of kernel state `host prepare` may touch, one `key value` line each;
 # task lines are keyed by thread, and only threads alive in both snapshots are compared.
 
-# The threads only the kernel may move (PF_NO_SETAFFINITY in /proc/<tid>/stat's flags: per-CPU
-# kthreads, workqueue rescuers), as `/proc/<pid>/task/<tid>/status:` prefixes. kvmtune skips
-# them as sched_setaffinity does; a rescuer of an unbound workqueue takes the workqueue mask (in
-# the snapshot) or the CPUs of the pool it last rescued work for, whenever the kernel decides.
-kernel_bound_threads() {
-    grep -H . /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null | awk '{
-        path = substr($0, 1, index($0, ":") - 1); rest = $0; sub(/^.*\) /, "", rest)
-        split(rest, field, " ")
-        if (int(field[7] / 67108864) % 2 == 1) { sub(/stat$/, "status:", path); print path }
-    }'
+# Every thread's allowed CPUs and cgroup, as `task/proc/<pid>/task/<tid>/{status,cgroup}:` lines,
+# in one awk (each process costs tens of milliseconds under TCG, and a snapshot is taken after
+# every kill of the crash scenarios). The CPUs of threads only the kernel may move are left out
+# (PF_NO_SETAFFINITY in /proc/<tid>/stat's flags: per-CPU kthreads, workqueue rescuers): kvmtune
+# skips them as sched_setaffinity does, and a rescuer of an unbound workqueue takes the
+# workqueue mask (in the snapshot) or the CPUs of the pool it last rescued work for, whenever
+# the kernel decides. A thread that ends while it is read is left out (getline fails quietly).
+task_lines() {
+    awk 'BEGIN {
+        for (i = 1; i < ARGC; i++) {
+            dir = ARGV[i]; sub(/stat$/, "", dir)
+            if ((getline stat < ARGV[i]) <= 0) { close(ARGV[i]); continue }
+            close(ARGV[i])
+            rest = stat; sub(/^.*\) /, "", rest); split(rest, field, " ")
+            kernel_bound = int(field[7] / 67108864) % 2 == 1
+            while (!kernel_bound && (getline line < (dir "status")) > 0)
+                if (line ~ /^Cpus_allowed_list:/) print "task" dir "status:" line
+            close(dir "status")
+            while ((getline line < (dir "cgroup")) > 0)
+                if (line ~ /^0::|cpuset/) print "task" dir "cgroup:" line
+            close(dir "cgroup")
+        }
+        exit
+    }' /proc/[0-9]*/task/[0-9]*/stat
 }
 
 snapshot() {
@@ -22,9 +36,7 @@ snapshot() {
             /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages
         grep -H . /sys/fs/cgroup/cgroup.subtree_control /sys/fs/cgroup/*/cpuset.cpus \
             /sys/fs/cgroup/cpuset/*/cpuset.cpus /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null
-        grep -H Cpus_allowed_list /proc/[0-9]*/task/[0-9]*/status 2>/dev/null |
-            grep -v -F -f <(kernel_bound_threads) | sed 's/^/task/'
-        grep -H -E '^0::|cpuset' /proc/[0-9]*/task/[0-9]*/cgroup 2>/dev/null | sed 's/^/task/'
+        task_lines
         # Under systemd (scripts/lab --init systemd), the property it confines host units with.
         # One `systemctl show` for the four (each systemctl costs most of a second under TCG).
         if [ -d /run/systemd/system ]; then
