@@ -1,4 +1,4 @@
-//! The exit patterns (EXIT013-EXIT017): each fires on a table built to its description and
+//! The exit patterns (EXIT013-EXIT017, EXIT026): each fires on a table built to its description and
 //! stays quiet on the near miss that differs in the one thing it reads, also with the config
 //! and host facts that decide it. The tables go through the same reader as real reports:
 //! as perf prints them, as a mail reply quotes and wraps them, and as a forum post fences them
@@ -227,6 +227,67 @@ fn idle_host_cpu_burn_needs_polling_and_shared_cpus() {
         )
         .contains(&"EXIT017")
     );
+}
+
+/// kvm_stat while a guest hung, as a reply on the kvm and linux-mm lists quoted it (thread
+/// "qemu-kvm loops after kernel udpate", September 2012,
+/// lore.kernel.org/all/20120918124646.02aaee4f.akpm@linux-foundation.org): Avi Kivity's answer
+/// was "Strange, it's unable to fault in the very first page", and the cause a host mm patch.
+const HUNG_ON_A_PAGE: &str = "\
+> >> kvm statistics
+> >>
+> >>   kvm_exit                                  13798699  330708
+> >>   kvm_entry                                 13799110  330708
+> >>   kvm_page_fault                            13793650  330604
+> >>   kvm_exit(EXCEPTION_NMI)                    6188458  330604
+> >>   kvm_exit(EXTERNAL_INTERRUPT)                  2169     105
+> >>   kvm_exit(TPR_BELOW_THRESHOLD)                   82       0
+> >>   kvm_exit(IO_INSTRUCTION)                         6       0
+> >
+> > Strange, it's unable to fault in the very first page.
+";
+
+/// A kvm_stat table with `(name, total, per second)` rows.
+fn kvm_stat(rows: &[(&str, u64, u64)]) -> String {
+    let mut out = String::from("kvm statistics\n\n");
+    for (name, total, rate) in rows {
+        out.push_str(&format!("  {name:<40} {total:>10} {rate:>7}\n"));
+    }
+    out
+}
+
+#[test]
+fn a_vcpu_faulting_on_one_page_is_a_loop_not_a_load() {
+    let fired = findings(HUNG_ON_A_PAGE, &ExitContext::default());
+    let exit026 = fired.iter().find(|f| f.rule == "EXIT026").expect("EXIT026 on the hung guest's kvm_stat");
+    let evidence = exit026.evidence.as_deref().unwrap();
+    assert!(evidence.contains("330604/s") && evidence.contains("kvm_page_fault"), "{evidence}");
+    // The counts since kvm_stat began say 44.8%: the rates, what the poster watched, say all.
+    assert!(evidence.contains("100.0%"), "{evidence}");
+    assert_eq!(exit026.severity, kvmtune::analysis::Severity::Error);
+    assert!(rules(&as_forum_post(HUNG_ON_A_PAGE), &ExitContext::default()).contains(&"EXIT026"));
+
+    // Near misses. The same exceptions at a rate a working guest has (a few thousand a second).
+    let few = kvm_stat(&[
+        ("kvm_exit", 3105, 3105),
+        ("kvm_exit(EXCEPTION_NMI)", 3000, 3000),
+        ("kvm_exit(EXTERNAL_INTERRUPT)", 105, 105),
+    ]);
+    assert!(!rules(&few, &ExitContext::default()).contains(&"EXIT026"));
+    // A busy guest under shadow paging: many page-fault intercepts, and beside them task
+    // switches, halts and I/O. It is slow, not stuck.
+    let shadow = kvm_stat(&[
+        ("kvm_exit", 405000, 405000),
+        ("kvm_exit(EXCEPTION_NMI)", 330000, 330000),
+        ("kvm_exit(CR_ACCESS)", 40000, 40000),
+        ("kvm_exit(INVLPG)", 20000, 20000),
+        ("kvm_exit(HLT)", 10000, 10000),
+        ("kvm_exit(IO_INSTRUCTION)", 5000, 5000),
+    ]);
+    assert!(!rules(&shadow, &ExitContext::default()).contains(&"EXIT026"));
+    // A perf report counts since the recording began and gives no rate: no loop can be told.
+    let counted = table(&[("EXCEPTION_NMI", 6_188_458, 1.0), ("EXTERNAL_INTERRUPT", 2169, 1.0)]);
+    assert!(!rules(&counted, &ExitContext::default()).contains(&"EXIT026"));
 }
 
 /// Patterns read the absence of reasons, so partial counters (KVM stats, an MSR table) never

@@ -79,7 +79,33 @@ impl<'a> Table<'a> {
     fn seen(&self, which: impl Fn(ExitCause) -> bool) -> Vec<String> {
         self.rows(which).map(|r| r.name.clone()).collect()
     }
+
+    /// Exits per second of the rows `which` accepts: the rates the table printed (kvm_stat's
+    /// second column), or the counts over the profile's duration where it knows one; `None`
+    /// where the table says neither (a perf report: counts since the recording began).
+    fn rate(&self, which: impl Fn(ExitCause) -> bool) -> Option<f64> {
+        let rows: Vec<&ExitRow> = self.rows(which).collect();
+        let printed: Option<f64> = rows.iter().map(|r| r.rate_per_s).sum();
+        if let Some(rate) = printed.filter(|_| !rows.is_empty()) {
+            return Some(rate);
+        }
+        let seconds = self.profile.duration_s.filter(|s| *s > 0.0)?;
+        Some(saturating_sum(rows.iter().map(|r| r.count)) as f64 / seconds)
+    }
+
+    /// The printed rate of the event row named `name` (`kvm_page_fault`), where there is one.
+    fn event_rate(&self, name: &str) -> Option<f64> {
+        self.profile.rows.iter().find(|r| !r.is_exit() && r.name == name).and_then(|r| r.rate_per_s)
+    }
 }
+
+/// A loop, not a load: the exits per second of one cause above which a table whose every other
+/// reason has all but stopped (see [`LOOP_SHARE`]) shows a vCPU repeating one instruction. A
+/// working guest that faults this often also switches tasks, takes interrupts and does I/O.
+const LOOP_RATE_PER_S: f64 = 10_000.0;
+
+/// The share of the exit rate one cause must take for the table to show nothing but it.
+const LOOP_SHARE: f64 = 0.98;
 
 /// Causes by one name, for [`Table`]'s methods.
 fn is(cause: ExitCause) -> impl Fn(ExitCause) -> bool {
@@ -293,6 +319,44 @@ pub const PATTERN_RULES: &[PatternRule] = &[
                     "halts {} of exits, kvm.halt_poll_ns={polling}, vCPUs {}",
                     percent(halts),
                     if unpinned { "not all pinned" } else { "sharing host CPUs" }
+                ),
+            })
+        },
+    },
+    PatternRule {
+        meta: RuleMeta {
+            id: "EXIT026",
+            name: "exception-loop",
+            category: Category::Exits,
+            severity: Severity::Error,
+            title: "a vCPU stuck on one faulting instruction",
+            explanation: "Tens of thousands of intercepted exceptions a second (EXCEPTION_NMI) and almost no other exit: no halts, no I/O, barely a timer interrupt. With EPT, KVM intercepts few exceptions; without it (shadow paging) it intercepts every guest page fault, and while it runs a guest's real-mode code in vm86 mode (CPUs without unrestricted guest) every exception. A rate like this with nothing else beside it means the vCPU faults on one instruction, KVM handles the fault and re-enters, and the guest faults again: the guest is hung, not slow. Where KVM's kvm_page_fault events run at the same rate, it is a page KVM never manages to map; in the case cited, a host kernel change to the memory-management notifiers left KVM unable to map the guest's very first page. No VM setting tunes this away.",
+            example: "kvm_exit(EXCEPTION_NMI) 330604/s and kvm_page_fault 330604/s, EXTERNAL_INTERRUPT 105/s, nothing else",
+            fix: "find the instruction and address that repeat (`perf record -e kvm:kvm_exit -e kvm:kvm_page_fault` gives the guest RIP and the faulting address), then try another host kernel; where KVM runs without EPT (kvm_intel ept=0), turning EPT on ends the page-fault intercepts",
+            fix_safety: Applicability::Manual,
+            source: "Linux arch/x86/kvm/vmx/vmx.c (vmx_update_exception_bitmap: #PF intercepted without EPT, every exception while real mode runs in vm86; handle_exception_nmi); thread 'qemu-kvm loops after kernel udpate', kvm and linux-mm lists, September 2012 (lore.kernel.org/all/20120918124646.02aaee4f.akpm@linux-foundation.org): kvm_stat showed EXCEPTION_NMI and kvm_page_fault at 330604/s while the guest hung, bisected to a host mm change",
+        },
+        supersedes: &[],
+        check_rules: &[],
+        windows_only: false,
+        check: |table, _| {
+            let exceptions = table.rate(is(ExitCause::Exception))?;
+            let all = table.rate(|_| true)?;
+            if exceptions < LOOP_RATE_PER_S || all <= 0.0 || exceptions / all < LOOP_SHARE {
+                return None;
+            }
+            let faults = table
+                .event_rate("kvm_page_fault")
+                .filter(|faults| (faults - exceptions).abs() <= 0.05 * exceptions)
+                .map(|faults| {
+                    format!(", with kvm_page_fault at {faults:.0}/s: the same fault again and again")
+                })
+                .unwrap_or_default();
+            Some(Match {
+                reasons: table.seen(is(ExitCause::Exception)),
+                evidence: format!(
+                    "exceptions at {exceptions:.0}/s, {} of all exits per second{faults}",
+                    percent(exceptions / all)
                 ),
             })
         },

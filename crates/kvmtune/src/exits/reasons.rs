@@ -147,6 +147,10 @@ pub enum ExitCause {
     Hypercall,
     /// The guest opened a window for an interrupt that waited to be injected.
     InterruptWindow,
+    /// An exception or NMI KVM intercepted (VMX's `EXCEPTION_NMI`). With EPT there are few;
+    /// with shadow paging (no EPT, or real mode on a CPU without unrestricted guest) every
+    /// guest page fault is one.
+    Exception,
     /// A code the tool that printed the table could not name (`UNKNOWN(...)`).
     Unnamed,
     Other,
@@ -157,6 +161,7 @@ const CAUSES: &[(ExitCause, &[&str])] = &[
     (ExitCause::Mmio, &["EPT_MISCONFIG", "mmio_exits", "kvm_mmio", "kvm_fast_mmio", "KVM_EXIT_MMIO"]),
     (ExitCause::NestedPageFault, &["npf", "NPF"]),
     (ExitCause::PageFault, &["EPT_VIOLATION", "kvm_page_fault"]),
+    (ExitCause::Exception, &["EXCEPTION_NMI"]),
     (ExitCause::PortIo, &["IO_INSTRUCTION", "io", "IOIO", "io_exits", "kvm_pio"]),
     (ExitCause::MsrWrite, &["MSR_WRITE"]),
     (ExitCause::MsrRead, &["MSR_READ"]),
@@ -227,7 +232,7 @@ impl ExitCause {
             ExitCause::Cpuid => "cpuid",
             ExitCause::Hypercall => "hypercall",
             ExitCause::InterruptWindow => "irq_window",
-            ExitCause::Unnamed | ExitCause::Other => return None,
+            ExitCause::Exception | ExitCause::Unnamed | ExitCause::Other => return None,
         })
     }
 }
@@ -279,6 +284,7 @@ mod tests {
         assert_eq!(ExitCause::of("kvm_exit(EPT_MISCONFIG)"), ExitCause::Mmio);
         assert_eq!(ExitCause::of("UNKNOWN(131072)"), ExitCause::Unnamed);
         assert_eq!(ExitCause::of("XSETBV"), ExitCause::Other);
+        assert_eq!(ExitCause::of("kvm_exit(EXCEPTION_NMI)"), ExitCause::Exception);
         // npf is MMIO or a page fault, never told apart by its name; both rules say so.
         let npf = ExitCause::of("npf");
         assert!(npf.may_be_mmio() && npf.may_be_page_fault());
