@@ -10,7 +10,7 @@ use kvmtune::guest::agent::{Agent, AgentChannel, build_dirs};
 use kvmtune::host::libvirt::Libvirt;
 
 use crate::Outcome;
-use crate::args::Format;
+use crate::args::{Format, HostArgs};
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("guest").required(true).args(["domain", "agent", "report"])))]
@@ -32,8 +32,19 @@ pub(crate) struct VerifyArgs {
     /// The VM's configuration (libvirt XML, QEMU command line or Proxmox config).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The host whose SMT and L3 groups the pinning is held against (VER009, VER010): by
+    /// default this machine when the VM runs here (--agent, or --domain on a local libvirt);
+    /// none for --report unless given.
+    #[command(flatten)]
+    host: HostArgs,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+}
+
+/// Whether a libvirt URI names this machine: no host between `://` and the path
+/// (`qemu:///system`), or none given at all.
+fn is_local(connect: Option<&str>) -> bool {
+    connect.is_none_or(|uri| uri.split_once("://").is_none_or(|(_, rest)| rest.starts_with('/')))
 }
 
 pub(crate) fn run(args: VerifyArgs) -> anyhow::Result<Outcome> {
@@ -73,8 +84,14 @@ pub(crate) fn run(args: VerifyArgs) -> anyhow::Result<Outcome> {
         Some((name, text)) => Some(kvmtune::config::read(name, text)?),
         None => None,
     };
+    let runs_here = args.agent.is_some() || (args.domain.is_some() && is_local(args.connect.as_deref()));
+    let host = match args.host.load()? {
+        Some(host) => Some(host),
+        None if runs_here && config.is_some() => Some(kvmtune::host::probe(&kvmtune::host::Host::live())),
+        None => None,
+    };
     let findings = match &config {
-        Some(config) => kvmtune::analysis::verify_rules::verify(config, &guest),
+        Some(config) => kvmtune::analysis::verify_rules::verify(config, &guest, host.as_ref()),
         None => Vec::new(),
     };
     match args.format {

@@ -597,3 +597,55 @@ fn what_a_guest_writes_reaches_the_terminal_escaped() {
     assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{7}'), "{stdout:?}");
     assert!(stdout.contains("evil\\x1b]0;owned\\x07\\x1b[2J"), "{stdout}");
 }
+
+/// `--host-root`: a saved report of this machine, its topology set to two processors under one
+/// L3, against a domain pinning them to host CPUs 0 and 8 of a Ryzen 9 7950X3D laid out as
+/// Linux shows it (two CCDs, 0-7 and 8-15, each its own L3): VER010, exit 1; pinned to 0 and 1
+/// of one CCD, clean. The VM does not run here, so without a host option nothing is compared.
+#[test]
+fn pinning_is_held_against_the_host_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved_report(dir.path())).unwrap()).unwrap();
+    report["topology"] = serde_json::json!({
+        "logical_processors": 2, "cores": 2, "sockets": 1, "numa_nodes": 1,
+        "smt_groups": [], "l3_groups": [[0, 1]]
+    });
+    let report_path = dir.path().join("two.json");
+    std::fs::write(&report_path, report.to_string()).unwrap();
+    let host = dir.path().join("host");
+    kvmtune_testkit::synthetic::SyntheticHost::ryzen_7950x3d().write(&host);
+    let domain = |second: u32| {
+        let path = dir.path().join(format!("pinned-{second}.xml"));
+        std::fs::write(
+            &path,
+            format!(
+                "<domain type='kvm'><name>pinned</name><memory unit='GiB'>1</memory><vcpu>2</vcpu>\
+                 <cputune><vcpupin vcpu='0' cpuset='0'/><vcpupin vcpu='1' cpuset='{second}'/></cputune>\
+                 <os><type arch='x86_64'>hvm</type></os>\
+                 <cpu mode='host-passthrough'><topology sockets='1' dies='1' cores='2' threads='1'/></cpu></domain>"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let verify = |config: &Path, host_args: &[&str]| {
+        let mut args =
+            vec!["verify", "--report", report_path.to_str().unwrap(), "--config", config.to_str().unwrap()];
+        args.extend_from_slice(host_args);
+        kvmtune(&args, None)
+    };
+    let across = domain(8);
+    let output = verify(&across, &["--host-root", host.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("VER010"), "{}", text(&output));
+    assert!(
+        text(&output).contains("guest processors 0-1 on host CPUs 0,8 (2 host L3 groups)"),
+        "{}",
+        text(&output)
+    );
+    let output = verify(&domain(1), &["--host-root", host.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let output = verify(&across, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}

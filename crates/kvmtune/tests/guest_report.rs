@@ -27,6 +27,14 @@ fn report_with(leaves: Vec<Value>) -> GuestReport {
     GuestReport::from_json(&text, "test").unwrap()
 }
 
+/// The rules that need no host facts (all but VER009 and VER010).
+fn verify_without_host(
+    config: &kvmtune::config::model::VmConfig,
+    guest: &GuestReport,
+) -> Vec<kvmtune::analysis::verify_rules::VerifyFinding> {
+    kvmtune::analysis::verify_rules::verify(config, guest, None)
+}
+
 fn names(list: &Value) -> Vec<Hv> {
     list.as_array().unwrap().iter().map(|n| Hv::from_qemu(n.as_str().unwrap()).unwrap()).collect()
 }
@@ -153,13 +161,13 @@ fn verify_on_the_real_kvm_dump_names_only_what_the_guest_lacks() {
     let seen_config = config(
         "<relaxed state='on'/><vapic state='on'/><vpindex state='on'/><synic state='on'/><stimer state='on'/><tlbflush state='on'/><ipi state='on'/>",
     );
-    let findings = kvmtune::analysis::verify_rules::verify(&seen_config, &guest);
+    let findings = verify_without_host(&seen_config, &guest);
     assert!(findings.iter().all(|f| f.rule != "VER001"), "{findings:#?}");
 
     let lacking = config(
         "<vpindex state='on'/><tlbflush state='on'><direct state='on'/><extended state='on'/></tlbflush>",
     );
-    let findings = kvmtune::analysis::verify_rules::verify(&lacking, &guest);
+    let findings = verify_without_host(&lacking, &guest);
     let ver001: Vec<_> = findings.iter().filter(|f| f.rule == "VER001").collect();
     assert_eq!(ver001.len(), 2, "{findings:#?}");
     assert!(ver001.iter().any(|f| f.configured == "hv-tlbflush-ext on"
@@ -191,24 +199,16 @@ fn vcpus_windows_leaves_idle_are_blamed_on_the_sockets_of_its_edition() {
     let xml = "<domain type='kvm'><name>t</name><memory unit='GiB'>4</memory><vcpu>8</vcpu><os><type arch='x86_64'>hvm</type></os></domain>";
     let eight_sockets = kvmtune::config::read("t.xml", xml).unwrap();
     // Pro counts two of the eight single-core sockets.
-    let findings = kvmtune::analysis::verify_rules::verify(
-        &eight_sockets,
-        &windows_report("Professional", 2, 2, 10_000_000, 40.0),
-    );
+    let findings =
+        verify_without_host(&eight_sockets, &windows_report("Professional", 2, 2, 10_000_000, 40.0));
     let ver004 = findings.iter().find(|f| f.rule == "VER004").expect("VER004");
     assert!(ver004.why.contains("8 sockets") && ver004.why.contains("at most 2"), "{}", ver004.why);
     assert!(ver004.fix.contains("cores of one socket"), "{}", ver004.fix);
     // Home counts one.
-    let home = kvmtune::analysis::verify_rules::verify(
-        &eight_sockets,
-        &windows_report("Core", 1, 1, 10_000_000, 40.0),
-    );
+    let home = verify_without_host(&eight_sockets, &windows_report("Core", 1, 1, 10_000_000, 40.0));
     assert!(home.iter().any(|f| f.rule == "VER004" && f.why.contains("at most 1")));
     // Every vCPU counted: nothing.
-    let all = kvmtune::analysis::verify_rules::verify(
-        &eight_sockets,
-        &windows_report("ServerStandard", 8, 8, 10_000_000, 40.0),
-    );
+    let all = verify_without_host(&eight_sockets, &windows_report("ServerStandard", 8, 8, 10_000_000, 40.0));
     assert!(all.iter().all(|f| f.rule != "VER004" && f.rule != "VER006"), "{all:#?}");
 }
 
@@ -219,10 +219,8 @@ fn an_hpet_clock_is_named_with_the_causes_the_config_has() {
         "<domain type='kvm'><name>t</name><memory unit='GiB'>4</memory><vcpu>2</vcpu><os><type arch='x86_64'>hvm</type></os></domain>",
     )
     .unwrap();
-    let findings = kvmtune::analysis::verify_rules::verify(
-        &no_hv_time,
-        &windows_report("Professional", 2, 2, 14_318_180, 3100.0),
-    );
+    let findings =
+        verify_without_host(&no_hv_time, &windows_report("Professional", 2, 2, 14_318_180, 3100.0));
     let ver008 = findings.iter().find(|f| f.rule == "VER008").expect("VER008");
     assert!(
         ver008.seen.contains("14318180 Hz: the HPET") && ver008.seen.contains("3.1 us"),
@@ -231,9 +229,88 @@ fn an_hpet_clock_is_named_with_the_causes_the_config_has() {
     );
     assert!(ver008.why.contains("hv-time is off") && ver008.why.contains("the HPET is on"), "{}", ver008.why);
     // The reference TSC page at 10 MHz, a read in tens of nanoseconds: nothing.
-    let fast = kvmtune::analysis::verify_rules::verify(
-        &no_hv_time,
-        &windows_report("Professional", 2, 2, 10_000_000, 35.0),
-    );
+    let fast = verify_without_host(&no_hv_time, &windows_report("Professional", 2, 2, 10_000_000, 35.0));
     assert!(fast.iter().all(|f| f.rule != "VER008"), "{fast:#?}");
+}
+
+/// A Linux guest's report of 8 processors under one L3, in `pairs` SMT pairs.
+fn eight_processors(pairs: Vec<Vec<u32>>) -> GuestReport {
+    let cores = 8 - pairs.len();
+    let text = json!({
+        "schema_version": 1,
+        "program": {"name": "kvmtune-guest", "version": "0.1.0"},
+        "os": {"family": "linux", "name": "Debian GNU/Linux 12"},
+        "cpuid": {"vendor": "AuthenticAMD", "hypervisor_bit": true, "invariant_tsc": true},
+        "topology": {"logical_processors": 8, "cores": cores, "sockets": 1, "numa_nodes": 1,
+                     "smt_groups": pairs, "l3_groups": [[0, 1, 2, 3, 4, 5, 6, 7]]},
+        "time": {"counter": "clock_gettime(CLOCK_MONOTONIC)"}
+    });
+    GuestReport::from_json(&text.to_string(), "linux.json").unwrap()
+}
+
+/// A domain of 8 vCPUs, vCPU i pinned to host CPU `pins[i]`, `threads` per core.
+fn pinned_domain(pins: [u32; 8], threads: u32) -> kvmtune::config::model::VmConfig {
+    let cputune: String = pins
+        .iter()
+        .enumerate()
+        .map(|(vcpu, cpu)| format!("<vcpupin vcpu='{vcpu}' cpuset='{cpu}'/>"))
+        .collect();
+    let cores = 8 / threads;
+    kvmtune::config::read(
+        "t.xml",
+        &format!(
+            "<domain type='kvm'><name>t</name><memory unit='GiB'>8</memory><vcpu placement='static'>8</vcpu>\
+             <cputune>{cputune}</cputune><os><type arch='x86_64'>hvm</type></os>\
+             <cpu mode='host-passthrough'><topology sockets='1' dies='1' cores='{cores}' threads='{threads}'/></cpu></domain>"
+        ),
+    )
+    .unwrap()
+}
+
+/// The guest's SMT pairs and L3 group against the host siblings and L3 groups of the CPUs its
+/// vCPUs are pinned to, on a Ryzen 9 7950X3D laid out as Linux shows it (16 cores in two CCDs of
+/// 8, each its own L3; core n's threads are CPUs n and n+16).
+#[test]
+fn the_guests_pairs_and_l3_group_are_held_against_the_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    kvmtune_testkit::synthetic::SyntheticHost::ryzen_7950x3d().write(dir.path());
+    let host = kvmtune::host::probe(&kvmtune::host::Host::snapshot(dir.path()).unwrap());
+    let pairs = vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]];
+    let rules = |config: &kvmtune::config::model::VmConfig, guest: &GuestReport| -> Vec<(&str, String)> {
+        kvmtune::analysis::verify_rules::verify(config, guest, Some(&host))
+            .into_iter()
+            .filter(|f| f.rule == "VER009" || f.rule == "VER010")
+            .map(|f| (f.rule, f.seen))
+            .collect()
+    };
+
+    // Each guest pair on one host core's two threads, all on the first CCD: nothing.
+    let matched = pinned_domain([2, 18, 3, 19, 4, 20, 5, 21], 2);
+    assert_eq!(rules(&matched, &eight_processors(pairs.clone())), vec![]);
+
+    // Consecutive host CPUs: each pair is two host cores, and CPUs 8 and 9 are the second CCD.
+    let consecutive = pinned_domain([2, 3, 4, 5, 6, 7, 8, 9], 2);
+    let found = rules(&consecutive, &eight_processors(pairs.clone()));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, "VER009");
+    assert!(found[0].1.contains("guest processors 0-1 on host CPUs 2-3"), "{}", found[0].1);
+    assert_eq!(found[1].0, "VER010");
+    assert!(found[1].1.contains("host CPUs 2-9 (2 host L3 groups)"), "{}", found[1].1);
+
+    // The guest sees no pairs (threads='1') while its vCPUs hold both threads of host cores.
+    let siblings_as_cores = pinned_domain([2, 18, 3, 19, 4, 20, 5, 21], 1);
+    let found = rules(&siblings_as_cores, &eight_processors(vec![]));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].1.contains("separate cores to the guest: guest processors 0-1 on host CPUs 2,18"),
+        "{}",
+        found[0].1
+    );
+
+    // Without the host's facts there is nothing to hold them against.
+    assert!(
+        kvmtune::analysis::verify_rules::verify(&consecutive, &eight_processors(pairs), None)
+            .iter()
+            .all(|f| f.rule != "VER009" && f.rule != "VER010")
+    );
 }

@@ -9,13 +9,17 @@ use crate::analysis::fix::Applicability;
 use crate::analysis::meta::{Category, RuleMeta};
 use crate::config::model::{SourceFormat, VmConfig};
 use crate::guest::GuestReport;
+use crate::host::HostFacts;
 use crate::knowledge::hyperv::{ENLIGHTENMENTS, Hv};
 use crate::knowledge::windows;
+use crate::values::CpuSet;
 
 /// What a verify rule looks at.
 pub struct VerifyContext<'a> {
     pub config: &'a VmConfig,
     pub guest: &'a GuestReport,
+    /// The host the VM runs on, where known: the SMT and L3 groups its pinned CPUs are in.
+    pub host: Option<&'a HostFacts>,
 }
 
 pub struct VerifyRule {
@@ -66,13 +70,15 @@ impl VerifyFinding {
     }
 }
 
-/// Runs every rule; findings in rule order.
-pub fn verify(config: &VmConfig, guest: &GuestReport) -> Vec<VerifyFinding> {
-    let context = VerifyContext { config, guest };
+/// Runs every rule; findings in rule order. Without the host's facts the rules that hold the
+/// guest's groups against the host's (VER009, VER010) have nothing to compare with.
+pub fn verify(config: &VmConfig, guest: &GuestReport, host: Option<&HostFacts>) -> Vec<VerifyFinding> {
+    let context = VerifyContext { config, guest, host };
     VERIFY_RULES.iter().flat_map(|rule| (rule.check)(&context)).collect()
 }
 
-pub static VERIFY_RULES: &[VerifyRule] = &[VER001, VER002, VER003, VER004, VER005, VER006, VER007, VER008];
+pub static VERIFY_RULES: &[VerifyRule] =
+    &[VER001, VER002, VER003, VER004, VER005, VER006, VER007, VER008, VER009, VER010];
 
 /// Why an enlightenment the config asks for may be missing, from what else the guest sees.
 fn why_no_hyperv(ctx: &VerifyContext) -> String {
@@ -465,4 +471,120 @@ fn slow_clock(ctx: &VerifyContext) -> Vec<VerifyFinding> {
         causes.join("; ")
     };
     vec![VerifyFinding::of(&VER008.meta, configured, seen, why)]
+}
+
+/// The one host CPU a vCPU is pinned to; none where it floats over several or is not pinned.
+/// The guest numbers its processors in vCPU order (QEMU lists them so in the ACPI MADT, which
+/// Linux and Windows number them by), so processor N is vCPU N.
+fn pinned_cpu(config: &VmConfig, vcpu: u32) -> Option<u32> {
+    let pin = config.pinning.vcpupin.iter().find(|p| p.id == vcpu)?;
+    if pin.cpus.len() == 1 { pin.cpus.first() } else { None }
+}
+
+/// `{0,1} on host CPUs 2 and 3`, for the evidence.
+fn on_host(processors: &[u32], cpus: &CpuSet) -> String {
+    let processors: CpuSet = processors.iter().copied().collect();
+    format!("guest processors {processors} on host CPUs {cpus}")
+}
+
+pub(crate) const VER009: VerifyRule = VerifyRule {
+    check: smt_pairs_not_host_cores,
+    meta: RuleMeta {
+        id: "VER009",
+        name: "smt-pairs-not-host-cores",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "the SMT pairs the guest sees are not the host's",
+        explanation: "A guest schedules by the SMT pairs it sees: it keeps two busy threads off one core's two processors and fills a core's second thread last. Where a pair it sees runs on two host CPUs of different cores, it leaves capacity idle for nothing; where two processors it counts as separate cores run on one host core's two threads, it puts two busy threads on one core and both run at half speed. Held against the host's own siblings of the CPUs the vCPUs are pinned to (Linux numbers a core's threads n and n+cores on most desktops, so vCPU pairs pinned to consecutive host CPUs are two cores there).",
+        example: "the guest sees processors 0 and 1 as one core's threads; they are pinned to host CPUs 2 and 3, whose siblings are 18 and 19",
+        fix: "pin each guest core's two vCPUs to one host core's two threads (`kvmtune tune` plans it), or, where they cannot be, give the guest threads='1'",
+        fix_safety: Applicability::Manual,
+        source: "Linux Documentation/admin-guide/cputopology.rst (thread_siblings_list); Microsoft, GetLogicalProcessorInformationEx (RelationProcessorCore); libvirt docs/formatdomain.rst (CPU model and topology, vcpupin)",
+    },
+};
+
+fn smt_pairs_not_host_cores(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let Some(host) = ctx.host else { return Vec::new() };
+    let host_core = |cpu: u32| host.topology.cpu(cpu).and_then(|c| c.smt_siblings.clone());
+    let guest = &ctx.guest.topology;
+    let mut split = Vec::new();
+    for pair in &guest.smt_groups {
+        let Some(cpus) = pair.iter().map(|&p| pinned_cpu(ctx.config, p)).collect::<Option<Vec<u32>>>() else {
+            continue;
+        };
+        let set: CpuSet = cpus.iter().copied().collect();
+        let one_core = set.len() == cpus.len() && host_core(cpus[0]).is_some_and(|s| set.is_subset(&s));
+        if !one_core {
+            split.push(on_host(pair, &set));
+        }
+    }
+    let same_guest_core = |a: u32, b: u32| guest.smt_groups.iter().any(|g| g.contains(&a) && g.contains(&b));
+    let mut shared = Vec::new();
+    for a in 0..guest.logical_processors {
+        for b in a + 1..guest.logical_processors {
+            let (Some(x), Some(y)) = (pinned_cpu(ctx.config, a), pinned_cpu(ctx.config, b)) else { continue };
+            if x != y && host_core(x).is_some_and(|s| s.contains(y)) && !same_guest_core(a, b) {
+                shared.push(on_host(&[a, b], &[x, y].into_iter().collect()));
+            }
+        }
+    }
+    let mut findings = Vec::new();
+    if !split.is_empty() {
+        findings.push(VerifyFinding::of(
+            &VER009.meta,
+            "vCPU pairs pinned one to a host CPU".into(),
+            format!("pairs the guest sees as one core: {}", split.join("; ")),
+            "each pair's host CPUs are threads of different host cores: the guest leaves a core's second thread idle that is a core of its own".into(),
+        ));
+    }
+    if !shared.is_empty() {
+        findings.push(
+            VerifyFinding::of(
+                &VER009.meta,
+                "vCPUs pinned to both threads of host cores".into(),
+                format!("separate cores to the guest: {}", shared.join("; ")),
+                "the guest counts them as two cores and may run two busy threads on one host core".into(),
+            )
+            .with_fix("give the guest threads='2' with each pair's vCPUs numbered next to each other, or pin the vCPUs to different host cores"),
+        );
+    }
+    findings
+}
+
+pub(crate) const VER010: VerifyRule = VerifyRule {
+    check: l3_group_spans_host_l3s,
+    meta: RuleMeta {
+        id: "VER010",
+        name: "l3-group-spans-host-l3s",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "processors the guest sees sharing an L3 run under different host L3 caches",
+        explanation: "The guest keeps threads that share data on processors it sees sharing a last-level cache, and moves work freely among them. Where those processors are pinned to host CPUs of different L3 groups (the CCXs or CCDs of AMD parts, the sockets of a two-socket host), every such move and every shared cache line crosses between caches: latency a gaming or audio workload feels. QEMU shows one die's vCPUs one L3; the guest's groups follow its topology, not the host's.",
+        example: "the guest sees processors 0-7 under one L3; they are pinned to host CPUs 4-7 and 8-11, two CCDs of a Ryzen 9",
+        fix: "pin the vCPUs of one guest L3 group inside one host L3 group (`kvmtune tune` plans it); where the VM needs more CPUs than one holds, give the guest one die per host L3 group (<topology dies='N' .../>) so that it sees the split",
+        fix_safety: Applicability::Manual,
+        source: "Linux Documentation/admin-guide/cputopology.rst and cacheinfo (shared_cpu_list); QEMU target/i386/cpu.c (CPUID leaf 4: the L3 shared by one die's vCPUs); Microsoft, GetLogicalProcessorInformationEx (RelationCache); libvirt docs/formatdomain.rst (topology dies)",
+    },
+};
+
+fn l3_group_spans_host_l3s(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let Some(host) = ctx.host else { return Vec::new() };
+    let mut spans = Vec::new();
+    for group in &ctx.guest.topology.l3_groups {
+        let cpus: CpuSet = group.iter().filter_map(|&p| pinned_cpu(ctx.config, p)).collect();
+        let touched =
+            host.topology.l3_groups.iter().filter(|g| !g.cpus.intersection(&cpus).is_empty()).count();
+        if touched > 1 {
+            spans.push(format!("{} ({touched} host L3 groups)", on_host(group, &cpus)));
+        }
+    }
+    if spans.is_empty() {
+        return Vec::new();
+    }
+    vec![VerifyFinding::of(
+        &VER010.meta,
+        "vCPUs pinned across host L3 groups".into(),
+        format!("one L3 to the guest: {}", spans.join("; ")),
+        "the guest treats them as sharing a cache they do not share".into(),
+    )]
 }
