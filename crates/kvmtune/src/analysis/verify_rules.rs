@@ -519,10 +519,21 @@ fn smt_pairs_not_host_cores(ctx: &VerifyContext) -> Vec<VerifyFinding> {
         }
     }
     let same_guest_core = |a: u32, b: u32| guest.smt_groups.iter().any(|g| g.contains(&a) && g.contains(&b));
+    // The processors the guest has whose vCPU is pinned to one CPU: the configuration bounds
+    // them, whatever count a report claims.
+    let mut pinned: Vec<(u32, u32)> = ctx
+        .config
+        .pinning
+        .vcpupin
+        .iter()
+        .filter(|pin| pin.id < guest.logical_processors)
+        .filter_map(|pin| Some((pin.id, pinned_cpu(ctx.config, pin.id)?)))
+        .collect();
+    pinned.sort_unstable();
+    pinned.dedup_by_key(|(vcpu, _)| *vcpu);
     let mut shared = Vec::new();
-    for a in 0..guest.logical_processors {
-        for b in a + 1..guest.logical_processors {
-            let (Some(x), Some(y)) = (pinned_cpu(ctx.config, a), pinned_cpu(ctx.config, b)) else { continue };
+    for (i, &(a, x)) in pinned.iter().enumerate() {
+        for &(b, y) in &pinned[i + 1..] {
             if x != y && host_core(x).is_some_and(|s| s.contains(y)) && !same_guest_core(a, b) {
                 shared.push(on_host(&[a, b], &[x, y].into_iter().collect()));
             }
