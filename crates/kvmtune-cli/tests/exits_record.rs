@@ -185,7 +185,8 @@ fn a_vm_that_stops_mid_recording_ends_the_recording_with_what_was_sampled() {
 
 /// SIGINT (Ctrl-C) ends a recording early with its report of what was sampled, and the
 /// recorder's tracefs instance (its kvm_exit/kvm_entry trace) goes with it; so does the
-/// instance of a recording that runs to its end.
+/// instance of a recording that runs to its end, and the next recording removes the one a
+/// recorder killed with SIGKILL had to leave.
 #[test]
 #[cfg_attr(
     not(all(feature = "qemu", feature = "root")),
@@ -194,17 +195,53 @@ fn a_vm_that_stops_mid_recording_ends_the_recording_with_what_was_sampled() {
 fn sigint_ends_the_recording_with_its_report_and_no_trace_is_left_behind() {
     let guest = Guest::start(GuestKind::PortIo);
     let dir = tempfile::tempdir().unwrap();
+    // A recorder killed with SIGKILL leaves its instance (no destructor runs), still tracing;
+    // the next recording removes it.
+    let killed = trace_started(&guest);
+    let killed_pid = killed.id();
+    assert!(Command::new("kill").args(["-KILL", &killed_pid.to_string()]).status().unwrap().success());
+    let _ = killed.wait_with_output();
+    let orphan = format!("kvmtune-{killed_pid}-0");
+    assert!(kvmtune_testkit::tracefs_instances().contains(&orphan), "SIGKILL left no instance to remove");
     let _ = record_guest(&guest, dir.path());
+    assert!(
+        !kvmtune_testkit::tracefs_instances().contains(&orphan),
+        "the killed recorder's trace outlived the next recording"
+    );
     // Other tests record at the same time; an instance whose process is gone is one left behind.
-    let leftover: Vec<String> = kvmtune_testkit::tracefs_instances()
+    // A recorder removes its instance before it ends, so one listed just before that and found
+    // ownerless just after is not left behind: only an instance still there once its owner is
+    // known to be gone is (CI once saw the first kind).
+    let ownerless: Vec<String> = kvmtune_testkit::tracefs_instances()
         .into_iter()
         .filter(|i| {
             kvmtune_testkit::tracefs_instance_owner(i)
                 .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
         })
         .collect();
+    let now = kvmtune_testkit::tracefs_instances();
+    let leftover: Vec<String> = ownerless.into_iter().filter(|i| now.contains(i)).collect();
     assert!(leftover.is_empty(), "a finished recording left its trace: {leftover:?}");
 
+    let child = trace_started(&guest);
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{stderr}");
+    let analysis: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let profile = &analysis["profiles"][0]["profile"];
+    assert!(profile["notes"].to_string().contains("recording ended early"), "{profile:#}");
+    assert!(profile["duration_s"].as_f64().unwrap() < 30.0, "{profile:#}");
+    assert!(row(&analysis, "KVM tracepoints", "kvm_pio") > 1_000, "{analysis:#}");
+    let left = kvmtune_testkit::tracefs_instances();
+    let owned = left.iter().any(|i| kvmtune_testkit::tracefs_instance_owner(i) == Some(pid));
+    assert!(!owned, "the trace outlived the recorder: {left:?}");
+}
+
+/// A 60 s recording of `guest`, once its tracefs instance exists.
+fn trace_started(guest: &Guest) -> std::process::Child {
     let record_args = ["exits", "record", "--qmp", guest.qmp().to_str().unwrap(), "--duration", "60s"];
     let child = kvmtune_testkit::with_tracefs(env!("CARGO_BIN_EXE_kvmtune"), &record_args)
         .args(["--interval", "500ms", "--format", "json"])
@@ -219,19 +256,7 @@ fn sigint_ends_the_recording_with_its_report_and_no_trace_is_left_behind() {
         assert!(std::time::Instant::now() < deadline, "no trace instance at {instance}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(matches!(output.status.code(), Some(0 | 1)), "{stderr}");
-    let analysis: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let profile = &analysis["profiles"][0]["profile"];
-    assert!(profile["notes"].to_string().contains("recording ended early"), "{profile:#}");
-    assert!(profile["duration_s"].as_f64().unwrap() < 30.0, "{profile:#}");
-    assert!(row(&analysis, "KVM tracepoints", "kvm_pio") > 1_000, "{analysis:#}");
-    let left = kvmtune_testkit::tracefs_instances();
-    let owned = left.iter().any(|i| kvmtune_testkit::tracefs_instance_owner(i) == Some(pid));
-    assert!(!owned, "the trace outlived the recorder: {left:?}");
+    child
 }
 
 #[test]

@@ -217,6 +217,7 @@ impl ExitTrace {
         if vcpu_threads.is_empty() {
             return Err("no vCPU threads to trace".to_string());
         }
+        remove_orphans(tracefs);
         // One instance per trace: the exporter traces every VM in one process.
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let name = format!("kvmtune-{}-{}", std::process::id(), STARTED.fetch_add(1, Ordering::Relaxed));
@@ -262,6 +263,27 @@ impl ExitTrace {
                 Err(_) => break,
             }
         }
+    }
+}
+
+/// Removes the instances of kvmtune processes that ended without removing theirs (killed with
+/// SIGKILL while recording: no destructor runs), which go on tracing into a buffer nobody reads
+/// (1408 KiB per CPU). An instance is another process's while `/proc/<pid>` of the pid in its
+/// name exists; that is the only one of our names left alone.
+fn remove_orphans(tracefs: &Path) {
+    let Ok(entries) = fs::read_dir(tracefs.join("instances")) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("kvmtune-").and_then(|rest| rest.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let instance = entry.path();
+        let _ = fs::write(instance.join("events/kvm/kvm_exit/enable"), "0");
+        let _ = fs::write(instance.join("events/kvm/kvm_entry/enable"), "0");
+        let _ = fs::remove_dir(&instance);
     }
 }
 
