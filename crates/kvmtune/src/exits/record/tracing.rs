@@ -269,7 +269,9 @@ impl ExitTrace {
 /// Removes the instances of kvmtune processes that ended without removing theirs (killed with
 /// SIGKILL while recording: no destructor runs), which go on tracing into a buffer nobody reads
 /// (1408 KiB per CPU). An instance is another process's while `/proc/<pid>` of the pid in its
-/// name exists; that is the only one of our names left alone.
+/// name exists; that is the only one of our names left alone. (A kvmtune in another PID
+/// namespace sharing this tracefs names its instances by a pid this one cannot see: recording
+/// one host from two PID namespaces at once would lose one of the traces.)
 fn remove_orphans(tracefs: &Path) {
     let Ok(entries) = fs::read_dir(tracefs.join("instances")) else { return };
     for entry in entries.flatten() {
