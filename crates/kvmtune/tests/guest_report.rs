@@ -307,6 +307,12 @@ fn the_guests_pairs_and_l3_group_are_held_against_the_hosts() {
         found[0].1
     );
 
+    // Groups of one or none, which only a report that is not the program's has, are no pairs
+    // (the processors in them are then separate cores to the guest).
+    let odd = rules(&matched, &eight_processors(vec![vec![], vec![3]]));
+    assert!(odd.iter().all(|(_, seen)| !seen.contains("as one core")), "{odd:?}");
+    assert!(odd.iter().any(|(_, seen)| seen.starts_with("separate cores to the guest")), "{odd:?}");
+
     // Without the host's facts there is nothing to hold them against.
     assert!(
         kvmtune::analysis::verify_rules::verify(&consecutive, &eight_processors(pairs), None)

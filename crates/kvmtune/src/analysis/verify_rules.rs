@@ -481,7 +481,7 @@ fn pinned_cpu(config: &VmConfig, vcpu: u32) -> Option<u32> {
     if pin.cpus.len() == 1 { pin.cpus.first() } else { None }
 }
 
-/// `{0,1} on host CPUs 2 and 3`, for the evidence.
+/// `guest processors 0-1 on host CPUs 2-3`, for the evidence.
 fn on_host(processors: &[u32], cpus: &CpuSet) -> String {
     let processors: CpuSet = processors.iter().copied().collect();
     format!("guest processors {processors} on host CPUs {cpus}")
@@ -512,8 +512,10 @@ fn smt_pairs_not_host_cores(ctx: &VerifyContext) -> Vec<VerifyFinding> {
         let Some(cpus) = pair.iter().map(|&p| pinned_cpu(ctx.config, p)).collect::<Option<Vec<u32>>>() else {
             continue;
         };
+        // A group of one (or none, in a report that is not the program's) is no pair.
+        let Some(&first) = cpus.first().filter(|_| cpus.len() > 1) else { continue };
         let set: CpuSet = cpus.iter().copied().collect();
-        let one_core = set.len() == cpus.len() && host_core(cpus[0]).is_some_and(|s| set.is_subset(&s));
+        let one_core = set.len() == cpus.len() && host_core(first).is_some_and(|s| set.is_subset(&s));
         if !one_core {
             split.push(on_host(pair, &set));
         }
