@@ -10,7 +10,7 @@
 //! profile), never on partial counters.
 
 use crate::analysis::Severity;
-use crate::analysis::exit_rules::{ExitFinding, Guest, ReasonShare, exit_total};
+use crate::analysis::exit_rules::{ExitFinding, Guest, ReasonShare, exit_rate, exit_total};
 use crate::analysis::fix::Applicability;
 use crate::analysis::meta::{Category, RuleMeta};
 use crate::config::model::VmConfig;
@@ -80,17 +80,9 @@ impl<'a> Table<'a> {
         self.rows(which).map(|r| r.name.clone()).collect()
     }
 
-    /// Exits per second of the rows `which` accepts: the rates the table printed (kvm_stat's
-    /// second column), or the counts over the profile's duration where it knows one; `None`
-    /// where the table says neither (a perf report: counts since the recording began).
+    /// Exits per second of the rows `which` accepts ([`exit_rate`]).
     fn rate(&self, which: impl Fn(ExitCause) -> bool) -> Option<f64> {
-        let rows: Vec<&ExitRow> = self.rows(which).collect();
-        let printed: Option<f64> = rows.iter().map(|r| r.rate_per_s).sum();
-        if let Some(rate) = printed.filter(|_| !rows.is_empty()) {
-            return Some(rate);
-        }
-        let seconds = self.profile.duration_s.filter(|s| *s > 0.0)?;
-        Some(saturating_sum(rows.iter().map(|r| r.count)) as f64 / seconds)
+        exit_rate(self.profile, &self.rows(which).collect::<Vec<_>>())
     }
 
     /// The printed rate of the event row named `name` (`kvm_page_fault`), where there is one.

@@ -477,16 +477,22 @@ pub fn busy_time_us(profile: &ExitProfile) -> Option<f64> {
 /// idle guest's few exits otherwise look like 90% port I/O (its timer tick's EOI).
 pub const MIN_WARNING_RATE_PER_VCPU: f64 = 100.0;
 
-/// Exits per second and vCPU of `rows`: from the rates the source printed (kvm_stat), or
-/// from the counts where the profile knows its duration.
-fn rate_per_vcpu(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64> {
-    let vcpus = profile.rows.iter().map(|r| r.per_vcpu.len()).max().unwrap_or(0).max(1) as f64;
+/// Exits per second of `rows`: the rates the source printed (kvm_stat's second column), or
+/// the counts over the profile's duration where it knows one; `None` where it says neither (a
+/// perf report counts since the recording began).
+pub(crate) fn exit_rate(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64> {
     let printed: Option<f64> = rows.iter().map(|r| r.rate_per_s).sum();
     if let Some(rate) = printed.filter(|_| !rows.is_empty()) {
-        return Some(rate / vcpus);
+        return Some(rate);
     }
     let seconds = profile.duration_s.filter(|s| *s > 0.0)?;
-    Some(saturating_sum(rows.iter().map(|r| r.count)) as f64 / seconds / vcpus)
+    Some(saturating_sum(rows.iter().map(|r| r.count)) as f64 / seconds)
+}
+
+/// [`exit_rate`] per vCPU.
+fn rate_per_vcpu(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64> {
+    let vcpus = profile.rows.iter().map(|r| r.per_vcpu.len()).max().unwrap_or(0).max(1) as f64;
+    Some(exit_rate(profile, rows)? / vcpus)
 }
 
 /// One finding per single-reason cause whose reasons stand out.

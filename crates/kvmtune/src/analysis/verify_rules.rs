@@ -477,8 +477,7 @@ fn slow_clock(ctx: &VerifyContext) -> Vec<VerifyFinding> {
 /// The guest numbers its processors in vCPU order (QEMU lists them so in the ACPI MADT, which
 /// Linux and Windows number them by), so processor N is vCPU N.
 fn pinned_cpu(config: &VmConfig, vcpu: u32) -> Option<u32> {
-    let pin = config.pinning.vcpupin.iter().find(|p| p.id == vcpu)?;
-    if pin.cpus.len() == 1 { pin.cpus.first() } else { None }
+    config.pinning.only_cpu(vcpu).map(|(cpu, _)| cpu)
 }
 
 /// `guest processors 0-1 on host CPUs 2-3`, for the evidence.

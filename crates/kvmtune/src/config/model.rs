@@ -275,6 +275,13 @@ impl Pinning {
     pub fn vcpu_cpus(&self) -> CpuSet {
         self.vcpupin.iter().fold(CpuSet::new(), |all, pin| all.union(&pin.cpus))
     }
+
+    /// The one host CPU `vcpu` is pinned to, with the span of its pin; none where it floats
+    /// over several or is not pinned.
+    pub fn only_cpu(&self, vcpu: u32) -> Option<(u32, Span)> {
+        let pin = self.vcpupin.iter().find(|p| p.id == vcpu)?;
+        if pin.cpus.len() == 1 { Some((pin.cpus.first()?, pin.span)) } else { None }
+    }
 }
 
 /// `<vcpusched vcpus scheduler priority>`: the host scheduling class of some vCPU threads.

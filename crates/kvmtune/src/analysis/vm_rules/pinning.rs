@@ -9,11 +9,8 @@ fn one_to_one_pins(config: &VmConfig) -> Option<Vec<(u32, u32, Span)>> {
     let vcpus = config.vcpus.as_ref()?.value;
     let mut pins: Vec<(u32, u32, Span)> = Vec::new();
     for vcpu in 0..vcpus {
-        let pin = config.pinning.vcpupin.iter().find(|p| p.id == vcpu)?;
-        if pin.cpus.len() != 1 {
-            return None;
-        }
-        pins.push((vcpu, pin.cpus.first()?, pin.span));
+        let (cpu, span) = config.pinning.only_cpu(vcpu)?;
+        pins.push((vcpu, cpu, span));
     }
     Some(pins)
 }
