@@ -92,6 +92,39 @@ fn windows_timer_case_before_and_after() {
 /// compare pairs like with like: a VM-EXIT table with a VM-EXIT table, a port table with a
 /// port table, never the last table of one file with another kind; a change that makes each
 /// exit cheaper shows in the mean time per exit while the counts stay.
+/// A share of handling time that one or two long exits make is no cause. Andrea Arcangeli's
+/// idle guest running bpftrace (kvm list, 2019-10-15, lore.kernel.org/r/20191015203516.GF331@redhat.com)
+/// has EPT_VIOLATION at 4.7% of exits but half the little busy time, from a 26 ms maximum with
+/// perf's `+-` at 48.58%: the thread's point is HLT, and an expert reads no memory problem
+/// there. The Firecracker report's 76 interrupt exits (`+-` 57.11%) are the same. The near miss:
+/// the very same rows with a tight spread do warn, the time then being the rows' own.
+#[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
+fn a_time_share_carried_by_a_few_long_exits_is_no_cause() {
+    let read = |name: &str| {
+        let path = kvmtune_testkit::corpus().join("exitstats").join(name);
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let rules = |text: &str| -> Vec<&'static str> {
+        let profile = &exits::parse("t.txt", text).unwrap()[0];
+        diagnose(profile).iter().map(|f| f.rule).collect()
+    };
+    let bpftrace = read("intel_arcangeli-retpoline_perf-kvm-stat_ebpf-hlt-and-pipe-loop.txt");
+    let profile = &exits::parse("t.txt", &bpftrace).unwrap()[0];
+    let ept = profile.row("EPT_VIOLATION").unwrap();
+    assert_eq!(ept.mean_error_percent, Some(48.58));
+    assert!(!rules(&bpftrace).contains(&"EXIT008"), "{:?}", rules(&bpftrace));
+    let tight = bpftrace.replacen("8.90us ( +-  48.58% )", "8.90us ( +-   2.00% )", 1);
+    assert_ne!(tight, bpftrace);
+    assert!(rules(&tight).contains(&"EXIT008"), "{:?}", rules(&tight));
+
+    let firecracker = read("amd_firecracker-issue-3043_perf-kvm-stat-pid_high-cpu-hlt.txt");
+    assert!(!rules(&firecracker).contains(&"EXIT005"), "{:?}", rules(&firecracker));
+    let tight = firecracker.replacen("277.33us ( +-  57.11% )", "277.33us ( +-   5.00% )", 1);
+    assert_ne!(tight, firecracker);
+    assert!(rules(&tight).contains(&"EXIT005"), "{:?}", rules(&tight));
+}
+
 #[test]
 fn compare_pairs_tables_of_a_kind_and_shows_the_mean_time_per_exit() {
     use kvmtune::analysis::exit_compare::pair_profiles;

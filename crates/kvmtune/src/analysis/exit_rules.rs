@@ -512,12 +512,16 @@ pub fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
         }
         let count = saturating_sum(matches.iter().map(|r| r.count));
         let exit_share = count as f64 / total;
-        let time: Option<f64> = matches.iter().map(|r| handling_time(profile, r)).sum();
-        let time_share = match (time, busy) {
+        // The time a warning may rest on is what the rows' spread vouches for: a share that
+        // one or two long exits make (perf's `+-` near 50%) is no cause.
+        let sure_time: Option<f64> =
+            matches.iter().map(|r| Some(handling_time(profile, r)? * r.surely_spent_fraction())).sum();
+        let sure_time_share = match (sure_time, busy) {
             (Some(time), Some(busy)) if busy > 0.0 => Some(time / busy),
             _ => None,
         };
-        let fires = exit_share >= rule.min_exit_share || time_share.is_some_and(|t| t >= rule.min_time_share);
+        let fires =
+            exit_share >= rule.min_exit_share || sure_time_share.is_some_and(|t| t >= rule.min_time_share);
         if !fires || count == 0 {
             continue;
         }

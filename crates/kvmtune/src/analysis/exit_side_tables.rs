@@ -267,7 +267,10 @@ pub fn diagnose_side_table(profile: &ExitProfile) -> Vec<ExitFinding> {
             .collect();
         let exit_share: f64 = reasons.iter().map(|r| r.exit_share).sum();
         let time_share: Option<f64> = reasons.iter().map(|r| r.time_share).sum();
-        if exit_share < rule.min_share && time_share.is_none_or(|t| t < rule.min_share) {
+        // As for exit reasons: only the time the rows' spread vouches for makes a finding.
+        let sure_time_share: Option<f64> =
+            rows.iter().zip(&reasons).map(|(row, r)| Some(r.time_share? * row.surely_spent_fraction())).sum();
+        if exit_share < rule.min_share && sure_time_share.is_none_or(|t| t < rule.min_share) {
             continue;
         }
         let what: Vec<&str> = rule.targets.iter().map(|t| t.describe()).collect();

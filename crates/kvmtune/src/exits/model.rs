@@ -31,6 +31,11 @@ pub struct ExitRow {
     pub min_us: Option<f64>,
     pub max_us: Option<f64>,
     pub mean_us: Option<f64>,
+    /// perf's `( +- N% )` after the mean: the standard error of the mean in percent of the
+    /// mean (`rel_stddev_stats(stddev_stats(..), avg_stats(..))` in perf's `builtin-kvm.c` and
+    /// `util/stat.c`). A large one says a few long exits carry the row's handling time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_error_percent: Option<f64>,
     /// The row's share of all handling time in percent, as perf prints it (`Time%`): what is
     /// left of the times when a poster cut the time columns off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,12 +85,21 @@ impl ExitRow {
             min_us: None,
             max_us: None,
             mean_us: None,
+            mean_error_percent: None,
             time_percent: None,
             sample_percent: None,
             line,
             per_vcpu: Vec::new(),
             parent: None,
         }
+    }
+
+    /// The part of this row's handling time its own spread vouches for: the mean less two of
+    /// perf's standard errors (about 95% confidence), over the mean; 1 where no error is
+    /// printed. A `( +- 48% )` row's time may be mostly one or two long exits, and leaves
+    /// almost nothing.
+    pub fn surely_spent_fraction(&self) -> f64 {
+        self.mean_error_percent.map_or(1.0, |error| (1.0 - 2.0 * error / 100.0).clamp(0.0, 1.0))
     }
 
     /// Counted among the exits (not an event, not the total, not a part of another row).

@@ -404,10 +404,16 @@ fn row_at(stream: &[&Token], at: usize, columns: Columns) -> Result<Option<(Exit
         times = Some(read);
     }
     // The deviation: `( +- 0.24% )` in any spacing, its closing parenthesis possibly lost.
+    let mut mean_error_percent = None;
     if stream.get(next).is_some_and(|t| t.text == "(") {
         next += 1;
         while let Some(t) = stream.get(next) {
-            if t.text == "+-" || (t.text.ends_with('%') && number::<f64>(&t.text).is_some()) {
+            if t.text == "+-" {
+                next += 1;
+            } else if t.text.ends_with('%')
+                && let Some(error) = number::<f64>(&t.text)
+            {
+                mean_error_percent = Some(error).filter(|e: &f64| e.is_finite() && *e >= 0.0);
                 next += 1;
             } else {
                 if t.text == ")" {
@@ -428,6 +434,7 @@ fn row_at(stream: &[&Token], at: usize, columns: Columns) -> Result<Option<(Exit
         row.min_us = Some(min);
         row.max_us = Some(max);
         row.mean_us = Some(mean);
+        row.mean_error_percent = mean_error_percent;
     }
     Ok(Some((row, next)))
 }
