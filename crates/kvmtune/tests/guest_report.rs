@@ -279,7 +279,7 @@ fn the_guests_pairs_and_l3_group_are_held_against_the_hosts() {
     let rules = |config: &kvmtune::config::model::VmConfig, guest: &GuestReport| -> Vec<(&str, String)> {
         kvmtune::analysis::verify_rules::verify(config, guest, Some(&host))
             .into_iter()
-            .filter(|f| f.rule == "VER009" || f.rule == "VER010")
+            .filter(|f| ["VER009", "VER010", "VER011"].contains(&f.rule))
             .map(|f| (f.rule, f.seen))
             .collect()
     };
@@ -313,10 +313,27 @@ fn the_guests_pairs_and_l3_group_are_held_against_the_hosts() {
     assert!(odd.iter().all(|(_, seen)| !seen.contains("as one core")), "{odd:?}");
     assert!(odd.iter().any(|(_, seen)| seen.starts_with("separate cores to the guest")), "{odd:?}");
 
+    // The other direction: all eight on the first CCD, the guest seeing two L3 caches (two
+    // sockets, say); and the same split matching the host's two CCDs, which is right.
+    let two_caches = |mut report: GuestReport| {
+        report.topology.l3_groups = vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]];
+        report
+    };
+    let found = rules(&matched, &two_caches(eight_processors(pairs.clone())));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "VER011");
+    assert!(
+        found[0].1.contains("guest processors 0-7 on host CPUs 2-5,18-21 (2 guest L3 groups)"),
+        "{}",
+        found[0].1
+    );
+    let one_ccd_each = pinned_domain([2, 18, 3, 19, 8, 24, 9, 25], 2);
+    assert_eq!(rules(&one_ccd_each, &two_caches(eight_processors(pairs.clone()))), vec![]);
+
     // Without the host's facts there is nothing to hold them against.
     assert!(
         kvmtune::analysis::verify_rules::verify(&consecutive, &eight_processors(pairs), None)
             .iter()
-            .all(|f| f.rule != "VER009" && f.rule != "VER010")
+            .all(|f| !["VER009", "VER010", "VER011"].contains(&f.rule))
     );
 }

@@ -71,14 +71,14 @@ impl VerifyFinding {
 }
 
 /// Runs every rule; findings in rule order. Without the host's facts the rules that hold the
-/// guest's groups against the host's (VER009, VER010) have nothing to compare with.
+/// guest's groups against the host's (VER009-VER011) have nothing to compare with.
 pub fn verify(config: &VmConfig, guest: &GuestReport, host: Option<&HostFacts>) -> Vec<VerifyFinding> {
     let context = VerifyContext { config, guest, host };
     VERIFY_RULES.iter().flat_map(|rule| (rule.check)(&context)).collect()
 }
 
 pub static VERIFY_RULES: &[VerifyRule] =
-    &[VER001, VER002, VER003, VER004, VER005, VER006, VER007, VER008, VER009, VER010];
+    &[VER001, VER002, VER003, VER004, VER005, VER006, VER007, VER008, VER009, VER010, VER011];
 
 /// Why an enlightenment the config asks for may be missing, from what else the guest sees.
 fn why_no_hyperv(ctx: &VerifyContext) -> String {
@@ -598,5 +598,56 @@ fn l3_group_spans_host_l3s(ctx: &VerifyContext) -> Vec<VerifyFinding> {
         "vCPUs pinned across host L3 groups".into(),
         format!("one L3 to the guest: {}", spans.join("; ")),
         "the guest treats them as sharing a cache they do not share".into(),
+    )]
+}
+
+pub(crate) const VER011: VerifyRule = VerifyRule {
+    check: host_l3_split_in_guest,
+    meta: RuleMeta {
+        id: "VER011",
+        name: "host-l3-split-in-guest",
+        category: Category::Pinning,
+        severity: Severity::Info,
+        title: "processors under one host L3 cache are split over several L3 groups in the guest",
+        explanation: "The mirror of VER010: vCPUs pinned inside one host L3 group that the guest sees under different L3 caches, as it does when the VM has two sockets or dies while it runs on one CCX. The guest then thinks a move between its groups crosses caches, which it does not, and a Linux guest looks for an idle processor for a waking task only within one L3 group (that of the waker or of the task's last processor), so work can wait behind a busy processor while a processor in the other group, sharing the same real cache, is idle, until load balancing moves it. Cheaper than VER010's case, but the guest's picture is wrong.",
+        example: "the guest sees processors 0-3 and 4-7 under two L3 caches (two sockets); all eight are pinned to host CPUs 2-5 and 18-21, one CCD",
+        fix: "give the guest one socket and one die for vCPUs that share one host L3 group (<topology sockets='1' dies='1' .../>), or pin each guest L3 group to a host L3 group of its own",
+        fix_safety: Applicability::Manual,
+        source: "Linux kernel/sched/fair.c (select_idle_sibling searches the target processor's last-level-cache domain, sd_llc) and Documentation/scheduler/sched-domains.rst; Linux Documentation/admin-guide/cputopology.rst and cacheinfo (shared_cpu_list); QEMU target/i386/cpu.c (CPUID leaf 4: the L3 shared by one die's vCPUs); Microsoft, GetLogicalProcessorInformationEx (RelationCache)",
+    },
+};
+
+fn host_l3_split_in_guest(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let Some(host) = ctx.host else { return Vec::new() };
+    let guest_groups = &ctx.guest.topology.l3_groups;
+    let mut splits = Vec::new();
+    for host_group in &host.topology.l3_groups {
+        // The guest's groups that hold a processor pinned into this host group.
+        let mut touched: Vec<(usize, Vec<u32>)> = Vec::new();
+        for (index, group) in guest_groups.iter().enumerate() {
+            let inside: Vec<u32> = group
+                .iter()
+                .copied()
+                .filter(|&p| pinned_cpu(ctx.config, p).is_some_and(|cpu| host_group.cpus.contains(cpu)))
+                .collect();
+            if !inside.is_empty() {
+                touched.push((index, inside));
+            }
+        }
+        if touched.len() > 1 {
+            let processors: Vec<u32> =
+                touched.iter().flat_map(|(_, inside)| inside.iter().copied()).collect();
+            let cpus: CpuSet = processors.iter().filter_map(|&p| pinned_cpu(ctx.config, p)).collect();
+            splits.push(format!("{} ({} guest L3 groups)", on_host(&processors, &cpus), touched.len()));
+        }
+    }
+    if splits.is_empty() {
+        return Vec::new();
+    }
+    vec![VerifyFinding::of(
+        &VER011.meta,
+        "vCPUs of several guest L3 groups pinned into one host L3 group".into(),
+        format!("one L3 on the host: {}", splits.join("; ")),
+        "the guest sees separate caches where the host has one".into(),
     )]
 }
