@@ -151,6 +151,42 @@ fn compare_pairs_tables_of_a_kind_and_shows_the_mean_time_per_exit() {
     assert_eq!((rtc.before_mean_us, rtc.after_mean_us), (Some(10.0), Some(1.0)));
 }
 
+/// Whether a mean per exit moved beyond its noise, from the `+-` perf prints with each mean.
+/// Wanpeng Li's exitless-timer tables (kvm list, 2019-06-21, quoted in
+/// lore.kernel.org/r/20190621214205.GA4751@amt.cnet): the patch cut EXTERNAL_INTERRUPT exits
+/// from 42916 to 6871, each costing the same (0.71us +-1.09%, 0.72us +-4.02%). The Windows 10
+/// guest before and after its HPET fix: HLT's mean grew thirtyfold (the guest idles longer),
+/// beyond any noise.
+#[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
+fn a_mean_that_moved_less_than_its_noise_is_said_to() {
+    let read = |name: &str| {
+        let path = kvmtune_testkit::corpus().join("exitstats").join(name);
+        exits::parse(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let timer = read("intel_wanpengli-exitless-timer_perf-kvm-stat_quoted-5-deep.txt");
+    assert_eq!(timer.len(), 2);
+    let comparison = compare(&timer[0], &timer[1]);
+    let interrupts = comparison.reasons.iter().find(|d| d.name == "EXTERNAL_INTERRUPT").unwrap();
+    assert_eq!((interrupts.before, interrupts.after), (42916, 6871));
+    assert_eq!(interrupts.mean_change_within_noise, Some(true));
+    let text = kvmtune::output::exits_text::render_comparison(&comparison);
+    assert!(text.contains("0.71us -> 0.72us (within noise)"), "{text}");
+
+    let before = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
+    let after = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_after-hpet-fix.txt");
+    let comparison = compare(&before[0], &after[0]);
+    let hlt = comparison.reasons.iter().find(|d| d.name == "HLT").unwrap();
+    assert_eq!(hlt.mean_change_within_noise, Some(false));
+    let text = kvmtune::output::exits_text::render_comparison(&comparison);
+    assert!(!text.contains("within noise"), "{text}");
+
+    // Tables without the errors (kvm_stat, cut columns) say nothing either way.
+    let cut = read("intel_evanzhang-rtc-coalesced_win7-guest_perf-kvm-stat-report_time-columns-cut.txt");
+    let comparison = compare(&cut[0], &cut[1]);
+    assert!(comparison.reasons.iter().all(|d| d.mean_change_within_noise.is_none()));
+}
+
 #[test]
 fn compare_says_worse_and_no_change_too() {
     let small = exits::parse("a", &perf_table(&[("IO_INSTRUCTION", 100, 10.0), ("HLT", 100, 100.0)], &[]))

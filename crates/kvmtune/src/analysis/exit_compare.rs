@@ -25,6 +25,11 @@ pub struct ReasonDelta {
     /// cheaper moves, while the count stays.
     pub before_mean_us: Option<f64>,
     pub after_mean_us: Option<f64>,
+    /// Whether the change of the mean is within the noise perf prints with each (`( +- N% )`,
+    /// the standard error of the mean): the means differ by less than two standard errors of
+    /// their difference. `None` where either table has no error for the row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_change_within_noise: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +93,7 @@ pub fn compare_for(before: &ExitProfile, after: &ExitProfile, guest: Guest) -> C
             after_time_us: after.row(&name).and_then(|r| r.time_us),
             before_mean_us: before.row(&name).and_then(mean_us),
             after_mean_us: after.row(&name).and_then(mean_us),
+            mean_change_within_noise: mean_change_within_noise(before.row(&name), after.row(&name)),
             name,
         })
         .collect();
@@ -191,6 +197,19 @@ pub fn pair_profiles<'a>(
 }
 
 /// A row's mean handling time per exit, as printed or from its total.
+/// Two means whose difference is under two standard errors of it (each mean's error from
+/// perf's `+-`, the two independent) have not moved beyond what sampling alone gives.
+fn mean_change_within_noise(
+    before: Option<&crate::exits::ExitRow>,
+    after: Option<&crate::exits::ExitRow>,
+) -> Option<bool> {
+    let error = |row: &crate::exits::ExitRow| Some(row.mean_us? * row.mean_error_percent? / 100.0);
+    let (before, after) = (before?, after?);
+    let (before_error, after_error) = (error(before)?, error(after)?);
+    let difference = (after.mean_us? - before.mean_us?).abs();
+    Some(difference < 2.0 * before_error.hypot(after_error))
+}
+
 fn mean_us(row: &crate::exits::ExitRow) -> Option<f64> {
     row.mean_us.or_else(|| Some(row.time_us? / row.count.max(1) as f64))
 }

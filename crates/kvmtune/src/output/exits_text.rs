@@ -193,7 +193,8 @@ pub fn render_comparison(comparison: &Comparison) -> String {
         );
         let mean = match (delta.before_mean_us, delta.after_mean_us) {
             (Some(before), Some(after)) if means => {
-                format!(" {:>22}", format!("{before:.2}us -> {after:.2}us"))
+                let noise = if delta.mean_change_within_noise == Some(true) { " (within noise)" } else { "" };
+                format!(" {:>22}{noise}", format!("{before:.2}us -> {after:.2}us"))
             }
             _ => String::new(),
         };
