@@ -709,3 +709,56 @@ fn each_domain_carries_its_host_request_for_the_hook() {
         assert!(request.irqs);
     }
 }
+
+/// `-cpu VALUE` under KVM on this machine, stopped before the guest runs (`-S`): whether QEMU
+/// got as far as its monitor, and what it printed. QEMU sets every vCPU's MSRs before `-S`
+/// holds it, so a value KVM refuses aborts here.
+fn starts_under_kvm(cpu: &str) -> (bool, String) {
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-nodefaults", "-display", "none", "-S", "-monitor", "stdio", "-cpu", cpu])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    qemu.stdin.take().unwrap().write_all(b"quit\n").unwrap();
+    let output = qemu.wait_with_output().unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The plan for this very machine starts under its KVM, and the probe's verdict on
+/// IA32_ARCH_CAPABILITIES is QEMU's: where the probe says KVM refuses the value it offers,
+/// plain `-cpu host` aborts (`failed to set MSR 0x10a`), the plan turns the MSR off, and with
+/// that QEMU starts; where the probe says KVM takes it, `-cpu host` starts and the plan keeps
+/// the MSR. On this nested AMD host (and GitHub's runners) it is the first case.
+#[test]
+#[cfg_attr(not(feature = "qemu"), ignore = "needs QEMU and /dev/kvm: cargo test --features qemu")]
+fn the_plan_for_this_machine_starts_under_its_kvm() {
+    let probe = kvmtune(&["probe", "--format", "json"]);
+    let facts: Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let arch = &facts["host"]["kvm"]["device"]["known"]["arch_capabilities"]["known"];
+    let refused = arch["offered"].is_string() && arch["accepted"] == false;
+
+    let output = kvmtune(&["tune", "--format", "json", "--emit", "all"]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let document: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let argv: Vec<String> =
+        document["qemu"][0].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let cpu = option_value(&argv, "-cpu").unwrap();
+    assert_eq!(cpu.contains("arch-capabilities=off"), refused, "{cpu} with the probe saying {arch}");
+    assert_eq!(
+        document["libvirt"][0]
+            .as_str()
+            .unwrap()
+            .contains("<feature policy='disable' name='arch-capabilities'/>"),
+        refused
+    );
+
+    let (started, stderr) = starts_under_kvm(cpu);
+    assert!(started, "QEMU refused the plan's -cpu {cpu}: {stderr}");
+    let (plain_started, plain_stderr) = starts_under_kvm("host,migratable=off");
+    assert_eq!(plain_started, !refused, "the probe said refused={refused}; QEMU: {plain_stderr}");
+    if refused {
+        assert!(plain_stderr.contains("failed to set MSR 0x10a"), "{plain_stderr}");
+    }
+}

@@ -34,6 +34,10 @@ const fn iowr(nr: u64, size: u64) -> u64 {
     (3 << 30) | (size << 16) | (KVMIO << 8) | nr
 }
 
+const fn iow(nr: u64, size: u64) -> u64 {
+    (1 << 30) | (size << 16) | (KVMIO << 8) | nr
+}
+
 const KVM_GET_API_VERSION: u64 = io(0x00);
 const KVM_CREATE_VM: u64 = io(0x01);
 const KVM_CHECK_EXTENSION: u64 = io(0x03);
@@ -41,6 +45,17 @@ const KVM_CREATE_VCPU: u64 = io(0x41);
 /// The size field is that of the fixed part of `struct kvm_cpuid2` (nent + padding).
 const KVM_GET_SUPPORTED_HV_CPUID: u64 = iowr(0xC1, 8);
 const KVM_GET_SUPPORTED_CPUID: u64 = iowr(0x05, 8);
+/// The size fields are those of the fixed parts of `struct kvm_msrs` (nmsrs + pad) and
+/// `struct kvm_cpuid2` (nent + padding).
+const KVM_GET_MSRS: u64 = iowr(0x88, 8);
+const KVM_SET_MSRS: u64 = iow(0x89, 8);
+const KVM_SET_CPUID2: u64 = iow(0x90, 8);
+/// `kvm_cpuid_entry2.flags`: the entry holds for its `index` only (include/uapi/asm/kvm.h).
+const KVM_CPUID_FLAG_SIGNIFCANT_INDEX: u32 = 1;
+/// The CPUID functions whose index (ECX) selects a subleaf, which KVM wants flagged
+/// (`cpuid_function_is_indexed`, arch/x86/include/asm/cpuid.h in Linux 6.x).
+const INDEXED_CPUID_FUNCTIONS: &[u32] =
+    &[0x4, 0x7, 0xb, 0xd, 0xf, 0x10, 0x12, 0x14, 0x17, 0x18, 0x1d, 0x1e, 0x1f, 0x24, 0x8000_001d];
 
 /// `struct kvm_cpuid_entry2` is ten u32: function, index, flags, eax, ebx, ecx, edx, padding[3].
 const ENTRY_WORDS: usize = 10;
@@ -108,6 +123,14 @@ impl KvmSystem {
     pub fn supported_cpuid(&self) -> io::Result<Vec<CpuidEntry>> {
         cpuid2_query(&self.0, KVM_GET_SUPPORTED_CPUID)
     }
+
+    /// `KVM_GET_MSRS` on the system fd (KVM_CAP_GET_MSR_FEATURES): the value KVM offers guests
+    /// for a feature MSR such as IA32_ARCH_CAPABILITIES, what `-cpu host` then sets on each
+    /// vCPU; `None` where KVM has no such feature MSR.
+    pub fn feature_msr(&self, index: u32) -> io::Result<Option<u64>> {
+        let mut msrs = OneMsr::new(index, 0);
+        msr_ioctl(&self.0, KVM_GET_MSRS, &mut msrs).map(|read| (read == 1).then_some(msrs.data))
+    }
 }
 
 impl KvmVm {
@@ -123,6 +146,60 @@ impl KvmVcpu {
     pub fn supported_hv_cpuid(&self) -> io::Result<Vec<CpuidEntry>> {
         cpuid2_query(&self.0, KVM_GET_SUPPORTED_HV_CPUID)
     }
+
+    /// `KVM_SET_CPUID2`: the CPUID this vCPU's guest will see; entries of indexed functions
+    /// hold for their own index only.
+    pub fn set_cpuid(&self, entries: &[CpuidEntry]) -> io::Result<()> {
+        let mut buffer = vec![0u32; 2 + entries.len() * ENTRY_WORDS];
+        buffer[0] = u32::try_from(entries.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        for (i, e) in entries.iter().enumerate() {
+            let words = &mut buffer[2 + i * ENTRY_WORDS..2 + (i + 1) * ENTRY_WORDS];
+            let flags = if INDEXED_CPUID_FUNCTIONS.contains(&e.function) {
+                KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+            } else {
+                0
+            };
+            words[..7].copy_from_slice(&[e.function, e.index, flags, e.eax, e.ebx, e.ecx, e.edx]);
+        }
+        // SAFETY: `buffer` is a live, 4-byte-aligned allocation laid out as struct kvm_cpuid2
+        // { u32 nent; u32 padding; struct kvm_cpuid_entry2 entries[nent]; } holding exactly
+        // `nent` entries; KVM_SET_CPUID2 only reads it, and nothing else aliases it.
+        let result =
+            unsafe { libc::ioctl(self.0.as_raw_fd(), KVM_SET_CPUID2 as libc::Ioctl, buffer.as_ptr()) };
+        if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    /// `KVM_SET_MSRS` of one MSR, as userspace (host-initiated): whether KVM took the value.
+    pub fn set_msr(&self, index: u32, value: u64) -> io::Result<bool> {
+        let mut msrs = OneMsr::new(index, value);
+        msr_ioctl(&self.0, KVM_SET_MSRS, &mut msrs).map(|written| written == 1)
+    }
+}
+
+/// `struct kvm_msrs` with room for one `struct kvm_msr_entry` (include/uapi/asm/kvm.h).
+#[repr(C)]
+struct OneMsr {
+    nmsrs: u32,
+    pad: u32,
+    index: u32,
+    reserved: u32,
+    data: u64,
+}
+
+impl OneMsr {
+    fn new(index: u32, data: u64) -> Self {
+        OneMsr { nmsrs: 1, pad: 0, index, reserved: 0, data }
+    }
+}
+
+/// `KVM_GET_MSRS`/`KVM_SET_MSRS` with one entry; the kernel answers how many it read or wrote.
+/// Private, reached through the fd types that accept each.
+fn msr_ioctl(fd: &impl AsRawFd, request: u64, msrs: &mut OneMsr) -> io::Result<i32> {
+    // SAFETY: `msrs` is a live, exclusively borrowed `#[repr(C)]` struct laid out as struct
+    // kvm_msrs { u32 nmsrs; u32 pad; struct kvm_msr_entry entries[1]; } with nmsrs = 1; the
+    // kernel reads at most that one entry and (for KVM_GET_MSRS) writes only its data.
+    let result = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, std::ptr::from_mut(msrs)) };
+    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(result) }
 }
 
 /// An ioctl that fills a `struct kvm_cpuid2` (`KVM_GET_SUPPORTED_HV_CPUID`,
@@ -167,6 +244,10 @@ mod tests {
         assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xC008_AE05);
         assert_eq!(KVM_CHECK_EXTENSION, 0xAE03);
         assert_eq!(KVM_CREATE_VCPU, 0xAE41);
+        assert_eq!(KVM_GET_MSRS, 0xC008_AE88);
+        assert_eq!(KVM_SET_MSRS, 0x4008_AE89);
+        assert_eq!(KVM_SET_CPUID2, 0x4008_AE90);
+        assert_eq!(std::mem::size_of::<OneMsr>(), 24);
     }
 }
 

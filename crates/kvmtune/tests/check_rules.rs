@@ -6,10 +6,12 @@
 //! change.
 //!
 //! The first line of a fixture, an XML comment, says which host it is checked against
-//! (`host=none|amd|amd-apicv-off|amd-no-hugepages|intel-no-flexpriority`) and optionally `windows=` and
-//! `workload=`. The hosts are testkit's `RuleFixtureHost` sysfs trees (no corpus snapshot has
-//! KVM, IOMMU and GPU facts together); their Hyper-V support is the reconstructed AMD answer
-//! described in `fixtures/hv-cpuid-intel-linux6.json`.
+//! (`host=none|amd|amd-apicv-off|amd-no-hugepages|intel-no-flexpriority|amd-arch-capabilities-refused`)
+//! and optionally `windows=` and `workload=`. The hosts are testkit's `RuleFixtureHost` sysfs
+//! trees (no corpus snapshot has KVM, IOMMU and GPU facts together); their Hyper-V support is
+//! the reconstructed AMD answer described in `fixtures/hv-cpuid-intel-linux6.json`, and their
+//! KVM takes the IA32_ARCH_CAPABILITIES it offers except on `amd-arch-capabilities-refused`
+//! (the answer `kvmtune probe` gets on this nested machine).
 
 mod common;
 
@@ -21,7 +23,7 @@ use kvmtune::analysis::fix::Applicability;
 use kvmtune::analysis::vm_rules::VM_RULES;
 use kvmtune::config::model::WindowsVersion;
 use kvmtune::config::{libvirt, libvirt_edit};
-use kvmtune::host::kvm::{HypervSupport, KvmDeviceReport};
+use kvmtune::host::kvm::{ArchCapabilities, HypervSupport, KvmDeviceReport};
 use kvmtune::host::{self, Fact, Host, HostFacts};
 use kvmtune::knowledge::hyperv::Hv;
 use kvmtune::values::SourceText;
@@ -56,6 +58,11 @@ fn fixture_host(host: RuleFixtureHost) -> HostFacts {
             leaves: Vec::new(),
         },
         topoext: Fact::Known(true),
+        // What a bare-metal host's KVM does: offers the MSR and takes it back.
+        arch_capabilities: Fact::Known(ArchCapabilities {
+            offered: Some("0x2000000".into()),
+            accepted: true,
+        }),
     });
     facts
 }
@@ -85,6 +92,18 @@ fn header(text: &str) -> Header {
         line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).map(str::to_string)
     };
     let host = match field("host").as_deref() {
+        // The AMD host as some nested ones are: KVM refuses the ARCH_CAPABILITIES it offers.
+        Some("amd-arch-capabilities-refused") => {
+            RuleFixtureHost::named("amd").map(fixture_host).map(|mut facts| {
+                if let Fact::Known(device) = &mut facts.kvm.device {
+                    device.arch_capabilities = Fact::Known(ArchCapabilities {
+                        offered: Some("0x400000000c000069".into()),
+                        accepted: false,
+                    });
+                }
+                facts
+            })
+        }
         Some(name) => RuleFixtureHost::named(name).map(fixture_host),
         None => None,
     };

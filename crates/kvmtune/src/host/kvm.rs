@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::host::Host;
 use crate::host::fact::Fact;
 use crate::knowledge::hyperv;
-use crate::knowledge::kvm_api::{CAPABILITIES, KVM_CAP_HYPERV_CPUID, KVM_CAP_SYS_HYPERV_CPUID};
+use crate::knowledge::kvm_api::{
+    CAPABILITIES, KVM_CAP_GET_MSR_FEATURES, KVM_CAP_HYPERV_CPUID, KVM_CAP_SYS_HYPERV_CPUID,
+};
 use crate::sys;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,10 +59,37 @@ pub struct KvmDeviceReport {
     /// 0x80000001 ECX bit 22): what `-cpu host` passes for topoext.
     #[serde(default = "topoext_not_recorded")]
     pub topoext: Fact<bool>,
+    /// Whether a vCPU takes the IA32_ARCH_CAPABILITIES value KVM offers, as QEMU sets it for
+    /// `-cpu host`: where it does not, host-passthrough aborts at start.
+    #[serde(default = "arch_capabilities_not_recorded")]
+    pub arch_capabilities: Fact<ArchCapabilities>,
 }
 
 fn topoext_not_recorded() -> Fact<bool> {
     Fact::Unknown("not in this host JSON (written by an older kvmtune)".into())
+}
+
+fn arch_capabilities_not_recorded() -> Fact<ArchCapabilities> {
+    Fact::Unknown("not in this host JSON (written by an older kvmtune)".into())
+}
+
+/// IA32_ARCH_CAPABILITIES (MSR 0x10a) as `-cpu host` meets it. QEMU reads the value KVM offers
+/// (`KVM_GET_MSRS` on /dev/kvm) and sets it on every vCPU whose CPUID has the feature (CPUID
+/// 7.EDX bit 29); if KVM refuses, QEMU aborts with `failed to set MSR 0x10a`. Some nested
+/// hosts' KVM offers a value it then refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchCapabilities {
+    /// The value KVM offers, in hex; none where it offers no such MSR (nothing is then set).
+    pub offered: Option<String>,
+    /// Whether a scratch vCPU, given the feature in its CPUID, took that value.
+    pub accepted: bool,
+}
+
+impl ArchCapabilities {
+    /// KVM offers a value and refuses it: QEMU's `-cpu host` cannot start here.
+    pub fn refused(&self) -> bool {
+        self.offered.is_some() && !self.accepted
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,7 +234,8 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
             api_version: Fact::Unknown(reason.clone()),
             capabilities: Vec::new(),
             hyperv: HypervSupport::Unknown { reason: reason.clone() },
-            topoext: Fact::Unknown(reason),
+            topoext: Fact::Unknown(reason.clone()),
+            arch_capabilities: Fact::Unknown(reason),
         };
     }
     let kvm = match sys::KvmSystem::open(path) {
@@ -218,7 +248,8 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
                 api_version: Fact::Unknown(reason.clone()),
                 capabilities: Vec::new(),
                 hyperv: HypervSupport::Unknown { reason: reason.clone() },
-                topoext: Fact::Unknown(reason),
+                topoext: Fact::Unknown(reason.clone()),
+                arch_capabilities: Fact::Unknown(reason),
             };
         }
     };
@@ -235,12 +266,17 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
         capabilities.iter().find(|c| c.number == number).and_then(|c| c.value.known().copied()).unwrap_or(0)
     };
     let hyperv = query_hyperv(&kvm, cap(KVM_CAP_SYS_HYPERV_CPUID), cap(KVM_CAP_HYPERV_CPUID));
+    let supported_cpuid = kvm.supported_cpuid().map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"));
     // CPUID Fn8000_0001 ECX bit 22: TOPOEXT (AMD64 APM vol. 3, appendix E).
-    let topoext = kvm
-        .supported_cpuid()
+    let topoext = supported_cpuid
+        .as_ref()
         .map(|entries| entries.iter().any(|e| e.function == 0x8000_0001 && e.ecx & (1 << 22) != 0))
-        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))
+        .map_err(Clone::clone)
         .into();
+    let arch_capabilities = match &supported_cpuid {
+        Ok(entries) => query_arch_capabilities(&kvm, cap(KVM_CAP_GET_MSR_FEATURES), entries),
+        Err(reason) => Fact::Unknown(reason.clone()),
+    };
     KvmDeviceReport {
         present: true,
         // KVM's API version has been 12 since Linux 2.6.22; anything else is not a KVM we know.
@@ -249,6 +285,50 @@ pub fn query_live_device(path: &Path) -> KvmDeviceReport {
         capabilities,
         hyperv,
         topoext,
+        arch_capabilities,
+    }
+}
+
+/// IA32_ARCH_CAPABILITIES: its index, and its CPUID bit (leaf 7 subleaf 0, EDX bit 29), per the
+/// Intel SDM vol. 4 (MSR 10AH) and vol. 2A (CPUID).
+const MSR_IA32_ARCH_CAPABILITIES: u32 = 0x10a;
+const CPUID_7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
+
+/// Does what QEMU does for `-cpu host` with this MSR, on a scratch VM: reads the value KVM
+/// offers, gives one vCPU the CPUID leaf that announces the MSR (from KVM's supported CPUID,
+/// as `-cpu host` has it) and sets the value (QEMU target/i386/kvm/kvm.c, kvm_put_msrs and
+/// kvm_arch_get_supported_msr_feature).
+fn query_arch_capabilities(
+    kvm: &sys::KvmSystem,
+    msr_features: i32,
+    supported: &[crate::knowledge::kvm_api::CpuidEntry],
+) -> Fact<ArchCapabilities> {
+    let leaf7 = supported.iter().find(|e| e.function == 7 && e.index == 0);
+    let announced = leaf7.is_some_and(|e| e.edx & CPUID_7_EDX_ARCH_CAPABILITIES != 0);
+    if msr_features == 0 || !announced {
+        // No feature MSRs to read, or no CPUID bit: QEMU sets nothing, so nothing is refused.
+        return Fact::Known(ArchCapabilities { offered: None, accepted: true });
+    }
+    let offered = match kvm.feature_msr(MSR_IA32_ARCH_CAPABILITIES) {
+        Ok(Some(value)) => value,
+        Ok(None) => return Fact::Known(ArchCapabilities { offered: None, accepted: true }),
+        Err(error) => return Fact::Unknown(format!("KVM_GET_MSRS on /dev/kvm: {error}")),
+    };
+    let max_leaf = supported.iter().find(|e| e.function == 0).map_or(7, |e| e.eax);
+    let leaves: Vec<_> = supported.iter().filter(|e| e.function == 0).chain(leaf7).copied().collect();
+    let accepted = kvm
+        .create_vm()
+        .and_then(|vm| vm.create_vcpu(0))
+        .and_then(|vcpu| {
+            vcpu.set_cpuid(&leaves)?;
+            vcpu.set_msr(MSR_IA32_ARCH_CAPABILITIES, offered)
+        })
+        .map_err(|e| {
+            format!("setting IA32_ARCH_CAPABILITIES on a scratch vCPU (CPUID max leaf {max_leaf:#x}): {e}")
+        });
+    match accepted {
+        Ok(accepted) => Fact::Known(ArchCapabilities { offered: Some(format!("{offered:#x}")), accepted }),
+        Err(reason) => Fact::Unknown(reason),
     }
 }
 

@@ -8,6 +8,7 @@ pub struct Capability {
     pub why: &'static str,
 }
 
+pub const KVM_CAP_GET_MSR_FEATURES: u32 = 153;
 pub const KVM_CAP_HYPERV_CPUID: u32 = 167;
 pub const KVM_CAP_SYS_HYPERV_CPUID: u32 = 191;
 
@@ -28,6 +29,11 @@ pub const CAPABILITIES: &[Capability] = &[
         why: "hv-synic (the fixed SynIC version QEMU uses)",
     },
     Capability { name: "KVM_CAP_HYPERV_VP_INDEX", number: 149, why: "hv-vpindex" },
+    Capability {
+        name: "KVM_CAP_GET_MSR_FEATURES",
+        number: KVM_CAP_GET_MSR_FEATURES,
+        why: "feature MSRs (IA32_ARCH_CAPABILITIES) that `-cpu host` copies into each vCPU",
+    },
     Capability {
         name: "KVM_CAP_HYPERV_TLBFLUSH",
         number: 155,

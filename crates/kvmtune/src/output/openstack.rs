@@ -96,6 +96,11 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
                 .into(),
         );
     }
+    if vm.cpu.features.iter().any(|f| f.name == "arch-capabilities" && f.policy == "disable") {
+        not_expressible.push(
+            "arch-capabilities off (this host's KVM refuses the value host-passthrough copies): no flavor or image property turns a CPU feature off; the compute node's CPU configuration has to (docs.openstack.org/nova/latest/admin/cpu-models.html)".into(),
+        );
+    }
     if missing.contains(&Hv::Stimer) && !vm.clock.hpet {
         not_expressible.push("HPET off needs hv-stimer, which Nova never sets: keep hw_time_hpet=true under Nova, or Windows falls back to the RTC".into());
         if let Some(entry) = image.iter_mut().find(|(k, _)| k == "hw_time_hpet") {

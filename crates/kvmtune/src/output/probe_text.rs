@@ -493,6 +493,16 @@ fn kvm_rows(out: &mut String, facts: &HostFacts) {
             HypervSupport::Unknown { reason } => format!("Hyper-V: unknown ({reason})"),
         };
         row(out, "", hyperv);
+        if let Some(arch) = device.arch_capabilities.known().filter(|a| a.refused()) {
+            row(
+                out,
+                "",
+                format!(
+                    "IA32_ARCH_CAPABILITIES: KVM offers {} and refuses it on a vCPU: -cpu host aborts here (`tune` turns arch-capabilities off)",
+                    arch.offered.as_deref().unwrap_or("-")
+                ),
+            );
+        }
         let nonzero: Vec<String> = device
             .capabilities
             .iter()

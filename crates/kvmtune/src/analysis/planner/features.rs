@@ -74,6 +74,19 @@ pub fn cpu(
         ),
         &["PIN004", "PIN005", "PIN009"],
     ));
+    let arch_capabilities = host.kvm.device.known().and_then(|device| device.arch_capabilities.known());
+    if let Some(refused) = arch_capabilities.filter(|a| a.refused()) {
+        features.push(CpuFeatureChoice { name: "arch-capabilities", policy: "disable" });
+        decisions.push(Decision::new(
+            "cpu",
+            "arch-capabilities off",
+            format!(
+                "this host's KVM offers IA32_ARCH_CAPABILITIES ({}) and then refuses it on a vCPU, as some nested hosts do: host-passthrough copies it into every vCPU and QEMU aborts at start with `failed to set MSR 0x10a`; without the MSR the guest starts, and takes its CPU to need the speculative-execution mitigations the MSR would have declared unneeded",
+                refused.offered.as_deref().unwrap_or("a value")
+            ),
+            "QEMU target/i386/kvm/kvm.c (kvm_put_msrs sets MSR_IA32_ARCH_CAPABILITIES; kvm_buf_set_msrs aborts when KVM sets fewer MSRs); Linux arch/x86/kvm/x86.c (kvm_set_msr_common, MSR_IA32_ARCH_CAPABILITIES); github.com/asterinas/asterinas/issues/2980 (the same abort on a nested host)",
+        ));
+    }
     if vendor == Some(CpuVendor::Amd) && placement.threads > 1 {
         features.push(CpuFeatureChoice { name: "topoext", policy: "require" });
         decisions.push(Decision::checked_by("cpu", "topoext on", &["PIN008"]));

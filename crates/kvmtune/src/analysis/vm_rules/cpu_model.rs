@@ -263,3 +263,49 @@ fn host_model_on_pinned_vm(ctx: &RuleContext) -> Vec<Finding> {
             .with_fix(Fix::unsafe_(ConfigEdit::SetCpuMode { mode: "host-passthrough".into(), migratable: false })),
     ]
 }
+
+pub(super) const CPU006: VmRule = VmRule {
+    check: arch_capabilities_kvm_refuses,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "CPU006",
+        name: "arch-capabilities-refused",
+        category: Category::Cpu,
+        severity: Severity::Error,
+        title: "host-passthrough where KVM refuses its own IA32_ARCH_CAPABILITIES",
+        explanation: "With host-passthrough (QEMU's -cpu host, or max), QEMU reads the IA32_ARCH_CAPABILITIES value (MSR 0x10a) KVM offers guests and sets it on every vCPU. The KVM of some hosts, nested ones in particular, offers a value it then refuses: QEMU aborts before the guest runs, with `failed to set MSR 0x10a` and an assertion in kvm_buf_set_msrs. kvmtune asks the host's KVM the same question on a scratch vCPU (`kvmtune probe`). Turning the feature off lets the VM start; the guest then lacks the MSR that declares which speculative-execution flaws the CPU does not have, and may turn on mitigations it would not need.",
+        example: "<cpu mode='host-passthrough'/> on a nested host whose KVM offers ARCH_CAPABILITIES 0x400000000c000069 and refuses it",
+        fix: "<feature policy='disable' name='arch-capabilities'/> in <cpu> (QEMU: -cpu host,arch-capabilities=off)",
+        fix_safety: Applicability::Safe,
+        source: "QEMU target/i386/kvm/kvm.c (kvm_put_msrs sets MSR_IA32_ARCH_CAPABILITIES; kvm_buf_set_msrs aborts when KVM sets fewer MSRs); Linux arch/x86/kvm/x86.c (kvm_set_msr_common, MSR_IA32_ARCH_CAPABILITIES); Linux Documentation/virt/kvm/api.rst (KVM_GET_MSRS on the system fd: feature MSRs); github.com/asterinas/asterinas/issues/2980 (the same abort on a nested host)",
+    },
+};
+
+fn arch_capabilities_kvm_refuses(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(mode) =
+        ctx.config.cpu.mode.as_ref().filter(|m| matches!(m.value.as_str(), "host-passthrough" | "maximum"))
+    else {
+        return Vec::new();
+    };
+    if ctx.config.cpu.features.iter().any(|f| f.name == "arch-capabilities" && !f.enables()) {
+        return Vec::new();
+    }
+    let refused = ctx
+        .host
+        .and_then(|h| h.kvm.device.known())
+        .and_then(|d| d.arch_capabilities.known())
+        .filter(|a| a.refused());
+    let Some(refused) = refused else { return Vec::new() };
+    vec![
+        Finding::new(
+            Some(mode.span),
+            format!(
+                "{}: this host's KVM offers IA32_ARCH_CAPABILITIES {} and refuses it on a vCPU, so QEMU aborts at start (`failed to set MSR 0x10a`)",
+                mode.value,
+                refused.offered.as_deref().unwrap_or("")
+            ),
+        )
+        .with_fix(Fix::safe(ConfigEdit::DisableCpuFeature { name: "arch-capabilities".into() })),
+    ]
+}
