@@ -7,7 +7,8 @@
 //!
 //! Why raw ioctls and not kvm-ioctls: that crate (0.25) has no wrapper for
 //! `KVM_GET_SUPPORTED_HV_CPUID`, the one call that tells which Hyper-V enlightenments this
-//! kernel can give a Windows guest, and the probe needs nothing else from it. Five ioctls on
+//! kernel can give a Windows guest, and the probe needs little else from it (the CPUID KVM
+//! supports, and whether a vCPU takes the IA32_ARCH_CAPABILITIES KVM offers). Nine ioctls on
 //! plain file descriptors are easier to audit here than a dependency tree.
 //!
 //! Each kind of KVM fd is its own type ([`KvmSystem`], [`KvmVm`], [`KvmVcpu`], as kvm-ioctls

@@ -315,6 +315,8 @@ fn query_arch_capabilities(
         Err(error) => return Fact::Unknown(format!("KVM_GET_MSRS on /dev/kvm: {error}")),
     };
     let max_leaf = supported.iter().find(|e| e.function == 0).map_or(7, |e| e.eax);
+    // Only leaves 0 and 7: KVM checks the MSR against leaf 7's bit, and a whole table would
+    // need the per-entry flags that KVM_GET_SUPPORTED_CPUID's reader here leaves out.
     let leaves: Vec<_> = supported.iter().filter(|e| e.function == 0).chain(leaf7).copied().collect();
     let accepted = kvm
         .create_vm()
