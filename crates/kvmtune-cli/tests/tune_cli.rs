@@ -756,6 +756,30 @@ fn the_plan_for_this_machine_starts_under_its_kvm() {
 
     let (started, stderr) = starts_under_kvm(cpu);
     assert!(started, "QEMU refused the plan's -cpu {cpu}: {stderr}");
+
+    // An existing VM's minimal change turns the MSR off where it must, and leaves a VM that
+    // already has it off as it is (it once became `require`, which aborts).
+    let dir = tempfile::tempdir().unwrap();
+    let domain = |features: &str| {
+        format!(
+            "<domain type='kvm'><name>exp</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='pc'>hvm</type></os>\
+             <cpu mode='host-passthrough' check='none'>{features}</cpu></domain>\n"
+        )
+    };
+    let off = "<feature policy='disable' name='arch-capabilities'/>";
+    for (name, features) in [("plain.xml", ""), ("off.xml", off)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, domain(features)).unwrap();
+        let output = kvmtune(&["tune", path.to_str().unwrap(), "--diff"]);
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(!text.contains("require CPU feature arch-capabilities"), "{name}: {text}");
+        assert_eq!(
+            text.contains("hide CPU feature arch-capabilities from the guest"),
+            refused && features.is_empty(),
+            "{name}: {text}"
+        );
+    }
     let (plain_started, plain_stderr) = starts_under_kvm("host,migratable=off");
     assert_eq!(plain_started, !refused, "the probe said refused={refused}; QEMU: {plain_stderr}");
     if refused {

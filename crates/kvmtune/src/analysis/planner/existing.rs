@@ -110,8 +110,14 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<ConfigEdit> {
         actions.push(ConfigEdit::SetCpuCacheMode { mode: "passthrough".into() });
     }
     for feature in &plan.cpu.features {
-        if !config.cpu.features.iter().any(|f| f.name == feature.name && f.enables()) {
-            actions.push(ConfigEdit::RequireCpuFeature { name: feature.name.into() });
+        let enable = feature.policy != "disable";
+        if !config.cpu.features.iter().any(|f| f.name == feature.name && f.enables() == enable) {
+            let name = feature.name.into();
+            actions.push(if enable {
+                ConfigEdit::RequireCpuFeature { name }
+            } else {
+                ConfigEdit::DisableCpuFeature { name }
+            });
         }
     }
     if config.hypervisor_bit_disabled().is_some() {
