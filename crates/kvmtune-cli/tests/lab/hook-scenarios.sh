@@ -22,7 +22,9 @@ step() { echo "lab-step ${SECONDS}s: $*"; }
 libvirt_log() { tail -n 15 /var/log/libvirt/libvirtd.log 2>/dev/null | grep -v -e MSR -e getaddrinfo; }
 
 # alive PID: the process runs (a zombie does not).
-alive() { [ -r /proc/$1/stat ] && ! grep -q '^[0-9]* (.*) Z ' /proc/$1/stat; }
+# One read of its stat: a zombie reaped between a test for the file and a grep of it made the
+# grep fail, which read as "alive".
+alive() { local stat; stat=$(cat /proc/$1/stat 2>/dev/null) || return 1; ! printf '%s\n' "$stat" | grep -q '^[0-9]* (.*) Z '; }
 
 # libvirtd_again OLD_PID: the daemon started again after it died (here by hand, as an init
 # without service supervision leaves it).
