@@ -401,9 +401,9 @@ pub fn effective_uid() -> u32 {
 }
 
 /// Has the program `command` starts killed with SIGKILL when the thread that spawns it ends
-/// (`prctl(PR_SET_PDEATHSIG)`), so that a VM an experiment started, or a `systemctl` a host
-/// change runs, cannot outlive a kvmtune ended by `kill -9`. The setting survives the `exec`
-/// of a variant script and its own `exec` of QEMU; it is cleared only by a set-user-id exec.
+/// (`prctl(PR_SET_PDEATHSIG)`), so that a VM an experiment started cannot outlive a kvmtune
+/// ended by `kill -9`. The setting survives the `exec` of a variant script and its own `exec`
+/// of QEMU; it is cleared only by a set-user-id exec.
 pub fn die_with_parent(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // Read before the fork: the parent may already be gone when the child checks (below).

@@ -52,16 +52,17 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Ran, RunEr
 
 pub fn run_limited(program: &str, args: &[&str], timeout: Duration, limit: usize) -> Result<Ran, RunError> {
     let deadline = Instant::now() + timeout;
-    let mut command = Command::new(program);
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    // A kvmtune killed with SIGKILL takes the program with it: a `systemctl stop` still on its
-    // way to systemd would otherwise act after `release` has put the host back. This thread
-    // waits for the program below, so it outlives it.
-    crate::sys::die_with_parent(&mut command);
-    let mut child = command.spawn().map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => RunError::NotInstalled { program: program.to_string() },
-        _ => RunError::Spawn { program: program.to_string(), source },
-    })?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => RunError::NotInstalled { program: program.to_string() },
+            _ => RunError::Spawn { program: program.to_string(), source },
+        })?;
     let (sender, receiver) = mpsc::channel();
     for (stream, pipe) in [
         (Stream::Out, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
