@@ -9,6 +9,17 @@ use kvmtune::exits;
 use kvmtune::exits::reasons::{ExitCause, is_idle};
 use kvmtune_testkit::exit_tables::perf_table;
 
+/// A table of the corpus's exitstats/, by file name.
+fn corpus_table(name: &str) -> std::path::PathBuf {
+    kvmtune_testkit::corpus().join("exitstats").join(name)
+}
+
+/// Every profile the readers find in a corpus table.
+fn corpus_profiles(name: &str) -> Vec<kvmtune::exits::ExitProfile> {
+    let path = corpus_table(name);
+    exits::parse(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
 fn fires(text: &str, rule: &str) -> bool {
     let profile = &exits::parse("fixture.txt", text).unwrap()[0];
     diagnose(profile).iter().any(|f| f.rule == rule)
@@ -53,10 +64,7 @@ fn every_rule_fires_on_its_cause_and_not_without_it() {
 #[test]
 #[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn windows_timer_case_before_and_after() {
-    let read = |name: &str| {
-        let path = kvmtune_testkit::corpus().join("exitstats").join(name);
-        exits::parse(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap().remove(0)
-    };
+    let read = |name: &str| corpus_profiles(name).remove(0);
     let before = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_before-hpet-fix.txt");
     let after = read("intel_huataihuang_win10-guest_perf-kvm-host-stat-live_after-hpet-fix.txt");
     let before_findings = diagnose(&before);
@@ -101,10 +109,7 @@ fn windows_timer_case_before_and_after() {
 #[test]
 #[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn a_time_share_carried_by_a_few_long_exits_is_no_cause() {
-    let read = |name: &str| {
-        let path = kvmtune_testkit::corpus().join("exitstats").join(name);
-        std::fs::read_to_string(&path).unwrap()
-    };
+    let read = |name: &str| std::fs::read_to_string(corpus_table(name)).unwrap();
     let rules = |text: &str| -> Vec<&'static str> {
         let profile = &exits::parse("t.txt", text).unwrap()[0];
         diagnose(profile).iter().map(|f| f.rule).collect()
@@ -160,10 +165,7 @@ fn compare_pairs_tables_of_a_kind_and_shows_the_mean_time_per_exit() {
 #[test]
 #[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn a_mean_that_moved_less_than_its_noise_is_said_to() {
-    let read = |name: &str| {
-        let path = kvmtune_testkit::corpus().join("exitstats").join(name);
-        exits::parse(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap()
-    };
+    let read = corpus_profiles;
     let timer = read("intel_wanpengli-exitless-timer_perf-kvm-stat_quoted-5-deep.txt");
     assert_eq!(timer.len(), 2);
     let comparison = compare(&timer[0], &timer[1]);
@@ -207,10 +209,7 @@ fn compare_says_worse_and_no_change_too() {
 #[test]
 #[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn port_and_msr_tables_name_the_device_or_register_behind_the_exits() {
-    let read = |name: &str| {
-        let path = kvmtune_testkit::corpus().join("exitstats").join(name);
-        exits::parse(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap()
-    };
+    let read = corpus_profiles;
     let ports = read("unknown-vendor_penghao-coalesced-pio_win7-guest_perf-kvm-stat-event-ioport.txt");
     assert_eq!(ports.len(), 2);
     for table in &ports {
