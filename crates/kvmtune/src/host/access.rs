@@ -374,11 +374,60 @@ impl Systemd for Systemctl {
         self.run(&["set-property", "--runtime", unit, &format!("{property}={value}")]).map(drop)
     }
     fn start(&self, unit: &str) -> std::io::Result<()> {
+        self.await_jobs_in_flight(unit)?;
+        // kvmtune starts a unit only to give back one it stopped (the display manager), and
+        // its own stops and starts count toward the unit's start rate limit (5 in 10 s by
+        // default): a unit that hit it refuses even this start. `reset-failed` flushes the
+        // counter (systemd.unit(5), StartLimitIntervalSec=).
+        self.run(&["reset-failed", unit])?;
         self.run(&["start", unit]).map(drop)
     }
     fn stop(&self, unit: &str) -> std::io::Result<()> {
+        self.await_jobs_in_flight(unit)?;
         self.run(&["stop", unit]).map(drop)
     }
+}
+
+impl Systemctl {
+    /// Waits until no `systemctl start|stop UNIT` runs on this host. A kvmtune killed while
+    /// its `systemctl stop` was on its way leaves that program running, and its job would
+    /// otherwise reach systemd after the start that gives the unit back. kvmtune waits for
+    /// each program it runs, so any such program is another's.
+    fn await_jobs_in_flight(&self, unit: &str) -> std::io::Result<()> {
+        let deadline = std::time::Instant::now() + Self::TIMEOUT;
+        loop {
+            let Some(pid) = systemctl_job_running(unit) else { return Ok(()) };
+            if std::time::Instant::now() >= deadline {
+                return Err(std::io::Error::other(format!(
+                    "`systemctl` (pid {pid}) still starts or stops {unit} after {} s",
+                    Self::TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// The pid of a `systemctl start UNIT` or `systemctl stop UNIT` running now, as kvmtune runs
+/// them; a process that ends while it is read is no match.
+fn systemctl_job_running(unit: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        is_systemctl_job(&cmdline, unit).then_some(pid)
+    })
+}
+
+/// Whether a /proc/PID/cmdline (NUL-separated) is `systemctl start|stop UNIT`.
+fn is_systemctl_job(cmdline: &[u8], unit: &str) -> bool {
+    let argv: Vec<&[u8]> = cmdline.strip_suffix(b"\0").unwrap_or(cmdline).split(|&b| b == 0).collect();
+    matches!(
+        argv.as_slice(),
+        [program, verb, target]
+            if program.rsplit(|&b| b == b'/').next() == Some(b"systemctl".as_slice())
+                && (*verb == b"start" || *verb == b"stop")
+                && *target == unit.as_bytes()
+    )
 }
 
 /// What `systemctl show -p P1 -p P2 U1 U2` prints, one `Key=Value` block per unit in the order
@@ -513,6 +562,18 @@ pub fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_systemctl_job_is_told_by_its_whole_command_line() {
+        let unit = "display-manager.service";
+        assert!(is_systemctl_job(b"systemctl\0stop\0display-manager.service\0", unit));
+        assert!(is_systemctl_job(b"/usr/bin/systemctl\0start\0display-manager.service\0", unit));
+        assert!(!is_systemctl_job(b"systemctl\0show\0display-manager.service\0", unit));
+        assert!(!is_systemctl_job(b"systemctl\0stop\0gdm3.service\0", unit));
+        assert!(!is_systemctl_job(b"notsystemctl\0stop\0display-manager.service\0", unit));
+        assert!(!is_systemctl_job(b"systemctl\0stop\0display-manager.service\0--now\0", unit));
+        assert!(!is_systemctl_job(b"", unit));
+    }
 
     #[test]
     fn snapshot_finds_tree_under_fsroot_and_refuses_writes() {
