@@ -146,8 +146,57 @@ fn halting_guest_is_idle() {
 fn mmio_guest_is_mmio() {
     let (_dir, analysis) = recorded(GuestKind::Mmio);
     assert!(row(&analysis, "KVM vCPU stats", "mmio_exits") > 1_000);
-    assert_eq!(fired(&analysis, "KVM vCPU stats"), ["EXIT001"]);
+    // The guest stores to one address and makes no other exit: MMIO thrash (EXIT028), which
+    // KVM's own counters show; the tracepoint counts (kvm_pio and KVM_EXIT_IO count the same
+    // exit) weigh no cause against the rest.
+    assert_eq!(fired(&analysis, "KVM vCPU stats"), ["EXIT001", "EXIT028"]);
     assert_eq!(fired(&analysis, "KVM tracepoints"), ["EXIT001"]);
+    let thrash = finding(&analysis, "KVM vCPU stats", "EXIT028");
+    assert!(thrash["evidence"].as_str().unwrap().contains("100.0% of the guest's exits"), "{thrash}");
+}
+
+/// A guest that rearms its timer without pause: the recorder's MSR table (kvm_msr counted per
+/// register) names the TSC deadline, at a rate no tick asks for (EXIT027). The halting and
+/// port I/O guests write no timer MSR, and nothing in their recordings says otherwise.
+#[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "root")),
+    ignore = "needs QEMU and root: cargo test --features qemu,root"
+)]
+fn a_guest_rearming_its_timer_without_pause_is_a_timer_storm() {
+    let (_dir, analysis) = recorded(GuestKind::TimerMsr);
+    let written = row(&analysis, "MSR Access", "0x6e0:W");
+    assert!(written > 10_000, "0x6e0 written {written} times");
+    // Every MSR exit of this guest is that write.
+    assert!(row(&analysis, "KVM tracepoints", "kvm_msr") >= written);
+    assert_eq!(fired(&analysis, "MSR Access"), ["EXIT027", "EXIT022"]);
+    let storm = finding(&analysis, "MSR Access", "EXIT027");
+    let evidence = storm["evidence"].as_str().unwrap();
+    assert!(evidence.contains("a second per vCPU") && evidence.contains("100%"), "{evidence}");
+
+    for quiet in [GuestKind::Halt, GuestKind::PortIo] {
+        let (_dir, analysis) = recorded(quiet);
+        let all: Vec<String> = analysis["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["findings"].as_array().unwrap().iter())
+            .map(|f| f["rule"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!all.iter().any(|r| r == "EXIT027" || r == "EXIT028"), "{quiet:?}: {all:?}");
+    }
+}
+
+/// The finding `rule` of the profile whose event begins with `event`.
+fn finding<'a>(analysis: &'a Value, event: &str, rule: &str) -> &'a Value {
+    analysis["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["profile"]["event"].as_str().unwrap().starts_with(event))
+        .flat_map(|p| p["findings"].as_array().unwrap().iter())
+        .find(|f| f["rule"] == rule)
+        .unwrap_or_else(|| panic!("no {rule} in the {event} profile"))
 }
 
 #[test]

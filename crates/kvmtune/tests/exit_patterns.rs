@@ -1,4 +1,4 @@
-//! The exit patterns (EXIT013-EXIT017, EXIT026): each fires on a table built to its description and
+//! The exit patterns (EXIT013-EXIT017, EXIT026, EXIT028): each fires on a table built to its description and
 //! stays quiet on the near miss that differs in the one thing it reads, also with the config
 //! and host facts that decide it. The tables go through the same reader as real reports:
 //! as perf prints them, as a mail reply quotes and wraps them, and as a forum post fences them
@@ -330,4 +330,44 @@ fn compare_does_not_call_a_cause_new_when_only_its_share_rose() {
     .unwrap()
     .remove(0);
     assert!(compare(&before, &worse).appeared.contains(&"EXIT003"));
+}
+
+/// A vCPU that makes MMIO exits and nothing else the guest causes is spinning on a device
+/// (EXIT028); the host's own interrupts beside it do not hide that. Near misses: a guest that
+/// also arms its timer and halts (an OS at work), too few exits to matter, a perf report's
+/// counts without a rate, and tracepoint counts that count one exit twice.
+#[test]
+fn a_vcpu_doing_nothing_but_mmio_is_thrash_not_load() {
+    let thrash = kvm_stat(&[
+        ("kvm_exit", 5300, 5300),
+        ("kvm_exit(EPT_MISCONFIG)", 5000, 5000),
+        ("kvm_exit(EXTERNAL_INTERRUPT)", 300, 300),
+    ]);
+    let fired = findings(&thrash, &ExitContext::default());
+    let exit028 = fired.iter().find(|f| f.rule == "EXIT028").expect("EXIT028 on the thrash");
+    let evidence = exit028.evidence.as_deref().unwrap();
+    assert!(evidence.contains("5000/s per vCPU") && evidence.contains("100.0%"), "{evidence}");
+    assert!(rules(&as_forum_post(&thrash), &ExitContext::default()).contains(&"EXIT028"));
+
+    let at_work = kvm_stat(&[
+        ("kvm_exit", 5600, 5600),
+        ("kvm_exit(EPT_MISCONFIG)", 5000, 5000),
+        ("kvm_exit(MSR_WRITE)", 250, 250),
+        ("kvm_exit(HLT)", 50, 50),
+        ("kvm_exit(EXTERNAL_INTERRUPT)", 300, 300),
+    ]);
+    assert!(!rules(&at_work, &ExitContext::default()).contains(&"EXIT028"));
+    let few = kvm_stat(&[("kvm_exit", 500, 500), ("kvm_exit(EPT_MISCONFIG)", 500, 500)]);
+    assert!(!rules(&few, &ExitContext::default()).contains(&"EXIT028"));
+    let counted = table(&[("EPT_MISCONFIG", 9_000_000, 5.0), ("EXTERNAL_INTERRUPT", 1000, 1.0)]);
+    assert!(!rules(&counted, &ExitContext::default()).contains(&"EXIT028"));
+
+    // The same exits as tracepoint counts over a recording: KVM_EXIT_MMIO and kvm_mmio would
+    // count each one twice, so no share is taken of them.
+    let mut traced = exits::ExitProfile::new("kvmtune record", "KVM tracepoints");
+    traced.duration_s = Some(1.0);
+    for (name, count) in [("exits", 5000), ("KVM_EXIT_MMIO", 5000), ("kvm_mmio", 5000)] {
+        traced.rows.push(exits::ExitRow::count_only(name.to_string(), count, 0));
+    }
+    assert!(!diagnose(&traced).iter().any(|f| f.rule == "EXIT028"));
 }

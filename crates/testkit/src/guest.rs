@@ -16,6 +16,10 @@ pub enum GuestKind {
     Halt,
     /// Stores to the VGA window at 0xA0000 forever: MMIO exits to QEMU's emulated VGA.
     Mmio,
+    /// Writes IA32_TSC_DEADLINE (MSR 0x6e0) forever, with 0 (no timer armed): the MSR exits of
+    /// a guest rearming its timer without pause. The guest's CPU model offers the TSC-deadline
+    /// timer, so that the write is no #GP.
+    TimerMsr,
     /// Halts as [`GuestKind::Halt`] does, and powers off when the ACPI power button is pressed
     /// (`virsh shutdown`, QMP `system_powerdown`), as an OS would: it enables the button's
     /// event (PWRBTN_EN in PM1_EN), checks PM1_STS at each timer tick, and on it enters the
@@ -36,6 +40,13 @@ fn code(kind: GuestKind) -> Vec<u8> {
         GuestKind::PortIo => &[
             0xE6, 0x80, //   l: out 0x80, al    (the POST diagnostic port)
             0xEB, 0xFC, //   jmp l
+        ],
+        GuestKind::TimerMsr => &[
+            0x66, 0xB9, 0xE0, 0x06, 0x00, 0x00, // mov ecx, 0x6e0 (IA32_TSC_DEADLINE)
+            0x66, 0x31, 0xC0, //                   xor eax, eax
+            0x66, 0x31, 0xD2, //                   xor edx, edx
+            0x0F, 0x30, //                         l: wrmsr
+            0xEB, 0xFC, //                         jmp l
         ],
         GuestKind::Halt => &[
             0xFB, //         sti
@@ -106,6 +117,7 @@ impl Guest {
         let name = format!("kvmtune-{kind:?}-{}-{index}", std::process::id()).to_lowercase();
         let child = Command::new("qemu-system-x86_64")
             .args(["-accel", "kvm", "-m", "64", "-display", "none", "-no-reboot"])
+            .args(if kind == GuestKind::TimerMsr { &["-cpu", "qemu64,+tsc-deadline"][..] } else { &[] })
             .arg("-name")
             .arg(format!("guest={name},debug-threads=on"))
             .arg("-qmp")

@@ -10,7 +10,7 @@
 //! profile), never on partial counters.
 
 use crate::analysis::Severity;
-use crate::analysis::exit_rules::{ExitFinding, Guest, ReasonShare, exit_rate, exit_total};
+use crate::analysis::exit_rules::{ExitFinding, Guest, ReasonShare, exit_rate, exit_total, rate_per_vcpu};
 use crate::analysis::fix::Applicability;
 use crate::analysis::meta::{Category, RuleMeta};
 use crate::config::model::VmConfig;
@@ -39,8 +39,20 @@ pub struct PatternRule {
     /// Read only in a guest that may be Windows: the pattern is about Hyper-V enlightenments
     /// or Windows' timers.
     pub windows_only: bool,
+    /// What the pattern judges: the absence of reasons (only a table of every reason can
+    /// show one), or one cause's share of the exits the guest makes (any table that counts
+    /// each exit once, KVM's own statistics too).
+    pub reads: Reads,
     /// The reasons the pattern involves and what it saw, or `None`.
     pub check: fn(&Table, &ExitContext) -> Option<Match>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Which reasons are there and which are not ([`ExitProfile::lists_every_reason`]).
+    EveryReason,
+    /// One cause against all the exits the guest makes ([`ExitProfile::counts_each_exit_once`]).
+    GuestExits,
 }
 
 /// What a pattern saw.
@@ -85,6 +97,21 @@ impl<'a> Table<'a> {
         exit_rate(self.profile, &self.rows(which).collect::<Vec<_>>())
     }
 
+    /// Exits per second of the rows `which` accepts and their share of the exits per second
+    /// the guest makes: all exits but external interrupts, which are the host's (its timer,
+    /// its devices, other tasks' IPIs) and go on whatever the guest does.
+    fn rate_and_guest_share(&self, which: impl Fn(ExitCause) -> bool) -> Option<(f64, f64)> {
+        let rate = self.rate(which)?;
+        let guest = self.rate(|c| c != ExitCause::ExternalInterrupt)?;
+        (guest > 0.0).then_some((rate, rate / guest))
+    }
+
+    /// [`Self::rate_and_guest_share`] with the rate per vCPU.
+    fn rate_per_vcpu_and_guest_share(&self, which: impl Fn(ExitCause) -> bool + Copy) -> Option<(f64, f64)> {
+        let (_, share) = self.rate_and_guest_share(which)?;
+        Some((rate_per_vcpu(self.profile, &self.rows(which).collect::<Vec<_>>())?, share))
+    }
+
     /// The printed rate of the event row named `name` (`kvm_page_fault`), where there is one.
     fn event_rate(&self, name: &str) -> Option<f64> {
         self.profile.rows.iter().find(|r| !r.is_exit() && r.name == name).and_then(|r| r.rate_per_s)
@@ -96,11 +123,20 @@ impl<'a> Table<'a> {
 /// working guest that faults this often also switches tasks, takes interrupts and does I/O.
 const LOOP_RATE_PER_S: f64 = 10_000.0;
 
-/// The share of the exit rate one cause must take for the table to show nothing but it.
+/// The share of the guest's exit rate one cause must take for the table to show nothing but
+/// it. The 2% left are room for a stray exit, not for an OS at work, which halts when idle and
+/// arms its timer and ends its interrupts at its tick rate (64 to 1000 a second per vCPU, each
+/// a timer MSR write or an APIC exit unless the hardware virtualizes it).
 const LOOP_SHARE: f64 = 0.98;
 
+/// MMIO exits per second and vCPU above which a vCPU that makes almost no other exit (see
+/// [`LOOP_SHARE`]) is busy with nothing but one emulated device. Each of them is a round trip
+/// to the VMM in userspace, several microseconds even on bare metal, so a vCPU spinning on a
+/// device register makes far fewer of them than of exceptions KVM handles itself.
+const MMIO_LOOP_RATE_PER_VCPU: f64 = 1_000.0;
+
 /// Causes by one name, for [`Table`]'s methods.
-fn is(cause: ExitCause) -> impl Fn(ExitCause) -> bool {
+fn is(cause: ExitCause) -> impl Fn(ExitCause) -> bool + Copy {
     move |c| c == cause
 }
 
@@ -130,6 +166,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT003", "EXIT005"],
         check_rules: &["HV008", "HV010"],
         windows_only: true,
+        reads: Reads::EveryReason,
         check: |table, context| {
             let msr = table.share(ExitCause::may_be_msr_write);
             let external = table.share(is(ExitCause::ExternalInterrupt));
@@ -173,6 +210,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT001"],
         check_rules: &["TIME001", "TIME006", "HV002"],
         windows_only: true,
+        reads: Reads::EveryReason,
         check: |table, context| {
             let mmio = table.share(ExitCause::may_be_mmio);
             let port_io = table.share(is(ExitCause::PortIo));
@@ -210,6 +248,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT002"],
         check_rules: &["TIME005", "TIME001"],
         windows_only: true,
+        reads: Reads::EveryReason,
         check: |table, context| {
             let port_io = table.share(is(ExitCause::PortIo));
             let mmio = table.share(ExitCause::may_be_mmio);
@@ -250,6 +289,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT004"],
         check_rules: &["HV002", "HV010"],
         windows_only: true,
+        reads: Reads::EveryReason,
         check: |table, context| {
             let apic_write = table.share(is(ExitCause::ApicWrite));
             if apic_write < 0.20 || table.present(is(ExitCause::Hypercall)) {
@@ -286,6 +326,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT006"],
         check_rules: &["PIN001", "PIN002", "PIN007"],
         windows_only: false,
+        reads: Reads::EveryReason,
         check: |table, context| {
             let (Some(host), Some(config)) = (context.host, context.config) else { return None };
             let halts = table.share(is(ExitCause::Halt));
@@ -331,10 +372,10 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &[],
         check_rules: &[],
         windows_only: false,
+        reads: Reads::GuestExits,
         check: |table, _| {
-            let exceptions = table.rate(is(ExitCause::Exception))?;
-            let all = table.rate(|_| true)?;
-            if exceptions < LOOP_RATE_PER_S || all <= 0.0 || exceptions / all < LOOP_SHARE {
+            let (exceptions, share) = table.rate_and_guest_share(is(ExitCause::Exception))?;
+            if exceptions < LOOP_RATE_PER_S || share < LOOP_SHARE {
                 return None;
             }
             let faults = table
@@ -347,8 +388,39 @@ pub const PATTERN_RULES: &[PatternRule] = &[
             Some(Match {
                 reasons: table.seen(is(ExitCause::Exception)),
                 evidence: format!(
-                    "exceptions at {exceptions:.0}/s, {} of all exits per second{faults}",
-                    percent(exceptions / all)
+                    "exceptions at {exceptions:.0}/s, {} of the guest's exits per second{faults}",
+                    percent(share)
+                ),
+            })
+        },
+    },
+    PatternRule {
+        meta: RuleMeta {
+            id: "EXIT028",
+            name: "mmio-thrash",
+            category: Category::Exits,
+            severity: Severity::Warning,
+            title: "a vCPU busy with nothing but MMIO to an emulated device",
+            explanation: "Over a thousand MMIO exits a second on each vCPU, and almost no other exit the guest makes: no halts, no timer writes, no port I/O. Each MMIO exit stops the vCPU, goes out to the VMM in userspace, which emulates the access, and comes back; a vCPU that makes nothing else is spinning on one device register (a driver polling a status bit that an emulated device sets late or never, firmware waiting on a device, a clock such as the HPET read in a loop) or writing an emulated framebuffer or device memory a word at a time. An OS that runs normally also arms its timer and takes interrupts, which show beside the MMIO. Where the guest hangs, it is the device or its driver; where it works, it is a device that should be paravirtual.",
+            example: "mmio_exits 3770/s per vCPU, 100% of the guest's exits",
+            fix: "find the device: `perf kvm stat report --event=mmio` or the kvm:kvm_mmio tracepoint gives the guest-physical address, which `info mtree` in the QEMU monitor maps to a device; replace an emulated device with its virtio counterpart (virtio-net, virtio-blk or virtio-scsi, virtio-gpu or a passed-through GPU), and where the guest hangs on it, update or change the guest's driver or firmware for that device",
+            fix_safety: Applicability::Manual,
+            source: "Linux Documentation/virt/kvm/api.rst (KVM_EXIT_MMIO: the access is completed by userspace before the vCPU runs on); Linux arch/x86/kvm/vmx/vmx.c (handle_ept_misconfig) and arch/x86/kvm/svm/svm.c (npf_interception); QEMU docs/system/monitor (info mtree)",
+        },
+        supersedes: &[],
+        check_rules: &[],
+        windows_only: false,
+        reads: Reads::GuestExits,
+        check: |table, _| {
+            let (rate, share) = table.rate_per_vcpu_and_guest_share(is(ExitCause::Mmio))?;
+            if rate < MMIO_LOOP_RATE_PER_VCPU || share < LOOP_SHARE {
+                return None;
+            }
+            Some(Match {
+                reasons: table.seen(is(ExitCause::Mmio)),
+                evidence: format!(
+                    "MMIO at {rate:.0}/s per vCPU, {} of the guest's exits per second",
+                    percent(share)
                 ),
             })
         },
@@ -361,7 +433,7 @@ pub fn diagnose_patterns(
     profile: &ExitProfile,
     context: &ExitContext,
 ) -> Vec<(ExitFinding, &'static [&'static str])> {
-    if !profile.lists_every_reason() {
+    if !profile.counts_each_exit_once() {
         return Vec::new();
     }
     let table = Table::new(profile);
@@ -369,6 +441,7 @@ pub fn diagnose_patterns(
     PATTERN_RULES
         .iter()
         .filter(|rule| !(rule.windows_only && context.guest == Guest::Linux))
+        .filter(|rule| rule.reads == Reads::GuestExits || profile.lists_every_reason())
         .filter_map(|rule| {
             let found = (rule.check)(&table, context)?;
             let reasons = found

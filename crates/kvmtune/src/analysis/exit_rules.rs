@@ -490,7 +490,7 @@ pub(crate) fn exit_rate(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64>
 }
 
 /// [`exit_rate`] per vCPU.
-fn rate_per_vcpu(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64> {
+pub(crate) fn rate_per_vcpu(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64> {
     let vcpus = profile.rows.iter().map(|r| r.per_vcpu.len()).max().unwrap_or(0).max(1) as f64;
     Some(exit_rate(profile, rows)? / vcpus)
 }

@@ -10,7 +10,7 @@
 //! shown.
 
 use crate::analysis::Severity;
-use crate::analysis::exit_rules::{ExitFinding, ReasonShare};
+use crate::analysis::exit_rules::{ExitFinding, ReasonShare, rate_per_vcpu};
 use crate::analysis::fix::Applicability;
 use crate::analysis::meta::{Category, RuleMeta};
 use crate::exits::{ExitProfile, ExitRow};
@@ -62,6 +62,9 @@ pub struct SideTableRule {
     pub targets: &'static [ExitTarget],
     /// Fires when their rows make at least this share of the table's exits or of its time.
     pub min_share: f64,
+    /// And, where set, only at this many exits per second and vCPU or more: a table that
+    /// gives no rate (perf's counts since the recording began) never fires the rule.
+    pub min_rate_per_vcpu: Option<f64>,
     /// Check rules that find the cause in a VM config.
     pub check_rules: &'static [&'static str],
 }
@@ -83,6 +86,7 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
         table: SideTable::Ports,
         targets: &[ExitTarget::Rtc],
         min_share: 0.25,
+        min_rate_per_vcpu: None,
         check_rules: &["TIME005", "TIME006", "HV001"],
     },
     SideTableRule {
@@ -101,6 +105,7 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
         table: SideTable::Ports,
         targets: &[ExitTarget::AcpiPmTimer],
         min_share: 0.25,
+        min_rate_per_vcpu: None,
         check_rules: &["TIME001"],
     },
     SideTableRule {
@@ -119,6 +124,7 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
         table: SideTable::Ports,
         targets: &[ExitTarget::Pit],
         min_share: 0.25,
+        min_rate_per_vcpu: None,
         check_rules: &["TIME006"],
     },
     SideTableRule {
@@ -137,6 +143,7 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
         table: SideTable::Ports,
         targets: &[ExitTarget::PciConfig],
         min_share: 0.25,
+        min_rate_per_vcpu: None,
         check_rules: &[],
     },
     SideTableRule {
@@ -155,6 +162,7 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
         table: SideTable::Msrs,
         targets: &[ExitTarget::TscDeadline],
         min_share: 0.25,
+        min_rate_per_vcpu: None,
         check_rules: &[],
     },
     SideTableRule {
@@ -173,6 +181,7 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
         table: SideTable::Msrs,
         targets: &[ExitTarget::X2apicIcr],
         min_share: 0.25,
+        min_rate_per_vcpu: None,
         check_rules: &["HV008"],
     },
     SideTableRule {
@@ -191,6 +200,7 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
         table: SideTable::Msrs,
         targets: &[ExitTarget::X2apicEoi, ExitTarget::HypervApic],
         min_share: 0.25,
+        min_rate_per_vcpu: None,
         check_rules: &["HV008"],
     },
     SideTableRule {
@@ -209,9 +219,34 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
         table: SideTable::Msrs,
         targets: &[ExitTarget::HypervReferenceCounter],
         min_share: 0.25,
+        min_rate_per_vcpu: None,
         check_rules: &["TIME001"],
     },
+    SideTableRule {
+        meta: RuleMeta {
+            id: "EXIT027",
+            name: "timer-rearm-storm",
+            category: Category::Exits,
+            severity: Severity::Warning,
+            title: "a timer rearmed tens of thousands of times a second",
+            explanation: "The guest writes its timer registers (the TSC deadline, the x2APIC timer's initial count, Hyper-V's synthetic timers) more than 10,000 times a second on each vCPU: a new timer every 100 microseconds or sooner, where Windows asks for 0.5 ms at the finest and a Linux tick runs at 1000 Hz at most. A deadline already in the past fires at once, the guest handles it and sets the next, and the vCPU does little else: a guest whose idea of time lags the hypervisor's (a Windows Server 2025 guest resuming from hibernation set its synthetic timers in the past and bugchecked with 0x9f or 0xa0 in the case cited), or a periodic timer whose period is shorter than its interrupt handler takes (Windows sets 2 kHz timers; under load the ticks pile up and the guest livelocks). A guest workload that asks for very short timers (high-resolution sleeps in a loop) makes the same traffic on purpose.",
+            example: "0x6e0:W at 824000/s per vCPU",
+            fix: "see which register it is and whether the guest hangs: for Hyper-V synthetic timers set in the past (Windows resuming from hibernation), the KVM change proposed for them (see the source), which delays such a timer by 10 microseconds; for a periodic timer that livelocks, a host kernel that no longer retries the timer's message delivery, and vCPUs that do not share host CPUs; for a guest program's short sleeps, its timer resolution (timeBeginPeriod on Windows, timer slack on Linux)",
+            fix_safety: Applicability::Manual,
+            source: "Microsoft Hyper-V TLFS, Timers (a one-shot timer set in the past expires at once; learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers); Intel SDM Vol. 3A, TSC-Deadline Mode (a deadline already passed interrupts at once); Linux arch/x86/kvm/hyperv.c (stimer_start) and arch/x86/kvm/lapic.c; lore.kernel.org/r/20260115141520.24176-1-graf@amazon.com (Windows Server 2025 hibernation, synthetic timers in the past, interrupt storms); Linux commit 'x86: kvm: hyperv: don't retry message delivery for periodic timers' (Windows guests with 2 kHz periodic timers livelocked)",
+        },
+        table: SideTable::Msrs,
+        targets: &[ExitTarget::TscDeadline, ExitTarget::X2apicTimer, ExitTarget::HypervSyntheticTimers],
+        min_share: 0.0,
+        min_rate_per_vcpu: Some(TIMER_STORM_RATE_PER_VCPU),
+        check_rules: &[],
+    },
 ];
+
+/// Timer register writes per second and vCPU above which a guest rearms its timer every
+/// 100 microseconds or sooner: five times the 2 kHz that Windows' finest timer resolution
+/// (0.5 ms) asks for, ten times a 1000 Hz Linux tick.
+pub const TIMER_STORM_RATE_PER_VCPU: f64 = 10_000.0;
 
 /// A table's exits and handling time, as declared, else of the rows shown: what a row's share
 /// is taken of where perf did not print it.
@@ -273,11 +308,19 @@ pub fn diagnose_side_table(profile: &ExitProfile) -> Vec<ExitFinding> {
         if exit_share < rule.min_share && sure_time_share.is_none_or(|t| t < rule.min_share) {
             continue;
         }
+        let rate = match rule.min_rate_per_vcpu {
+            None => None,
+            Some(floor) => match rate_per_vcpu(profile, &rows) {
+                Some(rate) if rate >= floor => Some(rate),
+                _ => continue,
+            },
+        };
         let what: Vec<&str> = rule.targets.iter().map(|t| t.describe()).collect();
         let time =
             time_share.map_or(String::new(), |t| format!(", {:.0}% of their handling time", t * 100.0));
+        let rate = rate.map_or(String::new(), |r| format!(", {r:.0} a second per vCPU"));
         let evidence = format!(
-            "{} takes {:.0}% of this table's {} exits{time}",
+            "{} takes {:.0}% of this table's {} exits{time}{rate}",
             what.join(" and "),
             exit_share * 100.0,
             table.noun()
@@ -325,6 +368,31 @@ mod tests {
         assert!(fired(&ports).is_empty());
         let vmexit = table("VM-EXIT", &[("0x70:POUT", 100, None, None)]);
         assert!(fired(&vmexit).is_empty(), "a VM-EXIT table is no side table");
+    }
+
+    /// An MSR table over `seconds` with one vCPU's counts, as the recorder makes it.
+    fn recorded_msrs(rows: &[(&str, u64)], seconds: f64) -> ExitProfile {
+        let mut profile = ExitProfile::new("kvmtune record", "MSR Access (kvm_msr counters)");
+        profile.duration_s = Some(seconds);
+        for (name, count) in rows {
+            profile.rows.push(ExitRow::per_vcpu(name.to_string(), vec![*count]));
+        }
+        profile
+    }
+
+    #[test]
+    fn a_timer_rearmed_every_few_microseconds_is_a_storm_and_a_tick_is_not() {
+        let storm = recorded_msrs(&[("0x6e0:W", 2_400_000), ("0x830:W", 300)], 3.0);
+        assert_eq!(fired(&storm), ["EXIT022", "EXIT027"]);
+        let evidence = diagnose_side_table(&storm).pop().unwrap().evidence.unwrap();
+        assert!(evidence.contains("800000 a second per vCPU"), "{evidence}");
+        let stimers = recorded_msrs(&[("0x400000b0-0x400000b7:W", 90_000)], 3.0);
+        assert_eq!(fired(&stimers), ["EXIT027"]);
+        // A 1000 Hz tick, and the same storm in a perf report, which gives no rate.
+        let tick = recorded_msrs(&[("0x6e0:W", 3000)], 3.0);
+        assert_eq!(fired(&tick), ["EXIT022"]);
+        let counted = table("MSR Access", &[("0x6e0:W", 2_400_000, None, None)]);
+        assert_eq!(fired(&counted), ["EXIT022"]);
     }
 
     #[test]

@@ -65,6 +65,20 @@ impl ExitProfile {
     pub fn lists_every_reason(&self) -> bool {
         self.event.starts_with("VM-EXIT") || self.format == "kvm_stat"
     }
+
+    /// Each exit is counted once, in one row: a table of every reason, or KVM's own
+    /// statistics, whose `exits` counts them all and whose `*_exits` counters each count
+    /// one kind (they leave some exits out, never count one twice). Tracepoint counts do not
+    /// qualify: `kvm_pio` and `KVM_EXIT_IO` count the same exit.
+    pub fn counts_each_exit_once(&self) -> bool {
+        self.lists_every_reason()
+            || (self.rows.iter().any(|r| r.kind == RowKind::Total)
+                && self
+                    .rows
+                    .iter()
+                    .filter(|r| r.is_exit())
+                    .all(|r| crate::exits::reasons::is_exit_counter(&r.name)))
+    }
 }
 
 impl ExitRow {

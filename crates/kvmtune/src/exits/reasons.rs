@@ -107,6 +107,11 @@ pub fn kind_of(name: &str) -> RowKind {
     RowKind::Exit
 }
 
+/// Whether the row named `name` is one of KVM's statistics that count exits of one kind.
+pub fn is_exit_counter(name: &str) -> bool {
+    EXIT_COUNTERS.contains(&name)
+}
+
 /// Whether a row of an exit profile is a KVM statistic that is not an exit count.
 pub fn is_event(name: &str) -> bool {
     kind_of(name) == RowKind::Event

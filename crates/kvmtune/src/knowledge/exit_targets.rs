@@ -170,9 +170,10 @@ pub const MSRS: &[TargetRange] = &[
     ),
 ];
 
-/// What a side table's row name (`0x70:POUT`, `0x6e0:W`) reaches, with `table` its kind.
+/// What a side table's row name (`0x70:POUT`, `0x6e0:W`, or a range as the recorder counts
+/// it, `0x400000b0-0x400000b7:W`) reaches, with `table` its kind.
 pub fn target_of(table: &'static [TargetRange], row_name: &str) -> Option<&'static TargetRange> {
-    let number = row_name.split(':').next()?.trim();
+    let number = row_name.split([':', '-']).next()?.trim();
     let number =
         u32::from_str_radix(number.strip_prefix("0x").or_else(|| number.strip_prefix("0X"))?, 16).ok()?;
     table.iter().find(|r| (r.first..=r.last).contains(&number))
@@ -194,6 +195,10 @@ mod tests {
         assert_eq!(target_of(MSRS, "0x40000070:W").map(|r| r.target), Some(ExitTarget::HypervApic));
         assert_eq!(
             target_of(MSRS, "0x400000b3:W").map(|r| r.target),
+            Some(ExitTarget::HypervSyntheticTimers)
+        );
+        assert_eq!(
+            target_of(MSRS, "0x400000b0-0x400000b7:W").map(|r| r.target),
             Some(ExitTarget::HypervSyntheticTimers)
         );
         assert_eq!(target_of(MSRS, "0x3b:R").map(|r| r.target), None);

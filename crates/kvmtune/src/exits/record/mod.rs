@@ -172,13 +172,35 @@ pub fn profiles_between(
     let mut profiles =
         vec![profile("KVM vCPU stats (QMP query-stats)", host_isa(), rows(&stats), seconds, Vec::new())];
     let mut traced = difference(first.1, last.1);
+    let msrs = msr_table(&mut traced, host_isa(), seconds, Vec::new());
     if traced.values().flatten().any(|&n| n > 0) {
         if let Some(exits) = stats.get("exits") {
             traced.insert("exits".to_string(), exits.clone());
         }
         profiles.push(profile("KVM tracepoints", host_isa(), rows(&traced), seconds, Vec::new()));
     }
+    profiles.extend(msrs);
     profiles
+}
+
+/// The event of the recorder's MSR table: a side table (`SideTable::Msrs`), as
+/// `perf kvm stat report --event=msr` prints one.
+pub const MSR_TABLE_EVENT: &str = "MSR Access (kvm_msr counters)";
+
+/// Takes the MSR rows ([`tracing::msr_counters`]) out of `traced` and makes them the MSR side
+/// table, its shares of all MSR exits (the `kvm_msr` counter); None where no MSR row was
+/// counted or none of them moved.
+fn msr_table(traced: &mut Sample, isa: Isa, seconds: f64, notes: Vec<String>) -> Option<ExitProfile> {
+    let msr_rows: Vec<String> = traced.keys().filter(|name| name.starts_with("0x")).cloned().collect();
+    let taken: Sample =
+        msr_rows.iter().filter_map(|name| Some((name.clone(), traced.remove(name)?))).collect();
+    if !taken.values().flatten().any(|&n| n > 0) {
+        return None;
+    }
+    let mut table = profile(MSR_TABLE_EVENT, isa, rows(&taken), seconds, notes);
+    table.rows.retain(|row| row.count > 0);
+    table.declared_samples = traced.get("kvm_msr").map(|all| saturating_sum(all.iter().copied()));
+    Some(table)
 }
 
 /// The exit-reason profile of what was traced between two readings of the handling times
@@ -395,10 +417,7 @@ pub fn record(
     };
     let sample_all = |monitor: &mut Monitor| -> Result<(Sample, Sample), RecordError> {
         let stats = sample_stats(monitor, &vcpus, cumulative.as_deref())?;
-        let traced = counters
-            .as_ref()
-            .map(|c| c.read().into_iter().map(|(row, values)| (row.to_string(), values)).collect())
-            .unwrap_or_default();
+        let traced = counters.as_ref().map(|c| c.read().into_iter().collect()).unwrap_or_default();
         Ok((stats, traced))
     };
 
@@ -458,6 +477,7 @@ pub fn record(
         vec![profile("KVM vCPU stats (QMP query-stats)", isa, rows(&stats), elapsed, notes.clone())];
 
     let mut traced = difference(&first.1, &last.1);
+    let msrs = msr_table(&mut traced, isa, elapsed, notes.clone());
     let kvm_exit_fired = traced.get("kvm_exit").is_some_and(|v| v.iter().any(|&n| n > 0));
     if counters.is_some() && !kvm_exit_fired {
         trace_notes.push(
@@ -486,5 +506,6 @@ pub fn record(
             profiles.push(profile(EXIT_PAIRS_EVENT, isa, reason_rows, elapsed, notes));
         }
     }
+    profiles.extend(msrs);
     Ok(Recording { profiles, source })
 }

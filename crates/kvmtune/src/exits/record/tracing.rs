@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::exits::ExitRow;
+use crate::knowledge::exit_targets::{ExitTarget, MSRS};
 use crate::sys::TracepointCounter;
 
 /// One counted tracepoint: the row it becomes, the event, and a filter on its fields.
@@ -25,6 +26,36 @@ pub struct CountedEvent {
     pub row: &'static str,
     pub event: &'static str,
     pub filter: Option<&'static str>,
+}
+
+/// One counter of `kvm_msr` for the MSRs of one [`TargetRange`]: a row of the recorder's MSR
+/// table (`0x6e0:W`, `0x400000b0-0x400000b7:W`), as `perf kvm stat --event=msr` names rows.
+pub struct MsrCounter {
+    pub row: String,
+    pub filter: String,
+}
+
+/// The MSR rows the recorder counts: every register [`MSRS`] names, in the direction that tells
+/// its story (the Hyper-V reference counter is read as a clock; the others are written).
+/// `kvm_msr`'s fields are `write`, `ecx`, `data` and `exception` (arch/x86/kvm/trace.h).
+pub fn msr_counters() -> Vec<MsrCounter> {
+    MSRS.iter()
+        .map(|range| {
+            let (letter, write) = match range.target {
+                ExitTarget::HypervReferenceCounter => ('R', 0),
+                _ => ('W', 1),
+            };
+            let msrs = if range.first == range.last {
+                format!("{:#x}", range.first)
+            } else {
+                format!("{:#x}-{:#x}", range.first, range.last)
+            };
+            MsrCounter {
+                row: format!("{msrs}:{letter}"),
+                filter: format!("write == {write} && ecx >= {:#x} && ecx <= {:#x}", range.first, range.last),
+            }
+        })
+        .collect()
 }
 
 /// `kvm_userspace_exit` reasons are `KVM_EXIT_*` from include/uapi/linux/kvm.h.
@@ -56,35 +87,43 @@ fn event_id(tracefs: &Path, event: &str) -> Result<u64, String> {
     text.trim().parse().map_err(|_| format!("{}: not a number: {:?}", path.display(), text.trim()))
 }
 
-/// Counters of [`COUNTED_EVENTS`] for each vCPU thread; events this kernel lacks are left out
-/// and listed in `notes`.
+/// Counters of [`COUNTED_EVENTS`] and [`msr_counters`] for each vCPU thread; events this
+/// kernel lacks are left out and listed in `notes`.
 pub struct Counters {
     /// `(row, per-vCPU counters)`.
-    counters: Vec<(&'static str, Vec<TracepointCounter>)>,
+    counters: Vec<(String, Vec<TracepointCounter>)>,
 }
 
 impl Counters {
     pub fn open(tracefs: &Path, vcpu_threads: &[i32], notes: &mut Vec<String>) -> Self {
+        let msrs = msr_counters();
+        let wanted = COUNTED_EVENTS
+            .iter()
+            .map(|e| (e.row.to_string(), e.event, e.filter))
+            .chain(msrs.iter().map(|m| (m.row.clone(), "kvm_msr", Some(m.filter.as_str()))));
         let mut counters = Vec::new();
-        'events: for event in COUNTED_EVENTS {
-            let id = match event_id(tracefs, event.event) {
+        'events: for (row, event, filter) in wanted {
+            let id = match event_id(tracefs, event) {
                 Ok(id) => id,
                 Err(why) => {
-                    notes.push(format!("tracepoint kvm:{} is not available: {why}", event.event));
+                    let note = format!("tracepoint kvm:{event} is not available: {why}");
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
                     continue;
                 }
             };
             let mut per_vcpu = Vec::new();
             for &thread in vcpu_threads {
-                match TracepointCounter::open(id, thread, event.filter) {
+                match TracepointCounter::open(id, thread, filter) {
                     Ok(counter) => per_vcpu.push(counter),
                     Err(e) => {
-                        notes.push(format!("cannot count kvm:{} on thread {thread}: {e}", event.event));
+                        notes.push(format!("cannot count kvm:{event} ({row}) on thread {thread}: {e}"));
                         continue 'events;
                     }
                 }
             }
-            counters.push((event.row, per_vcpu));
+            counters.push((row, per_vcpu));
         }
         Self { counters }
     }
@@ -94,10 +133,10 @@ impl Counters {
     }
 
     /// Current totals per row and vCPU; a counter that cannot be read counts as 0.
-    pub fn read(&self) -> Vec<(&'static str, Vec<u64>)> {
+    pub fn read(&self) -> Vec<(String, Vec<u64>)> {
         self.counters
             .iter()
-            .map(|(row, per_vcpu)| (*row, per_vcpu.iter().map(|c| c.read().unwrap_or(0)).collect()))
+            .map(|(row, per_vcpu)| (row.clone(), per_vcpu.iter().map(|c| c.read().unwrap_or(0)).collect()))
             .collect()
     }
 }
@@ -385,6 +424,26 @@ pub(crate) fn recorded_windows_timings() -> (crate::exits::ExitProfile, VcpuTimi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each MSR row names its registers as the side-table rules read them back, and its
+    /// filter takes exactly that range in that direction.
+    #[test]
+    fn msr_rows_read_back_as_their_registers() {
+        let counters = msr_counters();
+        assert_eq!(counters.len(), MSRS.len());
+        for (counter, range) in counters.iter().zip(MSRS) {
+            let read_back = crate::knowledge::exit_targets::target_of(MSRS, &counter.row).map(|r| r.target);
+            assert_eq!(read_back, Some(range.target), "{}", counter.row);
+            assert!(
+                counter.filter.contains(&format!("ecx >= {:#x} && ecx <= {:#x}", range.first, range.last))
+            );
+        }
+        let deadline = counters.iter().find(|c| c.row == "0x6e0:W").unwrap();
+        assert_eq!(deadline.filter, "write == 1 && ecx >= 0x6e0 && ecx <= 0x6e0");
+        let reference = counters.iter().find(|c| c.row == "0x40000020:R").unwrap();
+        assert!(reference.filter.starts_with("write == 0 "));
+        assert!(counters.iter().any(|c| c.row == "0x400000b0-0x400000b7:W"));
+    }
 
     #[test]
     fn reads_trace_lines_with_spaces_in_names_and_reasons() {
