@@ -239,6 +239,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_open_file_limit_goes_up_to_the_hard_limit() {
+        let raised = raise_open_file_limit().unwrap();
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit(2) writes one `rlimit` into `now`, which lives for the call.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        assert_eq!((now.rlim_cur, raised), (now.rlim_max, now.rlim_max));
+    }
+
+    #[test]
     fn request_numbers_match_the_kernel_headers() {
         // Values as computed in ../shared/knowledge.md section 4a and test-environment.md.
         assert_eq!(KVM_GET_SUPPORTED_HV_CPUID, 0xC008_AEC1);
@@ -398,6 +407,28 @@ pub fn kill_process_group(leader: &std::process::Child) -> io::Result<()> {
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) takes nothing, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
+}
+
+/// Raises this process's soft limit of open files to its hard limit. The recorder holds one
+/// perf event per tracepoint row and vCPU (about twenty rows), which passes the usual soft
+/// limit of 1024 from about 48 vCPUs; the hard limit (524288 under systemd) is meant to be
+/// reached this way (systemd.exec(5), LimitNOFILE=). Returns the limit now in force.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit(2) writes one `rlimit` into the value `limit` points at, which lives
+    // for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit(2) reads one `rlimit` from `raised`, which lives for the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Has the program `command` starts killed with SIGKILL when the thread that spawns it ends

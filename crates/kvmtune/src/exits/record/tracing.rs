@@ -28,7 +28,7 @@ pub struct CountedEvent {
     pub filter: Option<&'static str>,
 }
 
-/// One counter of `kvm_msr` for the MSRs of one [`TargetRange`]: a row of the recorder's MSR
+/// One counter of `kvm_msr` for the MSRs of one [`MSRS`] range: a row of the recorder's MSR
 /// table (`0x6e0:W`, `0x400000b0-0x400000b7:W`), as `perf kvm stat --event=msr` names rows.
 pub struct MsrCounter {
     pub row: String,
@@ -96,6 +96,9 @@ pub struct Counters {
 
 impl Counters {
     pub fn open(tracefs: &Path, vcpu_threads: &[i32], notes: &mut Vec<String>) -> Self {
+        if let Err(e) = crate::sys::raise_open_file_limit() {
+            notes.push(format!("cannot raise the open-file limit for the counters: {e}"));
+        }
         let msrs = msr_counters();
         let wanted = COUNTED_EVENTS
             .iter()
