@@ -233,7 +233,7 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
             example: "0x6e0:W at 824000/s per vCPU",
             fix: "see which register it is and whether the guest hangs: for Hyper-V synthetic timers set in the past (Windows resuming from hibernation), the KVM change proposed for them (see the source), which delays such a timer by 10 microseconds; for a periodic timer that livelocks, a host kernel that no longer retries the timer's message delivery, and vCPUs that do not share host CPUs; for a guest program's short sleeps, its timer resolution (timeBeginPeriod on Windows, timer slack on Linux)",
             fix_safety: Applicability::Manual,
-            source: "Microsoft Hyper-V TLFS, Timers (a one-shot timer set in the past expires at once; learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers); Intel SDM Vol. 3A, TSC-Deadline Mode (a deadline already passed interrupts at once); Linux arch/x86/kvm/hyperv.c (stimer_start) and arch/x86/kvm/lapic.c; lore.kernel.org/r/20260115141520.24176-1-graf@amazon.com (Windows Server 2025 hibernation, synthetic timers in the past, interrupt storms); Linux commit 'x86: kvm: hyperv: don't retry message delivery for periodic timers' (Windows guests with 2 kHz periodic timers livelocked)",
+            source: "Microsoft Hyper-V TLFS, Timers (a one-shot timer set in the past expires at once; learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers); Intel SDM Vol. 3A, TSC-Deadline Mode (a deadline already passed interrupts at once); Linux arch/x86/kvm/hyperv.c (stimer_start) and arch/x86/kvm/lapic.c; lore.kernel.org/r/20260115141520.24176-1-graf@amazon.com (Windows Server 2025 hibernation, synthetic timers in the past, interrupt storms); Linux commit 7deec5e0df74 'x86: kvm: hyperv: don't retry message delivery for periodic timers' (Windows guests with 2 kHz periodic timers livelocked)",
         },
         table: SideTable::Msrs,
         targets: &[ExitTarget::TscDeadline, ExitTarget::X2apicTimer, ExitTarget::HypervSyntheticTimers],
@@ -315,7 +315,11 @@ pub fn diagnose_side_table(profile: &ExitProfile) -> Vec<ExitFinding> {
                 _ => continue,
             },
         };
-        let what: Vec<&str> = rule.targets.iter().map(|t| t.describe()).collect();
+        // The devices or registers of the rule that the table has rows for, in the rule's order.
+        let seen: Vec<ExitTarget> =
+            rows.iter().filter_map(|row| target_of(table.ranges(), &row.name)).map(|t| t.target).collect();
+        let what: Vec<&str> =
+            rule.targets.iter().filter(|t| seen.contains(t)).map(|t| t.describe()).collect();
         let time =
             time_share.map_or(String::new(), |t| format!(", {:.0}% of their handling time", t * 100.0));
         let rate = rate.map_or(String::new(), |r| format!(", {r:.0} a second per vCPU"));
