@@ -362,6 +362,20 @@ fn a_vcpu_doing_nothing_but_mmio_is_thrash_not_load() {
     let counted = table(&[("EPT_MISCONFIG", 9_000_000, 5.0), ("EXTERNAL_INTERRUPT", 1000, 1.0)]);
     assert!(!rules(&counted, &ExitContext::default()).contains(&"EXIT028"));
 
+    // KVM's own counters over a recording: `exits` less `irq_exits` is what the guest made.
+    // Where MMIO is all of it, thrash; where a sixth of it has no counter of its own (MSR,
+    // APIC or EPT exits, which KVM's statistics do not break out), an OS at work.
+    let stats = |exits: u64, mmio: u64, irq: u64| {
+        let mut profile = exits::ExitProfile::new("kvmtune record", "KVM vCPU stats (QMP query-stats)");
+        profile.duration_s = Some(1.0);
+        for (name, count) in [("exits", exits), ("mmio_exits", mmio), ("irq_exits", irq), ("halt_exits", 0)] {
+            profile.rows.push(exits::ExitRow::per_vcpu(name.to_string(), vec![count]));
+        }
+        diagnose(&profile).iter().map(|f| f.rule).collect::<Vec<_>>()
+    };
+    assert!(stats(5300, 5000, 300).contains(&"EXIT028"));
+    assert!(!stats(6300, 5000, 300).contains(&"EXIT028"));
+
     // The same exits as tracepoint counts over a recording: KVM_EXIT_MMIO and kvm_mmio would
     // count each one twice, so no share is taken of them.
     let mut traced = exits::ExitProfile::new("kvmtune record", "KVM tracepoints");

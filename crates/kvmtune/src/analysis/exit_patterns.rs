@@ -16,7 +16,7 @@ use crate::analysis::meta::{Category, RuleMeta};
 use crate::config::model::VmConfig;
 use crate::exits::model::saturating_sum;
 use crate::exits::reasons::ExitCause;
-use crate::exits::{ExitProfile, ExitRow};
+use crate::exits::{ExitProfile, ExitRow, RowKind};
 use crate::host::HostFacts;
 use crate::knowledge::hyperv::Hv;
 
@@ -99,10 +99,17 @@ impl<'a> Table<'a> {
 
     /// Exits per second of the rows `which` accepts and their share of the exits per second
     /// the guest makes: all exits but external interrupts, which are the host's (its timer,
-    /// its devices, other tasks' IPIs) and go on whatever the guest does.
+    /// its devices, other tasks' IPIs) and go on whatever the guest does. KVM's own counters
+    /// have rows for a few kinds only (no MSR, APIC or EPT exits), so there the guest's exits
+    /// are their `exits` less `irq_exits`.
     fn rate_and_guest_share(&self, which: impl Fn(ExitCause) -> bool) -> Option<(f64, f64)> {
         let rate = self.rate(which)?;
-        let guest = self.rate(|c| c != ExitCause::ExternalInterrupt)?;
+        let guest = if self.profile.lists_every_reason() {
+            self.rate(|c| c != ExitCause::ExternalInterrupt)?
+        } else {
+            let total = self.profile.rows.iter().find(|r| r.kind == RowKind::Total)?;
+            exit_rate(self.profile, &[total])? - self.rate(is(ExitCause::ExternalInterrupt)).unwrap_or(0.0)
+        };
         (guest > 0.0).then_some((rate, rate / guest))
     }
 
