@@ -176,8 +176,10 @@ fn a_guest_rearming_its_timer_without_pause_is_a_timer_storm() {
     let (_dir, analysis) = recorded(GuestKind::TimerMsr);
     let written = row(&analysis, "MSR Access", "0x6e0:W");
     assert!(written > 10_000, "0x6e0 written {written} times");
-    // Every MSR exit of this guest is that write.
-    assert!(row(&analysis, "KVM tracepoints", "kvm_msr") >= written);
+    // Every MSR exit of this guest is that write (the counters are read one after another
+    // while it runs, so the two counts differ by the writes in between).
+    let all = row(&analysis, "KVM tracepoints", "kvm_msr");
+    assert!(all.abs_diff(written) * 100 <= written, "kvm_msr {all}, 0x6e0:W {written}");
     assert_eq!(fired(&analysis, "MSR Access"), ["EXIT027", "EXIT022"]);
     let storm = finding(&analysis, "MSR Access", "EXIT027");
     let evidence = storm["evidence"].as_str().unwrap();
