@@ -563,6 +563,28 @@ pub fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
 mod tests {
     use super::*;
 
+    /// A `systemctl stop UNIT` still running (here a stand-in with that command line, which
+    /// sleeps instead) holds back kvmtune's own job for that unit until it ends.
+    #[test]
+    fn a_job_in_flight_for_the_unit_is_waited_for() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        // sh runs the script named by its first argument: `stop`, which sleeps.
+        std::fs::write(dir.path().join("stop"), "sleep 1.5\n").unwrap();
+        let unit = format!("kvmtune-test-{}.service", std::process::id());
+        let mut job = std::process::Command::new("/bin/sh")
+            .arg0("systemctl")
+            .args(["stop", &unit])
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(systemctl_job_running(&unit).is_some(), "the stand-in is not seen");
+        assert!(systemctl_job_running("another.service").is_none());
+        Systemctl.await_jobs_in_flight(&unit).unwrap();
+        assert!(job.try_wait().unwrap().is_some(), "returned while the job still ran");
+    }
+
     #[test]
     fn a_systemctl_job_is_told_by_its_whole_command_line() {
         let unit = "display-manager.service";
