@@ -229,7 +229,7 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
             category: Category::Exits,
             severity: Severity::Warning,
             title: "a timer rearmed tens of thousands of times a second",
-            explanation: "The guest writes its timer registers (the TSC deadline, the x2APIC timer's initial count, Hyper-V's synthetic timers) more than 10,000 times a second on each vCPU: a new timer every 100 microseconds or sooner, where Windows asks for 0.5 ms at the finest and a Linux tick runs at 1000 Hz at most. A deadline already in the past fires at once, the guest handles it and sets the next, and the vCPU does little else: a guest whose idea of time lags the hypervisor's (a Windows Server 2025 guest resuming from hibernation set its synthetic timers in the past and bugchecked with 0x9f or 0xa0 in the case cited), or a periodic timer whose period is shorter than its interrupt handler takes (Windows sets 2 kHz timers; under load the ticks pile up and the guest livelocks). A guest workload that asks for very short timers (high-resolution sleeps in a loop) makes the same traffic on purpose.",
+            explanation: "The guest writes its timer registers (the TSC deadline, the x2APIC timer's initial count, Hyper-V's synthetic timers) more than 10,000 times a second on each vCPU: a new timer every 100 microseconds or sooner, where the finest Windows timer seen is 2 kHz (the periodic-timer commit cited) and a Linux tick runs at 1000 Hz at most (CONFIG_HZ). A deadline already in the past fires at once, the guest handles it and sets the next, and the vCPU does little else: a guest whose idea of time lags the hypervisor's (a Windows Server 2025 guest resuming from hibernation set its synthetic timers in the past and bugchecked with 0x9f or 0xa0 in the case cited), or a periodic timer whose period is shorter than its interrupt handler takes (Windows sets 2 kHz timers; under load the ticks pile up and the guest livelocks). A guest workload that asks for very short timers (high-resolution sleeps in a loop) makes the same traffic on purpose.",
             example: "0x6e0:W at 824000/s per vCPU",
             fix: "see which register it is and whether the guest hangs: for Hyper-V synthetic timers set in the past (Windows resuming from hibernation), the KVM change proposed for them (see the source), which delays such a timer by 10 microseconds; for a periodic timer that livelocks, a host kernel that no longer retries the timer's message delivery, and vCPUs that do not share host CPUs; for a guest program's short sleeps, its timer resolution (timeBeginPeriod on Windows, timer slack on Linux)",
             fix_safety: Applicability::Manual,
@@ -244,8 +244,8 @@ pub const SIDE_TABLE_RULES: &[SideTableRule] = &[
 ];
 
 /// Timer register writes per second and vCPU above which a guest rearms its timer every
-/// 100 microseconds or sooner: five times the 2 kHz that Windows' finest timer resolution
-/// (0.5 ms) asks for, ten times a 1000 Hz Linux tick.
+/// 100 microseconds or sooner: five times the 2 kHz periodic timer Windows was seen to set
+/// (commit 7deec5e0df74), ten times a 1000 Hz Linux tick (CONFIG_HZ).
 pub const TIMER_STORM_RATE_PER_VCPU: f64 = 10_000.0;
 
 /// A table's exits and handling time, as declared, else of the rows shown: what a row's share
