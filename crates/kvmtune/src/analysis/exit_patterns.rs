@@ -412,7 +412,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
             example: "mmio_exits 3770/s per vCPU, 100% of the guest's exits",
             fix: "find the device: `perf kvm stat report --event=mmio` or the kvm:kvm_mmio tracepoint gives the guest-physical address, which `info mtree` in the QEMU monitor maps to a device; replace an emulated device with its virtio counterpart (virtio-net, virtio-blk or virtio-scsi, virtio-gpu or a passed-through GPU), and where the guest hangs on it, update or change the guest's driver or firmware for that device",
             fix_safety: Applicability::Manual,
-            source: "Linux Documentation/virt/kvm/api.rst (KVM_EXIT_MMIO: the access is completed by userspace before the vCPU runs on); Linux arch/x86/kvm/vmx/vmx.c (handle_ept_misconfig) and arch/x86/kvm/svm/svm.c (npf_interception); QEMU docs/system/monitor (info mtree)",
+            source: "Linux Documentation/virt/kvm/api.rst (KVM_EXIT_MMIO: the access is completed by userspace before the vCPU runs on); Linux arch/x86/kvm/vmx/vmx.c (handle_ept_misconfig) and arch/x86/kvm/svm/svm.c (npf_interception); QEMU hmp-commands-info.hx (info mtree, in the monitor chapter of the QEMU manual)",
         },
         supersedes: &[],
         check_rules: &[],
