@@ -409,10 +409,18 @@ impl Systemctl {
 }
 
 /// The pid of a `systemctl start UNIT` or `systemctl stop UNIT` running now, as kvmtune runs
-/// them; a process that ends while it is read is no match.
+/// them, as the user kvmtune acts as: anyone can start a process with that command line, and
+/// another user's must not hold back the start that gives the display manager back. A
+/// process that ends while it is read is no match.
 fn systemctl_job_running(unit: &str) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let me = crate::sys::effective_uid();
     std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
         let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        // /proc/PID belongs to the process's effective user.
+        if entry.metadata().ok()?.uid() != me {
+            return None;
+        }
         let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
         is_systemctl_job(&cmdline, unit).then_some(pid)
     })
@@ -583,6 +591,28 @@ mod tests {
         assert!(systemctl_job_running("another.service").is_none());
         Systemctl.await_jobs_in_flight(&unit).unwrap();
         assert!(job.try_wait().unwrap().is_some(), "returned while the job still ran");
+
+        // The same stand-in run by another user (nobody) holds nothing back. Only root can
+        // start it as another user.
+        if crate::sys::effective_uid() == 0 {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let mut other = std::process::Command::new("/bin/sh")
+                .arg0("systemctl")
+                .args(["stop", &unit])
+                .current_dir(dir.path())
+                .uid(65534)
+                .gid(65534)
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(other.try_wait().unwrap().is_none(), "the other user's stand-in did not run");
+            assert!(systemctl_job_running(&unit).is_none(), "another user's job was counted");
+            Systemctl.await_jobs_in_flight(&unit).unwrap();
+            assert!(other.try_wait().unwrap().is_none(), "waited for another user's job");
+            other.kill().unwrap();
+            other.wait().unwrap();
+        }
     }
 
     #[test]
