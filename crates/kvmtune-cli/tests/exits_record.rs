@@ -47,13 +47,18 @@ fn record_guest(guest: &Guest, dir: &Path) -> (Value, String) {
     (analysis, stderr)
 }
 
-fn fired(analysis: &Value, event: &str) -> Vec<String> {
-    let profile = analysis["profiles"]
+/// The analysis of the profile whose event begins with `event`.
+fn profile<'a>(analysis: &'a Value, event: &str) -> &'a Value {
+    analysis["profiles"]
         .as_array()
         .unwrap()
         .iter()
         .find(|p| p["profile"]["event"].as_str().unwrap().starts_with(event))
-        .unwrap_or_else(|| panic!("no {event} profile in {analysis:#}"));
+        .unwrap_or_else(|| panic!("no {event} profile in {analysis:#}"))
+}
+
+fn fired(analysis: &Value, event: &str) -> Vec<String> {
+    let profile = profile(analysis, event);
     profile["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap().to_string()).collect()
 }
 
@@ -200,12 +205,10 @@ fn a_guest_rearming_its_timer_without_pause_is_a_timer_storm() {
 
 /// The finding `rule` of the profile whose event begins with `event`.
 fn finding<'a>(analysis: &'a Value, event: &str, rule: &str) -> &'a Value {
-    analysis["profiles"]
+    profile(analysis, event)["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["profile"]["event"].as_str().unwrap().starts_with(event))
-        .flat_map(|p| p["findings"].as_array().unwrap().iter())
         .find(|f| f["rule"] == rule)
         .unwrap_or_else(|| panic!("no {rule} in the {event} profile"))
 }

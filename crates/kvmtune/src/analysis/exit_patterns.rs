@@ -113,10 +113,16 @@ impl<'a> Table<'a> {
         (guest > 0.0).then_some((rate, rate / guest))
     }
 
-    /// [`Self::rate_and_guest_share`] with the rate per vCPU.
-    fn rate_per_vcpu_and_guest_share(&self, which: impl Fn(ExitCause) -> bool + Copy) -> Option<(f64, f64)> {
-        let (_, share) = self.rate_and_guest_share(which)?;
-        Some((rate_per_vcpu(self.profile, &self.rows(which).collect::<Vec<_>>())?, share))
+    /// A loop of `cause`: its rate (per vCPU where `per_vcpu`) at `floor` or more and
+    /// [`LOOP_SHARE`] of the guest's exits; the rate and the share where it is one.
+    fn looping(&self, cause: ExitCause, floor: f64, per_vcpu: bool) -> Option<(f64, f64)> {
+        let (rate, share) = self.rate_and_guest_share(is(cause))?;
+        let rate = if per_vcpu {
+            rate_per_vcpu(self.profile, &self.rows(is(cause)).collect::<Vec<_>>())?
+        } else {
+            rate
+        };
+        (rate >= floor && share >= LOOP_SHARE).then_some((rate, share))
     }
 
     /// The printed rate of the event row named `name` (`kvm_page_fault`), where there is one.
@@ -143,7 +149,7 @@ const LOOP_SHARE: f64 = 0.98;
 const MMIO_LOOP_RATE_PER_VCPU: f64 = 1_000.0;
 
 /// Causes by one name, for [`Table`]'s methods.
-fn is(cause: ExitCause) -> impl Fn(ExitCause) -> bool + Copy {
+fn is(cause: ExitCause) -> impl Fn(ExitCause) -> bool {
     move |c| c == cause
 }
 
@@ -381,10 +387,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         windows_only: false,
         reads: Reads::GuestExits,
         check: |table, _| {
-            let (exceptions, share) = table.rate_and_guest_share(is(ExitCause::Exception))?;
-            if exceptions < LOOP_RATE_PER_S || share < LOOP_SHARE {
-                return None;
-            }
+            let (exceptions, share) = table.looping(ExitCause::Exception, LOOP_RATE_PER_S, false)?;
             let faults = table
                 .event_rate("kvm_page_fault")
                 .filter(|faults| (faults - exceptions).abs() <= 0.05 * exceptions)
@@ -419,10 +422,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         windows_only: false,
         reads: Reads::GuestExits,
         check: |table, _| {
-            let (rate, share) = table.rate_per_vcpu_and_guest_share(is(ExitCause::Mmio))?;
-            if rate < MMIO_LOOP_RATE_PER_VCPU || share < LOOP_SHARE {
-                return None;
-            }
+            let (rate, share) = table.looping(ExitCause::Mmio, MMIO_LOOP_RATE_PER_VCPU, true)?;
             Some(Match {
                 reasons: table.seen(is(ExitCause::Mmio)),
                 evidence: format!(
