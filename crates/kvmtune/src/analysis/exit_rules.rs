@@ -373,6 +373,32 @@ pub const EXIT_RULES: &[ExitRule] = &[
         min_time_share: 2.0,
         check_rules: &[],
     },
+    ExitRule {
+        meta: RuleMeta {
+            id: "EXIT029",
+            name: "nested-hypervisor",
+            category: Category::Exits,
+            severity: Severity::Warning,
+            title: "the guest runs a hypervisor of its own",
+            explanation: "VMRESUME and VMLAUNCH (Intel) or vmrun (AMD) exits are a hypervisor inside the guest entering its own guest; VMREAD, VMWRITE, VMPTRLD, vmload, vmsave, stgi, clgi and invlpga are its upkeep. KVM emulates each of them. In Windows that hypervisor is Microsoft's, and it runs beneath Windows itself once Virtualization-Based Security, Memory integrity (HVCI), Credential Guard, WSL 2, Windows Sandbox or the Hyper-V role is on: Windows is then its guest, so each exit Windows makes is taken here, handed to the hypervisor in the guest, and resumed through another exit. Microsoft's hypervisor uses synthetic timers on KVM only where they are delivered in direct mode (hv-stimer-direct). Older host kernels had nested SVM bugs that made such guests crawl on AMD.",
+            example: "vmrun 47% and msr 47% of exits: Windows with Hyper-V on, as a guest of an AMD host",
+            fix: "turn on hv-stimer-direct, and on Intel hosts hv-evmcs (`kvmtune tune --nested` plans both); run a current host kernel; where the guest does not need its hypervisor, turn off Memory integrity, VBS and the Hyper-V features inside Windows instead (or hide vmx/svm from the guest CPU)",
+            fix_safety: Applicability::Manual,
+            source: "Linux Documentation/virt/kvm/x86/nested-vmx.rst and running-nested-guests.rst (KVM emulates a guest hypervisor's VMX and SVM instructions); Linux commit 8644f771e07c (Hyper-V on KVM uses synthetic timers only in direct mode); QEMU docs/system/i386/hyperv.rst (hv-stimer-direct, hv-evmcs); Microsoft Hyper-V TLFS, Nested virtualization (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization); Microsoft, Virtualization-based security (learn.microsoft.com/windows/security/hardware-security/virtualization-based-security); bugzilla.kernel.org/show_bug.cgi?id=203477 (Windows with Hyper-V on, on an AMD host: vmrun and msr exits at 47% each, gone for its users with newer host kernels)",
+        },
+        linux: Some(LinuxText {
+            explanation: "VMX or SVM instruction exits in a Linux guest are a hypervisor inside it at work: KVM running nested guests (a CI runner, Kata or Firecracker sandboxes, an Android emulator). Each exit of those nested guests is taken here first, passed to the guest's KVM, and resumed through another exit, so each costs several.",
+            fix: "where nested guests are not meant to run there, hide vmx/svm from the guest CPU; where they are, a current host kernel, and on Intel a CPU with VMCS shadowing (kvm_intel enable_shadow_vmcs) so VMREAD and VMWRITE do not exit",
+        }),
+        hyperv_fix: Some(HypervFix {
+            needs: &[Hv::StimerDirect],
+            residue: "with direct synthetic timers the hypervisor in the guest has what it needs; what is left is nesting itself, every exit of Windows under it costing this host two or more. On Intel hosts hv-evmcs cuts the cost of each; where Windows does not need its hypervisor, turning off Memory integrity, VBS and the Hyper-V features inside Windows removes them",
+        }),
+        causes: &[ExitCause::NestedVirtualization],
+        min_exit_share: 0.05,
+        min_time_share: 0.20,
+        check_rules: &["HV003"],
+    },
 ];
 
 #[derive(Debug, Clone, Serialize)]

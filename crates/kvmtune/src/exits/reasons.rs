@@ -54,6 +54,9 @@ const EXIT_COUNTERS: &[&str] = &[
     "irq_window",
     "nmi_window",
     "request_irq",
+    // Nested VM entries: one per VMLAUNCH, VMRESUME or VMRUN exit of a hypervisor in the guest
+    // that got past KVM's checks (`++vcpu->stat.nested_run` in `vmx_vcpu_run`/`svm_vcpu_run`).
+    "nested_run",
 ];
 
 /// KVM statistics that count something other than exits: work done inside or around them,
@@ -72,7 +75,6 @@ const EVENT_COUNTERS: &[&str] = &[
     "remote_tlb_flush_requests",
     "invlpg",
     "l1d_flush",
-    "nested_run",
     "directed_yield_attempted",
     "directed_yield_successful",
     "preemption_reported",
@@ -156,6 +158,11 @@ pub enum ExitCause {
     /// with shadow paging (no EPT, or real mode on a CPU without unrestricted guest) every
     /// guest page fault is one.
     Exception,
+    /// A virtualization instruction the guest executed: a hypervisor inside the guest entering
+    /// its own guest (VMRESUME, VMLAUNCH, SVM's `vmrun`) or keeping its state (VMREAD,
+    /// VMWRITE, VMPTRLD, `vmload`, `vmsave`, `stgi`, `clgi`, `invlpga`). KVM emulates every one
+    /// (`arch/x86/kvm/vmx/nested.c`, `arch/x86/kvm/svm/nested.c`).
+    NestedVirtualization,
     /// A code the tool that printed the table could not name (`UNKNOWN(...)`).
     Unnamed,
     Other,
@@ -187,6 +194,35 @@ const CAUSES: &[(ExitCause, &[&str])] = &[
     (
         ExitCause::InterruptWindow,
         &["PENDING_INTERRUPT", "INTERRUPT_WINDOW", "vintr", "VINTR", "irq_window_exits", "irq_window"],
+    ),
+    (
+        ExitCause::NestedVirtualization,
+        &[
+            "VMRESUME",
+            "VMLAUNCH",
+            "VMREAD",
+            "VMWRITE",
+            "VMPTRLD",
+            "VMPTRST",
+            "VMCLEAR",
+            "VMON",
+            "VMOFF",
+            "INVEPT",
+            "INVVPID",
+            "vmrun",
+            "vmload",
+            "vmsave",
+            "stgi",
+            "clgi",
+            "invlpga",
+            "VMRUN",
+            "VMLOAD",
+            "VMSAVE",
+            "STGI",
+            "CLGI",
+            "INVLPGA",
+            "nested_run",
+        ],
     ),
 ];
 
@@ -237,6 +273,7 @@ impl ExitCause {
             ExitCause::Cpuid => "cpuid",
             ExitCause::Hypercall => "hypercall",
             ExitCause::InterruptWindow => "irq_window",
+            ExitCause::NestedVirtualization => "nested",
             ExitCause::Exception | ExitCause::Unnamed | ExitCause::Other => return None,
         })
     }
@@ -276,6 +313,8 @@ mod tests {
             assert_eq!(kind_of(event), RowKind::Event, "{event}");
         }
         assert_eq!(kind_of("halt_exits"), RowKind::Exit);
+        // KVM counts the nested entries of a hypervisor in the guest: each one an exit.
+        assert_eq!(kind_of("nested_run"), RowKind::Exit);
     }
 
     #[test]
@@ -290,6 +329,11 @@ mod tests {
         assert_eq!(ExitCause::of("UNKNOWN(131072)"), ExitCause::Unnamed);
         assert_eq!(ExitCause::of("XSETBV"), ExitCause::Other);
         assert_eq!(ExitCause::of("kvm_exit(EXCEPTION_NMI)"), ExitCause::Exception);
+        for nested in ["VMRESUME", "vmrun", "kvm_exit(VMRUN)", "nested_run"] {
+            assert_eq!(ExitCause::of(nested), ExitCause::NestedVirtualization, "{nested}");
+        }
+        // VMCALL is a hypercall, not a hypervisor's instruction.
+        assert_eq!(ExitCause::of("VMCALL"), ExitCause::Hypercall);
         // npf is MMIO or a page fault, never told apart by its name; both rules say so.
         let npf = ExitCause::of("npf");
         assert!(npf.may_be_mmio() && npf.may_be_page_fault());
