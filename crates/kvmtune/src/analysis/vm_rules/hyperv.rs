@@ -452,3 +452,54 @@ fn hv_unsupported_by_host(ctx: &RuleContext) -> Vec<Finding> {
         })
         .collect()
 }
+
+pub(super) const HV012: VmRule = VmRule {
+    check: nested_hyperv_without_direct_timers,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "HV012",
+        name: "nested-hyperv-without-direct-timers",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "VMX or SVM given to a Windows guest whose synthetic timers have no direct mode",
+        explanation: "A guest CPU that requires vmx or svm is given hardware virtualization so that it can run a hypervisor of its own. In Windows that is Microsoft's: WSL 2, the Hyper-V role, Windows Sandbox, or VBS and Memory integrity, which a clean install of Windows 11 turns on by itself on hardware that allows it. On KVM that hypervisor uses the synthetic timers only in direct mode, where an expiring timer is an ordinary interrupt instead of a SynIC message; without hv-stimer-direct it does without them. Windows running no hypervisor keeps to the classic mode, so direct mode costs it nothing.",
+        example: "<feature policy='require' name='svm'/> with <stimer state='on'/> and no <direct state='on'/> in it",
+        fix: "turn on direct mode for the synthetic timers: <stimer state='on'><direct state='on'/></stimer> (hv-stimer-direct)",
+        fix_safety: Applicability::Safe,
+        source: "QEMU docs/system/i386/hyperv.rst (hv-stimer-direct: nested Hyper-V uses synthetic timers only in direct mode); Linux commit 8644f771e07c (direct mode for synthetic timers: Hyper-V on KVM uses them only with it, Windows Server 2016 without Hyper-V keeps to the classic mode); Microsoft, Driver compatibility with memory integrity and VBS (learn.microsoft.com/windows-hardware/test/hlk/testref/driver-compatibility-with-device-guard: on by default on clean installs of Windows 11 on compatible hardware)",
+    },
+};
+
+fn nested_hyperv_without_direct_timers(ctx: &RuleContext) -> Vec<Finding> {
+    // Passthrough and host-model give the guest whatever the host offers, direct mode included.
+    if !ctx.is_windows() || !ctx.enlightenments_visible() || !ctx.custom_hyperv() {
+        return Vec::new();
+    }
+    let Some(stimer) = ctx.config.hyperv.get(Hv::Stimer).filter(|f| f.on) else { return Vec::new() };
+    if ctx.config.hyperv.is_on(Hv::StimerDirect) {
+        return Vec::new();
+    }
+    // A stack without direct mode (Linux before 5.0, QEMU before 4.1, libvirt before 5.7)
+    // cannot take the fix: turning it on would keep the VM from starting (HV011).
+    if ctx.host.is_some_and(|host| matches!(offer(host, Hv::StimerDirect), Offer::Lacking { .. })) {
+        return Vec::new();
+    }
+    // Only a CPU feature the config asks for by name: host-passthrough alone says nothing of
+    // whether the guest is meant to run a hypervisor.
+    let Some(virtualization) =
+        ctx.config.cpu.features.iter().find(|f| matches!(f.name.as_str(), "vmx" | "svm") && f.enables())
+    else {
+        return Vec::new();
+    };
+    vec![
+        Finding::new(
+            Some(stimer.span),
+            format!(
+                "the guest CPU requires {} for a hypervisor of its own, whose synthetic timers need direct mode, and hv-stimer-direct is off",
+                virtualization.name
+            ),
+        )
+        .with_fix(enable(&[Hv::StimerDirect], ctx.config)),
+    ]
+}

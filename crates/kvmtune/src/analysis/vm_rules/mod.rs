@@ -156,6 +156,7 @@ pub const VM_RULES: &[VmRule] = &[
     hyperv::HV009,
     hyperv::HV010,
     hyperv::HV011,
+    hyperv::HV012,
     timers::TIME001,
     timers::TIME002,
     timers::TIME003,
