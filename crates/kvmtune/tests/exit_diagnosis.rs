@@ -391,6 +391,8 @@ fn a_hypervisor_inside_the_guest_is_named() {
 
 /// A guest that only tries VMX (a few VMXON exits, each answered with #UD) runs no
 /// hypervisor; KVM's counters of a recording name the nested entries (`nested_run`).
+/// Both profiles are written here, not recorded: no guest on this nested host can run a
+/// hypervisor of its own, so `exits record` never sees a real `nested_run` in the tests.
 #[test]
 fn a_few_vmx_instructions_are_no_hypervisor_and_nested_entries_are_counted() {
     let probing = perf_table(&[("VMON", 3, 1.0), ("HLT", 4000, 500.0), ("MSR_WRITE", 6000, 1.0)], &[]);
