@@ -303,6 +303,54 @@ fn sigint_ends_the_recording_with_its_report_and_no_trace_is_left_behind() {
     assert!(!owned, "the trace outlived the recorder: {left:?}");
 }
 
+/// A recorder in another PID namespace (a container sharing the host's tracefs) cannot see the
+/// host recorder's pid in its `/proc`, so to it the host recorder's instance looks left behind.
+/// Clearing it up must not stop that trace: the instance stays, still tracing, because the
+/// kernel refuses to remove an instance whose `trace_pipe` its owner holds open.
+#[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "root")),
+    ignore = "needs QEMU and root: cargo test --features qemu,root"
+)]
+fn a_recorder_in_another_pid_namespace_leaves_a_running_trace_alone() {
+    let guest = Guest::start(GuestKind::PortIo);
+    let host_recorder = trace_started(&guest);
+    let pid = host_recorder.id();
+    let instance = format!("/proc/{pid}/root/sys/kernel/tracing/instances/kvmtune-{pid}-0");
+    let exit_enabled = || std::fs::read_to_string(format!("{instance}/events/kvm/kvm_exit/enable"));
+    assert_eq!(exit_enabled().unwrap().trim(), "1");
+
+    // A recording of another VM (a QMP socket takes one client at a time) from a new PID
+    // namespace with its own /proc, where `pid` is not seen.
+    let other = Guest::start(GuestKind::Halt);
+    let script = r#"mount -t tracefs nodev /sys/kernel/tracing && test ! -e /proc/$1 && shift && exec "$@""#;
+    let contained = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(pid.to_string())
+        .arg(env!("CARGO_BIN_EXE_kvmtune"))
+        .args(["exits", "record", "--qmp", other.qmp().to_str().unwrap(), "--duration", "1s"])
+        .args(["--interval", "500ms", "--format", "json"])
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&contained.stderr);
+    assert!(matches!(contained.status.code(), Some(0 | 1)), "the contained recording failed: {stderr}");
+    let analysis: Value = serde_json::from_slice(&contained.stdout).expect("JSON analysis");
+    let all = analysis.to_string();
+    assert!(!all.contains("cannot trace kvm_exit"), "the contained recorder never traced: {all}");
+
+    let still_tracing = exit_enabled().map(|text| text.trim() == "1");
+    assert!(
+        Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success(),
+        "the host recorder ended before the contained one had run"
+    );
+    let output = host_recorder.wait_with_output().unwrap();
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        matches!(still_tracing, Ok(true)),
+        "the contained recorder stopped the host recorder's trace: {still_tracing:?}"
+    );
+}
+
 /// A 60 s recording of `guest`, once its tracefs instance exists.
 fn trace_started(guest: &Guest) -> std::process::Child {
     let record_args = ["exits", "record", "--qmp", guest.qmp().to_str().unwrap(), "--duration", "60s"];

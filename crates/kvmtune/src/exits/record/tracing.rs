@@ -266,11 +266,17 @@ impl ExitTrace {
         let instance = tracefs.join("instances").join(name);
         fs::create_dir(&instance).map_err(|e| format!("{}: {e}", instance.display()))?;
         let setup = || -> std::io::Result<fs::File> {
+            // The pipe first: while it is open, another recorder's `remove_orphans` cannot
+            // remove the instance (see there).
+            let pipe = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(instance.join("trace_pipe"))?;
             let pids: Vec<String> = vcpu_threads.iter().map(i32::to_string).collect();
             fs::write(instance.join("set_event_pid"), pids.join(" "))?;
             fs::write(instance.join("events/kvm/kvm_exit/enable"), "1")?;
             fs::write(instance.join("events/kvm/kvm_entry/enable"), "1")?;
-            fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(instance.join("trace_pipe"))
+            Ok(pipe)
         };
         match setup() {
             Ok(pipe) => Ok(Self {
@@ -310,10 +316,17 @@ impl ExitTrace {
 
 /// Removes the instances of kvmtune processes that ended without removing theirs (killed with
 /// SIGKILL while recording: no destructor runs), which go on tracing into a buffer nobody reads
-/// (1408 KiB per CPU). An instance is another process's while `/proc/<pid>` of the pid in its
-/// name exists; that is the only one of our names left alone. (A kvmtune in another PID
-/// namespace sharing this tracefs names its instances by a pid this one cannot see: recording
-/// one host from two PID namespaces at once would lose one of the traces.)
+/// (1408 KiB per CPU). An instance whose pid (in its name) this process can see is left alone:
+/// its owner may be between creating it and opening its pipe. One whose pid it cannot see is
+/// either left behind or a live recorder's in another PID namespace sharing this tracefs (a
+/// container's), whose pid means nothing here. Only `rmdir` tells them apart without harm: the
+/// kernel refuses it (EBUSY) while an owner holds the instance's `trace_pipe` open, and when it
+/// succeeds it turns the instance's events off itself (`__remove_instance` in
+/// kernel/trace/trace.c). Turning the events off first, as the destructor does for its own
+/// instance, would stop a live recorder's trace without removing anything. What is left is the
+/// moment between another namespace's recorder creating its instance and opening its pipe
+/// (`ExitTrace::start` opens the pipe first); an instance removed then fails that recorder's
+/// start, which it reports, rather than losing its trace in silence.
 fn remove_orphans(tracefs: &Path) {
     let Ok(entries) = fs::read_dir(tracefs.join("instances")) else { return };
     for entry in entries.flatten() {
@@ -324,10 +337,8 @@ fn remove_orphans(tracefs: &Path) {
         if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
             continue;
         }
-        let instance = entry.path();
-        let _ = fs::write(instance.join("events/kvm/kvm_exit/enable"), "0");
-        let _ = fs::write(instance.join("events/kvm/kvm_entry/enable"), "0");
-        let _ = fs::remove_dir(&instance);
+        // EBUSY: a recorder in another PID namespace is reading it; it stays, still tracing.
+        let _ = fs::remove_dir(entry.path());
     }
 }
 
