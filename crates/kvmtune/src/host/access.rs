@@ -389,10 +389,11 @@ impl Systemd for Systemctl {
 }
 
 impl Systemctl {
-    /// Waits until no `systemctl start|stop UNIT` runs on this host. A kvmtune killed while
-    /// its `systemctl stop` was on its way leaves that program running, and its job would
-    /// otherwise reach systemd after the start that gives the unit back. kvmtune waits for
-    /// each program it runs, so any such program is another's.
+    /// Waits until no `systemctl start|stop UNIT` runs on this host, so that its job cannot
+    /// reach systemd after the start that gives the unit back. The `systemctl` kvmtune runs
+    /// dies with it ([`crate::host::command::run`]), and kvmtune waits for each program it
+    /// runs, so any such program is another's: a user's, another tool's, or one a kvmtune
+    /// older than that left running when it was killed.
     fn await_jobs_in_flight(&self, unit: &str) -> std::io::Result<()> {
         let deadline = std::time::Instant::now() + Self::TIMEOUT;
         loop {

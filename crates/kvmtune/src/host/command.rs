@@ -45,14 +45,19 @@ pub const OUTPUT_LIMIT: usize = 64 << 20;
 
 /// Runs `program` with `args` (no shell, stdin closed) in a process group of its own. It is
 /// stopped, with the processes it started, when it has not ended after `timeout` or prints more
-/// than [`OUTPUT_LIMIT`] bytes on a stream.
+/// than [`OUTPUT_LIMIT`] bytes on a stream. It dies with this process too: a kvmtune ended by
+/// `kill -9` leaves no program of its own running, so none of them (a `systemctl stop` of the
+/// display manager on its way) acts after the undo that follows.
 pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Ran, RunError> {
     run_limited(program, args, timeout, OUTPUT_LIMIT)
 }
 
 pub fn run_limited(program: &str, args: &[&str], timeout: Duration, limit: usize) -> Result<Ran, RunError> {
     let deadline = Instant::now() + timeout;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    // The thread that spawns it waits for it below, so it cannot end first.
+    crate::sys::die_with_parent(&mut command);
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -146,6 +151,59 @@ mod tests {
         assert!(matches!(error, RunError::TimedOut { .. }), "{error}");
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(std::fs::read_to_string(marker.path()).unwrap(), "", "the grandchild outlived the stop");
+    }
+
+    const PID_FILE_ENV: &str = "KVMTUNE_TEST_PROGRAM_PID_FILE";
+
+    /// Not a test of its own: the kvmtune of `a_program_dies_with_the_kvmtune_that_ran_it`,
+    /// which runs it with `--ignored` and kills it.
+    #[test]
+    #[ignore = "the child process of a_program_dies_with_the_kvmtune_that_ran_it, run by it"]
+    fn child_runs_a_long_program() {
+        let pid_file =
+            std::env::var(PID_FILE_ENV).expect("run by a_program_dies_with_the_kvmtune_that_ran_it");
+        // The pid appears whole or not at all (rename), then the shell becomes the sleep.
+        let script = r#"echo $$ > "$1.tmp" && mv "$1.tmp" "$1" && exec sleep 60"#;
+        let _ = run("sh", &["-c", script, "sh", &pid_file], Duration::from_secs(120));
+    }
+
+    /// Whether process `pid` still runs (a zombie nobody reaped yet has ended).
+    fn runs(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+    }
+
+    #[test]
+    fn a_program_dies_with_the_kvmtune_that_ran_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let mut kvmtune = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "host::command::tests::child_runs_a_long_program", "--ignored"])
+            .env(PID_FILE_ENV, &pid_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let program = loop {
+            if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+                break pid.trim().to_string();
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the program never started");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(runs(&program));
+        kvmtune.kill().unwrap();
+        kvmtune.wait().unwrap();
+        let killed = Instant::now();
+        while runs(&program) && killed.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let outlived = runs(&program);
+        if outlived {
+            let _ = std::process::Command::new("kill").args(["-KILL", &program]).status();
+        }
+        assert!(!outlived, "the program outlived the kvmtune killed with SIGKILL");
     }
 
     #[test]
