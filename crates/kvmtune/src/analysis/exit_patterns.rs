@@ -7,7 +7,8 @@
 //!
 //! Patterns judge shares, including the absence of a reason, so they run only on tables that
 //! list every exit reason the VM had (perf `VM-EXIT`, kvm_stat, the recorder's `kvm_exit`
-//! profile), never on partial counters.
+//! profile), never on partial counters, and only where all the rows are there: a poster who
+//! kept the top rows of a table left out the small reasons whose absence a pattern reads.
 
 use crate::analysis::Severity;
 use crate::analysis::exit_rules::{ExitFinding, Guest, ReasonShare, exit_rate, exit_total, rate_per_vcpu};
@@ -49,7 +50,7 @@ pub struct PatternRule {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reads {
-    /// Which reasons are there and which are not ([`ExitProfile::lists_every_reason`]).
+    /// Which reasons are there and which are not ([`ExitProfile::shows_every_reason`]).
     EveryReason,
     /// One cause against all the exits the guest makes ([`ExitProfile::counts_each_exit_once`]).
     GuestExits,
@@ -104,7 +105,7 @@ impl<'a> Table<'a> {
     /// are their `exits` less `irq_exits`.
     fn rate_and_guest_share(&self, which: impl Fn(ExitCause) -> bool) -> Option<(f64, f64)> {
         let rate = self.rate(which)?;
-        let guest = if self.profile.lists_every_reason() {
+        let guest = if self.profile.shows_every_reason() {
             self.rate(|c| c != ExitCause::ExternalInterrupt)?
         } else {
             let total = self.profile.rows.iter().find(|r| r.kind == RowKind::Total)?;
@@ -448,7 +449,7 @@ pub fn diagnose_patterns(
     PATTERN_RULES
         .iter()
         .filter(|rule| !(rule.windows_only && context.guest == Guest::Linux))
-        .filter(|rule| rule.reads == Reads::GuestExits || profile.lists_every_reason())
+        .filter(|rule| rule.reads == Reads::GuestExits || profile.shows_every_reason())
         .filter_map(|rule| {
             let found = (rule.check)(&table, context)?;
             let reasons = found

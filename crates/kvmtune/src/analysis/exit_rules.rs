@@ -413,13 +413,19 @@ pub struct ReasonShare {
 }
 
 impl ReasonShare {
-    /// One row's shares, of `total` exits and of `busy` handling time ([`busy_time`]).
+    /// One row's shares, of `total` exits and of `busy` handling time ([`busy_time`]). Of a
+    /// table a poster cut to its top rows ([`ExitProfile::rows_cut`]), the share is perf's own
+    /// `Samples%`, which is of the whole table: the rows kept would make it larger.
     pub fn of_row(profile: &ExitProfile, row: &ExitRow, total: f64, busy: Option<f64>) -> Self {
         let time_share = match (handling_time(profile, row), busy) {
             (Some(time), Some(busy)) if busy > 0.0 && !is_idle(&row.name) => Some(time / busy),
             _ => None,
         };
-        Self { name: row.name.clone(), count: row.count, exit_share: row.count as f64 / total, time_share }
+        let exit_share = match row.sample_percent {
+            Some(percent) if profile.rows_cut() => percent / 100.0,
+            _ => row.count as f64 / total,
+        };
+        Self { name: row.name.clone(), count: row.count, exit_share, time_share }
     }
 }
 

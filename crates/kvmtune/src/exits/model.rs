@@ -59,11 +59,41 @@ pub struct ExitRow {
 }
 
 impl ExitProfile {
-    /// The table lists every exit reason the VM had (perf's `VM-EXIT` tables, kvm_stat, the
-    /// recorder's `kvm_exit` profile), so a reason's absence means it did not happen. Partial
-    /// counters (KVM stats, tracepoint counts, ioport or MSR tables) say nothing of the rest.
+    /// The table is of every exit reason the VM had (perf's `VM-EXIT` tables, kvm_stat, the
+    /// recorder's `kvm_exit` profile). Partial counters (KVM stats, tracepoint counts, ioport
+    /// or MSR tables) say nothing of the rest. Whether all of its rows are here is
+    /// [`Self::shows_every_reason`].
     pub fn lists_every_reason(&self) -> bool {
         self.event.starts_with("VM-EXIT") || self.format == "kvm_stat"
+    }
+
+    /// A table of every reason with all of its rows here, so a reason's absence means it did
+    /// not happen. A poster who kept only the top rows ([`Self::rows_cut`]) left the small
+    /// reasons out, and any of them may be the one whose absence would count.
+    pub fn shows_every_reason(&self) -> bool {
+        self.lists_every_reason() && !self.rows_cut()
+    }
+
+    /// The share of the table's samples that its rows leave out, where perf printed each
+    /// row's `Samples%`: that is of the whole table, also of rows a poster did not keep. `None`
+    /// where a row has none (kvm_stat, the recorder, a table whose columns were cut before it).
+    pub fn missing_share(&self) -> Option<f64> {
+        let rows: Vec<&ExitRow> =
+            self.rows.iter().filter(|r| r.kind != RowKind::Total && r.parent.is_none()).collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let printed: f64 = rows.iter().map(|r| r.sample_percent).sum::<Option<f64>>()?;
+        Some((1.0 - printed / 100.0).max(0.0))
+    }
+
+    /// Rows were left out: marked `[..]`, or the `Samples%` of the rows add up to less than
+    /// their rounding explains (perf prints two decimals, so each row is off by at most 0.005
+    /// points; 0.01 more for the sum's own floating point).
+    pub fn rows_cut(&self) -> bool {
+        let rows = self.rows.iter().filter(|r| r.kind != RowKind::Total && r.parent.is_none()).count();
+        let rounding = (0.005 * rows as f64 + 0.01) / 100.0;
+        self.truncated || self.missing_share().is_some_and(|missing| missing > rounding)
     }
 
     /// Each exit is counted once, in one row: a table of every reason, or KVM's own

@@ -337,6 +337,11 @@ fn check_totals(profile: &mut ExitProfile) {
             "truncated table: {} read, {counted} of {declared} samples",
             plural(profile.rows.len(), "row")
         )),
+        None if profile.rows_cut() => profile.notes.push(format!(
+            "rows left out: the {} kept hold {:.2}% of the samples (Samples%), so no cause is read from a reason's absence",
+            plural(profile.rows.len(), "row"),
+            100.0 * (1.0 - profile.missing_share().unwrap_or(0.0))
+        )),
         None => profile
             .notes
             .push(format!("no totals line: {} read, the table may be cut short", plural(profile.rows.len(), "row"))),
