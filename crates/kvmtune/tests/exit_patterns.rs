@@ -164,6 +164,7 @@ fn a_table_cut_to_its_top_rows_reads_no_absence() {
     assert_eq!(found.iter().map(|f| f.rule).collect::<Vec<_>>(), ["EXIT001"]);
     let share = found[0].reasons[0].exit_share;
     assert!((share - 0.9653).abs() < 0.0005, "{share}");
+    assert!(found[0].explanation.contains("MSI-X table"), "{}", found[0].explanation);
 
     // The near miss: the same row with the rest of its table, and no hypercall in it.
     let whole = table(&[("EPT_MISCONFIG", 1585, 176.44), ("HLT", 57, 10.0)]);
