@@ -76,7 +76,7 @@ fn windows_timer_case_before_and_after() {
     // The diagnosis knows why, and prefers hv-stimer to turning the HPET back on.
     assert!(
         port_io.explanation.contains("without hv-stimer")
-            && port_io.fix.starts_with("enable hv-time and hv-stimer")
+            && port_io.fix.starts_with("Windows: enable hv-time and hv-stimer")
     );
     assert!(port_io.check_rules.contains(&"TIME005"));
     let after_findings = diagnose(&after);

@@ -6,7 +6,7 @@
 
 use kvmtune::analysis::exit_diagnosis::{diagnose, diagnose_with};
 use kvmtune::analysis::exit_patterns::ExitContext;
-use kvmtune::analysis::exit_rules::ExitFinding;
+use kvmtune::analysis::exit_rules::{ExitFinding, Guest};
 use kvmtune::config::model::VmConfig;
 use kvmtune::exits;
 use kvmtune::host::{Host, HostFacts};
@@ -131,6 +131,24 @@ fn hpet_in_use() {
     ]);
     assert_fires(&hpet, "EXIT014");
     assert!(!rules(&hpet, &ExitContext::default()).contains(&"EXIT001"), "EXIT014 replaces EXIT001");
+    // A Windows reading: with the guest unknown it also says what the table is in a Linux
+    // guest (what EXIT001 says there), and what tells the two apart; for Windows it does not.
+    let unknown = findings(&hpet, &ExitContext::default());
+    let hpet_finding = unknown.iter().find(|f| f.rule == "EXIT014").unwrap();
+    assert!(
+        hpet_finding.explanation.contains("If the guest is Linux: MMIO exits in a Linux guest"),
+        "{}",
+        hpet_finding.explanation
+    );
+    assert!(hpet_finding.explanation.contains("--guest"));
+    assert!(
+        hpet_finding.fix.starts_with("Windows: enable hv-time")
+            && hpet_finding.fix.contains(". Linux: use virtio")
+    );
+    let windows = ExitContext { guest: Guest::Windows, ..ExitContext::default() };
+    let said = findings(&hpet, &windows);
+    let for_windows = said.iter().find(|f| f.rule == "EXIT014").unwrap();
+    assert!(!for_windows.explanation.contains("Linux"), "{}", for_windows.explanation);
     // Hypercalls mean enlightenments: the MMIO is something else.
     let enlightened = table(&[
         ("EPT_MISCONFIG", 6000, 8.0),

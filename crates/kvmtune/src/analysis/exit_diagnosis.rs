@@ -2,8 +2,8 @@
 //! and the patterns read from several reasons at once ([`crate::analysis::exit_patterns`]),
 //! where a pattern that fires replaces the single-reason findings it explains better.
 
-use crate::analysis::exit_patterns::{ExitContext, diagnose_patterns};
-use crate::analysis::exit_rules::{EXIT_RULES, ExitFinding, Guest, diagnose_reasons};
+use crate::analysis::exit_patterns::{ExitContext, PATTERN_RULES, diagnose_patterns};
+use crate::analysis::exit_rules::{EXIT_RULES, ExitFinding, Guest, LinuxText, diagnose_reasons};
 use crate::analysis::exit_side_tables::{SideTable, diagnose_side_table};
 use crate::exits::ExitProfile;
 use crate::exits::reasons::ExitCause;
@@ -28,10 +28,15 @@ fn for_config(mut finding: ExitFinding, context: &ExitContext) -> ExitFinding {
     finding
 }
 
+/// The Linux text of the single-reason rule `id`, where it has one.
+fn linux_text(id: &str) -> Option<LinuxText> {
+    EXIT_RULES.iter().find(|r| r.meta.id == id).and_then(|r| r.linux)
+}
+
 /// A finding's explanation and fix for `guest`: the rule's own (Windows') text, its Linux
 /// text, or with the guest unknown both, and what tells them apart.
 fn for_guest(mut finding: ExitFinding, guest: Guest) -> ExitFinding {
-    let Some(linux) = EXIT_RULES.iter().find(|r| r.meta.id == finding.rule).and_then(|r| r.linux) else {
+    let Some(linux) = linux_text(finding.rule) else {
         return finding;
     };
     match guest {
@@ -40,14 +45,37 @@ fn for_guest(mut finding: ExitFinding, guest: Guest) -> ExitFinding {
             finding.explanation = linux.explanation.to_string();
             finding.fix = linux.fix.to_string();
         }
-        Guest::Unknown => {
-            finding.explanation = format!(
-                "{} If the guest is Linux: {} (`--guest windows` or `--guest linux`, or a config given with --config, says which.)",
-                finding.explanation, linux.explanation
-            );
-            finding.fix = format!("Windows: {}. Linux: {}", finding.fix, linux.fix);
-        }
+        Guest::Unknown => both_guests(&mut finding, linux.explanation, linux.fix),
     }
+    finding
+}
+
+/// With the guest unknown, a finding says what the table means in a Linux guest too, and
+/// what tells the two apart.
+fn both_guests(finding: &mut ExitFinding, linux_explanation: &str, linux_fix: &str) {
+    finding.explanation = format!(
+        "{} If the guest is Linux: {linux_explanation} (`--guest windows` or `--guest linux`, or a config given with --config, says which.)",
+        finding.explanation
+    );
+    finding.fix = format!("Windows: {}. Linux: {linux_fix}", finding.fix);
+}
+
+/// A Windows-only pattern (Hyper-V enlightenments, Windows' timers) read with the guest
+/// unknown: in a Linux guest the same table is what the single-reason rules it replaces say
+/// for Linux, so the finding says that too (a VMM with no HPET, running Linux, once got
+/// "Windows keeps time with the HPET" and nothing else).
+fn pattern_for_guest(mut finding: ExitFinding, replaces: &[&str], guest: Guest) -> ExitFinding {
+    let windows_only = PATTERN_RULES.iter().any(|r| r.meta.id == finding.rule && r.windows_only);
+    if guest != Guest::Unknown || !windows_only {
+        return finding;
+    }
+    let linux: Vec<LinuxText> = replaces.iter().filter_map(|id| linux_text(id)).collect();
+    if linux.is_empty() {
+        return finding;
+    }
+    let explanation: Vec<&str> = linux.iter().map(|l| l.explanation).collect();
+    let fix: Vec<&str> = linux.iter().map(|l| l.fix).collect();
+    both_guests(&mut finding, &explanation.join(" "), &fix.join("; "));
     finding
 }
 
@@ -120,7 +148,9 @@ pub fn diagnose_with(profile: &ExitProfile, context: &ExitContext) -> Vec<ExitFi
         .map(|f| for_config(f, context))
         .map(|f| for_guest(f, context.guest))
         .collect();
-    findings.extend(patterns.into_iter().map(|(finding, _)| finding));
+    findings.extend(
+        patterns.into_iter().map(|(finding, replaces)| pattern_for_guest(finding, replaces, context.guest)),
+    );
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.rule.cmp(b.rule)));
     findings
 }
