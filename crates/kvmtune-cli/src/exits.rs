@@ -24,8 +24,8 @@ use crate::{Outcome, print_out};
 #[derive(Subcommand)]
 pub(crate) enum ExitsCommand {
     /// Read exit statistics (perf kvm stat report/live, kvm_stat, virsh domstats --vcpu, QMP
-    /// query-stats), show them like perf, and name their causes. Exit code 1 when a warning
-    /// stands out.
+    /// query-stats, bcc's kvmexit), show them like perf, and name their causes. Exit code 1 when
+    /// a warning stands out.
     Analyze {
         file: PathBuf,
         /// The VM's config (libvirt XML, QEMU command line or Proxmox conf): findings then point

@@ -13,6 +13,7 @@
 //! side table, two kvm_stat snapshots): each is a profile of its own, in the order of the text.
 //! Text that holds no table of any format is an error at line 1.
 
+pub mod bcc_kvmexit;
 pub mod domstats;
 pub mod kvm_stat;
 pub mod kvm_stat_log;
@@ -57,6 +58,7 @@ pub const FORMATS: &[Format] = &[
     kvm_stat::FORMAT,
     kvm_stat_log::FORMAT,
     domstats::FORMAT,
+    bcc_kvmexit::FORMAT,
 ];
 
 /// Every table in `text`, in the order it stands there; `path` names the input in messages.
@@ -68,14 +70,18 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<ExitProfile>, ExitParseError>
         if !(format.sniff)(&pasted) {
             continue;
         }
+        // Lines an earlier format read are not read again; one format's profiles may share
+        // lines (one table of several VMs, a profile for each).
+        let mut claimed_now = Vec::new();
         for profile in (format.read)(&pasted)? {
             let span = lines_of(&profile);
             if span.is_some_and(|(first, last)| claimed.iter().any(|&(a, b)| first <= b && a <= last)) {
                 continue;
             }
-            claimed.extend(span);
+            claimed_now.extend(span);
             found.push(profile);
         }
+        claimed.extend(claimed_now);
     }
     if found.is_empty() {
         return Err(ExitParseError::Unrecognized {
