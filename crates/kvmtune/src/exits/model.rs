@@ -78,12 +78,8 @@ impl ExitProfile {
     /// row's `Samples%`: that is of the whole table, also of rows a poster did not keep. `None`
     /// where a row has none (kvm_stat, the recorder, a table whose columns were cut before it).
     pub fn missing_share(&self) -> Option<f64> {
-        let rows: Vec<&ExitRow> =
-            self.rows.iter().filter(|r| r.kind != RowKind::Total && r.parent.is_none()).collect();
-        if rows.is_empty() {
-            return None;
-        }
-        let printed: f64 = rows.iter().map(|r| r.sample_percent).sum::<Option<f64>>()?;
+        self.own_rows().next()?;
+        let printed: f64 = self.own_rows().map(|r| r.sample_percent).sum::<Option<f64>>()?;
         Some((1.0 - printed / 100.0).max(0.0))
     }
 
@@ -91,9 +87,13 @@ impl ExitProfile {
     /// their rounding explains (perf prints two decimals, so each row is off by at most 0.005
     /// points; 0.01 more for the sum's own floating point).
     pub fn rows_cut(&self) -> bool {
-        let rows = self.rows.iter().filter(|r| r.kind != RowKind::Total && r.parent.is_none()).count();
-        let rounding = (0.005 * rows as f64 + 0.01) / 100.0;
+        let rounding = (0.005 * self.own_rows().count() as f64 + 0.01) / 100.0;
         self.truncated || self.missing_share().is_some_and(|missing| missing > rounding)
+    }
+
+    /// The rows that each count a share of the table: not its total, not a child row.
+    fn own_rows(&self) -> impl Iterator<Item = &ExitRow> {
+        self.rows.iter().filter(|r| r.kind != RowKind::Total && r.parent.is_none())
     }
 
     /// Each exit is counted once, in one row: a table of every reason, or KVM's own

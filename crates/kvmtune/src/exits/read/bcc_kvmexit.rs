@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::exits::model::{ExitProfile, ExitRow, Isa};
+use crate::exits::model::{ExitProfile, ExitRow, Isa, saturating_sum};
 use crate::exits::read::text::{Line, Pasted};
 use crate::exits::read::{ExitParseError, Format};
 
@@ -33,7 +33,7 @@ fn header(line: &Line) -> Option<(usize, bool)> {
     }
     match ids {
         [] => Some((0, false)),
-        ["TID"] | ["TIDS"] | ["PID"] => Some((1, false)),
+        ["TID"] | ["TIDS"] => Some((1, false)),
         ["PID", "TID"] | ["TGID", "PID"] => Some((2, true)),
         _ => None,
     }
@@ -89,12 +89,12 @@ fn banner(pasted: &Pasted, before: usize) -> (Option<f64>, Option<String>) {
     (None, (!context.is_empty()).then(|| context.to_string()))
 }
 
-/// Counts of one process: by reason, by thread in the order threads first appear.
+/// Counts of one process: by reason (with the line it first stands on), by thread in the order
+/// threads first appear.
 #[derive(Default)]
 struct Process {
     threads: Vec<u64>,
-    counts: BTreeMap<String, BTreeMap<usize, u64>>,
-    first_line: u32,
+    counts: BTreeMap<String, (u32, BTreeMap<usize, u64>)>,
 }
 
 fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
@@ -125,16 +125,15 @@ fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
                     if !processes.contains_key(&process) {
                         order.push(process);
                     }
-                    let entry = processes
-                        .entry(process)
-                        .or_insert_with(|| Process { first_line: line.number, ..Process::default() });
+                    let entry = processes.entry(process).or_default();
                     let slot = thread.map_or(0, |thread| {
                         entry.threads.iter().position(|t| *t == thread).unwrap_or_else(|| {
                             entry.threads.push(thread);
                             entry.threads.len() - 1
                         })
                     });
-                    let per_thread = entry.counts.entry(reason).or_default();
+                    let (_, per_thread) =
+                        entry.counts.entry(reason).or_insert_with(|| (line.number, BTreeMap::new()));
                     let sum = per_thread.entry(slot).or_default();
                     *sum = sum.saturating_add(count);
                 }
@@ -156,7 +155,10 @@ fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
             } else if let Some(context) = &context {
                 profile.notes.push(format!("kvmexit for {context}"));
             }
-            if ids == 0 {
+            // `-p PID` adds up the VM's threads; `-t TID` and `-p PID -v N` print one thread.
+            let one_thread =
+                context.as_deref().is_some_and(|c| c.starts_with("TID ") || c.contains(" VCPU "));
+            if ids == 0 && !one_thread {
                 profile
                     .notes
                     .push("the threads are added up: rates per vCPU are of the whole VM".to_string());
@@ -171,15 +173,15 @@ fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
             profile.rows = counts
                 .counts
                 .iter()
-                .map(|(reason, by_thread)| {
+                .map(|(reason, (line, by_thread))| {
                     let mut row = if threads > 0 {
                         let per_vcpu: Vec<u64> =
                             (0..threads).map(|t| by_thread.get(&t).copied().unwrap_or(0)).collect();
                         ExitRow::per_vcpu(reason.clone(), per_vcpu)
                     } else {
-                        ExitRow::count_only(reason.clone(), by_thread.values().sum(), 0)
+                        ExitRow::count_only(reason.clone(), saturating_sum(by_thread.values().copied()), 0)
                     };
-                    row.line = counts.first_line;
+                    row.line = *line;
                     row
                 })
                 .collect();
@@ -281,5 +283,10 @@ EPT_MISCONFIG                       264\n";
         assert!(profile.notes.iter().any(|n| n.contains("kvmexit for PID 9")));
         assert!(profile.notes.iter().any(|n| n.contains("rates per vCPU are of the whole VM")));
         assert!(profile.notes.iter().any(|n| n.contains(":4: row left out")), "{:?}", profile.notes);
+        // One vCPU of the VM: its own rates.
+        let one = parse(
+            "Display kvm exit reasons and statistics for PID 9 VCPU 0 after sleeping 4 secs.\nKVM_EXIT_REASON   COUNT\nHLT   1827\n",
+        );
+        assert_eq!(one[0].notes, ["kvmexit for PID 9 VCPU 0"]);
     }
 }
