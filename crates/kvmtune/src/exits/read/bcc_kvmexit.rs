@@ -107,8 +107,8 @@ fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
         };
         let header_line = &pasted.lines[index];
         let (seconds, context) = banner(pasted, index);
-        let mut processes: BTreeMap<u64, Process> = BTreeMap::new();
-        let mut order: Vec<u64> = Vec::new();
+        // In the order the processes first appear.
+        let mut processes: Vec<(u64, Process)> = Vec::new();
         let mut warnings = Vec::new();
         index += 1;
         while let Some(line) = pasted.lines.get(index) {
@@ -122,10 +122,11 @@ fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
                         (false, [thread]) => (0, Some(*thread)),
                         _ => (0, None),
                     };
-                    if !processes.contains_key(&process) {
-                        order.push(process);
-                    }
-                    let entry = processes.entry(process).or_default();
+                    let at = processes.iter().position(|(p, _)| *p == process).unwrap_or_else(|| {
+                        processes.push((process, Process::default()));
+                        processes.len() - 1
+                    });
+                    let entry = &mut processes[at].1;
                     let slot = thread.map_or(0, |thread| {
                         entry.threads.iter().position(|t| *t == thread).unwrap_or_else(|| {
                             entry.threads.push(thread);
@@ -142,8 +143,7 @@ fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
             }
             index += 1;
         }
-        for process in order {
-            let counts = &processes[&process];
+        for (process, counts) in &processes {
             let mut profile = ExitProfile::new("bcc kvmexit", "VM-EXIT");
             profile.isa = Isa::Vmx;
             profile.line = header_line.number;
