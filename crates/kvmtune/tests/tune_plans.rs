@@ -594,3 +594,53 @@ fn hv_avic_follows_the_hosts_apic_virtualization_and_is_not_guessed() {
     facts.kvm.apic_virtualization = Fact::Known(apic(false));
     assert!(!names(&facts).0.contains(&"hv-avic"));
 }
+
+/// host-passthrough hands the guest VMX or SVM wherever the host's KVM has nested
+/// virtualization on; a Windows that starts its own hypervisor with it uses the synthetic
+/// timers only in direct mode. The plan turns direct mode on exactly there, says why, and
+/// `check` on the same host has nothing against the result either way.
+#[test]
+fn direct_synthetic_timers_follow_the_hosts_nested_virtualization() {
+    use kvmtune::host::kvm::KvmModules;
+    for (intel, module, value, offered) in [
+        (false, "kvm_amd", Some("1"), true),
+        (false, "kvm_amd", Some("0"), false),
+        (false, "kvm_amd", None, false),
+        (true, "kvm_intel", Some("Y"), true),
+        (true, "kvm_intel", Some("N"), false),
+    ] {
+        let machine = if intel { SyntheticHost::core_i9_14900k() } else { SyntheticHost::ryzen_7950x3d() };
+        let (mut facts, _dir) = synthetic(machine);
+        let mut parameters = std::collections::BTreeMap::new();
+        let mut vendor = std::collections::BTreeMap::new();
+        if let Some(value) = value {
+            vendor.insert("nested".to_string(), value.to_string());
+        }
+        parameters.insert(module.to_string(), vendor);
+        facts.kvm.modules = Fact::Known(KvmModules {
+            vendor_module: Some(module.into()),
+            parameters,
+            unreadable: Vec::new(),
+        });
+        let case = format!("{module} nested={value:?}");
+        let request = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
+        let plan = plan(&facts, &request).unwrap();
+        let vm = &plan.vms[0];
+        let direct = vm.enlightenments.iter().any(|e| e.name == Hv::StimerDirect);
+        assert_eq!(direct, offered, "{case}");
+        let said = vm.decisions.iter().find(|d| d.choice.starts_with("hv-stimer-direct"));
+        assert_eq!(said.is_some(), offered, "{case}");
+        if let Some(decision) = said {
+            let (feature, evidence) =
+                if intel { ("vmx", "kvm_intel/nested=Y") } else { ("svm", "kvm_amd/nested=1") };
+            assert!(
+                decision.choice.contains(feature) && decision.choice.contains(evidence),
+                "{}",
+                decision.choice
+            );
+            assert!(decision.source.contains("vmx_set_cpu_caps"), "{}", decision.source);
+        }
+        let found = problems(&case, &facts, &request);
+        assert!(found.is_empty(), "{}", found.join("\n"));
+    }
+}

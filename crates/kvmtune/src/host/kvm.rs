@@ -22,6 +22,39 @@ pub struct Kvm {
     pub device: Fact<KvmDeviceReport>,
 }
 
+/// Hardware virtualization as KVM hands it to a guest whose CPU is the host's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NestedVirtualization {
+    /// `vmx` (Intel) or `svm` (AMD): the CPU feature such a guest sees.
+    pub feature: &'static str,
+    pub offered: bool,
+    /// The parameter the answer comes from, as `module/parameter=value`.
+    pub evidence: String,
+}
+
+impl Kvm {
+    /// Whether KVM offers its guests VMX or SVM, from the vendor module's `nested` parameter:
+    /// KVM lists the feature among what it supports (KVM_GET_SUPPORTED_CPUID) exactly when
+    /// that parameter is on (Linux arch/x86/kvm/vmx/vmx.c vmx_set_cpu_caps, svm/svm.c
+    /// svm_set_cpu_caps), and QEMU's `-cpu host` (libvirt's host-passthrough) passes on what
+    /// KVM supports. `None` where the module or its parameter was not read.
+    pub fn nested_virtualization(&self) -> Option<NestedVirtualization> {
+        let modules = self.modules.known()?;
+        let (module, feature) = match modules.vendor_module.as_deref()? {
+            "kvm_intel" => ("kvm_intel", "vmx"),
+            "kvm_amd" => ("kvm_amd", "svm"),
+            _ => return None,
+        };
+        // kvm_intel's `nested` is a bool (`Y`/`N`), kvm_amd's an int (`1`/`0`).
+        let value = modules.parameter(module, "nested")?;
+        Some(NestedVirtualization {
+            feature,
+            offered: matches!(value, "Y" | "y" | "1"),
+            evidence: format!("{module}/nested={value}"),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvmModules {
     /// `kvm_intel`, `kvm_amd`, or another vendor module (`kvm_pvm` on some nested clouds).

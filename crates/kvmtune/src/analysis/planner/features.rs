@@ -195,6 +195,17 @@ pub fn enlightenments(
             "Microsoft's hypervisor inside the guest needs direct synthetic timers; enlightened VMCS, direct TLB flushes and the MSR bitmap cut the cost of its guests' exits (Intel only)",
             "Microsoft Hyper-V TLFS, Nested virtualization (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization); QEMU docs/system/i386/hyperv.rst",
         ));
+    } else if let Some(nested) = host.kvm.nested_virtualization().filter(|n| n.offered) {
+        // The plan's CPU is host-passthrough, which hands the guest whatever KVM offers.
+        // `check` stays quiet here (HV012 wants the feature asked for by name): nothing says
+        // the guest runs a hypervisor. The plan takes direct mode anyway, as it costs nothing.
+        wanted.push(Hv::StimerDirect);
+        decisions.push(Decision::new(
+            "enlightenments",
+            format!("hv-stimer-direct: host-passthrough passes on {} ({})", nested.feature, nested.evidence),
+            "a Windows that starts a hypervisor of its own with it (VBS and Memory integrity, on by default on clean installs of Windows 11 where the hardware allows; WSL 2) uses the synthetic timers only in direct mode; Windows without one keeps to the classic mode, so direct mode costs it nothing",
+            "Linux arch/x86/kvm/vmx/vmx.c vmx_set_cpu_caps, svm/svm.c svm_set_cpu_caps (KVM offers guests VMX or SVM exactly when the module's nested parameter is on); Linux commit 8644f771e07c (direct mode for synthetic timers); QEMU docs/system/i386/hyperv.rst hv-stimer-direct",
+        ));
     }
     let mut chosen = closed_under_dependencies(&wanted);
     let offers: Vec<(Hv, Offer)> = chosen.iter().map(|&feature| (feature, offer(host, feature))).collect();
