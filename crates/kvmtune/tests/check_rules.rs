@@ -7,10 +7,10 @@
 //!
 //! The first line of a fixture, an XML comment, says which host it is checked against
 //! (`host=none|amd|amd-apicv-off|amd-no-hugepages|intel-no-flexpriority|amd-arch-capabilities-refused`)
-//! and optionally `windows=` and `workload=`. The hosts are testkit's `RuleFixtureHost` sysfs
-//! trees (no corpus snapshot has KVM, IOMMU and GPU facts together); their Hyper-V support is
-//! the reconstructed AMD answer described in `fixtures/hv-cpuid-intel-linux6.json`, and their
-//! KVM takes the IA32_ARCH_CAPABILITIES it offers except on `amd-arch-capabilities-refused`
+//! and optionally the host's kernel release (`kernel=`, as `uname -r` prints it), `windows=` and
+//! `workload=`. The hosts are testkit's `RuleFixtureHost` sysfs trees (no corpus snapshot has
+//! KVM, IOMMU and GPU facts together); their Hyper-V support is the reconstructed AMD answer
+//! described in `fixtures/hv-cpuid-intel-linux6.json`, and their KVM takes the IA32_ARCH_CAPABILITIES it offers except on `amd-arch-capabilities-refused`
 //! (the answer `kvmtune probe` gets on this nested machine).
 
 mod common;
@@ -107,6 +107,13 @@ fn header(text: &str) -> Header {
         Some(name) => RuleFixtureHost::named(name).map(fixture_host),
         None => None,
     };
+    // The fixture hosts' kernel release is unknown unless `kernel=` (as `uname -r`) names it.
+    let host = host.map(|mut facts| {
+        if let Some(release) = field("kernel") {
+            facts.kernel.release = Fact::Known(release);
+        }
+        facts
+    });
     let workload = field("workload").map(|w| match w.as_str() {
         "ipi-heavy" => Workload::IpiHeavy,
         "desktop" => Workload::Desktop,
@@ -543,4 +550,22 @@ fn other_vendor_feature_is_an_error_under_full_check() {
         severities(&text.replace("check='none'", "check='full'")),
         [kvmtune::analysis::Severity::Error]
     );
+}
+
+/// A guest CPU that asks for svm by name is meant to run a hypervisor: CPU007 still says that
+/// AVIC is off for the whole VM on such a kernel, but offers no fix that takes svm away.
+#[test]
+fn cpu007_on_a_required_svm_names_the_kernel_and_keeps_the_feature() {
+    let bad = std::fs::read_to_string(fixtures().join("CPU007.bad.xml")).unwrap();
+    let required = bad.replace(
+        "<feature policy='require' name='topoext'/>",
+        "<feature policy='require' name='topoext'/>\n    <feature policy='require' name='svm'/>",
+    );
+    assert_ne!(bad, required);
+    let (report, _, _) = run("CPU007-svm-required.xml", &required);
+    let found: Vec<_> = report.diagnostics.iter().filter(|d| d.rule == "CPU007").collect();
+    assert_eq!(found.len(), 1, "{:?}", report.diagnostics);
+    assert!(found[0].message.starts_with("the guest CPU requires svm"), "{}", found[0].message);
+    assert!(found[0].message.contains("5.15.0-91-generic") && found[0].message.contains("kvm_amd/nested=1"));
+    assert!(found[0].fix.is_none(), "{:?}", found[0].fix);
 }

@@ -644,3 +644,59 @@ fn direct_synthetic_timers_follow_the_hosts_nested_virtualization() {
         assert!(found.is_empty(), "{}", found.join("\n"));
     }
 }
+
+/// On AMD hosts whose KVM (Linux 5.6 to 5.18) switches AVIC off for any VM whose guest CPU has
+/// SVM, the plan turns svm off unless the VM is to run a hypervisor, and then says what that
+/// costs; `check` on the same host agrees either way (CPU007 for the nested plan only).
+#[test]
+fn svm_follows_the_kernels_avic_inhibition() {
+    use kvmtune::host::kvm::{ApicVirtualization, KvmModules};
+    let amd = |release: &str| {
+        let (mut facts, dir) = synthetic(SyntheticHost::ryzen_7950x3d());
+        let mut parameters = std::collections::BTreeMap::new();
+        parameters.insert(
+            "kvm_amd".to_string(),
+            [("nested".to_string(), "1".to_string()), ("avic".to_string(), "1".to_string())].into(),
+        );
+        facts.kvm.modules = Fact::Known(KvmModules {
+            vendor_module: Some("kvm_amd".into()),
+            parameters,
+            unreadable: Vec::new(),
+        });
+        facts.kvm.apic_virtualization = Fact::Known(ApicVirtualization {
+            kind: "avic".into(),
+            enabled: true,
+            evidence: "kvm_amd/avic=1".into(),
+        });
+        facts.kernel.release = Fact::Known(release.into());
+        (facts, dir)
+    };
+    for (release, inhibits) in [("5.15.0-91-generic", true), ("6.1.0-13-amd64", false)] {
+        let (facts, _dir) = amd(release);
+        for nested in [false, true] {
+            let mut request = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
+            request.nested = nested;
+            let plan = plan(&facts, &request).unwrap();
+            let vm = &plan.vms[0];
+            let svm = vm.cpu.features.iter().find(|f| f.name == "svm").map(|f| f.policy);
+            let case = format!("{release} nested={nested}");
+            let expected = match (nested, inhibits) {
+                (true, _) => Some("require"),
+                (false, true) => Some("disable"),
+                (false, false) => None,
+            };
+            assert_eq!(svm, expected, "{case}");
+            // Direct synthetic timers go with a guest that can see svm.
+            let direct = vm.enlightenments.iter().any(|e| e.name == Hv::StimerDirect);
+            assert_eq!(direct, expected != Some("disable"), "{case}");
+            let said = vm.decisions.iter().any(|d| d.choice == "svm on: AVIC off for this VM");
+            assert_eq!(said, nested && inhibits, "{case}");
+            let found = problems(&case, &facts, &request);
+            if nested && inhibits {
+                assert!(found.len() == 1 && found[0].contains("CPU007"), "{case}: {found:?}");
+            } else {
+                assert!(found.is_empty(), "{case}: {}", found.join("\n"));
+            }
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod fix;
 pub mod host_rules;
 pub mod hyperv_support;
 pub mod meta;
+pub mod nested_virtualization;
 pub mod placement;
 pub mod planner;
 pub mod rule;

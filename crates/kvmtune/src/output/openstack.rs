@@ -96,10 +96,16 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
                 .into(),
         );
     }
-    if vm.cpu.features.iter().any(|f| f.name == "arch-capabilities" && f.policy == "disable") {
-        not_expressible.push(
-            "arch-capabilities off (this host's KVM refuses the value host-passthrough copies): no flavor or image property turns a CPU feature off; the compute node's CPU configuration has to (docs.openstack.org/nova/latest/admin/cpu-models.html)".into(),
-        );
+    for feature in vm.cpu.features.iter().filter(|f| f.policy == "disable") {
+        let why = match feature.name {
+            "arch-capabilities" => "this host's KVM refuses the value host-passthrough copies",
+            "svm" => "with it, this host's kernel switches AVIC off for the whole VM (CPU007)",
+            _ => "the plan turns it off",
+        };
+        not_expressible.push(format!(
+            "{} off ({why}): no flavor or image property turns a CPU feature off; the compute node's CPU configuration has to (docs.openstack.org/nova/latest/admin/cpu-models.html)",
+            feature.name
+        ));
     }
     if missing.contains(&Hv::Stimer) && !vm.clock.hpet {
         not_expressible.push("HPET off needs hv-stimer, which Nova never sets: keep hw_time_hpet=true under Nova, or Windows falls back to the RTC".into());

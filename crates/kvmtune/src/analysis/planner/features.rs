@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::analysis::Workload;
 use crate::analysis::hyperv_support::{Offer, is_backporting_distribution, kernel_version, offer, short};
+use crate::analysis::nested_virtualization::svm_inhibits_avic;
 use crate::analysis::placement::Placement;
 use crate::analysis::planner::{Decision, HugepagePlan, PlanRequest};
 use crate::config::model::WindowsVersion;
@@ -117,6 +118,20 @@ pub fn cpu(
             "WSL2, VBS/HVCI and the Hyper-V role run Windows on Microsoft's hypervisor, nested in KVM",
             "Microsoft Hyper-V TLFS, Nested virtualization (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization)",
         ));
+        if let Some(inhibition) = svm_inhibits_avic(host) {
+            decisions.push(Decision::new(
+                "cpu",
+                "svm on: AVIC off for this VM",
+                format!(
+                    "on this host (Linux {}, {}) KVM switches AVIC off for a whole VM whose guest CPU has svm; Linux 5.19 and later switch it off only while a vCPU runs nested",
+                    inhibition.release, inhibition.nested
+                ),
+                "kvmtune explain CPU007 (each rule names its sources)",
+            ));
+        }
+    } else if svm_inhibits_avic(host).is_some() {
+        features.push(CpuFeatureChoice { name: "svm", policy: "disable" });
+        decisions.push(Decision::checked_by("cpu", "svm off (the VM runs no hypervisor)", &["CPU007"]));
     }
     CpuPlan {
         mode: "host-passthrough",
@@ -195,8 +210,11 @@ pub fn enlightenments(
             "Microsoft's hypervisor inside the guest needs direct synthetic timers; enlightened VMCS, direct TLB flushes and the MSR bitmap cut the cost of its guests' exits (Intel only)",
             "Microsoft Hyper-V TLFS, Nested virtualization (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization); QEMU docs/system/i386/hyperv.rst",
         ));
-    } else if let Some(nested) = host.kvm.nested_virtualization().filter(|n| n.offered) {
-        // The plan's CPU is host-passthrough, which hands the guest whatever KVM offers.
+    } else if let Some(nested) =
+        host.kvm.nested_virtualization().filter(|n| n.offered && svm_inhibits_avic(host).is_none())
+    {
+        // The plan's CPU is host-passthrough, which hands the guest whatever KVM offers (but
+        // svm, where the plan turned it off above for AVIC's sake).
         // `check` stays quiet here (HV012 wants the feature asked for by name): nothing says
         // the guest runs a hypervisor. The plan takes direct mode anyway, as it costs nothing.
         wanted.push(Hv::StimerDirect);

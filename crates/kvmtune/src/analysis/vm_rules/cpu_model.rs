@@ -309,3 +309,52 @@ fn arch_capabilities_kvm_refuses(ctx: &RuleContext) -> Vec<Finding> {
         .with_fix(Fix::safe(ConfigEdit::DisableCpuFeature { name: "arch-capabilities".into() })),
     ]
 }
+
+pub(super) const CPU007: VmRule = VmRule {
+    check: svm_inhibits_avic,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "CPU007",
+        name: "svm-inhibits-avic",
+        category: Category::Cpu,
+        severity: Severity::Warning,
+        title: "SVM in the guest CPU turns AVIC off for the whole VM",
+        explanation: "From Linux 5.6 to 5.18, KVM on AMD switches AVIC off for a whole VM as soon as a vCPU's CPUID has SVM while kvm_amd allows nesting (APICV_INHIBIT_REASON_NESTED), whether or not the guest ever runs a hypervisor of its own. Every interrupt, IPI and EOI then exits to KVM again, which is what turning AVIC on was meant to end. host-passthrough hands the guest SVM wherever kvm_amd's nested parameter is on, and on is its default. Linux 5.19 and later inhibit AVIC only on a vCPU while it runs a nested guest. A guest that runs no hypervisor (no WSL 2, VBS or Hyper-V role) loses nothing without SVM. The rule runs where the host's kernel release, AVIC state and nested parameter are known; RHEL-family kernels, which backport KVM, are left out.",
+        example: "<cpu mode='host-passthrough'/> on a Linux 5.15 host with kvm_amd avic=1 nested=1",
+        fix: "<feature policy='disable' name='svm'/> in <cpu> where the guest runs no hypervisor of its own; where it does, a host kernel of 5.19 or later",
+        fix_safety: Applicability::Unsafe,
+        source: "Linux commit 9a0bf0543069 'svm: Deactivate AVIC when launching guest with nested SVM support' (5.6: svm_cpuid_update inhibits AVIC when nested and the guest CPUID has SVM); Linux commit f44509f849fe 'KVM: x86: SVM: allow AVIC to co-exist with a nested guest running' (5.19: the inhibition only while a vCPU runs nested); Linux arch/x86/kvm/svm/svm.c svm_set_cpu_caps (SVM offered to guests when nested is on)",
+    },
+};
+
+fn svm_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(inhibition) = ctx.host.and_then(crate::analysis::nested_virtualization::svm_inhibits_avic)
+    else {
+        return Vec::new();
+    };
+    let features = &ctx.config.cpu.features;
+    if features.iter().any(|f| f.name == "svm" && !f.enables()) {
+        return Vec::new();
+    }
+    let inhibited = format!(
+        "on this host (Linux {}, {}) KVM switches AVIC off for the whole VM, not only while a guest runs nested as Linux 5.19 and later do",
+        inhibition.release, inhibition.nested
+    );
+    if let Some(required) = features.iter().find(|f| f.name == "svm" && f.enables()) {
+        // The guest is meant to run a hypervisor: the fix is the host's kernel, not the feature.
+        return vec![Finding::new(
+            Some(required.span),
+            format!("the guest CPU requires svm, and {inhibited}"),
+        )];
+    }
+    let Some(mode) =
+        ctx.config.cpu.mode.as_ref().filter(|m| matches!(m.value.as_str(), "host-passthrough" | "maximum"))
+    else {
+        return Vec::new();
+    };
+    vec![
+        Finding::new(Some(mode.span), format!("{} passes svm on to the guest, and {inhibited}", mode.value))
+            .with_fix(Fix::unsafe_(ConfigEdit::DisableCpuFeature { name: "svm".into() })),
+    ]
+}
