@@ -1,6 +1,6 @@
 //! The guest CPU as libvirt and QEMU build it: sockets Windows will not use, `<cpu>` elements
-//! libvirt refuses, features of the other vendor's CPUs, SMT no x86 part has, and host-model
-//! where nothing needs it.
+//! libvirt refuses, features of the other vendor's CPUs, SMT no x86 part has, host-model where
+//! nothing needs it, an IA32_ARCH_CAPABILITIES KVM refuses, and SVM that switches AVIC off.
 
 use super::prelude::*;
 use crate::host::cpu::CpuVendor;
