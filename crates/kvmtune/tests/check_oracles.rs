@@ -15,7 +15,12 @@ fn fixtures() -> PathBuf {
 /// translation checks against this machine: the host devices (they must exist here) and the
 /// hugepages (hugetlbfs must be mounted).
 fn translatable(name: &str) -> String {
-    let text = std::fs::read_to_string(fixtures().join(name)).unwrap();
+    translatable_file(&fixtures().join(name))
+}
+
+/// [`translatable`] for a fixture anywhere (the precision near misses).
+fn translatable_file(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
     let body = text.split_once('\n').unwrap().1.to_string();
     let without = |body: String, open: &str, close: &str| match (body.find(open), body.find(close)) {
         (Some(start), Some(end)) => format!("{}{}", &body[..start], &body[end + close.len()..]),
@@ -155,4 +160,24 @@ fn qemu_option_table_is_qemus() {
     }
     assert!(qemu_answer(&["host,kvm=off"]).contains("Could not open 'host,kvm=off'"));
     assert!(qemu_answer(&["-msg"]).contains("requires an argument"));
+}
+
+/// TIME007: libvirt writes the PIT reinjection the rule reads (`delay` for the bad fixture,
+/// `discard` once fixed), and `<ioapic driver='qemu'/>`, where the rule stays quiet, is a
+/// split irqchip, whose PIT is QEMU's and not KVM's.
+#[test]
+#[cfg_attr(
+    not(all(feature = "libvirt", feature = "qemu")),
+    ignore = "needs libvirt and QEMU: cargo test --features libvirt,qemu"
+)]
+fn libvirt_writes_the_pit_and_irqchip_time007_reads() {
+    let split = translatable_file(&fixtures().join("../precision/TIME007-split-irqchip.xml"));
+    let inputs = [translatable("TIME007.bad.xml"), translatable("TIME007.bad.fixed.xml"), split];
+    let natives = kvmtune_testkit::libvirtd::domxml_to_native(&inputs);
+    let native =
+        |index: usize| natives[index].clone().unwrap_or_else(|e| panic!("input {index} refused: {e}"));
+    assert!(native(0).contains("kvm-pit.lost_tick_policy=delay"), "{}", native(0));
+    assert!(!native(0).contains("kernel_irqchip=split"), "{}", native(0));
+    assert!(native(1).contains("kvm-pit.lost_tick_policy=discard"), "{}", native(1));
+    assert!(native(2).contains("kernel_irqchip=split"), "{}", native(2));
 }

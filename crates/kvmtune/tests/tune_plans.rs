@@ -700,3 +700,33 @@ fn svm_follows_the_kernels_avic_inhibition() {
         }
     }
 }
+
+/// The PIT's lost-tick policy follows AVIC: on an AMD host with AVIC on, reinjection (delay)
+/// would make KVM switch AVIC off for the whole VM, so the plan drops missed ticks (discard);
+/// Intel's APICv is not affected and keeps delay. `check` agrees on each host.
+#[test]
+fn pit_tickpolicy_follows_avic() {
+    use kvmtune::host::kvm::ApicVirtualization;
+    for (machine, kind, enabled, expected) in [
+        (SyntheticHost::ryzen_7950x3d(), "avic", true, "discard"),
+        (SyntheticHost::ryzen_7950x3d(), "avic", false, "delay"),
+        (SyntheticHost::core_i9_14900k(), "apicv", true, "delay"),
+    ] {
+        let (mut facts, _dir) = synthetic(machine);
+        facts.kvm.apic_virtualization = Fact::Known(ApicVirtualization {
+            kind: kind.into(),
+            enabled,
+            evidence: format!("{kind}={enabled}"),
+        });
+        let request = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
+        let plan = plan(&facts, &request).unwrap();
+        let case = format!("{kind} on={enabled}");
+        assert_eq!(plan.vms[0].clock.pit_tickpolicy, expected, "{case}");
+        assert!(
+            plan.vms[0].decisions.iter().any(|d| d.choice.ends_with(&format!("PIT {expected}"))),
+            "{case}"
+        );
+        let found = problems(&case, &facts, &request);
+        assert!(found.is_empty(), "{case}: {}", found.join("\n"));
+    }
+}

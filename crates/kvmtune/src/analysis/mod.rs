@@ -6,6 +6,7 @@
 //! new exit cause into [`exit_rules`]; [`check`] runs the VM rules and turns their findings
 //! into diagnostics. The planner is [`planner`].
 
+pub mod avic_inhibitions;
 pub mod check;
 pub mod exit_compare;
 pub mod exit_diagnosis;
@@ -17,7 +18,6 @@ pub mod fix;
 pub mod host_rules;
 pub mod hyperv_support;
 pub mod meta;
-pub mod nested_virtualization;
 pub mod placement;
 pub mod planner;
 pub mod rule;

@@ -385,6 +385,10 @@ impl Reader<'_, '_> {
                 }
             }
         }
+        if let Some(ioapic) = child(features, "ioapic") {
+            let driver = ioapic.attribute("driver");
+            config.split_irqchip = driver.map(|d| Located::new(d == "qemu", span(ioapic)));
+        }
         if let Some(kvm) = child(features, "kvm") {
             for element in kvm.children().filter(Node::is_element) {
                 let name = element.tag_name().name();

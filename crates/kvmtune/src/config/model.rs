@@ -56,6 +56,10 @@ pub struct VmConfig {
     pub hyperv: HypervConfig,
     /// KVM paravirt switches: `hidden`, `hint-dedicated`, `poll-control`, `pv-ipi`.
     pub kvm: Vec<Toggle>,
+    /// The interrupt controllers split between KVM (the local APICs) and QEMU (the I/O APIC, PIC
+    /// and PIT): libvirt `<ioapic driver='qemu'/>`, QEMU `-machine kernel-irqchip=split`. KVM
+    /// then has no in-kernel PIT.
+    pub split_irqchip: Option<Located<bool>>,
     pub clock: ClockConfig,
     pub pinning: Pinning,
     pub iothreads: Option<Located<u32>>,
@@ -540,6 +544,7 @@ impl VmConfig {
             cpu: CpuConfig::default(),
             hyperv: HypervConfig::default(),
             kvm: Vec::new(),
+            split_irqchip: None,
             clock: ClockConfig::default(),
             pinning: Pinning::default(),
             iothreads: None,

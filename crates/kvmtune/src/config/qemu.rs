@@ -404,6 +404,9 @@ impl Reader<'_> {
                     let present = on_off(setting);
                     self.set_timer("hpet", span, |t| t.present = present);
                 }
+                Some(("kernel-irqchip" | "kernel_irqchip", irqchip)) => {
+                    self.config.split_irqchip = Some(Located::new(irqchip == "split", span));
+                }
                 Some(("accel", accel)) if accel.starts_with("kvm") => {
                     self.config.domain_type = Some(Located::new("kvm".into(), span));
                 }

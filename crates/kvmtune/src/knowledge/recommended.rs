@@ -27,6 +27,13 @@ pub const RTC_TICKPOLICY: &str = "catchup";
 /// `virsh domxml-to-native`); ../shared/knowledge.md 2b.
 pub const PIT_TICKPOLICY: &str = "delay";
 
+/// ... but where KVM switches AVIC off for a VM whose in-kernel PIT reinjects (AMD hosts with
+/// AVIC on; `analysis::avic_inhibitions` decides), missed ticks are dropped instead, for the
+/// same reason delay costs Windows nothing. Source: Linux arch/x86/kvm/i8254.c
+/// (kvm_pit_set_reinject, APICV_INHIBIT_REASON_PIT_REINJ); QEMU hw/i386/kvm/i8254.c (discard
+/// turns reinjection off).
+pub const PIT_TICKPOLICY_WITH_AVIC: &str = "discard";
+
 /// The hugepage size libvirt uses when `<hugepages/>` names none: x86's default hugepage size,
 /// unless the host boots with `default_hugepagesz=`. Source: kernel admin-guide/mm/hugetlbpage.
 pub const DEFAULT_HUGEPAGE_KIB: u64 = 2048;

@@ -107,6 +107,12 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
             feature.name
         ));
     }
+    if vm.clock.pit_tickpolicy != "delay" {
+        not_expressible.push(format!(
+            "PIT {}: Nova's libvirt driver writes tickpolicy='delay' for Windows guests, and on this host the reinjection that asks for switches AVIC off for the whole VM (TIME007)",
+            vm.clock.pit_tickpolicy
+        ));
+    }
     if missing.contains(&Hv::Stimer) && !vm.clock.hpet {
         not_expressible.push("HPET off needs hv-stimer, which Nova never sets: keep hw_time_hpet=true under Nova, or Windows falls back to the RTC".into());
         if let Some(entry) = image.iter_mut().find(|(k, _)| k == "hw_time_hpet") {

@@ -107,7 +107,13 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> ProxmoxOutput {
     let cpu_value = cpu.windows(2).find(|w| w[0] == "-cpu").map(|w| w[1].clone()).unwrap_or_default();
     let smp_value = cpu.windows(2).find(|w| w[0] == "-smp").map(|w| w[1].clone()).unwrap_or_default();
     set("cpu", "host".into());
-    set("args", format!("-cpu {cpu_value} -smp {smp_value} -global kvm-pit.lost_tick_policy=delay"));
+    set(
+        "args",
+        format!(
+            "-cpu {cpu_value} -smp {smp_value} -global kvm-pit.lost_tick_policy={}",
+            vm.clock.pit_tickpolicy
+        ),
+    );
     set("hookscript", format!("local:snippets/{}", hookscript_name(vm)));
     if vm.clock.hpet {
         not_expressible.push("HPET on: qemu-server turns the HPET off for every guest (-machine hpet=off); with no hv-stimer on this host, Windows then falls back to the RTC".into());

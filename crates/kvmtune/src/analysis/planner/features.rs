@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use crate::analysis::Workload;
+use crate::analysis::avic_inhibitions::svm_inhibits_avic;
 use crate::analysis::hyperv_support::{Offer, is_backporting_distribution, kernel_version, offer, short};
-use crate::analysis::nested_virtualization::svm_inhibits_avic;
 use crate::analysis::placement::Placement;
 use crate::analysis::planner::{Decision, HugepagePlan, PlanRequest};
 use crate::config::model::WindowsVersion;
@@ -396,18 +396,22 @@ fn hiding_note(host: &HostFacts, request: &PlanRequest, decisions: &mut Vec<Deci
     }
 }
 
-pub fn clock(enlightenments: &[EnlightenmentChoice], decisions: &mut Vec<Decision>) -> ClockPlan {
+pub fn clock(
+    host: &HostFacts,
+    enlightenments: &[EnlightenmentChoice],
+    decisions: &mut Vec<Decision>,
+) -> ClockPlan {
     let on = |hv: Hv| enlightenments.iter().any(|e| e.name == hv);
     let stimer = on(Hv::Stimer);
+    let pit_tickpolicy = crate::analysis::avic_inhibitions::pit_tickpolicy(Some(host));
     decisions.push(Decision::checked_by(
         "timers",
         format!(
-            "clock offset {}, RTC {}, PIT {}",
+            "clock offset {}, RTC {}, PIT {pit_tickpolicy}",
             recommended::CLOCK_OFFSET,
-            recommended::RTC_TICKPOLICY,
-            recommended::PIT_TICKPOLICY
+            recommended::RTC_TICKPOLICY
         ),
-        &["TIME004", "TIME002", "TIME003"],
+        &["TIME004", "TIME002", "TIME003", "TIME007"],
     ));
     if stimer {
         decisions.push(Decision::checked_by("timers", "HPET off", &["TIME006"]));
@@ -418,7 +422,7 @@ pub fn clock(enlightenments: &[EnlightenmentChoice], decisions: &mut Vec<Decisio
         offset: recommended::CLOCK_OFFSET,
         hypervclock: on(Hv::Time),
         rtc_tickpolicy: recommended::RTC_TICKPOLICY,
-        pit_tickpolicy: recommended::PIT_TICKPOLICY,
+        pit_tickpolicy,
         hpet: !stimer,
     }
 }

@@ -329,8 +329,7 @@ pub(super) const CPU007: VmRule = VmRule {
 };
 
 fn svm_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(inhibition) = ctx.host.and_then(crate::analysis::nested_virtualization::svm_inhibits_avic)
-    else {
+    let Some(inhibition) = ctx.host.and_then(crate::analysis::avic_inhibitions::svm_inhibits_avic) else {
         return Vec::new();
     };
     let features = &ctx.config.cpu.features;

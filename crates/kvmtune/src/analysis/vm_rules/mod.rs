@@ -163,6 +163,7 @@ pub const VM_RULES: &[VmRule] = &[
     timers::TIME004,
     timers::TIME005,
     timers::TIME006,
+    timers::TIME007,
     pinning::PIN001,
     pinning::PIN002,
     pinning::PIN003,

@@ -1,5 +1,5 @@
 //! Timers and the clock: the Hyper-V reference clock, RTC and PIT tick policies, the UTC
-//! offset, and the HPET only together with hv-stimer.
+//! offset, the HPET only together with hv-stimer, and a PIT whose reinjection turns AVIC off.
 
 use super::prelude::*;
 use crate::knowledge::recommended;
@@ -124,7 +124,7 @@ pub(super) const TIME003: VmRule = VmRule {
         title: "a PIT tick policy the in-kernel PIT does not have",
         explanation: "KVM's in-kernel PIT knows two policies: reinjecting missed ticks (QEMU's `delay`, its default) and dropping them (`discard`). libvirt writes `-global kvm-pit.lost_tick_policy=delay` for delay, `=discard` for discard, and nothing for catchup, which therefore behaves exactly like delay. merge it refuses (\"unsupported pit tickpolicy\"), so the VM does not start. Windows does not keep time with the PIT once booted, so delay and discard are both fine; earlier kvmtune releases flagged catchup, which was wrong.",
         example: "<timer name='pit' tickpolicy='merge'/>",
-        fix: "<timer name='pit' tickpolicy='delay'/>",
+        fix: "<timer name='pit' tickpolicy='delay'/> (discard on AMD hosts with AVIC on, TIME007)",
         fix_safety: Applicability::Safe,
         source: "QEMU hw/i386/kvm/i8254.c (lost_tick_policy: delay = reinjection, the default; discard turns reinjection off; others refused); libvirt src/qemu/qemu_command.c and qemu_validate.c; checked with virsh domxml-to-native (libvirt 11.3): delay, catchup (no argument), discard, merge (refused)",
     },
@@ -138,7 +138,7 @@ fn pit_policy_refused(ctx: &RuleContext) -> Vec<Finding> {
     };
     vec![
         Finding::new(Some(pit.span), format!("pit timer has tickpolicy='{policy}', which libvirt refuses for the in-kernel PIT: the VM does not start"))
-            .with_fix(Fix::safe(ConfigEdit::SetTimer { name: "pit".into(), attributes: vec![("tickpolicy".into(), recommended::PIT_TICKPOLICY.into())] })),
+            .with_fix(Fix::safe(ConfigEdit::SetTimer { name: "pit".into(), attributes: vec![("tickpolicy".into(), crate::analysis::avic_inhibitions::pit_tickpolicy(ctx.host).into())] })),
     ]
 }
 
@@ -257,5 +257,54 @@ fn hpet_with_stimer(ctx: &RuleContext) -> Vec<Finding> {
     vec![
         Finding::new(hpet.map(|t| t.span).or(ctx.clock_anchor()), "HPET is present although hv-stimer drives Windows' timers: an emulated MMIO device left for nothing to use")
             .with_fix(Fix::safe(ConfigEdit::SetTimer { name: "hpet".into(), attributes: vec![("present".into(), "no".into())] })),
+    ]
+}
+
+pub(super) const TIME007: VmRule = VmRule {
+    check: pit_reinjection_inhibits_avic,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "TIME007",
+        name: "pit-reinjection-inhibits-avic",
+        category: Category::Timers,
+        severity: Severity::Warning,
+        title: "the in-kernel PIT reinjects missed ticks, which turns AVIC off",
+        explanation: "KVM's in-kernel PIT reinjects missed ticks unless told not to: that is QEMU's `delay`, its default, which libvirt writes for tickpolicy='delay' and leaves in place for 'catchup' or no <timer name='pit'> at all. Reinjection waits for the guest to acknowledge each tick, and AVIC takes those acknowledgements without KVM seeing them, so on AMD KVM switches AVIC off for the whole VM while the PIT reinjects (APICV_INHIBIT_REASON_PIT_REINJ; Intel's APICv still traps them and keeps running). Every interrupt, IPI and EOI then exits again, which is what turning AVIC on was meant to end. 'discard' turns reinjection off; Windows does not keep time with the PIT once booted, so it does not notice. A split irqchip (<ioapic driver='qemu'/>) has no in-kernel PIT and is not affected.",
+        example: "<timer name='pit' tickpolicy='delay'/> on an AMD host with kvm_amd avic=1",
+        fix: "<timer name='pit' tickpolicy='discard'/>",
+        fix_safety: Applicability::Safe,
+        source: "Linux arch/x86/kvm/i8254.c kvm_pit_set_reinject (APICV_INHIBIT_REASON_PIT_REINJ, since 'kvm: i8254: Deactivate APICv when using in-kernel PIT re-injection mode', Linux 5.6) and svm/svm.h AVIC_REQUIRED_APICV_INHIBITS; QEMU hw/i386/kvm/i8254.c (lost_tick_policy delay keeps KVM's reinjection, discard turns it off with KVM_REINJECT_CONTROL); github.com/libkrun/libkrun/issues/498 (AVIC inhibited by a PIT in reinject mode)",
+    },
+};
+
+fn pit_reinjection_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
+    // Windows XP and 2003 count PIT ticks as time; for them reinjection is the lesser evil.
+    if ctx.windows == Some(WindowsVersion::Xp) || ctx.config.split_irqchip.as_ref().is_some_and(|s| s.value) {
+        return Vec::new();
+    }
+    let Some(avic) = ctx.host.and_then(crate::analysis::avic_inhibitions::pit_reinjection_inhibits_avic)
+    else {
+        return Vec::new();
+    };
+    let pit = ctx.config.clock.timer("pit");
+    if pit.is_some_and(|t| t.present == Some(false)) {
+        return Vec::new();
+    }
+    let found = match pit.and_then(|t| t.tickpolicy.as_deref()) {
+        None => "no tickpolicy (QEMU's default, delay)".to_string(),
+        Some(policy @ ("delay" | "catchup")) => format!("tickpolicy='{policy}'"),
+        // discard is the fix; anything else libvirt refuses (TIME003).
+        Some(_) => return Vec::new(),
+    };
+    vec![
+        Finding::new(
+            pit.map(|t| t.span).or(ctx.clock_anchor()),
+            format!("the PIT timer has {found}, so KVM's in-kernel PIT reinjects missed ticks, and on this host ({avic}) KVM then switches AVIC off for the whole VM"),
+        )
+        .with_fix(Fix::safe(ConfigEdit::SetTimer {
+            name: "pit".into(),
+            attributes: vec![("tickpolicy".into(), recommended::PIT_TICKPOLICY_WITH_AVIC.into())],
+        })),
     ]
 }

@@ -1,0 +1,74 @@
+//! What makes KVM switch AVIC off for a whole VM on a given host, where the VM's config can
+//! avoid it: `check` objects by these answers (CPU007, TIME007) and `tune` plans by them, so the
+//! two agree. SynIC's AutoEOI, the other such cause, is HV008's and the planner's hv-avic.
+
+use crate::host::HostFacts;
+use crate::host::cpu::CpuVendor;
+use crate::knowledge::recommended;
+use crate::values::Version;
+
+/// The kernels whose KVM switches AVIC off for a whole VM whose guest CPU has SVM: from the
+/// commit that added the inhibition (Linux 5.6, 9a0bf0543069) to the one that limited it to a
+/// vCPU while it runs a nested guest (Linux 5.19, f44509f849fe).
+pub const SVM_INHIBITS_AVIC: (Version, Version) = (Version::new(5, 6, 0), Version::new(5, 19, 0));
+
+/// The kernel that made AVIC work with KVM's in-kernel irqchip, and with it inhibit AVIC while
+/// the in-kernel PIT reinjects missed ticks (the series with "kvm: i8254: Deactivate APICv when
+/// using in-kernel PIT re-injection mode", Linux 5.6). Before it AVIC needed a split irqchip,
+/// which has no in-kernel PIT.
+pub const PIT_REINJECTION_INHIBITS_AVIC_SINCE: Version = Version::new(5, 6, 0);
+
+/// A host whose KVM turns AVIC off for any VM whose guest CPU has SVM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvmInhibitsAvic {
+    /// The kernel release, as `uname -r` prints it.
+    pub release: String,
+    /// The parameter that lets guests have SVM, as `module/parameter=value`.
+    pub nested: String,
+}
+
+/// AVIC is on: an AMD host whose kvm_amd has it switched on. The evidence, as
+/// `module/parameter=value`.
+fn avic_on(host: &HostFacts) -> Option<&str> {
+    if host.cpu.vendor.known() != Some(&CpuVendor::Amd) {
+        return None;
+    }
+    let apic = host.kvm.apic_virtualization.known().filter(|a| a.enabled)?;
+    Some(apic.evidence.as_str())
+}
+
+/// On this host, does SVM in a guest CPU switch AVIC off for the whole VM? Only where every
+/// part is known: an AMD CPU, AVIC on, kvm_amd's nested on, and an upstream kernel release in
+/// [`SVM_INHIBITS_AVIC`] (not a RHEL-family one, which backports KVM).
+pub fn svm_inhibits_avic(host: &HostFacts) -> Option<SvmInhibitsAvic> {
+    avic_on(host)?;
+    let nested = host.kvm.nested_virtualization().filter(|n| n.offered)?;
+    let kernel = crate::analysis::hyperv_support::kernel_version(host)?;
+    let (from, fixed_in) = SVM_INHIBITS_AVIC;
+    if kernel < from || kernel >= fixed_in {
+        return None;
+    }
+    Some(SvmInhibitsAvic { release: host.kernel.release.known()?.clone(), nested: nested.evidence })
+}
+
+/// On this host, does an in-kernel PIT that reinjects missed ticks (QEMU's and KVM's default,
+/// libvirt's `delay` and `catchup`) switch AVIC off for the whole VM? Where AVIC is on, unless
+/// the kernel is known to predate [`PIT_REINJECTION_INHIBITS_AVIC_SINCE`]. The answer is the
+/// evidence that AVIC is on.
+pub fn pit_reinjection_inhibits_avic(host: &HostFacts) -> Option<String> {
+    let evidence = avic_on(host)?;
+    let kernel = crate::analysis::hyperv_support::kernel_version(host);
+    if kernel.is_some_and(|k| k < PIT_REINJECTION_INHIBITS_AVIC_SINCE) {
+        return None;
+    }
+    Some(evidence.to_string())
+}
+
+/// The PIT tick policy for a VM on `host`: [`recommended::PIT_TICKPOLICY`], or
+/// [`recommended::PIT_TICKPOLICY_WITH_AVIC`] where reinjection would switch AVIC off.
+pub fn pit_tickpolicy(host: Option<&HostFacts>) -> &'static str {
+    match host.and_then(pit_reinjection_inhibits_avic) {
+        Some(_) => recommended::PIT_TICKPOLICY_WITH_AVIC,
+        None => recommended::PIT_TICKPOLICY,
+    }
+}
