@@ -728,5 +728,12 @@ fn pit_tickpolicy_follows_avic() {
         );
         let found = problems(&case, &facts, &request);
         assert!(found.is_empty(), "{case}: {}", found.join("\n"));
+        // Windows XP counts ticks as time: it keeps the reinjection, AVIC or not.
+        let xp = plan(&facts, &request_for(WindowsVersion::Xp)).unwrap();
+        assert_eq!(xp.vms[0].clock.pit_tickpolicy, "delay", "{case} XP");
     }
+}
+
+fn request_for(windows: WindowsVersion) -> PlanRequest {
+    request(windows, Workload::Gaming, Some(4))
 }

@@ -2,6 +2,7 @@
 //! avoid it: `check` objects by these answers (CPU007, TIME007) and `tune` plans by them, so the
 //! two agree. SynIC's AutoEOI, the other such cause, is HV008's and the planner's hv-avic.
 
+use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
 use crate::host::cpu::CpuVendor;
 use crate::knowledge::recommended;
@@ -64,11 +65,19 @@ pub fn pit_reinjection_inhibits_avic(host: &HostFacts) -> Option<String> {
     Some(evidence.to_string())
 }
 
+/// Windows XP and 2003 keep time by counting timer ticks, so a dropped tick slows their clock:
+/// for them the PIT keeps reinjecting, AVIC or not (Linux Documentation/virt/kvm/x86/
+/// timekeeping.rst, on guests that count interrupts).
+pub fn guest_counts_ticks(windows: Option<WindowsVersion>) -> bool {
+    windows == Some(WindowsVersion::Xp)
+}
+
 /// The PIT tick policy for a VM on `host`: [`recommended::PIT_TICKPOLICY`], or
-/// [`recommended::PIT_TICKPOLICY_WITH_AVIC`] where reinjection would switch AVIC off.
-pub fn pit_tickpolicy(host: Option<&HostFacts>) -> &'static str {
+/// [`recommended::PIT_TICKPOLICY_WITH_AVIC`] where reinjection would switch AVIC off and the
+/// guest does not count ticks.
+pub fn pit_tickpolicy(host: Option<&HostFacts>, windows: Option<WindowsVersion>) -> &'static str {
     match host.and_then(pit_reinjection_inhibits_avic) {
-        Some(_) => recommended::PIT_TICKPOLICY_WITH_AVIC,
-        None => recommended::PIT_TICKPOLICY,
+        Some(_) if !guest_counts_ticks(windows) => recommended::PIT_TICKPOLICY_WITH_AVIC,
+        _ => recommended::PIT_TICKPOLICY,
     }
 }

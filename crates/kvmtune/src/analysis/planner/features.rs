@@ -398,12 +398,13 @@ fn hiding_note(host: &HostFacts, request: &PlanRequest, decisions: &mut Vec<Deci
 
 pub fn clock(
     host: &HostFacts,
+    request: &PlanRequest,
     enlightenments: &[EnlightenmentChoice],
     decisions: &mut Vec<Decision>,
 ) -> ClockPlan {
     let on = |hv: Hv| enlightenments.iter().any(|e| e.name == hv);
     let stimer = on(Hv::Stimer);
-    let pit_tickpolicy = crate::analysis::avic_inhibitions::pit_tickpolicy(Some(host));
+    let pit_tickpolicy = crate::analysis::avic_inhibitions::pit_tickpolicy(Some(host), Some(request.windows));
     decisions.push(Decision::checked_by(
         "timers",
         format!(

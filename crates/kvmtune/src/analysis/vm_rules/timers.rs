@@ -138,7 +138,7 @@ fn pit_policy_refused(ctx: &RuleContext) -> Vec<Finding> {
     };
     vec![
         Finding::new(Some(pit.span), format!("pit timer has tickpolicy='{policy}', which libvirt refuses for the in-kernel PIT: the VM does not start"))
-            .with_fix(Fix::safe(ConfigEdit::SetTimer { name: "pit".into(), attributes: vec![("tickpolicy".into(), crate::analysis::avic_inhibitions::pit_tickpolicy(ctx.host).into())] })),
+            .with_fix(Fix::safe(ConfigEdit::SetTimer { name: "pit".into(), attributes: vec![("tickpolicy".into(), crate::analysis::avic_inhibitions::pit_tickpolicy(ctx.host, ctx.windows).into())] })),
     ]
 }
 
@@ -279,8 +279,10 @@ pub(super) const TIME007: VmRule = VmRule {
 };
 
 fn pit_reinjection_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
-    // Windows XP and 2003 count PIT ticks as time; for them reinjection is the lesser evil.
-    if ctx.windows == Some(WindowsVersion::Xp) || ctx.config.split_irqchip.as_ref().is_some_and(|s| s.value) {
+    // Windows XP and 2003 count ticks as time; for them reinjection is the lesser evil.
+    if crate::analysis::avic_inhibitions::guest_counts_ticks(ctx.windows)
+        || ctx.config.split_irqchip.as_ref().is_some_and(|s| s.value)
+    {
         return Vec::new();
     }
     let Some(avic) = ctx.host.and_then(crate::analysis::avic_inhibitions::pit_reinjection_inhibits_avic)
