@@ -719,11 +719,11 @@ fn pit_tickpolicy_follows_avic() {
             evidence: format!("{kind}={enabled}"),
         });
         let request = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
-        let plan = plan(&facts, &request).unwrap();
+        let tuned = plan(&facts, &request).unwrap();
         let case = format!("{kind} on={enabled}");
-        assert_eq!(plan.vms[0].clock.pit_tickpolicy, expected, "{case}");
+        assert_eq!(tuned.vms[0].clock.pit_tickpolicy, expected, "{case}");
         assert!(
-            plan.vms[0].decisions.iter().any(|d| d.choice.ends_with(&format!("PIT {expected}"))),
+            tuned.vms[0].decisions.iter().any(|d| d.choice.ends_with(&format!("PIT {expected}"))),
             "{case}"
         );
         let found = problems(&case, &facts, &request);
