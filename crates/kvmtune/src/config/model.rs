@@ -126,6 +126,14 @@ pub struct CpuConfig {
     pub numa_cells: Vec<NumaCell>,
 }
 
+impl CpuConfig {
+    /// The `<cpu mode>` where the guest CPU is the host's own (`host-passthrough`, `maximum`):
+    /// QEMU's `-cpu host`/`max`, which pass on whatever KVM offers.
+    pub fn host_cpu_mode(&self) -> Option<&Located<String>> {
+        self.mode.as_ref().filter(|m| matches!(m.value.as_str(), "host-passthrough" | "maximum"))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CpuTopology {
     pub sockets: u32,

@@ -36,6 +36,13 @@ pub struct CpuPlan {
     pub vendor: Option<String>,
 }
 
+impl CpuPlan {
+    /// The plan turns this CPU feature off (`svm`, `arch-capabilities`).
+    pub fn disables(&self, name: &str) -> bool {
+        self.features.iter().any(|f| f.name == name && f.policy == "disable")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EnlightenmentChoice {
     /// The enlightenment (serialised as QEMU's name, `hv-relaxed`).
@@ -109,6 +116,7 @@ pub fn cpu(
             "Microsoft Hyper-V TLFS, Timers (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/timers); QEMU docs/system/i386/hyperv.rst",
         ));
     }
+    let svm_inhibition = svm_inhibits_avic(host);
     if request.nested {
         let flag = if vendor == Some(CpuVendor::Amd) { "svm" } else { "vmx" };
         features.push(CpuFeatureChoice { name: flag, policy: "require" });
@@ -118,7 +126,7 @@ pub fn cpu(
             "WSL2, VBS/HVCI and the Hyper-V role run Windows on Microsoft's hypervisor, nested in KVM",
             "Microsoft Hyper-V TLFS, Nested virtualization (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization)",
         ));
-        if let Some(inhibition) = svm_inhibits_avic(host) {
+        if let Some(inhibition) = &svm_inhibition {
             decisions.push(Decision::new(
                 "cpu",
                 "svm on: AVIC off for this VM",
@@ -129,7 +137,7 @@ pub fn cpu(
                 "kvmtune explain CPU007 (each rule names its sources)",
             ));
         }
-    } else if svm_inhibits_avic(host).is_some() {
+    } else if svm_inhibition.is_some() {
         features.push(CpuFeatureChoice { name: "svm", policy: "disable" });
         decisions.push(Decision::checked_by("cpu", "svm off (the VM runs no hypervisor)", &["CPU007"]));
     }
@@ -145,6 +153,7 @@ pub fn cpu(
 pub fn enlightenments(
     host: &HostFacts,
     request: &PlanRequest,
+    cpu: &CpuPlan,
     decisions: &mut Vec<Decision>,
 ) -> Vec<EnlightenmentChoice> {
     if request.windows == WindowsVersion::Xp {
@@ -211,10 +220,10 @@ pub fn enlightenments(
             "Microsoft Hyper-V TLFS, Nested virtualization (learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization); QEMU docs/system/i386/hyperv.rst",
         ));
     } else if let Some(nested) =
-        host.kvm.nested_virtualization().filter(|n| n.offered && svm_inhibits_avic(host).is_none())
+        host.kvm.nested_virtualization().filter(|n| n.offered && !cpu.disables(n.feature))
     {
-        // The plan's CPU is host-passthrough, which hands the guest whatever KVM offers (but
-        // svm, where the plan turned it off above for AVIC's sake).
+        // The plan's CPU is host-passthrough, which hands the guest whatever KVM offers and the
+        // plan does not turn off (svm, for AVIC's sake: CPU007).
         // `check` stays quiet here (HV012 wants the feature asked for by name): nothing says
         // the guest runs a hypervisor. The plan takes direct mode anyway, as it costs nothing.
         wanted.push(Hv::StimerDirect);

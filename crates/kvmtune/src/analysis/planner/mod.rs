@@ -462,7 +462,7 @@ fn vm_plan(
         ));
     }
     let cpu = features::cpu(host, request, &placement, &mut decisions);
-    let enlightenments = features::enlightenments(host, request, &mut decisions);
+    let enlightenments = features::enlightenments(host, request, &cpu, &mut decisions);
     let clock = features::clock(host, request, &enlightenments, &mut decisions);
     let memballoon = devices.is_empty();
     if !devices.is_empty() {

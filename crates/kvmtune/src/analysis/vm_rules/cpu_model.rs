@@ -283,9 +283,7 @@ pub(super) const CPU006: VmRule = VmRule {
 };
 
 fn arch_capabilities_kvm_refuses(ctx: &RuleContext) -> Vec<Finding> {
-    let Some(mode) =
-        ctx.config.cpu.mode.as_ref().filter(|m| matches!(m.value.as_str(), "host-passthrough" | "maximum"))
-    else {
+    let Some(mode) = ctx.config.cpu.host_cpu_mode() else {
         return Vec::new();
     };
     if ctx.config.cpu.features.iter().any(|f| f.name == "arch-capabilities" && !f.enables()) {
@@ -347,9 +345,7 @@ fn svm_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
             format!("the guest CPU requires svm, and {inhibited}"),
         )];
     }
-    let Some(mode) =
-        ctx.config.cpu.mode.as_ref().filter(|m| matches!(m.value.as_str(), "host-passthrough" | "maximum"))
-    else {
+    let Some(mode) = ctx.config.cpu.host_cpu_mode() else {
         return Vec::new();
     };
     vec![
