@@ -1,8 +1,11 @@
 //! libvirt's own XML-to-argv translation (`virsh domxml-to-native qemu-argv`) from a libvirtd
 //! started by hand for the test, as ../shared/test-environment.md 3b describes. It runs in a
 //! private mount namespace with its state directories on tmpfs, so it neither sees nor
-//! disturbs a libvirtd of the host, and it is killed when the translations are done. Only its
-//! capability cache outlives it, in the system temp directory.
+//! disturbs a libvirtd of the host, and in a private network namespace: libvirt creates a tap
+//! device (`vnet0`, ...) for a domain's `<interface>` even when it only translates the XML, and
+//! those belong to the namespace, not to this machine, and cannot clash between two tests that
+//! run at once. It is killed when the translations are done. Only its capability cache
+//! outlives it, in the system temp directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,11 +41,12 @@ kill "$daemon"; wait "$daemon" 2>/dev/null
 exit 0
 "#;
 
-/// Runs `body` (shell) against a libvirtd of the test's own, in a private mount namespace with
-/// its state on tmpfs (its domain definitions vanish with it), with `OUT` set to `dir`.
+/// Runs `body` (shell) against a libvirtd of the test's own, in private mount and network
+/// namespaces with its state on tmpfs (its domain definitions and tap devices vanish with it),
+/// with `OUT` set to `dir`.
 pub fn with_private_libvirtd(dir: &Path, body: &str) {
     let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", SCRIPT])
+        .args(["--mount", "--net", "--propagation", "private", "sh", "-c", SCRIPT])
         .env("OUT", dir)
         .env("BODY", body)
         .env("CACHE", std::env::temp_dir().join("kvmtune-test-libvirt-cache"))
