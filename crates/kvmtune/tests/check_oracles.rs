@@ -30,9 +30,10 @@ fn translatable_file(path: &Path) -> String {
     without(body, "  <memoryBacking>", "</memoryBacking>\n")
 }
 
-fn smp_of(argv: &str) -> String {
+/// The value libvirt gives one QEMU option (`-smp`, `-cpu`) in a command line.
+fn option_value(argv: &str, option: &str) -> String {
     let words: Vec<&str> = argv.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "-smp").expect("libvirt writes -smp");
+    let at = words.iter().position(|w| *w == option).unwrap_or_else(|| panic!("libvirt writes {option}"));
     words[at + 1].to_string()
 }
 
@@ -57,9 +58,9 @@ fn libvirt_does_what_the_cpu_rules_say() {
     let part = |smp: &str, key: &str| -> String {
         smp.split(',').find_map(|p| p.strip_prefix(&format!("{key}="))).unwrap_or("").to_string()
     };
-    let before = smp_of(&native(0));
+    let before = option_value(&native(0), "-smp");
     assert_eq!((part(&before, "sockets"), part(&before, "cores")), ("6".into(), "1".into()), "{before}");
-    let after = smp_of(&native(1));
+    let after = option_value(&native(1), "-smp");
     assert_eq!((part(&after, "sockets"), part(&after, "cores")), ("1".into(), "6".into()), "{after}");
     let refused = natives[2].clone().expect_err("libvirt refuses features without a model");
     assert!(refused.contains("Non-empty feature list specified without CPU model"), "{refused}");
@@ -93,6 +94,72 @@ fn qemu_drops_the_other_vendors_feature() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("host doesn't support requested feature"), "{stderr}");
     assert!(stderr.contains(feature), "{stderr}");
+}
+
+/// CPU008: QEMU under KVM gives the guest CPU x2APIC, with the host's CPU as libvirt's
+/// host-passthrough writes it and with QEMU's default model alike, and the rule's fix, as libvirt
+/// translates it, takes it away. (Without the Hyper-V enlightenments, which this machine's KVM
+/// does not emulate, and with `arch-capabilities=off`, because it refuses the MSR `-cpu host`
+/// would copy.)
+#[test]
+#[cfg_attr(
+    not(all(feature = "libvirt", feature = "qemu", feature = "root")),
+    ignore = "needs libvirt, QEMU and /dev/kvm: cargo test --features libvirt,qemu,root"
+)]
+fn x2apic_is_in_every_guest_cpu_until_cpu008s_fix() {
+    let inputs = [translatable("CPU008.bad.xml"), translatable("CPU008.bad.fixed.xml")];
+    let natives = kvmtune_testkit::libvirtd::domxml_to_native(&inputs);
+    let cpu = |index: usize| {
+        let native = natives[index].clone().unwrap_or_else(|e| panic!("input {index} refused: {e}"));
+        option_value(&native, "-cpu")
+    };
+    let (bad, fixed) = (cpu(0), cpu(1));
+    assert!(fixed.contains("x2apic=off"), "{fixed}");
+    let guest_x2apic = |cpu: Option<&str>| -> String {
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args([
+            "-accel",
+            "kvm",
+            "-machine",
+            "pc",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-S",
+            "-qmp",
+            "stdio",
+        ]);
+        if let Some(cpu) = cpu {
+            let runnable: Vec<&str> =
+                cpu.split(',').filter(|p| !p.starts_with("hv-") && !p.starts_with("hv_")).collect();
+            qemu.args(["-cpu", &format!("{},arch-capabilities=off", runnable.join(","))]);
+        }
+        let mut qemu = qemu
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("QEMU runs");
+        qemu.stdin
+            .take()
+            .unwrap()
+            .write_all(
+                b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"qom-get\",\"arguments\":{\"path\":\"/machine/unattached/device[0]\",\"property\":\"x2apic\"}}\n{\"execute\":\"quit\"}\n",
+            )
+            .unwrap();
+        let output = qemu.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // The answers in order: QMP's greeting, qmp_capabilities' {}, then qom-get's.
+        let answer = stdout.lines().filter(|l| l.starts_with("{\"return\"")).nth(1);
+        answer
+            .unwrap_or_else(|| {
+                panic!("no qom-get answer: {stdout}{}", String::from_utf8_lossy(&output.stderr))
+            })
+            .to_string()
+    };
+    assert_eq!(guest_x2apic(Some(&bad)), r#"{"return": true}"#, "-cpu {bad}");
+    assert_eq!(guest_x2apic(None), r#"{"return": true}"#, "QEMU's default CPU model");
+    assert_eq!(guest_x2apic(Some(&fixed)), r#"{"return": false}"#, "-cpu {fixed}");
 }
 
 /// QEMU's stderr for these arguments after a machine that never starts (at most 5 s: an

@@ -569,3 +569,42 @@ fn cpu007_on_a_required_svm_names_the_kernel_and_keeps_the_feature() {
     assert!(found[0].message.contains("5.15.0-91-generic") && found[0].message.contains("kvm_amd/nested=1"));
     assert!(found[0].fix.is_none(), "{:?}", found[0].fix);
 }
+
+/// QEMU adds x2apic to every CPU model under KVM, so CPU008 fires on a named model as on
+/// host-passthrough, and on a `<cpu>` that names no CPU or no `<cpu>` at all. Its fix is offered
+/// only where libvirt takes a `<feature>`: beside a mode that names the CPU or a model (CPU002).
+#[test]
+fn cpu008_fires_on_any_guest_cpu_and_fixes_where_libvirt_takes_a_feature() {
+    let bad = std::fs::read_to_string(fixtures().join("CPU008.bad.xml")).unwrap();
+    let start = bad.find("  <cpu ").unwrap();
+    let end = bad.find("  </cpu>\n").unwrap() + "  </cpu>\n".len();
+    let with_cpu = |cpu: &str| format!("{}{cpu}{}", &bad[..start], &bad[end..]);
+    for (case, cpu, says, fixed) in [
+        (
+            "model",
+            "  <cpu mode='custom' match='exact' check='none'>\n    <model fallback='forbid'>EPYC</model>\n  </cpu>\n",
+            "EPYC has x2apic under KVM",
+            true,
+        ),
+        (
+            "topology only",
+            "  <cpu>\n    <topology sockets='1' dies='1' cores='3' threads='2'/>\n  </cpu>\n",
+            "the guest CPU has x2apic",
+            false,
+        ),
+        ("no cpu", "", "the guest CPU has x2apic", false),
+        (
+            "required",
+            "  <cpu mode='host-passthrough'>\n    <feature policy='require' name='x2apic'/>\n  </cpu>\n",
+            "the guest CPU requires x2apic",
+            true,
+        ),
+    ] {
+        let (report, _, _) = run(&format!("CPU008-{case}.xml"), &with_cpu(cpu));
+        let found: Vec<_> = report.diagnostics.iter().filter(|d| d.rule == "CPU008").collect();
+        assert_eq!(found.len(), 1, "{case}: {:?}", report.diagnostics);
+        assert!(found[0].message.starts_with(says), "{case}: {}", found[0].message);
+        assert!(found[0].message.contains("kvm_amd/avic="), "{case}: {}", found[0].message);
+        assert_eq!(found[0].fix.is_some(), fixed, "{case}: {:?}", found[0].fix);
+    }
+}

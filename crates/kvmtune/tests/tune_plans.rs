@@ -647,9 +647,10 @@ fn direct_synthetic_timers_follow_the_hosts_nested_virtualization() {
 
 /// On AMD hosts whose KVM (Linux 5.6 to 5.18) switches AVIC off for any VM whose guest CPU has
 /// SVM, the plan turns svm off unless the VM is to run a hypervisor, and then says what that
-/// costs; `check` on the same host agrees either way (CPU007 for the nested plan only).
+/// costs; where it (Linux 5.7 to 5.19) does the same for x2APIC, the plan turns x2apic off.
+/// `check` on the same host agrees either way (CPU007 for the nested plan only).
 #[test]
-fn svm_follows_the_kernels_avic_inhibition() {
+fn svm_and_x2apic_follow_the_kernels_avic_inhibitions() {
     use kvmtune::host::kvm::{ApicVirtualization, KvmModules};
     let amd = |release: &str| {
         let (mut facts, dir) = synthetic(SyntheticHost::ryzen_7950x3d());
@@ -671,7 +672,10 @@ fn svm_follows_the_kernels_avic_inhibition() {
         facts.kernel.release = Fact::Known(release.into());
         (facts, dir)
     };
-    for (release, inhibits) in [("5.15.0-91-generic", true), ("6.1.0-13-amd64", false)] {
+    // (release, svm inhibits AVIC, x2apic inhibits AVIC): 5.6..5.19 and 5.7..6.0.
+    for (release, inhibits, x2apic_inhibits) in
+        [("5.15.0-91-generic", true, true), ("5.19.17-1-pve", false, true), ("6.1.0-13-amd64", false, false)]
+    {
         let (facts, _dir) = amd(release);
         for nested in [false, true] {
             let mut request = request(WindowsVersion::Win11, Workload::Gaming, Some(4));
@@ -686,6 +690,8 @@ fn svm_follows_the_kernels_avic_inhibition() {
                 (false, false) => None,
             };
             assert_eq!(svm, expected, "{case}");
+            let x2apic = vm.cpu.features.iter().find(|f| f.name == "x2apic").map(|f| f.policy);
+            assert_eq!(x2apic, x2apic_inhibits.then_some("disable"), "{case}");
             // Direct synthetic timers go with a guest that can see svm.
             let direct = vm.enlightenments.iter().any(|e| e.name == Hv::StimerDirect);
             assert_eq!(direct, expected != Some("disable"), "{case}");

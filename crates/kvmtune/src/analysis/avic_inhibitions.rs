@@ -1,6 +1,6 @@
 //! What makes KVM switch AVIC off for a whole VM on a given host, where the VM's config can
-//! avoid it: `check` objects by these answers (CPU007, TIME007) and `tune` plans by them, so the
-//! two agree. SynIC's AutoEOI, the other such cause, is HV008's and the planner's hv-avic.
+//! avoid it: `check` objects by these answers (CPU007, CPU008, TIME007) and `tune` plans by
+//! them, so the two agree. SynIC's AutoEOI, the other such cause, is HV008's and the planner's hv-avic.
 
 use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
@@ -13,19 +13,29 @@ use crate::values::Version;
 /// vCPU while it runs a nested guest (Linux 5.19, f44509f849fe).
 pub const SVM_INHIBITS_AVIC: (Version, Version) = (Version::new(5, 6, 0), Version::new(5, 19, 0));
 
+/// The kernels whose KVM switches AVIC off for a whole VM whose guest CPU has x2APIC: from Oliver
+/// Upton's "KVM: SVM: Inhibit APIC virtualization for X2APIC guest" (Linux 5.7; before it KVM
+/// hid x2APIC from every guest while AVIC was on) to the x2AVIC series' "KVM: SVM: Introduce
+/// hybrid-AVIC mode" (Linux 6.0), after which AVIC keeps delivering interrupts to a vCPU in
+/// x2APIC mode while KVM emulates its x2APIC registers. Read in Debian's 5.10 sources
+/// (svm_vcpu_after_set_cpuid sets APICV_INHIBIT_REASON_X2APIC) and 6.1 sources (no such
+/// inhibition).
+pub const X2APIC_INHIBITS_AVIC: (Version, Version) = (Version::new(5, 7, 0), Version::new(6, 0, 0));
+
 /// The kernel that made AVIC work with KVM's in-kernel irqchip, and with it inhibit AVIC while
 /// the in-kernel PIT reinjects missed ticks (the series with "kvm: i8254: Deactivate APICv when
 /// using in-kernel PIT re-injection mode", Linux 5.6). Before it AVIC needed a split irqchip,
 /// which has no in-kernel PIT.
 pub const PIT_REINJECTION_INHIBITS_AVIC_SINCE: Version = Version::new(5, 6, 0);
 
-/// A host whose KVM turns AVIC off for any VM whose guest CPU has SVM.
+/// A host whose kernel switches AVIC off for any VM whose guest CPU has a given feature.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SvmInhibitsAvic {
+pub struct KernelInhibitsAvic {
     /// The kernel release, as `uname -r` prints it.
     pub release: String,
-    /// The parameter that lets guests have SVM, as `module/parameter=value`.
-    pub nested: String,
+    /// The module parameter that makes the inhibition apply, as `module/parameter=value`:
+    /// kvm_amd's `nested` for SVM, its `avic` for x2APIC.
+    pub evidence: String,
 }
 
 /// AVIC is on: an AMD host whose kvm_amd has it switched on. The evidence, as
@@ -41,7 +51,7 @@ fn avic_on(host: &HostFacts) -> Option<&str> {
 /// On this host, does SVM in a guest CPU switch AVIC off for the whole VM? Only where every
 /// part is known: an AMD CPU, AVIC on, kvm_amd's nested on, and an upstream kernel release in
 /// [`SVM_INHIBITS_AVIC`] (not a RHEL-family one, which backports KVM).
-pub fn svm_inhibits_avic(host: &HostFacts) -> Option<SvmInhibitsAvic> {
+pub fn svm_inhibits_avic(host: &HostFacts) -> Option<KernelInhibitsAvic> {
     avic_on(host)?;
     let nested = host.kvm.nested_virtualization().filter(|n| n.offered)?;
     let kernel = crate::analysis::hyperv_support::kernel_version(host)?;
@@ -49,7 +59,20 @@ pub fn svm_inhibits_avic(host: &HostFacts) -> Option<SvmInhibitsAvic> {
     if kernel < from || kernel >= fixed_in {
         return None;
     }
-    Some(SvmInhibitsAvic { release: host.kernel.release.known()?.clone(), nested: nested.evidence })
+    Some(KernelInhibitsAvic { release: host.kernel.release.known()?.clone(), evidence: nested.evidence })
+}
+
+/// On this host, does x2APIC in a guest CPU switch AVIC off for the whole VM? Only where every
+/// part is known: an AMD CPU, AVIC on, and an upstream kernel release in
+/// [`X2APIC_INHIBITS_AVIC`].
+pub fn x2apic_inhibits_avic(host: &HostFacts) -> Option<KernelInhibitsAvic> {
+    let evidence = avic_on(host)?;
+    let kernel = crate::analysis::hyperv_support::kernel_version(host)?;
+    let (from, fixed_in) = X2APIC_INHIBITS_AVIC;
+    if kernel < from || kernel >= fixed_in {
+        return None;
+    }
+    Some(KernelInhibitsAvic { release: host.kernel.release.known()?.clone(), evidence: evidence.to_string() })
 }
 
 /// On this host, does an in-kernel PIT that reinjects missed ticks (QEMU's and KVM's default,

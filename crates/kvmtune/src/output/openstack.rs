@@ -100,6 +100,7 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
         let why = match feature.name {
             "arch-capabilities" => "this host's KVM refuses the value host-passthrough copies",
             "svm" => "with it, this host's kernel switches AVIC off for the whole VM (CPU007)",
+            "x2apic" => "with it, this host's kernel switches AVIC off for the whole VM (CPU008)",
             _ => "the plan turns it off",
         };
         not_expressible.push(format!(

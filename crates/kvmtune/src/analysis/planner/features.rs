@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::analysis::Workload;
-use crate::analysis::avic_inhibitions::svm_inhibits_avic;
+use crate::analysis::avic_inhibitions::{svm_inhibits_avic, x2apic_inhibits_avic};
 use crate::analysis::hyperv_support::{Offer, is_backporting_distribution, kernel_version, offer, short};
 use crate::analysis::placement::Placement;
 use crate::analysis::planner::{Decision, HugepagePlan, PlanRequest};
@@ -37,7 +37,7 @@ pub struct CpuPlan {
 }
 
 impl CpuPlan {
-    /// The plan turns this CPU feature off (`svm`, `arch-capabilities`).
+    /// The plan turns this CPU feature off (`svm`, `x2apic`, `arch-capabilities`).
     pub fn disables(&self, name: &str) -> bool {
         self.features.iter().any(|f| f.name == name && f.policy == "disable")
     }
@@ -132,7 +132,7 @@ pub fn cpu(
                 "svm on: AVIC off for this VM",
                 format!(
                     "on this host (Linux {}, {}) KVM switches AVIC off for a whole VM whose guest CPU has svm; Linux 5.19 and later switch it off only while a vCPU runs nested",
-                    inhibition.release, inhibition.nested
+                    inhibition.release, inhibition.evidence
                 ),
                 "kvmtune explain CPU007 (each rule names its sources)",
             ));
@@ -140,6 +140,11 @@ pub fn cpu(
     } else if svm_inhibition.is_some() {
         features.push(CpuFeatureChoice { name: "svm", policy: "disable" });
         decisions.push(Decision::checked_by("cpu", "svm off (the VM runs no hypervisor)", &["CPU007"]));
+    }
+    // Windows needs x2APIC only past 255 vCPUs, and AVIC of these kernels runs no such VM.
+    if x2apic_inhibits_avic(host).is_some() && placement.vcpu_cpus.len() <= 255 {
+        features.push(CpuFeatureChoice { name: "x2apic", policy: "disable" });
+        decisions.push(Decision::checked_by("cpu", "x2apic off (AVIC stays on)", &["CPU008"]));
     }
     CpuPlan {
         mode: "host-passthrough",

@@ -1,6 +1,7 @@
 //! The guest CPU as libvirt and QEMU build it: sockets Windows will not use, `<cpu>` elements
 //! libvirt refuses, features of the other vendor's CPUs, SMT no x86 part has, host-model where
-//! nothing needs it, an IA32_ARCH_CAPABILITIES KVM refuses, and SVM that switches AVIC off.
+//! nothing needs it, an IA32_ARCH_CAPABILITIES KVM refuses, and SVM and x2APIC where they switch
+//! AVIC off.
 
 use super::prelude::*;
 use crate::host::cpu::CpuVendor;
@@ -336,7 +337,7 @@ fn svm_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
     }
     let inhibited = format!(
         "on this host (Linux {}, {}) KVM switches AVIC off for the whole VM, not only while a guest runs nested as Linux 5.19 and later do",
-        inhibition.release, inhibition.nested
+        inhibition.release, inhibition.evidence
     );
     if let Some(required) = features.iter().find(|f| f.name == "svm" && f.enables()) {
         // The guest is meant to run a hypervisor: the fix is the host's kernel, not the feature.
@@ -352,4 +353,56 @@ fn svm_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
         Finding::new(Some(mode.span), format!("{} passes svm on to the guest, and {inhibited}", mode.value))
             .with_fix(Fix::unsafe_(ConfigEdit::DisableCpuFeature { name: "svm".into() })),
     ]
+}
+
+pub(super) const CPU008: VmRule = VmRule {
+    check: x2apic_inhibits_avic,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "CPU008",
+        name: "x2apic-inhibits-avic",
+        category: Category::Cpu,
+        severity: Severity::Warning,
+        title: "x2APIC in the guest CPU turns AVIC off for the whole VM",
+        explanation: "From Linux 5.7 to 5.19, KVM on AMD switches AVIC off for a whole VM as soon as a vCPU's CPUID has x2APIC (APICV_INHIBIT_REASON_X2APIC), whether or not the guest ever switches its APIC to x2APIC mode: that AVIC could not virtualize x2APIC. Every interrupt, IPI and EOI then exits to KVM again, which is what turning AVIC on was meant to end. Under KVM QEMU adds x2apic to every CPU model, and host-passthrough copies it from KVM, so every guest CPU has it unless the config turns it off. Before 5.7 KVM hid x2APIC from guests while AVIC was on; from 6.0 AVIC keeps delivering interrupts to a vCPU in x2APIC mode (hybrid AVIC, and x2AVIC on Zen 4). Windows needs x2APIC only for more than 255 vCPUs, which AVIC of these kernels does not run. The rule runs where the host's kernel release and AVIC state are known; RHEL-family kernels, which backport KVM, are left out.",
+        example: "<cpu mode='host-passthrough'/> on a Linux 5.15 host with kvm_amd avic=1",
+        fix: "<feature policy='disable' name='x2apic'/> in <cpu> (QEMU: -cpu host,x2apic=off), or a host kernel of 6.0 or later",
+        fix_safety: Applicability::Safe,
+        source: "Linux commit 'KVM: SVM: Inhibit APIC virtualization for X2APIC guest' (Oliver Upton, lore.kernel.org/kvm/20200228085905.22495-1-oupton@google.com, Linux 5.7: svm_cpuid_update inhibits AVIC when the guest CPUID has X2APIC, instead of hiding X2APIC); Linux commit 'KVM: SVM: Introduce hybrid-AVIC mode' (lore.kernel.org/kvm/20220518162652.100493-13-suravee.suthikulpanit@amd.com, Linux 6.0: the inhibition removed); QEMU target/i386/cpu.c kvm_default_props (x2apic on for every CPU model under KVM); reddit.com/r/VFIO/comments/fovu39 (an AVIC guide: remove x2apic from the guest CPU for Linux 5.7); github.com/cloud-hypervisor/cloud-hypervisor/pull/5972 (x2APIC off in the guest for AVIC on Linux 5.6 to 6.0)",
+    },
+};
+
+fn x2apic_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(inhibition) = ctx.host.and_then(crate::analysis::avic_inhibitions::x2apic_inhibits_avic) else {
+        return Vec::new();
+    };
+    let cpu = &ctx.config.cpu;
+    if cpu.features.iter().any(|f| f.name == "x2apic" && !f.enables()) {
+        return Vec::new();
+    }
+    let inhibited = format!(
+        "on this host (Linux {}, {}) KVM switches AVIC off for the whole VM; Linux 6.0 and later keep it on",
+        inhibition.release, inhibition.evidence
+    );
+    // The CPU that carries x2apic: a feature that asks for it, else the mode or model under
+    // which QEMU adds it. libvirt takes a <feature> only beside a mode that names the CPU
+    // (host-passthrough, host-model, maximum) or a model (CPU002), so only there is the fix.
+    let named = cpu
+        .mode
+        .as_ref()
+        .filter(|m| matches!(m.value.as_str(), "host-passthrough" | "host-model" | "maximum"))
+        .or(cpu.model.as_ref());
+    let (span, who) = match (cpu.features.iter().find(|f| f.name == "x2apic"), named) {
+        (Some(required), _) => (Some(required.span), "the guest CPU requires x2apic".to_string()),
+        (None, Some(named)) => (Some(named.span), format!("{} has x2apic under KVM", named.value)),
+        (None, None) => {
+            (None, "the guest CPU has x2apic (QEMU adds it to every CPU model under KVM)".to_string())
+        }
+    };
+    let finding = Finding::new(span, format!("{who}, and {inhibited}"));
+    if named.is_none() {
+        return vec![finding];
+    }
+    vec![finding.with_fix(Fix::safe(ConfigEdit::DisableCpuFeature { name: "x2apic".into() }))]
 }

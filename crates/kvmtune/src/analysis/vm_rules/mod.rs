@@ -182,6 +182,7 @@ pub const VM_RULES: &[VmRule] = &[
     cpu_model::CPU005,
     cpu_model::CPU006,
     cpu_model::CPU007,
+    cpu_model::CPU008,
     memory::MEM001,
     memory::MEM002,
     memory::MEM003,
