@@ -608,3 +608,40 @@ fn cpu008_fires_on_any_guest_cpu_and_fixes_where_libvirt_takes_a_feature() {
         assert_eq!(found[0].fix.is_some(), fixed, "{case}: {:?}", found[0].fix);
     }
 }
+
+/// HV008 where the host cannot offer hv-avic: before Linux 5.15 any SynIC switches APICv/AVIC
+/// off and KVM has no hv-avic, so the rule reports the trade-off as information and offers no
+/// hv-avic, which HV011 would then flag as unsupported. With hv-avic there, it warns and fixes.
+#[test]
+fn hv008_offers_hv_avic_only_where_the_host_has_it() {
+    let text = std::fs::read_to_string(fixtures().join("HV008.bad.xml")).unwrap();
+    let config = libvirt::parse("HV008.bad.xml", &text).unwrap();
+    let source = SourceText::new("HV008.bad.xml", text.as_str());
+    let found = |host: &HostFacts| {
+        let options = CheckOptions {
+            host: Some(host),
+            windows: None,
+            workload: Some(Workload::Gaming),
+            select: kvmtune::analysis::rule::select_vm_rules(&["HV008", "HV011"]).unwrap(),
+            housekeeping: None,
+        };
+        check(&config, &source, &options).diagnostics
+    };
+    let mut host = fixture_host(RuleFixtureHost::named("amd").unwrap());
+    host.kvm.device = Fact::Unknown("a snapshot".into());
+    host.kernel.release = Fact::Known("5.10.0-28-amd64".into());
+    let old = found(&host);
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert_eq!((old[0].rule, old[0].severity), ("HV008", kvmtune::analysis::Severity::Info));
+    assert!(old[0].message.contains("needs Linux 5.15"), "{}", old[0].message);
+    assert!(old[0].fix.is_none(), "{:?}", old[0].fix);
+
+    // The same kernel, but its KVM asked and listing hv-avic (a backport): KVM's answer wins.
+    let asked = fixture_host(RuleFixtureHost::named("amd").unwrap());
+    let mut backported = asked.clone();
+    backported.kernel.release = Fact::Known("5.10.0-28-amd64".into());
+    let new = found(&backported);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!((new[0].rule, new[0].severity), ("HV008", kvmtune::analysis::Severity::Warning));
+    assert!(new[0].fix.is_some());
+}

@@ -673,9 +673,12 @@ fn svm_and_x2apic_follow_the_kernels_avic_inhibitions() {
         (facts, dir)
     };
     // (release, svm inhibits AVIC, x2apic inhibits AVIC): 5.6..5.19 and 5.7..6.0.
-    for (release, inhibits, x2apic_inhibits) in
-        [("5.15.0-91-generic", true, true), ("5.19.17-1-pve", false, true), ("6.1.0-13-amd64", false, false)]
-    {
+    for (release, inhibits, x2apic_inhibits) in [
+        ("5.4.0-150-generic", false, false),
+        ("5.15.0-91-generic", true, true),
+        ("5.19.17-1-pve", false, true),
+        ("6.1.0-13-amd64", false, false),
+    ] {
         let (facts, _dir) = amd(release);
         for nested in [false, true] {
             let mut request = request(WindowsVersion::Win11, Workload::Gaming, Some(4));

@@ -327,7 +327,7 @@ pub const AVAILABILITY: &[Availability] = &[
         (5, 15),
         (6, 2),
         Some((8, 10, 0)),
-        "DEPRECATING_AEOI with APICv kept on under SynIC, Linux 5.15 (unverified)",
+        "commit 0f250a646382 (APICv inhibited only while AutoEOI is in use), Linux 5.15; in Debian's 5.10 sources kvm_hv_activate_synic inhibits APICv for any SynIC and kvm_get_hv_cpuid lists no DEPRECATING_AEOI, in its 6.1 sources both changed",
     ),
     since(
         Hv::EmsrBitmap,

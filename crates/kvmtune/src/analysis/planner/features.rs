@@ -278,8 +278,8 @@ pub fn enlightenments(
             decisions.push(Decision::new(
                 "enlightenments",
                 "SynIC kept without hv-avic",
-                "while Windows uses SynIC's AutoEOI, KVM keeps APICv/AVIC off; the synthetic timers still save more than that costs on most loads, but on IPI-heavy ones compare with `kvmtune exits`",
-                "QEMU docs/system/i386/hyperv.rst hv-avic; Linux arch/x86/kvm/hyperv.c (APICV_INHIBIT_REASON_HYPERV while SynIC AutoEOI is in use)",
+                "KVM keeps APICv/AVIC off for the VM while SynIC is in use (before Linux 5.15 for any SynIC, later while Windows uses AutoEOI, which hv-avic would stop); the synthetic timers still save more than that costs on most loads, but on IPI-heavy ones compare with `kvmtune exits` (`kvmtune check` reports it as information: HV008)",
+                "QEMU docs/system/i386/hyperv.rst hv-avic; Linux arch/x86/kvm/hyperv.c (APICV_INHIBIT_REASON_HYPERV); Linux commit 0f250a646382 (5.15: only while AutoEOI is in use)",
             ));
         }
     }

@@ -294,11 +294,11 @@ pub(super) const HV008: VmRule = VmRule {
         category: Category::Hyperv,
         severity: Severity::Warning,
         title: "SynIC without hv-avic turns APICv/AVIC off",
-        explanation: "With SynIC, Windows uses AutoEOI for its synthetic interrupts, which APIC virtualization cannot emulate, so KVM inhibits APICv/AVIC for the whole VM (APICV_INHIBIT_REASON_HYPERV). Every interrupt and EOI then exits. On IPI-heavy workloads this can make 'all enlightenments on' slower than none. hv-avic (DEPRECATING_AEOI) tells Windows not to use AutoEOI and keeps APICv/AVIC on. The rule runs only where the host's APICv/AVIC state is known to be on: hv-avic hurts without it (HV009), so with the state unknown kvmtune does not guess; `kvmtune probe` on the host settles it.",
+        explanation: "With SynIC, Windows uses AutoEOI for its synthetic interrupts, which APIC virtualization cannot emulate, so KVM inhibits APICv/AVIC for the whole VM (APICV_INHIBIT_REASON_HYPERV). Every interrupt and EOI then exits. On IPI-heavy workloads this can make 'all enlightenments on' slower than none. hv-avic (DEPRECATING_AEOI) tells Windows not to use AutoEOI and keeps APICv/AVIC on. The rule runs only where the host's APICv/AVIC state is known to be on: hv-avic hurts without it (HV009), so with the state unknown kvmtune does not guess; `kvmtune probe` on the host settles it. Where the host cannot offer hv-avic (its KVM does not list it, or its kernel, QEMU or libvirt predates it; kernels before 5.15 switch APICv/AVIC off as soon as a vCPU activates SynIC, AutoEOI or not), SynIC's synthetic timers against APIC virtualization is a trade-off with no fix here, and the rule says so as information only: hv-avic would be refused there (HV011).",
         example: "<synic state='on'/> without <avic state='on'/> on a host with APICv on",
         fix: "enable hv-avic",
         fix_safety: Applicability::Safe,
-        source: "QEMU docs/system/i386/hyperv.rst hv-avic; Linux arch/x86/kvm/hyperv.c (APICV_INHIBIT_REASON_HYPERV while SynIC AutoEOI is in use); LKML 2021 (Kechen Lu)",
+        source: "QEMU docs/system/i386/hyperv.rst hv-avic; Linux arch/x86/kvm/hyperv.c (APICV_INHIBIT_REASON_HYPERV while SynIC AutoEOI is in use); Linux commit 0f250a646382 'KVM: x86: hyper-v: Deactivate APICv only when AutoEOI feature is in use' (5.15; before it kvm_hv_activate_synic inhibited APICv for every SynIC); LKML 2021 (Kechen Lu)",
     },
 };
 
@@ -309,6 +309,19 @@ fn synic_inhibits_apicv(ctx: &RuleContext) -> Vec<Finding> {
     let Some(synic) = ctx.config.hyperv.get(Hv::Synic).filter(|f| f.on) else { return Vec::new() };
     let kind =
         ctx.host.and_then(|h| h.kvm.apic_virtualization.known()).map_or("APICv/AVIC", |a| a.kind.as_str());
+    // A host that cannot offer hv-avic leaves a trade-off, not a fault: the fix would be refused
+    // (HV011), and the plan keeps SynIC there for its timers.
+    if let Some(Offer::Lacking { why, .. }) = ctx.host.map(|host| offer(host, Hv::Avic)) {
+        return vec![
+            Finding::new(
+                Some(synic.span),
+                format!(
+                    "hv-synic: KVM switches {kind} off for the whole VM while SynIC is in use, and this host cannot keep it on with hv-avic ({why}); SynIC's timers against {kind} is a trade-off, worth measuring on IPI-heavy loads"
+                ),
+            )
+            .with_severity(Severity::Info),
+        ];
+    }
     let mut finding = Finding::new(
         Some(synic.span),
         format!(
