@@ -1,6 +1,7 @@
 //! What makes KVM switch AVIC off for a whole VM on a given host, where the VM's config can
 //! avoid it: `check` objects by these answers (CPU007, CPU008, TIME007) and `tune` plans by
-//! them, so the two agree. SynIC's AutoEOI, the other such cause, is HV008's and the planner's hv-avic.
+//! them, so the two agree. SynIC's AutoEOI, the other such cause, is HV008's and the planner's
+//! hv-avic.
 
 use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
@@ -18,8 +19,8 @@ pub const SVM_INHIBITS_AVIC: (Version, Version) = (Version::new(5, 6, 0), Versio
 /// hid x2APIC from every guest while AVIC was on) to the x2AVIC series' "KVM: SVM: Introduce
 /// hybrid-AVIC mode" (Linux 6.0), after which AVIC keeps delivering interrupts to a vCPU in
 /// x2APIC mode while KVM emulates its x2APIC registers. Read in Debian's 5.10 sources
-/// (svm_vcpu_after_set_cpuid sets APICV_INHIBIT_REASON_X2APIC) and 6.1 sources (no such
-/// inhibition).
+/// (svm_vcpu_after_set_cpuid sets APICV_INHIBIT_REASON_X2APIC; avic_init_vcpu refuses vCPU IDs
+/// from 255, so no such VM needs x2APIC) and 6.1 sources (no such inhibition).
 pub const X2APIC_INHIBITS_AVIC: (Version, Version) = (Version::new(5, 7, 0), Version::new(6, 0, 0));
 
 /// The kernel that made AVIC work with KVM's in-kernel irqchip, and with it inhibit AVIC while
