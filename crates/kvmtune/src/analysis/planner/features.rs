@@ -419,6 +419,12 @@ pub fn clock(
     let on = |hv: Hv| enlightenments.iter().any(|e| e.name == hv);
     let stimer = on(Hv::Stimer);
     let pit_tickpolicy = crate::analysis::avic_inhibitions::pit_tickpolicy(Some(host), Some(request.windows));
+    // TIME007 is what the PIT policy avoids only where it was chosen for AVIC's sake.
+    let avoids: &[&str] = if pit_tickpolicy == recommended::PIT_TICKPOLICY_WITH_AVIC {
+        &["TIME004", "TIME002", "TIME003", "TIME007"]
+    } else {
+        &["TIME004", "TIME002", "TIME003"]
+    };
     decisions.push(Decision::checked_by(
         "timers",
         format!(
@@ -426,7 +432,7 @@ pub fn clock(
             recommended::CLOCK_OFFSET,
             recommended::RTC_TICKPOLICY
         ),
-        &["TIME004", "TIME002", "TIME003", "TIME007"],
+        avoids,
     ));
     if stimer {
         decisions.push(Decision::checked_by("timers", "HPET off", &["TIME006"]));
