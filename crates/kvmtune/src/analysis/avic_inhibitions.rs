@@ -26,7 +26,8 @@ pub const X2APIC_INHIBITS_AVIC: (Version, Version) = (Version::new(5, 7, 0), Ver
 /// The kernel that made AVIC work with KVM's in-kernel irqchip, and with it inhibit AVIC while
 /// the in-kernel PIT reinjects missed ticks (the series with "kvm: i8254: Deactivate APICv when
 /// using in-kernel PIT re-injection mode", Linux 5.6). Before it AVIC needed a split irqchip,
-/// which has no in-kernel PIT.
+/// which has no in-kernel PIT. No kernel has ended it: Debian's 7.2.11 sources still inhibit
+/// AVIC in kvm_pit_set_reinject, so the rule has no upper bound.
 pub const PIT_REINJECTION_INHIBITS_AVIC_SINCE: Version = Version::new(5, 6, 0);
 
 /// A host whose kernel switches AVIC off for any VM whose guest CPU has a given feature.

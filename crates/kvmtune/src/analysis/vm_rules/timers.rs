@@ -274,7 +274,7 @@ pub(super) const TIME007: VmRule = VmRule {
         example: "<timer name='pit' tickpolicy='delay'/> on an AMD host with kvm_amd avic=1",
         fix: "<timer name='pit' tickpolicy='discard'/>",
         fix_safety: Applicability::Safe,
-        source: "Linux arch/x86/kvm/i8254.c kvm_pit_set_reinject (APICV_INHIBIT_REASON_PIT_REINJ, since 'kvm: i8254: Deactivate APICv when using in-kernel PIT re-injection mode', Linux 5.6) and svm/svm.h AVIC_REQUIRED_APICV_INHIBITS; QEMU hw/i386/kvm/i8254.c (lost_tick_policy delay keeps KVM's reinjection, discard turns it off with KVM_REINJECT_CONTROL); github.com/libkrun/libkrun/issues/498 (AVIC inhibited by a PIT in reinject mode)",
+        source: "Linux arch/x86/kvm/i8254.c kvm_pit_set_reinject (APICV_INHIBIT_REASON_PIT_REINJ, since 'kvm: i8254: Deactivate APICv when using in-kernel PIT re-injection mode', Linux 5.6, and unchanged in Linux 7.2) and svm/svm.h AVIC_REQUIRED_APICV_INHIBITS; QEMU hw/i386/kvm/i8254.c (lost_tick_policy delay keeps KVM's reinjection, discard turns it off with KVM_REINJECT_CONTROL); github.com/libkrun/libkrun/issues/498 (AVIC inhibited by a PIT in reinject mode)",
     },
 };
 
