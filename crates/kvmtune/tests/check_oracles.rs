@@ -77,20 +77,7 @@ fn libvirt_does_what_the_cpu_rules_say() {
 fn qemu_drops_the_other_vendors_feature() {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
     let feature = if cpuinfo.contains("GenuineIntel") { "svm" } else { "vmx" };
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-machine", "pc", "-nodefaults", "-display", "none", "-S", "-qmp", "stdio"])
-        .args(["-cpu", &format!("host,+{feature}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qemu-system-x86_64 runs");
-    qemu.stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n")
-        .unwrap();
-    let output = qemu.wait_with_output().unwrap();
+    let output = qemu_kvm_qmp(Some(&format!("host,+{feature}")), &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("host doesn't support requested feature"), "{stderr}");
     assert!(stderr.contains(feature), "{stderr}");
@@ -116,38 +103,18 @@ fn x2apic_is_in_every_guest_cpu_until_cpu008s_fix() {
     let (bad, fixed) = (cpu(0), cpu(1));
     assert!(fixed.contains("x2apic=off"), "{fixed}");
     let guest_x2apic = |cpu: Option<&str>| -> String {
-        let mut qemu = Command::new("qemu-system-x86_64");
-        qemu.args([
-            "-accel",
-            "kvm",
-            "-machine",
-            "pc",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-S",
-            "-qmp",
-            "stdio",
-        ]);
-        if let Some(cpu) = cpu {
-            let runnable: Vec<&str> =
+        // Without the enlightenments, and with arch-capabilities off, for this machine's KVM.
+        let runnable = cpu.map(|cpu| {
+            let parts: Vec<&str> =
                 cpu.split(',').filter(|p| !p.starts_with("hv-") && !p.starts_with("hv_")).collect();
-            qemu.args(["-cpu", &format!("{},arch-capabilities=off", runnable.join(","))]);
-        }
-        let mut qemu = qemu
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("QEMU runs");
-        qemu.stdin
-            .take()
-            .unwrap()
-            .write_all(
-                b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"qom-get\",\"arguments\":{\"path\":\"/machine/unattached/device[0]\",\"property\":\"x2apic\"}}\n{\"execute\":\"quit\"}\n",
-            )
-            .unwrap();
-        let output = qemu.wait_with_output().unwrap();
+            format!("{},arch-capabilities=off", parts.join(","))
+        });
+        let output = qemu_kvm_qmp(
+            runnable.as_deref(),
+            &[
+                r#"{"execute":"qom-get","arguments":{"path":"/machine/unattached/device[0]","property":"x2apic"}}"#,
+            ],
+        );
         let stdout = String::from_utf8_lossy(&output.stdout);
         // The answers in order: QMP's greeting, qmp_capabilities' {}, then qom-get's.
         let answer = stdout.lines().filter(|l| l.starts_with("{\"return\"")).nth(1);
@@ -160,6 +127,26 @@ fn x2apic_is_in_every_guest_cpu_until_cpu008s_fix() {
     assert_eq!(guest_x2apic(Some(&bad)), r#"{"return": true}"#, "-cpu {bad}");
     assert_eq!(guest_x2apic(None), r#"{"return": true}"#, "QEMU's default CPU model");
     assert_eq!(guest_x2apic(Some(&fixed)), r#"{"return": false}"#, "-cpu {fixed}");
+}
+
+/// QEMU under KVM with a stopped machine (`-S`) and QMP on stdio, with this `-cpu` (QEMU's
+/// default model without one): `qmp_capabilities`, these commands, then `quit`.
+fn qemu_kvm_qmp(cpu: Option<&str>, commands: &[&str]) -> std::process::Output {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "kvm", "-machine", "pc", "-nodefaults", "-display", "none", "-S", "-qmp", "stdio"]);
+    if let Some(cpu) = cpu {
+        qemu.args(["-cpu", cpu]);
+    }
+    let mut child =
+        qemu.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("QEMU runs");
+    let mut input = String::from("{\"execute\":\"qmp_capabilities\"}\n");
+    for command in commands {
+        input.push_str(command);
+        input.push('\n');
+    }
+    input.push_str("{\"execute\":\"quit\"}\n");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// QEMU's stderr for these arguments after a machine that never starts (at most 5 s: an

@@ -132,6 +132,13 @@ impl CpuConfig {
     pub fn host_cpu_mode(&self) -> Option<&Located<String>> {
         self.mode.as_ref().filter(|m| matches!(m.value.as_str(), "host-passthrough" | "maximum"))
     }
+
+    /// What names the guest CPU: a mode other than `custom` (host-passthrough, host-model,
+    /// maximum), else the `<model>`. libvirt takes `<feature>` elements only beside one of them
+    /// ("Non-empty feature list specified without CPU model", CPU002).
+    pub fn named_cpu(&self) -> Option<&Located<String>> {
+        self.mode.as_ref().filter(|m| m.value != "custom").or(self.model.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

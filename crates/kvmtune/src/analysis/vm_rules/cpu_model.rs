@@ -122,8 +122,7 @@ pub(super) const CPU002: VmRule = VmRule {
 fn features_without_model(ctx: &RuleContext) -> Vec<Finding> {
     let cpu = &ctx.config.cpu;
     let Some(first) = cpu.features.first() else { return Vec::new() };
-    let custom = cpu.mode.as_ref().is_none_or(|m| m.value == "custom");
-    if !custom || cpu.model.is_some() {
+    if cpu.named_cpu().is_some() {
         return Vec::new();
     }
     vec![
@@ -386,13 +385,9 @@ fn x2apic_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
         inhibition.release, inhibition.evidence
     );
     // The CPU that carries x2apic: a feature that asks for it, else the mode or model under
-    // which QEMU adds it. libvirt takes a <feature> only beside a mode that names the CPU
-    // (host-passthrough, host-model, maximum) or a model (CPU002), so only there is the fix.
-    let named = cpu
-        .mode
-        .as_ref()
-        .filter(|m| matches!(m.value.as_str(), "host-passthrough" | "host-model" | "maximum"))
-        .or(cpu.model.as_ref());
+    // which QEMU adds it. libvirt takes a <feature> only beside a mode or model that names the
+    // CPU (CPU002), so only there is the fix.
+    let named = cpu.named_cpu();
     let (span, who) = match (cpu.features.iter().find(|f| f.name == "x2apic"), named) {
         (Some(required), _) => (Some(required.span), "the guest CPU requires x2apic".to_string()),
         (None, Some(named)) => (Some(named.span), format!("{} has x2apic under KVM", named.value)),
