@@ -391,9 +391,10 @@ fn x2apic_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
     let (span, who) = match (cpu.features.iter().find(|f| f.name == "x2apic"), named) {
         (Some(required), _) => (Some(required.span), "the guest CPU requires x2apic".to_string()),
         (None, Some(named)) => (Some(named.span), format!("{} has x2apic under KVM", named.value)),
-        (None, None) => {
-            (None, "the guest CPU has x2apic (QEMU adds it to every CPU model under KVM)".to_string())
-        }
+        (None, None) => (
+            ctx.config.anchors.cpu,
+            "the guest CPU has x2apic (QEMU adds it to every CPU model under KVM)".to_string(),
+        ),
     };
     let finding = Finding::new(span, format!("{who}, and {inhibited}"));
     if named.is_none() {
