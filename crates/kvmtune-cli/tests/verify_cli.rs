@@ -221,11 +221,16 @@ impl RunningAgent {
             .stderr(Stdio::null())
             .spawn()
             .expect("qemu-ga starts");
+        // The socket file appears at bind(), before qemu-ga listens on it: a connection made in
+        // between is refused. Ready is when one is accepted (qemu-ga takes the next after it).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() && Instant::now() < deadline {
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(socket.exists(), "qemu-ga made no socket");
+        assert!(
+            std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+            "qemu-ga does not listen on its socket"
+        );
         RunningAgent { child, socket }
     }
 }
@@ -328,8 +333,9 @@ fn an_agent_channel_nobody_answers_times_out_with_its_reason() {
         .stderr(Stdio::null())
         .spawn()
         .expect("qemu-system-x86_64");
+    // Listening, not only bound (see RunningAgent::start); QEMU takes the next client after it.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !socket.exists() && Instant::now() < deadline {
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let started = Instant::now();
