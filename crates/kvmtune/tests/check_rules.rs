@@ -606,6 +606,13 @@ fn cpu008_fires_on_any_guest_cpu_and_fixes_where_libvirt_takes_a_feature() {
         assert!(found[0].message.starts_with(says), "{case}: {}", found[0].message);
         assert!(found[0].message.contains("kvm_amd/avic="), "{case}: {}", found[0].message);
         assert_eq!(found[0].fix.is_some(), fixed, "{case}: {:?}", found[0].fix);
+        // Where nothing names the CPU, the finding points at <cpu> if there is one.
+        let line = with_cpu(cpu)[..start].lines().count() as u32 + 1;
+        match case {
+            "topology only" => assert_eq!(found[0].line, Some(line), "{case}"),
+            "no cpu" => assert_eq!(found[0].line, None, "{case}"),
+            _ => {}
+        }
     }
 }
 
