@@ -337,3 +337,59 @@ fn the_guests_pairs_and_l3_group_are_held_against_the_hosts() {
             .all(|f| !["VER009", "VER010", "VER011"].contains(&f.rule))
     );
 }
+
+/// VER012 on the real KVM guest of the kvm list (an Intel host), whose recommendations
+/// (0x4e2c) have UseApicMsrs set, against hosts with APIC virtualization on and off; the Azure
+/// guest's (0x360e24) have it clear.
+#[test]
+fn apic_msrs_recommended_where_the_host_virtualizes_the_apic() {
+    let host = |intel: bool, apicv: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        kvmtune_testkit::synthetic::RuleFixtureHost { intel, apicv, hugepages: true, one_l3: false }
+            .write(dir.path());
+        kvmtune::host::probe(&kvmtune::host::Host::snapshot(dir.path()).unwrap())
+    };
+    let ver012 = |config: &kvmtune::config::model::VmConfig, guest: &GuestReport, host| {
+        kvmtune::analysis::verify_rules::verify(config, guest, Some(host))
+            .into_iter()
+            .filter(|f| f.rule == "VER012")
+            .collect::<Vec<_>>()
+    };
+    let (avic_on, avic_off) = (host(true, true), host(true, false));
+    let guest = kvm_guest_of_the_kvm_list();
+    let vapic = config("<vapic state='on'/>");
+
+    let found = ver012(&vapic, &guest, &avic_on);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].configured, "hv-vapic on, hv-avic off; apicv on in this host's KVM");
+    assert!(found[0].seen.contains("0x40000004 EAX[3] UseApicMsrs set"), "{}", found[0].seen);
+    assert!(found[0].why.contains("unless hv-avic is on"), "{}", found[0].why);
+    assert!(ver012(&vapic, &guest, &avic_off).is_empty());
+    // AVIC without x2AVIC, and a guest that may use x2APIC: KVM emulates its APIC either way.
+    let avic_without_x2avic = host(false, true);
+    assert!(ver012(&vapic, &guest, &avic_without_x2avic).is_empty());
+
+    // A config with hv-avic that the guest contradicts: the VM runs on something else.
+    let with_avic = config("<vapic state='on'/><avic state='on'/>");
+    let found = ver012(&with_avic, &guest, &avic_on);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].why.contains("started from another definition"), "{}", found[0].why);
+
+    // The Azure TDX guest: Microsoft's hypervisor does not recommend the MSRs there.
+    let fixture: Value = serde_json::from_str(include_str!("fixtures/guest-cpuid-dumps.json")).unwrap();
+    let azure = fixture["dumps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["source"].as_str().unwrap().contains("Florian Weimer"))
+        .unwrap();
+    let azure = report_with(
+        azure["leaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| json!({"leaf": hex(&l["leaf"]), "eax": hex(&l["eax"]), "ebx": hex(&l["ebx"]), "ecx": hex(&l["ecx"]), "edx": hex(&l["edx"])}))
+            .collect(),
+    );
+    assert!(ver012(&vapic, &azure, &avic_on).is_empty());
+}

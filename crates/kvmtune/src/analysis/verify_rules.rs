@@ -78,7 +78,7 @@ pub fn verify(config: &VmConfig, guest: &GuestReport, host: Option<&HostFacts>) 
 }
 
 pub static VERIFY_RULES: &[VerifyRule] =
-    &[VER001, VER002, VER003, VER004, VER005, VER006, VER007, VER008, VER009, VER010, VER011];
+    &[VER001, VER002, VER003, VER004, VER005, VER006, VER007, VER008, VER009, VER010, VER011, VER012];
 
 /// Why an enlightenment the config asks for may be missing, from what else the guest sees.
 fn why_no_hyperv(ctx: &VerifyContext) -> String {
@@ -649,5 +649,62 @@ fn host_l3_split_in_guest(ctx: &VerifyContext) -> Vec<VerifyFinding> {
         "vCPUs of several guest L3 groups pinned into one host L3 group".into(),
         format!("one L3 on the host: {}", splits.join("; ")),
         "the guest sees separate caches where the host has one".into(),
+    )]
+}
+
+pub(crate) const VER012: VerifyRule = VerifyRule {
+    check: apic_msrs_recommended,
+    meta: RuleMeta {
+        id: "VER012",
+        name: "apic-msrs-recommended",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "the guest is told to reach its APIC through the Hyper-V MSRs on a host with APICv/AVIC on",
+        explanation: "CPUID 0x40000004 EAX bit 3 (UseApicMsrs) recommends the synthetic MSRs 0x40000070-0x40000072 for EOI, ICR and TPR. A guest that follows it (Windows, Linux under Hyper-V) ends every interrupt with a write to 0x40000070, which always exits: KVM emulates the MSR, and hardware APIC virtualization never sees it. QEMU sets the bit for hv-vapic unless hv-avic is on; `kvmtune check` names the configuration that does it (HV013). Seen from inside the guest, the bit is the proof that it took effect. On AMD hosts without x2AVIC (before Zen 4) the rule speaks only for a guest that does not see x2APIC, since KVM emulates an x2APIC guest's registers there anyway.",
+        example: "CPUID 0x40000004 EAX 0x00004e2c (bit 3 set) in a guest on a host with kvm_intel enable_apicv=Y",
+        fix: "enable hv-avic (libvirt 8.10+: <avic state='on'/>; QEMU 6.2+: hv-avic=on) and restart the VM",
+        fix_safety: Applicability::Manual,
+        source: "QEMU commit e1f9a8e8c90a (target/i386/kvm/kvm.c hyperv_fill_cpuids: HV_APIC_ACCESS_RECOMMENDED only for hv-vapic without hv-avic); Linux arch/x86/kvm/hyperv.c (HV_X64_MSR_EOI emulated by kvm_hv_vapic_msr_write); Linux arch/x86/hyperv/hv_apic.c (hv_apic_init); Microsoft Hyper-V TLFS, Feature and interface discovery",
+    },
+};
+
+fn apic_msrs_recommended(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    use crate::knowledge::hyperv_cpuid::{LEAF_RECOMMENDATIONS, Register};
+    let Some(apic) = ctx.host.and_then(|host| host.kvm.apic_virtualization.known()).filter(|a| a.enabled)
+    else {
+        return Vec::new();
+    };
+    if ctx.guest.hyperv_bit(LEAF_RECOMMENDATIONS, Register::Eax, 3) != Some(true) {
+        return Vec::new();
+    }
+    // AVIC before x2AVIC leaves an x2APIC guest's registers to KVM: its EOIs exit either way
+    // (HV013 has the same exception).
+    let host_amd_without_x2avic = ctx.host.is_some_and(|host| {
+        host.cpu.vendor.known() == Some(&crate::host::cpu::CpuVendor::Amd) && !host.cpu.has_flag("x2avic")
+    });
+    if host_amd_without_x2avic && ctx.guest.cpuid.x2apic != Some(false) {
+        return Vec::new();
+    }
+    let hyperv = &ctx.config.hyperv;
+    let (configured, why) = if hyperv.is_on(Hv::Avic) {
+        (
+            format!("hv-avic on; {} on in this host's KVM", apic.kind),
+            "with hv-avic QEMU does not recommend the MSRs: the running VM was started from another definition, or its QEMU predates hv-avic (6.2)".to_string(),
+        )
+    } else {
+        (
+            format!(
+                "{}hv-avic off; {} on in this host's KVM",
+                if hyperv.is_on(Hv::Vapic) { "hv-vapic on, " } else { "" },
+                apic.kind
+            ),
+            "QEMU recommends the Hyper-V APIC MSRs for hv-vapic unless hv-avic is on".to_string(),
+        )
+    };
+    vec![VerifyFinding::of(
+        &VER012.meta,
+        configured,
+        "CPUID 0x40000004 EAX[3] UseApicMsrs set: the guest ends each interrupt with a write to MSR 0x40000070, which exits".into(),
+        why,
     )]
 }
