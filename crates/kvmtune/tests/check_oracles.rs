@@ -235,3 +235,21 @@ fn libvirt_writes_the_pit_and_irqchip_time007_reads() {
     assert!(native(1).contains("kvm-pit.lost_tick_policy=discard"), "{}", native(1));
     assert!(native(2).contains("kernel_irqchip=split"), "{}", native(2));
 }
+
+/// HV013: libvirt gives QEMU hv-vapic without hv-avic for the bad fixture (the pair for which
+/// QEMU recommends the Hyper-V APIC MSRs), and its fix becomes hv-avic=on beside hv-vapic=on.
+#[test]
+#[cfg_attr(
+    not(all(feature = "libvirt", feature = "qemu")),
+    ignore = "needs libvirt and QEMU: cargo test --features libvirt,qemu"
+)]
+fn libvirt_turns_hv013s_fix_into_hv_avic() {
+    let inputs = [translatable("HV013.bad.xml"), translatable("HV013.bad.fixed.xml")];
+    let natives = kvmtune_testkit::libvirtd::domxml_to_native(&inputs);
+    let native =
+        |index: usize| natives[index].clone().unwrap_or_else(|e| panic!("input {index} refused: {e}"));
+    let bad = option_value(&native(0), "-cpu");
+    assert!(bad.contains("hv-vapic=on") && !bad.contains("hv-avic"), "{bad}");
+    let fixed = option_value(&native(1), "-cpu");
+    assert!(fixed.contains("hv-vapic=on") && fixed.contains("hv-avic=on"), "{fixed}");
+}

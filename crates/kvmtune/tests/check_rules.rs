@@ -652,3 +652,53 @@ fn hv008_offers_hv_avic_only_where_the_host_has_it() {
     assert_eq!((new[0].rule, new[0].severity), ("HV008", kvmtune::analysis::Severity::Warning));
     assert!(new[0].fix.is_some());
 }
+
+/// HV013 asks for hv-avic only where the host can give it, and HV008 names hv-vapic's MSRs
+/// where both apply, so one config gets one finding for one fix.
+#[test]
+fn hv013_offers_hv_avic_only_where_the_host_has_it_and_leaves_synic_to_hv008() {
+    let found = |file: &str, host: &HostFacts| {
+        let text = std::fs::read_to_string(fixtures().join(file)).unwrap();
+        let config = libvirt::parse(file, &text).unwrap();
+        let source = SourceText::new(file, text.as_str());
+        let options = CheckOptions {
+            host: Some(host),
+            windows: None,
+            workload: Some(Workload::Gaming),
+            select: kvmtune::analysis::rule::select_vm_rules(&["HV008", "HV011", "HV013"]).unwrap(),
+            housekeeping: None,
+        };
+        check(&config, &source, &options).diagnostics
+    };
+    let asked = fixture_host(RuleFixtureHost::named("amd").unwrap());
+    let bad = found("HV013.bad.xml", &asked);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!((bad[0].rule, bad[0].severity), ("HV013", kvmtune::analysis::Severity::Warning));
+    assert!(bad[0].fix.is_some());
+
+    // A 5.10 kernel whose KVM was not asked cannot offer hv-avic: information, no fix.
+    let mut old = asked.clone();
+    old.kvm.device = Fact::Unknown("a snapshot".into());
+    old.kernel.release = Fact::Known("5.10.0-28-amd64".into());
+    let lacking = found("HV013.bad.xml", &old);
+    assert_eq!(lacking.len(), 1, "{lacking:?}");
+    assert_eq!((lacking[0].rule, lacking[0].severity), ("HV013", kvmtune::analysis::Severity::Info));
+    assert!(lacking[0].message.contains("cannot offer hv-avic"), "{}", lacking[0].message);
+    assert!(lacking[0].fix.is_none(), "{:?}", lacking[0].fix);
+
+    // x2apic left in the guest CPU: quiet on AVIC without x2AVIC (KVM emulates the x2APIC
+    // there anyway), a warning where the CPU has x2AVIC.
+    let x2apic = "../precision/HV013-x2apic-without-x2avic.xml";
+    assert!(found(x2apic, &asked).is_empty());
+    let mut zen4 = asked.clone();
+    if let Fact::Known(flags) = &mut zen4.cpu.flags {
+        flags.insert("x2avic".into(), true);
+    }
+    let on_zen4 = found(x2apic, &zen4);
+    assert_eq!(on_zen4.iter().map(|d| d.rule).collect::<Vec<_>>(), vec!["HV013"], "{on_zen4:?}");
+
+    // SynIC and hv-vapic both on: HV008 alone, naming both reasons.
+    let both = found("HV008.bad.xml", &asked);
+    assert_eq!(both.iter().map(|d| d.rule).collect::<Vec<_>>(), vec!["HV008"], "{both:?}");
+    assert!(both[0].message.contains("Hyper-V APIC MSRs"), "{}", both[0].message);
+}

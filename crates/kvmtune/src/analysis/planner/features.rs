@@ -188,8 +188,8 @@ pub fn enlightenments(
             decisions.push(Decision::new(
                 "enlightenments",
                 "hv-avic",
-                format!("SynIC makes Windows use AutoEOI, which turns {kind} off; hv-avic tells Windows not to, so {kind} stays on (IPI-heavy loads lose most without it)"),
-                "QEMU docs/system/i386/hyperv.rst hv-avic",
+                format!("SynIC makes Windows use AutoEOI, which turns {kind} off, and hv-vapic makes QEMU recommend the Hyper-V APIC MSRs, whose every write exits; hv-avic tells Windows to do neither, so its interrupts go through {kind} (IPI-heavy loads lose most without it)"),
+                "QEMU docs/system/i386/hyperv.rst hv-avic; QEMU commit e1f9a8e8c90a (hv-avic withdraws HV_APIC_ACCESS_RECOMMENDED)",
             ));
         }
         Some((kind, false)) => decisions.push(Decision::new(

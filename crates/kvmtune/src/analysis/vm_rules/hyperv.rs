@@ -294,7 +294,7 @@ pub(super) const HV008: VmRule = VmRule {
         category: Category::Hyperv,
         severity: Severity::Warning,
         title: "SynIC without hv-avic turns APICv/AVIC off",
-        explanation: "With SynIC, Windows uses AutoEOI for its synthetic interrupts, which APIC virtualization cannot emulate, so KVM inhibits APICv/AVIC for the whole VM (APICV_INHIBIT_REASON_HYPERV). Every interrupt and EOI then exits. On IPI-heavy workloads this can make 'all enlightenments on' slower than none. hv-avic (DEPRECATING_AEOI) tells Windows not to use AutoEOI and keeps APICv/AVIC on. The rule runs only where the host's APICv/AVIC state is known to be on: hv-avic hurts without it (HV009), so with the state unknown kvmtune does not guess; `kvmtune probe` on the host settles it. Where the host cannot offer hv-avic (its KVM does not list it, or its kernel, QEMU or libvirt predates it; kernels before 5.15 switch APICv/AVIC off as soon as a vCPU activates SynIC, AutoEOI or not), SynIC's synthetic timers against APIC virtualization is a trade-off with no fix here, and the rule says so as information only: hv-avic would be refused there (HV011).",
+        explanation: "With SynIC, Windows uses AutoEOI for its synthetic interrupts, which APIC virtualization cannot emulate, so KVM inhibits APICv/AVIC for the whole VM (APICV_INHIBIT_REASON_HYPERV). Every interrupt and EOI then exits. On IPI-heavy workloads this can make 'all enlightenments on' slower than none. hv-avic (DEPRECATING_AEOI) tells Windows not to use AutoEOI and keeps APICv/AVIC on; with hv-vapic on as well, it also withdraws QEMU's recommendation to use the Hyper-V APIC MSRs, whose every access exits (HV013). The rule runs only where the host's APICv/AVIC state is known to be on: hv-avic hurts without it (HV009), so with the state unknown kvmtune does not guess; `kvmtune probe` on the host settles it. Where the host cannot offer hv-avic (its KVM does not list it, or its kernel, QEMU or libvirt predates it; kernels before 5.15 switch APICv/AVIC off as soon as a vCPU activates SynIC, AutoEOI or not), SynIC's synthetic timers against APIC virtualization is a trade-off with no fix here, and the rule says so as information only: hv-avic would be refused there (HV011).",
         example: "<synic state='on'/> without <avic state='on'/> on a host with APICv on",
         fix: "enable hv-avic",
         fix_safety: Applicability::Safe,
@@ -322,13 +322,14 @@ fn synic_inhibits_apicv(ctx: &RuleContext) -> Vec<Finding> {
             .with_severity(Severity::Info),
         ];
     }
-    let mut finding = Finding::new(
-        Some(synic.span),
-        format!(
-            "hv-synic without hv-avic: Windows uses AutoEOI, which makes KVM switch {kind} off on this host"
-        ),
-    )
-    .with_fix(enable(&[Hv::Avic], ctx.config));
+    let mut message = format!(
+        "hv-synic without hv-avic: Windows uses AutoEOI, which makes KVM switch {kind} off on this host"
+    );
+    if ctx.config.hyperv.is_on(Hv::Vapic) {
+        message
+            .push_str("; and with hv-vapic, QEMU recommends the Hyper-V APIC MSRs, whose every access exits");
+    }
+    let mut finding = Finding::new(Some(synic.span), message).with_fix(enable(&[Hv::Avic], ctx.config));
     if ctx.workload == Workload::IpiHeavy {
         finding = finding.with_severity(Severity::Error);
     }
@@ -345,11 +346,11 @@ pub(super) const HV009: VmRule = VmRule {
         category: Category::Hyperv,
         severity: Severity::Warning,
         title: "hv-avic on a host without APICv/AVIC",
-        explanation: "hv-avic only pays off when APIC virtualization is on. Without it, Windows gives up AutoEOI (one exit saved per interrupt) for nothing; QEMU documents it as harmful there (\"should not be enabled if the hardware does not support APIC virtualization\"). With SynIC on an APICv/AVIC host, its absence is HV008.",
+        explanation: "hv-avic only pays off when APIC virtualization is on. Without it, Windows gives up AutoEOI (one exit saved per interrupt) for nothing, and with hv-vapic QEMU stops recommending the Hyper-V APIC MSRs, the path of the paravirtual EOI that spares EOI exits where APIC virtualization is off (Linux under Hyper-V takes that path only on the recommendation); QEMU documents it as harmful there (\"should not be enabled if the hardware does not support APIC virtualization\"). With SynIC on an APICv/AVIC host, its absence is HV008.",
         example: "<avic state='on'/> on a host booted with kvm_intel.enable_apicv=N",
         fix: "turn hv-avic off, or turn APICv/AVIC on in the host's KVM module",
         fix_safety: Applicability::Safe,
-        source: "QEMU docs/system/i386/hyperv.rst hv-avic",
+        source: "QEMU docs/system/i386/hyperv.rst hv-avic; QEMU commit e1f9a8e8c90a (hv-avic withdraws HV_APIC_ACCESS_RECOMMENDED); Linux arch/x86/hyperv/hv_apic.c (the enlightened APIC and its assist-page EOI only with HV_X64_APIC_ACCESS_RECOMMENDED)",
     },
 };
 
@@ -515,4 +516,56 @@ fn nested_hyperv_without_direct_timers(ctx: &RuleContext) -> Vec<Finding> {
         )
         .with_fix(enable(&[Hv::StimerDirect], ctx.config)),
     ]
+}
+
+pub(super) const HV013: VmRule = VmRule {
+    check: vapic_bypasses_apicv,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "HV013",
+        name: "vapic-bypasses-apicv",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "hv-vapic without hv-avic sends the guest's EOIs past APICv/AVIC, one exit each",
+        explanation: "With hv-vapic and without hv-avic, QEMU sets the Hyper-V recommendation to reach the APIC through MSRs (CPUID 0x40000004 EAX bit 3, UseApicMsrs), and the guest follows it: it ends each interrupt by writing the synthetic EOI MSR 0x40000070, and in xAPIC mode sends IPIs and sets its task priority through 0x40000071-0x40000072 too (Linux under Hyper-V does exactly this; a KVM developer testing Windows found it 'won't use the real apic at all'). Those MSRs lie outside the ranges a VMX MSR bitmap or an SVM MSR permission map can pass through, so every access exits and KVM emulates it; the paravirtual EOI of the VP assist page, which could spare some of them, is never armed while APIC virtualization is active. On a host with APICv or AVIC on, the APIC the guest leaves alone would have taken most of those writes without an exit: EOIs and the task priority, and IPIs too with AVIC or Intel's IPI virtualization. With hv-avic on, QEMU stops recommending the MSRs (the VP assist page stays available), so the guest uses the virtualized APIC. AVIC before Zen 4's x2AVIC virtualizes only the xAPIC: there a guest whose CPU has x2apic exits on its EOIs either way, so on such AMD hosts the rule speaks only for a guest CPU with x2apic turned off (which CPU008 asks for on Linux 5.7 to 5.19). With SynIC on as well, HV008 asks for the same fix. Where the host cannot offer hv-avic, the rule says so as information only.",
+        example: "<vapic state='on'/> without <avic state='on'/> on a host with kvm_intel enable_apicv=Y",
+        fix: "enable hv-avic (libvirt 8.10+: <avic state='on'/>; QEMU 6.2+: hv-avic=on)",
+        fix_safety: Applicability::Safe,
+        source: "QEMU commit e1f9a8e8c90a 'i386: Implement pseudo 'hv-avic' ('hv-apicv') enlightenment' (target/i386/kvm/kvm.c hyperv_fill_cpuids: HV_APIC_ACCESS_RECOMMENDED only for hv-vapic without hv-avic) and its preparatory commit 050716292a63; Maxim Levitsky, kvm list, 2021-05 (lore.kernel.org/kvm/2409eb8593804eb879ae6fb961a709ca8c20f329.camel@redhat.com: hv_vapic's recommendation makes the guest use the Hyper-V APIC MSRs, which AVIC does not accelerate); Linux arch/x86/kvm/hyperv.c (HV_X64_MSR_EOI/ICR/TPR emulated by kvm_hv_vapic_msr_write); Linux arch/x86/hyperv/hv_apic.c (hv_apic_init: the Hyper-V APIC MSRs only with HV_X64_APIC_ACCESS_RECOMMENDED); Linux arch/x86/kvm/lapic.c (apic_sync_pv_eoi_to_guest arms no paravirtual EOI while irr_pending, which kvm_apic_update_apicv keeps set under APICv); Intel SDM vol. 3C, MSR-Bitmap Address, and AMD APM vol. 2, MSR Intercepts (MSRs outside the bitmap's ranges always exit); Linux commit 0e311d33bfbe 'KVM: SVM: Introduce hybrid-AVIC mode' (6.0: AVIC stays on for an x2APIC guest without x2AVIC, its x2APIC fully emulated by KVM); Microsoft Hyper-V TLFS, Feature and interface discovery (UseApicMsrs)",
+    },
+};
+
+fn vapic_bypasses_apicv(ctx: &RuleContext) -> Vec<Finding> {
+    if ctx.apic_virtualization() != Some(true) || !ctx.enlightenments_visible() || ctx.on(Hv::Avic) {
+        return Vec::new();
+    }
+    // With SynIC on, HV008 asks for hv-avic and names this reason too.
+    if ctx.config.hyperv.is_on(Hv::Synic) {
+        return Vec::new();
+    }
+    let Some(vapic) = ctx.config.hyperv.get(Hv::Vapic).filter(|f| f.on) else { return Vec::new() };
+    // AVIC before x2AVIC (Zen 4) takes no x2APIC register access: a guest with x2apic in its
+    // CPU would exit on its EOIs without hv-vapic too. Only the xAPIC guest gains there.
+    let amd_without_x2avic = ctx.host_vendor() == Some(crate::host::cpu::CpuVendor::Amd)
+        && ctx.host.is_some_and(|host| !host.cpu.has_flag("x2avic"));
+    let x2apic_off = ctx.config.cpu.features.iter().any(|f| f.name == "x2apic" && !f.enables());
+    if amd_without_x2avic && !x2apic_off {
+        return Vec::new();
+    }
+    let kind =
+        ctx.host.and_then(|h| h.kvm.apic_virtualization.known()).map_or("APICv/AVIC", |a| a.kind.as_str());
+    let bypass = format!(
+        "hv-vapic without hv-avic: QEMU recommends the Hyper-V APIC MSRs to the guest, so its EOIs (in xAPIC mode its IPIs and TPR writes too) exit instead of going to the {kind} this host has on"
+    );
+    if let Some(Offer::Lacking { why, .. }) = ctx.host.map(|host| offer(host, Hv::Avic)) {
+        return vec![
+            Finding::new(
+                Some(vapic.span),
+                format!("{bypass}; this host cannot offer hv-avic ({why}), which would withdraw the recommendation"),
+            )
+            .with_severity(Severity::Info),
+        ];
+    }
+    vec![Finding::new(Some(vapic.span), bypass).with_fix(enable(&[Hv::Avic], ctx.config))]
 }

@@ -157,6 +157,7 @@ pub const VM_RULES: &[VmRule] = &[
     hyperv::HV010,
     hyperv::HV011,
     hyperv::HV012,
+    hyperv::HV013,
     timers::TIME001,
     timers::TIME002,
     timers::TIME003,
