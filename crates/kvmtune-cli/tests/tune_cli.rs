@@ -344,7 +344,14 @@ fn kubevirt_manifests_follow_kubevirts_schema_and_say_what_they_cannot_express()
     )
     .unwrap();
     let validator = jsonschema::draft4::new(&schema).expect("KubeVirt's schema compiles");
-    for plan in emitted() {
+    // The synthetic hosts leave APICv/AVIC unread (no hv-avic in their plans); the rule fixture
+    // host has AVIC on, so its plan asks for hv-avic, which KubeVirt cannot carry.
+    let avic_host = tempfile::tempdir().unwrap();
+    kvmtune_testkit::synthetic::RuleFixtureHost::named("amd").unwrap().write(avic_host.path());
+    let mut plans = emitted();
+    plans.push(tune(avic_host.path(), "AVIC on", &[]));
+    assert!(plans.iter().any(|plan| plan.xml.contains("<avic state='on'/>")), "no plan asks for hv-avic");
+    for plan in plans {
         let entry = &plan.document["kubevirt"][0];
         let manifest = &entry["manifest"];
         let errors: Vec<String> =
@@ -362,6 +369,8 @@ fn kubevirt_manifests_follow_kubevirts_schema_and_say_what_they_cannot_express()
                 "{}: hv-avic must be reported, not dropped: {notes}",
                 plan.label
             );
+            // With what its absence costs: the manifest keeps SynIC and hv-vapic.
+            assert!(notes.contains("HV008") && notes.contains("HV013"), "{}: {notes}", plan.label);
             assert!(domain["features"]["hyperv"].get("avic").is_none());
         }
         assert!(notes.contains("exact host CPUs"));

@@ -73,6 +73,10 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> Manifest {
             (_, Some(key)) => {
                 hyperv.insert(key.into(), json!({}));
             }
+            (Hv::Avic, None) => not_expressible.push(format!(
+                "{}: KubeVirt's features.hyperv has no field for it; without it SynIC's AutoEOI switches APICv/AVIC off (HV008) and hv-vapic makes the guest end its interrupts through Hyper-V MSRs that exit (HV013)",
+                Hv::Avic
+            )),
             (name, None) => {
                 not_expressible.push(format!("{name}: KubeVirt's features.hyperv has no field for it"))
             }
