@@ -294,7 +294,7 @@ pub fn enlightenments(
     decisions.push(Decision::new(
         "enlightenments",
         chosen.iter().map(|hv| hv.qemu()).collect::<Vec<_>>().join(", "),
-        "paravirtual interfaces Windows uses instead of emulated hardware: relaxed watchdogs, exit-less EOI (vapic), a per-vCPU reference clock page (time), synthetic timers instead of HPET/RTC (synic, stimer), TLB flushes and IPIs by hypercall; closed under their dependencies",
+        "paravirtual interfaces Windows uses instead of emulated hardware: relaxed watchdogs, exit-less EOI where APIC virtualization is off (vapic), a per-vCPU reference clock page (time), synthetic timers instead of HPET/RTC (synic, stimer), TLB flushes and IPIs by hypercall; closed under their dependencies",
         "QEMU docs/system/i386/hyperv.rst; QEMU target/i386/kvm/kvm.c (hv_feature_check_deps)",
     ));
     hiding_note(host, request, decisions);
