@@ -85,10 +85,14 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
         .filter(|n| !NOVA_WINDOWS_ENLIGHTENMENTS.contains(n))
         .collect();
     if !missing.is_empty() {
-        not_expressible.push(format!(
+        let mut note = format!(
             "{}: Nova sets its own Hyper-V list for os_type=windows and has no property for these",
             missing.iter().map(|hv| hv.qemu()).collect::<Vec<_>>().join(", ")
-        ));
+        );
+        if missing.contains(&Hv::Avic) {
+            note.push_str("; without hv-avic, the SynIC and hv-vapic Nova sets cost the guest APICv/AVIC (HV008, HV013)");
+        }
+        not_expressible.push(note);
     }
     if vm.cpu.features.iter().any(|f| f.name == "invtsc") {
         not_expressible.push(
