@@ -1,7 +1,7 @@
 //! What makes KVM switch AVIC off for a whole VM on a given host, where the VM's config can
 //! avoid it: `check` objects by these answers (CPU007, CPU008, TIME007) and `tune` plans by
 //! them, so the two agree. SynIC's AutoEOI, the other such cause, is HV008's and the planner's
-//! hv-avic.
+//! hv-avic. Also here: which APIC registers AVIC virtualizes at all (HV013 and VER012 read it).
 
 use crate::config::model::WindowsVersion;
 use crate::host::HostFacts;
@@ -88,6 +88,15 @@ pub fn pit_reinjection_inhibits_avic(host: &HostFacts) -> Option<String> {
         return None;
     }
     Some(evidence.to_string())
+}
+
+/// Does this host's APIC virtualization take a guest's x2APIC register accesses? Intel's APICv
+/// does (its MSR bitmap passes the x2APIC registers through), and AMD's AVIC only with x2AVIC
+/// (Zen 4 and later): before it KVM emulates an x2APIC guest's registers, since Linux 6.0 while
+/// AVIC stays on for the rest ("KVM: SVM: Introduce hybrid-AVIC mode", 0e311d33bfbe). Where it
+/// does not, only a guest kept in xAPIC mode gains from AVIC at its EOIs (HV013, VER012).
+pub fn virtualizes_x2apic(host: &HostFacts) -> bool {
+    host.cpu.vendor.known() != Some(&CpuVendor::Amd) || host.cpu.has_flag("x2avic")
 }
 
 /// Windows XP and 2003 keep time by counting timer ticks, so a dropped tick slows their clock:

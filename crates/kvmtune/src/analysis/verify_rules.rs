@@ -677,12 +677,11 @@ fn apic_msrs_recommended(ctx: &VerifyContext) -> Vec<VerifyFinding> {
     if ctx.guest.hyperv_bit(LEAF_RECOMMENDATIONS, Register::Eax, 3) != Some(true) {
         return Vec::new();
     }
-    // AVIC before x2AVIC leaves an x2APIC guest's registers to KVM: its EOIs exit either way
-    // (HV013 has the same exception).
-    let host_amd_without_x2avic = ctx.host.is_some_and(|host| {
-        host.cpu.vendor.known() == Some(&crate::host::cpu::CpuVendor::Amd) && !host.cpu.has_flag("x2avic")
-    });
-    if host_amd_without_x2avic && ctx.guest.cpuid.x2apic != Some(false) {
+    // Where APIC virtualization leaves x2APIC registers to KVM (AVIC before x2AVIC), a guest
+    // that may use x2APIC exits on its EOIs either way (HV013 has the same exception).
+    let x2apic_left_to_kvm =
+        ctx.host.is_some_and(|host| !crate::analysis::avic_inhibitions::virtualizes_x2apic(host));
+    if x2apic_left_to_kvm && ctx.guest.cpuid.x2apic != Some(false) {
         return Vec::new();
     }
     let hyperv = &ctx.config.hyperv;

@@ -74,8 +74,9 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> Manifest {
                 hyperv.insert(key.into(), json!({}));
             }
             (Hv::Avic, None) => not_expressible.push(format!(
-                "{}: KubeVirt's features.hyperv has no field for it; without it SynIC's AutoEOI switches APICv/AVIC off (HV008) and hv-vapic makes the guest end its interrupts through Hyper-V MSRs that exit (HV013)",
-                Hv::Avic
+                "{}: KubeVirt's features.hyperv has no field for it; {}",
+                Hv::Avic,
+                super::WITHOUT_HV_AVIC
             )),
             (name, None) => {
                 not_expressible.push(format!("{name}: KubeVirt's features.hyperv has no field for it"))

@@ -21,3 +21,7 @@ pub mod qemu_args;
 pub mod qemu_command;
 pub mod top_text;
 pub mod verify;
+
+/// What a plan's hv-avic buys, for the outputs that cannot carry it (KubeVirt, Nova) but keep
+/// the SynIC and hv-vapic it goes with.
+pub(crate) const WITHOUT_HV_AVIC: &str = "without hv-avic, SynIC's AutoEOI switches APICv/AVIC off (HV008) and hv-vapic makes the guest end its interrupts through Hyper-V MSRs that exit (HV013)";

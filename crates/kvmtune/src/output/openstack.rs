@@ -90,7 +90,7 @@ pub fn render(vm: &VmPlan, windows: WindowsVersion) -> OpenStackOutput {
             missing.iter().map(|hv| hv.qemu()).collect::<Vec<_>>().join(", ")
         );
         if missing.contains(&Hv::Avic) {
-            note.push_str("; without hv-avic, the SynIC and hv-vapic Nova sets cost the guest APICv/AVIC (HV008, HV013)");
+            note.push_str(&format!("; {}", super::WITHOUT_HV_AVIC));
         }
         not_expressible.push(note);
     }

@@ -545,12 +545,12 @@ fn vapic_bypasses_apicv(ctx: &RuleContext) -> Vec<Finding> {
         return Vec::new();
     }
     let Some(vapic) = ctx.config.hyperv.get(Hv::Vapic).filter(|f| f.on) else { return Vec::new() };
-    // AVIC before x2AVIC (Zen 4) takes no x2APIC register access: a guest with x2apic in its
-    // CPU would exit on its EOIs without hv-vapic too. Only the xAPIC guest gains there.
-    let amd_without_x2avic = ctx.host_vendor() == Some(crate::host::cpu::CpuVendor::Amd)
-        && ctx.host.is_some_and(|host| !host.cpu.has_flag("x2avic"));
+    // Where APIC virtualization leaves x2APIC registers to KVM (AVIC before x2AVIC), a guest
+    // with x2apic in its CPU would exit on its EOIs without hv-vapic too.
     let x2apic_off = ctx.config.cpu.features.iter().any(|f| f.name == "x2apic" && !f.enables());
-    if amd_without_x2avic && !x2apic_off {
+    if ctx.host.is_some_and(|host| !crate::analysis::avic_inhibitions::virtualizes_x2apic(host))
+        && !x2apic_off
+    {
         return Vec::new();
     }
     let kind =
