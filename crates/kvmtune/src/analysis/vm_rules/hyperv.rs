@@ -307,8 +307,7 @@ fn synic_inhibits_apicv(ctx: &RuleContext) -> Vec<Finding> {
         return Vec::new();
     }
     let Some(synic) = ctx.config.hyperv.get(Hv::Synic).filter(|f| f.on) else { return Vec::new() };
-    let kind =
-        ctx.host.and_then(|h| h.kvm.apic_virtualization.known()).map_or("APICv/AVIC", |a| a.kind.as_str());
+    let kind = ctx.apic_virtualization_name();
     // A host that cannot offer hv-avic leaves a trade-off, not a fault: the fix would be refused
     // (HV011), and the plan keeps SynIC there for its timers.
     if let Some(Offer::Lacking { why, .. }) = ctx.host.map(|host| offer(host, Hv::Avic)) {
@@ -553,8 +552,7 @@ fn vapic_bypasses_apicv(ctx: &RuleContext) -> Vec<Finding> {
     {
         return Vec::new();
     }
-    let kind =
-        ctx.host.and_then(|h| h.kvm.apic_virtualization.known()).map_or("APICv/AVIC", |a| a.kind.as_str());
+    let kind = ctx.apic_virtualization_name();
     let bypass = format!(
         "hv-vapic without hv-avic: QEMU recommends the Hyper-V APIC MSRs to the guest, so its EOIs (in xAPIC mode its IPIs and TPR writes too) exit instead of going to the {kind} this host has on"
     );

@@ -86,6 +86,12 @@ impl RuleContext<'_> {
         self.host?.kvm.apic_virtualization.known().map(|a| a.enabled)
     }
 
+    /// What the host's APIC virtualization is called in a message: "APICv" or "AVIC" where the
+    /// host says which, else both.
+    fn apic_virtualization_name(&self) -> &str {
+        self.host.and_then(|h| h.kvm.apic_virtualization.known()).map_or("APICv/AVIC", |a| a.kind.as_str())
+    }
+
     fn host_vendor(&self) -> Option<crate::host::cpu::CpuVendor> {
         self.host?.cpu.vendor.known().copied()
     }
