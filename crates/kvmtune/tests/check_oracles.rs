@@ -253,3 +253,81 @@ fn libvirt_turns_hv013s_fix_into_hv_avic() {
     let fixed = option_value(&native(1), "-cpu");
     assert!(fixed.contains("hv-vapic=on") && fixed.contains("hv-avic=on"), "{fixed}");
 }
+
+/// CPU009 against KVM and QEMU on this machine: QEMU warns that the SMP count exceeds KVM's
+/// recommendation (KVM_CAP_NR_VCPUS, the online CPUs since Linux 5.16) exactly where the rule
+/// fires on this host's probed facts, for the `-smp` libvirt writes. A VM whose extra vCPUs are
+/// only hot-pluggable gets QEMU's "hotpluggable" warning, and, as the rule documents, no finding.
+#[test]
+#[cfg_attr(
+    not(all(feature = "libvirt", feature = "qemu", feature = "root")),
+    ignore = "needs libvirt, QEMU and /dev/kvm: cargo test --features libvirt,qemu,root"
+)]
+fn qemu_warns_where_cpu009_fires() {
+    use kvmtune::analysis::check::{CheckOptions, check};
+    use kvmtune::values::SourceText;
+    let facts = kvmtune::host::probe(&kvmtune::host::Host::live());
+    let online = facts.topology.online.known().expect("this machine's online CPUs").len();
+    let bad = translatable("CPU009.bad.xml");
+    let topology = "    <topology sockets='1' dies='1' cores='10' threads='2'/>\n";
+    assert!(bad.contains(topology));
+    let vcpus = [
+        (format!("<vcpu placement='static'>{online}</vcpu>"), false, false),
+        (format!("<vcpu placement='static'>{}</vcpu>", online + 1), true, true),
+        (format!("<vcpu placement='static' current='{online}'>{}</vcpu>", online + 1), false, true),
+    ];
+    let inputs: Vec<String> = vcpus
+        .iter()
+        .map(|(vcpu, _, _)| bad.replace("<vcpu placement='static'>20</vcpu>", vcpu).replace(topology, ""))
+        .collect();
+    let natives = kvmtune_testkit::libvirtd::domxml_to_native(&inputs);
+    for (index, (vcpu, smp_warning, hotplug_warning)) in vcpus.iter().enumerate() {
+        let native = natives[index].clone().unwrap_or_else(|e| panic!("{vcpu} refused: {e}"));
+        let smp = option_value(&native, "-smp");
+        let output = Command::new("qemu-system-x86_64")
+            .args([
+                "-accel",
+                "kvm",
+                "-machine",
+                "pc",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-S",
+                "-qmp",
+                "stdio",
+            ])
+            .args(["-smp", &smp])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n")?;
+                child.wait_with_output()
+            })
+            .expect("QEMU runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "-smp {smp}: {stderr}");
+        assert_eq!(stderr.contains("Number of SMP cpus requested"), *smp_warning, "-smp {smp}: {stderr}");
+        assert_eq!(
+            stderr.contains("Number of hotpluggable cpus requested"),
+            *hotplug_warning,
+            "-smp {smp}: {stderr}"
+        );
+
+        let config = kvmtune::config::libvirt::parse("CPU009.xml", &inputs[index]).unwrap();
+        let source = SourceText::new("CPU009.xml", inputs[index].as_str());
+        let options = CheckOptions {
+            host: Some(&facts),
+            select: kvmtune::analysis::rule::select_vm_rules(&["CPU009"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        let fired = !check(&config, &source, &options).diagnostics.is_empty();
+        assert_eq!(fired, *smp_warning, "{vcpu} (-smp {smp}) on {online} online CPUs");
+    }
+}

@@ -480,6 +480,36 @@ fn vcpus_as_sockets_fix_keeps_host_smt_pairs() {
     assert_eq!(fixes(None), ["set the guest topology to 1 socket, 1 die, 6 cores, 1 thread"]);
 }
 
+/// CPU009 counts the vCPUs that run at start against the host's online CPUs (16 on the fixture
+/// host): hot-pluggable ones beyond them do not count, all 16 is no overcommit, and without host
+/// facts the rule has nothing to count against.
+#[test]
+fn cpu009_counts_the_vcpus_that_run_against_the_online_cpus() {
+    let bad = std::fs::read_to_string(fixtures().join("CPU009.bad.xml")).unwrap();
+    let host = fixture_host(RuleFixtureHost::named("amd").unwrap());
+    let messages = |vcpu: &str, host: Option<&HostFacts>| -> Vec<String> {
+        let text = bad.replace("<vcpu placement='static'>20</vcpu>", vcpu);
+        let config = libvirt::parse("CPU009.bad.xml", &text).unwrap();
+        let source = SourceText::new("CPU009.bad.xml", text.as_str());
+        let options = CheckOptions {
+            host,
+            select: kvmtune::analysis::rule::select_vm_rules(&["CPU009"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.message).collect()
+    };
+    let fired = messages("<vcpu placement='static' current='18'>24</vcpu>", Some(&host));
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert!(
+        fired[0].starts_with("18 of the 24 vCPUs are online at start, on a host with 16 logical CPUs"),
+        "{fired:?}"
+    );
+    assert!(messages("<vcpu placement='static'>16</vcpu>", Some(&host)).is_empty());
+    assert!(messages("<vcpu placement='static'>17</vcpu>", Some(&host)).len() == 1);
+    assert!(messages("<vcpu placement='static' current='16'>24</vcpu>", Some(&host)).is_empty());
+    assert!(messages("<vcpu placement='static'>20</vcpu>", None).is_empty());
+}
+
 /// PIN008 with host-passthrough goes by what KVM offers: quiet where KVM_GET_SUPPORTED_CPUID
 /// has TOPOEXT, a finding naming KVM where it has not.
 #[test]

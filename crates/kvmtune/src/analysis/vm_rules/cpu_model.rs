@@ -1,7 +1,7 @@
 //! The guest CPU as libvirt and QEMU build it: sockets Windows will not use, `<cpu>` elements
 //! libvirt refuses, features of the other vendor's CPUs, SMT no x86 part has, host-model where
-//! nothing needs it, an IA32_ARCH_CAPABILITIES KVM refuses, and SVM and x2APIC where they switch
-//! AVIC off.
+//! nothing needs it, an IA32_ARCH_CAPABILITIES KVM refuses, SVM and x2APIC where they switch
+//! AVIC off, and more vCPUs than the host has CPUs.
 
 use super::prelude::*;
 use crate::host::cpu::CpuVendor;
@@ -401,4 +401,48 @@ fn x2apic_inhibits_avic(ctx: &RuleContext) -> Vec<Finding> {
         return vec![finding];
     }
     vec![finding.with_fix(Fix::safe(ConfigEdit::DisableCpuFeature { name: "x2apic".into() }))]
+}
+
+pub(super) const CPU009: VmRule = VmRule {
+    check: vcpus_exceed_host_cpus,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "CPU009",
+        name: "vcpus-exceed-host-cpus",
+        category: Category::Cpu,
+        severity: Severity::Warning,
+        title: "more vCPUs run than the host has CPUs",
+        explanation: "Each vCPU is a host thread that needs a host CPU to run on. With more vCPUs running than the host has logical CPUs online, they cannot all run at once, so the host's scheduler takes turns among them: a vCPU that holds a lock, or that another vCPU waits on for an IPI or a TLB shootdown, is descheduled for whole time slices while the others spin (PAUSE-loop exits, EXIT007) or wait. A guest that does not know it shares its CPUs cannot plan around that. Since Linux 5.16, KVM's recommended vCPU count (KVM_CAP_NR_VCPUS) is the host's online CPU count, meant as \"no CPU overcommit\", and QEMU prints a warning when a VM asks for more. Hot-pluggable vCPUs that are not online at start (libvirt's <vcpu current>) do not run and are not counted here, although QEMU's warning counts them too. The count is of logical CPUs, SMT siblings included: a VM may use them all, though PIN007 asks that the host keep a core.",
+        example: "<vcpu>24</vcpu> on a host with 16 logical CPUs",
+        fix: "at most as many vCPUs as the host has logical CPUs online, better a core fewer for the host (PIN007)",
+        fix_safety: Applicability::Manual,
+        source: "Linux commit da1bfd52b930 'KVM: x86: Drop arbitrary KVM_SOFT_MAX_VCPUS' (5.16; lore.kernel.org/r/20211116163443.88707-7-vkuznets@redhat.com: KVM_CAP_NR_VCPUS becomes num_online_cpus(), 'no CPU overcommit'); QEMU accel/kvm/kvm-all.c kvm_init (warns 'Number of SMP cpus requested ... exceeds the recommended cpus supported by KVM'); Red Hat Enterprise Linux 10, Configuring and managing Linux virtual machines, Optimizing virtual machine CPU performance, Virtual CPU overcommitment (docs.redhat.com)",
+    },
+};
+
+fn vcpus_exceed_host_cpus(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(online) = ctx.host.and_then(|host| host.topology.online.known()) else { return Vec::new() };
+    let Some(vcpus) = &ctx.config.vcpus else { return Vec::new() };
+    let running = ctx.config.running_vcpus().len();
+    if online.is_empty() || running <= online.len() {
+        return Vec::new();
+    }
+    let count = match ctx.config.vcpus_enabled {
+        Some(_) => format!("{running} of the {} vCPUs are online at start", vcpus.value),
+        None => format!("{running} vCPUs"),
+    };
+    vec![
+        Finding::new(
+            Some(vcpus.span),
+            format!(
+                "{count}, on a host with {} logical CPUs online ({online}): they cannot all run at once, so they take turns, and a vCPU that is descheduled holds up the others that wait on it",
+                online.len()
+            ),
+        )
+        .with_fix(Fix::manual(format!(
+            "give the VM at most {} vCPUs, and a core fewer to leave the host its own (PIN007)",
+            online.len()
+        ))),
+    ]
 }

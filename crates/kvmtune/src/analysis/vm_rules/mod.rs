@@ -190,6 +190,7 @@ pub const VM_RULES: &[VmRule] = &[
     cpu_model::CPU006,
     cpu_model::CPU007,
     cpu_model::CPU008,
+    cpu_model::CPU009,
     memory::MEM001,
     memory::MEM002,
     memory::MEM003,
