@@ -268,7 +268,7 @@ pub const EXIT_RULES: &[ExitRule] = &[
         causes: &[ExitCause::Pause],
         min_exit_share: 0.05,
         min_time_share: 0.20,
-        check_rules: &["PIN002", "HV006", "HV002"],
+        check_rules: &["PIN002", "CPU009", "HV006", "HV002"],
     },
     ExitRule {
         meta: RuleMeta {
