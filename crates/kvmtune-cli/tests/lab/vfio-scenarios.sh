@@ -162,6 +162,33 @@ crash_every_step() {
 
 devices_without_console() { devices_state | grep -v '^console'; }
 
+# A round of kill_single_gpu_bind (bind, release, read back) takes a second or two. One that
+# has not ended after LAB_HANG_SECONDS (default 120) has hung: what every blocked task waits on
+# (sysrq w, with each kvmtune's kernel stack) goes to the console, and the guest powers off,
+# so the test fails within minutes and says where, not at the lab's time limit.
+watch_for_hang() {
+    local what=$1 limit=${LAB_HANG_SECONDS:-120} p
+    (
+        sleep "$limit"
+        echo "lab-hang: $what has not ended after $limit s"
+        ps -eo pid,stat,wchan:32,args
+        for p in $(pgrep -x kvmtune); do
+            echo "== kvmtune $p"
+            cat /proc/$p/stack
+        done
+        echo w > /proc/sysrq-trigger
+        sleep 2
+        dmesg | tail -n 120
+        echo "FAIL: $what hung"
+        echo o > /proc/sysrq-trigger
+    ) &
+    HANG_WATCH=$!
+}
+end_hang_watch() {
+    kill $HANG_WATCH 2>/dev/null
+    wait $HANG_WATCH 2>/dev/null
+}
+
 # kill_single_gpu_bind STATE RUNS MAX_MS: `vfio bind --single-gpu` of group 2 killed at each
 # journal step in turn, then at RUNS random moments within MAX_MS; after each, release must
 # leave what the function STATE prints as it was before. Sets KILLED to what was done.
@@ -170,6 +197,7 @@ kill_single_gpu_bind() {
     exec 3>&2 2>/dev/null
     before=$($state)
     while :; do
+        watch_for_hang "step $k"
         kvmtune vfio bind 00:10.0 --name gpu --single-gpu --apply --test-kill-at-step $k > /dev/null 2>&1
         rc=$?
         [ $rc = 0 ] || [ $rc = 137 ] || fail "step $k: bind exited $rc"
@@ -177,22 +205,28 @@ kill_single_gpu_bind() {
             kvmtune vfio release gpu > /dev/null || fail "step $k: release failed"
         fi
         after=$($state)
+        end_hang_watch
         [ "$after" = "$before" ] || fail "killed at step $k: $after"
         [ $rc = 0 ] && break
         echo "lab-step ${SECONDS}s: killed at step $k, released"
         k=$((k + 1))
     done
+    local wait_ms
     for i in $(seq $runs); do
+        wait_ms=$((RANDOM % max_ms))
+        watch_for_hang "random kill $i (after $wait_ms ms)"
         kvmtune vfio bind 00:10.0 --name gpu --single-gpu --apply > /dev/null 2>&1 &
         pid=$!
-        sleep "0.$(printf '%03d' $((RANDOM % max_ms)))"
+        sleep "0.$(printf '%03d' $wait_ms)"
         kill -9 $pid 2>/dev/null && killed=$((killed + 1))
         wait $pid
         if [ -e /run/kvmtune/gpu.vfio.journal ]; then
             kvmtune vfio release gpu > /dev/null || fail "random kill $i: release failed"
         fi
         after=$($state)
+        end_hang_watch
         [ "$after" = "$before" ] || fail "random kill $i: $after"
+        echo "lab-step ${SECONDS}s: random kill $i after $wait_ms ms, released"
     done
     exec 2>&3
     KILLED="killed at each of $((k - 1)) steps, then $runs random kills of which $killed mid-way"
