@@ -77,7 +77,7 @@ fn libvirt_does_what_the_cpu_rules_say() {
 fn qemu_drops_the_other_vendors_feature() {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
     let feature = if cpuinfo.contains("GenuineIntel") { "svm" } else { "vmx" };
-    let output = qemu_kvm_qmp(Some(&format!("host,+{feature}")), &[]);
+    let output = qemu_kvm_qmp(&["-cpu", &format!("host,+{feature}")], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("host doesn't support requested feature"), "{stderr}");
     assert!(stderr.contains(feature), "{stderr}");
@@ -109,8 +109,9 @@ fn x2apic_is_in_every_guest_cpu_until_cpu008s_fix() {
                 cpu.split(',').filter(|p| !p.starts_with("hv-") && !p.starts_with("hv_")).collect();
             format!("{},arch-capabilities=off", parts.join(","))
         });
+        let cpu_args: Vec<&str> = runnable.iter().flat_map(|cpu| ["-cpu", cpu.as_str()]).collect();
         let output = qemu_kvm_qmp(
-            runnable.as_deref(),
+            &cpu_args,
             &[
                 r#"{"execute":"qom-get","arguments":{"path":"/machine/unattached/device[0]","property":"x2apic"}}"#,
             ],
@@ -129,14 +130,13 @@ fn x2apic_is_in_every_guest_cpu_until_cpu008s_fix() {
     assert_eq!(guest_x2apic(Some(&fixed)), r#"{"return": false}"#, "-cpu {fixed}");
 }
 
-/// QEMU under KVM with a stopped machine (`-S`) and QMP on stdio, with this `-cpu` (QEMU's
-/// default model without one): `qmp_capabilities`, these commands, then `quit`.
-fn qemu_kvm_qmp(cpu: Option<&str>, commands: &[&str]) -> std::process::Output {
+/// QEMU under KVM with a stopped machine (`-S`) and QMP on stdio, with these extra arguments
+/// (`-cpu`, `-smp`; QEMU's defaults without them): `qmp_capabilities`, these commands, then
+/// `quit`.
+fn qemu_kvm_qmp(args: &[&str], commands: &[&str]) -> std::process::Output {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "kvm", "-machine", "pc", "-nodefaults", "-display", "none", "-S", "-qmp", "stdio"]);
-    if let Some(cpu) = cpu {
-        qemu.args(["-cpu", cpu]);
-    }
+    qemu.args(args);
     let mut child =
         qemu.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("QEMU runs");
     let mut input = String::from("{\"execute\":\"qmp_capabilities\"}\n");
@@ -284,33 +284,7 @@ fn qemu_warns_where_cpu009_fires() {
     for (index, (vcpu, smp_warning, hotplug_warning)) in vcpus.iter().enumerate() {
         let native = natives[index].clone().unwrap_or_else(|e| panic!("{vcpu} refused: {e}"));
         let smp = option_value(&native, "-smp");
-        let output = Command::new("qemu-system-x86_64")
-            .args([
-                "-accel",
-                "kvm",
-                "-machine",
-                "pc",
-                "-nodefaults",
-                "-display",
-                "none",
-                "-S",
-                "-qmp",
-                "stdio",
-            ])
-            .args(["-smp", &smp])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n")?;
-                child.wait_with_output()
-            })
-            .expect("QEMU runs");
+        let output = qemu_kvm_qmp(&["-smp", &smp], &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "-smp {smp}: {stderr}");
         assert_eq!(stderr.contains("Number of SMP cpus requested"), *smp_warning, "-smp {smp}: {stderr}");
