@@ -182,6 +182,7 @@ pub const VM_RULES: &[VmRule] = &[
     pinning::PIN009,
     pinning::PIN010,
     pinning::PIN011,
+    pinning::PIN012,
     cpu_model::CPU001,
     cpu_model::CPU002,
     cpu_model::CPU003,

@@ -222,6 +222,10 @@ fn smt_siblings_split(ctx: &RuleContext) -> Vec<Finding> {
     let mut findings = Vec::new();
     if threads > 1 {
         for core in pins.chunks(threads as usize) {
+            // A pin to a CPU the host does not have is PIN012's: it has no siblings to compare.
+            if core.iter().any(|(_, cpu, _)| host.topology.cpu(*cpu).is_none()) {
+                continue;
+            }
             let host_cpus: CpuSet = core.iter().map(|(_, cpu, _)| *cpu).collect();
             let same_core = siblings_of(core[0].1).is_some_and(|s| host_cpus.is_subset(&s))
                 && host_cpus.len() == core.len();
@@ -590,4 +594,60 @@ fn realtime_vcpus_unguarded(ctx: &RuleContext) -> Vec<Finding> {
     }
     vec![Finding::new(Some(first.span), format!("vCPUs {rt_vcpus} run as {scheduler} real-time threads on host CPUs {host_cpus}, but {}", missing.join("; ")))
         .with_fix(Fix::manual("isolate those host CPUs, keep CPUs for the host and sched_rt_runtime_us at its default, or drop <vcpusched>"))]
+}
+
+pub(super) const PIN012: VmRule = VmRule {
+    check: pins_to_absent_cpus,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "PIN012",
+        name: "pins-to-absent-cpus",
+        category: Category::Pinning,
+        severity: Severity::Error,
+        title: "pins to host CPUs this host does not have online",
+        explanation: "A pin names host CPUs by number, so a pin written for another machine (a guide's XML, a VM moved to a smaller host) or for a host whose SMT siblings are now off (nosmt, SMT disabled in firmware) names CPUs that are not there. libvirt puts each vCPU, emulator and iothread pin into that thread's cpuset cgroup and its CPU affinity at start. A CPU number at or past the kernel's CPU count is refused by the kernel's CPU-list parser with ERANGE, which libvirt reports as \"Unable to write to '.../vcpu0/cpuset.cpus': Numerical result out of range\", and the domain does not start, even when the same pin also names CPUs that exist; an affinity with no online CPU in it is refused with EINVAL (\"cannot set CPU affinity ... Invalid argument\"). Launchers that set only the affinity (taskset, a Proxmox affinity) run where some CPUs of the set are online with only those, a narrower placement than written, silently.",
+        example: "<vcpupin vcpu='0' cpuset='12'/> on a host with CPUs 0-7 online",
+        fix: "pin to CPUs this host has online; `kvmtune tune` plans the pins for this host",
+        fix_safety: Applicability::Manual,
+        source: "Linux lib/bitmap-str.c bitmap_parselist ('-ERANGE: bit number specified too large for mask'), used for cpuset.cpus by kernel/cgroup/cpuset.c; Linux man-pages sched_setaffinity(2) (EINVAL when the mask holds no CPU that is on the system and permitted); tp-libvirt's cpuset_range_check (github.com/autotest/tp-libvirt/pull/2036, after Red Hat bug 852688): a domain whose cpuset lies outside the host's CPUs must fail to start; libvirt docs/formatdomain.rst CPU tuning (vcpupin, emulatorpin, iothreadpin)",
+    },
+};
+
+fn pins_to_absent_cpus(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(online) = ctx.host.and_then(|host| host.topology.online.known()) else { return Vec::new() };
+    if online.is_empty() {
+        return Vec::new();
+    }
+    let pinning = &ctx.config.pinning;
+    let vcpus = pinning.vcpupin.iter().map(|pin| (format!("vCPU {}", pin.id), &pin.cpus, pin.span));
+    let iothreads =
+        pinning.iothreadpin.iter().map(|pin| (format!("iothread {}", pin.id), &pin.cpus, pin.span));
+    let emulator =
+        pinning.emulatorpin.iter().map(|pin| ("the emulator thread".to_string(), &pin.value, pin.span));
+    let process =
+        pinning.process_affinity.iter().map(|pin| ("the QEMU process".to_string(), &pin.value, pin.span));
+    vcpus
+        .chain(iothreads)
+        .chain(emulator)
+        .chain(process)
+        .filter_map(|(who, cpus, span)| {
+            let absent = cpus.difference(online);
+            if absent.is_empty() {
+                return None;
+            }
+            let kept = cpus.intersection(online);
+            let message = if kept.is_empty() {
+                let named = if cpus.len() == 1 {
+                    format!("host CPU {cpus}, which this host does not have online")
+                } else {
+                    format!("host CPUs {cpus}, none of which this host has online")
+                };
+                format!("{who} is pinned to {named} ({online}): libvirt refuses to start the domain, and no launcher can run the thread there")
+            } else {
+                format!("{who} is pinned to host CPUs {cpus}, but {absent} {are} not online here ({online}): libvirt refuses to start the domain, and launchers that only set the affinity run the thread on {kept} alone", are = if absent.len() == 1 { "is" } else { "are" })
+            };
+            Some(Finding::new(Some(span), message).with_fix(Fix::manual(format!("pin {who} to CPUs among {online}"))))
+        })
+        .collect()
 }
