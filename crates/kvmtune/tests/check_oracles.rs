@@ -306,35 +306,67 @@ fn qemu_warns_where_cpu009_fires() {
     }
 }
 
-/// PIN012 against a real libvirtd starting real domains on this machine: each pin that names a
-/// CPU past this host's online ones, alone or beside one that exists, for a vCPU or the
-/// emulator, stops the domain from starting with the refusal the rule's explanation quotes,
-/// and the rule fires on this host's probed facts; the same domain pinned to CPUs that are
-/// online starts, and the rule is quiet.
+/// PIN012 and MEM007 against a real libvirtd starting real domains on this machine: a pin that
+/// names a CPU past this host's online ones (alone or beside one that exists, for a vCPU or the
+/// emulator), and a numatune naming a NUMA node past this host's, each stop the domain from
+/// starting with the refusal the rule's explanation quotes, and the rule fires on this host's
+/// probed facts; the same domain pinned and bound to what this host has starts, and both rules
+/// are quiet.
 #[test]
 #[cfg_attr(
     not(all(feature = "libvirt", feature = "qemu", feature = "root")),
     ignore = "needs libvirt, QEMU and /dev/kvm: cargo test --features libvirt,qemu,root"
 )]
-fn libvirt_refuses_to_start_where_pin012_fires() {
+fn libvirt_refuses_to_start_where_pin012_and_mem007_fire() {
     use kvmtune::analysis::check::{CheckOptions, check};
     use kvmtune::values::SourceText;
     use kvmtune_testkit::guest::{GuestKind, boot_sector};
     let facts = kvmtune::host::probe(&kvmtune::host::Host::live());
     let online = facts.topology.online.known().expect("this machine's online CPUs").clone();
     let (first, absent) = (online.first().unwrap(), online.iter().last().unwrap() + 1);
+    let last_node =
+        facts.topology.numa_nodes.iter().map(|n| n.node).max().expect("this machine's NUMA nodes");
+    let pins = |pins: String| format!("<cputune>{pins}</cputune>");
+    let numatune =
+        |nodeset: String| format!("<numatune><memory mode='strict' nodeset='{nodeset}'/></numatune>");
+    // (the rule, the domain's tuning, whether libvirt refuses it and with what)
     let cases = [
-        (format!("<vcpupin vcpu='0' cpuset='{absent}'/>"), true),
-        (format!("<vcpupin vcpu='0' cpuset='{first},{absent}'/>"), true),
-        (format!("<vcpupin vcpu='0' cpuset='{first}'/><emulatorpin cpuset='{absent}'/>"), true),
-        (format!("<vcpupin vcpu='0' cpuset='{first}'/><emulatorpin cpuset='{online}'/>"), false),
+        (
+            "PIN012",
+            pins(format!("<vcpupin vcpu='0' cpuset='{absent}'/>")),
+            Some("Numerical result out of range"),
+        ),
+        (
+            "PIN012",
+            pins(format!("<vcpupin vcpu='0' cpuset='{first},{absent}'/>")),
+            Some("Numerical result out of range"),
+        ),
+        (
+            "PIN012",
+            pins(format!("<vcpupin vcpu='0' cpuset='{first}'/><emulatorpin cpuset='{absent}'/>")),
+            Some("Invalid argument"),
+        ),
+        ("MEM007", numatune(format!("{}", last_node + 1)), Some("is unavailable")),
+        ("MEM007", numatune(format!("0-{}", last_node + 1)), Some("is unavailable")),
+        (
+            "PIN012",
+            pins(format!("<vcpupin vcpu='0' cpuset='{first}'/><emulatorpin cpuset='{online}'/>"))
+                + &numatune(format!("0-{last_node}")),
+            None,
+        ),
+        (
+            "MEM007",
+            pins(format!("<vcpupin vcpu='0' cpuset='{first}'/><emulatorpin cpuset='{online}'/>"))
+                + &numatune(format!("0-{last_node}")),
+            None,
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("halt.img"), boot_sector(GuestKind::Halt)).unwrap();
-    let domain = |index: usize, cputune: &str| {
+    let domain = |index: usize, tuning: &str| {
         format!(
-            "<domain type='kvm'><name>pin{index}</name><memory unit='MiB'>32</memory><vcpu placement='static'>1</vcpu>
-<cputune>{cputune}</cputune>
+            "<domain type='kvm'><name>tune{index}</name><memory unit='MiB'>32</memory><vcpu placement='static'>1</vcpu>
+{tuning}
 <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
 <cpu mode='host-passthrough' check='none'><feature policy='disable' name='arch-capabilities'/></cpu>
 <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
@@ -344,8 +376,8 @@ fn libvirt_refuses_to_start_where_pin012_fires() {
             dir.path().join("halt.img").display()
         )
     };
-    for (index, (cputune, _)) in cases.iter().enumerate() {
-        std::fs::write(dir.path().join(format!("pin{index}.xml")), domain(index, cputune)).unwrap();
+    for (index, (_, tuning, _)) in cases.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("tune{index}.xml")), domain(index, tuning)).unwrap();
     }
     // The host's CPU (arch-capabilities off, as experiment_libvirt explains for nested hosts);
     // libvirt's own cgroups for the domains are removed afterwards.
@@ -354,11 +386,11 @@ fn libvirt_refuses_to_start_where_pin012_fires() {
 /usr/sbin/virtlogd & logd=$!
 for _ in $(seq 100); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
 for index in $(seq 0 {last}); do
-  $V define "$OUT/pin$index.xml" >"$OUT/define$index.log" 2>&1
-  $V start pin$index >"$OUT/start$index.log" 2>&1
+  $V define "$OUT/tune$index.xml" >"$OUT/define$index.log" 2>&1
+  $V start tune$index >"$OUT/start$index.log" 2>&1
   echo $? >"$OUT/start$index.rc"
-  $V destroy pin$index >/dev/null 2>&1
-  $V undefine pin$index >/dev/null 2>&1
+  $V destroy tune$index >/dev/null 2>&1
+  $V undefine tune$index >/dev/null 2>&1
 done
 kill $logd
 find /sys/fs/cgroup/*/machine* /sys/fs/cgroup/machine* -depth -type d -exec rmdir {{}} \; 2>/dev/null
@@ -367,30 +399,26 @@ true"#,
     );
     kvmtune_testkit::libvirtd::with_private_libvirtd(dir.path(), &body);
     let read = |name: String| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
-    for (index, (cputune, refused)) in cases.iter().enumerate() {
+    for (index, (rule, tuning, refusal)) in cases.iter().enumerate() {
         let started = read(format!("start{index}.rc")).trim() == "0";
         let answer = read(format!("start{index}.log"));
-        assert_eq!(
-            !started,
-            *refused,
-            "{cputune} on CPUs {online}: {answer}{}",
-            read(format!("define{index}.log"))
-        );
-        if *refused {
+        let context = format!("{tuning} on CPUs {online}, nodes 0-{last_node}");
+        assert_eq!(!started, refusal.is_some(), "{context}: {answer}{}", read(format!("define{index}.log")));
+        if let Some(refusal) = refusal {
             assert!(
-                answer.contains("Numerical result out of range") || answer.contains("Invalid argument"),
-                "{cputune}: libvirt's refusal is the one PIN012 quotes: {answer}"
+                answer.contains(refusal),
+                "{context}: libvirt's refusal is the one {rule} quotes: {answer}"
             );
         }
-        let xml = domain(index, cputune);
-        let config = kvmtune::config::libvirt::parse("PIN012.xml", &xml).unwrap();
-        let source = SourceText::new("PIN012.xml", xml.as_str());
+        let xml = domain(index, tuning);
+        let config = kvmtune::config::libvirt::parse("tuned.xml", &xml).unwrap();
+        let source = SourceText::new("tuned.xml", xml.as_str());
         let options = CheckOptions {
             host: Some(&facts),
-            select: kvmtune::analysis::rule::select_vm_rules(&["PIN012"]).unwrap(),
+            select: kvmtune::analysis::rule::select_vm_rules(&[rule]).unwrap(),
             ..CheckOptions::default()
         };
         let fired = !check(&config, &source, &options).diagnostics.is_empty();
-        assert_eq!(fired, *refused, "{cputune} on CPUs {online}");
+        assert_eq!(fired, refusal.is_some(), "{rule} on {context}");
     }
 }

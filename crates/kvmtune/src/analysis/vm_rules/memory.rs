@@ -173,6 +173,10 @@ fn memory_off_vcpu_node(ctx: &RuleContext) -> Vec<Finding> {
     let Some((host, vcpu_cpus)) = pinned_on_multi_node_host(ctx) else { return Vec::new() };
     let nodes = host.topology.nodes_holding(&vcpu_cpus);
     let [node] = nodes.as_slice() else { return Vec::new() };
+    if absent_numatune_nodes(ctx, host).is_some() {
+        // The domain does not start at all: MEM007 says so.
+        return Vec::new();
+    }
     if memory_bound_to(ctx, &nodes)
         || ctx.config.memory.numatune.as_ref().is_some_and(|t| t.value.placement.as_deref() == Some("auto"))
     {
@@ -349,4 +353,51 @@ fn shared_memory_without_hugepages(ctx: &RuleContext) -> Vec<Finding> {
         )
     };
     vec![Finding::new(Some(span), message).with_fix(Fix::manual(fix))]
+}
+
+pub(super) const MEM007: VmRule = VmRule {
+    check: numatune_absent_nodes,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "MEM007",
+        name: "numatune-absent-nodes",
+        category: Category::Memory,
+        severity: Severity::Error,
+        title: "numatune binds memory to host NUMA nodes this host does not have",
+        explanation: "`<numatune><memory nodeset>` names host NUMA nodes by number, so XML written for a two-socket workstation, a Threadripper in NUMA mode or a guide's machine names a node that a one-node desktop does not have. Before it starts the domain, libvirt checks every node of the set against the host and refuses the domain with \"unsupported configuration: NUMA node N is unavailable\", in every mode (strict, preferred, interleave, restrictive), even when the set also names nodes that exist.",
+        example: "<numatune><memory mode='strict' nodeset='1'/></numatune> on a host with node 0 only",
+        fix: "bind memory to nodes this host has (the node of the vCPUs' CPUs), or drop <numatune> on a one-node host",
+        fix_safety: Applicability::Manual,
+        source: "libvirt src/util/virnuma.c virNumaNodesetIsAvailable ('NUMA node %zd is unavailable'); libvirt docs/formatdomain.rst NUMA Node Tuning",
+    },
+};
+
+/// The nodes of `<numatune><memory nodeset>` this host does not have, if any.
+fn absent_numatune_nodes(ctx: &RuleContext, host: &crate::host::HostFacts) -> Option<CpuSet> {
+    let nodeset = ctx.config.memory.numatune.as_ref()?.value.nodeset.as_ref()?;
+    let host_nodes: CpuSet = host.topology.numa_nodes.iter().map(|n| n.node).collect();
+    let absent = nodeset.difference(&host_nodes);
+    (!host_nodes.is_empty() && !absent.is_empty()).then_some(absent)
+}
+
+fn numatune_absent_nodes(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(host) = ctx.host else { return Vec::new() };
+    let Some(absent) = absent_numatune_nodes(ctx, host) else { return Vec::new() };
+    let Some(tune) = &ctx.config.memory.numatune else { return Vec::new() };
+    let nodeset = tune.value.nodeset.clone().unwrap_or_default();
+    let host_nodes: CpuSet = host.topology.numa_nodes.iter().map(|n| n.node).collect();
+    let (nodes, are) = if absent.len() == 1 { ("node", "is") } else { ("nodes", "are") };
+    let fix = if host_nodes.len() == 1 {
+        format!("drop <numatune>: this host has one NUMA node ({host_nodes}), so all memory is local anyway")
+    } else {
+        format!("bind memory to nodes among {host_nodes}, the one holding the vCPUs' CPUs")
+    };
+    vec![
+        Finding::new(
+            Some(tune.span),
+            format!("numatune binds memory to host NUMA nodes {nodeset}, but {nodes} {absent} {are} not on this host (nodes {host_nodes}): libvirt refuses to start the domain (NUMA node {} is unavailable)", absent.first().unwrap_or_default()),
+        )
+        .with_fix(Fix::manual(fix)),
+    ]
 }

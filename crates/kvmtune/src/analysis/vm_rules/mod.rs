@@ -198,6 +198,7 @@ pub const VM_RULES: &[VmRule] = &[
     memory::MEM004,
     memory::MEM005,
     memory::MEM006,
+    memory::MEM007,
     devices::DEV001,
     devices::DEV002,
     devices::DEV003,
