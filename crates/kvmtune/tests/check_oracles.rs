@@ -306,6 +306,100 @@ fn qemu_warns_where_cpu009_fires() {
     }
 }
 
+/// What a real libvirtd did with one domain: whether it started, its answer to `virsh start`,
+/// and, while it ran, `virsh emulatorpin` and `virsh iothreadinfo` (the CPUs of its threads).
+struct DomainRun {
+    started: bool,
+    answer: String,
+    emulatorpin: String,
+    iothreadinfo: String,
+}
+
+/// A one-vCPU KVM domain running the halting boot sector, with `tuning` (`<cputune>`,
+/// `<numatune>`, `<iothreads>`) and `vcpu` as its `<vcpu>` element; `image` is the disk.
+fn tuned_domain(index: usize, vcpu: &str, tuning: &str, image: &Path) -> String {
+    format!(
+        "<domain type='kvm'><name>tune{index}</name><memory unit='MiB'>32</memory>{vcpu}
+{tuning}
+<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+<cpu mode='host-passthrough' check='none'><feature policy='disable' name='arch-capabilities'/></cpu>
+<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
+<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='hda' bus='ide'/></disk>
+<memballoon model='none'/></devices></domain>
+",
+        image.display()
+    )
+}
+
+/// Defines and starts each domain (from [`tuned_domain`]) in a private libvirtd, one after
+/// the other, and reports what happened. The CPU is the host's with arch-capabilities off (as
+/// experiment_libvirt explains for nested hosts); libvirt's cgroups for the domains are
+/// removed afterwards.
+fn start_domains(domains: &[(String, String)]) -> Vec<DomainRun> {
+    use kvmtune_testkit::guest::{GuestKind, boot_sector};
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("halt.img");
+    std::fs::write(&image, boot_sector(GuestKind::Halt)).unwrap();
+    for (index, (vcpu, tuning)) in domains.iter().enumerate() {
+        std::fs::write(
+            dir.path().join(format!("tune{index}.xml")),
+            tuned_domain(index, vcpu, tuning, &image),
+        )
+        .unwrap();
+    }
+    let body = format!(
+        r#"V="virsh -q -c qemu:///system"
+/usr/sbin/virtlogd & logd=$!
+for _ in $(seq 100); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
+for index in $(seq 0 {last}); do
+  $V define "$OUT/tune$index.xml" >"$OUT/define$index.log" 2>&1
+  $V start tune$index >"$OUT/start$index.log" 2>&1
+  echo $? >"$OUT/start$index.rc"
+  $V emulatorpin tune$index >"$OUT/emulatorpin$index.txt" 2>&1
+  $V iothreadinfo tune$index >"$OUT/iothreadinfo$index.txt" 2>&1
+  $V destroy tune$index >/dev/null 2>&1
+  $V undefine tune$index >/dev/null 2>&1
+done
+kill $logd
+find /sys/fs/cgroup/*/machine* /sys/fs/cgroup/machine* -depth -type d -exec rmdir {{}} \; 2>/dev/null
+true"#,
+        last = domains.len() - 1
+    );
+    kvmtune_testkit::libvirtd::with_private_libvirtd(dir.path(), &body);
+    let read = |name: String| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    (0..domains.len())
+        .map(|index| DomainRun {
+            started: read(format!("start{index}.rc")).trim() == "0",
+            answer: read(format!("start{index}.log")) + &read(format!("define{index}.log")),
+            emulatorpin: read(format!("emulatorpin{index}.txt")),
+            iothreadinfo: read(format!("iothreadinfo{index}.txt")),
+        })
+        .collect()
+}
+
+/// Whether `rule` fires on domain `index` of [`start_domains`] with this host's facts.
+fn fires_on_domain(
+    rule: &str,
+    index: usize,
+    vcpu: &str,
+    tuning: &str,
+    facts: &kvmtune::host::HostFacts,
+) -> bool {
+    use kvmtune::analysis::check::{CheckOptions, check};
+    use kvmtune::values::SourceText;
+    let xml = tuned_domain(index, vcpu, tuning, Path::new("/halt.img"));
+    let config = kvmtune::config::libvirt::parse("tuned.xml", &xml).unwrap();
+    let source = SourceText::new("tuned.xml", xml.as_str());
+    let options = CheckOptions {
+        host: Some(facts),
+        select: kvmtune::analysis::rule::select_vm_rules(&[rule]).unwrap(),
+        ..CheckOptions::default()
+    };
+    !check(&config, &source, &options).diagnostics.is_empty()
+}
+
+const ONE_VCPU: &str = "<vcpu placement='static'>1</vcpu>";
+
 /// PIN012 and MEM007 against a real libvirtd starting real domains on this machine: a pin that
 /// names a CPU past this host's online ones (alone or beside one that exists, for a vCPU or the
 /// emulator), and a numatune naming a NUMA node past this host's, each stop the domain from
@@ -318,9 +412,6 @@ fn qemu_warns_where_cpu009_fires() {
     ignore = "needs libvirt, QEMU and /dev/kvm: cargo test --features libvirt,qemu,root"
 )]
 fn libvirt_refuses_to_start_where_pin012_and_mem007_fire() {
-    use kvmtune::analysis::check::{CheckOptions, check};
-    use kvmtune::values::SourceText;
-    use kvmtune_testkit::guest::{GuestKind, boot_sector};
     let facts = kvmtune::host::probe(&kvmtune::host::Host::live());
     let online = facts.topology.online.known().expect("this machine's online CPUs").clone();
     let (first, absent) = (online.first().unwrap(), online.iter().last().unwrap() + 1);
@@ -329,6 +420,8 @@ fn libvirt_refuses_to_start_where_pin012_and_mem007_fire() {
     let pins = |pins: String| format!("<cputune>{pins}</cputune>");
     let numatune =
         |nodeset: String| format!("<numatune><memory mode='strict' nodeset='{nodeset}'/></numatune>");
+    let fitting = pins(format!("<vcpupin vcpu='0' cpuset='{first}'/><emulatorpin cpuset='{online}'/>"))
+        + &numatune(format!("0-{last_node}"));
     // (the rule, the domain's tuning, whether libvirt refuses it and with what)
     let cases = [
         (
@@ -348,77 +441,80 @@ fn libvirt_refuses_to_start_where_pin012_and_mem007_fire() {
         ),
         ("MEM007", numatune(format!("{}", last_node + 1)), Some("is unavailable")),
         ("MEM007", numatune(format!("0-{}", last_node + 1)), Some("is unavailable")),
-        (
-            "PIN012",
-            pins(format!("<vcpupin vcpu='0' cpuset='{first}'/><emulatorpin cpuset='{online}'/>"))
-                + &numatune(format!("0-{last_node}")),
-            None,
-        ),
-        (
-            "MEM007",
-            pins(format!("<vcpupin vcpu='0' cpuset='{first}'/><emulatorpin cpuset='{online}'/>"))
-                + &numatune(format!("0-{last_node}")),
-            None,
-        ),
+        ("PIN012", fitting.clone(), None),
+        ("MEM007", fitting, None),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("halt.img"), boot_sector(GuestKind::Halt)).unwrap();
-    let domain = |index: usize, tuning: &str| {
-        format!(
-            "<domain type='kvm'><name>tune{index}</name><memory unit='MiB'>32</memory><vcpu placement='static'>1</vcpu>
-{tuning}
-<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-<cpu mode='host-passthrough' check='none'><feature policy='disable' name='arch-capabilities'/></cpu>
-<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
-<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='hda' bus='ide'/></disk>
-<memballoon model='none'/></devices></domain>
-",
-            dir.path().join("halt.img").display()
-        )
-    };
-    for (index, (_, tuning, _)) in cases.iter().enumerate() {
-        std::fs::write(dir.path().join(format!("tune{index}.xml")), domain(index, tuning)).unwrap();
-    }
-    // The host's CPU (arch-capabilities off, as experiment_libvirt explains for nested hosts);
-    // libvirt's own cgroups for the domains are removed afterwards.
-    let body = format!(
-        r#"V="virsh -q -c qemu:///system"
-/usr/sbin/virtlogd & logd=$!
-for _ in $(seq 100); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
-for index in $(seq 0 {last}); do
-  $V define "$OUT/tune$index.xml" >"$OUT/define$index.log" 2>&1
-  $V start tune$index >"$OUT/start$index.log" 2>&1
-  echo $? >"$OUT/start$index.rc"
-  $V destroy tune$index >/dev/null 2>&1
-  $V undefine tune$index >/dev/null 2>&1
-done
-kill $logd
-find /sys/fs/cgroup/*/machine* /sys/fs/cgroup/machine* -depth -type d -exec rmdir {{}} \; 2>/dev/null
-true"#,
-        last = cases.len() - 1
-    );
-    kvmtune_testkit::libvirtd::with_private_libvirtd(dir.path(), &body);
-    let read = |name: String| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
-    for (index, (rule, tuning, refusal)) in cases.iter().enumerate() {
-        let started = read(format!("start{index}.rc")).trim() == "0";
-        let answer = read(format!("start{index}.log"));
+    let domains: Vec<(String, String)> =
+        cases.iter().map(|(_, tuning, _)| (ONE_VCPU.to_string(), tuning.clone())).collect();
+    let runs = start_domains(&domains);
+    for (index, ((rule, tuning, refusal), run)) in cases.iter().zip(&runs).enumerate() {
         let context = format!("{tuning} on CPUs {online}, nodes 0-{last_node}");
-        assert_eq!(!started, refusal.is_some(), "{context}: {answer}{}", read(format!("define{index}.log")));
+        assert_eq!(!run.started, refusal.is_some(), "{context}: {}", run.answer);
         if let Some(refusal) = refusal {
             assert!(
-                answer.contains(refusal),
-                "{context}: libvirt's refusal is the one {rule} quotes: {answer}"
+                run.answer.contains(refusal),
+                "{context}: libvirt's refusal is the one {rule} quotes: {}",
+                run.answer
             );
         }
-        let xml = domain(index, tuning);
-        let config = kvmtune::config::libvirt::parse("tuned.xml", &xml).unwrap();
-        let source = SourceText::new("tuned.xml", xml.as_str());
-        let options = CheckOptions {
-            host: Some(&facts),
-            select: kvmtune::analysis::rule::select_vm_rules(&[rule]).unwrap(),
-            ..CheckOptions::default()
-        };
-        let fired = !check(&config, &source, &options).diagnostics.is_empty();
-        assert_eq!(fired, refusal.is_some(), "{rule} on {context}");
+        assert_eq!(
+            fires_on_domain(rule, index, ONE_VCPU, tuning, &facts),
+            refusal.is_some(),
+            "{rule} on {context}"
+        );
+    }
+}
+
+/// PIN013's premise, from a real libvirtd running real domains on this machine: with the vCPU
+/// pinned and no <emulatorpin>/<iothreadpin>, the emulator and the iothread may run on every
+/// online CPU, the vCPU's included, and PIN013 fires; <vcpu cpuset> off the vCPU's CPU, or
+/// explicit pins, keep them off it, and PIN013 is quiet.
+#[test]
+#[cfg_attr(
+    not(all(feature = "libvirt", feature = "qemu", feature = "root")),
+    ignore = "needs libvirt, QEMU and /dev/kvm: cargo test --features libvirt,qemu,root"
+)]
+fn libvirt_lets_unpinned_emulator_threads_run_where_pin013_says() {
+    let facts = kvmtune::host::probe(&kvmtune::host::Host::live());
+    let online = facts.topology.online.known().expect("this machine's online CPUs").clone();
+    assert!(online.len() >= 2, "this oracle needs two CPUs, one for the vCPU and one for the rest");
+    let (vcpu_cpu, other) = (online.first().unwrap(), online.iter().last().unwrap());
+    // The iothread is used by nothing in this small domain, so PIN013 weighs only the emulator;
+    // iothreadinfo still shows where libvirt lets the iothread run.
+    let pinned =
+        format!("<iothreads>1</iothreads><cputune><vcpupin vcpu='0' cpuset='{vcpu_cpu}'/></cputune>");
+    let all_pinned = format!(
+        "<iothreads>1</iothreads><cputune><vcpupin vcpu='0' cpuset='{vcpu_cpu}'/><emulatorpin cpuset='{other}'/><iothreadpin iothread='1' cpuset='{other}'/></cputune>"
+    );
+    let domain_cpuset = format!("<vcpu placement='static' cpuset='{other}'>1</vcpu>");
+    // (the <vcpu> element, the tuning, where the emulator and the iothread may run, whether PIN013 fires)
+    let cases = [
+        (ONE_VCPU.to_string(), pinned.clone(), online.to_string(), true),
+        (domain_cpuset, pinned, other.to_string(), false),
+        (ONE_VCPU.to_string(), all_pinned, other.to_string(), false),
+    ];
+    let domains: Vec<(String, String)> =
+        cases.iter().map(|(vcpu, tuning, _, _)| (vcpu.clone(), tuning.clone())).collect();
+    let runs = start_domains(&domains);
+    let cpus_of = |text: &str| text.split_whitespace().last().unwrap_or_default().to_string();
+    for (index, ((vcpu, tuning, threads_on, fires), run)) in cases.iter().zip(&runs).enumerate() {
+        assert!(run.started, "{vcpu} {tuning}: {}", run.answer);
+        assert_eq!(
+            &cpus_of(&run.emulatorpin),
+            threads_on,
+            "emulator of {vcpu} {tuning}: {}",
+            run.emulatorpin
+        );
+        assert_eq!(
+            &cpus_of(&run.iothreadinfo),
+            threads_on,
+            "iothread of {vcpu} {tuning}: {}",
+            run.iothreadinfo
+        );
+        assert_eq!(
+            fires_on_domain("PIN013", index, vcpu, tuning, &facts),
+            *fires,
+            "PIN013 on {vcpu} {tuning}"
+        );
     }
 }

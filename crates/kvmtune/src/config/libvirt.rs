@@ -147,6 +147,11 @@ impl Reader<'_, '_> {
             if let Some(current) = self.attribute_number::<u32>(vcpu, "current")? {
                 config.vcpus_enabled = Some((0..current).collect());
             }
+            if let Some(cpus) = self.cpuset(vcpu, "cpuset")? {
+                let attribute =
+                    vcpu.attribute_node("cpuset").map_or_else(|| span(vcpu), |a| a.range().into());
+                config.pinning.domain_cpuset = Some(Located::new(cpus, attribute));
+            }
         }
         // <vcpus> says vCPU by vCPU which are online at start; it wins over `current`.
         if let Some(list) = child(root, "vcpus") {

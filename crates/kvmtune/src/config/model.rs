@@ -286,6 +286,9 @@ pub struct Pinning {
     pub process_affinity: Option<Located<CpuSet>>,
     pub emulatorpin: Option<Located<CpuSet>>,
     pub iothreadpin: Vec<Pin>,
+    /// libvirt's `<vcpu cpuset>`: where vCPUs without a `<vcpupin>`, and the emulator and
+    /// iothreads without a pin of their own, run.
+    pub domain_cpuset: Option<Located<CpuSet>>,
     pub vcpusched: Vec<VcpuSched>,
 }
 

@@ -183,6 +183,7 @@ pub const VM_RULES: &[VmRule] = &[
     pinning::PIN010,
     pinning::PIN011,
     pinning::PIN012,
+    pinning::PIN013,
     cpu_model::CPU001,
     cpu_model::CPU002,
     cpu_model::CPU003,

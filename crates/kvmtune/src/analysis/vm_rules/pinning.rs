@@ -627,10 +627,15 @@ fn pins_to_absent_cpus(ctx: &RuleContext) -> Vec<Finding> {
         pinning.emulatorpin.iter().map(|pin| ("the emulator thread".to_string(), &pin.value, pin.span));
     let process =
         pinning.process_affinity.iter().map(|pin| ("the QEMU process".to_string(), &pin.value, pin.span));
+    let domain = pinning
+        .domain_cpuset
+        .iter()
+        .map(|pin| ("the domain (<vcpu cpuset>)".to_string(), &pin.value, pin.span));
     vcpus
         .chain(iothreads)
         .chain(emulator)
         .chain(process)
+        .chain(domain)
         .filter_map(|(who, cpus, span)| {
             let absent = cpus.difference(online);
             if absent.is_empty() {
@@ -650,4 +655,84 @@ fn pins_to_absent_cpus(ctx: &RuleContext) -> Vec<Finding> {
             Some(Finding::new(Some(span), message).with_fix(Fix::manual(format!("pin {who} to CPUs among {online}"))))
         })
         .collect()
+}
+
+pub(super) const PIN013: VmRule = VmRule {
+    check: emulator_unpinned,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "PIN013",
+        name: "emulator-unpinned",
+        category: Category::Pinning,
+        severity: Severity::Warning,
+        title: "pinned vCPUs, but the emulator or a used iothread may run on any host CPU",
+        explanation: "Pinning the vCPUs does not pin the rest of QEMU. Without <emulatorpin> (and without <vcpu cpuset>), libvirt lets the emulator threads (the main loop, which handles every emulated device access, and QEMU's other helper threads) run on every host CPU, and without <iothreadpin> the same holds for each iothread. They wake on device accesses and I/O completions and run wherever the scheduler puts them, the pinned vCPUs' CPUs included, where they preempt a vCPU, as PIN003 describes for an explicit overlap. Where the vCPUs' CPUs are isolated from the scheduler (isolcpus=), floating threads keep off them, and with host facts that say so the rule stays quiet.",
+        example: "every vCPU in <vcpupin> and no <emulatorpin>",
+        fix: "pin the emulator (and each used iothread) to host CPUs that no vCPU uses; `kvmtune tune` plans them",
+        fix_safety: Applicability::Manual,
+        source: "libvirt docs/formatdomain.rst CPU Tuning (emulatorpin, iothreadpin: if omitted, and the cpuset attribute of <vcpu> is not given, pinned to all the physical CPUs by default); Red Hat Enterprise Linux 7 Virtualization Tuning and Optimization Guide, NUMA and libvirt, Using emulatorpin",
+    },
+};
+
+fn emulator_unpinned(ctx: &RuleContext) -> Vec<Finding> {
+    let pinning = &ctx.config.pinning;
+    let vcpu_cpus = ctx.vcpu_cpus();
+    // Proxmox's affinity confines the whole process, and vCPUs float in it (PIN001).
+    if vcpu_cpus.is_empty() || pinning.process_affinity.is_some() {
+        return Vec::new();
+    }
+    // <vcpu cpuset> is where threads without a pin of their own run: off the vCPUs' CPUs, it
+    // keeps them away as well as a pin would.
+    if pinning.domain_cpuset.as_ref().is_some_and(|domain| domain.value.intersection(&vcpu_cpus).is_empty()) {
+        return Vec::new();
+    }
+    if let Some(cmdline) = ctx.host.and_then(|host| host.kernel.cmdline.known())
+        && cmdline.isolcpus.as_ref().is_some_and(|isolated| vcpu_cpus.is_subset(&isolated.cpus))
+    {
+        return Vec::new();
+    }
+    let mut floating = Vec::new();
+    if pinning.emulatorpin.is_none() {
+        floating.push("the emulator threads".to_string());
+    }
+    let unpinned: CpuSet = ctx
+        .config
+        .devices
+        .used_iothreads()
+        .into_iter()
+        .filter(|id| !pinning.iothreadpin.iter().any(|pin| pin.id == *id))
+        .collect();
+    match unpinned.len() {
+        0 => {}
+        1 => floating.push(format!("iothread {unpinned}")),
+        _ => floating.push(format!("iothreads {unpinned}")),
+    }
+    if floating.is_empty() {
+        return Vec::new();
+    }
+    let (span, where_) = match &pinning.domain_cpuset {
+        Some(domain) => (
+            Some(domain.span),
+            format!("on host CPUs {} (<vcpu cpuset>), the vCPUs' among them", domain.value),
+        ),
+        None => (ctx.config.anchors.cputune, "on any host CPU, the vCPUs' included".to_string()),
+    };
+    let finding = Finding::new(
+        span,
+        format!(
+            "the vCPUs are pinned (host CPUs {vcpu_cpus}), but {} may run {where_}, and preempt a vCPU where they wake",
+            floating.join(" and ")
+        ),
+    )
+    .with_fix(Fix::manual(
+        "pin the emulator and the used iothreads to host CPUs no vCPU uses (<emulatorpin>, <iothreadpin>); `kvmtune tune` plans them",
+    ));
+    if ctx.workload == Workload::Desktop {
+        return vec![Finding {
+            message: format!("{} (a desktop VM: pin them if it stutters)", finding.message),
+            ..finding.with_severity(Severity::Info)
+        }];
+    }
+    vec![finding]
 }
