@@ -637,7 +637,14 @@ impl Reader<'_, '_> {
                     .devices
                     .graphics
                     .push(Located::new(device.attribute("type").unwrap_or("").to_string(), span(device))),
+                "redirdev" if device.attribute("bus").is_none_or(|bus| bus == "usb") => {
+                    config.devices.usb_redirections.push(span(device));
+                }
                 "controller" => {
+                    if device.attribute("type") == Some("usb") {
+                        let model = device.attribute("model").unwrap_or("").to_string();
+                        config.devices.usb_controllers.push(Located::new(model, span(device)));
+                    }
                     if let Some(driver) = child(device, "driver")
                         && let Some(iothread) = self.attribute_number::<u32>(driver, "iothread")?
                     {

@@ -385,6 +385,11 @@ pub struct Devices {
     pub shared_memory_users: Vec<Located<String>>,
     /// iothreads that controllers use (`<controller><driver iothread>`, virtio-scsi).
     pub controller_iothreads: Vec<u32>,
+    /// Each USB controller's model (libvirt `<controller type='usb' model>`; empty when the
+    /// config leaves it to libvirt's default).
+    pub usb_controllers: Vec<Located<String>>,
+    /// USB redirection channels (`<redirdev bus='usb'>`, SPICE's USB redirection).
+    pub usb_redirections: Vec<Span>,
     /// `<panic model>`; `hyperv` is hv-crash.
     pub panics: Vec<Located<String>>,
 }
@@ -521,6 +526,12 @@ impl WindowsVersion {
 
     /// Versions that boot from UEFI (Windows 8 and Server 2012 on); older ones from a BIOS.
     pub fn boots_uefi(self) -> bool {
+        !matches!(self, Self::Xp | Self::Vista | Self::Win7 | Self::Server2008)
+    }
+
+    /// Versions with Microsoft's own XHCI (USB 3) driver stack, usbxhci.sys: Windows 8 and
+    /// Server 2012 on.
+    pub fn has_inbox_xhci_driver(self) -> bool {
         !matches!(self, Self::Xp | Self::Vista | Self::Win7 | Self::Server2008)
     }
 

@@ -525,6 +525,15 @@ impl Reader<'_> {
             "scsi-hd" | "scsi-block" => self.disk("scsi", None, span),
             "virtio-net-pci" | "virtio-net" => self.nic("virtio", property("queues="), span),
             "e1000" | "e1000e" | "rtl8139" | "vmxnet3" => self.nic(driver, None, span),
+            "usb-host" => self.config.devices.hostdevs.push(Hostdev {
+                kind: "usb".into(),
+                pci_address: None,
+                guest_address: None,
+                span,
+            }),
+            _ if ["uhci", "ehci", "ohci", "xhci"].iter().any(|kind| driver.contains(kind)) => {
+                self.config.devices.usb_controllers.push(Located::new(driver.to_string(), span))
+            }
             "usb-tablet" => self.config.devices.inputs.push(Input {
                 kind: "tablet".into(),
                 bus: Some("usb".into()),

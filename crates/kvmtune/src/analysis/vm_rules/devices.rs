@@ -434,3 +434,63 @@ fn passthrough_on_root_bus(ctx: &RuleContext) -> Vec<Finding> {
         })
         .collect()
 }
+
+pub(super) const DEV011: VmRule = VmRule {
+    check: legacy_usb_controller,
+    needs_host: false,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "DEV011",
+        name: "legacy-usb-controller",
+        category: Category::Devices,
+        severity: Severity::Warning,
+        title: "USB on an emulated UHCI, OHCI or EHCI controller instead of XHCI",
+        explanation: "The USB 1.1 and 2.0 host controllers (UHCI, OHCI, EHCI) were designed for hardware that the host controller driver polls: the controller walks its frame lists every millisecond, and QEMU emulates that walk with a frame timer of up to 1000 Hz for as long as the guest keeps the controller running. QEMU's own documentation says XHCI's design is much more virtualization-friendly and its emulation uses fewer resources, especially CPU, and recommends it for every guest that supports it (any operating system from around 2010 on; Windows has an in-box XHCI driver since Windows 8). A USB device on the controller (a tablet, a passed-through keyboard or mouse, a SPICE redirection) keeps it running. Virt-manager's older q35 default, an EHCI with three UHCI companions, is the usual source.",
+        example: "<controller type='usb' model='ich9-ehci1'/> with its ich9-uhci companions and a passed-through USB mouse",
+        fix: "one <controller type='usb' model='qemu-xhci' ports='15'/> in place of the UHCI/OHCI/EHCI controllers (Windows 8 or later)",
+        fix_safety: Applicability::Manual,
+        source: "QEMU docs/system/devices/usb.rst (XHCI controller support: 'much more virtualization-friendly when compared to EHCI and UHCI ... uses less resources (especially CPU) ... we recommend using it'); QEMU hw/usb/hcd-uhci.c and hcd-ehci.c (FRAME_TIMER_FREQ 1000); Microsoft Learn, USB host-side drivers in Windows (the xHCI driver stack, usbxhci.sys, new in Windows 8); libvirt docs/formatdomain.rst Controllers (USB models)",
+    },
+};
+
+/// A USB controller model of the USB 1.1/2.0 families, in libvirt's or QEMU's spelling
+/// (`ich9-ehci1`, `piix3-uhci`, `pci-ohci`, `ich9-usb-uhci2`, `usb-ehci`, ...).
+fn is_legacy_usb(model: &str) -> bool {
+    ["uhci", "ohci", "ehci"].iter().any(|kind| model.contains(kind))
+}
+
+fn legacy_usb_controller(ctx: &RuleContext) -> Vec<Finding> {
+    let controllers = &ctx.config.devices.usb_controllers;
+    let Some(first) = controllers.iter().find(|c| is_legacy_usb(&c.value)) else { return Vec::new() };
+    // An XHCI beside them takes the devices that name it; which bus each device is on the
+    // config may not say, so only a USB setup without any XHCI is flagged.
+    if controllers.iter().any(|c| c.value.contains("xhci")) {
+        return Vec::new();
+    }
+    // Windows before 8 has no in-box XHCI driver: the legacy controllers are its choice.
+    if ctx.config.windows_version().is_some_and(|v| !v.has_inbox_xhci_driver()) {
+        return Vec::new();
+    }
+    let devices = &ctx.config.devices;
+    let attached = devices.inputs.iter().filter(|i| i.bus.as_deref() == Some("usb")).count()
+        + devices.hostdevs.iter().filter(|h| h.kind == "usb").count();
+    let redirections = devices.usb_redirections.len();
+    let models = controllers.iter().map(|c| c.value.as_str()).collect::<Vec<_>>().join(", ");
+    let polling = "QEMU emulates the controllers' frame-list walk with a timer for as long as the guest keeps them running";
+    let message = match (attached, redirections) {
+        (0, 0) => format!(
+            "USB runs on {models}: no USB device is on it now, but one that is (a tablet, a passed-through device) keeps QEMU walking the frame lists on a timer"
+        ),
+        (0, channels) => format!(
+            "USB runs on {models}, with {channels} SPICE USB redirection channel(s): while a client redirects a device, {polling}"
+        ),
+        (devices, _) => format!("USB runs on {models}, with {devices} USB device(s) on it: {polling}"),
+    };
+    let finding = Finding::new(Some(first.span), message).with_fix(Fix::manual(
+        "replace the UHCI/OHCI/EHCI controllers with one <controller type='usb' model='qemu-xhci' ports='15'/>",
+    ));
+    if attached == 0 {
+        return vec![finding.with_severity(Severity::Info)];
+    }
+    vec![finding]
+}

@@ -210,6 +210,7 @@ pub const VM_RULES: &[VmRule] = &[
     devices::DEV008,
     devices::DEV009,
     devices::DEV010,
+    devices::DEV011,
     legacy::LEG001,
     passthrough::ARG001,
     passthrough::ARG002,
