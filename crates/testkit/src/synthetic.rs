@@ -362,5 +362,31 @@ impl RuleFixtureHost {
             write(&format!("{device}/device"), "0x2684\n");
             write(&format!("{device}/numa_node"), &format!("{node}\n"));
         }
+        // A GPU and its HDMI audio function in one IOMMU group, the GPU unbound and the audio on
+        // the host's sound driver (for DEV012; no other fixture passes them through).
+        for (function, class, driver) in [("0", "0x030000", None), ("1", "0x040300", Some("snd_hda_intel"))] {
+            let device = format!("sys/bus/pci/devices/0000:0c:00.{function}");
+            write(&format!("{device}/class"), &format!("{class}\n"));
+            write(&format!("{device}/vendor"), "0x10de\n");
+            write(&format!("{device}/device"), if function == "0" { "0x2684\n" } else { "0x22ba\n" });
+            write(&format!("{device}/numa_node"), "0\n");
+            let link = |name: &str, target: &str| {
+                let path = root.join(&device).join(name);
+                let _ = std::fs::remove_file(&path);
+                std::os::unix::fs::symlink(target, path).unwrap();
+            };
+            link("iommu_group", "../../../../kernel/iommu_groups/16");
+            if let Some(driver) = driver {
+                link("driver", &format!("../../../../bus/pci/drivers/{driver}"));
+            }
+            let member = format!("sys/kernel/iommu_groups/16/devices/0000:0c:00.{function}");
+            std::fs::create_dir_all(root.join(&member).parent().unwrap()).unwrap();
+            let _ = std::fs::remove_file(root.join(&member));
+            std::os::unix::fs::symlink(
+                format!("../../../../devices/pci0000:00/0000:0c:00.{function}"),
+                root.join(&member),
+            )
+            .unwrap();
+        }
     }
 }

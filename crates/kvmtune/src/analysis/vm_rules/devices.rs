@@ -494,3 +494,79 @@ fn legacy_usb_controller(ctx: &RuleContext) -> Vec<Finding> {
     }
     vec![finding]
 }
+
+pub(super) const DEV012: VmRule = VmRule {
+    check: iommu_group_not_viable,
+    needs_host: true,
+    housekeeping_suffices: false,
+    meta: RuleMeta {
+        id: "DEV012",
+        name: "iommu-group-not-viable",
+        category: Category::Devices,
+        severity: Severity::Error,
+        title: "a passed-through device shares its IOMMU group with a device the host keeps",
+        explanation: "The IOMMU isolates groups, not devices, so the kernel lets a VM have a device only when every other device in its IOMMU group is also away from the host's drivers: given to the VM too, bound to vfio-pci or pci-stub, unbound, or a PCI bridge. libvirt's managed='yes' detaches only the <hostdev> devices themselves, so a GPU whose HDMI audio function (or a USB controller, or a sibling on the same chipset bus) stays with snd_hda_intel, xhci_hcd or any other host driver makes QEMU stop at start with \"group N is not viable: Please ensure all devices within the iommu_group are bound to their vfio bus driver\". A <kvmtune:vfio> host request hands the whole group over at start and is taken into account.",
+        example: "a <hostdev> for the GPU at 0000:01:00.0, while 0000:01:00.1 in the same group is on snd_hda_intel",
+        fix: "pass the group's other devices to the VM as well (the GPU's audio function belongs there anyway), or bind them to vfio-pci before the VM starts (`kvmtune vfio bind`, or <kvmtune:vfio> in the domain)",
+        fix_safety: Applicability::Manual,
+        source: "Linux Documentation/driver-api/vfio.rst (groups, and the viability of a group); QEMU hw/vfio (VFIO_GROUP_FLAGS_VIABLE: 'group %d is not viable', 'Please ensure all devices within the iommu_group are bound to their vfio bus driver'); libvirt docs/formatdomain.rst hostdev (managed)",
+    },
+};
+
+/// A driver that leaves a device's DMA to its IOMMU group's owner: any vfio driver, pci-stub
+/// and the PCIe port driver of bridges (the kernel's driver_managed_dma drivers).
+fn lets_the_group_go(driver: &str) -> bool {
+    driver.contains("vfio") || matches!(driver, "pci-stub" | "pcieport")
+}
+
+fn iommu_group_not_viable(ctx: &RuleContext) -> Vec<Finding> {
+    let Some(devices) = ctx.host.and_then(|host| host.pci_devices.known()) else { return Vec::new() };
+    let group_of =
+        |address: &PciAddress| devices.iter().find(|d| d.address == *address).and_then(|d| d.iommu_group);
+    let passed: Vec<PciAddress> = ctx.config.devices.hostdevs.iter().filter_map(|h| h.pci_address).collect();
+    // Groups the kvmtune hook hands to vfio-pci whole at the VM's start.
+    let handed: Vec<u32> = ctx
+        .config
+        .host_needs
+        .iter()
+        .flat_map(|stated| stated.needs.devices.iter())
+        .filter_map(&group_of)
+        .collect();
+    let mut reported: Vec<u32> = Vec::new();
+    let mut findings = Vec::new();
+    for hostdev in ctx.config.devices.hostdevs.iter().filter(|h| h.kind == "pci") {
+        let Some(address) = &hostdev.pci_address else { continue };
+        let Some(group) = group_of(address) else { continue };
+        if handed.contains(&group) || reported.contains(&group) {
+            continue;
+        }
+        let kept: Vec<String> = devices
+            .iter()
+            .filter(|d| d.iommu_group == Some(group) && !passed.contains(&d.address))
+            .filter(|d| !d.class.known().is_some_and(|class| class.starts_with("0x0604")))
+            .filter_map(|d| {
+                d.driver
+                    .as_deref()
+                    .filter(|driver| !lets_the_group_go(driver))
+                    .map(|driver| format!("{} ({driver})", d.address))
+            })
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        reported.push(group);
+        findings.push(
+            Finding::new(
+                Some(hostdev.span),
+                format!(
+                    "{address} is in IOMMU group {group} with {}, which the host keeps and this VM does not get: QEMU stops at start (group {group} is not viable)",
+                    kept.join(", ")
+                ),
+            )
+            .with_fix(Fix::manual(format!(
+                "pass the rest of group {group} to the VM too, or bind it to vfio-pci before the VM starts (`kvmtune vfio bind {address}`, which takes the whole group)"
+            ))),
+        );
+    }
+    findings
+}

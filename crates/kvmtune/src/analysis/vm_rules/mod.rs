@@ -211,6 +211,7 @@ pub const VM_RULES: &[VmRule] = &[
     devices::DEV009,
     devices::DEV010,
     devices::DEV011,
+    devices::DEV012,
     legacy::LEG001,
     passthrough::ARG001,
     passthrough::ARG002,
