@@ -620,41 +620,62 @@ fn pins_to_absent_cpus(ctx: &RuleContext) -> Vec<Finding> {
         return Vec::new();
     }
     let pinning = &ctx.config.pinning;
-    let vcpus = pinning.vcpupin.iter().map(|pin| (format!("vCPU {}", pin.id), &pin.cpus, pin.span));
-    let iothreads =
-        pinning.iothreadpin.iter().map(|pin| (format!("iothread {}", pin.id), &pin.cpus, pin.span));
-    let emulator =
-        pinning.emulatorpin.iter().map(|pin| ("the emulator thread".to_string(), &pin.value, pin.span));
-    let process =
-        pinning.process_affinity.iter().map(|pin| ("the QEMU process".to_string(), &pin.value, pin.span));
-    let domain = pinning
-        .domain_cpuset
+    let outside = |cpus: &CpuSet| !cpus.difference(online).is_empty();
+    // One finding for the whole config, anchored at the first such pin: a config written for
+    // another host usually has every pin off, and each would say the same.
+    let vcpus: CpuSet = pinning.vcpupin.iter().filter(|pin| outside(&pin.cpus)).map(|pin| pin.id).collect();
+    let iothreads: CpuSet =
+        pinning.iothreadpin.iter().filter(|pin| outside(&pin.cpus)).map(|pin| pin.id).collect();
+    let mut who = Vec::new();
+    match vcpus.len() {
+        0 => {}
+        1 => who.push(format!("vCPU {vcpus}")),
+        _ => who.push(format!("vCPUs {vcpus}")),
+    }
+    match iothreads.len() {
+        0 => {}
+        1 => who.push(format!("iothread {iothreads}")),
+        _ => who.push(format!("iothreads {iothreads}")),
+    }
+    let singles = [
+        (pinning.emulatorpin.as_ref(), "the emulator thread"),
+        (pinning.process_affinity.as_ref(), "the QEMU process"),
+        (pinning.domain_cpuset.as_ref(), "the domain's <vcpu cpuset>"),
+    ];
+    who.extend(
+        singles
+            .iter()
+            .filter(|(pin, _)| pin.is_some_and(|p| outside(&p.value)))
+            .map(|(_, name)| name.to_string()),
+    );
+    let pins: Vec<(&CpuSet, Span)> = pinning
+        .vcpupin
         .iter()
-        .map(|pin| ("the domain (<vcpu cpuset>)".to_string(), &pin.value, pin.span));
-    vcpus
-        .chain(iothreads)
-        .chain(emulator)
-        .chain(process)
-        .chain(domain)
-        .filter_map(|(who, cpus, span)| {
-            let absent = cpus.difference(online);
-            if absent.is_empty() {
-                return None;
-            }
-            let kept = cpus.intersection(online);
-            let message = if kept.is_empty() {
-                let named = if cpus.len() == 1 {
-                    format!("host CPU {cpus}, which this host does not have online")
-                } else {
-                    format!("host CPUs {cpus}, none of which this host has online")
-                };
-                format!("{who} is pinned to {named} ({online}): libvirt refuses to start the domain, and no launcher can run the thread there")
-            } else {
-                format!("{who} is pinned to host CPUs {cpus}, but {absent} {are} not online here ({online}): libvirt refuses to start the domain, and launchers that only set the affinity run the thread on {kept} alone", are = if absent.len() == 1 { "is" } else { "are" })
-            };
-            Some(Finding::new(Some(span), message).with_fix(Fix::manual(format!("pin {who} to CPUs among {online}"))))
-        })
-        .collect()
+        .chain(&pinning.iothreadpin)
+        .map(|pin| (&pin.cpus, pin.span))
+        .chain(singles.iter().filter_map(|(pin, _)| pin.map(|p| (&p.value, p.span))))
+        .filter(|(cpus, _)| outside(cpus))
+        .collect();
+    let Some(anchor) = pins.iter().map(|(_, span)| *span).min_by_key(|span| span.start) else {
+        return Vec::new();
+    };
+    let absent = pins.iter().fold(CpuSet::new(), |all, (cpus, _)| all.union(&cpus.difference(online)));
+    let stranded = pins.iter().any(|(cpus, _)| cpus.intersection(online).is_empty());
+    let launchers = if stranded {
+        "launchers that only set the affinity run such threads on fewer CPUs than written, or refuse where none of a pin's CPUs is online"
+    } else {
+        "launchers that only set the affinity run those threads on fewer CPUs than written"
+    };
+    vec![
+        Finding::new(
+            Some(anchor),
+            format!(
+                "the pins of {} name host CPUs {absent}, which this host does not have online ({online}): libvirt refuses to start the domain, and {launchers}",
+                who.join(", ")
+            ),
+        )
+        .with_fix(Fix::manual(format!("pin every thread to CPUs among {online} (`kvmtune tune` plans them for this host)"))),
+    ]
 }
 
 pub(super) const PIN013: VmRule = VmRule {
