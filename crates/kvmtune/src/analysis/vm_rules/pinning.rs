@@ -118,11 +118,11 @@ pub(super) const PIN003: VmRule = VmRule {
         category: Category::Pinning,
         severity: Severity::Warning,
         title: "emulator or iothreads share CPUs with vCPUs",
-        explanation: "QEMU's main loop and iothreads wake on every emulated device access and I/O completion; on a vCPU's CPU they preempt it.",
+        explanation: "QEMU's main loop wakes for its timers (the emulated clocks and controllers), for the file descriptors it watches (virtio queue notifications of devices without an iothread, network backends, the display) and for I/O completions; an iothread wakes for its devices' queues and I/O. On a vCPU's CPU either preempts the vCPU.",
         example: "<emulatorpin cpuset='2'/> where <vcpupin vcpu='0' cpuset='2'/>",
         fix: "pin them to housekeeping CPUs",
         fix_safety: Applicability::Manual,
-        source: "libvirt docs/formatdomain.rst emulatorpin, iothreadpin",
+        source: "libvirt docs/formatdomain.rst emulatorpin, iothreadpin; Stefan Hajnoczi, 'QEMU Internals: Overall architecture and threading model' (blog.vmsplice.net, 2011: the main loop waits on file descriptors and runs timers and bottom halves, vCPU threads run guest code)",
     },
 };
 
@@ -688,11 +688,11 @@ pub(super) const PIN013: VmRule = VmRule {
         category: Category::Pinning,
         severity: Severity::Warning,
         title: "pinned vCPUs, but the emulator or a used iothread may run on any host CPU",
-        explanation: "Pinning the vCPUs does not pin the rest of QEMU. Without <emulatorpin> (and without <vcpu cpuset>), libvirt lets the emulator threads (the main loop, which handles every emulated device access, and QEMU's other helper threads) run on every host CPU, and without <iothreadpin> the same holds for each iothread. They wake on device accesses and I/O completions and run wherever the scheduler puts them, the pinned vCPUs' CPUs included, where they preempt a vCPU, as PIN003 describes for an explicit overlap. Where the vCPUs' CPUs are isolated from the scheduler (isolcpus=), floating threads keep off them, and with host facts that say so the rule stays quiet.",
+        explanation: "Pinning the vCPUs does not pin the rest of QEMU. Without <emulatorpin> (and without <vcpu cpuset>), libvirt lets the emulator threads (QEMU's main loop, which wakes for its timers, for virtio queue notifications of devices without an iothread, for network, display and I/O completions, and QEMU's helper threads) run on every host CPU, and without <iothreadpin> the same holds for each iothread. They run wherever the scheduler puts them, the pinned vCPUs' CPUs included, where they preempt a vCPU, as PIN003 describes for an explicit overlap. Where the vCPUs' CPUs are isolated from the scheduler (isolcpus=), floating threads keep off them, and with host facts that say so the rule stays quiet.",
         example: "every vCPU in <vcpupin> and no <emulatorpin>",
         fix: "pin the emulator (and each used iothread) to host CPUs that no vCPU uses; `kvmtune tune` plans them",
         fix_safety: Applicability::Manual,
-        source: "libvirt docs/formatdomain.rst CPU Tuning (emulatorpin, iothreadpin: if omitted, and the cpuset attribute of <vcpu> is not given, pinned to all the physical CPUs by default); Red Hat Enterprise Linux 7 Virtualization Tuning and Optimization Guide, NUMA and libvirt, Using emulatorpin",
+        source: "libvirt docs/formatdomain.rst CPU Tuning (emulatorpin, iothreadpin: if omitted, and the cpuset attribute of <vcpu> is not given, pinned to all the physical CPUs by default); Stefan Hajnoczi, 'QEMU Internals: Overall architecture and threading model' (blog.vmsplice.net, 2011); Red Hat Enterprise Linux 6 Virtualization Tuning and Optimization Guide, 9.3.4 Using emulatorpin (docs.redhat.com)",
     },
 };
 
