@@ -333,8 +333,8 @@ fn tuned_domain(index: usize, vcpu: &str, tuning: &str, image: &Path) -> String 
 
 /// Defines and starts each domain (from [`tuned_domain`]) in a private libvirtd, one after
 /// the other, and reports what happened. The CPU is the host's with arch-capabilities off (as
-/// experiment_libvirt explains for nested hosts); libvirt's cgroups for the domains are
-/// removed afterwards.
+/// experiment_libvirt explains for nested hosts); the private libvirtd removes the domains'
+/// cgroups when it stops.
 fn start_domains(domains: &[(String, String)]) -> Vec<DomainRun> {
     use kvmtune_testkit::guest::{GuestKind, boot_sector};
     let dir = tempfile::tempdir().unwrap();
@@ -361,7 +361,6 @@ for index in $(seq 0 {last}); do
   $V undefine tune$index >/dev/null 2>&1
 done
 kill $logd
-find /sys/fs/cgroup/*/machine* /sys/fs/cgroup/machine* -depth -type d -exec rmdir {{}} \; 2>/dev/null
 true"#,
         last = domains.len() - 1
     );

@@ -4,8 +4,9 @@
 //! disturbs a libvirtd of the host, and in a private network namespace: libvirt creates a tap
 //! device (`vnet0`, ...) for a domain's `<interface>` even when it only translates the XML, and
 //! those belong to the namespace, not to this machine, and cannot clash between two tests that
-//! run at once. It is killed when the translations are done. Only its capability cache
-//! outlives it, in the system temp directory.
+//! run at once. It is killed when the translations are done, after the cgroups libvirt made for
+//! its domains on this machine are removed. Only its capability cache outlives it, in the
+//! system temp directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,6 +38,18 @@ for _ in $(seq 100); do
 done
 [ -n "$ready" ] || { kill "$daemon"; exit 91; }
 sh -c "$BODY"
+# libvirt makes each domain a cgroup under machine/ in this machine's cgroup tree (in every v1
+# hierarchy), and leaves it there when the daemon goes: domains still running are destroyed,
+# then those cgroups removed, again while a QEMU just destroyed still holds its own. Another
+# test's running domain keeps its cgroups, and that test removes them when it ends.
+for domain in $(virsh -c qemu:///system list --name 2>/dev/null); do
+  virsh -c qemu:///system destroy "$domain" >/dev/null 2>&1
+done
+for _ in $(seq 20); do
+  find /sys/fs/cgroup/*/machine* /sys/fs/cgroup/machine* -depth -type d -exec rmdir {} \; 2>/dev/null
+  ls -d /sys/fs/cgroup/*/machine* /sys/fs/cgroup/machine* >/dev/null 2>&1 || break
+  sleep 0.5
+done
 kill "$daemon"; wait "$daemon" 2>/dev/null
 exit 0
 "#;
