@@ -264,8 +264,6 @@ fn libvirt_turns_hv013s_fix_into_hv_avic() {
     ignore = "needs libvirt, QEMU and /dev/kvm: cargo test --features libvirt,qemu,root"
 )]
 fn qemu_warns_where_cpu009_fires() {
-    use kvmtune::analysis::check::{CheckOptions, check};
-    use kvmtune::values::SourceText;
     let facts = kvmtune::host::probe(&kvmtune::host::Host::live());
     let online = facts.topology.online.known().expect("this machine's online CPUs").len();
     let bad = translatable("CPU009.bad.xml");
@@ -294,14 +292,7 @@ fn qemu_warns_where_cpu009_fires() {
             "-smp {smp}: {stderr}"
         );
 
-        let config = kvmtune::config::libvirt::parse("CPU009.xml", &inputs[index]).unwrap();
-        let source = SourceText::new("CPU009.xml", inputs[index].as_str());
-        let options = CheckOptions {
-            host: Some(&facts),
-            select: kvmtune::analysis::rule::select_vm_rules(&["CPU009"]).unwrap(),
-            ..CheckOptions::default()
-        };
-        let fired = !check(&config, &source, &options).diagnostics.is_empty();
+        let fired = rule_fires("CPU009", &inputs[index], &facts);
         assert_eq!(fired, *smp_warning, "{vcpu} (-smp {smp}) on {online} online CPUs");
     }
 }
@@ -384,11 +375,16 @@ fn fires_on_domain(
     tuning: &str,
     facts: &kvmtune::host::HostFacts,
 ) -> bool {
+    rule_fires(rule, &tuned_domain(index, vcpu, tuning, Path::new("/halt.img")), facts)
+}
+
+/// Whether `rule` alone fires on the domain XML `xml` with these host facts.
+fn rule_fires(rule: &str, xml: &str, facts: &kvmtune::host::HostFacts) -> bool {
     use kvmtune::analysis::check::{CheckOptions, check};
     use kvmtune::values::SourceText;
-    let xml = tuned_domain(index, vcpu, tuning, Path::new("/halt.img"));
-    let config = kvmtune::config::libvirt::parse("tuned.xml", &xml).unwrap();
-    let source = SourceText::new("tuned.xml", xml.as_str());
+    let name = format!("{rule}.xml");
+    let config = kvmtune::config::libvirt::parse(&name, xml).unwrap();
+    let source = SourceText::new(name, xml);
     let options = CheckOptions {
         host: Some(facts),
         select: kvmtune::analysis::rule::select_vm_rules(&[rule]).unwrap(),
