@@ -351,7 +351,9 @@ fn a_recorder_in_another_pid_namespace_leaves_a_running_trace_alone() {
     );
 }
 
-/// A 60 s recording of `guest`, once its tracefs instance exists.
+/// A 60 s recording of `guest`, once it traces: its tracefs instance exists and `kvm_exit` is
+/// enabled in it. The recorder makes the instance before it opens its pipe and enables the
+/// events, so the directory alone is not yet a trace (CI once read `enable` as 0 in that gap).
 fn trace_started(guest: &Guest) -> std::process::Child {
     let record_args = ["exits", "record", "--qmp", guest.qmp().to_str().unwrap(), "--duration", "60s"];
     let child = kvmtune_testkit::with_tracefs(env!("CARGO_BIN_EXE_kvmtune"), &record_args)
@@ -363,8 +365,12 @@ fn trace_started(guest: &Guest) -> std::process::Child {
     let pid = child.id();
     let instance = format!("/proc/{pid}/root/sys/kernel/tracing/instances/kvmtune-{pid}-0");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !Path::new(&instance).is_dir() {
-        assert!(std::time::Instant::now() < deadline, "no trace instance at {instance}");
+    let tracing = || {
+        std::fs::read_to_string(format!("{instance}/events/kvm/kvm_exit/enable"))
+            .is_ok_and(|e| e.trim() == "1")
+    };
+    while !tracing() {
+        assert!(std::time::Instant::now() < deadline, "no trace with kvm_exit enabled at {instance}");
         std::thread::sleep(Duration::from_millis(50));
     }
     child
