@@ -306,14 +306,21 @@ struct DomainRun {
     iothreadinfo: String,
 }
 
+/// The CPU of [`tuned_domain`]s: the host's with arch-capabilities off (as experiment_libvirt
+/// explains for nested hosts).
+const HOST_CPU_OPEN: &str =
+    "<cpu mode='host-passthrough' check='none'><feature policy='disable' name='arch-capabilities'/>";
+
 /// A one-vCPU KVM domain running the halting boot sector, with `tuning` (`<cputune>`,
-/// `<numatune>`, `<iothreads>`) and `vcpu` as its `<vcpu>` element; `image` is the disk.
+/// `<numatune>`, `<iothreads>`, or a `<cpu>` of its own, starting with [`HOST_CPU_OPEN`], where
+/// it needs guest NUMA cells) and `vcpu` as its `<vcpu>` element; `image` is the disk.
 fn tuned_domain(index: usize, vcpu: &str, tuning: &str, image: &Path) -> String {
+    let cpu = if tuning.contains("<cpu") { String::new() } else { format!("{HOST_CPU_OPEN}</cpu>") };
     format!(
         "<domain type='kvm'><name>tune{index}</name><memory unit='MiB'>32</memory>{vcpu}
 {tuning}
 <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-<cpu mode='host-passthrough' check='none'><feature policy='disable' name='arch-capabilities'/></cpu>
+{cpu}
 <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
 <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='hda' bus='ide'/></disk>
 <memballoon model='none'/></devices></domain>
@@ -323,9 +330,8 @@ fn tuned_domain(index: usize, vcpu: &str, tuning: &str, image: &Path) -> String 
 }
 
 /// Defines and starts each domain (from [`tuned_domain`]) in a private libvirtd, one after
-/// the other, and reports what happened. The CPU is the host's with arch-capabilities off (as
-/// experiment_libvirt explains for nested hosts); the private libvirtd removes the domains'
-/// cgroups when it stops.
+/// the other, and reports what happened; the private libvirtd removes the domains' cgroups when
+/// it stops.
 fn start_domains(domains: &[(String, String)]) -> Vec<DomainRun> {
     use kvmtune_testkit::guest::{GuestKind, boot_sector};
     let dir = tempfile::tempdir().unwrap();
@@ -397,10 +403,10 @@ const ONE_VCPU: &str = "<vcpu placement='static'>1</vcpu>";
 
 /// PIN012 and MEM007 against a real libvirtd starting real domains on this machine: a pin that
 /// names a CPU past this host's online ones (alone or beside one that exists, for a vCPU or the
-/// emulator), and a numatune naming a NUMA node past this host's, each stop the domain from
-/// starting with the refusal the rule's explanation quotes, and the rule fires on this host's
-/// probed facts; the same domain pinned and bound to what this host has starts, and both rules
-/// are quiet.
+/// emulator), and a numatune naming a NUMA node past this host's (for all memory, or for one
+/// guest cell's `<memnode>`), each stop the domain from starting with the refusal the rule's
+/// explanation quotes, and the rule fires on this host's probed facts; the same domain pinned
+/// and bound to what this host has starts, and both rules are quiet.
 #[test]
 #[cfg_attr(
     not(all(feature = "libvirt", feature = "qemu", feature = "root")),
@@ -415,6 +421,13 @@ fn libvirt_refuses_to_start_where_pin012_and_mem007_fire() {
     let pins = |pins: String| format!("<cputune>{pins}</cputune>");
     let numatune =
         |nodeset: String| format!("<numatune><memory mode='strict' nodeset='{nodeset}'/></numatune>");
+    // One guest NUMA cell holding the vCPU and all memory, its memory bound by a <memnode>.
+    let one_cell = |nodeset: String| {
+        format!(
+            "{HOST_CPU_OPEN}<numa><cell id='0' cpus='0' memory='32' unit='MiB'/></numa></cpu>
+<numatune><memnode cellid='0' mode='strict' nodeset='{nodeset}'/></numatune>"
+        )
+    };
     let fitting = pins(format!("<vcpupin vcpu='0' cpuset='{first}'/><emulatorpin cpuset='{online}'/>"))
         + &numatune(format!("0-{last_node}"));
     // (the rule, the domain's tuning, whether libvirt refuses it and with what)
@@ -436,6 +449,8 @@ fn libvirt_refuses_to_start_where_pin012_and_mem007_fire() {
         ),
         ("MEM007", numatune(format!("{}", last_node + 1)), Some("is unavailable")),
         ("MEM007", numatune(format!("0-{}", last_node + 1)), Some("is unavailable")),
+        ("MEM007", one_cell(format!("{}", last_node + 1)), Some("is unavailable")),
+        ("MEM007", one_cell(format!("{last_node}")), None),
         ("PIN012", fitting.clone(), None),
         ("MEM007", fitting, None),
     ];

@@ -510,6 +510,44 @@ fn cpu009_counts_the_vcpus_that_run_against_the_online_cpus() {
     assert!(messages("<vcpu placement='static'>20</vcpu>", None).is_empty());
 }
 
+/// MEM007 holds each guest cell's `<memnode>` against the host as libvirt does, one finding on
+/// each binding naming an absent node (nodes 0-1 on the fixture host), and none for a binding
+/// to nodes the host has.
+#[test]
+fn mem007_checks_every_memnode_binding() {
+    let good = std::fs::read_to_string(fixtures().join("MEM007.good.xml")).unwrap();
+    let host = fixture_host(RuleFixtureHost::named("amd").unwrap());
+    let findings = |memnodes: &str| -> Vec<(String, usize)> {
+        let text = good.replace("</numatune>", &format!("{memnodes}</numatune>"));
+        assert_ne!(text, good, "MEM007.good.xml has a <numatune>");
+        let config = libvirt::parse("MEM007.xml", &text).unwrap();
+        let source = SourceText::new("MEM007.xml", text.as_str());
+        let options = CheckOptions {
+            host: Some(&host),
+            select: kvmtune::analysis::rule::select_vm_rules(&["MEM007"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        check(&config, &source, &options)
+            .diagnostics
+            .into_iter()
+            .map(|d| (d.message, d.span.map_or(0, |span| source.line_column(span.start).0 as usize)))
+            .collect()
+    };
+    let cells =
+        "<memnode cellid='0' mode='strict' nodeset='1'/>\n<memnode cellid='1' mode='strict' nodeset='2-3'/>";
+    let fired = findings(cells);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert!(
+        fired[0].0.starts_with(
+            "numatune binds guest cell 1's memory to host NUMA nodes 2-3, but nodes 2-3 are not"
+        ),
+        "{fired:?}"
+    );
+    let memnode_line = good.lines().position(|l| l.contains("</numatune>")).unwrap() + 2;
+    assert_eq!(fired[0].1, memnode_line, "the finding points at cell 1's <memnode>");
+    assert!(findings("<memnode cellid='0' mode='strict' nodeset='0'/>").is_empty());
+}
+
 /// PIN008 with host-passthrough goes by what KVM offers: quiet where KVM_GET_SUPPORTED_CPUID
 /// has TOPOEXT, a finding naming KVM where it has not.
 #[test]

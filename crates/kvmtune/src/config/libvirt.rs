@@ -321,15 +321,23 @@ impl Reader<'_, '_> {
                 .map(span)
                 .or(config.memory.shared_access);
         }
-        if let Some(numatune) = child(root, "numatune")
-            && let Some(memory) = child(numatune, "memory")
-        {
-            let tune = Numatune {
-                mode: memory.attribute("mode").map(str::to_string),
-                nodeset: self.cpuset(memory, "nodeset")?,
-                placement: memory.attribute("placement").map(str::to_string),
-            };
-            config.memory.numatune = Some(Located::new(tune, span(memory)));
+        if let Some(numatune) = child(root, "numatune") {
+            if let Some(memory) = child(numatune, "memory") {
+                let tune = Numatune {
+                    mode: memory.attribute("mode").map(str::to_string),
+                    nodeset: self.cpuset(memory, "nodeset")?,
+                    placement: memory.attribute("placement").map(str::to_string),
+                };
+                config.memory.numatune = Some(Located::new(tune, span(memory)));
+            }
+            for memnode in children(numatune, "memnode") {
+                let memnode_binding = MemNode {
+                    cellid: self.attribute_number(memnode, "cellid")?,
+                    mode: memnode.attribute("mode").map(str::to_string),
+                    nodeset: self.cpuset(memnode, "nodeset")?,
+                };
+                config.memory.memnodes.push(Located::new(memnode_binding, span(memnode)));
+            }
         }
         Ok(())
     }

@@ -338,6 +338,8 @@ pub struct MemoryConfig {
     pub hugepages: Option<Located<Vec<HugepageRequest>>>,
     pub locked: Option<Span>,
     pub numatune: Option<Located<Numatune>>,
+    /// `<numatune><memnode>`: the host nodes each guest NUMA cell's memory is bound to.
+    pub memnodes: Vec<Located<MemNode>>,
     /// `<memoryBacking><source type>`: `anonymous`, `file` or `memfd`.
     pub backing_source: Option<Located<String>>,
     /// Where guest RAM is mapped shared: `<memoryBacking><access mode='shared'/>` or a NUMA
@@ -359,6 +361,15 @@ impl MemoryConfig {
 pub struct HugepageRequest {
     pub size_kib: Option<u64>,
     pub nodeset: Option<String>,
+}
+
+/// `<numatune><memnode cellid mode nodeset>`: one guest NUMA cell's host binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemNode {
+    /// The guest cell; libvirt's schema requires it, so a config without it is read as written.
+    pub cellid: Option<u32>,
+    pub mode: Option<String>,
+    pub nodeset: Option<CpuSet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -173,7 +173,7 @@ fn memory_off_vcpu_node(ctx: &RuleContext) -> Vec<Finding> {
     let Some((host, vcpu_cpus)) = pinned_on_multi_node_host(ctx) else { return Vec::new() };
     let nodes = host.topology.nodes_holding(&vcpu_cpus);
     let [node] = nodes.as_slice() else { return Vec::new() };
-    if absent_numatune_nodes(ctx, host).is_some() {
+    if !absent_numatune_bindings(ctx, host).is_empty() {
         // The domain does not start at all: MEM007 says so.
         return Vec::new();
     }
@@ -365,39 +365,67 @@ pub(super) const MEM007: VmRule = VmRule {
         category: Category::Memory,
         severity: Severity::Error,
         title: "numatune binds memory to host NUMA nodes this host does not have",
-        explanation: "`<numatune><memory nodeset>` names host NUMA nodes by number, so XML written for a two-socket workstation, a Threadripper in NUMA mode or a guide's machine names a node that a one-node desktop does not have. Before it starts the domain, libvirt checks every node of the set against the host and refuses the domain with \"unsupported configuration: NUMA node N is unavailable\", in every mode (strict, preferred, interleave, restrictive), even when the set also names nodes that exist.",
-        example: "<numatune><memory mode='strict' nodeset='1'/></numatune> on a host with node 0 only",
-        fix: "bind memory to nodes this host has (the node of the vCPUs' CPUs), or drop <numatune> on a one-node host",
+        explanation: "`<numatune><memory nodeset>` and each guest cell's `<numatune><memnode nodeset>` name host NUMA nodes by number, so XML written for a two-socket workstation, a Threadripper in NUMA mode or a guide's machine names a node that a one-node desktop does not have. Before it starts the domain, libvirt checks every node of every one of those sets against the host and refuses the domain with \"unsupported configuration: NUMA node N is unavailable\", in every mode (strict, preferred, interleave, restrictive), even when the set also names nodes that exist.",
+        example: "<numatune><memory mode='strict' nodeset='1'/></numatune>, or <memnode cellid='0' mode='strict' nodeset='1'/>, on a host with node 0 only",
+        fix: "bind memory (and each cell's memnode) to nodes this host has (the node of the vCPUs' CPUs), or drop <numatune> on a one-node host",
         fix_safety: Applicability::Manual,
-        source: "libvirt src/util/virnuma.c virNumaNodesetIsAvailable ('NUMA node %zd is unavailable'); libvirt docs/formatdomain.rst NUMA Node Tuning",
+        source: "libvirt src/util/virnuma.c virNumaNodesetIsAvailable ('NUMA node %zd is unavailable'), called for <memory> and for every <memnode> by src/conf/numa_conf.c virDomainNumatuneNodesetIsAvailable; libvirt docs/formatdomain.rst NUMA Node Tuning",
     },
 };
 
-/// The nodes of `<numatune><memory nodeset>` this host does not have, if any.
-fn absent_numatune_nodes(ctx: &RuleContext, host: &crate::host::HostFacts) -> Option<CpuSet> {
-    let nodeset = ctx.config.memory.numatune.as_ref()?.value.nodeset.as_ref()?;
+/// A `<numatune>` binding naming host nodes this host does not have: `<memory>` or one guest
+/// cell's `<memnode>`, with what it binds and which of its nodes are absent.
+struct AbsentBinding {
+    span: Span,
+    /// `None` for `<memory>`, else the `<memnode>`'s guest cell.
+    cell: Option<Option<u32>>,
+    nodeset: CpuSet,
+    absent: CpuSet,
+}
+
+/// Every `<numatune>` binding (`<memory>`, then each `<memnode>`) naming absent host nodes.
+fn absent_numatune_bindings(ctx: &RuleContext, host: &crate::host::HostFacts) -> Vec<AbsentBinding> {
     let host_nodes: CpuSet = host.topology.numa_nodes.iter().map(|n| n.node).collect();
-    let absent = nodeset.difference(&host_nodes);
-    (!host_nodes.is_empty() && !absent.is_empty()).then_some(absent)
+    if host_nodes.is_empty() {
+        return Vec::new();
+    }
+    let memory = &ctx.config.memory;
+    let whole = memory.numatune.iter().map(|t| (t.span, None, t.value.nodeset.as_ref()));
+    let cells = memory.memnodes.iter().map(|m| (m.span, Some(m.value.cellid), m.value.nodeset.as_ref()));
+    whole
+        .chain(cells)
+        .filter_map(|(span, cell, nodeset)| {
+            let nodeset = nodeset?.clone();
+            let absent = nodeset.difference(&host_nodes);
+            (!absent.is_empty()).then_some(AbsentBinding { span, cell, nodeset, absent })
+        })
+        .collect()
 }
 
 fn numatune_absent_nodes(ctx: &RuleContext) -> Vec<Finding> {
     let Some(host) = ctx.host else { return Vec::new() };
-    let Some(absent) = absent_numatune_nodes(ctx, host) else { return Vec::new() };
-    let Some(tune) = &ctx.config.memory.numatune else { return Vec::new() };
-    let nodeset = tune.value.nodeset.clone().unwrap_or_default();
     let host_nodes: CpuSet = host.topology.numa_nodes.iter().map(|n| n.node).collect();
-    let (nodes, are) = if absent.len() == 1 { ("node", "is") } else { ("nodes", "are") };
-    let fix = if host_nodes.len() == 1 {
-        format!("drop <numatune>: this host has one NUMA node ({host_nodes}), so all memory is local anyway")
-    } else {
-        format!("bind memory to nodes among {host_nodes}, the one holding the vCPUs' CPUs")
-    };
-    vec![
-        Finding::new(
-            Some(tune.span),
-            format!("numatune binds memory to host NUMA nodes {nodeset}, but {nodes} {absent} {are} not on this host (nodes {host_nodes}): libvirt refuses to start the domain (NUMA node {} is unavailable)", absent.first().unwrap_or_default()),
-        )
-        .with_fix(Fix::manual(fix)),
-    ]
+    absent_numatune_bindings(ctx, host)
+        .into_iter()
+        .map(|binding| {
+            let AbsentBinding { span, cell, nodeset, absent } = binding;
+            let (nodes, are) = if absent.len() == 1 { ("node", "is") } else { ("nodes", "are") };
+            let what = match cell {
+                None => "numatune binds memory".to_string(),
+                Some(Some(cell)) => format!("numatune binds guest cell {cell}'s memory"),
+                Some(None) => "a <memnode> binds its guest cell's memory".to_string(),
+            };
+            let fix = match (cell, host_nodes.len()) {
+                (None, 1) => format!("drop <numatune>: this host has one NUMA node ({host_nodes}), so all memory is local anyway"),
+                (Some(_), 1) => format!("drop the <memnode> bindings: this host has one NUMA node ({host_nodes}), so all memory is local anyway"),
+                (None, _) => format!("bind memory to nodes among {host_nodes}, the one holding the vCPUs' CPUs"),
+                (Some(_), _) => format!("bind the cell to a node among {host_nodes}, the one holding that cell's vCPUs' CPUs"),
+            };
+            Finding::new(
+                Some(span),
+                format!("{what} to host NUMA nodes {nodeset}, but {nodes} {absent} {are} not on this host (nodes {host_nodes}): libvirt refuses to start the domain (NUMA node {} is unavailable)", absent.first().unwrap_or_default()),
+            )
+            .with_fix(Fix::manual(fix))
+        })
+        .collect()
 }
