@@ -510,6 +510,33 @@ fn cpu009_counts_the_vcpus_that_run_against_the_online_cpus() {
     assert!(messages("<vcpu placement='static'>20</vcpu>", None).is_empty());
 }
 
+/// PIN001 says where unpinned vCPUs float: over `<vcpu cpuset>`'s CPUs where it is given, over
+/// the whole host where not.
+#[test]
+fn pin001_names_the_cpus_unpinned_vcpus_float_over() {
+    let bad = std::fs::read_to_string(fixtures().join("PIN001.bad.xml")).unwrap();
+    let messages = |vcpu: &str| -> Vec<String> {
+        let text = bad.replace("<vcpu placement='static'>6</vcpu>", vcpu);
+        let config = libvirt::parse("PIN001.xml", &text).unwrap();
+        let source = SourceText::new("PIN001.xml", text.as_str());
+        let options = CheckOptions {
+            select: kvmtune::analysis::rule::select_vm_rules(&["PIN001"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.message).collect()
+    };
+    assert_eq!(
+        messages("<vcpu placement='static' cpuset='3-4,11-12'>6</vcpu>"),
+        [
+            "vCPUs 4-5 are not pinned: they float over host CPUs 3-4,11-12 (<vcpu cpuset>), and the host scheduler moves them between those cores and their caches"
+        ]
+    );
+    assert_eq!(
+        messages("<vcpu placement='static'>6</vcpu>"),
+        ["vCPUs 4-5 are not pinned: the host scheduler moves them across cores, caches and NUMA nodes"]
+    );
+}
+
 /// MEM007 holds each guest cell's `<memnode>` against the host as libvirt does, one finding on
 /// each binding naming an absent node (nodes 0-1 on the fixture host), and none for a binding
 /// to nodes the host has.

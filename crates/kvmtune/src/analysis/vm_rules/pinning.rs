@@ -48,11 +48,16 @@ fn vcpus_unpinned(ctx: &RuleContext) -> Vec<Finding> {
     } else {
         format!("vCPUs {} are not pinned", unpinned.iter().copied().collect::<CpuSet>())
     };
-    let finding = Finding::new(
-        Some(vcpus.span),
-        format!("{which}: the host scheduler moves them across cores, caches and NUMA nodes"),
-    )
-    .with_fix(Fix::manual("pin each vCPU to its own host CPU (`kvmtune tune` plans it)"));
+    // `<vcpu cpuset>` confines the unpinned vCPUs to its CPUs, but they still float among them.
+    let where_they_float = match &ctx.config.pinning.domain_cpuset {
+        Some(domain) => format!(
+            "they float over host CPUs {} (<vcpu cpuset>), and the host scheduler moves them between those cores and their caches",
+            domain.value
+        ),
+        None => "the host scheduler moves them across cores, caches and NUMA nodes".to_string(),
+    };
+    let finding = Finding::new(Some(vcpus.span), format!("{which}: {where_they_float}"))
+        .with_fix(Fix::manual("pin each vCPU to its own host CPU (`kvmtune tune` plans it)"));
     // Pinning buys latency: a gaming, server or IPI-heavy VM needs it, a desktop rarely does.
     if ctx.workload == Workload::Desktop {
         return vec![Finding {
