@@ -624,6 +624,48 @@ fn existing_libvirt_vms_get_the_minimal_change() {
     assert!(tuned >= 5, "only {tuned} user configs fit their hosts");
 }
 
+/// An existing VM whose guest cell's `<memnode>` names a host node the host lacks (MEM007: libvirt
+/// would not start it): tune binds the cell where it binds all memory, the result starts as far
+/// as check can tell, and tuning it again changes nothing.
+#[test]
+fn existing_memnodes_follow_the_memory_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    SyntheticHost::threadripper_2950x().write(&host);
+    let xml = "<domain type='kvm'>
+  <name>cells</name>
+  <memory unit='GiB'>4</memory>
+  <vcpu placement='static'>4</vcpu>
+  <numatune>
+    <memnode cellid='0' mode='strict' nodeset='5'/>
+  </numatune>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <cpu mode='host-passthrough' check='none'>
+    <numa><cell id='0' cpus='0-3' memory='4' unit='GiB'/></numa>
+  </cpu>
+</domain>
+";
+    let path = dir.path().join("cells.xml");
+    std::fs::write(&path, xml).unwrap();
+    let (path, host) = (path.to_str().unwrap(), host.to_str().unwrap());
+    let check = |file: &str| kvmtune(&["check", file, "--host-root", host, "--select", "MEM007,MEM003"]);
+    assert_eq!(check(path).status.code(), Some(1), "MEM007 fires before");
+
+    let output = kvmtune(&["tune", path, "--host-root", host]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let tuned = edited_xml(&String::from_utf8_lossy(&output.stdout));
+    let memory = tuned.lines().find(|l| l.contains("<memory mode='strict'")).expect("memory bound");
+    let node = memory.split("nodeset='").nth(1).and_then(|rest| rest.split('\'').next()).unwrap();
+    assert!(tuned.contains(&format!("<memnode cellid='0' mode='strict' nodeset='{node}'/>")), "{tuned}");
+    let tuned_path = dir.path().join("tuned.xml");
+    std::fs::write(&tuned_path, &tuned).unwrap();
+    let tuned_path = tuned_path.to_str().unwrap();
+    let after = check(tuned_path);
+    assert_eq!(after.status.code(), Some(0), "{}", String::from_utf8_lossy(&after.stdout));
+    let again = kvmtune(&["tune", tuned_path, "--host-root", host]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("# 0 changes"), "not a fixed point");
+}
+
 /// An existing Proxmox VM: virtio disks, and SCSI disks behind virtio-scsi, each gain
 /// iothread=1 (virtio-scsi-single where needed); a CD-ROM and an LSI controller's disks stay.
 #[test]

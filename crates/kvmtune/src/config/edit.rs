@@ -56,7 +56,8 @@ pub enum ConfigEdit {
     /// Replace every `<vcpupin>`, `<emulatorpin>` and `<iothreadpin>` in `<cputune>`; CPU lists as
     /// libvirt writes them (`2,18`).
     SetPins { vcpus: Vec<(u32, String)>, emulator: String, iothreads: Vec<(u32, String)> },
-    /// `<numatune><memory mode='strict' nodeset=...>`.
+    /// `<numatune><memory mode='strict' nodeset=...>`, and each guest cell's `<memnode>` strict
+    /// to the same nodes.
     SetNumatune { nodeset: String },
     /// Attributes of the `<driver>` of the disk with this target (`cache`, `io`).
     SetDiskDriver { target: String, attributes: Vec<(String, String)> },

@@ -539,13 +539,28 @@ impl<'a, 'input> Editor<'a, 'input> {
             }
             ConfigEdit::SetNumatune { nodeset } => {
                 let memory = self.empty_element("memory", &[("mode", "strict"), ("nodeset", nodeset)]);
-                Ok(vec![match element(root, "numatune") {
-                    Some(numatune) => match element(numatune, "memory") {
-                        Some(existing) => Edit { span: existing.range().into(), replacement: memory },
-                        None => self.insert_child(numatune, &memory, &["memnode"]),
-                    },
-                    None => self.insert_child(root, &self.wrapped(root, "numatune", &memory), &["os"]),
-                }])
+                let Some(numatune) = element(root, "numatune") else {
+                    return Ok(vec![self.insert_child(
+                        root,
+                        &self.wrapped(root, "numatune", &memory),
+                        &["os"],
+                    )]);
+                };
+                let mut edits = vec![match element(numatune, "memory") {
+                    Some(existing) => Edit { span: existing.range().into(), replacement: memory },
+                    None => self.insert_child(numatune, &memory, &["memnode"]),
+                }];
+                // A guest cell's <memnode> overrides <memory> for that cell's memory, so all of it
+                // lands on `nodeset` only if every cell is bound there too.
+                for memnode in numatune.children().filter(|c| c.is_element() && c.has_tag_name("memnode")) {
+                    let Some(cell) = memnode.attribute("cellid") else { continue };
+                    let attributes = [("cellid", cell), ("mode", "strict"), ("nodeset", nodeset.as_str())];
+                    edits.push(Edit {
+                        span: memnode.range().into(),
+                        replacement: self.empty_element("memnode", &attributes),
+                    });
+                }
+                Ok(edits)
             }
             ConfigEdit::SetGuestNuma { cells } => self.set_guest_numa(cells),
             ConfigEdit::Manual { steps } => Err(EditError::NotApplicable(format!("manual step: {steps}"))),
@@ -781,6 +796,33 @@ mod tests {
             assert_eq!(twice.matches("kvmtune:host xmlns").count(), 1, "{twice}");
             assert_eq!(read_back(&twice).housekeeping.unwrap().to_string(), "0,4");
         }
+    }
+
+    /// Binding all memory to one node rebinds each guest cell's `<memnode>` there too, since a
+    /// memnode overrides `<memory>` for its cell; the file's quotes and layout stay.
+    #[test]
+    fn binding_memory_rebinds_every_cell() {
+        let text = "<domain type='kvm'>\n  <numatune>\n    <memory mode='interleave' nodeset='0-3'/>\n    <memnode cellid='0' mode='preferred' nodeset='2'/>\n    <memnode cellid='1' mode='strict' nodeset='3'/>\n  </numatune>\n</domain>\n";
+        let fixed = apply_actions(text, &[ConfigEdit::SetNumatune { nodeset: "1".into() }]).unwrap();
+        assert_eq!(
+            fixed,
+            "<domain type='kvm'>\n  <numatune>\n    <memory mode='strict' nodeset='1'/>\n    <memnode cellid='0' mode='strict' nodeset='1'/>\n    <memnode cellid='1' mode='strict' nodeset='1'/>\n  </numatune>\n</domain>\n"
+        );
+        let memnodes = crate::config::libvirt::parse("x", &fixed).unwrap().memory.memnodes;
+        let read: Vec<(Option<u32>, String)> = memnodes
+            .iter()
+            .map(|m| (m.value.cellid, m.value.nodeset.as_ref().unwrap().to_string()))
+            .collect();
+        assert_eq!(read, [(Some(0), "1".to_string()), (Some(1), "1".to_string())]);
+        // With no <memory> yet, it goes in before the memnodes.
+        let without = text.replace("    <memory mode='interleave' nodeset='0-3'/>\n", "");
+        let fixed = apply_actions(&without, &[ConfigEdit::SetNumatune { nodeset: "1".into() }]).unwrap();
+        assert!(
+            fixed.contains(
+                "<memory mode='strict' nodeset='1'/>\n    <memnode cellid='0' mode='strict' nodeset='1'/>"
+            ),
+            "{fixed}"
+        );
     }
 
     #[test]

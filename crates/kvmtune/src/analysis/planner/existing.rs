@@ -158,16 +158,30 @@ pub fn actions(config: &VmConfig, plan: &VmPlan) -> Vec<ConfigEdit> {
             && config.cpu.numa_cells.iter().zip(&cells).all(|(have, want)| {
                 have.cpus.to_string() == want.cpus && have.memory_kib == Some(want.memory_kib)
             })
-            && config.memory.numatune.as_ref().is_some_and(|n| n.value.mode.as_deref() == Some("strict"));
+            && config.memory.numatune.as_ref().is_some_and(|n| n.value.mode.as_deref() == Some("strict"))
+            && config.memory.memnodes.len() == cells.len()
+            && cells.iter().all(|want| {
+                config.memory.memnodes.iter().any(|have| {
+                    have.value.cellid == Some(want.id)
+                        && have.value.nodeset.as_ref().map(|s| s.to_string())
+                            == Some(want.host_node.to_string())
+                })
+            });
         if !mirrored {
             actions.push(ConfigEdit::SetGuestNuma { cells });
         }
     }
     if let Some(node) = plan.memory_node {
-        let bound = config.memory.numatune.as_ref().is_some_and(|n| {
-            n.value.mode.as_deref() == Some("strict")
-                && n.value.nodeset.as_ref().map(|s| s.to_string()) == Some(node.to_string())
-        });
+        let on_node = |nodeset: &Option<crate::values::CpuSet>| {
+            nodeset.as_ref().map(|s| s.to_string()) == Some(node.to_string())
+        };
+        // Each guest cell's <memnode> overrides <memory> for its cell: all must name the node.
+        let bound = config
+            .memory
+            .numatune
+            .as_ref()
+            .is_some_and(|n| n.value.mode.as_deref() == Some("strict") && on_node(&n.value.nodeset))
+            && config.memory.memnodes.iter().all(|m| on_node(&m.value.nodeset));
         if !bound {
             actions.push(ConfigEdit::SetNumatune { nodeset: node.to_string() });
         }
