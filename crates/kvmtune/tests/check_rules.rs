@@ -573,6 +573,28 @@ fn mem007_checks_every_memnode_binding() {
     let memnode_line = good.lines().position(|l| l.contains("</numatune>")).unwrap() + 2;
     assert_eq!(fired[0].1, memnode_line, "the finding points at cell 1's <memnode>");
     assert!(findings("<memnode cellid='0' mode='strict' nodeset='0'/>").is_empty());
+
+    // Proxmox's numaN hostnodes (`;` between ranges), which qemu-server reads only with numa: 1.
+    let proxmox = |numa: &str| -> Vec<String> {
+        let text = format!(
+            "cores: 4\nmemory: 4096\nnuma: {numa}\nnuma0: cpus=0-1,hostnodes=0,memory=2048,policy=bind\nnuma1: cpus=2-3,hostnodes=1;3,memory=2048,policy=bind\nostype: win11\n"
+        );
+        let config = kvmtune::config::read("100.conf", &text).unwrap();
+        let source = SourceText::new("100.conf", text.as_str());
+        let options = CheckOptions {
+            host: Some(&host),
+            select: kvmtune::analysis::rule::select_vm_rules(&["MEM007"]).unwrap(),
+            ..CheckOptions::default()
+        };
+        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.message).collect()
+    };
+    assert_eq!(
+        proxmox("1"),
+        [
+            "numa1 binds guest node 1's memory to host NUMA nodes 1,3, but node 3 is not on this host (nodes 0-1): Proxmox refuses to start the VM (host NUMA node3 doesn't exist)"
+        ]
+    );
+    assert!(proxmox("0").is_empty(), "without numa: 1, qemu-server ignores the numaN lines");
 }
 
 /// PIN008 with host-passthrough goes by what KVM offers: quiet where KVM_GET_SUPPORTED_CPUID

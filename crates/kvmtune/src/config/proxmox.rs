@@ -356,6 +356,17 @@ impl Reader<'_> {
                     let queues = option_value(&line.value, "queues").and_then(|q| q.parse().ok());
                     config.devices.nics.push(Nic { model: Some(model), queues, span: line.span });
                 }
+                // qemu-server reads `numaN` only with `numa: 1`; its lists separate ranges by `;`.
+                "numa" if self.get("numa").is_some_and(|numa| numa.value == "1") => {
+                    let hostnodes = option_value(&line.value, "hostnodes")
+                        .and_then(|nodes| crate::config::cpuset::parse(&nodes.replace(';', ",")).ok());
+                    let memnode = MemNode {
+                        cellid: index.parse().ok(),
+                        mode: option_value(&line.value, "policy").map(str::to_string),
+                        nodeset: hostnodes,
+                    };
+                    config.memory.memnodes.push(Located::new(memnode, line.span));
+                }
                 "scsi" | "virtio" | "sata" | "ide" => {
                     let media_cdrom = option_value(&line.value, "media") == Some("cdrom");
                     let bus = if prefix == "scsi" { "scsi" } else { prefix };

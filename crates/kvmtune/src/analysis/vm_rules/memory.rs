@@ -365,11 +365,11 @@ pub(super) const MEM007: VmRule = VmRule {
         category: Category::Memory,
         severity: Severity::Error,
         title: "numatune binds memory to host NUMA nodes this host does not have",
-        explanation: "`<numatune><memory nodeset>` and each guest cell's `<numatune><memnode nodeset>` name host NUMA nodes by number, so XML written for a two-socket workstation, a Threadripper in NUMA mode or a guide's machine names a node that a one-node desktop does not have. Before it starts the domain, libvirt checks every node of every one of those sets against the host and refuses the domain with \"unsupported configuration: NUMA node N is unavailable\", in every mode (strict, preferred, interleave, restrictive), even when the set also names nodes that exist.",
+        explanation: "`<numatune><memory nodeset>` and each guest cell's `<numatune><memnode nodeset>` name host NUMA nodes by number, so XML written for a two-socket workstation, a Threadripper in NUMA mode or a guide's machine names a node that a one-node desktop does not have. Before it starts the domain, libvirt checks every node of every one of those sets against the host and refuses the domain with \"unsupported configuration: NUMA node N is unavailable\", in every mode (strict, preferred, interleave, restrictive), even when the set also names nodes that exist. Proxmox's `numaN: ...,hostnodes=` (read with `numa: 1`) is the same binding, and qemu-server stops the start with \"host NUMA nodeN doesn't exist\".",
         example: "<numatune><memory mode='strict' nodeset='1'/></numatune>, or <memnode cellid='0' mode='strict' nodeset='1'/>, on a host with node 0 only",
         fix: "bind memory (and each cell's memnode) to nodes this host has (the node of the vCPUs' CPUs), or drop <numatune> on a one-node host",
         fix_safety: Applicability::Manual,
-        source: "libvirt src/util/virnuma.c virNumaNodesetIsAvailable ('NUMA node %zd is unavailable'), called for <memory> and for every <memnode> by src/conf/numa_conf.c virDomainNumatuneNodesetIsAvailable; libvirt docs/formatdomain.rst NUMA Node Tuning",
+        source: "libvirt src/util/virnuma.c virNumaNodesetIsAvailable ('NUMA node %zd is unavailable'), called for <memory> and for every <memnode> by src/conf/numa_conf.c virDomainNumatuneNodesetIsAvailable; libvirt docs/formatdomain.rst NUMA Node Tuning; Proxmox qemu-server src/PVE/QemuServer/Memory.pm print_numa_hostnodes (\"host NUMA node$i doesn't exist\")",
     },
 };
 
@@ -410,20 +410,30 @@ fn numatune_absent_nodes(ctx: &RuleContext) -> Vec<Finding> {
         .map(|binding| {
             let AbsentBinding { span, cell, nodeset, absent } = binding;
             let (nodes, are) = if absent.len() == 1 { ("node", "is") } else { ("nodes", "are") };
+            let proxmox = ctx.config.format == SourceFormat::Proxmox;
             let what = match cell {
                 None => "numatune binds memory".to_string(),
+                Some(Some(cell)) if proxmox => format!("numa{cell} binds guest node {cell}'s memory"),
                 Some(Some(cell)) => format!("numatune binds guest cell {cell}'s memory"),
                 Some(None) => "a <memnode> binds its guest cell's memory".to_string(),
             };
+            let first = absent.first().unwrap_or_default();
+            let refusal = if proxmox {
+                format!("Proxmox refuses to start the VM (host NUMA node{first} doesn't exist)")
+            } else {
+                format!("libvirt refuses to start the domain (NUMA node {first} is unavailable)")
+            };
             let fix = match (cell, host_nodes.len()) {
                 (None, 1) => format!("drop <numatune>: this host has one NUMA node ({host_nodes}), so all memory is local anyway"),
+                (Some(_), 1) if proxmox => format!("drop hostnodes (and policy) from the numaN lines: this host has one NUMA node ({host_nodes}), so all memory is local anyway"),
                 (Some(_), 1) => format!("drop the <memnode> bindings: this host has one NUMA node ({host_nodes}), so all memory is local anyway"),
                 (None, _) => format!("bind memory to nodes among {host_nodes}, the one holding the vCPUs' CPUs"),
+                (Some(_), _) if proxmox => format!("set hostnodes= to a node among {host_nodes}, the one holding that guest node's vCPUs' CPUs"),
                 (Some(_), _) => format!("bind the cell to a node among {host_nodes}, the one holding that cell's vCPUs' CPUs"),
             };
             Finding::new(
                 Some(span),
-                format!("{what} to host NUMA nodes {nodeset}, but {nodes} {absent} {are} not on this host (nodes {host_nodes}): libvirt refuses to start the domain (NUMA node {} is unavailable)", absent.first().unwrap_or_default()),
+                format!("{what} to host NUMA nodes {nodeset}, but {nodes} {absent} {are} not on this host (nodes {host_nodes}): {refusal}"),
             )
             .with_fix(Fix::manual(fix))
         })
