@@ -120,14 +120,23 @@ fn pinned_on_multi_node_host<'a>(ctx: &'a RuleContext) -> Option<(&'a crate::hos
 /// `numatune` keeps all memory on these nodes: a strict or restrictive binding to a subset of
 /// them (`preferred` falls back elsewhere when the node runs short; `interleave` spreads).
 fn memory_bound_to(ctx: &RuleContext, nodes: &[u32]) -> bool {
-    ctx.config.memory.numatune.as_ref().is_some_and(|tune| {
+    let within = |set: &Option<CpuSet>| {
+        set.as_ref().is_some_and(|set| !set.is_empty() && set.iter().all(|n| nodes.contains(&n)))
+    };
+    let memory = &ctx.config.memory;
+    let whole = memory.numatune.as_ref().is_some_and(|tune| {
         matches!(tune.value.mode.as_deref(), Some("strict" | "restrictive") | None)
-            && tune
-                .value
-                .nodeset
-                .as_ref()
-                .is_some_and(|set| !set.is_empty() && set.iter().all(|n| nodes.contains(&n)))
-    })
+            && within(&tune.value.nodeset)
+    });
+    // Or every guest cell bound on its own: a libvirt <memnode> per <cell>, or Proxmox's numaN
+    // lines (which are the guest's nodes) with policy=bind.
+    let cells = ctx.config.cpu.numa_cells.len().max(1);
+    let per_cell = memory.memnodes.len() >= cells
+        && memory.memnodes.iter().all(|cell| {
+            matches!(cell.value.mode.as_deref(), Some("strict" | "restrictive" | "bind") | None)
+                && within(&cell.value.nodeset)
+        });
+    whole || per_cell
 }
 
 /// Memory is preallocated when the VM starts (hugepages, or locked memory), so the thread
