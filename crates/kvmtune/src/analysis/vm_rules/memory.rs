@@ -118,7 +118,8 @@ fn pinned_on_multi_node_host<'a>(ctx: &'a RuleContext) -> Option<(&'a crate::hos
 }
 
 /// `numatune` keeps all memory on these nodes: a strict or restrictive binding to a subset of
-/// them (`preferred` falls back elsewhere when the node runs short; `interleave` spreads).
+/// them, for all memory or for each guest cell (`preferred` falls back elsewhere when the node
+/// runs short; `interleave` spreads).
 fn memory_bound_to(ctx: &RuleContext, nodes: &[u32]) -> bool {
     let within = |set: &Option<CpuSet>| {
         set.as_ref().is_some_and(|set| !set.is_empty() && set.iter().all(|n| nodes.contains(&n)))
