@@ -510,6 +510,23 @@ fn cpu009_counts_the_vcpus_that_run_against_the_online_cpus() {
     assert!(messages("<vcpu placement='static'>20</vcpu>", None).is_empty());
 }
 
+/// What `rule` alone says of the config `text` (read as its content says): each message, with
+/// the line it points at (0 where it points nowhere).
+fn one_rule(rule: &str, path: &str, text: &str, host: Option<&HostFacts>) -> Vec<(String, u32)> {
+    let config = kvmtune::config::read(path, text).unwrap();
+    let source = SourceText::new(path, text);
+    let options = CheckOptions {
+        host,
+        select: kvmtune::analysis::rule::select_vm_rules(&[rule]).unwrap(),
+        ..CheckOptions::default()
+    };
+    check(&config, &source, &options)
+        .diagnostics
+        .into_iter()
+        .map(|d| (d.message, d.span.map_or(0, |span| source.line_column(span.start).0)))
+        .collect()
+}
+
 /// PIN001 says where unpinned vCPUs float: over `<vcpu cpuset>`'s CPUs where it is given, over
 /// the whole host where not.
 #[test]
@@ -517,13 +534,7 @@ fn pin001_names_the_cpus_unpinned_vcpus_float_over() {
     let bad = std::fs::read_to_string(fixtures().join("PIN001.bad.xml")).unwrap();
     let messages = |vcpu: &str| -> Vec<String> {
         let text = bad.replace("<vcpu placement='static'>6</vcpu>", vcpu);
-        let config = libvirt::parse("PIN001.xml", &text).unwrap();
-        let source = SourceText::new("PIN001.xml", text.as_str());
-        let options = CheckOptions {
-            select: kvmtune::analysis::rule::select_vm_rules(&["PIN001"]).unwrap(),
-            ..CheckOptions::default()
-        };
-        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.message).collect()
+        one_rule("PIN001", "PIN001.xml", &text, None).into_iter().map(|(message, _)| message).collect()
     };
     assert_eq!(
         messages("<vcpu placement='static' cpuset='3-4,11-12'>6</vcpu>"),
@@ -544,21 +555,10 @@ fn pin001_names_the_cpus_unpinned_vcpus_float_over() {
 fn mem007_checks_every_memnode_binding() {
     let good = std::fs::read_to_string(fixtures().join("MEM007.good.xml")).unwrap();
     let host = fixture_host(RuleFixtureHost::named("amd").unwrap());
-    let findings = |memnodes: &str| -> Vec<(String, usize)> {
+    let findings = |memnodes: &str| -> Vec<(String, u32)> {
         let text = good.replace("</numatune>", &format!("{memnodes}</numatune>"));
         assert_ne!(text, good, "MEM007.good.xml has a <numatune>");
-        let config = libvirt::parse("MEM007.xml", &text).unwrap();
-        let source = SourceText::new("MEM007.xml", text.as_str());
-        let options = CheckOptions {
-            host: Some(&host),
-            select: kvmtune::analysis::rule::select_vm_rules(&["MEM007"]).unwrap(),
-            ..CheckOptions::default()
-        };
-        check(&config, &source, &options)
-            .diagnostics
-            .into_iter()
-            .map(|d| (d.message, d.span.map_or(0, |span| source.line_column(span.start).0 as usize)))
-            .collect()
+        one_rule("MEM007", "MEM007.xml", &text, Some(&host))
     };
     let cells =
         "<memnode cellid='0' mode='strict' nodeset='1'/>\n<memnode cellid='1' mode='strict' nodeset='2-3'/>";
@@ -570,7 +570,7 @@ fn mem007_checks_every_memnode_binding() {
         ),
         "{fired:?}"
     );
-    let memnode_line = good.lines().position(|l| l.contains("</numatune>")).unwrap() + 2;
+    let memnode_line = good.lines().position(|l| l.contains("</numatune>")).unwrap() as u32 + 2;
     assert_eq!(fired[0].1, memnode_line, "the finding points at cell 1's <memnode>");
     assert!(findings("<memnode cellid='0' mode='strict' nodeset='0'/>").is_empty());
 
@@ -579,14 +579,7 @@ fn mem007_checks_every_memnode_binding() {
         let text = format!(
             "cores: 4\nmemory: 4096\nnuma: {numa}\nnuma0: cpus=0-1,hostnodes=0,memory=2048,policy=bind\nnuma1: cpus=2-3,hostnodes=1;3,memory=2048,policy=bind\nostype: win11\n"
         );
-        let config = kvmtune::config::read("100.conf", &text).unwrap();
-        let source = SourceText::new("100.conf", text.as_str());
-        let options = CheckOptions {
-            host: Some(&host),
-            select: kvmtune::analysis::rule::select_vm_rules(&["MEM007"]).unwrap(),
-            ..CheckOptions::default()
-        };
-        check(&config, &source, &options).diagnostics.into_iter().map(|d| d.message).collect()
+        one_rule("MEM007", "100.conf", &text, Some(&host)).into_iter().map(|(message, _)| message).collect()
     };
     assert_eq!(
         proxmox("1"),
