@@ -415,12 +415,12 @@ fn absent_numatune_bindings(ctx: &RuleContext, host: &crate::host::HostFacts) ->
 fn numatune_absent_nodes(ctx: &RuleContext) -> Vec<Finding> {
     let Some(host) = ctx.host else { return Vec::new() };
     let host_nodes: CpuSet = host.topology.numa_nodes.iter().map(|n| n.node).collect();
+    let proxmox = ctx.config.format == SourceFormat::Proxmox;
     absent_numatune_bindings(ctx, host)
         .into_iter()
         .map(|binding| {
             let AbsentBinding { span, cell, nodeset, absent } = binding;
             let (nodes, are) = if absent.len() == 1 { ("node", "is") } else { ("nodes", "are") };
-            let proxmox = ctx.config.format == SourceFormat::Proxmox;
             let what = match cell {
                 None => "numatune binds memory".to_string(),
                 Some(Some(cell)) if proxmox => format!("numa{cell} binds guest node {cell}'s memory"),
