@@ -1,6 +1,7 @@
 //! The lab guest is what host changes are tested in (`scripts/lab`, `kvmtune_testkit::lab`):
 //! these tests hold it to what those tests will need, on both cgroup hierarchies, and read it
-//! with `kvmtune probe` as a real two-node host with an IOMMU.
+//! with `kvmtune probe` as a real two-node host with an IOMMU, and hold `scripts/lab` to how it
+//! ends a guest that hangs.
 
 use std::path::Path;
 
@@ -80,4 +81,54 @@ fn cgroup_v1_guest_has_the_cpuset_hierarchy() {
         ["0-3", "Cpus_allowed_list:\t0-1", "2"].map(|l| l.trim()),
         "{text}"
     );
+}
+
+// A guest's kernel that reports a lost timer (RCU's "Possible timer handling issue on cpu=N",
+// seen when a vfio round hung under TCG) before CMD's end has CMD run once more, in a fresh
+// guest; a second such end is the failure it is. The report is written to the kernel log here,
+// at a level the console shows, and the guest reset at once (sysrq b; QEMU runs with
+// -no-reboot) so that CMD never ends: a real lost timer cannot be made on purpose.
+#[test]
+fn a_guest_whose_kernel_lost_a_timer_runs_cmd_once_more_then_fails() {
+    let output = lab::run(
+        Cgroup::V2,
+        bin_dir(),
+        "echo '<2>rcu: \tPossible timer handling issue on cpu=1 timer-softirq=7 (lab test)' > /dev/kmsg
+         echo b > /proc/sysrq-trigger; sleep 60; echo CMD-ENDED",
+    );
+    let text = stdout_of(&output);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "{text}\n{errors}");
+    assert_eq!(text.matches("(lab test)").count(), 2, "two guests, each reporting it:\n{text}\n{errors}");
+    assert!(!text.contains("CMD-ENDED"), "{text}");
+    let retry = "reported a lost timer (Possible timer handling issue on cpu=1) before CMD ended; running CMD once more";
+    assert_eq!(errors.matches(retry).count(), 1, "{errors}");
+    assert!(errors.contains("the guest ended without CMD's status"), "{errors}");
+}
+
+// A guest that has not powered off 60 s after the console shows a power-off request (a
+// scenario's hang watch ends with sysrq o, which a kernel stuck on a lost timer never carries
+// out) is diagnosed and stopped long before the lab's timeout. The request's line is written to
+// the kernel log here and the guest kept up: a kernel that cannot power off cannot be made on
+// purpose either.
+#[test]
+fn a_guest_that_does_not_power_off_when_asked_is_stopped_after_60_s() {
+    let output = lab::run_within(
+        Cgroup::V2,
+        bin_dir(),
+        "echo '<2>sysrq: Power Off (lab test)' > /dev/kmsg; sleep 500; echo CMD-ENDED",
+        Some(550),
+    );
+    let text = stdout_of(&output);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "{text}\n{errors}");
+    assert!(!text.contains("CMD-ENDED"), "{text}");
+    assert!(
+        errors.contains(
+            "lab: the guest has not powered off 60 s after its hang watch asked it to (sysrq o); its state:"
+        ),
+        "{errors}"
+    );
+    // The diagnosis names where each vCPU was.
+    assert!(errors.contains("== info registers -a") && errors.contains("RIP="), "{errors}");
 }
