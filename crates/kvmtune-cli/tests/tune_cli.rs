@@ -666,6 +666,62 @@ fn existing_memnodes_follow_the_memory_binding() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("# 0 changes"), "not a fixed point");
 }
 
+/// `conf` as `qm set` leaves it after `commands`: `--KEY 'VALUE'` replaces that key's line,
+/// `--delete 'A,B'` removes those keys' lines.
+fn apply_qm_set(conf: &str, commands: &[String]) -> String {
+    let mut applied = conf.to_string();
+    for command in commands {
+        let (key, value) = command.split_once(" --").unwrap().1.split_once(' ').unwrap();
+        let value = value.trim_matches('\'');
+        let removed: Vec<&str> = if key == "delete" { value.split(',').collect() } else { vec![key] };
+        let kept: Vec<&str> =
+            applied.lines().filter(|l| !removed.iter().any(|k| l.starts_with(&format!("{k}:")))).collect();
+        applied = kept.join("\n") + "\n";
+        if key != "delete" {
+            applied.push_str(&format!("{key}: {value}\n"));
+        }
+    }
+    applied
+}
+
+/// An existing Proxmox VM with two guest NUMA nodes, one bound to a host node this host lacks:
+/// `tune` binds the VM to one node as numa0 and deletes numa1, which would otherwise keep its
+/// bad binding and make the numaN memory add up to more than the VM's (qemu-server refuses
+/// both). Applied, MEM007 and MEM003 are quiet and a second `tune` deletes nothing.
+#[test]
+fn existing_proxmox_guest_numa_nodes_the_plan_drops_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    SyntheticHost::threadripper_2950x().write(&host);
+    let host = host.to_str().unwrap();
+    let conf = "ostype: win11\ncores: 8\nmemory: 8192\nnuma: 1\n\
+                numa0: cpus=0-3,hostnodes=0,memory=4096,policy=bind\n\
+                numa1: cpus=4-7,hostnodes=3,memory=4096,policy=bind\n";
+    let tune = |text: &str| {
+        let path = dir.path().join("100.conf");
+        std::fs::write(&path, text).unwrap();
+        let output = kvmtune(&["tune", path.to_str().unwrap(), "--host-root", host]);
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| l.starts_with("qm set"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let commands = tune(conf);
+    assert!(commands.contains(&"qm set \"$VMID\" --delete 'numa1'".to_string()), "{commands:#?}");
+    let numa0 = commands.iter().find(|c| c.contains("--numa0 ")).expect("numa0 rebound");
+    assert!(numa0.contains("cpus=0-7,") && numa0.contains("memory=8192,"), "{numa0}");
+
+    let applied = apply_qm_set(conf, &commands);
+    assert!(!applied.contains("numa1:"), "{applied}");
+    let path = dir.path().join("applied.conf");
+    std::fs::write(&path, &applied).unwrap();
+    let check = kvmtune(&["check", path.to_str().unwrap(), "--host-root", host, "--select", "MEM007,MEM003"]);
+    assert_eq!(check.status.code(), Some(0), "{applied}\n{}", String::from_utf8_lossy(&check.stdout));
+    assert!(!tune(&applied).iter().any(|c| c.contains("--delete") || c.contains("--numa")), "{applied}");
+}
+
 /// An existing Proxmox VM: virtio disks, and SCSI disks behind virtio-scsi, each gain
 /// iothread=1 (virtio-scsi-single where needed); a CD-ROM and an LSI controller's disks stay.
 #[test]
@@ -700,14 +756,7 @@ fn existing_proxmox_disks_gain_iothreads() {
     assert!(!virtio_scsi.iter().any(|l| l.contains("--ide2")));
 
     // Applied, the conf reads back with no virtio disk lacking an iothread (DEV002).
-    let mut applied = conf("virtio-scsi-pci");
-    for line in &virtio_scsi {
-        let (key, value) = line.split_once(" --").unwrap().1.split_once(' ').unwrap();
-        let value = value.trim_matches('\'');
-        let kept: Vec<String> =
-            applied.lines().filter(|l| !l.starts_with(&format!("{key}:"))).map(str::to_string).collect();
-        applied = format!("{}\n{key}: {value}\n", kept.join("\n"));
-    }
+    let applied = apply_qm_set(&conf("virtio-scsi-pci"), &virtio_scsi);
     let path = dir.path().join("applied.conf");
     std::fs::write(&path, &applied).unwrap();
     let check = kvmtune(&["check", path.to_str().unwrap(), "--select", "DEV002"]);

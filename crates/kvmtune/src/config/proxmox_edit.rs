@@ -31,6 +31,30 @@ pub fn changed_keys(
     Ok(changes)
 }
 
+/// The config's guest NUMA nodes (`numaN`) that a plan setting its own `numaN` lines does not
+/// have, for `qm set --delete`. Left in place they would keep a guest node the plan dropped, and
+/// qemu-server refuses a start whose `numaN` memory does not add up to the VM's memory ("total
+/// memory for NUMA nodes must be equal to vm static memory", `Memory.pm`).
+pub fn stale_numa_nodes(
+    path: &str,
+    text: &str,
+    planned: &[(String, String)],
+) -> Result<Vec<String>, ConfigError> {
+    let is_numa_node = |key: &str| {
+        key.strip_prefix("numa").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if !planned.iter().any(|(key, _)| is_numa_node(key)) {
+        return Ok(Vec::new());
+    }
+    let lines = read_lines(&SourceText::new(path, text))?;
+    Ok(lines
+        .iter()
+        .map(|line| line.key.as_str())
+        .filter(|key| is_numa_node(key) && !planned.iter().any(|(planned_key, _)| planned_key == key))
+        .map(str::to_string)
+        .collect())
+}
+
 /// `iothread=1` for each virtio disk, and for SCSI disks when the controller is already
 /// virtio-scsi (qemu-server gives SCSI disks an iothread only with `scsihw: virtio-scsi-single`,
 /// the same guest driver as virtio-scsi-pci). An LSI or MegaRAID controller stays: Windows may
@@ -58,6 +82,17 @@ fn disk_iothreads(current: &BTreeMap<&str, &str>) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_numa_nodes_the_plan_drops_are_stale_only_when_it_sets_its_own() {
+        let text = "memory: 8192\nnuma: 1\nnuma0: cpus=0-3,hostnodes=0,memory=4096,policy=bind\n\
+                    numa1: cpus=4-7,hostnodes=3,memory=4096,policy=bind\nnumademo: x\n[snap]\nnuma2: cpus=8\n";
+        let plan = |keys: &[&str]| keys.iter().map(|k| (k.to_string(), String::new())).collect::<Vec<_>>();
+        assert_eq!(stale_numa_nodes("100.conf", text, &plan(&["numa", "numa0"])).unwrap(), ["numa1"]);
+        assert!(stale_numa_nodes("100.conf", text, &plan(&["numa0", "numa1"])).unwrap().is_empty());
+        // A plan without guest NUMA nodes of its own leaves the config's alone.
+        assert!(stale_numa_nodes("100.conf", text, &plan(&["memory"])).unwrap().is_empty());
+    }
 
     #[test]
     fn only_changed_keys_and_disk_iothreads() {

@@ -57,8 +57,16 @@ pub fn render_change(
             // Only the keys whose value changes, as qm set commands.
             let output = proxmox::render(planned, windows);
             let changed = crate::config::proxmox_edit::changed_keys(path, text, &output.config)?;
+            let stale = crate::config::proxmox_edit::stale_numa_nodes(path, text, &output.config)?;
             let changes = proxmox::ProxmoxOutput { config: changed, ..output };
             let _ = write!(out, "\n# changes to {path} as qm set commands\n{}", proxmox::qm_set(&changes));
+            if !stale.is_empty() {
+                let _ = write!(
+                    out,
+                    "# guest NUMA nodes the plan does not have (their memory would no longer add up to the VM's)\n{}",
+                    proxmox::qm_delete(&stale)
+                );
+            }
             for note in &changes.not_expressible {
                 let _ = writeln!(out, "# not expressible here: {note}");
             }

@@ -146,3 +146,8 @@ pub fn qm_set(output: &ProxmoxOutput) -> String {
     }
     out
 }
+
+/// `qm set --delete` for settings an existing VM has and the plan does not.
+pub fn qm_delete(keys: &[String]) -> String {
+    format!("qm set \"$VMID\" --delete {}\n", escape::shell_quoted(&keys.join(",")))
+}
