@@ -72,7 +72,7 @@ pub(crate) struct TuneArgs {
     /// What to print after the plan.
     #[arg(long, value_enum, default_value_t = Emit::LIBVIRT)]
     emit: Emit,
-    /// The plan itself as text or JSON.
+    /// The plan (and for an existing VM the change) as text or JSON.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -227,7 +227,7 @@ pub(crate) fn run(args: TuneArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-/// An existing VM: the plan, then the change in the VM's own format.
+/// An existing VM: the plan, then the change in the VM's own format (in JSON, both as values).
 fn tune_existing(
     args: &TuneArgs,
     plan: &Plan,
@@ -236,8 +236,14 @@ fn tune_existing(
     vm: &ExistingVm,
     source: &str,
 ) -> anyhow::Result<Outcome> {
-    let mut out = plan_text::render(plan, host, source);
-    out.push_str(&existing_vm::render_change(vm, &plan.vms[0], windows, args.diff)?);
+    let change = existing_vm::change(vm, &plan.vms[0], windows)?;
+    let out = match args.format {
+        Format::Json => {
+            let document = serde_json::json!({ "plan": plan, "change": change });
+            format!("{}\n", serde_json::to_string_pretty(&document)?)
+        }
+        Format::Text => plan_text::render(plan, host, source) + &change.text(args.diff),
+    };
     print_out(&out)?;
     Ok(Outcome::Clean)
 }

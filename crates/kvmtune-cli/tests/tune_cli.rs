@@ -664,6 +664,24 @@ fn existing_memnodes_follow_the_memory_binding() {
     assert_eq!(after.status.code(), Some(0), "{}", String::from_utf8_lossy(&after.stdout));
     let again = kvmtune(&["tune", tuned_path, "--host-root", host]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("# 0 changes"), "not a fixed point");
+
+    // In JSON, the same change beside the plan: its edits in words, the edited XML and its diff.
+    let json = kvmtune(&["tune", path, "--host-root", host, "--format", "json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", String::from_utf8_lossy(&json.stderr));
+    let document: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let change = &document["change"];
+    assert_eq!(change["format"], "libvirt");
+    assert_eq!(change["edited"].as_str(), Some(tuned.as_str()));
+    assert!(
+        change["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with("bind memory strictly to NUMA node")),
+        "{change}"
+    );
+    assert!(change["diff"].as_str().unwrap().contains("+    <memnode cellid='0' mode='strict'"), "{change}");
+    assert!(document["plan"]["vms"].is_array());
 }
 
 /// `conf` as `qm set` leaves it after `commands`: `--KEY 'VALUE'` replaces that key's line,
@@ -720,6 +738,17 @@ fn existing_proxmox_guest_numa_nodes_the_plan_drops_are_deleted() {
     let check = kvmtune(&["check", path.to_str().unwrap(), "--host-root", host, "--select", "MEM007,MEM003"]);
     assert_eq!(check.status.code(), Some(0), "{applied}\n{}", String::from_utf8_lossy(&check.stdout));
     assert!(!tune(&applied).iter().any(|c| c.contains("--delete") || c.contains("--numa")), "{applied}");
+
+    // In JSON, the same settings and deletion beside the plan.
+    let path = dir.path().join("100.conf");
+    std::fs::write(&path, conf).unwrap();
+    let json = kvmtune(&["tune", path.to_str().unwrap(), "--host-root", host, "--format", "json"]);
+    let change = &serde_json::from_slice::<Value>(&json.stdout).unwrap()["change"];
+    assert_eq!(change["format"], "proxmox");
+    assert_eq!(change["delete"], serde_json::json!(["numa1"]));
+    let numa0 = change["set"].as_array().unwrap().iter().find(|s| s["key"] == "numa0").expect("numa0 set");
+    assert!(numa0["value"].as_str().unwrap().starts_with("cpus=0-7,"), "{numa0}");
+    assert!(change["hookscript"].as_str().unwrap().starts_with("#!/bin/sh"));
 }
 
 /// An existing Proxmox VM: virtio disks, and SCSI disks behind virtio-scsi, each gain

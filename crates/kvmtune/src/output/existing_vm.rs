@@ -28,64 +28,109 @@ pub enum ExistingError {
     Proxmox(#[from] crate::config::ConfigError),
 }
 
-/// The change that brings `vm` to the plan `planned`, in its own format; with `diff`, a libvirt
-/// domain's change as a unified diff instead of the whole edited XML.
-pub fn render_change(
-    vm: &ExistingVm,
-    planned: &VmPlan,
-    windows: WindowsVersion,
-    diff: bool,
-) -> Result<String, ExistingError> {
+/// The change that brings an existing VM to a plan, in the VM's own format: what `tune` prints
+/// after the plan, as text ([`VmChange::text`]) or JSON (its serde form, `"format"` naming the
+/// variant).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "format", rename_all = "lowercase")]
+pub enum VmChange {
+    /// The domain XML with only the changed elements edited.
+    Libvirt {
+        path: String,
+        /// Each edit, in words.
+        changes: Vec<String>,
+        /// The whole edited domain XML.
+        edited: String,
+        /// `edited` against the original as a unified diff.
+        diff: String,
+    },
+    /// `qm set` settings for the keys whose value changes, keys to delete, and the hookscript.
+    Proxmox {
+        path: String,
+        set: Vec<ProxmoxSetting>,
+        /// Guest NUMA nodes (`numaN`) the plan does not have ([`crate::config::proxmox_edit::stale_numa_nodes`]).
+        delete: Vec<String>,
+        /// Where Proxmox looks for the hookscript (`hookscript: local:snippets/NAME`).
+        hookscript_path: String,
+        hookscript: String,
+        not_expressible: Vec<String>,
+    },
+    /// A launch script replacing the QEMU command line.
+    Qemu { path: String, script: String },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProxmoxSetting {
+    pub key: String,
+    pub value: String,
+}
+
+/// The change that brings `vm` to the plan `planned`.
+pub fn change(vm: &ExistingVm, planned: &VmPlan, windows: WindowsVersion) -> Result<VmChange, ExistingError> {
     let ExistingVm { path, text, config } = *vm;
-    let mut out = String::new();
-    match config.format {
+    let path = path.to_string();
+    Ok(match config.format {
         SourceFormat::Libvirt => {
             let actions = existing::actions(config, planned);
             let edited = crate::config::libvirt_edit::apply_actions(text, &actions)
-                .map_err(|source| ExistingError::Libvirt { path: path.to_string(), source })?;
-            let _ = writeln!(out, "\n# {} to {path}:", plural(actions.len(), "change"));
-            for action in &actions {
-                let _ = writeln!(out, "#   {}", action.describe());
-            }
-            if diff {
-                out.push_str(&unified_diff(path, text, &edited, "tuned"));
-            } else {
-                out.push_str(&edited);
-            }
+                .map_err(|source| ExistingError::Libvirt { path: path.clone(), source })?;
+            let diff = unified_diff(&path, text, &edited, "tuned");
+            VmChange::Libvirt { changes: actions.iter().map(|a| a.describe()).collect(), edited, diff, path }
         }
         SourceFormat::Proxmox => {
-            // Only the keys whose value changes, as qm set commands.
+            // Only the keys whose value changes.
             let output = proxmox::render(planned, windows);
-            let changed = crate::config::proxmox_edit::changed_keys(path, text, &output.config)?;
-            let stale = crate::config::proxmox_edit::stale_numa_nodes(path, text, &output.config)?;
-            let changes = proxmox::ProxmoxOutput { config: changed, ..output };
-            let _ = write!(out, "\n# changes to {path} as qm set commands\n{}", proxmox::qm_set(&changes));
-            if !stale.is_empty() {
-                let _ = write!(
-                    out,
-                    "# guest NUMA nodes the plan does not have (their memory would no longer add up to the VM's)\n{}",
-                    proxmox::qm_delete(&stale)
-                );
+            let set = crate::config::proxmox_edit::changed_keys(&path, text, &output.config)?;
+            let delete = crate::config::proxmox_edit::stale_numa_nodes(&path, text, &output.config)?;
+            VmChange::Proxmox {
+                set: set.into_iter().map(|(key, value)| ProxmoxSetting { key, value }).collect(),
+                delete,
+                hookscript_path: format!("/var/lib/vz/snippets/{}", proxmox::hookscript_name(planned)),
+                hookscript: output.hookscript,
+                not_expressible: output.not_expressible,
+                path,
             }
-            for note in &changes.not_expressible {
-                let _ = writeln!(out, "# not expressible here: {note}");
+        }
+        SourceFormat::QemuArgv => VmChange::Qemu { script: qemu_command::script(planned, windows), path },
+    })
+}
+
+impl VmChange {
+    /// The change as `tune` prints it after the plan; with `diff`, a libvirt domain's change as a
+    /// unified diff instead of the whole edited XML.
+    pub fn text(&self, diff: bool) -> String {
+        let mut out = String::new();
+        match self {
+            VmChange::Libvirt { path, changes, edited, diff: unified } => {
+                let _ = writeln!(out, "\n# {} to {path}:", plural(changes.len(), "change"));
+                for change in changes {
+                    let _ = writeln!(out, "#   {change}");
+                }
+                out.push_str(if diff { unified } else { edited });
             }
-            let _ = write!(
-                out,
-                "\n# hookscript: /var/lib/vz/snippets/{}\n{}",
-                proxmox::hookscript_name(planned),
-                changes.hookscript
-            );
+            VmChange::Proxmox { path, set, delete, hookscript_path, hookscript, not_expressible } => {
+                let settings: Vec<(String, String)> =
+                    set.iter().map(|s| (s.key.clone(), s.value.clone())).collect();
+                let _ =
+                    write!(out, "\n# changes to {path} as qm set commands\n{}", proxmox::qm_set(&settings));
+                if !delete.is_empty() {
+                    let _ = write!(
+                        out,
+                        "# guest NUMA nodes the plan does not have (their memory would no longer add up to the VM's)\n{}",
+                        proxmox::qm_delete(delete)
+                    );
+                }
+                for note in not_expressible {
+                    let _ = writeln!(out, "# not expressible here: {note}");
+                }
+                let _ = write!(out, "\n# hookscript: {hookscript_path}\n{hookscript}");
+            }
+            VmChange::Qemu { path, script } => {
+                let _ = write!(out, "\n# QEMU launch script replacing {path}\n{script}");
+            }
         }
-        SourceFormat::QemuArgv => {
-            let _ = write!(
-                out,
-                "\n# QEMU launch script replacing {path}\n{}",
-                qemu_command::script(planned, windows)
-            );
-        }
+        out
     }
-    Ok(out)
 }
 
 /// `before` against `after` as a unified diff, `after` labelled `path (label)`.

@@ -138,10 +138,10 @@ pub fn config_text(output: &ProxmoxOutput) -> String {
     output.config.iter().map(|(key, value)| format!("{key}: {value}\n")).collect()
 }
 
-/// The same settings as `qm set` commands for an existing VM.
-pub fn qm_set(output: &ProxmoxOutput) -> String {
+/// Settings as `qm set` commands for an existing VM.
+pub fn qm_set(settings: &[(String, String)]) -> String {
     let mut out = String::from("VMID=100  # your VM's id\n");
-    for (key, value) in &output.config {
+    for (key, value) in settings {
         out.push_str(&format!("qm set \"$VMID\" --{key} {}\n", escape::shell_quoted(value)));
     }
     out
