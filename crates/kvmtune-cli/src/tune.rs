@@ -69,8 +69,8 @@ pub(crate) struct TuneArgs {
     #[arg(long = "vm", value_name = "NAME:VCPUS", value_parser = parse_vm_spec,
           conflicts_with_all = ["vcpus", "name", "file", "domain"])]
     vms: Vec<VmSpec>,
-    /// What to print after the plan.
-    #[arg(long, value_enum, default_value_t = Emit::LIBVIRT)]
+    /// What to print after the plan of a new VM (an existing VM's change is in its own format).
+    #[arg(long, value_enum, default_value_t = Emit::LIBVIRT, conflicts_with_all = ["file", "domain"])]
     emit: Emit,
     /// The plan (and for an existing VM the change) as text or JSON.
     #[arg(long, value_enum, default_value_t = Format::Text)]

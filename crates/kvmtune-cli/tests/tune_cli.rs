@@ -323,6 +323,9 @@ fn impossible_requests_exit_2() {
         (vec!["--windows", "95"], "not a Windows version"),
         (vec!["--housekeeping", "0,200"], "not all online"),
         (vec!["--vcpus", "0"], "at least one vCPU"),
+        // An existing VM's change is in its own format: another format is refused, not ignored.
+        (vec!["--emit", "proxmox", "--domain", "win11"], "'--emit <EMIT>'"),
+        (vec!["--emit", "qemu", "vm.xml"], "'--emit <EMIT>'"),
     ] {
         let mut all = vec!["tune", "--host-root", root];
         all.extend(args.iter());
