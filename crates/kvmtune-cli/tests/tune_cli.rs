@@ -687,6 +687,20 @@ fn existing_memnodes_follow_the_memory_binding() {
     assert!(document["plan"]["vms"].is_array());
 }
 
+/// The `qm set` lines `tune` prints for the Proxmox config `text` (written as DIR/100.conf) on the
+/// host snapshot `host`; `tune` must succeed.
+fn qm_set_commands(dir: &std::path::Path, host: &str, text: &str) -> Vec<String> {
+    let path = dir.join("100.conf");
+    std::fs::write(&path, text).unwrap();
+    let output = kvmtune(&["tune", path.to_str().unwrap(), "--host-root", host]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with("qm set"))
+        .map(str::to_string)
+        .collect()
+}
+
 /// `conf` as `qm set` leaves it after `commands`: `--KEY 'VALUE'` replaces that key's line,
 /// `--delete 'A,B'` removes those keys' lines.
 fn apply_qm_set(conf: &str, commands: &[String]) -> String {
@@ -718,17 +732,7 @@ fn existing_proxmox_guest_numa_nodes_the_plan_drops_are_deleted() {
     let conf = "ostype: win11\ncores: 8\nmemory: 8192\nnuma: 1\n\
                 numa0: cpus=0-3,hostnodes=0,memory=4096,policy=bind\n\
                 numa1: cpus=4-7,hostnodes=3,memory=4096,policy=bind\n";
-    let tune = |text: &str| {
-        let path = dir.path().join("100.conf");
-        std::fs::write(&path, text).unwrap();
-        let output = kvmtune(&["tune", path.to_str().unwrap(), "--host-root", host]);
-        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter(|l| l.starts_with("qm set"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let tune = |text: &str| qm_set_commands(dir.path(), host, text);
     let commands = tune(conf);
     assert!(commands.contains(&"qm set \"$VMID\" --delete 'numa1'".to_string()), "{commands:#?}");
     let numa0 = commands.iter().find(|c| c.contains("--numa0 ")).expect("numa0 rebound");
@@ -766,17 +770,7 @@ fn existing_proxmox_disks_gain_iothreads() {
             "ostype: win11\ncores: 4\nmemory: 8192\nscsihw: {scsihw}\nvirtio0: local-lvm:vm-100-disk-0,cache=none,size=64G\nscsi1: local-lvm:vm-100-disk-1,size=200G\nide2: local:iso/virtio-win.iso,media=cdrom\n"
         )
     };
-    let qm_set_for = |text: String| {
-        let path = dir.path().join("100.conf");
-        std::fs::write(&path, text).unwrap();
-        let output = kvmtune(&["tune", path.to_str().unwrap(), "--host-root", host.to_str().unwrap()]);
-        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter(|l| l.starts_with("qm set"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let qm_set_for = |text: String| qm_set_commands(dir.path(), host.to_str().unwrap(), &text);
     let virtio_scsi = qm_set_for(conf("virtio-scsi-pci"));
     for expected in [
         "--virtio0 'local-lvm:vm-100-disk-0,cache=none,size=64G,iothread=1'",

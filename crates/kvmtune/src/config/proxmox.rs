@@ -31,6 +31,13 @@ pub fn parse(path: &str, text: &str) -> Result<VmConfig, ConfigError> {
     Reader { source: &source, lines }.read()
 }
 
+/// An indexed key (`virtio0`, `numa1`, `hostpci2`) as its prefix and index; other keys are None.
+pub(crate) fn indexed_key(key: &str) -> Option<(&str, u32)> {
+    let digits_at = key.find(|c: char| c.is_ascii_digit())?;
+    let (prefix, index) = key.split_at(digits_at);
+    Some((prefix, index.parse().ok()?))
+}
+
 /// The current config's `key: value` lines, up to the first `[snapshot]` section.
 pub(crate) fn read_lines(source: &SourceText) -> Result<Vec<Line>, ConfigError> {
     let (path, text) = (source.path.as_str(), source.text.as_str());
@@ -327,11 +334,7 @@ impl Reader<'_> {
         // Devices.
         for line in &self.lines {
             let key = line.key.as_str();
-            let digits_at = key.find(|c: char| c.is_ascii_digit()).unwrap_or(key.len());
-            let (prefix, index) = key.split_at(digits_at);
-            if index.is_empty() || index.parse::<u32>().is_err() {
-                continue;
-            }
+            let Some((prefix, index)) = indexed_key(key) else { continue };
             match prefix {
                 "hostpci" => {
                     let host = option_value(&line.value, "host")
@@ -361,7 +364,7 @@ impl Reader<'_> {
                     let hostnodes = option_value(&line.value, "hostnodes")
                         .and_then(|nodes| crate::config::cpuset::parse(&nodes.replace(';', ",")).ok());
                     let memnode = MemNode {
-                        cellid: index.parse().ok(),
+                        cellid: Some(index),
                         mode: option_value(&line.value, "policy").map(str::to_string),
                         nodeset: hostnodes,
                     };

@@ -1,58 +1,53 @@
-//! Changes to an existing Proxmox VM config, as the keys whose value must change: what `qm set`
-//! takes. The counterpart of [`crate::config::libvirt_edit`] for Proxmox; it reads the config
-//! with the Proxmox reader's own line splitting.
+//! Changes to an existing Proxmox VM config: the keys whose value must change and the keys to
+//! delete, what `qm set` takes. The counterpart of [`crate::config::libvirt_edit`] for Proxmox;
+//! it reads the config with the Proxmox reader's own line splitting.
 
 use std::collections::BTreeMap;
 
 use crate::config::ConfigError;
-use crate::config::proxmox::read_lines;
+use crate::config::proxmox::{indexed_key, read_lines};
 use crate::values::SourceText;
 
 /// Keys a plan writes for a new VM that an existing VM keeps as they are: its name, its disks,
 /// its NIC and its controller (disks get their iothreads below instead).
 const KEPT: &[&str] = &["name", "efidisk0", "tpmstate0", "virtio0", "net0", "scsihw"];
 
-/// The planned keys whose value differs from the config's, then the disks' iothreads.
-pub fn changed_keys(
-    path: &str,
-    text: &str,
-    planned: &[(String, String)],
-) -> Result<Vec<(String, String)>, ConfigError> {
+/// What `qm set` must do to an existing config for a plan.
+#[derive(Debug, Default, PartialEq)]
+pub struct ConfigChanges {
+    /// The planned keys whose value differs from the config's, then the disks' iothreads.
+    pub set: Vec<(String, String)>,
+    /// The config's guest NUMA nodes (`numaN`) that a plan setting its own `numaN` lines does not
+    /// have, for `qm set --delete`. Left in place they would keep a guest node the plan dropped,
+    /// and qemu-server refuses a start whose `numaN` memory does not add up to the VM's memory
+    /// ("total memory for NUMA nodes must be equal to vm static memory", `Memory.pm`).
+    pub delete: Vec<String>,
+}
+
+/// The changes that bring the config `text` to the `planned` keys.
+pub fn changes(path: &str, text: &str, planned: &[(String, String)]) -> Result<ConfigChanges, ConfigError> {
     let lines = read_lines(&SourceText::new(path, text))?;
     let current: BTreeMap<&str, &str> =
         lines.iter().map(|line| (line.key.as_str(), line.value.as_str())).collect();
-    let mut changes: Vec<(String, String)> = planned
+    let mut set: Vec<(String, String)> = planned
         .iter()
         .filter(|(key, _)| !KEPT.contains(&key.as_str()))
         .filter(|(key, value)| current.get(key.as_str()) != Some(&value.as_str()))
         .cloned()
         .collect();
-    changes.extend(disk_iothreads(&current));
-    Ok(changes)
-}
-
-/// The config's guest NUMA nodes (`numaN`) that a plan setting its own `numaN` lines does not
-/// have, for `qm set --delete`. Left in place they would keep a guest node the plan dropped, and
-/// qemu-server refuses a start whose `numaN` memory does not add up to the VM's memory ("total
-/// memory for NUMA nodes must be equal to vm static memory", `Memory.pm`).
-pub fn stale_numa_nodes(
-    path: &str,
-    text: &str,
-    planned: &[(String, String)],
-) -> Result<Vec<String>, ConfigError> {
-    let is_numa_node = |key: &str| {
-        key.strip_prefix("numa").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    set.extend(disk_iothreads(&current));
+    let is_numa_node = |key: &str| indexed_key(key).is_some_and(|(prefix, _)| prefix == "numa");
+    let delete = if planned.iter().any(|(key, _)| is_numa_node(key)) {
+        lines
+            .iter()
+            .map(|line| line.key.as_str())
+            .filter(|key| is_numa_node(key) && !planned.iter().any(|(planned_key, _)| planned_key == key))
+            .map(str::to_string)
+            .collect()
+    } else {
+        Vec::new()
     };
-    if !planned.iter().any(|(key, _)| is_numa_node(key)) {
-        return Ok(Vec::new());
-    }
-    let lines = read_lines(&SourceText::new(path, text))?;
-    Ok(lines
-        .iter()
-        .map(|line| line.key.as_str())
-        .filter(|key| is_numa_node(key) && !planned.iter().any(|(planned_key, _)| planned_key == key))
-        .map(str::to_string)
-        .collect())
+    Ok(ConfigChanges { set, delete })
 }
 
 /// `iothread=1` for each virtio disk, and for SCSI disks when the controller is already
@@ -64,8 +59,7 @@ fn disk_iothreads(current: &BTreeMap<&str, &str>) -> Vec<(String, String)> {
     let scsi_ok = scsihw.starts_with("virtio-scsi");
     let mut changes = Vec::new();
     for (key, value) in current {
-        let bus = key.trim_end_matches(|c: char| c.is_ascii_digit());
-        let is_disk = bus != *key && (bus == "virtio" || (bus == "scsi" && scsi_ok));
+        let is_disk = indexed_key(key).is_some_and(|(bus, _)| bus == "virtio" || (bus == "scsi" && scsi_ok));
         let options: Vec<&str> = value.split(',').collect();
         if !is_disk || options.contains(&"media=cdrom") || options.contains(&"iothread=1") {
             continue;
@@ -88,10 +82,11 @@ mod tests {
         let text = "memory: 8192\nnuma: 1\nnuma0: cpus=0-3,hostnodes=0,memory=4096,policy=bind\n\
                     numa1: cpus=4-7,hostnodes=3,memory=4096,policy=bind\nnumademo: x\n[snap]\nnuma2: cpus=8\n";
         let plan = |keys: &[&str]| keys.iter().map(|k| (k.to_string(), String::new())).collect::<Vec<_>>();
-        assert_eq!(stale_numa_nodes("100.conf", text, &plan(&["numa", "numa0"])).unwrap(), ["numa1"]);
-        assert!(stale_numa_nodes("100.conf", text, &plan(&["numa0", "numa1"])).unwrap().is_empty());
+        let delete = |keys: &[&str]| changes("100.conf", text, &plan(keys)).unwrap().delete;
+        assert_eq!(delete(&["numa", "numa0"]), ["numa1"]);
+        assert!(delete(&["numa0", "numa1"]).is_empty());
         // A plan without guest NUMA nodes of its own leaves the config's alone.
-        assert!(stale_numa_nodes("100.conf", text, &plan(&["memory"])).unwrap().is_empty());
+        assert!(delete(&["memory"]).is_empty());
     }
 
     #[test]
@@ -104,7 +99,7 @@ mod tests {
             ("memory".to_string(), "16384".to_string()),
             ("name".to_string(), "win11".to_string()),
         ];
-        let changes = changed_keys("100.conf", text, &planned).unwrap();
+        let changes = changes("100.conf", text, &planned).unwrap().set;
         assert_eq!(
             changes,
             [
@@ -117,7 +112,7 @@ mod tests {
 
     #[test]
     fn a_line_without_a_colon_is_an_error_with_its_place() {
-        let error = changed_keys("100.conf", "cores: 4\nnonsense\n", &[]).unwrap_err();
+        let error = changes("100.conf", "cores: 4\nnonsense\n", &[]).unwrap_err();
         assert!(error.to_string().contains("100.conf:2:1"), "{error}");
     }
 }

@@ -79,7 +79,7 @@ pub fn emit(format: EmitFormat, vm: &VmPlan, windows: WindowsVersion) -> Emitted
             text.push_str(&proxmox::config_text(&output));
             text.push_str(&format!(
                 "\n# the same as qm set commands (they also allocate the disks)\n{}",
-                proxmox::qm_set(&output.config)
+                proxmox::qm_set(output.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             ));
             text.push_str(&format!(
                 "\n# hookscript: /var/lib/vz/snippets/{}\n{}",
@@ -91,7 +91,7 @@ pub fn emit(format: EmitFormat, vm: &VmPlan, windows: WindowsVersion) -> Emitted
                 text,
                 json: serde_json::json!({
                     "config": proxmox::config_text(&output),
-                    "qm_set": proxmox::qm_set(&output.config),
+                    "qm_set": proxmox::qm_set(output.config.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
                     "hookscript": output.hookscript,
                     "not_expressible": output.not_expressible,
                 }),

@@ -48,7 +48,7 @@ pub enum VmChange {
     Proxmox {
         path: String,
         set: Vec<ProxmoxSetting>,
-        /// Guest NUMA nodes (`numaN`) the plan does not have ([`crate::config::proxmox_edit::stale_numa_nodes`]).
+        /// Guest NUMA nodes (`numaN`) the plan does not have ([`crate::config::proxmox_edit::ConfigChanges::delete`]).
         delete: Vec<String>,
         /// Where Proxmox looks for the hookscript (`hookscript: local:snippets/NAME`).
         hookscript_path: String,
@@ -80,11 +80,10 @@ pub fn change(vm: &ExistingVm, planned: &VmPlan, windows: WindowsVersion) -> Res
         SourceFormat::Proxmox => {
             // Only the keys whose value changes.
             let output = proxmox::render(planned, windows);
-            let set = crate::config::proxmox_edit::changed_keys(&path, text, &output.config)?;
-            let delete = crate::config::proxmox_edit::stale_numa_nodes(&path, text, &output.config)?;
+            let changes = crate::config::proxmox_edit::changes(&path, text, &output.config)?;
             VmChange::Proxmox {
-                set: set.into_iter().map(|(key, value)| ProxmoxSetting { key, value }).collect(),
-                delete,
+                set: changes.set.into_iter().map(|(key, value)| ProxmoxSetting { key, value }).collect(),
+                delete: changes.delete,
                 hookscript_path: format!("/var/lib/vz/snippets/{}", proxmox::hookscript_name(planned)),
                 hookscript: output.hookscript,
                 not_expressible: output.not_expressible,
@@ -109,10 +108,9 @@ impl VmChange {
                 out.push_str(if diff { unified } else { edited });
             }
             VmChange::Proxmox { path, set, delete, hookscript_path, hookscript, not_expressible } => {
-                let settings: Vec<(String, String)> =
-                    set.iter().map(|s| (s.key.clone(), s.value.clone())).collect();
+                let settings = set.iter().map(|s| (s.key.as_str(), s.value.as_str()));
                 let _ =
-                    write!(out, "\n# changes to {path} as qm set commands\n{}", proxmox::qm_set(&settings));
+                    write!(out, "\n# changes to {path} as qm set commands\n{}", proxmox::qm_set(settings));
                 if !delete.is_empty() {
                     let _ = write!(
                         out,

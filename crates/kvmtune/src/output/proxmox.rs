@@ -139,7 +139,7 @@ pub fn config_text(output: &ProxmoxOutput) -> String {
 }
 
 /// Settings as `qm set` commands for an existing VM.
-pub fn qm_set(settings: &[(String, String)]) -> String {
+pub fn qm_set<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = String::from("VMID=100  # your VM's id\n");
     for (key, value) in settings {
         out.push_str(&format!("qm set \"$VMID\" --{key} {}\n", escape::shell_quoted(value)));
