@@ -241,6 +241,10 @@ end_hang_watch() {
 kill_single_gpu_bind() {
     local state=$1 runs=$2 max_ms=$3 before after k=1 rc i killed=0 pid
     exec 3>&2 2>/dev/null
+    # The kernel's errors reach the console while the rounds run (the guest boots with
+    # loglevel=3, which shows only worse): a lost-timer report from RCU, a pr_err, is then in
+    # the host's copy of the console, and scripts/lab runs CMD again in a fresh guest.
+    echo 4 > /proc/sys/kernel/printk
     before=$($state)
     while :; do
         watch_for_hang "step $k"
