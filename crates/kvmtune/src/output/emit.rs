@@ -76,10 +76,11 @@ pub fn emit(format: EmitFormat, vm: &VmPlan, windows: WindowsVersion) -> Emitted
             for note in &output.not_expressible {
                 text.push_str(&format!("# not expressible here: {note}\n"));
             }
-            text.push_str(&proxmox::config_text(&output));
+            let config = proxmox::config_text(&output);
+            let qm_set = proxmox::qm_set(output.config.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            text.push_str(&config);
             text.push_str(&format!(
-                "\n# the same as qm set commands (they also allocate the disks)\n{}",
-                proxmox::qm_set(output.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                "\n# the same as qm set commands (they also allocate the disks)\n{qm_set}"
             ));
             text.push_str(&format!(
                 "\n# hookscript: /var/lib/vz/snippets/{}\n{}",
@@ -90,8 +91,8 @@ pub fn emit(format: EmitFormat, vm: &VmPlan, windows: WindowsVersion) -> Emitted
                 format,
                 text,
                 json: serde_json::json!({
-                    "config": proxmox::config_text(&output),
-                    "qm_set": proxmox::qm_set(output.config.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                    "config": config,
+                    "qm_set": qm_set,
                     "hookscript": output.hookscript,
                     "not_expressible": output.not_expressible,
                 }),
