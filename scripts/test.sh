@@ -134,13 +134,26 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 # The fuzz targets are a crate of their own, outside the workspace: they must still build.
 cargo check --manifest-path fuzz/Cargo.toml --quiet
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# The tests' temporary files go to a directory of this run's own, which must be empty again
+# when they end: a test (or a program it runs) that leaves something there would leave it in
+# the machine's /tmp. Only the libvirt capabilities cache the private libvirtds share
+# (testkit/src/libvirtd.rs) is meant to stay, and goes with the directory.
+test_tmp=$(mktemp -d -t kvmtune-tests.XXXXXX)
+# Open to every user, as /tmp is: some tests run a program as another user (nobody) there.
+chmod 1777 "$test_tmp"
+trap 'rm -f "$log"; rm -rf "$test_tmp"' EXIT
 {
-  cargo test --workspace --locked --all-targets --all-features 2>&1
-  cargo test --manifest-path crates/kvmtune-guest/Cargo.toml --target-dir target/guest-build 2>&1
+  TMPDIR=$test_tmp cargo test --workspace --locked --all-targets --all-features 2>&1
+  TMPDIR=$test_tmp cargo test --manifest-path crates/kvmtune-guest/Cargo.toml --target-dir target/guest-build 2>&1
 } | tee "$log"
 status=${PIPESTATUS[0]}
 rm -f crates/kvmtune-guest/Cargo.lock
+left=$(ls -A "$test_tmp" | grep -vx 'kvmtune-test-libvirt-cache' || true)
+if [ -n "$left" ]; then
+  echo "kvmtune: the tests left these in their temporary directory $test_tmp:" >&2
+  sed 's/^/  /' <<<"$left" >&2
+  [ "$status" = 0 ] && status=1
+fi
 # The readers of what root trusts least, its journals and QMP sockets, and the exit-table
 # readers that take whatever users paste, are fuzzed on every run (stable toolchain, no
 # sanitizer; cargo-fuzz from the registry when missing). A crash fails the run and leaves its

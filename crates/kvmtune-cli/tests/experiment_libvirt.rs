@@ -119,7 +119,9 @@ fn a_killed_experiment_is_recovered_at_each_moment() {
     for moment in ["defining the variant", "starting the VM", "recording", "stopping the VM", "round 2/"] {
         let dir = setup();
         let steps = format!(
-            r#"{kvmtune} experiment --domain exp --connect qemu:///system --journal-dir "$OUT/journal" \
+            // TMPDIR: what a kvmtune killed so cannot remove (its temporary directories) goes
+            // with the test's directory.
+            r#"TMPDIR="$OUT" {kvmtune} experiment --domain exp --connect qemu:///system --journal-dir "$OUT/journal" \
   --variant "halted=$OUT/halted.xml" --warmup 2s --duration 2s --repeat 2 --seed {seed} 2>"$OUT/progress.txt" >/dev/null &
 pid=$!
 for _ in $(seq 1200); do grep -q "{moment}" "$OUT/progress.txt" 2>/dev/null && break; sleep 0.05; done

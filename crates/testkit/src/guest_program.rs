@@ -44,6 +44,9 @@ pub fn run_under_wine(exe: &Path, prefix: &Path, args: &[&str]) -> Output {
         .arg(exe)
         .args(args)
         .env("WINEPREFIX", prefix)
+        // Wine keeps its server's directory in TMPDIR and leaves it there; inside the prefix it
+        // goes when the caller removes the prefix.
+        .env("TMPDIR", prefix)
         .env("WINEDEBUG", "-all")
         .output()
         .expect("wine64 (scripts/test.sh installs it)")
