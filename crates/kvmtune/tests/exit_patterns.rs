@@ -432,3 +432,139 @@ fn a_vcpu_doing_nothing_but_mmio_is_thrash_not_load() {
     }
     assert!(!diagnose(&traced).iter().any(|f| f.rule == "EXIT028"));
 }
+
+/// kvm_stat of an idle Linux guest whose kernel command line had `nohz=off`, and of the same
+/// guest on an openEuler kernel, as published (github.com/Martins3/Martins3.github.io,
+/// docs/kvm/fun/host-freq.md at 5187fd7ac17e): the first kept the host's CPUs at their top
+/// frequency though they did little; `perf top -e kvm:msr` named the TSC deadline, the guest
+/// showed 32,000 hrtimer expiries a second from its idle loop, and removing `nohz=off` cured
+/// it. The second table's stray `G` is the post's.
+const NOHZ_OFF: &str = "\
+kvm statistics - summary
+
+ Event                                         Total %Total CurAvg/s
+ kvm_exit                                      13988   16.4    66300
+ kvm_entry                                     13985   16.4    66300
+ kvm_hv_timer_state                            13938   16.4    66120
+ kvm_msr                                        6985    8.2    33160
+ kvm_pv_tlb_flush                               6969    8.2    33045
+ kvm_apicv_accept_irq                           6961    8.2    33035
+ kvm_apic_accept_irq                            6960    8.2    33035
+ kvm_vcpu_wakeup                                6962    8.2    33030
+ kvm_wait_lapic_expire                          6952    8.2    32990
+ kvm_ioapic_set_irq                              440    0.5     2049
+ kvm_set_irq                                     440    0.5     2049
+ kvm_pic_set_irq                                 440    0.5     2049
+ kvm_halt_poll_ns                                 12    0.0       60
+ kvm_msi_set_irq                                   6    0.0       30
+ kvm_fast_mmio                                     6    0.0       30
+ kvm_apic_ipi                                      3    0.0       15
+ kvm_apic                                          3    0.0       15
+ kvm_unmap_hva_range                               1    0.0        5
+ Total                                         85051          403315
+";
+
+const OPENEULER_KERNEL: &str = "\
+kvm statistics - summary
+
+ Event                                         Total %Total CurAvg/s
+ kvm_ioapic_set_irq                             9044   20.6     2004
+ kvm_set_irq                                    9044   20.6     2004
+ kvm_pic_set_irq                                9044   20.6     2004
+ kvm_exit                                       3343    7.6      645
+ kvm_entry                                      3343    7.6      645
+ kvm_hv_timer_state                             2959    6.8      570
+ kvm_msr                                G        2369    5.4      452
+ kvm_apicv_accept_irq                            787    1.8      152
+ kvm_apic_accept_irq                             787    1.8      152
+ kvm_vcpu_wakeup                                 715    1.6      139
+ kvm_pv_tlb_flush                                605    1.4      122
+ kvm_apic_ipi                                    488    1.1      100
+ kvm_apic                                        488    1.1      100
+ kvm_halt_poll_ns                                338    0.8       72
+ kvm_wait_lapic_expire                           279    0.6       46
+ kvm_page_fault                                  168    0.4       37
+ kvm_msi_set_irq                                  20    0.0        7
+ kvm_ple_window_update                             4    0.0        0
+ kvm_unmap_hva_range                               2    0.0        0
+ Total                                         43827            9250
+";
+
+/// `config` with `vcpus` vCPUs and no pinning.
+fn with_vcpus(vcpus: u32) -> VmConfig {
+    let xml: String = fixture("HV008.good.xml")
+        .lines()
+        .filter(|l| !l.contains("<vcpupin"))
+        .map(|l| {
+            if l.contains("<vcpu ") {
+                format!("  <vcpu placement='static'>{vcpus}</vcpu>\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    config(&xml)
+}
+
+/// Each MSR exit a timer that expires and wakes a halted vCPU (EXIT030): the published idle
+/// guest with `nohz=off` fires it, in its place of EXIT003's generic MSR reading, in every
+/// layout and for either guest; the same guest's tickless kernel stays quiet. With the vCPUs
+/// counted, the rate per vCPU tells a tick from a timer storm, and a large VM's modest
+/// per-vCPU rate is no finding. Near misses: timers that are armed but rarely expire (rearmed
+/// before their deadline, as a busy guest does), and timers that expire on vCPUs already
+/// running (no halt to end).
+#[test]
+fn idle_vcpus_woken_by_their_own_timers() {
+    for layout in [NOHZ_OFF.to_string(), as_mail_reply(NOHZ_OFF), as_forum_post(NOHZ_OFF)] {
+        for guest in [Guest::Unknown, Guest::Linux, Guest::Windows] {
+            let fired = rules(&layout, &ExitContext { guest, ..ExitContext::default() });
+            assert!(
+                fired.contains(&"EXIT030") && !fired.contains(&"EXIT003"),
+                "{guest:?}: {fired:?}\n{layout}"
+            );
+        }
+    }
+    let fired = findings(NOHZ_OFF, &ExitContext::default());
+    let exit030 = fired.iter().find(|f| f.rule == "EXIT030").unwrap();
+    let evidence = exit030.evidence.as_deref().unwrap();
+    for expected in ["33160/s", "32990/s", "33030/s", "a 1000 Hz tick on 33 vCPUs"] {
+        assert!(evidence.contains(expected), "{expected}: {evidence}");
+    }
+    assert!(exit030.fix.contains("nohz=off"), "{}", exit030.fix);
+    assert!(!rules(OPENEULER_KERNEL, &ExitContext::default()).contains(&"EXIT030"));
+
+    let per_vcpu = |vcpus: u32| {
+        let config = with_vcpus(vcpus);
+        let fired = findings(NOHZ_OFF, &ExitContext { config: Some(&config), ..ExitContext::default() });
+        fired.iter().find(|f| f.rule == "EXIT030").map(|f| f.evidence.clone().unwrap())
+    };
+    let ticking = per_vcpu(32).expect("32 vCPUs at about 1000/s each");
+    assert!(ticking.contains("1031/s each, the rate of a periodic tick"), "{ticking}");
+    let storm = per_vcpu(4).expect("4 vCPUs at 8248/s each");
+    assert!(storm.contains("8248/s each, more than any periodic tick"), "{storm}");
+    assert_eq!(per_vcpu(160), None, "206/s on each of 160 vCPUs is below a 250 Hz tick");
+
+    let rearmed = NOHZ_OFF.replace(
+        " kvm_wait_lapic_expire                          6952    8.2    32990",
+        " kvm_wait_lapic_expire                           700    0.8     3300",
+    );
+    let fired = rules(&rearmed, &ExitContext::default());
+    assert!(!fired.contains(&"EXIT030") && fired.contains(&"EXIT003"), "{fired:?}");
+    let running = NOHZ_OFF.replace(
+        " kvm_vcpu_wakeup                                6962    8.2    33030",
+        " kvm_vcpu_wakeup                                 300    0.3     1500",
+    );
+    assert!(!rules(&running, &ExitContext::default()).contains(&"EXIT030"));
+}
+
+/// An openEuler guest's `kvm_stat -p` in the corpus: 58 MSR exits, 10 timer expiries and 21
+/// wakeups a second, a tickless guest at rest, which EXIT030 leaves alone.
+#[test]
+#[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
+fn a_tickless_guest_at_rest_is_no_timer_wakeup_finding() {
+    let path =
+        kvmtune_testkit::corpus().join("exitstats/intel_pengji-compute-go_openeuler-guest_kvm_stat-pid.txt");
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains("kvm_wait_lapic_expire") && text.contains("kvm_vcpu_wakeup"));
+    assert!(!rules(&text, &ExitContext::default()).contains(&"EXIT030"));
+}

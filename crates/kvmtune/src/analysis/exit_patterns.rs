@@ -149,6 +149,23 @@ const LOOP_SHARE: f64 = 0.98;
 /// device register makes far fewer of them than of exceptions KVM handles itself.
 const MMIO_LOOP_RATE_PER_VCPU: f64 = 1_000.0;
 
+/// Timer interrupts a second across the VM above which idle vCPUs woken by their own timers
+/// (EXIT030) are worth a warning when the number of vCPUs is unknown: two vCPUs ticking at
+/// 1000 Hz. A guest whose idle CPUs stop their tick wakes far less often: two published
+/// kvm_stat tables of openEuler guests show 21 and 139 wakeups a second in all.
+const TIMER_WAKEUPS_PER_S: f64 = 2_000.0;
+
+/// The same per vCPU, where the config says how many there are: a 250 Hz tick or faster.
+const TIMER_WAKEUPS_PER_VCPU: f64 = 250.0;
+
+/// The finest periodic tick a guest runs (Linux's CONFIG_HZ_1000, Windows' timer at its 1 ms
+/// resolution): timers set faster on each vCPU are not a tick.
+const FASTEST_TICK_HZ: f64 = 1_000.0;
+
+/// How close two of KVM's event rates must be for one to follow from the other (each timer
+/// armed expires; each expiry wakes a halted vCPU).
+const SAME_RATE: f64 = 0.9;
+
 /// Causes by one name, for [`Table`]'s methods.
 fn is(cause: ExitCause) -> impl Fn(ExitCause) -> bool {
     move |c| c == cause
@@ -429,6 +446,64 @@ pub const PATTERN_RULES: &[PatternRule] = &[
                 evidence: format!(
                     "MMIO at {rate:.0}/s per vCPU, {} of the guest's exits per second",
                     percent(share)
+                ),
+            })
+        },
+    },
+    PatternRule {
+        meta: RuleMeta {
+            id: "EXIT030",
+            name: "timer-wakes-idle-vcpus",
+            category: Category::Exits,
+            severity: Severity::Warning,
+            title: "idle vCPUs woken again and again by the timers they arm",
+            explanation: "kvm_stat counts as many APIC timers expiring (kvm_wait_lapic_expire, one for each TSC-deadline timer KVM delivers) and as many halted vCPUs woken (kvm_vcpu_wakeup) as MSR exits: the guest arms its local APIC timer through an MSR (the TSC deadline, or the x2APIC timer's initial count), halts, and is woken by that very timer, over and over. The vCPUs have nothing to do, yet each wakes for its timer, and every wakeup costs the host a timer interrupt, a switch to the vCPU thread and a VM entry: an idle VM keeps host CPUs out of their deep idle states and at a high clock. At the guest's tick rate on each vCPU (100 to 1000 a second) it is a periodic tick that does not stop when the CPU idles: a Linux guest booted with nohz=off, or built with CONFIG_HZ_PERIODIC, ticks on every vCPU all the time, where the default (CONFIG_NO_HZ_IDLE) stops the tick of an idle CPU; in Windows, a program that asked for a 1 ms timer resolution (timeBeginPeriod) keeps the timer interrupt that fast. In the case cited, an idle Linux guest with nohz=off on its command line woke 33,000 times a second and held the host's CPUs at their top frequency; with an openEuler kernel instead it woke 139 times. Far more than 1000 timers a second on one vCPU is no tick but a timer set again and again (see EXIT027).",
+            example: "kvm_msr 33160/s, kvm_wait_lapic_expire 32990/s, kvm_vcpu_wakeup 33030/s",
+            fix: "let idle vCPUs stop their tick: in a Linux guest, remove nohz=off from the kernel command line and run a kernel with CONFIG_NO_HZ_IDLE or CONFIG_NO_HZ_FULL (distribution kernels have one; `grep HZ /boot/config-$(uname -r)` tells); in Windows, find the program that raised the timer resolution (Microsoft's PwrTest timer scenario logs each request with its program); where one vCPU's rate is far above 1000 a second, find the timer in the guest (perf or bpftrace on the timer:hrtimer_start tracepoint inside a Linux guest)",
+            fix_safety: Applicability::Manual,
+            source: "Linux Documentation/timers/no_hz.rst (CONFIG_HZ_PERIODIC never omits the tick; CONFIG_NO_HZ_IDLE omits it on idle CPUs and should be the default) and Documentation/admin-guide/kernel-parameters.txt (nohz=off); Linux arch/x86/kvm/lapic.c (__kvm_wait_lapic_expire traces kvm_wait_lapic_expire for each expired TSC-deadline timer whose interrupt KVM injects, with timer advancement, on by default) and virt/kvm/kvm_main.c (kvm_vcpu_halt traces kvm_vcpu_wakeup when a halted vCPU wakes); Microsoft, timeBeginPeriod (learn.microsoft.com/windows/win32/api/timeapi/nf-timeapi-timebeginperiod: a finer timer resolution can keep the CPU out of its power-saving states) and PwrTest timer scenario (learn.microsoft.com/windows-hardware/drivers/devtest/pwrtest-timer-scenario); github.com/Martins3/Martins3.github.io docs/kvm/fun/host-freq.md (kvm_stat of an idle Linux guest booted with nohz=off, its host's CPUs at top frequency, against the guest on an openEuler kernel)",
+        },
+        supersedes: &["EXIT003", "EXIT006"],
+        check_rules: &[],
+        windows_only: false,
+        reads: Reads::GuestExits,
+        check: |table, context| {
+            let msr = table.rate(ExitCause::may_be_msr_write)?;
+            let expired = table.event_rate("kvm_wait_lapic_expire")?;
+            let woken = table.event_rate("kvm_vcpu_wakeup")?;
+            // Each MSR exit a timer that expired, each expiry a halted vCPU woken, and the MSR
+            // exits a share of the guest's exits that matters (EXIT003's own threshold).
+            if msr <= 0.0
+                || expired < SAME_RATE * msr
+                || woken < SAME_RATE * expired
+                || table.share(ExitCause::may_be_msr_write) < 0.20
+            {
+                return None;
+            }
+            let vcpus = context.config.map(|c| c.running_vcpus().len()).filter(|n| *n > 0);
+            let per_vcpu = match vcpus {
+                Some(n) => {
+                    let each = expired / n as f64;
+                    if each < TIMER_WAKEUPS_PER_VCPU {
+                        return None;
+                    }
+                    let kind = if each > FASTEST_TICK_HZ * 1.1 {
+                        "more than any periodic tick: a timer set again and again"
+                    } else {
+                        "the rate of a periodic tick"
+                    };
+                    format!("; over the config's {n} vCPUs that is {each:.0}/s each, {kind}")
+                }
+                None if expired < TIMER_WAKEUPS_PER_S => return None,
+                None => format!(
+                    "; that is a 1000 Hz tick on {:.0} vCPUs, or faster timers on fewer (--config gives the rate per vCPU)",
+                    (expired / FASTEST_TICK_HZ).round().max(1.0)
+                ),
+            };
+            Some(Match {
+                reasons: table.seen(ExitCause::may_be_msr_write),
+                evidence: format!(
+                    "MSR exits {msr:.0}/s, APIC timers expiring {expired:.0}/s (kvm_wait_lapic_expire), halted vCPUs woken {woken:.0}/s (kvm_vcpu_wakeup){per_vcpu}"
                 ),
             })
         },
