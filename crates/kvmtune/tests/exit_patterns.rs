@@ -568,3 +568,34 @@ fn a_tickless_guest_at_rest_is_no_timer_wakeup_finding() {
     assert!(text.contains("kvm_wait_lapic_expire") && text.contains("kvm_vcpu_wakeup"));
     assert!(!rules(&text, &ExitContext::default()).contains(&"EXIT030"));
 }
+
+/// `compare` of the two published kvm_stat tables: kvm_stat's events (interrupts injected,
+/// vCPUs woken, timers expiring) are counts, never shares of the exits (the openEuler table
+/// has 9044 `kvm_ioapic_set_irq` to 3343 exits, which as a share would be 270%), and
+/// `kvm_exit` is the total; only the MSR exits have shares. EXIT030 is gone after.
+#[test]
+fn compare_shows_kvm_stat_events_as_counts() {
+    use kvmtune::analysis::exit_compare::compare;
+    let before = exits::parse("before.txt", NOHZ_OFF).unwrap().remove(0);
+    let after = exits::parse("after.txt", OPENEULER_KERNEL).unwrap().remove(0);
+    let comparison = compare(&before, &after);
+    let delta = |name: &str| comparison.reasons.iter().find(|d| d.name == name).unwrap();
+    let injected = delta("kvm_ioapic_set_irq");
+    assert_eq!(
+        (injected.not_a_share, injected.before_share, injected.after_share),
+        (Some("event"), None, None)
+    );
+    assert_eq!(delta("kvm_exit").not_a_share, Some("total"));
+    let msr = delta("kvm_msr");
+    assert_eq!(msr.not_a_share, None);
+    assert!(msr.before_share.is_some_and(|s| (s - 6985.0 / 13988.0).abs() < 1e-9), "{:?}", msr.before_share);
+    assert!(comparison.resolved.contains(&"EXIT030"), "{:?}", comparison.resolved);
+
+    let text = kvmtune::output::exits_text::render_comparison(&comparison);
+    assert!(!text.contains("270.5%") && !text.contains("100.0%"), "{text}");
+    let row = text.lines().find(|l| l.trim_start().starts_with("kvm_ioapic_set_irq")).unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["kvm_ioapic_set_irq", "440", "event", "9044", "event"]
+    );
+}

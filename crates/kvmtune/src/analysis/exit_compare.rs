@@ -15,9 +15,13 @@ pub struct ReasonDelta {
     pub name: String,
     pub before: u64,
     pub after: u64,
-    /// Share of all exits, before and after.
-    pub before_share: f64,
-    pub after_share: f64,
+    /// What the row is where it is not an exit of its own (`event`, `total`, `part`): then it
+    /// has a count and no share of the exits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_a_share: Option<&'static str>,
+    /// Share of all exits, before and after; `None` for a row that is not an exit.
+    pub before_share: Option<f64>,
+    pub after_share: Option<f64>,
     /// Handling time in microseconds, where the profiles have it.
     pub before_time_us: Option<f64>,
     pub after_time_us: Option<f64>,
@@ -84,11 +88,20 @@ pub fn compare_for(before: &ExitProfile, after: &ExitProfile, guest: Guest) -> C
     let count = |profile: &ExitProfile, name: &str| profile.row(name).map_or(0, |r| r.count);
     let mut reasons: Vec<ReasonDelta> = names
         .into_iter()
-        .map(|name| ReasonDelta {
+        .map(|name| {
+            let not_a_share = before.row(&name).or_else(|| after.row(&name)).and_then(|r| r.not_a_share());
+            (name, not_a_share)
+        })
+        .map(|(name, not_a_share)| ReasonDelta {
+            not_a_share,
             before: count(before, &name),
             after: count(after, &name),
-            before_share: count(before, &name) as f64 / before_exits.max(1) as f64,
-            after_share: count(after, &name) as f64 / after_exits.max(1) as f64,
+            before_share: not_a_share
+                .is_none()
+                .then(|| count(before, &name) as f64 / before_exits.max(1) as f64),
+            after_share: not_a_share
+                .is_none()
+                .then(|| count(after, &name) as f64 / after_exits.max(1) as f64),
             before_time_us: before.row(&name).and_then(|r| r.time_us),
             after_time_us: after.row(&name).and_then(|r| r.time_us),
             before_mean_us: before.row(&name).and_then(mean_us),

@@ -150,6 +150,17 @@ impl ExitRow {
     pub fn is_exit(&self) -> bool {
         self.kind == RowKind::Exit && self.parent.is_none()
     }
+
+    /// What a table shows in place of a share of all exits for a row that is not an exit of
+    /// its own: `event`, `total`, or `part` (of another row); `None` for an exit.
+    pub fn not_a_share(&self) -> Option<&'static str> {
+        match (self.kind, &self.parent) {
+            (RowKind::Event, _) => Some("event"),
+            (RowKind::Total, _) => Some("total"),
+            (RowKind::Exit, Some(_)) => Some("part"),
+            (RowKind::Exit, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -110,12 +110,9 @@ fn table(comparison: &Comparison) -> String {
         } else {
             format!("x{:.2}", delta.after as f64 / delta.before as f64)
         };
-        let share = |s: f64| {
-            if crate::exits::reasons::is_event(&delta.name) {
-                "event".to_string()
-            } else {
-                format!("{:.1}%", s * 100.0)
-            }
+        let share = |share: Option<f64>| {
+            share
+                .map_or_else(|| delta.not_a_share.unwrap_or("").to_string(), |s| format!("{:.1}%", s * 100.0))
         };
         let _ = writeln!(
             out,

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::analysis::check::Diagnostic;
 use crate::analysis::exit_compare::Comparison;
 use crate::analysis::exit_rules::{ExitFinding, busy_time, exit_total, handling_time};
-use crate::exits::{ExitProfile, RowKind};
+use crate::exits::ExitProfile;
 
 /// `108.5k`, `18`, `1.2M`, `0.25`.
 pub fn human_number(value: f64) -> String {
@@ -63,17 +63,13 @@ pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
     let zero_rows = rows.iter().filter(|r| r.count == 0 && r.time_us.is_none()).count();
     let side_table = crate::analysis::exit_side_tables::SideTable::of(profile).is_some();
     for row in rows.into_iter().filter(|r| r.count > 0 || r.time_us.is_some()) {
-        let exit_share = match (row.kind, &row.parent) {
-            (RowKind::Event, _) => "event".to_string(),
-            (RowKind::Total, _) => "total".to_string(),
-            (RowKind::Exit, Some(_)) => "part".to_string(),
+        let exit_share = match row.not_a_share() {
+            Some(word) => word.to_string(),
             // A table cut short without its totals: the share perf printed is of the whole table.
-            (RowKind::Exit, None) => {
-                match row.sample_percent.filter(|_| profile.declared_samples.is_none()) {
-                    Some(printed) => percent(printed / 100.0),
-                    None => percent(row.count as f64 / total.max(1) as f64),
-                }
-            }
+            None => match row.sample_percent.filter(|_| profile.declared_samples.is_none()) {
+                Some(printed) => percent(printed / 100.0),
+                None => percent(row.count as f64 / total.max(1) as f64),
+            },
         };
         let time_share = match (handling_time(profile, row), busy) {
             // A port or MSR table has no idle rows: perf's Time% is the busy share, of the
@@ -182,14 +178,16 @@ pub fn render_comparison(comparison: &Comparison) -> String {
         write!(out, "  {:<28} {:>10} {:>8} {:>10} {:>8}", "reason", "before", "exits%", "after", "exits%");
     let _ = writeln!(out, "{}", if means { format!(" {:>22}", "mean per exit") } else { String::new() });
     for delta in &comparison.reasons {
+        let share =
+            |share: Option<f64>| share.map_or_else(|| delta.not_a_share.unwrap_or("").to_string(), percent);
         let _ = write!(
             out,
             "  {:<28} {:>10} {:>8} {:>10} {:>8}",
             delta.name,
             delta.before,
-            percent(delta.before_share),
+            share(delta.before_share),
             delta.after,
-            percent(delta.after_share)
+            share(delta.after_share)
         );
         let mean = match (delta.before_mean_us, delta.after_mean_us) {
             (Some(before), Some(after)) if means => {
