@@ -128,13 +128,7 @@ fn screens(pasted: &Pasted) -> Vec<ExitProfile> {
                 parents.push((indent, read.name.clone(), read.kind));
                 profile.rows.push(read);
             }
-            Err(why)
-                if is_event_name(words[0])
-                    && words.len() >= 3
-                    && words[1..].iter().any(|w| w.parse::<f64>().is_ok()) =>
-            {
-                profile.notes.push(pasted.skipped_row(line, why));
-            }
+            Err(why) if is_garbled_row(&words) => profile.notes.push(pasted.skipped_row(line, why)),
             Err(_) => profiles.extend(current.take().map(|(p, _)| p)),
         }
     }
@@ -142,11 +136,20 @@ fn screens(pasted: &Pasted) -> Vec<ExitProfile> {
     profiles
 }
 
-/// Whether the first line of `rest` that is not empty is a row of a screen or its `Total`.
+/// A row with a stray word or a number missing: an event's name and numbers beside it. It
+/// costs only itself, with a note.
+fn is_garbled_row(words: &[&str]) -> bool {
+    is_event_name(words[0]) && words.len() >= 3 && words[1..].iter().any(|w| w.parse::<f64>().is_ok())
+}
+
+/// Whether the first line of `rest` that is not empty is a row of a screen (a garbled one too)
+/// or its `Total`.
 fn next_is_row(rest: &[Line]) -> bool {
     rest.iter().find(|l| !l.is_blank()).is_some_and(|l| {
         let words = l.words();
-        !l.fence && !l.prompt && (words.first() == Some(&"Total") || screen_row(l, &words).is_ok())
+        !l.fence
+            && !l.prompt
+            && (words.first() == Some(&"Total") || screen_row(l, &words).is_ok() || is_garbled_row(&words))
     })
 }
 
@@ -300,6 +303,11 @@ mod tests {
         let names: Vec<&str> = profiles[0].rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["kvm_fpu", "kvm_userspace_exit", "kvm_vcpu_wakeup"]);
         assert_eq!(profiles[0].row("kvm_vcpu_wakeup").unwrap().rate_per_s, Some(1386869.0));
+        // A garbled row between empty lines costs only itself.
+        let garbled = text.replace(" kvm_userspace_exit  ", " kvm_userspace_exit G");
+        let profile = &read_text(&garbled)[0];
+        assert_eq!(profile.rows.len(), 2, "{:?}", profile.rows);
+        assert_eq!(profile.notes.len(), 1, "{:?}", profile.notes);
 
         let single =
             " Event Total %Total CurAvg/s\n kvm_exit 100 50.0 10\n kvm_msr 100 50.0 10\n\n kvm_pio 7 1.0 1\n";
