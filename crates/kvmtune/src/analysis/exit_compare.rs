@@ -90,24 +90,23 @@ pub fn compare_for(before: &ExitProfile, after: &ExitProfile, guest: Guest) -> C
         .into_iter()
         .map(|name| {
             let not_a_share = before.row(&name).or_else(|| after.row(&name)).and_then(|r| r.not_a_share());
-            (name, not_a_share)
-        })
-        .map(|(name, not_a_share)| ReasonDelta {
-            not_a_share,
-            before: count(before, &name),
-            after: count(after, &name),
-            before_share: not_a_share
-                .is_none()
-                .then(|| count(before, &name) as f64 / before_exits.max(1) as f64),
-            after_share: not_a_share
-                .is_none()
-                .then(|| count(after, &name) as f64 / after_exits.max(1) as f64),
-            before_time_us: before.row(&name).and_then(|r| r.time_us),
-            after_time_us: after.row(&name).and_then(|r| r.time_us),
-            before_mean_us: before.row(&name).and_then(mean_us),
-            after_mean_us: after.row(&name).and_then(mean_us),
-            mean_change_within_noise: mean_change_within_noise(before.row(&name), after.row(&name)),
-            name,
+            let share = |profile: &ExitProfile, exits: u64| {
+                not_a_share.is_none().then(|| count(profile, &name) as f64 / exits.max(1) as f64)
+            };
+            let (before_share, after_share) = (share(before, before_exits), share(after, after_exits));
+            ReasonDelta {
+                not_a_share,
+                before: count(before, &name),
+                after: count(after, &name),
+                before_share,
+                after_share,
+                before_time_us: before.row(&name).and_then(|r| r.time_us),
+                after_time_us: after.row(&name).and_then(|r| r.time_us),
+                before_mean_us: before.row(&name).and_then(mean_us),
+                after_mean_us: after.row(&name).and_then(mean_us),
+                mean_change_within_noise: mean_change_within_noise(before.row(&name), after.row(&name)),
+                name,
+            }
         })
         .collect();
     reasons.sort_by_key(|d| std::cmp::Reverse(d.before.max(d.after)));

@@ -88,6 +88,7 @@ fn screens(pasted: &Pasted) -> Vec<ExitProfile> {
     // Whether each row of the current screen came with an empty line after it.
     let mut double_spaced = true;
     let mut previous_blank = false;
+    let next_filled = next_filled_lines(&pasted.lines);
     for (index, line) in pasted.lines.iter().enumerate() {
         let words = line.words();
         let after_blank = std::mem::replace(&mut previous_blank, line.is_blank());
@@ -101,7 +102,10 @@ fn screens(pasted: &Pasted) -> Vec<ExitProfile> {
         if line.is_blank() && profile.rows.is_empty() {
             continue;
         }
-        if line.is_blank() && double_spaced && next_is_row(&pasted.lines[index + 1..]) {
+        if line.is_blank()
+            && double_spaced
+            && next_filled[index].is_some_and(|i| is_row_line(&pasted.lines[i]))
+        {
             continue;
         }
         if line.fence || line.prompt || line.is_blank() {
@@ -142,15 +146,26 @@ fn is_garbled_row(words: &[&str]) -> bool {
     is_event_name(words[0]) && words.len() >= 3 && words[1..].iter().any(|w| w.parse::<f64>().is_ok())
 }
 
-/// Whether the first line of `rest` that is not empty is a row of a screen (a garbled one too)
-/// or its `Total`.
-fn next_is_row(rest: &[Line]) -> bool {
-    rest.iter().find(|l| !l.is_blank()).is_some_and(|l| {
-        let words = l.words();
-        !l.fence
-            && !l.prompt
-            && (words.first() == Some(&"Total") || screen_row(l, &words).is_ok() || is_garbled_row(&words))
-    })
+/// For each line, the index of the first line at or after it that is not empty, found in one
+/// pass from the end: a long run of empty lines is not scanned again from each of its lines.
+fn next_filled_lines(lines: &[Line]) -> Vec<Option<usize>> {
+    let mut next = vec![None; lines.len()];
+    let mut filled = None;
+    for (index, line) in lines.iter().enumerate().rev() {
+        if !line.is_blank() {
+            filled = Some(index);
+        }
+        next[index] = filled;
+    }
+    next
+}
+
+/// Whether `line` is a row of a screen (a garbled one too) or its `Total`.
+fn is_row_line(line: &Line) -> bool {
+    let words = line.words();
+    !line.fence
+        && !line.prompt
+        && (words.first() == Some(&"Total") || screen_row(line, &words).is_ok() || is_garbled_row(&words))
 }
 
 /// `name total %total per-second`; the rate may be missing where no delta was seen yet.
