@@ -203,6 +203,44 @@ fn a_guest_rearming_its_timer_without_pause_is_a_timer_storm() {
     }
 }
 
+/// An idle guest woken by each timer it arms, several thousand times a second on its one vCPU
+/// (EXIT030's case, above its floor of 2,000 a second at any TSC rate of 1 GHz or more): the
+/// recorder counts the halted vCPU woken (kvm_vcpu_wakeup) as often as the guest halts (KVM's
+/// halt_exits) and writes its TSC deadline. KVM's halt_wakeup counts only the wakeups of a vCPU
+/// that slept (kvm_vcpu_wake_up, virt/kvm/kvm_main.c), not those its halt polling caught, which
+/// at this rate are nearly all. KVM traces
+/// a timer's expiry (kvm_wait_lapic_expire) only where it advances the APIC timer on VM entry
+/// (VMX, SVM); this PVM host counts none, and without them EXIT030 has no timer to name: it
+/// fires exactly when the expiries are counted with the wakeups. On a VMX host's counts (the
+/// published case) it fires in the library's tests/exit_patterns.rs.
+#[test]
+#[cfg_attr(
+    not(all(feature = "qemu", feature = "root")),
+    ignore = "needs QEMU and root: cargo test --features qemu,root"
+)]
+fn an_idle_guest_woken_by_each_timer_it_arms() {
+    let (_dir, analysis) = recorded(GuestKind::TimerWakeup);
+    let woken = row(&analysis, "KVM tracepoints", "kvm_vcpu_wakeup");
+    let halted = row(&analysis, "KVM vCPU stats", "halt_exits");
+    let armed = row(&analysis, "MSR Access", "0x6e0:W");
+    assert!(woken >= 1_000, "woken {woken} times in 2 s");
+    // The counters are read one after another while the guest runs on.
+    for other in [halted, armed] {
+        assert!(
+            woken.abs_diff(other) * 10 <= woken,
+            "kvm_vcpu_wakeup {woken}, halt_exits {halted}, 0x6e0:W {armed}"
+        );
+    }
+    let expired = row(&analysis, "KVM tracepoints", "kvm_wait_lapic_expire");
+    let expiries_counted = expired * 10 >= woken * 9;
+    let rules = fired(&analysis, "KVM tracepoints");
+    assert_eq!(
+        rules.iter().any(|r| r == "EXIT030"),
+        expiries_counted,
+        "kvm_wait_lapic_expire {expired}, kvm_vcpu_wakeup {woken}: {rules:?}"
+    );
+}
+
 /// The finding `rule` of the profile whose event begins with `event`.
 fn finding<'a>(analysis: &'a Value, event: &str, rule: &str) -> &'a Value {
     profile(analysis, event)["findings"]

@@ -557,6 +557,49 @@ fn idle_vcpus_woken_by_their_own_timers() {
     assert!(!rules(&running, &ExitContext::default()).contains(&"EXIT030"));
 }
 
+/// The recorder counts the tracepoints kvm_stat reads (kvm_msr, kvm_wait_lapic_expire,
+/// kvm_vcpu_wakeup) beside KVM's own `exits` statistic, so one second of the two published
+/// screens, counted as `exits record` counts them, reads as the screens do: EXIT030 on the
+/// nohz=off guest and not on its tickless kernel. The recorder's tracepoint table has rows that
+/// overlap (`KVM_EXIT_IO` is part of `kvm_pio`), which keep the patterns that read every reason
+/// off it; EXIT030 reads only the MSR exits against the total, and the events.
+#[test]
+fn the_recorders_tracepoint_counts_of_the_published_screens_read_as_the_screens() {
+    use kvmtune::exits::record::{Sample, profiles_between};
+    let recorded = |exits: u64, msr: u64, expired: u64, woken: u64| {
+        let counted = |values: [u64; 6]| -> Sample {
+            ["kvm_exit", "kvm_msr", "kvm_wait_lapic_expire", "kvm_vcpu_wakeup", "kvm_pio", "KVM_EXIT_IO"]
+                .iter()
+                .zip(values)
+                .map(|(name, n)| (name.to_string(), vec![n]))
+                .collect()
+        };
+        let stats = |n: u64| -> Sample { [("exits".to_string(), vec![n])].into() };
+        let profiles = profiles_between(
+            (&stats(0), &counted([0; 6])),
+            (&stats(exits), &counted([exits, msr, expired, woken, 0, 0])),
+            1.0,
+        );
+        let tracepoints = profiles.into_iter().find(|p| p.event == "KVM tracepoints").unwrap();
+        assert!(!tracepoints.counts_each_exit_once(), "the overlapping rows are there");
+        tracepoints
+    };
+    // CurAvg/s of the two screens: kvm_exit, kvm_msr, kvm_wait_lapic_expire, kvm_vcpu_wakeup.
+    let nohz_off = recorded(66300, 33160, 32990, 33030);
+    let fired = diagnose(&nohz_off);
+    let exit030 = fired.iter().find(|f| f.rule == "EXIT030").expect("EXIT030 on the nohz=off counts");
+    let evidence = exit030.evidence.as_deref().unwrap();
+    for expected in ["33160/s", "32990/s", "33030/s"] {
+        assert!(evidence.contains(expected), "{expected}: {evidence}");
+    }
+    assert!(!fired.iter().any(|f| f.rule == "EXIT003"), "superseded: {fired:?}");
+    let tickless = recorded(645, 452, 46, 139);
+    assert!(!diagnose(&tickless).iter().any(|f| f.rule == "EXIT030"));
+    // A KVM that does not trace timer expiries (PVM) leaves EXIT030 nothing to read.
+    let untraced = recorded(66300, 33160, 0, 33030);
+    assert!(!diagnose(&untraced).iter().any(|f| f.rule == "EXIT030"));
+}
+
 /// An openEuler guest's `kvm_stat -p` in the corpus: 58 MSR exits, 10 timer expiries and 21
 /// wakeups a second, a tickless guest at rest, which EXIT030 leaves alone.
 #[test]

@@ -20,6 +20,13 @@ pub enum GuestKind {
     /// a guest rearming its timer without pause. The guest's CPU model offers the TSC-deadline
     /// timer, so that the write is no #GP.
     TimerMsr,
+    /// Arms its local APIC timer in TSC-deadline mode 300,000 TSC cycles ahead, halts until
+    /// the timer's interrupt wakes it, and arms it again, forever: an idle guest woken by each
+    /// timer it sets (EXIT030), about 6,500 times a second here (a 2.3 GHz TSC). The interrupt handler
+    /// ends the interrupt with a store to the xAPIC's EOI register, reached in big real mode
+    /// (a 4 GiB data segment loaded in protected mode and kept back in real mode), so that the
+    /// TSC-deadline write is the guest's one MSR exit. Same CPU model as [`GuestKind::TimerMsr`].
+    TimerWakeup,
     /// Halts as [`GuestKind::Halt`] does, and powers off when the ACPI power button is pressed
     /// (`virsh shutdown`, QMP `system_powerdown`), as an OS would: it enables the button's
     /// event (PWRBTN_EN in PM1_EN), checks PM1_STS at each timer tick, and on it enters the
@@ -47,6 +54,45 @@ fn code(kind: GuestKind) -> Vec<u8> {
             0x66, 0x31, 0xD2, //                   xor edx, edx
             0x0F, 0x30, //                         l: wrmsr
             0xEB, 0xFC, //                         jmp l
+        ],
+        // Assembled at 0x7c00 after the 6 bytes above; the handler (0x7c63) and the GDT
+        // (0x7c71, its pointer 0x7c81) are addressed absolutely.
+        GuestKind::TimerWakeup => &[
+            0xFA, //                               cli
+            0x31, 0xC0, //                         xor ax, ax
+            0x8E, 0xD8, //                         mov ds, ax
+            0xC7, 0x06, 0x00, 0x01, 0x63, 0x7C, // mov word [0x100], 0x7c63 (vector 0x40: isr)
+            0xA3, 0x02, 0x01, //                   mov [0x102], ax
+            0x66, 0x0F, 0x01, 0x16, 0x81, 0x7C, // lgdt [0x7c81]
+            0x0F, 0x20, 0xC0, //                   mov eax, cr0
+            0x0C, 0x01, //                         or al, 1               (protected mode)
+            0x0F, 0x22, 0xC0, //                   mov cr0, eax
+            0xBB, 0x08, 0x00, //                   mov bx, 8
+            0x8E, 0xC3, //                         mov es, bx             (4 GiB limit)
+            0x24, 0xFE, //                         and al, 0xfe           (back to real mode)
+            0x0F, 0x22, 0xC0, //                   mov cr0, eax
+            0x31, 0xDB, //                         xor bx, bx
+            0x8E, 0xC3, //                         mov es, bx             (base 0, limit kept)
+            0x26, 0x67, 0x66, 0xC7, 0x05, 0xF0, 0x00, 0xE0, 0xFE, 0xFF, 0x01, 0x00,
+            0x00, //                               mov dword [es:0xfee000f0], 0x1ff (SVR: APIC on)
+            0x26, 0x67, 0x66, 0xC7, 0x05, 0x20, 0x03, 0xE0, 0xFE, 0x40, 0x00, 0x04,
+            0x00, //                               mov dword [es:0xfee00320], 0x40040
+            //                                     (LVT timer: vector 0x40, TSC-deadline mode)
+            0x0F, 0x31, //                         arm: rdtsc
+            0x66, 0x05, 0xE0, 0x93, 0x04, 0x00, // add eax, 300000
+            0x66, 0x83, 0xD2, 0x00, //             adc edx, 0
+            0x66, 0xB9, 0xE0, 0x06, 0x00, 0x00, // mov ecx, 0x6e0        (IA32_TSC_DEADLINE)
+            0x0F, 0x30, //                         wrmsr
+            0xFB, //                               sti
+            0xF4, //                               hlt
+            0xFA, //                               cli
+            0xEB, 0xE7, //                         jmp arm
+            0x26, 0x67, 0x66, 0xC7, 0x05, 0xB0, 0x00, 0xE0, 0xFE, 0x00, 0x00, 0x00,
+            0x00, //                               isr: mov dword [es:0xfee000b0], 0 (EOI)
+            0xCF, //                               iret
+            0, 0, 0, 0, 0, 0, 0, 0, //             gdt: null descriptor
+            0xFF, 0xFF, 0x00, 0x00, 0x00, 0x92, 0xCF, 0x00, // flat 4 GiB data segment
+            0x0F, 0x00, 0x71, 0x7C, 0x00, 0x00, // gdt pointer: limit 15, base 0x7c71
         ],
         GuestKind::Halt => &[
             0xFB, //         sti
@@ -117,7 +163,11 @@ impl Guest {
         let name = format!("kvmtune-{kind:?}-{}-{index}", std::process::id()).to_lowercase();
         let child = Command::new("qemu-system-x86_64")
             .args(["-accel", "kvm", "-m", "64", "-display", "none", "-no-reboot"])
-            .args(if kind == GuestKind::TimerMsr { &["-cpu", "qemu64,+tsc-deadline"][..] } else { &[] })
+            .args(if matches!(kind, GuestKind::TimerMsr | GuestKind::TimerWakeup) {
+                &["-cpu", "qemu64,+tsc-deadline"][..]
+            } else {
+                &[]
+            })
             .arg("-name")
             .arg(format!("guest={name},debug-threads=on"))
             .arg("-qmp")

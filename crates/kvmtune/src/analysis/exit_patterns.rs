@@ -8,7 +8,9 @@
 //! Patterns judge shares, including the absence of a reason, so they run only on tables that
 //! list every exit reason the VM had (perf `VM-EXIT`, kvm_stat, the recorder's `kvm_exit`
 //! profile), never on partial counters, and only where all the rows are there: a poster who
-//! kept the top rows of a table left out the small reasons whose absence a pattern reads.
+//! kept the top rows of a table left out the small reasons whose absence a pattern reads. A
+//! pattern that reads one cause against a total and KVM's events beside it ([`Reads`]) runs on
+//! any table with a total, the recorder's tracepoint counts too.
 
 use crate::analysis::Severity;
 use crate::analysis::exit_rules::{ExitFinding, Guest, ReasonShare, exit_rate, exit_total, rate_per_vcpu};
@@ -54,6 +56,10 @@ pub enum Reads {
     EveryReason,
     /// One cause against all the exits the guest makes ([`ExitProfile::counts_each_exit_once`]).
     GuestExits,
+    /// One cause's share of a total KVM counted, beside KVM's event counts: any table with
+    /// a total row, also one whose other rows overlap (the recorder's tracepoint counts, where
+    /// `KVM_EXIT_IO` is part of `kvm_pio`), since no other row is read.
+    CauseAndEvents,
 }
 
 /// What a pattern saw.
@@ -126,9 +132,11 @@ impl<'a> Table<'a> {
         (rate >= floor && share >= LOOP_SHARE).then_some((rate, share))
     }
 
-    /// The printed rate of the event row named `name` (`kvm_page_fault`), where there is one.
+    /// The rate of the event row named `name` (`kvm_page_fault`), where there is one: as
+    /// printed (kvm_stat), or its count over the profile's seconds (the recorder).
     fn event_rate(&self, name: &str) -> Option<f64> {
-        self.profile.rows.iter().find(|r| !r.is_exit() && r.name == name).and_then(|r| r.rate_per_s)
+        let row = self.profile.rows.iter().find(|r| !r.is_exit() && r.name == name)?;
+        exit_rate(self.profile, &[row])
     }
 }
 
@@ -457,7 +465,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
             category: Category::Exits,
             severity: Severity::Warning,
             title: "idle vCPUs woken again and again by the timers they arm",
-            explanation: "kvm_stat counts as many APIC timers expiring (kvm_wait_lapic_expire, one for each TSC-deadline timer KVM delivers) and as many halted vCPUs woken (kvm_vcpu_wakeup) as MSR exits: the guest arms its local APIC timer through an MSR (the TSC deadline, or the x2APIC timer's initial count), halts, and is woken by that very timer, over and over. The vCPUs have nothing to do, yet each wakes for its timer, and every wakeup costs the host a timer interrupt, a switch to the vCPU thread and a VM entry: an idle VM keeps host CPUs out of their deep idle states and at a high clock. At the guest's tick rate on each vCPU (100 to 1000 a second) it is a periodic tick that does not stop when the CPU idles: a Linux guest booted with nohz=off, or built with CONFIG_HZ_PERIODIC, ticks on every vCPU all the time, where the default (CONFIG_NO_HZ_IDLE) stops the tick of an idle CPU; in Windows, a program that asked for a 1 ms timer resolution (timeBeginPeriod) keeps the timer interrupt that fast. In the case cited, an idle Linux guest with nohz=off on its command line woke 33,000 times a second and held the host's CPUs at their top frequency; with an openEuler kernel instead it woke 139 times. Far more than 1000 timers a second on one vCPU is no tick but a timer set again and again (see EXIT027).",
+            explanation: "KVM's tracepoints (kvm_stat, or `exits record`) count as many APIC timers expiring (kvm_wait_lapic_expire, one for each TSC-deadline timer KVM delivers) and as many halted vCPUs woken (kvm_vcpu_wakeup) as MSR exits: the guest arms its local APIC timer through an MSR (the TSC deadline, or the x2APIC timer's initial count), halts, and is woken by that very timer, over and over. The vCPUs have nothing to do, yet each wakes for its timer, and every wakeup costs the host a timer interrupt, a switch to the vCPU thread and a VM entry: an idle VM keeps host CPUs out of their deep idle states and at a high clock. At the guest's tick rate on each vCPU (100 to 1000 a second) it is a periodic tick that does not stop when the CPU idles: a Linux guest booted with nohz=off, or built with CONFIG_HZ_PERIODIC, ticks on every vCPU all the time, where the default (CONFIG_NO_HZ_IDLE) stops the tick of an idle CPU; in Windows, a program that asked for a 1 ms timer resolution (timeBeginPeriod) keeps the timer interrupt that fast. In the case cited, an idle Linux guest with nohz=off on its command line woke 33,000 times a second and held the host's CPUs at their top frequency; with an openEuler kernel instead it woke 139 times. Far more than 1000 timers a second on one vCPU is no tick but a timer set again and again (see EXIT027).",
             example: "kvm_msr 33160/s, kvm_wait_lapic_expire 32990/s, kvm_vcpu_wakeup 33030/s",
             fix: "let idle vCPUs stop their tick: in a Linux guest, remove nohz=off from the kernel command line and run a kernel with CONFIG_NO_HZ_IDLE or CONFIG_NO_HZ_FULL (distribution kernels have one; `grep HZ /boot/config-$(uname -r)` tells); in Windows, find the program that raised the timer resolution (Microsoft's PwrTest timer scenario logs each request with its program); where one vCPU's rate is far above 1000 a second, find the timer in the guest (perf or bpftrace on the timer:hrtimer_start tracepoint inside a Linux guest)",
             fix_safety: Applicability::Manual,
@@ -466,7 +474,7 @@ pub const PATTERN_RULES: &[PatternRule] = &[
         supersedes: &["EXIT003", "EXIT006"],
         check_rules: &[],
         windows_only: false,
-        reads: Reads::GuestExits,
+        reads: Reads::CauseAndEvents,
         check: |table, context| {
             let msr = table.rate(ExitCause::may_be_msr_write)?;
             let expired = table.event_rate("kvm_wait_lapic_expire")?;
@@ -510,21 +518,24 @@ pub const PATTERN_RULES: &[PatternRule] = &[
     },
 ];
 
-/// The patterns that fire on this profile, as findings; empty for profiles that do not list
-/// every exit reason.
+/// The patterns that fire on this profile, as findings: each pattern on the tables it can
+/// judge ([`Reads`]).
 pub fn diagnose_patterns(
     profile: &ExitProfile,
     context: &ExitContext,
 ) -> Vec<(ExitFinding, &'static [&'static str])> {
-    if !profile.counts_each_exit_once() {
-        return Vec::new();
-    }
+    let each_exit_once = profile.counts_each_exit_once();
+    let has_total = profile.rows.iter().any(|r| r.kind == RowKind::Total);
     let table = Table::new(profile);
     let busy = crate::analysis::exit_rules::busy_time(profile);
     PATTERN_RULES
         .iter()
         .filter(|rule| !(rule.windows_only && context.guest == Guest::Linux))
-        .filter(|rule| rule.reads == Reads::GuestExits || profile.shows_every_reason())
+        .filter(|rule| match rule.reads {
+            Reads::EveryReason => each_exit_once && profile.shows_every_reason(),
+            Reads::GuestExits => each_exit_once,
+            Reads::CauseAndEvents => each_exit_once || has_total,
+        })
         .filter_map(|rule| {
             let found = (rule.check)(&table, context)?;
             let reasons = found
