@@ -208,11 +208,11 @@ fn a_guest_rearming_its_timer_without_pause_is_a_timer_storm() {
 /// recorder counts the halted vCPU woken (kvm_vcpu_wakeup) as often as the guest halts (KVM's
 /// halt_exits) and writes its TSC deadline. KVM's halt_wakeup counts only the wakeups of a vCPU
 /// that slept (kvm_vcpu_wake_up, virt/kvm/kvm_main.c), not those its halt polling caught, which
-/// at this rate are nearly all. KVM traces
-/// a timer's expiry (kvm_wait_lapic_expire) only where it advances the APIC timer on VM entry
-/// (VMX, SVM); this PVM host counts none, and without them EXIT030 has no timer to name: it
-/// fires exactly when the expiries are counted with the wakeups. On a VMX host's counts (the
-/// published case) it fires in the library's tests/exit_patterns.rs.
+/// at this rate are nearly all. KVM traces a timer's expiry (kvm_wait_lapic_expire) only where
+/// it advances the APIC timer on VM entry (VMX, SVM); this PVM host counts none, and without
+/// them EXIT030 has no timer to name: here it must stay quiet, and where the expiries are
+/// counted with the wakeups it fires. On a VMX host's counts (the published case) it fires in
+/// the library's tests/exit_patterns.rs.
 #[test]
 #[cfg_attr(
     not(all(feature = "qemu", feature = "root")),
