@@ -9,6 +9,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -324,18 +325,27 @@ fn a_real_prometheus_scrapes_every_guests_counters_and_findings() {
     println!("Prometheus saw (port-I/O exits, halting exits): {seen:?}");
 }
 
-/// `tmux ARGS`, which must succeed; its stdout.
-fn tmux(args: &[&str]) -> String {
-    let output = Command::new("tmux").args(args).output().expect("tmux (Debian's package)");
+/// `tmux -S SOCKET ARGS`, which must succeed; its stdout. The test's own server, on a socket in
+/// its temp dir: tmux's default one is the user's, and its socket directory (`/tmp/tmux-UID`,
+/// from TMUX_TMPDIR, not TMPDIR) would outlive the test.
+fn tmux(socket: &Path, args: &[&str]) -> String {
+    let output =
+        Command::new("tmux").arg("-S").arg(socket).args(args).output().expect("tmux (Debian's package)");
     assert!(output.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Waits up to `seconds` for the pane's text to satisfy `ready`; the text.
-fn screen_until(session: &str, seconds: u64, what: &str, ready: impl Fn(&str) -> bool) -> String {
+fn screen_until(
+    socket: &Path,
+    session: &str,
+    seconds: u64,
+    what: &str,
+    ready: impl Fn(&str) -> bool,
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
-        let screen = tmux(&["capture-pane", "-p", "-t", session]);
+        let screen = tmux(socket, &["capture-pane", "-p", "-t", session]);
         if ready(&screen) {
             return screen;
         }
@@ -356,6 +366,7 @@ fn the_full_screen_view_lists_drills_in_drops_and_quits_in_tmux() {
     // top's exit status is written by the script's shell: tmux 3.3a can mark a pane dead before
     // it has reaped the process, and then never report `#{pane_dead_status}` (seen here).
     let status_file = dir.path().join("status");
+    let socket = dir.path().join("tmux.sock");
     std::fs::write(
         &script,
         format!(
@@ -366,41 +377,34 @@ fn the_full_screen_view_lists_drills_in_drops_and_quits_in_tmux() {
     )
     .unwrap();
     let session = format!("kvmtune-top-{}", std::process::id());
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "200",
-        "-y",
-        "40",
-        &format!("sh {}", script.display()),
-    ]);
-    tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
+    tmux(
+        &socket,
+        &["new-session", "-d", "-s", &session, "-x", "200", "-y", "40", &format!("sh {}", script.display())],
+    );
+    tmux(&socket, &["set-option", "-t", &session, "remain-on-exit", "on"]);
     let kill = |session: &str| {
-        let _ = Command::new("tmux").args(["kill-session", "-t", session]).output();
+        let _ = Command::new("tmux").arg("-S").arg(&socket).args(["kill-session", "-t", session]).output();
     };
     let listed = |screen: &str, name: &str| screen.lines().any(|l| l.contains(name));
-    let screen = screen_until(&session, 60, "both guests listed", |s| {
+    let screen = screen_until(&socket, &session, 60, "both guests listed", |s| {
         listed(s, &port_io.name)
             && listed(s, &halting.name)
             && s.lines().any(|l| l.contains(&port_io.name) && l.contains(" io "))
     });
     println!("{screen}");
     // The busiest VM is the first row, selected: the port-I/O guest.
-    tmux(&["send-keys", "-t", &session, "Enter"]);
-    let detail = screen_until(&session, 20, "the port-I/O guest's details", |s| {
+    tmux(&socket, &["send-keys", "-t", &session, "Enter"]);
+    let detail = screen_until(&socket, &session, 20, "the port-I/O guest's details", |s| {
         s.contains("vCPU 0: io") && s.contains("EXIT002")
     });
     println!("{detail}");
-    tmux(&["send-keys", "-t", &session, "Escape"]);
-    screen_until(&session, 20, "the list again", |s| listed(s, &halting.name));
+    tmux(&socket, &["send-keys", "-t", &session, "Escape"]);
+    screen_until(&socket, &session, 20, "the list again", |s| listed(s, &halting.name));
     halting.stop();
-    screen_until(&session, 30, "the stopped guest gone", |s| {
+    screen_until(&socket, &session, 30, "the stopped guest gone", |s| {
         !listed(s, &halting.name) && listed(s, &port_io.name)
     });
-    tmux(&["send-keys", "-t", &session, "q"]);
+    tmux(&socket, &["send-keys", "-t", &session, "q"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Ok(status) = std::fs::read_to_string(&status_file)
@@ -409,7 +413,7 @@ fn the_full_screen_view_lists_drills_in_drops_and_quits_in_tmux() {
             break status;
         }
         if Instant::now() > deadline {
-            let screen = tmux(&["capture-pane", "-p", "-t", &session]);
+            let screen = tmux(&socket, &["capture-pane", "-p", "-t", &session]);
             kill(&session);
             panic!("q did not quit:\n{screen}");
         }
