@@ -85,26 +85,25 @@ pub fn compare_for(before: &ExitProfile, after: &ExitProfile, guest: Guest) -> C
     let mut names: Vec<String> = before.rows.iter().chain(&after.rows).map(|r| r.name.clone()).collect();
     names.sort();
     names.dedup();
-    let count = |profile: &ExitProfile, name: &str| profile.row(name).map_or(0, |r| r.count);
     let mut reasons: Vec<ReasonDelta> = names
         .into_iter()
         .map(|name| {
-            let not_a_share = before.row(&name).or_else(|| after.row(&name)).and_then(|r| r.not_a_share());
-            let share = |profile: &ExitProfile, exits: u64| {
-                not_a_share.is_none().then(|| count(profile, &name) as f64 / exits.max(1) as f64)
-            };
-            let (before_share, after_share) = (share(before, before_exits), share(after, after_exits));
+            let (before_row, after_row) = (before.row(&name), after.row(&name));
+            let count = |row: Option<&crate::exits::ExitRow>| row.map_or(0, |r| r.count);
+            let not_a_share = before_row.or(after_row).and_then(|r| r.not_a_share());
+            let share =
+                |count: u64, exits: u64| not_a_share.is_none().then(|| count as f64 / exits.max(1) as f64);
             ReasonDelta {
                 not_a_share,
-                before: count(before, &name),
-                after: count(after, &name),
-                before_share,
-                after_share,
-                before_time_us: before.row(&name).and_then(|r| r.time_us),
-                after_time_us: after.row(&name).and_then(|r| r.time_us),
-                before_mean_us: before.row(&name).and_then(mean_us),
-                after_mean_us: after.row(&name).and_then(mean_us),
-                mean_change_within_noise: mean_change_within_noise(before.row(&name), after.row(&name)),
+                before: count(before_row),
+                after: count(after_row),
+                before_share: share(count(before_row), before_exits),
+                after_share: share(count(after_row), after_exits),
+                before_time_us: before_row.and_then(|r| r.time_us),
+                after_time_us: after_row.and_then(|r| r.time_us),
+                before_mean_us: before_row.and_then(mean_us),
+                after_mean_us: after_row.and_then(mean_us),
+                mean_change_within_noise: mean_change_within_noise(before_row, after_row),
                 name,
             }
         })

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use crate::analysis::exit_compare::{Comparison, ReasonDelta};
 use crate::exits::model::saturating_sum;
-use crate::output::exits_text::human_number;
+use crate::output::exits_text::{human_number, share_cell};
 use crate::values::escape;
 
 /// Reasons drawn in the chart; the table lists all.
@@ -110,18 +110,14 @@ fn table(comparison: &Comparison) -> String {
         } else {
             format!("x{:.2}", delta.after as f64 / delta.before as f64)
         };
-        let share = |share: Option<f64>| {
-            share
-                .map_or_else(|| delta.not_a_share.unwrap_or("").to_string(), |s| format!("{:.1}%", s * 100.0))
-        };
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape::xml(&delta.name),
             delta.before,
-            share(delta.before_share),
+            share_cell(delta, delta.before_share),
             delta.after,
-            share(delta.after_share),
+            share_cell(delta, delta.after_share),
             change
         );
     }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::analysis::check::Diagnostic;
-use crate::analysis::exit_compare::Comparison;
+use crate::analysis::exit_compare::{Comparison, ReasonDelta};
 use crate::analysis::exit_rules::{ExitFinding, busy_time, exit_total, handling_time};
 use crate::exits::ExitProfile;
 
@@ -29,6 +29,12 @@ pub fn human_rate(per_second: f64) -> String {
 
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
+}
+
+/// A compared reason's share of the exits as a table cell: the percentage, or for a row that is
+/// not an exit of its own what it is (`event`, `total`, `part`). Text and HTML both show it.
+pub fn share_cell(delta: &ReasonDelta, share: Option<f64>) -> String {
+    share.map_or_else(|| delta.not_a_share.unwrap_or("").to_string(), percent)
 }
 
 pub fn render_profile(path: &str, profile: &ExitProfile) -> String {
@@ -178,16 +184,14 @@ pub fn render_comparison(comparison: &Comparison) -> String {
         write!(out, "  {:<28} {:>10} {:>8} {:>10} {:>8}", "reason", "before", "exits%", "after", "exits%");
     let _ = writeln!(out, "{}", if means { format!(" {:>22}", "mean per exit") } else { String::new() });
     for delta in &comparison.reasons {
-        let share =
-            |share: Option<f64>| share.map_or_else(|| delta.not_a_share.unwrap_or("").to_string(), percent);
         let _ = write!(
             out,
             "  {:<28} {:>10} {:>8} {:>10} {:>8}",
             delta.name,
             delta.before,
-            share(delta.before_share),
+            share_cell(delta, delta.before_share),
             delta.after,
-            share(delta.after_share)
+            share_cell(delta, delta.after_share)
         );
         let mean = match (delta.before_mean_us, delta.after_mean_us) {
             (Some(before), Some(after)) if means => {
