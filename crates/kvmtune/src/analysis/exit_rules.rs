@@ -509,6 +509,10 @@ pub fn busy_time_us(profile: &ExitProfile) -> Option<f64> {
 /// idle guest's few exits otherwise look like 90% port I/O (its timer tick's EOI).
 pub const MIN_WARNING_RATE_PER_VCPU: f64 = 100.0;
 
+/// ... unless the table times the exits and they take this share of a vCPU's time or more:
+/// the 0.1% above, for exits slower than 10 µs.
+pub const MIN_WARNING_TIME_PER_VCPU: f64 = 0.001;
+
 /// Exits per second of `rows`: the rates the source printed (kvm_stat's second column), or
 /// the counts over the profile's duration where it knows one; `None` where it says neither (a
 /// perf report counts since the recording began).
@@ -521,10 +525,54 @@ pub(crate) fn exit_rate(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64>
     Some(saturating_sum(rows.iter().map(|r| r.count)) as f64 / seconds)
 }
 
+/// The vCPUs a table counts separately, or 1 where it adds them up.
+fn vcpus_of(profile: &ExitProfile) -> f64 {
+    profile.rows.iter().map(|r| r.per_vcpu.len()).max().unwrap_or(0).max(1) as f64
+}
+
 /// [`exit_rate`] per vCPU.
 pub(crate) fn rate_per_vcpu(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<f64> {
-    let vcpus = profile.rows.iter().map(|r| r.per_vcpu.len()).max().unwrap_or(0).max(1) as f64;
-    Some(exit_rate(profile, rows)? / vcpus)
+    Some(exit_rate(profile, rows)? / vcpus_of(profile))
+}
+
+/// What a cause costs each vCPU at most, as far as its table tells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CostPerVcpu {
+    pub exits_per_s: f64,
+    /// The share of the vCPU's time spent handling them, where the table times its exits.
+    pub time_share: Option<f64>,
+}
+
+impl CostPerVcpu {
+    /// Too little to warn about: see [`MIN_WARNING_RATE_PER_VCPU`].
+    pub fn negligible(&self) -> bool {
+        self.exits_per_s < MIN_WARNING_RATE_PER_VCPU
+            && self.time_share.is_none_or(|share| share < MIN_WARNING_TIME_PER_VCPU)
+    }
+}
+
+/// [`CostPerVcpu`] of `rows`: from their rate ([`rate_per_vcpu`]) where the table gives one,
+/// with their handling time over vCPUs × the profile's duration where it knows both.
+///
+/// A perf report gives neither rate nor duration, but a bound. A vCPU's exits follow one
+/// another, so where the handling times stay within the span the table covers
+/// ([`ExitProfile::times_within_span`]), all vCPUs' times add up to at most vCPUs × span:
+/// the rows' count and time over that total are at least their rate and time share per vCPU.
+/// An idle guest's halts fill nearly all of vCPUs × span, so the bound is close; a busy guest's
+/// exits take little of its time, and the bound is loose (and warns as before).
+pub(crate) fn cost_per_vcpu(profile: &ExitProfile, rows: &[&ExitRow]) -> Option<CostPerVcpu> {
+    let rows_time_s: Option<f64> = rows.iter().map(|r| r.time_us).sum::<Option<f64>>().map(|t| t / 1e6);
+    if let Some(exits_per_s) = rate_per_vcpu(profile, rows) {
+        let span_s = profile.duration_s.filter(|s| *s > 0.0).map(|s| s * vcpus_of(profile));
+        let time_share = rows_time_s.zip(span_s).map(|(time, span)| time / span);
+        return Some(CostPerVcpu { exits_per_s, time_share });
+    }
+    if !profile.times_within_span {
+        return None;
+    }
+    let total_s = profile.total_time_us().filter(|t| *t > 0.0)? / 1e6;
+    let count = saturating_sum(rows.iter().map(|r| r.count)) as f64;
+    Some(CostPerVcpu { exits_per_s: count / total_s, time_share: rows_time_s.map(|t| t / total_s) })
 }
 
 /// One finding per single-reason cause whose reasons stand out.
@@ -558,7 +606,7 @@ pub fn diagnose_reasons(profile: &ExitProfile) -> Vec<ExitFinding> {
             continue;
         }
         if rule.meta.severity >= Severity::Warning
-            && rate_per_vcpu(profile, &matches).is_some_and(|rate| rate < MIN_WARNING_RATE_PER_VCPU)
+            && cost_per_vcpu(profile, &matches).is_some_and(|cost| cost.negligible())
         {
             continue;
         }

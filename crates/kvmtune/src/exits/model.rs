@@ -179,6 +179,13 @@ pub struct ExitProfile {
     pub truncated: bool,
     /// Seconds the counts cover, where known (rates are per second of this).
     pub duration_s: Option<f64>,
+    /// The handling times count only exits whose exit and entry both fell in the span the
+    /// table covers, so each vCPU's times add up to no more than that span: `perf kvm stat
+    /// report` (tools/perf/builtin-kvm.c, `handle_end_event` drops an entry whose exit it did
+    /// not see). Not `perf kvm stat live`, whose screens also count in full the exit a vCPU
+    /// was in when the screen began (a halt of seconds), nor sources without times.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub times_within_span: bool,
     /// What the source could not give (a tracepoint that never fired, a VM that stopped), and
     /// warnings about rows that could not be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -201,6 +208,7 @@ impl ExitProfile {
             declared_time_us: None,
             truncated: false,
             duration_s: None,
+            times_within_span: false,
             notes: Vec::new(),
             line: 0,
         }

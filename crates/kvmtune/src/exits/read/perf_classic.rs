@@ -32,7 +32,12 @@ fn sniff(pasted: &Pasted) -> bool {
 }
 
 fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
-    Ok(tables(pasted))
+    let mut profiles = tables(pasted);
+    // A table with nothing that says live is taken for a report: pastes rarely keep the
+    // command, and the time of day above a live screen is what tells one apart.
+    let live = pasted.shows_perf_live();
+    profiles.iter_mut().for_each(|p| p.times_within_span = !live);
+    Ok(profiles)
 }
 
 /// One word of a table, where it stood in the input.

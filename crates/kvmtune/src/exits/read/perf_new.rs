@@ -41,6 +41,9 @@ fn read(pasted: &Pasted) -> Result<Vec<ExitProfile>, ExitParseError> {
     }
     profiles.extend(current);
     profiles.iter_mut().for_each(settle_isa);
+    // As in the classic layout: a report unless the input shows a live screen.
+    let live = pasted.shows_perf_live();
+    profiles.iter_mut().for_each(|p| p.times_within_span = !live);
     Ok(profiles)
 }
 

@@ -90,10 +90,32 @@ impl<'a> Pasted<'a> {
         self.lines.iter().any(|l| l.body.contains(needle))
     }
 
+    /// The input shows `perf kvm stat live` at work: its command line, or the time of day perf
+    /// prints above each live screen (`19:24:22.553073`; tools/perf/builtin-kvm.c,
+    /// `show_timeofday`, called from `print_result` in live mode only).
+    pub fn shows_perf_live(&self) -> bool {
+        self.lines.iter().any(|line| {
+            let words = line.words();
+            let command = ["perf", "kvm", "live"].iter().all(|w| words.contains(w));
+            command || matches!(words[..], [word] if is_time_of_day(word))
+        })
+    }
+
     /// A warning about a row left out, for the profile's notes.
     pub fn skipped_row(&self, line: &Line, why: &str) -> String {
         format!("warning: {}:{}: row left out ({why}): `{}`", self.path, line.number, line.body.trim())
     }
+}
+
+/// `HH:MM:SS.uuuuuu`.
+fn is_time_of_day(word: &str) -> bool {
+    let bytes = word.as_bytes();
+    bytes.len() == 15
+        && bytes.iter().enumerate().all(|(at, b)| match at {
+            2 | 5 => *b == b':',
+            8 => *b == b'.',
+            _ => b.is_ascii_digit(),
+        })
 }
 
 /// A line without its mail quoting (`> `, `> > `, `>>`), and the byte where the rest starts.
@@ -124,5 +146,15 @@ mod tests {
         assert!(pasted.lines[1].fence && !pasted.lines[1].has_content());
         assert!(pasted.lines[2].prompt);
         assert!(pasted.lines[3].is_blank());
+    }
+
+    #[test]
+    fn a_live_screen_is_known_by_its_command_or_its_time_of_day() {
+        let live = |text: &str| Pasted::new("p", text).shows_perf_live();
+        assert!(live("$ sudo perf kvm --host stat live\n"));
+        assert!(live("> 19:24:22.553073\n\nAnalyze events for all VMs, all VCPUs:\n"));
+        assert!(!live("$ sudo perf kvm stat report --event=vmexit\n"));
+        assert!(!live("Total Samples:309, Total events handled time:42782518.51us.\n"));
+        assert!(!live("19:24:22 HLT 12\n19:24:22.55307\n"));
     }
 }
