@@ -97,6 +97,12 @@ fn tool_label(bit: &HvCpuidBit) -> &'static str {
 /// Leaf number to `[eax, ebx, ecx, edx]`, subleaf 0 only.
 type Leaves = BTreeMap<u32, [u32; 4]>;
 
+/// `Microsoft Hv` up to leaf 0x4000000A and `Hv#1`, for dumps that leave them out.
+const HYPERV_IDENTITY: [(u32, [u32; 4]); 2] = [
+    (LEAF_VENDOR, [LEAF_NESTED, 0x7263_694d, 0x666f_736f, 0x7648_2074]),
+    (LEAF_INTERFACE, [INTERFACE_HV1, 0, 0, 0]),
+];
+
 /// The flags `cpuid -f` decodes from these leaves: (leaf, register) to label to value. Leaf 0
 /// and 1 are made up (an Intel CPU with the hypervisor bit), as the tool needs them to look at
 /// the hypervisor range at all; they say nothing about the leaves under test.
@@ -155,8 +161,7 @@ fn each_bit_alone_is_the_one_the_tool_names() {
     }
     for bit in HV_CPUID_BITS {
         let mut leaves = Leaves::new();
-        leaves.insert(LEAF_VENDOR, [LEAF_NESTED, 0x7263_694d, 0x666f_736f, 0x7648_2074]);
-        leaves.insert(LEAF_INTERFACE, [INTERFACE_HV1, 0, 0, 0]);
+        leaves.extend(HYPERV_IDENTITY);
         let mut registers = [0u32; 4];
         let index = Register::ALL.iter().position(|r| *r == bit.register).unwrap();
         registers[index] = 1 << bit.bit;
@@ -295,8 +300,7 @@ fn the_corpus_dumps_read_as_the_tool_reads_them() {
         // A guest log prints the leaves it decodes, not the vendor leaves: Linux says
         // "Hypervisor detected: Microsoft Hyper-V", which it says only for `Hv#1`.
         if !leaves.contains_key(&LEAF_VENDOR) {
-            leaves.insert(LEAF_VENDOR, [LEAF_NESTED, 0x7263_694d, 0x666f_736f, 0x7648_2074]);
-            leaves.insert(LEAF_INTERFACE, [INTERFACE_HV1, 0, 0, 0]);
+            leaves.extend(HYPERV_IDENTITY);
         }
         hyperv_dumps += 1;
         let report = report_of(&leaves);

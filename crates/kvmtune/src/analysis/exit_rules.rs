@@ -509,8 +509,8 @@ pub fn busy_time_us(profile: &ExitProfile) -> Option<f64> {
 /// idle guest's few exits otherwise look like 90% port I/O (its timer tick's EOI).
 pub const MIN_WARNING_RATE_PER_VCPU: f64 = 100.0;
 
-/// ... unless the table times the exits and they take this share of a vCPU's time or more:
-/// the 0.1% above, for exits slower than 10 µs.
+/// Under that rate, a cause whose exits the table times still warns when handling them takes
+/// this share of a vCPU's time or more: the same 0.1%, for exits slower than 10 µs.
 pub const MIN_WARNING_TIME_PER_VCPU: f64 = 0.001;
 
 /// Exits per second of `rows`: the rates the source printed (kvm_stat's second column), or
