@@ -96,7 +96,10 @@ impl<'a> Pasted<'a> {
     pub fn shows_perf_live(&self) -> bool {
         self.lines.iter().any(|line| {
             let words = line.words();
-            let command = ["perf", "kvm", "live"].iter().all(|w| words.contains(w));
+            // Prose quotes the command: "`perf kvm stat live` shows ...".
+            let bare: Vec<&str> =
+                words.iter().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric())).collect();
+            let command = ["perf", "kvm", "live"].iter().all(|w| bare.contains(w));
             command || matches!(words[..], [word] if is_time_of_day(word))
         })
     }
@@ -152,6 +155,7 @@ mod tests {
     fn a_live_screen_is_known_by_its_command_or_its_time_of_day() {
         let live = |text: &str| Pasted::new("p", text).shows_perf_live();
         assert!(live("$ sudo perf kvm --host stat live\n"));
+        assert!(live("`perf kvm stat live` shows unusual numbers of vmrun and msr\n"));
         assert!(live("> 19:24:22.553073\n\nAnalyze events for all VMs, all VCPUs:\n"));
         assert!(!live("$ sudo perf kvm stat report --event=vmexit\n"));
         assert!(!live("Total Samples:309, Total events handled time:42782518.51us.\n"));
