@@ -163,6 +163,26 @@ fn a_report_bounds_the_rate_of_an_idle_guests_few_exits() {
     assert!(!fires(&idle, "EXIT003") && fires(&busy, "EXIT003"), "{idle}\n{busy}");
 }
 
+/// Under 100 exits a second per vCPU a cause warns only when the table times its exits and
+/// they take 0.1% of a vCPU or more. A recording of 10 s with 500 nested page faults (50 a
+/// second) warns when each takes 1 ms (5% of the vCPU), not when each takes 2 µs (0.01%).
+#[test]
+fn a_recordings_few_slow_exits_still_warn() {
+    let recorded = |each_us: f64| {
+        let mut profile = exits::ExitProfile::new("kvmtune record", "VM-EXIT");
+        profile.duration_s = Some(10.0);
+        for (name, count, mean_us) in [("EPT_VIOLATION", 500, each_us), ("HLT", 200, 40_000.0)] {
+            let mut row = exits::ExitRow::count_only(name.to_string(), count, 0);
+            row.mean_us = Some(mean_us);
+            row.time_us = Some(mean_us * count as f64);
+            profile.rows.push(row);
+        }
+        diagnose(&profile).iter().map(|f| f.rule).collect::<Vec<_>>()
+    };
+    assert!(recorded(1000.0).contains(&"EXIT008"), "{:?}", recorded(1000.0));
+    assert!(!recorded(2.0).contains(&"EXIT008"), "{:?}", recorded(2.0));
+}
+
 /// compare pairs like with like: a VM-EXIT table with a VM-EXIT table, a port table with a
 /// port table, never the last table of one file with another kind; a change that makes each
 /// exit cheaper shows in the mean time per exit while the counts stay.
