@@ -20,9 +20,19 @@ fn corpus_profiles(name: &str) -> Vec<kvmtune::exits::ExitProfile> {
     exits::parse(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-fn fires(text: &str, rule: &str) -> bool {
+/// A corpus table's text, by file name.
+fn corpus_text(name: &str) -> String {
+    std::fs::read_to_string(corpus_table(name)).unwrap()
+}
+
+/// The rules the diagnosis of a text's first table gives.
+fn rules_of(text: &str) -> Vec<&'static str> {
     let profile = &exits::parse("fixture.txt", text).unwrap()[0];
-    diagnose(profile).iter().any(|f| f.rule == rule)
+    diagnose(profile).iter().map(|f| f.rule).collect()
+}
+
+fn fires(text: &str, rule: &str) -> bool {
+    rules_of(text).contains(&rule)
 }
 
 #[test]
@@ -106,25 +116,20 @@ fn windows_timer_case_before_and_after() {
 #[test]
 #[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn a_time_share_carried_by_a_few_long_exits_is_no_cause() {
-    let read = |name: &str| std::fs::read_to_string(corpus_table(name)).unwrap();
-    let rules = |text: &str| -> Vec<&'static str> {
-        let profile = &exits::parse("t.txt", text).unwrap()[0];
-        diagnose(profile).iter().map(|f| f.rule).collect()
-    };
-    let bpftrace = read("intel_arcangeli-retpoline_perf-kvm-stat_ebpf-hlt-and-pipe-loop.txt");
+    let bpftrace = corpus_text("intel_arcangeli-retpoline_perf-kvm-stat_ebpf-hlt-and-pipe-loop.txt");
     let profile = &exits::parse("t.txt", &bpftrace).unwrap()[0];
     let ept = profile.row("EPT_VIOLATION").unwrap();
     assert_eq!(ept.mean_error_percent, Some(48.58));
-    assert!(!rules(&bpftrace).contains(&"EXIT008"), "{:?}", rules(&bpftrace));
+    assert!(!rules_of(&bpftrace).contains(&"EXIT008"), "{:?}", rules_of(&bpftrace));
     let tight = bpftrace.replacen("8.90us ( +-  48.58% )", "8.90us ( +-   2.00% )", 1);
     assert_ne!(tight, bpftrace);
-    assert!(rules(&tight).contains(&"EXIT008"), "{:?}", rules(&tight));
+    assert!(rules_of(&tight).contains(&"EXIT008"), "{:?}", rules_of(&tight));
 
-    let firecracker = read("amd_firecracker-issue-3043_perf-kvm-stat-pid_high-cpu-hlt.txt");
-    assert!(!rules(&firecracker).contains(&"EXIT005"), "{:?}", rules(&firecracker));
+    let firecracker = corpus_text("amd_firecracker-issue-3043_perf-kvm-stat-pid_high-cpu-hlt.txt");
+    assert!(!rules_of(&firecracker).contains(&"EXIT005"), "{:?}", rules_of(&firecracker));
     let tight = firecracker.replacen("277.33us ( +-  57.11% )", "277.33us ( +-   5.00% )", 1);
     assert_ne!(tight, firecracker);
-    assert!(rules(&tight).contains(&"EXIT005"), "{:?}", rules(&tight));
+    assert!(rules_of(&tight).contains(&"EXIT005"), "{:?}", rules_of(&tight));
     // At most 63 a second per vCPU (76 over the 1.21 s the table's times add up to), but at
     // 277 µs each they would take 1.7% of a vCPU: slow exits still warn.
 }
@@ -139,22 +144,17 @@ fn a_time_share_carried_by_a_few_long_exits_is_no_cause() {
 #[test]
 #[cfg_attr(not(feature = "corpus"), ignore = "needs the corpus: cargo test --features corpus")]
 fn a_report_bounds_the_rate_of_an_idle_guests_few_exits() {
-    let read = |name: &str| std::fs::read_to_string(corpus_table(name)).unwrap();
-    let rules = |text: &str| -> Vec<&'static str> {
-        let profile = &exits::parse("t.txt", text).unwrap()[0];
-        diagnose(profile).iter().map(|f| f.rule).collect()
-    };
-    let openeuler = read("intel_pengji-compute-go_openeuler-guest_perf-kvm-stat-report.txt");
+    let openeuler = corpus_text("intel_pengji-compute-go_openeuler-guest_perf-kvm-stat-report.txt");
     assert!(exits::parse("t.txt", &openeuler).unwrap()[0].times_within_span);
-    assert_eq!(rules(&openeuler), ["EXIT006"]);
+    assert_eq!(rules_of(&openeuler), ["EXIT006"]);
     let live = format!("19:24:22.553073\n\n{openeuler}");
     assert!(!exits::parse("t.txt", &live).unwrap()[0].times_within_span);
-    assert!(rules(&live).contains(&"EXIT003"), "{:?}", rules(&live));
+    assert!(rules_of(&live).contains(&"EXIT003"), "{:?}", rules_of(&live));
 
     // A sysbench guest (0xba1a's report): 5,877 host interrupts over 68 s of handling are at
     // most 86 a second and 0.02% of a vCPU, no warning; its 9,167 MSR writes may be 134 a
     // second, and warn.
-    let sysbench = rules(&read("intel_0xba1a_perf-kvm-stat-report_sysbench.txt"));
+    let sysbench = rules_of(&corpus_text("intel_0xba1a_perf-kvm-stat-report_sysbench.txt"));
     assert!(!sysbench.contains(&"EXIT005") && sysbench.contains(&"EXIT003"), "{sysbench:?}");
 
     // The same 300 MSR writes next to halts that fill 10 s, or 0.1 s: quiet, then a warning.

@@ -6,25 +6,17 @@ use kvmtune::guest::GuestReport;
 use kvmtune::knowledge::hyperv::{ENLIGHTENMENTS, Hv};
 use serde_json::{Value, json};
 
+mod common;
+
 fn hex(value: &Value) -> u32 {
     u32::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
 
 /// A report of a guest that sees a Hyper-V interface with these leaves.
 fn report_with(leaves: Vec<Value>) -> GuestReport {
-    let text = json!({
-        "schema_version": 1,
-        "program": {"name": "kvmtune-guest", "version": "0.1.0"},
-        "os": {"family": "linux", "name": null},
-        "cpuid": {
-            "vendor": "GenuineIntel", "hypervisor_bit": true,
-            "hypervisor": {"max_leaf": 0x4000_000a_u32, "signature": "Microsoft Hv", "hyperv_interface": true, "leaves": leaves}
-        },
-        "topology": {"logical_processors": 4, "cores": 4, "sockets": 1, "numa_nodes": 1},
-        "time": {"counter": "clock_gettime(CLOCK_MONOTONIC)"}
-    })
-    .to_string();
-    GuestReport::from_json(&text, "test").unwrap()
+    common::guest_report_seeing(json!({
+        "max_leaf": 0x4000_000a_u32, "signature": "Microsoft Hv", "hyperv_interface": true, "leaves": leaves
+    }))
 }
 
 /// The rules that need no host facts (all but VER009 and VER010).

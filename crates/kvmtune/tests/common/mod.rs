@@ -1,6 +1,6 @@
 //! The reconstructed KVM_GET_SUPPORTED_HV_CPUID answer (`fixtures/hv-cpuid-intel-linux6.json`,
 //! whose `_provenance` says where its numbers come from), shared by the tests that need a host
-//! with Hyper-V support.
+//! with Hyper-V support; and a guest program's report around given hypervisor leaves.
 #![allow(dead_code)]
 
 use kvmtune::knowledge::kvm_api::CpuidEntry;
@@ -43,4 +43,19 @@ pub fn hv_cpuid_amd() -> Vec<CpuidEntry> {
         }
     }
     entries
+}
+
+/// A guest program's report of a Linux guest on an Intel CPU with the hypervisor bit and four
+/// processors, whose `cpuid.hypervisor` member is `hypervisor`.
+pub fn guest_report_seeing(hypervisor: serde_json::Value) -> kvmtune::guest::GuestReport {
+    let text = serde_json::json!({
+        "schema_version": 1,
+        "program": {"name": "kvmtune-guest", "version": "0.1.0"},
+        "os": {"family": "linux", "name": null},
+        "cpuid": {"vendor": "GenuineIntel", "hypervisor_bit": true, "hypervisor": hypervisor},
+        "topology": {"logical_processors": 4, "cores": 4, "sockets": 1, "numa_nodes": 1},
+        "time": {"counter": "clock_gettime(CLOCK_MONOTONIC)"}
+    })
+    .to_string();
+    kvmtune::guest::GuestReport::from_json(&text, "test").unwrap()
 }
