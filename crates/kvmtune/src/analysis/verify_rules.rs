@@ -144,14 +144,32 @@ fn enlightenment_not_seen(ctx: &VerifyContext) -> Vec<VerifyFinding> {
     missing
         .into_iter()
         .map(|hv| {
-            VerifyFinding::of(
-                &VER001.meta,
-                format!("{} on", hv.qemu()),
-                format!("clear in the guest: {}", ctx.guest.missing_bits(hv).join(", ")),
-                why.clone(),
-            )
+            VerifyFinding::of(&VER001.meta, format!("{} on", hv.qemu()), seen_of(ctx.guest, hv), why.clone())
         })
         .collect()
+}
+
+/// What the guest shows of an enlightenment it does not see: the bits that are clear, and
+/// whether that is because their leaf lies above the highest Hyper-V leaf the guest has.
+fn seen_of(guest: &GuestReport, hv: Hv) -> String {
+    let missing = guest.missing_bits(hv);
+    if missing.is_empty() {
+        return "the leaves of its bits are not in the report".into();
+    }
+    let mut seen = format!("clear in the guest: {}", missing.join(", "));
+    let max = guest.max_hyperv_leaf();
+    let above = ENLIGHTENMENTS
+        .iter()
+        .filter(|e| e.hv == hv)
+        .flat_map(|e| e.bits())
+        .map(|b| b.leaf)
+        .find(|leaf| max.is_some_and(|max| *leaf > max));
+    if let (Some(leaf), Some(max)) = (above, max) {
+        seen.push_str(&format!(
+            " (leaf 0x{leaf:08X} is above the guest's highest Hyper-V leaf, 0x{max:08X})"
+        ));
+    }
+    seen
 }
 
 pub(crate) const VER002: VerifyRule = VerifyRule {

@@ -188,16 +188,28 @@ impl GuestReport {
         Ok(report)
     }
 
-    /// The Hyper-V leaves, when the guest sees a Hyper-V interface (`Hv#1`).
-    fn hyperv_leaves(&self) -> Option<&[Leaf]> {
-        let hypervisor = self.cpuid.hypervisor.as_ref()?;
-        hypervisor.hyperv_interface.then_some(hypervisor.leaves.as_slice())
+    /// The hypervisor leaves, when the guest sees a Hyper-V interface (`Hv#1`).
+    fn hyperv(&self) -> Option<&Hypervisor> {
+        self.cpuid.hypervisor.as_ref().filter(|h| h.hyperv_interface)
     }
 
-    /// Whether the guest sees bit `bit` of `register` in `leaf`; `None` when it has no such leaf.
+    /// Whether the guest sees bit `bit` of `register` in `leaf`. A leaf above the highest one
+    /// that leaf 0x40000000 announces is not there, so its bits are clear (TLFS, Feature
+    /// discovery: EAX of 0x40000000 is the maximum hypervisor leaf; QEMU announces 0x40000005
+    /// unless a feature of 0x4000000A is on). `None` when a leaf within that range is not in the
+    /// report, or the guest has no Hyper-V interface.
     pub fn hyperv_bit(&self, leaf: u32, register: Register, bit: u8) -> Option<bool> {
-        let found = self.hyperv_leaves()?.iter().find(|l| l.leaf == leaf && l.subleaf == 0)?;
-        Some(register.of(found.registers()) & (1 << bit) != 0)
+        let hypervisor = self.hyperv()?;
+        match hypervisor.leaves.iter().find(|l| l.leaf == leaf && l.subleaf == 0) {
+            Some(found) => Some(register.of(found.registers()) & (1 << bit) != 0),
+            None if leaf > hypervisor.max_leaf => Some(false),
+            None => None,
+        }
+    }
+
+    /// The highest Hyper-V leaf the guest's leaf 0x40000000 announces.
+    pub fn max_hyperv_leaf(&self) -> Option<u32> {
+        self.hyperv().map(|h| h.max_leaf)
     }
 
     /// Whether the guest sees the bits of enlightenment `hv`: `None` for properties that are no
@@ -227,6 +239,6 @@ impl GuestReport {
     }
 
     pub fn has_hyperv_interface(&self) -> bool {
-        self.hyperv_leaves().is_some()
+        self.hyperv().is_some()
     }
 }
