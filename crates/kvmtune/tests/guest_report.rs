@@ -240,6 +240,24 @@ fn verify_on_a_real_dump_holds_against_the_qemu_option_it_was_taken_under() {
     );
 }
 
+/// A report cut short, its 0x40000004 leaf gone though 0x40000000 announces it: what the guest
+/// sees there is unknown, and VER001 says the report lacks the leaf rather than naming no bits.
+#[test]
+fn an_enlightenment_whose_leaf_the_report_lacks_is_named_as_such() {
+    let mut dump = dump_from("Martins3");
+    dump["leaves"].as_array_mut().unwrap().retain(|l| l["leaf"] != "0x40000004");
+    let guest = report_of_dump(&dump);
+    assert_eq!(guest.sees(Hv::from_qemu("hv-relaxed").unwrap()), None);
+    let config =
+        kvmtune::config::read("vm.sh", "qemu-system-x86_64 -enable-kvm -cpu host,hv_relaxed,hv_time")
+            .unwrap();
+    let ver001: Vec<_> =
+        verify_without_host(&config, &guest).into_iter().filter(|f| f.rule == "VER001").collect();
+    assert_eq!(ver001.len(), 1, "{ver001:#?}");
+    assert_eq!(ver001[0].configured, "hv-relaxed on");
+    assert_eq!(ver001[0].seen, "the leaves of its bits are not in the report");
+}
+
 /// A Windows report as the guest program writes it, with the given topology and clock.
 fn windows_report(edition: &str, logical: u32, sockets: u32, qpf: u64, read_ns: f64) -> GuestReport {
     let text = json!({
