@@ -194,17 +194,17 @@ impl GuestReport {
     }
 
     /// Whether the guest sees bit `bit` of `register` in `leaf`. A leaf above the highest one
-    /// that leaf 0x40000000 announces is not there, so its bits are clear (TLFS, Feature
-    /// discovery: EAX of 0x40000000 is the maximum hypervisor leaf; QEMU announces 0x40000005
-    /// unless a feature of 0x4000000A is on). `None` when a leaf within that range is not in the
-    /// report, or the guest has no Hyper-V interface.
+    /// that leaf 0x40000000 announces is not there, so its bits are clear, whatever a report
+    /// lists for it (TLFS, Feature discovery: EAX of 0x40000000 is the maximum hypervisor leaf;
+    /// QEMU announces 0x40000005 unless a feature of 0x4000000A is on). `None` when a leaf up to
+    /// that one is not in the report, or the guest has no Hyper-V interface.
     pub fn hyperv_bit(&self, leaf: u32, register: Register, bit: u8) -> Option<bool> {
         let hypervisor = self.hyperv()?;
-        match hypervisor.leaves.iter().find(|l| l.leaf == leaf && l.subleaf == 0) {
-            Some(found) => Some(register.of(found.registers()) & (1 << bit) != 0),
-            None if leaf > hypervisor.max_leaf => Some(false),
-            None => None,
+        if leaf > hypervisor.max_leaf {
+            return Some(false);
         }
+        let found = hypervisor.leaves.iter().find(|l| l.leaf == leaf && l.subleaf == 0)?;
+        Some(register.of(found.registers()) & (1 << bit) != 0)
     }
 
     /// The highest Hyper-V leaf the guest's leaf 0x40000000 announces.
