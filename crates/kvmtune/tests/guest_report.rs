@@ -2,8 +2,11 @@
 //! from public sources (the fixture's `_provenance`), every enlightenment against the bits
 //! QEMU sets for it, and reports that are not one.
 
+use std::collections::BTreeSet;
+
 use kvmtune::guest::GuestReport;
 use kvmtune::knowledge::hyperv::{ENLIGHTENMENTS, Hv};
+use kvmtune::knowledge::hyperv_cpuid::{HV_CPUID_BITS, LEAF_FEATURES, LEAF_RECOMMENDATIONS, Register};
 use serde_json::{Value, json};
 
 mod common;
@@ -67,9 +70,9 @@ fn names(list: &Value) -> Vec<Hv> {
 #[test]
 fn real_dumps_decode_as_their_guests_report() {
     let dumps = fixture_dumps();
-    // Two guests on KVM with QEMU's enlightenments, two on Microsoft's Hyper-V.
-    assert_eq!(dumps.iter().filter(|d| d["host"] == "kvm").count(), 2);
-    assert_eq!(dumps.len(), 4);
+    // Three guests on KVM with QEMU's enlightenments, two on Microsoft's Hyper-V.
+    assert_eq!(dumps.iter().filter(|d| d["host"] == "kvm").count(), 3);
+    assert_eq!(dumps.len(), 5);
     for dump in &dumps {
         let report = report_of_dump(dump);
         let source = dump["source"].as_str().unwrap();
@@ -238,6 +241,35 @@ fn verify_on_a_real_dump_holds_against_the_qemu_option_it_was_taken_under() {
         ],
         "{findings:#?}"
     );
+}
+
+/// hvinfo printed the bits of the Windows guest by name. The registers the fixture rebuilds from
+/// them hold exactly those bits, by their TLFS names in the library's table, and the spinlock
+/// retries it printed; with virt-install's Windows defaults for a config, verify has nothing to
+/// say about them.
+#[test]
+fn a_windows_guests_named_bits_are_the_registers_the_fixture_rebuilds() {
+    let dump = dump_from("hvinfo");
+    let printed: BTreeSet<&str> =
+        dump["printed"].as_object().unwrap().values().map(|name| name.as_str().unwrap()).collect();
+    let registers = |leaf: u32| -> [u32; 4] {
+        let listed = dump["leaves"].as_array().unwrap().iter().find(|l| hex(&l["leaf"]) == leaf).unwrap();
+        ["eax", "ebx", "ecx", "edx"].map(|r| hex(&listed[r]))
+    };
+    let set: BTreeSet<&str> = HV_CPUID_BITS
+        .iter()
+        .filter(|b| [LEAF_FEATURES, LEAF_RECOMMENDATIONS].contains(&b.leaf))
+        .filter(|b| b.register.of(registers(b.leaf)) & (1 << b.bit) != 0)
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(set, printed);
+    assert_eq!(Register::Ebx.of(registers(LEAF_RECOMMENDATIONS)), 8191, "SpinlockRetries");
+
+    let guest = report_of_dump(&dump);
+    let virt_install =
+        config("<relaxed state='on'/><vapic state='on'/><spinlocks state='on' retries='8191'/>");
+    let findings = verify_without_host(&virt_install, &guest);
+    assert!(findings.iter().all(|f| f.rule != "VER001"), "{findings:#?}");
 }
 
 /// A report cut short, its 0x40000004 leaf gone though 0x40000000 announces it: what the guest
@@ -456,4 +488,12 @@ fn apic_msrs_recommended_where_the_host_virtualizes_the_apic() {
     // The Azure TDX guest: Microsoft's hypervisor does not recommend the MSRs there.
     let azure = report_of_dump(&dump_from("Florian Weimer"));
     assert!(ver012(&vapic, &azure, &avic_on).is_empty());
+
+    // The Windows guest of hvinfo's README, with virt-install's defaults (vapic, no avic): QEMU
+    // recommends the MSRs there too, so on an APICv host each of its EOIs exits.
+    let windows = report_of_dump(&dump_from("hvinfo"));
+    let virt_install =
+        config("<relaxed state='on'/><vapic state='on'/><spinlocks state='on' retries='8191'/>");
+    assert_eq!(ver012(&virt_install, &windows, &avic_on).len(), 1);
+    assert!(ver012(&virt_install, &windows, &avic_off).is_empty());
 }
