@@ -357,6 +357,63 @@ fn a_kvmtune_killed_mid_round_leaves_no_vm() {
     }
 }
 
+/// SIGTERM and SIGINT, unlike SIGKILL, reach kvmtune: it stops the round's VM, removes its
+/// temporary directories, says why it stopped and exits 2.
+#[test]
+#[cfg_attr(not(feature = "qemu"), ignore = "needs QEMU and /dev/kvm: cargo test --features qemu")]
+fn a_kvmtune_stopped_mid_round_says_so_and_leaves_nothing() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let (port_io, halt) = (unique("stopped-portio"), unique("stopped-halt"));
+    let first = variant_script(dir.path(), &port_io, GuestKind::PortIo);
+    let second = variant_script(dir.path(), &halt, GuestKind::Halt);
+    let scratch = tempfile::tempdir().unwrap();
+    for (signal, phase) in [("-TERM", "warming up"), ("-INT", "recording")] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
+            .args([
+                "experiment",
+                "--qemu",
+                "--variant",
+                &variant("p", &first),
+                "--variant",
+                &variant("h", &second),
+                "--warmup",
+                "3s",
+                "--duration",
+                "3s",
+            ])
+            .env("TMPDIR", scratch.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = Vec::new();
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            seen.push(std::mem::take(&mut line));
+            if seen.last().unwrap().contains(phase) {
+                break;
+            }
+        }
+        assert!(seen.last().is_some_and(|l| l.contains(phase)), "never reached {phase}: {seen:?}");
+        let asked = Instant::now();
+        Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(2), "{signal} while {phase}: {rest}");
+        assert!(rest.contains("stopped when asked to"), "{signal} while {phase}: {rest}");
+        // It stops within the polling interval of its loops, not at the end of the round.
+        assert!(asked.elapsed() < Duration::from_secs(3), "{signal} while {phase}: {:?}", asked.elapsed());
+        assert!(processes_with(&port_io).is_empty(), "{:?}", processes_with(&port_io));
+        assert!(processes_with(&halt).is_empty(), "{:?}", processes_with(&halt));
+        let left: Vec<_> =
+            std::fs::read_dir(scratch.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{signal} while {phase} left {left:?}");
+    }
+}
+
 #[test]
 fn variants_that_cannot_run_are_refused_before_any_vm_starts() {
     let dir = tempfile::tempdir().unwrap();
