@@ -2,8 +2,9 @@
 //! testkit's boot-sector guests (one doing port I/O in a loop, one halting until the BIOS timer
 //! wakes it), recorded through QMP `query-stats` as `exits record` does. The halting variant must
 //! win on exits per second with intervals apart; two scripts of the same guest must give no
-//! measurable difference; a kvmtune killed with SIGKILL mid-round must leave no QEMU behind;
-//! and variants that cannot run are refused before any VM starts.
+//! measurable difference; a kvmtune killed with SIGKILL mid-round must leave no QEMU behind,
+//! and one stopped with SIGTERM or SIGINT nothing at all; and variants that cannot run are
+//! refused before any VM starts.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
