@@ -272,6 +272,44 @@ fn a_windows_guests_named_bits_are_the_registers_the_fixture_rebuilds() {
     assert!(findings.iter().all(|f| f.rule != "VER001"), "{findings:#?}");
 }
 
+/// hv-spinlocks reaches the guest as a count in 0x40000004 EBX. Martins3's guest, started
+/// without it, reads QEMU's 0xFFFFFFFF ("never notify"); the Windows guest reads virt-install's
+/// 8191. Each is held against a config that asks for a count.
+#[test]
+fn spinlock_retries_are_held_against_the_count_the_guest_reads() {
+    let ver013 = |config: &kvmtune::config::model::VmConfig, guest: &GuestReport| {
+        verify_without_host(config, guest)
+            .into_iter()
+            .filter(|f| f.rule == "VER013")
+            .map(|f| (f.configured, f.seen))
+            .collect::<Vec<_>>()
+    };
+    let linux = report_of_dump(&dump_from("Martins3"));
+    assert_eq!(linux.spinlock_retries(), Some(u32::MAX));
+    let with_spinlocks = kvmtune::config::read(
+        "vm.sh",
+        "qemu-system-x86_64 -enable-kvm -cpu host,hv_relaxed,hv_vpindex,hv_time,hv_spinlocks=0x1fff",
+    )
+    .unwrap();
+    assert_eq!(
+        ver013(&with_spinlocks, &linux),
+        [(
+            "hv-spinlocks=8191".to_string(),
+            "0x40000004 EBX 0xFFFFFFFF, never notify: QEMU's value without hv-spinlocks".to_string()
+        )]
+    );
+    let as_taken =
+        kvmtune::config::read("vm.sh", "qemu-system-x86_64 -enable-kvm -cpu host,hv_relaxed").unwrap();
+    assert!(ver013(&as_taken, &linux).is_empty());
+
+    let windows = report_of_dump(&dump_from("hvinfo"));
+    assert!(ver013(&config("<spinlocks state='on' retries='8191'/>"), &windows).is_empty());
+    assert_eq!(
+        ver013(&config("<spinlocks state='on' retries='4095'/>"), &windows),
+        [("hv-spinlocks=4095".to_string(), "0x40000004 EBX 8191".to_string())]
+    );
+}
+
 /// A report cut short, its 0x40000004 leaf gone though 0x40000000 announces it: what the guest
 /// sees there is unknown, and VER001 says the report lacks the leaf rather than naming no bits.
 #[test]

@@ -78,7 +78,7 @@ pub fn verify(config: &VmConfig, guest: &GuestReport, host: Option<&HostFacts>) 
 }
 
 pub static VERIFY_RULES: &[VerifyRule] =
-    &[VER001, VER002, VER003, VER004, VER005, VER006, VER007, VER008, VER009, VER010, VER011, VER012];
+    &[VER001, VER002, VER003, VER004, VER005, VER006, VER007, VER008, VER009, VER010, VER011, VER012, VER013];
 
 /// Why an enlightenment the config asks for may be missing, from what else the guest sees.
 fn why_no_hyperv(ctx: &VerifyContext) -> String {
@@ -723,5 +723,49 @@ fn apic_msrs_recommended(ctx: &VerifyContext) -> Vec<VerifyFinding> {
         configured,
         "CPUID 0x40000004 EAX[3] UseApicMsrs set: the guest ends each interrupt with a write to MSR 0x40000070, which exits".into(),
         why,
+    )]
+}
+
+pub(crate) const VER013: VerifyRule = VerifyRule {
+    check: spinlock_retries_differ,
+    meta: RuleMeta {
+        id: "VER013",
+        name: "spinlock-retries-differ",
+        category: Category::Hyperv,
+        severity: Severity::Warning,
+        title: "the guest's spinlock retry count is not the hv-spinlocks value the configuration sets",
+        explanation: "hv-spinlocks=N (libvirt <spinlocks state='on' retries='N'/>) reaches the guest as a number, not a bit: CPUID leaf 0x40000004 EBX, how often Windows spins on a lock before it tells the hypervisor that it waits. Without the property QEMU puts 0xFFFFFFFF there, which means never tell. A guest that reads another count runs on another definition than this one.",
+        example: "<spinlocks state='on' retries='8191'/>; the guest reads 0xFFFFFFFF",
+        fix: "restart the VM from this definition",
+        fix_safety: Applicability::Manual,
+        source: "Microsoft Hyper-V TLFS, Feature discovery (leaf 0x40000004 EBX); QEMU docs/system/i386/hyperv.rst (hv-spinlocks); QEMU target/i386/cpu.c (hv-spinlocks defaults to HYPERV_SPINLOCK_NEVER_NOTIFY) and target/i386/kvm/kvm.c (0x40000004 EBX from it)",
+    },
+};
+
+fn spinlock_retries_differ(ctx: &VerifyContext) -> Vec<VerifyFinding> {
+    let Some(wanted) = ctx
+        .config
+        .hyperv
+        .get(Hv::Spinlocks)
+        .filter(|f| f.on)
+        .and_then(|f| f.value.as_deref()?.parse::<u32>().ok())
+    else {
+        return Vec::new();
+    };
+    // Without Hyper-V leaves there is no count to compare; VER001 says why they are missing.
+    let Some(seen) = ctx.guest.spinlock_retries() else { return Vec::new() };
+    if seen == wanted {
+        return Vec::new();
+    }
+    let shown = if seen == u32::MAX {
+        "0xFFFFFFFF, never notify: QEMU's value without hv-spinlocks".to_string()
+    } else {
+        seen.to_string()
+    };
+    vec![VerifyFinding::of(
+        &VER013.meta,
+        format!("hv-spinlocks={wanted}"),
+        format!("0x40000004 EBX {shown}"),
+        "the running VM was started from another definition".into(),
     )]
 }

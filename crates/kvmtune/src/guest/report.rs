@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::knowledge::hyperv::{ENLIGHTENMENTS, Hv};
-use crate::knowledge::hyperv_cpuid::Register;
+use crate::knowledge::hyperv_cpuid::{LEAF_RECOMMENDATIONS, Register};
 
 /// The schema version this kvmtune reads (the guest program's `SCHEMA_VERSION`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -205,6 +205,18 @@ impl GuestReport {
         }
         let found = hypervisor.leaves.iter().find(|l| l.leaf == leaf && l.subleaf == 0)?;
         Some(register.of(found.registers()) & (1 << bit) != 0)
+    }
+
+    /// How often the guest is told to spin on a lock before it notifies the hypervisor: leaf
+    /// 0x40000004 EBX, where the guest has that leaf (QEMU puts hv-spinlocks there, 0xFFFFFFFF
+    /// "never notify" without it).
+    pub fn spinlock_retries(&self) -> Option<u32> {
+        let hypervisor = self.hyperv()?;
+        if LEAF_RECOMMENDATIONS > hypervisor.max_leaf {
+            return None;
+        }
+        let found = hypervisor.leaves.iter().find(|l| l.leaf == LEAF_RECOMMENDATIONS && l.subleaf == 0)?;
+        Some(found.ebx)
     }
 
     /// The highest Hyper-V leaf the guest's leaf 0x40000000 announces.
