@@ -752,7 +752,8 @@ fn spinlock_retries_differ(ctx: &VerifyContext) -> Vec<VerifyFinding> {
     else {
         return Vec::new();
     };
-    // Without Hyper-V leaves there is no count to compare; VER001 says why they are missing.
+    // Without Hyper-V leaves there is no count to compare; VER001 names the missing interface
+    // for the enlightenments that are bits.
     let Some(seen) = ctx.guest.spinlock_retries() else { return Vec::new() };
     if seen == wanted {
         return Vec::new();
