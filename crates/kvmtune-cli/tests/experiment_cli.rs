@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kvmtune_testkit::guest::{GuestKind, boot_sector};
@@ -301,6 +301,48 @@ fn one_round_says_what_it_cannot_tell() {
     );
 }
 
+/// Starts `kvmtune experiment` on two variant scripts, two rounds each, with its temporary
+/// directories in `tmpdir`, and reads its progress until it reports `phase`. Returns the child
+/// and the rest of its stderr.
+fn experiment_until(
+    first: &Path,
+    second: &Path,
+    tmpdir: &Path,
+    phase: &str,
+) -> (Child, BufReader<ChildStderr>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
+        .args([
+            "experiment",
+            "--qemu",
+            "--variant",
+            &variant("p", first),
+            "--variant",
+            &variant("h", second),
+            "--warmup",
+            "3s",
+            "--duration",
+            "3s",
+            "--repeat",
+            "2",
+        ])
+        .env("TMPDIR", tmpdir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push(std::mem::take(&mut line));
+        if seen.last().unwrap().contains(phase) {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.contains(phase)), "never reached {phase}: {seen:?}");
+    (child, stderr)
+}
+
 #[test]
 #[cfg_attr(not(feature = "qemu"), ignore = "needs QEMU and /dev/kvm: cargo test --features qemu")]
 fn a_kvmtune_killed_mid_round_leaves_no_vm() {
@@ -310,37 +352,8 @@ fn a_kvmtune_killed_mid_round_leaves_no_vm() {
     let first = variant_script(dir.path(), &port_io, GuestKind::PortIo);
     let second = variant_script(dir.path(), &halt, GuestKind::Halt);
     for phase in ["warming up", "recording"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
-            .args([
-                "experiment",
-                "--qemu",
-                "--variant",
-                &variant("p", &first),
-                "--variant",
-                &variant("h", &second),
-                "--warmup",
-                "3s",
-                "--duration",
-                "3s",
-                "--repeat",
-                "2",
-            ])
-            // What a kvmtune killed so cannot remove (its temporary directories) goes with `dir`.
-            .env("TMPDIR", dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = Vec::new();
-        for line in stderr.lines() {
-            let line = line.unwrap();
-            seen.push(line.clone());
-            if line.contains(phase) {
-                break;
-            }
-        }
-        assert!(seen.last().is_some_and(|l| l.contains(phase)), "never reached {phase}: {seen:?}");
+        // What a kvmtune killed so cannot remove (its temporary directories) goes with `dir`.
+        let (mut child, _stderr) = experiment_until(&first, &second, dir.path(), phase);
         assert!(
             !(processes_with(&port_io).is_empty() && processes_with(&halt).is_empty()),
             "no VM ran while {phase}"
@@ -370,34 +383,7 @@ fn a_kvmtune_stopped_mid_round_says_so_and_leaves_nothing() {
     let second = variant_script(dir.path(), &halt, GuestKind::Halt);
     let scratch = tempfile::tempdir().unwrap();
     for (signal, phase) in [("-TERM", "warming up"), ("-INT", "recording")] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kvmtune"))
-            .args([
-                "experiment",
-                "--qemu",
-                "--variant",
-                &variant("p", &first),
-                "--variant",
-                &variant("h", &second),
-                "--warmup",
-                "3s",
-                "--duration",
-                "3s",
-            ])
-            .env("TMPDIR", scratch.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = Vec::new();
-        let mut line = String::new();
-        while stderr.read_line(&mut line).unwrap() > 0 {
-            seen.push(std::mem::take(&mut line));
-            if seen.last().unwrap().contains(phase) {
-                break;
-            }
-        }
-        assert!(seen.last().is_some_and(|l| l.contains(phase)), "never reached {phase}: {seen:?}");
+        let (mut child, mut stderr) = experiment_until(&first, &second, scratch.path(), phase);
         let asked = Instant::now();
         Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
         let mut rest = String::new();

@@ -168,6 +168,23 @@ fn config(hyperv: &str) -> kvmtune::config::model::VmConfig {
     kvmtune::config::read("t.xml", &xml).unwrap()
 }
 
+/// The `-cpu` option Martins3's guest was started with (the notes beside its dump).
+const MARTINS3_CPU: &str = "host,hv_relaxed,hv_vpindex,hv_time";
+
+/// The `<hyperv>` element virt-install writes for a Windows guest (virtinst: relaxed, vapic,
+/// spinlocks with 8191 retries); `config` adds the hypervclock timer.
+const VIRT_INSTALL_WINDOWS_HYPERV: &str =
+    "<relaxed state='on'/><vapic state='on'/><spinlocks state='on' retries='8191'/>";
+
+/// A QEMU command line whose `-cpu` option is `cpu`.
+fn qemu_with_cpu(cpu: &str) -> kvmtune::config::model::VmConfig {
+    kvmtune::config::read(
+        "vm.sh",
+        &format!("qemu-system-x86_64 -enable-kvm -machine q35 -m 4G -smp 4 -cpu {cpu}"),
+    )
+    .unwrap()
+}
+
 /// The KVM guest of the kvm list against configs: what it sees is not reported, what it lacks
 /// is, with the bit that is clear.
 #[test]
@@ -203,18 +220,11 @@ fn verify_on_the_real_kvm_dump_names_only_what_the_guest_lacks() {
 fn verify_on_a_real_dump_holds_against_the_qemu_option_it_was_taken_under() {
     let guest = report_of_dump(&dump_from("Martins3"));
     assert_eq!(guest.max_hyperv_leaf(), Some(0x4000_0005));
-    let qemu = |cpu: &str| {
-        kvmtune::config::read(
-            "vm.sh",
-            &format!("qemu-system-x86_64 -enable-kvm -machine q35 -m 4G -smp 4 -cpu {cpu}"),
-        )
-        .unwrap()
-    };
-    let findings = verify_without_host(&qemu("host,hv_relaxed,hv_vpindex,hv_time"), &guest);
+    let findings = verify_without_host(&qemu_with_cpu(MARTINS3_CPU), &guest);
     assert!(findings.iter().all(|f| f.rule != "VER001"), "{findings:#?}");
 
     let findings = verify_without_host(
-        &qemu(
+        &qemu_with_cpu(
             "host,hv_relaxed,hv_vpindex,hv_time,hv_synic,hv_stimer,hv-vapic,hv-tlbflush,hv-tlbflush-direct",
         ),
         &guest,
@@ -266,8 +276,7 @@ fn a_windows_guests_named_bits_are_the_registers_the_fixture_rebuilds() {
     assert_eq!(Register::Ebx.of(registers(LEAF_RECOMMENDATIONS)), 8191, "SpinlockRetries");
 
     let guest = report_of_dump(&dump);
-    let virt_install =
-        config("<relaxed state='on'/><vapic state='on'/><spinlocks state='on' retries='8191'/>");
+    let virt_install = config(VIRT_INSTALL_WINDOWS_HYPERV);
     let findings = verify_without_host(&virt_install, &guest);
     assert!(findings.iter().all(|f| f.rule != "VER001"), "{findings:#?}");
 }
@@ -286,11 +295,7 @@ fn spinlock_retries_are_held_against_the_count_the_guest_reads() {
     };
     let linux = report_of_dump(&dump_from("Martins3"));
     assert_eq!(linux.spinlock_retries(), Some(u32::MAX));
-    let with_spinlocks = kvmtune::config::read(
-        "vm.sh",
-        "qemu-system-x86_64 -enable-kvm -cpu host,hv_relaxed,hv_vpindex,hv_time,hv_spinlocks=0x1fff",
-    )
-    .unwrap();
+    let with_spinlocks = qemu_with_cpu(&format!("{MARTINS3_CPU},hv_spinlocks=0x1fff"));
     assert_eq!(
         ver013(&with_spinlocks, &linux),
         [(
@@ -298,9 +303,7 @@ fn spinlock_retries_are_held_against_the_count_the_guest_reads() {
             "0x40000004 EBX 0xFFFFFFFF, never notify: QEMU's value without hv-spinlocks".to_string()
         )]
     );
-    let as_taken =
-        kvmtune::config::read("vm.sh", "qemu-system-x86_64 -enable-kvm -cpu host,hv_relaxed").unwrap();
-    assert!(ver013(&as_taken, &linux).is_empty());
+    assert!(ver013(&qemu_with_cpu(MARTINS3_CPU), &linux).is_empty());
 
     let windows = report_of_dump(&dump_from("hvinfo"));
     assert!(ver013(&config("<spinlocks state='on' retries='8191'/>"), &windows).is_empty());
@@ -318,9 +321,7 @@ fn an_enlightenment_whose_leaf_the_report_lacks_is_named_as_such() {
     dump["leaves"].as_array_mut().unwrap().retain(|l| l["leaf"] != "0x40000004");
     let guest = report_of_dump(&dump);
     assert_eq!(guest.sees(Hv::from_qemu("hv-relaxed").unwrap()), None);
-    let config =
-        kvmtune::config::read("vm.sh", "qemu-system-x86_64 -enable-kvm -cpu host,hv_relaxed,hv_time")
-            .unwrap();
+    let config = qemu_with_cpu("host,hv_relaxed,hv_time");
     let ver001: Vec<_> =
         verify_without_host(&config, &guest).into_iter().filter(|f| f.rule == "VER001").collect();
     assert_eq!(ver001.len(), 1, "{ver001:#?}");
@@ -530,8 +531,7 @@ fn apic_msrs_recommended_where_the_host_virtualizes_the_apic() {
     // The Windows guest of hvinfo's README, with virt-install's defaults (vapic, no avic): QEMU
     // recommends the MSRs there too, so on an APICv host each of its EOIs exits.
     let windows = report_of_dump(&dump_from("hvinfo"));
-    let virt_install =
-        config("<relaxed state='on'/><vapic state='on'/><spinlocks state='on' retries='8191'/>");
+    let virt_install = config(VIRT_INSTALL_WINDOWS_HYPERV);
     assert_eq!(ver012(&virt_install, &windows, &avic_on).len(), 1);
     assert!(ver012(&virt_install, &windows, &avic_off).is_empty());
 }
